@@ -97,11 +97,14 @@ def load_ruleset(text: str, source: str = "<dump>", table: str | None = None) ->
 def sniff_format(text: str) -> str:
     """iptables-save | iptables-S | iptables-L | nft | ipvsadm | unknown (then parsed as iptables)."""
     head = text[:200000]
-    save = len(re.findall(r"(?m)^\s*(?:\[\d+:\d+\]\s*)?-A\s", head)) + len(re.findall(r"(?m)^\s*\*(?:nat|filter|mangle|raw)\b", head))
+    save = len(re.findall(r"(?m)^(?:[^\n]*?\]:\s*|\s*\d+\s+|\s*)(?:\[\d+:\d+\]\s*)?-A\s+[\w.@-]+\s", head)) + len(re.findall(r"(?m)^\s*\*(?:nat|filter|mangle|raw)\b", head))
     listing = len(re.findall(r"(?m)^\s*Chain \S+ \((?:policy \w+|\d+ references?)", head))
     nft = len(re.findall(r"(?m)^\s*table (?:ip|ip6|inet|arp|bridge|netdev) \S+ \{", head))
+    nft += len(re.findall(r"(?m)^\s*chain \S+ \{\s*$|^\s*type (?:filter|nat|route) hook \w+", head))
     ipvs = len(re.findall(r"(?m)^\s*(?:TCP|UDP|SCTP|FWM)\s+\S+\s+(?:rr|wrr|lc|wlc|lblc|lblcr|dh|sh|sed|nq|mh|fo|ovf)\b", head))
     ipvs += len(re.findall(r"(?m)^\s*-A -[tuf] \S+", head)) * 2
+    ipvs += len(re.findall(r"(?m)^IP Virtual Server version", head)) * 3
+    ipvs += len(re.findall(r"(?m)^\s*(?:TCP|UDP|SCTP)\s+\[?[\w.:-]+\]?:\w+\s+\d+\s+\d+", head))
     best = max(save, listing, nft, ipvs)
     if best == 0:
         return "unknown"
@@ -184,10 +187,16 @@ class _Loader:
     def load(self) -> Ruleset:
         lines = self.text.splitlines()
         for no, raw in enumerate(lines, 1):
+            self._pending_glued: tuple[int, str] | None = None
             stmt = self._clean(raw, no)
-            if stmt is None:
-                continue
-            self._statement(stmt)
+            if stmt is not None:
+                self._statement(stmt)
+            while self._pending_glued is not None:
+                gno, rest = self._pending_glued
+                self._pending_glued = None
+                stmt = self._clean(rest, gno)
+                if stmt is not None:
+                    self._statement(stmt)
         if self.current is not None and self.current.chains:
             self.warn(f"table {self.current.name} has no COMMIT line (the dump may be cut short)", None, "structure")
         if self.pending:
@@ -236,6 +245,10 @@ class _Loader:
             counters = (int(m.group(1)), int(m.group(2)))
             s = s[m.end():]
             self.rs.has_counters = True
+        if s.startswith("-A ") and "-A " in s[3:]:
+            s = self._unglue(s, no)
+            if s is None:
+                return None
         c0 = s[0] if s else ""
         if c0 in "-:*" or s.startswith("COMMIT"):
             if c0 == "-" and not re.match(r"-[AINPXFDZ]\s", s + " "):
@@ -256,6 +269,26 @@ class _Loader:
             self.warn(f"ignored text before the rule: {s[:m.start(1)].strip()[:60]!r}", no, "noise")
             return self._clean(s[m.start(1):], no)
         return self._unrecognized(s, no)
+
+    def _unglue(self, s: str, no: int) -> str | None:
+        """A terminal's soft wrap can glue two rules on one line (`... -j KUBE-      SVC-X    5 -A ...`)."""
+        cut = None
+        in_q = False
+        for m in re.finditer(r'"|\s(?:\d+\s+)?-A\s', s):
+            if m.group(0) == '"':
+                in_q = not in_q
+            elif not in_q and m.start() > 0:
+                cut = m
+                break
+        if cut is None:
+            return s
+        first, rest = s[:cut.start()].rstrip(), s[cut.start():].strip()
+        rest = re.sub(r"^\d+\s+", "", rest)
+        repaired = re.sub(r"(-[jg]\s+[A-Z]+-)\s{2,}([A-Z0-9])", r"\1\2", first)
+        self.warn("two rules glued on one line (terminal wrap?): split them"
+                  + ("; rejoined a target name split by the wrap" if repaired != first else ""), no, "noise")
+        self._pending_glued = (no, rest)
+        return repaired
 
     def _unrecognized(self, s: str, no: int) -> None:
         self.unrecognized += 1
@@ -397,6 +430,8 @@ class _Loader:
             tname = table_of[name]
             guessed.setdefault(tname, []).append(name)
             t = self._table(tname, None)
+            if name not in t.chains:
+                t.chains[name] = Chain(tname, name)
             for kind, toks, st in stmts:
                 self._apply(t, kind, toks, st)
         for tname, names in guessed.items():
@@ -462,7 +497,11 @@ def _infer_tables(chains: dict[str, list[tuple[str, list[str], _Stmt]]]) -> dict
                         vote_filter += 3
                     elif tgt in ("ACCEPT", "DROP"):
                         vote_filter += 1
-                    elif tgt not in KNOWN_TARGETS:
+                    elif tgt.startswith(_NAT_CHAIN_PREFIXES):
+                        vote_nat += 2
+                    elif tgt.startswith(_FILTER_CHAIN_PREFIXES):
+                        vote_filter += 2
+                    if tgt not in KNOWN_TARGETS:
                         edges.setdefault(name, set()).add(tgt)
                         edges.setdefault(tgt, set()).add(name)
         if vote_nat > vote_filter:

@@ -64,7 +64,7 @@ class PathStep:
 
 
 class State:
-    __slots__ = ("assumptions", "assume", "branch", "confirmed", "ctmark", "dnat", "dnat_changed", "dnat_done", "ifaces",
+    __slots__ = ("assumptions", "assume", "branch", "onesided", "confirmed", "ctmark", "dnat", "dnat_changed", "dnat_done", "ifaces",
                  "iif", "mark", "masq", "oif", "orig", "path", "pkt", "prob", "recent_set", "reject_with",
                  "remembered", "snat", "snat_changed", "snat_done", "untracked")
 
@@ -86,6 +86,7 @@ class State:
         self.snat_done = False
         self.assume: dict[str, bool] = {}
         self.assumptions: tuple[str, ...] = ()
+        self.onesided = False  # an assumption whose other side was not walked
         self.ifaces: dict[str, tuple[tuple[str, bool], ...]] = {}
         self.iif = pkt.iif
         self.oif = pkt.oif
@@ -114,6 +115,12 @@ class State:
             p = p[1]
         out.reverse()
         return out
+
+    def assume_one(self, text: str) -> None:
+        """An assumption without the other case walked: the outcome cannot be certain."""
+        self.onesided = True
+        if text not in self.assumptions:
+            self.assumptions = (*self.assumptions, text)
 
     def set_assumption(self, u: Unknown, value: bool) -> None:
         self.assume[u.key] = value
@@ -433,7 +440,7 @@ class Walker:
         for u in soft:
             if u.key not in cur.assume:
                 cur.assume[u.key] = True
-                cur.assumptions = (*cur.assumptions, u.says)
+                cur.assume_one(u.says)
                 self.warn(f"soft:{u.key}", f"{rule.chain} rule {rule.index}: assumed {u.says}", rule.line,
                           "unknown-match")
         if factor < 1.0:
@@ -486,7 +493,7 @@ class Walker:
             return None
         if name in ("QUEUE", "NFQUEUE"):
             step(name, "the verdict is given by a userspace program; assumed it accepts")
-            st.assumptions = (*st.assumptions, f"the userspace queue program accepts it ({where})")
+            st.assume_one(f"the userspace queue program accepts it ({where})")
             return "accept", f"{where} hands it to a userspace program (assumed to accept)"
         if name in ("DNAT", "SNAT", "MASQUERADE", "REDIRECT", "NETMAP"):
             if table != "nat":
@@ -539,7 +546,7 @@ class Walker:
             ip, port, text = _nat_spec(spec, pkt)
             if ip is None:
                 step("DNAT (no usable destination)")
-                st.assumptions = (*st.assumptions, f"{where} DNATs to an unusable address {spec!r}")
+                st.assume_one(f"{where} DNATs to an unusable address {spec!r}")
                 self.warn(f"baddnat:{rule.line}", f"{where}: DNAT target {spec!r} is unusable; the kernel would "
                                                   "refuse or mangle this rule", rule.line, "unknown-match")
                 return "accept", f"{where} has a broken DNAT target"
@@ -575,7 +582,7 @@ class Walker:
             step(f"SNAT to {spec}")
             return "accept", ""
         step(f"{name} (not modelled)")
-        st.assumptions = (*st.assumptions, f"{where}: {name} is not modelled")
+        st.assume_one(f"{where}: {name} is not modelled")
         return "accept", ""
 
     def _do_dnat(self, st: State, ip: ipaddress.IPv4Address | ipaddress.IPv6Address, port: int | None,
@@ -600,8 +607,7 @@ class Walker:
                 if ip == st.pkt.src:  # KUBE-SEP's hairpin rule: -s <endpoint> -j KUBE-MARK-MASQ
                     st.mark |= KUBE_MASQ_MARK
                 self._do_dnat(st, ip, int(port), None)
-                st.assumptions = (*st.assumptions, f"{name} (not in the dump) DNATs to {ep}, as the comment of "
-                                                   f"{where} says")
+                st.assume_one(f"{name} (not in the dump) DNATs to {ep}, as the comment of {where} says")
                 step(f"jump {name} (not in the dump; assumed DNAT to {ep})")
                 self.warn(f"missing:{name}", f"{where} jumps to {name}, which is not in the dump; its comment "
                                              f"names the endpoint {ep}, so the outcome names it (certain: false)",
@@ -610,12 +616,12 @@ class Walker:
         if name in ("KUBE-MARK-MASQ", "KUBE-MARK-DROP"):
             bit = KUBE_MASQ_MARK if name == "KUBE-MARK-MASQ" else KUBE_DROP_MARK
             st.mark |= bit
-            st.assumptions = (*st.assumptions, f"{name} (not in the dump) sets mark {bit:#x} as kube-proxy's does")
+            st.assume_one(f"{name} (not in the dump) sets mark {bit:#x} as kube-proxy's does")
             step(f"jump {name} (not in the dump; assumed MARK or {bit:#x})")
             self.warn(f"missing:{name}", f"{where} jumps to {name}, which is not in the dump; assumed kube-proxy's "
                                          f"MARK or {bit:#x}", rule.line, "missing-chain")
             return None
-        st.assumptions = (*st.assumptions, f"{name} (not in the dump) returns without a verdict")
+        st.assume_one(f"{name} (not in the dump) returns without a verdict")
         step(f"jump {name} (not in the dump; assumed to return)")
         self.warn(f"missing:{name}", f"{where} jumps to {name}, which is not in the dump (filtered or cut short); "
                                      "assumed it returns without a verdict", rule.line, "missing-chain")
@@ -772,7 +778,9 @@ def merge_outcomes(finals: list[_Final]) -> list[Outcome]:
         fs.sort(key=lambda f: -f.st.prob)
         total = sum(f.st.prob for f in fs)
         best = fs[0]
-        certain = all(not f.st.assumptions for f in fs) or total >= 1 - 1e-9
+        # Both sides of every split ending here means the split did not matter.
+        certain = all(not f.st.assumptions for f in fs) or (
+            total >= 1 - 1e-9 and not any(f.st.onesided for f in fs))
         assumptions: list[str] = []
         if not certain:
             for f in fs:

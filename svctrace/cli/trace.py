@@ -1,0 +1,141 @@
+"""`svctrace trace`: one packet through one node's rules, no cluster needed."""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from importlib import resources
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from svctrace.cli import app
+from svctrace.errors import InputError, SvctraceError
+from svctrace.model import NodeFacts, Packet
+from svctrace.netfilter import load_ruleset, trace
+from svctrace.netfilter.ipset import parse_ipset
+
+DEMO_DUMP = "kube-proxy-basic.iptables-save"
+DEMO_LOCAL_IPS = ["192.168.0.2"]
+
+
+class Output(str, Enum):
+    text = "text"
+    json = "json"
+
+
+class Proto(str, Enum):
+    tcp = "tcp"
+    udp = "udp"
+    sctp = "sctp"
+    icmp = "icmp"
+
+
+def read_input(path: str) -> tuple[str, str]:
+    """(text, display name) of a file or of stdin ("-")."""
+    if path == "-":
+        data = sys.stdin.buffer.read()
+        name = "<stdin>"
+    else:
+        p = Path(path)
+        try:
+            data = p.read_bytes()
+        except FileNotFoundError:
+            raise InputError("no such file", source=path) from None
+        except IsADirectoryError:
+            raise InputError("is a directory, not a dump file", source=path) from None
+        except PermissionError:
+            raise InputError("permission denied", source=path) from None
+        except OSError as e:
+            raise InputError(f"cannot read it: {e.strerror}", source=path) from None
+        name = path
+    if b"\x00" in data[:65536]:
+        line = data[: data.index(b"\x00")].count(b"\n") + 1
+        raise InputError("this is binary data, not a text dump", source=name, line=line)
+    try:
+        return data.decode("utf-8"), name
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        sys.stderr.write(f"svctrace: warning: {name}:{line}: not UTF-8; read as Latin-1\n")
+        return data.decode("latin-1"), name
+
+
+def demo_dump() -> tuple[str, str]:
+    text = resources.files("svctrace.data").joinpath("examples", DEMO_DUMP).read_text()
+    return text, f"demo:{DEMO_DUMP}"
+
+
+@app.command("trace")
+def trace_cmd(
+    dump: str | None = typer.Argument(None, help="An iptables-save / iptables -S / iptables -L dump of one node, "
+                                      "or - for stdin.", show_default=False),
+    src: str | None = typer.Option(None, "--src", "-s", help="Source IP of the packet (default with --from-node: "
+                                   "the first --local-ip)."),
+    dst: str = typer.Option(..., "--dst", "-d", help="Destination IP of the packet."),
+    proto: Proto = typer.Option(Proto.tcp, "--proto", "-p", help="Protocol."),
+    dport: int | None = typer.Option(None, "--dport", help="Destination port (tcp, udp, sctp)."),
+    sport: int | None = typer.Option(None, "--sport", help="Source port, when a rule depends on it."),
+    local_ip: list[str] = typer.Option([], "--local-ip", help="An address the node owns (repeatable). What "
+                                       "`-m addrtype LOCAL` and routing-to-self see; 127.0.0.0/8 and ::1 always are."),
+    from_node: bool = typer.Option(False, "--from-node", help="The node itself sends the packet (enters at OUTPUT). "
+                                   "Implied when --src is one of the --local-ip."),
+    iif: str | None = typer.Option(None, "--in-iface", help="Interface the packet arrives on, when rules match "
+                                   "interfaces (else both cases are shown)."),
+    oif: str | None = typer.Option(None, "--out-iface", help="Interface the packet leaves by, when rules match it."),
+    returning_client: bool = typer.Option(False, "--returning-client", help="The client connected before: show "
+                                          "the session-affinity path (-m recent --rcheck hits)."),
+    ipset: Path | None = typer.Option(None, "--ipset", help="An `ipset save` dump, to decide -m set matches."),
+    table: str | None = typer.Option(None, "--table", "-t", help="Table of a dump with no *table header "
+                                     "(iptables -t nat -S)."),
+    route_localnet: bool | None = typer.Option(None, "--route-localnet/--no-route-localnet",
+                                               help="net.ipv4.conf.all.route_localnet on the node (default: inferred "
+                                               "from kube-proxy's rules)."),
+    demo: bool = typer.Option(False, "--demo", help="Use the bundled example dump (node IP 192.168.0.2)."),
+    output: Output = typer.Option(Output.text, "--output", "-o", help="Output format."),
+) -> None:
+    """Walk one packet through one node's iptables rules: every outcome, its probability and the rules that decided it."""
+    if demo and dump:
+        raise InputError("give a DUMP or --demo, not both")
+    if not demo and not dump:
+        raise InputError("missing DUMP (a file, or - for stdin); try --demo for the bundled example")
+    text, name = demo_dump() if demo else read_input(dump or "-")
+    if demo and not local_ip:
+        local_ip = list(DEMO_LOCAL_IPS)
+    try:
+        facts = NodeFacts.make(local_ips=local_ip, route_localnet=route_localnet, returning_client=returning_client)
+    except ValueError as e:
+        raise InputError(f"--local-ip: {e}") from None
+    if ipset is not None:
+        itext, iname = read_input(str(ipset))
+        sets, _ = parse_ipset(itext, iname)
+        facts.ipsets.update(sets)
+    if src is None:
+        if not from_node:
+            raise InputError("missing --src (or --from-node with a --local-ip)")
+        mine = sorted((ip for ip in facts.local_ips if not ip.is_loopback), key=str)
+        if not mine:
+            raise InputError("--from-node needs --src or a --local-ip to send from")
+        src = str(mine[0])
+    try:
+        pkt = Packet.make(src=src, dst=dst, proto=proto.value, dport=dport, sport=sport,
+                          origin="local" if from_node else None, iif=iif, oif=oif, local_ips=facts.local_ips)
+    except ValueError as e:
+        raise InputError(str(e)) from None
+    if pkt.has_ports and dport is None:
+        raise InputError(f"missing --dport: a {pkt.proto} packet has a destination port")
+    rs = load_ruleset(text, name, table)
+    result = trace(rs, pkt, facts)
+    if output is Output.json:
+        sys.stdout.write(json.dumps(result.to_json(), indent=2) + "\n")
+        for w in result.warnings:
+            sys.stderr.write(f"svctrace: warning: {w}\n")
+    else:
+        from svctrace.render.text import render_trace
+
+        render_trace(result, Console(highlight=False))
+    raise typer.Exit(result.exit_code)
+
+
+__all__ = ["SvctraceError", "trace_cmd"]

@@ -1,0 +1,239 @@
+"""Human output of `svctrace trace`: the hops as a compact tree, the outcomes, a one-line verdict."""
+
+from __future__ import annotations
+
+from rich.console import Console, Group
+from rich.table import Table
+from rich.text import Text
+from rich.tree import Tree
+
+from svctrace.kubeproxy.chains import chain_meaning
+from svctrace.model import Packet, format_endpoint
+from svctrace.netfilter.walker import Outcome, PathStep, TraceResult
+
+VERDICT_STYLE = {"accept": "bold green", "drop": "bold red", "reject": "bold red"}
+
+
+def packet_line(p: Packet) -> Text:
+    t = Text()
+    t.append(f"{p.proto} ", style="bold")
+    t.append(format_endpoint(p.src, p.sport), style="cyan")
+    t.append(" → ")
+    t.append(p.endpoint(), style="cyan")
+    if p.proto in ("icmp", "icmpv6"):
+        t.append(f" (type {p.icmp_type}{', echo request' if p.icmp_type in (8, 128) else ''})", style="dim")
+    where = "sent by the node itself (enters at OUTPUT)" if p.origin == "local" else \
+        "arriving from the network (enters at PREROUTING)"
+    t.append(f"   {where}", style="dim")
+    return t
+
+
+def _pct(p: float) -> str:
+    if p >= 0.9995 or p == 0:
+        return f"{p * 100:.0f}%"
+    if p >= 0.001:
+        return f"{p * 100:.1f}%"
+    return f"{p * 100:.3g}%"
+
+
+def _step_label(s: PathStep) -> Text:
+    t = Text()
+    if s.rule is None:
+        t.append(f"{s.table} {s.chain} ", style="bold")
+        t.append(s.action, style="yellow")
+        return t
+    t.append(f"{s.table} {s.chain}", style="bold")
+    t.append(f" #{s.rule} ", style="dim")
+    if s.branch is not None:
+        t.append(f"{_pct(s.branch)} ", style="magenta")
+        if s.probability:
+            t.append(f"(--probability {s.probability}) ", style="dim magenta")
+    action = s.action
+    t.append(action, style="yellow" if action.startswith(("jump", "goto")) else "bold yellow")
+    comment = _comment_of(s.text)
+    if comment:
+        t.append(f"  “{comment}”", style="italic dim")
+    return t
+
+
+def visible_steps(path: list[PathStep]) -> list[PathStep]:
+    """The hops that did something: drop RETURNs, accepting policies and jumps into chains where
+    nothing applied (the JSON output keeps every rule)."""
+    steps = [s for s in path if s.action != "RETURN" and not (s.rule is None and s.action == "policy ACCEPT")]
+    changed = True
+    while changed:
+        changed = False
+        out: list[PathStep] = []
+        for i, s in enumerate(steps):
+            if s.action.startswith(("jump ", "goto ")) and "not in the dump" not in s.action:
+                target = s.action.split()[1]
+                nxt = steps[i + 1] if i + 1 < len(steps) else None
+                if nxt is None or nxt.chain != target or nxt.table != s.table:
+                    changed = True
+                    continue
+            out.append(s)
+        steps = out
+    return steps
+
+
+def _comment_of(text: str) -> str | None:
+    import re
+
+    m = re.search(r'--comment\s+("(?:[^"\\]|\\.)*"|\S+)', text)
+    if not m:
+        return None
+    c = m.group(1)
+    if c.startswith('"'):
+        c = c[1:-1].replace('\\"', '"')
+    return c
+
+
+def _outcome_label(o: Outcome) -> Text:
+    t = Text("⇒ ")
+    t.append(_pct(o.probability), style="bold magenta")
+    t.append(" ")
+    t.append(o.verdict.upper(), style=VERDICT_STYLE.get(o.verdict, "bold"))
+    if o.dnat:
+        t.append(f" to {o.dnat}", style="bold cyan")
+    if o.verdict == "accept":
+        t.append(f" ({'delivered on the node' if o.delivery == 'local' else 'routed on'})", style="dim")
+        if o.masquerade:
+            t.append(", masqueraded" + (f" to {o.snat}" if o.snat else ""), style="yellow")
+    if not o.certain:
+        t.append("  [uncertain]", style="bold red")
+    return t
+
+
+def path_tree(result: TraceResult) -> Tree:
+    """The union of all outcome paths as a tree: shared hops once, branches where the walk split."""
+    root = Tree(packet_line(result.packet), guide_style="dim")
+    nodes: dict[tuple, Tree] = {}
+    for o in result.outcomes:
+        parent = root
+        key: tuple = ()
+        for s in visible_steps(o.path):
+            key = (*key, (s.hook, s.table, s.chain, s.rule, s.action))
+            node = nodes.get(key)
+            if node is None:
+                node = parent.add(_step_label(s))
+                nodes[key] = node
+            parent = node
+        parent.add(_outcome_label(o))
+    return root
+
+
+def chain_legend(result: TraceResult) -> Text | None:
+    seen: dict[str, str] = {}
+    for o in result.outcomes:
+        for s in visible_steps(o.path):
+            for name in (s.chain, s.action.split()[1] if s.action.startswith(("jump ", "goto ")) else ""):
+                m = chain_meaning(name) if name else None
+                if m is not None and m.owner in ("kube-proxy", "kubelet") and m.family not in seen:
+                    seen[m.family] = m.meaning
+    if not seen:
+        return None
+    t = Text()
+    for fam, meaning in seen.items():
+        t.append(f"  {fam}", style="bold cyan")
+        t.append(f"  {meaning}\n", style="dim")
+    t.rstrip()
+    return t
+
+
+def _decided_by(o: Outcome) -> str:
+    for s in reversed(o.path):
+        if s.rule is None and s.action == "policy ACCEPT":
+            continue
+        if s.rule is None and s.action.startswith("policy"):
+            return f"{s.table} {s.chain} policy"
+        if s.rule is not None and (s.action.split()[0] in ("ACCEPT", "DROP", "REJECT", "DNAT", "REDIRECT")
+                                   or "assumed DNAT" in s.action):
+            c = _comment_of(s.text)
+            return f"{s.table} {s.chain} #{s.rule}" + (f" “{c}”" if c else "")
+    return "no rule (not translated)" if o.verdict == "accept" else o.reason
+
+
+def outcomes_table(result: TraceResult) -> Table:
+    t = Table(show_edge=False, box=None, pad_edge=False, header_style="bold")
+    t.add_column("prob.", justify="right")
+    t.add_column("")
+    t.add_column("verdict")
+    t.add_column("destination")
+    t.add_column("masquerade")
+    t.add_column("decided by", overflow="fold")
+    for o in result.outcomes:
+        bar = "█" * max(1, round(o.probability * 10)) if o.probability > 0 else ""
+        dest = o.dnat or (o.final_dst if o.verdict == "accept" else "-")
+        masq = ("yes" + (f" ({o.snat})" if o.snat else "")) if o.masquerade else "no"
+        why = _decided_by(o)
+        t.add_row(_pct(o.probability), Text(bar, style="magenta"),
+                  Text(o.verdict.upper() + ("" if o.certain else " ?"), style=VERDICT_STYLE.get(o.verdict, "")),
+                  dest or "-", masq if o.verdict == "accept" else "-", why)
+    return t
+
+
+def verdict_line(result: TraceResult) -> Text:
+    outs = result.outcomes
+    accepted = [o for o in outs if o.verdict == "accept"]
+    t = Text("Verdict: ", style="bold")
+    if not outs:
+        t.append("no outcome (empty walk)")
+        return t
+    uncertain = any(not o.certain for o in outs)
+    if len(accepted) == len(outs):
+        dn = [o for o in accepted if o.dnat]
+        if dn:
+            backends = sorted({o.dnat for o in dn if o.dnat})
+            if len(backends) == 1:
+                t.append(f"DNAT to {backends[0]}", style="bold green")
+            else:
+                t.append(f"load-balanced over {len(backends)} backends", style="bold green")
+            undn = [o for o in accepted if not o.dnat]
+            if undn:
+                t.append(f"; {_pct(sum(o.probability for o in undn))} not translated")
+        else:
+            where = {o.delivery for o in accepted}
+            t.append("accepted, not translated: " + (" / ".join(
+                "delivered on the node" if w == "local" else "routed on unchanged" for w in sorted(w or "" for w in where))),
+                     style="bold green")
+        if any(o.masquerade for o in accepted):
+            share = sum(o.probability for o in accepted if o.masquerade)
+            t.append(f"; masqueraded ({_pct(share)})" if share < 0.9995 else "; masqueraded", style="yellow")
+    else:
+        bad = [o for o in outs if o.verdict != "accept"]
+        share = sum(o.probability for o in bad)
+        kinds = sorted({o.verdict.upper() + "ED" if o.verdict == "reject" else "DROPPED" for o in bad})
+        t.append(f"{' / '.join(kinds)}", style="bold red")
+        if share < 0.9995:
+            t.append(f" in {_pct(share)} of cases", style="bold red")
+        t.append(f": {bad[0].reason}")
+    if uncertain:
+        t.append("  (depends on assumptions: see warnings)", style="red")
+    return t
+
+
+def render_trace(result: TraceResult, console: Console, *, show_warnings: bool = True) -> None:
+    rs = result.ruleset
+    meta = f"rules: {rs.source} ({rs.format}"
+    if rs.backend:
+        meta += f", {rs.backend}"
+    meta += f", {rs.rule_count} rules)"
+    console.print(Text(meta, style="dim"))
+    console.print(path_tree(result))
+    legend = chain_legend(result)
+    if legend is not None:
+        console.print(legend)
+    console.print()
+    console.print(outcomes_table(result))
+    console.print()
+    console.print(verdict_line(result))
+    uncertain = [o for o in result.outcomes if not o.certain]
+    for o in uncertain[:5]:
+        console.print(Text(f"  {_pct(o.probability)} {o.verdict.upper()} assumes: " + "; ".join(o.assumptions[:4]),
+                           style="red"))
+    if show_warnings and result.warnings:
+        console.print()
+        lines = [Text(f"warning: {w}", style="yellow") for w in result.warnings[:20]]
+        if len(result.warnings) > 20:
+            lines.append(Text(f"... and {len(result.warnings) - 20} more (use -o json to see all)", style="yellow"))
+        console.print(Group(*lines))
