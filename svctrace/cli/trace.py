@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from enum import Enum
+from enum import StrEnum
 from importlib import resources
 from pathlib import Path
 
@@ -21,12 +21,12 @@ DEMO_DUMP = "kube-proxy-basic.iptables-save"
 DEMO_LOCAL_IPS = ["192.168.0.2"]
 
 
-class Output(str, Enum):
+class Output(StrEnum):
     text = "text"
     json = "json"
 
 
-class Proto(str, Enum):
+class Proto(StrEnum):
     tcp = "tcp"
     udp = "udp"
     sctp = "sctp"

@@ -41,7 +41,7 @@ def parse_ipset(text: str, source: str = "<ipset>") -> tuple[dict[str, IPSetDef]
             current.family = "inet6"
         elif line.startswith("Members:"):
             in_members = True
-        elif in_members and current is not None and ":" not in parts[0].rstrip(":") or (
+        elif (in_members and current is not None and ":" not in parts[0].rstrip(":")) or (
                 in_members and current is not None and parts[0].count(":") > 1):
             current.members.append(tuple(parts[0].split(",")))
         elif in_members:

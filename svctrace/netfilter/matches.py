@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING
 
 from svctrace.model import NodeFacts
 from svctrace.netfilter.rules import Match, Opt
@@ -28,7 +28,7 @@ class Unknown:
     neg: bool = False  # the match is the negation of the proposition `says`
 
 
-Result = Union[bool, float, Unknown]
+Result = bool | float | Unknown
 Evaluator = Callable[["State", Match, NodeFacts], Result]
 
 PROBABILITY_SCALE = 0x80000000
@@ -62,9 +62,10 @@ def _addr(st: State, m: Match, which: str) -> Result:
             return Unknown(f"addr:{which}:{o.arg}", f"the address {o.arg!r} matches")
         m.cache = net
     ip = st.pkt.src if which == "s" else st.pkt.dst
-    if ip.version != net.version:  # type: ignore[union-attr]
+    assert isinstance(net, ipaddress.IPv4Network | ipaddress.IPv6Network)
+    if ip.version != net.version:
         return o.neg
-    return (ip in net) != o.neg  # type: ignore[operator]
+    return (ip in net) != o.neg
 
 
 def _src(st: State, m: Match, node: NodeFacts) -> Result:

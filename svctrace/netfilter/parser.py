@@ -81,7 +81,7 @@ def load_ruleset(text: str, source: str = "<dump>", table: str | None = None) ->
         rs.format = "iptables-L"
         for line, msg in conv.warnings:
             rs.warnings.append(Warn(msg, source, line or None, code="listing"))
-        partial = getattr(conv, "partial_lines", set())
+        partial: set[int] = getattr(conv, "partial_lines", set())
         if partial:
             rs.warnings.append(
                 Warn(f"{len(partial)} rule(s) of the -L listing lost a match in translation; "
@@ -246,9 +246,10 @@ class _Loader:
             s = s[m.end():]
             self.rs.has_counters = True
         if s.startswith("-A ") and "-A " in s[3:]:
-            s = self._unglue(s, no)
-            if s is None:
+            unglued = self._unglue(s, no)
+            if unglued is None:
                 return None
+            s = unglued
         c0 = s[0] if s else ""
         if c0 in "-:*" or s.startswith("COMMIT"):
             if c0 == "-" and not re.match(r"-[AINPXFDZ]\s", s + " "):
@@ -290,7 +291,7 @@ class _Loader:
         self._pending_glued = (no, rest)
         return repaired
 
-    def _unrecognized(self, s: str, no: int) -> None:
+    def _unrecognized(self, s: str, no: int) -> _Stmt | None:
         self.unrecognized += 1
         if self.first_unrecognized is None:
             self.first_unrecognized = no
@@ -323,7 +324,7 @@ class _Loader:
             self._route("decl", parts, st)
             self.recognized += 1
             return
-        toks, ok = tokenize(s)
+        toks, _ok = tokenize(s)
         op = toks[0]
         if op in GENERIC_LONG:
             op = GENERIC_LONG[op]
@@ -388,8 +389,8 @@ class _Loader:
             return
         if kind == "-X":
             if len(toks) >= 2:
-                c = t.chains.get(toks[1])
-                if c is not None and not c.builtin:
+                gone = t.chains.get(toks[1])
+                if gone is not None and not gone.builtin:
                     del t.chains[toks[1]]
             return
         if kind == "-F":

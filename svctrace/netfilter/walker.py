@@ -17,14 +17,14 @@ two weighted branches; a match that the dump cannot decide splits it in two assu
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import ipaddress
 import re
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from svctrace.errors import Warn, WalkError
+from svctrace.errors import WalkError, Warn
 from svctrace.model import NodeFacts, Packet, format_endpoint
 from svctrace.netfilter.matches import Unknown, _opts_text, evaluate
 from svctrace.netfilter.parser import parse_rule
@@ -64,9 +64,33 @@ class PathStep:
 
 
 class State:
-    __slots__ = ("assumptions", "assume", "branch", "onesided", "confirmed", "ctmark", "dnat", "dnat_changed", "dnat_done", "ifaces",
-                 "iif", "mark", "masq", "oif", "orig", "path", "pkt", "prob", "recent_set", "reject_with",
-                 "remembered", "snat", "snat_changed", "snat_done", "untracked")
+    __slots__ = (
+        "assume",
+        "assumptions",
+        "branch",
+        "confirmed",
+        "ctmark",
+        "dnat",
+        "dnat_changed",
+        "dnat_done",
+        "ifaces",
+        "iif",
+        "mark",
+        "masq",
+        "oif",
+        "onesided",
+        "orig",
+        "path",
+        "pkt",
+        "prob",
+        "recent_set",
+        "reject_with",
+        "remembered",
+        "snat",
+        "snat_changed",
+        "snat_done",
+        "untracked",
+    )
 
     def __init__(self, pkt: Packet, prob: float = 1.0) -> None:
         self.pkt = pkt
@@ -362,7 +386,8 @@ class Walker:
 
     def policy(self, st: State, base: Chain, hook: str) -> tuple[str, str]:
         pol = base.policy or "ACCEPT"
-        st.add(PathStep(hook, base.table, base.name, None, base.decl_line, f":{base.name} {pol}", f"policy {pol}"))
+        if pol != "ACCEPT":  # an accepting policy is the normal way through: not a hop worth listing
+            st.add(PathStep(hook, base.table, base.name, None, base.decl_line, f":{base.name} {pol}", f"policy {pol}"))
         if pol == "DROP":
             return "drop", f"the {base.table} {base.name} chain's policy is DROP and no rule accepted it"
         return "accept", ""
@@ -379,24 +404,23 @@ class Walker:
             chain.dst_index = idx
         if idx is False:
             return range(n)
-        by_dst, generic, _cache = idx  # type: ignore[misc]
-        hits = by_dst.get(st.pkt.dst)
+        assert isinstance(idx, _DstIndex)
+        hits = idx.by_dst.get(st.pkt.dst)
         if not hits:
-            return generic  # type: ignore[no-any-return]
-        return list(heapq.merge(hits, generic))
+            return idx.generic
+        return list(heapq.merge(hits, idx.generic))
 
     def rule_at(self, chain: Chain, pos: int) -> Rule:
         if chain.parsed:
             return chain.rules[pos]
         idx = chain.dst_index
-        if isinstance(idx, tuple):
-            cache = idx[2]
-            r = cache.get(pos)
+        if isinstance(idx, _DstIndex):
+            r = idx.parsed.get(pos)
             if r is None:
                 r = parse_rule(chain.table, chain.name, chain.raw[pos], self.rs.family)[0]
                 r.index = pos + 1
-                cache[pos] = r
-            return r  # type: ignore[no-any-return]
+                idx.parsed[pos] = r
+            return r
         return chain.rules[pos]
 
     def match(self, st: State, rule: Rule) -> list[tuple[State, bool]]:
@@ -558,10 +582,8 @@ class Walker:
             local = _primary_local(self.node, pkt, st.iif)
             port = pkt.dport
             if o and o.arg:
-                try:
+                with contextlib.suppress(ValueError):
                     port = int(o.arg.split("-")[0].split(":")[0])
-                except ValueError:
-                    pass
             self._do_dnat(st, local, port, None)
             step(f"REDIRECT to {st.dnat}")
             return "accept", ""
@@ -630,7 +652,14 @@ class Walker:
 
 # -- helpers -------------------------------------------------------------------------------------
 
-def _build_index(chain: Chain) -> object:
+@dataclass
+class _DstIndex:
+    by_dst: dict[object, list[int]]  # exact destination address -> rule positions
+    generic: list[int]  # rules that are not for one exact destination
+    parsed: dict[int, Rule]  # rules parsed so far, by position
+
+
+def _build_index(chain: Chain) -> _DstIndex | bool:
     """Index a long chain's rules by exact destination address, without parsing them."""
     by_dst: dict[object, list[int]] = {}
     generic: list[int] = []
@@ -655,7 +684,7 @@ def _build_index(chain: Chain) -> object:
             by_dst.setdefault(ip, []).append(pos)
         else:
             generic.append(pos)
-    return (by_dst, generic, {})
+    return _DstIndex(by_dst, generic, {})
 
 
 _DST_RE = re.compile(r"(?:^|\s)(!\s+)?(?:-d|--destination|--dst)\s+(\S+)")
@@ -810,11 +839,11 @@ def trace(rs: Ruleset, pkt: Packet, node: NodeFacts | None = None) -> TraceResul
     if node.returning_client:
         # The client was here before: it is in the recent list of the endpoint its first connection
         # went to, with the probability of that first choice. Walk again from each such memory.
-        firsts: Counter[str] = Counter()
+        firsts: dict[str, float] = {}
         rest = 0.0
         for f in finals:
             if f.st.recent_set:
-                firsts[f.st.recent_set[0]] += f.st.prob
+                firsts[f.st.recent_set[0]] = firsts.get(f.st.recent_set[0], 0.0) + f.st.prob
             else:
                 rest += f.st.prob
         if firsts:

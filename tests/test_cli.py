@@ -1,0 +1,110 @@
+"""The command line as a user runs it: real processes, exit codes, stdout/stderr discipline."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+SVCTRACE = str(BIN / "svctrace") if (BIN / "svctrace").exists() else shutil.which("svctrace") or "svctrace"
+
+
+def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "SVCTRACE_DEBUG"}
+    env["COLUMNS"] = "120"
+    return subprocess.run([SVCTRACE, *args], capture_output=True, text=True, input=stdin, env=env, timeout=60)
+
+
+def test_json_follows_the_spec() -> None:
+    p = run("trace", "--demo", "--src", "10.0.0.2", "--dst", "172.30.0.41", "--dport", "80", "-o", "json")
+    assert p.returncode == 0, p.stderr
+    doc = json.loads(p.stdout)
+    assert set(doc) == {"packet", "outcomes", "warnings"}
+    assert doc["packet"] == {"family": "ipv4", "protocol": "tcp", "src": "10.0.0.2", "sport": None,
+                             "dst": "172.30.0.41", "dport": 80, "origin": "forwarded"}
+    assert abs(sum(o["probability"] for o in doc["outcomes"]) - 1) < 1e-9
+    for o in doc["outcomes"]:
+        assert {"probability", "verdict", "dnat", "masquerade", "delivery", "certain", "path"} <= set(o)
+        assert o["verdict"] == "accept" and o["delivery"] == "forward" and o["certain"] is True
+        assert o["masquerade"] is False
+        for step in o["path"]:
+            assert {"table", "chain", "rule", "text", "action"} <= set(step)
+            assert step["rule"] is None or step["rule"] >= 1
+    assert sorted(o["dnat"] for o in doc["outcomes"]) == ["10.180.0.1:80", "10.180.1.2:80", "10.180.2.3:80"]
+    first = doc["outcomes"][0]["path"][0]
+    assert first["table"] == "nat" and first["chain"] == "PREROUTING" and first["rule"] == 1
+    assert first["text"].startswith("-A PREROUTING") and first["action"] == "jump KUBE-SERVICES"
+
+
+def test_reject_exits_1_and_text_says_why() -> None:
+    p = run("trace", "--demo", "--src", "10.0.0.2", "--dst", "172.30.0.50", "--dport", "80")
+    assert p.returncode == 1
+    assert "REJECT" in p.stdout and "default/noep:http has no endpoints" in p.stdout
+    assert "Verdict:" in p.stdout
+
+
+def test_text_shows_percentages_and_printed_probability() -> None:
+    p = run("trace", "--demo", "--src", "10.0.0.2", "--dst", "172.30.0.41", "--dport", "80")
+    assert p.returncode == 0
+    assert "33.3%" in p.stdout and "--probability 0.33333333349" in p.stdout
+    assert "KUBE-SVC-*" in p.stdout  # the chain family is explained
+    assert "load-balanced over 3 backends" in p.stdout
+
+
+def test_stdin_and_from_node_implied_by_local_source() -> None:
+    dump = Path(__file__).resolve().parents[1] / "svctrace" / "data" / "examples" / "kube-proxy-basic.iptables-save"
+    p = run("trace", "-", "--src", "192.168.0.2", "--dst", "172.30.0.41", "--dport", "80", "--local-ip",
+            "192.168.0.2", "-o", "json", stdin=dump.read_text())
+    assert p.returncode == 0, p.stderr
+    doc = json.loads(p.stdout)
+    assert doc["packet"]["origin"] == "local"
+    assert all(o["masquerade"] for o in doc["outcomes"])  # node IP is outside the cluster CIDR
+    assert doc["outcomes"][0]["path"][0]["chain"] == "OUTPUT"
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin", "needle"),
+    [
+        (("trace", "/nonexistent/dump", "--src", "1.1.1.1", "--dst", "2.2.2.2", "--dport", "1"), None,
+         "/nonexistent/dump: no such file"),
+        (("trace", "-", "--src", "1.1.1.1", "--dst", "2.2.2.2", "--dport", "1"), "*nat\n:PREROUTING BOGUS\n",
+         "<stdin>:2: malformed chain declaration"),
+        (("trace", "--demo", "--src", "1.1.1.1", "--dst", "::1", "--dport", "1"), None, "same IP family"),
+        (("trace", "--demo", "--src", "10.0.0.2", "--dst", "172.30.0.41"), None, "missing --dport"),
+        (("trace", "--demo", "--src", "nope", "--dst", "172.30.0.41", "--dport", "80"), None, "not an IP address"),
+        (("trace", "--demo", "--src", "10.0.0.2", "--dst", "172.30.0.41", "--proto", "icmp", "--dport", "80"), None,
+         "ICMP has no ports"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_no_traceback(args: tuple[str, ...], stdin: str | None, needle: str) -> None:
+    p = run(*args, stdin=stdin)
+    assert p.returncode == 2, (p.stdout, p.stderr)
+    assert needle in p.stderr
+    assert "Traceback" not in p.stderr and p.stdout == ""
+    assert len(p.stderr.strip().splitlines()) == 1
+
+
+def test_usage_error_exit_2() -> None:
+    p = run("trace", "--demo")
+    assert p.returncode == 2 and "--dst" in p.stderr
+
+
+def test_json_stdout_is_only_json_with_warnings_on_stderr() -> None:
+    p = run("trace", "-", "--src", "10.0.0.2", "--dst", "172.30.0.41", "--dport", "80", "-o", "json",
+            stdin="-A KUBE-SERVICES -d 172.30.0.41/32 -p tcp -m tcp --dport 80 -j KUBE-SVC-X\n")
+    json.loads(p.stdout)
+    assert "warning:" in p.stderr
+
+
+def test_kubectl_plugin_entry_point() -> None:
+    exe = BIN / "kubectl-svctrace"
+    if not exe.exists():
+        pytest.skip("kubectl-svctrace is not installed next to this interpreter")
+    p = subprocess.run([str(exe), "--version"], capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0 and p.stdout.startswith("svctrace ")
