@@ -42,15 +42,15 @@ COMMIT
 @pytest.mark.parametrize("spelling", ["-s ! 10.0.0.0/8", "! -s 10.0.0.0/8", "--source ! 10.0.0.0/8"])
 def test_negation_old_and_new_places(spelling: str) -> None:
     r = rules(f"*nat\n:X - [0:0]\n-A X {spelling} -j RETURN\nCOMMIT\n")[0]
-    m = [m for m in r.matches if m.module == "-s"][0]
+    m = next(m for m in r.matches if m.module == "-s")
     assert m.opts[0].neg and m.opts[0].arg == "10.0.0.0/8"
 
 
 def test_option_negation_old_place() -> None:
     r = rules("*filter\n:X - [0:0]\n-A X -p tcp --dport ! 22 -m conntrack --ctstate ! NEW -j ACCEPT\nCOMMIT\n")[0]
-    tcp = [m for m in r.matches if m.module == "tcp"][0]
+    tcp = next(m for m in r.matches if m.module == "tcp")
     assert tcp.implicit and tcp.opts[0].name == "--dport" and tcp.opts[0].neg
-    ct = [m for m in r.matches if m.module == "conntrack"][0]
+    ct = next(m for m in r.matches if m.module == "conntrack")
     assert ct.opts[0].neg and ct.opts[0].arg == "NEW"
 
 

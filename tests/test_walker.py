@@ -47,8 +47,8 @@ def test_three_endpoints_get_a_third_each() -> None:
     got = {o.dnat: o.probability for o in r.outcomes}
     p1 = 715827883 / 2**31
     assert got == pytest.approx({"10.1.0.1:80": p1, "10.1.0.2:80": (1 - p1) / 2, "10.1.0.3:80": (1 - p1) / 2})
-    first = [o for o in r.outcomes if o.dnat == "10.1.0.1:80"][0]
-    step = [s for s in first.path if s.branch is not None][0]
+    first = next(o for o in r.outcomes if o.dnat == "10.1.0.1:80")
+    step = next(s for s in first.path if s.branch is not None)
     assert step.probability == "0.33333333349" and step.branch == pytest.approx(p1)
 
 
@@ -171,7 +171,7 @@ def test_session_affinity_new_and_returning_client() -> None:
     back = run(dump, node=NodeFacts.make(local_ips=["192.168.0.2"], returning_client=True))
     assert {o.dnat: o.probability for o in back.outcomes} == pytest.approx({"10.1.0.1:80": 0.5, "10.1.0.2:80": 0.5})
     for o in back.outcomes:
-        first_svc = [s for s in o.path if s.chain == "SVC"][0]
+        first_svc = next(s for s in o.path if s.chain == "SVC")
         assert first_svc.rule in (1, 2)  # the affinity (--rcheck) rule, not the random one
 
 
@@ -183,7 +183,7 @@ def test_node_origin_goes_through_output_and_back_in_over_lo() -> None:
     assert r.packet.origin == "local"
     o = r.outcomes[0]
     assert o.verdict == "accept" and o.delivery == "local" and o.dnat == "127.0.0.1:80"
-    assert [s.hook for s in o.path][0] == "OUTPUT"
+    assert next(s.hook for s in o.path) == "OUTPUT"
 
 
 def test_martian_loopback_destination_depends_on_route_localnet() -> None:
