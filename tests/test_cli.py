@@ -25,7 +25,8 @@ def test_json_follows_the_spec() -> None:
     p = run("trace", "--demo", "--src", "10.0.0.2", "--dst", "172.30.0.41", "--dport", "80", "-o", "json")
     assert p.returncode == 0, p.stderr
     doc = json.loads(p.stdout)
-    assert set(doc) == {"packet", "outcomes", "warnings"}
+    assert set(doc) == {"packet", "outcomes", "warnings", "notes"}
+    assert doc["notes"] == []
     assert doc["packet"] == {"family": "ipv4", "protocol": "tcp", "src": "10.0.0.2", "sport": None,
                              "dst": "172.30.0.41", "dport": 80, "origin": "forwarded"}
     assert abs(sum(o["probability"] for o in doc["outcomes"]) - 1) < 1e-9
@@ -55,6 +56,17 @@ def test_text_shows_percentages_and_printed_probability() -> None:
     assert "33.3%" in p.stdout and "--probability 0.33333333349" in p.stdout
     assert "KUBE-SVC-*" in p.stdout  # the chain family is explained
     assert "load-balanced over 3 backends" in p.stdout
+
+
+def test_ping_to_a_cluster_ip_is_explained() -> None:
+    p = run("trace", "--demo", "--src", "10.0.0.2", "--dst", "172.30.0.41", "--proto", "icmp", "-o", "json")
+    doc = json.loads(p.stdout)
+    assert [o["dnat"] for o in doc["outcomes"]] == [None]
+    assert len(doc["notes"]) == 1 and "ping (ICMP) to it never gets a reply" in doc["notes"][0]
+    assert "default/web:http cluster IP (tcp/80)" in doc["notes"][0]
+    # a packet to an address that is no Service gets no such note
+    p = run("trace", "--demo", "--src", "10.0.0.2", "--dst", "172.30.0.99", "--proto", "icmp", "-o", "json")
+    assert json.loads(p.stdout)["notes"] == []
 
 
 def test_stdin_and_from_node_implied_by_local_source() -> None:

@@ -197,6 +197,7 @@ class TraceResult:
     outcomes: list[Outcome]
     warnings: list[Warn]
     ruleset: Ruleset
+    notes: list[str] = field(default_factory=list)  # plain-language explanations of the answer
 
     @property
     def all_reach(self) -> bool:
@@ -211,6 +212,7 @@ class TraceResult:
             "packet": self.packet.to_json(),
             "outcomes": [o.to_json() for o in self.outcomes],
             "warnings": [w.to_json() for w in self.warnings],
+            "notes": self.notes,
         }
 
 
@@ -857,4 +859,33 @@ def trace(rs: Ruleset, pkt: Packet, node: NodeFacts | None = None) -> TraceResul
             w.warnings.extend(w2.warnings)
     outcomes = merge_outcomes(finals)
     warnings = list(rs.warnings) + w.warnings
-    return TraceResult(pkt, outcomes, warnings, rs)
+    return TraceResult(pkt, outcomes, warnings, rs, _notes(rs, pkt, outcomes))
+
+
+def _notes(rs: Ruleset, pkt: Packet, outcomes: list[Outcome]) -> list[str]:
+    """Explain an untranslated packet to a Service IP: the rules know the address, not this packet."""
+    if not outcomes or any(o.dnat for o in outcomes) or not all(o.verdict == "accept" for o in outcomes):
+        return []
+    chain = rs.chain("nat", "KUBE-SERVICES")
+    if chain is None:
+        return []
+    dst = str(pkt.dst)
+    served: list[str] = []
+    for raw in chain.raw:
+        if f"-d {dst}/" not in raw.text and f"-d {dst} " not in raw.text:
+            continue
+        m = re.search(r'--comment "?([^"]+?)"?\s+-', raw.text)
+        proto = re.search(r"-p (\w+)", raw.text)
+        port = re.search(r"--dport (\d+)", raw.text)
+        what = (m.group(1) if m else "a Service") + (f" ({proto.group(1) if proto else '?'}/{port.group(1)})"
+                                                     if port else "")
+        if what not in served:
+            served.append(what)
+    if not served or any(o.delivery == "local" for o in outcomes):
+        return []
+    this = pkt.proto + (f"/{pkt.dport}" if pkt.has_ports else "")
+    return [f"{dst} is a Service address in these rules: {'; '.join(served[:4])}. This packet ({this}) matches "
+            "none of its rules, so it is not translated and is routed on towards an address no host owns: "
+            "nothing will answer. In iptables mode a Service IP exists only as DNAT rules for its ports; "
+            + ("ping (ICMP) to it never gets a reply." if pkt.proto in ("icmp", "icmpv6")
+               else "use one of the Service's ports.")]

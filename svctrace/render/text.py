@@ -36,7 +36,7 @@ def _pct(p: float) -> str:
     return f"{p * 100:.3g}%"
 
 
-def _step_label(s: PathStep) -> Text:
+def _step_label(s: PathStep, share: float | None = None) -> Text:
     t = Text()
     if s.rule is None:
         t.append(f"{s.table} {s.chain} ", style="bold")
@@ -44,8 +44,9 @@ def _step_label(s: PathStep) -> Text:
         return t
     t.append(f"{s.table} {s.chain}", style="bold")
     t.append(f" #{s.rule} ", style="dim")
-    if s.branch is not None:
-        t.append(f"{_pct(s.branch)} ", style="magenta")
+    if share is not None:
+        # The effective share of packets that take this branch, then the rule's own printed probability.
+        t.append(f"{_pct(share)} ", style="bold magenta")
         if s.probability:
             t.append(f"(--probability {s.probability}) ", style="dim magenta")
     action = s.action
@@ -106,23 +107,35 @@ def _outcome_label(o: Outcome) -> Text:
 
 def path_tree(result: TraceResult) -> Tree:
     """The union of all outcome paths as a tree: shared hops once, branches where the walk split."""
-    root = Tree(packet_line(result.packet), guide_style="dim")
-    nodes: dict[tuple, Tree] = {}
+    # First the trie with the probability that flows through each hop, then the rich tree.
+    trie: dict = {}
     for o in result.outcomes:
-        parent = root
-        key: tuple = ()
+        level = trie
         for s in visible_steps(o.path):
-            key = (*key, (s.hook, s.table, s.chain, s.rule, s.action))
-            node = nodes.get(key)
-            if node is None:
-                node = parent.add(_step_label(s))
-                nodes[key] = node
-            parent = node
-        parent.add(_outcome_label(o))
+            key = (s.hook, s.table, s.chain, s.rule, s.action)
+            node = level.setdefault(key, {"step": s, "share": 0.0, "children": {}, "outcomes": []})
+            node["share"] += o.probability
+            level = node["children"]
+        level.setdefault(None, {"outcomes": []})["outcomes"].append(o)
+
+    root = Tree(packet_line(result.packet), guide_style="dim")
+
+    def add(parent: Tree, level: dict) -> None:
+        siblings = sum(1 for k in level if k is not None)
+        for key, node in level.items():
+            if key is None:
+                for o in node["outcomes"]:
+                    parent.add(_outcome_label(o))
+                continue
+            split = siblings > 1 or node["step"].branch is not None
+            child = parent.add(_step_label(node["step"], node["share"] if split else None))
+            add(child, node["children"])
+
+    add(root, trie)
     return root
 
 
-def chain_legend(result: TraceResult) -> Text | None:
+def chain_legend(result: TraceResult) -> Table | None:
     seen: dict[str, str] = {}
     for o in result.outcomes:
         for s in visible_steps(o.path):
@@ -132,11 +145,11 @@ def chain_legend(result: TraceResult) -> Text | None:
                     seen[m.family] = m.meaning
     if not seen:
         return None
-    t = Text()
+    t = Table.grid(padding=(0, 2))
+    t.add_column(style="bold cyan", no_wrap=True)
+    t.add_column(style="dim")
     for fam, meaning in seen.items():
-        t.append(f"  {fam}", style="bold cyan")
-        t.append(f"  {meaning}\n", style="dim")
-    t.rstrip()
+        t.add_row(f"  {fam}", meaning)
     return t
 
 
@@ -227,6 +240,8 @@ def render_trace(result: TraceResult, console: Console, *, show_warnings: bool =
     console.print(outcomes_table(result))
     console.print()
     console.print(verdict_line(result))
+    for note in result.notes:
+        console.print(Text(f"Note: {note}", style="cyan"))
     uncertain = [o for o in result.outcomes if not o.certain]
     for o in uncertain[:5]:
         console.print(Text(f"  {_pct(o.probability)} {o.verdict.upper()} assumes: " + "; ".join(o.assumptions[:4]),

@@ -1,0 +1,53 @@
+"""Keep the user guide's examples real: every ```console block in docs/*.md is a command and its output.
+
+`python tests/doctool.py --write` re-runs the commands and rewrites the outputs; the test
+(test_docs.py) re-runs them and fails when a page no longer shows what the tool prints.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DOCS = REPO / "docs"
+BLOCK = re.compile(r"```console\n\$ (?P<cmd>[^\n]+)\n(?P<out>.*?)```", re.S)
+WIDTH = "100"
+
+
+def run_command(cmd: str) -> str:
+    argv = shlex.split(cmd)
+    exe = Path(sys.executable).parent / argv[0]
+    if exe.exists():
+        argv[0] = str(exe)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FORCE_COLOR", "CLICOLOR"))}
+    env.update({"COLUMNS": WIDTH, "NO_COLOR": "1", "TERM": "dumb"})
+    p = subprocess.run(argv, capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
+    out = p.stdout + p.stderr
+    if p.returncode:
+        out += f"[exit {p.returncode}]\n"
+    return "\n".join(line.rstrip() for line in out.splitlines()) + "\n"
+
+
+def blocks(page: Path) -> list[tuple[str, str]]:
+    return [(m.group("cmd"), m.group("out")) for m in BLOCK.finditer(page.read_text())]
+
+
+def rewrite(page: Path) -> bool:
+    text = page.read_text()
+    new = BLOCK.sub(lambda m: f"```console\n$ {m.group('cmd')}\n{run_command(m.group('cmd'))}```", text)
+    if new != text:
+        page.write_text(new)
+        return True
+    return False
+
+
+if __name__ == "__main__":
+    if "--write" in sys.argv:
+        for page in sorted(DOCS.glob("*.md")):
+            if rewrite(page):
+                print(f"updated {page.relative_to(REPO)}")
