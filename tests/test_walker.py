@@ -249,3 +249,9 @@ def test_family_mismatch_is_a_usage_error() -> None:
 
     with pytest.raises(InputError, match="IPv6"):
         run(nat("-A PREROUTING -j RETURN"), src="fd00::1", dst="fd00::2")
+
+
+def test_non_contiguous_mask() -> None:
+    d = "*filter\n:FORWARD ACCEPT [0:0]\n-A FORWARD -s 10.9.0.5/255.255.0.255 -j DROP\nCOMMIT\n"
+    assert run(d, src="10.9.77.5").outcomes[0].verdict == "drop"
+    assert run(d, src="10.9.77.6").outcomes[0].verdict == "accept"

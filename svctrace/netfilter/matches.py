@@ -59,13 +59,32 @@ def _addr(st: State, m: Match, which: str) -> Result:
         try:
             net = _net(o.arg)
         except ValueError:
-            return Unknown(f"addr:{which}:{o.arg}", f"the address {o.arg!r} matches")
+            net = _masked(o.arg)
+            if net is None:
+                return Unknown(f"addr:{which}:{o.arg}", f"the address {o.arg!r} matches")
         m.cache = net
     ip = st.pkt.src if which == "s" else st.pkt.dst
+    if isinstance(net, tuple):  # a non-contiguous mask: iptables compares (ip & mask) == (addr & mask)
+        version, value, mask = net
+        return (ip.version == version and (int(ip) & mask) == value) != o.neg
     assert isinstance(net, ipaddress.IPv4Network | ipaddress.IPv6Network)
     if ip.version != net.version:
         return o.neg
     return (ip in net) != o.neg
+
+
+def _masked(text: str) -> tuple[int, int, int] | None:
+    """`10.9.0.0/255.255.0.255`: iptables accepts any mask, not only prefixes."""
+    if "/" not in text:
+        return None
+    a, m = text.split("/", 1)
+    try:
+        addr, mask = ipaddress.ip_address(a), ipaddress.ip_address(m)
+    except ValueError:
+        return None
+    if addr.version != mask.version:
+        return None
+    return addr.version, int(addr) & int(mask), int(mask)
 
 
 def _src(st: State, m: Match, node: NodeFacts) -> Result:

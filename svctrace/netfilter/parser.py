@@ -699,12 +699,8 @@ def _check_values(r: Rule, family: int) -> None:
             try:
                 ipaddress.ip_network(v, strict=False)
             except ValueError:
-                try:
-                    if "/" in v:
-                        a, mask = v.split("/", 1)
-                        ipaddress.ip_network(f"{a}/{mask}", strict=False)
-                    else:
-                        raise
-                except ValueError:
+                from svctrace.netfilter.matches import _masked
+
+                if _masked(v) is None:
                     m.known = False
                     r.problems.append(f"address {v!r} is not an address (redacted or a host name)")
