@@ -5,34 +5,40 @@ The kernel is the judge of svctrace's predictions.  ``KernelLab`` builds three n
     client ns  --(c | in)--  node ns  --(out | s)--  sink ns
 
 * The **node** namespace holds the rules (``load``), the node IPs (on ``in``), a /32 (/128) route back
-  to every client source address via ``in`` and a default route via ``out``.  ``ip_forward`` is on,
+  to the probe's client source via ``in`` and a default route via ``out``.  ``ip_forward`` is on,
   ``rp_filter`` off, ``route_localnet`` as asked, ICMP rate limiting off (so every REJECT answers).
-* The **client** namespace owns every source address a probe uses and routes everything to the node.
+* The **client** namespace owns the current probe's source address (only that one, so packets to
+  earlier sources go to the sink like any other address) and routes everything to the node.
 * The **sink** namespace is a black hole: no addresses, no forwarding, IPv6 disabled.  A packet the
-  node forwards is never answered, so its conntrack entry stays in the node namespace, UNREPLIED,
-  and the entry's reply tuple tells where the packet went (reply source = destination after DNAT,
-  reply destination != original source = masquerade/SNAT).
+  node forwards is never answered, so its conntrack entry stays UNREPLIED and its reply tuple tells
+  where the packet went: reply source = destination after DNAT, reply destination != original
+  source = masquerade/SNAT.
 
 All link-layer neighbours are static, so no ARP/ND is ever needed.  An nftables table
 ``inet kernellab_ct`` (a ``ct state`` match, no verdicts) makes sure connection tracking runs in the
 node namespace even when the loaded rules never mention it.
 
-Verdicts of a sample: a conntrack entry exists -> ``accept`` (the packet passed the node: forwarded,
-or delivered locally even if the node's stack then answers with a RST); otherwise an ICMP error or a
-TCP RST came back for it -> ``reject``; otherwise ``drop``.  Filter verdicts are given before
-conntrack confirms an entry, so rejected and dropped packets leave none.
+Verdict of a sample: a conntrack entry was confirmed for it -> ``accept`` (the packet passed the
+node: forwarded, or delivered locally even if the node's stack then answers with a RST/ICMP error);
+otherwise an ICMP destination-unreachable or a TCP RST came back for it -> ``reject``; otherwise
+``drop``.  Filter verdicts are given before conntrack confirms an entry, so rejected and dropped
+packets leave none.
 
 Samples use distinct source ports (ICMP: echo identifiers) ``sport_base .. sport_base+samples-1`` and
 are matched to conntrack entries by them.  One helper process per probe, run inside the client (or,
-``from_node``, the node) namespace, sends all samples, listens for errors on raw sockets and reads the
-node's conntrack table through ``/proc/<pid>/net/nf_conntrack`` of a keeper process living in the
-node namespace (falling back to ``conntrack -L``).  This file is that helper too
-(``python kernellab.py --helper``); it uses the standard library only.
+``from_node``, the node) namespace, sends all samples, listens for ICMP errors and RSTs on raw
+sockets and for the node's conntrack NEW events on a ctnetlink socket opened in the node namespace.
+Events are needed, not just the table: when the only answer to a SYN is a RST (the node's own
+stack, or a hairpinned client), the kernel deletes the entry at once.  The table
+(``/proc/<pid>/net/nf_conntrack`` of a keeper process in the node namespace, else ``conntrack -L``)
+is read as well.  This file is that helper too (``python kernellab.py --helper``); standard library
+only.
 
-``from_node`` probes: on a real node a masquerade from the node's own address back to the node's own
+``from_node`` probes: on a real node a masquerade from the node's own address to the node's own
 address is a null change.  To make it visible, the witness address ``KernelLab.WITNESS4`` (IPv6:
 ``WITNESS6``) is put on ``out`` during those probes, so MASQUERADE rewrites to it.  For packets from
-the client namespace ``out`` has no address and MASQUERADE picks the first node IP, as on a node.
+the client namespace ``out`` has only a link-scope address and MASQUERADE picks the first node IP,
+as on a node.
 
 Destination keys: ``ip:port`` (IPv6 ``[ip]:port``) for TCP/UDP, ``ip`` for ICMP.
 """
@@ -42,6 +48,7 @@ from __future__ import annotations
 import atexit
 import collections
 import contextlib
+import ctypes
 import errno
 import functools
 import ipaddress
@@ -69,8 +76,14 @@ _OPEN_LABS: set[KernelLab] = set()
 
 # Fixed link-layer addresses (each namespace is separate, so they never clash) and link-local
 # next hops with permanent neighbour entries.
-_MAC_IN, _MAC_C, _MAC_OUT, _MAC_S = "02:6b:6c:00:00:01", "02:6b:6c:00:00:02", "02:6b:6c:00:00:03", "02:6b:6c:00:00:04"
+_MAC_IN, _MAC_C, _MAC_OUT, _MAC_S = (
+    "02:6b:6c:00:00:01",
+    "02:6b:6c:00:00:02",
+    "02:6b:6c:00:00:03",
+    "02:6b:6c:00:00:04",
+)
 _GW4_NODE, _GW4_CLIENT, _GW4_SINK = "169.254.77.1", "169.254.77.2", "169.254.77.3"
+_OUT_LINK4 = "169.254.77.4"
 _GW6_NODE, _GW6_CLIENT, _GW6_SINK = "fe80::6b:1", "fe80::6b:2", "fe80::6b:3"
 
 _DEFAULT_SRC4 = "198.18.0.2"
@@ -131,6 +144,8 @@ class KernelResult:
     """errno names of samples whose send call itself failed (e.g. EPERM from a DROP in OUTPUT)"""
     elapsed: float = 0.0
     """seconds spent in the helper process"""
+    notes: list[str] = field(default_factory=list)
+    """anything that makes the result less certain (e.g. conntrack events were unavailable)"""
 
     @property
     def accepted(self) -> int:
@@ -218,10 +233,11 @@ class KernelLab:
         self.sink_ns = f"{self.name}-sink"
         self._created: list[str] = []
         self._keeper: subprocess.Popen[bytes] | None = None
-        self._client_srcs: set[str] = set()
+        self._client_src: str | None = None
         self._witness = False
         self._local_nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
         self._open = False
+        self._lockfile = os.path.join(tempfile.gettempdir(), f"{self.name}.xtables.lock")
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -231,9 +247,6 @@ class KernelLab:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    def __hash__(self) -> int:
-        return id(self)
 
     def open(self) -> None:
         if self._open:
@@ -262,6 +275,8 @@ class KernelLab:
         for ns in reversed(self._created):
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
         self._created.clear()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._lockfile)
 
     # -- setup -------------------------------------------------------------------------------------
 
@@ -279,7 +294,15 @@ class KernelLab:
                 "net.ipv6.conf.all.accept_ra=0",
                 "net.ipv6.conf.default.router_solicitations=0",
             ]
-        self._sysctl(self.client_ns, [*common, "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0"])
+        self._sysctl(
+            self.client_ns,
+            [
+                *common,
+                "net.ipv4.ip_forward=0",
+                "net.ipv4.conf.all.rp_filter=0",
+                "net.ipv4.conf.default.rp_filter=0",
+            ],
+        )
         self._sysctl(
             self.sink_ns,
             [
@@ -289,34 +312,51 @@ class KernelLab:
             ],
         )
         self._sysctl(self.node_ns, common)
-        self._ip(self.node_ns, [
-            f"link add in address {_MAC_IN} type veth peer name c address {_MAC_C} netns {self.client_ns}",
-            f"link add out address {_MAC_OUT} type veth peer name s address {_MAC_S} netns {self.sink_ns}",
-            "link set lo up",
-            "link set in up",
-            "link set out up",
-            f"neigh replace {_GW4_CLIENT} lladdr {_MAC_C} dev in nud permanent",
-            f"neigh replace {_GW4_SINK} lladdr {_MAC_S} dev out nud permanent",
-            f"route replace default via {_GW4_SINK} dev out onlink",
-            *(f"addr add {ip}/{32 if ':' not in ip else '128 nodad'} dev in" for ip in self.node_ips),
-        ])
-        self._ip(self.client_ns, [
-            "link set lo up",
-            "link set c up",
-            f"neigh replace {_GW4_NODE} lladdr {_MAC_IN} dev c nud permanent",
-            f"route replace default via {_GW4_NODE} dev c onlink",
-        ])
+        self._ip(
+            self.node_ns,
+            [
+                f"link add in address {_MAC_IN} type veth peer name c address {_MAC_C} netns {self.client_ns}",
+                f"link add out address {_MAC_OUT} type veth peer name s address {_MAC_S} netns {self.sink_ns}",
+                "link set lo up",
+                "link set in up",
+                "link set out up",
+                f"neigh replace {_GW4_CLIENT} lladdr {_MAC_C} dev in nud permanent",
+                f"neigh replace {_GW4_SINK} lladdr {_MAC_S} dev out nud permanent",
+                # a link-scope address keeps IPv4 (and its routes) up on ``out`` when the witness goes;
+                # MASQUERADE skips it (it wants a universe-scope address) and picks the first node IP
+                f"addr add {_OUT_LINK4}/32 dev out scope link",
+                f"route replace default via {_GW4_SINK} dev out onlink",
+                *(f"addr add {ip}/{32 if ':' not in ip else '128 nodad'} dev in" for ip in self.node_ips),
+            ],
+        )
+        self._ip(
+            self.client_ns,
+            [
+                "link set lo up",
+                "link set c up",
+                # keeps IPv4 (and the default route) up on ``c`` while probe sources come and go
+                f"addr add {_GW4_CLIENT}/32 dev c scope link",
+                f"neigh replace {_GW4_NODE} lladdr {_MAC_IN} dev c nud permanent",
+                f"route replace default via {_GW4_NODE} dev c onlink",
+            ],
+        )
         self._ip(self.sink_ns, ["link set lo up", "link set s up"])
         if self.ipv6:
-            self._ip(self.node_ns, [
-                f"-6 neigh replace {_GW6_CLIENT} lladdr {_MAC_C} dev in nud permanent",
-                f"-6 neigh replace {_GW6_SINK} lladdr {_MAC_S} dev out nud permanent",
-                f"-6 route replace default via {_GW6_SINK} dev out",
-            ])
-            self._ip(self.client_ns, [
-                f"-6 neigh replace {_GW6_NODE} lladdr {_MAC_IN} dev c nud permanent",
-                f"-6 route replace default via {_GW6_NODE} dev c",
-            ])
+            self._ip(
+                self.node_ns,
+                [
+                    f"neigh replace {_GW6_CLIENT} lladdr {_MAC_C} dev in nud permanent",
+                    f"neigh replace {_GW6_SINK} lladdr {_MAC_S} dev out nud permanent",
+                    f"route replace ::/0 via {_GW6_SINK} dev out",
+                ],
+            )
+            self._ip(
+                self.client_ns,
+                [
+                    f"neigh replace {_GW6_NODE} lladdr {_MAC_IN} dev c nud permanent",
+                    f"route replace ::/0 via {_GW6_NODE} dev c",
+                ],
+            )
         rl = "1" if self.route_localnet else "0"
         node_sysctls = ["net.ipv4.ip_forward=1", "net.ipv4.icmp_ratemask=0", "net.ipv4.icmp_ratelimit=0"]
         for dev in ("all", "default", "lo", "in", "out"):
@@ -332,6 +372,8 @@ class KernelLab:
             # not every kernel has it; rate limiting is already off through icmp.ratelimit=0
             self._sysctl(self.node_ns, ["net.ipv6.icmp.ratemask=255"], check=False)
         _run(["ip", "netns", "exec", self.node_ns, "nft", "-f", "-"], input=_CT_TABLE)
+        # conntrack is loaded now; make sure it reports new entries (probes listen for them)
+        self._sysctl(self.node_ns, ["net.netfilter.nf_conntrack_events=1"], check=False)
         self._keeper = subprocess.Popen(
             ["ip", "netns", "exec", self.node_ns, "sleep", "infinity"],
             stdin=subprocess.DEVNULL,
@@ -358,9 +400,7 @@ class KernelLab:
         _run(["ip", "-n", ns, "-batch", "-"], input="\n".join(commands) + "\n")
 
     def _sysctl(self, ns: str, settings: list[str], check: bool = True) -> None:
-        script = "".join(
-            f"{_sysctl_path(k)}\t{v}\n" for k, v in (s.split("=", 1) for s in settings)
-        )
+        script = "".join(f"{_sysctl_path(k)}\t{v}\n" for k, v in (s.split("=", 1) for s in settings))
         code = (
             "import sys\n"
             "bad = []\n"
@@ -398,12 +438,16 @@ class KernelLab:
         tool = ("ip6tables" if ip6 else "iptables") + ("-legacy" if legacy else "") + "-restore"
         if shutil.which(tool) is None:
             raise RuntimeError(f"{tool} not found on PATH")
+        # The legacy tools serialise on a host-wide lock file; the node namespace is ours alone, so
+        # a private lock keeps a long iptables run elsewhere on the host from blocking the lab.
+        env = {**os.environ, "XTABLES_LOCKFILE": self._lockfile}
         res = subprocess.run(
-            ["ip", "netns", "exec", self.node_ns, tool, "-w", "10"],
+            ["ip", "netns", "exec", self.node_ns, tool, "-w", "30"],
             input=dump,
             capture_output=True,
             text=True,
             check=False,
+            env=env,
         )
         if res.returncode != 0:
             raise RuntimeError(f"{tool} failed (exit {res.returncode}): {res.stderr.strip()}")
@@ -489,24 +533,34 @@ class KernelLab:
             raise ValueError(f"sport_base {base} + {samples} samples exceeds the port range")
 
         if from_node:
-            if src is None:
+            if src is None and dst_addr.is_loopback:
+                src = dst  # what an unbound socket on the node would use
+            elif src is None:
                 fam_ips = [ip for ip in self.node_ips if (":" in ip) == v6]
                 if not fam_ips:
                     raise ValueError("from_node needs a node IP of the destination's family, or src")
                 src = fam_ips[0]
             src = str(ipaddress.ip_address(src))
+            if (":" in src) != v6:
+                raise ValueError("src and dst are of different address families")
             self._set_witness(True)
             if not self._is_local(src):
                 raise ValueError(f"from_node source {src} is not an address of the node")
+            self._use_client_src(None)  # no route into the client: everything not local goes out
             ns = self.node_ns
         else:
             src = str(ipaddress.ip_address(src or (_DEFAULT_SRC6 if v6 else _DEFAULT_SRC4)))
             if (":" in src) != v6:
                 raise ValueError("src and dst are of different address families")
+            if dst_addr.is_loopback or dst == src:
+                raise ValueError(
+                    f"a packet from {src} to {dst} never leaves the client (its own stack answers); "
+                    "use from_node=True for loopback destinations"
+                )
             self._set_witness(False)
             if self._is_local(src):
                 raise ValueError(f"client source {src} is an address of the node; use from_node=True")
-            self._add_client_src(src)
+            self._use_client_src(src)
             ns = self.client_ns
 
         self.flush_conntrack()
@@ -533,10 +587,14 @@ class KernelLab:
         )
         if res.returncode != 0:
             raise RuntimeError(f"probe helper failed (exit {res.returncode}): {res.stderr.strip()}")
-        return self._summarise(cfg, json.loads(res.stdout))
+        result = self._summarise(cfg, json.loads(res.stdout))
+        if result.send_errors and not from_node:
+            # the client namespace only routes to the node; a failing send there is a lab fault
+            raise RuntimeError(f"sending from the client namespace failed: {dict(result.send_errors)}")
+        return result
 
     def _summarise(self, cfg: dict[str, Any], out: dict[str, Any]) -> KernelResult:
-        result = KernelResult(samples=cfg["samples"], elapsed=out["elapsed"])
+        result = KernelResult(samples=cfg["samples"], elapsed=out["elapsed"], notes=out.get("notes", []))
         v6, proto, src, dst, dport = cfg["v6"], cfg["proto"], cfg["src"], cfg["dst"], cfg["dport"]
         for sample in out["results"]:
             if "ct" in sample:
@@ -575,16 +633,26 @@ class KernelLab:
         self._witness = on
         self._refresh_local_nets()
 
-    def _add_client_src(self, src: str) -> None:
-        if src in self._client_srcs:
+    def _use_client_src(self, src: str | None) -> None:
+        """Give the client namespace exactly this one source address (none: no address), with the
+        node's route back, so that packets to any other address are routed to the sink."""
+        old = self._client_src
+        if old == src:
+            return
+        if old is not None:
+            plen = 128 if ":" in old else 32
+            self._ip(self.client_ns, [f"addr del {old}/{plen} dev c"])
+            self._ip(self.node_ns, [f"route del {old}/{plen}"])
+            self._client_src = None
+        if src is None:
             return
         if ":" in src:
             self._ip(self.client_ns, [f"addr add {src}/128 dev c nodad"])
-            self._ip(self.node_ns, [f"-6 route replace {src}/128 via {_GW6_CLIENT} dev in"])
+            self._ip(self.node_ns, [f"route replace {src}/128 via {_GW6_CLIENT} dev in"])
         else:
             self._ip(self.client_ns, [f"addr add {src}/32 dev c"])
             self._ip(self.node_ns, [f"route replace {src}/32 via {_GW4_CLIENT} dev in onlink"])
-        self._client_srcs.add(src)
+        self._client_src = src
 
     def _require_open(self) -> None:
         if not self._open:
@@ -595,7 +663,9 @@ class KernelLab:
 # host-side helpers
 
 
-def _run(argv: list[str], *, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+def _run(
+    argv: list[str], *, input: str | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     res = subprocess.run(argv, input=input, capture_output=True, text=True, check=False)
     if check and res.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} failed (exit {res.returncode}): {res.stderr.strip()}")
@@ -659,10 +729,36 @@ class _Prober:
         self.reject: dict[int, str] = {}
         self.send_errors: dict[int, str] = {}
         self.ct_proto = {"tcp": "tcp", "udp": "udp", "icmp": "icmpv6" if self.v6 else "icmp"}[self.proto]
+        self.l4num = {"tcp": 6, "udp": 17, "icmp": 58 if self.v6 else 1}[self.proto]
         self.sniffers: list[socket.socket] = []
         self.icmp_sock: socket.socket | None = None
+        self.events: socket.socket | None = None
+        self.events_lost = False
 
     # sockets
+
+    def open_events(self) -> None:
+        """Subscribe to the node namespace's conntrack NEW events.
+
+        They carry both tuples at confirmation time.  Reading the table alone is not enough: when
+        the only answer to a SYN is a RST (the node's own stack, or a hairpinned client), the
+        kernel deletes the entry at once ("If only reply is a RST, we can consider ourselves not
+        to have an established connection").
+        """
+        try:
+            sock = _socket_in_netns(
+                self.cfg["node_ns"], socket.AF_NETLINK, socket.SOCK_RAW, _NETLINK_NETFILTER
+            )
+        except OSError:
+            return
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, 64 << 20)
+        except OSError:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 20)
+        sock.bind((0, 1 << (_NFNLGRP_CONNTRACK_NEW - 1)))
+        sock.setblocking(False)
+        self.events = sock
 
     def open_sniffers(self) -> None:
         icmp_proto = socket.IPPROTO_ICMPV6 if self.v6 else socket.IPPROTO_ICMP
@@ -673,7 +769,7 @@ class _Prober:
         for s in self.sniffers:
             s.setblocking(False)
             with contextlib.suppress(OSError):
-                s.setsockopt(socket.SOL_SOCKET, 33, 32 << 20)  # SO_RCVBUFFORCE
+                s.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, 32 << 20)
         if self.proto == "icmp":
             self.icmp_sock.bind((self.src, 0))
 
@@ -711,10 +807,23 @@ class _Prober:
     # answers
 
     def drain(self) -> None:
+        if self.events is not None:
+            while True:
+                try:
+                    data = self.events.recv(1 << 16)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError as exc:
+                    if exc.errno != errno.ENOBUFS:
+                        raise
+                    self.events_lost = True  # overflow: read the table as well from now on
+                    continue
+                for l4num, orig, reply in _parse_ct_events(data):
+                    self.note_ct(l4num, orig, reply)
         for s in self.sniffers:
             while True:
                 try:
-                    data, peer = s.recvfrom(65535)
+                    data = s.recv(65535)
                 except (BlockingIOError, InterruptedError):
                     break
                 self.classify(s, data)
@@ -776,53 +885,71 @@ class _Prober:
                 return self.read_ct()
         else:
             text = subprocess.run(
-                ["ip", "netns", "exec", self.cfg["node_ns"], "conntrack", "-L", "-f", "ipv6" if self.v6 else "ipv4"],
+                [
+                    "ip",
+                    "netns",
+                    "exec",
+                    self.cfg["node_ns"],
+                    "conntrack",
+                    "-L",
+                    "-f",
+                    "ipv6" if self.v6 else "ipv4",
+                ],
                 capture_output=True,
                 text=True,
                 check=False,
             ).stdout
+        l4nums = {"tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58}
         for line in text.splitlines():
             entry = _parse_ct_line(line)
-            if entry is None:
+            if entry is None or entry[0] != self.ct_proto:
                 continue
             l4, orig, reply = entry
-            if l4 != self.ct_proto:
-                continue
             try:
-                key = int(orig["id"] if self.proto == "icmp" else orig["sport"])
-                osrc, odst, rsrc, rdst = orig["src"], orig["dst"], reply["src"], reply["dst"]
+                okey = int(orig["id"] if self.proto == "icmp" else orig["sport"])
+                odport = 0 if self.proto == "icmp" else int(orig["dport"])
+                rsport = 0 if self.proto == "icmp" else int(reply["sport"])
+                o = (orig["src"], orig["dst"], okey, odport)
+                r = (reply["src"], reply["dst"], rsport, 0)
             except (KeyError, ValueError):
                 continue
-            i = key - self.base
-            if not 0 <= i < self.n or i in self.ct:
-                continue
-            if self.v6:
-                osrc, odst, rsrc, rdst = (str(ipaddress.ip_address(a)) for a in (osrc, odst, rsrc, rdst))
-            if osrc != self.src or odst != self.dst:
-                continue
-            if self.proto != "icmp" and int(orig.get("dport", -1)) != self.dport:
-                continue
-            rsport = None if self.proto == "icmp" else int(reply["sport"])
-            self.ct[i] = (rsrc, rsport, rdst)
+            self.note_ct(l4nums[l4], o, r)
         return None
 
-    def resolved(self, i: int) -> bool:
-        return i in self.ct or i in self.reject
+    def note_ct(self, l4num: int, orig: _Tuple, reply: _Tuple) -> None:
+        """Record a conntrack entry (orig/reply: src, dst, sport or ICMP id, dport) if it is ours."""
+        if l4num != self.l4num:
+            return
+        osrc, odst, okey, odport = orig
+        i = okey - self.base
+        if not 0 <= i < self.n or i in self.ct:
+            return
+        rsrc, rdst, rsport, _ = reply
+        if self.v6:
+            osrc, odst, rsrc, rdst = (str(ipaddress.ip_address(a)) for a in (osrc, odst, rsrc, rdst))
+        if osrc != self.src or odst != self.dst:
+            return
+        if self.proto == "icmp":
+            self.ct[i] = (rsrc, None, rdst)
+        elif odport == self.dport:
+            self.ct[i] = (rsrc, rsport, rdst)
 
     def wait(self, pending: set[int], deadline: float) -> None:
-        poll = 0.002 if self.use_proc else 0.02
+        poll = 0.002 if self.use_proc or self.events is not None else 0.02
+        watch = [*self.sniffers, *([self.events] if self.events is not None else [])]
         while True:
             self.drain()
-            pending -= self.reject.keys()
-            if pending:
+            pending -= self.ct.keys() | self.reject.keys()
+            if pending and (self.events is None or self.events_lost):
                 self.read_ct()
                 pending -= self.ct.keys()
             if not pending or time.monotonic() >= deadline:
                 return
-            select.select(self.sniffers, [], [], poll)
+            select.select(watch, [], [], poll)
 
     def run(self) -> dict[str, Any]:
         start = time.monotonic()
+        self.open_events()
         self.open_sniffers()
         timeout = float(self.cfg["timeout"])
         if self.cfg["sequential"]:
@@ -849,7 +976,93 @@ class _Prober:
             if i in self.send_errors:
                 item["send_error"] = self.send_errors[i]
             results.append(item)
-        return {"results": results, "elapsed": round(time.monotonic() - start, 4)}
+        notes = []
+        if self.events is None:
+            notes.append(
+                "conntrack events unavailable: a TCP sample answered only by a RST "
+                "(local delivery without listener, hairpin) loses its entry and shows as reject"
+            )
+        elif self.events_lost:
+            notes.append("conntrack events overflowed; the table was read instead")
+        return {"results": results, "elapsed": round(time.monotonic() - start, 4), "notes": notes}
+
+
+_Tuple = tuple[str, str, int, int]
+_CLONE_NEWNET = 0x40000000
+_NETLINK_NETFILTER = 12
+_NFNLGRP_CONNTRACK_NEW = 1
+_SO_RCVBUFFORCE = 33
+
+
+def _socket_in_netns(ns_name: str, family: int, kind: int, proto: int) -> socket.socket:
+    """Create a socket in the named network namespace (a socket keeps the namespace it was made in)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        target = os.open(f"/run/netns/{ns_name}", os.O_RDONLY)
+        try:
+            if libc.setns(target, _CLONE_NEWNET) != 0:
+                err = ctypes.get_errno()
+                raise OSError(err, f"setns({ns_name}): {os.strerror(err)}")
+            try:
+                return socket.socket(family, kind, proto)
+            finally:
+                if libc.setns(own, _CLONE_NEWNET) != 0:  # cannot go on in the wrong namespace
+                    os._exit(70)
+        finally:
+            os.close(target)
+    finally:
+        os.close(own)
+
+
+def _nlattrs(buf: bytes, start: int = 0, end: int | None = None) -> dict[int, bytes]:
+    attrs: dict[int, bytes] = {}
+    end = len(buf) if end is None else end
+    while start + 4 <= end:
+        alen, atype = struct.unpack_from("=HH", buf, start)
+        if alen < 4:
+            break
+        attrs[atype & 0x3FFF] = buf[start + 4 : start + alen]
+        start += (alen + 3) & ~3
+    return attrs
+
+
+def _ct_tuple(raw: bytes) -> tuple[int, _Tuple]:
+    """CTA_TUPLE_* -> (l4 protocol number, (src, dst, sport or ICMP id, dport))."""
+    attrs = _nlattrs(raw)
+    ip, proto = _nlattrs(attrs[1]), _nlattrs(attrs[2])
+    if 1 in ip:
+        src, dst = socket.inet_ntop(socket.AF_INET, ip[1]), socket.inet_ntop(socket.AF_INET, ip[2])
+    else:
+        src, dst = socket.inet_ntop(socket.AF_INET6, ip[3]), socket.inet_ntop(socket.AF_INET6, ip[4])
+    l4num = proto[1][0]
+
+    def u16(key: int) -> int:
+        return struct.unpack("!H", proto[key])[0] if key in proto else 0
+
+    if l4num == 1:
+        return l4num, (src, dst, u16(4), 0)
+    if l4num == 58:
+        return l4num, (src, dst, u16(7), 0)
+    return l4num, (src, dst, u16(2), u16(3))
+
+
+def _parse_ct_events(data: bytes) -> list[tuple[int, _Tuple, _Tuple]]:
+    """ctnetlink messages -> [(l4 protocol number, original tuple, reply tuple)] for new entries."""
+    out: list[tuple[int, _Tuple, _Tuple]] = []
+    off = 0
+    while off + 16 <= len(data):
+        length, mtype = struct.unpack_from("=IH", data, off)
+        if length < 16:
+            break
+        if mtype == 0x100:  # NFNL_SUBSYS_CTNETLINK << 8 | IPCTNL_MSG_CT_NEW
+            attrs = _nlattrs(data, off + 20, off + length)  # after nlmsghdr (16) and nfgenmsg (4)
+            with contextlib.suppress(KeyError, IndexError, ValueError, struct.error):
+                l4num, orig = _ct_tuple(attrs[1])
+                _, reply = _ct_tuple(attrs[2])
+                out.append((l4num, orig, reply))
+        off += (length + 3) & ~3
+    return out
 
 
 def _parse_ct_line(line: str) -> tuple[str, dict[str, str], dict[str, str]] | None:
@@ -874,7 +1087,7 @@ def _parse_ct_line(line: str) -> tuple[str, dict[str, str], dict[str, str]] | No
 def _checksum(data: bytes) -> int:
     if len(data) % 2:
         data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
     while total >> 16:
         total = (total & 0xFFFF) + (total >> 16)
     return ~total & 0xFFFF
