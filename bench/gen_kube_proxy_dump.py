@@ -42,11 +42,11 @@ except ImportError:  # run from a checkout without installing the package
     from svctrace.kubeproxy import names
 
 NODE_IP = "192.168.0.2"
-NODE_POD_CIDR = ipaddress.ip_network("10.244.0.0/24")  # this node's pods
+NODE_POD_CIDR = ipaddress.IPv4Network("10.244.0.0/24")  # this node's pods
 CLUSTER_CIDR = "10.244.0.0/16"
-SERVICE_CIDR = ipaddress.ip_network("10.96.0.0/12")
-LB_IP_POOL = ipaddress.ip_network("198.18.0.0/15")  # benchmarking range; LB ingress IPs
-EXTERNAL_IP_POOL = ipaddress.ip_network("192.168.100.0/22")
+SERVICE_CIDR = ipaddress.IPv4Network("10.96.0.0/12")
+LB_IP_POOL = ipaddress.IPv4Network("198.18.0.0/15")  # benchmarking range; LB ingress IPs
+EXTERNAL_IP_POOL = ipaddress.IPv4Network("192.168.100.0/22")
 APISERVER = ("192.168.0.10", 6443)
 MASQ_MARK = "0x4000"
 STICKY_SECONDS = 10800
@@ -152,7 +152,9 @@ class Cluster:
 class _Pool:
     """Unique addresses drawn at random from a network (deterministic for the rng)."""
 
-    def __init__(self, net: ipaddress.IPv4Network, rng: random.Random, reserved: frozenset[int] = frozenset()) -> None:
+    def __init__(
+        self, net: ipaddress.IPv4Network, rng: random.Random, reserved: frozenset[int] = frozenset()
+    ) -> None:
         self.base = int(net.network_address)
         self.size = net.num_addresses
         self.rng = rng
@@ -419,19 +421,30 @@ def _service_port_rules(filt: _Table, nat: _Table, svc: Service, sp: ServicePort
 
     # ClusterIP
     if has_endpoints:
-        nat.add("KUBE-SERVICES", f"{to(svc.cluster_ip)} -m comment --comment {_q(spn + ' cluster IP')} {dport} -j {svc_chain}")
+        nat.add(
+            "KUBE-SERVICES",
+            f"{to(svc.cluster_ip)} -m comment --comment {_q(spn + ' cluster IP')} {dport} -j {svc_chain}",
+        )
     else:
         filt.add("KUBE-SERVICES", f"{to(svc.cluster_ip)} -m comment --comment {comment} {dport} -j {target}")
     # external IPs
     for eip in svc.external_ips:
         if has_endpoints:
-            nat.add("KUBE-SERVICES", f"{to(eip)} -m comment --comment {_q(spn + ' external IP')} {dport} -j {ext_chain}")
+            nat.add(
+                "KUBE-SERVICES",
+                f"{to(eip)} -m comment --comment {_q(spn + ' external IP')} {dport} -j {ext_chain}",
+            )
         if not has_external_endpoints:
-            filt.add("KUBE-EXTERNAL-SERVICES", f"{to(eip)} -m comment --comment {comment} {dport} -j {target}")
+            filt.add(
+                "KUBE-EXTERNAL-SERVICES", f"{to(eip)} -m comment --comment {comment} {dport} -j {target}"
+            )
     # load-balancer ingress
     for lbip in svc.lb_ips:
         if has_endpoints:
-            nat.add("KUBE-SERVICES", f"{to(lbip)} -m comment --comment {_q(spn + ' loadbalancer IP')} {dport} -j {lb_target}")
+            nat.add(
+                "KUBE-SERVICES",
+                f"{to(lbip)} -m comment --comment {_q(spn + ' loadbalancer IP')} {dport} -j {lb_target}",
+            )
         if uses_fw:
             filt.add(
                 "KUBE-PROXY-FIREWALL",
@@ -439,11 +452,16 @@ def _service_port_rules(filt: _Table, nat: _Table, svc: Service, sp: ServicePort
             )
     if not has_external_endpoints:
         for lbip in svc.lb_ips:
-            filt.add("KUBE-EXTERNAL-SERVICES", f"{to(lbip)} -m comment --comment {comment} {dport} -j {target}")
+            filt.add(
+                "KUBE-EXTERNAL-SERVICES", f"{to(lbip)} -m comment --comment {comment} {dport} -j {target}"
+            )
     # NodePort
     if sp.node_port:
         if has_endpoints:
-            nat.add("KUBE-NODEPORTS", f"-p {p} -m comment --comment {_q(spn)} -m {p} --dport {sp.node_port} -j {ext_chain}")
+            nat.add(
+                "KUBE-NODEPORTS",
+                f"-p {p} -m comment --comment {_q(spn)} -m {p} --dport {sp.node_port} -j {ext_chain}",
+            )
         if not has_external_endpoints:
             filt.add(
                 "KUBE-EXTERNAL-SERVICES",
@@ -467,7 +485,10 @@ def _service_port_rules(filt: _Table, nat: _Table, svc: Service, sp: ServicePort
     )
     if uses_ext:
         if not svc.etp_local:
-            nat.add(ext_chain, f"-m comment --comment {_q(f'masquerade traffic for {spn} external destinations')} -j KUBE-MARK-MASQ")
+            nat.add(
+                ext_chain,
+                f"-m comment --comment {_q(f'masquerade traffic for {spn} external destinations')} -j KUBE-MARK-MASQ",
+            )
         else:
             nat.add(
                 ext_chain,
@@ -494,7 +515,10 @@ def _service_port_rules(filt: _Table, nat: _Table, svc: Service, sp: ServicePort
         if allow_from_node:
             for lbip in svc.lb_ips:
                 nat.add(fw_chain, f"-s {lbip}/32 {lb_comment} -j {ext_chain}")
-        nat.add(fw_chain, f"-m comment --comment {_q(f'other traffic to {spn} will be dropped by KUBE-PROXY-FIREWALL')}")
+        nat.add(
+            fw_chain,
+            f"-m comment --comment {_q(f'other traffic to {spn} will be dropped by KUBE-PROXY-FIREWALL')}",
+        )
 
     _endpoint_jumps(nat, svc, sp, svc_chain, eps, large)
     if svc.etp_local and local_eps:
@@ -507,7 +531,9 @@ def _service_port_rules(filt: _Table, nat: _Table, svc: Service, sp: ServicePort
         nat.add(sep, f"-p {p} {c}{recent}-m {p} -j DNAT --to-destination {ep}")
 
 
-def _endpoint_jumps(nat: _Table, svc: Service, sp: ServicePort, chain: str, eps: list[Endpoint], large: bool) -> None:
+def _endpoint_jumps(
+    nat: _Table, svc: Service, sp: ServicePort, chain: str, eps: list[Endpoint], large: bool
+) -> None:
     """writeServiceToEndpointRules: affinity checks, then the random-probability cascade."""
     spn = svc.spn(sp)
     seps = [names.sep_chain(svc.namespace, svc.name, sp.name, sp.protocol, str(ep)) for ep in eps]
@@ -553,7 +579,9 @@ def probes(cluster: Cluster, count: int = 50, *, seed: int | None = None) -> lis
     pod_src = "10.244.0.5"  # a pod on this node
     outside = "203.0.113.50"  # an external client
 
-    def probe(kind: str, svc: Service, sp: ServicePort, src: str, dst: str, dport: int, **exp: bool) -> dict[str, object]:
+    def probe(
+        kind: str, svc: Service, sp: ServicePort, src: str, dst: str, dport: int, **exp: bool
+    ) -> dict[str, object]:
         return {
             "name": f"{kind} {svc.spn(sp)}",
             "service": svc.spn(sp),
@@ -573,12 +601,26 @@ def probes(cluster: Cluster, count: int = 50, *, seed: int | None = None) -> lis
 
     out: list[dict[str, object]] = []
     picks = [
-        ("clusterip", lambda s, sp: s.type == "ClusterIP" and len(sp.endpoints) >= 3 and sp.protocol == "tcp"),
+        (
+            "clusterip",
+            lambda s, sp: s.type == "ClusterIP" and len(sp.endpoints) >= 3 and sp.protocol == "tcp",
+        ),
         ("nodeport", lambda s, sp: s.type == "NodePort" and sp.endpoints and not s.etp_local),
         ("no-endpoints", lambda s, sp: not sp.endpoints),
-        ("loadbalancer", lambda s, sp: s.type == "LoadBalancer" and sp.endpoints and not s.source_ranges and not s.etp_local),
-        ("lb-source-ranges", lambda s, sp: bool(s.source_ranges and sp.endpoints and "203.0.113.0/24" not in s.source_ranges)),
-        ("etp-local-no-local-endpoints", lambda s, sp: s.etp_local and sp.endpoints and not any(e.local for e in sp.endpoints)),
+        (
+            "loadbalancer",
+            lambda s, sp: (
+                s.type == "LoadBalancer" and sp.endpoints and not s.source_ranges and not s.etp_local
+            ),
+        ),
+        (
+            "lb-source-ranges",
+            lambda s, sp: bool(s.source_ranges and sp.endpoints and "203.0.113.0/24" not in s.source_ranges),
+        ),
+        (
+            "etp-local-no-local-endpoints",
+            lambda s, sp: s.etp_local and sp.endpoints and not any(e.local for e in sp.endpoints),
+        ),
     ]
     for kind, pred in picks:
         hit = first(pred)
@@ -600,11 +642,17 @@ def probes(cluster: Cluster, count: int = 50, *, seed: int | None = None) -> lis
         s, sp = rng.choice(flat)
         r = rng.random()
         if sp.node_port and r < 0.3:
-            out.append(probe("nodeport", s, sp, outside, NODE_IP, sp.node_port, external=True, from_pod=False))
+            out.append(
+                probe("nodeport", s, sp, outside, NODE_IP, sp.node_port, external=True, from_pod=False)
+            )
         elif s.lb_ips and not s.source_ranges and r < 0.6:
-            out.append(probe("loadbalancer", s, sp, outside, s.lb_ips[0], sp.port, external=True, from_pod=False))
+            out.append(
+                probe("loadbalancer", s, sp, outside, s.lb_ips[0], sp.port, external=True, from_pod=False)
+            )
         else:
-            out.append(probe("clusterip", s, sp, pod_src, s.cluster_ip, sp.port, external=False, from_pod=True))
+            out.append(
+                probe("clusterip", s, sp, pod_src, s.cluster_ip, sp.port, external=False, from_pod=True)
+            )
     return out[:count]
 
 
@@ -619,7 +667,9 @@ def main(argv: list[str] | None = None) -> int:
         default="off",
         help="drop per-endpoint comments as kube-proxy does above 1000 endpoints (auto), always (on), never (off)",
     )
-    ap.add_argument("--print-probe", action="store_true", help="print a JSON list of interesting probes instead")
+    ap.add_argument(
+        "--print-probe", action="store_true", help="print a JSON list of interesting probes instead"
+    )
     ap.add_argument("--probes", type=int, default=6, help="how many probes --print-probe prints (default 6)")
     args = ap.parse_args(argv)
 

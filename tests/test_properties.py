@@ -95,3 +95,11 @@ def test_mangled_dumps_never_crash(lines: list[str]) -> None:
         trace(rs, PKT, NODE)
     except SvctraceError:
         pass
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list('ab -"\\\t\'x')), max_size=40))
+def test_fast_tokenizer_equals_the_reference(text: str) -> None:
+    from svctrace.netfilter.parser import _tokenize_slow, tokenize
+
+    assert tokenize(text) == _tokenize_slow(text)

@@ -408,9 +408,10 @@ class Walker:
             return range(n)
         assert isinstance(idx, _DstIndex)
         hits = idx.by_dst.get(st.pkt.dst)
-        if not hits:
+        ports = idx.by_dport.get(st.pkt.dport) if st.pkt.dport is not None else None
+        if not hits and not ports:
             return idx.generic
-        return list(heapq.merge(hits, idx.generic))
+        return list(heapq.merge(hits or (), ports or (), idx.generic))
 
     def rule_at(self, chain: Chain, pos: int) -> Rule:
         if chain.parsed:
@@ -654,22 +655,57 @@ class Walker:
 
 # -- helpers -------------------------------------------------------------------------------------
 
+def visible_steps(path: list[PathStep]) -> list[PathStep]:
+    """The hops that did something: drop RETURNs, accepting policies and jumps into chains where
+    nothing applied (the JSON output keeps every rule)."""
+    steps = [s for s in path if s.action != "RETURN" and not (s.rule is None and s.action == "policy ACCEPT")]
+    changed = True
+    while changed:
+        changed = False
+        out: list[PathStep] = []
+        for i, s in enumerate(steps):
+            if s.action.startswith(("jump ", "goto ")) and "not in the dump" not in s.action:
+                target = s.action.split()[1]
+                nxt = steps[i + 1] if i + 1 < len(steps) else None
+                if nxt is None or nxt.chain != target or nxt.table != s.table:
+                    changed = True
+                    continue
+            out.append(s)
+        steps = out
+    return steps
+
+
+
 @dataclass
 class _DstIndex:
     by_dst: dict[object, list[int]]  # exact destination address -> rule positions
-    generic: list[int]  # rules that are not for one exact destination
+    by_dport: dict[int, list[int]]  # no destination address, one exact destination port -> positions
+    generic: list[int]  # rules that can match any destination
     parsed: dict[int, Rule]  # rules parsed so far, by position
 
 
 def _build_index(chain: Chain) -> _DstIndex | bool:
-    """Index a long chain's rules by exact destination address, without parsing them."""
+    """Index a long chain's rules by exact destination address or port, without parsing them.
+
+    A rule lands in a bucket only when its text has exactly one non-negated `-d ADDR/32` (or, with
+    no `-d`, one non-negated `--dport N`), so every rule that could match another packet stays in
+    `generic`; order is kept by merging positions.
+    """
     by_dst: dict[object, list[int]] = {}
+    by_dport: dict[int, list[int]] = {}
     generic: list[int] = []
     for pos, raw in enumerate(chain.raw):
         text = raw.text
         if "," in text and re.search(r"\s-[sd]\s+\S*,", text):
             return False  # address lists expand into several rules: positions would shift
         found = _DST_RE.findall(text)
+        if not found:
+            ports = _DPORT_RE.findall(text)
+            if len(ports) == 1 and not ports[0][0] and ":" not in ports[0][1] and ports[0][1].isdigit():
+                by_dport.setdefault(int(ports[0][1]), []).append(pos)
+            else:
+                generic.append(pos)
+            continue
         if len(found) == 1 and not found[0][0]:
             v = found[0][1]
             host = v
@@ -686,9 +722,10 @@ def _build_index(chain: Chain) -> _DstIndex | bool:
             by_dst.setdefault(ip, []).append(pos)
         else:
             generic.append(pos)
-    return _DstIndex(by_dst, generic, {})
+    return _DstIndex(by_dst, by_dport, generic, {})
 
 
+_DPORT_RE = re.compile(r"(?:^|\s)(!\s+)?--(?:dport|destination-port)\s+(\S+)")
 _DST_RE = re.compile(r"(?:^|\s)(!\s+)?(?:-d|--destination|--dst)\s+(\S+)")
 
 
