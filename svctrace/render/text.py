@@ -9,7 +9,7 @@ from rich.tree import Tree
 
 from svctrace.kubeproxy.chains import chain_meaning
 from svctrace.model import Packet, format_endpoint
-from svctrace.netfilter.walker import Outcome, PathStep, TraceResult
+from svctrace.netfilter.walker import Outcome, PathStep, TraceResult, visible_steps
 
 VERDICT_STYLE = {"accept": "bold green", "drop": "bold red", "reject": "bold red"}
 
@@ -55,26 +55,6 @@ def _step_label(s: PathStep, share: float | None = None) -> Text:
     if comment:
         t.append(f"  “{comment}”", style="italic dim")
     return t
-
-
-def visible_steps(path: list[PathStep]) -> list[PathStep]:
-    """The hops that did something: drop RETURNs, accepting policies and jumps into chains where
-    nothing applied (the JSON output keeps every rule)."""
-    steps = [s for s in path if s.action != "RETURN" and not (s.rule is None and s.action == "policy ACCEPT")]
-    changed = True
-    while changed:
-        changed = False
-        out: list[PathStep] = []
-        for i, s in enumerate(steps):
-            if s.action.startswith(("jump ", "goto ")) and "not in the dump" not in s.action:
-                target = s.action.split()[1]
-                nxt = steps[i + 1] if i + 1 < len(steps) else None
-                if nxt is None or nxt.chain != target or nxt.table != s.table:
-                    changed = True
-                    continue
-            out.append(s)
-        steps = out
-    return steps
 
 
 def _comment_of(text: str) -> str | None:
