@@ -155,3 +155,43 @@ def test_oracle_probe_agrees_with_the_kernel(oracle_lab: KernelLab, probe: dict)
                          samples=min(probe.get("samples", 20), 3000), reset_recent=bool(probe.get("reset_recent")),
                          sequential=bool(probe.get("reset_recent")))
     compare(result, k, probe["label"])
+
+
+GENERATOR = Path(__file__).resolve().parents[1] / "bench" / "gen_kube_proxy_dump.py"
+
+
+@pytest.fixture(scope="module", params=[3, 17])
+def generated(request: pytest.FixtureRequest) -> Any:
+    """A generated kube-proxy dump (several endpoints, NodePorts, LBs, Local policies, affinity, no-endpoint
+    REJECTs) with the probes its generator finds interesting, loaded into a lab."""
+    import subprocess
+    import sys
+
+    seed = request.param
+    base = [sys.executable, str(GENERATOR), "--services", "60", "--seed", str(seed)]
+    dump = subprocess.run(base, capture_output=True, text=True, check=True).stdout
+    probes = json.loads(subprocess.run([*base, "--print-probe", "--probes", "12"], capture_output=True, text=True,
+                                       check=True).stdout)
+    lab = KernelLab(["192.168.0.2"], route_localnet=True)
+    lab.open()
+    lab.load(dump)
+    yield dump, probes, lab
+    lab.close()
+
+
+def test_generated_rulesets_agree_with_the_kernel(generated: Any) -> None:
+    dump, probes, lab = generated
+    rs = load_ruleset(dump, "generated")
+    node = NodeFacts.make(local_ips=["192.168.0.2"], route_localnet=True)
+    assert len(probes) >= 6
+    for p in probes:
+        pkt = Packet.make(src=p["src"], dst=p["dst"], proto=p["proto"], dport=p.get("dport"),
+                          local_ips=node.local_ips)
+        result = trace(rs, pkt, node)
+        affinity = any("-m recent" in s.text for o in result.outcomes for s in o.path)
+        several = len(result.outcomes) > 1
+        lab.clear_recent()
+        k = lab.probe(dst=p["dst"], proto=p["proto"], dport=p.get("dport"), src=p["src"],
+                      from_node=pkt.origin == "local", samples=(300 if affinity else SAMPLES) if several else 3,
+                      reset_recent=affinity, sequential=affinity)
+        compare(result, k, p["name"])
