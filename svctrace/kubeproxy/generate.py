@@ -1,0 +1,1120 @@
+"""The iptables rules kube-proxy (iptables mode) programs on one node, recomputed from Kubernetes objects.
+
+:func:`generate` takes Services, EndpointSlices (or v1 Endpoints) and Nodes as plain dicts (what
+``kubectl get -o json`` prints) and a :class:`ProxyConfig`, and returns :class:`ProxyRules`:
+
+* :func:`to_restore` — what kube-proxy hands ``iptables-restore --noflush`` (``RestoreAll``): the
+  ``*filter`` then ``*nat`` sections, chain lines then rules, with kube-proxy's own option order and
+  comment quoting.  By default the built-in chains and kube-proxy's jumps into its chains
+  (``EnsureRule``'d separately by kube-proxy, not part of its restore input) are added, so the text
+  loads into empty tables and reads like a whole node.
+* :func:`to_save` — the same rules as ``iptables-save`` (iptables 1.8.9) prints them after loading:
+  built-in chains first, then user chains sorted by name; ``-s``/``-d`` with a prefix length and
+  before ``-p``; matches in the order they were loaded; comments quoted; ``MARK --or-mark X`` as
+  ``--set-xmark X/X``; ``REJECT --reject-with icmp-port-unreachable``; ``recent`` with
+  ``--mask``/``--rsource``; probabilities as the kernel stores them (``round(p * 2^31) / 2^31``,
+  printed with 11 decimals).
+
+Layout by ``ProxyConfig.kube_version``:
+
+* **1.25+** — ``pkg/proxy/iptables/proxier.go`` ``syncProxyRules`` of **v1.28** (KUBE-SVC / KUBE-SVL /
+  KUBE-EXT / KUBE-FW / KUBE-SEP, KUBE-PROXY-FIREWALL for loadBalancerSourceRanges, "has no (local)
+  endpoints" REJECT / DROP in the filter table).  1.27+: kube-proxy writes its own KUBE-FIREWALL
+  "block incoming localnet connections" rule (IPv4, localhost NodePorts on).  1.29+:
+  ``conntrack_tcp_be_liberal`` drops the INVALID rule.
+* **1.24** — the same layout, but a KUBE-FW chain ends in ``-j KUBE-MARK-DROP`` (no
+  KUBE-PROXY-FIREWALL yet).  Not checked against 1.24's source: an approximation.
+* **before 1.24** — the KUBE-XLB layout of v1.22's ``syncProxyRules`` (KUBE-SVC, KUBE-XLB for
+  externalTrafficPolicy Local, KUBE-FW for every LoadBalancer IP ending in ``-j KUBE-MARK-DROP``,
+  KUBE-SEP; masquerade rules inside KUBE-SVC; internalTrafficPolicy Local (1.22+) keeps only this
+  node's endpoints for *all* traffic to the port, NodePorts included; no terminating endpoints; topology
+  hints not modelled).
+  Before 1.19 the port name of an unnamed port keeps its colon (``ns/name:``); before 1.17
+  probabilities have 5 decimals instead of 10.  Older structural differences are not modelled.
+
+Normalisations (kube-proxy itself is not deterministic here): Services are processed sorted by
+service port name (kube-proxy iterates a Go map, so the order of rules of *different* Services in
+KUBE-SERVICES / KUBE-NODEPORTS / KUBE-EXTERNAL-SERVICES varies from run to run; kube-proxy's tests
+sort them too); the node addresses matching ``nodePortAddresses`` keep the order of
+``interface_addresses`` (kube-proxy: map order).
+
+Pure standard library.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Final
+
+from svctrace.kubeproxy.endpoints import (
+    EndpointInfo,
+    EndpointSelection,
+    EndpointVerdict,
+    IPFamily,
+    KubeObject,
+    ServicePortInfo,
+    categorize_endpoints,
+    endpoints_for_port,
+    parse_version,
+    service_ports,
+)
+from svctrace.kubeproxy.names import (
+    ext_chain,
+    fw_chain,
+    sep_chain,
+    svc_chain,
+    svl_chain,
+    xlb_chain,
+)
+
+__all__ = [
+    "BUILTIN_CHAINS",
+    "ProxyConfig",
+    "ProxyRules",
+    "Rule",
+    "generate",
+    "save_probability",
+    "to_restore",
+    "to_save",
+]
+
+BUILTIN_CHAINS: Final[dict[str, tuple[str, ...]]] = {
+    "filter": ("INPUT", "FORWARD", "OUTPUT"),
+    "nat": ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"),
+}
+TABLES: Final = ("filter", "nat")
+
+KUBE_SERVICES: Final = "KUBE-SERVICES"
+KUBE_EXTERNAL_SERVICES: Final = "KUBE-EXTERNAL-SERVICES"
+KUBE_NODEPORTS: Final = "KUBE-NODEPORTS"
+KUBE_POSTROUTING: Final = "KUBE-POSTROUTING"
+KUBE_MARK_MASQ: Final = "KUBE-MARK-MASQ"
+KUBE_MARK_DROP: Final = "KUBE-MARK-DROP"
+KUBE_FORWARD: Final = "KUBE-FORWARD"
+KUBE_PROXY_FIREWALL: Final = "KUBE-PROXY-FIREWALL"
+KUBE_FIREWALL: Final = "KUBE-FIREWALL"
+
+LARGE_CLUSTER_ENDPOINTS: Final = 1000
+_NEW = ("-m", "conntrack", "--ctstate", "NEW")
+_NODEPORTS_COMMENT: Final = '"kubernetes service nodeports; NOTE: this must be the last rule in this chain"'
+
+# (table, target chain, source chain, comment, extra args): iptablesJumpChains, in order.  kube-proxy
+# EnsureRule(Prepend)s each one, so in the end the *last* one for a built-in chain comes first.
+_JUMPS_MODERN: Final = (
+    ("filter", KUBE_EXTERNAL_SERVICES, "INPUT", "kubernetes externally-visible service portals", _NEW),
+    ("filter", KUBE_EXTERNAL_SERVICES, "FORWARD", "kubernetes externally-visible service portals", _NEW),
+    ("filter", KUBE_NODEPORTS, "INPUT", "kubernetes health check service ports", ()),
+    ("filter", KUBE_SERVICES, "FORWARD", "kubernetes service portals", _NEW),
+    ("filter", KUBE_SERVICES, "OUTPUT", "kubernetes service portals", _NEW),
+    ("filter", KUBE_FORWARD, "FORWARD", "kubernetes forwarding rules", ()),
+    ("filter", KUBE_PROXY_FIREWALL, "INPUT", "kubernetes load balancer firewall", _NEW),
+    ("filter", KUBE_PROXY_FIREWALL, "OUTPUT", "kubernetes load balancer firewall", _NEW),
+    ("filter", KUBE_PROXY_FIREWALL, "FORWARD", "kubernetes load balancer firewall", _NEW),
+    ("nat", KUBE_SERVICES, "OUTPUT", "kubernetes service portals", ()),
+    ("nat", KUBE_SERVICES, "PREROUTING", "kubernetes service portals", ()),
+    ("nat", KUBE_POSTROUTING, "POSTROUTING", "kubernetes postrouting rules", ()),
+)
+
+
+def _q(text: str) -> str:
+    """kube-proxy's hand-quoted comment argument: ``"..."``."""
+    return f'"{text}"'
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    """What kube-proxy needs to know about itself and the node."""
+
+    node_name: str
+    #: The node's IPs; the first of the proxier's family is kube-proxy's ``nodeIP`` (it lets the node
+    #: itself through loadBalancerSourceRanges that contain it).
+    node_ips: tuple[str, ...] = ()
+    #: ``--cluster-cidr``: the pod range kube-proxy's local-traffic detector uses.  None: no detector
+    #: (no ``! -s CIDR`` masquerade rules, no pod short-circuit in KUBE-EXT / KUBE-XLB).
+    cluster_cidr: str | None = None
+    masquerade_bit: int = 14
+    #: The mark as kube-proxy spells it in its rules; None: ``fmt.Sprintf("%#08x", 1<<bit)`` =
+    #: ``0x00004000`` (kube-proxy's unit tests' fake proxier uses ``0x4000``).
+    masquerade_mark: str | None = None
+    masquerade_all: bool = False
+    #: ``--iptables-localhost-nodeports`` (forced off unless nodePortAddresses covers 127.0.0.1).
+    localhost_nodeports: bool = True
+    #: ``--nodeport-addresses`` CIDRs; empty: every local address.
+    nodeport_addresses: tuple[str, ...] = ()
+    kube_version: str = "1.28"
+    ip_family: IPFamily = "IPv4"
+    #: iptables supports ``--random-fully`` (adds it to the MASQUERADE rule).
+    random_fully: bool = False
+    #: Addresses on the node's interfaces, for nodePortAddresses; default: ``node_ips`` + loopback.
+    interface_addresses: tuple[str, ...] | None = None
+    #: ``nf_conntrack_tcp_be_liberal`` is set (1.29+ then skips the INVALID DROP rule).
+    conntrack_tcp_be_liberal: bool = False
+    #: Labels of this node (the zone, for topology hints); taken from the Node objects when None.
+    node_labels: Mapping[str, str] | None = None
+    #: Add the rules the kubelet owns: INPUT/OUTPUT jumps to KUBE-FIREWALL and its localnet rule,
+    #: and before 1.25 the KUBE-MARK-DROP mark rule and its KUBE-FIREWALL DROP.
+    kubelet_rules: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("node_ips", "nodeport_addresses", "interface_addresses"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, tuple):
+                object.__setattr__(self, name, tuple(value))
+        if self.ip_family not in ("IPv4", "IPv6"):
+            raise ValueError(f"ip_family must be IPv4 or IPv6, not {self.ip_family!r}")
+        parse_version(self.kube_version)
+
+    @property
+    def version(self) -> tuple[int, int]:
+        return parse_version(self.kube_version)
+
+    @property
+    def mark(self) -> str:
+        """The masquerade mark as written in the rules (``0x00004000`` for the default bit 14)."""
+        return self.masquerade_mark or _go_hex08(1 << self.masquerade_bit)
+
+    @property
+    def is_ipv6(self) -> bool:
+        return self.ip_family == "IPv6"
+
+
+def _go_hex08(value: int) -> str:
+    """Go's ``%#08x``: unlike C, the zero padding applies to the digits alone (``0x00004000``)."""
+    return f"0x{value:08x}"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One ``-A CHAIN args`` line; ``args`` exactly as kube-proxy writes them (restore form)."""
+
+    table: str
+    chain: str
+    args: tuple[str, ...]
+
+    def restore_text(self) -> str:
+        return " ".join(("-A", self.chain, *self.args))
+
+    def save_text(self, ip_family: IPFamily = "IPv4") -> str:
+        return _save_line(self.chain, self.args, ip_family == "IPv6")
+
+
+@dataclass(frozen=True)
+class ProxyRules:
+    """The result of :func:`generate`."""
+
+    config: ProxyConfig
+    #: table -> chain lines of kube-proxy's restore input, in its order (a chain may repeat: before
+    #: 1.24 kube-proxy wrote a KUBE-FW chain line once per load-balancer IP).
+    chains: dict[str, tuple[str, ...]]
+    #: table -> rules of kube-proxy's restore input, in its order.
+    rules: dict[str, tuple[Rule, ...]]
+    #: table -> the jumps from built-in chains (PREROUTING, INPUT, ...), in their final order.
+    base_rules: dict[str, tuple[Rule, ...]]
+    #: table -> chains that exist but are not in the restore input (EnsureChain'd / the kubelet's).
+    extra_chains: dict[str, tuple[str, ...]]
+    #: table -> rules that are not kube-proxy's (the kubelet's, with ``kubelet_rules``).
+    extra_rules: dict[str, tuple[Rule, ...]] = field(default_factory=dict)
+    #: The endpoint selection behind each Service port's rules, in processing order.
+    selections: tuple[EndpointSelection, ...] = field(default=())
+    large_cluster_mode: bool = False
+
+    def all_chains(self, table: str) -> list[str]:
+        """Built-in chains, then user chains sorted (iptables-save's order)."""
+        user = set(self.chains.get(table, ())) | set(self.extra_chains.get(table, ()))
+        return list(BUILTIN_CHAINS[table]) + sorted(user - set(BUILTIN_CHAINS[table]))
+
+    def chain_rules(self, table: str, chain: str) -> list[Rule]:
+        """The rules of one chain as loaded: base-chain jumps, the kubelet's, then kube-proxy's."""
+        found = [*self.base_rules.get(table, ()), *self.extra_rules.get(table, ()), *self.rules.get(table, ())]
+        return [r for r in found if r.chain == chain]
+
+
+# --------------------------------------------------------------------------- probabilities
+
+
+def _probability(n: int, version: tuple[int, int]) -> str:
+    """``computeProbability``: ``fmt.Sprintf("%0.10f", 1.0/float64(n))`` (``%0.5f`` before 1.17)."""
+    return f"{1.0 / n:.5f}" if version < (1, 17) else f"{1.0 / n:.10f}"
+
+
+def save_probability(printed: str) -> str:
+    """What iptables-save prints for ``--probability printed``: the kernel keeps ``lround(p * 2^31)``."""
+    stored = math.floor(float(printed) * 0x80000000 + 0.5)
+    return f"{stored / 0x80000000:.11f}"
+
+
+# --------------------------------------------------------------------------- generation
+
+
+class _Builder:
+    def __init__(self) -> None:
+        self.chains: dict[str, list[str]] = {t: [] for t in TABLES}
+        self.rules: dict[str, list[Rule]] = {t: [] for t in TABLES}
+
+    def chain(self, table: str, name: str) -> None:
+        self.chains[table].append(name)
+
+    def rule(self, table: str, chain: str, *args: str) -> None:
+        self.rules[table].append(Rule(table, chain, tuple(args)))
+
+
+@dataclass
+class _Ctx:
+    cfg: ProxyConfig
+    version: tuple[int, int]
+    legacy_names: bool
+    large: bool
+    mark: str
+    node_ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None
+
+    def comment(self, text: str) -> tuple[str, ...]:
+        """``appendServiceCommentLocked``: no comment in large-cluster mode."""
+        return () if self.large else ("-m", "comment", "--comment", text)
+
+    def if_local(self) -> tuple[str, ...]:
+        assert self.cfg.cluster_cidr is not None
+        return ("-s", self.cfg.cluster_cidr)
+
+    def if_not_local(self) -> tuple[str, ...]:
+        assert self.cfg.cluster_cidr is not None
+        return ("!", "-s", self.cfg.cluster_cidr)
+
+    def probability(self, n: int) -> str:
+        return _probability(n, self.version)
+
+
+def _nodeport_addresses(cfg: ProxyConfig) -> tuple[list[ipaddress.IPv4Network | ipaddress.IPv6Network], bool, bool]:
+    """``NewNodePortAddresses``: (cidrs of the family, matchAll, containsIPv4Loopback)."""
+    nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+    for text in cfg.nodeport_addresses:
+        try:
+            net = ipaddress.ip_network(text.strip(), strict=False)
+        except ValueError:
+            continue
+        if (net.version == 6) == cfg.is_ipv6:
+            nets.append(net)
+    if not nets:
+        nets = [ipaddress.ip_network("::/0" if cfg.is_ipv6 else "0.0.0.0/0")]
+    loop = ipaddress.ip_address("127.0.0.1")
+    contains_loopback = False
+    out: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+    for net in nets:
+        if net.version == 4 and (net.network_address.is_loopback or loop in net):
+            contains_loopback = True
+        if net.prefixlen == 0:
+            return [net], True, contains_loopback
+        out.append(net)
+    return out, False, contains_loopback
+
+
+def _node_ips_matching(cfg: ProxyConfig, nets: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> list[
+        ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    addrs = cfg.interface_addresses
+    if addrs is None:
+        addrs = (*cfg.node_ips, "127.0.0.1", "::1")
+    out: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
+    for text in addrs:
+        try:
+            ip = ipaddress.ip_address(text.split("/")[0].strip())
+        except ValueError:
+            continue
+        if any(ip.version == n.version and ip in n for n in nets) and ip not in out:
+            out.append(ip)
+    return out
+
+
+def _primary_node_ip(cfg: ProxyConfig) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    for text in cfg.node_ips:
+        try:
+            ip = ipaddress.ip_address(text.strip())
+        except ValueError:
+            continue
+        if (ip.version == 6) == cfg.is_ipv6:
+            return ip
+    return None
+
+
+def _in_range(ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None, cidr: str) -> bool:
+    if ip is None:
+        return False
+    net = ipaddress.ip_network(cidr, strict=False)
+    return net.version == ip.version and ip in net
+
+
+def _port_sort_key(sp: ServicePortInfo) -> tuple[str, str]:
+    return (sp.service_port_name(), sp.protocol)
+
+
+def generate(
+    services: Iterable[KubeObject],
+    endpoint_slices: Iterable[KubeObject] | None = None,
+    config: ProxyConfig | None = None,
+    *,
+    nodes: Iterable[KubeObject] = (),
+    endpoints: Iterable[KubeObject] | None = None,
+) -> ProxyRules:
+    """kube-proxy's rules on ``config.node_name`` for these objects.
+
+    A Service's endpoints come from its EndpointSlices; a Service with no slice at all falls back to
+    its v1 Endpoints object in ``endpoints`` (old clusters).  ``nodes`` may hold any Node objects;
+    the one named ``config.node_name`` gives the node's labels (topology zone) unless
+    ``config.node_labels`` is set.
+    """
+    if config is None:
+        raise TypeError("generate() needs a ProxyConfig")
+    cfg = config
+    labels: Mapping[str, str] = cfg.node_labels if cfg.node_labels is not None else {}
+    if cfg.node_labels is None:
+        for node in nodes:
+            meta = node.get("metadata") or {}
+            if meta.get("name") == cfg.node_name:
+                labels = meta.get("labels") or {}
+    version = cfg.version
+    slices = list(endpoint_slices) if endpoint_slices is not None else None
+    legacy_eps = list(endpoints) if endpoints is not None else None
+
+    ports: list[tuple[ServicePortInfo, tuple[EndpointInfo, ...]]] = []
+    for svc in services:
+        for sp in service_ports(svc, ip_family=cfg.ip_family, kube_version=version):
+            eps = endpoints_for_port(sp, node_name=cfg.node_name, endpoint_slices=slices, endpoints=legacy_eps)
+            ports.append((sp, eps))
+    ports.sort(key=lambda item: _port_sort_key(item[0]))
+    total = sum(len(eps) for _, eps in ports)
+    ctx = _Ctx(cfg=cfg, version=version, legacy_names=version < (1, 19), large=total > LARGE_CLUSTER_ENDPOINTS,
+               mark=cfg.mark, node_ip=_primary_node_ip(cfg))
+    if version < (1, 24):
+        return _generate_legacy(ctx, ports, labels)
+    return _generate_modern(ctx, ports, labels)
+
+
+def _base_rules(jumps: Iterable[tuple[str, str, str, str, tuple[str, ...]]],
+                kubelet: Iterable[tuple[str, str, str]] = ()) -> dict[str, tuple[Rule, ...]]:
+    """Apply EnsureRule(Prepend) for each jump in order; the kubelet's jumps go last (so first)."""
+    out: dict[str, list[Rule]] = {t: [] for t in TABLES}
+    for table, dst, src, comment, extra in jumps:
+        args = (*extra, "-m", "comment", "--comment", _q(comment), "-j", dst)
+        out[table].insert(0, Rule(table, src, args))
+    for table, dst, src in kubelet:
+        out[table].insert(0, Rule(table, src, ("-j", dst)))
+    # Stable order: by built-in chain, keeping each chain's rule order.
+    return {t: tuple(sorted(rs, key=lambda r: BUILTIN_CHAINS[t].index(r.chain))) for t, rs in out.items()}
+
+
+def _kubelet_rules(ctx: _Ctx, b: _Builder, extra: dict[str, list[str]], *, mark_drop: bool,
+                   localnet: bool) -> list[tuple[str, str, str]]:
+    """The kubelet's KUBE-FIREWALL (and, before 1.25, KUBE-MARK-DROP) rules, as extra rules."""
+    if mark_drop:
+        extra["nat"].append(KUBE_MARK_DROP)
+        drop = _go_hex08(1 << 15)
+        b.rule("nat", KUBE_MARK_DROP, "-j", "MARK", "--or-mark", drop)
+        b.rule("filter", KUBE_FIREWALL, "-m", "comment", "--comment",
+               _q("kubernetes firewall for dropping marked packets"),
+               "-m", "mark", "--mark", f"{drop}/{drop}", "-j", "DROP")
+    if localnet:
+        b.rule("filter", KUBE_FIREWALL, "-m", "comment", "--comment", _q("block incoming localnet connections"),
+               "--dst", "127.0.0.0/8", "!", "--src", "127.0.0.0/8",
+               "-m", "conntrack", "!", "--ctstate", "RELATED,ESTABLISHED,DNAT", "-j", "DROP")
+    extra["filter"].append(KUBE_FIREWALL)
+    # kubelet: EnsureRule(Prepend) OUTPUT first, then INPUT.
+    return [("filter", KUBE_FIREWALL, "OUTPUT"), ("filter", KUBE_FIREWALL, "INPUT")]
+
+
+def _write_service_to_endpoint_rules(ctx: _Ctx, b: _Builder, spn: str, sp: ServicePortInfo, chain: str,
+                                     eps: Sequence[EndpointInfo]) -> None:
+    """``writeServiceToEndpointRules`` (1.24+: per-endpoint ``"svc -> ip:port"`` comments)."""
+    seps = [sep_chain(sp.namespace, sp.name, sp.port_name, sp.protocol, e.endpoint,
+                      legacy_port_format=ctx.legacy_names) for e in eps]
+    if sp.session_affinity_seconds is not None:
+        for e, sep in zip(eps, seps, strict=True):
+            b.rule("nat", chain, *ctx.comment(_q(f"{spn} -> {e.endpoint}")),
+                   "-m", "recent", "--name", sep, "--rcheck", "--seconds", str(sp.session_affinity_seconds),
+                   "--reap", "-j", sep)
+    n = len(eps)
+    for i, (e, sep) in enumerate(zip(eps, seps, strict=True)):
+        args: list[str] = list(ctx.comment(_q(f"{spn} -> {e.endpoint}")))
+        if i < n - 1:
+            args += ["-m", "statistic", "--mode", "random", "--probability", ctx.probability(n - i)]
+        b.rule("nat", chain, *args, "-j", sep)
+
+
+def _write_endpoint_chain(ctx: _Ctx, b: _Builder, spn: str, sp: ServicePortInfo, e: EndpointInfo, sep: str) -> None:
+    proto = sp.protocol.lower()
+    b.chain("nat", sep)
+    base = ctx.comment(spn)
+    b.rule("nat", sep, *base, "-s", e.ip, "-j", KUBE_MARK_MASQ)
+    args: list[str] = list(base)
+    if sp.session_affinity_seconds is not None:
+        args += ["-m", "recent", "--name", sep, "--set"]
+    args += ["-m", proto, "-p", proto, "-j", "DNAT", "--to-destination", e.endpoint]
+    b.rule("nat", sep, *args)
+
+
+def _generate_modern(ctx: _Ctx, ports: Sequence[tuple[ServicePortInfo, tuple[EndpointInfo, ...]]],
+                     labels: Mapping[str, str]) -> ProxyRules:
+    cfg, version, mark = ctx.cfg, ctx.version, ctx.mark
+    has_proxy_firewall = version >= (1, 25)
+    b = _Builder()
+    extra: dict[str, list[str]] = {t: [] for t in TABLES}
+    nets, match_all, contains_loopback = _nodeport_addresses(cfg)
+    localhost_nodeports = cfg.localhost_nodeports and contains_loopback
+    isv6 = cfg.is_ipv6
+    detector = cfg.cluster_cidr is not None
+
+    for chain in (KUBE_SERVICES, KUBE_EXTERNAL_SERVICES, KUBE_FORWARD, KUBE_NODEPORTS):
+        b.chain("filter", chain)
+    if has_proxy_firewall:
+        b.chain("filter", KUBE_PROXY_FIREWALL)
+    for chain in (KUBE_SERVICES, KUBE_NODEPORTS, KUBE_POSTROUTING, KUBE_MARK_MASQ):
+        b.chain("nat", chain)
+
+    b.rule("nat", KUBE_POSTROUTING, "-m", "mark", "!", "--mark", f"{mark}/{mark}", "-j", "RETURN")
+    b.rule("nat", KUBE_POSTROUTING, "-j", "MARK", "--xor-mark", mark)
+    masq = ["-m", "comment", "--comment", _q("kubernetes service traffic requiring SNAT"), "-j", "MASQUERADE"]
+    if cfg.random_fully:
+        masq.append("--random-fully")
+    b.rule("nat", KUBE_POSTROUTING, *masq)
+    b.rule("nat", KUBE_MARK_MASQ, "-j", "MARK", "--or-mark", mark)
+
+    kube_proxy_firewall = not isv6 and localhost_nodeports and version >= (1, 27)
+    if kube_proxy_firewall:
+        b.chain("filter", KUBE_FIREWALL)
+        b.rule("filter", KUBE_FIREWALL, "-m", "comment", "--comment", _q("block incoming localnet connections"),
+               "-d", "127.0.0.0/8", "!", "-s", "127.0.0.0/8",
+               "-m", "conntrack", "!", "--ctstate", "RELATED,ESTABLISHED,DNAT", "-j", "DROP")
+
+    selections: list[EndpointSelection] = []
+    for sp, eps in ports:
+        sel = categorize_endpoints(sp, eps, node_name=cfg.node_name, node_labels=labels)
+        selections.append(sel)
+        proto = sp.protocol.lower()
+        spn = sp.service_port_name(legacy_port_format=ctx.legacy_names)
+        names = (sp.namespace, sp.name, sp.port_name, sp.protocol)
+        cluster_chain = svc_chain(*names, legacy_port_format=ctx.legacy_names)
+        local_chain = svl_chain(*names, legacy_port_format=ctx.legacy_names)
+        external_chain = ext_chain(*names, legacy_port_format=ctx.legacy_names)
+        firewall_chain = fw_chain(*names, legacy_port_format=ctx.legacy_names)
+        cluster_eps = sel.cluster_endpoints or ()
+        local_eps = sel.local_endpoints or ()
+        has_endpoints = sel.has_any_endpoints
+
+        uses_cluster_chain = bool(cluster_eps) and sp.uses_cluster_endpoints
+        uses_local_chain = bool(local_eps) and sp.uses_local_endpoints
+
+        internal_chain = cluster_chain
+        has_internal = has_endpoints
+        if sp.internal_policy_local:
+            internal_chain = local_chain
+            if not local_eps:
+                has_internal = False
+        external_policy_chain = cluster_chain
+        has_external = has_endpoints
+        if sp.external_policy_local:
+            external_policy_chain = local_chain
+            if not local_eps:
+                has_external = False
+        uses_external_chain = has_endpoints and sp.externally_accessible
+        lb_chain = external_chain
+        uses_fw_chain = has_endpoints and bool(sp.load_balancer_vips) and bool(sp.load_balancer_source_ranges)
+        if uses_fw_chain:
+            lb_chain = firewall_chain
+
+        int_target = int_comment = ext_target = ext_comment = ""
+        if not has_endpoints:
+            int_target = ext_target = "REJECT"
+            int_comment = ext_comment = _q(f"{spn} has no endpoints")
+        else:
+            if not has_internal:
+                int_target, int_comment = "DROP", _q(f"{spn} has no local endpoints")
+            if not has_external:
+                ext_target, ext_comment = "DROP", _q(f"{spn} has no local endpoints")
+
+        dport = ("--dport", str(sp.port))
+        # Capture the clusterIP.
+        if has_internal:
+            b.rule("nat", KUBE_SERVICES, "-m", "comment", "--comment", _q(f"{spn} cluster IP"),
+                   "-m", proto, "-p", proto, "-d", sp.cluster_ip, *dport, "-j", internal_chain)
+        else:
+            b.rule("filter", KUBE_SERVICES, "-m", "comment", "--comment", int_comment,
+                   "-m", proto, "-p", proto, "-d", sp.cluster_ip, *dport, "-j", int_target)
+        # Capture externalIPs.
+        for eip in sp.external_ips:
+            if has_endpoints:
+                b.rule("nat", KUBE_SERVICES, "-m", "comment", "--comment", _q(f"{spn} external IP"),
+                       "-m", proto, "-p", proto, "-d", eip, *dport, "-j", external_chain)
+            if not has_external:
+                b.rule("filter", KUBE_EXTERNAL_SERVICES, "-m", "comment", "--comment", ext_comment,
+                       "-m", proto, "-p", proto, "-d", eip, *dport, "-j", ext_target)
+        # Capture load-balancer ingress.
+        for lbip in sp.load_balancer_vips:
+            if has_endpoints:
+                b.rule("nat", KUBE_SERVICES, "-m", "comment", "--comment", _q(f"{spn} loadbalancer IP"),
+                       "-m", proto, "-p", proto, "-d", lbip, *dport, "-j", lb_chain)
+            if uses_fw_chain and has_proxy_firewall:
+                b.rule("filter", KUBE_PROXY_FIREWALL, "-m", "comment", "--comment",
+                       _q(f"{spn} traffic not accepted by {firewall_chain}"),
+                       "-m", proto, "-p", proto, "-d", lbip, *dport, "-j", "DROP")
+        if not has_external:
+            for lbip in sp.load_balancer_vips:
+                b.rule("filter", KUBE_EXTERNAL_SERVICES, "-m", "comment", "--comment", ext_comment,
+                       "-m", proto, "-p", proto, "-d", lbip, *dport, "-j", ext_target)
+        # Capture nodeports.
+        if sp.node_port:
+            if has_endpoints:
+                b.rule("nat", KUBE_NODEPORTS, "-m", "comment", "--comment", spn,
+                       "-m", proto, "-p", proto, "--dport", str(sp.node_port), "-j", external_chain)
+            if not has_external:
+                b.rule("filter", KUBE_EXTERNAL_SERVICES, "-m", "comment", "--comment", ext_comment,
+                       "-m", "addrtype", "--dst-type", "LOCAL",
+                       "-m", proto, "-p", proto, "--dport", str(sp.node_port), "-j", ext_target)
+        # Capture healthCheckNodePorts.
+        if sp.health_check_node_port:
+            b.rule("filter", KUBE_NODEPORTS, "-m", "comment", "--comment", _q(f"{spn} health check node port"),
+                   "-m", "tcp", "-p", "tcp", "--dport", str(sp.health_check_node_port), "-j", "ACCEPT")
+
+        # Internal traffic handling.
+        if has_internal:
+            args = ("-m", "comment", "--comment", _q(f"{spn} cluster IP"),
+                    "-m", proto, "-p", proto, "-d", sp.cluster_ip, *dport)
+            if cfg.masquerade_all:
+                b.rule("nat", internal_chain, *args, "-j", KUBE_MARK_MASQ)
+            elif detector:
+                b.rule("nat", internal_chain, *args, *ctx.if_not_local(), "-j", KUBE_MARK_MASQ)
+        # External traffic handling.
+        if uses_external_chain:
+            b.chain("nat", external_chain)
+            if not sp.external_policy_local:
+                b.rule("nat", external_chain, "-m", "comment", "--comment",
+                       _q(f"masquerade traffic for {spn} external destinations"), "-j", KUBE_MARK_MASQ)
+            else:
+                if detector:
+                    b.rule("nat", external_chain, "-m", "comment", "--comment",
+                           _q(f"pod traffic for {spn} external destinations"), *ctx.if_local(), "-j", cluster_chain)
+                b.rule("nat", external_chain, "-m", "comment", "--comment",
+                       _q(f"masquerade LOCAL traffic for {spn} external destinations"),
+                       "-m", "addrtype", "--src-type", "LOCAL", "-j", KUBE_MARK_MASQ)
+                b.rule("nat", external_chain, "-m", "comment", "--comment",
+                       _q(f"route LOCAL traffic for {spn} external destinations"),
+                       "-m", "addrtype", "--src-type", "LOCAL", "-j", cluster_chain)
+            if has_external:
+                b.rule("nat", external_chain, "-j", external_policy_chain)
+        # Firewall chain.
+        if uses_fw_chain:
+            b.chain("nat", firewall_chain)
+            fw_args = ("-m", "comment", "--comment", _q(f"{spn} loadbalancer IP"))
+            allow_from_node = False
+            for cidr in sp.load_balancer_source_ranges:
+                b.rule("nat", firewall_chain, *fw_args, "-s", cidr, "-j", external_chain)
+                allow_from_node = allow_from_node or _in_range(ctx.node_ip, cidr)
+            if allow_from_node:
+                for lbip in sp.load_balancer_vips:
+                    b.rule("nat", firewall_chain, *fw_args, "-s", lbip, "-j", external_chain)
+            if has_proxy_firewall:
+                b.rule("nat", firewall_chain, "-m", "comment", "--comment",
+                       _q(f"other traffic to {spn} will be dropped by KUBE-PROXY-FIREWALL"))
+            else:
+                b.rule("nat", firewall_chain, *fw_args, "-j", KUBE_MARK_DROP)
+        if uses_cluster_chain:
+            b.chain("nat", cluster_chain)
+            _write_service_to_endpoint_rules(ctx, b, spn, sp, cluster_chain, cluster_eps)
+        if uses_local_chain:
+            b.chain("nat", local_chain)
+            _write_service_to_endpoint_rules(ctx, b, spn, sp, local_chain, local_eps)
+        for e in sel.all_reachable_endpoints:
+            sep = sep_chain(*names, e.endpoint, legacy_port_format=ctx.legacy_names)
+            _write_endpoint_chain(ctx, b, spn, sp, e, sep)
+
+    # Finally, tail-call to the nodePorts chain.
+    if match_all:
+        dest: list[str] = ["-m", "addrtype", "--dst-type", "LOCAL"]
+        if isv6:
+            dest += ["!", "-d", "::1/128"]
+        elif not localhost_nodeports:
+            dest += ["!", "-d", "127.0.0.0/8"]
+        b.rule("nat", KUBE_SERVICES, "-m", "comment", "--comment", _NODEPORTS_COMMENT, *dest, "-j", KUBE_NODEPORTS)
+    else:
+        for ip in _node_ips_matching(cfg, nets):
+            if ip.is_loopback and (isv6 or not localhost_nodeports):
+                continue
+            b.rule("nat", KUBE_SERVICES, "-m", "comment", "--comment", _NODEPORTS_COMMENT,
+                   "-d", str(ip), "-j", KUBE_NODEPORTS)
+
+    if not (cfg.conntrack_tcp_be_liberal and version >= (1, 29)):
+        b.rule("filter", KUBE_FORWARD, "-m", "conntrack", "--ctstate", "INVALID", "-j", "DROP")
+    b.rule("filter", KUBE_FORWARD, "-m", "comment", "--comment", _q("kubernetes forwarding rules"),
+           "-m", "mark", "--mark", f"{mark}/{mark}", "-j", "ACCEPT")
+    b.rule("filter", KUBE_FORWARD, "-m", "comment", "--comment", _q("kubernetes forwarding conntrack rule"),
+           "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT")
+
+    jumps = [j for j in _JUMPS_MODERN if has_proxy_firewall or j[1] != KUBE_PROXY_FIREWALL]
+    kubelet: list[tuple[str, str, str]] = []
+    if version < (1, 25):
+        extra["nat"].append(KUBE_MARK_DROP)
+    kb = _Builder()
+    if cfg.kubelet_rules:
+        kubelet = _kubelet_rules(ctx, kb, extra, mark_drop=version < (1, 25),
+                                 localnet=not isv6 and not kube_proxy_firewall)
+    return _finish(ctx, b, kb, extra, _base_rules(jumps, kubelet), selections)
+
+
+def _finish(ctx: _Ctx, b: _Builder, kubelet: _Builder, extra: dict[str, list[str]],
+            base: dict[str, tuple[Rule, ...]], selections: Sequence[EndpointSelection]) -> ProxyRules:
+    extra_chains = {t: tuple(dict.fromkeys(c for c in extra[t] if c not in b.chains[t])) for t in TABLES}
+    return ProxyRules(
+        config=ctx.cfg,
+        chains={t: tuple(b.chains[t]) for t in TABLES},
+        rules={t: tuple(b.rules[t]) for t in TABLES},
+        base_rules=base,
+        extra_chains=extra_chains,
+        extra_rules={t: tuple(kubelet.rules[t]) for t in TABLES},
+        selections=tuple(selections),
+        large_cluster_mode=ctx.large,
+    )
+
+
+# --------------------------------------------------------------------------- before 1.24 (KUBE-XLB)
+
+
+def _generate_legacy(ctx: _Ctx, ports: Sequence[tuple[ServicePortInfo, tuple[EndpointInfo, ...]]],
+                     labels: Mapping[str, str]) -> ProxyRules:
+    """v1.22 ``syncProxyRules``: KUBE-SVC / KUBE-XLB / KUBE-FW / KUBE-SEP."""
+    cfg, mark = ctx.cfg, ctx.mark
+    b = _Builder()
+    extra: dict[str, list[str]] = {t: [] for t in TABLES}
+    isv6 = cfg.is_ipv6
+    detector = cfg.cluster_cidr is not None
+    for chain in (KUBE_SERVICES, KUBE_EXTERNAL_SERVICES, KUBE_FORWARD, KUBE_NODEPORTS):
+        b.chain("filter", chain)
+    for chain in (KUBE_SERVICES, KUBE_NODEPORTS, KUBE_POSTROUTING, KUBE_MARK_MASQ):
+        b.chain("nat", chain)
+    b.rule("nat", KUBE_POSTROUTING, "-m", "mark", "!", "--mark", f"{mark}/{mark}", "-j", "RETURN")
+    b.rule("nat", KUBE_POSTROUTING, "-j", "MARK", "--xor-mark", mark)
+    masq = ["-m", "comment", "--comment", _q("kubernetes service traffic requiring SNAT"), "-j", "MASQUERADE"]
+    if cfg.random_fully:
+        masq.append("--random-fully")
+    b.rule("nat", KUBE_POSTROUTING, *masq)
+    b.rule("nat", KUBE_MARK_MASQ, "-j", "MARK", "--or-mark", mark)
+
+    # GetNodeAddresses: the zero CIDR (no nodePortAddresses) or the matching node IPs.
+    nets, match_all, _ = _nodeport_addresses(cfg)
+    node_addresses: list[str] = ["zero"] if match_all else [str(ip) for ip in _node_ips_matching(cfg, nets)]
+
+    selections: list[EndpointSelection] = []
+    for sp, eps in ports:
+        if sp.internal_policy_local and ctx.version < (1, 22):
+            sp = replace(sp, internal_policy_local=False)  # the field is ignored (its gate was off)
+        local_external = sp.external_policy_local
+        # proxy.FilterEndpoints (1.22): internalTrafficPolicy Local (beta, on from 1.22) keeps only this
+        # node's endpoints -- for every kind of traffic, NodePorts included -- unless eTP is Local.
+        itp_filter = sp.internal_policy_local and not local_external and ctx.version >= (1, 22)
+        pool = [e for e in eps if e.is_local] if itp_filter else list(eps)
+        ready = [e for e in pool if e.ready]
+        has_endpoints = bool(ready)
+        local_ready = [e for e in ready if e.is_local] if local_external else []
+        selections.append(_legacy_selection(sp, eps, ready, local_ready if local_external else (
+            ready if itp_filter else None), itp_filter, cfg.node_name, labels))
+        proto = sp.protocol.lower()
+        spn = sp.service_port_name(legacy_port_format=ctx.legacy_names)
+        names = (sp.namespace, sp.name, sp.port_name, sp.protocol)
+        chain = svc_chain(*names, legacy_port_format=ctx.legacy_names)
+        xlb = xlb_chain(*names, legacy_port_format=ctx.legacy_names)
+        fwc = fw_chain(*names, legacy_port_format=ctx.legacy_names)
+
+        # Per-endpoint chains first.
+        for e in ready:
+            _write_endpoint_chain(ctx, b, spn, sp, e, sep_chain(*names, e.endpoint,
+                                                                legacy_port_format=ctx.legacy_names))
+        if has_endpoints:
+            b.chain("nat", chain)
+        if local_external:
+            b.chain("nat", xlb)
+
+        dport = ("--dport", str(sp.port))
+        if has_endpoints:
+            args: tuple[str, ...] = ("-m", "comment", "--comment", _q(f"{spn} cluster IP"),
+                                     "-m", proto, "-p", proto, "-d", sp.cluster_ip, *dport)
+            if cfg.masquerade_all:
+                b.rule("nat", chain, *args, "-j", KUBE_MARK_MASQ)
+            elif detector:
+                b.rule("nat", chain, *args, *ctx.if_not_local(), "-j", KUBE_MARK_MASQ)
+            b.rule("nat", KUBE_SERVICES, *args, "-j", chain)
+        else:
+            b.rule("filter", KUBE_SERVICES, "-m", "comment", "--comment", _q(f"{spn} has no endpoints"),
+                   "-m", proto, "-p", proto, "-d", sp.cluster_ip, *dport, "-j", "REJECT")
+
+        for eip in sp.external_ips:
+            if has_endpoints:
+                args = ("-m", "comment", "--comment", _q(f"{spn} external IP"),
+                        "-m", proto, "-p", proto, "-d", eip, *dport)
+                dest = xlb
+                if not local_external:
+                    dest = chain
+                    if detector:
+                        b.rule("nat", chain, *args, *ctx.if_not_local(), "-j", KUBE_MARK_MASQ)
+                    else:
+                        b.rule("nat", chain, *args, "-j", KUBE_MARK_MASQ)
+                b.rule("nat", KUBE_SERVICES, *args, "-j", dest)
+            else:
+                b.rule("filter", KUBE_EXTERNAL_SERVICES, "-m", "comment", "--comment",
+                       _q(f"{spn} has no endpoints"), "-m", proto, "-p", proto, "-d", eip, *dport, "-j", "REJECT")
+
+        for ingress in sp.load_balancer_vips:
+            if has_endpoints:
+                b.chain("nat", fwc)
+                b.rule("nat", KUBE_SERVICES, "-m", "comment", "--comment", _q(f"{spn} loadbalancer IP"),
+                       "-m", proto, "-p", proto, "-d", ingress, *dport, "-j", fwc)
+                fw_args = ("-m", "comment", "--comment", _q(f"{spn} loadbalancer IP"))
+                chosen = xlb
+                if not local_external:
+                    b.rule("nat", fwc, *fw_args, "-j", KUBE_MARK_MASQ)
+                    chosen = chain
+                if not sp.load_balancer_source_ranges:
+                    b.rule("nat", fwc, *fw_args, "-j", chosen)
+                else:
+                    allow_from_node = False
+                    for src in sp.load_balancer_source_ranges:
+                        b.rule("nat", fwc, *fw_args, "-s", src, "-j", chosen)
+                        allow_from_node = allow_from_node or _in_range(ctx.node_ip, src)
+                    if allow_from_node:
+                        b.rule("nat", fwc, *fw_args, "-s", ingress, "-j", chosen)
+                b.rule("nat", fwc, *fw_args, "-j", KUBE_MARK_DROP)
+            else:
+                b.rule("filter", KUBE_EXTERNAL_SERVICES, "-m", "comment", "--comment",
+                       _q(f"{spn} has no endpoints"), "-m", proto, "-p", proto, "-d", ingress, *dport,
+                       "-j", "REJECT")
+
+        if sp.node_port and node_addresses:
+            if has_endpoints:
+                args = ("-m", "comment", "--comment", spn, "-m", proto, "-p", proto, "--dport", str(sp.node_port))
+                if not local_external:
+                    b.rule("nat", chain, *args, "-j", KUBE_MARK_MASQ)
+                    b.rule("nat", KUBE_NODEPORTS, *args, "-j", chain)
+                else:
+                    loopback = "::1/128" if isv6 else "127.0.0.0/8"
+                    b.rule("nat", KUBE_NODEPORTS, *args, "-s", loopback, "-j", KUBE_MARK_MASQ)
+                    b.rule("nat", KUBE_NODEPORTS, *args, "-j", xlb)
+            else:
+                b.rule("filter", KUBE_EXTERNAL_SERVICES, "-m", "comment", "--comment", _q(f"{spn} has no endpoints"),
+                       "-m", "addrtype", "--dst-type", "LOCAL", "-m", proto, "-p", proto,
+                       "--dport", str(sp.node_port), "-j", "REJECT")
+
+        if sp.health_check_node_port:
+            b.rule("filter", KUBE_NODEPORTS, "-m", "comment", "--comment", _q(f"{spn} health check node port"),
+                   "-m", "tcp", "-p", "tcp", "--dport", str(sp.health_check_node_port), "-j", "ACCEPT")
+
+        if not has_endpoints:
+            continue
+        _write_legacy_lb_rules(ctx, b, spn, sp, chain, ready)
+        if not local_external:
+            continue
+        if detector:
+            b.rule("nat", xlb, "-m", "comment", "--comment",
+                   _q("Redirect pods trying to reach external loadbalancer VIP to clusterIP"),
+                   *ctx.if_local(), "-j", chain)
+        b.rule("nat", xlb, "-m", "comment", "--comment", _q(f"masquerade LOCAL traffic for {spn} LB IP"),
+               "-m", "addrtype", "--src-type", "LOCAL", "-j", KUBE_MARK_MASQ)
+        b.rule("nat", xlb, "-m", "comment", "--comment", _q(f"route LOCAL traffic for {spn} LB IP to service chain"),
+               "-m", "addrtype", "--src-type", "LOCAL", "-j", chain)
+        if not local_ready:
+            b.rule("nat", xlb, "-m", "comment", "--comment", _q(f"{spn} has no local endpoints"),
+                   "-j", KUBE_MARK_DROP)
+        else:
+            _write_legacy_lb_rules(ctx, b, spn, sp, xlb, local_ready)
+
+    for address in node_addresses:
+        if address == "zero":
+            b.rule("nat", KUBE_SERVICES, "-m", "comment", "--comment", _NODEPORTS_COMMENT,
+                   "-m", "addrtype", "--dst-type", "LOCAL", "-j", KUBE_NODEPORTS)
+            break
+        b.rule("nat", KUBE_SERVICES, "-m", "comment", "--comment", _NODEPORTS_COMMENT,
+               "-d", address, "-j", KUBE_NODEPORTS)
+
+    b.rule("filter", KUBE_FORWARD, "-m", "conntrack", "--ctstate", "INVALID", "-j", "DROP")
+    b.rule("filter", KUBE_FORWARD, "-m", "comment", "--comment", _q("kubernetes forwarding rules"),
+           "-m", "mark", "--mark", f"{mark}/{mark}", "-j", "ACCEPT")
+    b.rule("filter", KUBE_FORWARD, "-m", "comment", "--comment", _q("kubernetes forwarding conntrack rule"),
+           "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT")
+
+    extra["nat"].append(KUBE_MARK_DROP)  # iptablesEnsureChains
+    jumps = [j for j in _JUMPS_MODERN if j[1] != KUBE_PROXY_FIREWALL]
+    kubelet: list[tuple[str, str, str]] = []
+    kb = _Builder()
+    if cfg.kubelet_rules:
+        kubelet = _kubelet_rules(ctx, kb, extra, mark_drop=True, localnet=not isv6)
+    return _finish(ctx, b, kb, extra, _base_rules(jumps, kubelet), selections)
+
+
+def _legacy_selection(sp: ServicePortInfo, eps: tuple[EndpointInfo, ...], cluster: list[EndpointInfo],
+                      local: list[EndpointInfo] | None, itp_filter: bool, node_name: str,
+                      labels: Mapping[str, str]) -> EndpointSelection:
+    """The endpoint choice of kube-proxy before 1.24, in the shape of :class:`EndpointSelection`."""
+    used_c = {e.endpoint for e in cluster}
+    used_l = {e.endpoint for e in local or ()}
+    verdicts = []
+    for e in eps:
+        if e.endpoint in used_c:
+            c_reason = "ready"
+        elif itp_filter and not e.is_local:
+            c_reason = "on another node (internalTrafficPolicy Local)"
+        elif e.serving_terminating:
+            c_reason = "terminating (kube-proxy before 1.24 ignores terminating endpoints)"
+        else:
+            c_reason = _legacy_not_usable(e)
+        if local is None:
+            l_reason = "the Service port does not use Local traffic policy"
+        elif e.endpoint in used_l:
+            l_reason = "ready, on this node"
+        elif not e.is_local:
+            l_reason = "on another node" if e.node_name else "on another node (no nodeName)"
+        elif e.serving_terminating:
+            l_reason = "terminating (kube-proxy before 1.24 ignores terminating endpoints)"
+        else:
+            l_reason = _legacy_not_usable(e)
+        verdicts.append(EndpointVerdict(e, e.endpoint in used_c, e.endpoint in used_l, c_reason, l_reason))
+    reachable = sorted({e.endpoint: e for e in [*cluster, *(local or ())]}.values(), key=lambda e: e.endpoint)
+    return EndpointSelection(
+        service_port=sp, node_name=node_name, zone=labels.get("topology.kubernetes.io/zone"), endpoints=eps,
+        cluster_endpoints=tuple(cluster), local_endpoints=None if local is None else tuple(local),
+        all_reachable_endpoints=tuple(reachable), has_any_endpoints=bool(cluster), topology_aware=False,
+        topology_note="not modelled for kube-proxy before 1.24", cluster_terminating_fallback=False,
+        local_terminating_fallback=False, verdicts=tuple(verdicts))
+
+
+def _legacy_not_usable(e: EndpointInfo) -> str:
+    if e.terminating and not e.serving:
+        return "terminating and not serving"
+    return "terminating" if e.terminating else "not ready"
+
+
+def _write_legacy_lb_rules(ctx: _Ctx, b: _Builder, spn: str, sp: ServicePortInfo, chain: str,
+                           eps: Sequence[EndpointInfo]) -> None:
+    """v1.22 ``writeServiceToEndpointRules``: comments are just the service port name."""
+    seps = [sep_chain(sp.namespace, sp.name, sp.port_name, sp.protocol, e.endpoint,
+                      legacy_port_format=ctx.legacy_names) for e in eps]
+    if sp.session_affinity_seconds is not None:
+        for sep in seps:
+            b.rule("nat", chain, *ctx.comment(spn), "-m", "recent", "--name", sep, "--rcheck",
+                   "--seconds", str(sp.session_affinity_seconds), "--reap", "-j", sep)
+    n = len(seps)
+    for i, sep in enumerate(seps):
+        args: list[str] = list(ctx.comment(spn))
+        if i < n - 1:
+            args += ["-m", "statistic", "--mode", "random", "--probability", ctx.probability(n - i)]
+        b.rule("nat", chain, *args, "-j", sep)
+
+
+# --------------------------------------------------------------------------- output
+
+
+def to_restore(rules: ProxyRules, *, base_chains: bool = True) -> str:
+    """kube-proxy's ``iptables-restore`` input.
+
+    ``base_chains=False``: exactly the bytes kube-proxy passes to ``RestoreAll`` (with
+    ``--noflush``).  ``True`` (default): also the built-in chains, the chains kube-proxy only
+    ``EnsureChain``s, the jumps from the built-in chains (and the kubelet's rules when
+    ``kubelet_rules`` is set), each chain declared once, like the corpus's ``rules.restore-input``
+    — text that loads into empty tables (without ``--noflush``) and stands for the whole node.
+    """
+    out: list[str] = []
+    for table in TABLES:
+        out.append(f"*{table}")
+        if base_chains:
+            out.extend(f":{c} ACCEPT [0:0]" for c in BUILTIN_CHAINS[table])
+        # Before 1.24 kube-proxy wrote a KUBE-FW chain line once per load-balancer IP: harmless with its
+        # --noflush, refused by iptables-legacy-restore without it, so the standalone text has it once.
+        chains = dict.fromkeys(rules.chains[table]) if base_chains else rules.chains[table]
+        out.extend(f":{c} - [0:0]" for c in chains)
+        if base_chains:
+            out.extend(f":{c} - [0:0]" for c in rules.extra_chains[table])
+            out.extend(r.restore_text() for r in rules.base_rules[table])
+            out.extend(r.restore_text() for r in rules.extra_rules.get(table, ()))
+        out.extend(r.restore_text() for r in rules.rules[table])
+        out.append("COMMIT")
+    return "\n".join(out) + "\n"
+
+
+def to_save(rules: ProxyRules) -> str:
+    """The rules as ``iptables-save`` (1.8.9) prints them once loaded (with the base-chain jumps)."""
+    fam = rules.config.ip_family
+    out: list[str] = []
+    for table in TABLES:
+        out.append(f"*{table}")
+        chains = rules.all_chains(table)
+        for c in chains:
+            out.append(f":{c} ACCEPT [0:0]" if c in BUILTIN_CHAINS[table] else f":{c} - [0:0]")
+        for c in chains:
+            out.extend(r.save_text(fam) for r in rules.chain_rules(table, c))
+        out.append("COMMIT")
+    return "\n".join(out) + "\n"
+
+
+# --------------------------------------------------------------------------- canonical (iptables-save) form
+
+# Which match module owns an option kube-proxy writes, and how many values it takes.
+_OWNER: Final[dict[str, tuple[str, int]]] = {
+    "--comment": ("comment", 1),
+    "--dport": ("<proto>", 1),
+    "--sport": ("<proto>", 1),
+    "--ctstate": ("conntrack", 1),
+    "--mark": ("mark", 1),
+    "--dst-type": ("addrtype", 1),
+    "--src-type": ("addrtype", 1),
+    "--mode": ("statistic", 1),
+    "--probability": ("statistic", 1),
+    "--name": ("recent", 1),
+    "--set": ("recent", 0),
+    "--rcheck": ("recent", 0),
+    "--update": ("recent", 0),
+    "--seconds": ("recent", 1),
+    "--reap": ("recent", 0),
+    "--nfacct-name": ("nfacct", 1),
+}
+_CTSTATES: Final = ("INVALID", "NEW", "RELATED", "ESTABLISHED", "UNTRACKED", "SNAT", "DNAT")
+
+
+def _cidr(text: str) -> str:
+    return str(ipaddress.ip_network(text, strict=False))
+
+
+def _unquote(text: str) -> str:
+    if len(text) >= 2 and text[0] == text[-1] == '"':
+        return text[1:-1]
+    return text
+
+
+def _save_quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _hexmark(text: str) -> str:
+    return f"0x{int(text, 0):x}"
+
+
+def _mark_match(text: str) -> str:
+    value, _, mask = text.partition("/")
+    if not mask or int(mask, 0) == 0xFFFFFFFF:
+        return _hexmark(value)
+    return f"{_hexmark(value)}/{_hexmark(mask)}"
+
+
+def _save_line(chain: str, args: Sequence[str], ipv6: bool) -> str:
+    generic: dict[str, str] = {}
+    matches: list[tuple[str, list[tuple[bool, str, list[str]]]]] = []
+    proto: str | None = None
+    target: str | None = None
+    target_opts: list[str] = []
+    neg = False
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a == "!":
+            neg = True
+            i += 1
+            continue
+        if a in ("-s", "--src", "-d", "--dst"):
+            key = "-s" if a in ("-s", "--src") else "-d"
+            generic[key] = ("! " if neg else "") + f"{key} {_cidr(args[i + 1])}"
+            neg = False
+            i += 2
+            continue
+        if a == "-p":
+            proto = args[i + 1]
+            generic["-p"] = ("! " if neg else "") + f"-p {proto}"
+            neg = False
+            i += 2
+            continue
+        if a == "-m":
+            matches.append((args[i + 1], []))
+            i += 2
+            continue
+        if a == "-j":
+            target = args[i + 1]
+            target_opts = list(args[i + 2:])
+            break
+        if a not in _OWNER:
+            raise ValueError(f"option {a!r} unknown to the iptables-save printer: {' '.join(args)}")
+        module, arity = _OWNER[a]
+        if module == "<proto>":
+            module = proto or next(m for m, _ in matches if m in ("tcp", "udp", "sctp"))
+        values = list(args[i + 1:i + 1 + arity])
+        for name, opts in reversed(matches):
+            if name == module:
+                opts.append((neg, a, values))
+                break
+        else:
+            raise ValueError(f"option {a} without -m {module}: {' '.join(args)}")
+        neg = False
+        i += 1 + arity
+
+    parts = [f"-A {chain}"]
+    parts += [generic[k] for k in ("-s", "-d", "-p") if k in generic]
+    for module, opts in matches:
+        parts.append(f"-m {module}")
+        rendered = _render_match(module, opts, ipv6)
+        if rendered:
+            parts.append(rendered)
+    if target is not None:
+        parts.append(f"-j {target}")
+        rendered_target = _render_target(target, target_opts, ipv6)
+        if rendered_target:
+            parts.append(rendered_target)
+    return " ".join(parts)
+
+
+def _render_match(module: str, opts: list[tuple[bool, str, list[str]]], ipv6: bool) -> str:
+    def neg(flag: bool) -> str:
+        return "! " if flag else ""
+
+    if module == "comment":
+        return " ".join(f"--comment {_save_quote(_unquote(v[0]))}" for _, _, v in opts)
+    if module == "conntrack":
+        out = []
+        for n, name, v in opts:
+            states = set(v[0].split(","))
+            out.append(f"{neg(n)}{name} {','.join(s for s in _CTSTATES if s in states)}")
+        return " ".join(out)
+    if module == "mark":
+        return " ".join(f"{neg(n)}--mark {_mark_match(v[0])}" for n, _, v in opts)
+    if module == "statistic":
+        d = {name: v for _, name, v in opts}
+        text = f"--mode {d['--mode'][0]}"
+        if "--probability" in d:
+            text += f" --probability {save_probability(d['--probability'][0])}"
+        return text
+    if module == "recent":
+        d = {name: v for _, name, v in opts}
+        words: list[str] = []
+        for flag in ("--set", "--rcheck", "--update"):
+            if flag in d:
+                words.append(flag)
+        if "--seconds" in d:
+            words.append(f"--seconds {d['--seconds'][0]}")
+        if "--reap" in d:
+            words.append("--reap")
+        words.append(f"--name {d.get('--name', ['DEFAULT'])[0]}")
+        words.append("--mask " + ("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff" if ipv6 else "255.255.255.255"))
+        words.append("--rsource")
+        return " ".join(words)
+    if module == "addrtype":
+        types = {name: (n, v[0]) for n, name, v in opts}
+        return " ".join(f"{neg(types[k][0])}{k} {types[k][1]}" for k in ("--src-type", "--dst-type") if k in types)
+    return " ".join(" ".join([f"{neg(n)}{name}", *v]) for n, name, v in opts)
+
+
+def _render_target(target: str, opts: Sequence[str], ipv6: bool) -> str:
+    if target == "REJECT":
+        if not opts:
+            return "--reject-with " + ("icmp6-port-unreachable" if ipv6 else "icmp-port-unreachable")
+        return " ".join(opts)
+    if target == "MARK" and opts:
+        op, value = opts[0], int(opts[1], 0)
+        if op == "--or-mark":
+            return f"--set-xmark 0x{value:x}/0x{value:x}"
+        if op == "--xor-mark":
+            return f"--set-xmark 0x{value:x}/0x0"
+        if op == "--set-mark":
+            return f"--set-xmark 0x{value:x}/0xffffffff"
+    return " ".join(opts)
+
