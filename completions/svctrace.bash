@@ -5,10 +5,26 @@ _svctrace() {
     prev="${COMP_WORDS[COMP_CWORD-1]}"
     cmd="${COMP_WORDS[1]}"
     if [[ $COMP_CWORD -eq 1 ]]; then
-        COMPREPLY=($(compgen -W "trace --version --help" -- "$cur"))
+        COMPREPLY=($(compgen -W "explain trace --version --help" -- "$cur"))
         return
     fi
     case "$cmd" in
+    explain)
+        case "$prev" in
+            --namespace|-n) COMPREPLY=($(compgen -f -- "$cur")); return;;
+            --port) COMPREPLY=($(compgen -f -- "$cur")); return;;
+            --proto|-p) COMPREPLY=($(compgen -W "tcp udp sctp icmp" -- "$cur")); return;;
+            --from) COMPREPLY=($(compgen -f -- "$cur")); return;;
+            --to) COMPREPLY=($(compgen -W "cluster-ip node-port external-ip load-balancer" -- "$cur")); return;;
+            --node) COMPREPLY=($(compgen -f -- "$cur")); return;;
+            --snapshot) COMPREPLY=($(compgen -f -- "$cur")); return;;
+            --context) COMPREPLY=($(compgen -f -- "$cur")); return;;
+            --kubeconfig) COMPREPLY=($(compgen -f -- "$cur")); return;;
+            --output|-o) COMPREPLY=($(compgen -W "text json" -- "$cur")); return;;
+        esac
+        COMPREPLY=($(compgen -W "--namespace -n --port --proto -p --from --to --node --snapshot --demo --returning-client --context --kubeconfig --output -o --help -h" -- "$cur"))
+        [[ "$cur" != -* ]] && COMPREPLY+=($(compgen -f -- "$cur"))
+        ;;
     trace)
         case "$prev" in
             --src|-s) COMPREPLY=($(compgen -f -- "$cur")); return;;

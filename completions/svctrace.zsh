@@ -3,6 +3,7 @@
 _svctrace() {
   local -a commands
   commands=(
+    'explain:Explain where traffic to a Service goes'
     'trace:Walk one packet through one nodes iptables rules'
   )
   if (( CURRENT == 2 )); then
@@ -10,6 +11,23 @@ _svctrace() {
     return
   fi
   case $words[2] in
+    explain)
+      _arguments \
+        {--namespace,-n}'[Namespace of the Service (default: default)]:value:_files' \
+        '--port[Service port, by name or number (default: the first)]:value:_files' \
+        {--proto,-p}'[Protocol (default: the ports; icmp = ping)]:value:(tcp udp sctp icmp)' \
+        '--from[pod/NAME, node/NAME or an IP (default: a pod for cluster-ip, an outside client otherwise)]:value:_files' \
+        '--to[Which address of the Service the packet is sent to]:value:(cluster-ip node-port external-ip load-balancer)' \
+        '--node[The node that receives the packet (for node-port, external-ip, load-balancer and outside sources)]:value:_files' \
+        '--snapshot[A snapshot bundle (directory or ]:value:_files' \
+        '--demo[Short for --snapshot demo]' \
+        '--returning-client[The client connected before (session affinity)]' \
+        '--context[kubeconfig context (live cluster)]:value:_files' \
+        '--kubeconfig[kubeconfig file (live cluster)]:value:_files' \
+        {--output,-o}'[Output format]:value:(text json)' \
+        {--help,-h}'[Show help]' \
+        '*:file:_files'
+      ;;
     trace)
       _arguments \
         {--src,-s}'[Source IP of the packet (default with --from-node: the first --local-ip)]:value:_files' \

@@ -8,7 +8,9 @@ import sys
 FORBIDDEN = ("rich", "textual", "typer", "click", "kubernetes", "paramiko")
 CORE = ("svctrace.model", "svctrace.errors", "svctrace.netfilter", "svctrace.netfilter.walker",
         "svctrace.netfilter.parser", "svctrace.netfilter.listing", "svctrace.netfilter.ipset",
-        "svctrace.netfilter.printer", "svctrace.kubeproxy", "svctrace.kubeproxy.chains", "svctrace.kubeproxy.names")
+        "svctrace.netfilter.printer", "svctrace.kubeproxy", "svctrace.kubeproxy.chains", "svctrace.kubeproxy.names",
+        "svctrace.kubeproxy.endpoints", "svctrace.kubeproxy.generate", "svctrace.cluster", "svctrace.snapshot",
+        "svctrace.explain", "svctrace.explain.diagnose", "svctrace.explain.hops")
 
 
 def test_core_imports_no_ui_or_network_client() -> None:

@@ -39,7 +39,8 @@ def _root(
     """svctrace: trace packets through kube-proxy's rules."""
 
 
-from svctrace.cli import trace as _trace  # noqa: E402,F401  (registers the command)
+from svctrace.cli import explain as _explain  # noqa: E402,F401  (registers the commands)
+from svctrace.cli import trace as _trace  # noqa: E402,F401
 
 
 def error(message: str, code: int = 2) -> None:

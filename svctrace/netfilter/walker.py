@@ -198,6 +198,7 @@ class TraceResult:
     warnings: list[Warn]
     ruleset: Ruleset
     notes: list[str] = field(default_factory=list)  # plain-language explanations of the answer
+    nowhere: bool = False  # accepted, but sent on untranslated to a Service's virtual IP: no host owns it
 
     @property
     def all_reach(self) -> bool:
@@ -205,7 +206,7 @@ class TraceResult:
 
     @property
     def exit_code(self) -> int:
-        return 0 if self.all_reach else 1
+        return 0 if self.all_reach and not self.nowhere else 1
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -896,7 +897,8 @@ def trace(rs: Ruleset, pkt: Packet, node: NodeFacts | None = None) -> TraceResul
             w.warnings.extend(w2.warnings)
     outcomes = merge_outcomes(finals)
     warnings = list(rs.warnings) + w.warnings
-    return TraceResult(pkt, outcomes, warnings, rs, _notes(rs, pkt, outcomes))
+    notes = _notes(rs, pkt, outcomes)
+    return TraceResult(pkt, outcomes, warnings, rs, notes, nowhere=bool(notes))
 
 
 def _notes(rs: Ruleset, pkt: Packet, outcomes: list[Outcome]) -> list[str]:

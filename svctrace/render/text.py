@@ -173,7 +173,10 @@ def verdict_line(result: TraceResult) -> Text:
         t.append("no outcome (empty walk)")
         return t
     uncertain = any(not o.certain for o in outs)
-    if len(accepted) == len(outs):
+    if result.nowhere:
+        t.append("goes nowhere: ", style="bold red")
+        t.append("not translated, routed on towards a Service address that no host owns (see the note)")
+    elif len(accepted) == len(outs):
         dn = [o for o in accepted if o.dnat]
         if dn:
             backends = sorted({o.dnat for o in dn if o.dnat})

@@ -1,0 +1,408 @@
+"""Kubernetes objects as svctrace needs them, read from what `kubectl get -o json` prints.
+
+Stdlib only. Objects keep their raw dict (`raw`) so nothing is lost; the typed fields are what the
+explanation uses.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from svctrace.errors import InputError, Warn
+
+Obj = dict[str, Any]
+
+
+@dataclass
+class ServicePort:
+    name: str
+    port: int
+    protocol: str
+    target_port: int | str
+    node_port: int | None = None
+
+    def to_json(self) -> dict[str, object]:
+        return {"name": self.name or None, "port": self.port, "protocol": self.protocol,
+                "target_port": self.target_port, "node_port": self.node_port}
+
+
+@dataclass
+class Service:
+    namespace: str
+    name: str
+    type: str
+    cluster_ips: list[str]
+    ports: list[ServicePort]
+    selector: dict[str, str] | None
+    session_affinity: str = "None"
+    affinity_timeout: int | None = None
+    external_traffic_policy: str = "Cluster"
+    internal_traffic_policy: str = "Cluster"
+    external_ips: list[str] = field(default_factory=list)
+    lb_ips: list[str] = field(default_factory=list)
+    lb_source_ranges: list[str] = field(default_factory=list)
+    external_name: str | None = None
+    health_check_node_port: int | None = None
+    raw: Obj = field(default_factory=dict, repr=False)
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def headless(self) -> bool:
+        return self.type != "ExternalName" and (not self.cluster_ips or self.cluster_ips[0] == "None")
+
+    def port_by(self, spec: str | int) -> ServicePort | None:
+        for p in self.ports:
+            if str(spec) == p.name or str(spec) == str(p.port):
+                return p
+        return None
+
+    def to_json(self) -> dict[str, object]:
+        return {"namespace": self.namespace, "name": self.name, "type": self.type,
+                "cluster_ips": [ip for ip in self.cluster_ips if ip != "None"],
+                "session_affinity": self.session_affinity}
+
+
+@dataclass
+class Endpoint:
+    addresses: list[str]
+    ready: bool
+    serving: bool
+    terminating: bool
+    node_name: str | None
+    zone: str | None = None
+    hints: list[str] | None = None
+    target: str | None = None  # "ns/pod" from targetRef
+
+
+@dataclass
+class EndpointSlice:
+    namespace: str
+    name: str
+    service: str | None
+    address_type: str
+    endpoints: list[Endpoint]
+    ports: list[tuple[str, int | None, str]]  # (name, port, protocol)
+    raw: Obj = field(default_factory=dict, repr=False)
+    legacy: bool = False  # made from a v1 Endpoints object
+
+
+@dataclass
+class Pod:
+    namespace: str
+    name: str
+    ips: list[str]
+    labels: dict[str, str]
+    node_name: str | None
+    container_ports: list[tuple[str, int, str]]  # (name, containerPort, protocol)
+    host_network: bool = False
+    phase: str | None = None
+    ready: bool | None = None
+    deleting: bool = False
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass
+class Node:
+    name: str
+    internal_ips: list[str]
+    external_ips: list[str]
+    pod_cidrs: list[str]
+    labels: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def zone(self) -> str | None:
+        return self.labels.get("topology.kubernetes.io/zone")
+
+
+@dataclass
+class ProxySettings:
+    """What is known of kube-proxy's configuration, and where each value came from."""
+
+    mode: str | None = None
+    cluster_cidr: str | None = None
+    masquerade_bit: int | None = None
+    version: str | None = None
+    node_port_addresses: list[str] = field(default_factory=list)
+    sources: dict[str, str] = field(default_factory=dict)  # field -> "ConfigMap kube-system/kube-proxy", ...
+
+
+@dataclass
+class Cluster:
+    services: dict[str, Service] = field(default_factory=dict)
+    slices: list[EndpointSlice] = field(default_factory=list)
+    pods: list[Pod] = field(default_factory=list)
+    nodes: dict[str, Node] = field(default_factory=dict)
+    proxy: ProxySettings = field(default_factory=ProxySettings)
+    warnings: list[Warn] = field(default_factory=list)
+
+    def service(self, namespace: str, name: str) -> Service | None:
+        return self.services.get(f"{namespace}/{name}")
+
+    def slices_for(self, svc: Service) -> list[EndpointSlice]:
+        s = [x for x in self.slices if x.namespace == svc.namespace and x.service == svc.name and not x.legacy]
+        if s:
+            return s
+        return [x for x in self.slices if x.namespace == svc.namespace and x.service == svc.name and x.legacy]
+
+    def pods_in(self, namespace: str) -> list[Pod]:
+        return [p for p in self.pods if p.namespace == namespace]
+
+    def pod(self, namespace: str, name: str) -> Pod | None:
+        for p in self.pods:
+            if p.namespace == namespace and p.name == name:
+                return p
+        return None
+
+    def pod_by_ip(self, ip: str) -> Pod | None:
+        for p in self.pods:
+            if ip in p.ips and not p.host_network:
+                return p
+        for p in self.pods:
+            if ip in p.ips:
+                return p
+        return None
+
+    def node_by_ip(self, ip: str) -> Node | None:
+        for n in self.nodes.values():
+            if ip in n.internal_ips or ip in n.external_ips:
+                return n
+        return None
+
+    def node_of_ip(self, ip: str) -> Node | None:
+        """The node whose podCIDR holds ip (for pod IPs without a Pod object)."""
+        try:
+            a = ipaddress.ip_address(ip)
+        except ValueError:
+            return None
+        for n in self.nodes.values():
+            for c in n.pod_cidrs:
+                try:
+                    if a in ipaddress.ip_network(c, strict=False):
+                        return n
+                except ValueError:
+                    continue
+        return None
+
+    def selected_pods(self, svc: Service) -> list[Pod]:
+        if not svc.selector:
+            return []
+        return [p for p in self.pods_in(svc.namespace)
+                if all(p.labels.get(k) == v for k, v in svc.selector.items())]
+
+
+# -- reading ------------------------------------------------------------------------------------
+
+def _items(doc: Any) -> Iterable[Obj]:
+    if isinstance(doc, list):
+        for d in doc:
+            yield from _items(d)
+    elif isinstance(doc, dict):
+        if isinstance(doc.get("items"), list):
+            for d in doc["items"]:
+                yield from _items(d)
+        elif "kind" in doc:
+            yield doc
+
+
+def _meta(o: Obj) -> tuple[str, str]:
+    m = o.get("metadata") or {}
+    return str(m.get("namespace") or "default"), str(m.get("name") or "")
+
+
+def _int(v: Any) -> int | None:
+    try:
+        return int(v) if v is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def parse_service(o: Obj) -> Service:
+    ns, name = _meta(o)
+    spec = o.get("spec") or {}
+    ips = list(spec.get("clusterIPs") or ([spec["clusterIP"]] if spec.get("clusterIP") else []))
+    ports = []
+    for p in spec.get("ports") or []:
+        tp = p.get("targetPort", p.get("port"))
+        ports.append(ServicePort(name=str(p.get("name") or ""), port=int(p.get("port", 0)),
+                                 protocol=str(p.get("protocol") or "TCP"),
+                                 target_port=tp if isinstance(tp, int) or not str(tp).isdigit() else int(tp),
+                                 node_port=_int(p.get("nodePort"))))
+    status = (o.get("status") or {}).get("loadBalancer") or {}
+    lb_ips = [i["ip"] for i in status.get("ingress") or [] if i.get("ip")]
+    aff = ((spec.get("sessionAffinityConfig") or {}).get("clientIP") or {}).get("timeoutSeconds")
+    svc_type = str(spec.get("type") or "ClusterIP")
+    return Service(
+        namespace=ns, name=name, type=svc_type, cluster_ips=[str(i) for i in ips], ports=ports,
+        selector=dict(spec["selector"]) if spec.get("selector") else None,
+        session_affinity=str(spec.get("sessionAffinity") or "None"),
+        affinity_timeout=_int(aff) if aff is not None else (10800 if spec.get("sessionAffinity") == "ClientIP" else None),
+        external_traffic_policy=str(spec.get("externalTrafficPolicy") or "Cluster"),
+        internal_traffic_policy=str(spec.get("internalTrafficPolicy") or "Cluster"),
+        external_ips=list(spec.get("externalIPs") or []), lb_ips=lb_ips,
+        lb_source_ranges=[r.strip() for r in spec.get("loadBalancerSourceRanges") or []],
+        external_name=spec.get("externalName"), health_check_node_port=_int(spec.get("healthCheckNodePort")),
+        raw=o,
+    )
+
+
+def parse_endpointslice(o: Obj) -> EndpointSlice:
+    ns, name = _meta(o)
+    labels = (o.get("metadata") or {}).get("labels") or {}
+    eps = []
+    for e in o.get("endpoints") or []:
+        cond = e.get("conditions") or {}
+        ready = cond.get("ready")
+        terminating = bool(cond.get("terminating", False))
+        # The API says: a nil ready means ready unless terminating; nil serving means as ready.
+        ready_b = (not terminating) if ready is None else bool(ready)
+        serving = cond.get("serving")
+        ref = e.get("targetRef") or {}
+        hints = [z.get("name") for z in ((e.get("hints") or {}).get("forZones") or []) if z.get("name")]
+        eps.append(Endpoint(addresses=list(e.get("addresses") or []), ready=ready_b,
+                            serving=ready_b if serving is None else bool(serving), terminating=terminating,
+                            node_name=e.get("nodeName"), zone=e.get("zone"), hints=hints or None,
+                            target=f"{ref.get('namespace') or ns}/{ref['name']}" if ref.get("kind") == "Pod" and
+                            ref.get("name") else None))
+    ports = [(str(p.get("name") or ""), _int(p.get("port")), str(p.get("protocol") or "TCP"))
+             for p in o.get("ports") or []]
+    return EndpointSlice(ns, name, labels.get("kubernetes.io/service-name"), str(o.get("addressType") or "IPv4"),
+                         eps, ports, raw=o)
+
+
+def parse_endpoints(o: Obj) -> list[EndpointSlice]:
+    """A v1 Endpoints object as one EndpointSlice per subset (old clusters)."""
+    ns, name = _meta(o)
+    out = []
+    for i, sub in enumerate(o.get("subsets") or []):
+        eps = []
+        for addrs, ready in ((sub.get("addresses") or [], True), (sub.get("notReadyAddresses") or [], False)):
+            for a in addrs:
+                ref = a.get("targetRef") or {}
+                eps.append(Endpoint([a.get("ip")], ready, ready, False, a.get("nodeName"),
+                                    target=f"{ref.get('namespace') or ns}/{ref['name']}" if ref.get("name") else None))
+        ports = [(str(p.get("name") or ""), _int(p.get("port")), str(p.get("protocol") or "TCP"))
+                 for p in sub.get("ports") or []]
+        out.append(EndpointSlice(ns, f"{name}-{i}", name, "IPv4", eps, ports, raw=o, legacy=True))
+    return out
+
+
+def parse_pod(o: Obj) -> Pod:
+    ns, name = _meta(o)
+    spec = o.get("spec") or {}
+    status = o.get("status") or {}
+    ips = [p.get("ip") for p in status.get("podIPs") or [] if p.get("ip")] or (
+        [status["podIP"]] if status.get("podIP") else [])
+    ports = []
+    for c in (spec.get("containers") or []) + (spec.get("initContainers") or []):
+        for p in c.get("ports") or []:
+            if p.get("containerPort") is not None:
+                ports.append((str(p.get("name") or ""), int(p["containerPort"]), str(p.get("protocol") or "TCP")))
+    ready = None
+    for c in status.get("conditions") or []:
+        if c.get("type") == "Ready":
+            ready = c.get("status") == "True"
+    meta = o.get("metadata") or {}
+    return Pod(ns, name, ips, dict(meta.get("labels") or {}), spec.get("nodeName"), ports,
+               bool(spec.get("hostNetwork")), status.get("phase"), ready, bool(meta.get("deletionTimestamp")))
+
+
+def parse_node(o: Obj) -> Node:
+    _, name = _meta(o)
+    spec = o.get("spec") or {}
+    addrs = (o.get("status") or {}).get("addresses") or []
+    return Node(name, [a["address"] for a in addrs if a.get("type") == "InternalIP"],
+                [a["address"] for a in addrs if a.get("type") == "ExternalIP"],
+                list(spec.get("podCIDRs") or ([spec["podCIDR"]] if spec.get("podCIDR") else [])),
+                dict((o.get("metadata") or {}).get("labels") or {}))
+
+
+def _proxy_from_config(text: str, where: str, proxy: ProxySettings) -> None:
+    """KubeProxyConfiguration as YAML or JSON (the ConfigMap's config.conf)."""
+    import re
+
+    def grab(key: str) -> str | None:
+        m = re.search(rf"(?m)^\s*\"?{key}\"?\s*:\s*\"?([^\"\n#,]*)\"?", text)
+        return m.group(1).strip() if m and m.group(1).strip() else None
+
+    mode = grab("mode")
+    if mode is not None:
+        proxy.mode = mode or None
+        proxy.sources["mode"] = where
+    cidr = grab("clusterCIDR")
+    if cidr:
+        proxy.cluster_cidr = cidr
+        proxy.sources["cluster_cidr"] = where
+    bit = grab("masqueradeBit")
+    if bit and bit.isdigit():
+        proxy.masquerade_bit = int(bit)
+        proxy.sources["masquerade_bit"] = where
+
+
+def parse_cluster(doc: Any, source: str = "cluster.json") -> Cluster:
+    c = Cluster()
+    kinds_seen: set[str] = set()
+    for o in _items(doc):
+        kind = o.get("kind")
+        kinds_seen.add(str(kind))
+        try:
+            if kind == "Service":
+                s = parse_service(o)
+                c.services[s.key] = s
+            elif kind == "EndpointSlice":
+                c.slices.append(parse_endpointslice(o))
+            elif kind == "Endpoints":
+                c.slices.extend(parse_endpoints(o))
+            elif kind == "Pod":
+                c.pods.append(parse_pod(o))
+            elif kind == "Node":
+                n = parse_node(o)
+                c.nodes[n.name] = n
+            elif kind == "ConfigMap":
+                ns, name = _meta(o)
+                data = o.get("data") or {}
+                if ns == "kube-system" and name == "kube-proxy" and "config.conf" in data:
+                    _proxy_from_config(data["config.conf"], "ConfigMap kube-system/kube-proxy", c.proxy)
+                elif ns == "kube-system" and name == "kube-proxy-config":
+                    for v in data.values():
+                        _proxy_from_config(str(v), "ConfigMap kube-system/kube-proxy-config", c.proxy)
+            elif kind == "DaemonSet":
+                ns, name = _meta(o)
+                if ns == "kube-system" and name == "kube-proxy":
+                    _proxy_from_daemonset(o, c.proxy)
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            ns, name = _meta(o)
+            c.warnings.append(Warn(f"{kind} {ns}/{name} could not be read ({type(e).__name__}: {e}); skipped",
+                                   source, None, "cluster"))
+    if not kinds_seen & {"Service"}:
+        raise InputError("no Service objects in it (expected the output of "
+                         "`kubectl get services,endpointslices,pods,nodes -A -o json`)", source=source)
+    return c
+
+
+def _proxy_from_daemonset(o: Obj, proxy: ProxySettings) -> None:
+    containers = (((o.get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers") or []
+    for ct in containers:
+        image = str(ct.get("image") or "")
+        if ":" in image.rsplit("/", 1)[-1]:
+            tag = image.rsplit(":", 1)[1]
+            if tag.startswith("v") and proxy.version is None:
+                proxy.version = tag.split("-")[0].split("@")[0]
+                proxy.sources["version"] = "DaemonSet kube-system/kube-proxy image"
+        args = [str(a) for a in (ct.get("command") or []) + (ct.get("args") or [])]
+        for a in args:
+            for flag, attr in (("--proxy-mode=", "mode"), ("--cluster-cidr=", "cluster_cidr")):
+                if a.startswith(flag):
+                    setattr(proxy, attr, a[len(flag):])
+                    proxy.sources[attr] = "DaemonSet kube-system/kube-proxy flags"
+            if a.startswith("--masquerade-bit="):
+                proxy.masquerade_bit = _int(a.split("=", 1)[1])
+                proxy.sources["masquerade_bit"] = "DaemonSet kube-system/kube-proxy flags"

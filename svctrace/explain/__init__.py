@@ -1,0 +1,553 @@
+"""Join the cluster's objects with a node's dataplane: which Service port, from where, through which
+node, to which pods, and what is wrong. Pure: reads a `Snapshot`, returns an `Explanation`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+
+from svctrace.cluster import Cluster, Service, ServicePort
+from svctrace.errors import InputError, Warn
+from svctrace.explain.hops import hop_sentences, masquerade_reason
+from svctrace.model import NodeFacts, Packet, format_endpoint
+from svctrace.netfilter import load_ruleset, trace
+from svctrace.netfilter.ipset import parse_ipset
+from svctrace.netfilter.rules import Ruleset
+from svctrace.netfilter.walker import PathStep, TraceResult
+from svctrace.snapshot import NodeFiles, Snapshot
+
+OUTSIDE_CLIENT = "203.0.113.50"  # TEST-NET-3: an address outside any cluster
+VIA = ("cluster-ip", "node-port", "external-ip", "load-balancer")
+
+
+@dataclass
+class Diagnostic:
+    code: str
+    severity: str  # error / warning / info
+    message: str
+    hint: str = ""
+
+    def to_json(self) -> dict[str, object]:
+        return {"code": self.code, "severity": self.severity, "message": self.message, "hint": self.hint}
+
+
+@dataclass
+class Source:
+    kind: str  # pod / node / external / ip
+    name: str | None
+    ip: str
+    node: str | None
+    synthetic: bool = False
+
+    def to_json(self) -> dict[str, object]:
+        return {"kind": self.kind, "name": self.name, "ip": self.ip, "node": self.node}
+
+    def describe(self) -> str:
+        if self.kind == "pod":
+            return f"pod {self.name} ({self.ip}) on {self.node}" if not self.synthetic else \
+                f"a pod on {self.node} ({self.ip}, an address of its pod CIDR)"
+        if self.kind == "node":
+            return f"node {self.name} itself ({self.ip})"
+        return f"an outside client {self.ip}" if self.kind == "external" else f"{self.ip}"
+
+
+@dataclass
+class ExplainedOutcome:
+    probability: float
+    verdict: str
+    endpoint: str | None
+    pod: str | None
+    endpoint_node: str | None
+    masquerade: bool
+    certain: bool
+    path: list[PathStep]
+    reason: str
+    masquerade_reason: str | None = None
+    assumptions: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, object]:
+        d: dict[str, object] = {
+            "probability": round(self.probability, 10), "verdict": self.verdict, "endpoint": self.endpoint,
+            "pod": self.pod, "endpoint_node": self.endpoint_node, "masquerade": self.masquerade,
+            "certain": self.certain, "path": [s.to_json() for s in self.path], "reason": self.reason,
+        }
+        if self.masquerade_reason:
+            d["masquerade_reason"] = self.masquerade_reason
+        if self.assumptions:
+            d["assumptions"] = self.assumptions
+        return d
+
+
+@dataclass
+class Explanation:
+    service: Service
+    port: ServicePort | None
+    source: Source
+    destination: dict[str, object]
+    node: str | None
+    proxy_mode: str | None
+    outcomes: list[ExplainedOutcome]
+    diagnostics: list[Diagnostic]
+    warnings: list[Warn]
+    inferred: list[str]
+    hops: list[str]
+    trace: TraceResult | None = None
+    rules_from: str | None = None  # the dump that decided
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every outcome reaches a destination; 1 when one is dropped, rejected or goes nowhere
+        (sent on untranslated to a virtual IP that no host owns)."""
+        if not all(o.verdict == "accept" for o in self.outcomes):
+            return 1
+        if self.trace is not None and self.trace.nowhere:
+            return 1
+        virtual = self.destination.get("via") == "cluster-ip"
+        return 1 if virtual and any(o.endpoint is None for o in self.outcomes) else 0
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "service": self.service.to_json(),
+            "port": self.port.to_json() if self.port else None,
+            "source": self.source.to_json(),
+            "destination": self.destination,
+            "node": self.node,
+            "proxy_mode": self.proxy_mode,
+            "outcomes": [o.to_json() for o in self.outcomes],
+            "diagnostics": [d.to_json() for d in self.diagnostics],
+            "hops": self.hops,
+            "inferred": self.inferred,
+            "warnings": [w.to_json() for w in self.warnings],
+            "rules": self.rules_from,
+        }
+
+
+@dataclass
+class Request:
+    target: str
+    namespace: str | None = None
+    port: str | None = None
+    proto: str | None = None
+    source: str | None = None
+    to: str | None = None
+    node: str | None = None
+    returning_client: bool = False
+
+
+# -- resolution -----------------------------------------------------------------------------------
+
+_FQDN = re.compile(r"^(?P<name>[a-z0-9]([-a-z0-9]*[a-z0-9])?)\.(?P<ns>[a-z0-9]([-a-z0-9]*[a-z0-9])?)"
+                   r"(\.svc(\.[a-z0-9.-]+)?)?\.?$")
+
+
+def resolve_target(cluster: Cluster, req: Request) -> tuple[Service, str | None, str | None, str | None]:
+    """(service, port spec, via, destination ip) from `svc/NAME`, `NAME.NS.svc.cluster.local` or `IP:PORT`."""
+    t = req.target.strip()
+    ns = req.namespace or "default"
+    m = re.match(r"^\[?([0-9a-fA-F.:]+?)\]?:(\d+)$", t)
+    if m and _is_ip(m.group(1)):
+        ip, port = m.group(1), int(m.group(2))
+        for svc in cluster.services.values():
+            for p in svc.ports:
+                if ip in svc.cluster_ips and p.port == port:
+                    return svc, str(port), "cluster-ip", ip
+                if ip in svc.external_ips and p.port == port:
+                    return svc, str(port), "external-ip", ip
+                if ip in svc.lb_ips and p.port == port:
+                    return svc, str(port), "load-balancer", ip
+                if p.node_port == port and (cluster.node_by_ip(ip) is not None):
+                    return svc, p.name or str(p.port), "node-port", ip
+        owners = [s for s in cluster.services.values() if ip in s.cluster_ips + s.external_ips + s.lb_ips]
+        if owners:
+            return owners[0], str(port), None, ip  # a port the Service does not serve: diagnosed later
+        raise InputError(f"no Service has the address {t} (cluster IP, external IP, load-balancer IP or "
+                         "node IP with a node port)")
+    if "/" in t:
+        kind, _, name = t.partition("/")
+        if kind.lower() not in ("svc", "service", "services"):
+            raise InputError(f"explain takes a Service (svc/NAME), not {kind}/")
+        if "/" in name:  # svc/ns/name
+            ns, name = name.split("/", 1)
+    elif _FQDN.match(t) and t.count(".") >= 1:
+        fm = _FQDN.match(t)
+        assert fm is not None
+        name, ns = fm.group("name"), fm.group("ns")
+        if req.namespace and req.namespace != ns:
+            raise InputError(f"{t} names namespace {ns} but -n says {req.namespace}")
+    else:
+        name = t
+    found = cluster.service(ns, name)
+    if found is None:
+        here = sorted(s.name for s in cluster.services.values() if s.namespace == ns)
+        elsewhere = sorted(s.key for s in cluster.services.values() if s.name == name)
+        hint = f"; in {ns}: {', '.join(here[:12])}" if here else f"; namespace {ns} has no Services"
+        if elsewhere:
+            hint += f"; did you mean {' or '.join(elsewhere[:3])} (-n)?"
+        raise InputError(f"no Service {ns}/{name} in the snapshot{hint}")
+    return found, None, None, None
+
+
+def _is_ip(s: str) -> bool:
+    try:
+        ipaddress.ip_address(s)
+        return True
+    except ValueError:
+        return False
+
+
+def _family(ip: str) -> int:
+    return ipaddress.ip_address(ip).version
+
+
+def _node_ips(snap: Snapshot, node: str | None) -> list[str]:
+    if node is None:
+        return []
+    out: list[str] = []
+    n = snap.cluster.nodes.get(node)
+    if n is not None:
+        out += n.internal_ips + n.external_ips
+    nf = snap.nodes.get(node)
+    if nf is not None:
+        out += _addresses_from_ip_addr(nf)
+    seen: list[str] = []
+    for ip in out:
+        if ip not in seen:
+            seen.append(ip)
+    return seen
+
+
+def _addresses_from_ip_addr(nf: NodeFiles) -> list[str]:
+    import json
+
+    text = nf.get("ip-addr.json")
+    out: list[str] = []
+    if text:
+        try:
+            for link in json.loads(text):
+                for a in link.get("addr_info") or []:
+                    if a.get("local"):
+                        out.append(str(a["local"]))
+        except (ValueError, AttributeError, TypeError):
+            pass
+    text = nf.get("ip-addr")
+    if text:
+        out += re.findall(r"\binet6?\s+([0-9a-fA-F.:]+)/", text)
+    return out
+
+
+def _synthetic_pod_ip(cluster: Cluster, node: str | None) -> str | None:
+    n = cluster.nodes.get(node or "")
+    if n is None:
+        return None
+    for c in n.pod_cidrs:
+        try:
+            net = ipaddress.ip_network(c, strict=False)
+        except ValueError:
+            continue
+        if net.version == 4 and net.num_addresses > 4:
+            return str(net.network_address + min(250, net.num_addresses - 2))
+    return None
+
+
+def _first_node(snap: Snapshot, family: int, prefer_workers: bool = False) -> str | None:
+    names = _nodes_with_dumps(snap, family) or list(snap.cluster.nodes)
+    if prefer_workers:
+        workers = [n for n in names if n in snap.cluster.nodes and not any(
+            k.startswith("node-role.kubernetes.io/control-plane") or k == "node-role.kubernetes.io/master"
+            for k in snap.cluster.nodes[n].labels)]
+        names = workers or names
+    return names[0] if names else None
+
+
+def _nodes_with_dumps(snap: Snapshot, family: int) -> list[str]:
+    fname = "iptables-save" if family == 4 else "ip6tables-save"
+    names = [n for n, f in snap.nodes.items() if f.get(fname) or f.get(fname.replace("-save", "-legacy-save"))]
+    order = list(snap.cluster.nodes)
+    return sorted(names, key=lambda n: order.index(n) if n in order else len(order))
+
+
+def resolve_source(snap: Snapshot, req: Request, svc: Service, via: str, family: int) -> Source:
+    cluster = snap.cluster
+    spec = req.source
+    if spec is None:
+        if via == "cluster-ip":
+            # A neutral client: an address of a worker's pod CIDR (not some system pod that happens to run there).
+            node = req.node or _first_node(snap, family, prefer_workers=True)
+            ip = _synthetic_pod_ip(cluster, node)
+            if ip is not None:
+                return Source("pod", None, ip, node, synthetic=True)
+            return Source("external", None, "10.0.0.250", node, synthetic=True)
+        return Source("external", None, OUTSIDE_CLIENT, None, synthetic=True)
+    if spec.startswith(("pod/", "pods/", "po/")):
+        name = spec.split("/", 1)[1]
+        ns = req.namespace or svc.namespace
+        if "/" in name:
+            ns, name = name.split("/", 1)
+        pod = cluster.pod(ns, name)
+        if pod is None:
+            raise InputError(f"no pod {ns}/{name} in the snapshot")
+        if not pod.ips:
+            raise InputError(f"pod {ns}/{name} has no IP (phase {pod.phase or 'unknown'}): it sends nothing")
+        if pod.host_network:
+            return Source("node", pod.node_name, pod.ips[0], pod.node_name)
+        return Source("pod", pod.key, pod.ips[0], pod.node_name)
+    if spec.startswith(("node/", "nodes/", "no/")):
+        name = spec.split("/", 1)[1]
+        n = cluster.nodes.get(name)
+        if n is None:
+            raise InputError(f"no node {name} in the snapshot (nodes: {', '.join(sorted(cluster.nodes)) or 'none'})")
+        ips = n.internal_ips or n.external_ips
+        if not ips:
+            raise InputError(f"node {name} has no InternalIP in the snapshot")
+        return Source("node", name, ips[0], name)
+    if _is_ip(spec):
+        pod = cluster.pod_by_ip(spec)
+        if pod is not None and not pod.host_network:
+            return Source("pod", pod.key, spec, pod.node_name)
+        n = cluster.node_by_ip(spec)
+        if n is not None:
+            return Source("node", n.name, spec, n.name)
+        owner = cluster.node_of_ip(spec)
+        if owner is not None:
+            return Source("pod", None, spec, owner.name, synthetic=True)
+        return Source("external", None, spec, None)
+    raise InputError(f"--from takes pod/NAME, node/NAME or an IP, not {spec!r}")
+
+
+# -- the explanation --------------------------------------------------------------------------------
+
+def explain(snap: Snapshot, req: Request) -> Explanation:
+    cluster = snap.cluster
+    svc, port_spec, via_from_target, dst_ip = resolve_target(cluster, req)
+    diags: list[Diagnostic] = []
+    warns: list[Warn] = list(snap.warnings)
+    inferred: list[str] = []
+
+    if svc.type == "ExternalName":
+        diags.append(Diagnostic(
+            "external-name", "info",
+            f"{svc.key} is an ExternalName Service: cluster DNS answers {svc.name}.{svc.namespace}.svc with a CNAME to "
+            f"{svc.external_name}; nothing is proxied and no node has rules for it.",
+            f"Check that {svc.external_name} resolves and answers from the pods (`nslookup {svc.external_name}`); "
+            "ports in the Service spec are not used."))
+        return Explanation(svc, svc.ports[0] if svc.ports else None, Source("external", None, "-", None),
+                           {"ip": None, "port": None, "protocol": None, "via": "dns"}, None,
+                           cluster.proxy.mode, [], diags, warns, inferred, [])
+
+    if req.node is not None and req.node not in cluster.nodes and req.node not in snap.nodes:
+        raise InputError(f"no node {req.node} in the snapshot (nodes: {', '.join(sorted(cluster.nodes)) or 'none'})")
+    port = _choose_port(svc, req.port or port_spec, diags, warns)
+    proto = (req.proto or (port.protocol if port else "TCP")).lower()
+    via = req.to or via_from_target or "cluster-ip"
+    if via not in VIA:
+        raise InputError(f"--to takes one of {', '.join(VIA)}, not {via!r}")
+
+    if svc.headless and via == "cluster-ip":
+        pods = _endpoint_ips(cluster, svc)
+        diags.append(Diagnostic(
+            "headless-service", "info",
+            f"{svc.key} is headless (clusterIP: None): there is no virtual IP and kube-proxy writes no rules for it. "
+            f"DNS returns the ready pods' addresses directly: {', '.join(pods) or 'none right now'}.",
+            "Clients connect to a pod IP; use `nslookup` from a pod to see the A records."))
+        _selector_diagnostics(cluster, svc, port, diags)
+        return Explanation(svc, port, Source("external", None, "-", None),
+                           {"ip": None, "port": port.port if port else None, "protocol": proto.upper(), "via": "dns"},
+                           None, cluster.proxy.mode, [], diags, warns, inferred, [])
+
+    family = _family(dst_ip) if dst_ip else (
+        _family(svc.cluster_ips[0]) if svc.cluster_ips and svc.cluster_ips[0] != "None" else 4)
+    source = resolve_source(snap, req, svc, via, family)
+    if source.synthetic and source.kind == "pod":
+        inferred.append(f"source: no --from, so a pod on {source.node} ({source.ip}, from the node's podCIDR)")
+    elif source.synthetic:
+        inferred.append(f"source: no --from, so an outside client ({source.ip})")
+
+    # The node whose rules decide: the sender's for pods and nodes, else the receiving node.
+    node: str | None
+    if source.kind in ("pod", "node") and source.node:
+        node = source.node
+        if req.node and req.node != node:
+            warns.append(Warn(f"--node {req.node} ignored: the source runs on {node}, whose rules decide"))
+    else:
+        node = req.node or _first_node(snap, family)
+        if not req.node and node:
+            inferred.append(f"receiving node: {node} (the first node with a dump; choose with --node)")
+
+    dst, dport = _destination(snap, svc, port, via, node, dst_ip, diags)
+    if proto == "icmp" or proto == "icmpv6":
+        dport = None
+
+    rs, rules_from, local_ips = _ruleset_for(snap, node, family, svc, via, warns, inferred)
+    facts = NodeFacts.make(local_ips=local_ips, returning_client=req.returning_client)
+    nf = snap.nodes.get(rules_from.split("/")[-2]) if rules_from else None
+    if nf is not None and nf.get("ipset"):
+        sets, _ = parse_ipset(nf.get("ipset") or "", nf.path("ipset"))
+        facts.ipsets.update(sets)
+    origin = "local" if source.kind == "node" else "forwarded"
+    pkt = Packet.make(src=source.ip, dst=dst, proto=proto, dport=dport, origin=origin,  # type: ignore[arg-type]
+                      local_ips=facts.local_ips)
+    result = trace(rs, pkt, facts)
+    warns.extend(w for w in result.warnings if w not in warns)
+
+    outcomes = [_map_outcome(cluster, o, node) for o in result.outcomes]
+    mode = _proxy_mode(snap, node, rs, inferred)
+    dest: dict[str, object] = {"ip": dst, "port": dport, "protocol": proto.upper(), "via": via}
+    exp = Explanation(svc, port, source, dest, node, mode, outcomes, diags, warns, inferred,
+                      hop_sentences(result, cluster, svc, port), result, rules_from)
+    from svctrace.explain.diagnose import diagnose
+
+    diagnose(snap, exp, rs)
+    return exp
+
+
+def _choose_port(svc: Service, spec: str | None, diags: list[Diagnostic], warns: list[Warn]) -> ServicePort | None:
+    if not svc.ports:
+        return None
+    if spec is None:
+        if len(svc.ports) > 1:
+            names = ", ".join(f"{p.name or '-'} ({p.port}/{p.protocol})" for p in svc.ports)
+            warns.append(Warn(f"{svc.key} has several ports: {names}; explaining the first (choose with --port)"))
+        return svc.ports[0]
+    p = svc.port_by(spec)
+    if p is not None:
+        return p
+    names = ", ".join(f"{p.name or '-'}={p.port}/{p.protocol}" for p in svc.ports)
+    if spec.isdigit():
+        diags.append(Diagnostic(
+            "port-not-in-service", "error",
+            f"port {spec} is not one of {svc.key}'s ports ({names}); the node has no rule for it, so the packet "
+            "is not translated.",
+            f"Use one of the Service's ports (for example {svc.ports[0].port}); if the application listens on "
+            f"{spec}, that is a targetPort, reached through a Service port."))
+        return ServicePort(name="", port=int(spec), protocol=svc.ports[0].protocol, target_port=int(spec))
+    raise InputError(f"{svc.key} has no port named {spec!r} (ports: {names})")
+
+
+def _destination(snap: Snapshot, svc: Service, port: ServicePort | None, via: str, node: str | None,
+                 dst_ip: str | None, diags: list[Diagnostic]) -> tuple[str, int | None]:
+    pnum = port.port if port else None
+    if via == "cluster-ip":
+        ip = dst_ip or next((i for i in svc.cluster_ips if i != "None"), None)
+        if ip is None:
+            raise InputError(f"{svc.key} has no cluster IP")
+        return ip, pnum
+    if via == "node-port":
+        if port is None or port.node_port is None:
+            raise InputError(f"{svc.key} port {port.name or port.port if port else '?'} has no nodePort "
+                             f"(type {svc.type})")
+        ips = [dst_ip] if dst_ip else [i for i in _node_ips(snap, node) if not i.startswith("127.")]
+        if not ips:
+            raise InputError(f"node {node} has no address in the snapshot to send the NodePort packet to")
+        return ips[0], port.node_port
+    if via == "external-ip":
+        if not svc.external_ips and not dst_ip:
+            raise InputError(f"{svc.key} has no externalIPs")
+        return dst_ip or svc.external_ips[0], pnum
+    if not svc.lb_ips and not dst_ip:
+        raise InputError(f"{svc.key} has no load-balancer IP in status.loadBalancer.ingress")
+    return dst_ip or svc.lb_ips[0], pnum
+
+
+def _uses_local(svc: Service, via: str) -> bool:
+    if via == "cluster-ip":
+        return svc.internal_traffic_policy == "Local"
+    return svc.external_traffic_policy == "Local"
+
+
+def _ruleset_for(snap: Snapshot, node: str | None, family: int, svc: Service, via: str, warns: list[Warn],
+                 inferred: list[str]) -> tuple[Ruleset, str, list[str]]:
+    fname = "iptables-save" if family == 4 else "ip6tables-save"
+    nf = snap.nodes.get(node or "")
+    text = nf.get(fname) if nf else None
+    if text is None and nf is not None and nf.get(fname.replace("-save", "-legacy-save")):
+        fname = fname.replace("-save", "-legacy-save")
+        text = nf.get(fname)
+    used = node
+    if text is None:
+        others = [n for n in _nodes_with_dumps(snap, family) if n != node]
+        missing = f"{snap.source}/nodes/{node}/{fname}"
+        if nf is not None and (nf.get("nft.json") or nf.get("nft") or nf.get("ipvsadm")):
+            kind = "nftables" if (nf.get("nft.json") or nf.get("nft")) else "IPVS"
+            raise InputError(f"node {node} runs kube-proxy in {kind} mode; explain reads iptables-mode nodes in "
+                             "this version", source=missing)
+        if not others:
+            raise InputError("no node in the snapshot has an iptables dump: collect one with "
+                             f"`ssh {node or 'NODE'} sudo iptables-save`", source=missing)
+        if _uses_local(svc, via):
+            raise InputError(f"the deciding node {node} has no dump, and {svc.key} has a Local traffic policy, so "
+                             "another node's rules would give a different answer", source=missing)
+        used = others[0]
+        assert used is not None
+        nf = snap.nodes[used]
+        text = nf.get(fname) or nf.get(fname.replace("-save", "-legacy-save")) or ""
+        warns.append(Warn(f"node {node} has no {fname} in the snapshot; using {used}'s rules instead (kube-proxy "
+                          f"programs the same rules on every node except for Local traffic policies)",
+                          missing, None, "snapshot"))
+    assert nf is not None
+    rs = load_ruleset(text, nf.path(fname))
+    local = _node_ips(snap, node)
+    if node and local:
+        inferred.append(f"node {node}'s own addresses: {', '.join(local)} (from the Node object"
+                        + (" and ip-addr" if nf.get("ip-addr.json") or nf.get("ip-addr") else "") + ")")
+    if used != node:
+        inferred.append(f"rules: {used}'s dump stands in for {node}'s")
+    return rs, nf.path(fname), local
+
+
+def _proxy_mode(snap: Snapshot, node: str | None, rs: Ruleset, inferred: list[str]) -> str | None:
+    nf = snap.nodes.get(node or "")
+    if nf is not None and nf.get("proxy-mode"):
+        return (nf.get("proxy-mode") or "").strip() or None
+    if snap.cluster.proxy.mode:
+        return snap.cluster.proxy.mode
+    if rs.chain("nat", "KUBE-SERVICES") is not None:
+        inferred.append("proxy mode: iptables (from the node's KUBE-SERVICES rules; no /proxyMode or config)")
+        return "iptables"
+    return None
+
+
+def _endpoint_ips(cluster: Cluster, svc: Service) -> list[str]:
+    out = []
+    for s in cluster.slices_for(svc):
+        for e in s.endpoints:
+            if e.ready:
+                out += e.addresses
+    return out
+
+
+def _map_outcome(cluster: Cluster, o: object, node: str | None) -> ExplainedOutcome:
+    from svctrace.netfilter.walker import Outcome
+
+    assert isinstance(o, Outcome)
+    pod = ep_node = None
+    if o.dnat:
+        host = o.dnat
+        if host.startswith("["):
+            host = host[1:host.index("]")]
+        elif host.count(":") == 1:
+            host = host.rsplit(":", 1)[0]
+        p = cluster.pod_by_ip(host)
+        if p is not None:
+            pod, ep_node = p.key, p.node_name
+        else:
+            for s in cluster.slices:
+                for e in s.endpoints:
+                    if host in e.addresses:
+                        ep_node = e.node_name
+                        pod = e.target
+            if ep_node is None:
+                n = cluster.node_of_ip(host) or cluster.node_by_ip(host)
+                ep_node = n.name if n else None
+    return ExplainedOutcome(o.probability, o.verdict, o.dnat, pod, ep_node, o.masquerade, o.certain, o.path,
+                            o.reason, masquerade_reason(o) if o.masquerade else None, list(o.assumptions))
+
+
+def _selector_diagnostics(cluster: Cluster, svc: Service, port: ServicePort | None, diags: list[Diagnostic]) -> None:
+    from svctrace.explain.diagnose import selector_checks
+
+    selector_checks(cluster, svc, port, diags)
+
+
+__all__ = ["Diagnostic", "ExplainedOutcome", "Explanation", "Request", "Source", "explain", "format_endpoint"]

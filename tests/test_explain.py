@@ -1,0 +1,360 @@
+"""`explain` on the demo and on purpose-built snapshots: every diagnostic, every Service type."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from svctrace.data import build_demo
+from svctrace.errors import InputError
+from svctrace.explain import Request, explain
+from svctrace.kubeproxy.generate import ProxyConfig, generate, to_save
+from svctrace.model import NodeFacts, Packet
+from svctrace.netfilter import load_ruleset, trace
+from svctrace.snapshot import bundle_bytes, load_snapshot
+
+BIN = Path(sys.executable).parent
+
+
+def codes(exp: Any) -> set[str]:
+    return {d.code for d in exp.diagnostics}
+
+
+def ask(target: str, snap: str | Any = "demo", **kw: Any) -> Any:
+    s = load_snapshot(snap) if isinstance(snap, str) else snap
+    return explain(s, Request(target=target, **kw))
+
+
+def write_snapshot(root: Path, objs: list[dict], dumps: dict[str, str] | None = None,
+                   extra: dict[str, str] | None = None) -> Path:
+    """A bundle directory: cluster.json from objs, and each node's dump generated from objs unless given."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "cluster.json").write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": objs}))
+    for name in build_demo.NODES:
+        d = root / "nodes" / name
+        d.mkdir(parents=True, exist_ok=True)
+        text = (dumps or {}).get(name)
+        if text is None:
+            text = build_demo.node_dump(objs, name)
+        if text:
+            (d / "iptables-save").write_text(text)
+    for rel, text in (extra or {}).items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    return root
+
+
+# -- the demo -----------------------------------------------------------------------------------
+
+def test_demo_bundle_is_what_the_builder_makes() -> None:
+    root = Path(build_demo.__file__).parent / "demo"
+    for rel, text in build_demo.files().items():
+        assert (root / rel).read_text() == text, f"{rel} is stale: run python -m svctrace.data.build_demo"
+
+
+def test_cluster_ip_three_backends_with_pods_and_nodes() -> None:
+    exp = ask("svc/web", source="pod/client")
+    assert exp.source.kind == "pod" and exp.source.node == "node01" and exp.node == "node01"
+    got = {o.endpoint: (o.pod, o.endpoint_node, round(o.probability, 6)) for o in exp.outcomes}
+    assert got == {
+        "10.244.1.10:8080": ("default/web-6d4f9c7b8-2lqzx", "node01", 0.333333),
+        "10.244.2.10:8080": ("default/web-6d4f9c7b8-9ctrw", "node02", 0.333333),
+        "10.244.2.11:8080": ("default/web-6d4f9c7b8-kx5vd", "node02", 0.333333),
+    }
+    assert exp.port is not None and exp.port.target_port == "http-web"
+    assert not any(o.masquerade for o in exp.outcomes)
+    assert exp.exit_code == 0 and not [d for d in exp.diagnostics if d.severity == "error"]
+    assert any("KUBE-SERVICES matched 10.96.10.10:80/tcp, the cluster IP of default/web:http" in h for h in exp.hops)
+
+
+@pytest.mark.parametrize("target", ["web.default", "web.default.svc", "web.default.svc.cluster.local",
+                                    "10.96.10.10:80", "svc/default/web"])
+def test_target_spellings(target: str) -> None:
+    exp = ask(target)
+    assert exp.service.key == "default/web" and len(exp.outcomes) == 3
+
+
+def test_udp_dns_port_by_name() -> None:
+    exp = ask("svc/kube-dns", namespace="kube-system", port="dns")
+    assert exp.port is not None and exp.port.protocol == "UDP"
+    assert {o.endpoint for o in exp.outcomes} == {"10.244.0.2:53", "10.244.0.3:53"}
+    exp_tcp = ask("svc/kube-dns", namespace="kube-system", port="dns-tcp")
+    assert exp_tcp.destination["protocol"] == "TCP" and len(exp_tcp.outcomes) == 2
+
+
+def test_nodeport_from_outside_masquerades_and_says_why() -> None:
+    exp = ask("svc/web-nodeport", to="node-port", node="node02")
+    assert exp.destination == {"ip": "192.168.56.12", "port": 30080, "protocol": "TCP", "via": "node-port"}
+    assert len(exp.outcomes) == 3 and all(o.masquerade for o in exp.outcomes)
+    assert all("externalTrafficPolicy Cluster" in (o.masquerade_reason or "") for o in exp.outcomes)
+
+
+def test_local_policy_drops_on_a_node_without_endpoints() -> None:
+    exp = ask("svc/frontend", to="load-balancer", node="node02", source="192.168.56.99")
+    assert [o.verdict for o in exp.outcomes] == ["drop"] and exp.exit_code == 1
+    assert "no-local-endpoints" in codes(exp)
+    good = ask("svc/frontend", to="load-balancer", node="node01", source="192.168.56.99")
+    assert [o.endpoint for o in good.outcomes] == ["10.244.1.30:80"] and not good.outcomes[0].masquerade
+    assert "no-local-endpoints" not in codes(good)
+
+
+def test_source_range_blocked() -> None:
+    exp = ask("svc/frontend", to="load-balancer", node="node01", source="10.1.2.3")
+    assert [o.verdict for o in exp.outcomes] == ["drop"] and "source-range-blocked" in codes(exp)
+
+
+def test_no_endpoints_selector_near_miss() -> None:
+    exp = ask("svc/payment")
+    assert [o.verdict for o in exp.outcomes] == ["reject"]
+    assert {"no-endpoints", "selector-matches-no-pods"} <= codes(exp)
+    near = next(d for d in exp.diagnostics if d.code == "selector-matches-no-pods")
+    assert "payments-84c5d7f9b-t6r2k" in near.message and "app=payments" in near.message
+
+
+def test_no_ready_endpoints() -> None:
+    exp = ask("svc/slow-start")
+    assert [o.verdict for o in exp.outcomes] == ["reject"] and "no-ready-endpoints" in codes(exp)
+    d = next(d for d in exp.diagnostics if d.code == "no-ready-endpoints")
+    assert "slow-start-6f9d8b7c5-b8v4n" in d.message
+
+
+def test_headless_and_external_name_and_no_selector() -> None:
+    h = ask("svc/db")
+    assert codes(h) == {"headless-service"} and not h.outcomes and "10.244.2.30" in h.diagnostics[0].message
+    e = ask("svc/weather-api")
+    assert codes(e) == {"external-name"} and "api.weather.example.com" in e.diagnostics[0].message
+    m = ask("svc/legacy-db")
+    assert "no-selector" in codes(m) and [o.endpoint for o in m.outcomes] == ["192.168.56.50:3306"]
+
+
+def test_ping_and_wrong_port_go_nowhere() -> None:
+    p = ask("svc/web", proto="icmp")
+    assert "ping-virtual-ip" in codes(p) and [o.endpoint for o in p.outcomes] == [None] and p.exit_code == 1
+    w = ask("10.96.10.10:8080")
+    assert "port-not-in-service" in codes(w) and w.exit_code == 1
+
+
+def test_session_affinity_and_returning_client() -> None:
+    exp = ask("svc/session", source="pod/client")
+    assert "session-affinity" in codes(exp) and len(exp.outcomes) == 2
+    back = ask("svc/session", source="pod/client", returning_client=True)
+    assert sorted(round(o.probability, 6) for o in back.outcomes) == [0.5, 0.5]
+    for o in back.outcomes:
+        assert any("--rcheck" in s.text for s in o.path)
+
+
+def test_hairpin_masquerade() -> None:
+    exp = ask("svc/web", source="pod/web-6d4f9c7b8-2lqzx")
+    assert "hairpin-masquerade" in codes(exp)
+    masq = {o.endpoint: o.masquerade for o in exp.outcomes}
+    assert masq == {"10.244.1.10:8080": True, "10.244.2.10:8080": False, "10.244.2.11:8080": False}
+
+
+def test_node_source_uses_output_path() -> None:
+    exp = ask("svc/kubernetes", source="node/node01")
+    assert exp.source.kind == "node" and exp.outcomes[0].path[0].hook == "OUTPUT"
+    assert exp.outcomes[0].endpoint == "192.168.56.10:6443" and exp.outcomes[0].masquerade
+
+
+# -- purpose-built snapshots --------------------------------------------------------------------
+
+def _objs() -> list[dict]:
+    return copy.deepcopy(build_demo.objects())
+
+
+def _slice(objs: list[dict], svc: str) -> dict:
+    return next(o for o in objs if o["kind"] == "EndpointSlice"
+                and o["metadata"]["labels"].get("kubernetes.io/service-name") == svc)
+
+
+def test_rules_stale_and_nodes_disagree(tmp_path: Path) -> None:
+    objs = _objs()
+    old_dumps = {n: build_demo.node_dump(objs, n) for n in build_demo.NODES}
+    # The API moved on: web lost a pod and gained one; node02's kube-proxy caught up, node01's did not.
+    sl = _slice(objs, "web")
+    sl["endpoints"][2]["addresses"] = ["10.244.2.12"]
+    new_node02 = build_demo.node_dump(objs, "node02")
+    root = write_snapshot(tmp_path / "s", objs, {"node01": old_dumps["node01"], "node02": new_node02,
+                                                 "controlplane": old_dumps["controlplane"]})
+    exp = ask("svc/web", str(root), source="pod/client")
+    assert {"rules-stale", "nodes-disagree"} <= codes(exp)
+    stale = next(d for d in exp.diagnostics if d.code == "rules-stale")
+    assert "10.244.2.11:8080" in stale.message and "10.244.2.12:8080" in stale.message
+    fresh = ask("svc/web", str(root), source="10.244.2.99")
+    assert "rules-stale" not in codes(fresh)
+
+
+def test_rules_missing(tmp_path: Path) -> None:
+    objs = _objs()
+    without_web = [o for o in objs if not (o["kind"] == "Service" and o["metadata"]["name"] == "web")]
+    dumps = {n: build_demo.node_dump(without_web, n) for n in build_demo.NODES}
+    root = write_snapshot(tmp_path / "s", objs, dumps)
+    exp = ask("svc/web", str(root))
+    assert "rules-missing" in codes(exp) and exp.exit_code == 1
+
+
+def test_named_port_unresolved(tmp_path: Path) -> None:
+    objs = _objs()
+    for o in objs:
+        if o["kind"] == "Pod" and o["metadata"]["name"].startswith("web-"):
+            o["spec"]["containers"][0]["ports"][0]["name"] = "http"
+    root = write_snapshot(tmp_path / "s", objs)
+    assert "named-port-unresolved" in codes(ask("svc/web", str(root)))
+
+
+def test_mixed_backends_and_proxy_mode_mismatch(tmp_path: Path) -> None:
+    objs = _objs()
+    legacy = build_demo.node_dump(objs, "node01")
+    root = write_snapshot(tmp_path / "s", objs, extra={
+        "nodes/node01/iptables-legacy-save": legacy,
+        "nodes/node01/proxy-mode": "ipvs\n",
+    })
+    exp = ask("svc/web", str(root), source="pod/client")
+    assert {"mixed-iptables-backends", "proxy-mode-mismatch"} <= codes(exp)
+
+
+def test_missing_dump_uses_another_node_with_a_warning(tmp_path: Path) -> None:
+    objs = _objs()
+    root = write_snapshot(tmp_path / "s", objs, {"node01": ""})
+    exp = ask("svc/web", str(root), source="pod/client")
+    assert len(exp.outcomes) == 3
+    assert any("has no iptables-save" in w.message for w in exp.warnings)
+    # ...but not when a Local policy makes nodes differ: then the missing file is named, exit 2
+    with pytest.raises(InputError, match="nodes/node01/iptables-save"):
+        ask("svc/frontend", str(root), to="load-balancer", node="node01", source="192.168.56.99")
+
+
+def test_tar_gz_bundle_with_a_top_folder(tmp_path: Path) -> None:
+    root = Path(build_demo.__file__).parent / "demo"
+    files = {f"snap/{p.relative_to(root).as_posix()}": p.read_text() for p in root.rglob("*") if p.is_file()}
+    tgz = tmp_path / "snap.tgz"
+    tgz.write_bytes(bundle_bytes(files))
+    exp = ask("svc/web", str(tgz))
+    assert len(exp.outcomes) == 3
+
+
+# -- explain and trace agree ----------------------------------------------------------------------
+
+@pytest.mark.parametrize(("svc", "kw"), [
+    ("svc/web", {"source": "pod/client"}),
+    ("svc/web-nodeport", {"to": "node-port", "node": "node02"}),
+    ("svc/frontend", {"to": "load-balancer", "node": "node02", "source": "192.168.56.99"}),
+    ("svc/payment", {}),
+    ("svc/session", {}),
+])
+def test_explain_and_trace_agree(svc: str, kw: dict) -> None:
+    snap = load_snapshot("demo")
+    exp = explain(snap, Request(target=svc, **kw))
+    nf = snap.nodes[exp.node]
+    rs = load_ruleset(nf.files["iptables-save"], "dump")
+    node = snap.cluster.nodes[exp.node]
+    pkt = Packet.make(src=exp.source.ip, dst=str(exp.destination["ip"]), proto=str(exp.destination["protocol"]).lower(),
+                      dport=exp.destination["port"], origin="local" if exp.source.kind == "node" else None)  # type: ignore[arg-type]
+    tr = trace(rs, pkt, NodeFacts.make(local_ips=node.internal_ips))
+    assert [(o.verdict, o.dnat, o.masquerade, round(o.probability, 9)) for o in tr.outcomes] == \
+        [(o.verdict, o.endpoint, o.masquerade, round(o.probability, 9)) for o in exp.outcomes]
+
+
+# -- JSON and the command line ---------------------------------------------------------------------
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "SVCTRACE_DEBUG"} | {"COLUMNS": "120"}
+    return subprocess.run([str(BIN / "svctrace"), *args], capture_output=True, text=True, env=env, timeout=60)
+
+
+def test_json_follows_the_spec() -> None:
+    p = run("explain", "svc/web", "--demo", "--from", "pod/client", "-o", "json")
+    assert p.returncode == 0, p.stderr
+    doc = json.loads(p.stdout)
+    assert {"service", "port", "source", "destination", "node", "proxy_mode", "outcomes", "diagnostics"} <= set(doc)
+    assert doc["service"] == {"namespace": "default", "name": "web", "type": "ClusterIP",
+                              "cluster_ips": ["10.96.10.10"], "session_affinity": "None"}
+    assert doc["port"] == {"name": "http", "port": 80, "protocol": "TCP", "target_port": "http-web", "node_port": None}
+    assert doc["source"] == {"kind": "pod", "name": "default/client", "ip": "10.244.1.50", "node": "node01"}
+    assert doc["destination"] == {"ip": "10.96.10.10", "port": 80, "protocol": "TCP", "via": "cluster-ip"}
+    assert doc["node"] == "node01" and doc["proxy_mode"] == "iptables"
+    for o in doc["outcomes"]:
+        assert {"probability", "verdict", "endpoint", "pod", "endpoint_node", "masquerade", "certain", "path"} <= set(o)
+        assert isinstance(o["probability"], float) and 0 <= o["probability"] <= 1
+    for d in doc["diagnostics"]:
+        assert set(d) == {"code", "severity", "message", "hint"}
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (("explain", "svc/nope", "--demo"), "no Service default/nope in the snapshot"),
+    (("explain", "svc/web", "--snapshot", "/nonexistent/snap"), "/nonexistent/snap: no such snapshot"),
+    (("explain", "svc/web", "--demo", "--node", "ghost"), "no node ghost in the snapshot"),
+    (("explain", "svc/web", "--demo", "--port", "nosuch"), "no port named 'nosuch'"),
+    (("explain", "svc/web", "--demo", "--from", "pod/ghost"), "no pod default/ghost"),
+    (("explain", "deploy/web", "--demo"), "not deploy/"),
+])
+def test_bad_requests_are_one_line_exit_2(args: tuple[str, ...], needle: str) -> None:
+    p = run(*args)
+    assert p.returncode == 2 and needle in p.stderr and "Traceback" not in p.stderr, p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1
+
+
+def test_bad_snapshots(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    p = run("explain", "svc/web", "--snapshot", str(empty))
+    assert p.returncode == 2 and "no cluster.json" in p.stderr
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "cluster.json").write_text('{"items": [\n  {"kind": "Service",\n  oops}\n]}')
+    p = run("explain", "svc/web", "--snapshot", str(broken))
+    assert p.returncode == 2 and f"{broken}/cluster.json:3: broken JSON" in p.stderr
+    notgz = tmp_path / "x.tgz"
+    notgz.write_bytes(b"not a tarball")
+    p = run("explain", "svc/web", "--snapshot", str(notgz))
+    assert p.returncode == 2 and "not a readable .tar.gz" in p.stderr
+    ghost = write_snapshot(tmp_path / "ghost", _objs(), extra={"nodes/ghost/iptables-save": "*nat\nCOMMIT\n"})
+    p = run("explain", "svc/web", "--snapshot", str(ghost), "-o", "json")
+    assert p.returncode == 0 and "not in cluster.json" in p.stderr
+
+
+@pytest.mark.kernel
+def test_demo_dumps_load_with_the_real_iptables_restore() -> None:
+    import shutil
+    import uuid
+
+    if os.geteuid() != 0 or not shutil.which("iptables-restore"):
+        pytest.skip("needs root and iptables-restore")
+    root = Path(build_demo.__file__).parent / "demo" / "nodes"
+    for dump in sorted(root.glob("*/iptables-save")):
+        ns = f"svt-demo-{uuid.uuid4().hex[:6]}"
+        subprocess.run(["ip", "netns", "add", ns], check=True)
+        try:
+            p = subprocess.run(["ip", "netns", "exec", ns, "iptables-restore"], input=dump.read_text(), text=True,
+                               capture_output=True)
+            assert p.returncode == 0, (dump, p.stderr)
+            saved = subprocess.run(["ip", "netns", "exec", ns, "iptables-save"], capture_output=True, text=True,
+                                   check=True).stdout
+            want = [x for x in dump.read_text().splitlines() if x.startswith("-A")]
+            assert [x for x in saved.splitlines() if x.startswith("-A")] == want
+        finally:
+            subprocess.run(["ip", "netns", "del", ns], check=False)
+
+
+def test_generator_import_is_used() -> None:
+    # keep the helpers honest: node_dump is the generator's output
+    objs = _objs()
+    rules = generate([o for o in objs if o["kind"] == "Service"], [o for o in objs if o["kind"] == "EndpointSlice"],
+                     ProxyConfig(node_name="node01", node_ips=("192.168.56.11",), cluster_cidr=build_demo.CLUSTER_CIDR,
+                                 kube_version="1.30.2", kubelet_rules=True), nodes=[o for o in objs if o["kind"] == "Node"])
+    assert to_save(rules) == build_demo.node_dump(objs, "node01")
+
+
+def test_hop_sentences_tell_the_firewall_cases_apart() -> None:
+    blocked = ask("svc/frontend", to="load-balancer", node="node01", source="10.1.2.3")
+    allowed_no_local = ask("svc/frontend", to="load-balancer", node="node02", source="192.168.56.99")
+    assert any("the source is not in loadBalancerSourceRanges" in h for h in blocked.hops)
+    assert any("the source is in loadBalancerSourceRanges, but KUBE-EXT-" in h for h in allowed_no_local.hops)
+    assert not any("is not in loadBalancerSourceRanges" in h for h in allowed_no_local.hops)
