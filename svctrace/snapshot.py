@@ -178,7 +178,53 @@ def _build(files: dict[str, bytes], source: str) -> Snapshot:
     return snap
 
 
+def _apply_configz(snap: Snapshot) -> None:
+    """kube-proxy's /configz (`{"kubeproxy.config": {...}}`) from any node, for what the objects did not say."""
+    proxy = snap.cluster.proxy
+    for name, nf in sorted(snap.nodes.items()):
+        text = nf.get("configz.json")
+        if not text:
+            continue
+        try:
+            cfg = (json.loads(text) or {}).get("kubeproxy.config") or {}
+        except (json.JSONDecodeError, AttributeError):
+            snap.warnings.append(Warn("configz.json is not kube-proxy's /configz JSON; ignored",
+                                      nf.path("configz.json"), None, "snapshot"))
+            continue
+        where = f"nodes/{name}/configz.json"
+        if cfg.get("mode") and proxy.mode is None:
+            proxy.mode = str(cfg["mode"])
+            proxy.sources["mode"] = where
+        if cfg.get("clusterCIDR") and proxy.cluster_cidr is None:
+            proxy.cluster_cidr = str(cfg["clusterCIDR"])
+            proxy.sources["cluster_cidr"] = where
+
+
+def infer_cluster_cidr(snap: Snapshot) -> tuple[str | None, str]:
+    """The pod CIDR kube-proxy masquerades from outside of, and where it came from."""
+    import ipaddress
+
+    proxy = snap.cluster.proxy
+    if proxy.cluster_cidr:
+        return proxy.cluster_cidr, proxy.sources.get("cluster_cidr", "configuration")
+    nets = []
+    for n in snap.cluster.nodes.values():
+        for c in n.pod_cidrs:
+            try:
+                nets.append(ipaddress.ip_network(c, strict=False))
+            except ValueError:
+                continue
+    v4 = [n for n in nets if n.version == 4]
+    if not v4:
+        return None, "unknown"
+    net = v4[0]
+    while not all(x.subnet_of(net) for x in v4):  # the smallest network holding every node's podCIDR
+        net = net.supernet()
+    return str(net), "inferred from the nodes' podCIDRs (no kube-proxy configuration in the snapshot)"
+
+
 def _apply_meta(snap: Snapshot) -> None:
+    _apply_configz(snap)
     proxy = snap.cluster.proxy
     m = snap.meta
     if m.get("proxy_mode") and proxy.mode is None:

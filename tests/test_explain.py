@@ -358,3 +358,50 @@ def test_hop_sentences_tell_the_firewall_cases_apart() -> None:
     assert any("the source is not in loadBalancerSourceRanges" in h for h in blocked.hops)
     assert any("the source is in loadBalancerSourceRanges, but KUBE-EXT-" in h for h in allowed_no_local.hops)
     assert not any("is not in loadBalancerSourceRanges" in h for h in allowed_no_local.hops)
+
+
+def test_rules_stale_names_why_an_endpoint_should_be_gone(tmp_path: Path) -> None:
+    objs = _objs()
+    dumps = {n: build_demo.node_dump(objs, n) for n in build_demo.NODES}
+    _slice(objs, "web")["endpoints"][0]["conditions"] = {"ready": False, "serving": False, "terminating": False}
+    root = write_snapshot(tmp_path / "s", objs, dumps)
+    stale = next(d for d in ask("svc/web", str(root)).diagnostics if d.code == "rules-stale")
+    assert "10.244.1.10:8080 (not ready)" in stale.message
+
+
+def test_terminating_but_serving_endpoints_are_used_not_stale(tmp_path: Path) -> None:
+    objs = _objs()
+    for e in _slice(objs, "slow-start")["endpoints"]:
+        e["conditions"] = {"ready": False, "serving": True, "terminating": True}
+    root = write_snapshot(tmp_path / "s", objs)  # dumps generated from the same objects: kube-proxy falls back
+    exp = ask("svc/slow-start", str(root))
+    assert {o.verdict for o in exp.outcomes} == {"accept"} and len(exp.outcomes) == 2
+    d = next(d for d in exp.diagnostics if d.code == "no-ready-endpoints")
+    assert d.severity == "warning" and "falls back" in d.message
+    assert "rules-stale" not in codes(exp)
+
+
+def test_unknown_match_is_diagnosed(tmp_path: Path) -> None:
+    objs = _objs()
+    dump = build_demo.node_dump(objs, "node01").replace(
+        "-A FORWARD -m comment --comment \"kubernetes forwarding rules\"",
+        "-A FORWARD -m physdev --physdev-is-bridged -j DROP\n-A FORWARD -m comment --comment \"kubernetes forwarding rules\"", 1)
+    assert "physdev" in dump
+    root = write_snapshot(tmp_path / "s", objs, {"node01": dump})
+    exp = ask("svc/web", str(root), source="pod/client")
+    assert "unknown-match" in codes(exp) and any(not o.certain for o in exp.outcomes)
+    assert {o.verdict for o in exp.outcomes} == {"accept", "drop"}
+
+
+def test_configz_and_cidr_inference(tmp_path: Path) -> None:
+    objs = [o for o in _objs() if o["kind"] not in ("ConfigMap", "DaemonSet")]
+    root = write_snapshot(tmp_path / "s", objs)
+    exp = ask("svc/web", str(root))
+    assert any("cluster CIDR: 10.244.0.0/22 (inferred from the nodes' podCIDRs" in i for i in exp.inferred)
+    assert any("proxy mode: iptables (from the node's KUBE-SERVICES rules" in i for i in exp.inferred)
+    (root / "nodes" / "node01" / "configz.json").write_text(
+        json.dumps({"kubeproxy.config": {"mode": "iptables", "clusterCIDR": "10.244.0.0/16"}}))
+    snap = load_snapshot(str(root))
+    assert snap.cluster.proxy.cluster_cidr == "10.244.0.0/16"
+    assert snap.cluster.proxy.sources["cluster_cidr"] == "nodes/node01/configz.json"
+    assert snap.cluster.proxy.mode == "iptables"

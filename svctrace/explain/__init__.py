@@ -393,6 +393,11 @@ def explain(snap: Snapshot, req: Request) -> Explanation:
 
     outcomes = [_map_outcome(cluster, o, node) for o in result.outcomes]
     mode = _proxy_mode(snap, node, rs, inferred)
+    from svctrace.snapshot import infer_cluster_cidr
+
+    cidr, cidr_from = infer_cluster_cidr(snap)
+    if (cidr and cidr_from.startswith("inferred")) or (cidr and cidr_from == "meta.json"):
+        inferred.append(f"cluster CIDR: {cidr} ({cidr_from})")
     dest: dict[str, object] = {"ip": dst, "port": dport, "protocol": proto.upper(), "via": via}
     exp = Explanation(svc, port, source, dest, node, mode, outcomes, diags, warns, inferred,
                       hop_sentences(result, cluster, svc, port), result, rules_from)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from svctrace.cluster import Cluster, EndpointSlice, Pod, Service, ServicePort
-from svctrace.kubeproxy.names import sep_chain, svc_chain, svl_chain
+from svctrace.kubeproxy.endpoints import EndpointSelection, select_endpoints
+from svctrace.kubeproxy.names import svc_chain
 from svctrace.netfilter import load_ruleset
 from svctrace.netfilter.rules import Ruleset
 from svctrace.snapshot import Snapshot
@@ -52,14 +54,27 @@ def _slice_port(s: EndpointSlice, port: ServicePort) -> int | None:
     return None
 
 
-def kube_proxy_selection(eps: list[EndpointView], node: str | None, local: bool) -> list[EndpointView]:
-    """The endpoints kube-proxy (1.26+) programs: ready ones, else serving+terminating ones (fallback);
-    with a Local policy, only those on this node (pkg/proxy/topology.go CategorizeEndpoints)."""
-    pool = [e for e in eps if e.node == node] if local else list(eps)
-    ready = [e for e in pool if e.ready]
-    if ready:
-        return ready
-    return [e for e in pool if e.serving and e.terminating]
+def selection_for(cluster: Cluster, svc: Service, port: ServicePort | None, node: str | None) -> EndpointSelection | None:
+    """kube-proxy's own endpoint selection for this Service port on this node (svctrace.kubeproxy.endpoints:
+    CategorizeEndpoints with the terminating fallback, Local policies and topology hints)."""
+    if port is None or not svc.raw:
+        return None
+    slices = [s.raw for s in cluster.slices if not s.legacy and s.namespace == svc.namespace]
+    legacy: list[dict[str, Any]] = []
+    for s in cluster.slices:
+        if s.legacy and s.namespace == svc.namespace and s.raw not in legacy:
+            legacy.append(s.raw)
+    n = cluster.nodes.get(node or "")
+    try:
+        sels = select_endpoints(svc.raw, slices, node_name=node or "", node_labels=n.labels if n else {},
+                                endpoints=legacy or None, kube_version=cluster.proxy.version or "1.28")
+    except ValueError:
+        return None
+    for sel in sels:
+        sp = sel.service_port
+        if sp.port_name == port.name and sp.protocol == port.protocol.upper():
+            return sel
+    return None
 
 
 def selector_checks(cluster: Cluster, svc: Service, port: ServicePort | None, diags: list[Diagnostic]) -> None:
@@ -203,18 +218,17 @@ def diagnose(snap: Snapshot, exp: Explanation, rs: Ruleset) -> None:
                 f"{svc.key}:{port.name or port.port} has endpoints but none is ready: " + "; ".join(parts) + ".",
                 "Check the pods' readiness probes and events: `kubectl describe pod` on them."))
 
-    if local_policy and port is not None and eps:
-        mine = kube_proxy_selection(eps, node, local=True)
-        if not mine:
-            pol = "internalTrafficPolicy" if via == "cluster-ip" else "externalTrafficPolicy"
-            where = sorted({e.node or "?" for e in eps if e.ready})
-            diags.append(Diagnostic(
-                "no-local-endpoints", "error",
-                f"{svc.key} has {pol}: Local and node {node} runs none of its ready endpoints (they run on "
-                f"{', '.join(where) or 'no node'}), so this node drops the traffic instead of forwarding it.",
-                f"Send the traffic to a node that runs a pod of {svc.name} (the load balancer's health check on "
-                f"{svc.health_check_node_port or 'the healthCheckNodePort'} does that), or set {pol}: Cluster "
-                "(the client's source address is then lost)."))
+    selection = selection_for(cluster, svc, port, node)
+    if local_policy and port is not None and eps and selection is not None and not selection.local_endpoints:
+        pol = "internalTrafficPolicy" if via == "cluster-ip" else "externalTrafficPolicy"
+        where = sorted({e.node or "?" for e in eps if e.ready})
+        diags.append(Diagnostic(
+            "no-local-endpoints", "error",
+            f"{svc.key} has {pol}: Local and node {node} runs none of its ready endpoints (they run on "
+            f"{', '.join(where) or 'no node'}), so this node drops the traffic instead of forwarding it.",
+            f"Send the traffic to a node that runs a pod of {svc.name} (the load balancer's health check on "
+            f"{svc.health_check_node_port or 'the healthCheckNodePort'} does that), or set {pol}: Cluster "
+            "(the client's source address is then lost)."))
 
     if via == "load-balancer" and svc.lb_source_ranges and not _in_ranges(exp.source.ip, svc.lb_source_ranges):
         diags.append(Diagnostic(
@@ -240,7 +254,7 @@ def diagnose(snap: Snapshot, exp: Explanation, rs: Ruleset) -> None:
             "address as the source instead of its own.",
             "Expected behaviour; the CNI bridge needs hairpin mode for such packets to come back to the pod."))
 
-    _rules_checks(snap, exp, rs, eps, local_policy)
+    _rules_checks(snap, exp, rs, selection)
     _dataplane_checks(snap, exp, rs)
 
     uncertain = [o for o in exp.outcomes if not o.certain]
@@ -252,25 +266,23 @@ def diagnose(snap: Snapshot, exp: Explanation, rs: Ruleset) -> None:
             "Give what is missing (--ipset, the interface) or read the rules named in the warnings."))
 
 
-def _rules_checks(snap: Snapshot, exp: Explanation, rs: Ruleset, eps: list[EndpointView], local_policy: bool) -> None:
+def _rules_checks(snap: Snapshot, exp: Explanation, rs: Ruleset, selection: EndpointSelection | None) -> None:
     svc, port, node = exp.service, exp.port, exp.node
-    if port is None or svc.port_by(port.port) is None or svc.headless:
+    if port is None or svc.port_by(port.port) is None or svc.headless or selection is None:
         return
     proto = port.protocol.lower()
     cluster_chain = svc_chain(svc.namespace, svc.name, port.name, proto)
-    local_chain = svl_chain(svc.namespace, svc.name, port.name, proto)
     legacy_chain = svc_chain(svc.namespace, svc.name, port.name, proto, legacy_port_format=True)
     chain = cluster_chain if rs.chain("nat", cluster_chain) else (
         legacy_chain if rs.chain("nat", legacy_chain) else None)
-    expected = kube_proxy_selection(eps, node, local=False)
+    expected = list(selection.cluster_endpoints or ())
     services = rs.chain("nat", "KUBE-SERVICES")
     vip_rule = services is not None and any(f"-d {ip}/" in r.text or f"-d {ip} " in r.text
                                             for ip in svc.cluster_ips if ip != "None" for r in services.raw)
     if expected and chain is None and not vip_rule:
-        diags = exp.diagnostics
-        diags.append(Diagnostic(
+        exp.diagnostics.append(Diagnostic(
             "rules-missing", "error",
-            f"the API has {svc.key}:{port.name or port.port} with {len(expected)} ready endpoint(s), but node "
+            f"the API has {svc.key}:{port.name or port.port} with {len(expected)} usable endpoint(s), but node "
             f"{node}'s rules have no {cluster_chain} chain and no KUBE-SERVICES rule for its cluster IP: kube-proxy "
             "has not programmed it.",
             "Check kube-proxy on that node (`kubectl -n kube-system logs` of its pod): iptables-restore failures, "
@@ -279,22 +291,25 @@ def _rules_checks(snap: Snapshot, exp: Explanation, rs: Ruleset, eps: list[Endpo
     if chain is None:
         return
     programmed = _programmed_endpoints(rs, chain) or set()
-    want = {e.endpoint for e in expected if e.port is not None}
-    if want != programmed and want:
+    want = {e.endpoint for e in expected}
+    if want != programmed and (want or programmed):
         extra = sorted(programmed - want)
         missing = sorted(want - programmed)
         parts = []
         if extra:
-            parts.append(f"DNATs to {', '.join(extra[:5])}, which the API no longer lists as usable")
+            why = []
+            for ep in extra[:5]:
+                v = selection.verdict(ep)
+                why.append(f"{ep} ({v.cluster_reason})" if v is not None else f"{ep} (not in the API)")
+            parts.append(f"DNATs to {', '.join(why)}")
         if missing:
             parts.append(f"lacks {', '.join(missing[:5])}")
         exp.diagnostics.append(Diagnostic(
             "rules-stale", "error",
-            f"node {node}'s {chain} (for {svc.key}:{port.name or port.port}) " + " and ".join(parts) + ".",
+            f"node {node}'s {chain} (for {svc.key}:{port.name or port.port}) " + " and ".join(parts) +
+            ", compared with what kube-proxy would program from the API's endpoints.",
             "kube-proxy on this node is behind the API: look at its logs, and compare with another node "
             "(`svctrace explain ... --node OTHER`)."))
-    _ = local_chain  # Local-policy chains legitimately differ per node: not compared here
-    _ = sep_chain
     _nodes_disagree(snap, exp, chain, programmed)
 
 
