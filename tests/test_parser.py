@@ -158,3 +158,11 @@ def test_restore_delete_chain_and_insert() -> None:
     rs = load_ruleset(text, "t")
     assert rs.chain("nat", "B") is None
     assert [r.target.name for r in rs.chain("nat", "A").rules] == ["B", "RETURN"]
+
+
+def test_headerless_rules_are_placed_by_their_targets() -> None:
+    # No chain-name hint at all: only the DNAT target says this chain is in nat, and its caller follows.
+    rs = load_ruleset("-A ENTRY -j MYCHAIN\n-A MYCHAIN -p tcp -j DNAT --to-destination 10.0.0.1:80\n"
+                      "-A OTHER -p tcp -j REJECT\n", "t")
+    assert rs.chain("nat", "MYCHAIN") is not None and rs.chain("nat", "ENTRY") is not None
+    assert rs.chain("filter", "OTHER") is not None

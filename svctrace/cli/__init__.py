@@ -39,8 +39,15 @@ def _root(
     """svctrace: trace packets through kube-proxy's rules."""
 
 
-from svctrace.cli import explain as _explain  # noqa: E402,F401  (registers the commands)
-from svctrace.cli import trace as _trace  # noqa: E402,F401
+
+
+def emit_json(doc: object, warnings: list) -> None:
+    """-o json: the document on stdout and nothing else; warnings on stderr."""
+    import json
+
+    sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+    for w in warnings:
+        sys.stderr.write(f"svctrace: warning: {w}\n")
 
 
 def error(message: str, code: int = 2) -> None:
@@ -67,3 +74,7 @@ def main() -> None:
             raise
         error(f"internal error: {type(e).__name__}: {e} (run with SVCTRACE_DEBUG=1 for details, and please "
               "report it with the input that caused it)", 70)
+
+
+from svctrace.cli import explain as _explain  # noqa: E402,F401  (registers the commands)
+from svctrace.cli import trace as _trace  # noqa: E402,F401

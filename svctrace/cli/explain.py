@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from enum import StrEnum
 
 import typer
 from rich.console import Console
 
-from svctrace.cli import app
+from svctrace.cli import app, emit_json
 from svctrace.cli.trace import Output, Proto
 from svctrace.errors import InputError
 from svctrace.explain import VIA, Request, explain
@@ -63,9 +61,7 @@ def explain_cmd(
                   source=source, to=to.value if to else None, node=node, returning_client=returning_client)
     exp = explain(snap, req)
     if output is Output.json:
-        sys.stdout.write(json.dumps(exp.to_json(), indent=2) + "\n")
-        for w in exp.warnings:
-            sys.stderr.write(f"svctrace: warning: {w}\n")
+        emit_json(exp.to_json(), exp.warnings)
     else:
         from svctrace.render.explain import render_explanation
 

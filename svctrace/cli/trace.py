@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from enum import StrEnum
 from importlib import resources
@@ -11,7 +10,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from svctrace.cli import app
+from svctrace.cli import app, emit_json
 from svctrace.errors import InputError, SvctraceError
 from svctrace.model import NodeFacts, Packet
 from svctrace.netfilter import load_ruleset, trace
@@ -128,9 +127,7 @@ def trace_cmd(
     rs = load_ruleset(text, name, table)
     result = trace(rs, pkt, facts)
     if output is Output.json:
-        sys.stdout.write(json.dumps(result.to_json(), indent=2) + "\n")
-        for w in result.warnings:
-            sys.stderr.write(f"svctrace: warning: {w}\n")
+        emit_json(result.to_json(), result.warnings)
     else:
         from svctrace.render.text import render_trace
 

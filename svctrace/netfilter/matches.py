@@ -409,28 +409,23 @@ def _mask_value(text: str) -> tuple[int, int]:
     return int(text, 0), 0xFFFFFFFF
 
 
-def _mark(st: State, m: Match, node: NodeFacts) -> Result:
+def _marked(value: int, m: Match) -> Result:
     for o in m.opts:
         try:
             v, msk = _mask_value(o.arg)
         except ValueError:
-            return Unknown(f"mark:{o.arg}", f"mark {o.arg} matches")
-        ok = (st.mark & msk) == v
-        if ok == o.neg:
+            return Unknown(f"{m.module}:{o.arg}", f"{m.module} {o.arg} matches")
+        if ((value & msk) == v) == o.neg:
             return False
     return True
+
+
+def _mark(st: State, m: Match, node: NodeFacts) -> Result:
+    return _marked(st.mark, m)
 
 
 def _connmark(st: State, m: Match, node: NodeFacts) -> Result:
-    for o in m.opts:
-        try:
-            v, msk = _mask_value(o.arg)
-        except ValueError:
-            return Unknown(f"connmark:{o.arg}", f"connmark {o.arg} matches")
-        ok = (st.ctmark & msk) == v
-        if ok == o.neg:
-            return False
-    return True
+    return _marked(st.ctmark, m)
 
 
 def _ct_states(st: State, with_nat: bool) -> set[str]:

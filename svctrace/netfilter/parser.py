@@ -526,9 +526,10 @@ def _infer_tables(chains: dict[str, list[tuple[str, list[str], _Stmt]]]) -> dict
         for kind, toks, _ in stmts:
             if kind not in ("-A", "-I"):
                 continue
-            for i, tok in enumerate(toks):
-                if tok in ("-j", "-g") and i + 1 < len(toks):
-                    tgt = toks[i + 1]
+            words = toks[:2] + toks[2].split() if kind == "-A" and len(toks) == 3 else toks  # "-A" keeps the rest whole
+            for i, tok in enumerate(words):
+                if tok in ("-j", "-g") and i + 1 < len(words):
+                    tgt = words[i + 1]
                     if tgt in ("DNAT", "SNAT", "MASQUERADE", "REDIRECT", "NETMAP"):
                         vote_nat += 3
                     elif tgt in ("REJECT",):

@@ -46,6 +46,13 @@ class Opt:
         return self.args[0] if self.args else ""
 
 
+def find_opt(opts: list[Opt], name: str) -> Opt | None:
+    for o in opts:
+        if o.name == name:
+            return o
+    return None
+
+
 @dataclass(slots=True)
 class Match:
     """A generic option (`module` is "-s", "-d", "-p", "-i", "-o", "-f") or a match module with options."""
@@ -57,10 +64,7 @@ class Match:
     cache: object = None  # evaluator's precompiled form
 
     def opt(self, name: str) -> Opt | None:
-        for o in self.opts:
-            if o.name == name:
-                return o
-        return None
+        return find_opt(self.opts, name)
 
 
 @dataclass(slots=True)
@@ -70,10 +74,7 @@ class Target:
     goto: bool = False
 
     def opt(self, name: str) -> Opt | None:
-        for o in self.opts:
-            if o.name == name:
-                return o
-        return None
+        return find_opt(self.opts, name)
 
 
 @dataclass(slots=True)
