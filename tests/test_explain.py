@@ -405,3 +405,14 @@ def test_configz_and_cidr_inference(tmp_path: Path) -> None:
     assert snap.cluster.proxy.cluster_cidr == "10.244.0.0/16"
     assert snap.cluster.proxy.sources["cluster_cidr"] == "nodes/node01/configz.json"
     assert snap.cluster.proxy.mode == "iptables"
+
+
+def test_cluster_json_may_be_an_array_of_lists(tmp_path: Path) -> None:
+    objs = _objs()
+    root = write_snapshot(tmp_path / "s", objs)
+    cm = [o for o in objs if o["kind"] in ("ConfigMap", "DaemonSet")]
+    rest = [o for o in objs if o["kind"] not in ("ConfigMap", "DaemonSet")]
+    (root / "cluster.json").write_text(json.dumps([{"kind": "List", "items": rest}, {"kind": "List", "items": cm}]))
+    snap = load_snapshot(str(root))
+    assert snap.cluster.proxy.cluster_cidr == "10.244.0.0/16" and snap.cluster.proxy.version == "v1.30.2"
+    assert len(ask("svc/web", snap).outcomes) == 3
