@@ -5,7 +5,7 @@ _svctrace() {
     prev="${COMP_WORDS[COMP_CWORD-1]}"
     cmd="${COMP_WORDS[1]}"
     if [[ $COMP_CWORD -eq 1 ]]; then
-        COMPREPLY=($(compgen -W "explain trace --version --help" -- "$cur"))
+        COMPREPLY=($(compgen -W "explain simulate trace --version --help" -- "$cur"))
         return
     fi
     case "$cmd" in
@@ -24,6 +24,18 @@ _svctrace() {
         esac
         COMPREPLY=($(compgen -W "--namespace -n --port --proto -p --from --to --node --snapshot --demo --returning-client --context --kubeconfig --output -o --help -h" -- "$cur"))
         [[ "$cur" != -* ]] && COMPREPLY+=($(compgen -f -- "$cur"))
+        ;;
+    simulate)
+        case "$prev" in
+            --filename|-f) COMPREPLY=($(compgen -f -- "$cur")); return;;
+            --node) COMPREPLY=($(compgen -f -- "$cur")); return;;
+            --mode) COMPREPLY=($(compgen -W "iptables nftables ipvs" -- "$cur")); return;;
+            --kube-version) COMPREPLY=($(compgen -f -- "$cur")); return;;
+            --cluster-cidr) COMPREPLY=($(compgen -f -- "$cur")); return;;
+            --service-cidr) COMPREPLY=($(compgen -f -- "$cur")); return;;
+            --output-dir|-o) COMPREPLY=($(compgen -f -- "$cur")); return;;
+        esac
+        COMPREPLY=($(compgen -W "--filename -f --node --mode --kube-version --cluster-cidr --service-cidr --output-dir -o --help -h" -- "$cur"))
         ;;
     trace)
         case "$prev" in

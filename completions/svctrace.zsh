@@ -4,6 +4,7 @@ _svctrace() {
   local -a commands
   commands=(
     'explain:Explain where traffic to a Service goes'
+    'simulate:Generate the rules kube-proxy would program for these objects, as iptables-save or as a snapshot'
     'trace:Walk one packet through one nodes iptables rules'
   )
   if (( CURRENT == 2 )); then
@@ -27,6 +28,18 @@ _svctrace() {
         {--output,-o}'[Output format]:value:(text json)' \
         {--help,-h}'[Show help]' \
         '*:file:_files'
+      ;;
+    simulate)
+      _arguments \
+        {--filename,-f}'[YAML or JSON with Services, Pods, Deployments, EndpointSlices, Nodes, the kube-proxy ConfigMap]:value:_files' \
+        '--node[Node(s) whose rules to generate (default: every node; Local traffic policies differ per node)]:value:_files' \
+        '--mode[kube-proxy mode to simulate]:value:(iptables nftables ipvs)' \
+        '--kube-version[kube-proxy version: spellings and chains differ (KUBE-XLB before 1]:value:_files' \
+        '--cluster-cidr[Pod CIDR (default: the kube-proxy ConfigMap among the inputs, else the nodes podCIDRs)]:value:_files' \
+        '--service-cidr[Where missing cluster IPs are allocated from]:value:_files' \
+        {--output-dir,-o}'[Write a snapshot bundle here (explain and tui can open it) instead of printing iptables-save]:value:_files' \
+        {--help,-h}'[Show help]' \
+        ''
       ;;
     trace)
       _arguments \

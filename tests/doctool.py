@@ -21,6 +21,10 @@ WIDTH = "100"
 
 def run_command(cmd: str) -> str:
     argv = shlex.split(cmd)
+    if "-o" in argv and argv[:2] == ["svctrace", "simulate"]:
+        import shutil
+
+        shutil.rmtree(argv[argv.index("-o") + 1], ignore_errors=True)  # the page writes a fresh bundle
     exe = Path(sys.executable).parent / argv[0]
     if exe.exists():
         argv[0] = str(exe)

@@ -1,0 +1,113 @@
+"""`svctrace simulate`: the rules kube-proxy would program for objects you have (or are about to apply)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from svctrace import __version__
+from svctrace.cli import app
+from svctrace.cli.trace import read_input
+from svctrace.errors import InputError
+
+
+class Mode(StrEnum):
+    iptables = "iptables"
+    nftables = "nftables"
+    ipvs = "ipvs"
+
+
+def read_objects(path: str) -> list[dict[str, Any]]:
+    """Objects from a YAML or JSON file: one, several (`---`), or a List as `kubectl get -o json` prints it."""
+    from svctrace.kubeproxy.simulate import objects_of
+
+    text, name = read_input(path)
+    stripped = text.lstrip()
+    if stripped.startswith(("{", "[")):
+        try:
+            doc: Any = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise InputError(f"broken JSON: {e.msg}", source=name, line=e.lineno) from None
+    else:
+        import yaml  # PyYAML comes with the kubernetes client
+
+        try:
+            doc = [d for d in yaml.safe_load_all(text) if d is not None]
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            raise InputError(f"broken YAML: {getattr(e, 'problem', None) or e}", source=name,
+                             line=mark.line + 1 if mark else None) from None
+    objs = objects_of(doc)
+    if not objs:
+        raise InputError("no Kubernetes objects in it (expected YAML/JSON with `kind:`)", source=name)
+    return objs
+
+
+@app.command("simulate")
+def simulate_cmd(
+    files: list[str] = typer.Option(..., "--filename", "-f", help="YAML or JSON with Services, Pods, Deployments, "
+                                    "EndpointSlices, Nodes, the kube-proxy ConfigMap... (repeatable; - for stdin; "
+                                    "a snapshot's cluster.json works as is)."),
+    node: list[str] = typer.Option([], "--node", help="Node(s) whose rules to generate (default: every node; "
+                                   "Local traffic policies differ per node)."),
+    mode: Mode = typer.Option(Mode.iptables, "--mode", help="kube-proxy mode to simulate."),
+    kube_version: str = typer.Option("1.30", "--kube-version", help="kube-proxy version: spellings and chains "
+                                     "differ (KUBE-XLB before 1.24, KUBE-MARK-DROP before 1.25, ...)."),
+    cluster_cidr: str | None = typer.Option(None, "--cluster-cidr", help="Pod CIDR (default: the kube-proxy "
+                                            "ConfigMap among the inputs, else the nodes' podCIDRs)."),
+    service_cidr: str = typer.Option("10.96.0.0/12", "--service-cidr", help="Where missing cluster IPs are "
+                                     "allocated from."),
+    out: Path | None = typer.Option(None, "--output-dir", "-o", help="Write a snapshot bundle here (explain and "
+                                    "tui can open it) instead of printing iptables-save."),
+) -> None:
+    """Generate the rules kube-proxy would program for these objects, as iptables-save or as a snapshot."""
+    from svctrace.kubeproxy.endpoints import parse_version
+    from svctrace.kubeproxy.simulate import simulate
+
+    if mode is not Mode.iptables:
+        raise InputError(f"--mode {mode.value}: only iptables-mode rules can be generated in this version")
+    try:
+        parse_version(kube_version)
+    except ValueError as e:
+        raise InputError(f"--kube-version: {e}") from None
+    objs: list[dict[str, Any]] = []
+    for f in files:
+        objs += read_objects(f)
+    try:
+        sim = simulate(objs, nodes=node or None, kube_version=kube_version.lstrip("v"), cluster_cidr=cluster_cidr,
+                       service_cidr=service_cidr)
+    except ValueError as e:
+        raise InputError(str(e)) from None
+    for n in sim.notes:
+        sys.stderr.write(f"svctrace: note: {n}\n")
+    if out is None:
+        for i, (name, dump) in enumerate(sim.dumps.items()):
+            if len(sim.dumps) > 1:
+                sys.stdout.write(("\n" if i else "") + f"# node {name}\n")
+            sys.stdout.write(dump)
+        return
+    write_bundle(out, sim)
+    sys.stderr.write(f"svctrace: wrote {out} ({len(sim.dumps)} node(s)); try: svctrace explain svc/NAME "
+                     f"--snapshot {out}\n")
+
+
+def write_bundle(out: Path, sim: Any) -> None:
+    if out.exists() and any(out.iterdir()):
+        raise InputError("exists and is not empty: choose a new directory", source=str(out))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "cluster.json").write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": sim.objects},
+                                                 indent=2) + "\n")
+    meta = {"format": "svctrace-snapshot/1", "svctrace": __version__, "simulated": True, "proxy_mode": "iptables",
+            "server_version": f"v{sim.kube_version}", "cluster_cidr": sim.cluster_cidr,
+            "nodes": {n: {"transport": "simulate", "backend": "nft", "ok": True} for n in sim.dumps}}
+    (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    for name, dump in sim.dumps.items():
+        d = out / "nodes" / name
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "iptables-save").write_text(dump)
+        (d / "proxy-mode").write_text("iptables\n")

@@ -1,0 +1,326 @@
+"""What kube-proxy would program for a set of objects: fill in what the API server and controllers
+would (cluster IPs, node ports, EndpointSlices from Pods, Pods from workloads), then generate.
+
+Pure: takes Kubernetes objects as plain dicts, returns texts. Used by `svctrace simulate`.
+"""
+
+from __future__ import annotations
+
+import copy
+import ipaddress
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from svctrace.kubeproxy.generate import ProxyConfig, generate, to_save
+
+Obj = dict[str, Any]
+WORKLOADS = ("Deployment", "StatefulSet", "ReplicaSet", "DaemonSet", "ReplicationController")
+DEFAULT_SERVICE_CIDR = "10.96.0.0/12"
+DEFAULT_NODE = ("node-1", "192.168.0.10", "10.244.0.0/24")
+NODE_PORT_RANGE = (30000, 32767)
+
+
+@dataclass
+class Simulation:
+    objects: list[Obj]  # the completed objects (what a snapshot's cluster.json holds)
+    dumps: dict[str, str]  # node name -> iptables-save text
+    cluster_cidr: str | None
+    kube_version: str
+    notes: list[str] = field(default_factory=list)  # what was filled in or inferred, one sentence each
+
+
+def objects_of(doc: Any) -> list[Obj]:
+    """Flatten Lists (and lists of them) into objects with a kind."""
+    out: list[Obj] = []
+    if isinstance(doc, list):
+        for d in doc:
+            out += objects_of(d)
+    elif isinstance(doc, dict):
+        if isinstance(doc.get("items"), list):
+            out += objects_of(doc["items"])
+        elif doc.get("kind"):
+            out.append(doc)
+    return out
+
+
+def _meta(o: Obj) -> Obj:
+    m = o.setdefault("metadata", {})
+    return m if isinstance(m, dict) else {}
+
+
+def _ns(o: Obj) -> str:
+    return str(_meta(o).get("namespace") or "default")
+
+
+def _name(o: Obj) -> str:
+    return str(_meta(o).get("name") or "")
+
+
+def _cidr_from_config(objs: list[Obj]) -> str | None:
+    for o in objs:
+        if o.get("kind") == "ConfigMap" and _ns(o) == "kube-system" and _name(o) in ("kube-proxy", "kube-proxy-config"):
+            for v in (o.get("data") or {}).values():
+                m = re.search(r"(?m)^\s*\"?clusterCIDR\"?\s*:\s*\"?([0-9a-fA-F.:/]+)", str(v))
+                if m:
+                    return m.group(1)
+        if o.get("kind") == "DaemonSet" and _ns(o) == "kube-system" and _name(o) == "kube-proxy":
+            for c in ((o.get("spec") or {}).get("template") or {}).get("spec", {}).get("containers") or []:
+                for a in (c.get("command") or []) + (c.get("args") or []):
+                    if str(a).startswith("--cluster-cidr="):
+                        return str(a).split("=", 1)[1]
+    return None
+
+
+def _supernet(cidrs: Iterable[str]) -> str | None:
+    nets = []
+    for c in cidrs:
+        try:
+            nets.append(ipaddress.ip_network(c, strict=False))
+        except ValueError:
+            continue
+    v4 = [n for n in nets if n.version == 4]
+    if not v4:
+        return None
+    net = v4[0]
+    while not all(x.subnet_of(net) for x in v4):
+        net = net.supernet()
+    return str(net)
+
+
+def _ready(pod: Obj) -> bool:
+    status = pod.get("status") or {}
+    for c in status.get("conditions") or []:
+        if c.get("type") == "Ready":
+            return c.get("status") == "True"
+    return status.get("phase") in (None, "Running")
+
+
+def _matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+class _Allocator:
+    def __init__(self, cidr: str, taken: Iterable[str], skip_first: int = 1) -> None:
+        self.net = ipaddress.ip_network(cidr, strict=False)
+        self.taken = {ipaddress.ip_address(t) for t in taken if _is_ip(t)}
+        self.next = int(self.net.network_address) + skip_first
+
+    def take(self) -> str:
+        while True:
+            ip = ipaddress.ip_address(self.next)
+            self.next += 1
+            if ip not in self.net:
+                raise ValueError(f"{self.net} is full")
+            if ip not in self.taken and ip != self.net.broadcast_address:
+                self.taken.add(ip)
+                return str(ip)
+
+
+def _is_ip(s: Any) -> bool:
+    try:
+        ipaddress.ip_address(str(s))
+        return True
+    except ValueError:
+        return False
+
+
+def complete(objects: list[Obj], *, service_cidr: str = DEFAULT_SERVICE_CIDR,
+             notes: list[str] | None = None) -> list[Obj]:
+    """Fill in what the API server and the controllers would: nodes, cluster IPs, node ports, pods of
+    workloads, pod IPs, EndpointSlices for selector Services. The input is not modified."""
+    notes = notes if notes is not None else []
+    objs = [copy.deepcopy(o) for o in objects]
+    nodes = [o for o in objs if o.get("kind") == "Node"]
+    if not nodes:
+        name, ip, cidr = DEFAULT_NODE
+        nodes = [{"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": {
+            "kubernetes.io/hostname": name}}, "spec": {"podCIDR": cidr, "podCIDRs": [cidr]},
+            "status": {"addresses": [{"type": "InternalIP", "address": ip}]}}]
+        objs += nodes
+        notes.append(f"no Node objects: simulated one node {name} ({ip}, podCIDR {cidr})")
+    workers = [n for n in nodes if not any("control-plane" in k or k.endswith("/master")
+                                           for k in (_meta(n).get("labels") or {}))] or nodes
+    pod_alloc: dict[str, _Allocator] = {}
+    all_pod_ips = [str((o.get("status") or {}).get("podIP")) for o in objs if o.get("kind") == "Pod"]
+    for n in nodes:
+        cidrs = (n.get("spec") or {}).get("podCIDRs") or ([n["spec"]["podCIDR"]] if (n.get("spec") or {}).get(
+            "podCIDR") else [])
+        if cidrs:
+            pod_alloc[_name(n)] = _Allocator(cidrs[0], [ip for ip in all_pod_ips if ip], skip_first=10)
+
+    # Workloads -> pods (the ReplicaSet / StatefulSet controllers), spread over the workers.
+    rr = 0
+    for w in [o for o in objs if o.get("kind") in WORKLOADS]:
+        spec = w.get("spec") or {}
+        tmpl = spec.get("template") or {}
+        count = len(workers) if w["kind"] == "DaemonSet" else int(spec.get("replicas", 1) if spec.get(
+            "replicas") is not None else 1)
+        for i in range(count):
+            node = workers[i % len(workers)] if w["kind"] == "DaemonSet" else workers[rr % len(workers)]
+            rr += 1
+            pname = f"{_name(w)}-{i}" if w["kind"] == "StatefulSet" else f"{_name(w)}-sim{i}"
+            objs.append({"apiVersion": "v1", "kind": "Pod",
+                         "metadata": {"name": pname, "namespace": _ns(w),
+                                      "labels": dict((tmpl.get("metadata") or {}).get("labels") or {})},
+                         "spec": {**(tmpl.get("spec") or {}), "nodeName": _name(node)},
+                         "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}})
+        if count:
+            notes.append(f"{w['kind']} {_ns(w)}/{_name(w)}: simulated {count} ready pod(s)")
+
+    # Pods: a node and an IP when they have none (the scheduler and the CNI).
+    for p in [o for o in objs if o.get("kind") == "Pod"]:
+        spec = p.setdefault("spec", {})
+        status = p.setdefault("status", {})
+        if not spec.get("nodeName"):
+            spec["nodeName"] = _name(workers[rr % len(workers)])
+            rr += 1
+            notes.append(f"pod {_ns(p)}/{_name(p)}: scheduled on {spec['nodeName']}")
+        if not status.get("podIP"):
+            host: Obj | None = next((n for n in nodes if _name(n) == spec["nodeName"]), None)
+            pod_ip: str | None
+            if spec.get("hostNetwork") and host is not None:
+                pod_ip = next((str(a["address"]) for a in (host.get("status") or {}).get("addresses") or []
+                           if a.get("type") == "InternalIP"), None)
+            else:
+                alloc = pod_alloc.get(spec["nodeName"])
+                pod_ip = alloc.take() if alloc else None
+            if pod_ip:
+                status["podIP"] = pod_ip
+                status["podIPs"] = [{"ip": pod_ip}]
+                status.setdefault("phase", "Running")
+
+    # Services: cluster IPs and node ports (the API server's allocators).
+    services = [o for o in objs if o.get("kind") == "Service"]
+    svc_alloc = _Allocator(service_cidr, [str((s.get("spec") or {}).get("clusterIP")) for s in services],
+                           skip_first=10)
+    used_ports = {p.get("nodePort") for s in services for p in (s.get("spec") or {}).get("ports") or []}
+    next_port = NODE_PORT_RANGE[0]
+    for s in services:
+        spec = s.setdefault("spec", {})
+        stype = spec.get("type") or "ClusterIP"
+        # An object with a cluster IP came from the API server, which already allocated what it would.
+        applied = bool(spec.get("clusterIP"))
+        if stype != "ExternalName" and not spec.get("clusterIP"):
+            spec["clusterIP"] = svc_alloc.take()
+            spec["clusterIPs"] = [spec["clusterIP"]]
+            notes.append(f"Service {_ns(s)}/{_name(s)}: cluster IP {spec['clusterIP']} allocated from {service_cidr}")
+        wants_ports = stype == "NodePort" or (stype == "LoadBalancer" and spec.get("allocateLoadBalancerNodePorts",
+                                                                                   True) is not False)
+        if wants_ports and not applied:
+            for p in spec.get("ports") or []:
+                if not p.get("nodePort"):
+                    while next_port in used_ports:
+                        next_port += 1
+                    p["nodePort"] = next_port
+                    used_ports.add(next_port)
+                    notes.append(f"Service {_ns(s)}/{_name(s)} port {p.get('name') or p.get('port')}: "
+                                 f"nodePort {next_port} allocated")
+
+    # EndpointSlices for selector Services that have none (the EndpointSlice controller).
+    have = {(_ns(o), (_meta(o).get("labels") or {}).get("kubernetes.io/service-name"))
+            for o in objs if o.get("kind") == "EndpointSlice"}
+    have |= {(_ns(o), _name(o)) for o in objs if o.get("kind") == "Endpoints"}
+    pods = [o for o in objs if o.get("kind") == "Pod"]
+    for s in services:
+        sel = (s.get("spec") or {}).get("selector")
+        if not sel or (_ns(s), _name(s)) in have:
+            continue
+        slices = endpoint_slices_for(s, pods)
+        objs += slices
+        count = sum(len(x["endpoints"]) for x in slices)
+        notes.append(f"Service {_ns(s)}/{_name(s)}: EndpointSlice built from {count} matching pod(s)")
+    return objs
+
+
+def _resolve(target: Any, pod: Obj, protocol: str) -> int | None:
+    if target is None:
+        return None
+    if isinstance(target, int) or str(target).isdigit():
+        return int(target)
+    for c in (pod.get("spec") or {}).get("containers") or []:
+        for p in c.get("ports") or []:
+            if p.get("name") == target and (p.get("protocol") or "TCP") == protocol:
+                return int(p["containerPort"])
+    return None
+
+
+def endpoint_slices_for(svc: Obj, pods: list[Obj]) -> list[Obj]:
+    """What the EndpointSlice controller makes: one slice per distinct resolved port set."""
+    spec = svc.get("spec") or {}
+    sel = spec.get("selector") or {}
+    groups: dict[tuple, list[Obj]] = {}
+    for p in pods:
+        if _ns(p) != _ns(svc) or not _matches(sel, _meta(p).get("labels") or {}):
+            continue
+        if not (p.get("status") or {}).get("podIP"):
+            continue
+        resolved = []
+        for sp in spec.get("ports") or []:
+            proto = sp.get("protocol") or "TCP"
+            num = _resolve(sp.get("targetPort", sp.get("port")), p, proto)
+            if num is not None:
+                resolved.append((sp.get("name") or "", num, proto))
+        groups.setdefault(tuple(resolved), []).append(p)
+    out = []
+    for i, (ports, members) in enumerate(sorted(groups.items(), key=lambda kv: kv[0])):
+        eps = []
+        for p in sorted(members, key=lambda x: x["status"]["podIP"]):
+            ready = _ready(p)
+            terminating = bool(_meta(p).get("deletionTimestamp"))
+            eps.append({"addresses": [p["status"]["podIP"]],
+                        "conditions": {"ready": ready and not terminating, "serving": ready,
+                                       "terminating": terminating},
+                        "nodeName": p["spec"].get("nodeName"),
+                        "targetRef": {"kind": "Pod", "name": _name(p), "namespace": _ns(p)}})
+        out.append({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                    "metadata": {"name": f"{_name(svc)}-sim{i}", "namespace": _ns(svc),
+                                 "labels": {"kubernetes.io/service-name": _name(svc),
+                                            "endpointslice.kubernetes.io/managed-by": "svctrace-simulate"}},
+                    "addressType": "IPv4", "endpoints": eps,
+                    "ports": [{"name": n, "port": num, "protocol": proto} for n, num, proto in ports]})
+    if not out:
+        out.append({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                    "metadata": {"name": f"{_name(svc)}-sim0", "namespace": _ns(svc),
+                                 "labels": {"kubernetes.io/service-name": _name(svc),
+                                            "endpointslice.kubernetes.io/managed-by": "svctrace-simulate"}},
+                    "addressType": "IPv4", "endpoints": [], "ports": []})
+    return out
+
+
+def simulate(objects: list[Obj], *, nodes: list[str] | None = None, kube_version: str = "1.30",
+             cluster_cidr: str | None = None, service_cidr: str = DEFAULT_SERVICE_CIDR) -> Simulation:
+    """kube-proxy's iptables rules on each node (or the named ones) for these objects."""
+    notes: list[str] = []
+    objs = complete(objects, service_cidr=service_cidr, notes=notes)
+    cidr = _cidr_from_config(objs)
+    if cidr is not None and cluster_cidr is not None and cidr != cluster_cidr:
+        notes.append(f"--cluster-cidr {cluster_cidr} overrides the kube-proxy configuration's {cidr}")
+    if cluster_cidr is not None:
+        cidr = cluster_cidr
+    if cidr is None:
+        pod_cidrs = [c for o in objs if o.get("kind") == "Node"
+                     for c in ((o.get("spec") or {}).get("podCIDRs") or [])]
+        cidr = _supernet(pod_cidrs)
+        if cidr:
+            notes.append(f"cluster CIDR {cidr} inferred from the nodes' podCIDRs (no kube-proxy configuration "
+                         "among the inputs and no --cluster-cidr)")
+    node_objs = {_name(o): o for o in objs if o.get("kind") == "Node"}
+    names = nodes or list(node_objs)
+    for n in names:
+        if n not in node_objs:
+            raise ValueError(f"no node {n} among the inputs (nodes: {', '.join(node_objs)})")
+    kinds: dict[str, list[Obj]] = {}
+    for o in objs:
+        kinds.setdefault(str(o.get("kind")), []).append(o)
+    dumps: dict[str, str] = {}
+    for n in names:
+        addrs = [a["address"] for a in (node_objs[n].get("status") or {}).get("addresses") or []
+                 if a.get("type") in ("InternalIP", "ExternalIP")]
+        cfg = ProxyConfig(node_name=n, node_ips=tuple(addrs), cluster_cidr=cidr, kube_version=kube_version,
+                          kubelet_rules=True)
+        rules = generate(kinds.get("Service", []), kinds.get("EndpointSlice", []), cfg, nodes=kinds.get("Node", []),
+                         endpoints=kinds.get("Endpoints"))
+        dumps[n] = to_save(rules)
+    return Simulation(objs, dumps, cidr, kube_version, notes)

@@ -1,0 +1,169 @@
+"""`svctrace simulate`: kube-proxy's rules for objects, checked against kube-proxy's own expected dumps,
+the real iptables-restore, the kernel, and explain."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import KP_IPTABLES, need_corpus
+
+from svctrace.explain import Request, explain
+from svctrace.kubeproxy.simulate import complete, endpoint_slices_for, simulate
+from svctrace.model import NodeFacts, Packet
+from svctrace.netfilter import load_ruleset, trace
+from svctrace.snapshot import load_snapshot
+
+BIN = Path(sys.executable).parent
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "kube-proxy"
+
+APP = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: shop, namespace: demo}
+spec:
+  replicas: 3
+  template:
+    metadata: {labels: {app: shop}}
+    spec:
+      containers:
+      - name: shop
+        image: shop:1
+        ports: [{name: web, containerPort: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: shop, namespace: demo}
+spec:
+  type: NodePort
+  selector: {app: shop}
+  ports: [{name: http, port: 80, targetPort: web}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: nothing, namespace: demo}
+spec:
+  selector: {app: nope}
+  ports: [{port: 80}]
+"""
+
+
+def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "SVCTRACE_DEBUG"}
+    return subprocess.run([str(BIN / "svctrace"), *args], capture_output=True, text=True, input=stdin, env=env,
+                          timeout=60)
+
+
+@pytest.mark.parametrize("fixture", sorted(FIXTURES.glob("*.json")), ids=lambda p: p.stem)
+def test_yaml_of_the_corpus_services_gives_kube_proxys_dump(fixture: Path, tmp_path: Path) -> None:
+    """The corpus's Services and EndpointSlices, written as YAML, through the CLI's reader and the completion
+    step: the dump equals kube-proxy's expected rules.iptables-save rule for rule."""
+    need_corpus()
+    from svctrace.cli.simulate import read_objects
+    from svctrace.kubeproxy.generate import ProxyConfig, generate, to_save
+
+    fx = json.loads(fixture.read_text())
+    y = tmp_path / "in.yaml"
+    y.write_text(yaml.safe_dump_all(fx["services"] + fx["endpointSlices"]))
+    objs = read_objects(str(y))
+    done = complete([*objs, {"kind": "Node", "metadata": {"name": fx["config"]["node_name"]}, "spec": {}, "status": {"addresses": []}}])
+    kinds: dict[str, list[Any]] = {}
+    for o in done:
+        kinds.setdefault(o["kind"], []).append(o)
+    cfg = ProxyConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in fx["config"].items()})
+    got = to_save(generate(kinds.get("Service", []), kinds.get("EndpointSlice", []), cfg))
+    want = (KP_IPTABLES / fx["case"] / "rules.iptables-save").read_text()
+    from test_generate import drop_ignored_jumps
+
+    assert drop_ignored_jumps(got.splitlines(), fx) == drop_ignored_jumps(want.splitlines(), fx)
+
+
+def test_deployment_and_service_become_rules_and_a_snapshot(tmp_path: Path) -> None:
+    y = tmp_path / "app.yaml"
+    y.write_text(APP)
+    p = run("simulate", "-f", str(y))
+    assert p.returncode == 0, p.stderr
+    dump = p.stdout
+    assert "demo/shop:http -> 10.244.0.10:8080" in dump  # named targetPort resolved through the pods
+    assert "--probability 0.33333333349" in dump and "--dport 30000" in dump
+    assert '"demo/nothing has no endpoints"' in dump and "REJECT" in dump
+    assert "Deployment demo/shop: simulated 3 ready pod(s)" in p.stderr
+    out = tmp_path / "snap"
+    p = run("simulate", "-f", str(y), "-o", str(out))
+    assert p.returncode == 0, p.stderr
+    exp = explain(load_snapshot(str(out)), Request(target="svc/shop", namespace="demo", to="node-port"))
+    assert len(exp.outcomes) == 3 and all(o.masquerade for o in exp.outcomes)
+    assert {o.pod for o in exp.outcomes} == {"demo/shop-sim0", "demo/shop-sim1", "demo/shop-sim2"}
+    nothing = explain(load_snapshot(str(out)), Request(target="svc/nothing", namespace="demo"))
+    assert {d.code for d in nothing.diagnostics} >= {"no-endpoints", "selector-matches-no-pods"}
+
+
+def test_a_snapshots_cluster_json_works_as_is() -> None:
+    demo = Path(__file__).resolve().parents[1] / "svctrace" / "data" / "demo"
+    p = run("simulate", "-f", str(demo / "cluster.json"), "--node", "node02", "--kube-version", "1.30.2")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == (demo / "nodes" / "node02" / "iptables-save").read_text()
+
+
+def test_version_spellings() -> None:
+    objs = yaml.safe_load_all(APP)
+    old = simulate(list(objs), kube_version="1.23")
+    dump = next(iter(old.dumps.values()))
+    assert "KUBE-MARK-DROP" in dump and "KUBE-EXT-" not in dump
+    new = simulate(list(yaml.safe_load_all(APP)), kube_version="1.30")
+    assert "KUBE-EXT-" in next(iter(new.dumps.values()))
+
+
+def test_endpoint_slices_follow_readiness_and_named_ports() -> None:
+    svc = {"kind": "Service", "metadata": {"name": "s", "namespace": "n"},
+           "spec": {"selector": {"a": "b"}, "ports": [{"name": "h", "port": 80, "targetPort": "web"}]}}
+    pods = [{"kind": "Pod", "metadata": {"name": f"p{i}", "namespace": "n", "labels": {"a": "b"}},
+             "spec": {"nodeName": "x", "containers": [{"ports": [{"name": "web" if i != 2 else "other",
+                                                                  "containerPort": 8000 + i}]}]},
+             "status": {"podIP": f"10.0.0.{i}", "conditions": [{"type": "Ready", "status": "True" if i else "False"}]}}
+            for i in range(3)]
+    slices = endpoint_slices_for(svc, pods)
+    by_port = {tuple((p["port"]) for p in s["ports"]): s for s in slices}
+    assert set(by_port) == {(), (8000,), (8001,)}  # p2 declares no "web" port: a slice without that port
+    assert by_port[(8000,)]["endpoints"][0]["conditions"]["ready"] is False
+
+
+@pytest.mark.parametrize(("args", "stdin", "needle"), [
+    (("simulate", "-f", "-"), "kind: Service\nmetadata: {name: x\n", "<stdin>:"),
+    (("simulate", "-f", "-", "--mode", "nftables"), "kind: Service\n", "only iptables-mode"),
+    (("simulate", "-f", "-", "--node", "ghost"), "kind: Service\nmetadata: {name: x}\nspec: {ports: [{port: 1}]}\n",
+     "no node ghost"),
+    (("simulate", "-f", "-"), "just: text\n", "no Kubernetes objects"),
+    (("simulate", "-f", "-", "--kube-version", "banana"), "kind: Service\n", "not a Kubernetes version"),
+])
+def test_bad_input_is_one_line_exit_2(args: tuple[str, ...], stdin: str, needle: str) -> None:
+    p = run(*args, stdin=stdin)
+    assert p.returncode == 2 and needle in p.stderr and "Traceback" not in p.stderr, p.stderr
+
+
+@pytest.mark.kernel
+def test_simulated_rules_load_and_the_walk_agrees_with_the_kernel() -> None:
+    from kernellab import KernelLab, kernel_available
+    from test_kernel_agreement import compare
+
+    ok, why = kernel_available()
+    if not ok:
+        pytest.skip(why)
+    sim = simulate(list(yaml.safe_load_all(APP)), cluster_cidr="10.244.0.0/16")
+    dump = sim.dumps["node-1"]
+    rs = load_ruleset(dump, "sim")
+    node = NodeFacts.make(local_ips=["192.168.0.10"], route_localnet=True)
+    with KernelLab(["192.168.0.10"], route_localnet=True) as lab:
+        lab.load(dump)
+        cases = [("10.244.0.99", "10.96.0.10", 80), ("203.0.113.7", "192.168.0.10", 30000),
+                 ("10.244.0.99", "10.96.0.11", 80)]
+        for src, dst, dport in cases:
+            result = trace(rs, Packet.make(src=src, dst=dst, proto="tcp", dport=dport, local_ips=node.local_ips), node)
+            k = lab.probe(dst=dst, proto="tcp", dport=dport, src=src, samples=600 if len(result.outcomes) > 1 else 3)
+            compare(result, k, f"{src}->{dst}:{dport}")
