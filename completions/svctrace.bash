@@ -5,7 +5,7 @@ _svctrace() {
     prev="${COMP_WORDS[COMP_CWORD-1]}"
     cmd="${COMP_WORDS[1]}"
     if [[ $COMP_CWORD -eq 1 ]]; then
-        COMPREPLY=($(compgen -W "explain simulate trace --version --help" -- "$cur"))
+        COMPREPLY=($(compgen -W "explain learn simulate trace --version --help" -- "$cur"))
         return
     fi
     case "$cmd" in
@@ -23,6 +23,12 @@ _svctrace() {
             --output|-o) COMPREPLY=($(compgen -W "text json" -- "$cur")); return;;
         esac
         COMPREPLY=($(compgen -W "--namespace -n --port --proto -p --from --to --node --snapshot --demo --returning-client --context --kubeconfig --output -o --help -h" -- "$cur"))
+        [[ "$cur" != -* ]] && COMPREPLY+=($(compgen -f -- "$cur"))
+        ;;
+    learn)
+        case "$prev" in
+        esac
+        COMPREPLY=($(compgen -W "--list --reset --help -h" -- "$cur"))
         [[ "$cur" != -* ]] && COMPREPLY+=($(compgen -f -- "$cur"))
         ;;
     simulate)

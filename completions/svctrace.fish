@@ -16,6 +16,11 @@ complete -c svctrace -n '__fish_seen_subcommand_from explain' -l kubeconfig -r -
 complete -c svctrace -n '__fish_seen_subcommand_from explain' -l output -s o -r -a 'text json' -d 'Output format'
 complete -c svctrace -n '__fish_seen_subcommand_from explain' -l help -s h -d 'Show help'
 complete -c svctrace -n '__fish_seen_subcommand_from explain' -F
+complete -c svctrace -n '__fish_use_subcommand' -a learn -d 'Short lessons on Services and kube-proxy, each ending with questions the engine checks'
+complete -c svctrace -n '__fish_seen_subcommand_from learn' -l list -d 'List the lessons and what is done'
+complete -c svctrace -n '__fish_seen_subcommand_from learn' -l reset -d 'Forget the progress'
+complete -c svctrace -n '__fish_seen_subcommand_from learn' -l help -s h -d 'Show help'
+complete -c svctrace -n '__fish_seen_subcommand_from learn' -F
 complete -c svctrace -n '__fish_use_subcommand' -a simulate -d 'Generate the rules kube-proxy would program for these objects, as iptables-save or as a snapshot'
 complete -c svctrace -n '__fish_seen_subcommand_from simulate' -l filename -s f -r -F -d 'YAML or JSON with Services, Pods, Deployments, EndpointSlices, Nodes, the kube-proxy ConfigMap'
 complete -c svctrace -n '__fish_seen_subcommand_from simulate' -l node -r -F -d 'Node(s) whose rules to generate (default: every node; Local traffic policies differ per node)'

@@ -4,6 +4,7 @@ _svctrace() {
   local -a commands
   commands=(
     'explain:Explain where traffic to a Service goes'
+    'learn:Short lessons on Services and kube-proxy, each ending with questions the engine checks'
     'simulate:Generate the rules kube-proxy would program for these objects, as iptables-save or as a snapshot'
     'trace:Walk one packet through one nodes iptables rules'
   )
@@ -26,6 +27,13 @@ _svctrace() {
         '--context[kubeconfig context (live cluster)]:value:_files' \
         '--kubeconfig[kubeconfig file (live cluster)]:value:_files' \
         {--output,-o}'[Output format]:value:(text json)' \
+        {--help,-h}'[Show help]' \
+        '*:file:_files'
+      ;;
+    learn)
+      _arguments \
+        '--list[List the lessons and what is done]' \
+        '--reset[Forget the progress]' \
         {--help,-h}'[Show help]' \
         '*:file:_files'
       ;;

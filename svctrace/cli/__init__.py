@@ -77,5 +77,6 @@ def main() -> None:
 
 
 from svctrace.cli import explain as _explain  # noqa: E402,F401  (registers the commands)
+from svctrace.cli import learn as _learn  # noqa: E402,F401
 from svctrace.cli import simulate as _simulate  # noqa: E402,F401
 from svctrace.cli import trace as _trace  # noqa: E402,F401
