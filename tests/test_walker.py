@@ -255,3 +255,24 @@ def test_non_contiguous_mask() -> None:
     d = "*filter\n:FORWARD ACCEPT [0:0]\n-A FORWARD -s 10.9.0.5/255.255.0.255 -j DROP\nCOMMIT\n"
     assert run(d, src="10.9.77.5").outcomes[0].verdict == "drop"
     assert run(d, src="10.9.77.6").outcomes[0].verdict == "accept"
+
+
+def test_ipset_list_format_and_bitmap_ports() -> None:
+    listing = """Name: KUBE-CLUSTER-IP
+Type: hash:ip,port
+Header: family inet hashsize 1024 maxelem 65536
+Members:
+10.100.49.21,tcp:80
+...
+Name: KUBE-NODE-PORT-UDP
+Type: bitmap:port
+Members:
+31000
+"""
+    sets, warns = parse_ipset(listing)
+    assert sets["KUBE-CLUSTER-IP"].members == [("10.100.49.21", "tcp:80")]
+    assert any("elided" in w.message for w in warns)
+    node = NodeFacts.make(local_ips=["192.168.0.2"], ipsets=sets)
+    d = "*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -m set --match-set KUBE-NODE-PORT-UDP dst -j DROP\nCOMMIT\n"
+    assert run(d, dst="192.168.0.2", proto="udp", dport=31000, node=node).outcomes[0].verdict == "drop"
+    assert run(d, dst="192.168.0.2", proto="udp", dport=31001, node=node).outcomes[0].verdict == "accept"
