@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 
 from svctrace.errors import InputError, Warn
 from svctrace.model import IPSetDef, Packet
@@ -41,11 +42,11 @@ def parse_ipset(text: str, source: str = "<ipset>") -> tuple[dict[str, IPSetDef]
             current.family = "inet6"
         elif line.startswith("Members:"):
             in_members = True
-        elif (in_members and current is not None and ":" not in parts[0].rstrip(":")) or (
-                in_members and current is not None and parts[0].count(":") > 1):
+        elif in_members and current is not None:
+            if re.fullmatch(r"\.{2,}|…", parts[0]):
+                warns.append(Warn(f"ipset {current.name}: members elided here", source, no, "ipset"))
+                continue
             current.members.append(tuple(parts[0].split(",")))
-        elif in_members:
-            continue
         else:
             warns.append(Warn(f"not ipset syntax, skipped: {line[:60]}", source, no, "ipset"))
     if not seen_any and text.strip():
@@ -67,7 +68,7 @@ def _dim_value(pkt: Packet, flag: str, kind: str) -> str | None:
     return None
 
 
-def _member_dim_ok(member: str, value: str, kind: str) -> bool:
+def _member_dim_ok(member: str, value: str, kind: str, any_proto: bool = False) -> bool:
     if kind in ("ip", "net"):
         try:
             return ipaddress.ip_address(value) in ipaddress.ip_network(member.split(" ")[0], strict=False)
@@ -79,6 +80,8 @@ def _member_dim_ok(member: str, value: str, kind: str) -> bool:
         mproto = "tcp"
         if ":" in m:
             mproto, m = m.split(":", 1)
+        if any_proto:  # bitmap:port stores bare port numbers, for whatever protocol the rule matched
+            mproto = proto
         if "-" in m:
             lo, hi = m.split("-", 1)
             return mproto == proto and int(lo) <= int(port) <= int(hi)
@@ -104,6 +107,7 @@ def member_of(s: IPSetDef, pkt: Packet, flags: list[str]) -> bool | None:
     for member in s.members:
         if len(member) < len(kinds):
             continue
-        if all(_member_dim_ok(member[i], values[i], kinds[i]) for i in range(len(kinds))):
+        bitmap = s.type.startswith("bitmap:")
+        if all(_member_dim_ok(member[i], values[i], kinds[i], bitmap) for i in range(len(kinds))):
             return True
     return False
