@@ -64,6 +64,7 @@ _svctrace() {
         '--ipset[An `ipset save` dump, to decide -m set matches]:value:_files' \
         {--table,-t}'[Table of a dump with no *table header (iptables -t nat -S)]:value:_files' \
         {--no-route-localnet,--route-localnet}'[net]' \
+        '--kube-version[kube-proxy version, where behaviour differs and the dump does not say (IPVS ping before/after 1]:value:_files' \
         '--demo[Use the bundled example dump (node IP 192]' \
         {--output,-o}'[Output format]:value:(text json)' \
         {--help,-h}'[Show help]' \

@@ -120,3 +120,27 @@ def test_kubectl_plugin_entry_point() -> None:
         pytest.skip("kubectl-svctrace is not installed next to this interpreter")
     p = subprocess.run([str(exe), "--version"], capture_output=True, text=True, timeout=30)
     assert p.returncode == 0 and p.stdout.startswith("svctrace ")
+
+
+def test_trace_reads_a_snapshot_node_directory() -> None:
+    node01 = Path(__file__).resolve().parents[1] / "svctrace" / "data" / "demo" / "nodes" / "node01"
+    p = run("trace", str(node01), "--src", "10.244.1.50", "--dst", "10.96.0.10", "--proto", "udp", "--dport", "53",
+            "--local-ip", "192.168.56.11", "-o", "json")
+    assert p.returncode == 0, p.stderr
+    assert sorted(o["dnat"] for o in json.loads(p.stdout)["outcomes"]) == ["10.244.0.2:53", "10.244.0.3:53"]
+
+
+def test_trace_ipvs_with_its_iptables_rules_and_ipset() -> None:
+    from conftest import WILD, need_corpus
+
+    need_corpus()
+    ipvs = WILD / "ipvsadm" / "009-ipvs-calico-vxlan-nodeport-after-switch-2022.txt"
+    ipt = WILD / "iptables-save" / "028-ipvs-switch-calico-vxlan-stale-declared-chains.txt"
+    p = run("trace", str(ipvs), str(ipt), "--src", "10.0.0.2", "--dst", "10.96.0.1", "--dport", "443", "-o", "json")
+    assert p.returncode in (0, 1), p.stderr
+    doc = json.loads(p.stdout)
+    assert any(s["table"] == "ipvs" for o in doc["outcomes"] for s in o["path"])
+    assert abs(sum(o["probability"] for o in doc["outcomes"]) - 1) < 1e-9
+    only_ipset = run("trace", "-", "--src", "1.1.1.1", "--dst", "2.2.2.2", "--dport", "1",
+                     stdin="create KUBE-CLUSTER-IP hash:ip,port family inet\n")
+    assert only_ipset.returncode == 2 and "only ipset dumps" in only_ipset.stderr

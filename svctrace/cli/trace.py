@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import sys
 from enum import StrEnum
 from importlib import resources
@@ -13,8 +15,9 @@ from rich.console import Console
 from svctrace.cli import app, emit_json
 from svctrace.errors import InputError, SvctraceError
 from svctrace.model import NodeFacts, Packet
-from svctrace.netfilter import load_ruleset, trace
+from svctrace.netfilter import load_ruleset, sniff_format, trace
 from svctrace.netfilter.ipset import parse_ipset
+from svctrace.netfilter.walker import TraceResult
 
 DEMO_DUMP = "kube-proxy-basic.iptables-save"
 DEMO_LOCAL_IPS = ["192.168.0.2"]
@@ -61,6 +64,64 @@ def read_input(path: str) -> tuple[str, str]:
         return data.decode("latin-1"), name
 
 
+NODE_DIR_FILES = ("iptables-save", "ip6tables-save", "iptables-legacy-save", "ip6tables-legacy-save", "nft.json", "nft",
+                  "ipvsadm", "ipset", "ip-addr.json", "ip-addr")
+
+
+def read_inputs(path: str) -> list[tuple[str, str]]:
+    """A file (or stdin), or the dumps in a snapshot's nodes/NAME directory."""
+    p = Path(path)
+    if path != "-" and p.is_dir():
+        found = [read_input(str(p / f)) for f in NODE_DIR_FILES if (p / f).is_file()]
+        if not found:
+            raise InputError(f"no dump in this directory (expected one of {', '.join(NODE_DIR_FILES[:7])})", source=path)
+        return found
+    return [read_input(path)]
+
+
+def looks_like_ipset(text: str) -> bool:
+    head = text[:20000]
+    return bool(re.search(r"(?m)^create \S+ (?:hash|bitmap|list):", head)) or (
+        "Name:" in head and "Members:" in head and "Type:" in head)
+
+
+def _addresses(text: str) -> list[str]:
+    try:
+        return [str(a["local"]) for link in json.loads(text) for a in link.get("addr_info") or [] if a.get("local")]
+    except (ValueError, TypeError, AttributeError, KeyError):
+        return re.findall(r"\binet6?\s+([0-9a-fA-F.:]+)/", text)
+
+
+def trace_inputs(inputs: list[tuple[str, str]], pkt: Packet, facts: NodeFacts, *, table: str | None = None,
+                 kube_version: str | None = None) -> TraceResult:
+    """Sniff each dump and walk the dataplane they describe (iptables, or IPVS with its iptables rules)."""
+    ipvs = [(t, n) for t, n in inputs if sniff_format(t) == "ipvsadm"]
+    nft = [(t, n) for t, n in inputs if sniff_format(t) == "nft" or n.endswith("/nft.json")]
+    ipt = [(t, n) for t, n in inputs if (t, n) not in ipvs and (t, n) not in nft]
+    family_files = [(t, n) for t, n in ipt if not (pkt.family == 4 and n.endswith(("ip6tables-save",
+                                                                                    "ip6tables-legacy-save")))]
+    ruleset = None
+    if family_files:
+        if len(family_files) > 1:
+            names = ", ".join(n for _, n in family_files)
+            sys.stderr.write(f"svctrace: warning: several iptables dumps ({names}); walking the first (the kernel "
+                             "runs every backend's rules: see explain's mixed-iptables-backends)\n")
+        text, name = family_files[0]
+        ruleset = load_ruleset(text, name, table)
+    if ipvs:
+        from svctrace.ipvs import load_ipvs
+        from svctrace.ipvs import trace as ipvs_trace
+
+        itext, iname = ipvs[0]
+        return ipvs_trace(load_ipvs(itext, iname), ruleset, pkt, facts, kube_version=kube_version)
+    if nft and ruleset is None:
+        text, name = nft[0]
+        return trace(load_ruleset(text, name, table), pkt, facts)  # says which format this version reads
+    if ruleset is None:
+        raise InputError("no iptables or IPVS dump among the inputs")
+    return trace(ruleset, pkt, facts)
+
+
 def demo_dump() -> tuple[str, str]:
     text = resources.files("svctrace.data").joinpath("examples", DEMO_DUMP).read_text()
     return text, f"demo:{DEMO_DUMP}"
@@ -68,8 +129,9 @@ def demo_dump() -> tuple[str, str]:
 
 @app.command("trace")
 def trace_cmd(
-    dump: str | None = typer.Argument(None, help="An iptables-save / iptables -S / iptables -L dump of one node, "
-                                      "or - for stdin.", show_default=False),
+    dump: list[str] = typer.Argument(None, help="Dumps of one node: iptables-save / -S / -L, ipvsadm -Sn/-Ln, "
+                                     "ipset save (several files may be given), a snapshot's nodes/NAME directory, "
+                                     "or - for stdin.", show_default=False),
     src: str | None = typer.Option(None, "--src", "-s", help="Source IP of the packet (default with --from-node: "
                                    "the first --local-ip)."),
     dst: str = typer.Option(..., "--dst", "-d", help="Destination IP of the packet."),
@@ -91,6 +153,8 @@ def trace_cmd(
     route_localnet: bool | None = typer.Option(None, "--route-localnet/--no-route-localnet",
                                                help="net.ipv4.conf.all.route_localnet on the node (default: inferred "
                                                "from kube-proxy's rules)."),
+    kube_version: str | None = typer.Option(None, "--kube-version", help="kube-proxy version, where behaviour "
+                                            "differs and the dump does not say (IPVS ping before/after 1.26)."),
     demo: bool = typer.Option(False, "--demo", help="Use the bundled example dump (node IP 192.168.0.2)."),
     output: Output = typer.Option(Output.text, "--output", "-o", help="Output format."),
 ) -> None:
@@ -99,17 +163,26 @@ def trace_cmd(
         raise InputError("give a DUMP or --demo, not both")
     if not demo and not dump:
         raise InputError("missing DUMP (a file, or - for stdin); try --demo for the bundled example")
-    text, name = demo_dump() if demo else read_input(dump or "-")
+    inputs = [demo_dump()] if demo else [x for d in dump for x in read_inputs(d)]
     if demo and not local_ip:
         local_ip = list(DEMO_LOCAL_IPS)
     try:
         facts = NodeFacts.make(local_ips=local_ip, route_localnet=route_localnet, returning_client=returning_client)
     except ValueError as e:
         raise InputError(f"--local-ip: {e}") from None
-    if ipset is not None:
-        itext, iname = read_input(str(ipset))
+    extra = [read_input(str(ipset))] if ipset is not None else []
+    for itext, iname in [*extra, *[(t, n) for t, n in inputs if looks_like_ipset(t)]]:
         sets, _ = parse_ipset(itext, iname)
         facts.ipsets.update(sets)
+    inputs = [(t, n) for t, n in inputs if not looks_like_ipset(t)]
+    if not inputs:
+        raise InputError("only ipset dumps given: add the node's iptables-save or ipvsadm dump")
+    if not local_ip:  # a snapshot node directory's ip-addr says what the node owns
+        for t, _n in inputs:
+            if _n.endswith(("/ip-addr.json", "/ip-addr")):
+                facts = NodeFacts.make(local_ips=_addresses(t), route_localnet=route_localnet,
+                                       returning_client=returning_client, ipsets=facts.ipsets)
+    inputs = [(t, n) for t, n in inputs if not n.endswith(("/ip-addr.json", "/ip-addr"))]
     if src is None:
         if not from_node:
             raise InputError("missing --src (or --from-node with a --local-ip)")
@@ -124,8 +197,7 @@ def trace_cmd(
         raise InputError(str(e)) from None
     if pkt.has_ports and dport is None:
         raise InputError(f"missing --dport: a {pkt.proto} packet has a destination port")
-    rs = load_ruleset(text, name, table)
-    result = trace(rs, pkt, facts)
+    result = trace_inputs(inputs, pkt, facts, table=table, kube_version=kube_version)
     if output is Output.json:
         emit_json(result.to_json(), result.warnings)
     else:
