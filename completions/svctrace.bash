@@ -5,10 +5,25 @@ _svctrace() {
     prev="${COMP_WORDS[COMP_CWORD-1]}"
     cmd="${COMP_WORDS[1]}"
     if [[ $COMP_CWORD -eq 1 ]]; then
-        COMPREPLY=($(compgen -W "explain learn simulate trace --version --help" -- "$cur"))
+        COMPREPLY=($(compgen -W "collect explain learn simulate trace --version --help" -- "$cur"))
         return
     fi
     case "$cmd" in
+    collect)
+        case "$prev" in
+            --output|-o) COMPREPLY=($(compgen -f -- "$cur")); return;;
+            --nodes) COMPREPLY=($(compgen -f -- "$cur")); return;;
+            --via) COMPREPLY=($(compgen -f -- "$cur")); return;;
+            --context) COMPREPLY=($(compgen -f -- "$cur")); return;;
+            --kubeconfig) COMPREPLY=($(compgen -f -- "$cur")); return;;
+            --ssh) COMPREPLY=($(compgen -f -- "$cur")); return;;
+            --image) COMPREPLY=($(compgen -f -- "$cur")); return;;
+            --debug-namespace) COMPREPLY=($(compgen -f -- "$cur")); return;;
+            --parallel) COMPREPLY=($(compgen -f -- "$cur")); return;;
+            --timeout) COMPREPLY=($(compgen -f -- "$cur")); return;;
+        esac
+        COMPREPLY=($(compgen -W "--output -o --nodes --all-nodes --via --context --kubeconfig --ssh --trust-new-host-keys --image --privileged --debug-namespace --parallel --timeout --help -h" -- "$cur"))
+        ;;
     explain)
         case "$prev" in
             --namespace|-n) COMPREPLY=($(compgen -f -- "$cur")); return;;
@@ -22,7 +37,7 @@ _svctrace() {
             --kubeconfig) COMPREPLY=($(compgen -f -- "$cur")); return;;
             --output|-o) COMPREPLY=($(compgen -W "text json" -- "$cur")); return;;
         esac
-        COMPREPLY=($(compgen -W "--namespace -n --port --proto -p --from --to --node --snapshot --demo --returning-client --context --kubeconfig --output -o --help -h" -- "$cur"))
+        COMPREPLY=($(compgen -W "--namespace -n --port --proto -p --from --to --node --snapshot --demo --returning-client --context --kubeconfig --refresh --output -o --help -h" -- "$cur"))
         [[ "$cur" != -* ]] && COMPREPLY+=($(compgen -f -- "$cur"))
         ;;
     learn)

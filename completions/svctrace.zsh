@@ -3,6 +3,7 @@
 _svctrace() {
   local -a commands
   commands=(
+    'collect:Collect Services, EndpointSlices, Pods, Nodes, kube-proxys config and each nodes dataplane into a bundle'
     'explain:Explain where traffic to a Service goes'
     'learn:Short lessons on Services and kube-proxy, each ending with questions the engine checks'
     'simulate:Generate the rules kube-proxy would program for these objects, as iptables-save or as a snapshot'
@@ -13,6 +14,24 @@ _svctrace() {
     return
   fi
   case $words[2] in
+    collect)
+      _arguments \
+        {--output,-o}'[Where the bundle goes: a directory, or a ]:value:_files' \
+        '--nodes[Comma-separated node names to dump (default: every node of a cluster of up to 10, else 3 Ready workers)]:value:_files' \
+        '--all-nodes[Dump every node]' \
+        '--via[How to read the nodes rules: debug-pod, ssh, or auto (a debug pod, SSH when that fails)]:value:_files' \
+        '--context[kubeconfig context (as kubectl)]:value:_files' \
+        '--kubeconfig[kubeconfig file (as kubectl; default: KUBECONFIG, ~/]:value:_files' \
+        '--ssh[[USER@]HOST[:PORT] to collect over SSH with no cluster API (repeatable; node names from the hosts hostnames)]:value:_files' \
+        '--trust-new-host-keys[Accept and remember SSH host keys seen for the first time (a changed key is always refused)]' \
+        '--image[Debug pod image (needs iptables, nft, ipvsadm, ip)]:value:_files' \
+        '--privileged[Run the debug pod privileged with the host filesystem (only when NET_ADMIN/NET_RAW are not enough)]' \
+        '--debug-namespace[Namespace for debug pods]:value:_files' \
+        '--parallel[Nodes collected at once]:value:_files' \
+        '--timeout[Per-node connection timeout, seconds]:value:_files' \
+        {--help,-h}'[Show help]' \
+        ''
+      ;;
     explain)
       _arguments \
         {--namespace,-n}'[Namespace of the Service (default: default)]:value:_files' \
@@ -26,6 +45,7 @@ _svctrace() {
         '--returning-client[The client connected before (session affinity)]' \
         '--context[kubeconfig context (live cluster)]:value:_files' \
         '--kubeconfig[kubeconfig file (live cluster)]:value:_files' \
+        '--refresh[Live cluster: collect again instead of using the snapshot cached for a minute]' \
         {--output,-o}'[Output format]:value:(text json)' \
         {--help,-h}'[Show help]' \
         '*:file:_files'

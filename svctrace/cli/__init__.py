@@ -76,7 +76,8 @@ def main() -> None:
               "report it with the input that caused it)", 70)
 
 
-from svctrace.cli import explain as _explain  # noqa: E402,F401  (registers the commands)
+from svctrace.cli import collect as _collect  # noqa: E402,F401  (registers the commands)
+from svctrace.cli import explain as _explain  # noqa: E402,F401
 from svctrace.cli import learn as _learn  # noqa: E402,F401
 from svctrace.cli import simulate as _simulate  # noqa: E402,F401
 from svctrace.cli import trace as _trace  # noqa: E402,F401

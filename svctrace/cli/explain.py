@@ -44,6 +44,8 @@ def explain_cmd(
                                           "(session affinity)."),
     context: str | None = typer.Option(None, "--context", help="kubeconfig context (live cluster)."),
     kubeconfig: str | None = typer.Option(None, "--kubeconfig", help="kubeconfig file (live cluster)."),
+    refresh: bool = typer.Option(False, "--refresh", help="Live cluster: collect again instead of using the "
+                                 "snapshot cached for a minute."),
     output: Output = typer.Option(Output.text, "--output", "-o", help="Output format."),
 ) -> None:
     """Explain where traffic to a Service goes: hop by hop, to which pods, and what is wrong."""
@@ -52,10 +54,17 @@ def explain_cmd(
             raise InputError("give --snapshot or --demo, not both")
         snapshot = "demo"
     if snapshot is None:
-        raise InputError("explain needs --snapshot PATH (or --demo); asking a live cluster"
-                         + (f" (context {context})" if context else "") + (f" ({kubeconfig})" if kubeconfig else "")
-                         + " is not available in this version: collect a snapshot with kubectl and ssh "
-                         "(see docs/snapshots.md)")
+        # Ask the live cluster: only what this question needs (cached for a minute; --refresh forces).
+        from rich.console import Console as _Console
+
+        from svctrace.collect import live
+
+        err = _Console(stderr=True)
+        if namespace is None:
+            namespace = live.context_namespace(context, kubeconfig)
+        snapshot = live.snapshot_for_question(target, namespace, node, source=source, context=context,
+                                              kubeconfig=kubeconfig, refresh=refresh,
+                                              progress=lambda m: err.print(f"[dim]{m}[/dim]", highlight=False))
     snap = load_snapshot(snapshot)
     req = Request(target=target, namespace=namespace, port=port, proto=proto.value if proto else None,
                   source=source, to=to.value if to else None, node=node, returning_client=returning_client)
