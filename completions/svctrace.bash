@@ -5,7 +5,7 @@ _svctrace() {
     prev="${COMP_WORDS[COMP_CWORD-1]}"
     cmd="${COMP_WORDS[1]}"
     if [[ $COMP_CWORD -eq 1 ]]; then
-        COMPREPLY=($(compgen -W "collect explain learn simulate trace --version --help" -- "$cur"))
+        COMPREPLY=($(compgen -W "collect explain learn simulate trace tui --version --help" -- "$cur"))
         return
     fi
     case "$cmd" in
@@ -74,6 +74,13 @@ _svctrace() {
             --output|-o) COMPREPLY=($(compgen -W "text json" -- "$cur")); return;;
         esac
         COMPREPLY=($(compgen -W "--src -s --dst -d --proto -p --dport --sport --local-ip --from-node --in-iface --out-iface --returning-client --ipset --table -t --no-route-localnet --route-localnet --kube-version --demo --output -o --help -h" -- "$cur"))
+        [[ "$cur" != -* ]] && COMPREPLY+=($(compgen -f -- "$cur"))
+        ;;
+    tui)
+        case "$prev" in
+            --namespace|-n) COMPREPLY=($(compgen -f -- "$cur")); return;;
+        esac
+        COMPREPLY=($(compgen -W "--namespace -n --demo --help -h" -- "$cur"))
         [[ "$cur" != -* ]] && COMPREPLY+=($(compgen -f -- "$cur"))
         ;;
     esac

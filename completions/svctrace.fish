@@ -65,3 +65,8 @@ complete -c svctrace -n '__fish_seen_subcommand_from trace' -l demo -d 'Use the 
 complete -c svctrace -n '__fish_seen_subcommand_from trace' -l output -s o -r -a 'text json' -d 'Output format'
 complete -c svctrace -n '__fish_seen_subcommand_from trace' -l help -s h -d 'Show help'
 complete -c svctrace -n '__fish_seen_subcommand_from trace' -F
+complete -c svctrace -n '__fish_use_subcommand' -a tui -d 'Browse Services, chains and rules; trace a packet and watch its paths light up'
+complete -c svctrace -n '__fish_seen_subcommand_from tui' -l namespace -s n -r -F -d 'Only this namespaces Services'
+complete -c svctrace -n '__fish_seen_subcommand_from tui' -l demo -d 'Open the bundled demo cluster'
+complete -c svctrace -n '__fish_seen_subcommand_from tui' -l help -s h -d 'Show help'
+complete -c svctrace -n '__fish_seen_subcommand_from tui' -F

@@ -8,6 +8,7 @@ _svctrace() {
     'learn:Short lessons on Services and kube-proxy, each ending with questions the engine checks'
     'simulate:Generate the rules kube-proxy would program for these objects, as iptables-save or as a snapshot'
     'trace:Walk one packet through one nodes iptables rules'
+    'tui:Browse Services, chains and rules; trace a packet and watch its paths light up'
   )
   if (( CURRENT == 2 )); then
     _describe 'command' commands
@@ -87,6 +88,13 @@ _svctrace() {
         '--kube-version[kube-proxy version, where behaviour differs and the dump does not say (IPVS ping before/after 1]:value:_files' \
         '--demo[Use the bundled example dump (node IP 192]' \
         {--output,-o}'[Output format]:value:(text json)' \
+        {--help,-h}'[Show help]' \
+        '*:file:_files'
+      ;;
+    tui)
+      _arguments \
+        {--namespace,-n}'[Only this namespaces Services]:value:_files' \
+        '--demo[Open the bundled demo cluster]' \
         {--help,-h}'[Show help]' \
         '*:file:_files'
       ;;

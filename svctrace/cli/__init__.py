@@ -81,3 +81,4 @@ from svctrace.cli import explain as _explain  # noqa: E402,F401
 from svctrace.cli import learn as _learn  # noqa: E402,F401
 from svctrace.cli import simulate as _simulate  # noqa: E402,F401
 from svctrace.cli import trace as _trace  # noqa: E402,F401
+from svctrace.cli import tui as _tui  # noqa: E402,F401

@@ -1,0 +1,21 @@
+"""`svctrace tui`: an interactive browser of Services, chains and packet paths (docs/tui.md).
+
+The data layer (`svctrace.tui.data`, `svctrace.tui.session`) does not import Textual; the app does,
+and only when `run_tui` is called, so importing this package stays cheap for the CLI.
+"""
+
+from __future__ import annotations
+
+
+def run_tui(snapshot_path: str | None, target: str | None = None, namespace: str | None = None) -> int:
+    """Run the app until the user quits. `snapshot_path`: a snapshot directory or .tar.gz, `demo`
+    (also for None), or one node's iptables-save dump. `target`: a Service to open at once
+    (`svc/NAME`, `NS/NAME`, `NAME.NS`); `namespace`: show only this namespace. Returns the exit code."""
+    from svctrace.tui.app import SvctraceApp
+
+    app = SvctraceApp(snapshot_path, target=target, namespace=namespace)
+    code = app.run()
+    return app.return_code or int(code or 0)
+
+
+__all__ = ["run_tui"]
