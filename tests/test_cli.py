@@ -144,3 +144,20 @@ def test_trace_ipvs_with_its_iptables_rules_and_ipset() -> None:
     only_ipset = run("trace", "-", "--src", "1.1.1.1", "--dst", "2.2.2.2", "--dport", "1",
                      stdin="create KUBE-CLUSTER-IP hash:ip,port family inet\n")
     assert only_ipset.returncode == 2 and "only ipset dumps" in only_ipset.stderr
+
+
+def test_trace_sniffs_nftables_rulesets() -> None:
+    from conftest import CORPUS, need_corpus
+
+    need_corpus()
+    overall = CORPUS / "kube-proxy" / "nftables" / "overall"
+    for form in ("ruleset.json", "ruleset.nft"):
+        p = run("trace", str(overall / form), "--src", "10.0.0.2", "--dst", "172.30.0.41", "--dport", "80",
+                "--local-ip", "192.168.0.2", "-o", "json")
+        assert p.returncode == 0, p.stderr
+        doc = json.loads(p.stdout)
+        assert [o["dnat"] for o in doc["outcomes"]] == ["10.180.0.1:80"]
+        assert doc["outcomes"][0]["path"][0]["table"] == "ip kube-proxy"
+    wrong = run("trace", str(overall / "ruleset.json"), "--src", "10.0.0.2", "--dst", "172.30.0.41", "--dport", "81",
+                "--local-ip", "192.168.0.2", "-o", "json")
+    assert wrong.returncode == 1 and [o["verdict"] for o in json.loads(wrong.stdout)["outcomes"]] == ["reject"]

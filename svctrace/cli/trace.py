@@ -95,8 +95,10 @@ def _addresses(text: str) -> list[str]:
 def trace_inputs(inputs: list[tuple[str, str]], pkt: Packet, facts: NodeFacts, *, table: str | None = None,
                  kube_version: str | None = None) -> TraceResult:
     """Sniff each dump and walk the dataplane they describe (iptables, or IPVS with its iptables rules)."""
-    ipvs = [(t, n) for t, n in inputs if sniff_format(t) == "ipvsadm"]
-    nft = [(t, n) for t, n in inputs if sniff_format(t) == "nft" or n.endswith("/nft.json")]
+    from svctrace.nftables import looks_like_nft
+
+    nft = [(t, n) for t, n in inputs if looks_like_nft(t) or n.endswith("/nft.json")]
+    ipvs = [(t, n) for t, n in inputs if (t, n) not in nft and sniff_format(t) == "ipvsadm"]
     ipt = [(t, n) for t, n in inputs if (t, n) not in ipvs and (t, n) not in nft]
     family_files = [(t, n) for t, n in ipt if not (pkt.family == 4 and n.endswith(("ip6tables-save",
                                                                                     "ip6tables-legacy-save")))]
@@ -114,9 +116,15 @@ def trace_inputs(inputs: list[tuple[str, str]], pkt: Packet, facts: NodeFacts, *
 
         itext, iname = ipvs[0]
         return ipvs_trace(load_ipvs(itext, iname), ruleset, pkt, facts, kube_version=kube_version)
-    if nft and ruleset is None:
+    if nft:
+        from svctrace.nftables import load_nft
+        from svctrace.nftables import trace as nft_trace
+
+        if ruleset is not None:
+            sys.stderr.write("svctrace: warning: an nftables ruleset and an iptables dump were given; walking the "
+                             "nftables ruleset (iptables-nft rules appear in it as `ip filter`/`ip nat` tables)\n")
         text, name = nft[0]
-        return trace(load_ruleset(text, name, table), pkt, facts)  # says which format this version reads
+        return nft_trace(load_nft(text, name), pkt, facts)
     if ruleset is None:
         raise InputError("no iptables or IPVS dump among the inputs")
     return trace(ruleset, pkt, facts)

@@ -23,6 +23,7 @@ import ipaddress
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from svctrace.errors import WalkError, Warn
 from svctrace.model import NodeFacts, Packet, format_endpoint
@@ -196,7 +197,7 @@ class TraceResult:
     packet: Packet
     outcomes: list[Outcome]
     warnings: list[Warn]
-    ruleset: Ruleset
+    ruleset: Any  # the walked dataplane: an iptables Ruleset, an nftables ruleset, or IPVS + iptables
     notes: list[str] = field(default_factory=list)  # plain-language explanations of the answer
     nowhere: bool = False  # accepted, but sent on untranslated to a Service's virtual IP: no host owns it
 
