@@ -6,7 +6,7 @@ kube-proxy (pkg/proxy/ipvs/proxier.go, syncProxyRules) creates, per Service port
     too unless the address is already on another interface: `shouldBind := !nodeAddressSet.Has`);
   - for a NodePort, a virtual server on every node address (not bound: they are the node's own);
   - the ipsets its iptables rules match on: KUBE-CLUSTER-IP (hash:ip,port: ClusterIP,proto:port),
-    KUBE-NODE-PORT-TCP/-UDP (bitmap:port), KUBE-NODE-PORT-SCTP (hash:ip,port), KUBE-LOOP-BACK
+    KUBE-NODE-PORT-TCP/-UDP (bitmap:port), KUBE-NODE-PORT-SCTP-HASH (hash:ip,port; kube-proxy ipset.go names it so), KUBE-LOOP-BACK
     (hash:ip,port,ip: local endpoint ip,proto:port,ip for hairpin masquerade), KUBE-IPVS-IPS (hash:ip:
     every address bound to kube-ipvs0, since 1.26), KUBE-LOAD-BALANCER*, KUBE-EXTERNAL-IP*,
     KUBE-HEALTH-CHECK-NODE-PORT.
@@ -37,7 +37,7 @@ INFERRED_SETS: dict[str, str] = {
     "KUBE-CLUSTER-IP": "hash:ip,port",
     "KUBE-NODE-PORT-TCP": "bitmap:port",
     "KUBE-NODE-PORT-UDP": "bitmap:port",
-    "KUBE-NODE-PORT-SCTP": "hash:ip,port",
+    "KUBE-NODE-PORT-SCTP-HASH": "hash:ip,port",
     "KUBE-LOOP-BACK": "hash:ip,port,ip",
     "KUBE-IPVS-IPS": "hash:ip",
     # taken as empty: the dump cannot tell these addresses/ports apart from the ones above
@@ -50,7 +50,7 @@ INFERRED_SETS: dict[str, str] = {
     "KUBE-EXTERNAL-IP-LOCAL": "hash:ip,port",
     "KUBE-NODE-PORT-LOCAL-TCP": "bitmap:port",
     "KUBE-NODE-PORT-LOCAL-UDP": "bitmap:port",
-    "KUBE-NODE-PORT-LOCAL-SCTP": "hash:ip,port",
+    "KUBE-NODE-PORT-LOCAL-SCTP-HASH": "hash:ip,port",
     "KUBE-HEALTH-CHECK-NODE-PORT": "bitmap:port",
 }
 
@@ -129,7 +129,7 @@ def infer_kube_ipsets(table: IPVSTable, local_ips: frozenset[IPAddress] | set[IP
             add("KUBE-IPVS-IPS", (str(s.ip),))
         elif s.port in lay.node_ports.get(s.protocol, set()):
             if s.protocol == "sctp":
-                add("KUBE-NODE-PORT-SCTP", (str(s.ip), f"sctp:{s.port}"))
+                add("KUBE-NODE-PORT-SCTP-HASH", (str(s.ip), f"sctp:{s.port}"))
             else:
                 add(f"KUBE-NODE-PORT-{s.protocol.upper()}", (f"{s.protocol}:{s.port}",))
         for r in s.reals:

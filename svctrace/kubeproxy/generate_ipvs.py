@@ -1,0 +1,1007 @@
+"""What kube-proxy in IPVS mode programs on one node, recomputed from Kubernetes objects.
+
+:func:`generate_ipvs` takes Services, EndpointSlices (or v1 Endpoints) and Nodes as plain dicts (what
+``kubectl get -o json`` prints) and an :class:`IPVSConfig`, and returns :class:`IPVSRules`, which prints
+the node's dataplane the way the node's own tools print it:
+
+* :meth:`IPVSRules.ipvsadm_save`: ``ipvsadm -Sn``. There is one virtual server per ClusterIP, external IP
+  and load-balancer IP, and one per NodePort on every node address kube-proxy binds (nodePortAddresses
+  semantics). Each has its real servers (``-m -w 1``; ``-w 0`` for a terminating endpoint that
+  kube-proxy's graceful termination keeps while its connections drain).
+* :meth:`IPVSRules.ipset_save`: ``ipset save``. These are the sets of ``ipsetInfo`` with the types and
+  the ``create`` options kube-proxy uses.
+* :meth:`IPVSRules.iptables_save`: the filter and nat rules that IPVS mode writes, in the canonical
+  form that iptables 1.8.9 ``iptables-save`` prints once they are loaded. This includes the jumps from
+  the built-in chains. :meth:`IPVSRules.iptables_restore` gives kube-proxy's own ``iptables-restore``
+  input.
+* :meth:`IPVSRules.kube_ipvs0_addresses` and :meth:`IPVSRules.ip_addr_json`: the addresses on the
+  dummy interface ``kube-ipvs0``, and an ``ip -j addr`` that shows them.
+
+The code follows kube-proxy **v1.30**, ``pkg/proxy/ipvs/proxier.go``:
+
+* ``syncProxyRules`` decides the virtual servers, the ipset entries and the kube-ipvs0 addresses.
+* ``syncEndpoint`` decides the real servers. It calls ``CategorizeEndpoints``
+  (:func:`svctrace.kubeproxy.endpoints.categorize_endpoints`). A virtual server with the Local policy
+  uses the local endpoints, and **falls back to the cluster endpoints when there are none**
+  (kubernetes PR #97081).
+* ``writeIptablesRules``, ``acceptIPVSTraffic`` and ``createAndLinkKubeChain`` write the iptables
+  rules. The tables ``iptablesJumpChain``, ``iptablesChains``, ``ipsetInfo`` and
+  ``ipsetWithIptablesChain`` are copied below.
+* ``pkg/proxy/ipvs/ipset.go`` gives the set names and comments.
+* ``pkg/proxy/ipvs/ipset/ipset.go`` gives ``createSet`` and ``Entry.String``.
+* ``pkg/proxy/ipvs/netlink_linux.go`` gives ``GetAllLocalAddressesExcept`` and ``isValidForSet``.
+
+``kube_version`` selects between the layouts since 1.26:
+
+* 1.26+: KUBE-IPVS-FILTER and KUBE-IPVS-IPS (PR #108460), and ``KUBE-SERVICES -s 127.0.0.0/8 -j
+  RETURN`` (PR #112950). Loopback addresses get no NodePort.
+* 1.29+: KUBE-IPVS-OUT-FILTER (PR #119791). It stops the node from reaching a load-balancer IP
+  whose ``loadBalancerSourceRanges`` leave the node out.
+* 1.30+: KUBE-IPVS-FILTER returns for KUBE-EXTERNAL-IP-LOCAL (PR #121919). Later 1.28 and 1.29
+  patch releases got this rule as a backport. ``kube_version`` ignores patch levels, so those
+  releases are not modelled.
+
+Older layouts (the nat KUBE-FIREWALL chain, NodePorts on 127.0.0.1) are refused. 1.31+ is written
+like 1.30.
+
+Normalisations, where kube-proxy itself is not deterministic:
+
+* Service ports are processed sorted by service port name, as in :mod:`generate`.
+* Real servers are sorted by address (kube-proxy adds them in Go-set order).
+* Set members are sorted (``ipset save`` prints them in hash order).
+* Hash sets are printed without the ``bucketsize``/``initval`` options that ipset 7.11+ adds, so
+  ``create`` lines carry exactly kube-proxy's ``ipset create`` options.
+
+Not modelled:
+
+* Local-traffic detectors other than ``--cluster-cidr``.
+* nodePortAddresses matching addresses on kube-ipvs0 itself.
+* Graceful termination of endpoints that left the slices, and of endpoints that became not-ready
+  without terminating.
+* The kubelet's own chains (KUBE-KUBELET-CANARY, KUBE-FIREWALL).
+
+Pure standard library.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Final
+
+from svctrace.kubeproxy.endpoints import (
+    EndpointInfo,
+    EndpointSelection,
+    IPFamily,
+    KubeObject,
+    ServicePortInfo,
+    categorize_endpoints,
+    endpoints_for_port,
+    parse_version,
+    service_ports,
+)
+from svctrace.kubeproxy.names import join_host_port
+
+__all__ = [
+    "IPSET_INFO",
+    "IPSet",
+    "IPVSConfig",
+    "IPVSRules",
+    "IptRule",
+    "RealServer",
+    "VirtualServer",
+    "generate_ipvs",
+    "ipset_name",
+]
+
+OLDEST: Final = (1, 26)
+DUMMY_DEVICE: Final = "kube-ipvs0"
+
+# pkg/proxy/ipvs/ipset.go: set names and the comments their iptables rules carry.
+KUBE_LOOP_BACK: Final = "KUBE-LOOP-BACK"
+KUBE_CLUSTER_IP: Final = "KUBE-CLUSTER-IP"
+KUBE_EXTERNAL_IP: Final = "KUBE-EXTERNAL-IP"
+KUBE_EXTERNAL_IP_LOCAL: Final = "KUBE-EXTERNAL-IP-LOCAL"
+KUBE_LOAD_BALANCER: Final = "KUBE-LOAD-BALANCER"
+KUBE_LOAD_BALANCER_LOCAL: Final = "KUBE-LOAD-BALANCER-LOCAL"
+KUBE_LOAD_BALANCER_FW: Final = "KUBE-LOAD-BALANCER-FW"
+KUBE_LOAD_BALANCER_SOURCE_IP: Final = "KUBE-LOAD-BALANCER-SOURCE-IP"
+KUBE_LOAD_BALANCER_SOURCE_CIDR: Final = "KUBE-LOAD-BALANCER-SOURCE-CIDR"
+KUBE_NODE_PORT_TCP: Final = "KUBE-NODE-PORT-TCP"
+KUBE_NODE_PORT_LOCAL_TCP: Final = "KUBE-NODE-PORT-LOCAL-TCP"
+KUBE_NODE_PORT_UDP: Final = "KUBE-NODE-PORT-UDP"
+KUBE_NODE_PORT_LOCAL_UDP: Final = "KUBE-NODE-PORT-LOCAL-UDP"
+KUBE_NODE_PORT_SCTP: Final = "KUBE-NODE-PORT-SCTP-HASH"
+KUBE_NODE_PORT_LOCAL_SCTP: Final = "KUBE-NODE-PORT-LOCAL-SCTP-HASH"
+KUBE_HEALTH_CHECK_NODE_PORT: Final = "KUBE-HEALTH-CHECK-NODE-PORT"
+KUBE_IPVS_IPS: Final = "KUBE-IPVS-IPS"
+
+HASH_IP: Final = "hash:ip"
+HASH_IP_PORT: Final = "hash:ip,port"
+HASH_IP_PORT_IP: Final = "hash:ip,port,ip"
+HASH_IP_PORT_NET: Final = "hash:ip,port,net"
+BITMAP_PORT: Final = "bitmap:port"
+
+
+@dataclass(frozen=True)
+class _SetInfo:
+    name: str
+    type: str
+    comment: str
+
+
+#: ``ipsetInfo``, in kube-proxy's order: (name, type, comment).
+IPSET_INFO: Final[tuple[_SetInfo, ...]] = (
+    _SetInfo(KUBE_LOOP_BACK, HASH_IP_PORT_IP,
+             "Kubernetes endpoints dst ip:port, source ip for solving hairpin purpose"),
+    _SetInfo(KUBE_CLUSTER_IP, HASH_IP_PORT, "Kubernetes service cluster ip + port for masquerade purpose"),
+    _SetInfo(KUBE_EXTERNAL_IP, HASH_IP_PORT, "Kubernetes service external ip + port for masquerade and filter purpose"),
+    _SetInfo(KUBE_EXTERNAL_IP_LOCAL, HASH_IP_PORT,
+             "Kubernetes service external ip + port with externalTrafficPolicy=local"),
+    _SetInfo(KUBE_LOAD_BALANCER, HASH_IP_PORT, "Kubernetes service lb portal"),
+    _SetInfo(KUBE_LOAD_BALANCER_FW, HASH_IP_PORT,
+             "Kubernetes service load balancer ip + port for load balancer with sourceRange"),
+    _SetInfo(KUBE_LOAD_BALANCER_LOCAL, HASH_IP_PORT,
+             "Kubernetes service load balancer ip + port with externalTrafficPolicy=local"),
+    _SetInfo(KUBE_LOAD_BALANCER_SOURCE_IP, HASH_IP_PORT_IP,
+             "Kubernetes service load balancer ip + port + source IP for packet filter purpose"),
+    _SetInfo(KUBE_LOAD_BALANCER_SOURCE_CIDR, HASH_IP_PORT_NET,
+             "Kubernetes service load balancer ip + port + source cidr for packet filter purpose"),
+    _SetInfo(KUBE_NODE_PORT_TCP, BITMAP_PORT, "Kubernetes nodeport TCP port for masquerade purpose"),
+    _SetInfo(KUBE_NODE_PORT_LOCAL_TCP, BITMAP_PORT, "Kubernetes nodeport TCP port with externalTrafficPolicy=local"),
+    _SetInfo(KUBE_NODE_PORT_UDP, BITMAP_PORT, "Kubernetes nodeport UDP port for masquerade purpose"),
+    _SetInfo(KUBE_NODE_PORT_LOCAL_UDP, BITMAP_PORT, "Kubernetes nodeport UDP port with externalTrafficPolicy=local"),
+    _SetInfo(KUBE_NODE_PORT_SCTP, HASH_IP_PORT,
+             "Kubernetes nodeport SCTP port for masquerade purpose with type 'hash ip:port'"),
+    _SetInfo(KUBE_NODE_PORT_LOCAL_SCTP, HASH_IP_PORT,
+             "Kubernetes nodeport SCTP port with externalTrafficPolicy=local with type 'hash ip:port'"),
+    _SetInfo(KUBE_HEALTH_CHECK_NODE_PORT, BITMAP_PORT, "Kubernetes health check node port"),
+    _SetInfo(KUBE_IPVS_IPS, HASH_IP, "Addresses on the ipvs interface"),
+)
+_SET_INFO: Final = {s.name: s for s in IPSET_INFO}
+
+# ipsetWithIptablesChain: (set, table, from chain, to, match flags, -p). The Local sets must come before
+# the plain ones (their RETURN has to win).
+_SET_RULES: Final = (
+    (KUBE_LOOP_BACK, "nat", "KUBE-POSTROUTING", "MASQUERADE", "dst,dst,src", ""),
+    (KUBE_LOAD_BALANCER, "nat", "KUBE-SERVICES", "KUBE-LOAD-BALANCER", "dst,dst", ""),
+    (KUBE_LOAD_BALANCER_LOCAL, "nat", "KUBE-LOAD-BALANCER", "RETURN", "dst,dst", ""),
+    (KUBE_NODE_PORT_LOCAL_TCP, "nat", "KUBE-NODE-PORT", "RETURN", "dst", "tcp"),
+    (KUBE_NODE_PORT_TCP, "nat", "KUBE-NODE-PORT", "KUBE-MARK-MASQ", "dst", "tcp"),
+    (KUBE_NODE_PORT_LOCAL_UDP, "nat", "KUBE-NODE-PORT", "RETURN", "dst", "udp"),
+    (KUBE_NODE_PORT_UDP, "nat", "KUBE-NODE-PORT", "KUBE-MARK-MASQ", "dst", "udp"),
+    (KUBE_NODE_PORT_LOCAL_SCTP, "nat", "KUBE-NODE-PORT", "RETURN", "dst,dst", "sctp"),
+    (KUBE_NODE_PORT_SCTP, "nat", "KUBE-NODE-PORT", "KUBE-MARK-MASQ", "dst,dst", "sctp"),
+    (KUBE_LOAD_BALANCER_FW, "filter", "KUBE-PROXY-FIREWALL", "KUBE-SOURCE-RANGES-FIREWALL", "dst,dst", ""),
+    (KUBE_LOAD_BALANCER_SOURCE_CIDR, "filter", "KUBE-SOURCE-RANGES-FIREWALL", "RETURN", "dst,dst,src", ""),
+    (KUBE_LOAD_BALANCER_SOURCE_IP, "filter", "KUBE-SOURCE-RANGES-FIREWALL", "RETURN", "dst,dst,src", ""),
+)
+
+BUILTIN_CHAINS: Final[dict[str, tuple[str, ...]]] = {
+    "filter": ("INPUT", "FORWARD", "OUTPUT"),
+    "nat": ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"),
+}
+TABLES: Final = ("filter", "nat")  # iptables-save's order
+
+
+def ipset_name(name: str, ip_family: IPFamily) -> str:
+    """``NewIPSet``: IPv6 sets are ``KUBE-6-...``, cut to ipset's 31 characters."""
+    if ip_family == "IPv6" and name.startswith("KUBE-"):
+        return ("KUBE-6-" + name[len("KUBE-"):])[:31]
+    return name
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+@dataclass(frozen=True)
+class IPVSConfig:
+    """How kube-proxy runs on the node, and what it finds there."""
+
+    node_name: str
+    #: The node's IPs. The first one of the proxier's family is kube-proxy's ``nodeIP`` (the node may reach a
+    #: load-balancer IP whose source ranges contain it). Without ``interface_addresses`` they are also the
+    #: addresses on the node's interfaces.
+    node_ips: tuple[str, ...] = ()
+    #: ``--cluster-cidr``, the pod range of the local-traffic detector. None: there is no detector, and
+    #: ``KUBE-CLUSTER-IP`` is matched ``src,dst`` instead.
+    cluster_cidr: str | None = None
+    #: ``--ipvs-scheduler``. An empty value is kube-proxy's default, ``rr``.
+    scheduler: str = "rr"
+    kube_version: str = "1.30"
+    masquerade_bit: int = 14
+    #: ``--ipvs-strict-arp``. It changes only two sysctls (see :meth:`IPVSRules.sysctls`), not the rules.
+    strict_arp: bool = False
+    #: ``--nodeport-addresses`` CIDRs, or ``primary``. Empty means every address on the node except
+    #: loopback.
+    node_port_addresses: tuple[str, ...] = ()
+    masquerade_all: bool = False
+    #: The node's iptables has ``--random-fully`` (1.6.2+, which is every current distribution).
+    random_fully: bool = True
+    ip_family: IPFamily = "IPv4"
+    #: Addresses on the node's interfaces other than kube-ipvs0, used for NodePorts and to decide which
+    #: external and load-balancer IPs to bind. The default is ``node_ips``.
+    interface_addresses: tuple[str, ...] | None = None
+    #: Labels of this node, for topology hints. When None they come from the Node objects.
+    node_labels: Mapping[str, str] | None = None
+    #: A terminating endpoint that kube-proxy used before it started terminating is assumed to still carry
+    #: connections. kube-proxy's graceful termination then keeps it with weight 0 (``GracefulDeleteRS``).
+    #: False: the connections are assumed gone, so the real server is gone too.
+    drain_terminating: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("node_ips", "node_port_addresses", "interface_addresses"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, tuple):
+                object.__setattr__(self, name, tuple(value))
+        if not self.scheduler:
+            object.__setattr__(self, "scheduler", "rr")
+        if self.ip_family not in ("IPv4", "IPv6"):
+            raise ValueError(f"ip_family must be IPv4 or IPv6, not {self.ip_family!r}")
+        if parse_version(self.kube_version) < OLDEST:
+            raise ValueError(f"kube-proxy {self.kube_version} is not modelled in IPVS mode: the layout before "
+                             "1.26 (nat KUBE-FIREWALL, NodePorts on 127.0.0.1, no KUBE-IPVS-FILTER) differs")
+
+    @property
+    def version(self) -> tuple[int, int]:
+        return parse_version(self.kube_version)
+
+    @property
+    def is_ipv6(self) -> bool:
+        return self.ip_family == "IPv6"
+
+    @property
+    def mark(self) -> str:
+        """``fmt.Sprintf("%#08x", 1<<bit)``. Go pads the digits alone, so bit 14 gives ``0x00004000``."""
+        return f"0x{1 << self.masquerade_bit:08x}"
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class RealServer:
+    """One IPVS destination. Forwarding is always masquerade (``-m``)."""
+
+    ip: str
+    port: int
+    weight: int = 1
+    #: The endpoint behind it (None only when built by hand).
+    endpoint: EndpointInfo | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def address(self) -> str:
+        return join_host_port(self.ip, self.port)
+
+
+@dataclass(frozen=True)
+class VirtualServer:
+    """One IPVS virtual service."""
+
+    protocol: str  # TCP / UDP / SCTP
+    ip: str
+    port: int
+    scheduler: str
+    persistent: int | None  # session affinity timeout (``-p``)
+    sched_flags: tuple[str, ...]
+    reals: tuple[RealServer, ...]
+    kind: str  # ClusterIP / ExternalIP / LoadBalancer / NodePort
+    service_port: str  # ns/name:port
+    bound: bool  # the address is put on kube-ipvs0
+    local_policy: bool  # syncEndpoint's onlyNodeLocalEndpoints
+
+    @property
+    def address(self) -> str:
+        return join_host_port(self.ip, self.port)
+
+    def save_lines(self) -> list[str]:
+        """``ipvsadm -Sn`` (``print_service_entry`` with ``FMT_RULE``)."""
+        opt = {"TCP": "-t", "UDP": "-u", "SCTP": "--sctp-service"}[self.protocol]
+        head = f"-A {opt} {self.address} -s {self.scheduler}"
+        if self.persistent is not None:
+            head += f" -p {self.persistent}"
+        if self.sched_flags:
+            head += " -b " + ",".join(self.sched_flags)
+        return [head] + [f"-a {opt} {self.address} -r {r.address} -m -w {r.weight}" for r in self.reals]
+
+
+@dataclass(frozen=True)
+class IPSet:
+    """One of kube-proxy's ipsets, with its entries as ``Entry.String()`` spells them."""
+
+    name: str
+    type: str
+    family: str  # inet / inet6
+    comment: str
+    entries: tuple[str, ...]
+
+    def create_line(self) -> str:
+        """``createSet``'s options, as ``ipset save`` prints them (without ipset 7.11's bucketsize/initval)."""
+        if self.type == BITMAP_PORT:
+            return f"create {self.name} {self.type} range 0-65535"
+        return f"create {self.name} {self.type} family {self.family} hashsize 1024 maxelem 65536"
+
+    def save_entries(self) -> list[str]:
+        """The members as ``ipset save`` prints them: a host network (/32, /128) loses its prefix."""
+        out = []
+        for e in self.entries:
+            if self.type == HASH_IP_PORT_NET:
+                ip, proto_port, net = e.split(",", 2)
+                n = ipaddress.ip_network(net, strict=False)
+                net = str(n.network_address) if n.prefixlen == n.max_prefixlen else str(n)
+                e = f"{ip},{proto_port},{net}"
+            out.append(e)
+        return sorted(out, key=_entry_key)
+
+    @property
+    def comment_arg(self) -> str:
+        """``getComment``: the comment in double quotes, as kube-proxy writes it into its rules."""
+        return f'"{self.comment}"'
+
+
+def _entry_key(entry: str) -> tuple[object, ...]:
+    parts: list[object] = []
+    for p in entry.split(","):
+        proto, _, port = p.rpartition(":")
+        try:
+            parts.append((0, int(ipaddress.ip_network(p, strict=False).network_address), p))
+            continue
+        except ValueError:
+            pass
+        if port.isdigit():
+            parts.append((1, proto, int(port)))
+        else:
+            parts.append((2, p, 0))
+    return tuple(parts)
+
+
+@dataclass(frozen=True)
+class IptRule:
+    """One ``-A CHAIN args`` rule. ``args`` are exactly as kube-proxy writes them (restore form)."""
+
+    table: str
+    chain: str
+    args: tuple[str, ...]
+
+    def restore_text(self) -> str:
+        return " ".join(("-A", self.chain, *self.args))
+
+    def save_text(self, ipv6: bool = False) -> str:
+        return _save_line(self.chain, self.args, ipv6)
+
+
+@dataclass(frozen=True)
+class IPVSRules:
+    """The result of :func:`generate_ipvs`."""
+
+    config: IPVSConfig
+    virtual_servers: tuple[VirtualServer, ...]
+    ipsets: tuple[IPSet, ...]
+    #: table -> kube-proxy's chain lines (``iptablesChains``), in its order.
+    chains: dict[str, tuple[str, ...]]
+    #: table -> kube-proxy's rules (``writeIptablesRules``), in its order.
+    rules: dict[str, tuple[IptRule, ...]]
+    #: table -> the jumps from built-in chains (``iptablesJumpChain``, each ``EnsureRule(Prepend)``ed).
+    jumps: dict[str, tuple[IptRule, ...]]
+    #: The addresses on kube-ipvs0 (``activeBindAddrs``), sorted.
+    bound_addresses: tuple[str, ...]
+    #: The node addresses that get a virtual server for each NodePort.
+    node_port_ips: tuple[str, ...]
+    #: The endpoint selection of each Service port, in processing order.
+    selections: tuple[EndpointSelection, ...] = ()
+    notes: tuple[str, ...] = ()
+
+    @property
+    def ipv6(self) -> bool:
+        return self.config.is_ipv6
+
+    # -- ipvsadm ---------------------------------------------------------------------------
+    def ipvsadm_save(self) -> str:
+        """``ipvsadm -Sn``."""
+        lines = [line for vs in self.virtual_servers for line in vs.save_lines()]
+        return "\n".join(lines) + "\n" if lines else ""
+
+    # -- ipset -----------------------------------------------------------------------------
+    def ipset(self, name: str) -> IPSet:
+        """A set by kube-proxy's IPv4 name (``KUBE-CLUSTER-IP``) or its real name."""
+        real = ipset_name(name, self.config.ip_family)
+        for s in self.ipsets:
+            if s.name in (name, real):
+                return s
+        raise KeyError(name)
+
+    def ipset_save(self) -> str:
+        """``ipset save``: every set of ``ipsetInfo``, in kube-proxy's order, each followed by its members."""
+        out: list[str] = []
+        for s in self.ipsets:
+            out.append(s.create_line())
+            out.extend(f"add {s.name} {e}" for e in s.save_entries())
+        return "\n".join(out) + "\n"
+
+    # -- iptables --------------------------------------------------------------------------
+    def all_chains(self, table: str) -> list[str]:
+        user = sorted(set(self.chains.get(table, ())) - set(BUILTIN_CHAINS[table]))
+        return list(BUILTIN_CHAINS[table]) + user
+
+    def chain_rules(self, table: str, chain: str) -> list[IptRule]:
+        """The rules of one chain as loaded: the built-in chains' jumps, then kube-proxy's rules."""
+        return [r for r in (*self.jumps.get(table, ()), *self.rules.get(table, ())) if r.chain == chain]
+
+    def iptables_save(self) -> str:
+        """What ``iptables-save`` (1.8.9) prints for the filter and nat tables, if the node has nothing else."""
+        out: list[str] = []
+        for table in TABLES:
+            out.append(f"*{table}")
+            chains = self.all_chains(table)
+            for c in chains:
+                out.append(f":{c} ACCEPT [0:0]" if c in BUILTIN_CHAINS[table] else f":{c} - [0:0]")
+            for c in chains:
+                out.extend(r.save_text(self.ipv6) for r in self.chain_rules(table, c))
+            out.append("COMMIT")
+        return "\n".join(out) + "\n"
+
+    def iptables_restore(self) -> str:
+        """kube-proxy's own ``RestoreAll`` input (``--noflush``): nat chains and rules, then filter's."""
+        out: list[str] = []
+        for table in ("nat", "filter"):
+            out.append(f"*{table}")
+            out.extend(f":{c} - [0:0]" for c in self.chains[table])
+            out.extend(r.restore_text() for r in self.rules[table])
+            out.append("COMMIT")
+        return "\n".join(out) + "\n"
+
+    # -- kube-ipvs0 ------------------------------------------------------------------------
+    def kube_ipvs0_addresses(self) -> list[str]:
+        """What ``ip addr show kube-ipvs0`` lists: ``10.96.0.1/32`` (``/128`` for IPv6), sorted."""
+        plen = 128 if self.ipv6 else 32
+        return [f"{a}/{plen}" for a in self.bound_addresses]
+
+    def ip_addr_json(self, node_ips: Iterable[str] | None = None) -> str:
+        """An ``ip -j addr`` of the node: ``lo``, ``eth0`` carrying ``node_ips`` (``ip`` or ``ip/prefix``;
+        /24 and /64 by default), and ``kube-ipvs0`` carrying the Service addresses."""
+        ips = list(node_ips) if node_ips is not None else list(self.config.node_ips)
+        lo = _link(1, "lo", ["LOOPBACK", "UP", "LOWER_UP"], 65536, "noqueue", "UNKNOWN", "loopback",
+                   "00:00:00:00:00:00", "00:00:00:00:00:00", [
+                       _addr("inet", "127.0.0.1", 8, "host", "lo"), _addr("inet6", "::1", 128, "host", None)])
+        eth_addrs = []
+        for text in ips:
+            iface = ipaddress.ip_interface(text if "/" in text else f"{text}/{64 if ':' in text else 24}")
+            if iface.version == 6:
+                eth_addrs.append(_addr("inet6", str(iface.ip), iface.network.prefixlen, "global", None))
+            else:
+                plen = iface.network.prefixlen
+                eth_addrs.append(_addr("inet", str(iface.ip), plen, "global", "eth0",
+                                       str(iface.network.broadcast_address) if plen < 31 else None))
+        node = self.config.node_name
+        eth = _link(2, "eth0", ["BROADCAST", "MULTICAST", "UP", "LOWER_UP"], 1500, "fq_codel", "UP", "ether",
+                    _mac(node, "eth0"), "ff:ff:ff:ff:ff:ff", eth_addrs)
+        vips = [_addr("inet6" if self.ipv6 else "inet", a, 128 if self.ipv6 else 32, "global",
+                      None if self.ipv6 else DUMMY_DEVICE) for a in self.bound_addresses]
+        dummy = _link(3, DUMMY_DEVICE, ["BROADCAST", "NOARP"], 1500, "noop", "DOWN", "ether",
+                      _mac(node, DUMMY_DEVICE), "ff:ff:ff:ff:ff:ff", vips)
+        return json.dumps([lo, eth, dummy], separators=(",", ":")) + "\n"
+
+    def snapshot_files(self) -> dict[str, str]:
+        """The node's files of a svctrace snapshot (``nodes/<name>/``) in IPVS mode."""
+        return {"proxy-mode": "ipvs\n", "iptables-save": self.iptables_save(), "ipvsadm": self.ipvsadm_save(),
+                "ipset": self.ipset_save(), "ip-addr.json": self.ip_addr_json()}
+
+    def sysctls(self) -> dict[str, str]:
+        """The sysctls ``NewProxier`` sets (``conn_reuse_mode`` depends on the kernel and is left out)."""
+        out = {"net/ipv4/vs/conntrack": "1", "net/ipv4/vs/expire_nodest_conn": "1",
+               "net/ipv4/vs/expire_quiescent_template": "1", "net/ipv4/ip_forward": "1"}
+        if self.config.strict_arp:
+            out |= {"net/ipv4/conf/all/arp_ignore": "1", "net/ipv4/conf/all/arp_announce": "2"}
+        return out
+
+
+def _link(index: int, name: str, flags: list[str], mtu: int, qdisc: str, state: str, link_type: str,
+          mac: str, broadcast: str, addrs: list[dict[str, object]]) -> dict[str, object]:
+    return {"ifindex": index, "ifname": name, "flags": flags, "mtu": mtu, "qdisc": qdisc, "operstate": state,
+            "group": "default", "txqlen": 1000, "link_type": link_type, "address": mac, "broadcast": broadcast,
+            "addr_info": addrs}
+
+
+def _addr(family: str, local: str, prefixlen: int, scope: str, label: str | None,
+          broadcast: str | None = None) -> dict[str, object]:
+    a: dict[str, object] = {"family": family, "local": local, "prefixlen": prefixlen}
+    if broadcast is not None:
+        a["broadcast"] = broadcast
+    a["scope"] = scope
+    if label is not None:
+        a["label"] = label
+    a |= {"valid_life_time": 4294967295, "preferred_life_time": 4294967295}
+    return a
+
+
+def _mac(node: str, iface: str) -> str:
+    digest = hashlib.sha256(f"{node}/{iface}".encode()).digest()
+    return ":".join(f"{b:02x}" for b in (0x02, *digest[:5]))  # locally administered
+
+
+# --------------------------------------------------------------------------- generation
+
+
+def _family_ok(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, cfg: IPVSConfig) -> bool:
+    return (ip.version == 6) == cfg.is_ipv6
+
+
+def _parse_ips(texts: Iterable[str]) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    out = []
+    for t in texts:
+        try:
+            ip = ipaddress.ip_interface(t.strip()).ip
+        except ValueError:
+            continue
+        if ip not in out:
+            out.append(ip)
+    return out
+
+
+def _node_address_set(cfg: IPVSConfig) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """``GetAllLocalAddressesExcept(kube-ipvs0)`` filtered by ``isValidForSet``: the proxier's family, no
+    loopback, no IPv6 link-local."""
+    addrs = cfg.interface_addresses if cfg.interface_addresses is not None else cfg.node_ips
+    return [ip for ip in _parse_ips(addrs) if _family_ok(ip, cfg) and not ip.is_loopback
+            and not (ip.version == 6 and ip.is_link_local)]
+
+
+def _primary_node_ip(cfg: IPVSConfig) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    for ip in _parse_ips(cfg.node_ips):
+        if _family_ok(ip, cfg):
+            return ip
+    return None
+
+
+def _node_port_ips(cfg: IPVSConfig) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """The ``nodeIPs`` of ``syncProxyRules``. With ``NewNodePortAddresses``' matchAll (no CIDR of the family, or
+    a zero CIDR), they are the whole node address set. Otherwise ``GetNodeIPs`` keeps the addresses inside the
+    CIDRs, without loopback."""
+    nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+    for text in cfg.node_port_addresses:
+        text = text.strip()
+        if text == "primary":  # 1.29+: cmd/kube-proxy turns it into the node IPs
+            ip = _primary_node_ip(cfg)
+            if ip is not None:
+                nets.append(ipaddress.ip_network(ip))
+            continue
+        try:
+            net = ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            continue
+        if (net.version == 6) == cfg.is_ipv6:
+            nets.append(net)
+    every = _node_address_set(cfg)
+    if not nets or any(n.prefixlen == 0 for n in nets):
+        return sorted(every)
+    addrs = cfg.interface_addresses if cfg.interface_addresses is not None else cfg.node_ips
+    return sorted(ip for ip in _parse_ips(addrs)
+                  if _family_ok(ip, cfg) and not ip.is_loopback and any(ip in n for n in nets))
+
+
+@dataclass
+class _Sets:
+    ip_family: IPFamily
+    entries: dict[str, set[str]] = field(default_factory=lambda: {s.name: set() for s in IPSET_INFO})
+
+    def add(self, name: str, entry: str) -> None:
+        self.entries[name].add(entry)
+
+    def empty(self, name: str) -> bool:
+        return not self.entries[name]
+
+    def name(self, name: str) -> str:
+        return ipset_name(name, self.ip_family)
+
+    def comment(self, name: str) -> str:
+        return f'"{_SET_INFO[name].comment}"'
+
+    def result(self) -> tuple[IPSet, ...]:
+        fam = "inet6" if self.ip_family == "IPv6" else "inet"
+        return tuple(IPSet(self.name(s.name), s.type, fam, s.comment, tuple(sorted(self.entries[s.name])))
+                     for s in IPSET_INFO)
+
+
+def _port_sort_key(sp: ServicePortInfo) -> tuple[str, str]:
+    return (sp.service_port_name(), sp.protocol)
+
+
+def _chosen(sp: ServicePortInfo, eps: Sequence[EndpointInfo], only_local: bool, node: str,
+            labels: Mapping[str, str]) -> tuple[EndpointInfo, ...]:
+    """``syncEndpoint``'s endpoint list for one virtual server."""
+    sel = categorize_endpoints(sp, eps, node_name=node, node_labels=labels)
+    if only_local and sel.local_endpoints:
+        return sel.local_endpoints
+    # Cluster policy, or Local with no local endpoint: "Allow access from local PODs even if no local
+    # endpoints exist" (PR #97081) -- external traffic then reaches remote endpoints unmasqueraded.
+    return sel.cluster_endpoints or ()
+
+
+def _real_servers(sp: ServicePortInfo, eps: tuple[EndpointInfo, ...], only_local: bool, cfg: IPVSConfig,
+                  labels: Mapping[str, str]) -> tuple[RealServer, ...]:
+    chosen = _chosen(sp, eps, only_local, cfg.node_name, labels)
+    used = {e.endpoint for e in chosen}
+    reals = [RealServer(e.ip, e.port, 1, e) for e in chosen]
+    if cfg.drain_terminating:
+        # GracefulTerminationManager.GracefulDeleteRS: a real server that syncEndpoint drops keeps weight 0
+        # until its connections are gone. An endpoint that would be used, were it ready, was used before it
+        # started terminating.
+        for i, e in enumerate(eps):
+            if not e.terminating or e.endpoint in used:
+                continue
+            as_ready = replace(e, ready=True, serving=True, terminating=False)
+            again = _chosen(sp, (*eps[:i], as_ready, *eps[i + 1:]), only_local, cfg.node_name, labels)
+            if any(x.endpoint == e.endpoint for x in again):
+                reals.append(RealServer(e.ip, e.port, 0, e))
+    return tuple(sorted(reals, key=lambda r: (ipaddress.ip_address(r.ip), r.port)))
+
+
+def generate_ipvs(
+    services: Iterable[KubeObject],
+    endpoint_slices: Iterable[KubeObject] | None,
+    cfg: IPVSConfig,
+    *,
+    nodes: Iterable[KubeObject] = (),
+    endpoints: Iterable[KubeObject] | None = None,
+) -> IPVSRules:
+    """kube-proxy's IPVS table, ipsets, iptables rules and kube-ipvs0 addresses on ``cfg.node_name``.
+
+    A Service's endpoints come from its EndpointSlices. A Service without any slice falls back to its v1
+    Endpoints in ``endpoints``. The Node named ``cfg.node_name`` in ``nodes`` gives the node's labels
+    (unless ``cfg.node_labels`` is set). When ``cfg.node_ips`` is empty, its InternalIP/ExternalIP
+    addresses give the node IPs.
+    """
+    labels: Mapping[str, str] = cfg.node_labels if cfg.node_labels is not None else {}
+    for node in nodes:
+        meta = node.get("metadata") or {}
+        if meta.get("name") != cfg.node_name:
+            continue
+        if cfg.node_labels is None:
+            labels = meta.get("labels") or {}
+        if not cfg.node_ips:
+            addrs = [str(a.get("address")) for a in (node.get("status") or {}).get("addresses") or []
+                     if a.get("type") in ("InternalIP", "ExternalIP")]
+            cfg = replace(cfg, node_ips=tuple(addrs))
+    version = cfg.version
+    fam = cfg.ip_family
+    slices = list(endpoint_slices) if endpoint_slices is not None else None
+    legacy = list(endpoints) if endpoints is not None else None
+
+    ports: list[tuple[ServicePortInfo, tuple[EndpointInfo, ...]]] = []
+    for svc in services:
+        for sp in service_ports(svc, ip_family=fam, kube_version=version):
+            ports.append((sp, endpoints_for_port(sp, node_name=cfg.node_name, endpoint_slices=slices,
+                                                 endpoints=legacy)))
+    ports.sort(key=lambda item: _port_sort_key(item[0]))
+
+    sets = _Sets(fam)
+    node_addresses = {str(ip) for ip in _node_address_set(cfg)}
+    node_ip = _primary_node_ip(cfg)
+    np_ips = [str(ip) for ip in _node_port_ips(cfg)] if any(sp.node_port for sp, _ in ports) else []
+    servers: dict[tuple[str, str, int], VirtualServer] = {}
+    bound: set[str] = set()
+    no_node_access: list[tuple[str, str, int]] = []  # lbNoNodeAccessIPPortProtocolEntries (1.29+)
+    selections: list[EndpointSelection] = []
+    notes: list[str] = []
+    flags = ("mh-port",) if cfg.scheduler == "mh" else ()  # FlagSourceHash (0x10, IP_VS_SVC_F_SCHED2)
+
+    def virtual(sp: ServicePortInfo, eps: tuple[EndpointInfo, ...], ip: str, port: int, kind: str,
+                bind: bool, only_local: bool) -> None:
+        vs = VirtualServer(sp.protocol, ip, port, cfg.scheduler, sp.session_affinity_seconds, flags,
+                           _real_servers(sp, eps, only_local, cfg, labels), kind, sp.service_port_name(),
+                           bind, only_local)
+        key = (sp.protocol, ip, port)
+        if key in servers:
+            notes.append(f"{vs.protocol} {vs.address} is both {servers[key].service_port} ({servers[key].kind}) "
+                         f"and {vs.service_port} ({kind}); kube-proxy's later syncEndpoint wins (Go map order)")
+        servers[key] = vs
+        if bind:
+            bound.add(ip)
+
+    for sp, eps in ports:
+        selections.append(categorize_endpoints(sp, eps, node_name=cfg.node_name, node_labels=labels))
+        proto = sp.protocol.lower()
+        # Handle traffic that loops back to the originator with SNAT: every local endpoint, whatever its state.
+        for e in eps:
+            if e.is_local:
+                sets.add(KUBE_LOOP_BACK, f"{e.ip},{proto}:{e.port},{e.ip}")
+        # Capture the clusterIP (always bound to kube-ipvs0).
+        sets.add(KUBE_CLUSTER_IP, f"{sp.cluster_ip},{proto}:{sp.port}")
+        virtual(sp, eps, sp.cluster_ip, sp.port, "ClusterIP", True, sp.internal_policy_local)
+        # Capture externalIPs: not bound when the address is already the node's ("shouldBind").
+        for eip in sp.external_ips:
+            sets.add(KUBE_EXTERNAL_IP_LOCAL if sp.external_policy_local else KUBE_EXTERNAL_IP,
+                     f"{eip},{proto}:{sp.port}")
+            virtual(sp, eps, eip, sp.port, "ExternalIP", eip not in node_addresses, sp.external_policy_local)
+        # Capture load-balancer ingress.
+        for lbip in sp.load_balancer_vips:
+            entry = f"{lbip},{proto}:{sp.port}"
+            sets.add(KUBE_LOAD_BALANCER, entry)
+            if sp.external_policy_local:
+                sets.add(KUBE_LOAD_BALANCER_LOCAL, entry)
+            if sp.load_balancer_source_ranges:
+                sets.add(KUBE_LOAD_BALANCER_FW, entry)
+                allow_from_node = False
+                for cidr in sp.load_balancer_source_ranges:
+                    sets.add(KUBE_LOAD_BALANCER_SOURCE_CIDR, f"{entry},{cidr}")
+                    net = ipaddress.ip_network(cidr, strict=False)
+                    allow_from_node = allow_from_node or (node_ip is not None and node_ip in net)
+                if allow_from_node:
+                    sets.add(KUBE_LOAD_BALANCER_SOURCE_IP, f"{entry},{lbip}")
+                else:
+                    no_node_access.append((lbip, proto, sp.port))
+            virtual(sp, eps, lbip, sp.port, "LoadBalancer", lbip not in node_addresses, sp.external_policy_local)
+        if sp.node_port:
+            if not np_ips:
+                # "Skip nodePort configuration": a `continue` that also skips the health check node port.
+                notes.append(f"{sp.service_port_name()}: no node address for NodePort {sp.node_port} "
+                             "(nodePortAddresses match none); kube-proxy skips it and its health check port")
+                continue
+            if proto == "sctp":
+                np_entries = [f"{ip},sctp:{sp.node_port}" for ip in np_ips]
+                plain, local = KUBE_NODE_PORT_SCTP, KUBE_NODE_PORT_LOCAL_SCTP
+            else:
+                np_entries = [str(sp.node_port)]
+                plain = KUBE_NODE_PORT_TCP if proto == "tcp" else KUBE_NODE_PORT_UDP
+                local = KUBE_NODE_PORT_LOCAL_TCP if proto == "tcp" else KUBE_NODE_PORT_LOCAL_UDP
+            for entry in np_entries:
+                sets.add(plain, entry)
+                if sp.external_policy_local:
+                    sets.add(local, entry)
+            for ip in np_ips:
+                virtual(sp, eps, ip, sp.node_port, "NodePort", False, sp.external_policy_local)
+        if sp.health_check_node_port:
+            sets.add(KUBE_HEALTH_CHECK_NODE_PORT, str(sp.health_check_node_port))
+
+    # "Set the KUBE-IPVS-IPS set to the activeBindAddrs".
+    for ip in bound:
+        sets.add(KUBE_IPVS_IPS, ip)
+    chains, rules = _write_iptables_rules(cfg, sets, no_node_access)
+    order = {"ClusterIP": 0, "ExternalIP": 1, "LoadBalancer": 2, "NodePort": 3}
+    listed = sorted(servers.values(), key=lambda v: (order[v.kind], ipaddress.ip_address(v.ip), v.port, v.protocol))
+    return IPVSRules(
+        config=cfg,
+        virtual_servers=tuple(listed),
+        ipsets=sets.result(),
+        chains=chains,
+        rules=rules,
+        jumps=_jumps(version),
+        bound_addresses=tuple(str(ip) for ip in sorted(ipaddress.ip_address(b) for b in bound)),
+        node_port_ips=tuple(np_ips),
+        selections=tuple(selections),
+        notes=tuple(notes),
+    )
+
+
+# --------------------------------------------------------------------------- iptables
+
+
+def _q(text: str) -> str:
+    return f'"{text}"'
+
+
+def _chains(version: tuple[int, int]) -> dict[str, tuple[str, ...]]:
+    """``iptablesChains``: the chains kube-proxy declares (and ``EnsureChain``s)."""
+    nat = ("KUBE-SERVICES", "KUBE-POSTROUTING", "KUBE-NODE-PORT", "KUBE-LOAD-BALANCER", "KUBE-MARK-MASQ")
+    flt = ["KUBE-FORWARD", "KUBE-NODE-PORT", "KUBE-PROXY-FIREWALL", "KUBE-SOURCE-RANGES-FIREWALL",
+           "KUBE-IPVS-FILTER"]
+    if version >= (1, 29):
+        flt.append("KUBE-IPVS-OUT-FILTER")
+    return {"nat": nat, "filter": tuple(flt)}
+
+
+def _jumps(version: tuple[int, int]) -> dict[str, tuple[IptRule, ...]]:
+    """``iptablesJumpChain``, each ``EnsureRule(Prepend)``ed: the last one for a chain ends up first."""
+    spec = [
+        ("nat", "OUTPUT", "KUBE-SERVICES", "kubernetes service portals"),
+        ("nat", "PREROUTING", "KUBE-SERVICES", "kubernetes service portals"),
+        ("nat", "POSTROUTING", "KUBE-POSTROUTING", "kubernetes postrouting rules"),
+        ("filter", "FORWARD", "KUBE-FORWARD", "kubernetes forwarding rules"),
+        ("filter", "INPUT", "KUBE-NODE-PORT", "kubernetes health check rules"),
+        ("filter", "INPUT", "KUBE-PROXY-FIREWALL", "kube-proxy firewall rules"),
+        ("filter", "FORWARD", "KUBE-PROXY-FIREWALL", "kube-proxy firewall rules"),
+        ("filter", "INPUT", "KUBE-IPVS-FILTER", "kubernetes ipvs access filter"),
+    ]
+    if version >= (1, 29):
+        spec.append(("filter", "OUTPUT", "KUBE-IPVS-OUT-FILTER", "kubernetes ipvs access filter"))
+    out: dict[str, list[IptRule]] = {t: [] for t in TABLES}
+    for table, src, dst, comment in spec:
+        out[table].insert(0, IptRule(table, src, ("-m", "comment", "--comment", _q(comment), "-j", dst)))
+    return {t: tuple(sorted(rs, key=lambda r: BUILTIN_CHAINS[t].index(r.chain))) for t, rs in out.items()}
+
+
+def _write_iptables_rules(cfg: IPVSConfig, sets: _Sets,
+                          no_node_access: Sequence[tuple[str, str, int]]) -> tuple[
+        dict[str, tuple[str, ...]], dict[str, tuple[IptRule, ...]]]:
+    """``writeIptablesRules`` (with ``acceptIPVSTraffic``)."""
+    version = cfg.version
+    mark = cfg.mark
+    nat: list[IptRule] = []
+    flt: list[IptRule] = []
+
+    def rule(table: str, chain: str, *args: str) -> None:
+        (nat if table == "nat" else flt).append(IptRule(table, chain, tuple(args)))
+
+    def match_set(name: str, flags: str) -> tuple[str, ...]:
+        return ("-m", "set", "--match-set", sets.name(name), flags)
+
+    # Dismiss connects to localhost early in the service chain (PR #112950).
+    rule("nat", "KUBE-SERVICES", "-s", "::1/128" if cfg.is_ipv6 else "127.0.0.0/8", "-j", "RETURN")
+    for name, table, src, dst, flags, proto in _SET_RULES:
+        if sets.empty(name):
+            continue
+        args: list[str] = ["-p", proto] if proto else []
+        rule(table, src, *args, "-m", "comment", "--comment", sets.comment(name), *match_set(name, flags), "-j", dst)
+    if not sets.empty(KUBE_CLUSTER_IP):
+        head: tuple[str, ...] = ("-m", "comment", "--comment", sets.comment(KUBE_CLUSTER_IP), "-m", "set", "--match-set",
+                sets.name(KUBE_CLUSTER_IP))
+        if cfg.masquerade_all:
+            rule("nat", "KUBE-SERVICES", *head, "dst,dst", "-j", "KUBE-MARK-MASQ")
+        elif cfg.cluster_cidr is not None:
+            # Masquerade off-cluster traffic to a service VIP (localDetector.IfNotLocal()).
+            rule("nat", "KUBE-SERVICES", *head, "dst,dst", "!", "-s", cfg.cluster_cidr, "-j", "KUBE-MARK-MASQ")
+        else:
+            # No detector: masquerade the node's own connections whose source is a VIP.
+            rule("nat", "KUBE-SERVICES", *head, "src,dst", "-j", "KUBE-MARK-MASQ")
+
+    def external_ip_rules(head: tuple[str, ...]) -> None:
+        # Traffic from off the node that does not come through a bridge, and traffic to a local address.
+        rule("nat", "KUBE-SERVICES", *head, "-m", "physdev", "!", "--physdev-is-in",
+             "-m", "addrtype", "!", "--src-type", "LOCAL", "-j", "ACCEPT")
+        rule("nat", "KUBE-SERVICES", *head, "-m", "addrtype", "--dst-type", "LOCAL", "-j", "ACCEPT")
+
+    if not sets.empty(KUBE_EXTERNAL_IP):
+        head = ("-m", "comment", "--comment", sets.comment(KUBE_EXTERNAL_IP), *match_set(KUBE_EXTERNAL_IP, "dst,dst"))
+        rule("nat", "KUBE-SERVICES", *head, "-j", "KUBE-MARK-MASQ")
+        external_ip_rules(head)
+    if not sets.empty(KUBE_EXTERNAL_IP_LOCAL):
+        external_ip_rules(("-m", "comment", "--comment", sets.comment(KUBE_EXTERNAL_IP_LOCAL),
+                           *match_set(KUBE_EXTERNAL_IP_LOCAL, "dst,dst")))
+    rule("nat", "KUBE-SERVICES", "-m", "addrtype", "--dst-type", "LOCAL", "-j", "KUBE-NODE-PORT")
+    rule("nat", "KUBE-LOAD-BALANCER", "-j", "KUBE-MARK-MASQ")
+    rule("filter", "KUBE-SOURCE-RANGES-FIREWALL", "-j", "DROP")
+    if version >= (1, 29):
+        # Disable LB access from the node: for IPVS, source and destination are both the LB IP.
+        for ip, proto, port in no_node_access:
+            rule("filter", "KUBE-IPVS-OUT-FILTER", "-s", ip, "-m", "ipvs", "--vaddr", ip, "--vproto", proto,
+                 "--vport", str(port), "-j", "DROP")
+    # acceptIPVSTraffic: must be the end of KUBE-SERVICES.
+    for name in (KUBE_CLUSTER_IP, KUBE_LOAD_BALANCER):
+        if not sets.empty(name):
+            rule("nat", "KUBE-SERVICES", *match_set(name, "dst,dst"), "-j", "ACCEPT")
+    rule("filter", "KUBE-FORWARD", "-m", "comment", "--comment", _q("kubernetes forwarding rules"),
+         "-m", "mark", "--mark", f"{mark}/{mark}", "-j", "ACCEPT")
+    rule("filter", "KUBE-FORWARD", "-m", "comment", "--comment", _q("kubernetes forwarding conntrack rule"),
+         "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT")
+    rule("filter", "KUBE-NODE-PORT", "-m", "comment", "--comment", sets.comment(KUBE_HEALTH_CHECK_NODE_PORT),
+         *match_set(KUBE_HEALTH_CHECK_NODE_PORT, "dst"), "-j", "ACCEPT")
+    # KUBE-IPVS-FILTER: no access to the node's own ports through a VIP (issue #72236).
+    returns = [(KUBE_LOAD_BALANCER, "dst,dst"), (KUBE_CLUSTER_IP, "dst,dst"), (KUBE_EXTERNAL_IP, "dst,dst")]
+    if version >= (1, 30):
+        returns.append((KUBE_EXTERNAL_IP_LOCAL, "dst,dst"))  # PR #121919
+    returns.append((KUBE_HEALTH_CHECK_NODE_PORT, "dst"))
+    for name, flags in returns:
+        rule("filter", "KUBE-IPVS-FILTER", *match_set(name, flags), "-j", "RETURN")
+    rule("filter", "KUBE-IPVS-FILTER", "-m", "conntrack", "--ctstate", "NEW", *match_set(KUBE_IPVS_IPS, "dst"),
+         "-j", "REJECT")
+    rule("nat", "KUBE-POSTROUTING", "-m", "mark", "!", "--mark", f"{mark}/{mark}", "-j", "RETURN")
+    rule("nat", "KUBE-POSTROUTING", "-j", "MARK", "--xor-mark", mark)
+    masq = ["-m", "comment", "--comment", _q("kubernetes service traffic requiring SNAT"), "-j", "MASQUERADE"]
+    if cfg.random_fully:
+        masq.append("--random-fully")
+    rule("nat", "KUBE-POSTROUTING", *masq)
+    rule("nat", "KUBE-MARK-MASQ", "-j", "MARK", "--or-mark", mark)
+    return _chains(version), {"nat": tuple(nat), "filter": tuple(flt)}
+
+
+# --------------------------------------------------------------------------- canonical (iptables-save) form
+
+_NO_QUOTE: Final = frozenset("_-0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_PROTO_NUMBERS: Final = {"tcp": 6, "udp": 17, "sctp": 132}
+_CTSTATES: Final = ("INVALID", "NEW", "RELATED", "ESTABLISHED", "UNTRACKED", "SNAT", "DNAT")
+
+
+def _save_string(value: str) -> str:
+    """``xtables_save_string``: bare when only [A-Za-z0-9_-], else double-quoted with ``"``, ``\\`` and
+    ``'`` escaped."""
+    if value and all(c in _NO_QUOTE for c in value):
+        return value
+    return '"' + "".join("\\" + c if c in "\"\\'" else c for c in value) + '"'
+
+
+def _unquote(text: str) -> str:
+    return text[1:-1] if len(text) >= 2 and text[0] == text[-1] == '"' else text
+
+
+def _cidr(text: str) -> str:
+    return str(ipaddress.ip_network(text, strict=False))
+
+
+def _hexmark(text: str) -> str:
+    value, _, mask = text.partition("/")
+    out = f"0x{int(value, 0):x}"
+    if mask and int(mask, 0) != 0xFFFFFFFF:
+        out += f"/0x{int(mask, 0):x}"
+    return out
+
+
+def _save_line(chain: str, args: Sequence[str], ipv6: bool) -> str:
+    """The rule as iptables-save (1.8.9) prints it: ``-s``/``-d``/``-p`` first, then the matches in order."""
+    generic: dict[str, str] = {}
+    matches: list[tuple[str, list[tuple[bool, str, list[str]]]]] = []
+    target: list[str] = []
+    neg = False
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a == "!":
+            neg = True
+            i += 1
+        elif a in ("-s", "-d", "-p"):
+            value = args[i + 1] if a == "-p" else _cidr(args[i + 1])
+            generic[a] = ("! " if neg else "") + f"{a} {value}"
+            neg = False
+            i += 2
+        elif a == "-m":
+            matches.append((args[i + 1], []))
+            i += 2
+        elif a == "-j":
+            target = list(args[i + 1:])
+            break
+        else:
+            arity = 0 if a in ("--physdev-is-in",) else (2 if a == "--match-set" else 1)
+            matches[-1][1].append((neg, a, list(args[i + 1:i + 1 + arity])))
+            neg = False
+            i += 1 + arity
+    parts = [f"-A {chain}"] + [generic[k] for k in ("-s", "-d", "-p") if k in generic]
+    for module, opts in matches:
+        parts.append(f"-m {module}")
+        parts.extend(_save_match(module, opts, ipv6))
+    if target:
+        parts.append(f"-j {target[0]}")
+        parts.extend(_save_target(target[0], target[1:], ipv6))
+    return " ".join(parts)
+
+
+def _save_match(module: str, opts: list[tuple[bool, str, list[str]]], ipv6: bool) -> list[str]:
+    def bang(n: bool) -> str:
+        return "! " if n else ""
+
+    if module == "comment":
+        return [f"--comment {_save_string(_unquote(v[0]))}" for _, _, v in opts]
+    if module == "conntrack":
+        return [f"{bang(n)}{name} {','.join(s for s in _CTSTATES if s in v[0].split(','))}" for n, name, v in opts]
+    if module == "mark":
+        return [f"{bang(n)}--mark {_hexmark(v[0])}" for n, _, v in opts]
+    if module == "addrtype":
+        by = {name: (n, v[0]) for n, name, v in opts}
+        return [f"{bang(by[k][0])}{k} {by[k][1]}" for k in ("--src-type", "--dst-type") if k in by]
+    if module == "ipvs":  # libxt_ipvs ipvs_mt_dump: proto (as a number), vaddr/mask, vport
+        by = {name: (n, v[0]) for n, name, v in opts}
+        out = []
+        if "--vproto" in by:
+            n, p = by["--vproto"]
+            out.append(f"{bang(n)}--vproto {_PROTO_NUMBERS.get(p.lower(), p)}")
+        if "--vaddr" in by:
+            n, addr = by["--vaddr"]
+            out.append(f"{bang(n)}--vaddr {_cidr(addr)}")
+        if "--vport" in by:
+            n, port = by["--vport"]
+            out.append(f"{bang(n)}--vport {port}")
+        return out
+    return [" ".join([f"{bang(n)}{name}", *v]) for n, name, v in opts]  # set, physdev
+
+
+def _save_target(target: str, opts: Sequence[str], ipv6: bool) -> list[str]:
+    if target == "REJECT" and not opts:
+        return ["--reject-with " + ("icmp6-port-unreachable" if ipv6 else "icmp-port-unreachable")]
+    if target == "MARK" and opts:
+        value = int(opts[1], 0)
+        if opts[0] == "--or-mark":
+            return [f"--set-xmark 0x{value:x}/0x{value:x}"]
+        if opts[0] == "--xor-mark":
+            return [f"--set-xmark 0x{value:x}/0x0"]
+    return list(opts)
