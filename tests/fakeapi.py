@@ -101,7 +101,11 @@ def realistic_objects(source: Path = DEMO / "cluster.json") -> list[Obj]:
     doc = json.loads(source.read_text())
     out: list[Obj] = []
     rv = itertools.count(1000)
+    from svctrace.data.build_demo import MODES
+
     for o in doc["items"]:
+        if o["kind"] == "Node" and MODES.get(o["metadata"]["name"], "iptables") != "iptables":
+            continue  # an IPVS-mode node cannot be emulated: this kernel has no IPVS
         o = copy.deepcopy(o)
         m = o.setdefault("metadata", {})
         m["resourceVersion"] = str(next(rv))

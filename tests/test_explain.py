@@ -332,6 +332,10 @@ def test_demo_dumps_load_with_the_real_iptables_restore() -> None:
         ns = f"svt-demo-{uuid.uuid4().hex[:6]}"
         subprocess.run(["ip", "netns", "add", ns], check=True)
         try:
+            ipset = dump.parent / "ipset"  # IPVS mode: the sets the rules match must exist first
+            if ipset.exists():
+                subprocess.run(["ip", "netns", "exec", ns, "ipset", "restore"], input=ipset.read_text(), text=True,
+                               check=True)
             p = subprocess.run(["ip", "netns", "exec", ns, "iptables-restore"], input=dump.read_text(), text=True,
                                capture_output=True)
             assert p.returncode == 0, (dump, p.stderr)

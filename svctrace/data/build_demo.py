@@ -23,7 +23,11 @@ NODES = {  # name: (InternalIP, podCIDR, zone)
     "controlplane": ("192.168.56.10", "10.244.0.0/24", "zone-a"),
     "node01": ("192.168.56.11", "10.244.1.0/24", "zone-a"),
     "node02": ("192.168.56.12", "10.244.2.0/24", "zone-b"),
+    "node03": ("192.168.56.13", "10.244.3.0/24", "zone-b"),
 }
+# kube-proxy's mode per node: the cluster runs iptables mode; node03 was moved to IPVS mode (a second
+# kube-proxy DaemonSet selects it), so one demo shows both dataplanes for the same Services.
+MODES = {"node03": "ipvs"}
 UID = 0
 
 
@@ -219,17 +223,36 @@ def objects() -> list[Obj]:
 
 
 def node_dump(objs: list[Obj], name: str) -> str:
-    """What kube-proxy programs on node `name`, as iptables-save prints it."""
+    """What kube-proxy (iptables mode) programs on node `name`, as iptables-save prints it."""
     from svctrace.kubeproxy.generate import ProxyConfig, generate, to_save
 
     ip = NODES[name][0]
-    kinds: dict[str, list[Obj]] = {}
-    for o in objs:
-        kinds.setdefault(o["kind"], []).append(o)
+    kinds = _kinds(objs)
     cfg = ProxyConfig(node_name=name, node_ips=(ip,), cluster_cidr=CLUSTER_CIDR, kube_version=KUBE_VERSION.lstrip("v"),
                       kubelet_rules=True)
     rules = generate(kinds.get("Service", []), kinds.get("EndpointSlice", []), cfg, nodes=kinds.get("Node", []))
     return to_save(rules)
+
+
+def _kinds(objs: list[Obj]) -> dict[str, list[Obj]]:
+    kinds: dict[str, list[Obj]] = {}
+    for o in objs:
+        kinds.setdefault(o["kind"], []).append(o)
+    return kinds
+
+
+def node_files(objs: list[Obj], name: str) -> dict[str, str]:
+    """The node's files in the bundle, in the node's kube-proxy mode."""
+    mode = MODES.get(name, "iptables")
+    if mode == "ipvs":
+        from svctrace.kubeproxy.generate_ipvs import IPVSConfig, generate_ipvs
+
+        kinds = _kinds(objs)
+        cfg = IPVSConfig(node_name=name, node_ips=(NODES[name][0],), cluster_cidr=CLUSTER_CIDR,
+                         kube_version=KUBE_VERSION.lstrip("v"))
+        return generate_ipvs(kinds.get("Service", []), kinds.get("EndpointSlice", []), cfg,
+                             nodes=kinds.get("Node", [])).snapshot_files()
+    return {"iptables-save": node_dump(objs, name), "proxy-mode": "iptables\n"}
 
 
 def files() -> dict[str, str]:
@@ -239,11 +262,12 @@ def files() -> dict[str, str]:
     meta_doc = {"format": "svctrace-snapshot/1", "collected_at": "2026-11-20T10:00:00Z", "svctrace": "demo",
                 "context": "demo-kubeadm", "server_version": KUBE_VERSION, "proxy_mode": "iptables",
                 "cluster_cidr": CLUSTER_CIDR, "service_cidr": SERVICE_CIDR,
-                "nodes": {n: {"transport": "demo", "backend": "nft", "ok": True} for n in NODES}}
+                "nodes": {n: {"transport": "demo", "backend": "nft", "ok": True, "proxy_mode": MODES.get(n, "iptables")}
+                          for n in NODES}}
     out = {"cluster.json": json.dumps(doc, indent=2) + "\n", "meta.json": json.dumps(meta_doc, indent=2) + "\n"}
     for name in NODES:
-        out[f"nodes/{name}/iptables-save"] = node_dump(objs, name)
-        out[f"nodes/{name}/proxy-mode"] = "iptables\n"
+        for fname, text in node_files(objs, name).items():
+            out[f"nodes/{name}/{fname}"] = text
     return out
 
 

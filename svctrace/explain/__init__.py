@@ -12,9 +12,6 @@ from svctrace.cluster import Cluster, Service, ServicePort
 from svctrace.errors import InputError, Warn
 from svctrace.explain.hops import hop_sentences, masquerade_reason
 from svctrace.model import NodeFacts, Packet, format_endpoint
-from svctrace.netfilter import load_ruleset, trace
-from svctrace.netfilter.ipset import parse_ipset
-from svctrace.netfilter.rules import Ruleset
 from svctrace.netfilter.walker import PathStep, TraceResult
 from svctrace.snapshot import NodeFiles, Snapshot
 
@@ -262,8 +259,9 @@ def _first_node(snap: Snapshot, family: int, prefer_workers: bool = False) -> st
 
 
 def _nodes_with_dumps(snap: Snapshot, family: int) -> list[str]:
-    fname = "iptables-save" if family == 4 else "ip6tables-save"
-    names = [n for n, f in snap.nodes.items() if f.get(fname) or f.get(fname.replace("-save", "-legacy-save"))]
+    from svctrace.explain.dataplane import usable
+
+    names = [n for n in snap.nodes if usable(snap, n, family)]
     order = list(snap.cluster.nodes)
     return sorted(names, key=lambda n: order.index(n) if n in order else len(order))
 
@@ -379,20 +377,30 @@ def explain(snap: Snapshot, req: Request) -> Explanation:
     if proto == "icmp" or proto == "icmpv6":
         dport = None
 
-    rs, rules_from, local_ips = _ruleset_for(snap, node, family, svc, via, warns, inferred)
+    from svctrace.explain.dataplane import dataplane_for
+
+    dp = dataplane_for(snap, node, family, _uses_local(svc, via), svc.key, warns)
+    if dp.node != node:
+        inferred.append(f"rules: {dp.node}'s dump stands in for {node}'s")
+    local_ips = _node_ips(snap, node) + [ip for ip in dp.extra_local_ips if ip not in _node_ips(snap, node)]
+    if node and local_ips:
+        from_node = _node_ips(snap, node)
+        more = [ip for ip in local_ips if ip not in from_node]
+        text = f"node {node}'s own addresses: {', '.join(from_node) or 'none'} (from the Node object)"
+        if more:
+            text += f" and {len(more)} more on its interfaces (ip-addr: {', '.join(more[:4])}{', ...' if len(more) > 4 else ''})"
+        inferred.append(text)
     facts = NodeFacts.make(local_ips=local_ips, returning_client=req.returning_client)
-    nf = snap.nodes.get(rules_from.split("/")[-2]) if rules_from else None
-    if nf is not None and nf.get("ipset"):
-        sets, _ = parse_ipset(nf.get("ipset") or "", nf.path("ipset"))
-        facts.ipsets.update(sets)
     origin = "local" if source.kind == "node" else "forwarded"
     pkt = Packet.make(src=source.ip, dst=dst, proto=proto, dport=dport, origin=origin,  # type: ignore[arg-type]
                       local_ips=facts.local_ips)
-    result = trace(rs, pkt, facts)
+    result = dp.trace(pkt, facts, kube_version=cluster.proxy.version)
     warns.extend(w for w in result.warnings if w not in warns)
 
     outcomes = [_map_outcome(cluster, o, node) for o in result.outcomes]
-    mode = _proxy_mode(snap, node, rs, inferred)
+    mode = dp.mode
+    if not (snap.nodes.get(dp.node) and snap.nodes[dp.node].get("proxy-mode")) and not cluster.proxy.mode:
+        inferred.append(f"proxy mode: {mode} (from {dp.mode_source or 'the dumps'}; no /proxyMode or config)")
     from svctrace.snapshot import infer_cluster_cidr
 
     cidr, cidr_from = infer_cluster_cidr(snap)
@@ -400,10 +408,10 @@ def explain(snap: Snapshot, req: Request) -> Explanation:
         inferred.append(f"cluster CIDR: {cidr} ({cidr_from})")
     dest: dict[str, object] = {"ip": dst, "port": dport, "protocol": proto.upper(), "via": via}
     exp = Explanation(svc, port, source, dest, node, mode, outcomes, diags, warns, inferred,
-                      hop_sentences(result, cluster, svc, port), result, rules_from)
+                      hop_sentences(result, cluster, svc, port), result, dp.main_file)
     from svctrace.explain.diagnose import diagnose
 
-    diagnose(snap, exp, rs)
+    diagnose(snap, exp, dp)
     return exp
 
 
@@ -459,58 +467,6 @@ def _uses_local(svc: Service, via: str) -> bool:
     if via == "cluster-ip":
         return svc.internal_traffic_policy == "Local"
     return svc.external_traffic_policy == "Local"
-
-
-def _ruleset_for(snap: Snapshot, node: str | None, family: int, svc: Service, via: str, warns: list[Warn],
-                 inferred: list[str]) -> tuple[Ruleset, str, list[str]]:
-    fname = "iptables-save" if family == 4 else "ip6tables-save"
-    nf = snap.nodes.get(node or "")
-    text = nf.get(fname) if nf else None
-    if text is None and nf is not None and nf.get(fname.replace("-save", "-legacy-save")):
-        fname = fname.replace("-save", "-legacy-save")
-        text = nf.get(fname)
-    used = node
-    if text is None:
-        others = [n for n in _nodes_with_dumps(snap, family) if n != node]
-        missing = f"{snap.source}/nodes/{node}/{fname}"
-        if nf is not None and (nf.get("nft.json") or nf.get("nft") or nf.get("ipvsadm")):
-            kind = "nftables" if (nf.get("nft.json") or nf.get("nft")) else "IPVS"
-            raise InputError(f"node {node} runs kube-proxy in {kind} mode; explain reads iptables-mode nodes in "
-                             "this version", source=missing)
-        if not others:
-            raise InputError("no node in the snapshot has an iptables dump: collect one with "
-                             f"`ssh {node or 'NODE'} sudo iptables-save`", source=missing)
-        if _uses_local(svc, via):
-            raise InputError(f"the deciding node {node} has no dump, and {svc.key} has a Local traffic policy, so "
-                             "another node's rules would give a different answer", source=missing)
-        used = others[0]
-        assert used is not None
-        nf = snap.nodes[used]
-        text = nf.get(fname) or nf.get(fname.replace("-save", "-legacy-save")) or ""
-        warns.append(Warn(f"node {node} has no {fname} in the snapshot; using {used}'s rules instead (kube-proxy "
-                          f"programs the same rules on every node except for Local traffic policies)",
-                          missing, None, "snapshot"))
-    assert nf is not None
-    rs = load_ruleset(text, nf.path(fname))
-    local = _node_ips(snap, node)
-    if node and local:
-        inferred.append(f"node {node}'s own addresses: {', '.join(local)} (from the Node object"
-                        + (" and ip-addr" if nf.get("ip-addr.json") or nf.get("ip-addr") else "") + ")")
-    if used != node:
-        inferred.append(f"rules: {used}'s dump stands in for {node}'s")
-    return rs, nf.path(fname), local
-
-
-def _proxy_mode(snap: Snapshot, node: str | None, rs: Ruleset, inferred: list[str]) -> str | None:
-    nf = snap.nodes.get(node or "")
-    if nf is not None and nf.get("proxy-mode"):
-        return (nf.get("proxy-mode") or "").strip() or None
-    if snap.cluster.proxy.mode:
-        return snap.cluster.proxy.mode
-    if rs.chain("nat", "KUBE-SERVICES") is not None:
-        inferred.append("proxy mode: iptables (from the node's KUBE-SERVICES rules; no /proxyMode or config)")
-        return "iptables"
-    return None
 
 
 def _endpoint_ips(cluster: Cluster, svc: Service) -> list[str]:

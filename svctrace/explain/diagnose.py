@@ -15,6 +15,7 @@ from svctrace.netfilter.rules import Ruleset
 from svctrace.snapshot import Snapshot
 
 from . import Diagnostic, Explanation
+from .dataplane import Dataplane
 
 
 @dataclass
@@ -172,8 +173,9 @@ def _programmed_endpoints(rs: Ruleset, chain: str) -> set[str] | None:
     return out
 
 
-def diagnose(snap: Snapshot, exp: Explanation, rs: Ruleset) -> None:
+def diagnose(snap: Snapshot, exp: Explanation, dp: Dataplane) -> None:
     cluster = snap.cluster
+    rs = dp.iptables
     svc, port, diags = exp.service, exp.port, exp.diagnostics
     via = str(exp.destination.get("via"))
     proto = str(exp.destination.get("protocol") or "").lower()
@@ -182,14 +184,7 @@ def diagnose(snap: Snapshot, exp: Explanation, rs: Ruleset) -> None:
         svc.external_traffic_policy == "Local")
 
     if proto in ("icmp", "icmpv6") and via in ("cluster-ip", "external-ip", "load-balancer"):
-        ports = ", ".join(f"{p.port}/{p.protocol}" for p in svc.ports)
-        diags.append(Diagnostic(
-            "ping-virtual-ip", "warning",
-            f"ping to {exp.destination['ip']} gets no answer: in iptables mode a Service IP is not an address of any "
-            f"interface, only DNAT rules for the Service's ports ({ports}). An ICMP echo request matches none of them, "
-            "is not translated, and is routed on towards an address no host owns.",
-            f"Test the Service with a port instead: `nc -zv {exp.destination['ip']} {svc.ports[0].port if svc.ports else 80}`"
-            " from a pod. (In IPVS mode the node answers ping itself, before 1.26; in nftables mode it is rejected.)"))
+        diags.append(_ping_diagnostic(exp, dp))
 
     selector_checks(cluster, svc, port, diags)
 
@@ -254,8 +249,11 @@ def diagnose(snap: Snapshot, exp: Explanation, rs: Ruleset) -> None:
             "address as the source instead of its own.",
             "Expected behaviour; the CNI bridge needs hairpin mode for such packets to come back to the pod."))
 
-    _rules_checks(snap, exp, rs, selection)
-    _dataplane_checks(snap, exp, rs)
+    if dp.mode == "iptables" and rs is not None:
+        _rules_checks(snap, exp, rs, selection)
+    elif dp.mode == "ipvs":
+        _ipvs_rules_checks(exp, dp, selection)
+    _dataplane_checks(snap, exp, dp)
 
     uncertain = [o for o in exp.outcomes if not o.certain]
     if uncertain:
@@ -334,8 +332,67 @@ def _nodes_disagree(snap: Snapshot, exp: Explanation, chain: str, mine: set[str]
             "whose kube-proxy is stuck answers differently."))
 
 
-def _dataplane_checks(snap: Snapshot, exp: Explanation, rs: Ruleset) -> None:
-    nf = snap.nodes.get(exp.node or "")
+def _ping_diagnostic(exp: Explanation, dp: Dataplane) -> Diagnostic:
+    svc = exp.service
+    ip = exp.destination["ip"]
+    ports = ", ".join(f"{p.port}/{p.protocol}" for p in svc.ports)
+    test = f"Test the Service with a port instead: `nc -zv {ip} {svc.ports[0].port if svc.ports else 80}` from a pod."
+    answered = any(o.verdict == "accept" and o.endpoint is None and o.path and any(
+        s.hook == "INPUT" for s in o.path) for o in exp.outcomes)
+    if dp.mode == "ipvs":
+        if answered or any(o.verdict == "accept" for o in exp.outcomes):
+            what = (f"in IPVS mode kube-proxy puts every Service IP on the node's kube-ipvs0 interface, so the node "
+                    f"itself answers ping to {ip} (before 1.26, or without KUBE-IPVS-FILTER): a reply proves only that "
+                    "the node is there, not that a backend is.")
+        else:
+            what = (f"in IPVS mode since 1.26, KUBE-IPVS-FILTER rejects traffic to {ip} on ports the Service does not "
+                    f"serve ({ports}), ping included.")
+        return Diagnostic("ping-virtual-ip", "warning", f"ping to {ip}: {what}", test)
+    if dp.mode == "nftables":
+        return Diagnostic(
+            "ping-virtual-ip", "warning",
+            f"ping to {ip} is rejected: in nftables mode (kube-proxy 1.30+) the cluster-ips-check chain rejects "
+            f"traffic to a ClusterIP on anything but the Service's ports ({ports}), so ping gets an ICMP error "
+            "at once instead of a reply.", test)
+    return Diagnostic(
+        "ping-virtual-ip", "warning",
+        f"ping to {ip} gets no answer: in iptables mode a Service IP is not an address of any interface, only DNAT "
+        f"rules for the Service's ports ({ports}). An ICMP echo request matches none of them, is not translated, "
+        "and is routed on towards an address no host owns.",
+        test + " (In IPVS mode the node answers ping itself, before 1.26; in nftables mode it is rejected.)")
+
+
+def _ipvs_rules_checks(exp: Explanation, dp: Dataplane, selection: EndpointSelection | None) -> None:
+    """IPVS: the virtual server's real servers (weight > 0) against kube-proxy's endpoint selection."""
+    svc, port = exp.service, exp.port
+    if port is None or svc.port_by(port.port) is None or selection is None or dp.ipvs is None:
+        return
+    vip = next((ip for ip in svc.cluster_ips if ip != "None"), None)
+    vs = next((v for v in dp.ipvs.services if str(v.ip) == vip and v.port == port.port
+               and v.protocol == port.protocol.lower()), None)
+    expected = {e.endpoint for e in (selection.cluster_endpoints or ())}
+    if vs is None:
+        if expected:
+            exp.diagnostics.append(Diagnostic(
+                "rules-missing", "error",
+                f"the API has {svc.key}:{port.name or port.port} with {len(expected)} usable endpoint(s), but node "
+                f"{dp.node}'s IPVS table has no virtual server {vip}:{port.port}/{port.protocol.lower()}.",
+                "Check kube-proxy (IPVS mode) on that node: its logs, and `ipvsadm -Ln`."))
+        return
+    programmed = {f"{r.ip}:{r.port}" for r in vs.reals if (r.weight or 0) > 0}
+    if expected and programmed != expected:
+        extra, missing = sorted(programmed - expected), sorted(expected - programmed)
+        parts = ([f"sends to {', '.join(extra[:5])}"] if extra else []) + (
+            [f"lacks {', '.join(missing[:5])}"] if missing else [])
+        exp.diagnostics.append(Diagnostic(
+            "rules-stale", "error",
+            f"node {dp.node}'s IPVS virtual server {vs.label} " + " and ".join(parts) +
+            ", compared with what kube-proxy would program from the API's endpoints.",
+            "kube-proxy on this node is behind the API: look at its logs."))
+
+
+def _dataplane_checks(snap: Snapshot, exp: Explanation, dp: Dataplane) -> None:
+    nf = snap.nodes.get(dp.node or "")
     if nf is None:
         return
     legacy = nf.get("iptables-legacy-save")
@@ -348,19 +405,23 @@ def _dataplane_checks(snap: Snapshot, exp: Explanation, rs: Ruleset) -> None:
             "Flush the stale backend's KUBE-* chains (`iptables-legacy-save | grep KUBE` to see them) and make the "
             "kubelet, kube-proxy and the CNI use one backend."))
     configured = (nf.get("proxy-mode") or "").strip() or snap.cluster.proxy.mode
-    has_iptables_mode = any(c.name.startswith("KUBE-SVC-") for c in rs.iter_chains())
-    ipvs_traces = any(c.name in ("KUBE-LOAD-BALANCER", "KUBE-LOOP-BACK", "KUBE-IPVS-FILTER") for c in rs.iter_chains()) \
-        or bool(nf.get("ipvsadm") and re.search(r"(?m)^(TCP|UDP|-A)", nf.get("ipvsadm") or ""))
+    rs = dp.iptables
+    has_iptables_mode = rs is not None and any(c.name.startswith("KUBE-SVC-") for c in rs.iter_chains())
+    ipvs_traces = (rs is not None and any(c.name in ("KUBE-LOAD-BALANCER", "KUBE-LOOP-BACK", "KUBE-IPVS-FILTER")
+                                          for c in rs.iter_chains())) or bool(
+        nf.get("ipvsadm") and re.search(r"(?m)^(TCP|UDP|-A)", nf.get("ipvsadm") or ""))
     nft_text = (nf.get("nft") or "") + (nf.get("nft.json") or "")
     nft_mode = "kube-proxy" in nft_text and ("table ip kube-proxy" in nft_text or '"kube-proxy"' in nft_text)
+    modes = {m for m, present in (("iptables", has_iptables_mode), ("ipvs", ipvs_traces), ("nftables", nft_mode))
+             if present}
     problems = []
-    if configured and configured not in ("", "iptables") and has_iptables_mode:
-        problems.append(f"kube-proxy is configured for {configured} but the node holds iptables-mode KUBE-SVC chains")
-    if has_iptables_mode and ipvs_traces:
-        problems.append("the node holds both iptables-mode chains and IPVS-mode leftovers (KUBE-LOAD-BALANCER, "
-                        "KUBE-IPVS-*, ipvsadm virtual servers)")
-    if has_iptables_mode and nft_mode:
-        problems.append("the node holds both iptables-mode chains and an nftables-mode `ip kube-proxy` table")
+    if configured and configured in ("iptables", "ipvs", "nftables") and modes and configured not in modes:
+        problems.append(f"kube-proxy is configured for {configured} but the node holds {', '.join(sorted(modes))}-mode "
+                        "rules")
+    leftovers = sorted(modes - {dp.mode})
+    if leftovers:
+        problems.append(f"the node runs {dp.mode} mode and still holds {' and '.join(leftovers)}-mode rules "
+                        "(KUBE-SVC chains, IPVS virtual servers or an `ip kube-proxy` table)")
     if problems:
         exp.diagnostics.append(Diagnostic(
             "proxy-mode-mismatch", "warning", "; ".join(problems) + ".",

@@ -1,0 +1,173 @@
+"""Which dataplane decides on a node (iptables, IPVS or nftables mode), read from its snapshot files, and
+the one walk that answers for it. `explain` asks for a Dataplane and never looks at file names again."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from svctrace.errors import InputError, Warn
+from svctrace.model import NodeFacts, Packet
+from svctrace.netfilter import load_ruleset, trace
+from svctrace.netfilter.ipset import parse_ipset
+from svctrace.netfilter.rules import Ruleset
+from svctrace.netfilter.walker import TraceResult
+from svctrace.snapshot import NodeFiles, Snapshot
+
+MODES = ("iptables", "ipvs", "nftables")
+
+
+@dataclass
+class Dataplane:
+    mode: str
+    node: str  # the node whose files are used (may stand in for another)
+    main_file: str  # path of the file that decides, for the answer's `rules`
+    iptables: Ruleset | None = None
+    ipvs: Any = None  # svctrace.ipvs.IPVSTable
+    nft: Any = None  # svctrace.nftables.NftRuleset
+    ipsets: dict[str, Any] = field(default_factory=dict)
+    extra_local_ips: list[str] = field(default_factory=list)  # kube-ipvs0 and other interface addresses
+    mode_source: str = ""
+
+    def trace(self, pkt: Packet, facts: NodeFacts, kube_version: str | None = None) -> TraceResult:
+        facts.ipsets.update(self.ipsets)
+        if self.mode == "ipvs":
+            from svctrace.ipvs import trace as ipvs_trace
+
+            return ipvs_trace(self.ipvs, self.iptables, pkt, facts, kube_version=kube_version)
+        if self.mode == "nftables":
+            from svctrace.nftables import trace as nft_trace
+
+            return nft_trace(self.nft, pkt, facts)
+        assert self.iptables is not None
+        return trace(self.iptables, pkt, facts)
+
+
+def node_addresses(nf: NodeFiles) -> list[str]:
+    """Addresses from `ip -j addr` (or `ip -o addr` text)."""
+    out: list[str] = []
+    text = nf.get("ip-addr.json")
+    if text:
+        try:
+            for link in json.loads(text):
+                for a in link.get("addr_info") or []:
+                    if a.get("local"):
+                        out.append(str(a["local"]))
+        except (ValueError, AttributeError, TypeError):
+            pass
+    text = nf.get("ip-addr")
+    if text:
+        out += re.findall(r"\binet6?\s+([0-9a-fA-F.:]+)/", text)
+    return out
+
+
+def detect_mode(snap: Snapshot, nf: NodeFiles, family: int) -> tuple[str | None, str]:
+    """(mode, where it came from): /proxyMode, the configuration, else the dumps themselves."""
+    said = (nf.get("proxy-mode") or "").strip().lower()
+    cfg = (snap.cluster.proxy.mode or "").strip().lower()
+    for mode, where in ((said, f"nodes/{nf.name}/proxy-mode"),
+                        (cfg, snap.cluster.proxy.sources.get("mode", "the kube-proxy configuration"))):
+        if mode in MODES:
+            if _missing_file(nf, mode, family) is None:
+                return mode, where
+            # Configured for a mode whose dump is absent, while iptables-mode rules are there: those decide
+            # (explain reports the mismatch).
+            text, _ = _iptables_file(nf, family)
+            if text and "KUBE-SERVICES" in text:
+                return "iptables", f"the node's KUBE-SERVICES rules ({where} says {mode})"
+            return mode, where
+    nft = (nf.get("nft.json") or "") + (nf.get("nft") or "")
+    if re.search(r'table ip6? kube-proxy|"name":\s*"kube-proxy"', nft):
+        return "nftables", "the node's `ip kube-proxy` nft table"
+    if nf.get("ipvsadm") and re.search(r"(?m)^\s*(?:TCP|UDP|SCTP|-A -[tus])\s", nf.get("ipvsadm") or ""):
+        return "ipvs", "the node's IPVS virtual servers"
+    ipt = nf.get("iptables-save" if family == 4 else "ip6tables-save") or nf.get(
+        "iptables-legacy-save" if family == 4 else "ip6tables-legacy-save") or ""
+    if "KUBE-SERVICES" in ipt:
+        return "iptables", "the node's KUBE-SERVICES rules"
+    return None, ""
+
+
+def _iptables_file(nf: NodeFiles, family: int) -> tuple[str | None, str]:
+    for fname in (("iptables-save", "iptables-legacy-save") if family == 4 else
+                  ("ip6tables-save", "ip6tables-legacy-save")):
+        text = nf.get(fname)
+        if text is not None:
+            return text, fname
+    return None, "iptables-save" if family == 4 else "ip6tables-save"
+
+
+def usable(snap: Snapshot, name: str, family: int) -> bool:
+    nf = snap.nodes.get(name)
+    if nf is None:
+        return False
+    mode, _ = detect_mode(snap, nf, family)
+    return _missing_file(nf, mode, family) is None and mode is not None
+
+
+def _missing_file(nf: NodeFiles, mode: str | None, family: int) -> str | None:
+    if mode == "nftables":
+        return None if (nf.get("nft.json") or nf.get("nft")) else "nft.json"
+    if mode == "ipvs":
+        return None if nf.get("ipvsadm") else "ipvsadm"
+    text, fname = _iptables_file(nf, family)
+    return None if text is not None else fname
+
+
+def load_dataplane(snap: Snapshot, node: str, family: int) -> Dataplane:
+    nf = snap.nodes[node]
+    mode, where = detect_mode(snap, nf, family)
+    mode = mode or "iptables"
+    missing = _missing_file(nf, mode, family)
+    if missing is not None:
+        raise InputError(f"node {node} runs kube-proxy in {mode} mode but its {missing} was not collected",
+                         source=nf.path(missing))
+    dp = Dataplane(mode=mode, node=node, main_file="", mode_source=where)
+    ipt_text, ipt_name = _iptables_file(nf, family)
+    if ipt_text is not None:
+        dp.iptables = load_ruleset(ipt_text, nf.path(ipt_name))
+    if nf.get("ipset"):
+        dp.ipsets, _ = parse_ipset(nf.get("ipset") or "", nf.path("ipset"))
+    dp.extra_local_ips = node_addresses(nf)
+    if mode == "nftables":
+        from svctrace.nftables import load_nft
+
+        fname = "nft.json" if nf.get("nft.json") else "nft"
+        dp.nft = load_nft(nf.get(fname) or "", nf.path(fname))
+        dp.main_file = nf.path(fname)
+    elif mode == "ipvs":
+        from svctrace.ipvs import load_ipvs
+
+        dp.ipvs = load_ipvs(nf.get("ipvsadm") or "", nf.path("ipvsadm"))
+        dp.main_file = nf.path("ipvsadm")
+    else:
+        dp.main_file = nf.path(ipt_name)
+    return dp
+
+
+def dataplane_for(snap: Snapshot, node: str | None, family: int, local_policy: bool, service: str,
+                  warns: list[Warn]) -> Dataplane:
+    """The deciding node's dataplane; another node's (with a warning) only when that cannot change the answer."""
+    if node is not None and node in snap.nodes and usable(snap, node, family):
+        return load_dataplane(snap, node, family)
+    nf = snap.nodes.get(node or "")
+    mode, _ = detect_mode(snap, nf, family) if nf is not None else (None, "")
+    fname = _missing_file(nf, mode, family) if nf is not None else (
+        "iptables-save" if family == 4 else "ip6tables-save")
+    missing = f"{snap.source}/nodes/{node}/{fname or 'iptables-save'}"
+    order = list(snap.cluster.nodes)
+    others = sorted((n for n in snap.nodes if n != node and usable(snap, n, family)),
+                    key=lambda n: order.index(n) if n in order else len(order))
+    if not others:
+        raise InputError("no node in the snapshot has a dump of its dataplane: collect one with "
+                         f"`ssh {node or 'NODE'} sudo iptables-save` (or `svctrace collect`)", source=missing)
+    if local_policy:
+        raise InputError(f"the deciding node {node} has no dump, and {service} has a Local traffic policy, so "
+                         "another node's rules would give a different answer", source=missing)
+    used = others[0]
+    warns.append(Warn(f"node {node} has no {fname or 'dump'} in the snapshot; using {used}'s rules instead (kube-proxy "
+                      "programs the same rules on every node except for Local traffic policies)", missing, None,
+                      "snapshot"))
+    return load_dataplane(snap, used, family)
