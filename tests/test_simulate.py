@@ -136,7 +136,6 @@ def test_endpoint_slices_follow_readiness_and_named_ports() -> None:
 
 @pytest.mark.parametrize(("args", "stdin", "needle"), [
     (("simulate", "-f", "-"), "kind: Service\nmetadata: {name: x\n", "<stdin>:"),
-    (("simulate", "-f", "-", "--mode", "nftables"), "kind: Service\n", "only iptables-mode"),
     (("simulate", "-f", "-", "--node", "ghost"), "kind: Service\nmetadata: {name: x}\nspec: {ports: [{port: 1}]}\n",
      "no node ghost"),
     (("simulate", "-f", "-"), "just: text\n", "no Kubernetes objects"),
@@ -167,3 +166,17 @@ def test_simulated_rules_load_and_the_walk_agrees_with_the_kernel() -> None:
             result = trace(rs, Packet.make(src=src, dst=dst, proto="tcp", dport=dport, local_ips=node.local_ips), node)
             k = lab.probe(dst=dst, proto="tcp", dport=dport, src=src, samples=600 if len(result.outcomes) > 1 else 3)
             compare(result, k, f"{src}->{dst}:{dport}")
+
+
+def test_ipvs_mode_snapshot_explains_through_ipvs(tmp_path: Path) -> None:
+    y = tmp_path / "app.yaml"
+    y.write_text(APP)
+    out = tmp_path / "snap"
+    p = run("simulate", "-f", str(y), "--mode", "ipvs", "-o", str(out))
+    assert p.returncode == 0, p.stderr
+    assert {f.name for f in (out / "nodes" / "node-1").iterdir()} >= {"ipvsadm", "ipset", "iptables-save", "proxy-mode"}
+    exp = explain(load_snapshot(str(out)), Request(target="svc/shop", namespace="demo", to="node-port"))
+    assert exp.proxy_mode == "ipvs"
+    assert sorted(o.endpoint for o in exp.outcomes) == ["10.244.0.10:8080", "10.244.0.11:8080", "10.244.0.12:8080"]
+    assert all(o.masquerade for o in exp.outcomes)
+    assert any(s.table == "ipvs" for o in exp.outcomes for s in o.path)

@@ -69,8 +69,11 @@ def simulate_cmd(
     from svctrace.kubeproxy.endpoints import parse_version
     from svctrace.kubeproxy.simulate import simulate
 
-    if mode is not Mode.iptables:
-        raise InputError(f"--mode {mode.value}: only iptables-mode rules can be generated in this version")
+    if mode is Mode.nftables:
+        import importlib.util
+
+        if importlib.util.find_spec("svctrace.kubeproxy.generate_nft") is None:
+            raise InputError("--mode nftables: nftables-mode rules cannot be generated in this version")
     try:
         parse_version(kube_version)
     except ValueError as e:
@@ -80,7 +83,7 @@ def simulate_cmd(
         objs += read_objects(f)
     try:
         sim = simulate(objs, nodes=node or None, kube_version=kube_version.lstrip("v"), cluster_cidr=cluster_cidr,
-                       service_cidr=service_cidr)
+                       service_cidr=service_cidr, mode=mode.value)
     except ValueError as e:
         raise InputError(str(e)) from None
     for n in sim.notes:
@@ -102,12 +105,12 @@ def write_bundle(out: Path, sim: Any) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "cluster.json").write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": sim.objects},
                                                  indent=2) + "\n")
-    meta = {"format": "svctrace-snapshot/1", "svctrace": __version__, "simulated": True, "proxy_mode": "iptables",
+    meta = {"format": "svctrace-snapshot/1", "svctrace": __version__, "simulated": True, "proxy_mode": sim.mode,
             "server_version": f"v{sim.kube_version}", "cluster_cidr": sim.cluster_cidr,
-            "nodes": {n: {"transport": "simulate", "backend": "nft", "ok": True} for n in sim.dumps}}
+            "nodes": {n: {"transport": "simulate", "backend": "nft", "ok": True} for n in sim.files}}
     (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-    for name, dump in sim.dumps.items():
+    for name, node_files in sim.files.items():
         d = out / "nodes" / name
         d.mkdir(parents=True, exist_ok=True)
-        (d / "iptables-save").write_text(dump)
-        (d / "proxy-mode").write_text("iptables\n")
+        for fname, text in node_files.items():
+            (d / fname).write_text(text)

@@ -29,6 +29,8 @@ class Simulation:
     cluster_cidr: str | None
     kube_version: str
     notes: list[str] = field(default_factory=list)  # what was filled in or inferred, one sentence each
+    files: dict[str, dict[str, str]] = field(default_factory=dict)  # node -> snapshot file name -> text
+    mode: str = "iptables"
 
 
 def objects_of(doc: Any) -> list[Obj]:
@@ -290,8 +292,10 @@ def endpoint_slices_for(svc: Obj, pods: list[Obj]) -> list[Obj]:
 
 
 def simulate(objects: list[Obj], *, nodes: list[str] | None = None, kube_version: str = "1.30",
-             cluster_cidr: str | None = None, service_cidr: str = DEFAULT_SERVICE_CIDR) -> Simulation:
-    """kube-proxy's iptables rules on each node (or the named ones) for these objects."""
+             cluster_cidr: str | None = None, service_cidr: str = DEFAULT_SERVICE_CIDR,
+             mode: str = "iptables") -> Simulation:
+    """kube-proxy's rules on each node (or the named ones) for these objects, in `mode`
+    (iptables, ipvs, nftables). `dumps` holds the main dump per node; `files` every snapshot file."""
     notes: list[str] = []
     objs = complete(objects, service_cidr=service_cidr, notes=notes)
     cidr = _cidr_from_config(objs)
@@ -315,12 +319,35 @@ def simulate(objects: list[Obj], *, nodes: list[str] | None = None, kube_version
     for o in objs:
         kinds.setdefault(str(o.get("kind")), []).append(o)
     dumps: dict[str, str] = {}
+    files: dict[str, dict[str, str]] = {}
     for n in names:
         addrs = [a["address"] for a in (node_objs[n].get("status") or {}).get("addresses") or []
                  if a.get("type") in ("InternalIP", "ExternalIP")]
+        if mode == "ipvs":
+            from svctrace.kubeproxy.generate_ipvs import IPVSConfig, generate_ipvs
+
+            ipvs = generate_ipvs(kinds.get("Service", []), kinds.get("EndpointSlice", []),
+                                 IPVSConfig(node_name=n, node_ips=tuple(addrs), cluster_cidr=cidr,
+                                            kube_version=kube_version),
+                                 nodes=kinds.get("Node", []), endpoints=kinds.get("Endpoints"))
+            files[n] = ipvs.snapshot_files()
+            dumps[n] = files[n]["ipvsadm"]
+            continue
+        if mode == "nftables":
+            import importlib
+
+            gen = importlib.import_module("svctrace.kubeproxy.generate_nft")
+            nft = gen.generate_nft(kinds.get("Service", []), kinds.get("EndpointSlice", []),
+                                   gen.NftConfig(node_name=n, node_ips=tuple(addrs), cluster_cidr=cidr,
+                                                 kube_version=kube_version),
+                                   nodes=kinds.get("Node", []), endpoints=kinds.get("Endpoints"))
+            files[n] = nft.snapshot_files()
+            dumps[n] = nft.ruleset_text()
+            continue
         cfg = ProxyConfig(node_name=n, node_ips=tuple(addrs), cluster_cidr=cidr, kube_version=kube_version,
                           kubelet_rules=True)
         rules = generate(kinds.get("Service", []), kinds.get("EndpointSlice", []), cfg, nodes=kinds.get("Node", []),
                          endpoints=kinds.get("Endpoints"))
         dumps[n] = to_save(rules)
-    return Simulation(objs, dumps, cidr, kube_version, notes)
+        files[n] = {"iptables-save": dumps[n], "proxy-mode": "iptables\n"}
+    return Simulation(objs, dumps, cidr, kube_version, notes, files=files, mode=mode)
