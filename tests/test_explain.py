@@ -401,7 +401,13 @@ def test_configz_and_cidr_inference(tmp_path: Path) -> None:
     objs = [o for o in _objs() if o["kind"] not in ("ConfigMap", "DaemonSet")]
     root = write_snapshot(tmp_path / "s", objs)
     exp = ask("svc/web", str(root))
-    assert any("cluster CIDR: 10.244.0.0/22 (inferred from the nodes' podCIDRs" in i for i in exp.inferred)
+    import ipaddress
+
+    pod_cidrs = [ipaddress.ip_network(c) for _, c, _ in build_demo.NODES.values()]
+    want = pod_cidrs[0]
+    while not all(c.subnet_of(want) for c in pod_cidrs):  # the smallest network holding every podCIDR
+        want = want.supernet()
+    assert any(f"cluster CIDR: {want} (inferred from the nodes' podCIDRs" in i for i in exp.inferred), exp.inferred
     assert any("proxy mode: iptables (from the node's KUBE-SERVICES rules" in i for i in exp.inferred)
     (root / "nodes" / "node01" / "configz.json").write_text(
         json.dumps({"kubeproxy.config": {"mode": "iptables", "clusterCIDR": "10.244.0.0/16"}}))
@@ -418,5 +424,26 @@ def test_cluster_json_may_be_an_array_of_lists(tmp_path: Path) -> None:
     rest = [o for o in objs if o["kind"] not in ("ConfigMap", "DaemonSet")]
     (root / "cluster.json").write_text(json.dumps([{"kind": "List", "items": rest}, {"kind": "List", "items": cm}]))
     snap = load_snapshot(str(root))
-    assert snap.cluster.proxy.cluster_cidr == "10.244.0.0/16" and snap.cluster.proxy.version == "v1.30.2"
+    assert snap.cluster.proxy.cluster_cidr == "10.244.0.0/16" and snap.cluster.proxy.version == build_demo.KUBE_VERSION
     assert len(ask("svc/web", snap).outcomes) == 3
+
+
+@pytest.mark.parametrize(("node", "mode", "table"), [("node01", "iptables", "nat"), ("node03", "ipvs", "ipvs"),
+                                                     ("node04", "nftables", "ip kube-proxy")])
+def test_the_three_modes_answer_the_same_nodeport_question(node: str, mode: str, table: str) -> None:
+    exp = ask("svc/web-nodeport", to="node-port", node=node)
+    assert exp.proxy_mode == mode
+    assert sorted(o.endpoint for o in exp.outcomes) == ["10.244.1.10:8080", "10.244.2.10:8080", "10.244.2.11:8080"]
+    assert all(o.masquerade and o.verdict == "accept" for o in exp.outcomes)
+    assert all(abs(o.probability - 1 / 3) < 1e-6 for o in exp.outcomes)
+    assert any(s.table == table for o in exp.outcomes for s in o.path)
+
+
+@pytest.mark.parametrize(("node", "verdicts"), [("node01", {"accept"}), ("node03", {"reject"}),
+                                                ("node04", {"reject"})])
+def test_ping_differs_by_mode(node: str, verdicts: set[str]) -> None:
+    exp = ask("svc/web", source=f"node/{node}", proto="icmp")
+    assert {o.verdict for o in exp.outcomes} == verdicts
+    d = next(d for d in exp.diagnostics if d.code == "ping-virtual-ip")
+    assert {"node01": "iptables mode", "node03": "IPVS mode", "node04": "nftables mode"}[node] in d.message
+    assert exp.exit_code == 1  # no reply either way

@@ -180,3 +180,15 @@ def test_ipvs_mode_snapshot_explains_through_ipvs(tmp_path: Path) -> None:
     assert sorted(o.endpoint for o in exp.outcomes) == ["10.244.0.10:8080", "10.244.0.11:8080", "10.244.0.12:8080"]
     assert all(o.masquerade for o in exp.outcomes)
     assert any(s.table == "ipvs" for o in exp.outcomes for s in o.path)
+
+
+def test_nftables_mode_snapshot_explains_through_nft(tmp_path: Path) -> None:
+    y = tmp_path / "app.yaml"
+    y.write_text(APP)
+    out = tmp_path / "snap"
+    p = run("simulate", "-f", str(y), "--mode", "nftables", "--kube-version", "1.33", "-o", str(out))
+    assert p.returncode == 0, p.stderr
+    assert {f.name for f in (out / "nodes" / "node-1").iterdir()} >= {"nft", "nft.json", "proxy-mode"}
+    exp = explain(load_snapshot(str(out)), Request(target="svc/shop", namespace="demo"))
+    assert exp.proxy_mode == "nftables" and len(exp.outcomes) == 3
+    assert any(s.table == "ip kube-proxy" for o in exp.outcomes for s in o.path)

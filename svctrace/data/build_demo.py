@@ -16,7 +16,7 @@ from typing import Any
 
 Obj = dict[str, Any]
 
-KUBE_VERSION = "v1.30.2"
+KUBE_VERSION = "v1.33.2"
 CLUSTER_CIDR = "10.244.0.0/16"
 SERVICE_CIDR = "10.96.0.0/12"
 NODES = {  # name: (InternalIP, podCIDR, zone)
@@ -24,10 +24,11 @@ NODES = {  # name: (InternalIP, podCIDR, zone)
     "node01": ("192.168.56.11", "10.244.1.0/24", "zone-a"),
     "node02": ("192.168.56.12", "10.244.2.0/24", "zone-b"),
     "node03": ("192.168.56.13", "10.244.3.0/24", "zone-b"),
+    "node04": ("192.168.56.14", "10.244.4.0/24", "zone-a"),
 }
-# kube-proxy's mode per node: the cluster runs iptables mode; node03 was moved to IPVS mode (a second
-# kube-proxy DaemonSet selects it), so one demo shows both dataplanes for the same Services.
-MODES = {"node03": "ipvs"}
+# kube-proxy's mode per node: the cluster runs iptables mode; node03 runs IPVS mode and node04 nftables mode
+# (separate kube-proxy DaemonSets select them), so one demo shows the three dataplanes for the same Services.
+MODES = {"node03": "ipvs", "node04": "nftables"}
 UID = 0
 
 
@@ -252,6 +253,14 @@ def node_files(objs: list[Obj], name: str) -> dict[str, str]:
                          kube_version=KUBE_VERSION.lstrip("v"))
         return generate_ipvs(kinds.get("Service", []), kinds.get("EndpointSlice", []), cfg,
                              nodes=kinds.get("Node", [])).snapshot_files()
+    if mode == "nftables":
+        from svctrace.kubeproxy.generate_nft import NftConfig, generate_nft
+
+        kinds = _kinds(objs)
+        ncfg = NftConfig(node_name=name, node_ips=(NODES[name][0],), cluster_cidr=CLUSTER_CIDR,
+                         kube_version=KUBE_VERSION.lstrip("v"), service_cidrs=(SERVICE_CIDR,))
+        return generate_nft(kinds.get("Service", []), kinds.get("EndpointSlice", []), ncfg,
+                            nodes=kinds.get("Node", [])).snapshot_files()
     return {"iptables-save": node_dump(objs, name), "proxy-mode": "iptables\n"}
 
 

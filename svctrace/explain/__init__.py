@@ -384,9 +384,10 @@ def explain(snap: Snapshot, req: Request) -> Explanation:
         inferred.append(f"rules: {dp.node}'s dump stands in for {node}'s")
     local_ips = _node_ips(snap, node) + [ip for ip in dp.extra_local_ips if ip not in _node_ips(snap, node)]
     if node and local_ips:
-        from_node = _node_ips(snap, node)
+        n_obj = cluster.nodes.get(node)
+        from_node = (n_obj.internal_ips + n_obj.external_ips) if n_obj else []
         more = [ip for ip in local_ips if ip not in from_node]
-        text = f"node {node}'s own addresses: {', '.join(from_node) or 'none'} (from the Node object)"
+        text = f"node {node}'s own addresses: {', '.join(from_node) or 'none known'} (from the Node object)"
         if more:
             text += f" and {len(more)} more on its interfaces (ip-addr: {', '.join(more[:4])}{', ...' if len(more) > 4 else ''})"
         inferred.append(text)

@@ -38,6 +38,10 @@ def sentence(s: PathStep, cluster: Cluster, packet_desc: str, share: float | Non
     act = s.action
     target = act.split()[1] if act.startswith(("jump ", "goto ")) else ""
     where = f"{s.table} {s.chain}"
+    if s.table.endswith(" kube-proxy"):  # nftables mode: kube-proxy's own table
+        said = _nft_sentence(s, target, cluster, packet_desc, share)
+        if said:
+            return said
     if s.chain in ("PREROUTING", "OUTPUT") and target == "KUBE-SERVICES":
         first = "arriving" if s.chain == "PREROUTING" else "sent by the node"
         return f"{s.chain} ({s.table}) hands every packet {first} to KUBE-SERVICES."
@@ -87,6 +91,46 @@ def sentence(s: PathStep, cluster: Cluster, packet_desc: str, share: float | Non
     return f"{where} rule {s.rule}: {act}" + (f" (“{c}”)." if c else ".")
 
 
+_NFT_NAME = re.compile(r"^(?:service|external|firewall|endpoint)-[A-Z0-9]+-(?P<rest>.+)$")
+
+
+def _nft_object(chain: str) -> str:
+    """`service-GCGJYZ2R-default/web/tcp/http` -> `default/web:http (tcp)`."""
+    m = _NFT_NAME.match(chain)
+    if not m:
+        return chain
+    parts = m.group("rest").split("__")[0].split("/")
+    if len(parts) >= 4:
+        ns, name, proto, port = parts[0], parts[1], parts[2], parts[3]
+        return f"{ns}/{name}" + (f":{port}" if port else "") + f" ({proto})"
+    return chain
+
+
+def _nft_sentence(s: PathStep, target: str, cluster: Cluster, desc: str, share: float | None) -> str | None:
+    if s.chain in ("nat-prerouting", "nat-output") and target == "services":
+        who = "arriving" if s.chain == "nat-prerouting" else "sent by the node"
+        return f"{s.chain} hands every packet {who} to the `services` verdict map."
+    if s.chain == "services" and target:
+        kind = target.split("-", 1)[0]
+        what = {"service": "a cluster IP", "external": "an external destination (NodePort, external IP or LB)",
+                "firewall": "a load-balancer IP with source ranges"}.get(kind, "an entry")
+        return f"The `services` map matched {desc}, {what} of {_nft_object(target)}; on to {target}."
+    if target == "mark-for-masquerade":
+        return f"{s.chain} marks the packet for masquerade (replies must come back through this node)."
+    if s.chain.startswith("service-") and target.startswith("endpoint-"):
+        ep = target.split("__", 1)[1].replace("/", ":") if "__" in target else target
+        odds = f" with probability {_pct(share)}" if share is not None and share < 0.9995 else ""
+        return f"{s.chain} picks endpoint {ep}{odds} (numgen random mod N: exactly 1/N each)."
+    if s.chain.startswith("external-") and target.startswith("service-"):
+        return f"{s.chain} passes it on to {target}."
+    if s.chain.startswith("endpoint-") and s.action.startswith("DNAT to "):
+        ep = s.action[len("DNAT to "):]
+        return f"{s.chain} rewrites the destination to {ep}{_pod_of(cluster, ep)}."
+    if s.chain == "masquerading" and s.action.startswith("MASQUERADE"):
+        return "masquerading masquerades it: the source becomes the node's own address on the way out."
+    return None
+
+
 def masq_words(s: PathStep) -> str:
     t = s.text
     c = comment_of(t) or ""
@@ -116,7 +160,11 @@ def masquerade_reason(o: Outcome) -> str | None:
 
 def _bookkeeping(s: PathStep) -> bool:
     """Mark-setting and mark-clearing hops: the masquerade sentence already says what they do."""
-    if s.chain in ("KUBE-MARK-MASQ", "KUBE-MARK-DROP"):
+    if s.chain in ("KUBE-MARK-MASQ", "KUBE-MARK-DROP", "mark-for-masquerade"):
+        return True
+    if s.chain == "masquerading" and s.action.startswith("MARK"):
+        return True
+    if s.chain == "nat-postrouting" and s.action == "jump masquerading":
         return True
     if s.chain == "KUBE-POSTROUTING" and s.action.startswith("MARK"):
         return True

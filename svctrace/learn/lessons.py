@@ -285,7 +285,8 @@ def loadbalancer() -> LessonContent:
 def externalname() -> LessonContent:
     exp = E.ask("svc/weather-api")
     svc = exp.service
-    nodes = sorted(E.snapshot().nodes)
+    nodes = sorted(n for n, f in E.snapshot().nodes.items()  # the iptables-mode nodes (IPVS/nftables: modes lesson)
+                   if f.get("iptables-save") and (f.get("proxy-mode") or "iptables").strip() == "iptables")
     counts = {n: E.count_service_rules(E.rules_of(n), svc.key) for n in nodes}
     fqdn = f"{svc.name}.{svc.namespace}.svc.{E.CLUSTER_DOMAIN}."
     ans = E.dns_answer(fqdn)
