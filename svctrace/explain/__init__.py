@@ -13,7 +13,7 @@ from svctrace.errors import InputError, Warn
 from svctrace.explain.hops import hop_sentences, masquerade_reason
 from svctrace.model import NodeFacts, Packet, format_endpoint
 from svctrace.netfilter.walker import PathStep, TraceResult
-from svctrace.snapshot import NodeFiles, Snapshot
+from svctrace.snapshot import Snapshot
 
 OUTSIDE_CLIENT = "203.0.113.50"  # TEST-NET-3: an address outside any cluster
 VIA = ("cluster-ip", "node-port", "external-ip", "load-balancer")
@@ -207,31 +207,14 @@ def _node_ips(snap: Snapshot, node: str | None) -> list[str]:
         out += n.internal_ips + n.external_ips
     nf = snap.nodes.get(node)
     if nf is not None:
-        out += _addresses_from_ip_addr(nf)
+        from svctrace.explain.dataplane import node_addresses
+
+        out += node_addresses(nf)
     seen: list[str] = []
     for ip in out:
         if ip not in seen:
             seen.append(ip)
     return seen
-
-
-def _addresses_from_ip_addr(nf: NodeFiles) -> list[str]:
-    import json
-
-    text = nf.get("ip-addr.json")
-    out: list[str] = []
-    if text:
-        try:
-            for link in json.loads(text):
-                for a in link.get("addr_info") or []:
-                    if a.get("local"):
-                        out.append(str(a["local"]))
-        except (ValueError, AttributeError, TypeError):
-            pass
-    text = nf.get("ip-addr")
-    if text:
-        out += re.findall(r"\binet6?\s+([0-9a-fA-F.:]+)/", text)
-    return out
 
 
 def _synthetic_pod_ip(cluster: Cluster, node: str | None) -> str | None:

@@ -133,23 +133,25 @@ def _compatible(p: str, q: str) -> bool:
     return p == q
 
 
+def iface_known(constraints: tuple[tuple[str, bool], ...], pat: str) -> bool | None:
+    """Whether an unknown interface matches `pat`, given what this branch already assumed about it."""
+    for q, val in constraints:
+        if val and _covers(pat, q):
+            return True
+        if val and not _compatible(pat, q):
+            return False
+        if not val and _covers(q, pat):
+            return False
+    return None
+
+
 def _iface(st: State, m: Match, which: str) -> Result:
     o = m.opts[0]
     pat = o.arg
     name = st.iif if which == "i" else st.oif
     if name is not None:
         return iface_match(pat, name) != o.neg
-    known: bool | None = None
-    for q, val in st.ifaces.get(which, ()):
-        if val and _covers(pat, q):
-            known = True
-            break
-        if val and not _compatible(pat, q):
-            known = False
-            break
-        if not val and _covers(q, pat):
-            known = False
-            break
+    known = iface_known(st.ifaces.get(which, ()), pat)
     if known is not None:
         return known != o.neg
     side = "in on" if which == "i" else "out through"

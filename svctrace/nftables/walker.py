@@ -36,7 +36,7 @@ from typing import Any, cast
 
 from svctrace.errors import InputError, WalkError, Warn
 from svctrace.model import NodeFacts, Packet, format_endpoint
-from svctrace.netfilter.matches import Unknown, _compatible, _covers
+from svctrace.netfilter.matches import Unknown, iface_known
 from svctrace.netfilter.walker import (
     KUBE_DROP_MARK,
     KUBE_MASQ_MARK,
@@ -998,17 +998,7 @@ class NftWalker:
         if lv.iface is not None and isinstance(r, Const) and m.op in ("==", "!=", "implicit"):
             which = lv.iface
             pat = _nft_pattern(str(r.value))
-            known: bool | None = None
-            for q, val in st.ifaces.get(which, ()):
-                if val and _covers(pat, q):
-                    known = True
-                    break
-                if val and not _compatible(pat, q):
-                    known = False
-                    break
-                if not val and _covers(q, pat):
-                    known = False
-                    break
+            known = iface_known(st.ifaces.get(which, ()), pat)
             if known is not None:
                 return known != neg
             side = "in on" if which == "i" else "out through"
