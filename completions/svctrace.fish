@@ -46,7 +46,7 @@ complete -c svctrace -n '__fish_seen_subcommand_from simulate' -l cluster-cidr -
 complete -c svctrace -n '__fish_seen_subcommand_from simulate' -l service-cidr -r -F -d 'Where missing cluster IPs are allocated from'
 complete -c svctrace -n '__fish_seen_subcommand_from simulate' -l output-dir -s o -r -F -d 'Write a snapshot bundle here (explain and tui can open it) instead of printing iptables-save'
 complete -c svctrace -n '__fish_seen_subcommand_from simulate' -l help -s h -d 'Show help'
-complete -c svctrace -n '__fish_use_subcommand' -a trace -d 'Walk one packet through one nodes iptables rules'
+complete -c svctrace -n '__fish_use_subcommand' -a trace -d 'Walk one packet through one nodes dataplane (iptables, nftables or IPVS)'
 complete -c svctrace -n '__fish_seen_subcommand_from trace' -l src -s s -r -F -d 'Source IP of the packet (default with --from-node: the first --local-ip)'
 complete -c svctrace -n '__fish_seen_subcommand_from trace' -l dst -s d -r -F -d 'Destination IP of the packet'
 complete -c svctrace -n '__fish_seen_subcommand_from trace' -l proto -s p -r -a 'tcp udp sctp icmp' -d 'Protocol'

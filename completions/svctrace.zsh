@@ -7,7 +7,7 @@ _svctrace() {
     'explain:Explain where traffic to a Service goes'
     'learn:Short lessons on Services and kube-proxy, each ending with questions the engine checks'
     'simulate:Generate the rules kube-proxy would program for these objects, as iptables-save or as a snapshot'
-    'trace:Walk one packet through one nodes iptables rules'
+    'trace:Walk one packet through one nodes dataplane (iptables, nftables or IPVS)'
     'tui:Browse Services, chains and rules; trace a packet and watch its paths light up'
   )
   if (( CURRENT == 2 )); then

@@ -166,7 +166,8 @@ def trace_cmd(
     demo: bool = typer.Option(False, "--demo", help="Use the bundled example dump (node IP 192.168.0.2)."),
     output: Output = typer.Option(Output.text, "--output", "-o", help="Output format."),
 ) -> None:
-    """Walk one packet through one node's iptables rules: every outcome, its probability and the rules that decided it."""
+    """Walk one packet through one node's dataplane (iptables, nftables or IPVS): every outcome, its probability and
+    the rules that decided it."""
     if demo and dump:
         raise InputError("give a DUMP or --demo, not both")
     if not demo and not dump:
