@@ -29,9 +29,12 @@ from textual.widgets import Input, Label, OptionList, Select, Static
 from textual.worker import WorkerState
 
 from svctrace.explain import ExplainedOutcome, Request, explain
+from svctrace.ipvs import load_ipvs
 from svctrace.model import Packet
 from svctrace.netfilter import load_ruleset, trace
 from svctrace.netfilter.walker import visible_steps
+from svctrace.nftables import ir, load_nft
+from svctrace.nftables.printer import fmt_element
 from svctrace.snapshot import load_snapshot
 from svctrace.tui.app import SvctraceApp
 from svctrace.tui.data import ChainRef, RuleView
@@ -44,7 +47,7 @@ from svctrace.tui.screens import (
     ServicesScreen,
     TraceScreen,
 )
-from svctrace.tui.widgets import ChainBrowser, VirtualTable
+from svctrace.tui.widgets import ChainBrowser, ChoiceScreen, VirtualTable
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = (120, 40)
@@ -454,12 +457,252 @@ async def test_side_by_side_from_the_trace_keeps_the_request() -> None:
         assert cmp.result.request.via == "node-port" and not cmp.result.differ
 
 
+# -- IPVS and nftables nodes (the demo's node03 and node04) ------------------------------------------------
+
+KP = "ip kube-proxy"
+
+
+def node04_nft() -> ir.Table:
+    """node04's kube-proxy table, read by the engine from the file explain walks (nft.json)."""
+    return load_nft(SNAP.nodes["node04"].get("nft.json") or "").tables[KP]
+
+
+@run_async
+async def test_browse_an_ipvs_node_virtual_servers_iptables_and_ipsets() -> None:
+    ipvs = load_ipvs(SNAP.nodes["node03"].get("ipvsadm") or "")
+    rs = load_ruleset(node_dump("node03"))
+    ipset_lines = (SNAP.nodes["node03"].get("ipset") or "").splitlines()
+    app = SvctraceApp("demo")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await command(pilot, "node node03")
+        scr = app.screen
+        assert isinstance(scr, BrowserScreen) and scr.node == "node03"
+        assert "node03 ipvs" in plain(scr.query_one("#topbar", Static))
+        b = scr.query_one(ChainBrowser)
+        assert b.adapter is not None and b.adapter.kind == "ipvs"
+        assert "(ipvs)" in plain(b.query_one("#crumbs", Static))
+        assert b.adapter.tables()[0] == "ipvs" and set(b.adapter.tables()) == {"ipvs", "ipsets", *rs.tables}
+        chains = b.query_one("#chains", VirtualTable)
+        rules = b.query_one("#rules", VirtualTable)
+        # the ipvs table: one chain per virtual server, named as the paths name it
+        assert b.table == "ipvs" and [c.name for c in chains.rows] == [vs.label for vs in ipvs.services]
+        assert app.focused is chains
+        vs = next(v for v in ipvs.services if v.port == 30080)  # web-nodeport's node port
+        chains.move_to([v.label for v in ipvs.services].index(vs.label))
+        await pilot.press("enter")
+        await settle(pilot)
+        assert b.view is not None and b.view.ref == ChainRef("ipvs", vs.label)
+        assert [r.text for r in rules.rows] == [r.text for r in vs.reals] and len(vs.reals) == 3
+        for row, real in zip(rules.rows, vs.reals, strict=True):
+            assert real.endpoint in row.target_args and str(real.forward) == row.target
+
+        # the iptables rules beside IPVS; a rule that matches an ipset leads to the set's members
+        await command(pilot, "chain KUBE-SERVICES")
+        services = rs.chain("nat", "KUBE-SERVICES")
+        assert services is not None
+        assert b.view.ref == ChainRef("nat", "KUBE-SERVICES")
+        assert [r.text for r in rules.rows] == [r.text for r in services.rules]
+        idx = next(i for i, r in enumerate(services.rules)
+                   if r.target and r.target.name == "ACCEPT" and "--match-set KUBE-CLUSTER-IP " in r.text)
+        rules.move_to(idx)
+        await pilot.press("enter")
+        await settle(pilot)
+        assert b.view.ref == ChainRef("ipsets", "KUBE-CLUSTER-IP")
+        assert [r.text for r in rules.rows] == [ln for ln in ipset_lines if ln.startswith("add KUBE-CLUSTER-IP ")]
+        await pilot.press("escape")
+        await settle(pilot)
+        assert b.view.ref == ChainRef("nat", "KUBE-SERVICES") and rules.cursor == idx
+
+        # search reads the three dumps
+        b.search("10.244.2.11")
+        await settle(pilot)
+        want = [ln for f in ("ipvsadm", "iptables-save", "ipset") for ln in (SNAP.nodes["node03"].get(f) or "")
+                .splitlines() if "10.244.2.11" in ln]
+        assert b.view.kind == "search" and sorted(h.text for h in b.view.hits) == sorted(want)
+
+        await command(pilot, "mode")
+        assert isinstance(app.screen, ModeScreen)
+        modes = {m.node: m for m in app.screen.modes}
+        assert (modes["node03"].mode, modes["node04"].mode) == ("ipvs", "nftables")
+        assert modes["node03"].browser.startswith("ipvs") and modes["node04"].browser == "nftables"
+
+
+@run_async
+async def test_browse_an_nftables_node_follow_vmaps_and_back() -> None:
+    kp = node04_nft()
+    app = SvctraceApp("demo")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await command(pilot, "node node04")
+        scr = app.screen
+        assert isinstance(scr, BrowserScreen)
+        assert "node04 nftables" in plain(scr.query_one("#topbar", Static))
+        b = scr.query_one(ChainBrowser)
+        assert b.adapter is not None and b.adapter.kind == "nftables"
+        chains = b.query_one("#chains", VirtualTable)
+        rules = b.query_one("#rules", VirtualTable)
+        assert b.view is not None and b.view.ref == ChainRef(KP, "services")  # kube-proxy's entry point
+        services = kp.chains["services"].rules
+        assert [r.text for r in rules.rows] == [r.text for r in services]
+        # base chains first, with their hook; sets and maps by @name
+        base = [c for c in kp.chains.values() if c.hook]
+        assert [c.name for c in chains.rows[:len(base)]] == [c.name for c in base]
+        for row, c in zip(chains.rows, base, strict=False):
+            assert f"{c.type} {c.hook}" in str(b._chain_cell(row, "name"))
+        assert {c.name for c in chains.rows if c.name.startswith("@")} == {"@" + n for n in kp.sets}
+
+        # a verdict map lookup opens the map; an element's goto opens its chain; esc comes back
+        i = next(i for i, r in enumerate(services) if "vmap @service-nodeports" in r.text)
+        rules.move_to(i)
+        await pilot.press("enter")
+        await settle(pilot)
+        assert b.view.ref == ChainRef(KP, "@service-nodeports")
+        elements = kp.sets["service-nodeports"].elements
+        assert [r.text.split("{ ", 1)[1].rstrip(" }") for r in rules.rows] == [fmt_element(e) for e in elements]
+        k = next(k for k, e in enumerate(elements) if "30080" in fmt_element(e))
+        target = elements[k].data
+        assert isinstance(target, ir.Verdict) and target.target
+        rules.move_to(k)
+        await pilot.press("enter")
+        await settle(pilot)
+        assert b.view.ref == ChainRef(KP, target.target)
+        assert [r.text for r in rules.rows] == [r.text for r in kp.chains[target.target].rules]
+        await pilot.press("escape")
+        await settle(pilot)
+        assert b.view.ref == ChainRef(KP, "@service-nodeports") and rules.cursor == k
+        await pilot.press("escape")
+        await settle(pilot)
+        assert b.view.ref == ChainRef(KP, "services") and rules.cursor == i
+
+        # numgen's anonymous vmap: enter offers its endpoints' chains
+        svc = next(n for n in kp.chains if n.startswith("service-") and "/web-nodeport/" in n)
+        await command(pilot, f"chain {svc}")
+        assert b.view.ref == ChainRef(KP, svc)
+        j, vmap = next((j, s) for j, r in enumerate(kp.chains[svc].rules) for s in r.stmts
+                       if isinstance(s, ir.Vmap) and isinstance(s.data, ir.AnonSet))
+        assert isinstance(vmap.data, ir.AnonSet)
+        ways = [e.data.target for e in vmap.data.elements if isinstance(e.data, ir.Verdict)]
+        rules.move_to(j)
+        await pilot.press("enter")
+        await pilot.pause()
+        assert isinstance(app.screen, ChoiceScreen)
+        assert [ref.chain for _label, ref in app.screen.choices] == ways
+        await pilot.press("down", "enter")
+        await settle(pilot)
+        assert b.view.ref == ChainRef(KP, ways[1])
+        await pilot.press("escape")
+        await settle(pilot)
+        assert b.view.ref == ChainRef(KP, svc) and rules.cursor == j
+
+        # search: rules and map elements holding the text, or in a chain whose name holds it
+        b.search("10.244.2.11")
+        await settle(pilot)
+        want = {(name, r.index) for name, c in kp.chains.items() for r in c.rules
+                if "10.244.2.11" in name or "10.244.2.11" in r.text}
+        want |= {("@" + name, n) for name, st in kp.sets.items() for n, e in enumerate(st.elements, 1)
+                 if "10.244.2.11" in fmt_element(e)}
+        assert b.view.kind == "search" and {(h.chain, h.index) for h in b.view.hits} == want
+        hit = b.view.hits[0]
+        await pilot.press("enter")
+        await settle(pilot)
+        assert b.view.ref == ChainRef(hit.table, hit.chain) and rules.row.index == hit.index
+
+        # `b` on a Service, node04 being the current node: its service- chain
+        await command(pilot, "svc")
+        app.services_screen.select("default/web")
+        await pilot.press("b")
+        await settle(pilot)
+        web = next(n for n in kp.chains if n.startswith("service-") and n.endswith("-default/web/tcp/http"))
+        assert isinstance(app.screen, BrowserScreen)
+        b2 = app.screen.query_one(ChainBrowser)
+        assert b2.view is not None and b2.view.ref == ChainRef(KP, web)
+
+
+@run_async
+async def test_trace_node_port_on_ipvs_and_nftables_nodes_lights_the_explained_path() -> None:
+    app = SvctraceApp("demo")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        app.open_trace("default/web-nodeport")
+        await settle(pilot)
+        scr = app.screen
+        assert isinstance(scr, TraceScreen)
+        b = scr.query_one(ChainBrowser)
+        rules = b.query_one("#rules", VirtualTable)
+        for node, kind, table in (("node03", "ipvs", "ipvs"), ("node04", "nftables", KP)):
+            scr.query_one("#via", Select).value = "node-port"
+            scr.query_one("#node", Select).value = node
+            await pilot.pause(0.2)
+            await settle(pilot)
+            exp = explain(SNAP, Request("svc/web-nodeport", namespace="default", to="node-port", node=node))
+            assert exp.proxy_mode == kind
+            check_outcomes(outcome_prompts(scr), exp.outcomes)
+            assert scr.view is not None and scr.view.node == node
+            assert b.adapter is not None and b.adapter.node == node and b.adapter.kind == kind
+            for n, o in enumerate(exp.outcomes[:2]):
+                if n:
+                    await pilot.press("o", "down")
+                    await settle(pilot)
+                path = [s for s in visible_steps(o.path) if s.rule is not None]
+                assert {(s.table, s.chain, s.rule) for s in path} == set(b.lit)
+                # the rule that picked the endpoint is open: IPVS's real server, nftables' DNAT
+                pick = next(s for s in path if s.table == table and s.action.startswith(("IPVS", "DNAT")))
+                assert b.view is not None and b.view.ref == ChainRef(pick.table, pick.chain)
+                assert isinstance(rules.row, RuleView) and (rules.row.index, rules.row.text) == (pick.rule, pick.text)
+                assert o.endpoint and o.endpoint in rules.row.text
+            # every hop of the selected path lands on its rule, iptables tables included
+            path = [s for s in visible_steps(exp.outcomes[1].path) if s.rule is not None]
+            b.go_hop(0)
+            await settle(pilot)
+            for n, s in enumerate(path):
+                if n:
+                    await pilot.press("right_square_bracket")  # small chains open at once, no worker
+                assert b.view.ref == ChainRef(s.table, s.chain), (node, s)
+                assert isinstance(rules.row, RuleView) and (rules.row.index, rules.row.text) == (s.rule, s.text)
+            await pilot.press("o", "up")
+
+
+@run_async
+async def test_side_by_side_iptables_and_nftables_nodes_same_backends() -> None:
+    kp = node04_nft()
+    app = SvctraceApp("demo")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        app.open_compare("default/web-nodeport", None, "node01", "node04")
+        await settle(pilot)
+        scr = app.screen
+        assert isinstance(scr, CompareScreen) and scr.result is not None
+        res = scr.result
+        assert (res.left, res.right) == ("node01", "node04") and res.request.via == "node-port"
+        ends = []
+        for node, view in ((res.left, res.left_view), (res.right, res.right_view)):
+            assert view is not None
+            exp = explain(SNAP, Request("svc/web-nodeport", namespace="default", to="node-port", node=node))
+            assert sorted((o.verdict, o.endpoint) for o in view.outcomes) == sorted(
+                (o.verdict, o.endpoint) for o in exp.outcomes)
+            ends.append({o.endpoint for o in exp.outcomes})
+        assert ends[0] == ends[1] and len(ends[0]) == 3 and not res.differ
+        assert "both nodes answer the same" in plain(scr.query_one("#title", Static))
+        # each side lists its own node's rules for the Service, in its own syntax
+        left = [ln.text.split(None, 1)[1] for ln in res.left_rules if ln.side == "left"]
+        right = [ln.text for ln in res.right_rules if ln.side == "right"]
+        assert left and right
+        assert all(line in node_dump("node01") for line in left)
+        nft_rules = {f"add rule {KP} {name} {r.text}" for name, c in kp.chains.items() for r in c.rules}
+        nft_elements = {f"add element {KP} {name} {{ {fmt_element(e)} }}" for name, st in kp.sets.items()
+                        for e in st.elements}
+        assert all(line in nft_rules | nft_elements for line in right)
+        for endpoint in ends[1]:
+            assert any(line.endswith(f"dnat to {endpoint}") for line in right)
+
+
 # -- keys, help, commands ----------------------------------------------------------------------------------
 
 def test_keys_are_declared_as_data() -> None:
     ids: set[str] = set()
     for cls in (SvctraceApp, ServicesScreen, TraceScreen, CompareScreen, ChainBrowser, VirtualTable, HelpScreen,
-                CommandScreen, ModeScreen):
+                CommandScreen, ModeScreen, ChoiceScreen):
         for b in cls.BINDINGS:
             assert isinstance(b, Binding), (cls, b)
             assert b.id and b.description, (cls, b)

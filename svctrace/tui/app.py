@@ -67,7 +67,7 @@ Screen { background: $background; }
 #diff { height: 1fr; border-top: hkey $primary 50%; border-title-align: left; }
 #diff-detail { height: 5; padding: 0 1; border-top: hkey $primary 50%; }
 
-HelpScreen, CommandScreen, ModeScreen { align: center middle; background: $background 60%; }
+HelpScreen, CommandScreen, ModeScreen, ChoiceScreen { align: center middle; background: $background 60%; }
 #help-box { width: 96; height: 90%; border: round $primary; padding: 0 1; background: $surface; }
 #command-box { dock: bottom; height: 3; width: 100%; }
 #mode-box { width: 100; height: auto; max-height: 90%; border: round $primary; padding: 0 1; background: $surface; }
@@ -240,6 +240,9 @@ class SvctraceApp(App[int]):
         t.append(s.title, style="bold")
         t.append("  node ", style="dim")
         t.append(self.node or "-", style="bold")
+        mode = s.node_mode(self.node) if self.node else None
+        if mode:
+            t.append(f" {mode}", style="magenta")
         t.append(f"  ({len(s.node_names())} with rules)", style="dim")
         if self.namespace:
             t.append("  namespace ", style="dim")
@@ -362,6 +365,7 @@ class SvctraceApp(App[int]):
                 self.action_mode()
             elif args[0] in self.session.node_names():
                 self.node = args[0]
+                self.services_screen.refresh_topbar()
                 self.open_browser(node=args[0])
             else:
                 self.notify(f"no node {args[0]} with rules (nodes: {', '.join(self.session.node_names())})",

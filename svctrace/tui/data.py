@@ -2,7 +2,8 @@
 
 The browser never touches a `Ruleset` directly: it asks a `RulesAdapter` for tables, chains, rules
 (as `RuleView`s) and search hits. `IptablesAdapter` serves iptables(-save) dumps; nftables and IPVS
-nodes plug in later through `register_adapter`. Nothing here imports Textual.
+nodes plug in through `register_adapter` (`svctrace.tui.adapters`: `NftAdapter`, `IPVSAdapter`).
+Nothing here imports Textual.
 """
 
 from __future__ import annotations
@@ -36,9 +37,13 @@ class ChainInfo:
     name: str
     rule_count: int
     policy: str | None
-    builtin: bool
+    builtin: bool  # a built-in (iptables) or base (nftables) chain: the packet's entry from a hook
     meaning: str | None
     counters: tuple[int, int] | None = None
+    note: str = ""  # shown dim after the name: a base chain's hook and priority, `vmap`, an ipset's type
+    kind: str = "chain"  # chain / set / map / vmap / virtual-server / ipset
+    empty: str | None = None  # what it means when it has no rules (None: the browser's default words)
+    label: str = ""  # how the chain list shows it, when not by its name (kube-proxy's nft hashes left out)
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,7 @@ class MatchPart:
     text: str
     kind: str  # addr / proto / iface / module / random / other
     neg: bool = False
+    head: str = ""  # a prefix of `text` shown dim (nftables: `ip daddr`, `ip saddr !=`), the rest styled by kind
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,10 @@ class RuleView:
     comment: str | None
     counters: tuple[int, int] | None  # (packets, bytes) when the dump had -c
     problems: tuple[str, ...] = ()
+    # Other places the rule leads to or looks at: an anonymous vmap's chains, the sets and maps it matches
+    # on (label, where). `enter` follows `jump`, else these (a choice when there are several).
+    branches: tuple[tuple[str, ChainRef], ...] = ()
+    where: str = ""  # where it was read, when `line N` alone would not say it (`ipvsadm line 12`, `nft.json`)
 
     @property
     def ref(self) -> ChainRef:
@@ -77,17 +87,27 @@ class SearchHit:
     chain: str
     line: int
     text: str
+    index: int | None = None  # the rule's 1-based position, when its line does not tell it apart
+    where: str = ""
 
 
 class RulesAdapter(Protocol):
     """What the chain browser needs from a node's dataplane dump."""
 
     node: str
-    kind: str  # "iptables"; later "nftables", "ipvs"
+    kind: str  # "iptables", "nftables", "ipvs"
     source: str  # where the rules came from (a path inside the snapshot, or the dump file)
     has_counters: bool
 
     def tables(self) -> list[str]: ...
+
+    def entry(self) -> ChainRef | None:
+        """Where the browser opens when nothing else is asked for."""
+        ...
+
+    def headings(self, table: str, chain: str) -> tuple[str, str, str]:
+        """The titles of the rule columns (matches, target, comment) for this chain."""
+        ...
 
     def chains(self, table: str) -> list[ChainInfo]: ...
 
@@ -180,6 +200,12 @@ class IptablesAdapter:
     def tables(self) -> list[str]:
         names = list(self.rs.tables)
         return sorted(names, key=lambda t: TABLE_ORDER.index(t) if t in TABLE_ORDER else len(TABLE_ORDER))
+
+    def entry(self) -> ChainRef | None:
+        return self.find_chain("KUBE-SERVICES", "nat")
+
+    def headings(self, table: str, chain: str) -> tuple[str, str, str]:
+        return ("MATCHES", "TARGET", "COMMENT")
 
     def chains(self, table: str) -> list[ChainInfo]:
         t = self.rs.tables.get(table)
@@ -284,7 +310,8 @@ _ADAPTERS: list[tuple[str, AdapterFactory]] = []
 
 
 def register_adapter(kind: str, factory: AdapterFactory) -> None:
-    """Teach the browser another dataplane: `factory(node_files, family)` returns an adapter or None."""
+    """Teach the browser another dataplane: `factory(node_files, family)` returns an adapter or None.
+    The last registered is asked first (unless the node's kube-proxy mode names another kind)."""
     _ADAPTERS[:] = [(k, f) for k, f in _ADAPTERS if k != kind]
     _ADAPTERS.insert(0, (kind, factory))
 
@@ -300,20 +327,19 @@ def _iptables_factory(nf: NodeFiles, family: int) -> RulesAdapter | None:
 
 _ADAPTERS.append(("iptables", _iptables_factory))
 
-_OTHER_DATAPLANES = (("nft.json", "nftables"), ("nft", "nftables"), ("ipvsadm", "IPVS"))
 
+def adapter_for(nf: NodeFiles, family: int = 4, mode: str | None = None) -> RulesAdapter:
+    """The first registered adapter that can read this node's files (slow: parses the dump). `mode`
+    (kube-proxy's: iptables / ipvs / nftables): that kind's adapter is asked first."""
+    import svctrace.tui.adapters  # noqa: F401  (registers the nftables and IPVS adapters)
 
-def adapter_for(nf: NodeFiles, family: int = 4) -> RulesAdapter:
-    """The first registered adapter that can read this node's files (slow: parses the dump)."""
-    for _kind, factory in _ADAPTERS:
+    order = sorted(_ADAPTERS, key=lambda kf: kf[0] != mode)
+    for _kind, factory in order:
         got = factory(nf, family)
         if got is not None:
             return got
-    for fname, kind in _OTHER_DATAPLANES:
-        if nf.get(fname):
-            raise InputError(f"node {nf.name} has a {kind} dump ({fname}); the chain browser reads iptables "
-                             "dumps in this version", source=nf.path(fname))
-    raise InputError(f"node {nf.name} has no iptables dump in the snapshot", source=nf.path("iptables-save"))
+    raise InputError(f"node {nf.name} has no dump the chain browser reads (iptables-save, nft, nft.json, ipvsadm)",
+                     source=nf.path("iptables-save"))
 
 
 def dataplanes(nf: NodeFiles) -> list[str]:

@@ -12,10 +12,10 @@ HEALTH = {"error": ("✗", "bold red"), "warning": ("!", "bold yellow"), "ok": (
 SEVERITY = {"error": ("✗", "bold red"), "warning": ("!", "bold yellow"), "info": ("i", "bold cyan")}
 VERDICT = {"accept": "bold green", "drop": "bold red", "reject": "bold red"}
 MATCH_STYLE = {"addr": "cyan", "proto": "magenta", "iface": "cyan", "random": "bold magenta", "module": "",
-               "other": ""}
+               "other": "", "set": "#d7afff"}
 TARGET_STYLE = {"jump": "bold #5fafff", "goto": "bold #5fafff", "accept": "bold green", "drop": "bold red",
                 "reject": "bold red", "nat": "bold yellow", "mark": "yellow", "return": "dim", "other": "yellow",
-                "none": "dim"}
+                "none": "dim", "vmap": "bold #5fafff", "member": ""}
 
 
 def health_mark(level: str | None) -> Text:
@@ -54,6 +54,17 @@ def rule_matches(r: RuleView) -> Text:
         if i:
             t.append(" ")
         text = part.text
+        if part.head and text.startswith(part.head):  # nftables: `ip saddr !=` dim, then the value
+            head, op = part.head, ""
+            for neg in (" !=", " <=", " >=", " <", " >"):
+                if head.endswith(neg):
+                    head, op = head[:-len(neg)], neg
+                    break
+            t.append(head, style="dim")
+            if op:
+                t.append(op, style="bold red" if op == " !=" else "dim")
+            t.append(text[len(part.head):], style=MATCH_STYLE.get(part.kind, ""))
+            continue
         if text.startswith("! "):
             t.append("! ", style="bold red")
             text = text[2:]
@@ -80,11 +91,16 @@ def rule_matches(r: RuleView) -> Text:
 def rule_target(r: RuleView) -> Text:
     style = TARGET_STYLE.get(r.target_kind, "")
     if r.target is None:
-        return Text("(counts only)", style=style)
+        return Text("" if r.target_kind == "member" else "(counts only)", style=style)
     if r.target_kind == "jump":
         return Text("→ " + r.target, style=style)
     if r.target_kind == "goto":
         return Text("↷ " + r.target, style=style)
+    if r.target_kind == "vmap":
+        t = Text("⇉ " + r.target, style=style)
+        if r.target_args:
+            t.append(" " + r.target_args, style="#5fafff")
+        return t
     t = Text(r.target, style=style)
     args = r.target_args
     if r.target == "DNAT":
@@ -127,7 +143,7 @@ def chain_label(c: ChainInfo) -> Text:
 def rule_detail(r: RuleView, meaning: str | None, jump_meaning: str | None) -> Text:
     t = Text()
     t.append(f"{r.table} {r.chain} #{r.index}", style="bold")
-    t.append(f"  line {r.line}", style="dim")
+    t.append(f"  {r.where or f'line {r.line}'}", style="dim")
     if r.counters is not None:
         t.append(f"  {r.counters[0]:,} packets, {r.counters[1]:,} bytes", style="dim")
     t.append("\n")
@@ -139,6 +155,11 @@ def rule_detail(r: RuleView, meaning: str | None, jump_meaning: str | None) -> T
         t.append("\n")
         t.append(f"{r.jump}: ", style="bold #5fafff")
         t.append(jump_meaning, style="dim")
+    elif r.branches:
+        t.append("\n")
+        t.append("enter: ", style="bold #5fafff")
+        t.append(", ".join(label for label, _ref in r.branches[:3]) + (" …" if len(r.branches) > 3 else ""),
+                 style="dim")
     elif meaning:
         t.append("\n")
         t.append(f"{r.chain}: ", style="bold")

@@ -266,10 +266,11 @@ class BrowserScreen(Base):
         if isinstance(self.start, ChainRef):
             return self.start
         if isinstance(self.start, str):
-            return adapter.find_chain(self.start, "nat")
+            entry = adapter.entry()
+            return adapter.find_chain(self.start, entry.table if entry else "nat")
         if self.service and self.sapp.session is not None:
             return self.sapp.session.service_chain(self.service, self.node)
-        return adapter.find_chain("KUBE-SERVICES", "nat")
+        return adapter.entry()
 
     def _ready(self, adapter: RulesAdapter | None, start: ChainRef | None, error: str | None) -> None:
         b = self.query_one(ChainBrowser)
@@ -502,9 +503,9 @@ class TraceScreen(Base):
         paths = [o.path for o in self.view.outcomes]
         browser.light(paths, self.selected if paths else None)
         if paths and browser.hops:
-            # Open the rule that decided this outcome: the DNAT, else the last hop.
+            # Open the rule that decided this outcome: the DNAT (or IPVS's pick of a real server), else the last hop.
             hops = browser.hops
-            pick = next((i for i, s in enumerate(hops) if s.action.startswith("DNAT")), len(hops) - 1)
+            pick = next((i for i, s in enumerate(hops) if s.action.startswith(("DNAT", "IPVS"))), len(hops) - 1)
             browser.go_hop(pick)
         self._path()
 
@@ -519,8 +520,8 @@ class TraceScreen(Base):
                 t.append(" › ", style="dim")
             chain = s.chain if len(s.chain) <= 18 else s.chain[:13] + "…"
             label = f"{n + 1} {chain} #{s.rule}"
-            if s.action.startswith(("DNAT", "ACCEPT", "DROP", "REJECT", "MASQUERADE")):
-                label += " " + s.action.split()[0]
+            if s.action.startswith(("DNAT", "ACCEPT", "DROP", "REJECT", "MASQUERADE", "IPVS")):
+                label += " " + s.action.split()[0].rstrip(":")
             t.append(label, style="bold reverse" if n == b.hop else "yellow")
         self.query_one("#path", Static).update(t)
 
@@ -564,6 +565,8 @@ def _short_rule(line: str) -> Text:
 
     s = re.sub(r'\s-m comment --comment (?:"(?:[^"\\]|\\.)*"|\S+)', "", line)
     s = re.sub(r"(\d+\.\d+\.\d+\.\d+)/32\b", r"\1", s).replace(" -A ", " ")
+    s = re.sub(r"^add (rule|element) (?:ip|ip6|inet) \S+ ", r"\1 ", s)  # nftables: the table is kube-proxy's
+    s = re.sub(r"\b(service|local|external|firewall|endpoint)-[A-Z2-7]{8}-", r"\1-", s)  # and its chains' hashes
     return Text(s)
 
 
@@ -654,9 +657,12 @@ class CompareScreen(Base):
         self.query_one("#diff", VirtualTable).set_rows(
             self._diff_columns(res.left, res.right), pairs, self._diff_cell, row_class=self._diff_class,
             empty="no difference" if self.only_diff else "no rule names this Service")
+        modes = [self.sapp.session.node_mode(n) if self.sapp.session else None for n in (res.left, res.right)]
+        across = (f" ({modes[0]} on {res.left}, {modes[1]} on {res.right}: each in its own syntax)"
+                  if modes[0] and modes[1] and modes[0] != modes[1] else "")
         self.query_one("#diff", VirtualTable).border_title = (
-            f"the Service's rules: {changed} line(s) differ" + ("  (d: all lines)" if self.only_diff else
-                                                                 "  (d: only differences)"))
+            f"the Service's rules: {changed} line(s) differ{across}" + ("  (d: all lines)" if self.only_diff else
+                                                                        "  (d: only differences)"))
 
     def _diff_columns(self, left: str, right: str) -> list[Column]:
         return [Column("l", f"{left} (− only here)" if left else "", flex=1),

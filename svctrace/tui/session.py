@@ -20,11 +20,13 @@ from pathlib import Path
 from svctrace.cluster import Service, ServicePort
 from svctrace.errors import InputError, SvctraceError
 from svctrace.explain import OUTSIDE_CLIENT, Explanation, Request, explain
+from svctrace.explain.dataplane import detect_mode
 from svctrace.kubeproxy.names import ext_chain, fw_chain, svc_chain, svl_chain
 from svctrace.model import NodeFacts, Packet
 from svctrace.netfilter import load_ruleset, trace
 from svctrace.netfilter.walker import PathStep, TraceResult, visible_steps
-from svctrace.snapshot import Snapshot, load_snapshot
+from svctrace.snapshot import NodeFiles, Snapshot, load_snapshot
+from svctrace.tui.adapters import IPVS_TABLE, IPVSAdapter, NftAdapter
 from svctrace.tui.data import TABLE_ORDER, ChainRef, IptablesAdapter, RulesAdapter, adapter_for, dataplanes
 
 SEVERITY_RANK = {"error": 3, "warning": 2, "unknown": 1, "ok": 0}
@@ -184,9 +186,18 @@ def _service_pattern(key: str) -> re.Pattern[str]:
 _HASH_CHAIN = re.compile(r"^KUBE-(?:SVC|SVL|EXT|FW|XLB|SEP)-[A-Z2-7]{16}$")
 
 
-def service_rules(adapter: RulesAdapter, key: str) -> list[str]:
-    """The node's rules that belong to one Service: those whose comment names it, and every rule of
-    the per-Service chains (KUBE-SVC/SVL/EXT/FW/XLB/SEP) they lead to. As `table -A CHAIN ...` lines."""
+def service_rules(adapter: RulesAdapter, key: str, svc: Service | None = None) -> list[str]:
+    """The node's rules that belong to one Service, in the node's own syntax.
+
+    iptables: the rules whose comment names it, and every rule of the per-Service chains
+    (KUBE-SVC/SVL/EXT/FW/XLB/SEP) they lead to, as `table -A CHAIN ...` lines. nftables: the rules of its
+    chains and the map elements that lead there, as `add rule` / `add element` commands. IPVS (needs
+    the Service, whose addresses name the virtual servers): its virtual servers and real servers
+    (`ipvsadm -S` lines), its ipset members, and the iptables rules that name it."""
+    if isinstance(adapter, NftAdapter):
+        return adapter.service_lines(key)
+    if isinstance(adapter, IPVSAdapter):
+        return ipvs_service_rules(adapter, key, svc)
     if not isinstance(adapter, IptablesAdapter):
         return []
     rs = adapter.rs
@@ -222,6 +233,51 @@ def service_rules(adapter: RulesAdapter, key: str) -> list[str]:
         return (TABLE_ORDER.index(t) if t in TABLE_ORDER else 9, name, pos)
 
     return [f"{k[0]:<6} {picked[k]}" for k in sorted(picked, key=order)]
+
+
+def service_keys(svc: Service) -> tuple[set[tuple[str, str, int]], set[tuple[str, int]]]:
+    """The (protocol, address, port) a Service's virtual servers listen on, and its (protocol, node port)s."""
+    vips: set[tuple[str, str, int]] = set()
+    node_ports: set[tuple[str, int]] = set()
+    for p in svc.ports:
+        proto = p.protocol.lower()
+        for ip in [*svc.cluster_ips, *svc.external_ips, *svc.lb_ips]:
+            if ip and ip != "None":
+                vips.add((proto, ip, p.port))
+        if p.node_port:
+            node_ports.add((proto, p.node_port))
+    return vips, node_ports
+
+
+def ipvs_service_rules(adapter: IPVSAdapter, key: str, svc: Service | None) -> list[str]:
+    """An IPVS node's share of a Service: virtual servers (and their real servers), ipset members, and
+    the iptables rules whose comment names it."""
+    lines: list[str] = []
+    if svc is not None:
+        vips, node_ports = service_keys(svc)
+        vip_addrs = {ip for _, ip, _ in vips}
+        for vs in adapter.ipvs.services:
+            if vs.ip is None or vs.port is None:
+                continue
+            if (vs.protocol, str(vs.ip), vs.port) in vips or (
+                    (vs.protocol, vs.port) in node_ports and str(vs.ip) not in vip_addrs):
+                lines.append(f"ipvs   {vs.text.strip()}")
+                lines += [f"ipvs   {r.text.strip()}" for r in vs.reals]
+        for s in sorted(adapter.ipsets.values(), key=lambda s: s.name):
+            for member, _line, _text in s.members:
+                dims = member.split(",")
+                hit = any(dims[0] == ip and (len(dims) == 1 or dims[1] == f"{proto}:{port}")
+                          for proto, ip, port in vips)
+                if not hit and "NODE-PORT" in s.name:  # bitmap:port (`30080`) or hash:ip,port (`ip,sctp:30080`)
+                    hit = any((f"-{proto.upper()}" in s.name and member in (str(np), f"{proto}:{np}"))
+                              or (len(dims) > 1 and dims[1] == f"{proto}:{np}") for proto, np in node_ports)
+                if not hit and s.name == "KUBE-HEALTH-CHECK-NODE-PORT":
+                    hit = member == str(svc.health_check_node_port)
+                if hit:
+                    lines.append(f"ipset  add {s.name} {member}")
+    if adapter.iptables is not None:
+        lines += service_rules(adapter.iptables, key)
+    return lines
 
 
 def diff_lines(left: list[str], right: list[str]) -> tuple[list[CompareLine], list[CompareLine]]:
@@ -263,6 +319,10 @@ class Session:
 
     def node_modes(self) -> list[NodeMode]:
         raise NotImplementedError
+
+    def node_mode(self, node: str) -> str | None:
+        """kube-proxy's mode on the node, as the answers take it (None: the snapshot does not say)."""
+        return None
 
     def _make_adapter(self, node: str) -> RulesAdapter:
         raise NotImplementedError
@@ -347,9 +407,12 @@ class Session:
 
     def _rules_of(self, key: str, node: str) -> list[str]:
         try:
-            return service_rules(self.adapter(node), key)
+            return service_rules(self.adapter(node), key, self._service_of(key))
         except SvctraceError:
             return []
+
+    def _service_of(self, key: str) -> Service | None:
+        return None
 
 
 # -- a snapshot ------------------------------------------------------------------------------------
@@ -370,6 +433,7 @@ class SnapshotSession(Session):
     def __init__(self, snap: Snapshot) -> None:
         super().__init__()
         self.snap = snap
+        self._modes: dict[str, str | None] = {}
         self.source = snap.source
         self.title = "demo cluster" if snap.is_demo else snap.source
 
@@ -398,21 +462,42 @@ class SnapshotSession(Session):
             nf = self.snap.nodes.get(name)
             dumps = tuple(dataplanes(nf)) if nf else ()
             mode = ((nf.get("proxy-mode") or "").strip() if nf else "") or self.snap.cluster.proxy.mode or "unknown"
-            if any(d.startswith(("iptables", "ip6tables")) for d in dumps):
-                browser = "iptables"
-            elif dumps:
-                browser = "none yet (" + ", ".join(dumps) + ")"
-            else:
-                browser = "no dump"
+            browser = self._browser_for(nf, self.node_mode(name)) if nf and dumps else "no dump"
             out.append(NodeMode(name, mode, dumps, browser))
         return out
+
+    def _browser_for(self, nf: NodeFiles, mode: str | None) -> str:
+        """Which adapter reads the node (without parsing its dumps)."""
+        if self.adapter_ready(nf.name):
+            a = self._adapters[nf.name]
+            if isinstance(a, IPVSAdapter):
+                return " + ".join(["ipvs"] + (["iptables"] if a.iptables else []) + (["ipset"] if a.ipsets else []))
+            return a.kind
+        has_ipt = any(nf.get(f) for f in ("iptables-save", "iptables-legacy-save"))
+        if mode == "nftables" and (nf.get("nft.json") or nf.get("nft")):
+            return "nftables"
+        if mode == "ipvs" and nf.get("ipvsadm"):
+            return " + ".join(["ipvs"] + (["iptables"] if has_ipt else []) + (["ipset"] if nf.get("ipset") else []))
+        if has_ipt:
+            return "iptables"
+        return "none (" + ", ".join(dataplanes(nf)) + ")"
+
+    def node_mode(self, node: str) -> str | None:
+        # No lock: the top bar asks from the event loop while a worker may hold `_lock` parsing a dump.
+        if node not in self._modes:
+            nf = self.snap.nodes.get(node)
+            self._modes[node] = detect_mode(self.snap, nf, 4)[0] if nf is not None else None
+        return self._modes[node]
 
     def _make_adapter(self, node: str) -> RulesAdapter:
         nf = self.snap.nodes.get(node)
         if nf is None:
             raise InputError(f"no dumps for node {node} in the snapshot (nodes with dumps: "
                              f"{', '.join(self.node_names()) or 'none'})")
-        return adapter_for(nf)
+        return adapter_for(nf, 4, self.node_mode(node))
+
+    def _service_of(self, key: str) -> Service | None:
+        return self.snap.cluster.services.get(key)
 
     def _svc(self, key: str) -> Service:
         svc = self.snap.cluster.services.get(key)
@@ -518,6 +603,23 @@ class SnapshotSession(Session):
     def service_chain(self, key: str, node: str) -> ChainRef | None:
         svc = self._svc(key)
         adapter = self.adapter(node)
+        if isinstance(adapter, NftAdapter):
+            for p in svc.ports:
+                got = adapter.service_chain(svc.namespace, svc.name, p.protocol, p.name)
+                if got is not None:
+                    return got
+            return adapter.entry()
+        if isinstance(adapter, IPVSAdapter):
+            _vips, node_ports = service_keys(svc)
+            for p in svc.ports:  # the cluster IP's virtual server, else another of the Service's
+                for ip in [*svc.cluster_ips, *svc.external_ips, *svc.lb_ips]:
+                    vs = adapter.virtual_server(p.protocol, ip, p.port)
+                    if vs is not None:
+                        return ChainRef(IPVS_TABLE, vs.label)
+            for vs in adapter.ipvs.services:
+                if (vs.protocol, vs.port) in node_ports:
+                    return ChainRef(IPVS_TABLE, vs.label)
+            return adapter.entry()
         for p in svc.ports:
             for make in (svc_chain, svl_chain, ext_chain, fw_chain):
                 name = make(svc.namespace, svc.name, p.name, p.protocol)
@@ -641,6 +743,9 @@ class DumpSession(Session):
     def node_modes(self) -> list[NodeMode]:
         mode = "iptables" if self.rs.has_kube_rules() else "unknown (no kube-proxy rules)"
         return [NodeMode(self.node, mode, (self.rs.format,), "iptables")]
+
+    def node_mode(self, node: str) -> str | None:
+        return "iptables" if self.rs.has_kube_rules() else None
 
     def _make_adapter(self, node: str) -> RulesAdapter:
         raise InputError(f"only node {self.node} is in this dump")

@@ -19,13 +19,14 @@ from textual.css.query import NoMatches
 from textual.geometry import Size
 from textual.message import Message
 from textual.reactive import reactive
+from textual.screen import ModalScreen
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 from textual.widget import Widget
-from textual.widgets import Input, Static
+from textual.widgets import Input, OptionList, Static
+from textual.widgets.option_list import Option
 
 from svctrace.errors import SvctraceError
-from svctrace.kubeproxy.chains import chain_meaning
 from svctrace.tui import render
 from svctrace.tui.data import ChainInfo, ChainRef, RulesAdapter, RuleView, SearchHit, rule_index_for_line
 from svctrace.tui.session import StepRef
@@ -53,6 +54,8 @@ class Column:
     max_width: int = 48
     flex: int = 0  # > 0: takes a share of the width left over
     justify: str = "left"
+    ellipsis: str = "end"  # end / middle (keeps the tail of a long name: `endpoint-…__10.244.1.10/8080`)
+    min_width: int = 0  # a flex column this narrow takes room from the measured columns
 
 
 CellFn = Callable[[Any, str], Text | str]
@@ -165,6 +168,17 @@ class VirtualTable(ScrollView, can_focus=True):
         out = []
         for c, f in zip(self.columns, fixed, strict=True):
             out.append(max(3, rest * c.flex // flex_total) if c.flex else f)
+        measured = sorted((j for j, c in enumerate(self.columns) if c.width is None and not c.flex),
+                          key=lambda j: -out[j])
+        for i, c in enumerate(self.columns):
+            deficit = c.min_width - out[i] if c.flex else 0
+            for j in measured:
+                if deficit <= 0:
+                    break
+                give = min(deficit, max(0, out[j] - max(self.columns[j].min_width, 12)))
+                out[j] -= give
+                out[i] += give
+                deficit -= give
         return out
 
     def _cells(self, index: int) -> list[Text]:
@@ -212,6 +226,9 @@ class VirtualTable(ScrollView, can_focus=True):
                 line.append(" ")
             c = cell.copy()
             c.no_wrap = True
+            if c.cell_len > w and col.ellipsis == "middle" and w > 8 and len(c) == c.cell_len:
+                head = (w - 1) // 2
+                c = Text.assemble(c[:head], "…", c[len(c) - (w - 1 - head):], no_wrap=True)
             if c.cell_len > w:
                 c.truncate(w, overflow="ellipsis")
             pad = w - c.cell_len
@@ -311,9 +328,10 @@ class ChainBrowser(Vertical):
 
     DEFAULT_CSS = """
     ChainBrowser { height: 1fr; }
-    ChainBrowser #crumbs { height: 1; padding: 0 1; background: $boost; }
+    ChainBrowser #crumbs { height: 1; padding: 0 1; background: $boost; text-wrap: nowrap; text-overflow: ellipsis; }
     ChainBrowser #panes { height: 1fr; }
     ChainBrowser #left { width: 36; border-right: vkey $primary 50%; }
+    ChainBrowser.wide #left { width: 50; }
     ChainBrowser.narrow #left { display: none; }
     ChainBrowser #tables { height: 1; padding: 0 1; }
     ChainBrowser #chains { height: 1fr; }
@@ -375,6 +393,8 @@ class ChainBrowser(Vertical):
                                                              empty=status or "loading…")
             self._crumbs()
             return
+        # kube-proxy's nftables chain names and IPVS's virtual servers are long: the chain list gets more room
+        self.set_class(adapter.kind in ("nftables", "ipvs"), "wide")
         tables = adapter.tables()
         if start is None or start.table not in tables:
             start = ChainRef(tables[0] if tables else "filter", "")
@@ -469,11 +489,11 @@ class ChainBrowser(Vertical):
         else:
             cursor = max(0, view.cursor)
         if not view.ref.chain:
-            rules_t.set_rows(self._rule_columns(), [], self._rule_cell, empty="pick a chain on the left (enter)")
+            rules_t.set_rows(self._rule_columns(view.ref), [], self._rule_cell,
+                             empty="pick a chain on the left (enter)")
         else:
-            rules_t.set_rows(self._rule_columns(), rules, self._rule_cell, row_class=self._rule_class, cursor=cursor,
-                             empty="no rules: the chain's policy decides" if self._is_builtin(view.ref)
-                             else "no rules: the packet returns to the calling chain")
+            rules_t.set_rows(self._rule_columns(view.ref, rules), rules, self._rule_cell, row_class=self._rule_class,
+                             cursor=cursor, empty=self._empty_text(view.ref))
         self._tables_bar()
         self._crumbs()
         self._detail()
@@ -481,9 +501,17 @@ class ChainBrowser(Vertical):
             self.take_focus = False
             (rules_t if view.ref.chain else chains_t).focus()
 
-    def _is_builtin(self, ref: ChainRef) -> bool:
+    def _empty_text(self, ref: ChainRef) -> str:
         info = self.adapter.chain_info(ref.table, ref.chain) if self.adapter else None
-        return bool(info and info.builtin)
+        if info is not None and info.empty:
+            return info.empty
+        if info is not None and info.builtin:
+            return "no rules: the chain's policy decides"
+        return "no rules: the packet returns to the calling chain"
+
+    def _meaning(self, table: str, chain: str | None) -> str | None:
+        info = self.adapter.chain_info(table, chain) if self.adapter and chain else None
+        return info.meaning if info else None
 
     def _show_search(self, view: View) -> None:
         rules_t = self.query_one("#rules", VirtualTable)
@@ -496,29 +524,42 @@ class ChainBrowser(Vertical):
 
     # -- columns and cells --
     def _chain_columns(self) -> list[Column]:
-        return [Column("mark", " ", width=1), Column("name", "CHAIN", flex=1), Column("n", "RULES", width=5,
-                                                                                       justify="right")]
+        return [Column("mark", " ", width=1), Column("name", "CHAIN", flex=1, ellipsis="middle"),
+                Column("n", "RULES", width=5, justify="right")]
 
     def _chain_cell(self, c: ChainInfo, key: str) -> Text | str:
         if key == "mark":
             return Text("●", style="bold yellow") if (c.table, c.name) in self.lit_chains else ""
         if key == "name":
-            t = Text(c.name, style="bold" if c.builtin else "")
-            if c.policy and c.policy != "ACCEPT":
+            style = "bold" if c.builtin else "#d7afff" if c.kind in ("set", "map", "vmap", "ipset") else ""
+            t = Text(c.label or c.name, style=style)
+            if c.policy and c.policy.upper() != "ACCEPT":
                 t.append(f" ({c.policy})", style="bold red")
+            if c.note:
+                t.append(f" {c.note}", style="dim")
             return t
         return str(c.rule_count)
 
     def _chain_class(self, c: ChainInfo) -> str | None:
         return "lit" if (c.table, c.name) in self.lit_chains else None
 
-    def _rule_columns(self) -> list[Column]:
+    def _rule_columns(self, ref: ChainRef | None = None, rules: list[RuleView] | None = None) -> list[Column]:
         cols = [Column("mark", " ", width=3), Column("n", "#", width=4, justify="right")]
         if self.adapter is not None and self.adapter.has_counters:
             cols += [Column("pkts", "PKTS", width=5, justify="right"), Column("bytes", "BYTES", width=5,
                                                                                  justify="right")]
-        cols += [Column("match", "MATCHES", flex=3), Column("target", "TARGET", max_width=30),
-                 Column("comment", "COMMENT", flex=2)]
+        heads = ("MATCHES", "TARGET", "COMMENT")
+        if self.adapter is not None and ref is not None and ref.chain:
+            heads = self.adapter.headings(ref.table, ref.chain)
+        comments = rules is None or any(r.comment for r in rules)
+        # No comment in the chain: the matches get the room, and so does the target when the matches are short
+        # (a map's elements: `tcp . 30080` → `↷ external-GCGJYZ2R-default/web-nodeport/tcp/http`).
+        need = max((sum(len(m.text) + 1 for m in r.matches) or 15 for r in (rules or [])[:400]), default=15)
+        short = rules is not None and need <= 32
+        cols += [Column("match", heads[0], flex=3, min_width=0 if comments else min(need, 30)),
+                 Column("target", heads[1], max_width=48 if short and not comments else 30)]
+        if comments:
+            cols.append(Column("comment", heads[2], flex=2))
         return cols
 
     def _rule_cell(self, r: RuleView, key: str) -> Text | str:
@@ -550,6 +591,7 @@ class ChainBrowser(Vertical):
             return Text(f"{h.table} {h.chain}", style="bold")
         prefix = f"-A {h.chain} "
         text = h.text[len(prefix):] if h.text.startswith(prefix) else h.text
+        text = text.removeprefix("add element ")
         t = Text(text)
         q = self.view.query if self.view is not None else ""
         if q:
@@ -580,12 +622,12 @@ class ChainBrowser(Vertical):
             t.append(v.ref.table)
             if v.ref.chain:
                 t.append(" › ", style="dim")
-                t.append(v.ref.chain, style="bold #5fafff")
+                t.append(self._label(v.ref.table, v.ref.chain), style="bold #5fafff")
                 r = self.current_rule
                 if r is not None:
                     t.append(f" › #{r.index}", style="bold")
                     if r.jump:
-                        t.append(f" → {r.jump}", style="#5fafff")
+                        t.append(f" → {self._label(r.table, r.jump)}", style="#5fafff")
         if self.history:
             t.append(f"   esc: back ({len(self.history)})", style="dim")
         if self.hop is not None and self.hops:
@@ -593,6 +635,11 @@ class ChainBrowser(Vertical):
         if self.status:
             t.append(f"   {self.status}", style="italic yellow")
         self.query_one("#crumbs", Static).update(t)
+
+    def _label(self, table: str, chain: str) -> str:
+        """A chain as the chain list shows it (kube-proxy's nftables chains without their hash)."""
+        info = self.adapter.chain_info(table, chain) if self.adapter else None
+        return info.label or chain if info else chain
 
     @property
     def current_rule(self) -> RuleView | None:
@@ -606,7 +653,8 @@ class ChainBrowser(Vertical):
         if self.view is not None and self.view.kind == "search":
             row = self.query_one("#rules", VirtualTable).row
             if isinstance(row, SearchHit):
-                d.update(Text.assemble((f"{row.table} {row.chain}", "bold"), (f"  line {row.line}\n", "dim"),
+                d.update(Text.assemble((f"{row.table} {row.chain}", "bold"),
+                                       (f"  {row.where or f'line {row.line}'}\n", "dim"),
                                        row.text, ("\nenter: open the rule in its chain", "dim")))
             else:
                 d.update("")
@@ -614,12 +662,10 @@ class ChainBrowser(Vertical):
         r = self.current_rule
         if r is None:
             ref = self.view.ref if self.view else None
-            m = chain_meaning(ref.chain) if ref and ref.chain else None
-            d.update(Text.assemble((f"{ref.table} {ref.chain}: ", "bold"), (m.meaning, "dim")) if ref and m else "")
+            m = self._meaning(ref.table, ref.chain) if ref else None
+            d.update(Text.assemble((f"{ref.table} {ref.chain}: ", "bold"), (m, "dim")) if ref and m else "")
             return
-        m = chain_meaning(r.chain)
-        jm = chain_meaning(r.jump) if r.jump else None
-        d.update(render.rule_detail(r, m.meaning if m else None, jm.meaning if jm else None))
+        d.update(render.rule_detail(r, self._meaning(r.table, r.chain), self._meaning(r.table, r.jump)))
 
     # -- events --
     def on_virtual_table_highlighted(self, event: VirtualTable.Highlighted) -> None:
@@ -681,23 +727,50 @@ class ChainBrowser(Vertical):
             h = rules_t.row
             if isinstance(h, SearchHit):
                 self.hit_index = rules_t.cursor
-                self.show_chain(ChainRef(h.table, h.chain), line=h.line)
+                self._open_hit(h)
             return
         r = self.current_rule
         if r is None:
+            return
+        if r.jump is None and r.branches:
+            if len(r.branches) == 1:
+                self._follow_to(r.branches[0][1])
+                return
+            lit = next((i for i, (_label, ref) in enumerate(r.branches)
+                        if (ref.table, ref.chain) in self.lit_chains), 0)
+            self.app.push_screen(ChoiceScreen(f"{r.chain} #{r.index} leads to", r.branches, lit),
+                                 self._chosen)
             return
         if r.jump is None:
             what = {"accept": "a verdict: the packet is accepted here", "drop": "a verdict: dropped here",
                     "reject": "a verdict: rejected here", "return": "RETURN: back to the calling chain",
                     "nat": "address translation, then the verdict of the built-in chain",
+                    "member": "a member of the set: nothing to follow",
                     "none": "no target: the rule only counts packets"}.get(r.target_kind, "not a jump")
             self.app.notify(f"{r.target or 'no target'}: {what}", title="nothing to follow", timeout=3)
             return
-        target = self.adapter.find_chain(r.jump, r.table)
-        if target is None or target.table != r.table or target.chain != r.jump:
-            self.app.notify(f"{r.jump} is not in the dump (filtered or cut short)", severity="warning")
+        self._follow_to(ChainRef(r.table, r.jump))
+
+    def _follow_to(self, ref: ChainRef) -> None:
+        if self.adapter is None:
+            return
+        target = self.adapter.find_chain(ref.chain, ref.table)
+        if target is None or target != ref:
+            self.app.notify(f"{ref.chain} is not in the dump (filtered or cut short)", severity="warning")
             return
         self.show_chain(target)
+        self.query_one("#rules", VirtualTable).focus()
+
+    def _chosen(self, ref: ChainRef | None) -> None:
+        if ref is not None:
+            self._follow_to(ref)
+
+    def _open_hit(self, h: SearchHit, push: bool = True) -> None:
+        ref = ChainRef(h.table, h.chain)
+        if h.index is not None:
+            self.show_chain(ref, rule=h.index, push=push)
+        else:
+            self.show_chain(ref, line=h.line, push=push)
 
     def action_back(self) -> None:
         search = self.query_one("#search", Input)
@@ -723,7 +796,7 @@ class ChainBrowser(Vertical):
         self.hit_index = (self.hit_index + step) % len(self.hits)
         h = self.hits[self.hit_index]
         self.status = f"hit {self.hit_index + 1}/{len(self.hits)}"
-        self.show_chain(ChainRef(h.table, h.chain), line=h.line, push=self.view is not None and self.view.kind == "search")
+        self._open_hit(h, push=self.view is not None and self.view.kind == "search")
 
     def action_next_table(self) -> None:
         if self.adapter is None:
@@ -783,3 +856,42 @@ class ChainBrowser(Vertical):
         self.hop = n
         s = self.hops[n]
         self.show_chain(ChainRef(s.table, s.chain), rule=s.rule, push=False)
+
+
+class ChoiceScreen(ModalScreen[ChainRef | None]):
+    """Where a rule with several ways out (an anonymous verdict map, sets it matches on) goes: pick one."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "cancel", "Cancel", id="choice.cancel"),
+    ]
+    DEFAULT_CSS = """
+    ChoiceScreen #choice-box { width: 100; height: auto; max-height: 80%; border: round $primary;
+                               padding: 0 1; background: $surface; }
+    ChoiceScreen #choices { height: auto; max-height: 20; border: none; }
+    """
+
+    def __init__(self, title: str, choices: Sequence[tuple[str, ChainRef]], highlighted: int = 0) -> None:
+        super().__init__()
+        self.title_text = title
+        self.choices = list(choices)
+        self.highlighted = highlighted
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="choice-box"):
+            yield Static(Text(self.title_text, style="bold"))
+            yield OptionList(*[Option(Text(label), id=str(i)) for i, (label, _ref) in enumerate(self.choices)],
+                             id="choices")
+            yield Static(Text("enter: open it   esc: cancel", style="dim"))
+
+    def on_mount(self) -> None:
+        ol = self.query_one("#choices", OptionList)
+        ol.highlighted = max(0, min(self.highlighted, len(self.choices) - 1))
+        ol.focus()
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        event.stop()
+        self.dismiss(self.choices[event.option_index][1])
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
