@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from agreement import compare
 from kernellab import KernelLab, KernelResult, kernel_available
-from test_kernel_agreement import compare
 
 from svctrace.kubeproxy.generate_nft import (
     NftConfig,

@@ -4,7 +4,7 @@ For each case, the same rules are loaded with the real `iptables-restore` into a
 by the test (tests/kernellab.py), real TCP/UDP/ICMP packets are sent from a client namespace or
 from the node itself, conntrack says where they went, and that must equal what svctrace predicted:
 verdicts, DNAT destinations, masquerade per destination and, where svctrace predicts several
-destinations, their distribution (chi-square at ALPHA).
+destinations, their distribution (tests/agreement.py).
 """
 
 from __future__ import annotations
@@ -15,53 +15,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from agreement import compare
 from conftest import CORPUS, kube_proxy_cases
-from kernellab import KernelLab, KernelResult, chi2_sf, kernel_available
+from kernellab import KernelLab, kernel_available
 
-from svctrace.model import NodeFacts, Packet, format_endpoint
+from svctrace.model import NodeFacts, Packet
 from svctrace.netfilter import load_ruleset, trace
-from svctrace.netfilter.walker import TraceResult
 
-ALPHA = 1e-5
 SAMPLES = 600
 _OK, _WHY = kernel_available()
 pytestmark = [pytest.mark.kernel, pytest.mark.skipif(not _OK, reason=_WHY or "no kernel lab")]
 
-
-
-def predicted(result: TraceResult) -> dict[str, Any]:
-    """svctrace's answer in the kernel lab's terms."""
-    pkt = result.packet
-    verdicts: dict[str, float] = {}
-    dests: dict[str, float] = {}
-    masq: dict[str, bool] = {}
-    for o in result.outcomes:
-        verdicts[o.verdict] = verdicts.get(o.verdict, 0.0) + o.probability
-        if o.verdict == "accept":
-            d = o.dnat or format_endpoint(pkt.dst, pkt.dport if pkt.has_ports else None)
-            dests[d] = dests.get(d, 0.0) + o.probability
-            masq[d] = masq.get(d, False) or o.masquerade
-    return {"verdicts": verdicts, "dests": dests, "masq": masq}
-
-
-def compare(result: TraceResult, k: KernelResult, label: str) -> None:
-    p = predicted(result)
-    assert all(o.certain for o in result.outcomes), label
-    assert set(k.verdicts) == {v for v, pr in p["verdicts"].items() if pr > 0}, (label, k.verdicts, p)
-    if "accept" not in p["verdicts"]:
-        return
-    assert set(k.destinations) == set(p["dests"]), (label, k.destinations, p["dests"])
-    for d, masq in p["masq"].items():
-        got = k.masquerade_destinations.get(d, 0)
-        assert (got == k.destinations[d]) if masq else (got == 0), (label, d, masq, got, k.destinations[d])
-    if len(p["dests"]) > 1 or len(p["verdicts"]) > 1:
-        total_accept = p["verdicts"]["accept"]
-        observed = [k.destinations[d] for d in sorted(p["dests"])]
-        n = sum(observed)
-        chi2 = sum((obs - n * p["dests"][d] / total_accept) ** 2 / (n * p["dests"][d] / total_accept)
-                   for obs, d in zip(observed, sorted(p["dests"]), strict=True))
-        pval = chi2_sf(chi2, len(observed) - 1)
-        assert pval > ALPHA, (label, dict(zip(sorted(p["dests"]), observed, strict=True)), p["dests"], pval)
 
 
 def _v4(ips: list[str]) -> list[str]:

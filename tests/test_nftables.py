@@ -16,13 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from agreement import compare
 from conftest import CORPUS, WILD, kube_proxy_cases, need_corpus
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from kernellab import KernelLab, KernelResult, chi2_sf, kernel_available
+from kernellab import KernelLab, KernelResult, kernel_available
 
 from svctrace.errors import InputError
-from svctrace.model import NodeFacts, Packet, format_endpoint
+from svctrace.model import NodeFacts, Packet
 from svctrace.netfilter import load_ruleset
 from svctrace.netfilter import trace as iptables_trace
 from svctrace.netfilter.matches import kernel_probability
@@ -804,7 +805,6 @@ def test_numgen_splits_into_equal_shares(n: int, offset: int, dnat_map: bool) ->
 
 # -- kernel agreement ----------------------------------------------------------------------------------
 
-ALPHA = 1e-5
 SAMPLES = 600
 _OK, _WHY = kernel_available()
 kernel = pytest.mark.skipif(not _OK, reason=_WHY or "no kernel lab")
@@ -843,45 +843,6 @@ table ip b {
 }
 """,
 }
-
-
-def predicted(result: TraceResult) -> dict[str, Any]:
-    pkt = result.packet
-    verdicts: dict[str, float] = {}
-    dests: dict[str, float] = {}
-    masq: dict[str, bool] = {}
-    for o in result.outcomes:
-        verdicts[o.verdict] = verdicts.get(o.verdict, 0.0) + o.probability
-        if o.verdict == "accept":
-            d = o.dnat or format_endpoint(pkt.dst, pkt.dport if pkt.has_ports else None)
-            dests[d] = dests.get(d, 0.0) + o.probability
-            masq[d] = masq.get(d, False) or o.masquerade
-    return {"verdicts": verdicts, "dests": dests, "masq": masq}
-
-
-def compare(result: TraceResult, k: KernelResult, label: str) -> None:
-    """The iptables kernel test's comparison: verdicts, destinations, masquerade per destination, chi-square."""
-    p = predicted(result)
-    assert all(o.certain for o in result.outcomes), label
-    assert set(k.verdicts) == {v for v, pr in p["verdicts"].items() if pr > 0}, (label, k.verdicts, p)
-    rejects = {o.reject_with for o in result.outcomes if o.verdict == "reject"}
-    if rejects:
-        assert set(k.reject_kinds) == rejects, (label, k.reject_kinds, rejects)
-    if "accept" not in p["verdicts"]:
-        return
-    assert set(k.destinations) == set(p["dests"]), (label, k.destinations, p["dests"])
-    for d, masq in p["masq"].items():
-        got = k.masquerade_destinations.get(d, 0)
-        assert (got == k.destinations[d]) if masq else (got == 0), (label, d, masq, got, k.destinations[d])
-    if len(p["dests"]) > 1 or len(p["verdicts"]) > 1:
-        total = p["verdicts"]["accept"]
-        names = sorted(p["dests"])
-        observed = [k.destinations[d] for d in names]
-        n = sum(observed)
-        chi2 = sum((obs - n * p["dests"][d] / total) ** 2 / (n * p["dests"][d] / total)
-                   for obs, d in zip(observed, names, strict=True))
-        pval = chi2_sf(chi2, len(observed) - 1)
-        assert pval > ALPHA, (label, dict(zip(names, observed, strict=True)), p["dests"], pval)
 
 
 def declare_first(text: str) -> str:

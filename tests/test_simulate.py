@@ -148,8 +148,8 @@ def test_bad_input_is_one_line_exit_2(args: tuple[str, ...], stdin: str, needle:
 
 @pytest.mark.kernel
 def test_simulated_rules_load_and_the_walk_agrees_with_the_kernel() -> None:
+    from agreement import compare
     from kernellab import KernelLab, kernel_available
-    from test_kernel_agreement import compare
 
     ok, why = kernel_available()
     if not ok:
