@@ -9,13 +9,16 @@ from __future__ import annotations
 import io
 import json
 import tarfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from svctrace.cluster import Cluster, parse_cluster
 from svctrace.errors import InputError, Warn
+
+T = TypeVar("T")
 
 DUMP_FILES = ("iptables-save", "ip6tables-save", "iptables-legacy-save", "ip6tables-legacy-save", "nft.json", "nft",
               "ipvsadm", "ipset", "ip-addr.json", "ip-addr", "ip-route.json", "ip-route", "proxy-mode",
@@ -28,12 +31,20 @@ class NodeFiles:
     name: str
     files: dict[str, str] = field(default_factory=dict)  # file name -> text
     source: str = ""
+    _parsed: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def path(self, fname: str) -> str:
         return f"{self.source}/nodes/{self.name}/{fname}"
 
     def get(self, fname: str) -> str | None:
         return self.files.get(fname)
+
+    def parsed(self, fname: str, loader: Callable[[str, str], T]) -> T:
+        """`loader(text, path)` of a file, once: every question asked of this snapshot reuses the parse (a
+        big dump costs a second to read; the TUI asks one question per Service)."""
+        if fname not in self._parsed:
+            self._parsed[fname] = loader(self.files[fname], self.path(fname))
+        return self._parsed[fname]
 
 
 @dataclass

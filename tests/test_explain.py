@@ -447,3 +447,25 @@ def test_ping_differs_by_mode(node: str, verdicts: set[str]) -> None:
     d = next(d for d in exp.diagnostics if d.code == "ping-virtual-ip")
     assert {"node01": "iptables mode", "node03": "IPVS mode", "node04": "nftables mode"}[node] in d.message
     assert exp.exit_code == 1  # no reply either way
+
+
+def test_a_snapshot_parses_each_dump_once() -> None:
+    """Many questions of one snapshot (the TUI asks one per Service) reuse the parsed dumps."""
+    import svctrace.netfilter.parser as parser
+
+    snap = load_snapshot("demo")
+    calls: list[str] = []
+    real = parser._Loader.load
+
+    def counting(self: Any) -> Any:
+        calls.append(self.source)
+        return real(self)
+
+    parser._Loader.load = counting  # type: ignore[method-assign]
+    try:
+        first = [explain(snap, Request(target=t)).to_json() for t in ("svc/web", "svc/session", "svc/payment")]
+        again = [explain(snap, Request(target=t)).to_json() for t in ("svc/web", "svc/session", "svc/payment")]
+    finally:
+        parser._Loader.load = real  # type: ignore[method-assign]
+    assert first == again
+    assert calls and len(calls) == len(set(calls)), calls  # every dump parsed at most once

@@ -127,20 +127,20 @@ def load_dataplane(snap: Snapshot, node: str, family: int) -> Dataplane:
     dp = Dataplane(mode=mode, node=node, main_file="", mode_source=where)
     ipt_text, ipt_name = _iptables_file(nf, family)
     if ipt_text is not None:
-        dp.iptables = load_ruleset(ipt_text, nf.path(ipt_name))
+        dp.iptables = nf.parsed(ipt_name, load_ruleset)
     if nf.get("ipset"):
-        dp.ipsets, _ = parse_ipset(nf.get("ipset") or "", nf.path("ipset"))
+        dp.ipsets = nf.parsed("ipset", parse_ipset)[0]
     dp.extra_local_ips = node_addresses(nf)
     if mode == "nftables":
         from svctrace.nftables import load_nft
 
         fname = "nft.json" if nf.get("nft.json") else "nft"
-        dp.nft = load_nft(nf.get(fname) or "", nf.path(fname))
+        dp.nft = nf.parsed(fname, load_nft)
         dp.main_file = nf.path(fname)
     elif mode == "ipvs":
         from svctrace.ipvs import load_ipvs
 
-        dp.ipvs = load_ipvs(nf.get("ipvsadm") or "", nf.path("ipvsadm"))
+        dp.ipvs = nf.parsed("ipvsadm", load_ipvs)
         dp.main_file = nf.path("ipvsadm")
     else:
         dp.main_file = nf.path(ipt_name)

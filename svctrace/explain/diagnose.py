@@ -317,7 +317,7 @@ def _nodes_disagree(snap: Snapshot, exp: Explanation, chain: str, mine: set[str]
         if name == exp.node or not nf.get("iptables-save"):
             continue
         try:
-            rs = load_ruleset(nf.get("iptables-save") or "", nf.path("iptables-save"))
+            rs = nf.parsed("iptables-save", load_ruleset)
         except Exception:  # a damaged other dump must not spoil this answer
             continue
         got = _programmed_endpoints(rs, chain)
