@@ -7,16 +7,6 @@ import re
 from svctrace.cluster import Cluster, Service, ServicePort
 from svctrace.netfilter.walker import Outcome, PathStep, TraceResult, visible_steps
 
-_COMMENT = re.compile(r'--comment\s+("(?:[^"\\]|\\.)*"|\S+)')
-
-
-def comment_of(text: str) -> str | None:
-    m = _COMMENT.search(text)
-    if not m:
-        return None
-    c = m.group(1)
-    return c[1:-1].replace('\\"', '"') if c.startswith('"') else c
-
 
 def _pct(p: float) -> str:
     return f"{p * 100:.0f}%" if p >= 0.9995 else f"{p * 100:.1f}%"
@@ -34,7 +24,7 @@ def _pod_of(cluster: Cluster, endpoint: str) -> str:
 
 def sentence(s: PathStep, cluster: Cluster, packet_desc: str, share: float | None,
              passed_fw: frozenset[str] = frozenset()) -> str:
-    c = comment_of(s.text) or ""
+    c = s.comment or ""
     act = s.action
     target = act.split()[1] if act.startswith(("jump ", "goto ")) else ""
     where = f"{s.table} {s.chain}"
@@ -133,7 +123,7 @@ def _nft_sentence(s: PathStep, target: str, cluster: Cluster, desc: str, share: 
 
 def masq_words(s: PathStep) -> str:
     t = s.text
-    c = comment_of(t) or ""
+    c = s.comment or ""
     m = re.search(r"!\s+-s\s+(\S+)", t)
     if m:
         return f"the source is outside the cluster CIDR {m.group(1)}, so replies must come back through this node"
@@ -154,7 +144,7 @@ def masquerade_reason(o: Outcome) -> str | None:
             return f"{s.table} {s.chain} rule {s.rule}: {masq_words(s)}"
     for s in o.path:
         if s.action.startswith(("MASQUERADE", "SNAT")):
-            return f"{s.table} {s.chain} rule {s.rule}" + (f" (“{comment_of(s.text)}”)" if comment_of(s.text) else "")
+            return f"{s.table} {s.chain} rule {s.rule}" + (f" (“{s.comment}”)" if s.comment else "")
     return None
 
 

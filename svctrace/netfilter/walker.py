@@ -39,6 +39,9 @@ KUBE_MASQ_MARK = 0x4000
 KUBE_DROP_MARK = 0x8000
 
 
+_COMMENT_RE = re.compile(r'--comment\s+("(?:[^"\\]|\\.)*"|\S+)')
+
+
 @dataclass(frozen=True, slots=True)
 class PathStep:
     hook: str
@@ -51,6 +54,15 @@ class PathStep:
     probability: str | None = None  # the printed --probability of the statistic match this step took
     branch: float | None = None  # the kernel's probability of taking this step (statistic matches)
     note: str | None = None
+
+    @property
+    def comment(self) -> str | None:
+        """The rule's `--comment` (kube-proxy names the Service port and endpoint there)."""
+        m = _COMMENT_RE.search(self.text)
+        if not m:
+            return None
+        c = m.group(1)
+        return c[1:-1].replace('\\"', '"') if c.startswith('"') else c
 
     def to_json(self) -> dict[str, object]:
         d: dict[str, object] = {"table": self.table, "chain": self.chain, "rule": self.rule, "text": self.text,

@@ -51,22 +51,10 @@ def _step_label(s: PathStep, share: float | None = None) -> Text:
             t.append(f"(--probability {s.probability}) ", style="dim magenta")
     action = s.action
     t.append(action, style="yellow" if action.startswith(("jump", "goto")) else "bold yellow")
-    comment = _comment_of(s.text)
+    comment = s.comment
     if comment:
         t.append(f"  “{comment}”", style="italic dim")
     return t
-
-
-def _comment_of(text: str) -> str | None:
-    import re
-
-    m = re.search(r'--comment\s+("(?:[^"\\]|\\.)*"|\S+)', text)
-    if not m:
-        return None
-    c = m.group(1)
-    if c.startswith('"'):
-        c = c[1:-1].replace('\\"', '"')
-    return c
 
 
 def _outcome_label(o: Outcome) -> Text:
@@ -141,7 +129,7 @@ def _decided_by(o: Outcome) -> str:
             return f"{s.table} {s.chain} policy"
         if s.rule is not None and (s.action.split()[0] in ("ACCEPT", "DROP", "REJECT", "DNAT", "REDIRECT")
                                    or "assumed DNAT" in s.action):
-            c = _comment_of(s.text)
+            c = s.comment
             return f"{s.table} {s.chain} #{s.rule}" + (f" “{c}”" if c else "")
     return "no rule (not translated)" if o.verdict == "accept" else o.reason
 
