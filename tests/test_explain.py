@@ -15,7 +15,6 @@ import pytest
 from svctrace.data import build_demo
 from svctrace.errors import InputError
 from svctrace.explain import Request, explain
-from svctrace.kubeproxy.generate import ProxyConfig, generate, to_save
 from svctrace.model import NodeFacts, Packet
 from svctrace.netfilter import load_ruleset, trace
 from svctrace.snapshot import bundle_bytes, load_snapshot
@@ -345,15 +344,6 @@ def test_demo_dumps_load_with_the_real_iptables_restore() -> None:
             assert [x for x in saved.splitlines() if x.startswith("-A")] == want
         finally:
             subprocess.run(["ip", "netns", "del", ns], check=False)
-
-
-def test_generator_import_is_used() -> None:
-    # keep the helpers honest: node_dump is the generator's output
-    objs = _objs()
-    rules = generate([o for o in objs if o["kind"] == "Service"], [o for o in objs if o["kind"] == "EndpointSlice"],
-                     ProxyConfig(node_name="node01", node_ips=("192.168.56.11",), cluster_cidr=build_demo.CLUSTER_CIDR,
-                                 kube_version="1.30.2", kubelet_rules=True), nodes=[o for o in objs if o["kind"] == "Node"])
-    assert to_save(rules) == build_demo.node_dump(objs, "node01")
 
 
 def test_hop_sentences_tell_the_firewall_cases_apart() -> None:
