@@ -84,7 +84,9 @@ def _read_tar(path: Path) -> dict[str, bytes]:
     try:
         return _read_tar_members(path, out)
     except (tarfile.TarError, OSError, EOFError) as e:
-        raise InputError(f"not a readable .tar.gz snapshot ({e})", source=str(path)) from None
+        why = str(e).splitlines()[0].rstrip(":") if str(e) else type(e).__name__
+        raise InputError(f"not a readable .tar.gz snapshot ({why}; a snapshot is a directory or a .tar.gz/.tgz of one)",
+                         source=str(path)) from None
 
 
 def _read_tar_members(path: Path, out: dict[str, bytes]) -> dict[str, bytes]:

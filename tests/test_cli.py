@@ -161,3 +161,19 @@ def test_trace_sniffs_nftables_rulesets() -> None:
     wrong = run("trace", str(overall / "ruleset.json"), "--src", "10.0.0.2", "--dst", "172.30.0.41", "--dport", "81",
                 "--local-ip", "192.168.0.2", "-o", "json")
     assert wrong.returncode == 1 and [o["verdict"] for o in json.loads(wrong.stdout)["outcomes"]] == ["reject"]
+
+
+def test_tui_refuses_missing_paths_and_non_terminals_with_one_line() -> None:
+    missing = run("tui", "/nonexistent/snap")
+    assert missing.returncode == 2 and "/nonexistent/snap: no such snapshot or dump" in missing.stderr
+    assert len(missing.stderr.strip().splitlines()) == 1 and missing.stdout == ""
+    piped = run("tui", "--demo", stdin="")
+    assert piped.returncode == 2 and "needs a terminal" in piped.stderr and piped.stdout == ""
+
+
+def test_a_file_that_is_no_archive_is_one_line(tmp_path: Path) -> None:
+    junk = tmp_path / "snap.tgz"
+    junk.write_text("not an archive\n")
+    p = run("explain", "svc/web", "--snapshot", str(junk))
+    assert p.returncode == 2 and "not a readable .tar.gz snapshot" in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1
