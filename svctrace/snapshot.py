@@ -39,11 +39,12 @@ class NodeFiles:
     def get(self, fname: str) -> str | None:
         return self.files.get(fname)
 
-    def parsed(self, fname: str, loader: Callable[[str, str], T]) -> T:
+    def parsed(self, fname: str, loader: Callable[[str, str], T], text: str | None = None) -> T:
         """`loader(text, path)` of a file, once: every question asked of this snapshot reuses the parse (a
-        big dump costs a second to read; the TUI asks one question per Service)."""
+        big dump costs a second to read; the TUI asks one question per Service). `text` stands in for the
+        file's text when the result is derived from several files (a key that is no file name)."""
         if fname not in self._parsed:
-            self._parsed[fname] = loader(self.files[fname], self.path(fname))
+            self._parsed[fname] = loader(self.files[fname] if text is None else text, self.path(fname))
         return self._parsed[fname]
 
 

@@ -64,7 +64,12 @@ def node_addresses(nf: NodeFiles) -> list[str]:
 
 
 def detect_mode(snap: Snapshot, nf: NodeFiles, family: int) -> tuple[str | None, str]:
-    """(mode, where it came from): /proxyMode, the configuration, else the dumps themselves."""
+    """(mode, where it came from): /proxyMode, the configuration, else the dumps themselves (once per node:
+    the dumps can be megabytes and every question asks)."""
+    return nf.parsed(f"mode/ipv{family}", lambda _text, _path: _detect_mode(snap, nf, family), text="")
+
+
+def _detect_mode(snap: Snapshot, nf: NodeFiles, family: int) -> tuple[str | None, str]:
     said = (nf.get("proxy-mode") or "").strip().lower()
     cfg = (snap.cluster.proxy.mode or "").strip().lower()
     for mode, where in ((said, f"nodes/{nf.name}/proxy-mode"),
