@@ -205,9 +205,9 @@ def agrees(expect: dict[str, Any], outcomes: list[dict[str, Any]]) -> bool:
 
 def bench_inprocess(dump: Path, probes: list[dict[str, Any]]) -> dict[str, Any]:
     try:
-        from svctrace.model import NodeFacts, Packet
-        from svctrace.netfilter import load_ruleset
-        from svctrace.netfilter.walker import trace
+        from svctrace.dataplane.iptables import load_ruleset
+        from svctrace.dataplane.iptables.walker import trace
+        from svctrace.model.packet import NodeFacts, Packet
     except ImportError as e:
         return {"error": f"svctrace API not available: {e}"}
     text = dump.read_text()

@@ -11,8 +11,8 @@ from typing import Any
 
 from kernellab import KernelResult, chi2_sf
 
-from svctrace.model import format_endpoint
-from svctrace.netfilter.walker import TraceResult
+from svctrace.dataplane.contract import TraceResult
+from svctrace.model.packet import format_endpoint
 
 ALPHA = 1e-5
 

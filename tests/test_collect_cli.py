@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from fakeapi import FakeAPIServer, NodeNamespaces, demo_node_ips, netns_available
 
-from svctrace.snapshot import load_snapshot
+from svctrace.model.snapshot import load_snapshot
 
 BIN = Path(sys.executable).parent
 

@@ -23,7 +23,7 @@ from svctrace.collect import debugpod, kube, live
 from svctrace.collect.debugpod import DebugPodOptions, pod_manifest
 from svctrace.errors import CollectError
 from svctrace.explain import Request, explain
-from svctrace.snapshot import load_snapshot
+from svctrace.model.snapshot import load_snapshot
 
 FAST = DebugPodOptions(poll_interval=0.05, start_timeout=10, exec_timeout=60, command_timeout=20)
 

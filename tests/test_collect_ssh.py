@@ -28,7 +28,7 @@ from svctrace.collect import bundle, commands
 from svctrace.collect.bundle import NodeDump, NodeError, scrub_json, scrub_text, write_bundle
 from svctrace.collect.commands import COMMANDS, NodeCommand, RunResult, Variant, collect_node, detect_backend
 from svctrace.collect.ssh import TRUST_FLAG, CollectResult, collect_nodes_ssh, collect_ssh, parse_host
-from svctrace.snapshot import load_snapshot
+from svctrace.model.snapshot import load_snapshot
 
 DEMO = Path(__file__).resolve().parents[1] / "svctrace" / "data" / "demo" / "nodes"
 CLUSTER = (DEMO.parent / "cluster.json").read_bytes()  # any valid cluster.json: the bundle must load
@@ -490,7 +490,7 @@ class TestLab:
 
 def test_bundle_bytes_roundtrip_is_readable(tmp_path: Path) -> None:
     """What collect writes can also be built in memory by tests (snapshot.bundle_bytes) and read back."""
-    from svctrace.snapshot import bundle_bytes
+    from svctrace.model.snapshot import bundle_bytes
 
     nodes = [_dump("n1", iptables_save=b"*filter\nCOMMIT\n")]
     files = {k: v.decode() for k, v in bundle.assemble(nodes, cluster=CLUSTER).items()}

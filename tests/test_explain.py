@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 
 from svctrace.data import build_demo
+from svctrace.dataplane.iptables import load_ruleset, trace
 from svctrace.errors import InputError
 from svctrace.explain import Request, explain
-from svctrace.model import NodeFacts, Packet
-from svctrace.netfilter import load_ruleset, trace
-from svctrace.snapshot import bundle_bytes, load_snapshot
+from svctrace.model.packet import NodeFacts, Packet
+from svctrace.model.snapshot import bundle_bytes, load_snapshot
 
 BIN = Path(sys.executable).parent
 
@@ -441,7 +441,7 @@ def test_ping_differs_by_mode(node: str, verdicts: set[str]) -> None:
 
 def test_a_snapshot_parses_each_dump_once() -> None:
     """Many questions of one snapshot (the TUI asks one per Service) reuse the parsed dumps."""
-    import svctrace.netfilter.parser as parser
+    import svctrace.dataplane.iptables.parser as parser
 
     snap = load_snapshot("demo")
     calls: list[str] = []

@@ -1,4 +1,4 @@
-"""kube-proxy's iptables rules recomputed from Kubernetes objects (svctrace.kubeproxy.generate).
+"""kube-proxy's iptables rules recomputed from Kubernetes objects (svctrace.kubeproxy.render.iptables).
 
 Proof, in three parts:
 
@@ -29,7 +29,9 @@ from typing import Any
 import pytest
 from conftest import KP_IPTABLES, need_corpus
 
-from svctrace.kubeproxy.generate import (
+from svctrace.dataplane.iptables import load_ruleset, trace
+from svctrace.kubeproxy.names import fw_chain, svc_chain
+from svctrace.kubeproxy.render.iptables import (
     ProxyConfig,
     ProxyRules,
     generate,
@@ -37,9 +39,7 @@ from svctrace.kubeproxy.generate import (
     to_restore,
     to_save,
 )
-from svctrace.kubeproxy.names import fw_chain, svc_chain
-from svctrace.model import NodeFacts, Packet
-from svctrace.netfilter import load_ruleset, trace
+from svctrace.model.packet import NodeFacts, Packet
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "kube-proxy"
 CASES = sorted(p.stem for p in FIXTURES.glob("*.json"))
@@ -591,7 +591,7 @@ def test_config_validation() -> None:
 
 
 def test_new_modules_stay_pure() -> None:
-    code = ("import sys, svctrace.kubeproxy.endpoints, svctrace.kubeproxy.generate\n"
+    code = ("import sys, svctrace.kubeproxy.endpoints, svctrace.kubeproxy.render.iptables\n"
             "print(','.join(sorted(m for m in sys.modules if m.split('.')[0] in "
             "('rich','textual','typer','click','kubernetes','paramiko'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -1,4 +1,4 @@
-"""What kube-proxy in IPVS mode programs on a node (svctrace.kubeproxy.generate_ipvs).
+"""What kube-proxy in IPVS mode programs on a node (svctrace.kubeproxy.render.ipvs).
 
 Proof, in three parts:
 
@@ -28,12 +28,12 @@ from typing import Any
 import pytest
 from conftest import WILD, need_corpus
 
-from svctrace.ipvs import load_ipvs, trace
-from svctrace.kubeproxy.generate_ipvs import IPVSConfig, IPVSRules, generate_ipvs, ipset_name
-from svctrace.model import NodeFacts, Packet
-from svctrace.netfilter import load_ruleset
-from svctrace.netfilter.ipset import parse_ipset
-from svctrace.netfilter.walker import Outcome, TraceResult
+from svctrace.dataplane.contract import Outcome, TraceResult
+from svctrace.dataplane.ipset import parse_ipset
+from svctrace.dataplane.iptables import load_ruleset
+from svctrace.dataplane.ipvs import load_ipvs, trace
+from svctrace.kubeproxy.render.ipvs import IPVSConfig, IPVSRules, generate_ipvs, ipset_name
+from svctrace.model.packet import NodeFacts, Packet
 
 NODE_A, NODE_B, NODE_C = "node-a", "node-b", "node-c"
 NODE_IPS = {NODE_A: "192.168.5.10", NODE_B: "192.168.5.11", NODE_C: "192.168.5.12"}

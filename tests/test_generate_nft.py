@@ -1,4 +1,4 @@
-"""kube-proxy's nftables mode, generated from objects (svctrace.kubeproxy.generate_nft).
+"""kube-proxy's nftables mode, generated from objects (svctrace.kubeproxy.render.nft).
 
 - exact equality with kube-proxy's own expected ruleset (``TestOverallNFTablesRules`` at the corpus commit),
   compared the way kube-proxy's test compares it (``sortNFTablesTransaction``);
@@ -22,16 +22,16 @@ import pytest
 from agreement import compare
 from kernellab import KernelLab, KernelResult, kernel_available
 
-from svctrace.kubeproxy.generate_nft import (
+from svctrace.dataplane.contract import TraceResult
+from svctrace.dataplane.nftables import NftRuleset, load_nft, trace
+from svctrace.kubeproxy.render.nft import (
     NftConfig,
     NftRules,
     endpoint_chain_name_base,
     generate_nft,
     service_chain_name_base,
 )
-from svctrace.model import NodeFacts, Packet
-from svctrace.netfilter.walker import TraceResult
-from svctrace.nftables import NftRuleset, load_nft, trace
+from svctrace.model.packet import NodeFacts, Packet
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 OVERALL = CORPUS / "kube-proxy" / "nftables" / "overall"

@@ -14,13 +14,13 @@ from conftest import WILD, need_corpus
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from svctrace.dataplane.contract import Outcome, TraceResult
+from svctrace.dataplane.ipset import parse_ipset
+from svctrace.dataplane.iptables import load_ruleset, sniff_format
+from svctrace.dataplane.ipvs import infer_kube_ipsets, layout, load_ipvs, looks_like_ipvsadm, schedule, trace
+from svctrace.dataplane.ipvs.model import IPVSTable
 from svctrace.errors import InputError
-from svctrace.ipvs import infer_kube_ipsets, layout, load_ipvs, looks_like_ipvsadm, schedule, trace
-from svctrace.ipvs.model import IPVSTable
-from svctrace.model import IPSetDef, NodeFacts, Packet
-from svctrace.netfilter import load_ruleset, sniff_format
-from svctrace.netfilter.ipset import parse_ipset
-from svctrace.netfilter.walker import Outcome, TraceResult
+from svctrace.model.packet import IPSetDef, NodeFacts, Packet
 
 IPVSADM = WILD / "ipvsadm"
 DUMPS = sorted(p for p in IPVSADM.glob("*.txt") if not p.name.endswith(".k8s.txt")) if IPVSADM.is_dir() else []
@@ -552,7 +552,7 @@ def test_version_and_family_errors() -> None:
 
 
 def test_ipvs_core_imports_no_ui_or_network_client() -> None:
-    code = ("import sys, svctrace.ipvs, svctrace.ipvs.walker\n"
+    code = ("import sys, svctrace.dataplane.ipvs, svctrace.dataplane.ipvs.walker\n"
             "print(','.join(sorted(m for m in sys.modules if m.split('.')[0] in "
             "('rich', 'textual', 'typer', 'click', 'kubernetes', 'paramiko'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -19,8 +19,8 @@ from agreement import compare
 from conftest import CORPUS, kube_proxy_cases
 from kernellab import KernelLab, kernel_available
 
-from svctrace.model import NodeFacts, Packet
-from svctrace.netfilter import load_ruleset, trace
+from svctrace.dataplane.iptables import load_ruleset, trace
+from svctrace.model.packet import NodeFacts, Packet
 
 SAMPLES = 600
 _OK, _WHY = kernel_available()

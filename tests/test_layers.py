@@ -6,10 +6,10 @@ import subprocess
 import sys
 
 FORBIDDEN = ("rich", "textual", "typer", "click", "kubernetes", "paramiko")
-CORE = ("svctrace.model", "svctrace.errors", "svctrace.netfilter", "svctrace.netfilter.walker",
-        "svctrace.netfilter.parser", "svctrace.netfilter.listing", "svctrace.netfilter.ipset",
-        "svctrace.netfilter.printer", "svctrace.kubeproxy", "svctrace.kubeproxy.chains", "svctrace.kubeproxy.names",
-        "svctrace.kubeproxy.endpoints", "svctrace.kubeproxy.generate", "svctrace.cluster", "svctrace.snapshot",
+CORE = ("svctrace.model.packet", "svctrace.errors", "svctrace.dataplane.iptables", "svctrace.dataplane.iptables.walker",
+        "svctrace.dataplane.iptables.parser", "svctrace.dataplane.iptables.listing", "svctrace.dataplane.ipset",
+        "svctrace.dataplane.iptables.printer", "svctrace.kubeproxy", "svctrace.kubeproxy.catalog", "svctrace.kubeproxy.names",
+        "svctrace.kubeproxy.endpoints", "svctrace.kubeproxy.render.iptables", "svctrace.model.cluster", "svctrace.model.snapshot",
         "svctrace.explain", "svctrace.explain.diagnose", "svctrace.explain.hops")
 
 

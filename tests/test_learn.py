@@ -22,6 +22,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from svctrace.dataplane.iptables import Outcome, Ruleset, load_ruleset, trace
 from svctrace.errors import InputError
 from svctrace.explain import Explanation, Request, explain
 from svctrace.kubeproxy.simulate import objects_of, simulate
@@ -29,9 +30,8 @@ from svctrace.learn import run_learn
 from svctrace.learn.lessons import ITP_YAML, LB_YAML, LESSONS, TYPO_YAML, find_lesson
 from svctrace.learn.model import Question
 from svctrace.learn.progress import Progress, default_dir
-from svctrace.model import NodeFacts, Packet
-from svctrace.netfilter import Outcome, Ruleset, load_ruleset, trace
-from svctrace.snapshot import Snapshot, load_snapshot
+from svctrace.model.packet import NodeFacts, Packet
+from svctrace.model.snapshot import Snapshot, load_snapshot
 
 # -- the engine, asked directly -------------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""`iptables -L` listings -> iptables-save text (svctrace.netfilter.listing).
+"""`iptables -L` listings -> iptables-save text (svctrace.dataplane.iptables.listing).
 
 Four kinds of checks:
 - every wild listing in the shared corpus converts, with hand-checked expectations for chosen rules;
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from svctrace.netfilter.listing import (
+from svctrace.dataplane.iptables.listing import (
     ListingConversion,
     listing_to_save,
     looks_like_listing,

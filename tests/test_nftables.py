@@ -22,15 +22,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from kernellab import KernelLab, KernelResult, kernel_available
 
+from svctrace.dataplane.contract import TraceResult
+from svctrace.dataplane.iptables import load_ruleset
+from svctrace.dataplane.iptables import trace as iptables_trace
+from svctrace.dataplane.iptables.matches import kernel_probability
+from svctrace.dataplane.nftables import NftRuleset, load_nft, looks_like_nft, trace
+from svctrace.dataplane.nftables.ir import Dynset, Match, Nat, Unknown, Vmap
+from svctrace.dataplane.nftables.values import priority_value
 from svctrace.errors import InputError
-from svctrace.model import NodeFacts, Packet
-from svctrace.netfilter import load_ruleset
-from svctrace.netfilter import trace as iptables_trace
-from svctrace.netfilter.matches import kernel_probability
-from svctrace.netfilter.walker import TraceResult
-from svctrace.nftables import NftRuleset, load_nft, looks_like_nft, trace
-from svctrace.nftables.ir import Dynset, Match, Nat, Unknown, Vmap
-from svctrace.nftables.values import priority_value
+from svctrace.model.packet import NodeFacts, Packet
 
 OVERALL = CORPUS / "kube-proxy" / "nftables" / "overall"
 ORACLE = CORPUS / "oracle"
@@ -724,7 +724,7 @@ def test_json_iptables_nft_rules_keep_their_xt_statements() -> None:
 
 
 def test_big_dumps_parse_rules_as_the_walk_reaches_them(monkeypatch: pytest.MonkeyPatch) -> None:
-    import svctrace.nftables.text as text_mod
+    import svctrace.dataplane.nftables.text as text_mod
 
     monkeypatch.setattr(text_mod, "EAGER_RULES", 2)
     body = """table ip t {

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from svctrace.dataplane.iptables import load_ruleset
+from svctrace.dataplane.iptables.parser import tokenize
+from svctrace.dataplane.iptables.printer import meaning
 from svctrace.errors import InputError
-from svctrace.netfilter import load_ruleset
-from svctrace.netfilter.parser import tokenize
-from svctrace.netfilter.printer import meaning
 
 
 def rules(text: str, **kw: object) -> list:

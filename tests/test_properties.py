@@ -7,10 +7,10 @@ import math
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from svctrace.dataplane.iptables import load_ruleset, trace
+from svctrace.dataplane.iptables.matches import kernel_probability
 from svctrace.errors import SvctraceError
-from svctrace.model import NodeFacts, Packet
-from svctrace.netfilter import load_ruleset, trace
-from svctrace.netfilter.matches import kernel_probability
+from svctrace.model.packet import NodeFacts, Packet
 
 NODE = NodeFacts.make(local_ips=["192.168.0.2"])
 PKT = Packet.make(src="10.0.0.2", dst="172.30.0.1", proto="tcp", dport=80)
@@ -100,6 +100,6 @@ def test_mangled_dumps_never_crash(lines: list[str]) -> None:
 @settings(max_examples=500, deadline=None)
 @given(st.text(alphabet=st.sampled_from(list('ab -"\\\t\'x')), max_size=40))
 def test_fast_tokenizer_equals_the_reference(text: str) -> None:
-    from svctrace.netfilter.parser import _tokenize_slow, tokenize
+    from svctrace.dataplane.iptables.parser import _tokenize_slow, tokenize
 
     assert tokenize(text) == _tokenize_slow(text)

@@ -14,11 +14,11 @@ import pytest
 import yaml
 from conftest import KP_IPTABLES, need_corpus
 
+from svctrace.dataplane.iptables import load_ruleset, trace
 from svctrace.explain import Request, explain
 from svctrace.kubeproxy.simulate import complete, endpoint_slices_for, simulate
-from svctrace.model import NodeFacts, Packet
-from svctrace.netfilter import load_ruleset, trace
-from svctrace.snapshot import load_snapshot
+from svctrace.model.packet import NodeFacts, Packet
+from svctrace.model.snapshot import load_snapshot
 
 BIN = Path(sys.executable).parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "kube-proxy"
@@ -66,7 +66,7 @@ def test_yaml_of_the_corpus_services_gives_kube_proxys_dump(fixture: Path, tmp_p
     step: the dump equals kube-proxy's expected rules.iptables-save rule for rule."""
     need_corpus()
     from svctrace.cli.simulate import read_objects
-    from svctrace.kubeproxy.generate import ProxyConfig, generate, to_save
+    from svctrace.kubeproxy.render.iptables import ProxyConfig, generate, to_save
 
     fx = json.loads(fixture.read_text())
     y = tmp_path / "in.yaml"

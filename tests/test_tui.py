@@ -28,16 +28,16 @@ from textual.pilot import Pilot
 from textual.widgets import Input, Label, OptionList, Select, Static
 from textual.worker import WorkerState
 
+from svctrace.browse.data import ChainRef, RuleView
+from svctrace.dataplane.iptables import load_ruleset, trace
+from svctrace.dataplane.iptables.walker import visible_steps
+from svctrace.dataplane.ipvs import load_ipvs
+from svctrace.dataplane.nftables import ir, load_nft
+from svctrace.dataplane.nftables.printer import fmt_element
 from svctrace.explain import ExplainedOutcome, Request, explain
-from svctrace.ipvs import load_ipvs
-from svctrace.model import Packet
-from svctrace.netfilter import load_ruleset, trace
-from svctrace.netfilter.walker import visible_steps
-from svctrace.nftables import ir, load_nft
-from svctrace.nftables.printer import fmt_element
-from svctrace.snapshot import load_snapshot
+from svctrace.model.packet import Packet
+from svctrace.model.snapshot import load_snapshot
 from svctrace.tui.app import SvctraceApp
-from svctrace.tui.data import ChainRef, RuleView
 from svctrace.tui.screens import (
     BrowserScreen,
     CommandScreen,

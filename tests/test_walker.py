@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from svctrace.dataplane.ipset import parse_ipset
+from svctrace.dataplane.iptables import load_ruleset, trace
+from svctrace.dataplane.iptables.matches import kernel_probability
 from svctrace.errors import WalkError
-from svctrace.model import NodeFacts, Packet
-from svctrace.netfilter import load_ruleset, trace
-from svctrace.netfilter.ipset import parse_ipset
-from svctrace.netfilter.matches import kernel_probability
+from svctrace.model.packet import NodeFacts, Packet
 
 NODE = NodeFacts.make(local_ips=["192.168.0.2"])
 

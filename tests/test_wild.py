@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from conftest import WILD, need_corpus
 
-from svctrace.model import NodeFacts, Packet
-from svctrace.netfilter import load_ruleset, sniff_format, trace
+from svctrace.dataplane.iptables import load_ruleset, sniff_format, trace
+from svctrace.model.packet import NodeFacts, Packet
 
 DUMPS = sorted(p for p in WILD.glob("*/*.txt") if not p.name.endswith(".k8s.txt")) if WILD.is_dir() else []
 INDEX = {e["file"]: e for e in json.loads((WILD / "INDEX.json").read_text())} if WILD.is_dir() else {}
@@ -25,8 +25,8 @@ def test_wild_dump_loads_and_answers(path: Path) -> None:
     entry = INDEX[f"{path.parent.name}/{path.name}"]
     text = _read(path)
     if entry["format"] == "nft":
-        from svctrace.nftables import load_nft
-        from svctrace.nftables import trace as nft_trace
+        from svctrace.dataplane.nftables import load_nft
+        from svctrace.dataplane.nftables import trace as nft_trace
 
         nrs = load_nft(text, path.name)
         pkt = Packet.make(src="10.244.1.5", dst="10.96.0.10", proto="udp", dport=53)
@@ -34,8 +34,8 @@ def test_wild_dump_loads_and_answers(path: Path) -> None:
         assert result.outcomes and abs(sum(o.probability for o in result.outcomes) - 1) < 1e-9
         return
     if entry["format"] == "ipvsadm":
-        from svctrace.ipvs import load_ipvs
-        from svctrace.ipvs import trace as ipvs_trace
+        from svctrace.dataplane.ipvs import load_ipvs
+        from svctrace.dataplane.ipvs import trace as ipvs_trace
 
         table = load_ipvs(text, path.name)
         assert table.services

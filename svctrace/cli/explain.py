@@ -11,7 +11,7 @@ from svctrace.cli import app, emit_json
 from svctrace.cli.trace import Output, Proto
 from svctrace.errors import InputError
 from svctrace.explain import VIA, Request, explain
-from svctrace.snapshot import load_snapshot
+from svctrace.model.snapshot import load_snapshot
 
 
 class Via(StrEnum):

@@ -72,7 +72,7 @@ def simulate_cmd(
     if mode is Mode.nftables:
         import importlib.util
 
-        if importlib.util.find_spec("svctrace.kubeproxy.generate_nft") is None:
+        if importlib.util.find_spec("svctrace.kubeproxy.render.nft") is None:
             raise InputError("--mode nftables: nftables-mode rules cannot be generated in this version")
     try:
         parse_version(kube_version)

@@ -13,11 +13,11 @@ import typer
 from rich.console import Console
 
 from svctrace.cli import app, emit_json
+from svctrace.dataplane.contract import TraceResult
+from svctrace.dataplane.ipset import parse_ipset
+from svctrace.dataplane.iptables import load_ruleset, sniff_format, trace
 from svctrace.errors import InputError, SvctraceError
-from svctrace.model import NodeFacts, Packet
-from svctrace.netfilter import load_ruleset, sniff_format, trace
-from svctrace.netfilter.ipset import parse_ipset
-from svctrace.netfilter.walker import TraceResult
+from svctrace.model.packet import NodeFacts, Packet
 
 DEMO_DUMP = "kube-proxy-basic.iptables-save"
 DEMO_LOCAL_IPS = ["192.168.0.2"]
@@ -95,7 +95,7 @@ def _addresses(text: str) -> list[str]:
 def trace_inputs(inputs: list[tuple[str, str]], pkt: Packet, facts: NodeFacts, *, table: str | None = None,
                  kube_version: str | None = None) -> TraceResult:
     """Sniff each dump and walk the dataplane they describe (iptables, or IPVS with its iptables rules)."""
-    from svctrace.nftables import looks_like_nft
+    from svctrace.dataplane.nftables import looks_like_nft
 
     nft = [(t, n) for t, n in inputs if looks_like_nft(t) or n.endswith("/nft.json")]
     ipvs = [(t, n) for t, n in inputs if (t, n) not in nft and sniff_format(t) == "ipvsadm"]
@@ -111,14 +111,14 @@ def trace_inputs(inputs: list[tuple[str, str]], pkt: Packet, facts: NodeFacts, *
         text, name = family_files[0]
         ruleset = load_ruleset(text, name, table)
     if ipvs:
-        from svctrace.ipvs import load_ipvs
-        from svctrace.ipvs import trace as ipvs_trace
+        from svctrace.dataplane.ipvs import load_ipvs
+        from svctrace.dataplane.ipvs import trace as ipvs_trace
 
         itext, iname = ipvs[0]
         return ipvs_trace(load_ipvs(itext, iname), ruleset, pkt, facts, kube_version=kube_version)
     if nft:
-        from svctrace.nftables import load_nft
-        from svctrace.nftables import trace as nft_trace
+        from svctrace.dataplane.nftables import load_nft
+        from svctrace.dataplane.nftables import trace as nft_trace
 
         if ruleset is not None:
             sys.stderr.write("svctrace: warning: an nftables ruleset and an iptables dump were given; walking the "

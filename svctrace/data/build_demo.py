@@ -3,7 +3,7 @@
     python -m svctrace.data.build_demo svctrace/data/demo
 
 The objects are written as `kubectl get -o json` prints them; each node's `iptables-save` is what
-kube-proxy v1.30 (iptables mode) programs for them (svctrace.kubeproxy.generate), in the canonical
+kube-proxy v1.30 (iptables mode) programs for them (svctrace.kubeproxy.render.iptables), in the canonical
 form iptables 1.8.9 prints after loading. A test rebuilds it and compares with the committed files.
 """
 
@@ -225,7 +225,7 @@ def objects() -> list[Obj]:
 
 def node_dump(objs: list[Obj], name: str) -> str:
     """What kube-proxy (iptables mode) programs on node `name`, as iptables-save prints it."""
-    from svctrace.kubeproxy.generate import ProxyConfig, generate, to_save
+    from svctrace.kubeproxy.render.iptables import ProxyConfig, generate, to_save
 
     ip = NODES[name][0]
     kinds = _kinds(objs)
@@ -246,7 +246,7 @@ def node_files(objs: list[Obj], name: str) -> dict[str, str]:
     """The node's files in the bundle, in the node's kube-proxy mode."""
     mode = MODES.get(name, "iptables")
     if mode == "ipvs":
-        from svctrace.kubeproxy.generate_ipvs import IPVSConfig, generate_ipvs
+        from svctrace.kubeproxy.render.ipvs import IPVSConfig, generate_ipvs
 
         kinds = _kinds(objs)
         cfg = IPVSConfig(node_name=name, node_ips=(NODES[name][0],), cluster_cidr=CLUSTER_CIDR,
@@ -254,7 +254,7 @@ def node_files(objs: list[Obj], name: str) -> dict[str, str]:
         return generate_ipvs(kinds.get("Service", []), kinds.get("EndpointSlice", []), cfg,
                              nodes=kinds.get("Node", [])).snapshot_files()
     if mode == "nftables":
-        from svctrace.kubeproxy.generate_nft import NftConfig, generate_nft
+        from svctrace.kubeproxy.render.nft import NftConfig, generate_nft
 
         kinds = _kinds(objs)
         ncfg = NftConfig(node_name=name, node_ips=(NODES[name][0],), cluster_cidr=CLUSTER_CIDR,

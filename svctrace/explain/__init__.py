@@ -8,12 +8,12 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 
-from svctrace.cluster import Cluster, Service, ServicePort
+from svctrace.dataplane.contract import PathStep, TraceResult
 from svctrace.errors import InputError, Warn
 from svctrace.explain.hops import hop_sentences, masquerade_reason
-from svctrace.model import NodeFacts, Packet, format_endpoint
-from svctrace.netfilter.walker import PathStep, TraceResult
-from svctrace.snapshot import Snapshot
+from svctrace.model.cluster import Cluster, Service, ServicePort
+from svctrace.model.packet import NodeFacts, Packet, format_endpoint
+from svctrace.model.snapshot import Snapshot
 
 OUTSIDE_CLIENT = "203.0.113.50"  # TEST-NET-3: an address outside any cluster
 VIA = ("cluster-ip", "node-port", "external-ip", "load-balancer")
@@ -385,7 +385,7 @@ def explain(snap: Snapshot, req: Request) -> Explanation:
     mode = dp.mode
     if not (snap.nodes.get(dp.node) and snap.nodes[dp.node].get("proxy-mode")) and not cluster.proxy.mode:
         inferred.append(f"proxy mode: {mode} (from {dp.mode_source or 'the dumps'}; no /proxyMode or config)")
-    from svctrace.snapshot import infer_cluster_cidr
+    from svctrace.model.snapshot import infer_cluster_cidr
 
     cidr, cidr_from = infer_cluster_cidr(snap)
     if (cidr and cidr_from.startswith("inferred")) or (cidr and cidr_from == "meta.json"):
@@ -463,7 +463,7 @@ def _endpoint_ips(cluster: Cluster, svc: Service) -> list[str]:
 
 
 def _map_outcome(cluster: Cluster, o: object, node: str | None) -> ExplainedOutcome:
-    from svctrace.netfilter.walker import Outcome
+    from svctrace.dataplane.contract import Outcome
 
     assert isinstance(o, Outcome)
     pod = ep_node = None

@@ -8,13 +8,13 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from svctrace.dataplane.contract import TraceResult
+from svctrace.dataplane.ipset import parse_ipset
+from svctrace.dataplane.iptables import load_ruleset, trace
+from svctrace.dataplane.iptables.rules import Ruleset
 from svctrace.errors import InputError, Warn
-from svctrace.model import NodeFacts, Packet
-from svctrace.netfilter import load_ruleset, trace
-from svctrace.netfilter.ipset import parse_ipset
-from svctrace.netfilter.rules import Ruleset
-from svctrace.netfilter.walker import TraceResult
-from svctrace.snapshot import NodeFiles, Snapshot
+from svctrace.model.packet import NodeFacts, Packet
+from svctrace.model.snapshot import NodeFiles, Snapshot
 
 MODES = ("iptables", "ipvs", "nftables")
 
@@ -25,8 +25,8 @@ class Dataplane:
     node: str  # the node whose files are used (may stand in for another)
     main_file: str  # path of the file that decides, for the answer's `rules`
     iptables: Ruleset | None = None
-    ipvs: Any = None  # svctrace.ipvs.IPVSTable
-    nft: Any = None  # svctrace.nftables.NftRuleset
+    ipvs: Any = None  # svctrace.dataplane.ipvs.IPVSTable
+    nft: Any = None  # svctrace.dataplane.nftables.NftRuleset
     ipsets: dict[str, Any] = field(default_factory=dict)
     extra_local_ips: list[str] = field(default_factory=list)  # kube-ipvs0 and other interface addresses
     mode_source: str = ""
@@ -34,11 +34,11 @@ class Dataplane:
     def trace(self, pkt: Packet, facts: NodeFacts, kube_version: str | None = None) -> TraceResult:
         facts.ipsets.update(self.ipsets)
         if self.mode == "ipvs":
-            from svctrace.ipvs import trace as ipvs_trace
+            from svctrace.dataplane.ipvs import trace as ipvs_trace
 
             return ipvs_trace(self.ipvs, self.iptables, pkt, facts, kube_version=kube_version)
         if self.mode == "nftables":
-            from svctrace.nftables import trace as nft_trace
+            from svctrace.dataplane.nftables import trace as nft_trace
 
             return nft_trace(self.nft, pkt, facts)
         assert self.iptables is not None
@@ -137,13 +137,13 @@ def load_dataplane(snap: Snapshot, node: str, family: int) -> Dataplane:
         dp.ipsets = nf.parsed("ipset", parse_ipset)[0]
     dp.extra_local_ips = node_addresses(nf)
     if mode == "nftables":
-        from svctrace.nftables import load_nft
+        from svctrace.dataplane.nftables import load_nft
 
         fname = "nft.json" if nf.get("nft.json") else "nft"
         dp.nft = nf.parsed(fname, load_nft)
         dp.main_file = nf.path(fname)
     elif mode == "ipvs":
-        from svctrace.ipvs import load_ipvs
+        from svctrace.dataplane.ipvs import load_ipvs
 
         dp.ipvs = nf.parsed("ipvsadm", load_ipvs)
         dp.main_file = nf.path("ipvsadm")

@@ -7,12 +7,12 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from svctrace.cluster import Cluster, EndpointSlice, Pod, Service, ServicePort
+from svctrace.dataplane.iptables import load_ruleset
+from svctrace.dataplane.iptables.rules import Ruleset
 from svctrace.kubeproxy.endpoints import EndpointSelection, select_endpoints
 from svctrace.kubeproxy.names import svc_chain
-from svctrace.netfilter import load_ruleset
-from svctrace.netfilter.rules import Ruleset
-from svctrace.snapshot import Snapshot
+from svctrace.model.cluster import Cluster, EndpointSlice, Pod, Service, ServicePort
+from svctrace.model.snapshot import Snapshot
 
 from . import Diagnostic, Explanation
 from .dataplane import Dataplane

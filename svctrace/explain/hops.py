@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 
-from svctrace.cluster import Cluster, Service, ServicePort
-from svctrace.netfilter.walker import Outcome, PathStep, TraceResult, visible_steps
+from svctrace.dataplane.contract import Outcome, PathStep, TraceResult
+from svctrace.dataplane.iptables.walker import visible_steps
+from svctrace.model.cluster import Cluster, Service, ServicePort
 
 
 def _pct(p: float) -> str:

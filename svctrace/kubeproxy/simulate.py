@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from svctrace.kubeproxy.generate import ProxyConfig, generate, to_save
+from svctrace.kubeproxy.render.iptables import ProxyConfig, generate, to_save
 
 Obj = dict[str, Any]
 WORKLOADS = ("Deployment", "StatefulSet", "ReplicaSet", "DaemonSet", "ReplicationController")
@@ -324,7 +324,7 @@ def simulate(objects: list[Obj], *, nodes: list[str] | None = None, kube_version
         addrs = [a["address"] for a in (node_objs[n].get("status") or {}).get("addresses") or []
                  if a.get("type") in ("InternalIP", "ExternalIP")]
         if mode == "ipvs":
-            from svctrace.kubeproxy.generate_ipvs import IPVSConfig, generate_ipvs
+            from svctrace.kubeproxy.render.ipvs import IPVSConfig, generate_ipvs
 
             ipvs = generate_ipvs(kinds.get("Service", []), kinds.get("EndpointSlice", []),
                                  IPVSConfig(node_name=n, node_ips=tuple(addrs), cluster_cidr=cidr,
@@ -336,7 +336,7 @@ def simulate(objects: list[Obj], *, nodes: list[str] | None = None, kube_version
         if mode == "nftables":
             import importlib
 
-            gen = importlib.import_module("svctrace.kubeproxy.generate_nft")
+            gen = importlib.import_module("svctrace.kubeproxy.render.nft")
             nft = gen.generate_nft(kinds.get("Service", []), kinds.get("EndpointSlice", []),
                                    gen.NftConfig(node_name=n, node_ips=tuple(addrs), cluster_cidr=cidr,
                                                  kube_version=kube_version),

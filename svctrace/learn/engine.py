@@ -10,12 +10,12 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from svctrace.cluster import Service, parse_cluster
+from svctrace.dataplane.iptables import Ruleset, load_ruleset
 from svctrace.errors import InputError
 from svctrace.explain import Explanation, Request, explain
 from svctrace.kubeproxy.simulate import Simulation, objects_of, simulate
-from svctrace.netfilter import Ruleset, load_ruleset
-from svctrace.snapshot import NodeFiles, Snapshot, load_snapshot
+from svctrace.model.cluster import Service, parse_cluster
+from svctrace.model.snapshot import NodeFiles, Snapshot, load_snapshot
 
 CLUSTER_DOMAIN = "cluster.local"
 NDOTS = 5

@@ -1,6 +1,6 @@
 """`svctrace tui`: an interactive browser of Services, chains and packet paths (docs/tui.md).
 
-The data layer (`svctrace.tui.data`, `svctrace.tui.session`) does not import Textual; the app does,
+The data layer (`svctrace.browse.data`, `svctrace.browse.session`) does not import Textual; the app does,
 and only when `run_tui` is called, so importing this package stays cheap for the CLI.
 """
 

@@ -18,8 +18,9 @@ from textual.notifications import SeverityLevel
 from textual.screen import Screen
 from textual.worker import get_current_worker
 
+from svctrace.browse.data import ChainRef, RulesAdapter
+from svctrace.browse.session import ServiceRow, Session, TraceRequest, open_session
 from svctrace.errors import SvctraceError
-from svctrace.tui.data import ChainRef, RulesAdapter
 from svctrace.tui.screens import (
     BrowserScreen,
     CommandScreen,
@@ -29,7 +30,6 @@ from svctrace.tui.screens import (
     ServicesScreen,
     TraceScreen,
 )
-from svctrace.tui.session import ServiceRow, Session, TraceRequest, open_session
 from svctrace.tui.widgets import ChainBrowser, VirtualTable
 
 AdapterDone = Callable[[RulesAdapter | None, ChainRef | None, str | None], None]

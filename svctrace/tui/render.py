@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from rich.text import Text
 
-from svctrace.tui.data import ChainInfo, RuleView
-from svctrace.tui.session import DiagView, OutcomeView
+from svctrace.browse.data import ChainInfo, RuleView
+from svctrace.browse.session import DiagView, OutcomeView
 
 HEALTH = {"error": ("✗", "bold red"), "warning": ("!", "bold yellow"), "ok": ("✓", "green"),
           "unknown": ("?", "dim")}

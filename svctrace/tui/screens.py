@@ -18,10 +18,8 @@ from textual.timer import Timer
 from textual.widgets import Footer, Input, Label, OptionList, ProgressBar, Select, Static
 from textual.widgets.option_list import Option
 
-from svctrace.errors import SvctraceError
-from svctrace.tui import render
-from svctrace.tui.data import ChainRef, RulesAdapter
-from svctrace.tui.session import (
+from svctrace.browse.data import ChainRef, RulesAdapter
+from svctrace.browse.session import (
     CompareLine,
     Comparison,
     NodeMode,
@@ -30,6 +28,8 @@ from svctrace.tui.session import (
     TraceRequest,
     TraceView,
 )
+from svctrace.errors import SvctraceError
+from svctrace.tui import render
 from svctrace.tui.widgets import ChainBrowser, Column, VirtualTable, deliver
 
 if TYPE_CHECKING:

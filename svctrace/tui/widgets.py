@@ -26,10 +26,10 @@ from textual.widget import Widget
 from textual.widgets import Input, OptionList, Static
 from textual.widgets.option_list import Option
 
+from svctrace.browse.data import ChainInfo, ChainRef, RulesAdapter, RuleView, SearchHit, rule_index_for_line
+from svctrace.browse.session import StepRef
 from svctrace.errors import SvctraceError
 from svctrace.tui import render
-from svctrace.tui.data import ChainInfo, ChainRef, RulesAdapter, RuleView, SearchHit, rule_index_for_line
-from svctrace.tui.session import StepRef
 
 
 def deliver(widget: Widget, fn: Callable[..., object], *args: object) -> None:

@@ -1,0 +1,1 @@
+"""The headless rules view a UI draws: Services, chains, rules, traces."""

@@ -1,0 +1,1 @@
+"""Dataplanes: the kernel's rules as data, and the walks through them."""

@@ -1,0 +1,110 @@
+"""The contract every dataplane answers in: the path a packet took (PathStep), each way it can end (Outcome)
+and the whole answer (TraceResult). Walkers build these; explain, the renderers and the TUI read them."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from svctrace.errors import Warn
+from svctrace.model.packet import Packet
+
+_COMMENT_RE = re.compile(r'--comment\s+("(?:[^"\\]|\\.)*"|\S+)')
+
+
+@dataclass(frozen=True, slots=True)
+class PathStep:
+    hook: str
+    table: str
+    chain: str
+    rule: int | None  # 1-based position in the chain; None for a chain policy
+    line: int | None  # line in the dump
+    text: str
+    action: str
+    probability: str | None = None  # the printed --probability of the statistic match this step took
+    branch: float | None = None  # the kernel's probability of taking this step (statistic matches)
+    note: str | None = None
+
+    @property
+    def comment(self) -> str | None:
+        """The rule's `--comment` (kube-proxy names the Service port and endpoint there)."""
+        m = _COMMENT_RE.search(self.text)
+        if not m:
+            return None
+        c = m.group(1)
+        return c[1:-1].replace('\\"', '"') if c.startswith('"') else c
+
+    def to_json(self) -> dict[str, object]:
+        d: dict[str, object] = {"table": self.table, "chain": self.chain, "rule": self.rule, "text": self.text,
+                                "action": self.action, "hook": self.hook, "line": self.line}
+        if self.probability is not None:
+            d["printed_probability"] = self.probability
+        if self.branch is not None:
+            d["branch_probability"] = self.branch
+        if self.note:
+            d["note"] = self.note
+        return d
+
+
+@dataclass
+class Outcome:
+    probability: float
+    verdict: str  # accept / drop / reject
+    dnat: str | None
+    masquerade: bool
+    snat: str | None
+    delivery: str | None  # local / forward / None when dropped
+    certain: bool
+    path: list[PathStep]
+    reason: str
+    reject_with: str | None = None
+    assumptions: list[str] = field(default_factory=list)
+    final_dst: str | None = None
+    mark: int = 0
+    merged: int = 1
+
+    def to_json(self) -> dict[str, object]:
+        d: dict[str, object] = {
+            "probability": round(self.probability, 12),
+            "verdict": self.verdict,
+            "dnat": self.dnat,
+            "masquerade": self.masquerade,
+            "delivery": self.delivery,
+            "certain": self.certain,
+            "path": [s.to_json() for s in self.path],
+            "reason": self.reason,
+        }
+        if self.masquerade or self.snat:
+            d["snat"] = self.snat
+        if self.reject_with:
+            d["reject_with"] = self.reject_with
+        if self.assumptions:
+            d["assumptions"] = self.assumptions
+        return d
+
+
+@dataclass
+class TraceResult:
+    packet: Packet
+    outcomes: list[Outcome]
+    warnings: list[Warn]
+    ruleset: Any  # the walked dataplane: an iptables Ruleset, an nftables ruleset, or IPVS + iptables
+    notes: list[str] = field(default_factory=list)  # plain-language explanations of the answer
+    nowhere: bool = False  # accepted, but sent on untranslated to a Service's virtual IP: no host owns it
+
+    @property
+    def all_reach(self) -> bool:
+        return all(o.verdict == "accept" for o in self.outcomes)
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.all_reach and not self.nowhere else 1
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "packet": self.packet.to_json(),
+            "outcomes": [o.to_json() for o in self.outcomes],
+            "warnings": [w.to_json() for w in self.warnings],
+            "notes": self.notes,
+        }

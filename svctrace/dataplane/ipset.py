@@ -1,0 +1,113 @@
+"""`ipset save` / `ipset list` dumps, and membership tests for `-m set --match-set NAME FLAGS`."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+from svctrace.errors import InputError, Warn
+from svctrace.model.packet import IPSetDef, Packet
+
+
+def parse_ipset(text: str, source: str = "<ipset>") -> tuple[dict[str, IPSetDef], list[Warn]]:
+    """Read `ipset save` (create/add lines) or `ipset list` (Name:/Type:/Members:) output."""
+    sets: dict[str, IPSetDef] = {}
+    warns: list[Warn] = []
+    current: IPSetDef | None = None
+    in_members = False
+    seen_any = False
+    for no, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = line.split()
+        if parts[0] == "create" and len(parts) >= 3:
+            fam = "inet6" if "inet6" in parts else "inet"
+            sets[parts[1]] = IPSetDef(parts[1], parts[2], fam)
+            seen_any = True
+        elif parts[0] == "add" and len(parts) >= 3:
+            s = sets.get(parts[1])
+            if s is None:
+                s = sets[parts[1]] = IPSetDef(parts[1], "hash:ip")
+                warns.append(Warn(f"ipset {parts[1]} has members but no create line", source, no, "ipset"))
+            s.members.append(tuple(parts[2].split(",")))
+            seen_any = True
+        elif line.startswith("Name:"):
+            current = sets.setdefault(parts[1], IPSetDef(parts[1], "hash:ip"))
+            in_members = False
+            seen_any = True
+        elif line.startswith("Type:") and current is not None:
+            current.type = parts[1]
+        elif line.startswith("Header:") and current is not None and "inet6" in line:
+            current.family = "inet6"
+        elif line.startswith("Members:"):
+            in_members = True
+        elif in_members and current is not None:
+            if re.fullmatch(r"\.{2,}|…", parts[0]):
+                warns.append(Warn(f"ipset {current.name}: members elided here", source, no, "ipset"))
+                continue
+            current.members.append(tuple(parts[0].split(",")))
+        else:
+            warns.append(Warn(f"not ipset syntax, skipped: {line[:60]}", source, no, "ipset"))
+    if not seen_any and text.strip():
+        raise InputError("no ipset create/add lines found: expected `ipset save` output", source=source, line=1)
+    return sets, warns
+
+
+def _dim_value(pkt: Packet, flag: str, kind: str) -> str | None:
+    side_src = flag == "src"
+    if kind in ("ip", "net"):
+        return str(pkt.src if side_src else pkt.dst)
+    if kind == "port":
+        port = pkt.sport if side_src else pkt.dport
+        return None if port is None else f"{pkt.proto}:{port}"
+    if kind == "iface":
+        return None
+    if kind == "mark":
+        return str(pkt.mark)
+    return None
+
+
+def _member_dim_ok(member: str, value: str, kind: str, any_proto: bool = False) -> bool:
+    if kind in ("ip", "net"):
+        try:
+            return ipaddress.ip_address(value) in ipaddress.ip_network(member.split(" ")[0], strict=False)
+        except ValueError:
+            return False
+    if kind == "port":
+        proto, _, port = value.partition(":")
+        m = member
+        mproto = "tcp"
+        if ":" in m:
+            mproto, m = m.split(":", 1)
+        if any_proto:  # bitmap:port stores bare port numbers, for whatever protocol the rule matched
+            mproto = proto
+        if "-" in m:
+            lo, hi = m.split("-", 1)
+            return mproto == proto and int(lo) <= int(port) <= int(hi)
+        try:
+            return mproto == proto and int(m) == int(port)
+        except ValueError:
+            return False
+    return member == value
+
+
+def member_of(s: IPSetDef, pkt: Packet, flags: list[str]) -> bool | None:
+    """Whether the packet's (flags) tuple is in the set; None when the set type is not modelled."""
+    typ = s.type.split(":", 1)[1] if ":" in s.type else s.type
+    kinds = typ.split(",")
+    if len(flags) < len(kinds):
+        flags = flags + [flags[-1]] * (len(kinds) - len(flags))
+    values = []
+    for flag, kind in zip(flags, kinds, strict=False):
+        v = _dim_value(pkt, flag, kind)
+        if v is None:
+            return None
+        values.append(v)
+    for member in s.members:
+        if len(member) < len(kinds):
+            continue
+        bitmap = s.type.startswith("bitmap:")
+        if all(_member_dim_ok(member[i], values[i], kinds[i], bitmap) for i in range(len(kinds))):
+            return True
+    return False

@@ -1,0 +1,843 @@
+"""Walk a packet through a node's iptables rules the way the kernel does, over every branch at once.
+
+Hooks run in kernel order (see net/ipv4/netfilter and include/uapi/linux/netfilter_ipv4.h:
+NF_IP_PRI_RAW -300, CONNTRACK -200, MANGLE -150, NAT_DST -100, FILTER 0, SECURITY 50, NAT_SRC 100):
+
+  from the network: PREROUTING (raw, mangle, nat) -> routing -> INPUT (mangle, filter, security, nat)
+                                                           \\-> FORWARD (mangle, filter, security) -> POSTROUTING (mangle, nat)
+  from the node:    OUTPUT (raw, mangle, nat, filter, security) -> POSTROUTING (mangle, nat)
+                    -> to a local address: back in through lo: PREROUTING (raw, mangle), INPUT (mangle, filter, security)
+
+The nat table only sees the first packet of a connection, once per direction of rewrite: after the
+PREROUTING/OUTPUT nat chains ran (DNAT or not) they do not run again for that connection, and
+likewise POSTROUTING/INPUT for the source. A `-m statistic --mode random` match splits the walk in
+two weighted branches; a match that the dump cannot decide splits it in two assumed branches
+(`certain: false`). Identical outcomes merge.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import ipaddress
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from svctrace.dataplane.contract import Outcome, PathStep, TraceResult
+from svctrace.dataplane.iptables.matches import Unknown, _opts_text, evaluate
+from svctrace.dataplane.iptables.parser import parse_rule
+from svctrace.dataplane.iptables.rules import NONTERMINAL_TARGETS, Chain, Rule, Ruleset
+from svctrace.errors import WalkError, Warn
+from svctrace.model.packet import NodeFacts, Packet, format_endpoint
+
+MAX_DEPTH = 64  # nf_tables allows 16 nested jumps, legacy more; deeper than this is a broken dump
+MAX_BRANCHES = 20000
+MAX_STEPS = 2_000_000
+INDEX_MIN_RULES = 48
+KUBE_MASQ_MARK = 0x4000
+KUBE_DROP_MARK = 0x8000
+
+
+class State:
+    __slots__ = (
+        "assume",
+        "assumptions",
+        "branch",
+        "confirmed",
+        "ctmark",
+        "dnat",
+        "dnat_changed",
+        "dnat_done",
+        "ifaces",
+        "iif",
+        "mark",
+        "masq",
+        "oif",
+        "onesided",
+        "orig",
+        "path",
+        "pkt",
+        "prob",
+        "recent_set",
+        "reject_with",
+        "remembered",
+        "snat",
+        "snat_changed",
+        "snat_done",
+        "untracked",
+    )
+
+    def __init__(self, pkt: Packet, prob: float = 1.0) -> None:
+        self.pkt = pkt
+        self.orig = pkt
+        self.prob = prob
+        self.path: tuple | None = None  # linked list (step, previous)
+        self.mark = pkt.mark
+        self.ctmark = 0
+        self.dnat: str | None = None
+        self.dnat_changed = False
+        self.snat: str | None = None
+        self.snat_changed = False
+        self.masq = False
+        self.untracked = False
+        self.confirmed = False
+        self.dnat_done = False
+        self.snat_done = False
+        self.assume: dict[str, bool] = {}
+        self.assumptions: tuple[str, ...] = ()
+        self.onesided = False  # an assumption whose other side was not walked
+        self.ifaces: dict[str, tuple[tuple[str, bool], ...]] = {}
+        self.iif = pkt.iif
+        self.oif = pkt.oif
+        self.recent_set: list[str] = []
+        self.remembered: str | None = None
+        self.reject_with: str | None = None
+        self.branch: float | None = None  # probability of the statistic match just taken
+
+    def fork(self) -> State:
+        s = State.__new__(State)
+        for k in State.__slots__:
+            object.__setattr__(s, k, getattr(self, k))
+        s.assume = dict(self.assume)
+        s.ifaces = dict(self.ifaces)
+        s.recent_set = list(self.recent_set)
+        return s
+
+    def add(self, step: PathStep) -> None:
+        self.path = (step, self.path)
+
+    def steps(self) -> list[PathStep]:
+        out: list[PathStep] = []
+        p = self.path
+        while p is not None:
+            out.append(p[0])
+            p = p[1]
+        out.reverse()
+        return out
+
+    def assume_one(self, text: str) -> None:
+        """An assumption without the other case walked: the outcome cannot be certain."""
+        self.onesided = True
+        if text not in self.assumptions:
+            self.assumptions = (*self.assumptions, text)
+
+    def set_assumption(self, u: Unknown, value: bool) -> None:
+        self.assume[u.key] = value
+        self.assumptions = (*self.assumptions, u.says if value else "not: " + u.says)
+        if u.key.startswith("iface:"):
+            _, which, pat = u.key.split(":", 2)
+            self.ifaces[which] = (*self.ifaces.get(which, ()), (pat, value))
+
+
+@dataclass
+class _Final:
+    st: State
+    verdict: str
+    delivery: str | None
+    reason: str
+
+
+_ENDPOINT_IN_COMMENT = re.compile(r"->\s*(\[?[0-9a-fA-F.:]+\]?:\d+)")
+
+
+class Walker:
+    def __init__(self, rs: Ruleset, node: NodeFacts) -> None:
+        self.rs = rs
+        self.node = node
+        self.finals: list[_Final] = []
+        self.warnings: list[Warn] = []
+        self._warned: set[str] = set()
+        self.steps = 0
+        self.branches = 0
+        if node.route_localnet is None:
+            self.route_localnet = _infer_route_localnet(rs)
+            self.route_localnet_inferred = True
+        else:
+            self.route_localnet = node.route_localnet
+            self.route_localnet_inferred = False
+
+    def warn(self, key: str, msg: str, line: int | None = None, code: str = "walk") -> None:
+        if key in self._warned:
+            return
+        self._warned.add(key)
+        self.warnings.append(Warn(msg, self.rs.source if line else None, self.rs.source_line(line) if line else None,
+                                  code))
+
+    # -- pipeline -----------------------------------------------------------------------------
+    def run(self, pkt: Packet, remembered: str | None = None, prob: float = 1.0) -> list[_Final]:
+        st = State(pkt, prob)
+        st.remembered = remembered
+        if pkt.origin == "forwarded":
+            if self._martian(st, pkt.src, "source"):
+                return self.finals
+            states = self.hook([st], "PREROUTING", ("raw", "mangle", "nat"))
+            self._route_in(states)
+        else:
+            st.oif = "lo" if self.node.is_local(pkt.dst) else pkt.oif
+            states = self.hook([st], "OUTPUT", ("raw", "mangle", "nat", "filter", "security"))
+            states = self.hook(states, "POSTROUTING", ("mangle", "nat"))
+            for s in states:
+                if self.node.is_local(s.pkt.dst):
+                    s.iif, s.oif = "lo", None
+                    s.ifaces = {}
+                    back = self.hook([s], "PREROUTING", ("raw", "mangle"))
+                    for b in self.hook(back, "INPUT", ("mangle", "filter", "security")):
+                        self.finish(b, "accept", "local", f"delivered to a process on the node at {self._dst(b)}")
+                else:
+                    self.finish(s, "accept", "forward", f"leaves the node for {self._dst(s)}")
+        return self.finals
+
+    def _martian(self, st: State, ip: ipaddress.IPv4Address | ipaddress.IPv6Address, what: str) -> bool:
+        # ip_route_input_slow(): a loopback address arriving from outside is a martian unless
+        # net.ipv4.conf.<dev>.route_localnet=1 (kube-proxy sets it for localhost NodePorts).
+        if ip.version == 4 and ip.is_loopback and not self.route_localnet:
+            why = ("route_localnet is off" + (" (inferred: no kube-proxy 'block incoming localnet connections' rule)"
+                                              if self.route_localnet_inferred else ""))
+            self.finish(st, "drop", None, f"routing drops it: {what} {ip} is a loopback address arriving "
+                                          f"from the network and {why}")
+            return True
+        return False
+
+    def _route_in(self, states: list[State]) -> None:
+        local: list[State] = []
+        fwd: list[State] = []
+        for s in states:
+            if self._martian(s, s.pkt.dst, "destination"):
+                continue
+            if self.node.is_local(s.pkt.dst):
+                local.append(s)
+            else:
+                fwd.append(s)
+        for s in self.hook(local, "INPUT", ("mangle", "filter", "security", "nat")):
+            self.finish(s, "accept", "local", f"delivered to a process on the node at {self._dst(s)}")
+        states = self.hook(fwd, "FORWARD", ("mangle", "filter", "security"))
+        for s in self.hook(states, "POSTROUTING", ("mangle", "nat")):
+            self.finish(s, "accept", "forward", f"routed on to {self._dst(s)}")
+
+    @staticmethod
+    def _dst(s: State) -> str:
+        return format_endpoint(s.pkt.dst, s.pkt.dport if s.pkt.has_ports else None)
+
+    def finish(self, st: State, verdict: str, delivery: str | None, reason: str) -> None:
+        self.finals.append(_Final(st, verdict, delivery, reason))
+
+    def hook(self, states: list[State], hook: str, tables: Sequence[str]) -> list[State]:
+        for table in tables:
+            if not states:
+                return states
+            if table not in self.rs.tables:
+                continue
+            nxt: list[State] = []
+            for st in states:
+                if table == "nat":
+                    dst_side = hook in ("PREROUTING", "OUTPUT")
+                    if st.untracked or (st.dnat_done if dst_side else st.snat_done):
+                        nxt.append(st)
+                        continue
+                for s2, verdict, reason in self.run_table(st, hook, table):
+                    if table == "nat":
+                        if hook in ("PREROUTING", "OUTPUT"):
+                            s2.dnat_done = True
+                            if hook == "OUTPUT" and s2.dnat_changed:
+                                s2.oif = "lo" if self.node.is_local(s2.pkt.dst) else s2.orig.oif
+                                s2.ifaces.pop("o", None)
+                        else:
+                            s2.snat_done = True
+                    if verdict == "accept":
+                        nxt.append(s2)
+                    else:
+                        self.finish(s2, verdict, None, reason)
+            states = nxt
+        return states
+
+    # -- one table at one hook ------------------------------------------------------------------
+    def run_table(self, st: State, hook: str, table: str) -> list[tuple[State, str, str]]:
+        base = self.rs.tables[table].chains.get(hook)
+        if base is None:
+            return [(st, "accept", "")]
+        out: list[tuple[State, str, str]] = []
+        work: list[tuple[State, list[tuple[Chain, Sequence[int], int]], Rule | None]] = [
+            (st, [(base, self.candidates(base, st), 0)], None)
+        ]
+        while work:
+            st, stack, pending = work.pop()
+            if pending is not None:
+                res = self.apply(st, pending, stack, hook, base)
+                if res is not None:
+                    out.append((st, *res))
+                    continue
+            while True:
+                self.steps += 1
+                if self.steps > MAX_STEPS:
+                    raise WalkError("the walk did not end (a loop through -g/goto?); the dump cannot be "
+                                    "what the kernel runs")
+                if not stack:
+                    out.append((st, *self.policy(st, base, hook)))
+                    break
+                chain, cands, pos = stack[-1]
+                if pos >= len(cands):
+                    stack.pop()
+                    continue
+                stack[-1] = (chain, cands, pos + 1)
+                rule = self.rule_at(chain, cands[pos])
+                alts = self.match(st, rule)
+                if len(alts) == 1:
+                    st, matched = alts[0]
+                    if not matched:
+                        continue
+                    res = self.apply(st, rule, stack, hook, base)
+                    if res is not None:
+                        out.append((st, *res))
+                        break
+                    continue
+                self.branches += len(alts) - 1
+                if self.branches > MAX_BRANCHES:
+                    raise WalkError(f"more than {MAX_BRANCHES} branches: too many random or undecidable "
+                                    f"matches (last at {chain.table} {chain.name} rule {rule.index})")
+                for s2, matched in alts:
+                    work.append((s2, list(stack), rule if matched else None))
+                break
+        return out
+
+    def policy(self, st: State, base: Chain, hook: str) -> tuple[str, str]:
+        pol = base.policy or "ACCEPT"
+        if pol != "ACCEPT":  # an accepting policy is the normal way through: not a hop worth listing
+            st.add(PathStep(hook, base.table, base.name, None, base.decl_line, f":{base.name} {pol}", f"policy {pol}"))
+        if pol == "DROP":
+            return "drop", f"the {base.table} {base.name} chain's policy is DROP and no rule accepted it"
+        return "accept", ""
+
+    # -- rules ----------------------------------------------------------------------------------
+    def candidates(self, chain: Chain, st: State) -> Sequence[int]:
+        """Positions of the rules that can match: long chains are indexed by exact destination."""
+        n = len(chain)
+        if n < INDEX_MIN_RULES:
+            return range(n)
+        idx = chain.dst_index
+        if idx is None:
+            idx = _build_index(chain)
+            chain.dst_index = idx
+        if idx is False:
+            return range(n)
+        assert isinstance(idx, _DstIndex)
+        hits = idx.by_dst.get(st.pkt.dst)
+        ports = idx.by_dport.get(st.pkt.dport) if st.pkt.dport is not None else None
+        if not hits and not ports:
+            return idx.generic
+        return list(heapq.merge(hits or (), ports or (), idx.generic))
+
+    def rule_at(self, chain: Chain, pos: int) -> Rule:
+        if chain.parsed:
+            return chain.rules[pos]
+        idx = chain.dst_index
+        if isinstance(idx, _DstIndex):
+            r = idx.parsed.get(pos)
+            if r is None:
+                r = parse_rule(chain.table, chain.name, chain.raw[pos], self.rs.family)[0]
+                r.index = pos + 1
+                idx.parsed[pos] = r
+            return r
+        return chain.rules[pos]
+
+    def match(self, st: State, rule: Rule) -> list[tuple[State, bool]]:
+        factor = 1.0
+        unknowns: list[Unknown] = []
+        soft: list[Unknown] = []
+        for m in rule.matches:
+            r = evaluate(st, m, self.node)
+            if r is True:
+                continue
+            if r is False:
+                return [(st, False)]
+            if isinstance(r, float):
+                factor *= r
+                continue
+            assert isinstance(r, Unknown)
+            if not r.split:
+                soft.append(r)
+                continue
+            val = st.assume.get(r.key)
+            if val is not None:
+                if val != r.neg:
+                    continue
+                return [(st, False)]
+            unknowns.append(r)
+        if rule.problems and not unknowns:
+            self.warn(f"rule:{rule.line}", f"rule on the path not fully understood ({'; '.join(rule.problems)}): "
+                                          f"{rule.text[:120]}", rule.line, "unknown-match")
+        alts: list[tuple[State, bool]] = []
+        cur = st
+        for u in unknowns:
+            other = cur.fork()
+            other.set_assumption(u, u.neg)  # the value that makes this match fail
+            other.prob *= 0.5
+            alts.append((other, False))
+            cur.set_assumption(u, not u.neg)
+            cur.prob *= 0.5
+            self.warn(f"unknown:{u.key}", f"{rule.chain} rule {rule.index} depends on something the dump does not "
+                                          f"say: whether {u.says}; both cases are shown (certain: false)",
+                      rule.line, "unknown-match")
+        for u in soft:
+            if u.key not in cur.assume:
+                cur.assume[u.key] = True
+                cur.assume_one(u.says)
+                self.warn(f"soft:{u.key}", f"{rule.chain} rule {rule.index}: assumed {u.says}", rule.line,
+                          "unknown-match")
+        if factor < 1.0:
+            miss = cur.fork()
+            miss.prob *= 1.0 - factor
+            alts.append((miss, False))
+            cur.prob *= factor
+            cur.branch = factor
+        alts.append((cur, True))
+        return alts
+
+    def apply(self, st: State, rule: Rule, stack: list[tuple[Chain, Sequence[int], int]], hook: str,
+              base: Chain) -> tuple[str, str] | None:
+        """Apply the rule's target. Returns (verdict, reason) when the table is done with the packet."""
+        branch = st.branch
+        st.branch = None
+        printed = None
+        if branch is not None:
+            for m in rule.matches:
+                if m.module == "statistic":
+                    o = m.opt("--probability") or m.opt("--every")
+                    printed = o.arg if o else None
+        tgt = rule.target
+        table = rule.table
+
+        def step(action: str, note: str | None = None) -> None:
+            st.add(PathStep(hook, table, rule.chain, rule.index, rule.line, rule.text, action, printed, branch, note))
+
+        if tgt is None:
+            step("no target (counts only)")
+            return None
+        name = tgt.name
+        where = f"{table} {rule.chain} rule {rule.index}"
+        comment = rule.comment
+        why = f" ({comment})" if comment else ""
+        if name == "ACCEPT":
+            step("ACCEPT")
+            return "accept", f"{where} accepts it{why}"
+        if name == "DROP":
+            step("DROP")
+            return "drop", f"{where} drops it{why}"
+        if name == "REJECT":
+            o = tgt.opt("--reject-with")
+            st.reject_with = o.arg if o else ("icmp6-port-unreachable" if st.pkt.family == 6 else "icmp-port-unreachable")
+            step(f"REJECT with {st.reject_with}")
+            return "reject", f"{where} rejects it with {st.reject_with}{why}"
+        if name == "RETURN":
+            step("RETURN")
+            stack.pop()
+            return None
+        if name in ("QUEUE", "NFQUEUE"):
+            step(name, "the verdict is given by a userspace program; assumed it accepts")
+            st.assume_one(f"the userspace queue program accepts it ({where})")
+            return "accept", f"{where} hands it to a userspace program (assumed to accept)"
+        if name in ("DNAT", "SNAT", "MASQUERADE", "REDIRECT", "NETMAP"):
+            if table != "nat":
+                step(f"{name} (ignored outside the nat table)")
+                self.warn(f"natoutside:{rule.line}", f"{where}: {name} outside the nat table has no effect",
+                          rule.line)
+                return None
+            return self._nat(st, rule, name, step, where, why)
+        if name == "MARK":
+            before = st.mark
+            st.mark = _apply_mark(st.mark, tgt)
+            step(f"MARK {_opts_text(tgt.opts)} (mark {before:#x} -> {st.mark:#x})")
+            return None
+        if name == "CONNMARK":
+            st.mark, st.ctmark = _apply_connmark(st.mark, st.ctmark, tgt)
+            step(f"CONNMARK {_opts_text(tgt.opts)} (mark {st.mark:#x}, ctmark {st.ctmark:#x})")
+            return None
+        if name == "NOTRACK" or (name == "CT" and tgt.opt("--notrack")):
+            st.untracked = True
+            step("NOTRACK (no conntrack, so no NAT)")
+            return None
+        chain = self.rs.tables[table].chains.get(name)
+        if chain is not None:
+            if any(f[0] is chain for f in stack):
+                names = " -> ".join([f[0].name for f in stack] + [name])
+                raise WalkError(f"loop in the rules: {names} (line {self.rs.source_line(rule.line)}); the kernel "
+                                "refuses such a ruleset, so the dump was edited or mixed")
+            if len(stack) >= MAX_DEPTH:
+                raise WalkError(f"jumps nest deeper than {MAX_DEPTH} chains at {where}")
+            frame = (chain, self.candidates(chain, st), 0)
+            if tgt.goto:
+                step(f"goto {name}")
+                stack[-1] = frame
+            else:
+                step(f"jump {name}")
+                stack.append(frame)
+            return None
+        if name in NONTERMINAL_TARGETS:
+            step(f"{name} {_opts_text(tgt.opts)}".strip())
+            return None
+        return self._missing_chain(st, rule, name, step, where, hook)
+
+    def _nat(self, st: State, rule: Rule, name: str, step, where: str, why: str) -> tuple[str, str] | None:  # type: ignore[no-untyped-def]
+        tgt = rule.target
+        assert tgt is not None
+        pkt = st.pkt
+        if name == "DNAT":
+            o = tgt.opt("--to-destination")
+            spec = o.arg if o else ""
+            ip, port, text = _nat_spec(spec, pkt)
+            if ip is None:
+                step("DNAT (no usable destination)")
+                st.assume_one(f"{where} DNATs to an unusable address {spec!r}")
+                self.warn(f"baddnat:{rule.line}", f"{where}: DNAT target {spec!r} is unusable; the kernel would "
+                                                  "refuse or mangle this rule", rule.line, "unknown-match")
+                return "accept", f"{where} has a broken DNAT target"
+            self._do_dnat(st, ip, port, text)
+            step(f"DNAT to {st.dnat}")
+            return "accept", ""
+        if name == "REDIRECT":
+            o = tgt.opt("--to-ports")
+            local = _primary_local(self.node, pkt, st.iif)
+            port = pkt.dport
+            if o and o.arg:
+                with contextlib.suppress(ValueError):
+                    port = int(o.arg.split("-")[0].split(":")[0])
+            self._do_dnat(st, local, port, None)
+            step(f"REDIRECT to {st.dnat}")
+            return "accept", ""
+        if name == "MASQUERADE":
+            st.masq = True
+            st.snat_changed = True
+            step("MASQUERADE (source becomes the outgoing interface's address)")
+            return "accept", ""
+        if name == "SNAT":
+            o = tgt.opt("--to-source")
+            spec = o.arg if o else ""
+            ip, _port, text = _nat_spec(spec, pkt)
+            st.masq = True
+            st.snat_changed = ip is None or ip != pkt.src
+            st.snat = text.rsplit(":", 1)[0] if text and ":" in text and "." in text else (text or None)
+            if ip is not None:
+                st.pkt = st.pkt.with_(src=ip)
+            step(f"SNAT to {spec}")
+            return "accept", ""
+        step(f"{name} (not modelled)")
+        st.assume_one(f"{where}: {name} is not modelled")
+        return "accept", ""
+
+    def _do_dnat(self, st: State, ip: ipaddress.IPv4Address | ipaddress.IPv6Address, port: int | None,
+                 text: str | None) -> None:
+        pkt = st.pkt
+        new = pkt.with_(dst=ip, dport=port if pkt.has_ports and port is not None else pkt.dport)
+        st.dnat_changed = new.dst != pkt.dst or new.dport != pkt.dport
+        st.pkt = new
+        st.dnat = text or format_endpoint(new.dst, new.dport if new.has_ports else None)
+
+    def _missing_chain(self, st: State, rule: Rule, name: str, step, where: str, hook: str) -> tuple[str, str] | None:  # type: ignore[no-untyped-def]
+        comment = rule.comment or ""
+        m = _ENDPOINT_IN_COMMENT.search(comment)
+        if name.startswith("KUBE-SEP-") and m and rule.table == "nat":
+            ep = m.group(1)
+            host, _, port = ep.rpartition(":")
+            try:
+                ip = ipaddress.ip_address(host.strip("[]"))
+            except ValueError:
+                ip = None
+            if ip is not None:
+                if ip == st.pkt.src:  # KUBE-SEP's hairpin rule: -s <endpoint> -j KUBE-MARK-MASQ
+                    st.mark |= KUBE_MASQ_MARK
+                self._do_dnat(st, ip, int(port), None)
+                st.assume_one(f"{name} (not in the dump) DNATs to {ep}, as the comment of {where} says")
+                step(f"jump {name} (not in the dump; assumed DNAT to {ep})")
+                self.warn(f"missing:{name}", f"{where} jumps to {name}, which is not in the dump; its comment "
+                                             f"names the endpoint {ep}, so the outcome names it (certain: false)",
+                          rule.line, "missing-chain")
+                return "accept", ""
+        if name in ("KUBE-MARK-MASQ", "KUBE-MARK-DROP"):
+            bit = KUBE_MASQ_MARK if name == "KUBE-MARK-MASQ" else KUBE_DROP_MARK
+            st.mark |= bit
+            st.assume_one(f"{name} (not in the dump) sets mark {bit:#x} as kube-proxy's does")
+            step(f"jump {name} (not in the dump; assumed MARK or {bit:#x})")
+            self.warn(f"missing:{name}", f"{where} jumps to {name}, which is not in the dump; assumed kube-proxy's "
+                                         f"MARK or {bit:#x}", rule.line, "missing-chain")
+            return None
+        st.assume_one(f"{name} (not in the dump) returns without a verdict")
+        step(f"jump {name} (not in the dump; assumed to return)")
+        self.warn(f"missing:{name}", f"{where} jumps to {name}, which is not in the dump (filtered or cut short); "
+                                     "assumed it returns without a verdict", rule.line, "missing-chain")
+        return None
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+def visible_steps(path: list[PathStep]) -> list[PathStep]:
+    """The hops that did something: drop RETURNs, accepting policies and jumps into chains where
+    nothing applied (the JSON output keeps every rule)."""
+    steps = [s for s in path if s.action != "RETURN" and not (s.rule is None and s.action == "policy ACCEPT")]
+    changed = True
+    while changed:
+        changed = False
+        out: list[PathStep] = []
+        for i, s in enumerate(steps):
+            if s.action.startswith(("jump ", "goto ")) and "not in the dump" not in s.action:
+                target = s.action.split()[1]
+                nxt = steps[i + 1] if i + 1 < len(steps) else None
+                if nxt is None or nxt.chain != target or nxt.table != s.table:
+                    changed = True
+                    continue
+            out.append(s)
+        steps = out
+    return steps
+
+
+
+@dataclass
+class _DstIndex:
+    by_dst: dict[object, list[int]]  # exact destination address -> rule positions
+    by_dport: dict[int, list[int]]  # no destination address, one exact destination port -> positions
+    generic: list[int]  # rules that can match any destination
+    parsed: dict[int, Rule]  # rules parsed so far, by position
+
+
+def _build_index(chain: Chain) -> _DstIndex | bool:
+    """Index a long chain's rules by exact destination address or port, without parsing them.
+
+    A rule lands in a bucket only when its text has exactly one non-negated `-d ADDR/32` (or, with
+    no `-d`, one non-negated `--dport N`), so every rule that could match another packet stays in
+    `generic`; order is kept by merging positions.
+    """
+    by_dst: dict[object, list[int]] = {}
+    by_dport: dict[int, list[int]] = {}
+    generic: list[int] = []
+    for pos, raw in enumerate(chain.raw):
+        text = raw.text
+        if "," in text and re.search(r"\s-[sd]\s+\S*,", text):
+            return False  # address lists expand into several rules: positions would shift
+        found = _DST_RE.findall(text)
+        if not found:
+            ports = _DPORT_RE.findall(text)
+            if len(ports) == 1 and not ports[0][0] and ":" not in ports[0][1] and ports[0][1].isdigit():
+                by_dport.setdefault(int(ports[0][1]), []).append(pos)
+            else:
+                generic.append(pos)
+            continue
+        if len(found) == 1 and not found[0][0]:
+            v = found[0][1]
+            host = v
+            if "/" in v:
+                host, plen = v.split("/", 1)
+                if plen not in ("32", "128"):
+                    generic.append(pos)
+                    continue
+            try:
+                ip = ipaddress.ip_address(host)
+            except ValueError:
+                generic.append(pos)
+                continue
+            by_dst.setdefault(ip, []).append(pos)
+        else:
+            generic.append(pos)
+    return _DstIndex(by_dst, by_dport, generic, {})
+
+
+_DPORT_RE = re.compile(r"(?:^|\s)(!\s+)?--(?:dport|destination-port)\s+(\S+)")
+_DST_RE = re.compile(r"(?:^|\s)(!\s+)?(?:-d|--destination|--dst)\s+(\S+)")
+
+
+def _infer_route_localnet(rs: Ruleset) -> bool:
+    c = rs.chain("filter", "KUBE-FIREWALL")
+    if c is None:
+        return False
+    return any("block incoming localnet connections" in r.text for r in c.raw)
+
+
+def _primary_local(node: NodeFacts, pkt: Packet, iif: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    if pkt.origin == "local":
+        return ipaddress.ip_address("127.0.0.1" if pkt.family == 4 else "::1")
+    for ip in sorted(node.local_ips, key=str):
+        if ip.version == pkt.family and not ip.is_loopback:
+            return ip
+    return pkt.dst
+
+
+def _nat_spec(spec: str, pkt: Packet) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address | None, int | None, str | None]:
+    """Parse `ip[-ip][:port[-port]]` (IPv6 as `[ip]:port`). Returns (first ip, first port, text if a range)."""
+    s = spec.strip()
+    if not s:
+        return None, None, None
+    host, port_s = s, ""
+    if s.startswith("["):
+        end = s.find("]")
+        host, rest = s[1:end], s[end + 1:]
+        port_s = rest[1:] if rest.startswith(":") else ""
+    elif s.count(":") == 1:
+        host, port_s = s.split(":")
+    first = host.split("-")[0]
+    try:
+        ip = ipaddress.ip_address(first) if first else None
+    except ValueError:
+        return None, None, None
+    if ip is None or ip.is_unspecified:
+        return None, None, None
+    port = None
+    if port_s:
+        try:
+            port = int(port_s.split("-")[0])
+        except ValueError:
+            return None, None, None
+    text = None
+    if "-" in host or "-" in port_s:
+        text = s  # a range: the kernel picks within it per connection
+    return ip, port, text
+
+
+def _parse_mask(text: str, default_mask: int = 0xFFFFFFFF) -> tuple[int, int]:
+    if "/" in text:
+        v, m = text.split("/", 1)
+        return int(v, 0), int(m, 0)
+    return int(text, 0), default_mask
+
+
+def _xmark(cur: int, value: int, mask: int) -> int:
+    return ((cur & ~mask) ^ value) & 0xFFFFFFFF
+
+
+def _apply_mark(mark: int, tgt: object) -> int:
+    # libxt_MARK: --set-xmark v/m: (mark & ~m) ^ v; --set-mark v/m = --set-xmark v/(m|v);
+    # --and-mark x = 0/~x; --or-mark x = x/x; --xor-mark x = x/0.
+    for o in tgt.opts:  # type: ignore[attr-defined]
+        try:
+            if o.name == "--set-xmark":
+                v, m = _parse_mask(o.arg)
+                mark = _xmark(mark, v, m)
+            elif o.name == "--set-mark":
+                v, m = _parse_mask(o.arg)
+                mark = _xmark(mark, v, m | v)
+            elif o.name == "--or-mark":
+                v = int(o.arg, 0)
+                mark = _xmark(mark, v, v)
+            elif o.name == "--and-mark":
+                v = int(o.arg, 0)
+                mark = _xmark(mark, 0, ~v & 0xFFFFFFFF)
+            elif o.name == "--xor-mark":
+                mark = _xmark(mark, int(o.arg, 0), 0)
+        except ValueError:
+            continue
+    return mark
+
+
+def _apply_connmark(mark: int, ctmark: int, tgt: object) -> tuple[int, int]:
+    # xt_connmark: --save-mark: ct = (ct & ~ctmask) ^ (mark & nfmask);
+    # --restore-mark: mark = (mark & ~nfmask) ^ (ct & ctmask); --set-xmark on the ct mark.
+    opts = {o.name: o for o in tgt.opts}  # type: ignore[attr-defined]
+    nfmask = ctmask = 0xFFFFFFFF
+    if "--mask" in opts:
+        nfmask = ctmask = int(opts["--mask"].arg, 0)
+    if "--nfmask" in opts:
+        nfmask = int(opts["--nfmask"].arg, 0)
+    if "--ctmask" in opts:
+        ctmask = int(opts["--ctmask"].arg, 0)
+    if "--save-mark" in opts:
+        ctmark = _xmark(ctmark, mark & nfmask, ctmask)
+    elif "--restore-mark" in opts:
+        mark = _xmark(mark, ctmark & ctmask, nfmask)
+    else:
+        ctmark = _apply_mark(ctmark, tgt)
+    return mark, ctmark
+
+
+def merge_outcomes(finals: list[_Final]) -> list[Outcome]:
+    groups: dict[tuple, list[_Final]] = {}
+    for f in finals:
+        if f.st.prob <= 0:
+            continue
+        st = f.st
+        masq = st.masq
+        key = (f.verdict, st.dnat if f.verdict == "accept" else None, masq if f.verdict == "accept" else False,
+               st.snat if f.verdict == "accept" else None, f.delivery, st.reject_with)
+        groups.setdefault(key, []).append(f)
+    out: list[Outcome] = []
+    for key, fs in groups.items():
+        fs.sort(key=lambda f: -f.st.prob)
+        total = sum(f.st.prob for f in fs)
+        best = fs[0]
+        # Both sides of every split ending here means the split did not matter.
+        certain = all(not f.st.assumptions for f in fs) or (
+            total >= 1 - 1e-9 and not any(f.st.onesided for f in fs))
+        assumptions: list[str] = []
+        if not certain:
+            for f in fs:
+                for a in f.st.assumptions:
+                    if a not in assumptions:
+                        assumptions.append(a)
+        verdict, dnat, masq, snat, delivery, reject_with = key
+        out.append(Outcome(
+            probability=total, verdict=verdict, dnat=dnat, masquerade=bool(masq), snat=snat, delivery=delivery,
+            certain=certain, path=best.st.steps(), reason=best.reason, reject_with=reject_with,
+            assumptions=assumptions, final_dst=Walker._dst(best.st), mark=best.st.mark, merged=len(fs),
+        ))
+    out.sort(key=lambda o: (-o.probability, o.verdict, o.dnat or ""))
+    return out
+
+
+def trace(rs: Ruleset, pkt: Packet, node: NodeFacts | None = None) -> TraceResult:
+    """Every fate of `pkt` on the node whose rules are `rs`, with probabilities summing to 1."""
+    node = node or NodeFacts()
+    if pkt.family != rs.family and rs.rule_count:
+        from svctrace.errors import InputError
+
+        raise InputError(f"the packet is IPv{pkt.family} but the dump holds IPv{rs.family} rules "
+                         f"({'ip6tables' if rs.family == 6 else 'iptables'}-save)", source=rs.source)
+    w = Walker(rs, node)
+    finals = w.run(pkt)
+    if node.returning_client:
+        # The client was here before: it is in the recent list of the endpoint its first connection
+        # went to, with the probability of that first choice. Walk again from each such memory.
+        firsts: dict[str, float] = {}
+        rest = 0.0
+        for f in finals:
+            if f.st.recent_set:
+                firsts[f.st.recent_set[0]] = firsts.get(f.st.recent_set[0], 0.0) + f.st.prob
+            else:
+                rest += f.st.prob
+        if firsts:
+            w2 = Walker(rs, node)
+            for name, p in firsts.items():
+                w2.run(pkt, remembered=name, prob=p)
+            for f in finals:
+                if not f.st.recent_set:
+                    w2.finals.append(f)
+            finals = w2.finals
+            w.warnings.extend(w2.warnings)
+    outcomes = merge_outcomes(finals)
+    warnings = list(rs.warnings) + w.warnings
+    notes = _notes(rs, pkt, outcomes)
+    return TraceResult(pkt, outcomes, warnings, rs, notes, nowhere=bool(notes))
+
+
+def _notes(rs: Ruleset, pkt: Packet, outcomes: list[Outcome]) -> list[str]:
+    """Explain an untranslated packet to a Service IP: the rules know the address, not this packet."""
+    if not outcomes or any(o.dnat for o in outcomes) or not all(o.verdict == "accept" for o in outcomes):
+        return []
+    chain = rs.chain("nat", "KUBE-SERVICES")
+    if chain is None:
+        return []
+    dst = str(pkt.dst)
+    served: list[str] = []
+    for raw in chain.raw:
+        if f"-d {dst}/" not in raw.text and f"-d {dst} " not in raw.text:
+            continue
+        m = re.search(r'--comment "?([^"]+?)"?\s+-', raw.text)
+        proto = re.search(r"-p (\w+)", raw.text)
+        port = re.search(r"--dport (\d+)", raw.text)
+        what = (m.group(1) if m else "a Service") + (f" ({proto.group(1) if proto else '?'}/{port.group(1)})"
+                                                     if port else "")
+        if what not in served:
+            served.append(what)
+    if not served or any(o.delivery == "local" for o in outcomes):
+        return []
+    this = pkt.proto + (f"/{pkt.dport}" if pkt.has_ports else "")
+    return [f"{dst} is a Service address in these rules: {'; '.join(served[:4])}. This packet ({this}) matches "
+            "none of its rules, so it is not translated and is routed on towards an address no host owns: "
+            "nothing will answer. In iptables mode a Service IP exists only as DNAT rules for its ports; "
+            + ("ping (ICMP) to it never gets a reply." if pkt.proto in ("icmp", "icmpv6")
+               else "use one of the Service's ports.")]

@@ -1,0 +1,148 @@
+"""What kube-proxy's IPVS mode programs beside the IPVS table, as far as an `ipvsadm` dump tells.
+
+kube-proxy (pkg/proxy/ipvs/proxier.go, syncProxyRules) creates, per Service port:
+  - a virtual server on the ClusterIP, bound to the dummy interface `kube-ipvs0` (so the address is
+    local and IPVS sees the packet at LOCAL_IN), and one per external IP and load-balancer IP (bound
+    too unless the address is already on another interface: `shouldBind := !nodeAddressSet.Has`);
+  - for a NodePort, a virtual server on every node address (not bound: they are the node's own);
+  - the ipsets its iptables rules match on: KUBE-CLUSTER-IP (hash:ip,port: ClusterIP,proto:port),
+    KUBE-NODE-PORT-TCP/-UDP (bitmap:port), KUBE-NODE-PORT-SCTP-HASH (hash:ip,port; kube-proxy ipset.go names it so), KUBE-LOOP-BACK
+    (hash:ip,port,ip: local endpoint ip,proto:port,ip for hairpin masquerade), KUBE-IPVS-IPS (hash:ip:
+    every address bound to kube-ipvs0, since 1.26), KUBE-LOAD-BALANCER*, KUBE-EXTERNAL-IP*,
+    KUBE-HEALTH-CHECK-NODE-PORT.
+
+Without an `ipset save`, `infer_kube_ipsets` rebuilds the sets the table implies. A dump does not say
+which virtual address is a ClusterIP and which an external or load-balancer IP, nor which NodePorts
+have externalTrafficPolicy=Local: every virtual server on an address that is not a node address is
+taken as a ClusterIP, the Local and load-balancer sets as empty, and NodePorts are recognised by the
+port range (30000-32767) appearing on node addresses. The walker marks every decision that used an
+inferred set as an assumption.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from svctrace.dataplane.ipvs.model import IPVSTable
+from svctrace.model.packet import IPAddress, IPSetDef
+
+NODEPORT_RANGE = (30000, 32767)  # kube-apiserver --service-node-port-range default
+# KUBE-IPVS-FILTER (filter INPUT) rejects new connections to a kube-ipvs0 address on a port no
+# virtual server serves: kubernetes PR #108460 (issue #72236), released in 1.26.
+IPVS_FILTER_SINCE = (1, 26)
+
+# The sets of pkg/proxy/ipvs/ipset.go that infer_kube_ipsets can fill, with their types.
+INFERRED_SETS: dict[str, str] = {
+    "KUBE-CLUSTER-IP": "hash:ip,port",
+    "KUBE-NODE-PORT-TCP": "bitmap:port",
+    "KUBE-NODE-PORT-UDP": "bitmap:port",
+    "KUBE-NODE-PORT-SCTP-HASH": "hash:ip,port",
+    "KUBE-LOOP-BACK": "hash:ip,port,ip",
+    "KUBE-IPVS-IPS": "hash:ip",
+    # taken as empty: the dump cannot tell these addresses/ports apart from the ones above
+    "KUBE-LOAD-BALANCER": "hash:ip,port",
+    "KUBE-LOAD-BALANCER-LOCAL": "hash:ip,port",
+    "KUBE-LOAD-BALANCER-FW": "hash:ip,port",
+    "KUBE-LOAD-BALANCER-SOURCE-IP": "hash:ip,port,ip",
+    "KUBE-LOAD-BALANCER-SOURCE-CIDR": "hash:ip,port,net",
+    "KUBE-EXTERNAL-IP": "hash:ip,port",
+    "KUBE-EXTERNAL-IP-LOCAL": "hash:ip,port",
+    "KUBE-NODE-PORT-LOCAL-TCP": "bitmap:port",
+    "KUBE-NODE-PORT-LOCAL-UDP": "bitmap:port",
+    "KUBE-NODE-PORT-LOCAL-SCTP-HASH": "hash:ip,port",
+    "KUBE-HEALTH-CHECK-NODE-PORT": "bitmap:port",
+}
+
+
+def parse_kube_version(v: object) -> tuple[int, int] | None:
+    """`1.26`, `v1.26.3`, `1.26.0-eks-1`, (1, 26) -> (1, 26). None stays None."""
+    if v is None:
+        return None
+    if isinstance(v, tuple) and len(v) >= 2 and all(isinstance(x, int) for x in v[:2]):
+        return int(v[0]), int(v[1])
+    m = re.match(r"^\s*v?(\d+)\.(\d+)", str(v))
+    if not m:
+        raise ValueError(f"{v!r} is not a Kubernetes version (like 1.26 or v1.26.3)")
+    return int(m.group(1)), int(m.group(2))
+
+
+@dataclass
+class Layout:
+    """Which virtual addresses are the node's own (NodePorts) and which sit on kube-ipvs0."""
+
+    node_addresses: set[IPAddress] = field(default_factory=set)
+    node_ports: dict[str, set[int]] = field(default_factory=dict)  # proto -> NodePort numbers
+    vips: set[IPAddress] = field(default_factory=set)  # addresses kube-proxy binds to kube-ipvs0
+
+
+def layout(table: IPVSTable, local_ips: frozenset[IPAddress] | set[IPAddress] = frozenset()) -> Layout:
+    lo, hi = NODEPORT_RANGE
+    by_addr: dict[IPAddress, set[tuple[str, int]]] = {}
+    for s in table.services:
+        if s.ip is not None and s.port is not None and s.fwmark is None:
+            by_addr.setdefault(s.ip, set()).add((s.protocol, s.port))
+    in_range = {k for keys in by_addr.values() for k in keys if lo <= k[1] <= hi}
+    seen_on: dict[tuple[str, int], set[IPAddress]] = {}
+    for a, keys in by_addr.items():
+        for k in keys:
+            seen_on.setdefault(k, set()).add(a)
+    node: set[IPAddress] = {a for a in by_addr if a in local_ips or a.is_loopback}
+    np_keys = {k for k in in_range if len(seen_on[k]) >= 2 or seen_on[k] & node}
+    changed = True
+    while changed:
+        changed = False
+        for a, keys in by_addr.items():
+            if a in node:
+                continue
+            only_np = all(lo <= p <= hi for _, p in keys)
+            if only_np and (len(keys) >= 2 or keys & np_keys):
+                node.add(a)
+                changed = True
+        more = {k for k in in_range if seen_on[k] & node} - np_keys
+        if more:
+            np_keys |= more
+            changed = True
+    out = Layout(node_addresses=node, vips={a for a in by_addr if a not in node})
+    for proto, port in np_keys:
+        out.node_ports.setdefault(proto, set()).add(port)
+    return out
+
+
+def infer_kube_ipsets(table: IPVSTable, local_ips: frozenset[IPAddress] | set[IPAddress] = frozenset(),
+                      names: set[str] | None = None) -> dict[str, IPSetDef]:
+    """kube-proxy's ipsets as the IPVS table implies them (see the module docstring for the limits)."""
+    lay = layout(table, local_ips)
+    fam = "inet6" if any(a.version == 6 for a in table.addresses()) and not any(
+        a.version == 4 for a in table.addresses()) else "inet"
+    sets = {n: IPSetDef(n, t, fam) for n, t in INFERRED_SETS.items() if names is None or n in names}
+
+    def add(name: str, member: tuple[str, ...]) -> None:
+        if name in sets and member not in sets[name].members:
+            sets[name].members.append(member)
+
+    for s in table.services:
+        if s.ip is None or s.port is None or s.fwmark is not None:
+            continue
+        if s.ip in lay.vips:
+            add("KUBE-CLUSTER-IP", (str(s.ip), f"{s.protocol}:{s.port}"))
+            add("KUBE-IPVS-IPS", (str(s.ip),))
+        elif s.port in lay.node_ports.get(s.protocol, set()):
+            if s.protocol == "sctp":
+                add("KUBE-NODE-PORT-SCTP-HASH", (str(s.ip), f"sctp:{s.port}"))
+            else:
+                add(f"KUBE-NODE-PORT-{s.protocol.upper()}", (f"{s.protocol}:{s.port}",))
+        for r in s.reals:
+            # A connection whose source is the endpoint it is sent to started on this node, so the
+            # endpoint is local: kube-proxy lists it in KUBE-LOOP-BACK for the hairpin masquerade.
+            if r.ip is not None and r.port is not None:
+                add("KUBE-LOOP-BACK", (str(r.ip), f"{s.protocol}:{r.port}", str(r.ip)))
+    return sets
+
+
+def ipset_names_in_rules(texts: list[str]) -> set[str]:
+    out: set[str] = set()
+    for t in texts:
+        out.update(re.findall(r"--match-set\s+(\S+)", t))
+    return out
+

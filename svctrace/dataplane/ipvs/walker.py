@@ -1,0 +1,636 @@
+"""Walk a packet through a node in kube-proxy's IPVS mode: netfilter, then IPVS, then netfilter again.
+
+Where IPVS sits (net/netfilter/ipvs/ip_vs_core.c, `ip_vs_ops4` / `ip_vs_ops6`):
+
+  - LOCAL_IN at NF_IP_PRI_NAT_SRC - 1 (99): after mangle, filter and security INPUT, before nat
+    INPUT. kube-proxy binds every ClusterIP (and external/LB IP not already on the node) to the dummy
+    interface kube-ipvs0, so a packet to a Service address is routed as local and reaches INPUT.
+  - LOCAL_OUT at NF_IP_PRI_NAT_DST + 2 (-98): for the node's own connections, after raw, mangle and
+    nat OUTPUT, before filter OUTPUT.
+
+IPVS looks the packet up (ip_vs_service_find: firewall mark, then proto+address+port, then a port-0
+service), lets the scheduler pick a real server and rewrites the destination (ip_vs_nat_xmit). Then
+(net/netfilter/ipvs/ip_vs_xmit.c, ip_vs_nat_send_or_cont):
+  - a real server on this node: NF_ACCEPT, the packet goes on up the local stack (nat INPUT, then
+    the socket);
+  - elsewhere: `NF_HOOK(NF_INET_LOCAL_OUT, ..., dst_output)`: the packet goes through the OUTPUT
+    hooks (raw, mangle, filter, security; nat was already decided for this connection) and then
+    POSTROUTING, where kube-proxy's KUBE-POSTROUTING masquerades what KUBE-MARK-MASQ marked in
+    PREROUTING. It never traverses FORWARD.
+  - a packet from a loopback source may not go to another host (`crosses_local_route_boundary`):
+    it is dropped, which is why `curl 127.0.0.1:<nodePort>` hangs in IPVS mode (kubernetes#96879).
+With no usable real server, ip_vs_leave() drops the packet and sends ICMP port unreachable (TCP
+clients see "connection refused"). A packet IPVS has no virtual server for (ping, another port)
+goes on to nat INPUT and the node's own stack: before kube-proxy 1.26 the node answers ping to
+any ClusterIP and serves its own listening sockets on it (kubernetes#72236); since 1.26
+KUBE-IPVS-FILTER (filter INPUT) rejects new connections to a kube-ipvs0 address that match no
+virtual server (pkg/proxy/ipvs/proxier.go, writeIptablesRules: RETURN for KUBE-CLUSTER-IP,
+KUBE-LOAD-BALANCER, KUBE-EXTERNAL-IP(-LOCAL) dst,dst and KUBE-HEALTH-CHECK-NODE-PORT dst, then
+`-m conntrack --ctstate NEW -m set --match-set KUBE-IPVS-IPS dst -j REJECT`).
+
+The iptables rules are walked with the netfilter walker (`svctrace.dataplane.iptables.walker.Walker`); this
+module adds the IPVS steps between its hooks and decides kube-proxy's ipset matches from an
+`ipset save` when given, else from the sets the IPVS table implies (see `kubeproxy.py`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from svctrace.dataplane.contract import Outcome, PathStep, TraceResult
+from svctrace.dataplane.ipset import member_of
+from svctrace.dataplane.iptables.matches import Unknown
+from svctrace.dataplane.iptables.parser import parse_rule
+from svctrace.dataplane.iptables.rules import Chain, Match, RawRule, Rule, Ruleset, Table
+from svctrace.dataplane.iptables.walker import State, Walker, _Final, merge_outcomes
+from svctrace.dataplane.ipvs.kubeproxy import (
+    INFERRED_SETS,
+    IPVS_FILTER_SINCE,
+    NODEPORT_RANGE,
+    Layout,
+    infer_kube_ipsets,
+    ipset_names_in_rules,
+    layout,
+    parse_kube_version,
+)
+from svctrace.dataplane.ipvs.model import IPVSTable, RealServer, VirtualService
+from svctrace.dataplane.ipvs.schedulers import Schedule, schedule
+from svctrace.errors import InputError, Warn
+from svctrace.model.packet import IPSetDef, NodeFacts, Packet
+
+_TAKEN = "\x00ipvs"  # key in State.assume: IPVS handled this packet (the kernel's skb->ipvs_property)
+_INFERRED = ("kube-proxy's ipsets hold what the IPVS table implies (no `ipset save` given): virtual servers on "
+             "non-node addresses taken as ClusterIPs, NodePorts recognised by port range")
+_NO_IPTABLES = ("no iptables rules were given: kube-proxy's KUBE-SERVICES marks, KUBE-POSTROUTING masquerade "
+                "and filter rules were not walked (source NAT and filtering unknown)")
+_HOOKED = "svctrace: assumed kube-proxy jump"  # comment of the jumps added to a partial dump
+_FILTER_RULE = "-A KUBE-IPVS-FILTER -m conntrack --ctstate NEW -m set --match-set KUBE-IPVS-IPS dst -j REJECT"
+
+
+@dataclass
+class _Context:
+    table: IPVSTable
+    layout: Layout
+    version: tuple[int, int] | None
+    inferred: set[str] = field(default_factory=set)
+    synthetic_filter: bool = False  # no filter table in the dump: model KUBE-IPVS-FILTER from the version
+    no_nat: bool = False
+    schedules: dict[int, Schedule] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    node_stack: bool = False  # a TCP/UDP/SCTP packet to a kube-ipvs0 address reached the node's own stack
+
+    def note(self, text: str) -> None:
+        if text not in self.notes:
+            self.notes.append(text)
+
+
+class IPVSWalker(Walker):
+    """The netfilter walker with IPVS at LOCAL_IN and LOCAL_OUT."""
+
+    def __init__(self, rs: Ruleset, node: NodeFacts, ctx: _Context) -> None:
+        super().__init__(rs, node)
+        self.ctx = ctx
+        self.table = ctx.table
+
+    # -- pipeline ---------------------------------------------------------------------------
+    def run(self, pkt: Packet, remembered: str | None = None, prob: float = 1.0) -> list[_Final]:
+        st = State(pkt, prob)
+        st.remembered = remembered
+        if not self.rs.tables:
+            st.assume_one(_NO_IPTABLES)
+        elif self.ctx.no_nat:
+            st.assume_one("the iptables dump has no nat table: kube-proxy's masquerade rules were not walked")
+        if pkt.origin == "forwarded":
+            if self._martian(st, pkt.src, "source"):
+                return self.finals
+            states = self.hook([st], "PREROUTING", ("raw", "mangle", "nat"))
+            self._route_in(states)
+            return self.finals
+        st.oif = "lo" if self.node.is_local(pkt.dst) else pkt.oif
+        states = self.hook([st], "OUTPUT", ("raw", "mangle", "nat"))
+        onward: list[State] = []
+        for s in states:
+            for s2, kind in self._ipvs(s, "OUTPUT"):
+                if kind == "remote":
+                    self._out_remote(s2)
+                else:
+                    onward.append(s2)
+        self._out_rest(onward)
+        return self.finals
+
+    def _route_in(self, states: list[State]) -> None:
+        local: list[State] = []
+        fwd: list[State] = []
+        for s in states:
+            if self._martian(s, s.pkt.dst, "destination"):
+                continue
+            (local if self.node.is_local(s.pkt.dst) else fwd).append(s)
+        states = self.hook(local, "INPUT", ("mangle", "filter", "security"))
+        states = self._synthetic_filter(states)
+        up: list[State] = []
+        for s in states:
+            for s2, kind in self._ipvs(s, "INPUT"):
+                if kind == "remote":
+                    self._out_remote(s2)
+                else:
+                    up.append(s2)
+        for s in self.hook(up, "INPUT", ("nat",)):
+            self._deliver(s)
+        if self.table.partial:
+            for s in fwd:
+                if s.pkt.has_ports:
+                    s.assume_one(f"the IPVS listing is partial (elided or cut): {s.pkt.dst} has no virtual server "
+                                 "in the part shown (one in the part left out would make it a local address)")
+        states = self.hook(fwd, "FORWARD", ("mangle", "filter", "security"))
+        for s in self.hook(states, "POSTROUTING", ("mangle", "nat")):
+            self.finish(s, "accept", "forward", f"routed on to {self._dst(s)}")
+
+    def _out_remote(self, s: State) -> None:
+        """IPVS sent the packet to another host: NF_HOOK(LOCAL_OUT) then POSTROUTING (never FORWARD)."""
+        s.iif = None
+        s.oif = s.orig.oif
+        s.ifaces.pop("o", None)
+        states = self.hook([s], "OUTPUT", ("raw", "mangle", "nat", "filter", "security"))
+        for x in self.hook(states, "POSTROUTING", ("mangle", "nat")):
+            self.finish(x, "accept", "forward", f"IPVS sends it to {x.dnat or self._dst(x)}")
+
+    def _out_rest(self, states: list[State]) -> None:
+        """The node's own packet after IPVS let it pass (or sent it to a real server on this node)."""
+        states = self.hook(states, "OUTPUT", ("filter", "security"))
+        for s in self.hook(states, "POSTROUTING", ("mangle", "nat")):
+            if not self.node.is_local(s.pkt.dst):
+                self.finish(s, "accept", "forward", f"leaves the node for {self._dst(s)}")
+                continue
+            s.iif, s.oif = "lo", None
+            s.ifaces = {}
+            back = self.hook([s], "PREROUTING", ("raw", "mangle"))
+            back = self.hook(back, "INPUT", ("mangle", "filter", "security"))
+            for b in self._synthetic_filter(back):
+                self._deliver(b)
+
+    def _deliver(self, s: State) -> None:
+        pkt = s.pkt
+        if _TAKEN in s.assume:
+            self.finish(s, "accept", "local", f"IPVS sends it to {s.dnat or self._dst(s)}, on this node")
+            return
+        if pkt.dst in self.ctx.layout.vips:
+            if pkt.has_ports:
+                self.ctx.node_stack = True
+            what = f"{pkt.proto}/{pkt.dport}" if pkt.has_ports else pkt.proto
+            self.finish(s, "accept", "local", f"delivered to the node itself: {pkt.dst} is on kube-ipvs0 and IPVS "
+                                              f"has no virtual server for {what} on it")
+            return
+        self.finish(s, "accept", "local", f"delivered to a process on the node at {self._dst(s)}")
+
+    # -- KUBE-IPVS-FILTER when the filter table was not collected ---------------------------
+    def _synthetic_filter(self, states: list[State]) -> list[State]:
+        if not self.ctx.synthetic_filter:
+            return states
+        out: list[State] = []
+        for s in states:
+            pkt = s.pkt
+            if _TAKEN in s.assume or pkt.dst not in self.ctx.layout.vips or self._has_service(s):
+                out.append(s)
+                continue
+            v = self.ctx.version
+            if v is not None:
+                if v >= IPVS_FILTER_SINCE:
+                    s.assume_one(f"kube-proxy {v[0]}.{v[1]} writes KUBE-IPVS-FILTER (the filter table is not "
+                                 "in the dump)")
+                    self._filter_reject(s)
+                else:
+                    out.append(s)
+                continue
+            u = Unknown("kube-proxy:ipvs-filter", "kube-proxy is 1.26 or later, so KUBE-IPVS-FILTER rejects "
+                                                 "traffic to a Service address on a port it does not serve")
+            other = s.fork()
+            other.set_assumption(u, False)
+            other.prob *= 0.5
+            s.set_assumption(u, True)
+            s.prob *= 0.5
+            self._filter_reject(s)
+            out.append(other)
+            self.warn("ipvs-filter", "the kube-proxy version is not known and the filter table is not in the dump: "
+                                     "shown with and without KUBE-IPVS-FILTER (1.26+)", None, "unknown-match")
+        return out
+
+    def _filter_reject(self, s: State) -> None:
+        s.reject_with = "icmp6-port-unreachable" if s.pkt.family == 6 else "icmp-port-unreachable"
+        s.add(PathStep("INPUT", "filter", "KUBE-IPVS-FILTER", None, None, _FILTER_RULE,
+                       f"REJECT with {s.reject_with}", note="not in the dump: kube-proxy 1.26+ writes this rule"))
+        self.finish(s, "reject", None, f"KUBE-IPVS-FILTER rejects it: {s.pkt.dst} is a Service address on "
+                                       "kube-ipvs0 and no virtual server serves this protocol/port")
+
+    def _has_service(self, s: State) -> bool:
+        look = self.table.find(s.pkt.proto, s.pkt.dst, s.pkt.dport, s.mark)
+        return look.service is not None or bool(look.maybe)
+
+    # -- IPVS -------------------------------------------------------------------------------
+    def _ipvs(self, st: State, hook: str) -> list[tuple[State, str]]:
+        """IPVS at LOCAL_IN or LOCAL_OUT. Returns (state, "pass" | "local" | "remote"); finishes the
+        states it drops or rejects."""
+        if _TAKEN in st.assume:
+            return [(st, "pass")]
+        pkt = st.pkt
+        look = self.table.find(pkt.proto, pkt.dst, pkt.dport, st.mark)
+        cands: list[tuple[VirtualService | None, float, str | None]]
+        if look.service is not None:
+            cands = [(look.service, 1.0, None)]
+        elif look.maybe:
+            n = len(look.maybe)
+            what = f"{pkt.proto} {self._dst(st)}"
+            cands = [(None, 0.5, f"{what} is none of the {n} virtual service(s) whose address or port the listing "
+                                 "lost")]
+            cands += [(vs, 0.5 / n, f"{vs.text!r} (address or port lost in the listing) is {what}")
+                      for vs in look.maybe]
+            self.warn(f"maybe:{pkt.dst}", f"the listing lost the address or port of {n} virtual service(s) that "
+                                          f"could be {what}: each is shown as a possibility (certain: false)",
+                      None, "unknown-match")
+        else:
+            if self.table.partial and pkt.has_ports:
+                st.assume_one(f"the IPVS listing is partial (elided or cut): no virtual server for "
+                              f"{pkt.proto} {self._dst(st)} in the part shown")
+            return [(st, "pass")]
+        out: list[tuple[State, str]] = []
+        for vs, p, assumption in cands:
+            s = st if len(cands) == 1 else st.fork()
+            s.prob *= p
+            if assumption:
+                s.assume_one(assumption)
+            if vs is None:
+                out.append((s, "pass"))
+            else:
+                out.extend(self._schedule(s, vs, hook))
+        return out
+
+    def _schedule(self, st: State, vs: VirtualService, hook: str) -> list[tuple[State, str]]:
+        sch = self.ctx.schedules.get(id(vs))
+        if sch is None:
+            sch = self.ctx.schedules[id(vs)] = schedule(vs)
+        for n in sch.notes:
+            self.ctx.note(n)
+        if vs.maybe_cut:
+            st.assume_one(f"the listing is cut or elided after {vs.label}: it has no other real server than "
+                          "the ones shown")
+        if not sch.picks:
+            why = "it has no real server" if not vs.reals else "all its real servers have weight 0"
+            st.add(PathStep(hook, "ipvs", vs.label, None, vs.line, vs.text,
+                            "IPVS: no destination available → ICMP port unreachable",
+                            note=f"{why}; kube-proxy keeps the virtual server of a Service without ready endpoints"))
+            if st.pkt.proto in ("icmp", "icmpv6"):
+                self.finish(st, "drop", None, f"IPVS drops it: {vs.label} has no usable real server")
+            else:
+                st.reject_with = "icmp6-port-unreachable" if st.pkt.family == 6 else "icmp-port-unreachable"
+                self.finish(st, "reject", None, f"IPVS answers ICMP port unreachable (connection refused): "
+                                                f"{vs.label}: {why}")
+            self.ctx.note(f"{vs.label} has no usable real server: IPVS answers a new connection with ICMP port "
+                          "unreachable, so TCP clients see \"connection refused\" (ip_vs_leave, "
+                          "net/netfilter/ipvs/ip_vs_core.c); kube-proxy keeps the virtual server while the Service "
+                          "has no ready endpoints")
+            return []
+        out: list[tuple[State, str]] = []
+        many = len(sch.picks) > 1
+        for pick in sch.picks:
+            s = st.fork() if many else st
+            s.prob *= pick.share
+            r = pick.real
+            weight = r.weight if r.weight is not None else "?"
+            note = None
+            if vs.persistent is not None:
+                note = f"persistent {vs.persistent}s: later connections from this client go to the same server"
+            s.add(PathStep(hook, "ipvs", vs.label, r.position, r.line, r.text,
+                           f"IPVS {vs.scheduler or '?'} → {r.endpoint} (weight {weight})", None,
+                           pick.share if many else None, note))
+            if not sch.certain and sch.assumption:
+                s.assume_one(sch.assumption)
+            kind = self._dnat_to(s, vs, r, hook)
+            if kind is not None:
+                out.append((s, kind))
+        return out
+
+    def _dnat_to(self, s: State, vs: VirtualService, r: RealServer, hook: str) -> str | None:
+        pkt = s.pkt
+        s.assume[_TAKEN] = True
+        s.assume[f"{_TAKEN}:{self.table.services.index(vs)}"] = True
+        if r.ip is None:
+            s.dnat = r.endpoint
+            s.assume_one(f"the real server {r.host!r} (not an address in the listing) is not on this node")
+            self.finish(s, "accept", "forward", f"IPVS sends it to {r.endpoint}")
+            return None
+        if r.ip.version != pkt.family:
+            self.finish(s, "drop", None, f"IPVS cannot send an IPv{pkt.family} packet to {r.endpoint} by NAT")
+            return None
+        method = r.forward or "Masq"
+        if method in ("Masq", "Local"):
+            self._do_dnat(s, r.ip, r.port if r.port is not None else pkt.dport, None)
+        else:  # Route (direct routing) and Tunnel keep the destination; the packet goes to that host
+            s.pkt = pkt.with_(dst=r.ip)
+            s.dnat = f"{r.endpoint} ({'direct routing' if method == 'Route' else 'IPIP tunnel'})"
+        if r.port is None and r.ip is not None:
+            s.dnat = r.endpoint
+            s.assume_one(f"the port of real server {r.text.strip()!r} was cut off in the listing")
+        # ip_vs_update_conntrack only rewrites the reply tuple: the kernel sets no IPS_DST_NAT, so
+        # `--ctstate DNAT` does not match an IPVS connection.
+        s.dnat_changed = False
+        local = self.node.is_local(r.ip)
+        if not local and pkt.src.is_loopback:
+            s.add(PathStep(hook, "ipvs", vs.label, r.position, r.line, r.text,
+                           "IPVS refuses: loopback source to another host",
+                           note="crosses_local_route_boundary (net/netfilter/ipvs/ip_vs_xmit.c)"))
+            self.finish(s, "drop", None, f"IPVS drops it: a packet from {pkt.src} (loopback) may not be sent to "
+                                         f"{r.endpoint} on another host; the connection hangs (kubernetes#96879)")
+            self.ctx.note(f"Connections from {pkt.src} to a NodePort on a loopback address hang in IPVS mode: "
+                          "the kernel will not send a loopback-sourced packet to another host "
+                          "(crosses_local_route_boundary in ip_vs_xmit.c; kubernetes#96879). Use a node address.")
+            return None
+        if local and r.ip.is_loopback and hook == "INPUT":
+            self.finish(s, "drop", None, "IPVS drops it: NAT from the network to a loopback address "
+                                         "(ip_vs_nat_xmit: stopping DNAT to loopback address)")
+            return None
+        if local:
+            if hook == "OUTPUT":
+                s.oif = "lo"
+            return "local"
+        return "remote"
+
+    # -- matches IPVS mode decides itself ---------------------------------------------------
+    def match(self, st: State, rule: Rule) -> list[tuple[State, bool]]:
+        if not rule.line and _HOOKED in rule.text and rule.target is not None:
+            st.assume_one(f"the dump does not show what jumps to {rule.target.name}; assumed kube-proxy's "
+                          f"`-A {rule.chain} -j {rule.target.name}`")
+        if not any(m.module in ("set", "ipvs") for m in rule.matches):
+            return super().match(st, rule)
+        verdicts: list[bool] = []
+        inferred = False
+        rest: list[Match] = []
+        for m in rule.matches:
+            if m.module == "set":
+                r = self._set(st, m)
+                if r is None:
+                    rest.append(m)
+                    continue
+                verdicts.append(r[0])
+                inferred = inferred or r[1]
+            elif m.module == "ipvs":
+                v = self._ipvs_match(st, m)
+                if v is None:
+                    rest.append(m)
+                    continue
+                verdicts.append(v)
+            else:
+                rest.append(m)
+        if len(rest) == len(rule.matches):
+            return super().match(st, rule)
+        alts = super().match(st, dataclasses.replace(rule, matches=rest))
+        out: list[tuple[State, bool]] = []
+        for s, matched in alts:
+            if matched and inferred:
+                s.assume_one(_INFERRED)
+            out.append((s, matched and all(verdicts)))
+        return out
+
+    def _set(self, st: State, m: Match) -> tuple[bool, bool] | None:
+        """(matches, decided by an inferred set), or None to leave it to the netfilter evaluator."""
+        o = m.opt("--match-set")
+        if o is None or len(o.args) < 2:
+            return None
+        name, flags = o.args[0], o.args[1].split(",")
+        s = self.node.ipsets.get(name)
+        if s is None:
+            return None
+        hit = _bitmap_port(s, st.pkt, flags) if s.type == "bitmap:port" else member_of(s, st.pkt, flags)
+        if hit is not None:
+            return hit != o.neg, name in self.ctx.inferred
+        if not st.pkt.has_ports and _portless_miss(s, flags) is False:
+            return o.neg, False  # whatever the set holds, an ICMP packet is not in it
+        return None
+
+    def _ipvs_match(self, st: State, m: Match) -> bool | None:
+        """xt_ipvs: `--ipvs` is skb->ipvs_property; every other option is false without it."""
+        vs = None
+        for k in st.assume:
+            if k.startswith(f"{_TAKEN}:"):
+                vs = self.table.services[int(k.rsplit(":", 1)[1])]
+        for o in m.opts:
+            if o.name == "--ipvs":
+                ok = vs is not None
+            elif vs is None:
+                return False
+            elif o.name == "--vproto":
+                ok = o.arg.lower() in (vs.protocol, {"tcp": "6", "udp": "17", "sctp": "132"}.get(vs.protocol))
+            elif o.name == "--vaddr":
+                try:
+                    ok = vs.ip is not None and vs.ip in ipaddress.ip_network(o.arg, strict=False)
+                except ValueError:
+                    return None
+            elif o.name == "--vport":
+                ok = vs.port is not None and str(vs.port) == o.arg
+            elif o.name == "--vdir":
+                ok = o.arg.upper() == "ORIGINAL"
+            elif o.name == "--vmethod":
+                ok = o.arg.upper() == "MASQ"
+            else:
+                return None
+            if ok == o.neg:
+                return False
+        return True
+
+
+def _bitmap_port(s: IPSetDef, pkt: Packet, flags: list[str]) -> bool | None:
+    """bitmap:port holds bare port numbers (`add KUBE-NODE-PORT-UDP 31000`); the kernel matches the
+    TCP/UDP/SCTP port whatever the protocol, and the iptables rule's `-p` picks the protocol."""
+    if not pkt.has_ports:
+        return False
+    port = pkt.sport if flags and flags[0] == "src" else pkt.dport
+    if port is None:
+        return None
+    for member in s.members:
+        text = member[0].split(":", 1)[-1]
+        lo, _, hi = text.partition("-")
+        try:
+            if int(lo) <= port <= int(hi or lo):
+                return True
+        except ValueError:
+            return None
+    return False
+
+
+def _portless_miss(s: IPSetDef, flags: list[str]) -> bool | None:
+    """An ICMP packet has no port: it is in no set whose port dimension holds tcp/udp/sctp entries."""
+    typ = s.type.split(":", 1)[1] if ":" in s.type else s.type
+    kinds = typ.split(",")
+    idx = [i for i, k in enumerate(kinds) if k == "port" and i < max(len(flags), len(kinds))]
+    if not idx:
+        return None
+    for member in s.members:
+        for i in idx:
+            if i < len(member):
+                v = member[i]
+                proto = v.split(":", 1)[0] if ":" in v else "tcp"
+                if proto not in ("tcp", "udp", "sctp") and not v.isdigit():
+                    return None
+    return False
+
+
+def trace(ipvs_table: IPVSTable, iptables_ruleset: Ruleset | None, packet: Packet, node: NodeFacts | None = None,
+          *, kube_version: object = None) -> TraceResult:
+    """Every fate of `packet` on a node in IPVS mode, with probabilities summing to 1.
+
+    `iptables_ruleset` is the node's iptables-save (kube-proxy's companion rules), or None when only
+    the IPVS table is known. `node.ipsets` (from `ipset save`) decides `-m set`; the sets it lacks
+    are inferred from the IPVS table. `kube_version` ("1.26", "v1.29.2", (1, 26)) decides what
+    kube-proxy does where the dump is silent (KUBE-IPVS-FILTER when the filter table is missing).
+    """
+    node = node or NodeFacts()
+    try:
+        version = parse_kube_version(kube_version)
+    except ValueError as e:
+        raise InputError(str(e)) from None
+    given = iptables_ruleset is not None
+    rs = iptables_ruleset if iptables_ruleset is not None else Ruleset(source="<no iptables rules>",
+                                                                       family=packet.family)
+    if given and rs.rule_count and rs.family != packet.family:
+        raise InputError(f"the packet is IPv{packet.family} but the iptables dump holds IPv{rs.family} rules",
+                         source=rs.source)
+    lay = layout(ipvs_table, node.local_ips)
+    warnings: list[Warn] = list(ipvs_table.warnings) + (list(rs.warnings) if given else [])
+    if given:
+        rs, added = _complete_kube_hooks(rs)
+        if added:
+            warnings.append(Warn(f"nothing in the dump jumps to {', '.join(added)} (a partial paste): walked as if "
+                                 "kube-proxy's jumps were there (certain: false)", rs.source, None, "missing-chain"))
+    ctx = _Context(ipvs_table, lay, version)
+    ipsets = dict(node.ipsets)
+    if given:
+        names = ipset_names_in_rules([raw.text for c in rs.iter_chains() for raw in c.raw])
+        missing = {n for n in names if n not in ipsets and n in INFERRED_SETS}
+        if missing:
+            ipsets.update(infer_kube_ipsets(ipvs_table, node.local_ips, missing))
+            ctx.inferred = missing
+            warnings.append(Warn(f"no `ipset save` for {', '.join(sorted(missing))}: inferred from the IPVS table "
+                                 "(ClusterIPs = virtual servers on non-node addresses; outcomes that depend on "
+                                 "them are certain: false)", ipvs_table.source, None, "ipset-inferred"))
+        unknown = sorted(n for n in names if n not in ipsets)
+        if unknown:
+            warnings.append(Warn(f"ipsets {', '.join(unknown)} are neither given nor kube-proxy IPVS sets svctrace "
+                                 "can infer: matches on them are shown both ways", rs.source, None, "ipset"))
+        ctx.no_nat = "nat" not in rs.tables
+        has_filter_chain = rs.chain("filter", "KUBE-IPVS-FILTER") is not None
+        if "filter" not in rs.tables:
+            ctx.synthetic_filter = True
+        elif version is not None and version >= IPVS_FILTER_SINCE and not has_filter_chain:
+            warnings.append(Warn(f"kube-proxy {version[0]}.{version[1]} writes a KUBE-IPVS-FILTER chain but the "
+                                 "filter table of the dump has none", rs.source, None, "version"))
+        elif version is not None and version < IPVS_FILTER_SINCE and has_filter_chain:
+            warnings.append(Warn(f"the dump has KUBE-IPVS-FILTER, which kube-proxy writes only since 1.26, but "
+                                 f"the version given is {version[0]}.{version[1]}", rs.source, None, "version"))
+    else:
+        ctx.synthetic_filter = True
+    eff = dataclasses.replace(node, local_ips=frozenset(set(node.local_ips) | ipvs_table.addresses()),
+                              ipsets=ipsets)
+    w = IPVSWalker(rs, eff, ctx)
+    finals = w.run(packet)
+    outcomes = merge_outcomes(finals)
+    notes = _notes(ctx, given, packet, outcomes)
+    return TraceResult(packet, outcomes, warnings + w.warnings, rs, notes, nowhere=ctx.node_stack)
+
+
+def _complete_kube_hooks(rs: Ruleset) -> tuple[Ruleset, list[str]]:
+    """A paste of some chains only (`iptables -t nat -L KUBE-SERVICES`) has kube-proxy's chains but not
+    the built-in rules that reach them. Add kube-proxy's jumps (pkg/proxy/ipvs/proxier.go,
+    iptablesJumpChain: nat OUTPUT and PREROUTING -> KUBE-SERVICES, nat POSTROUTING -> KUBE-POSTROUTING,
+    filter INPUT -> KUBE-IPVS-FILTER) to a copy when nothing jumps to a chain that has rules."""
+    wanted = {"nat": {"PREROUTING": "KUBE-SERVICES", "OUTPUT": "KUBE-SERVICES", "POSTROUTING": "KUBE-POSTROUTING"},
+              "filter": {"INPUT": "KUBE-IPVS-FILTER"}}
+    tables = dict(rs.tables)
+    added: list[str] = []
+    for tname, hooks in wanted.items():
+        t = rs.tables.get(tname)
+        if t is None:
+            continue
+        texts = [raw.text for c in t.chains.values() for raw in c.raw]
+        chains = dict(t.chains)
+        for hook, target in hooks.items():
+            tc = t.chains.get(target)
+            if tc is None or not len(tc) or any(re.search(rf"\s-[jg]\s+{target}(\s|$)", x) for x in texts):
+                continue
+            old = t.chains.get(hook)
+            c = Chain(tname, hook, policy=old.policy if old else "ACCEPT", decl_line=old.decl_line if old else None)
+            c.raw = [RawRule(0, f'-A {hook} -m comment --comment "{_HOOKED}" -j {target}'), *(old.raw if old else [])]
+            c._parse = _parser(rs.family)
+            chains[hook] = c
+            if target not in added:
+                added.append(target)
+        if chains != t.chains:
+            tables[tname] = Table(tname, chains, t.line)
+    if not added:
+        return rs, []
+    return dataclasses.replace(rs, tables=tables), added
+
+
+def _parser(family: int) -> Callable[[Chain], list[Rule]]:
+    def parse(chain: Chain) -> list[Rule]:
+        rules: list[Rule] = []
+        for raw in chain.raw:
+            for r in parse_rule(chain.table, chain.name, raw, family):
+                r.index = len(rules) + 1
+                rules.append(r)
+        return rules
+
+    return parse
+
+
+def _notes(ctx: _Context, given: bool, pkt: Packet, outcomes: list[Outcome]) -> list[str]:
+    notes: list[str] = []
+    dst = pkt.dst
+    table = ctx.table
+    on_ipvs0 = dst in ctx.layout.vips
+    served = sorted({f"{s.protocol}/{s.port}" for s in table.services if s.ip == dst and s.port is not None})
+    ports = f" (it serves {', '.join(served[:6])})" if served else ""
+    v = ctx.version
+    if on_ipvs0 and pkt.proto in ("icmp", "icmpv6"):
+        before = (f"{dst} is a Service address kube-proxy put on the node's kube-ipvs0 interface, so before "
+                  "kube-proxy 1.26 the node itself answers ping to it; IPVS only balances the TCP/UDP/SCTP ports it "
+                  "has virtual servers for, so no Pod ever sees the ping.")
+        after = ("Since kube-proxy 1.26 the KUBE-IPVS-FILTER chain (filter INPUT) rejects new traffic to a kube-ipvs0 "
+                 "address that no virtual server serves (kubernetes#72236, PR #108460): ping gets "
+                 "'destination port unreachable' from the node.")
+        if v is None:
+            notes.append(f"{before} {after} (The kube-proxy version is not known.)")
+        elif v >= IPVS_FILTER_SINCE:
+            notes.append(f"{after} {dst} is on kube-ipvs0, but kube-proxy {v[0]}.{v[1]} no longer lets the node "
+                         "answer ping on it.")
+        else:
+            notes.append(f"{before} (kube-proxy {v[0]}.{v[1]}; from 1.26 KUBE-IPVS-FILTER rejects it instead.)")
+    elif on_ipvs0 and pkt.has_ports and table.find(pkt.proto, dst, pkt.dport).service is None and not any(
+            o.dnat for o in outcomes):
+        notes.append(f"{dst} is a Service address on kube-ipvs0{ports}, but IPVS has no virtual server for "
+                     f"{pkt.proto}/{pkt.dport}. Before kube-proxy 1.26 the packet reaches the node's own stack: "
+                     "connection refused, or a host process listening on 0.0.0.0 answers through the Service IP "
+                     "(kubernetes#72236). Since 1.26 KUBE-IPVS-FILTER rejects it.")
+    elif pkt.has_ports and not on_ipvs0 and dst not in ctx.layout.node_addresses and not served and all(
+            o.delivery == "forward" and not o.dnat for o in outcomes if o.verdict == "accept"):
+        more = " The listing is partial, so it may be in the part left out." if table.partial else ""
+        notes.append(f"This IPVS table has no virtual server on {dst}: it is not a Service address on this node "
+                     f"(kube-proxy binds every ClusterIP it serves to kube-ipvs0), so the packet is routed on "
+                     f"untranslated.{more}")
+    elif (pkt.has_ports and not on_ipvs0 and NODEPORT_RANGE[0] <= (pkt.dport or 0) <= NODEPORT_RANGE[1]
+          and table.find(pkt.proto, dst, pkt.dport).service is None
+          and any(o.delivery == "local" and not o.dnat for o in outcomes)):
+        known = sorted({s.port for s in table.services if s.port is not None and s.protocol == pkt.proto
+                        and s.port in ctx.layout.node_ports.get(pkt.proto, set())})
+        seen = f" (NodePorts in this table: {', '.join(map(str, known[:8]))})" if known else ""
+        notes.append(f"IPVS has no virtual server for {pkt.proto}/{pkt.dport} on {dst}{seen}: if this is a NodePort, "
+                     "kube-proxy did not create it on this address (it makes one per node address it finds, "
+                     "filtered by --nodeport-addresses), so the node's own stack gets the connection: refused "
+                     "unless a host process listens on that port.")
+    notes.extend(ctx.notes)
+    if not given:
+        notes.append("Only the IPVS table was given: the iptables rules kube-proxy programs beside it "
+                     "(KUBE-SERVICES marks, KUBE-POSTROUTING masquerade, KUBE-IPVS-FILTER) were not walked, so "
+                     "source NAT and filtering are not known; give the node's iptables-save (and ipset save).")
+    return notes

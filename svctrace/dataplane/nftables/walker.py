@@ -1,0 +1,1468 @@
+"""Walk a packet through a node's nftables ruleset the way the kernel does, over every branch at once.
+
+Same contract as the iptables walker (`svctrace.dataplane.iptables.walker`): `trace()` returns a `TraceResult`
+whose outcomes (verdict, DNAT destination, masquerade, probability, path) sum to 1.
+
+Kernel model (net/netfilter/nf_tables_core.c, nf_nat_core.c):
+
+- Every base chain of every table of the packet's family (`ip`/`inet` for IPv4, `ip6`/`inet` for
+  IPv6) runs at its hook, in priority order (ties: dump order). An accept ends only that base chain;
+  the next one at the hook still sees the packet. A drop or reject ends the packet.
+- `type nat` chains do not run at their own priority: the NAT core runs them all, in their priority
+  order, from its own hook (dstnat -100 at prerouting/output, srcnat 100 at postrouting/input), and
+  only for the first packet of a connection; once one of them set up a translation (`dnat`,
+  `masquerade`, `redirect`, `snat`), the others are skipped.
+- `jump` pushes, `goto` replaces, `return` pops; a base chain ends with its policy. A failed map lookup
+  ends the rule without a match. An expression the packet has no value for (`tcp dport` of a UDP
+  packet, `iifname` at output) makes the rule not match, whatever the operator.
+- `numgen random mod N` splits the walk into N branches of exactly 1/N; `jhash`/`symhash` likewise but
+  uncertain. Conntrack is that of a first packet: `ct state new`, `ct status dnat` once a DNAT changed
+  the destination. Sets a rule adds to at run time (`update @affinity-...`) hold nothing for a new
+  client; for a returning client the walk starts again from the distribution of first choices.
+- Hooks in kernel order and routing as in the iptables walker: PREROUTING -> route -> INPUT or
+  FORWARD -> POSTROUTING; the node's own packets: OUTPUT -> POSTROUTING (-> through lo: PREROUTING,
+  INPUT).
+
+Stdlib only.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, cast
+
+from svctrace.dataplane.contract import Outcome, PathStep, TraceResult
+from svctrace.dataplane.iptables.matches import Unknown, iface_known
+from svctrace.dataplane.iptables.walker import (
+    KUBE_DROP_MARK,
+    KUBE_MASQ_MARK,
+    State,
+    Walker,
+    _Final,
+    _primary_local,
+    merge_outcomes,
+)
+from svctrace.dataplane.nftables.ir import (
+    AnonSet,
+    Binop,
+    Chain,
+    Concat,
+    Const,
+    Ct,
+    Dynset,
+    Element,
+    Expr,
+    Fib,
+    Hash,
+    Limit,
+    ListLit,
+    Mangle,
+    MapLookup,
+    Match,
+    Meta,
+    Nat,
+    NftRuleset,
+    Notrack,
+    NSet,
+    Numgen,
+    Opaque,
+    Passive,
+    Payload,
+    Prefix,
+    Reject,
+    Rule,
+    SetRef,
+    Stmt,
+    Table,
+    Verdict,
+    VerdictStmt,
+    Vmap,
+)
+from svctrace.dataplane.nftables.ir import Unknown as UnknownStmt
+from svctrace.dataplane.nftables.printer import fmt_element, fmt_expr, fmt_stmt
+from svctrace.dataplane.nftables.values import (
+    ANY,
+    FLAG_TYPES,
+    INT,
+    BadValue,
+    Matcher,
+    declared_types,
+    expr_type,
+    flags_value,
+    matcher,
+    scalar,
+)
+from svctrace.errors import InputError, WalkError, Warn
+from svctrace.model.packet import NodeFacts, Packet, format_endpoint
+
+MAX_DEPTH = 64
+MAX_BRANCHES = 20000
+MAX_STEPS = 2_000_000
+HOOKS = ("PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING")
+# NF_IP_PRI_NAT_DST / NF_IP_PRI_NAT_SRC: where the NAT core runs the `type nat` chains of a hook.
+NAT_PRIORITY = {"PREROUTING": -100, "OUTPUT": -100, "INPUT": 100, "POSTROUTING": 100}
+MASK32 = 0xFFFFFFFF
+
+_XT = re.compile(r'^xt (match|target) "?([\w-]+)"?$')
+_ENDPOINT_CHAIN = re.compile(r"^endpoint-[A-Z0-9]{8}-.*__(.+)/(\d+)$")
+_REJECT4 = {"port-unreachable": "icmp-port-unreachable", "host-unreachable": "icmp-host-unreachable",
+            "net-unreachable": "icmp-net-unreachable", "prot-unreachable": "icmp-proto-unreachable",
+            "admin-prohibited": "icmp-admin-prohibited", "net-prohibited": "icmp-net-prohibited",
+            "host-prohibited": "icmp-host-prohibited", "no-route": "icmp-net-unreachable"}
+_REJECT6 = {"port-unreachable": "icmp6-port-unreachable", "no-route": "icmp6-no-route",
+            "admin-prohibited": "icmp6-adm-prohibited", "addr-unreachable": "icmp6-addr-unreachable",
+            "host-unreachable": "icmp6-addr-unreachable", "policy-fail": "icmp6-policy-fail",
+            "reject-route": "icmp6-reject-route"}
+
+
+class _Break:
+    """The packet has no value for the expression: the rule does not match."""
+
+
+BREAK = _Break()
+
+
+@dataclass(frozen=True)
+class _Unk:
+    """A value the dump cannot tell."""
+
+    key: str
+    says: str
+    iface: str | None = None  # "i" / "o": an interface name, reasoned about like the iptables walker does
+
+
+@dataclass(frozen=True)
+class _Maybe:
+    """A lookup whose key is partly unknown: these elements could match (or none)."""
+
+    candidates: tuple[Element, ...]
+    says: str
+
+
+@dataclass
+class _Index:
+    types: tuple[str, ...]
+    exact: dict[tuple[Any, ...], Element]
+    scan: list[tuple[tuple[Matcher, ...], Element]]
+    all: list[tuple[tuple[Matcher, ...], Element]]
+
+
+Act = tuple[str, str | None, str]  # (accept|drop|reject|jump|goto|return, target, reason)
+Res = str | Act  # "cont" / "stop" or a verdict
+_Work = tuple[State, int, dict[int, int], list[str], float | None, list[str]]
+
+
+def _randoms(s: Stmt) -> list[Numgen | Hash]:
+    out: list[Numgen | Hash] = []
+
+    def visit(e: object) -> None:
+        if isinstance(e, Numgen | Hash):
+            out.append(e)
+        elif isinstance(e, Concat):
+            for x in e.items:
+                visit(x)
+        elif isinstance(e, Binop):
+            visit(e.left)
+        elif isinstance(e, MapLookup):
+            visit(e.key)
+
+    if isinstance(s, Match):
+        visit(s.left)
+    elif isinstance(s, Vmap):
+        visit(s.key)
+    elif isinstance(s, Mangle):
+        visit(s.value)
+    elif isinstance(s, Nat):
+        visit(s.addr)
+        visit(s.port)
+    return out
+
+
+def _map_keys(s: Stmt, n: Numgen | Hash) -> set[int] | None:
+    """The integer keys of an anonymous map looked up by exactly `n` (`numgen ... vmap {...}`, `dnat to numgen
+    ... map {...}`), or None when the statement is shaped otherwise."""
+    data: SetRef | AnonSet | None = None
+    if isinstance(s, Vmap) and s.key is n:
+        data = s.data
+    elif isinstance(s, Nat) and isinstance(s.addr, MapLookup) and s.addr.key is n:
+        data = s.addr.data
+    if not isinstance(data, AnonSet):
+        return None
+    keys: set[int] = set()
+    for el in data.elements:
+        if not isinstance(el.key, Const):
+            return None
+        try:
+            keys.add(int(str(el.key.value), 0))
+        except ValueError:
+            return None
+    return keys
+
+
+def _nft_pattern(name: str) -> str:
+    """`eth*` (nft) -> `eth+` (the iptables walker's interface reasoning)."""
+    return name[:-1] + "+" if name.endswith("*") else name
+
+
+class NftWalker:
+    def __init__(self, rs: NftRuleset, node: NodeFacts, family: int) -> None:
+        self.rs = rs
+        self.node = node
+        self.family = family
+        self.finals: list[_Final] = []
+        self.warnings: list[Warn] = []
+        self._warned: set[str] = set()
+        self.steps = 0
+        self.branches = 0
+        self.hook_name = ""
+        self._anon: dict[tuple[int, tuple[str, ...]], _Index] = {}
+        fams = ("ip", "inet") if family == 4 else ("ip6", "inet")
+        self.tables = [t for t in rs.tables.values() if t.family in fams]
+        key = ("plans", family)
+        plans = rs.cache.get(key)
+        if not isinstance(plans, dict):
+            plans = {h: self._plan(h) for h in HOOKS}
+            rs.cache[key] = plans
+        self.plans: dict[str, list[tuple[str, list[Chain]]]] = plans
+        for t in rs.tables.values():
+            if t.family in ("netdev", "bridge", "arp") and any(c.is_base for c in t.chains.values()):
+                self.warn(f"family:{t.key}", f"table {t.key}: base chains of the {t.family} family are not walked "
+                                             "(only ip, ip6 and inet)", t.line, "not-modelled")
+            for c in t.chains.values():
+                if c.is_base and c.device is not None and t.family in fams:
+                    self.warn(f"device:{t.key}:{c.name}", f"{t.key} {c.name}: a per-device ({c.hook}) chain is not "
+                                                          "walked", c.line, "not-modelled")
+        if node.route_localnet is None:
+            # kube-proxy (iptables mode) blocks incoming localnet connections only when it turned route_localnet
+            # on; nft shows that KUBE-FIREWALL rule without its comment
+            self.route_localnet = any(("localnet" in (r.comment or "")) or "ip daddr 127.0.0.0/8" in r.text
+                                      for t in rs.tables.values() for c in t.chains.values()
+                                      if c.name == "KUBE-FIREWALL" for r in c.rules)
+            self.route_localnet_inferred = True
+        else:
+            self.route_localnet = node.route_localnet
+            self.route_localnet_inferred = False
+
+    def warn(self, key: str, msg: str, line: int | None = None, code: str = "walk") -> None:
+        if key in self._warned:
+            return
+        self._warned.add(key)
+        self.warnings.append(Warn(msg, self.rs.source if line else None, line, code))
+
+    # -- hooks ------------------------------------------------------------------------------------
+    def _plan(self, hook: str) -> list[tuple[str, list[Chain]]]:
+        """The base chains at a hook, in kernel order: ("chain", [c]) or ("nat", [c1, c2 ...])."""
+        h = hook.lower()
+        entries: list[tuple[int, int, str, list[Chain]]] = []
+        nat: list[tuple[int, int, Chain]] = []
+        order = 0
+        for t in self.tables:
+            for c in t.chains.values():
+                order += 1
+                if c.hook != h or c.device is not None:
+                    continue
+                prio = c.priority if c.priority is not None else 0
+                if c.type == "nat":
+                    nat.append((prio, order, c))
+                else:
+                    entries.append((prio, order, "chain", [c]))
+        if nat:
+            nat.sort(key=lambda x: (x[0], x[1]))
+            entries.append((NAT_PRIORITY.get(hook, 0), nat[0][1], "nat", [c for _, _, c in nat]))
+        entries.sort(key=lambda x: (x[0], x[1]))
+        return [(kind, cs) for _, _, kind, cs in entries]
+
+    def run(self, pkt: Packet, remembered: str | None = None, prob: float = 1.0) -> list[_Final]:
+        st = State(pkt, prob)
+        st.remembered = remembered
+        if pkt.origin == "forwarded":
+            if self._martian(st, pkt.src, "source"):
+                return self.finals
+            states = self.hook([st], "PREROUTING")
+            self._route_in(states)
+        else:
+            st.oif = "lo" if self.node.is_local(pkt.dst) else pkt.oif
+            states = self.hook([st], "OUTPUT")
+            states = self.hook(states, "POSTROUTING")
+            for s in states:
+                if self.node.is_local(s.pkt.dst):
+                    s.iif, s.oif = "lo", None
+                    s.ifaces = {}
+                    s.confirmed = True
+                    back = self.hook([s], "PREROUTING")
+                    for b in self.hook(back, "INPUT"):
+                        self.finish(b, "accept", "local", f"delivered to a process on the node at {Walker._dst(b)}")
+                else:
+                    self.finish(s, "accept", "forward", f"leaves the node for {Walker._dst(s)}")
+        return self.finals
+
+    def _martian(self, st: State, ip: ipaddress.IPv4Address | ipaddress.IPv6Address, what: str) -> bool:
+        if ip.version == 4 and ip.is_loopback and not self.route_localnet:
+            why = "route_localnet is off" + (" (kube-proxy's nftables mode does not turn it on)"
+                                             if self.route_localnet_inferred else "")
+            self.finish(st, "drop", None, f"routing drops it: {what} {ip} is a loopback address arriving "
+                                          f"from the network and {why}")
+            return True
+        return False
+
+    def _route_in(self, states: list[State]) -> None:
+        local: list[State] = []
+        fwd: list[State] = []
+        for s in states:
+            if self._martian(s, s.pkt.dst, "destination"):
+                continue
+            (local if self.node.is_local(s.pkt.dst) else fwd).append(s)
+        for s in self.hook(local, "INPUT"):
+            self.finish(s, "accept", "local", f"delivered to a process on the node at {Walker._dst(s)}")
+        states = self.hook(fwd, "FORWARD")
+        for s in self.hook(states, "POSTROUTING"):
+            self.finish(s, "accept", "forward", f"routed on to {Walker._dst(s)}")
+
+    def finish(self, st: State, verdict: str, delivery: str | None, reason: str) -> None:
+        self.finals.append(_Final(st, verdict, delivery, reason))
+
+    def hook(self, states: list[State], hook: str) -> list[State]:
+        for kind, chains in self.plans[hook]:
+            if not states:
+                return states
+            nxt: list[State] = []
+            for st in states:
+                results = self.run_nat(st, chains, hook) if kind == "nat" else self.run_base(st, chains[0], hook)
+                for s2, verdict, reason in results:
+                    if verdict == "accept":
+                        nxt.append(s2)
+                    else:
+                        self.finish(s2, verdict, None, reason)
+            states = nxt
+        return states
+
+    def run_nat(self, st: State, chains: list[Chain], hook: str) -> list[tuple[State, str, str]]:
+        dst_side = hook in ("PREROUTING", "OUTPUT")
+
+        def done(s: State) -> bool:
+            return s.untracked or (s.dnat_done if dst_side else s.snat_done)
+
+        if done(st):
+            return [(st, "accept", "")]
+        out: list[tuple[State, str, str]] = []
+        pending = [st]
+        for c in chains:
+            nxt: list[State] = []
+            for s in pending:
+                if done(s):
+                    out.append((s, "accept", ""))
+                    continue
+                for s2, verdict, reason in self.run_base(s, c, hook):
+                    if verdict == "accept":
+                        nxt.append(s2)
+                    else:
+                        out.append((s2, verdict, reason))
+            pending = nxt
+        out.extend((s, "accept", "") for s in pending)
+        for s, verdict, _ in out:
+            if verdict != "accept":
+                continue
+            if dst_side:
+                s.dnat_done = True
+                if hook == "OUTPUT" and s.dnat_changed:
+                    s.oif = "lo" if self.node.is_local(s.pkt.dst) else s.orig.oif
+                    s.ifaces.pop("o", None)
+            else:
+                s.snat_done = True
+        return out
+
+    # -- one base chain ---------------------------------------------------------------------------
+    def run_base(self, st: State, base: Chain, hook: str) -> list[tuple[State, str, str]]:
+        self.hook_name = hook
+        out: list[tuple[State, str, str]] = []
+        work: list[tuple[State, list[tuple[Chain, int]], Act | None]] = [(st, [(base, 0)], None)]
+        while work:
+            st, stack, pending = work.pop()
+            if pending is not None:
+                res = self.follow(st, pending, stack, base, hook)
+                if res is not None:
+                    out.append((st, *res))
+                    continue
+            while True:
+                self.steps += 1
+                if self.steps > MAX_STEPS:
+                    raise WalkError("the walk did not end (a loop through goto?); the kernel would not load "
+                                    "these rules")
+                if not stack:
+                    out.append((st, *self.policy(st, base, hook)))
+                    break
+                chain, pos = stack[-1]
+                if pos >= len(chain.rules):
+                    stack.pop()
+                    continue
+                stack[-1] = (chain, pos + 1)
+                rule = chain.rules[pos]
+                results = self.exec_rule(st, rule, hook, base)
+                if len(results) == 1:
+                    st, act = results[0]
+                    if act is None:
+                        continue
+                    res = self.follow(st, act, stack, base, hook)
+                    if res is not None:
+                        out.append((st, *res))
+                        break
+                    continue
+                self.branches += len(results) - 1
+                if self.branches > MAX_BRANCHES:
+                    raise WalkError(f"more than {MAX_BRANCHES} branches: too many random or undecidable "
+                                    f"expressions (last at {rule.table} {rule.chain} rule {rule.index})")
+                for s2, act in reversed(results):
+                    if act is None:
+                        work.append((s2, list(stack), None))
+                    else:
+                        work.append((s2, list(stack), act))
+                break
+        return out
+
+    def policy(self, st: State, base: Chain, hook: str) -> tuple[str, str]:
+        pol = (base.policy or "accept").lower()
+        if pol != "accept":
+            st.add(PathStep(hook, base.table, base.name, None, base.line,
+                            f"type {base.type} hook {base.hook} priority {base.priority_text}; policy {pol};",
+                            f"policy {pol.upper()}"))
+            return "drop", f"the {base.table} {base.name} chain's policy is drop and no rule accepted it"
+        return "accept", ""
+
+    def follow(self, st: State, act: Act, stack: list[tuple[Chain, int]], base: Chain,
+               hook: str) -> tuple[str, str] | None:
+        kind, target, reason = act
+        if kind in ("accept", "drop", "reject"):
+            return kind, reason
+        if kind == "return":
+            if stack:
+                stack.pop()
+            return None
+        assert target is not None
+        table = self.rs.tables[base.table]
+        chain = table.chains.get(target)
+        if chain is None:
+            return self._missing_chain(st, target, act, stack, base, hook)
+        if kind == "jump":
+            if any(f[0] is chain for f in stack):
+                names = " -> ".join([f[0].name for f in stack] + [target])
+                raise WalkError(f"loop in the rules: {names}; the kernel refuses such a ruleset")
+            if len(stack) >= MAX_DEPTH:
+                raise WalkError(f"jumps nest deeper than {MAX_DEPTH} chains at {target}")
+            stack.append((chain, 0))
+        else:
+            if stack:
+                stack[-1] = (chain, 0)
+            else:
+                stack.append((chain, 0))
+        return None
+
+    def _missing_chain(self, st: State, name: str, act: Act, stack: list[tuple[Chain, int]], base: Chain,
+                       hook: str) -> tuple[str, str] | None:
+        m = _ENDPOINT_CHAIN.match(name)
+        where = act[2]
+        if m and base.type == "nat" and hook in ("PREROUTING", "OUTPUT"):
+            host = m.group(1)  # kube-proxy writes an IPv6 endpoint's colons as dots: 2001.db8..2
+            ip = None
+            for cand in (host, host.replace(".", ":")):
+                try:
+                    ip = ipaddress.ip_address(cand)
+                    break
+                except ValueError:
+                    continue
+            if ip is not None and ip.version == st.pkt.family:
+                port = int(m.group(2))
+                if ip == st.pkt.src:  # kube-proxy's endpoint chain masquerades hairpin traffic
+                    st.mark |= KUBE_MASQ_MARK
+                ep = format_endpoint(ip, port)
+                self._do_dnat(st, ip, port, None)
+                st.dnat_done = True
+                st.assume_one(f"{name} (not in the dump) DNATs to {ep}, as its name says")
+                st.add(PathStep(hook, base.table, name, None, None, "", f"DNAT to {ep}",
+                                note="the chain is not in the dump; its name names the endpoint"))
+                self.warn(f"missing:{name}", f"{where} goes to {name}, which is not in the dump; its name names the "
+                                             f"endpoint {ep}, so the outcome names it (certain: false)", None,
+                          "missing-chain")
+                return "accept", ""
+        if name in ("mark-for-masquerade", "KUBE-MARK-MASQ", "KUBE-MARK-DROP"):
+            bit = KUBE_DROP_MARK if name == "KUBE-MARK-DROP" else KUBE_MASQ_MARK
+            st.mark |= bit
+            st.assume_one(f"{name} (not in the dump) sets mark {bit:#x} as kube-proxy's does")
+            self.warn(f"missing:{name}", f"{where} jumps to {name}, which is not in the dump; assumed kube-proxy's "
+                                         f"mark {bit:#x}", None, "missing-chain")
+        else:
+            st.assume_one(f"{name} (not in the dump) returns without a verdict")
+            self.warn(f"missing:{name}", f"{where} goes to {name}, which is not in the dump (filtered or cut "
+                                         "short); assumed it returns without a verdict", None, "missing-chain")
+        if act[0] == "goto" and stack:  # returning from a goto target returns from the chain that went there
+            stack.pop()
+        return None
+
+    # -- one rule -----------------------------------------------------------------------------------
+    def exec_rule(self, st: State, rule: Rule, hook: str, base: Chain) -> list[tuple[State, Act | None]]:
+        results: list[tuple[State, Act | None]] = []
+        work: list[_Work] = [(st, 0, {}, [], None, [])]
+        stmts = rule.stmts
+        if self.rs.lazy and rule.problems:
+            self.warn(f"rule:{rule.table}:{rule.chain}:{rule.index}",
+                      f"{rule.table} {rule.chain} rule {rule.index}: {'; '.join(rule.problems)}", rule.line,
+                      "unknown-statement")
+        while work:
+            s, i, env, acts, branch, notes = work.pop()
+            while True:
+                if i >= len(stmts):
+                    self._finish_rule(s, rule, hook, acts, branch, notes, None, matched=True)
+                    results.append((s, None))
+                    break
+                stmt = stmts[i]
+                rnd = [n for n in _randoms(stmt) if id(n) not in env]
+                if rnd:
+                    n = rnd[0]
+                    k = max(n.mod, 1)
+                    values: list[tuple[int | None, int]] = [(v + n.offset, 1) for v in range(k)]
+                    present = _map_keys(stmt, n)
+                    if present is not None and len(present) < k:
+                        # values the map has no element for all end the rule alike: one branch for them
+                        values = [(v, 1) for v in sorted(present) if n.offset <= v < n.offset + k]
+                        values.append((None, k - len(values)))
+                    forks = [s] + [s.fork() for _ in range(len(values) - 1)]
+                    for (v, weight), sv in reversed(list(zip(values, forks, strict=True))):
+                        sv.prob *= weight / k
+                        if isinstance(n, Hash):
+                            sv.assume_one(f"{n.kind} spreads connections evenly over its {k} buckets")
+                        label = f"{fmt_expr(n)} = {v}" if v is not None else f"{fmt_expr(n)} = a value the map lacks"
+                        work.append((sv, i, {**env, id(n): -1 if v is None else v}, list(acts),
+                                     (branch or 1.0) * weight / k, [*notes, label]))
+                    break
+                outs = self.exec_stmt(s, stmt, rule, hook, base, env)
+                if len(outs) == 1:
+                    s, res, a, nt = outs[0]
+                    if a:
+                        acts = [*acts, a]
+                    if nt:
+                        notes = [*notes, nt]
+                    if res == "cont":
+                        i += 1
+                        continue
+                    results.append((s, self._end(s, rule, hook, acts, branch, notes, res)))
+                    break
+                self.branches += len(outs) - 1
+                for s2, res, a, nt in outs:
+                    acts2 = [*acts, a] if a else acts
+                    notes2 = [*notes, nt] if nt else notes
+                    if res == "cont":
+                        work.append((s2, i + 1, env, acts2, branch, notes2))
+                    else:
+                        results.append((s2, self._end(s2, rule, hook, acts2, branch, notes2, res)))
+                break
+        return results
+
+    def _end(self, s: State, rule: Rule, hook: str, acts: list[str], branch: float | None, notes: list[str],
+             res: Res) -> Act | None:
+        if res == "stop":
+            if acts:  # side effects before a failing match stay
+                self._finish_rule(s, rule, hook, acts, branch, notes, None, matched=False)
+            s.branch = None
+            return None
+        assert isinstance(res, tuple)
+        self._finish_rule(s, rule, hook, acts, branch, notes, res, matched=True)
+        return res
+
+    def _finish_rule(self, s: State, rule: Rule, hook: str, acts: list[str], branch: float | None,
+                     notes: list[str], res: Act | None, matched: bool) -> None:
+        printed = None
+        if s.branch is not None:  # a `meta random` match taken on the way
+            printed = f"{s.branch:.11f}"
+            branch = (branch or 1.0) * s.branch
+            s.branch = None
+        if rule.assumed and (acts or res is not None):
+            s.assume_one(f"{rule.table} {rule.chain} is not in the dump; assumed kube-proxy's usual rule "
+                         f"`{rule.text}`")
+        if not acts and res is None:
+            if not matched or not any(isinstance(x, Passive) for x in rule.stmts):
+                s.branch = None
+                return
+            acts = ["no verdict (counts only)"]
+        action = "; ".join(acts)
+        s.add(PathStep(hook, rule.table, rule.chain, rule.index, rule.line, rule.text, action, printed, branch,
+                       "; ".join(notes) or None))
+
+    def _where(self, rule: Rule) -> str:
+        why = f" ({rule.comment})" if rule.comment else ""
+        return f"{rule.table} {rule.chain} rule {rule.index}{why}"
+
+    def exec_stmt(self, st: State, s: Stmt, rule: Rule, hook: str, base: Chain,
+                  env: dict[int, int]) -> list[tuple[State, Res, str | None, str | None]]:
+        where = self._where(rule)
+        if isinstance(s, Match):
+            p = random_probability(s)
+            if p is not None:
+                return self._weighted(st, p)
+            if isinstance(s.left, Ct) and s.left.key == "status" and self._ipt_table(rule):
+                alt = self._ipt_ct_status(st, s, rule)
+                if alt is not None:
+                    return alt
+            r = self.eval_match(st, s, env, rule)
+            if isinstance(r, Unknown):
+                return self._split(st, r, rule)
+            return [(st, "cont" if r else "stop", None, None)]
+        if isinstance(s, Vmap):
+            return self._vmap(st, s, env, rule)
+        if isinstance(s, VerdictStmt):
+            return [self._verdict(st, s.verdict, rule, None)]
+        if isinstance(s, Mangle):
+            return [self._mangle(st, s, env, rule)]
+        if isinstance(s, Nat):
+            return [self._nat(st, s, env, rule, hook, base)]
+        if isinstance(s, Reject):
+            st.reject_with = self._reject_kind(s, rule)
+            return [(st, ("reject", None, f"{where} rejects it with {st.reject_with}"),
+                     f"REJECT with {st.reject_with}", None)]
+        if isinstance(s, Dynset):
+            t = self.rs.tables[rule.table]
+            ns = t.sets.get(s.set)
+            if ns is not None and ns.dynamic:
+                st.recent_set.append(s.set)
+                self._listed_source(st, ns)
+            return [(st, "cont", f"{s.op} @{s.set} {{ {fmt_expr(s.key)} }}", None)]
+        if isinstance(s, Passive):
+            return [(st, "cont", None, None)]
+        if isinstance(s, Limit):
+            key = f"limit:{rule.table}:{rule.chain}:{rule.index}"
+            if key not in st.assume:
+                st.assume[key] = True
+                st.assume_one(f"a first packet is under `{s.text}` ({where})")
+                self.warn(f"soft:{key}", f"{where}: assumed a first packet is under `{s.text}`", rule.line,
+                          "unknown-match")
+            return [(st, "cont", None, None)]
+        if isinstance(s, Notrack):
+            st.untracked = True
+            return [(st, "cont", "NOTRACK (no conntrack, so no NAT)", None)]
+        if isinstance(s, UnknownStmt):
+            xt = self._xt(st, s, rule, hook, base, env)
+            if xt is not None:
+                return xt
+            if s.kind == "target":
+                st.assume_one(f"`{s.text}` ({where}) has no effect on the walk")
+                self.warn(f"target:{rule.line}:{s.text}", f"{where}: `{s.text}` is not modelled; assumed it "
+                                                          "changes nothing", rule.line, "unknown-statement")
+                return [(st, "cont", f"{s.text} (not modelled)", None)]
+            u = Unknown(f"stmt:{rule.table}:{rule.chain}:{rule.index}:{s.text}",
+                        f"`{s.text}` matches ({where})")
+            return self._split(st, u, rule)
+        raise AssertionError(f"unhandled statement {s!r}")
+
+    def _xt(self, st: State, s: UnknownStmt, rule: Rule, hook: str, base: Chain,
+            env: dict[int, int]) -> list[tuple[State, Res, str | None, str | None]] | None:
+        """iptables-nft rules nft shows untranslated (`xt match recent`, and in JSON `xt target DNAT`...)."""
+        m = _XT.match(s.text)
+        if m is None:
+            return None
+        kind, name = m.group(1), m.group(2)
+        where = self._where(rule)
+        if kind == "match" and name == "comment":
+            return [(st, "cont", None, None)]
+        if kind == "match" and name == "recent":
+            # kube-proxy's session affinity: `-m recent --rcheck --name KUBE-SEP-X -j KUBE-SEP-X` in the service
+            # chain, `-m recent --set --name KUBE-SEP-X ... -j DNAT` in the endpoint chain.
+            jump = next((x.verdict.target for x in rule.stmts if isinstance(x, VerdictStmt) and x.verdict.target),
+                        None)
+            if jump is not None and jump.startswith("KUBE-SEP-"):
+                self.warn("xt:recent", "iptables-nft `xt match recent` read as kube-proxy's affinity check "
+                                       "(--rcheck of the endpoint the rule jumps to)", rule.line, "xt")
+                return [(st, "cont" if st.remembered == jump else "stop", None, None)]
+            if rule.chain.startswith("KUBE-SEP-") and any(isinstance(x, Nat) for x in rule.stmts):
+                st.recent_set.append(rule.chain)
+                return [(st, "cont", "recent --set (remembers the client for session affinity)", None)]
+            return None
+        if kind == "target" and name == "MASQUERADE":
+            return [self._nat(st, Nat("masquerade"), env, rule, hook, base)]
+        if kind == "target" and name in ("DNAT", "SNAT", "REDIRECT", "NETMAP") and base.type == "nat":
+            st.assume_one(f"{where}: iptables-nft {name} target, whose address nft does not show")
+            self.warn(f"xt:{name}", f"{where}: `xt target {name}`: nft does not show where iptables-nft translates "
+                                    "to (`nft list ruleset` text or iptables-save does)", rule.line, "xt")
+            if name in ("DNAT", "REDIRECT"):
+                st.dnat = f"(unknown: iptables-nft {name})"
+                st.dnat_done = True
+            else:
+                st.masq = True
+                st.snat_done = True
+            return [(st, ("accept", None, f"{where} translates it (iptables-nft {name}, target not shown)"),
+                     f"{name} (target not shown by nft)", None)]
+        return None
+
+    def _ipt_table(self, rule: Rule) -> bool:
+        t = self.rs.tables.get(rule.table)
+        return t is not None and t.looks_iptables_nft()
+
+    def _ipt_ct_status(self, st: State, s: Match,
+                       rule: Rule) -> list[tuple[State, Res, str | None, str | None]] | None:
+        """nft prints iptables-nft's `-m conntrack [!] --ctstate ...,DNAT` as `ct status dnat`, negation and other
+        states dropped; the kernel runs the xtables match. kube-proxy's localnet rule in KUBE-FIREWALL is
+        `! --ctstate RELATED,ESTABLISHED,DNAT`; elsewhere both readings are walked."""
+        text = fmt_stmt(s)
+        if rule.chain == "KUBE-FIREWALL" and "127.0.0.0/8" in rule.text:
+            self.warn("ipt:ctstatus:fw", f"{self._where(rule)}: nft shows kube-proxy's `-m conntrack ! --ctstate "
+                                         f"RELATED,ESTABLISHED,DNAT` as `{text}`; read as the former", rule.line, "xt")
+            return [(st, "cont" if not st.dnat_changed else "stop", None, None)]
+        self.warn(f"ipt:ctstatus:{rule.line}", f"{self._where(rule)}: in an iptables-nft table `{text}` may be nft's "
+                                               "rendering of `-m conntrack [!] --ctstate ...DNAT` (nft drops the "
+                                               "negation); both readings are walked", rule.line, "xt")
+        u = Unknown(f"iptct:{rule.table}:{rule.chain}:{rule.index}", f"`{text}` ({self._where(rule)}) is what it says "
+                                                                   "and not a negated conntrack match")
+        val = st.assume.get(u.key)
+        real = self.eval_match(st, s, {}, rule)
+        if isinstance(real, Unknown):
+            return None
+        if val is None:
+            other = st.fork()
+            other.set_assumption(u, False)
+            other.prob *= 0.5
+            st.set_assumption(u, True)
+            st.prob *= 0.5
+            return [(st, "cont" if real else "stop", None, None), (other, "stop" if real else "cont", None, None)]
+        return [(st, "cont" if real == val else "stop", None, None)]
+
+    @staticmethod
+    def _weighted(st: State, p: float) -> list[tuple[State, Res, str | None, str | None]]:
+        """`meta random & 0x7fffffff < N` (iptables-nft's `-m statistic --mode random`): matches with p."""
+        if p >= 1.0:
+            return [(st, "cont", None, None)]
+        if p <= 0.0:
+            return [(st, "stop", None, None)]
+        other = st.fork()
+        other.prob *= 1.0 - p
+        st.prob *= p
+        st.branch = p
+        return [(st, "cont", None, None), (other, "stop", None, None)]
+
+    def _split(self, st: State, u: Unknown, rule: Rule) -> list[tuple[State, Res, str | None, str | None]]:
+        val = st.assume.get(u.key)
+        if val is not None:
+            return [(st, "cont" if val != u.neg else "stop", None, None)]
+        other = st.fork()
+        other.set_assumption(u, u.neg)
+        other.prob *= 0.5
+        st.set_assumption(u, not u.neg)
+        st.prob *= 0.5
+        self.warn(f"unknown:{u.key}", f"{rule.table} {rule.chain} rule {rule.index} depends on something the dump "
+                                      f"does not say: whether {u.says}; both cases are shown (certain: false)",
+                  rule.line, "unknown-match")
+        return [(st, "cont", None, None), (other, "stop", None, None)]
+
+    def _verdict(self, st: State, v: Verdict, rule: Rule, note: str | None) -> tuple[State, Res, str | None,
+                                                                                       str | None]:
+        where = self._where(rule)
+        if v.kind == "accept":
+            return st, ("accept", None, f"{where} accepts it"), "ACCEPT", note
+        if v.kind == "drop":
+            return st, ("drop", None, f"{where} drops it"), "DROP", note
+        if v.kind == "return":
+            return st, ("return", None, where), "RETURN", note
+        if v.kind == "continue":
+            return st, "cont", None, note
+        if v.kind in ("jump", "goto"):
+            return st, (v.kind, v.target, where), f"{v.kind} {v.target}", note
+        # queue: userspace decides
+        st.assume_one(f"the userspace queue program accepts it ({where})")
+        return st, ("accept", None, f"{where} hands it to a userspace program (assumed to accept)"), "QUEUE", note
+
+    # -- values ------------------------------------------------------------------------------------
+    def value(self, st: State, e: Expr, env: dict[int, int], rule: Rule) -> Any:
+        pkt = st.pkt
+        if isinstance(e, Payload):
+            return self._payload(st, e)
+        if isinstance(e, Meta):
+            return self._meta(st, e)
+        if isinstance(e, Ct):
+            return self._ct(st, e)
+        if isinstance(e, Fib):
+            if e.result != "type":
+                return _Unk(f"fib:{fmt_expr(e)}", f"`{fmt_expr(e)}` (a route lookup) gives the value compared")
+            ip = pkt.dst if "daddr" in e.flags else pkt.src
+            if self.node.is_local(ip):
+                return 2
+            if ip.is_multicast:
+                return 5
+            if ip.version == 4 and int(ip) == 0xFFFFFFFF:
+                return 3
+            return 1
+        if isinstance(e, Numgen | Hash):
+            v = env.get(id(e))
+            if v is None:
+                raise AssertionError("unbound numgen")
+            return v
+        if isinstance(e, Concat):
+            vals = []
+            for x in e.items:
+                v = self.value(st, x, env, rule)
+                if v is BREAK:
+                    return BREAK
+                vals.append(v)
+            return tuple(vals)
+        if isinstance(e, Binop):
+            left = self.value(st, e.left, env, rule)
+            if left is BREAK or isinstance(left, _Unk):
+                return left
+            try:
+                r = scalar(INT, e.right.value) if isinstance(e.right, Const) else None
+            except BadValue:
+                r = None
+            if not isinstance(left, int) or not isinstance(r, int):
+                return _Unk(f"binop:{fmt_expr(e)}", f"`{fmt_expr(e)}` has the value compared")
+            if e.op == "&":
+                return left & r
+            if e.op == "|":
+                return (left | r) & MASK32
+            if e.op == "^":
+                return (left ^ r) & MASK32
+            if e.op == "<<":
+                return (left << r) & MASK32
+            return left >> r
+        if isinstance(e, MapLookup):
+            return self._map_value(st, e, env, rule)
+        if isinstance(e, Opaque):
+            return _Unk(f"opaque:{e.text}", f"`{e.text}` has the value compared")
+        return _Unk(f"expr:{fmt_expr(e)}", f"`{fmt_expr(e)}` has the value compared")
+
+    def _payload(self, st: State, e: Payload) -> Any:
+        pkt = st.pkt
+        p, f = e.proto, e.field
+        if p in ("ip", "ip6"):
+            if pkt.family != (4 if p == "ip" else 6):
+                return BREAK
+            if f == "saddr":
+                return pkt.src
+            if f == "daddr":
+                return pkt.dst
+            if f in ("protocol", "nexthdr"):
+                return _proto_number(pkt)
+            if f == "version":
+                return pkt.family
+            return _Unk(f"payload:{p}:{f}", f"the packet's {p} {f} is the value compared")
+        if p in ("tcp", "udp", "sctp", "udplite", "dccp"):
+            if pkt.proto != p:
+                return BREAK
+            return self._port(pkt, f, p)
+        if p == "th":
+            if not pkt.has_ports:
+                return _Unk(f"payload:th:{f}:{pkt.proto}", f"the {pkt.proto} header bytes `th {f}` reads are the "
+                                                           "value compared")
+            return self._port(pkt, f, p)
+        if p in ("icmp", "icmpv6"):
+            if pkt.proto != p:
+                return BREAK
+            if f == "type":
+                return pkt.icmp_type
+            if f == "code":
+                return pkt.icmp_code or 0
+            return _Unk(f"payload:{p}:{f}", f"the packet's {p} {f} is the value compared")
+        return _Unk(f"payload:{p}:{f}", f"the packet's {p} {f} is the value compared")
+
+    @staticmethod
+    def _port(pkt: Packet, f: str, p: str) -> Any:
+        if f == "dport":
+            return pkt.dport
+        if f == "sport":
+            if pkt.sport is None:
+                return _Unk("sport", "the source port (unknown: the client picks it) is the value compared")
+            return pkt.sport
+        return _Unk(f"payload:{p}:{f}", f"the packet's {p} {f} is the value compared")
+
+    def _meta(self, st: State, e: Meta) -> Any:
+        pkt = st.pkt
+        k = e.key
+        hook = self.hook_name
+        if k == "l4proto":
+            return _proto_number(pkt)
+        if k == "nfproto":
+            return 2 if pkt.family == 4 else 10
+        if k == "protocol":
+            return 0x0800 if pkt.family == 4 else 0x86DD
+        if k == "mark":
+            return st.mark
+        if k in ("iifname", "iif", "oifname", "oif"):
+            which = "i" if k.startswith("i") else "o"
+            if which == "i" and (hook == "OUTPUT" or (hook == "POSTROUTING" and st.iif is None
+                                                      and st.orig.origin == "local")):
+                return BREAK
+            if which == "o" and hook in ("PREROUTING", "INPUT"):
+                return BREAK
+            name = st.iif if which == "i" else st.oif
+            if name is not None:
+                return name
+            return _Unk(f"iface:{which}", "", iface=which)
+        if k == "pkttype":
+            return 0
+        if k in ("skuid", "skgid", "cgroup"):
+            if pkt.origin != "local":
+                return BREAK
+            return _Unk(f"meta:{k}", f"the sending socket's {k} is the value compared")
+        return _Unk(f"meta:{k}", f"meta {k} is the value compared")
+
+    def _ct(self, st: State, e: Ct) -> Any:
+        k = e.key
+        if st.untracked:
+            return 64 if k == "state" else BREAK
+        if k == "state":
+            return 8
+        if k == "status":
+            v = 0
+            if st.dnat_changed:
+                v |= 32
+            if st.snat_changed:
+                v |= 16
+            if st.confirmed:
+                v |= 8
+            return v
+        if k == "mark":
+            return st.ctmark
+        if k == "direction":
+            return 0
+        if k in ("saddr", "daddr", "proto-src", "proto-dst"):
+            orig = (e.dir or "original") == "original"
+            pkt = st.orig if orig else st.pkt
+            if k == "saddr":
+                return pkt.src if orig else pkt.dst
+            if k == "daddr":
+                if not orig and st.masq:
+                    return _Unk("ct:reply:daddr", "the masquerade address is the value compared")
+                return pkt.dst if orig else pkt.src
+            if not pkt.has_ports:
+                return BREAK
+            if k == "proto-src":
+                return (pkt.sport if orig else pkt.dport) or _Unk("sport", "the source port is the value compared")
+            return pkt.dport if orig else (pkt.sport or _Unk("sport", "the source port is the value compared"))
+        if k in ("protocol",):
+            return _proto_number(st.pkt)
+        if k == "l3proto":
+            return 2 if st.pkt.family == 4 else 10
+        return _Unk(f"ct:{k}", f"ct {k} is the value compared")
+
+    # -- matches -----------------------------------------------------------------------------------
+    def eval_match(self, st: State, m: Match, env: dict[int, int], rule: Rule) -> bool | Unknown:
+        lv = self.value(st, m.left, env, rule)
+        if lv is BREAK:
+            return False
+        lt = expr_type(m.left, "ip" if st.pkt.family == 4 else "ip6")
+        r = m.right
+        neg = m.op == "!="
+        if isinstance(r, SetRef | AnonSet):
+            hit = self.member(st, r, lt, lv, rule)
+            if isinstance(hit, _Maybe):
+                return Unknown(f"lookup:{fmt_stmt(m)}", f"{hit.says} ({self._where(rule)})", neg=neg)
+            return hit != neg
+        if isinstance(lv, _Unk):
+            return self._unknown_match(st, lv, m, rule)
+        try:
+            if isinstance(lt, str) and lt in FLAG_TYPES:
+                bits = flags_value(lt, r)
+                if m.op == "implicit":
+                    return (int(lv) & bits) != 0
+                if m.op == "!=":  # `ct state != new`, `ct state ! new`: none of the bits
+                    return (int(lv) & bits) == 0
+                if m.op == "==":
+                    return lv == bits
+            if isinstance(lt, tuple):
+                items = r.items if isinstance(r, Concat) else (r,)
+                if len(items) != len(lt) or not isinstance(lv, tuple):
+                    raise BadValue("the concatenation does not fit")
+                ms = [matcher(lt[k], items[k]) for k in range(len(lt))]
+                known = [(mm, v) for mm, v in zip(ms, lv, strict=True) if not isinstance(v, _Unk)]
+                if not all(mm.hit(v) for mm, v in known):
+                    return neg
+                if len(known) < len(ms):
+                    return Unknown(f"match:{fmt_stmt(m)}", f"`{fmt_stmt(m)}` matches", neg=False)
+                return not neg
+            if m.op in ("<", ">", "<=", ">="):
+                rv = scalar(lt, r.value if isinstance(r, Const) else fmt_expr(r))
+                return _compare(lv, m.op, rv)
+            if isinstance(r, ListLit):
+                hit = any(matcher(lt, x).hit(lv) for x in r.items)
+            else:
+                hit = matcher(lt, r).hit(lv)
+        except (BadValue, ValueError, TypeError) as ex:
+            self.warn(f"badvalue:{rule.line}:{fmt_stmt(m)}", f"{self._where(rule)}: `{fmt_stmt(m)}` not understood "
+                                                             f"({ex}); both cases are shown", rule.line,
+                      "unknown-match")
+            return Unknown(f"match:{fmt_stmt(m)}", f"`{fmt_stmt(m)}` matches")
+        return hit != neg
+
+    def _unknown_match(self, st: State, lv: _Unk, m: Match, rule: Rule) -> bool | Unknown:
+        neg = m.op == "!="
+        r = m.right
+        if lv.iface is not None and isinstance(r, Const) and m.op in ("==", "!=", "implicit"):
+            which = lv.iface
+            pat = _nft_pattern(str(r.value))
+            known = iface_known(st.ifaces.get(which, ()), pat)
+            if known is not None:
+                return known != neg
+            side = "in on" if which == "i" else "out through"
+            return Unknown(f"iface:{which}:{pat}", f"the packet goes {side} interface {pat}", neg=neg)
+        text = fmt_stmt(m)
+        return Unknown(f"match:{text}", f"`{text}` matches ({lv.says})" if lv.says else f"`{text}` matches")
+
+    # -- sets and maps -----------------------------------------------------------------------------
+    def _named(self, rule: Rule, name: str) -> NSet | None:
+        t = self.rs.tables.get(rule.table)
+        return t.sets.get(name) if t is not None else None
+
+    def _index(self, src: NSet | AnonSet, types: tuple[str, ...], rule: Rule) -> _Index:
+        if isinstance(src, NSet):
+            if isinstance(src.index, _Index):
+                return src.index
+            if src.key_types:
+                types = src.key_types
+            elements = src.elements
+        else:
+            cached = self._anon.get((id(src), types))
+            if cached is not None:
+                return cached
+            elements = list(src.elements)
+        idx = _Index(types, {}, [], [])
+        for el in elements:
+            comps: tuple[Expr, ...] = el.key.items if isinstance(el.key, Concat) else (el.key,)
+            try:
+                if len(types) == 1 and len(comps) > 1:
+                    raise BadValue(f"{fmt_expr(el.key)} does not fit the key")
+                ms = tuple(matcher(types[k] if k < len(types) else ANY, c) for k, c in enumerate(comps))
+            except BadValue as ex:
+                self.warn(f"element:{id(src)}:{fmt_element(el)}", f"{rule.table}: element {fmt_element(el)!r} not "
+                                                                  f"understood ({ex}); ignored", rule.line)
+                continue
+            idx.all.append((ms, el))
+            if all(mm.exact for mm in ms):
+                idx.exact.setdefault(tuple(mm.lo for mm in ms), el)
+            else:
+                idx.scan.append((ms, el))
+        if isinstance(src, NSet):
+            src.index = idx
+        else:
+            self._anon[(id(src), types)] = idx
+        return idx
+
+    def lookup(self, st: State, src: SetRef | AnonSet, lt: str | tuple[str, ...], lv: Any,
+               rule: Rule) -> Element | _Maybe | _Break | None:
+        types = lt if isinstance(lt, tuple) else (lt,)
+        if isinstance(src, SetRef):
+            ns = self._named(rule, src.name)
+            if ns is None:
+                return BREAK
+            idx = self._index(ns, types, rule)
+        else:
+            idx = self._index(src, types, rule)
+        vals = lv if isinstance(lv, tuple) else (lv,)
+        if len(vals) != len(idx.types) and idx.types:
+            return None
+        if any(isinstance(v, _Unk) for v in vals):
+            cands = tuple(el for ms, el in idx.all
+                          if all(isinstance(v, _Unk) or mm.hit(v) for mm, v in zip(ms, vals, strict=False)))
+            if not cands:
+                return None
+            says = "; ".join(v.says or "the interface name" for v in vals if isinstance(v, _Unk))
+            return _Maybe(cands, says)
+        try:
+            el = idx.exact.get(tuple(vals))
+        except TypeError:
+            el = None
+        if el is not None:
+            return el
+        for ms, el2 in idx.scan:
+            if all(mm.hit(v) for mm, v in zip(ms, vals, strict=False)):
+                return el2
+        return None
+
+    def member(self, st: State, src: SetRef | AnonSet, lt: str | tuple[str, ...], lv: Any,
+               rule: Rule) -> bool | _Maybe:
+        if isinstance(src, SetRef):
+            ns = self._named(rule, src.name)
+            if ns is None:
+                return _Maybe((), f"the packet is in @{src.name}, a set this dump does not define")
+            if ns.dynamic:
+                return st.remembered == src.name
+        if isinstance(lv, _Unk):
+            return _Maybe((), lv.says or "the interface name is in the set")
+        r = self.lookup(st, src, lt, lv, rule)
+        if isinstance(r, _Maybe):
+            return r
+        return r is not None and r is not BREAK
+
+    def _vmap(self, st: State, s: Vmap, env: dict[int, int],
+              rule: Rule) -> list[tuple[State, Res, str | None, str | None]]:
+        lv = self.value(st, s.key, env, rule)
+        if lv is BREAK:
+            return [(st, "stop", None, None)]
+        lt = expr_type(s.key, "ip" if st.pkt.family == 4 else "ip6")
+        name = s.data.name if isinstance(s.data, SetRef) else None
+        if name is not None and self._named(rule, name) is None:
+            st.assume_one(f"no element of @{name} (not in the dump) matches ({self._where(rule)})")
+            self.warn(f"missingmap:{name}", f"{self._where(rule)} looks up @{name}, which is not in the dump; "
+                                            "assumed no element matches", rule.line, "missing-set")
+            return [(st, "stop", None, None)]
+        if isinstance(lv, _Unk) and not isinstance(lt, tuple):
+            lv = (lv,)
+        r = self.lookup(st, s.data, lt, lv, rule)
+        if r is None or r is BREAK:
+            return [(st, "stop", None, None)]
+        if isinstance(r, _Maybe):
+            options: list[Element | None] = [*r.candidates, None]
+            forks = [st] + [st.fork() for _ in options[1:]]
+            out: list[tuple[State, Res, str | None, str | None]] = []
+            for el, sv in zip(options, forks, strict=True):
+                sv.prob /= len(options)
+                what = f"the key is {fmt_expr(el.key)}" if el is not None else "no element matches"
+                sv.assumptions = (*sv.assumptions, f"{r.says}: {what} in {fmt_expr(s.data)} ({self._where(rule)})")
+                if el is None:
+                    out.append((sv, "stop", None, None))
+                else:
+                    out.append(self._element_verdict(sv, el, name, rule))
+            self.warn(f"vmapunk:{rule.line}:{rule.index}", f"{self._where(rule)}: the lookup key depends on something "
+                                                           f"the dump does not say ({r.says}); every case is shown",
+                      rule.line, "unknown-match")
+            return out
+        assert isinstance(r, Element)
+        return [self._element_verdict(st, r, name, rule)]
+
+    def _element_verdict(self, st: State, el: Element, name: str | None,
+                         rule: Rule) -> tuple[State, Res, str | None, str | None]:
+        if not isinstance(el.data, Verdict):
+            return st, "stop", None, None
+        note = None
+        if name is not None:
+            note = f"@{name}: {fmt_expr(el.key)}" + (f' "{el.comment}"' if el.comment else "")
+        s2, res, a, nt = self._verdict(st, el.data, rule, note)
+        if isinstance(res, tuple) and res[0] in ("drop", "accept") and (name or el.comment):
+            why = f" ({el.comment} in @{name})" if el.comment else f" (@{name})"
+            res = (res[0], res[1], res[2] + why)
+        return s2, res, a, nt
+
+    def _map_value(self, st: State, e: MapLookup, env: dict[int, int], rule: Rule) -> Any:
+        key = self.value(st, e.key, env, rule)
+        if key is BREAK:
+            return BREAK
+        lt = expr_type(e.key, "ip" if st.pkt.family == 4 else "ip6")
+        dtype: str | None = None
+        if isinstance(e.data, SetRef):
+            ns = self._named(rule, e.data.name)
+            if ns is None:
+                st.assume_one(f"@{e.data.name} (not in the dump) has no element for the packet")
+                return BREAK
+            dtype = ns.data_type
+        r = self.lookup(st, e.data, lt, key, rule)
+        if r is None or r is BREAK or isinstance(r, _Maybe):
+            if isinstance(r, _Maybe):
+                return _Unk(f"map:{fmt_expr(e)}", r.says)
+            return BREAK
+        assert isinstance(r, Element)
+        d = r.data
+        if d is None or isinstance(d, Verdict):
+            return BREAK
+        dtypes = declared_types(dtype)[0] if dtype else ()
+        comps: tuple[Expr, ...] = d.items if isinstance(d, Concat) else (d,)
+        vals: list[Any] = []
+        for k, c in enumerate(comps):
+            raw = c.value if isinstance(c, Const) else fmt_expr(c)
+            vals.append(scalar(dtypes[k] if k < len(dtypes) else ANY, raw))
+        return tuple(vals) if len(vals) > 1 else vals[0]
+
+    def _listed_source(self, st: State, ns: NSet) -> None:
+        for el in ns.elements:
+            if isinstance(el.key, Const) and str(el.key.value) == str(st.pkt.src):
+                self.warn(f"listed:{ns.name}", f"the dump lists {st.pkt.src} in @{ns.name}: within its timeout a real "
+                                               "connection from this client sticks to that endpoint (the walk "
+                                               "assumes a new client)", ns.line, "affinity")
+
+    # -- actions -----------------------------------------------------------------------------------
+    def _mangle(self, st: State, s: Mangle, env: dict[int, int],
+                rule: Rule) -> tuple[State, Res, str | None, str | None]:
+        key = s.key
+        if key.key not in ("mark",):
+            return st, "cont", None, None
+        v = self.value(st, s.value, env, rule) if not isinstance(s.value, Const) else None
+        if isinstance(s.value, Const):
+            try:
+                v = scalar(INT, s.value.value)
+            except BadValue:
+                v = None
+        if v is BREAK:
+            return st, "stop", None, None
+        if not isinstance(v, int):
+            st.assume_one(f"`{fmt_stmt(s)}` leaves the mark unchanged ({self._where(rule)})")
+            return st, "cont", f"{fmt_stmt(s)} (value unknown)", None
+        v &= MASK32
+        if isinstance(key, Meta):
+            before, st.mark = st.mark, v
+            return st, "cont", f"MARK {fmt_stmt(s)} (mark {before:#x} -> {v:#x})", None
+        before, st.ctmark = st.ctmark, v
+        return st, "cont", f"CONNMARK {fmt_stmt(s)} (ct mark {before:#x} -> {v:#x})", None
+
+    def _nat(self, st: State, s: Nat, env: dict[int, int], rule: Rule, hook: str,
+             base: Chain) -> tuple[State, Res, str | None, str | None]:
+        where = self._where(rule)
+        dst_side = s.kind in ("dnat", "redirect")
+        allowed = ("PREROUTING", "OUTPUT") if dst_side else ("POSTROUTING", "INPUT")
+        if base.type != "nat" or hook not in allowed:
+            self.warn(f"natplace:{rule.line}", f"{where}: {s.kind} outside a {'dst' if dst_side else 'src'}nat chain "
+                                               "has no effect (nft would refuse to load it)", rule.line)
+            return st, "cont", f"{s.kind} (ignored here)", None
+        pkt = st.pkt
+        if s.kind == "masquerade":
+            st.masq = True
+            st.snat_changed = True
+            st.snat_done = True
+            flags = f" {','.join(s.flags)}" if s.flags else ""
+            return st, ("accept", None, ""), f"MASQUERADE{flags} (source becomes the outgoing interface's address)", \
+                None
+        addr: Any = None
+        port: Any = None
+        text: str | None = None
+        if s.addr is not None:
+            if isinstance(s.addr, Const):
+                raw = str(s.addr.value)
+                first = raw.split("-")[0] if "-" in raw and ":" not in raw else raw
+                addr = ipaddress.ip_address(first.strip("[]")) if first else None
+                if "-" in raw:
+                    text = raw
+            else:
+                v = self.value(st, s.addr, env, rule)
+                if v is BREAK:
+                    return st, "stop", None, None
+                if isinstance(v, _Unk):
+                    st.assume_one(f"{where}: {s.kind} target {fmt_expr(s.addr)} unknown")
+                    return st, ("accept", None, f"{where} translates to an address the dump cannot tell"), \
+                        f"{s.kind.upper()} to {fmt_expr(s.addr)} (unknown)", None
+                if isinstance(v, tuple):
+                    addr, port = v[0], (v[1] if len(v) > 1 else None)
+                else:
+                    addr = v
+        if s.port is not None:
+            pv = s.port.value if isinstance(s.port, Const) else None
+            if pv is not None:
+                ptxt = str(pv)
+                port = int(ptxt.split("-")[0])
+                if "-" in ptxt:
+                    text = (text or format_endpoint(addr or pkt.dst, None)) + f":{ptxt}"
+        if addr is not None and not isinstance(addr, ipaddress.IPv4Address | ipaddress.IPv6Address):
+            try:
+                addr = ipaddress.ip_address(str(addr))
+            except ValueError:
+                addr = None
+                st.assume_one(f"{where}: {s.kind} to an address svctrace cannot read")
+        if s.kind == "redirect":
+            addr = _primary_local(self.node, pkt, st.iif)
+        if s.kind in ("dnat", "redirect"):
+            if addr is None:
+                addr = pkt.dst
+            if addr.version != pkt.family:
+                return st, "stop", None, None
+            self._do_dnat(st, addr, port, text)
+            st.dnat_done = True
+            return st, ("accept", None, ""), f"{'DNAT' if s.kind == 'dnat' else 'REDIRECT'} to {st.dnat}", None
+        # snat
+        st.masq = True
+        if addr is not None:
+            st.snat_changed = addr != pkt.src
+            st.snat = text or str(addr)
+            st.pkt = pkt.with_(src=addr)
+        st.snat_done = True
+        return st, ("accept", None, ""), f"SNAT to {st.snat}", None
+
+    @staticmethod
+    def _do_dnat(st: State, ip: ipaddress.IPv4Address | ipaddress.IPv6Address, port: int | None,
+                 text: str | None) -> None:
+        pkt = st.pkt
+        new = pkt.with_(dst=ip, dport=port if pkt.has_ports and port is not None else pkt.dport)
+        st.dnat_changed = st.dnat_changed or new.dst != pkt.dst or new.dport != pkt.dport
+        st.pkt = new
+        st.dnat = text or format_endpoint(new.dst, new.dport if new.has_ports else None)
+
+    def _reject_kind(self, s: Reject, rule: Rule) -> str:
+        v6 = self.family == 6
+        if s.type == "tcp-reset":
+            return "tcp-reset"
+        code = s.code or "port-unreachable"
+        if s.type in ("icmpv6",) or (s.type in (None, "icmpx") and v6):
+            return _REJECT6.get(code, f"icmp6-{code}")
+        return _REJECT4.get(code, f"icmp-{code}")
+
+
+def random_probability(m: Match) -> float | None:
+    """The probability that `meta random [& MASK] OP N` matches (meta random is a uniform 32-bit value)."""
+    left = m.left
+    mask = MASK32
+    if isinstance(left, Binop) and left.op == "&" and isinstance(left.left, Meta) and left.left.key == "random" \
+            and isinstance(left.right, Const):
+        try:
+            mask = int(str(left.right.value), 0)
+        except ValueError:
+            return None
+    elif not (isinstance(left, Meta) and left.key == "random"):
+        return None
+    if not isinstance(m.right, Const) or (mask + 1) & mask:
+        return None
+    try:
+        n = int(str(m.right.value), 0)
+    except ValueError:
+        return None
+    size = mask + 1
+
+    def below(k: int) -> int:  # how many of 0..size-1 are < k
+        return min(max(k, 0), size)
+
+    count = {"<": below(n), "<=": below(n + 1), ">": size - below(n + 1), ">=": size - below(n),
+             "==": below(n + 1) - below(n), "implicit": below(n + 1) - below(n),
+             "!=": size - (below(n + 1) - below(n))}.get(m.op)
+    return None if count is None else count / size
+
+
+def _compare(lv: Any, op: str, rv: Any) -> bool:
+    try:
+        if op == "<":
+            return bool(lv < rv)
+        if op == ">":
+            return bool(lv > rv)
+        if op == "<=":
+            return bool(lv <= rv)
+        return bool(lv >= rv)
+    except TypeError:
+        return False
+
+
+def _proto_number(pkt: Packet) -> int:
+    from svctrace.model.packet import PROTO_NUMBERS
+
+    return PROTO_NUMBERS.get(pkt.proto, 0) if not pkt.proto.isdigit() else int(pkt.proto)
+
+
+# -- the answer ----------------------------------------------------------------------------------------
+
+def trace(rs: NftRuleset, pkt: Packet, node: NodeFacts | None = None) -> TraceResult:
+    """Every fate of `pkt` on the node whose nftables ruleset is `rs`, with probabilities summing to 1."""
+    node = node or NodeFacts()
+    fams = {t.family for t in rs.tables.values()}
+    mine = {"ip", "inet"} if pkt.family == 4 else {"ip6", "inet"}
+    if fams and not fams & mine and fams & {"ip", "ip6"}:
+        raise InputError(f"the packet is IPv{pkt.family} but the ruleset holds only "
+                         f"{'IPv6 (ip6)' if pkt.family == 4 else 'IPv4 (ip)'} tables", source=rs.source)
+    w = NftWalker(rs, node, pkt.family)
+    finals = w.run(pkt)
+    if node.returning_client:
+        firsts: dict[str, float] = {}
+        for f in finals:
+            if f.st.recent_set:
+                firsts[f.st.recent_set[0]] = firsts.get(f.st.recent_set[0], 0.0) + f.st.prob
+        if firsts:
+            w2 = NftWalker(rs, node, pkt.family)
+            for name, p in firsts.items():
+                w2.run(pkt, remembered=name, prob=p)
+            for f in finals:
+                if not f.st.recent_set:
+                    w2.finals.append(f)
+            finals = w2.finals
+            w.warnings.extend(x for x in w2.warnings if x not in w.warnings)
+    outcomes = merge_outcomes(finals)
+    warnings = list(rs.warnings) + w.warnings
+    notes, nowhere = notes_for(rs, pkt, outcomes)
+    # TraceResult.ruleset is typed for iptables rulesets; an NftRuleset offers the same fields the
+    # renderers read (source, format, backend, rule_count, warnings, chain()).
+    return TraceResult(pkt, outcomes, warnings, cast(Any, rs), notes, nowhere=nowhere)
+
+
+def _service_cidr(rs: NftRuleset, family: int) -> str | None:
+    for t in rs.tables.values():
+        c = t.chains.get("cluster-ips-check")
+        if c is None:
+            continue
+        for r in c.rules:
+            for s in r.stmts:
+                if isinstance(s, Match) and isinstance(s.right, Prefix | Const | AnonSet):
+                    txt = fmt_expr(s.right).strip("{} ")
+                    if "/" in txt:
+                        return txt
+    return None
+
+
+def _kube_tables(rs: NftRuleset, family: int) -> Iterator[Table]:
+    fam = "ip" if family == 4 else "ip6"
+    for t in rs.tables.values():
+        if t.name == "kube-proxy" and t.family == fam:
+            yield t
+
+
+def _service_ip(rs: NftRuleset, pkt: Packet) -> list[str]:
+    """What kube-proxy's maps say about the destination address: `172.30.0.41 tcp/80`, ..."""
+    out: list[str] = []
+    for t in _kube_tables(rs, pkt.family):
+        sips = t.sets.get("service-ips")
+        if sips is not None:
+            for el in sips.elements:
+                comps = el.key.items if isinstance(el.key, Concat) else (el.key,)
+                if comps and isinstance(comps[0], Const) and str(comps[0].value) == str(pkt.dst):
+                    what = "/".join(fmt_expr(c) for c in comps[1:])
+                    target = el.data.target if isinstance(el.data, Verdict) and el.data.target else ""
+                    svc = _svc_of_chain(target)
+                    out.append(f"{svc} ({what})" if svc else what)
+        cips = t.sets.get("cluster-ips")
+        if not out and cips is not None and any(isinstance(e.key, Const) and str(e.key.value) == str(pkt.dst)
+                                                for e in cips.elements):
+            out.append("a ClusterIP (in @cluster-ips)")
+    return out
+
+
+def _svc_of_chain(name: str) -> str:
+    """`service-ULMVA6XW-ns1/svc1/tcp/p80` -> `ns1/svc1:p80`."""
+    m = re.match(r"^(?:service|external)-[A-Z0-9]{8}-([^/]+)/([^/]+)/([^/]+)/(.*)$", name)
+    if not m:
+        return ""
+    return f"{m.group(1)}/{m.group(2)}" + (f":{m.group(4)}" if m.group(4) else "")
+
+
+def notes_for(rs: NftRuleset, pkt: Packet, outcomes: list[Outcome]) -> tuple[list[str], bool]:
+    """Plain-language explanations of kube-proxy nftables behaviours the outcome shows."""
+    notes: list[str] = []
+    this = pkt.proto + (f"/{pkt.dport}" if pkt.has_ports else "")
+    for o in outcomes:
+        if o.verdict == "accept" or not o.path:
+            continue
+        last = o.path[-1]
+        chains = [s.chain for s in o.path]
+        vm = next((s for s in o.path if s.note and s.note.startswith("@no-endpoint-")), None)
+        if last.chain == "cluster-ips-check" and o.verdict == "reject":
+            n = (f"{pkt.dst} is a ClusterIP (listed in @cluster-ips) but none of its Services' ports is {this}: "
+                 "kube-proxy's nftables mode (v1.30+) rejects such packets in cluster-ips-check (“Reject traffic "
+                 "to invalid ports of ClusterIPs”), so the client gets an immediate ICMP port unreachable"
+                 + (" — ping to a ClusterIP fails this way." if pkt.proto in ("icmp", "icmpv6") else "."))
+        elif last.chain == "cluster-ips-check" and o.verdict == "drop":
+            cidr = _service_cidr(rs, pkt.family)
+            n = (f"{pkt.dst} is inside the service CIDR{f' {cidr}' if cidr else ''} but no Service has that "
+                 "address: kube-proxy's nftables mode (v1.30+) drops traffic to unallocated ClusterIPs in "
+                 "cluster-ips-check, so the connection times out.")
+        elif vm is not None:
+            svc = vm.note.split('"')[1] if vm.note and '"' in vm.note else "the Service"
+            if o.verdict == "reject":
+                n = (f"{svc} has no ready endpoints: kube-proxy lists {pkt.dst} {this} in {(vm.note or '').split(':')[0]} "
+                     "and rejects new connections (ICMP port unreachable) instead of letting them hang.")
+            else:
+                n = (f"{svc} has no endpoint this traffic may use on this node (externalTrafficPolicy: Local with "
+                     f"no local endpoint, or internalTrafficPolicy: Local): kube-proxy's {vm.chain} drops it.")
+        elif any(c.startswith("firewall-") and c != "firewall-check" for c in chains) and o.verdict == "drop":
+            n = (f"the source {pkt.src} is not in the Service's loadBalancerSourceRanges: kube-proxy's "
+                 f"{last.chain} drops it before DNAT.")
+        else:
+            continue
+        if n not in notes:
+            notes.append(n)
+    nowhere = False
+    if outcomes and all(o.verdict == "accept" and not o.dnat and o.delivery != "local" for o in outcomes):
+        served = _service_ip(rs, pkt)
+        if served:
+            nowhere = True
+            older = not any("cluster-ips-check" in t.chains for t in _kube_tables(rs, pkt.family))
+            notes.append(f"{pkt.dst} is a Service address in these rules ({'; '.join(served[:4])}). This packet "
+                         f"({this}) matches none of its entries, so it is not translated and is routed on towards "
+                         "an address no host owns: nothing will answer."
+                         + (" kube-proxy 1.30+ rejects such packets at once (cluster-ips-check); these rules, from an "
+                            "older kube-proxy, have no such check." if older else ""))
+    return notes, nowhere

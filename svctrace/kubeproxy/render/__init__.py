@@ -1,0 +1,1 @@
+"""What kube-proxy programs, rendered per mode (iptables, IPVS, nftables)."""

@@ -1,0 +1,1 @@
+"""The values everything else shares: packets, cluster objects, snapshots, versions."""
