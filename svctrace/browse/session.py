@@ -22,9 +22,9 @@ from svctrace.browse.data import TABLE_ORDER, ChainRef, IptablesAdapter, RulesAd
 from svctrace.dataplane.contract import PathStep, TraceResult
 from svctrace.dataplane.iptables import load_ruleset, trace
 from svctrace.dataplane.iptables.walker import visible_steps
+from svctrace.dataplane.node import detect_mode
 from svctrace.errors import InputError, SvctraceError
 from svctrace.explain import OUTSIDE_CLIENT, Explanation, Request, explain
-from svctrace.explain.dataplane import detect_mode
 from svctrace.kubeproxy.names import ext_chain, fw_chain, svc_chain, svl_chain
 from svctrace.model.cluster import Service, ServicePort
 from svctrace.model.packet import NodeFacts, Packet

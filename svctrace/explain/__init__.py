@@ -207,7 +207,7 @@ def _node_ips(snap: Snapshot, node: str | None) -> list[str]:
         out += n.internal_ips + n.external_ips
     nf = snap.nodes.get(node)
     if nf is not None:
-        from svctrace.explain.dataplane import node_addresses
+        from svctrace.dataplane.node import node_addresses
 
         out += node_addresses(nf)
     seen: list[str] = []
@@ -242,7 +242,7 @@ def _first_node(snap: Snapshot, family: int, prefer_workers: bool = False) -> st
 
 
 def _nodes_with_dumps(snap: Snapshot, family: int) -> list[str]:
-    from svctrace.explain.dataplane import usable
+    from svctrace.dataplane.node import usable
 
     names = [n for n in snap.nodes if usable(snap, n, family)]
     order = list(snap.cluster.nodes)
@@ -360,7 +360,7 @@ def explain(snap: Snapshot, req: Request) -> Explanation:
     if proto == "icmp" or proto == "icmpv6":
         dport = None
 
-    from svctrace.explain.dataplane import dataplane_for
+    from svctrace.dataplane.node import dataplane_for
 
     dp = dataplane_for(snap, node, family, _uses_local(svc, via), svc.key, warns)
     if dp.node != node:
