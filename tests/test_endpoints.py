@@ -20,10 +20,10 @@ from svctrace.kubeproxy.endpoints import (
     EndpointVerdict,
     categorize_endpoints,
     endpoints_for_port,
-    parse_version,
     select_endpoints,
     service_ports,
 )
+from svctrace.model.version import parse_version
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "kube-proxy"
 NODE = "node-a"

@@ -14,6 +14,7 @@ from svctrace import __version__
 from svctrace.cli import app
 from svctrace.cli.trace import read_input
 from svctrace.errors import InputError
+from svctrace.kubeproxy.versions import DEFAULT_VERSION, FEATURES
 
 
 class Mode(StrEnum):
@@ -56,8 +57,9 @@ def simulate_cmd(
     node: list[str] = typer.Option([], "--node", help="Node(s) whose rules to generate (default: every node; "
                                    "Local traffic policies differ per node)."),
     mode: Mode = typer.Option(Mode.iptables, "--mode", help="kube-proxy mode to simulate."),
-    kube_version: str = typer.Option("1.30", "--kube-version", help="kube-proxy version: spellings and chains "
-                                     "differ (KUBE-XLB before 1.24, KUBE-MARK-DROP before 1.25, ...)."),
+    kube_version: str = typer.Option(DEFAULT_VERSION, "--kube-version", help="kube-proxy version: spellings and "
+                                     f"chains differ (KUBE-XLB before {FEATURES['ext-svl-chains'].since_text}, "
+                                     f"KUBE-MARK-DROP before {FEATURES['proxy-firewall-chain'].since_text}, ...)."),
     cluster_cidr: str | None = typer.Option(None, "--cluster-cidr", help="Pod CIDR (default: the kube-proxy "
                                             "ConfigMap among the inputs, else the nodes' podCIDRs)."),
     service_cidr: str = typer.Option("10.96.0.0/12", "--service-cidr", help="Where missing cluster IPs are "
@@ -66,8 +68,8 @@ def simulate_cmd(
                                     "tui can open it) instead of printing iptables-save."),
 ) -> None:
     """Generate the rules kube-proxy would program for these objects, as iptables-save or as a snapshot."""
-    from svctrace.kubeproxy.endpoints import parse_version
     from svctrace.kubeproxy.simulate import simulate
+    from svctrace.model.version import parse_version
 
     if mode is Mode.nftables:
         import importlib.util

@@ -12,6 +12,7 @@ from svctrace.dataplane.iptables.rules import Ruleset
 from svctrace.dataplane.node import Dataplane
 from svctrace.kubeproxy.endpoints import EndpointSelection, select_endpoints
 from svctrace.kubeproxy.names import svc_chain
+from svctrace.kubeproxy.versions import FEATURES, REFERENCE_VERSION
 from svctrace.model.cluster import Cluster, EndpointSlice, Pod, Service, ServicePort
 from svctrace.model.snapshot import Snapshot
 
@@ -68,7 +69,7 @@ def selection_for(cluster: Cluster, svc: Service, port: ServicePort | None, node
     n = cluster.nodes.get(node or "")
     try:
         sels = select_endpoints(svc.raw, slices, node_name=node or "", node_labels=n.labels if n else {},
-                                endpoints=legacy or None, kube_version=cluster.proxy.version or "1.28")
+                                endpoints=legacy or None, kube_version=cluster.proxy.version or REFERENCE_VERSION)
     except ValueError:
         return None
     for sel in sels:
@@ -339,19 +340,20 @@ def _ping_diagnostic(exp: Explanation, dp: Dataplane) -> Diagnostic:
     test = f"Test the Service with a port instead: `nc -zv {ip} {svc.ports[0].port if svc.ports else 80}` from a pod."
     answered = any(o.verdict == "accept" and o.endpoint is None and o.path and any(
         s.hook == "INPUT" for s in o.path) for o in exp.outcomes)
+    ipvs_filter, nft_reject = FEATURES["ipvs-filter-chain"], FEATURES["nft-cluster-ips-check-reject"]
     if dp.mode == "ipvs":
         if answered or any(o.verdict == "accept" for o in exp.outcomes):
             what = (f"in IPVS mode kube-proxy puts every Service IP on the node's kube-ipvs0 interface, so the node "
-                    f"itself answers ping to {ip} (before 1.26, or without KUBE-IPVS-FILTER): a reply proves only that "
+                    f"itself answers ping to {ip} (before {ipvs_filter.since_text}, or without KUBE-IPVS-FILTER): a reply proves only that "
                     "the node is there, not that a backend is.")
         else:
-            what = (f"in IPVS mode since 1.26, KUBE-IPVS-FILTER rejects traffic to {ip} on ports the Service does not "
+            what = (f"in IPVS mode since {ipvs_filter.since_text}, KUBE-IPVS-FILTER rejects traffic to {ip} on ports the Service does not "
                     f"serve ({ports}), ping included.")
         return Diagnostic("ping-virtual-ip", "warning", f"ping to {ip}: {what}", test)
     if dp.mode == "nftables":
         return Diagnostic(
             "ping-virtual-ip", "warning",
-            f"ping to {ip} is rejected: in nftables mode (kube-proxy 1.30+) the cluster-ips-check chain rejects "
+            f"ping to {ip} is rejected: in nftables mode (kube-proxy {nft_reject.since_text}+) the cluster-ips-check chain rejects "
             f"traffic to a ClusterIP on anything but the Service's ports ({ports}), so ping gets an ICMP error "
             "at once instead of a reply.", test)
     return Diagnostic(
@@ -359,7 +361,8 @@ def _ping_diagnostic(exp: Explanation, dp: Dataplane) -> Diagnostic:
         f"ping to {ip} gets no answer: in iptables mode a Service IP is not an address of any interface, only DNAT "
         f"rules for the Service's ports ({ports}). An ICMP echo request matches none of them, is not translated, "
         "and is routed on towards an address no host owns.",
-        test + " (In IPVS mode the node answers ping itself, before 1.26; in nftables mode it is rejected.)")
+        test + f" (In IPVS mode the node answers ping itself, before {ipvs_filter.since_text}; in nftables mode it is "
+        "rejected.)")
 
 
 def _ipvs_rules_checks(exp: Explanation, dp: Dataplane, selection: EndpointSelection | None) -> None:

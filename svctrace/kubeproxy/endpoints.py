@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from svctrace.kubeproxy.names import join_host_port, service_port_name
+from svctrace.kubeproxy.versions import REFERENCE_VERSION, has
 
 __all__ = [
     "HINTS_ANNOTATION",
@@ -60,7 +61,6 @@ __all__ = [
     "ServicePortInfo",
     "categorize_endpoints",
     "endpoints_for_port",
-    "parse_version",
     "select_endpoints",
     "service_ports",
 ]
@@ -73,20 +73,6 @@ ZONE_LABEL: Final = "topology.kubernetes.io/zone"
 HINTS_ANNOTATION: Final = "service.kubernetes.io/topology-aware-hints"
 TOPOLOGY_MODE_ANNOTATION: Final = "service.kubernetes.io/topology-mode"
 DEFAULT_AFFINITY_SECONDS: Final = 10800
-
-
-def parse_version(version: str | tuple[int, int]) -> tuple[int, int]:
-    """``"1.28"``, ``"v1.28.3"``, ``"1.28.0-gke.1"`` or ``(1, 28)`` -> ``(1, 28)``."""
-    if isinstance(version, tuple):
-        return version
-    text = version.strip().lstrip("vV")
-    parts = text.split(".")
-    try:
-        major = int(parts[0])
-        minor = int("".join(ch for ch in parts[1].split("-")[0] if ch.isdigit())) if len(parts) > 1 else 0
-    except (ValueError, IndexError):
-        raise ValueError(f"not a Kubernetes version: {version!r}") from None
-    return major, minor
 
 
 def _family_of(ip: str) -> IPFamily | None:
@@ -178,7 +164,7 @@ def service_ports(
     service: KubeObject,
     *,
     ip_family: IPFamily = "IPv4",
-    kube_version: str | tuple[int, int] = "1.28",
+    kube_version: str | tuple[int, int] = REFERENCE_VERSION,
 ) -> list[ServicePortInfo]:
     """The ports kube-proxy proxies for this Service and IP family (empty: the Service is skipped).
 
@@ -186,7 +172,7 @@ def service_ports(
     those without a cluster IP of this family.  From 1.30 (``LoadBalancerIPMode`` beta) load-balancer
     ingress entries with ``ipMode: Proxy`` are not VIPs and get no rules.
     """
-    version = parse_version(kube_version)
+    ipmode_proxy_skipped = has(kube_version, "lb-ipmode-proxy")
     meta = service.get("metadata") or {}
     spec = service.get("spec") or {}
     status = service.get("status") or {}
@@ -228,7 +214,7 @@ def service_ports(
         ip = ing.get("ip") or ""
         if not ip or _family_of(ip) != ip_family:
             continue
-        if version >= (1, 30) and ing.get("ipMode") == "Proxy":
+        if ipmode_proxy_skipped and ing.get("ipMode") == "Proxy":
             continue
         vips.append(_norm_ip(ip))
     hc = int(spec.get("healthCheckNodePort") or 0) if (svc_type == "LoadBalancer" and etp_local) else 0
@@ -595,7 +581,7 @@ def select_endpoints(
     node: KubeObject | None = None,
     endpoints: Iterable[KubeObject] | None = None,
     ip_family: IPFamily = "IPv4",
-    kube_version: str | tuple[int, int] = "1.28",
+    kube_version: str | tuple[int, int] = REFERENCE_VERSION,
 ) -> list[EndpointSelection]:
     """One :class:`EndpointSelection` per proxied port of ``service`` (see :func:`service_ports`).
 

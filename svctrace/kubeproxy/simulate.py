@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from svctrace.kubeproxy.render.iptables import ProxyConfig, generate, to_save
+from svctrace.kubeproxy.versions import DEFAULT_VERSION
 
 Obj = dict[str, Any]
 WORKLOADS = ("Deployment", "StatefulSet", "ReplicaSet", "DaemonSet", "ReplicationController")
@@ -291,7 +292,7 @@ def endpoint_slices_for(svc: Obj, pods: list[Obj]) -> list[Obj]:
     return out
 
 
-def simulate(objects: list[Obj], *, nodes: list[str] | None = None, kube_version: str = "1.30",
+def simulate(objects: list[Obj], *, nodes: list[str] | None = None, kube_version: str = DEFAULT_VERSION,
              cluster_cidr: str | None = None, service_cidr: str = DEFAULT_SERVICE_CIDR,
              mode: str = "iptables") -> Simulation:
     """kube-proxy's rules on each node (or the named ones) for these objects, in `mode`

@@ -4,16 +4,21 @@ code asks `has(version, "feature")` and never compares version numbers itself.
 
 Adding a kube-proxy release's change is one row here plus the branch that renders or reads it. The rows
 cite the kube-proxy source they come from (pkg/proxy/{iptables,ipvs,nftables}/proxier.go of that release).
+Which versions each mode's model covers, and what each assumes when given none, is `MODES` below.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from svctrace.model.version import Version, parse_version
+from svctrace.model.version import Version, parse_version, version_text
 
-# What svctrace assumes when nothing says which kube-proxy runs (no image tag, no /version, no flag).
+# What svctrace assumes when nothing says which kube-proxy runs (no image tag, no /version, no flag):
+# `has(None, ...)`, `simulate`, the IPVS generator.
 DEFAULT_VERSION = "1.30"
+# The release whose pkg/proxy the endpoint selection (kubeproxy/endpoints.py) and the iptables generator
+# were written from, and so what they assume when a caller names no version.
+REFERENCE_VERSION = "1.28"
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +32,15 @@ class Feature:
     def in_version(self, v: Version) -> bool:
         return (self.since is None or v >= self.since) and (self.until is None or v < self.until)
 
+    @property
+    def since_text(self) -> str:
+        """"1.26" for a feature since 1.26 ("" when it has always been there)."""
+        return version_text(self.since) if self.since else ""
+
+    @property
+    def until_text(self) -> str:
+        return version_text(self.until) if self.until else ""
+
 
 def _f(name: str, since: str | None, until: str | None, modes: str, says: str) -> Feature:
     return Feature(name, parse_version(since) if since else None, parse_version(until) if until else None,
@@ -34,32 +48,55 @@ def _f(name: str, since: str | None, until: str | None, modes: str, says: str) -
 
 
 FEATURES: dict[str, Feature] = {f.name: f for f in (
+    # pkg/proxy/iptables/proxier.go computeProbability: "%0.10f", "%0.5f" before.
     _f("probability-10-decimals", "1.17", None, "iptables",
        "statistic probabilities printed with 10 decimals (5 before)"),
-    _f("port-name-colon-optional", "1.19", None, "iptables,ipvs,nftables",
-       "chain-name hash input `ns/name:port` drops the `:` for unnamed ports (always present before)"),
+    # pkg/proxy/types.go ServicePortName.String(): no trailing ":" for an unnamed port.
+    _f("port-name-colon-optional", "1.19", None, "iptables",
+       "ServicePortName `ns/name:port` drops the `:` for an unnamed port (chain-name hashes, comments)"),
+    # ServiceInternalTrafficPolicy beta, on by default (pkg/proxy/topology.go FilterEndpoints).
     _f("internal-traffic-policy-filter", "1.22", None, "iptables",
-       "internalTrafficPolicy: Local filters endpoints in the SVL chain"),
+       "internalTrafficPolicy: Local keeps only this node's endpoints (the field is ignored before)"),
+    # pkg/proxy/iptables/proxier.go servicePortPolicyLocalChainName / serviceExternalChainName.
     _f("ext-svl-chains", "1.24", None, "iptables",
        "KUBE-EXT-/KUBE-SVL- chains (KUBE-XLB- before)"),
+    # pkg/proxy/iptables/proxier.go kubeProxyFirewallChain; KUBE-MARK-DROP left to the kubelet.
     _f("proxy-firewall-chain", "1.25", None, "iptables",
        "KUBE-PROXY-FIREWALL; kube-proxy no longer programs KUBE-MARK-DROP"),
+    # pkg/proxy/ipvs/proxier.go kubeIPVSFilterChain and the KUBE-IPVS-IPS set (PR #108460, issue #72236).
     _f("ipvs-filter-chain", "1.26", None, "ipvs",
        "KUBE-IPVS-FILTER rejects new connections to kube-ipvs0 addresses on ports no Service serves"),
+    # pkg/proxy/iptables/proxier.go: kube-proxy writes the "block incoming localnet connections" rule
+    # itself (KEP-3178 IPTablesOwnershipCleanup); the kubelet's rule before.
     _f("localhost-nodeport-firewall", "1.27", None, "iptables",
        "KUBE-FIREWALL drops martian localhost NodePort traffic (route_localnet)"),
+    # pkg/proxy/iptables/proxier.go: no "ctstate INVALID -j DROP" when nf_conntrack_tcp_be_liberal is set.
     _f("conntrack-liberal-no-invalid-drop", "1.29", None, "iptables",
        "with conntrack tcp_be_liberal set, no INVALID drop rule in KUBE-FORWARD"),
+    # pkg/proxy/ipvs/proxier.go kubeIPVSOutFilterChain (PR #119791).
     _f("ipvs-out-filter-chain", "1.29", None, "ipvs",
        "KUBE-IPVS-OUT-FILTER: no access from the node to a LoadBalancer IP through IPVS"),
+    # pkg/proxy/serviceport.go: LoadBalancerIPMode beta (on by default).
     _f("lb-ipmode-proxy", "1.30", None, "iptables,ipvs,nftables",
        "LoadBalancer ingress with ipMode: Proxy is not programmed on the node"),
+    # pkg/proxy/ipvs/proxier.go writeIptablesRules (PR #121919; later 1.28/1.29 patches as a backport).
     _f("ipvs-filter-external-ip-local", "1.30", None, "ipvs",
        "KUBE-IPVS-FILTER returns for KUBE-EXTERNAL-IP-LOCAL too"),
+    # pkg/proxy/nftables/proxier.go clusterIPsCheckChain.
     _f("nft-cluster-ips-check-reject", "1.30", None, "nftables",
        "cluster-ips-check rejects packets to unserved ports of a cluster IP (ping included)"),
+    # pkg/proxy/nftables/proxier.go: service-endpoints-check / nodeport-endpoints-check instead of the
+    # alpha layout's one endpoints-check chain (and its other base chains).
+    _f("nft-split-endpoints-check", "1.31", None, "nftables",
+       "separate service-endpoints-check and nodeport-endpoints-check chains (1.29 and 1.30 had one "
+       "endpoints-check chain and other base chains)"),
+    # pkg/proxy/nftables/proxier.go (PR #132456; cherry-picked to release-1.33 patches).
     _f("nft-post-dnat-filter", "1.34", None, "nftables",
        "nftables filter chains run after DNAT (post-dnat-filter layout)"),
+    # pkg/proxy/nftables/proxier.go: 1.36 replaced them by `dnat ip to numgen ... map` and a
+    # hairpin-connections set, without mark-for-masquerade (PRs #135800, #136499).
+    _f("nft-endpoint-chains", None, "1.36", "nftables",
+       "one endpoint-… chain per endpoint (1.36 dropped them: dnat ip to numgen map, hairpin-connections set)"),
 )}
 
 
@@ -67,3 +104,27 @@ def has(version: str | Version | None, feature: str) -> bool:
     """Whether kube-proxy `version` (None: DEFAULT_VERSION) has `feature` (a key of FEATURES)."""
     v = parse_version(version if version is not None else DEFAULT_VERSION)
     return FEATURES[feature].in_version(v)
+
+
+@dataclass(frozen=True, slots=True)
+class ModeModel:
+    """What svctrace models of one proxy mode: the version its generator assumes when given none, and
+    the features every modelled version has (a version without one has a layout svctrace does not write)."""
+
+    mode: str
+    default: str
+    requires: tuple[str, ...] = ()
+
+    def unmodelled(self, version: str | Version) -> Feature | None:
+        """The first required feature `version` lacks (its `says` tells why), None when it is modelled."""
+        v = parse_version(version)
+        return next((FEATURES[f] for f in self.requires if not FEATURES[f].in_version(v)), None)
+
+
+MODES: dict[str, ModeModel] = {m.mode: m for m in (
+    ModeModel("iptables", REFERENCE_VERSION),
+    ModeModel("ipvs", DEFAULT_VERSION, ("ipvs-filter-chain",)),
+    # nftables: the oldest modelled release is its default.
+    ModeModel("nftables", FEATURES["nft-split-endpoints-check"].since_text,
+              ("nft-split-endpoints-check", "nft-endpoint-chains")),
+)}

@@ -19,3 +19,8 @@ def parse_version(version: str | tuple[int, ...]) -> Version:
     if not m:
         raise ValueError(f"not a Kubernetes version: {version!r} (like 1.30 or v1.30.2)")
     return int(m.group(1)), int(m.group(2))
+
+
+def version_text(version: Version) -> str:
+    """(1, 30) -> "1.30", the spelling svctrace prints and its options take."""
+    return f"{version[0]}.{version[1]}"

@@ -58,7 +58,6 @@ from svctrace.kubeproxy.endpoints import (
     ServicePortInfo,
     categorize_endpoints,
     endpoints_for_port,
-    parse_version,
     service_ports,
 )
 from svctrace.kubeproxy.names import (
@@ -69,6 +68,7 @@ from svctrace.kubeproxy.names import (
     svl_chain,
     xlb_chain,
 )
+from svctrace.model.version import parse_version
 
 __all__ = [
     "BUILTIN_CHAINS",

@@ -80,10 +80,10 @@ from svctrace.kubeproxy.endpoints import (
     ServicePortInfo,
     categorize_endpoints,
     endpoints_for_port,
-    parse_version,
     service_ports,
 )
 from svctrace.kubeproxy.names import join_host_port
+from svctrace.model.version import parse_version
 
 __all__ = [
     "IPSET_INFO",

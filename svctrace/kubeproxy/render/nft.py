@@ -83,11 +83,11 @@ from svctrace.kubeproxy.endpoints import (
     ServicePortInfo,
     categorize_endpoints,
     endpoints_for_port,
-    parse_version,
     service_ports,
 )
 from svctrace.kubeproxy.names import join_host_port
 from svctrace.kubeproxy.render.ipvs import _addr, _link, _mac
+from svctrace.model.version import parse_version
 
 __all__ = [
     "NftConfig",
