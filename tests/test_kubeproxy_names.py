@@ -249,7 +249,25 @@ def test_inverse_index() -> None:
 def test_module_is_stdlib_only() -> None:
     src = Path(names.__file__).read_text()
     imported = set(re.findall(r"^(?:from|import) ([a-z0-9_.]+)", src, re.M))
-    assert imported <= {"__future__", "base64", "hashlib", "collections.abc", "typing"}
+    assert imported <= {"__future__", "base64", "hashlib", "re", "collections.abc", "typing"}
+
+
+def test_nft_chain_pattern_reads_the_names_the_nft_generator_writes() -> None:
+    from svctrace.kubeproxy.render.nft import endpoint_chain_name_base, service_chain_name_base
+
+    base = service_chain_name_base("ns1", "svc1", "p80", "TCP")
+    for kind in names.NFT_CHAIN_KINDS:
+        assert names.nft_chain_owner(f"{kind}-{base}") == names.NftChainOwner(kind, "ns1", "svc1", "tcp", "p80", None)
+    ep = endpoint_chain_name_base("ns1", "svc1", "", "udp", "fd00:10:180::1", 53)
+    assert names.nft_chain_owner("endpoint-" + ep) == names.NftChainOwner(
+        "endpoint", "ns1", "svc1", "udp", "", "fd00.10.180..1/53")
+
+
+def test_nft_chain_pattern_leaves_other_chains_alone() -> None:
+    # kube-proxy's own fixed chains share the prefixes; base32 has no 0, 1, 8 or 9.
+    for chain in ("service-endpoints-check", "firewall-check", "services", "KUBE-SVC-ABCDEFGHIJKLMNOP",
+                  "service-ULMVA6X0-ns1/svc1/tcp/p80", "affinity-5F5SRMML-default/session/tcp/__10.244.1.20/5000"):
+        assert names.nft_chain_owner(chain) is None, chain
 
 
 # --- against kube-proxy's own test dumps -----------------------------------------------------------

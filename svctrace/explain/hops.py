@@ -6,6 +6,7 @@ import re
 
 from svctrace.dataplane.contract import Outcome, PathStep, TraceResult
 from svctrace.dataplane.iptables.walker import visible_steps
+from svctrace.kubeproxy.names import CHAIN_PREFIXES, FAMILIES, chain_family
 from svctrace.model.cluster import Cluster, Service, ServicePort
 
 
@@ -36,8 +37,7 @@ def sentence(s: PathStep, cluster: Cluster, packet_desc: str, share: float | Non
     if s.chain in ("PREROUTING", "OUTPUT") and target == "KUBE-SERVICES":
         first = "arriving" if s.chain == "PREROUTING" else "sent by the node"
         return f"{s.chain} ({s.table}) hands every packet {first} to KUBE-SERVICES."
-    if s.chain == "KUBE-SERVICES" and target.startswith(("KUBE-SVC-", "KUBE-SVL-", "KUBE-EXT-", "KUBE-FW-",
-                                                         "KUBE-XLB-")):
+    if s.chain == "KUBE-SERVICES" and chain_family(target) in FAMILIES:
         svcname, _, kind = c.partition(" ")
         what = {"cluster IP": "the cluster IP", "external IP": "an external IP", "loadbalancer IP":
                 "the load-balancer IP"}.get(kind, kind or "an address")
@@ -48,14 +48,14 @@ def sentence(s: PathStep, cluster: Cluster, packet_desc: str, share: float | Non
         return f"KUBE-NODEPORTS matched the node port of {c or 'a Service'}; on to {target}."
     if target == "KUBE-MARK-MASQ":
         return f"{where} marks the packet for masquerade: {masq_words(s) }."
-    if target.startswith("KUBE-SEP-"):
+    if chain_family(target) == "SEP":
         ep = c.split("->", 1)[1].strip() if "->" in c else ""
         odds = f" with probability {_pct(share)}" if share is not None and share < 0.9995 else ""
         printed = f" (--probability {s.probability})" if s.probability else ""
         return f"{s.chain} picks endpoint {ep or target}{odds}{printed}."
-    if target.startswith(("KUBE-SVC-", "KUBE-SVL-")) and s.chain.startswith(("KUBE-EXT-", "KUBE-FW-", "KUBE-XLB-")):
+    if chain_family(target) in ("SVC", "SVL") and chain_family(s.chain) in ("EXT", "FW", "XLB"):
         return f"{s.chain} passes it on to {target}" + (f" ({c})." if c else ".")
-    if target.startswith(("KUBE-EXT-",)) and s.chain.startswith("KUBE-FW-"):
+    if chain_family(target) == "EXT" and chain_family(s.chain) == "FW":
         return f"{s.chain}: the source is in loadBalancerSourceRanges, on to {target}."
     if act.startswith("DNAT to "):
         ep = act[len("DNAT to "):]
@@ -69,9 +69,9 @@ def sentence(s: PathStep, cluster: Cluster, packet_desc: str, share: float | Non
         return f"No rule accepted it and the {where} policy is DROP."
     if act.startswith("MASQUERADE"):
         return f"{where} masquerades it: the source becomes the node's own address on the way out."
-    if act.startswith("no target") and s.chain.startswith("KUBE-FW-"):
+    if act.startswith("no target") and chain_family(s.chain) == "FW":
         if s.chain in passed_fw:
-            ext = "KUBE-EXT-" + s.chain[len("KUBE-FW-"):]
+            ext = CHAIN_PREFIXES["EXT"] + s.chain[len(CHAIN_PREFIXES["FW"]):]
             return (f"{s.chain}: the source is in loadBalancerSourceRanges, but {ext} has no endpoint for it on "
                     "this node, so the packet stays untranslated" + (f" (“{c}”)." if c else "."))
         return f"{s.chain}: the source is not in loadBalancerSourceRanges" + (f" (“{c}”)." if c else ".")
@@ -128,11 +128,11 @@ def masq_words(s: PathStep) -> str:
     m = re.search(r"!\s+-s\s+(\S+)", t)
     if m:
         return f"the source is outside the cluster CIDR {m.group(1)}, so replies must come back through this node"
-    if s.chain.startswith("KUBE-SEP-") and re.search(r"(?<![!])\s-s\s", " " + t):
+    if chain_family(s.chain) == "SEP" and re.search(r"(?<![!])\s-s\s", " " + t):
         return "the pod is talking to itself through the Service (hairpin), so it must not see its own address"
     if "--src-type LOCAL" in t:
         return "the node itself sent it, to an external address of the Service"
-    if s.chain.startswith(("KUBE-EXT-", "KUBE-XLB-", "KUBE-FW-")) or "external" in c:
+    if chain_family(s.chain) in ("EXT", "XLB", "FW") or "external" in c:
         return "external traffic with externalTrafficPolicy Cluster is masqueraded so replies come back through this node"
     if "localnet" in c or "127.0.0.0/8" in t:
         return "traffic to a localhost NodePort must be masqueraded"
@@ -172,7 +172,7 @@ def hop_sentences(result: TraceResult, cluster: Cluster, svc: Service, port: Ser
     paths = [[s for s in _visible(o.path) if not _bookkeeping(s)] for o in outs]
     # Firewall chains whose source check passed (the jump on to KUBE-EXT may be hidden as a no-op).
     fw = frozenset(s.chain for o in outs for s in o.path
-                   if s.chain.startswith("KUBE-FW-") and s.action.startswith("jump KUBE-EXT-"))
+                   if chain_family(s.chain) == "FW" and s.action.startswith("jump " + CHAIN_PREFIXES["EXT"]))
     common = 0
     while all(len(p) > common for p in paths) and len({(p[common].chain, p[common].rule, p[common].action)
                                                           for p in paths}) == 1:

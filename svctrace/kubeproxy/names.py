@@ -16,6 +16,11 @@ unnamed port (``port == ""``) gives just ``"ns/name"``; before that the colon wa
 (``"ns/name:"``).  ``legacy_port_format=True`` selects the old form.  The endpoint is
 ``net.JoinHostPort(ip, port)``: ``"10.0.0.1:80"`` or ``"[2001:db8::1]:80"``.
 
+In nftables mode (``pkg/proxy/nftables/proxier.go``) a per-service chain is ``<kind>-`` plus
+``hashAndTruncate`` of ``ns/name/proto/port`` (``__ip/port`` appended for an endpoint):
+``service-ULMVA6XW-ns1/svc1/tcp/p80``, ``endpoint-5OJB2KTY-ns1/svc1/tcp/p80__10.180.0.1/80``.
+:data:`NFT_CHAIN` is the one pattern that reads such a name.
+
 Pure standard library; nothing here touches the network or the kernel.
 """
 
@@ -23,16 +28,20 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 from collections.abc import Iterable
 from typing import Final, Literal, NamedTuple
 
 __all__ = [
     "CHAIN_PREFIXES",
     "FAMILIES",
+    "NFT_CHAIN",
+    "NFT_CHAIN_KINDS",
     "SEP_PREFIX",
     "ChainFamily",
     "ChainOwner",
     "EndpointOwner",
+    "NftChainOwner",
     "build_chain_index",
     "build_endpoint_chain_index",
     "chain_family",
@@ -41,6 +50,7 @@ __all__ = [
     "ext_chain",
     "fw_chain",
     "join_host_port",
+    "nft_chain_owner",
     "parse_service_port_name",
     "port_proto_hash",
     "sep_chain",
@@ -67,6 +77,14 @@ SEP_PREFIX: Final = "KUBE-SEP-"
 
 _HASH_LEN: Final = 16
 
+#: nftables mode's per-service chain kinds, the prefixes proxier.go puts before the chain name base:
+#: Cluster policy, Local policy, external traffic, loadBalancerSourceRanges, one endpoint.
+NFT_CHAIN_KINDS: Final = ("service", "local", "external", "firewall", "endpoint")
+#: A kube-proxy nftables per-service chain name. ``hashAndTruncate`` writes the first 8 characters of
+#: base32(sha256(...)), so the hash is of the RFC 4648 alphabet A-Z2-7; an unnamed port leaves ``port`` empty.
+NFT_CHAIN: Final = re.compile(r"^(service|local|external|firewall|endpoint)-[A-Z2-7]{8}-"
+                              r"(?P<ns>[^/]+)/(?P<name>[^/]+)/(?P<proto>[a-z]+)/(?P<port>[^_/]*)(?:__(?P<ep>.+))?$")
+
 
 class ChainOwner(NamedTuple):
     """Which service port a per-service chain (SVC/SVL/EXT/FW/XLB) belongs to."""
@@ -86,6 +104,25 @@ class EndpointOwner(NamedTuple):
     port_name: str
     protocol: str
     endpoint: str
+
+
+class NftChainOwner(NamedTuple):
+    """Which service port (and endpoint) an nftables per-service chain belongs to, read from its name."""
+
+    kind: str  # one of NFT_CHAIN_KINDS
+    namespace: str
+    name: str
+    protocol: str  # lower-case
+    port_name: str  # "" for an unnamed port
+    endpoint: str | None  # `10.180.0.1/80` (IPv6 colons as dots) for an endpoint chain
+
+
+def nft_chain_owner(chain: str) -> NftChainOwner | None:
+    """The owner of a kube-proxy nftables per-service chain, None for any other chain."""
+    m = NFT_CHAIN.match(chain)
+    if m is None:
+        return None
+    return NftChainOwner(m.group(1), m["ns"], m["name"], m["proto"], m["port"], m["ep"])
 
 
 def _hash16(data: str) -> str:
