@@ -14,8 +14,9 @@ from rich.console import Console
 
 from svctrace.cli import app, emit_json
 from svctrace.dataplane.contract import TraceResult
+from svctrace.dataplane.detect import is_address_file, looks_like_ipset, sniff_input
 from svctrace.dataplane.ipset import parse_ipset
-from svctrace.dataplane.iptables import load_ruleset, sniff_format, trace
+from svctrace.dataplane.iptables import load_ruleset, trace
 from svctrace.errors import InputError, SvctraceError
 from svctrace.model.packet import NodeFacts, Packet
 
@@ -79,12 +80,6 @@ def read_inputs(path: str) -> list[tuple[str, str]]:
     return [read_input(path)]
 
 
-def looks_like_ipset(text: str) -> bool:
-    head = text[:20000]
-    return bool(re.search(r"(?m)^create \S+ (?:hash|bitmap|list):", head)) or (
-        "Name:" in head and "Members:" in head and "Type:" in head)
-
-
 def _addresses(text: str) -> list[str]:
     try:
         return [str(a["local"]) for link in json.loads(text) for a in link.get("addr_info") or [] if a.get("local")]
@@ -95,11 +90,10 @@ def _addresses(text: str) -> list[str]:
 def trace_inputs(inputs: list[tuple[str, str]], pkt: Packet, facts: NodeFacts, *, table: str | None = None,
                  kube_version: str | None = None) -> TraceResult:
     """Sniff each dump and walk the dataplane they describe (iptables, or IPVS with its iptables rules)."""
-    from svctrace.dataplane.nftables import looks_like_nft
-
-    nft = [(t, n) for t, n in inputs if looks_like_nft(t) or n.endswith("/nft.json")]
-    ipvs = [(t, n) for t, n in inputs if (t, n) not in nft and sniff_format(t) == "ipvsadm"]
-    ipt = [(t, n) for t, n in inputs if (t, n) not in ipvs and (t, n) not in nft]
+    kinds = [sniff_input(t, n) for t, n in inputs]
+    nft = [x for x, k in zip(inputs, kinds, strict=True) if k == "nft"]
+    ipvs = [x for x, k in zip(inputs, kinds, strict=True) if k == "ipvsadm"]
+    ipt = [x for x, k in zip(inputs, kinds, strict=True) if k not in ("nft", "ipvsadm")]
     family_files = [(t, n) for t, n in ipt if not (pkt.family == 4 and n.endswith(("ip6tables-save",
                                                                                     "ip6tables-legacy-save")))]
     ruleset = None
@@ -188,10 +182,10 @@ def trace_cmd(
         raise InputError("only ipset dumps given: add the node's iptables-save or ipvsadm dump")
     if not local_ip:  # a snapshot node directory's ip-addr says what the node owns
         for t, _n in inputs:
-            if _n.endswith(("/ip-addr.json", "/ip-addr")):
+            if is_address_file(_n):
                 facts = NodeFacts.make(local_ips=_addresses(t), route_localnet=route_localnet,
                                        returning_client=returning_client, ipsets=facts.ipsets)
-    inputs = [(t, n) for t, n in inputs if not n.endswith(("/ip-addr.json", "/ip-addr"))]
+    inputs = [(t, n) for t, n in inputs if not is_address_file(n)]
     if src is None:
         if not from_node:
             raise InputError("missing --src (or --from-node with a --local-ip)")

@@ -149,7 +149,7 @@ def _family(ip: str) -> int:
 
 def _nodes_with_dumps(snap: Snapshot, family: int) -> list[str]:
     """The nodes whose dumps can answer, in the cluster's order: those that can decide."""
-    from svctrace.dataplane.node import usable
+    from svctrace.dataplane.detect import usable
 
     names = [n for n in snap.nodes if usable(snap, n, family)]
     order = list(snap.cluster.nodes)

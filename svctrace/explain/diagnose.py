@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from svctrace.dataplane.detect import modes_present
 from svctrace.dataplane.iptables import load_ruleset
 from svctrace.dataplane.iptables.rules import Ruleset
 from svctrace.dataplane.node import Dataplane
@@ -406,14 +407,7 @@ def _dataplane_checks(snap: Snapshot, exp: Explanation, dp: Dataplane) -> None:
             "kubelet, kube-proxy and the CNI use one backend."))
     configured = (nf.get("proxy-mode") or "").strip() or snap.cluster.proxy.mode
     rs = dp.iptables
-    has_iptables_mode = rs is not None and any(c.name.startswith("KUBE-SVC-") for c in rs.iter_chains())
-    ipvs_traces = (rs is not None and any(c.name in ("KUBE-LOAD-BALANCER", "KUBE-LOOP-BACK", "KUBE-IPVS-FILTER")
-                                          for c in rs.iter_chains())) or bool(
-        nf.get("ipvsadm") and re.search(r"(?m)^(TCP|UDP|-A)", nf.get("ipvsadm") or ""))
-    nft_text = (nf.get("nft") or "") + (nf.get("nft.json") or "")
-    nft_mode = "kube-proxy" in nft_text and ("table ip kube-proxy" in nft_text or '"kube-proxy"' in nft_text)
-    modes = {m for m, present in (("iptables", has_iptables_mode), ("ipvs", ipvs_traces), ("nftables", nft_mode))
-             if present}
+    modes = modes_present(nf, (c.name for c in rs.iter_chains()) if rs is not None else ())
     problems = []
     if configured and configured in ("iptables", "ipvs", "nftables") and modes and configured not in modes:
         problems.append(f"kube-proxy is configured for {configured} but the node holds {', '.join(sorted(modes))}-mode "
