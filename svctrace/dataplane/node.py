@@ -35,13 +35,16 @@ class Dataplane:
         if self.mode == "ipvs":
             from svctrace.dataplane.ipvs import trace as ipvs_trace
 
-            return ipvs_trace(self.ipvs, self.iptables, pkt, facts, kube_version=kube_version)
-        if self.mode == "nftables":
+            result = ipvs_trace(self.ipvs, self.iptables, pkt, facts, kube_version=kube_version)
+        elif self.mode == "nftables":
             from svctrace.dataplane.nftables import trace as nft_trace
 
-            return nft_trace(self.nft, pkt, facts)
-        assert self.iptables is not None
-        return trace(self.iptables, pkt, facts)
+            result = nft_trace(self.nft, pkt, facts, kube_version=kube_version)
+        else:
+            assert self.iptables is not None
+            result = trace(self.iptables, pkt, facts, kube_version=kube_version)
+        result.kube_version = kube_version
+        return result
 
 
 def node_addresses(nf: NodeFiles) -> list[str]:
