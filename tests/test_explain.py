@@ -492,3 +492,26 @@ def test_live_collect_dumps_the_node_explain_reads(source: str | None, node: str
     spec = parse_source(source, "default") if source else None
     want = node_to_collect(snap.cluster, spec, node, list(snap.cluster.nodes))
     assert want == ask("svc/web", source=source, node=node).node
+
+
+# -- the diagnostics registry ------------------------------------------------------------------------------
+
+def test_every_registered_diagnostic_is_documented_and_provoked_by_a_test() -> None:
+    """One registered check per stable code: its docs line is docs/cli.md's row, docs/explain.md lists it,
+    and the test it names exists here and asserts the code."""
+    import ast
+
+    from svctrace.explain.diagnostics import checks
+    from svctrace.explain.diagnostics.registry import ORDER
+
+    root = Path(__file__).resolve().parents[1]
+    cli_md, explain_md = (root / "docs" / "cli.md").read_text(), (root / "docs" / "explain.md").read_text()
+    src = Path(__file__).read_text()
+    tests = {n.name: ast.get_source_segment(src, n) or "" for n in ast.parse(src).body
+             if isinstance(n, ast.FunctionDef) and n.name.startswith("test_")}
+    registered = checks()
+    assert [c.code for c in registered] == list(ORDER)
+    for c in registered:
+        assert f"| `{c.code}` | {c.doc} |" in cli_md, c.code
+        assert f"`{c.code}`" in explain_md, c.code
+        assert c.test in tests and f'"{c.code}"' in tests[c.test], (c.code, c.test)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from svctrace.dataplane.contract import PathStep, TraceResult
 from svctrace.errors import InputError, Warn
+from svctrace.explain.diagnostics import Context, Diagnostic, run
 from svctrace.explain.hops import hop_sentences, masquerade_reason
 from svctrace.explain.question import (
     OUTSIDE_CLIENT,
@@ -24,17 +25,6 @@ from svctrace.model.packet import NodeFacts, Packet, format_endpoint
 from svctrace.model.snapshot import Snapshot
 
 VIA = ("cluster-ip", "node-port", "external-ip", "load-balancer")
-
-
-@dataclass
-class Diagnostic:
-    code: str
-    severity: str  # error / warning / info
-    message: str
-    hint: str = ""
-
-    def to_json(self) -> dict[str, object]:
-        return {"code": self.code, "severity": self.severity, "message": self.message, "hint": self.hint}
 
 
 @dataclass
@@ -185,38 +175,28 @@ def explain(snap: Snapshot, req: Request) -> Explanation:
     inferred: list[str] = []
 
     if svc.type == "ExternalName":
-        diags.append(Diagnostic(
-            "external-name", "info",
-            f"{svc.key} is an ExternalName Service: cluster DNS answers {svc.name}.{svc.namespace}.svc with a CNAME to "
-            f"{svc.external_name}; nothing is proxied and no node has rules for it.",
-            f"Check that {svc.external_name} resolves and answers from the pods (`nslookup {svc.external_name}`); "
-            "ports in the Service spec are not used."))
+        diags.extend(run("service", Context(snap, svc)))
         return Explanation(svc, svc.ports[0] if svc.ports else None, Source("external", None, "-", None),
                            {"ip": None, "port": None, "protocol": None, "via": "dns"}, None,
                            cluster.proxy.mode, [], diags, warns, inferred, [])
 
     if req.node is not None and req.node not in cluster.nodes and req.node not in snap.nodes:
         raise InputError(f"no node {req.node} in the snapshot (nodes: {', '.join(sorted(cluster.nodes)) or 'none'})")
-    port = _choose_port(svc, req.port or port_spec, diags, warns)
+    port = _choose_port(snap, svc, req.port or port_spec, diags, warns)
     proto = (req.proto or (port.protocol if port else "TCP")).lower()
     via = req.to or via_from_target or "cluster-ip"
     if via not in VIA:
         raise InputError(f"--to takes one of {', '.join(VIA)}, not {via!r}")
 
     if svc.headless and via == "cluster-ip":
-        pods = _endpoint_ips(cluster, svc)
-        diags.append(Diagnostic(
-            "headless-service", "info",
-            f"{svc.key} is headless (clusterIP: None): there is no virtual IP and kube-proxy writes no rules for it. "
-            f"DNS returns the ready pods' addresses directly: {', '.join(pods) or 'none right now'}.",
-            "Clients connect to a pod IP; use `nslookup` from a pod to see the A records."))
-        _selector_diagnostics(cluster, svc, port, diags)
+        diags.extend(run("dns", Context(snap, svc, port)))
         return Explanation(svc, port, Source("external", None, "-", None),
                            {"ip": None, "port": port.port if port else None, "protocol": proto.upper(), "via": "dns"},
                            None, cluster.proxy.mode, [], diags, warns, inferred, [])
 
     family = _family(dst_ip) if dst_ip else (
         _family(svc.cluster_ips[0]) if svc.cluster_ips and svc.cluster_ips[0] != "None" else 4)
+
     def candidates() -> list[str]:
         return _nodes_with_dumps(snap, family)
 
@@ -271,13 +251,12 @@ def explain(snap: Snapshot, req: Request) -> Explanation:
     dest: dict[str, object] = {"ip": dst, "port": dport, "protocol": proto.upper(), "via": via}
     exp = Explanation(svc, port, source, dest, node, mode, outcomes, diags, warns, inferred,
                       hop_sentences(result, cluster, svc, port), result, dp.main_file)
-    from svctrace.explain.diagnose import diagnose
-
-    diagnose(snap, exp, dp)
+    diags.extend(run("path", Context(snap, svc, port, exp=exp, dp=dp)))
     return exp
 
 
-def _choose_port(svc: Service, spec: str | None, diags: list[Diagnostic], warns: list[Warn]) -> ServicePort | None:
+def _choose_port(snap: Snapshot, svc: Service, spec: str | None, diags: list[Diagnostic],
+                 warns: list[Warn]) -> ServicePort | None:
     if not svc.ports:
         return None
     if spec is None:
@@ -288,15 +267,10 @@ def _choose_port(svc: Service, spec: str | None, diags: list[Diagnostic], warns:
     p = svc.port_by(spec)
     if p is not None:
         return p
-    names = ", ".join(f"{p.name or '-'}={p.port}/{p.protocol}" for p in svc.ports)
     if spec.isdigit():
-        diags.append(Diagnostic(
-            "port-not-in-service", "error",
-            f"port {spec} is not one of {svc.key}'s ports ({names}); the node has no rule for it, so the packet "
-            "is not translated.",
-            f"Use one of the Service's ports (for example {svc.ports[0].port}); if the application listens on "
-            f"{spec}, that is a targetPort, reached through a Service port."))
+        diags.extend(run("port", Context(snap, svc, spec=spec)))
         return ServicePort(name="", port=int(spec), protocol=svc.ports[0].protocol, target_port=int(spec))
+    names = ", ".join(f"{p.name or '-'}={p.port}/{p.protocol}" for p in svc.ports)
     raise InputError(f"{svc.key} has no port named {spec!r} (ports: {names})")
 
 
@@ -331,15 +305,6 @@ def _uses_local(svc: Service, via: str) -> bool:
     return svc.external_traffic_policy == "Local"
 
 
-def _endpoint_ips(cluster: Cluster, svc: Service) -> list[str]:
-    out = []
-    for s in cluster.slices_for(svc):
-        for e in s.endpoints:
-            if e.ready:
-                out += e.addresses
-    return out
-
-
 def _map_outcome(cluster: Cluster, o: object, node: str | None) -> ExplainedOutcome:
     from svctrace.dataplane.contract import Outcome
 
@@ -365,12 +330,6 @@ def _map_outcome(cluster: Cluster, o: object, node: str | None) -> ExplainedOutc
                 ep_node = n.name if n else None
     return ExplainedOutcome(o.probability, o.verdict, o.dnat, pod, ep_node, o.masquerade, o.certain, o.path,
                             o.reason, masquerade_reason(o) if o.masquerade else None, list(o.assumptions))
-
-
-def _selector_diagnostics(cluster: Cluster, svc: Service, port: ServicePort | None, diags: list[Diagnostic]) -> None:
-    from svctrace.explain.diagnose import selector_checks
-
-    selector_checks(cluster, svc, port, diags)
 
 
 __all__ = ["OUTSIDE_CLIENT", "Diagnostic", "ExplainedOutcome", "Explanation", "Request", "Source", "explain",
