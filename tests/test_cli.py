@@ -177,3 +177,22 @@ def test_a_file_that_is_no_archive_is_one_line(tmp_path: Path) -> None:
     p = run("explain", "svc/web", "--snapshot", str(junk))
     assert p.returncode == 2 and "not a readable .tar.gz snapshot" in p.stderr
     assert len(p.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("node", ["node01", "node03", "node04"])  # the demo's iptables, IPVS, nftables nodes
+def test_trace_kube_version_reaches_every_mode(node: str) -> None:
+    from svctrace.cli.trace import read_inputs, trace_inputs
+    from svctrace.model.packet import NodeFacts, Packet
+
+    d = Path(__file__).resolve().parents[1] / "svctrace" / "data" / "demo" / "nodes" / node
+    facts = NodeFacts.make(local_ips=["192.168.56.11"])
+    pkt = Packet.make(src="10.244.1.50", dst="10.96.0.10", proto="udp", dport=53, local_ips=facts.local_ips)
+    inputs = [(t, n) for t, n in read_inputs(str(d)) if "/ip-addr" not in n and not n.endswith("/ipset")]
+    assert trace_inputs(inputs, pkt, facts, kube_version="1.31").kube_version == "1.31"
+    assert trace_inputs(inputs, pkt, facts).kube_version is None
+
+
+def test_trace_rejects_a_bad_kube_version_in_every_mode() -> None:
+    p = run("trace", "--demo", "--src", "10.0.0.2", "--dst", "172.30.0.41", "--dport", "80", "--kube-version", "latest")
+    assert p.returncode == 2 and "--kube-version: not a Kubernetes version: 'latest'" in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1

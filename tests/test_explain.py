@@ -459,3 +459,59 @@ def test_a_snapshot_parses_each_dump_once() -> None:
         parser._Loader.load = real  # type: ignore[method-assign]
     assert first == again
     assert calls and len(calls) == len(set(calls)), calls  # every dump parsed at most once
+
+
+# -- the question, parsed once (explain and live collect) ------------------------------------------------
+
+def test_question_parses_every_target_form() -> None:
+    from svctrace.explain.question import Target, parse_target
+
+    assert parse_target("svc/web") == Target(None, "web")
+    assert parse_target("services/team/web", "other") == Target("team", "web")
+    assert parse_target("web.team.svc.cluster.local") == Target("team", "web")
+    assert parse_target("web.team") == Target("team", "web")
+    assert parse_target("web", "team") == Target("team", "web")
+    assert parse_target("10.96.0.10:53") == Target(None, None, "10.96.0.10", 53)
+    assert parse_target("[fd00::10]:443", "x") == Target("x", None, "fd00::10", 443)
+    with pytest.raises(InputError, match="not pod/"):
+        parse_target("pod/web")
+    with pytest.raises(InputError, match="names namespace team but -n says default"):
+        parse_target("web.team.svc", "default")
+
+
+@pytest.mark.parametrize("source,node", [
+    (None, None), (None, "node03"), ("pod/client", None), ("pod/client", "node02"),
+    ("pod/kube-system/coredns-7db6d8ff4d-4xkq9", None), ("node/node04", None), ("10.244.2.11", None), ("10.244.3.77", None), ("192.168.0.13", None), ("198.51.100.7", "node02"),
+])
+def test_live_collect_dumps_the_node_explain_reads(source: str | None, node: str | None) -> None:
+    """Live collection asks question.py for the one node to dump; with every Ready node's dump possible it is
+    the node explain's answer then decides on (the demo has every node's dump)."""
+    from svctrace.explain.question import node_to_collect, parse_source
+
+    snap = load_snapshot("demo")
+    spec = parse_source(source, "default") if source else None
+    want = node_to_collect(snap.cluster, spec, node, list(snap.cluster.nodes))
+    assert want == ask("svc/web", source=source, node=node).node
+
+
+# -- the diagnostics registry ------------------------------------------------------------------------------
+
+def test_every_registered_diagnostic_is_documented_and_provoked_by_a_test() -> None:
+    """One registered check per stable code: its docs line is docs/cli.md's row, docs/explain.md lists it,
+    and the test it names exists here and asserts the code."""
+    import ast
+
+    from svctrace.explain.diagnostics import checks
+    from svctrace.explain.diagnostics.registry import ORDER
+
+    root = Path(__file__).resolve().parents[1]
+    cli_md, explain_md = (root / "docs" / "cli.md").read_text(), (root / "docs" / "explain.md").read_text()
+    src = Path(__file__).read_text()
+    tests = {n.name: ast.get_source_segment(src, n) or "" for n in ast.parse(src).body
+             if isinstance(n, ast.FunctionDef) and n.name.startswith("test_")}
+    registered = checks()
+    assert [c.code for c in registered] == list(ORDER)
+    for c in registered:
+        assert f"| `{c.code}` | {c.doc} |" in cli_md, c.code
+        assert f"`{c.code}`" in explain_md, c.code
+        assert c.test in tests and f'"{c.code}"' in tests[c.test], (c.code, c.test)

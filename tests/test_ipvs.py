@@ -15,8 +15,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from svctrace.dataplane.contract import Outcome, TraceResult
+from svctrace.dataplane.detect import sniff_format
 from svctrace.dataplane.ipset import parse_ipset
-from svctrace.dataplane.iptables import load_ruleset, sniff_format
+from svctrace.dataplane.iptables import load_ruleset
 from svctrace.dataplane.ipvs import infer_kube_ipsets, layout, load_ipvs, looks_like_ipvsadm, schedule, trace
 from svctrace.dataplane.ipvs.model import IPVSTable
 from svctrace.errors import InputError

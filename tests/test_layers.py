@@ -10,7 +10,7 @@ CORE = ("svctrace.model.packet", "svctrace.errors", "svctrace.dataplane.iptables
         "svctrace.dataplane.iptables.parser", "svctrace.dataplane.iptables.listing", "svctrace.dataplane.ipset",
         "svctrace.dataplane.iptables.printer", "svctrace.kubeproxy", "svctrace.kubeproxy.catalog", "svctrace.kubeproxy.names",
         "svctrace.kubeproxy.endpoints", "svctrace.kubeproxy.render.iptables", "svctrace.model.cluster", "svctrace.model.snapshot",
-        "svctrace.explain", "svctrace.explain.diagnose", "svctrace.explain.hops")
+        "svctrace.explain", "svctrace.explain.diagnostics", "svctrace.explain.hops")
 
 
 def test_core_imports_no_ui_or_network_client() -> None:

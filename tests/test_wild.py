@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from conftest import WILD, need_corpus
 
-from svctrace.dataplane.iptables import load_ruleset, sniff_format, trace
+from svctrace.dataplane.detect import sniff_format
+from svctrace.dataplane.iptables import load_ruleset, trace
 from svctrace.model.packet import NodeFacts, Packet
 
 DUMPS = sorted(p for p in WILD.glob("*/*.txt") if not p.name.endswith(".k8s.txt")) if WILD.is_dir() else []

@@ -25,6 +25,7 @@ from svctrace.browse.data import (
     SearchHit,
     register_adapter,
 )
+from svctrace.dataplane.detect import has_kube_proxy_table, said_mode
 from svctrace.dataplane.iptables import load_ruleset
 from svctrace.dataplane.ipvs import IPVSTable, VirtualService, load_ipvs, schedule
 from svctrace.dataplane.ipvs.schedulers import KNOWN as SCHEDULER_NAMES
@@ -33,8 +34,6 @@ from svctrace.dataplane.nftables.printer import fmt_element, fmt_expr, fmt_stmt
 from svctrace.errors import SvctraceError
 from svctrace.kubeproxy.catalog import chain_meaning
 from svctrace.model.snapshot import NodeFiles
-
-MODES = ("iptables", "ipvs", "nftables")
 
 # -- nftables ----------------------------------------------------------------------------------------
 
@@ -687,14 +686,8 @@ class IPVSAdapter:
 
 # -- the factories ---------------------------------------------------------------------------------
 
-def _said_mode(nf: NodeFiles) -> str:
-    """The node's own word on kube-proxy's mode (`proxy-mode`, from /proxyMode), if any."""
-    said = (nf.get("proxy-mode") or "").strip().lower()
-    return said if said in MODES else ""
-
-
 def _nft_factory(nf: NodeFiles, family: int) -> NftAdapter | None:
-    said = _said_mode(nf)
+    said = said_mode(nf)
     if said and said != "nftables":
         return None
     for fname in ("nft.json", "nft"):  # the file explain walks
@@ -702,7 +695,7 @@ def _nft_factory(nf: NodeFiles, family: int) -> NftAdapter | None:
         if not text:
             continue
         has_iptables = any(nf.get(f) for f in ("iptables-save", "iptables-legacy-save", "ip6tables-save"))
-        if not said and has_iptables and not re.search(r'table ip6? kube-proxy|"name":\s*"kube-proxy"', text):
+        if not said and has_iptables and not has_kube_proxy_table(text):
             return None  # an iptables-nft backend's view of iptables rules: the iptables dump says it better
         try:
             return NftAdapter(load_nft(text, nf.path(fname)), nf.name, fname)
@@ -714,7 +707,7 @@ def _nft_factory(nf: NodeFiles, family: int) -> NftAdapter | None:
 
 
 def _ipvs_factory(nf: NodeFiles, family: int) -> IPVSAdapter | None:
-    said = _said_mode(nf)
+    said = said_mode(nf)
     text = nf.get("ipvsadm")
     if not text or (said and said != "ipvs"):
         return None

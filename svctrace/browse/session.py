@@ -20,9 +20,9 @@ from pathlib import Path
 from svctrace.browse.adapters import IPVS_TABLE, IPVSAdapter, NftAdapter
 from svctrace.browse.data import TABLE_ORDER, ChainRef, IptablesAdapter, RulesAdapter, adapter_for, dataplanes
 from svctrace.dataplane.contract import PathStep, TraceResult
+from svctrace.dataplane.detect import detect_mode
 from svctrace.dataplane.iptables import load_ruleset, trace
 from svctrace.dataplane.iptables.walker import visible_steps
-from svctrace.dataplane.node import detect_mode
 from svctrace.errors import InputError, SvctraceError
 from svctrace.explain import OUTSIDE_CLIENT, Explanation, Request, explain
 from svctrace.kubeproxy.names import ext_chain, fw_chain, svc_chain, svl_chain

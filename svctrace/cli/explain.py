@@ -10,7 +10,7 @@ from rich.console import Console
 from svctrace.cli import app, emit_json
 from svctrace.cli.trace import Output, Proto
 from svctrace.errors import InputError
-from svctrace.explain import VIA, Request, explain
+from svctrace.explain import VIA, Request, explain, question
 from svctrace.model.snapshot import load_snapshot
 
 
@@ -60,7 +60,8 @@ def explain_cmd(
         from svctrace.collect import live
 
         err = _Console(stderr=True)
-        if namespace is None:
+        if namespace is None and question.parse_target(target).namespace is None:
+            # kubectl's rule: the context's namespace, unless the target names its own (NAME.NS.svc, svc/NS/NAME)
             namespace = live.context_namespace(context, kubeconfig)
         snapshot = live.snapshot_for_question(target, namespace, node, source=source, context=context,
                                               kubeconfig=kubeconfig, refresh=refresh,

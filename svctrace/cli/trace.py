@@ -14,10 +14,13 @@ from rich.console import Console
 
 from svctrace.cli import app, emit_json
 from svctrace.dataplane.contract import TraceResult
+from svctrace.dataplane.detect import is_address_file, looks_like_ipset, sniff_input
 from svctrace.dataplane.ipset import parse_ipset
-from svctrace.dataplane.iptables import load_ruleset, sniff_format, trace
+from svctrace.dataplane.iptables import load_ruleset
+from svctrace.dataplane.node import Dataplane
 from svctrace.errors import InputError, SvctraceError
 from svctrace.model.packet import NodeFacts, Packet
+from svctrace.model.version import parse_version
 
 DEMO_DUMP = "kube-proxy-basic.iptables-save"
 DEMO_LOCAL_IPS = ["192.168.0.2"]
@@ -79,12 +82,6 @@ def read_inputs(path: str) -> list[tuple[str, str]]:
     return [read_input(path)]
 
 
-def looks_like_ipset(text: str) -> bool:
-    head = text[:20000]
-    return bool(re.search(r"(?m)^create \S+ (?:hash|bitmap|list):", head)) or (
-        "Name:" in head and "Members:" in head and "Type:" in head)
-
-
 def _addresses(text: str) -> list[str]:
     try:
         return [str(a["local"]) for link in json.loads(text) for a in link.get("addr_info") or [] if a.get("local")]
@@ -95,11 +92,10 @@ def _addresses(text: str) -> list[str]:
 def trace_inputs(inputs: list[tuple[str, str]], pkt: Packet, facts: NodeFacts, *, table: str | None = None,
                  kube_version: str | None = None) -> TraceResult:
     """Sniff each dump and walk the dataplane they describe (iptables, or IPVS with its iptables rules)."""
-    from svctrace.dataplane.nftables import looks_like_nft
-
-    nft = [(t, n) for t, n in inputs if looks_like_nft(t) or n.endswith("/nft.json")]
-    ipvs = [(t, n) for t, n in inputs if (t, n) not in nft and sniff_format(t) == "ipvsadm"]
-    ipt = [(t, n) for t, n in inputs if (t, n) not in ipvs and (t, n) not in nft]
+    kinds = [sniff_input(t, n) for t, n in inputs]
+    nft = [x for x, k in zip(inputs, kinds, strict=True) if k == "nft"]
+    ipvs = [x for x, k in zip(inputs, kinds, strict=True) if k == "ipvsadm"]
+    ipt = [x for x, k in zip(inputs, kinds, strict=True) if k not in ("nft", "ipvsadm")]
     family_files = [(t, n) for t, n in ipt if not (pkt.family == 4 and n.endswith(("ip6tables-save",
                                                                                     "ip6tables-legacy-save")))]
     ruleset = None
@@ -112,22 +108,22 @@ def trace_inputs(inputs: list[tuple[str, str]], pkt: Packet, facts: NodeFacts, *
         ruleset = load_ruleset(text, name, table)
     if ipvs:
         from svctrace.dataplane.ipvs import load_ipvs
-        from svctrace.dataplane.ipvs import trace as ipvs_trace
 
         itext, iname = ipvs[0]
-        return ipvs_trace(load_ipvs(itext, iname), ruleset, pkt, facts, kube_version=kube_version)
-    if nft:
+        dp = Dataplane("ipvs", "", iname, iptables=ruleset, ipvs=load_ipvs(itext, iname))
+    elif nft:
         from svctrace.dataplane.nftables import load_nft
-        from svctrace.dataplane.nftables import trace as nft_trace
 
         if ruleset is not None:
             sys.stderr.write("svctrace: warning: an nftables ruleset and an iptables dump were given; walking the "
                              "nftables ruleset (iptables-nft rules appear in it as `ip filter`/`ip nat` tables)\n")
         text, name = nft[0]
-        return nft_trace(load_nft(text, name), pkt, facts)
-    if ruleset is None:
+        dp = Dataplane("nftables", "", name, nft=load_nft(text, name))
+    elif ruleset is None:
         raise InputError("no iptables or IPVS dump among the inputs")
-    return trace(ruleset, pkt, facts)
+    else:
+        dp = Dataplane("iptables", "", ruleset.source, iptables=ruleset)
+    return dp.trace(pkt, facts, kube_version=kube_version)
 
 
 def demo_dump() -> tuple[str, str]:
@@ -162,7 +158,7 @@ def trace_cmd(
                                                help="net.ipv4.conf.all.route_localnet on the node (default: inferred "
                                                "from kube-proxy's rules)."),
     kube_version: str | None = typer.Option(None, "--kube-version", help="kube-proxy version, where behaviour "
-                                            "differs and the dump does not say (IPVS ping before/after 1.26)."),
+                                            "differs and the dump does not say (IPVS ping before/after 1.26); every mode's walk is given it."),
     demo: bool = typer.Option(False, "--demo", help="Use the bundled example dump (node IP 192.168.0.2)."),
     output: Output = typer.Option(Output.text, "--output", "-o", help="Output format."),
 ) -> None:
@@ -188,10 +184,10 @@ def trace_cmd(
         raise InputError("only ipset dumps given: add the node's iptables-save or ipvsadm dump")
     if not local_ip:  # a snapshot node directory's ip-addr says what the node owns
         for t, _n in inputs:
-            if _n.endswith(("/ip-addr.json", "/ip-addr")):
+            if is_address_file(_n):
                 facts = NodeFacts.make(local_ips=_addresses(t), route_localnet=route_localnet,
                                        returning_client=returning_client, ipsets=facts.ipsets)
-    inputs = [(t, n) for t, n in inputs if not n.endswith(("/ip-addr.json", "/ip-addr"))]
+    inputs = [(t, n) for t, n in inputs if not is_address_file(n)]
     if src is None:
         if not from_node:
             raise InputError("missing --src (or --from-node with a --local-ip)")
@@ -206,6 +202,11 @@ def trace_cmd(
         raise InputError(str(e)) from None
     if pkt.has_ports and dport is None:
         raise InputError(f"missing --dport: a {pkt.proto} packet has a destination port")
+    if kube_version is not None:
+        try:
+            parse_version(kube_version)
+        except ValueError as e:
+            raise InputError(f"--kube-version: {e}") from None
     result = trace_inputs(inputs, pkt, facts, table=table, kube_version=kube_version)
     if output is Output.json:
         emit_json(result.to_json(), result.warnings)

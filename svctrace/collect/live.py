@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import ipaddress
 import json
 import os
-import re
 import shutil
 import threading
 import time
@@ -35,11 +33,14 @@ from svctrace.collect.kube import (
     Connection,
     Kube,
     Objects,
+    as_list,
     connect,
     dump_list,
     fetch_objects,
 )
 from svctrace.errors import CollectError, InputError
+from svctrace.explain import question
+from svctrace.model.cluster import parse_cluster
 
 Progress = Callable[[str], None]
 VIA = ("auto", "ssh", "debug-pod")
@@ -99,8 +100,7 @@ def _ready(o: dict[str, Any]) -> bool:
 
 
 def _control_plane(o: dict[str, Any]) -> bool:
-    labels = (o.get("metadata") or {}).get("labels") or {}
-    return any(k in ("node-role.kubernetes.io/control-plane", "node-role.kubernetes.io/master") for k in labels)
+    return question.is_control_plane((o.get("metadata") or {}).get("labels") or {})
 
 
 def choose_nodes(objs: Objects, nodes: Sequence[str] | None, all_nodes: bool) -> tuple[list[str], list[str]]:
@@ -291,34 +291,6 @@ def collect_cluster(out: str | os.PathLike[str], nodes: Sequence[str] | None = N
 
 # -- one question ---------------------------------------------------------------------------------------
 
-_FQDN = re.compile(r"^(?P<name>[a-z0-9]([-a-z0-9]*[a-z0-9])?)\.(?P<ns>[a-z0-9]([-a-z0-9]*[a-z0-9])?)"
-                   r"(\.svc(\.[a-z0-9.-]+)?)?\.?$")
-_IPPORT = re.compile(r"^\[?([0-9a-fA-F.:]+?)\]?:(\d+)$")
-
-
-def parse_target(target: str, namespace: str | None) -> tuple[str | None, str | None, tuple[str, int] | None]:
-    """(namespace, service name, (ip, port)) from the forms explain takes: svc/NAME, svc/NS/NAME,
-    NAME.NS[.svc[.cluster.local]], NAME, IP:PORT."""
-    t = target.strip()
-    m = _IPPORT.match(t)
-    if m:
-        with contextlib.suppress(ValueError):
-            ipaddress.ip_address(m.group(1))
-            return namespace, None, (m.group(1), int(m.group(2)))
-    if "/" in t:
-        kind, _, name = t.partition("/")
-        if kind.lower() not in ("svc", "service", "services"):
-            raise InputError(f"explain takes a Service (svc/NAME), not {kind}/")
-        if "/" in name:
-            ns, name = name.split("/", 1)
-            return ns, name, None
-        return namespace, name, None
-    fm = _FQDN.match(t)
-    if fm and t.count(".") >= 1:
-        return fm.group("ns"), fm.group("name"), None
-    return namespace, t, None
-
-
 def _owner(services: Sequence[dict[str, Any]], nodes: Sequence[dict[str, Any]], ip: str,
            port: int) -> tuple[str, str] | None:
     node_ips = {a.get("address") for n in nodes for a in (n.get("status") or {}).get("addresses") or []}
@@ -394,32 +366,21 @@ def snapshot_for_question(service: str, namespace: str | None = None, node: str 
     prog = _Progress(progress, cancel)
     opts = debug or DebugPodOptions()
     with signals_interrupt(), Kube(conn) as kube:
-        ns, name, ipport = parse_target(service, ns_arg or conn.namespace)
-        if ipport is not None:
+        target = question.parse_target(service, ns_arg)
+        ns, name = target.namespace or ns_arg or conn.namespace, target.name
+        if target.ip is not None and target.port is not None:
             prog(f"finding the Service of {service}")
-            owner = _owner(kube.list("services"), kube.list("nodes"), *ipport)
+            owner = _owner(kube.list("services"), kube.list("nodes"), target.ip, target.port)
             if owner is not None:
                 ns, name = owner
-        ns = ns or conn.namespace
-        pods: list[tuple[str, str]] = []
-        pod_ips: list[str] = []
-        src_node: str | None = None
-        if source:
-            kind, _, rest = source.partition("/")
-            if kind in ("pod", "pods", "po") and rest:
-                pns, pname = rest.split("/", 1) if "/" in rest else (ns_arg or ns, rest)
-                pods.append((pns, pname))
-            elif kind in ("node", "nodes", "no") and rest:
-                src_node = rest
-            elif not rest:
-                with contextlib.suppress(ValueError):
-                    ipaddress.ip_address(source)
-                    pod_ips.append(source)
+        spec = question.parse_source(source, ns_arg or ns) if source else None
+        pods = [(spec.namespace or ns, spec.name or "")] if spec is not None and spec.kind == "pod" else []
+        pod_ips = [spec.ip] if spec is not None and spec.ip else []
         objs = fetch_objects(kube, namespace=ns, service=name, pods=pods, pod_ips=pod_ips, progress=prog)
         if name and not any(_node_name(s) == name for s in objs.of("Service")):
             # not in this namespace: the Services of that name elsewhere, for explain's "did you mean -n"
             objs.add(kube.list("services", None, field_selector=f"metadata.name={name}"))
-        target_node = _decisive_node(objs, node, src_node, pods, pod_ips)
+        target_node = _decisive_node(objs, node, spec)
         warns = list(objs.warnings)
         dumps: list[bundle.NodeDump] = []
         if target_node is not None:
@@ -440,33 +401,11 @@ def snapshot_for_question(service: str, namespace: str | None = None, node: str 
     return str(path)
 
 
-def _decisive_node(objs: Objects, node: str | None, src_node: str | None, pods: Sequence[tuple[str, str]],
-                   pod_ips: Sequence[str]) -> str | None:
-    """The node whose rules decide, as explain picks it: the sender's (a --from pod or node), else --node,
-    else the first Ready worker (explain's default client is a pod on a worker)."""
+def _decisive_node(objs: Objects, node: str | None, source: question.SourceSpec | None) -> str | None:
+    """The node whose rules decide, as explain picks it (svctrace.explain.question), among the Ready nodes."""
     names = [_node_name(o) for o in objs.nodes()]
-    for pns, pname in pods:
-        for p in objs.of("Pod"):
-            m = p.get("metadata") or {}
-            if m.get("name") == pname and m.get("namespace") == pns and (p.get("spec") or {}).get("nodeName"):
-                return str(p["spec"]["nodeName"])
-    for ip in pod_ips:
-        for p in objs.of("Pod"):
-            st = p.get("status") or {}
-            if ip in [x.get("ip") for x in st.get("podIPs") or []] + [st.get("podIP")]:
-                return str((p.get("spec") or {}).get("nodeName") or "") or None
-        for n in objs.nodes():
-            if ip in [a.get("address") for a in (n.get("status") or {}).get("addresses") or []]:
-                return _node_name(n)
-    if src_node:
-        if src_node not in names:
-            raise CollectError(f"no node {src_node} in the cluster (nodes: {', '.join(names) or 'none'})")
-        return src_node
-    if node:
-        if node not in names:
-            raise CollectError(f"no node {node} in the cluster (nodes: {', '.join(names) or 'none'})")
-        return node
-    workers = [_node_name(o) for o in objs.nodes() if _ready(o) and not _control_plane(o)]
+    if node and node not in names:
+        raise CollectError(f"no node {node} in the cluster (nodes: {', '.join(names) or 'none'})")
+    cluster = parse_cluster(as_list(objs.items))
     ready = [_node_name(o) for o in objs.nodes() if _ready(o)]
-    pick = workers or ready or names
-    return pick[0] if pick else None
+    return question.node_to_collect(cluster, source, node, ready)

@@ -92,6 +92,7 @@ class TraceResult:
     ruleset: Any  # the walked dataplane: an iptables Ruleset, an nftables ruleset, or IPVS + iptables
     notes: list[str] = field(default_factory=list)  # plain-language explanations of the answer
     nowhere: bool = False  # accepted, but sent on untranslated to a Service's virtual IP: no host owns it
+    kube_version: object = None  # the kube-proxy version the walk was given (every mode records it)
 
     @property
     def all_reach(self) -> bool:

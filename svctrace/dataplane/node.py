@@ -9,14 +9,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from svctrace.dataplane.contract import TraceResult
+from svctrace.dataplane.detect import detect_mode, iptables_file, missing_file, usable
 from svctrace.dataplane.ipset import parse_ipset
 from svctrace.dataplane.iptables import load_ruleset, trace
 from svctrace.dataplane.iptables.rules import Ruleset
 from svctrace.errors import InputError, Warn
 from svctrace.model.packet import NodeFacts, Packet
 from svctrace.model.snapshot import NodeFiles, Snapshot
-
-MODES = ("iptables", "ipvs", "nftables")
 
 
 @dataclass
@@ -36,13 +35,16 @@ class Dataplane:
         if self.mode == "ipvs":
             from svctrace.dataplane.ipvs import trace as ipvs_trace
 
-            return ipvs_trace(self.ipvs, self.iptables, pkt, facts, kube_version=kube_version)
-        if self.mode == "nftables":
+            result = ipvs_trace(self.ipvs, self.iptables, pkt, facts, kube_version=kube_version)
+        elif self.mode == "nftables":
             from svctrace.dataplane.nftables import trace as nft_trace
 
-            return nft_trace(self.nft, pkt, facts)
-        assert self.iptables is not None
-        return trace(self.iptables, pkt, facts)
+            result = nft_trace(self.nft, pkt, facts, kube_version=kube_version)
+        else:
+            assert self.iptables is not None
+            result = trace(self.iptables, pkt, facts, kube_version=kube_version)
+        result.kube_version = kube_version
+        return result
 
 
 def node_addresses(nf: NodeFiles) -> list[str]:
@@ -63,74 +65,16 @@ def node_addresses(nf: NodeFiles) -> list[str]:
     return out
 
 
-def detect_mode(snap: Snapshot, nf: NodeFiles, family: int) -> tuple[str | None, str]:
-    """(mode, where it came from): /proxyMode, the configuration, else the dumps themselves (once per node:
-    the dumps can be megabytes and every question asks)."""
-    return nf.parsed(f"mode/ipv{family}", lambda _text, _path: _detect_mode(snap, nf, family), text="")
-
-
-def _detect_mode(snap: Snapshot, nf: NodeFiles, family: int) -> tuple[str | None, str]:
-    said = (nf.get("proxy-mode") or "").strip().lower()
-    cfg = (snap.cluster.proxy.mode or "").strip().lower()
-    for mode, where in ((said, f"nodes/{nf.name}/proxy-mode"),
-                        (cfg, snap.cluster.proxy.sources.get("mode", "the kube-proxy configuration"))):
-        if mode in MODES:
-            if _missing_file(nf, mode, family) is None:
-                return mode, where
-            # Configured for a mode whose dump is absent, while iptables-mode rules are there: those decide
-            # (explain reports the mismatch).
-            text, _ = _iptables_file(nf, family)
-            if text and "KUBE-SERVICES" in text:
-                return "iptables", f"the node's KUBE-SERVICES rules ({where} says {mode})"
-            return mode, where
-    nft = (nf.get("nft.json") or "") + (nf.get("nft") or "")
-    if re.search(r'table ip6? kube-proxy|"name":\s*"kube-proxy"', nft):
-        return "nftables", "the node's `ip kube-proxy` nft table"
-    if nf.get("ipvsadm") and re.search(r"(?m)^\s*(?:TCP|UDP|SCTP|-A -[tus])\s", nf.get("ipvsadm") or ""):
-        return "ipvs", "the node's IPVS virtual servers"
-    ipt = nf.get("iptables-save" if family == 4 else "ip6tables-save") or nf.get(
-        "iptables-legacy-save" if family == 4 else "ip6tables-legacy-save") or ""
-    if "KUBE-SERVICES" in ipt:
-        return "iptables", "the node's KUBE-SERVICES rules"
-    return None, ""
-
-
-def _iptables_file(nf: NodeFiles, family: int) -> tuple[str | None, str]:
-    for fname in (("iptables-save", "iptables-legacy-save") if family == 4 else
-                  ("ip6tables-save", "ip6tables-legacy-save")):
-        text = nf.get(fname)
-        if text is not None:
-            return text, fname
-    return None, "iptables-save" if family == 4 else "ip6tables-save"
-
-
-def usable(snap: Snapshot, name: str, family: int) -> bool:
-    nf = snap.nodes.get(name)
-    if nf is None:
-        return False
-    mode, _ = detect_mode(snap, nf, family)
-    return _missing_file(nf, mode, family) is None and mode is not None
-
-
-def _missing_file(nf: NodeFiles, mode: str | None, family: int) -> str | None:
-    if mode == "nftables":
-        return None if (nf.get("nft.json") or nf.get("nft")) else "nft.json"
-    if mode == "ipvs":
-        return None if nf.get("ipvsadm") else "ipvsadm"
-    text, fname = _iptables_file(nf, family)
-    return None if text is not None else fname
-
-
 def load_dataplane(snap: Snapshot, node: str, family: int) -> Dataplane:
     nf = snap.nodes[node]
     mode, where = detect_mode(snap, nf, family)
     mode = mode or "iptables"
-    missing = _missing_file(nf, mode, family)
+    missing = missing_file(nf, mode, family)
     if missing is not None:
         raise InputError(f"node {node} runs kube-proxy in {mode} mode but its {missing} was not collected",
                          source=nf.path(missing))
     dp = Dataplane(mode=mode, node=node, main_file="", mode_source=where)
-    ipt_text, ipt_name = _iptables_file(nf, family)
+    ipt_text, ipt_name = iptables_file(nf, family)
     if ipt_text is not None:
         dp.iptables = nf.parsed(ipt_name, load_ruleset)
     if nf.get("ipset"):
@@ -159,7 +103,7 @@ def dataplane_for(snap: Snapshot, node: str | None, family: int, local_policy: b
         return load_dataplane(snap, node, family)
     nf = snap.nodes.get(node or "")
     mode, _ = detect_mode(snap, nf, family) if nf is not None else (None, "")
-    fname = _missing_file(nf, mode, family) if nf is not None else (
+    fname = missing_file(nf, mode, family) if nf is not None else (
         "iptables-save" if family == 4 else "ip6tables-save")
     missing = f"{snap.source}/nodes/{node}/{fname or 'iptables-save'}"
     order = list(snap.cluster.nodes)

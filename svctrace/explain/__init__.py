@@ -5,49 +5,26 @@ node, to which pods, and what is wrong. Pure: reads a `Snapshot`, returns an `Ex
 from __future__ import annotations
 
 import ipaddress
-import re
 from dataclasses import dataclass, field
 
 from svctrace.dataplane.contract import PathStep, TraceResult
 from svctrace.errors import InputError, Warn
+from svctrace.explain.diagnostics import Context, Diagnostic, run
 from svctrace.explain.hops import hop_sentences, masquerade_reason
+from svctrace.explain.question import (
+    OUTSIDE_CLIENT,
+    Request,
+    Source,
+    deciding_node,
+    parse_source,
+    parse_target,
+    resolve_source,
+)
 from svctrace.model.cluster import Cluster, Service, ServicePort
 from svctrace.model.packet import NodeFacts, Packet, format_endpoint
 from svctrace.model.snapshot import Snapshot
 
-OUTSIDE_CLIENT = "203.0.113.50"  # TEST-NET-3: an address outside any cluster
 VIA = ("cluster-ip", "node-port", "external-ip", "load-balancer")
-
-
-@dataclass
-class Diagnostic:
-    code: str
-    severity: str  # error / warning / info
-    message: str
-    hint: str = ""
-
-    def to_json(self) -> dict[str, object]:
-        return {"code": self.code, "severity": self.severity, "message": self.message, "hint": self.hint}
-
-
-@dataclass
-class Source:
-    kind: str  # pod / node / external / ip
-    name: str | None
-    ip: str
-    node: str | None
-    synthetic: bool = False
-
-    def to_json(self) -> dict[str, object]:
-        return {"kind": self.kind, "name": self.name, "ip": self.ip, "node": self.node}
-
-    def describe(self) -> str:
-        if self.kind == "pod":
-            return f"pod {self.name} ({self.ip}) on {self.node}" if not self.synthetic else \
-                f"a pod on {self.node} ({self.ip}, an address of its pod CIDR)"
-        if self.kind == "node":
-            return f"node {self.name} itself ({self.ip})"
-        return f"an outside client {self.ip}" if self.kind == "external" else f"{self.ip}"
 
 
 @dataclass
@@ -121,31 +98,14 @@ class Explanation:
         }
 
 
-@dataclass
-class Request:
-    target: str
-    namespace: str | None = None
-    port: str | None = None
-    proto: str | None = None
-    source: str | None = None
-    to: str | None = None
-    node: str | None = None
-    returning_client: bool = False
-
-
 # -- resolution -----------------------------------------------------------------------------------
-
-_FQDN = re.compile(r"^(?P<name>[a-z0-9]([-a-z0-9]*[a-z0-9])?)\.(?P<ns>[a-z0-9]([-a-z0-9]*[a-z0-9])?)"
-                   r"(\.svc(\.[a-z0-9.-]+)?)?\.?$")
-
 
 def resolve_target(cluster: Cluster, req: Request) -> tuple[Service, str | None, str | None, str | None]:
     """(service, port spec, via, destination ip) from `svc/NAME`, `NAME.NS.svc.cluster.local` or `IP:PORT`."""
     t = req.target.strip()
-    ns = req.namespace or "default"
-    m = re.match(r"^\[?([0-9a-fA-F.:]+?)\]?:(\d+)$", t)
-    if m and _is_ip(m.group(1)):
-        ip, port = m.group(1), int(m.group(2))
+    target = parse_target(t, req.namespace)
+    if target.ip is not None and target.port is not None:
+        ip, port = target.ip, target.port
         for svc in cluster.services.values():
             for p in svc.ports:
                 if ip in svc.cluster_ips and p.port == port:
@@ -161,20 +121,7 @@ def resolve_target(cluster: Cluster, req: Request) -> tuple[Service, str | None,
             return owners[0], str(port), None, ip  # a port the Service does not serve: diagnosed later
         raise InputError(f"no Service has the address {t} (cluster IP, external IP, load-balancer IP or "
                          "node IP with a node port)")
-    if "/" in t:
-        kind, _, name = t.partition("/")
-        if kind.lower() not in ("svc", "service", "services"):
-            raise InputError(f"explain takes a Service (svc/NAME), not {kind}/")
-        if "/" in name:  # svc/ns/name
-            ns, name = name.split("/", 1)
-    elif _FQDN.match(t) and t.count(".") >= 1:
-        fm = _FQDN.match(t)
-        assert fm is not None
-        name, ns = fm.group("name"), fm.group("ns")
-        if req.namespace and req.namespace != ns:
-            raise InputError(f"{t} names namespace {ns} but -n says {req.namespace}")
-    else:
-        name = t
+    ns, name = target.namespace or "default", target.name or ""
     found = cluster.service(ns, name)
     if found is None:
         here = sorted(s.name for s in cluster.services.values() if s.namespace == ns)
@@ -186,16 +133,17 @@ def resolve_target(cluster: Cluster, req: Request) -> tuple[Service, str | None,
     return found, None, None, None
 
 
-def _is_ip(s: str) -> bool:
-    try:
-        ipaddress.ip_address(s)
-        return True
-    except ValueError:
-        return False
-
-
 def _family(ip: str) -> int:
     return ipaddress.ip_address(ip).version
+
+
+def _nodes_with_dumps(snap: Snapshot, family: int) -> list[str]:
+    """The nodes whose dumps can answer, in the cluster's order: those that can decide."""
+    from svctrace.dataplane.detect import usable
+
+    names = [n for n in snap.nodes if usable(snap, n, family)]
+    order = list(snap.cluster.nodes)
+    return sorted(names, key=lambda n: order.index(n) if n in order else len(order))
 
 
 def _node_ips(snap: Snapshot, node: str | None) -> list[str]:
@@ -217,86 +165,6 @@ def _node_ips(snap: Snapshot, node: str | None) -> list[str]:
     return seen
 
 
-def _synthetic_pod_ip(cluster: Cluster, node: str | None) -> str | None:
-    n = cluster.nodes.get(node or "")
-    if n is None:
-        return None
-    for c in n.pod_cidrs:
-        try:
-            net = ipaddress.ip_network(c, strict=False)
-        except ValueError:
-            continue
-        if net.version == 4 and net.num_addresses > 4:
-            return str(net.network_address + min(250, net.num_addresses - 2))
-    return None
-
-
-def _first_node(snap: Snapshot, family: int, prefer_workers: bool = False) -> str | None:
-    names = _nodes_with_dumps(snap, family) or list(snap.cluster.nodes)
-    if prefer_workers:
-        workers = [n for n in names if n in snap.cluster.nodes and not any(
-            k.startswith("node-role.kubernetes.io/control-plane") or k == "node-role.kubernetes.io/master"
-            for k in snap.cluster.nodes[n].labels)]
-        names = workers or names
-    return names[0] if names else None
-
-
-def _nodes_with_dumps(snap: Snapshot, family: int) -> list[str]:
-    from svctrace.dataplane.node import usable
-
-    names = [n for n in snap.nodes if usable(snap, n, family)]
-    order = list(snap.cluster.nodes)
-    return sorted(names, key=lambda n: order.index(n) if n in order else len(order))
-
-
-def resolve_source(snap: Snapshot, req: Request, svc: Service, via: str, family: int) -> Source:
-    cluster = snap.cluster
-    spec = req.source
-    if spec is None:
-        if via == "cluster-ip":
-            # A neutral client: an address of a worker's pod CIDR (not some system pod that happens to run there).
-            node = req.node or _first_node(snap, family, prefer_workers=True)
-            ip = _synthetic_pod_ip(cluster, node)
-            if ip is not None:
-                return Source("pod", None, ip, node, synthetic=True)
-            return Source("external", None, "10.0.0.250", node, synthetic=True)
-        return Source("external", None, OUTSIDE_CLIENT, None, synthetic=True)
-    if spec.startswith(("pod/", "pods/", "po/")):
-        name = spec.split("/", 1)[1]
-        ns = req.namespace or svc.namespace
-        if "/" in name:
-            ns, name = name.split("/", 1)
-        pod = cluster.pod(ns, name)
-        if pod is None:
-            raise InputError(f"no pod {ns}/{name} in the snapshot")
-        if not pod.ips:
-            raise InputError(f"pod {ns}/{name} has no IP (phase {pod.phase or 'unknown'}): it sends nothing")
-        if pod.host_network:
-            return Source("node", pod.node_name, pod.ips[0], pod.node_name)
-        return Source("pod", pod.key, pod.ips[0], pod.node_name)
-    if spec.startswith(("node/", "nodes/", "no/")):
-        name = spec.split("/", 1)[1]
-        n = cluster.nodes.get(name)
-        if n is None:
-            raise InputError(f"no node {name} in the snapshot (nodes: {', '.join(sorted(cluster.nodes)) or 'none'})")
-        ips = n.internal_ips or n.external_ips
-        if not ips:
-            raise InputError(f"node {name} has no InternalIP in the snapshot")
-        return Source("node", name, ips[0], name)
-    if _is_ip(spec):
-        pod = cluster.pod_by_ip(spec)
-        if pod is not None and not pod.host_network:
-            return Source("pod", pod.key, spec, pod.node_name)
-        n = cluster.node_by_ip(spec)
-        if n is not None:
-            return Source("node", n.name, spec, n.name)
-        owner = cluster.node_of_ip(spec)
-        if owner is not None:
-            return Source("pod", None, spec, owner.name, synthetic=True)
-        return Source("external", None, spec, None)
-    raise InputError(f"--from takes pod/NAME, node/NAME or an IP, not {spec!r}")
-
-
 # -- the explanation --------------------------------------------------------------------------------
 
 def explain(snap: Snapshot, req: Request) -> Explanation:
@@ -307,54 +175,44 @@ def explain(snap: Snapshot, req: Request) -> Explanation:
     inferred: list[str] = []
 
     if svc.type == "ExternalName":
-        diags.append(Diagnostic(
-            "external-name", "info",
-            f"{svc.key} is an ExternalName Service: cluster DNS answers {svc.name}.{svc.namespace}.svc with a CNAME to "
-            f"{svc.external_name}; nothing is proxied and no node has rules for it.",
-            f"Check that {svc.external_name} resolves and answers from the pods (`nslookup {svc.external_name}`); "
-            "ports in the Service spec are not used."))
+        diags.extend(run("service", Context(snap, svc)))
         return Explanation(svc, svc.ports[0] if svc.ports else None, Source("external", None, "-", None),
                            {"ip": None, "port": None, "protocol": None, "via": "dns"}, None,
                            cluster.proxy.mode, [], diags, warns, inferred, [])
 
     if req.node is not None and req.node not in cluster.nodes and req.node not in snap.nodes:
         raise InputError(f"no node {req.node} in the snapshot (nodes: {', '.join(sorted(cluster.nodes)) or 'none'})")
-    port = _choose_port(svc, req.port or port_spec, diags, warns)
+    port = _choose_port(snap, svc, req.port or port_spec, diags, warns)
     proto = (req.proto or (port.protocol if port else "TCP")).lower()
     via = req.to or via_from_target or "cluster-ip"
     if via not in VIA:
         raise InputError(f"--to takes one of {', '.join(VIA)}, not {via!r}")
 
     if svc.headless and via == "cluster-ip":
-        pods = _endpoint_ips(cluster, svc)
-        diags.append(Diagnostic(
-            "headless-service", "info",
-            f"{svc.key} is headless (clusterIP: None): there is no virtual IP and kube-proxy writes no rules for it. "
-            f"DNS returns the ready pods' addresses directly: {', '.join(pods) or 'none right now'}.",
-            "Clients connect to a pod IP; use `nslookup` from a pod to see the A records."))
-        _selector_diagnostics(cluster, svc, port, diags)
+        diags.extend(run("dns", Context(snap, svc, port)))
         return Explanation(svc, port, Source("external", None, "-", None),
                            {"ip": None, "port": port.port if port else None, "protocol": proto.upper(), "via": "dns"},
                            None, cluster.proxy.mode, [], diags, warns, inferred, [])
 
     family = _family(dst_ip) if dst_ip else (
         _family(svc.cluster_ips[0]) if svc.cluster_ips and svc.cluster_ips[0] != "None" else 4)
-    source = resolve_source(snap, req, svc, via, family)
+
+    def candidates() -> list[str]:
+        return _nodes_with_dumps(snap, family)
+
+    spec = parse_source(req.source, req.namespace or svc.namespace) if req.source is not None else None
+    source = resolve_source(cluster, spec, via, req.node, candidates)
     if source.synthetic and source.kind == "pod":
         inferred.append(f"source: no --from, so a pod on {source.node} ({source.ip}, from the node's podCIDR)")
     elif source.synthetic:
         inferred.append(f"source: no --from, so an outside client ({source.ip})")
 
-    # The node whose rules decide: the sender's for pods and nodes, else the receiving node.
-    node: str | None
+    node = deciding_node(cluster, source, req.node, candidates)
     if source.kind in ("pod", "node") and source.node:
-        node = source.node
         if req.node and req.node != node:
             warns.append(Warn(f"--node {req.node} ignored: the source runs on {node}, whose rules decide"))
-    else:
-        node = req.node or _first_node(snap, family)
-        if not req.node and node:
-            inferred.append(f"receiving node: {node} (the first node with a dump; choose with --node)")
+    elif not req.node and node:
+        inferred.append(f"receiving node: {node} (the first node with a dump; choose with --node)")
 
     dst, dport = _destination(snap, svc, port, via, node, dst_ip, diags)
     if proto == "icmp" or proto == "icmpv6":
@@ -393,13 +251,12 @@ def explain(snap: Snapshot, req: Request) -> Explanation:
     dest: dict[str, object] = {"ip": dst, "port": dport, "protocol": proto.upper(), "via": via}
     exp = Explanation(svc, port, source, dest, node, mode, outcomes, diags, warns, inferred,
                       hop_sentences(result, cluster, svc, port), result, dp.main_file)
-    from svctrace.explain.diagnose import diagnose
-
-    diagnose(snap, exp, dp)
+    diags.extend(run("path", Context(snap, svc, port, exp=exp, dp=dp)))
     return exp
 
 
-def _choose_port(svc: Service, spec: str | None, diags: list[Diagnostic], warns: list[Warn]) -> ServicePort | None:
+def _choose_port(snap: Snapshot, svc: Service, spec: str | None, diags: list[Diagnostic],
+                 warns: list[Warn]) -> ServicePort | None:
     if not svc.ports:
         return None
     if spec is None:
@@ -410,15 +267,10 @@ def _choose_port(svc: Service, spec: str | None, diags: list[Diagnostic], warns:
     p = svc.port_by(spec)
     if p is not None:
         return p
-    names = ", ".join(f"{p.name or '-'}={p.port}/{p.protocol}" for p in svc.ports)
     if spec.isdigit():
-        diags.append(Diagnostic(
-            "port-not-in-service", "error",
-            f"port {spec} is not one of {svc.key}'s ports ({names}); the node has no rule for it, so the packet "
-            "is not translated.",
-            f"Use one of the Service's ports (for example {svc.ports[0].port}); if the application listens on "
-            f"{spec}, that is a targetPort, reached through a Service port."))
+        diags.extend(run("port", Context(snap, svc, spec=spec)))
         return ServicePort(name="", port=int(spec), protocol=svc.ports[0].protocol, target_port=int(spec))
+    names = ", ".join(f"{p.name or '-'}={p.port}/{p.protocol}" for p in svc.ports)
     raise InputError(f"{svc.key} has no port named {spec!r} (ports: {names})")
 
 
@@ -453,15 +305,6 @@ def _uses_local(svc: Service, via: str) -> bool:
     return svc.external_traffic_policy == "Local"
 
 
-def _endpoint_ips(cluster: Cluster, svc: Service) -> list[str]:
-    out = []
-    for s in cluster.slices_for(svc):
-        for e in s.endpoints:
-            if e.ready:
-                out += e.addresses
-    return out
-
-
 def _map_outcome(cluster: Cluster, o: object, node: str | None) -> ExplainedOutcome:
     from svctrace.dataplane.contract import Outcome
 
@@ -489,10 +332,5 @@ def _map_outcome(cluster: Cluster, o: object, node: str | None) -> ExplainedOutc
                             o.reason, masquerade_reason(o) if o.masquerade else None, list(o.assumptions))
 
 
-def _selector_diagnostics(cluster: Cluster, svc: Service, port: ServicePort | None, diags: list[Diagnostic]) -> None:
-    from svctrace.explain.diagnose import selector_checks
-
-    selector_checks(cluster, svc, port, diags)
-
-
-__all__ = ["Diagnostic", "ExplainedOutcome", "Explanation", "Request", "Source", "explain", "format_endpoint"]
+__all__ = ["OUTSIDE_CLIENT", "Diagnostic", "ExplainedOutcome", "Explanation", "Request", "Source", "explain",
+           "format_endpoint"]

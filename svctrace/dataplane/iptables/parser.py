@@ -15,6 +15,7 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
+from svctrace.dataplane.detect import sniff_format
 from svctrace.dataplane.iptables.rules import (
     BUILTIN_CHAINS,
     KNOWN_TARGETS,
@@ -93,29 +94,6 @@ def load_ruleset(text: str, source: str = "<dump>", table: str | None = None) ->
         what = "an nftables ruleset (nft list ruleset)" if fmt == "nft" else "an IPVS table (ipvsadm)"
         raise InputError(f"this is {what}; `trace` reads iptables dumps in this version", source=source)
     return _Loader(text, source, table).load()
-
-
-def sniff_format(text: str) -> str:
-    """iptables-save | iptables-S | iptables-L | nft | ipvsadm | unknown (then parsed as iptables)."""
-    head = text[:200000]
-    save = len(re.findall(r"(?m)^(?:[^\n]*?\]:\s*|\s*\d+\s+|\s*)(?:\[\d+:\d+\]\s*)?-A\s+[\w.@-]+\s", head)) + len(re.findall(r"(?m)^\s*\*(?:nat|filter|mangle|raw)\b", head))
-    listing = len(re.findall(r"(?m)^\s*Chain \S+ \((?:policy \w+|\d+ references?)", head))
-    nft = len(re.findall(r"(?m)^\s*table (?:ip|ip6|inet|arp|bridge|netdev) \S+ \{", head))
-    nft += len(re.findall(r"(?m)^\s*chain \S+ \{\s*$|^\s*type (?:filter|nat|route) hook \w+", head))
-    ipvs = len(re.findall(r"(?m)^\s*(?:TCP|UDP|SCTP|FWM)\s+\S+\s+(?:rr|wrr|lc|wlc|lblc|lblcr|dh|sh|sed|nq|mh|fo|ovf)\b", head))
-    ipvs += len(re.findall(r"(?m)^\s*-A -[tuf] \S+", head)) * 2
-    ipvs += len(re.findall(r"(?m)^IP Virtual Server version", head)) * 3
-    ipvs += len(re.findall(r"(?m)^\s*(?:TCP|UDP|SCTP)\s+\[?[\w.:-]+\]?:\w+\s+\d+\s+\d+", head))
-    best = max(save, listing, nft, ipvs)
-    if best == 0:
-        return "unknown"
-    if best == save and save >= listing:
-        return "iptables-save"
-    if best == listing:
-        return "iptables-L"
-    if best == nft:
-        return "nft"
-    return "ipvsadm"
 
 
 _TOKEN = re.compile(r'"((?:[^"\\]|\\.)*)"(?=\s|$)|([^\s"]+)(?=\s|$)')

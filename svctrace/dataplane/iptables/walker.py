@@ -779,8 +779,9 @@ def merge_outcomes(finals: list[_Final]) -> list[Outcome]:
     return out
 
 
-def trace(rs: Ruleset, pkt: Packet, node: NodeFacts | None = None) -> TraceResult:
-    """Every fate of `pkt` on the node whose rules are `rs`, with probabilities summing to 1."""
+def trace(rs: Ruleset, pkt: Packet, node: NodeFacts | None = None, *, kube_version: object = None) -> TraceResult:
+    """Every fate of `pkt` on the node whose rules are `rs`, with probabilities summing to 1. `kube_version`
+    is accepted like every mode's walk: iptables-mode rules show all that depends on it."""
     node = node or NodeFacts()
     if pkt.family != rs.family and rs.rule_count:
         from svctrace.errors import InputError

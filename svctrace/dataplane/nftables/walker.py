@@ -1338,8 +1338,10 @@ def _proto_number(pkt: Packet) -> int:
 
 # -- the answer ----------------------------------------------------------------------------------------
 
-def trace(rs: NftRuleset, pkt: Packet, node: NodeFacts | None = None) -> TraceResult:
-    """Every fate of `pkt` on the node whose nftables ruleset is `rs`, with probabilities summing to 1."""
+def trace(rs: NftRuleset, pkt: Packet, node: NodeFacts | None = None, *,
+          kube_version: object = None) -> TraceResult:
+    """Every fate of `pkt` on the node whose nftables ruleset is `rs`, with probabilities summing to 1.
+    `kube_version` is accepted like every mode's walk: kube-proxy's nftables rules show all that depends on it."""
     node = node or NodeFacts()
     fams = {t.family for t in rs.tables.values()}
     mine = {"ip", "inet"} if pkt.family == 4 else {"ip6", "inet"}
