@@ -31,8 +31,8 @@ from conftest import KP_IPTABLES, need_corpus
 
 from svctrace.dataplane.iptables import load_ruleset, trace
 from svctrace.kubeproxy.names import fw_chain, svc_chain
+from svctrace.kubeproxy.config import ProxyConfig
 from svctrace.kubeproxy.render.iptables import (
-    ProxyConfig,
     ProxyRules,
     generate,
     save_probability,

@@ -60,6 +60,11 @@ FEATURES: dict[str, Feature] = {f.name: f for f in (
        "cluster-ips-check rejects packets to unserved ports of a cluster IP (ping included)"),
     _f("nft-post-dnat-filter", "1.34", None, "nftables",
        "nftables filter chains run after DNAT (post-dnat-filter layout)"),
+    _f("nft-split-endpoints-check", "1.31", None, "nftables",
+       "service-endpoints-check and nodeport-endpoints-check chains (one endpoints-check chain before)"),
+    _f("nft-endpoint-chains", None, "1.36", "nftables",
+       "one endpoint-* chain per endpoint (1.36: dnat to a numgen map, a hairpin-connections set; "
+       "kubernetes PRs #135800, #136499)"),
 )}
 
 

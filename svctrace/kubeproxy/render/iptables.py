@@ -49,6 +49,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Final
 
+from svctrace.kubeproxy.config import IPAddr, ProxyConfig
 from svctrace.kubeproxy.endpoints import (
     EndpointInfo,
     EndpointSelection,
@@ -56,10 +57,6 @@ from svctrace.kubeproxy.endpoints import (
     IPFamily,
     KubeObject,
     ServicePortInfo,
-    categorize_endpoints,
-    endpoints_for_port,
-    parse_version,
-    service_ports,
 )
 from svctrace.kubeproxy.names import (
     ext_chain,
@@ -69,10 +66,18 @@ from svctrace.kubeproxy.names import (
     svl_chain,
     xlb_chain,
 )
+from svctrace.kubeproxy.plan import (
+    NoEndpoints,
+    PortPlan,
+    allows_node,
+    collect_ports,
+    node_context,
+    plan_ports,
+)
+from svctrace.kubeproxy.versions import has
 
 __all__ = [
     "BUILTIN_CHAINS",
-    "ProxyConfig",
     "ProxyRules",
     "Rule",
     "generate",
@@ -122,63 +127,6 @@ _JUMPS_MODERN: Final = (
 def _q(text: str) -> str:
     """kube-proxy's hand-quoted comment argument: ``"..."``."""
     return f'"{text}"'
-
-
-@dataclass(frozen=True)
-class ProxyConfig:
-    """What kube-proxy needs to know about itself and the node."""
-
-    node_name: str
-    #: The node's IPs; the first of the proxier's family is kube-proxy's ``nodeIP`` (it lets the node
-    #: itself through loadBalancerSourceRanges that contain it).
-    node_ips: tuple[str, ...] = ()
-    #: ``--cluster-cidr``: the pod range kube-proxy's local-traffic detector uses.  None: no detector
-    #: (no ``! -s CIDR`` masquerade rules, no pod short-circuit in KUBE-EXT / KUBE-XLB).
-    cluster_cidr: str | None = None
-    masquerade_bit: int = 14
-    #: The mark as kube-proxy spells it in its rules; None: ``fmt.Sprintf("%#08x", 1<<bit)`` =
-    #: ``0x00004000`` (kube-proxy's unit tests' fake proxier uses ``0x4000``).
-    masquerade_mark: str | None = None
-    masquerade_all: bool = False
-    #: ``--iptables-localhost-nodeports`` (forced off unless nodePortAddresses covers 127.0.0.1).
-    localhost_nodeports: bool = True
-    #: ``--nodeport-addresses`` CIDRs; empty: every local address.
-    nodeport_addresses: tuple[str, ...] = ()
-    kube_version: str = "1.28"
-    ip_family: IPFamily = "IPv4"
-    #: iptables supports ``--random-fully`` (adds it to the MASQUERADE rule).
-    random_fully: bool = False
-    #: Addresses on the node's interfaces, for nodePortAddresses; default: ``node_ips`` + loopback.
-    interface_addresses: tuple[str, ...] | None = None
-    #: ``nf_conntrack_tcp_be_liberal`` is set (1.29+ then skips the INVALID DROP rule).
-    conntrack_tcp_be_liberal: bool = False
-    #: Labels of this node (the zone, for topology hints); taken from the Node objects when None.
-    node_labels: Mapping[str, str] | None = None
-    #: Add the rules the kubelet owns: INPUT/OUTPUT jumps to KUBE-FIREWALL and its localnet rule,
-    #: and before 1.25 the KUBE-MARK-DROP mark rule and its KUBE-FIREWALL DROP.
-    kubelet_rules: bool = False
-
-    def __post_init__(self) -> None:
-        for name in ("node_ips", "nodeport_addresses", "interface_addresses"):
-            value = getattr(self, name)
-            if value is not None and not isinstance(value, tuple):
-                object.__setattr__(self, name, tuple(value))
-        if self.ip_family not in ("IPv4", "IPv6"):
-            raise ValueError(f"ip_family must be IPv4 or IPv6, not {self.ip_family!r}")
-        parse_version(self.kube_version)
-
-    @property
-    def version(self) -> tuple[int, int]:
-        return parse_version(self.kube_version)
-
-    @property
-    def mark(self) -> str:
-        """The masquerade mark as written in the rules (``0x00004000`` for the default bit 14)."""
-        return self.masquerade_mark or _go_hex08(1 << self.masquerade_bit)
-
-    @property
-    def is_ipv6(self) -> bool:
-        return self.ip_family == "IPv6"
 
 
 def _go_hex08(value: int) -> str:
@@ -235,9 +183,9 @@ class ProxyRules:
 # --------------------------------------------------------------------------- probabilities
 
 
-def _probability(n: int, version: tuple[int, int]) -> str:
+def _probability(n: int, version: str) -> str:
     """``computeProbability``: ``fmt.Sprintf("%0.10f", 1.0/float64(n))`` (``%0.5f`` before 1.17)."""
-    return f"{1.0 / n:.5f}" if version < (1, 17) else f"{1.0 / n:.10f}"
+    return f"{1.0 / n:.10f}" if has(version, "probability-10-decimals") else f"{1.0 / n:.5f}"
 
 
 def save_probability(printed: str) -> str:
@@ -264,11 +212,11 @@ class _Builder:
 @dataclass
 class _Ctx:
     cfg: ProxyConfig
-    version: tuple[int, int]
+    version: str
     legacy_names: bool
     large: bool
     mark: str
-    node_ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None
+    node_ip: IPAddr | None
 
     def comment(self, text: str) -> tuple[str, ...]:
         """``appendServiceCommentLocked``: no comment in large-cluster mode."""
@@ -326,28 +274,6 @@ def _node_ips_matching(cfg: ProxyConfig, nets: Sequence[ipaddress.IPv4Network | 
     return out
 
 
-def _primary_node_ip(cfg: ProxyConfig) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    for text in cfg.node_ips:
-        try:
-            ip = ipaddress.ip_address(text.strip())
-        except ValueError:
-            continue
-        if (ip.version == 6) == cfg.is_ipv6:
-            return ip
-    return None
-
-
-def _in_range(ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None, cidr: str) -> bool:
-    if ip is None:
-        return False
-    net = ipaddress.ip_network(cidr, strict=False)
-    return net.version == ip.version and ip in net
-
-
-def _port_sort_key(sp: ServicePortInfo) -> tuple[str, str]:
-    return (sp.service_port_name(), sp.protocol)
-
-
 def generate(
     services: Iterable[KubeObject],
     endpoint_slices: Iterable[KubeObject] | None = None,
@@ -365,29 +291,16 @@ def generate(
     """
     if config is None:
         raise TypeError("generate() needs a ProxyConfig")
-    cfg = config
-    labels: Mapping[str, str] = cfg.node_labels if cfg.node_labels is not None else {}
-    if cfg.node_labels is None:
-        for node in nodes:
-            meta = node.get("metadata") or {}
-            if meta.get("name") == cfg.node_name:
-                labels = meta.get("labels") or {}
-    version = cfg.version
-    slices = list(endpoint_slices) if endpoint_slices is not None else None
-    legacy_eps = list(endpoints) if endpoints is not None else None
-
-    ports: list[tuple[ServicePortInfo, tuple[EndpointInfo, ...]]] = []
-    for svc in services:
-        for sp in service_ports(svc, ip_family=cfg.ip_family, kube_version=version):
-            eps = endpoints_for_port(sp, node_name=cfg.node_name, endpoint_slices=slices, endpoints=legacy_eps)
-            ports.append((sp, eps))
-    ports.sort(key=lambda item: _port_sort_key(item[0]))
+    cfg, labels = node_context(config.for_mode("iptables"), nodes)
+    ports = collect_ports(services, endpoint_slices, endpoints, cfg)
     total = sum(len(eps) for _, eps in ports)
-    ctx = _Ctx(cfg=cfg, version=version, legacy_names=version < (1, 19), large=total > LARGE_CLUSTER_ENDPOINTS,
-               mark=cfg.mark, node_ip=_primary_node_ip(cfg))
-    if version < (1, 24):
+    version = cfg.kube_version
+    assert version is not None
+    ctx = _Ctx(cfg=cfg, version=version, legacy_names=not has(version, "port-name-colon-optional"),
+               large=total > LARGE_CLUSTER_ENDPOINTS, mark=cfg.mark, node_ip=cfg.node_ip)
+    if not has(version, "ext-svl-chains"):
         return _generate_legacy(ctx, ports, labels)
-    return _generate_modern(ctx, ports, labels)
+    return _generate_modern(ctx, plan_ports(ports, cfg, labels))
 
 
 def _base_rules(jumps: Iterable[tuple[str, str, str, str, tuple[str, ...]]],
@@ -452,10 +365,51 @@ def _write_endpoint_chain(ctx: _Ctx, b: _Builder, spn: str, sp: ServicePortInfo,
     b.rule("nat", sep, *args)
 
 
-def _generate_modern(ctx: _Ctx, ports: Sequence[tuple[ServicePortInfo, tuple[EndpointInfo, ...]]],
-                     labels: Mapping[str, str]) -> ProxyRules:
-    cfg, version, mark = ctx.cfg, ctx.version, ctx.mark
-    has_proxy_firewall = version >= (1, 25)
+def _no_endpoints(verdict: NoEndpoints | None, spn: str) -> tuple[str, str]:
+    """The filter rule's target and comment for traffic without an endpoint (``"", ""``: it has one)."""
+    if verdict is None:
+        return "", ""
+    if verdict == "reject":
+        return "REJECT", _q(f"{spn} has no endpoints")
+    return "DROP", _q(f"{spn} has no local endpoints")
+
+
+def _write_masquerade_chains(ctx: _Ctx, b: _Builder) -> None:
+    """The nat chains every layout declares, KUBE-POSTROUTING's masquerade of marked packets and
+    KUBE-MARK-MASQ (``syncProxyRules``: "Install the kubernetes-specific postrouting rules")."""
+    mark = ctx.mark
+    for chain in (KUBE_SERVICES, KUBE_NODEPORTS, KUBE_POSTROUTING, KUBE_MARK_MASQ):
+        b.chain("nat", chain)
+    b.rule("nat", KUBE_POSTROUTING, "-m", "mark", "!", "--mark", f"{mark}/{mark}", "-j", "RETURN")
+    b.rule("nat", KUBE_POSTROUTING, "-j", "MARK", "--xor-mark", mark)
+    masq = ["-m", "comment", "--comment", _q("kubernetes service traffic requiring SNAT"), "-j", "MASQUERADE"]
+    if ctx.cfg.random_fully:
+        masq.append("--random-fully")
+    b.rule("nat", KUBE_POSTROUTING, *masq)
+    b.rule("nat", KUBE_MARK_MASQ, "-j", "MARK", "--or-mark", mark)
+
+
+def _write_forward_chain(ctx: _Ctx, b: _Builder, *, invalid_drop: bool) -> None:
+    """KUBE-FORWARD: drop INVALID (unless conntrack is liberal, 1.29+), accept marked and established traffic."""
+    mark = ctx.mark
+    if invalid_drop:
+        b.rule("filter", KUBE_FORWARD, "-m", "conntrack", "--ctstate", "INVALID", "-j", "DROP")
+    b.rule("filter", KUBE_FORWARD, "-m", "comment", "--comment", _q("kubernetes forwarding rules"),
+           "-m", "mark", "--mark", f"{mark}/{mark}", "-j", "ACCEPT")
+    b.rule("filter", KUBE_FORWARD, "-m", "comment", "--comment", _q("kubernetes forwarding conntrack rule"),
+           "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT")
+
+
+def _write_health_check_rule(b: _Builder, spn: str, sp: ServicePortInfo) -> None:
+    """"Capture healthCheckNodePorts": accept the port kube-proxy's health check server listens on."""
+    if sp.health_check_node_port:
+        b.rule("filter", KUBE_NODEPORTS, "-m", "comment", "--comment", _q(f"{spn} health check node port"),
+               "-m", "tcp", "-p", "tcp", "--dport", str(sp.health_check_node_port), "-j", "ACCEPT")
+
+
+def _generate_modern(ctx: _Ctx, plans: Sequence[PortPlan]) -> ProxyRules:
+    cfg, version = ctx.cfg, ctx.version
+    has_proxy_firewall = has(version, "proxy-firewall-chain")
     b = _Builder()
     extra: dict[str, list[str]] = {t: [] for t in TABLES}
     nets, match_all, contains_loopback = _nodeport_addresses(cfg)
@@ -467,28 +421,17 @@ def _generate_modern(ctx: _Ctx, ports: Sequence[tuple[ServicePortInfo, tuple[End
         b.chain("filter", chain)
     if has_proxy_firewall:
         b.chain("filter", KUBE_PROXY_FIREWALL)
-    for chain in (KUBE_SERVICES, KUBE_NODEPORTS, KUBE_POSTROUTING, KUBE_MARK_MASQ):
-        b.chain("nat", chain)
+    _write_masquerade_chains(ctx, b)
 
-    b.rule("nat", KUBE_POSTROUTING, "-m", "mark", "!", "--mark", f"{mark}/{mark}", "-j", "RETURN")
-    b.rule("nat", KUBE_POSTROUTING, "-j", "MARK", "--xor-mark", mark)
-    masq = ["-m", "comment", "--comment", _q("kubernetes service traffic requiring SNAT"), "-j", "MASQUERADE"]
-    if cfg.random_fully:
-        masq.append("--random-fully")
-    b.rule("nat", KUBE_POSTROUTING, *masq)
-    b.rule("nat", KUBE_MARK_MASQ, "-j", "MARK", "--or-mark", mark)
-
-    kube_proxy_firewall = not isv6 and localhost_nodeports and version >= (1, 27)
+    kube_proxy_firewall = not isv6 and localhost_nodeports and has(version, "localhost-nodeport-firewall")
     if kube_proxy_firewall:
         b.chain("filter", KUBE_FIREWALL)
         b.rule("filter", KUBE_FIREWALL, "-m", "comment", "--comment", _q("block incoming localnet connections"),
                "-d", "127.0.0.0/8", "!", "-s", "127.0.0.0/8",
                "-m", "conntrack", "!", "--ctstate", "RELATED,ESTABLISHED,DNAT", "-j", "DROP")
 
-    selections: list[EndpointSelection] = []
-    for sp, eps in ports:
-        sel = categorize_endpoints(sp, eps, node_name=cfg.node_name, node_labels=labels)
-        selections.append(sel)
+    for plan in plans:
+        sp = plan.service_port
         proto = sp.protocol.lower()
         spn = sp.service_port_name(legacy_port_format=ctx.legacy_names)
         names = (sp.namespace, sp.name, sp.port_name, sp.protocol)
@@ -496,44 +439,17 @@ def _generate_modern(ctx: _Ctx, ports: Sequence[tuple[ServicePortInfo, tuple[End
         local_chain = svl_chain(*names, legacy_port_format=ctx.legacy_names)
         external_chain = ext_chain(*names, legacy_port_format=ctx.legacy_names)
         firewall_chain = fw_chain(*names, legacy_port_format=ctx.legacy_names)
-        cluster_eps = sel.cluster_endpoints or ()
-        local_eps = sel.local_endpoints or ()
-        has_endpoints = sel.has_any_endpoints
-
-        uses_cluster_chain = bool(cluster_eps) and sp.uses_cluster_endpoints
-        uses_local_chain = bool(local_eps) and sp.uses_local_endpoints
-
-        internal_chain = cluster_chain
-        has_internal = has_endpoints
-        if sp.internal_policy_local:
-            internal_chain = local_chain
-            if not local_eps:
-                has_internal = False
-        external_policy_chain = cluster_chain
-        has_external = has_endpoints
-        if sp.external_policy_local:
-            external_policy_chain = local_chain
-            if not local_eps:
-                has_external = False
-        uses_external_chain = has_endpoints and sp.externally_accessible
-        lb_chain = external_chain
-        uses_fw_chain = has_endpoints and bool(sp.load_balancer_vips) and bool(sp.load_balancer_source_ranges)
-        if uses_fw_chain:
-            lb_chain = firewall_chain
-
-        int_target = int_comment = ext_target = ext_comment = ""
-        if not has_endpoints:
-            int_target = ext_target = "REJECT"
-            int_comment = ext_comment = _q(f"{spn} has no endpoints")
-        else:
-            if not has_internal:
-                int_target, int_comment = "DROP", _q(f"{spn} has no local endpoints")
-            if not has_external:
-                ext_target, ext_comment = "DROP", _q(f"{spn} has no local endpoints")
+        internal_chain = local_chain if plan.internal_local else cluster_chain
+        external_policy_chain = local_chain if plan.external_local else cluster_chain
+        # iptables writes the firewall chain only for a port with endpoints (nftables: always).
+        uses_fw_chain = plan.has_endpoints and plan.filters_sources
+        lb_chain = firewall_chain if uses_fw_chain else external_chain
+        int_target, int_comment = _no_endpoints(plan.internal_no_endpoints, spn)
+        ext_target, ext_comment = _no_endpoints(plan.external_no_endpoints, spn)
 
         dport = ("--dport", str(sp.port))
         # Capture the clusterIP.
-        if has_internal:
+        if plan.has_internal:
             b.rule("nat", KUBE_SERVICES, "-m", "comment", "--comment", _q(f"{spn} cluster IP"),
                    "-m", proto, "-p", proto, "-d", sp.cluster_ip, *dport, "-j", internal_chain)
         else:
@@ -541,41 +457,39 @@ def _generate_modern(ctx: _Ctx, ports: Sequence[tuple[ServicePortInfo, tuple[End
                    "-m", proto, "-p", proto, "-d", sp.cluster_ip, *dport, "-j", int_target)
         # Capture externalIPs.
         for eip in sp.external_ips:
-            if has_endpoints:
+            if plan.has_endpoints:
                 b.rule("nat", KUBE_SERVICES, "-m", "comment", "--comment", _q(f"{spn} external IP"),
                        "-m", proto, "-p", proto, "-d", eip, *dport, "-j", external_chain)
-            if not has_external:
+            if not plan.has_external:
                 b.rule("filter", KUBE_EXTERNAL_SERVICES, "-m", "comment", "--comment", ext_comment,
                        "-m", proto, "-p", proto, "-d", eip, *dport, "-j", ext_target)
         # Capture load-balancer ingress.
         for lbip in sp.load_balancer_vips:
-            if has_endpoints:
+            if plan.has_endpoints:
                 b.rule("nat", KUBE_SERVICES, "-m", "comment", "--comment", _q(f"{spn} loadbalancer IP"),
                        "-m", proto, "-p", proto, "-d", lbip, *dport, "-j", lb_chain)
             if uses_fw_chain and has_proxy_firewall:
                 b.rule("filter", KUBE_PROXY_FIREWALL, "-m", "comment", "--comment",
                        _q(f"{spn} traffic not accepted by {firewall_chain}"),
                        "-m", proto, "-p", proto, "-d", lbip, *dport, "-j", "DROP")
-        if not has_external:
+        if not plan.has_external:
             for lbip in sp.load_balancer_vips:
                 b.rule("filter", KUBE_EXTERNAL_SERVICES, "-m", "comment", "--comment", ext_comment,
                        "-m", proto, "-p", proto, "-d", lbip, *dport, "-j", ext_target)
         # Capture nodeports.
         if sp.node_port:
-            if has_endpoints:
+            if plan.has_endpoints:
                 b.rule("nat", KUBE_NODEPORTS, "-m", "comment", "--comment", spn,
                        "-m", proto, "-p", proto, "--dport", str(sp.node_port), "-j", external_chain)
-            if not has_external:
+            if not plan.has_external:
                 b.rule("filter", KUBE_EXTERNAL_SERVICES, "-m", "comment", "--comment", ext_comment,
                        "-m", "addrtype", "--dst-type", "LOCAL",
                        "-m", proto, "-p", proto, "--dport", str(sp.node_port), "-j", ext_target)
         # Capture healthCheckNodePorts.
-        if sp.health_check_node_port:
-            b.rule("filter", KUBE_NODEPORTS, "-m", "comment", "--comment", _q(f"{spn} health check node port"),
-                   "-m", "tcp", "-p", "tcp", "--dport", str(sp.health_check_node_port), "-j", "ACCEPT")
+        _write_health_check_rule(b, spn, sp)
 
         # Internal traffic handling.
-        if has_internal:
+        if plan.has_internal:
             args = ("-m", "comment", "--comment", _q(f"{spn} cluster IP"),
                     "-m", proto, "-p", proto, "-d", sp.cluster_ip, *dport)
             if cfg.masquerade_all:
@@ -583,9 +497,9 @@ def _generate_modern(ctx: _Ctx, ports: Sequence[tuple[ServicePortInfo, tuple[End
             elif detector:
                 b.rule("nat", internal_chain, *args, *ctx.if_not_local(), "-j", KUBE_MARK_MASQ)
         # External traffic handling.
-        if uses_external_chain:
+        if plan.uses_external_chain:
             b.chain("nat", external_chain)
-            if not sp.external_policy_local:
+            if not plan.external_local:
                 b.rule("nat", external_chain, "-m", "comment", "--comment",
                        _q(f"masquerade traffic for {spn} external destinations"), "-j", KUBE_MARK_MASQ)
             else:
@@ -598,31 +512,26 @@ def _generate_modern(ctx: _Ctx, ports: Sequence[tuple[ServicePortInfo, tuple[End
                 b.rule("nat", external_chain, "-m", "comment", "--comment",
                        _q(f"route LOCAL traffic for {spn} external destinations"),
                        "-m", "addrtype", "--src-type", "LOCAL", "-j", cluster_chain)
-            if has_external:
+            if plan.has_external:
                 b.rule("nat", external_chain, "-j", external_policy_chain)
         # Firewall chain.
         if uses_fw_chain:
             b.chain("nat", firewall_chain)
             fw_args = ("-m", "comment", "--comment", _q(f"{spn} loadbalancer IP"))
-            allow_from_node = False
-            for cidr in sp.load_balancer_source_ranges:
-                b.rule("nat", firewall_chain, *fw_args, "-s", cidr, "-j", external_chain)
-                allow_from_node = allow_from_node or _in_range(ctx.node_ip, cidr)
-            if allow_from_node:
-                for lbip in sp.load_balancer_vips:
-                    b.rule("nat", firewall_chain, *fw_args, "-s", lbip, "-j", external_chain)
+            for source in plan.allowed_sources:
+                b.rule("nat", firewall_chain, *fw_args, "-s", source, "-j", external_chain)
             if has_proxy_firewall:
                 b.rule("nat", firewall_chain, "-m", "comment", "--comment",
                        _q(f"other traffic to {spn} will be dropped by KUBE-PROXY-FIREWALL"))
             else:
                 b.rule("nat", firewall_chain, *fw_args, "-j", KUBE_MARK_DROP)
-        if uses_cluster_chain:
+        if plan.uses_cluster_chain:
             b.chain("nat", cluster_chain)
-            _write_service_to_endpoint_rules(ctx, b, spn, sp, cluster_chain, cluster_eps)
-        if uses_local_chain:
+            _write_service_to_endpoint_rules(ctx, b, spn, sp, cluster_chain, plan.cluster_endpoints)
+        if plan.uses_local_chain:
             b.chain("nat", local_chain)
-            _write_service_to_endpoint_rules(ctx, b, spn, sp, local_chain, local_eps)
-        for e in sel.all_reachable_endpoints:
+            _write_service_to_endpoint_rules(ctx, b, spn, sp, local_chain, plan.local_endpoints)
+        for e in plan.selection.all_reachable_endpoints:
             sep = sep_chain(*names, e.endpoint, legacy_port_format=ctx.legacy_names)
             _write_endpoint_chain(ctx, b, spn, sp, e, sep)
 
@@ -641,22 +550,18 @@ def _generate_modern(ctx: _Ctx, ports: Sequence[tuple[ServicePortInfo, tuple[End
             b.rule("nat", KUBE_SERVICES, "-m", "comment", "--comment", _NODEPORTS_COMMENT,
                    "-d", str(ip), "-j", KUBE_NODEPORTS)
 
-    if not (cfg.conntrack_tcp_be_liberal and version >= (1, 29)):
-        b.rule("filter", KUBE_FORWARD, "-m", "conntrack", "--ctstate", "INVALID", "-j", "DROP")
-    b.rule("filter", KUBE_FORWARD, "-m", "comment", "--comment", _q("kubernetes forwarding rules"),
-           "-m", "mark", "--mark", f"{mark}/{mark}", "-j", "ACCEPT")
-    b.rule("filter", KUBE_FORWARD, "-m", "comment", "--comment", _q("kubernetes forwarding conntrack rule"),
-           "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT")
+    _write_forward_chain(ctx, b, invalid_drop=not (
+        cfg.conntrack_tcp_be_liberal and has(version, "conntrack-liberal-no-invalid-drop")))
 
     jumps = [j for j in _JUMPS_MODERN if has_proxy_firewall or j[1] != KUBE_PROXY_FIREWALL]
     kubelet: list[tuple[str, str, str]] = []
-    if version < (1, 25):
+    if not has_proxy_firewall:
         extra["nat"].append(KUBE_MARK_DROP)
     kb = _Builder()
     if cfg.kubelet_rules:
-        kubelet = _kubelet_rules(ctx, kb, extra, mark_drop=version < (1, 25),
+        kubelet = _kubelet_rules(ctx, kb, extra, mark_drop=not has_proxy_firewall,
                                  localnet=not isv6 and not kube_proxy_firewall)
-    return _finish(ctx, b, kb, extra, _base_rules(jumps, kubelet), selections)
+    return _finish(ctx, b, kb, extra, _base_rules(jumps, kubelet), [p.selection for p in plans])
 
 
 def _finish(ctx: _Ctx, b: _Builder, kubelet: _Builder, extra: dict[str, list[str]],
@@ -680,22 +585,14 @@ def _finish(ctx: _Ctx, b: _Builder, kubelet: _Builder, extra: dict[str, list[str
 def _generate_legacy(ctx: _Ctx, ports: Sequence[tuple[ServicePortInfo, tuple[EndpointInfo, ...]]],
                      labels: Mapping[str, str]) -> ProxyRules:
     """v1.22 ``syncProxyRules``: KUBE-SVC / KUBE-XLB / KUBE-FW / KUBE-SEP."""
-    cfg, mark = ctx.cfg, ctx.mark
+    cfg = ctx.cfg
     b = _Builder()
     extra: dict[str, list[str]] = {t: [] for t in TABLES}
     isv6 = cfg.is_ipv6
     detector = cfg.cluster_cidr is not None
     for chain in (KUBE_SERVICES, KUBE_EXTERNAL_SERVICES, KUBE_FORWARD, KUBE_NODEPORTS):
         b.chain("filter", chain)
-    for chain in (KUBE_SERVICES, KUBE_NODEPORTS, KUBE_POSTROUTING, KUBE_MARK_MASQ):
-        b.chain("nat", chain)
-    b.rule("nat", KUBE_POSTROUTING, "-m", "mark", "!", "--mark", f"{mark}/{mark}", "-j", "RETURN")
-    b.rule("nat", KUBE_POSTROUTING, "-j", "MARK", "--xor-mark", mark)
-    masq = ["-m", "comment", "--comment", _q("kubernetes service traffic requiring SNAT"), "-j", "MASQUERADE"]
-    if cfg.random_fully:
-        masq.append("--random-fully")
-    b.rule("nat", KUBE_POSTROUTING, *masq)
-    b.rule("nat", KUBE_MARK_MASQ, "-j", "MARK", "--or-mark", mark)
+    _write_masquerade_chains(ctx, b)
 
     # GetNodeAddresses: the zero CIDR (no nodePortAddresses) or the matching node IPs.
     nets, match_all, _ = _nodeport_addresses(cfg)
@@ -703,12 +600,13 @@ def _generate_legacy(ctx: _Ctx, ports: Sequence[tuple[ServicePortInfo, tuple[End
 
     selections: list[EndpointSelection] = []
     for sp, eps in ports:
-        if sp.internal_policy_local and ctx.version < (1, 22):
+        itp_on = has(ctx.version, "internal-traffic-policy-filter")
+        if sp.internal_policy_local and not itp_on:
             sp = replace(sp, internal_policy_local=False)  # the field is ignored (its gate was off)
         local_external = sp.external_policy_local
         # proxy.FilterEndpoints (1.22): internalTrafficPolicy Local (beta, on from 1.22) keeps only this
         # node's endpoints -- for every kind of traffic, NodePorts included -- unless eTP is Local.
-        itp_filter = sp.internal_policy_local and not local_external and ctx.version >= (1, 22)
+        itp_filter = sp.internal_policy_local and not local_external and itp_on
         pool = [e for e in eps if e.is_local] if itp_filter else list(eps)
         ready = [e for e in pool if e.ready]
         has_endpoints = bool(ready)
@@ -773,11 +671,9 @@ def _generate_legacy(ctx: _Ctx, ports: Sequence[tuple[ServicePortInfo, tuple[End
                 if not sp.load_balancer_source_ranges:
                     b.rule("nat", fwc, *fw_args, "-j", chosen)
                 else:
-                    allow_from_node = False
                     for src in sp.load_balancer_source_ranges:
                         b.rule("nat", fwc, *fw_args, "-s", src, "-j", chosen)
-                        allow_from_node = allow_from_node or _in_range(ctx.node_ip, src)
-                    if allow_from_node:
+                    if allows_node(ctx.node_ip, sp):
                         b.rule("nat", fwc, *fw_args, "-s", ingress, "-j", chosen)
                 b.rule("nat", fwc, *fw_args, "-j", KUBE_MARK_DROP)
             else:
@@ -800,9 +696,7 @@ def _generate_legacy(ctx: _Ctx, ports: Sequence[tuple[ServicePortInfo, tuple[End
                        "-m", "addrtype", "--dst-type", "LOCAL", "-m", proto, "-p", proto,
                        "--dport", str(sp.node_port), "-j", "REJECT")
 
-        if sp.health_check_node_port:
-            b.rule("filter", KUBE_NODEPORTS, "-m", "comment", "--comment", _q(f"{spn} health check node port"),
-                   "-m", "tcp", "-p", "tcp", "--dport", str(sp.health_check_node_port), "-j", "ACCEPT")
+        _write_health_check_rule(b, spn, sp)
 
         if not has_endpoints:
             continue
@@ -831,11 +725,7 @@ def _generate_legacy(ctx: _Ctx, ports: Sequence[tuple[ServicePortInfo, tuple[End
         b.rule("nat", KUBE_SERVICES, "-m", "comment", "--comment", _NODEPORTS_COMMENT,
                "-d", address, "-j", KUBE_NODEPORTS)
 
-    b.rule("filter", KUBE_FORWARD, "-m", "conntrack", "--ctstate", "INVALID", "-j", "DROP")
-    b.rule("filter", KUBE_FORWARD, "-m", "comment", "--comment", _q("kubernetes forwarding rules"),
-           "-m", "mark", "--mark", f"{mark}/{mark}", "-j", "ACCEPT")
-    b.rule("filter", KUBE_FORWARD, "-m", "comment", "--comment", _q("kubernetes forwarding conntrack rule"),
-           "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT")
+    _write_forward_chain(ctx, b, invalid_drop=True)
 
     extra["nat"].append(KUBE_MARK_DROP)  # iptablesEnsureChains
     jumps = [j for j in _JUMPS_MODERN if j[1] != KUBE_PROXY_FIREWALL]
