@@ -225,7 +225,8 @@ def objects() -> list[Obj]:
 
 def node_dump(objs: list[Obj], name: str) -> str:
     """What kube-proxy (iptables mode) programs on node `name`, as iptables-save prints it."""
-    from svctrace.kubeproxy.render.iptables import ProxyConfig, generate, to_save
+    from svctrace.kubeproxy.config import ProxyConfig
+    from svctrace.kubeproxy.render.iptables import generate, to_save
 
     ip = NODES[name][0]
     kinds = _kinds(objs)

@@ -13,7 +13,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from svctrace.kubeproxy.render.iptables import ProxyConfig, generate, to_save
+from svctrace.kubeproxy.config import ProxyConfig
+from svctrace.kubeproxy.render.iptables import generate, to_save
 
 Obj = dict[str, Any]
 WORKLOADS = ("Deployment", "StatefulSet", "ReplicaSet", "DaemonSet", "ReplicationController")
