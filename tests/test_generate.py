@@ -30,8 +30,8 @@ import pytest
 from conftest import KP_IPTABLES, need_corpus
 
 from svctrace.dataplane.iptables import load_ruleset, trace
-from svctrace.kubeproxy.names import fw_chain, svc_chain
 from svctrace.kubeproxy.config import ProxyConfig
+from svctrace.kubeproxy.names import fw_chain, svc_chain
 from svctrace.kubeproxy.render.iptables import (
     ProxyRules,
     generate,

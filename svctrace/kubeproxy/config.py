@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import KW_ONLY, dataclass, replace
 from typing import Final, Literal
 
 from svctrace.kubeproxy.endpoints import IPFamily
@@ -45,6 +45,7 @@ class ProxyConfig:
     #: ``--cluster-cidr``: the pod range of kube-proxy's local-traffic detector. None: no detector (no
     #: ``! -s CIDR`` masquerade rules, no pod short-circuit; IPVS mode matches ``KUBE-CLUSTER-IP`` ``src,dst``).
     cluster_cidr: str | None = None
+    _: KW_ONLY
     #: None: :data:`DEFAULT_VERSIONS` of the mode.
     kube_version: str | None = None
     ip_family: IPFamily = "IPv4"

@@ -1,7 +1,7 @@
 """What kube-proxy in nftables mode programs on one node, recomputed from Kubernetes objects.
 
 :func:`generate_nft` takes Services, EndpointSlices (or v1 Endpoints) and Nodes as plain dicts (what
-``kubectl get -o json`` prints) and an :class:`NftConfig`, and returns :class:`NftRules`:
+``kubectl get -o json`` prints) and an :class:`~svctrace.kubeproxy.config.ProxyConfig`, and returns :class:`NftRules`:
 
 * :meth:`NftRules.nft_input`: the transaction kube-proxy's full sync feeds ``nft -f`` on a node where its
   table does not exist yet, each command as knftables writes it (numeric base-chain priorities,
@@ -71,34 +71,29 @@ import base64
 import hashlib
 import ipaddress
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Final, Literal
 
+from svctrace.kubeproxy.config import IPAddr, ProxyConfig, parse_ips
 from svctrace.kubeproxy.endpoints import (
     EndpointInfo,
     EndpointSelection,
-    IPFamily,
     KubeObject,
     ServicePortInfo,
-    categorize_endpoints,
-    endpoints_for_port,
-    parse_version,
-    service_ports,
 )
 from svctrace.kubeproxy.names import join_host_port
-from svctrace.kubeproxy.render.ipvs import _addr, _link, _mac
+from svctrace.kubeproxy.plan import PortPlan, collect_ports, node_context, plan_ports
+from svctrace.kubeproxy.render.common import ip_addr_json
+from svctrace.kubeproxy.versions import has
 
 __all__ = [
-    "NftConfig",
     "NftRules",
     "endpoint_chain_name_base",
     "generate_nft",
     "service_chain_name_base",
 ]
 
-OLDEST: Final = (1, 31)
-NEWEST: Final = (1, 35)
 TABLE: Final = "kube-proxy"
 NFT_VERSION: Final = ("1.0.6", "Lester Gooch #5")  # what ruleset_json's metainfo says
 
@@ -199,73 +194,13 @@ def endpoint_chain_name_base(namespace: str, name: str, port_name: str, protocol
     return _hash_and_truncate(f"{namespace}/{name}/{protocol.lower()}/{port_name}__{ip.replace(':', '.')}/{port}")
 
 
-# --------------------------------------------------------------------------- configuration
-
-
-@dataclass(frozen=True)
-class NftConfig:
-    """How kube-proxy runs on the node, and what it finds there."""
-
-    node_name: str
-    #: The node's IPs. The first one of the proxier's family is kube-proxy's ``nodeIP`` (``primary`` NodePort
-    #: address; the node may reach a load-balancer IP whose source ranges contain it). Without
-    #: ``interface_addresses`` they are also the addresses on the node's interfaces.
-    node_ips: tuple[str, ...] = ()
-    #: ``--cluster-cidr``, the local-traffic detector. None: no detector.
-    cluster_cidr: str | None = None
-    kube_version: str = "1.31"
-    masquerade_bit: int = 14
-    #: ``--nodeport-addresses`` CIDRs or ``primary``. Empty: ``primary``, the nftables-mode default.
-    node_port_addresses: tuple[str, ...] = ()
-    ip_family: IPFamily = "IPv4"
-    #: Service CIDRs kube-proxy knows (``ServiceCIDR`` objects); they get the "unallocated ClusterIPs" drop.
-    service_cidrs: tuple[str, ...] = ()
-    masquerade_all: bool = False
-    #: Addresses on the node's interfaces, for ``nodeport-ips``. The default is ``node_ips``.
-    interface_addresses: tuple[str, ...] | None = None
-    #: Labels of this node, for topology hints. When None they come from the Node objects.
-    node_labels: Mapping[str, str] | None = None
-    #: The mark as kube-proxy writes it into its rules. None: ``fmt.Sprintf("%#08x", 1<<masquerade_bit)``
-    #: (``0x00004000``). kube-proxy's unit tests set ``0x4000``.
-    masquerade_mark: str | None = None
-
-    def __post_init__(self) -> None:
-        for name in ("node_ips", "node_port_addresses", "service_cidrs", "interface_addresses"):
-            value = getattr(self, name)
-            if value is not None and not isinstance(value, tuple):
-                object.__setattr__(self, name, tuple(value))
-        if self.ip_family not in ("IPv4", "IPv6"):
-            raise ValueError(f"ip_family must be IPv4 or IPv6, not {self.ip_family!r}")
-        version = parse_version(self.kube_version)
-        if version < OLDEST:
-            raise ValueError(f"kube-proxy {self.kube_version} is not modelled in nftables mode: 1.29 and 1.30 had "
-                             "one endpoints-check chain and other base chains")
-        if version > NEWEST:
-            raise ValueError(f"kube-proxy {self.kube_version} is not modelled in nftables mode: 1.36 dropped the "
-                             "endpoint chains (dnat ip to numgen map, hairpin-connections set)")
-
-    @property
-    def version(self) -> tuple[int, int]:
-        return parse_version(self.kube_version)
-
-    @property
-    def layout(self) -> Layout:
-        """``pre-dnat-filter`` (1.31-1.33: filter chains at -110) or ``post-dnat-filter`` (1.34+)."""
-        return "post-dnat-filter" if self.version >= (1, 34) else "pre-dnat-filter"
-
-    @property
-    def is_ipv6(self) -> bool:
-        return self.ip_family == "IPv6"
-
-    @property
-    def mark(self) -> str:
-        return self.masquerade_mark or f"0x{1 << self.masquerade_bit:08x}"
+def layout(cfg: ProxyConfig) -> Layout:
+    """``pre-dnat-filter`` (1.31-1.33: filter chains at -110) or ``post-dnat-filter`` (1.34+)."""
+    return "post-dnat-filter" if has(cfg.kube_version, "nft-post-dnat-filter") else "pre-dnat-filter"
 
 
 # --------------------------------------------------------------------------- nft values
 
-
-IPAddr = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 @dataclass(frozen=True)
@@ -699,7 +634,7 @@ def _elements_text(s: _StateSet) -> str:
 class NftRules:
     """The result of :func:`generate_nft`."""
 
-    config: NftConfig
+    config: ProxyConfig
     tx: _Tx = field(repr=False)
     #: The addresses in ``nodeport-ips`` (empty when NodePorts match every address).
     node_port_ips: tuple[str, ...] = ()
@@ -715,7 +650,7 @@ class NftRules:
 
     @property
     def layout(self) -> Layout:
-        return self.config.layout
+        return layout(self.config)
 
     # -- nft -f ----------------------------------------------------------------------------
     def nft_input(self, *, full: bool = False) -> str:
@@ -851,22 +786,7 @@ class NftRules:
     def ip_addr_json(self, node_ips: Iterable[str] | None = None) -> str:
         """An ``ip -j addr`` of the node: ``lo`` and ``eth0`` carrying ``node_ips`` (``ip`` or ``ip/prefix``;
         /24 and /64 by default). nftables mode puts no address on any device of its own."""
-        ips = list(node_ips) if node_ips is not None else list(self.config.node_ips)
-        lo = _link(1, "lo", ["LOOPBACK", "UP", "LOWER_UP"], 65536, "noqueue", "UNKNOWN", "loopback",
-                   "00:00:00:00:00:00", "00:00:00:00:00:00", [
-                       _addr("inet", "127.0.0.1", 8, "host", "lo"), _addr("inet6", "::1", 128, "host", None)])
-        eth_addrs = []
-        for text in ips:
-            iface = ipaddress.ip_interface(text if "/" in text else f"{text}/{64 if ':' in text else 24}")
-            if iface.version == 6:
-                eth_addrs.append(_addr("inet6", str(iface.ip), iface.network.prefixlen, "global", None))
-            else:
-                plen = iface.network.prefixlen
-                eth_addrs.append(_addr("inet", str(iface.ip), plen, "global", "eth0",
-                                       str(iface.network.broadcast_address) if plen < 31 else None))
-        eth = _link(2, "eth0", ["BROADCAST", "MULTICAST", "UP", "LOWER_UP"], 1500, "fq_codel", "UP", "ether",
-                    _mac(self.config.node_name, "eth0"), "ff:ff:ff:ff:ff:ff", eth_addrs)
-        return json.dumps([lo, eth], separators=(",", ":")) + "\n"
+        return ip_addr_json(self.config.node_name, node_ips if node_ips is not None else self.config.node_ips)
 
     def snapshot_files(self) -> dict[str, str]:
         """The node's files of a svctrace snapshot (``nodes/<name>/``) in nftables mode."""
@@ -877,29 +797,10 @@ class NftRules:
 # --------------------------------------------------------------------------- generation
 
 
-def _parse_ips(texts: Iterable[str]) -> list[IPAddr]:
-    out: list[IPAddr] = []
-    for t in texts:
-        try:
-            ip = ipaddress.ip_interface(t.strip()).ip
-        except ValueError:
-            continue
-        if ip not in out:
-            out.append(ip)
-    return out
-
-
-def _node_ip(cfg: NftConfig) -> IPAddr | None:
-    for ip in _parse_ips(cfg.node_ips):
-        if (ip.version == 6) == cfg.is_ipv6:
-            return ip
-    return None
-
-
-def _node_port_ips(cfg: NftConfig) -> tuple[bool, list[IPAddr]]:
+def _node_port_ips(cfg: ProxyConfig) -> tuple[bool, list[IPAddr]]:
     """``NewNodePortAddresses`` + ``GetNodeIPs``: (match all, the interface addresses inside the CIDRs, loopback
     left out as setupNFTables does). ``primary`` (and the empty default) is the node IP of each family."""
-    texts = list(cfg.node_port_addresses) or ["primary"]
+    texts = list(cfg.nodeport_addresses) or ["primary"]
     cidrs: list[str] = []
     for t in texts:
         t = t.strip()
@@ -907,7 +808,7 @@ def _node_port_ips(cfg: NftConfig) -> tuple[bool, list[IPAddr]]:
             cidrs.append(t)
             continue
         for version, plen in ((4, 32), (6, 128)):
-            ip = next((x for x in _parse_ips(cfg.node_ips) if x.version == version), None)
+            ip = next((x for x in parse_ips(cfg.node_ips) if x.version == version), None)
             if ip is not None and not ip.is_loopback:
                 cidrs.append(f"{ip}/{plen}")
     nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
@@ -921,16 +822,16 @@ def _node_port_ips(cfg: NftConfig) -> tuple[bool, list[IPAddr]]:
     if not nets or any(n.prefixlen == 0 for n in nets):
         return True, []
     addrs = cfg.interface_addresses if cfg.interface_addresses is not None else cfg.node_ips
-    found = [ip for ip in _parse_ips(addrs) if (ip.version == 6) == cfg.is_ipv6 and any(ip in n for n in nets)]
+    found = [ip for ip in parse_ips(addrs) if (ip.version == 6) == cfg.is_ipv6 and any(ip in n for n in nets)]
     return False, [ip for ip in found if not ip.is_loopback]
 
 
-def _setup(tx: _Tx, cfg: NftConfig, fam: str, match_all: bool, np_ips: Sequence[IPAddr]) -> None:
+def _setup(tx: _Tx, cfg: ProxyConfig, fam: str, match_all: bool, np_ips: Sequence[IPAddr]) -> None:
     """``setupNFTables``."""
     addr_type = "ipv6_addr" if cfg.is_ipv6 else "ipv4_addr"
     no_localhost = _match_addr(fam, "daddr", "::1" if cfg.is_ipv6 else "127.0.0.0/8", neg=True)
-    base = _BASE_1_34 if cfg.layout == "post-dnat-filter" else _BASE_1_31
-    jumps = _JUMPS_1_34 if cfg.layout == "post-dnat-filter" else _JUMPS_1_31
+    base = _BASE_1_34 if layout(cfg) == "post-dnat-filter" else _BASE_1_31
+    jumps = _JUMPS_1_34 if layout(cfg) == "post-dnat-filter" else _JUMPS_1_31
     mark = cfg.mark
 
     tx.add(_Cmd("add", "table", comment="rules for kube-proxy"))
@@ -1015,49 +916,31 @@ def _ep_base(sp: ServicePortInfo, ep: EndpointInfo) -> str:
     return endpoint_chain_name_base(sp.namespace, sp.name, sp.port_name, sp.protocol, ep.ip, ep.port)
 
 
-def _sync_service(tx: _Tx, cfg: NftConfig, fam: str, sp: ServicePortInfo, sel: EndpointSelection) -> None:
+_NO_ENDPOINT_VERDICT: Final = {"reject": f"goto {REJECT_CHAIN}", "drop": "drop"}
+
+
+def _sync_service(tx: _Tx, cfg: ProxyConfig, fam: str, plan: PortPlan) -> None:
     """The body of ``syncProxyRules``' loop for one Service port (a full sync: nothing skipped)."""
+    sp = plan.service_port
     addr_type = "ipv6_addr" if cfg.is_ipv6 else "ipv4_addr"
     proto = sp.protocol.lower()
     name = sp.service_port_name()
     n = _names(sp)
-    cluster_eps = sel.cluster_endpoints or ()
-    local_eps = sel.local_endpoints or ()
-    reachable = sel.all_reachable_endpoints
-    has_endpoints = sel.has_any_endpoints
+    reachable = plan.selection.all_reachable_endpoints
     affinity = sp.session_affinity_seconds
 
     for ep in reachable:
         tx.ensure_chain("endpoint-" + _ep_base(sp, ep))
-    uses_cluster = bool(cluster_eps) and sp.uses_cluster_endpoints
-    if uses_cluster:
+    if plan.uses_cluster_chain:
         tx.ensure_chain(n.cluster)
-    uses_local = bool(local_eps) and sp.uses_local_endpoints
-    if uses_local:
+    if plan.uses_local_chain:
         tx.ensure_chain(n.local)
-
-    internal_chain = n.cluster
-    has_internal = has_endpoints
-    if sp.internal_policy_local:
-        internal_chain = n.local
-        has_internal = has_internal and bool(local_eps)
-    external_policy_chain = n.cluster
-    has_external = has_endpoints
-    if sp.external_policy_local:
-        external_policy_chain = n.local
-        has_external = has_external and bool(local_eps)
-    uses_external = has_endpoints and sp.externally_accessible
-    if uses_external:
+    internal_chain = n.local if plan.internal_local else n.cluster
+    external_policy_chain = n.local if plan.external_local else n.cluster
+    if plan.uses_external_chain:
         tx.ensure_chain(n.external)
-
-    internal_verdict = external_verdict = ""
-    if not has_endpoints:
-        internal_verdict = external_verdict = f"goto {REJECT_CHAIN}"
-    else:
-        if not has_internal:
-            internal_verdict = "drop"
-        if not has_external:
-            external_verdict = "drop"
+    internal_verdict = _NO_ENDPOINT_VERDICT.get(plan.internal_no_endpoints or "", "")
+    external_verdict = _NO_ENDPOINT_VERDICT.get(plan.external_no_endpoints or "", "")
 
     def key3(ip: str, port: int) -> tuple[_Val, ...]:
         return (_Val(addr_type, ip), _Val("inet_proto", proto), _Val("inet_service", port))
@@ -1066,43 +949,44 @@ def _sync_service(tx: _Tx, cfg: NftConfig, fam: str, sp: ServicePortInfo, sel: E
         tx.element(_Element(set_name, key, _parse_verdict(verdict), comment), name)
 
     tx.element(_Element(CLUSTER_IPS, (_Val(addr_type, sp.cluster_ip),)), name)
-    if has_internal:
+    if plan.has_internal:
         elem(SERVICE_IPS, key3(sp.cluster_ip, sp.port), f"goto {internal_chain}")
     else:
         elem(NO_ENDPOINT_SERVICES, key3(sp.cluster_ip, sp.port), internal_verdict, name)
     for eip in sp.external_ips:
-        if has_endpoints:
+        if plan.has_endpoints:
             elem(SERVICE_IPS, key3(eip, sp.port), f"goto {n.external}")
-        if not has_external:
+        if not plan.has_external:
             elem(NO_ENDPOINT_SERVICES, key3(eip, sp.port), external_verdict, name)
-    uses_fw = bool(sp.load_balancer_vips) and bool(sp.load_balancer_source_ranges)
+    # nftables writes the firewall chain whether or not the port has endpoints (iptables: only with).
+    uses_fw = plan.filters_sources
     if uses_fw:
         tx.ensure_chain(n.firewall)
     for lbip in sp.load_balancer_vips:
-        if has_endpoints:
+        if plan.has_endpoints:
             elem(SERVICE_IPS, key3(lbip, sp.port), f"goto {n.external}")
         if uses_fw:
             elem(FIREWALL_IPS, key3(lbip, sp.port), f"goto {n.firewall}")
-    if not has_external:
+    if not plan.has_external:
         for lbip in sp.load_balancer_vips:
             elem(NO_ENDPOINT_SERVICES, key3(lbip, sp.port), external_verdict, name)
     if sp.node_port:
         np_key = (_Val("inet_proto", proto), _Val("inet_service", sp.node_port))
-        if has_endpoints:
+        if plan.has_endpoints:
             elem(SERVICE_NODEPORTS, np_key, f"goto {n.external}")
-        if not has_external:
+        if not plan.has_external:
             elem(NO_ENDPOINT_NODEPORTS, np_key, external_verdict, name)
 
     # Internal traffic: masquerade off-cluster traffic to the ClusterIP.
-    if has_internal:
+    if plan.has_internal:
         if cfg.masquerade_all:
             tx.rule(internal_chain, _match_addr(fam, "daddr", sp.cluster_ip), _verdict(f"jump {MARK_MASQ}"))
         elif cfg.cluster_cidr:
             tx.rule(internal_chain, _match_addr(fam, "daddr", sp.cluster_ip),
                     _match_addr(fam, "saddr", _cidr(cfg.cluster_cidr), neg=True), _verdict(f"jump {MARK_MASQ}"))
     # External traffic.
-    if uses_external:
-        if not sp.external_policy_local:
+    if plan.uses_external_chain:
+        if not plan.external_local:
             tx.rule(n.external, _verdict(f"jump {MARK_MASQ}"))
         else:
             if cfg.cluster_cidr:
@@ -1111,24 +995,19 @@ def _sync_service(tx: _Tx, cfg: NftConfig, fam: str, sp: ServicePortInfo, sel: E
             tx.rule(n.external, _fib_local("saddr"), _verdict(f"jump {MARK_MASQ}"), comment="masquerade local traffic")
             tx.rule(n.external, _fib_local("saddr"), _verdict(f"goto {n.cluster}"),
                     comment="short-circuit local traffic")
-        if has_external:
+        if plan.has_external:
             tx.rule(n.external, _verdict(f"goto {external_policy_chain}"))
     if uses_fw:
-        sources = list(sp.load_balancer_source_ranges)
-        node_ip = _node_ip(cfg)
-        allow_from_node = node_ip is not None and any(
-            node_ip in ipaddress.ip_network(c, strict=False) for c in sources)
-        if allow_from_node:
-            sources += list(sp.load_balancer_vips)
+        sources = list(plan.allowed_sources)
         tx.rule(n.firewall, _match_anon(fam, "saddr", sources, " , ".join(sources), neg=True), _verdict("drop"))
     if affinity is not None:
         for ep in reachable:
             tx.set(_SetSpec("affinity-" + _ep_base(sp, ep), (addr_type,), flags=("dynamic", "timeout"),
                             timeout=affinity))
-    if uses_cluster:
-        _service_to_endpoints(tx, fam, sp, n.cluster, cluster_eps)
-    if uses_local:
-        _service_to_endpoints(tx, fam, sp, n.local, local_eps)
+    if plan.uses_cluster_chain:
+        _service_to_endpoints(tx, fam, sp, n.cluster, plan.cluster_endpoints)
+    if plan.uses_local_chain:
+        _service_to_endpoints(tx, fam, sp, n.local, plan.local_endpoints)
     for ep in reachable:
         chain = "endpoint-" + _ep_base(sp, ep)
         tx.rule(chain, _match_addr(fam, "saddr", ep.ip), _verdict(f"jump {MARK_MASQ}"))
@@ -1153,7 +1032,7 @@ def _cidr(text: str) -> str:
 def generate_nft(
     services: Iterable[KubeObject],
     endpoint_slices: Iterable[KubeObject] | None,
-    cfg: NftConfig,
+    cfg: ProxyConfig,
     *,
     nodes: Iterable[KubeObject] = (),
     endpoints: Iterable[KubeObject] | None = None,
@@ -1164,35 +1043,13 @@ def generate_nft(
     Endpoints in ``endpoints``. The Node named ``cfg.node_name`` in ``nodes`` gives the node's labels (unless
     ``cfg.node_labels`` is set) and, when ``cfg.node_ips`` is empty, its InternalIP/ExternalIP addresses.
     """
-    labels: Mapping[str, str] = cfg.node_labels if cfg.node_labels is not None else {}
-    for node in nodes:
-        meta = node.get("metadata") or {}
-        if meta.get("name") != cfg.node_name:
-            continue
-        if cfg.node_labels is None:
-            labels = meta.get("labels") or {}
-        if not cfg.node_ips:
-            addrs = [str(a.get("address")) for a in (node.get("status") or {}).get("addresses") or []
-                     if a.get("type") in ("InternalIP", "ExternalIP")]
-            cfg = replace(cfg, node_ips=tuple(addrs))
+    cfg, labels = node_context(cfg.for_mode("nftables"), nodes)
     fam = "ip6" if cfg.is_ipv6 else "ip"
-    slices = list(endpoint_slices) if endpoint_slices is not None else None
-    legacy = list(endpoints) if endpoints is not None else None
-
-    ports: list[tuple[ServicePortInfo, tuple[EndpointInfo, ...]]] = []
-    for svc in services:
-        for sp in service_ports(svc, ip_family=cfg.ip_family, kube_version=cfg.version):
-            ports.append((sp, endpoints_for_port(sp, node_name=cfg.node_name, endpoint_slices=slices,
-                                                 endpoints=legacy)))
-    ports.sort(key=lambda item: (item[0].service_port_name(), item[0].protocol))
-
+    plans = plan_ports(collect_ports(services, endpoint_slices, endpoints, cfg), cfg, labels)
     match_all, np_ips = _node_port_ips(cfg)
     tx = _Tx(fam)
     _setup(tx, cfg, fam, match_all, np_ips)
-    selections: list[EndpointSelection] = []
-    for sp, eps in ports:
-        sel = categorize_endpoints(sp, eps, node_name=cfg.node_name, node_labels=labels)
-        selections.append(sel)
-        _sync_service(tx, cfg, fam, sp, sel)
+    for plan in plans:
+        _sync_service(tx, cfg, fam, plan)
     return NftRules(config=cfg, tx=tx, node_port_ips=tuple(str(ip) for ip in np_ips), node_ports_match_all=match_all,
-                    selections=tuple(selections), notes=tuple(tx.notes))
+                    selections=tuple(p.selection for p in plans), notes=tuple(tx.notes))
