@@ -30,12 +30,12 @@ import pytest
 from conftest import KP_IPTABLES, need_corpus
 
 from svctrace.dataplane.iptables import load_ruleset, trace
+from svctrace.dataplane.iptables.printer import save_probability
 from svctrace.kubeproxy.config import ProxyConfig
 from svctrace.kubeproxy.names import fw_chain, svc_chain
 from svctrace.kubeproxy.render.iptables import (
     ProxyRules,
     generate,
-    save_probability,
     to_restore,
     to_save,
 )

@@ -1,13 +1,68 @@
-"""What the three renderers share beside the plan: the node's ``ip -j addr`` for a snapshot."""
+"""What the renderers share beside the plan: iptables rules in kube-proxy's restore form and their
+``iptables-save`` text (iptables and IPVS mode), the node's ``ip -j addr`` for a snapshot."""
 
 from __future__ import annotations
 
 import hashlib
 import ipaddress
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Final
 
-__all__ = ["ip_addr_json"]
+from svctrace.dataplane.iptables.parser import parse_rule
+from svctrace.dataplane.iptables.printer import rule_as_loaded
+from svctrace.dataplane.iptables.rules import BUILTIN_CHAINS, RawRule
+
+__all__ = ["SAVE_TABLES", "IptRule", "ip_addr_json", "iptables_save", "quoted"]
+
+#: The tables kube-proxy writes, in the order the dumps print them.
+SAVE_TABLES: Final = ("filter", "nat")
+
+
+def quoted(text: str) -> str:
+    """kube-proxy's hand-quoted comment argument: ``"..."``."""
+    return f'"{text}"'
+
+
+@dataclass(frozen=True)
+class IptRule:
+    """One ``-A CHAIN args`` rule, ``args`` exactly as kube-proxy writes them (restore form)."""
+
+    table: str
+    chain: str
+    args: tuple[str, ...]
+
+    def restore_text(self) -> str:
+        return " ".join(("-A", self.chain, *self.args))
+
+    def save_text(self, ipv6: bool = False) -> str:
+        """The rule as ``iptables-save`` (1.8.9) prints it once loaded."""
+        family = 6 if ipv6 else 4
+        (rule,) = parse_rule(self.table, self.chain, RawRule(0, self.restore_text()), family)
+        return rule_as_loaded(rule, family)
+
+
+def user_and_builtin_chains(table: str, chains: Iterable[str]) -> list[str]:
+    """Built-in chains, then user chains sorted (iptables-save's order)."""
+    builtin = BUILTIN_CHAINS[table]
+    return list(builtin) + sorted(set(chains) - set(builtin))
+
+
+def iptables_save(chains: Mapping[str, Iterable[str]], rules: Iterable[IptRule], ipv6: bool) -> str:
+    """What ``iptables-save`` (1.8.9) prints for the filter and nat tables holding ``chains`` and ``rules``
+    (the rules of a chain in the order given)."""
+    listed = list(rules)
+    out: list[str] = []
+    for table in SAVE_TABLES:
+        out.append(f"*{table}")
+        names = user_and_builtin_chains(table, chains.get(table, ()))
+        for c in names:
+            out.append(f":{c} ACCEPT [0:0]" if c in BUILTIN_CHAINS[table] else f":{c} - [0:0]")
+        for c in names:
+            out.extend(r.save_text(ipv6) for r in listed if r.table == table and r.chain == c)
+        out.append("COMMIT")
+    return "\n".join(out) + "\n"
 
 
 def ip_addr_json(node_name: str, node_ips: Iterable[str], extra: Iterable[dict[str, object]] = ()) -> str:

@@ -44,17 +44,16 @@ Pure standard library.
 from __future__ import annotations
 
 import ipaddress
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Final
 
+from svctrace.dataplane.iptables.rules import BUILTIN_CHAINS
 from svctrace.kubeproxy.config import IPAddr, ProxyConfig
 from svctrace.kubeproxy.endpoints import (
     EndpointInfo,
     EndpointSelection,
     EndpointVerdict,
-    IPFamily,
     KubeObject,
     ServicePortInfo,
 )
@@ -74,23 +73,22 @@ from svctrace.kubeproxy.plan import (
     node_context,
     plan_ports,
 )
+from svctrace.kubeproxy.render.common import (
+    SAVE_TABLES,
+    IptRule,
+    iptables_save,
+    quoted,
+    user_and_builtin_chains,
+)
 from svctrace.kubeproxy.versions import has
 
 __all__ = [
-    "BUILTIN_CHAINS",
     "ProxyRules",
-    "Rule",
     "generate",
-    "save_probability",
     "to_restore",
     "to_save",
 ]
 
-BUILTIN_CHAINS: Final[dict[str, tuple[str, ...]]] = {
-    "filter": ("INPUT", "FORWARD", "OUTPUT"),
-    "nat": ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"),
-}
-TABLES: Final = ("filter", "nat")
 
 KUBE_SERVICES: Final = "KUBE-SERVICES"
 KUBE_EXTERNAL_SERVICES: Final = "KUBE-EXTERNAL-SERVICES"
@@ -124,29 +122,9 @@ _JUMPS_MODERN: Final = (
 )
 
 
-def _q(text: str) -> str:
-    """kube-proxy's hand-quoted comment argument: ``"..."``."""
-    return f'"{text}"'
-
-
 def _go_hex08(value: int) -> str:
     """Go's ``%#08x``: unlike C, the zero padding applies to the digits alone (``0x00004000``)."""
     return f"0x{value:08x}"
-
-
-@dataclass(frozen=True)
-class Rule:
-    """One ``-A CHAIN args`` line; ``args`` exactly as kube-proxy writes them (restore form)."""
-
-    table: str
-    chain: str
-    args: tuple[str, ...]
-
-    def restore_text(self) -> str:
-        return " ".join(("-A", self.chain, *self.args))
-
-    def save_text(self, ip_family: IPFamily = "IPv4") -> str:
-        return _save_line(self.chain, self.args, ip_family == "IPv6")
 
 
 @dataclass(frozen=True)
@@ -158,26 +136,28 @@ class ProxyRules:
     #: 1.24 kube-proxy wrote a KUBE-FW chain line once per load-balancer IP).
     chains: dict[str, tuple[str, ...]]
     #: table -> rules of kube-proxy's restore input, in its order.
-    rules: dict[str, tuple[Rule, ...]]
+    rules: dict[str, tuple[IptRule, ...]]
     #: table -> the jumps from built-in chains (PREROUTING, INPUT, ...), in their final order.
-    base_rules: dict[str, tuple[Rule, ...]]
+    base_rules: dict[str, tuple[IptRule, ...]]
     #: table -> chains that exist but are not in the restore input (EnsureChain'd / the kubelet's).
     extra_chains: dict[str, tuple[str, ...]]
     #: table -> rules that are not kube-proxy's (the kubelet's, with ``kubelet_rules``).
-    extra_rules: dict[str, tuple[Rule, ...]] = field(default_factory=dict)
+    extra_rules: dict[str, tuple[IptRule, ...]] = field(default_factory=dict)
     #: The endpoint selection behind each Service port's rules, in processing order.
     selections: tuple[EndpointSelection, ...] = field(default=())
     large_cluster_mode: bool = False
 
     def all_chains(self, table: str) -> list[str]:
         """Built-in chains, then user chains sorted (iptables-save's order)."""
-        user = set(self.chains.get(table, ())) | set(self.extra_chains.get(table, ()))
-        return list(BUILTIN_CHAINS[table]) + sorted(user - set(BUILTIN_CHAINS[table]))
+        return user_and_builtin_chains(table, (*self.chains.get(table, ()), *self.extra_chains.get(table, ())))
 
-    def chain_rules(self, table: str, chain: str) -> list[Rule]:
-        """The rules of one chain as loaded: base-chain jumps, the kubelet's, then kube-proxy's."""
-        found = [*self.base_rules.get(table, ()), *self.extra_rules.get(table, ()), *self.rules.get(table, ())]
-        return [r for r in found if r.chain == chain]
+    def loaded_rules(self, table: str) -> list[IptRule]:
+        """The rules of a table as loaded: base-chain jumps, the kubelet's, then kube-proxy's."""
+        return [*self.base_rules.get(table, ()), *self.extra_rules.get(table, ()), *self.rules.get(table, ())]
+
+    def chain_rules(self, table: str, chain: str) -> list[IptRule]:
+        """The rules of one chain as loaded."""
+        return [r for r in self.loaded_rules(table) if r.chain == chain]
 
 
 # --------------------------------------------------------------------------- probabilities
@@ -188,25 +168,19 @@ def _probability(n: int, version: str) -> str:
     return f"{1.0 / n:.10f}" if has(version, "probability-10-decimals") else f"{1.0 / n:.5f}"
 
 
-def save_probability(printed: str) -> str:
-    """What iptables-save prints for ``--probability printed``: the kernel keeps ``lround(p * 2^31)``."""
-    stored = math.floor(float(printed) * 0x80000000 + 0.5)
-    return f"{stored / 0x80000000:.11f}"
-
-
 # --------------------------------------------------------------------------- generation
 
 
 class _Builder:
     def __init__(self) -> None:
-        self.chains: dict[str, list[str]] = {t: [] for t in TABLES}
-        self.rules: dict[str, list[Rule]] = {t: [] for t in TABLES}
+        self.chains: dict[str, list[str]] = {t: [] for t in SAVE_TABLES}
+        self.rules: dict[str, list[IptRule]] = {t: [] for t in SAVE_TABLES}
 
     def chain(self, table: str, name: str) -> None:
         self.chains[table].append(name)
 
     def rule(self, table: str, chain: str, *args: str) -> None:
-        self.rules[table].append(Rule(table, chain, tuple(args)))
+        self.rules[table].append(IptRule(table, chain, tuple(args)))
 
 
 @dataclass
@@ -304,14 +278,14 @@ def generate(
 
 
 def _base_rules(jumps: Iterable[tuple[str, str, str, str, tuple[str, ...]]],
-                kubelet: Iterable[tuple[str, str, str]] = ()) -> dict[str, tuple[Rule, ...]]:
+                kubelet: Iterable[tuple[str, str, str]] = ()) -> dict[str, tuple[IptRule, ...]]:
     """Apply EnsureRule(Prepend) for each jump in order; the kubelet's jumps go last (so first)."""
-    out: dict[str, list[Rule]] = {t: [] for t in TABLES}
+    out: dict[str, list[IptRule]] = {t: [] for t in SAVE_TABLES}
     for table, dst, src, comment, extra in jumps:
-        args = (*extra, "-m", "comment", "--comment", _q(comment), "-j", dst)
-        out[table].insert(0, Rule(table, src, args))
+        args = (*extra, "-m", "comment", "--comment", quoted(comment), "-j", dst)
+        out[table].insert(0, IptRule(table, src, args))
     for table, dst, src in kubelet:
-        out[table].insert(0, Rule(table, src, ("-j", dst)))
+        out[table].insert(0, IptRule(table, src, ("-j", dst)))
     # Stable order: by built-in chain, keeping each chain's rule order.
     return {t: tuple(sorted(rs, key=lambda r: BUILTIN_CHAINS[t].index(r.chain))) for t, rs in out.items()}
 
@@ -324,10 +298,10 @@ def _kubelet_rules(ctx: _Ctx, b: _Builder, extra: dict[str, list[str]], *, mark_
         drop = _go_hex08(1 << 15)
         b.rule("nat", KUBE_MARK_DROP, "-j", "MARK", "--or-mark", drop)
         b.rule("filter", KUBE_FIREWALL, "-m", "comment", "--comment",
-               _q("kubernetes firewall for dropping marked packets"),
+               quoted("kubernetes firewall for dropping marked packets"),
                "-m", "mark", "--mark", f"{drop}/{drop}", "-j", "DROP")
     if localnet:
-        b.rule("filter", KUBE_FIREWALL, "-m", "comment", "--comment", _q("block incoming localnet connections"),
+        b.rule("filter", KUBE_FIREWALL, "-m", "comment", "--comment", quoted("block incoming localnet connections"),
                "--dst", "127.0.0.0/8", "!", "--src", "127.0.0.0/8",
                "-m", "conntrack", "!", "--ctstate", "RELATED,ESTABLISHED,DNAT", "-j", "DROP")
     extra["filter"].append(KUBE_FIREWALL)
@@ -342,12 +316,12 @@ def _write_service_to_endpoint_rules(ctx: _Ctx, b: _Builder, spn: str, sp: Servi
                       legacy_port_format=ctx.legacy_names) for e in eps]
     if sp.session_affinity_seconds is not None:
         for e, sep in zip(eps, seps, strict=True):
-            b.rule("nat", chain, *ctx.comment(_q(f"{spn} -> {e.endpoint}")),
+            b.rule("nat", chain, *ctx.comment(quoted(f"{spn} -> {e.endpoint}")),
                    "-m", "recent", "--name", sep, "--rcheck", "--seconds", str(sp.session_affinity_seconds),
                    "--reap", "-j", sep)
     n = len(eps)
     for i, (e, sep) in enumerate(zip(eps, seps, strict=True)):
-        args: list[str] = list(ctx.comment(_q(f"{spn} -> {e.endpoint}")))
+        args: list[str] = list(ctx.comment(quoted(f"{spn} -> {e.endpoint}")))
         if i < n - 1:
             args += ["-m", "statistic", "--mode", "random", "--probability", ctx.probability(n - i)]
         b.rule("nat", chain, *args, "-j", sep)
@@ -370,8 +344,8 @@ def _no_endpoints(verdict: NoEndpoints | None, spn: str) -> tuple[str, str]:
     if verdict is None:
         return "", ""
     if verdict == "reject":
-        return "REJECT", _q(f"{spn} has no endpoints")
-    return "DROP", _q(f"{spn} has no local endpoints")
+        return "REJECT", quoted(f"{spn} has no endpoints")
+    return "DROP", quoted(f"{spn} has no local endpoints")
 
 
 def _write_masquerade_chains(ctx: _Ctx, b: _Builder) -> None:
@@ -382,7 +356,7 @@ def _write_masquerade_chains(ctx: _Ctx, b: _Builder) -> None:
         b.chain("nat", chain)
     b.rule("nat", KUBE_POSTROUTING, "-m", "mark", "!", "--mark", f"{mark}/{mark}", "-j", "RETURN")
     b.rule("nat", KUBE_POSTROUTING, "-j", "MARK", "--xor-mark", mark)
-    masq = ["-m", "comment", "--comment", _q("kubernetes service traffic requiring SNAT"), "-j", "MASQUERADE"]
+    masq = ["-m", "comment", "--comment", quoted("kubernetes service traffic requiring SNAT"), "-j", "MASQUERADE"]
     if ctx.cfg.random_fully:
         masq.append("--random-fully")
     b.rule("nat", KUBE_POSTROUTING, *masq)
@@ -394,16 +368,16 @@ def _write_forward_chain(ctx: _Ctx, b: _Builder, *, invalid_drop: bool) -> None:
     mark = ctx.mark
     if invalid_drop:
         b.rule("filter", KUBE_FORWARD, "-m", "conntrack", "--ctstate", "INVALID", "-j", "DROP")
-    b.rule("filter", KUBE_FORWARD, "-m", "comment", "--comment", _q("kubernetes forwarding rules"),
+    b.rule("filter", KUBE_FORWARD, "-m", "comment", "--comment", quoted("kubernetes forwarding rules"),
            "-m", "mark", "--mark", f"{mark}/{mark}", "-j", "ACCEPT")
-    b.rule("filter", KUBE_FORWARD, "-m", "comment", "--comment", _q("kubernetes forwarding conntrack rule"),
+    b.rule("filter", KUBE_FORWARD, "-m", "comment", "--comment", quoted("kubernetes forwarding conntrack rule"),
            "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT")
 
 
 def _write_health_check_rule(b: _Builder, spn: str, sp: ServicePortInfo) -> None:
     """"Capture healthCheckNodePorts": accept the port kube-proxy's health check server listens on."""
     if sp.health_check_node_port:
-        b.rule("filter", KUBE_NODEPORTS, "-m", "comment", "--comment", _q(f"{spn} health check node port"),
+        b.rule("filter", KUBE_NODEPORTS, "-m", "comment", "--comment", quoted(f"{spn} health check node port"),
                "-m", "tcp", "-p", "tcp", "--dport", str(sp.health_check_node_port), "-j", "ACCEPT")
 
 
@@ -411,7 +385,7 @@ def _generate_modern(ctx: _Ctx, plans: Sequence[PortPlan]) -> ProxyRules:
     cfg, version = ctx.cfg, ctx.version
     has_proxy_firewall = has(version, "proxy-firewall-chain")
     b = _Builder()
-    extra: dict[str, list[str]] = {t: [] for t in TABLES}
+    extra: dict[str, list[str]] = {t: [] for t in SAVE_TABLES}
     nets, match_all, contains_loopback = _nodeport_addresses(cfg)
     localhost_nodeports = cfg.localhost_nodeports and contains_loopback
     isv6 = cfg.is_ipv6
@@ -426,7 +400,7 @@ def _generate_modern(ctx: _Ctx, plans: Sequence[PortPlan]) -> ProxyRules:
     kube_proxy_firewall = not isv6 and localhost_nodeports and has(version, "localhost-nodeport-firewall")
     if kube_proxy_firewall:
         b.chain("filter", KUBE_FIREWALL)
-        b.rule("filter", KUBE_FIREWALL, "-m", "comment", "--comment", _q("block incoming localnet connections"),
+        b.rule("filter", KUBE_FIREWALL, "-m", "comment", "--comment", quoted("block incoming localnet connections"),
                "-d", "127.0.0.0/8", "!", "-s", "127.0.0.0/8",
                "-m", "conntrack", "!", "--ctstate", "RELATED,ESTABLISHED,DNAT", "-j", "DROP")
 
@@ -450,7 +424,7 @@ def _generate_modern(ctx: _Ctx, plans: Sequence[PortPlan]) -> ProxyRules:
         dport = ("--dport", str(sp.port))
         # Capture the clusterIP.
         if plan.has_internal:
-            b.rule("nat", KUBE_SERVICES, "-m", "comment", "--comment", _q(f"{spn} cluster IP"),
+            b.rule("nat", KUBE_SERVICES, "-m", "comment", "--comment", quoted(f"{spn} cluster IP"),
                    "-m", proto, "-p", proto, "-d", sp.cluster_ip, *dport, "-j", internal_chain)
         else:
             b.rule("filter", KUBE_SERVICES, "-m", "comment", "--comment", int_comment,
@@ -458,7 +432,7 @@ def _generate_modern(ctx: _Ctx, plans: Sequence[PortPlan]) -> ProxyRules:
         # Capture externalIPs.
         for eip in sp.external_ips:
             if plan.has_endpoints:
-                b.rule("nat", KUBE_SERVICES, "-m", "comment", "--comment", _q(f"{spn} external IP"),
+                b.rule("nat", KUBE_SERVICES, "-m", "comment", "--comment", quoted(f"{spn} external IP"),
                        "-m", proto, "-p", proto, "-d", eip, *dport, "-j", external_chain)
             if not plan.has_external:
                 b.rule("filter", KUBE_EXTERNAL_SERVICES, "-m", "comment", "--comment", ext_comment,
@@ -466,11 +440,11 @@ def _generate_modern(ctx: _Ctx, plans: Sequence[PortPlan]) -> ProxyRules:
         # Capture load-balancer ingress.
         for lbip in sp.load_balancer_vips:
             if plan.has_endpoints:
-                b.rule("nat", KUBE_SERVICES, "-m", "comment", "--comment", _q(f"{spn} loadbalancer IP"),
+                b.rule("nat", KUBE_SERVICES, "-m", "comment", "--comment", quoted(f"{spn} loadbalancer IP"),
                        "-m", proto, "-p", proto, "-d", lbip, *dport, "-j", lb_chain)
             if uses_fw_chain and has_proxy_firewall:
                 b.rule("filter", KUBE_PROXY_FIREWALL, "-m", "comment", "--comment",
-                       _q(f"{spn} traffic not accepted by {firewall_chain}"),
+                       quoted(f"{spn} traffic not accepted by {firewall_chain}"),
                        "-m", proto, "-p", proto, "-d", lbip, *dport, "-j", "DROP")
         if not plan.has_external:
             for lbip in sp.load_balancer_vips:
@@ -490,7 +464,7 @@ def _generate_modern(ctx: _Ctx, plans: Sequence[PortPlan]) -> ProxyRules:
 
         # Internal traffic handling.
         if plan.has_internal:
-            args = ("-m", "comment", "--comment", _q(f"{spn} cluster IP"),
+            args = ("-m", "comment", "--comment", quoted(f"{spn} cluster IP"),
                     "-m", proto, "-p", proto, "-d", sp.cluster_ip, *dport)
             if cfg.masquerade_all:
                 b.rule("nat", internal_chain, *args, "-j", KUBE_MARK_MASQ)
@@ -501,28 +475,28 @@ def _generate_modern(ctx: _Ctx, plans: Sequence[PortPlan]) -> ProxyRules:
             b.chain("nat", external_chain)
             if not plan.external_local:
                 b.rule("nat", external_chain, "-m", "comment", "--comment",
-                       _q(f"masquerade traffic for {spn} external destinations"), "-j", KUBE_MARK_MASQ)
+                       quoted(f"masquerade traffic for {spn} external destinations"), "-j", KUBE_MARK_MASQ)
             else:
                 if detector:
                     b.rule("nat", external_chain, "-m", "comment", "--comment",
-                           _q(f"pod traffic for {spn} external destinations"), *ctx.if_local(), "-j", cluster_chain)
+                           quoted(f"pod traffic for {spn} external destinations"), *ctx.if_local(), "-j", cluster_chain)
                 b.rule("nat", external_chain, "-m", "comment", "--comment",
-                       _q(f"masquerade LOCAL traffic for {spn} external destinations"),
+                       quoted(f"masquerade LOCAL traffic for {spn} external destinations"),
                        "-m", "addrtype", "--src-type", "LOCAL", "-j", KUBE_MARK_MASQ)
                 b.rule("nat", external_chain, "-m", "comment", "--comment",
-                       _q(f"route LOCAL traffic for {spn} external destinations"),
+                       quoted(f"route LOCAL traffic for {spn} external destinations"),
                        "-m", "addrtype", "--src-type", "LOCAL", "-j", cluster_chain)
             if plan.has_external:
                 b.rule("nat", external_chain, "-j", external_policy_chain)
         # Firewall chain.
         if uses_fw_chain:
             b.chain("nat", firewall_chain)
-            fw_args = ("-m", "comment", "--comment", _q(f"{spn} loadbalancer IP"))
+            fw_args = ("-m", "comment", "--comment", quoted(f"{spn} loadbalancer IP"))
             for source in plan.allowed_sources:
                 b.rule("nat", firewall_chain, *fw_args, "-s", source, "-j", external_chain)
             if has_proxy_firewall:
                 b.rule("nat", firewall_chain, "-m", "comment", "--comment",
-                       _q(f"other traffic to {spn} will be dropped by KUBE-PROXY-FIREWALL"))
+                       quoted(f"other traffic to {spn} will be dropped by KUBE-PROXY-FIREWALL"))
             else:
                 b.rule("nat", firewall_chain, *fw_args, "-j", KUBE_MARK_DROP)
         if plan.uses_cluster_chain:
@@ -565,15 +539,15 @@ def _generate_modern(ctx: _Ctx, plans: Sequence[PortPlan]) -> ProxyRules:
 
 
 def _finish(ctx: _Ctx, b: _Builder, kubelet: _Builder, extra: dict[str, list[str]],
-            base: dict[str, tuple[Rule, ...]], selections: Sequence[EndpointSelection]) -> ProxyRules:
-    extra_chains = {t: tuple(dict.fromkeys(c for c in extra[t] if c not in b.chains[t])) for t in TABLES}
+            base: dict[str, tuple[IptRule, ...]], selections: Sequence[EndpointSelection]) -> ProxyRules:
+    extra_chains = {t: tuple(dict.fromkeys(c for c in extra[t] if c not in b.chains[t])) for t in SAVE_TABLES}
     return ProxyRules(
         config=ctx.cfg,
-        chains={t: tuple(b.chains[t]) for t in TABLES},
-        rules={t: tuple(b.rules[t]) for t in TABLES},
+        chains={t: tuple(b.chains[t]) for t in SAVE_TABLES},
+        rules={t: tuple(b.rules[t]) for t in SAVE_TABLES},
         base_rules=base,
         extra_chains=extra_chains,
-        extra_rules={t: tuple(kubelet.rules[t]) for t in TABLES},
+        extra_rules={t: tuple(kubelet.rules[t]) for t in SAVE_TABLES},
         selections=tuple(selections),
         large_cluster_mode=ctx.large,
     )
@@ -587,7 +561,7 @@ def _generate_legacy(ctx: _Ctx, ports: Sequence[tuple[ServicePortInfo, tuple[End
     """v1.22 ``syncProxyRules``: KUBE-SVC / KUBE-XLB / KUBE-FW / KUBE-SEP."""
     cfg = ctx.cfg
     b = _Builder()
-    extra: dict[str, list[str]] = {t: [] for t in TABLES}
+    extra: dict[str, list[str]] = {t: [] for t in SAVE_TABLES}
     isv6 = cfg.is_ipv6
     detector = cfg.cluster_cidr is not None
     for chain in (KUBE_SERVICES, KUBE_EXTERNAL_SERVICES, KUBE_FORWARD, KUBE_NODEPORTS):
@@ -631,7 +605,7 @@ def _generate_legacy(ctx: _Ctx, ports: Sequence[tuple[ServicePortInfo, tuple[End
 
         dport = ("--dport", str(sp.port))
         if has_endpoints:
-            args: tuple[str, ...] = ("-m", "comment", "--comment", _q(f"{spn} cluster IP"),
+            args: tuple[str, ...] = ("-m", "comment", "--comment", quoted(f"{spn} cluster IP"),
                                      "-m", proto, "-p", proto, "-d", sp.cluster_ip, *dport)
             if cfg.masquerade_all:
                 b.rule("nat", chain, *args, "-j", KUBE_MARK_MASQ)
@@ -639,12 +613,12 @@ def _generate_legacy(ctx: _Ctx, ports: Sequence[tuple[ServicePortInfo, tuple[End
                 b.rule("nat", chain, *args, *ctx.if_not_local(), "-j", KUBE_MARK_MASQ)
             b.rule("nat", KUBE_SERVICES, *args, "-j", chain)
         else:
-            b.rule("filter", KUBE_SERVICES, "-m", "comment", "--comment", _q(f"{spn} has no endpoints"),
+            b.rule("filter", KUBE_SERVICES, "-m", "comment", "--comment", quoted(f"{spn} has no endpoints"),
                    "-m", proto, "-p", proto, "-d", sp.cluster_ip, *dport, "-j", "REJECT")
 
         for eip in sp.external_ips:
             if has_endpoints:
-                args = ("-m", "comment", "--comment", _q(f"{spn} external IP"),
+                args = ("-m", "comment", "--comment", quoted(f"{spn} external IP"),
                         "-m", proto, "-p", proto, "-d", eip, *dport)
                 dest = xlb
                 if not local_external:
@@ -656,14 +630,14 @@ def _generate_legacy(ctx: _Ctx, ports: Sequence[tuple[ServicePortInfo, tuple[End
                 b.rule("nat", KUBE_SERVICES, *args, "-j", dest)
             else:
                 b.rule("filter", KUBE_EXTERNAL_SERVICES, "-m", "comment", "--comment",
-                       _q(f"{spn} has no endpoints"), "-m", proto, "-p", proto, "-d", eip, *dport, "-j", "REJECT")
+                       quoted(f"{spn} has no endpoints"), "-m", proto, "-p", proto, "-d", eip, *dport, "-j", "REJECT")
 
         for ingress in sp.load_balancer_vips:
             if has_endpoints:
                 b.chain("nat", fwc)
-                b.rule("nat", KUBE_SERVICES, "-m", "comment", "--comment", _q(f"{spn} loadbalancer IP"),
+                b.rule("nat", KUBE_SERVICES, "-m", "comment", "--comment", quoted(f"{spn} loadbalancer IP"),
                        "-m", proto, "-p", proto, "-d", ingress, *dport, "-j", fwc)
-                fw_args = ("-m", "comment", "--comment", _q(f"{spn} loadbalancer IP"))
+                fw_args = ("-m", "comment", "--comment", quoted(f"{spn} loadbalancer IP"))
                 chosen = xlb
                 if not local_external:
                     b.rule("nat", fwc, *fw_args, "-j", KUBE_MARK_MASQ)
@@ -678,7 +652,7 @@ def _generate_legacy(ctx: _Ctx, ports: Sequence[tuple[ServicePortInfo, tuple[End
                 b.rule("nat", fwc, *fw_args, "-j", KUBE_MARK_DROP)
             else:
                 b.rule("filter", KUBE_EXTERNAL_SERVICES, "-m", "comment", "--comment",
-                       _q(f"{spn} has no endpoints"), "-m", proto, "-p", proto, "-d", ingress, *dport,
+                       quoted(f"{spn} has no endpoints"), "-m", proto, "-p", proto, "-d", ingress, *dport,
                        "-j", "REJECT")
 
         if sp.node_port and node_addresses:
@@ -692,7 +666,7 @@ def _generate_legacy(ctx: _Ctx, ports: Sequence[tuple[ServicePortInfo, tuple[End
                     b.rule("nat", KUBE_NODEPORTS, *args, "-s", loopback, "-j", KUBE_MARK_MASQ)
                     b.rule("nat", KUBE_NODEPORTS, *args, "-j", xlb)
             else:
-                b.rule("filter", KUBE_EXTERNAL_SERVICES, "-m", "comment", "--comment", _q(f"{spn} has no endpoints"),
+                b.rule("filter", KUBE_EXTERNAL_SERVICES, "-m", "comment", "--comment", quoted(f"{spn} has no endpoints"),
                        "-m", "addrtype", "--dst-type", "LOCAL", "-m", proto, "-p", proto,
                        "--dport", str(sp.node_port), "-j", "REJECT")
 
@@ -705,14 +679,14 @@ def _generate_legacy(ctx: _Ctx, ports: Sequence[tuple[ServicePortInfo, tuple[End
             continue
         if detector:
             b.rule("nat", xlb, "-m", "comment", "--comment",
-                   _q("Redirect pods trying to reach external loadbalancer VIP to clusterIP"),
+                   quoted("Redirect pods trying to reach external loadbalancer VIP to clusterIP"),
                    *ctx.if_local(), "-j", chain)
-        b.rule("nat", xlb, "-m", "comment", "--comment", _q(f"masquerade LOCAL traffic for {spn} LB IP"),
+        b.rule("nat", xlb, "-m", "comment", "--comment", quoted(f"masquerade LOCAL traffic for {spn} LB IP"),
                "-m", "addrtype", "--src-type", "LOCAL", "-j", KUBE_MARK_MASQ)
-        b.rule("nat", xlb, "-m", "comment", "--comment", _q(f"route LOCAL traffic for {spn} LB IP to service chain"),
+        b.rule("nat", xlb, "-m", "comment", "--comment", quoted(f"route LOCAL traffic for {spn} LB IP to service chain"),
                "-m", "addrtype", "--src-type", "LOCAL", "-j", chain)
         if not local_ready:
-            b.rule("nat", xlb, "-m", "comment", "--comment", _q(f"{spn} has no local endpoints"),
+            b.rule("nat", xlb, "-m", "comment", "--comment", quoted(f"{spn} has no local endpoints"),
                    "-j", KUBE_MARK_DROP)
         else:
             _write_legacy_lb_rules(ctx, b, spn, sp, xlb, local_ready)
@@ -808,7 +782,7 @@ def to_restore(rules: ProxyRules, *, base_chains: bool = True) -> str:
     — text that loads into empty tables (without ``--noflush``) and stands for the whole node.
     """
     out: list[str] = []
-    for table in TABLES:
+    for table in SAVE_TABLES:
         out.append(f"*{table}")
         if base_chains:
             out.extend(f":{c} ACCEPT [0:0]" for c in BUILTIN_CHAINS[table])
@@ -827,184 +801,5 @@ def to_restore(rules: ProxyRules, *, base_chains: bool = True) -> str:
 
 def to_save(rules: ProxyRules) -> str:
     """The rules as ``iptables-save`` (1.8.9) prints them once loaded (with the base-chain jumps)."""
-    fam = rules.config.ip_family
-    out: list[str] = []
-    for table in TABLES:
-        out.append(f"*{table}")
-        chains = rules.all_chains(table)
-        for c in chains:
-            out.append(f":{c} ACCEPT [0:0]" if c in BUILTIN_CHAINS[table] else f":{c} - [0:0]")
-        for c in chains:
-            out.extend(r.save_text(fam) for r in rules.chain_rules(table, c))
-        out.append("COMMIT")
-    return "\n".join(out) + "\n"
-
-
-# --------------------------------------------------------------------------- canonical (iptables-save) form
-
-# Which match module owns an option kube-proxy writes, and how many values it takes.
-_OWNER: Final[dict[str, tuple[str, int]]] = {
-    "--comment": ("comment", 1),
-    "--dport": ("<proto>", 1),
-    "--sport": ("<proto>", 1),
-    "--ctstate": ("conntrack", 1),
-    "--mark": ("mark", 1),
-    "--dst-type": ("addrtype", 1),
-    "--src-type": ("addrtype", 1),
-    "--mode": ("statistic", 1),
-    "--probability": ("statistic", 1),
-    "--name": ("recent", 1),
-    "--set": ("recent", 0),
-    "--rcheck": ("recent", 0),
-    "--update": ("recent", 0),
-    "--seconds": ("recent", 1),
-    "--reap": ("recent", 0),
-    "--nfacct-name": ("nfacct", 1),
-}
-_CTSTATES: Final = ("INVALID", "NEW", "RELATED", "ESTABLISHED", "UNTRACKED", "SNAT", "DNAT")
-
-
-def _cidr(text: str) -> str:
-    return str(ipaddress.ip_network(text, strict=False))
-
-
-def _unquote(text: str) -> str:
-    if len(text) >= 2 and text[0] == text[-1] == '"':
-        return text[1:-1]
-    return text
-
-
-def _save_quote(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _hexmark(text: str) -> str:
-    return f"0x{int(text, 0):x}"
-
-
-def _mark_match(text: str) -> str:
-    value, _, mask = text.partition("/")
-    if not mask or int(mask, 0) == 0xFFFFFFFF:
-        return _hexmark(value)
-    return f"{_hexmark(value)}/{_hexmark(mask)}"
-
-
-def _save_line(chain: str, args: Sequence[str], ipv6: bool) -> str:
-    generic: dict[str, str] = {}
-    matches: list[tuple[str, list[tuple[bool, str, list[str]]]]] = []
-    proto: str | None = None
-    target: str | None = None
-    target_opts: list[str] = []
-    neg = False
-    i = 0
-    while i < len(args):
-        a = args[i]
-        if a == "!":
-            neg = True
-            i += 1
-            continue
-        if a in ("-s", "--src", "-d", "--dst"):
-            key = "-s" if a in ("-s", "--src") else "-d"
-            generic[key] = ("! " if neg else "") + f"{key} {_cidr(args[i + 1])}"
-            neg = False
-            i += 2
-            continue
-        if a == "-p":
-            proto = args[i + 1]
-            generic["-p"] = ("! " if neg else "") + f"-p {proto}"
-            neg = False
-            i += 2
-            continue
-        if a == "-m":
-            matches.append((args[i + 1], []))
-            i += 2
-            continue
-        if a == "-j":
-            target = args[i + 1]
-            target_opts = list(args[i + 2:])
-            break
-        if a not in _OWNER:
-            raise ValueError(f"option {a!r} unknown to the iptables-save printer: {' '.join(args)}")
-        module, arity = _OWNER[a]
-        if module == "<proto>":
-            module = proto or next(m for m, _ in matches if m in ("tcp", "udp", "sctp"))
-        values = list(args[i + 1:i + 1 + arity])
-        for name, opts in reversed(matches):
-            if name == module:
-                opts.append((neg, a, values))
-                break
-        else:
-            raise ValueError(f"option {a} without -m {module}: {' '.join(args)}")
-        neg = False
-        i += 1 + arity
-
-    parts = [f"-A {chain}"]
-    parts += [generic[k] for k in ("-s", "-d", "-p") if k in generic]
-    for module, opts in matches:
-        parts.append(f"-m {module}")
-        rendered = _render_match(module, opts, ipv6)
-        if rendered:
-            parts.append(rendered)
-    if target is not None:
-        parts.append(f"-j {target}")
-        rendered_target = _render_target(target, target_opts, ipv6)
-        if rendered_target:
-            parts.append(rendered_target)
-    return " ".join(parts)
-
-
-def _render_match(module: str, opts: list[tuple[bool, str, list[str]]], ipv6: bool) -> str:
-    def neg(flag: bool) -> str:
-        return "! " if flag else ""
-
-    if module == "comment":
-        return " ".join(f"--comment {_save_quote(_unquote(v[0]))}" for _, _, v in opts)
-    if module == "conntrack":
-        out = []
-        for n, name, v in opts:
-            states = set(v[0].split(","))
-            out.append(f"{neg(n)}{name} {','.join(s for s in _CTSTATES if s in states)}")
-        return " ".join(out)
-    if module == "mark":
-        return " ".join(f"{neg(n)}--mark {_mark_match(v[0])}" for n, _, v in opts)
-    if module == "statistic":
-        d = {name: v for _, name, v in opts}
-        text = f"--mode {d['--mode'][0]}"
-        if "--probability" in d:
-            text += f" --probability {save_probability(d['--probability'][0])}"
-        return text
-    if module == "recent":
-        d = {name: v for _, name, v in opts}
-        words: list[str] = []
-        for flag in ("--set", "--rcheck", "--update"):
-            if flag in d:
-                words.append(flag)
-        if "--seconds" in d:
-            words.append(f"--seconds {d['--seconds'][0]}")
-        if "--reap" in d:
-            words.append("--reap")
-        words.append(f"--name {d.get('--name', ['DEFAULT'])[0]}")
-        words.append("--mask " + ("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff" if ipv6 else "255.255.255.255"))
-        words.append("--rsource")
-        return " ".join(words)
-    if module == "addrtype":
-        types = {name: (n, v[0]) for n, name, v in opts}
-        return " ".join(f"{neg(types[k][0])}{k} {types[k][1]}" for k in ("--src-type", "--dst-type") if k in types)
-    return " ".join(" ".join([f"{neg(n)}{name}", *v]) for n, name, v in opts)
-
-
-def _render_target(target: str, opts: Sequence[str], ipv6: bool) -> str:
-    if target == "REJECT":
-        if not opts:
-            return "--reject-with " + ("icmp6-port-unreachable" if ipv6 else "icmp-port-unreachable")
-        return " ".join(opts)
-    if target == "MARK" and opts:
-        op, value = opts[0], int(opts[1], 0)
-        if op == "--or-mark":
-            return f"--set-xmark 0x{value:x}/0x{value:x}"
-        if op == "--xor-mark":
-            return f"--set-xmark 0x{value:x}/0x0"
-        if op == "--set-mark":
-            return f"--set-xmark 0x{value:x}/0xffffffff"
-    return " ".join(opts)
-
+    chains = {t: rules.all_chains(t) for t in SAVE_TABLES}
+    return iptables_save(chains, [r for t in SAVE_TABLES for r in rules.loaded_rules(t)], rules.config.is_ipv6)

@@ -70,6 +70,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Final
 
+from svctrace.dataplane.iptables.rules import BUILTIN_CHAINS
 from svctrace.kubeproxy.config import IPAddr, ProxyConfig, parse_ips
 from svctrace.kubeproxy.endpoints import (
     EndpointInfo,
@@ -81,7 +82,17 @@ from svctrace.kubeproxy.endpoints import (
 )
 from svctrace.kubeproxy.names import join_host_port
 from svctrace.kubeproxy.plan import collect_ports, node_context, plan_ports
-from svctrace.kubeproxy.render.common import addr, ip_addr_json, link, mac
+from svctrace.kubeproxy.render.common import (
+    SAVE_TABLES,
+    IptRule,
+    addr,
+    ip_addr_json,
+    iptables_save,
+    link,
+    mac,
+    quoted,
+    user_and_builtin_chains,
+)
 from svctrace.kubeproxy.versions import has
 
 __all__ = [
@@ -177,11 +188,6 @@ _SET_RULES: Final = (
     (KUBE_LOAD_BALANCER_SOURCE_IP, "filter", "KUBE-SOURCE-RANGES-FIREWALL", "RETURN", "dst,dst,src", ""),
 )
 
-BUILTIN_CHAINS: Final[dict[str, tuple[str, ...]]] = {
-    "filter": ("INPUT", "FORWARD", "OUTPUT"),
-    "nat": ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"),
-}
-TABLES: Final = ("filter", "nat")  # iptables-save's order
 
 
 def ipset_name(name: str, ip_family: IPFamily) -> str:
@@ -291,21 +297,6 @@ def _entry_key(entry: str) -> tuple[object, ...]:
 
 
 @dataclass(frozen=True)
-class IptRule:
-    """One ``-A CHAIN args`` rule. ``args`` are exactly as kube-proxy writes them (restore form)."""
-
-    table: str
-    chain: str
-    args: tuple[str, ...]
-
-    def restore_text(self) -> str:
-        return " ".join(("-A", self.chain, *self.args))
-
-    def save_text(self, ipv6: bool = False) -> str:
-        return _save_line(self.chain, self.args, ipv6)
-
-
-@dataclass(frozen=True)
 class IPVSRules:
     """The result of :func:`generate_ipvs`."""
 
@@ -355,25 +346,18 @@ class IPVSRules:
 
     # -- iptables --------------------------------------------------------------------------
     def all_chains(self, table: str) -> list[str]:
-        user = sorted(set(self.chains.get(table, ())) - set(BUILTIN_CHAINS[table]))
-        return list(BUILTIN_CHAINS[table]) + user
+        return user_and_builtin_chains(table, self.chains.get(table, ()))
+
+    def loaded_rules(self, table: str) -> list[IptRule]:
+        """The rules of a table as loaded: the built-in chains' jumps, then kube-proxy's rules."""
+        return [*self.jumps.get(table, ()), *self.rules.get(table, ())]
 
     def chain_rules(self, table: str, chain: str) -> list[IptRule]:
-        """The rules of one chain as loaded: the built-in chains' jumps, then kube-proxy's rules."""
-        return [r for r in (*self.jumps.get(table, ()), *self.rules.get(table, ())) if r.chain == chain]
+        return [r for r in self.loaded_rules(table) if r.chain == chain]
 
     def iptables_save(self) -> str:
         """What ``iptables-save`` (1.8.9) prints for the filter and nat tables, if the node has nothing else."""
-        out: list[str] = []
-        for table in TABLES:
-            out.append(f"*{table}")
-            chains = self.all_chains(table)
-            for c in chains:
-                out.append(f":{c} ACCEPT [0:0]" if c in BUILTIN_CHAINS[table] else f":{c} - [0:0]")
-            for c in chains:
-                out.extend(r.save_text(self.ipv6) for r in self.chain_rules(table, c))
-            out.append("COMMIT")
-        return "\n".join(out) + "\n"
+        return iptables_save(self.chains, [r for t in SAVE_TABLES for r in self.loaded_rules(t)], self.ipv6)
 
     def iptables_restore(self) -> str:
         """kube-proxy's own ``RestoreAll`` input (``--noflush``): nat chains and rules, then filter's."""
@@ -623,10 +607,6 @@ def generate_ipvs(
 # --------------------------------------------------------------------------- iptables
 
 
-def _q(text: str) -> str:
-    return f'"{text}"'
-
-
 def _chains(version: str) -> dict[str, tuple[str, ...]]:
     """``iptablesChains``: the chains kube-proxy declares (and ``EnsureChain``s)."""
     nat = ("KUBE-SERVICES", "KUBE-POSTROUTING", "KUBE-NODE-PORT", "KUBE-LOAD-BALANCER", "KUBE-MARK-MASQ")
@@ -651,9 +631,9 @@ def _jumps(version: str) -> dict[str, tuple[IptRule, ...]]:
     ]
     if has(version, "ipvs-out-filter-chain"):
         spec.append(("filter", "OUTPUT", "KUBE-IPVS-OUT-FILTER", "kubernetes ipvs access filter"))
-    out: dict[str, list[IptRule]] = {t: [] for t in TABLES}
+    out: dict[str, list[IptRule]] = {t: [] for t in SAVE_TABLES}
     for table, src, dst, comment in spec:
-        out[table].insert(0, IptRule(table, src, ("-m", "comment", "--comment", _q(comment), "-j", dst)))
+        out[table].insert(0, IptRule(table, src, ("-m", "comment", "--comment", quoted(comment), "-j", dst)))
     return {t: tuple(sorted(rs, key=lambda r: BUILTIN_CHAINS[t].index(r.chain))) for t, rs in out.items()}
 
 
@@ -717,9 +697,9 @@ def _write_iptables_rules(cfg: ProxyConfig, sets: _Sets,
     for name in (KUBE_CLUSTER_IP, KUBE_LOAD_BALANCER):
         if not sets.empty(name):
             rule("nat", "KUBE-SERVICES", *match_set(name, "dst,dst"), "-j", "ACCEPT")
-    rule("filter", "KUBE-FORWARD", "-m", "comment", "--comment", _q("kubernetes forwarding rules"),
+    rule("filter", "KUBE-FORWARD", "-m", "comment", "--comment", quoted("kubernetes forwarding rules"),
          "-m", "mark", "--mark", f"{mark}/{mark}", "-j", "ACCEPT")
-    rule("filter", "KUBE-FORWARD", "-m", "comment", "--comment", _q("kubernetes forwarding conntrack rule"),
+    rule("filter", "KUBE-FORWARD", "-m", "comment", "--comment", quoted("kubernetes forwarding conntrack rule"),
          "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT")
     rule("filter", "KUBE-NODE-PORT", "-m", "comment", "--comment", sets.comment(KUBE_HEALTH_CHECK_NODE_PORT),
          *match_set(KUBE_HEALTH_CHECK_NODE_PORT, "dst"), "-j", "ACCEPT")
@@ -734,119 +714,9 @@ def _write_iptables_rules(cfg: ProxyConfig, sets: _Sets,
          "-j", "REJECT")
     rule("nat", "KUBE-POSTROUTING", "-m", "mark", "!", "--mark", f"{mark}/{mark}", "-j", "RETURN")
     rule("nat", "KUBE-POSTROUTING", "-j", "MARK", "--xor-mark", mark)
-    masq = ["-m", "comment", "--comment", _q("kubernetes service traffic requiring SNAT"), "-j", "MASQUERADE"]
+    masq = ["-m", "comment", "--comment", quoted("kubernetes service traffic requiring SNAT"), "-j", "MASQUERADE"]
     if cfg.random_fully:
         masq.append("--random-fully")
     rule("nat", "KUBE-POSTROUTING", *masq)
     rule("nat", "KUBE-MARK-MASQ", "-j", "MARK", "--or-mark", mark)
     return _chains(version), {"nat": tuple(nat), "filter": tuple(flt)}
-
-
-# --------------------------------------------------------------------------- canonical (iptables-save) form
-
-_NO_QUOTE: Final = frozenset("_-0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
-_PROTO_NUMBERS: Final = {"tcp": 6, "udp": 17, "sctp": 132}
-_CTSTATES: Final = ("INVALID", "NEW", "RELATED", "ESTABLISHED", "UNTRACKED", "SNAT", "DNAT")
-
-
-def _save_string(value: str) -> str:
-    """``xtables_save_string``: bare when only [A-Za-z0-9_-], else double-quoted with ``"``, ``\\`` and
-    ``'`` escaped."""
-    if value and all(c in _NO_QUOTE for c in value):
-        return value
-    return '"' + "".join("\\" + c if c in "\"\\'" else c for c in value) + '"'
-
-
-def _unquote(text: str) -> str:
-    return text[1:-1] if len(text) >= 2 and text[0] == text[-1] == '"' else text
-
-
-def _cidr(text: str) -> str:
-    return str(ipaddress.ip_network(text, strict=False))
-
-
-def _hexmark(text: str) -> str:
-    value, _, mask = text.partition("/")
-    out = f"0x{int(value, 0):x}"
-    if mask and int(mask, 0) != 0xFFFFFFFF:
-        out += f"/0x{int(mask, 0):x}"
-    return out
-
-
-def _save_line(chain: str, args: Sequence[str], ipv6: bool) -> str:
-    """The rule as iptables-save (1.8.9) prints it: ``-s``/``-d``/``-p`` first, then the matches in order."""
-    generic: dict[str, str] = {}
-    matches: list[tuple[str, list[tuple[bool, str, list[str]]]]] = []
-    target: list[str] = []
-    neg = False
-    i = 0
-    while i < len(args):
-        a = args[i]
-        if a == "!":
-            neg = True
-            i += 1
-        elif a in ("-s", "-d", "-p"):
-            value = args[i + 1] if a == "-p" else _cidr(args[i + 1])
-            generic[a] = ("! " if neg else "") + f"{a} {value}"
-            neg = False
-            i += 2
-        elif a == "-m":
-            matches.append((args[i + 1], []))
-            i += 2
-        elif a == "-j":
-            target = list(args[i + 1:])
-            break
-        else:
-            arity = 0 if a in ("--physdev-is-in",) else (2 if a == "--match-set" else 1)
-            matches[-1][1].append((neg, a, list(args[i + 1:i + 1 + arity])))
-            neg = False
-            i += 1 + arity
-    parts = [f"-A {chain}"] + [generic[k] for k in ("-s", "-d", "-p") if k in generic]
-    for module, opts in matches:
-        parts.append(f"-m {module}")
-        parts.extend(_save_match(module, opts, ipv6))
-    if target:
-        parts.append(f"-j {target[0]}")
-        parts.extend(_save_target(target[0], target[1:], ipv6))
-    return " ".join(parts)
-
-
-def _save_match(module: str, opts: list[tuple[bool, str, list[str]]], ipv6: bool) -> list[str]:
-    def bang(n: bool) -> str:
-        return "! " if n else ""
-
-    if module == "comment":
-        return [f"--comment {_save_string(_unquote(v[0]))}" for _, _, v in opts]
-    if module == "conntrack":
-        return [f"{bang(n)}{name} {','.join(s for s in _CTSTATES if s in v[0].split(','))}" for n, name, v in opts]
-    if module == "mark":
-        return [f"{bang(n)}--mark {_hexmark(v[0])}" for n, _, v in opts]
-    if module == "addrtype":
-        by = {name: (n, v[0]) for n, name, v in opts}
-        return [f"{bang(by[k][0])}{k} {by[k][1]}" for k in ("--src-type", "--dst-type") if k in by]
-    if module == "ipvs":  # libxt_ipvs ipvs_mt_dump: proto (as a number), vaddr/mask, vport
-        by = {name: (n, v[0]) for n, name, v in opts}
-        out = []
-        if "--vproto" in by:
-            n, p = by["--vproto"]
-            out.append(f"{bang(n)}--vproto {_PROTO_NUMBERS.get(p.lower(), p)}")
-        if "--vaddr" in by:
-            n, addr = by["--vaddr"]
-            out.append(f"{bang(n)}--vaddr {_cidr(addr)}")
-        if "--vport" in by:
-            n, port = by["--vport"]
-            out.append(f"{bang(n)}--vport {port}")
-        return out
-    return [" ".join([f"{bang(n)}{name}", *v]) for n, name, v in opts]  # set, physdev
-
-
-def _save_target(target: str, opts: Sequence[str], ipv6: bool) -> list[str]:
-    if target == "REJECT" and not opts:
-        return ["--reject-with " + ("icmp6-port-unreachable" if ipv6 else "icmp-port-unreachable")]
-    if target == "MARK" and opts:
-        value = int(opts[1], 0)
-        if opts[0] == "--or-mark":
-            return [f"--set-xmark 0x{value:x}/0x{value:x}"]
-        if opts[0] == "--xor-mark":
-            return [f"--set-xmark 0x{value:x}/0x0"]
-    return list(opts)
