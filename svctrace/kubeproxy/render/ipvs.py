@@ -71,6 +71,7 @@ from dataclasses import dataclass, field, replace
 from typing import Final
 
 from svctrace.dataplane.iptables.rules import BUILTIN_CHAINS
+from svctrace.dataplane.ipvs.kubeproxy import INFERRED_SETS
 from svctrace.kubeproxy.config import IPAddr, ProxyConfig, parse_ips
 from svctrace.kubeproxy.endpoints import (
     EndpointInfo,
@@ -127,9 +128,6 @@ KUBE_NODE_PORT_LOCAL_SCTP: Final = "KUBE-NODE-PORT-LOCAL-SCTP-HASH"
 KUBE_HEALTH_CHECK_NODE_PORT: Final = "KUBE-HEALTH-CHECK-NODE-PORT"
 KUBE_IPVS_IPS: Final = "KUBE-IPVS-IPS"
 
-HASH_IP: Final = "hash:ip"
-HASH_IP_PORT: Final = "hash:ip,port"
-HASH_IP_PORT_IP: Final = "hash:ip,port,ip"
 HASH_IP_PORT_NET: Final = "hash:ip,port,net"
 BITMAP_PORT: Final = "bitmap:port"
 
@@ -141,34 +139,29 @@ class _SetInfo:
     comment: str
 
 
-#: ``ipsetInfo``, in kube-proxy's order: (name, type, comment).
-IPSET_INFO: Final[tuple[_SetInfo, ...]] = (
-    _SetInfo(KUBE_LOOP_BACK, HASH_IP_PORT_IP,
-             "Kubernetes endpoints dst ip:port, source ip for solving hairpin purpose"),
-    _SetInfo(KUBE_CLUSTER_IP, HASH_IP_PORT, "Kubernetes service cluster ip + port for masquerade purpose"),
-    _SetInfo(KUBE_EXTERNAL_IP, HASH_IP_PORT, "Kubernetes service external ip + port for masquerade and filter purpose"),
-    _SetInfo(KUBE_EXTERNAL_IP_LOCAL, HASH_IP_PORT,
-             "Kubernetes service external ip + port with externalTrafficPolicy=local"),
-    _SetInfo(KUBE_LOAD_BALANCER, HASH_IP_PORT, "Kubernetes service lb portal"),
-    _SetInfo(KUBE_LOAD_BALANCER_FW, HASH_IP_PORT,
-             "Kubernetes service load balancer ip + port for load balancer with sourceRange"),
-    _SetInfo(KUBE_LOAD_BALANCER_LOCAL, HASH_IP_PORT,
-             "Kubernetes service load balancer ip + port with externalTrafficPolicy=local"),
-    _SetInfo(KUBE_LOAD_BALANCER_SOURCE_IP, HASH_IP_PORT_IP,
-             "Kubernetes service load balancer ip + port + source IP for packet filter purpose"),
-    _SetInfo(KUBE_LOAD_BALANCER_SOURCE_CIDR, HASH_IP_PORT_NET,
-             "Kubernetes service load balancer ip + port + source cidr for packet filter purpose"),
-    _SetInfo(KUBE_NODE_PORT_TCP, BITMAP_PORT, "Kubernetes nodeport TCP port for masquerade purpose"),
-    _SetInfo(KUBE_NODE_PORT_LOCAL_TCP, BITMAP_PORT, "Kubernetes nodeport TCP port with externalTrafficPolicy=local"),
-    _SetInfo(KUBE_NODE_PORT_UDP, BITMAP_PORT, "Kubernetes nodeport UDP port for masquerade purpose"),
-    _SetInfo(KUBE_NODE_PORT_LOCAL_UDP, BITMAP_PORT, "Kubernetes nodeport UDP port with externalTrafficPolicy=local"),
-    _SetInfo(KUBE_NODE_PORT_SCTP, HASH_IP_PORT,
-             "Kubernetes nodeport SCTP port for masquerade purpose with type 'hash ip:port'"),
-    _SetInfo(KUBE_NODE_PORT_LOCAL_SCTP, HASH_IP_PORT,
-             "Kubernetes nodeport SCTP port with externalTrafficPolicy=local with type 'hash ip:port'"),
-    _SetInfo(KUBE_HEALTH_CHECK_NODE_PORT, BITMAP_PORT, "Kubernetes health check node port"),
-    _SetInfo(KUBE_IPVS_IPS, HASH_IP, "Addresses on the ipvs interface"),
-)
+#: ``ipsetInfo``, in kube-proxy's order: (name, type, comment). The types are the dataplane's table of
+#: kube-proxy's sets (:data:`svctrace.dataplane.ipvs.kubeproxy.INFERRED_SETS`).
+IPSET_INFO: Final[tuple[_SetInfo, ...]] = tuple(_SetInfo(name, INFERRED_SETS[name], comment) for name, comment in (
+    (KUBE_LOOP_BACK, "Kubernetes endpoints dst ip:port, source ip for solving hairpin purpose"),
+    (KUBE_CLUSTER_IP, "Kubernetes service cluster ip + port for masquerade purpose"),
+    (KUBE_EXTERNAL_IP, "Kubernetes service external ip + port for masquerade and filter purpose"),
+    (KUBE_EXTERNAL_IP_LOCAL, "Kubernetes service external ip + port with externalTrafficPolicy=local"),
+    (KUBE_LOAD_BALANCER, "Kubernetes service lb portal"),
+    (KUBE_LOAD_BALANCER_FW, "Kubernetes service load balancer ip + port for load balancer with sourceRange"),
+    (KUBE_LOAD_BALANCER_LOCAL, "Kubernetes service load balancer ip + port with externalTrafficPolicy=local"),
+    (KUBE_LOAD_BALANCER_SOURCE_IP, "Kubernetes service load balancer ip + port + source IP for packet filter purpose"),
+    (KUBE_LOAD_BALANCER_SOURCE_CIDR,
+     "Kubernetes service load balancer ip + port + source cidr for packet filter purpose"),
+    (KUBE_NODE_PORT_TCP, "Kubernetes nodeport TCP port for masquerade purpose"),
+    (KUBE_NODE_PORT_LOCAL_TCP, "Kubernetes nodeport TCP port with externalTrafficPolicy=local"),
+    (KUBE_NODE_PORT_UDP, "Kubernetes nodeport UDP port for masquerade purpose"),
+    (KUBE_NODE_PORT_LOCAL_UDP, "Kubernetes nodeport UDP port with externalTrafficPolicy=local"),
+    (KUBE_NODE_PORT_SCTP, "Kubernetes nodeport SCTP port for masquerade purpose with type 'hash ip:port'"),
+    (KUBE_NODE_PORT_LOCAL_SCTP,
+     "Kubernetes nodeport SCTP port with externalTrafficPolicy=local with type 'hash ip:port'"),
+    (KUBE_HEALTH_CHECK_NODE_PORT, "Kubernetes health check node port"),
+    (KUBE_IPVS_IPS, "Addresses on the ipvs interface"),
+))
 _SET_INFO: Final = {s.name: s for s in IPSET_INFO}
 
 # ipsetWithIptablesChain: (set, table, from chain, to, match flags, -p). The Local sets must come before
