@@ -43,6 +43,27 @@ class IptRule:
         return rule_as_loaded(rule, family)
 
 
+def masquerade_rules(mark: str, random_fully: bool) -> list[IptRule]:
+    """KUBE-POSTROUTING (masquerade what KUBE-MARK-MASQ marked, clearing the mark) and KUBE-MARK-MASQ, as the
+    iptables and IPVS proxiers both write them (``syncProxyRules`` / ``writeIptablesRules``: "Install the
+    kubernetes-specific postrouting rules")."""
+    masq = ("-m", "comment", "--comment", quoted("kubernetes service traffic requiring SNAT"), "-j", "MASQUERADE",
+            *(("--random-fully",) if random_fully else ()))
+    return [IptRule("nat", "KUBE-POSTROUTING", ("-m", "mark", "!", "--mark", f"{mark}/{mark}", "-j", "RETURN")),
+            IptRule("nat", "KUBE-POSTROUTING", ("-j", "MARK", "--xor-mark", mark)),
+            IptRule("nat", "KUBE-POSTROUTING", masq),
+            IptRule("nat", "KUBE-MARK-MASQ", ("-j", "MARK", "--or-mark", mark))]
+
+
+def forward_accept_rules(mark: str) -> list[IptRule]:
+    """KUBE-FORWARD's accepts of marked and of established traffic (a FORWARD policy of DROP aside)."""
+    return [IptRule("filter", "KUBE-FORWARD", ("-m", "comment", "--comment", quoted("kubernetes forwarding rules"),
+                                               "-m", "mark", "--mark", f"{mark}/{mark}", "-j", "ACCEPT")),
+            IptRule("filter", "KUBE-FORWARD", ("-m", "comment", "--comment",
+                                               quoted("kubernetes forwarding conntrack rule"),
+                                               "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"))]
+
+
 def user_and_builtin_chains(table: str, chains: Iterable[str]) -> list[str]:
     """Built-in chains, then user chains sorted (iptables-save's order)."""
     builtin = BUILTIN_CHAINS[table]

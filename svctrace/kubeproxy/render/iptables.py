@@ -76,7 +76,9 @@ from svctrace.kubeproxy.plan import (
 from svctrace.kubeproxy.render.common import (
     SAVE_TABLES,
     IptRule,
+    forward_accept_rules,
     iptables_save,
+    masquerade_rules,
     quoted,
     user_and_builtin_chains,
 )
@@ -181,6 +183,10 @@ class _Builder:
 
     def rule(self, table: str, chain: str, *args: str) -> None:
         self.rules[table].append(IptRule(table, chain, tuple(args)))
+
+    def add(self, rules: Iterable[IptRule]) -> None:
+        for r in rules:
+            self.rules[r.table].append(r)
 
 
 @dataclass
@@ -351,27 +357,16 @@ def _no_endpoints(verdict: NoEndpoints | None, spn: str) -> tuple[str, str]:
 def _write_masquerade_chains(ctx: _Ctx, b: _Builder) -> None:
     """The nat chains every layout declares, KUBE-POSTROUTING's masquerade of marked packets and
     KUBE-MARK-MASQ (``syncProxyRules``: "Install the kubernetes-specific postrouting rules")."""
-    mark = ctx.mark
     for chain in (KUBE_SERVICES, KUBE_NODEPORTS, KUBE_POSTROUTING, KUBE_MARK_MASQ):
         b.chain("nat", chain)
-    b.rule("nat", KUBE_POSTROUTING, "-m", "mark", "!", "--mark", f"{mark}/{mark}", "-j", "RETURN")
-    b.rule("nat", KUBE_POSTROUTING, "-j", "MARK", "--xor-mark", mark)
-    masq = ["-m", "comment", "--comment", quoted("kubernetes service traffic requiring SNAT"), "-j", "MASQUERADE"]
-    if ctx.cfg.random_fully:
-        masq.append("--random-fully")
-    b.rule("nat", KUBE_POSTROUTING, *masq)
-    b.rule("nat", KUBE_MARK_MASQ, "-j", "MARK", "--or-mark", mark)
+    b.add(masquerade_rules(ctx.mark, bool(ctx.cfg.random_fully)))
 
 
 def _write_forward_chain(ctx: _Ctx, b: _Builder, *, invalid_drop: bool) -> None:
     """KUBE-FORWARD: drop INVALID (unless conntrack is liberal, 1.29+), accept marked and established traffic."""
-    mark = ctx.mark
     if invalid_drop:
         b.rule("filter", KUBE_FORWARD, "-m", "conntrack", "--ctstate", "INVALID", "-j", "DROP")
-    b.rule("filter", KUBE_FORWARD, "-m", "comment", "--comment", quoted("kubernetes forwarding rules"),
-           "-m", "mark", "--mark", f"{mark}/{mark}", "-j", "ACCEPT")
-    b.rule("filter", KUBE_FORWARD, "-m", "comment", "--comment", quoted("kubernetes forwarding conntrack rule"),
-           "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT")
+    b.add(forward_accept_rules(ctx.mark))
 
 
 def _write_health_check_rule(b: _Builder, spn: str, sp: ServicePortInfo) -> None:

@@ -87,10 +87,12 @@ from svctrace.kubeproxy.render.common import (
     SAVE_TABLES,
     IptRule,
     addr,
+    forward_accept_rules,
     ip_addr_json,
     iptables_save,
     link,
     mac,
+    masquerade_rules,
     quoted,
     user_and_builtin_chains,
 )
@@ -690,10 +692,7 @@ def _write_iptables_rules(cfg: ProxyConfig, sets: _Sets,
     for name in (KUBE_CLUSTER_IP, KUBE_LOAD_BALANCER):
         if not sets.empty(name):
             rule("nat", "KUBE-SERVICES", *match_set(name, "dst,dst"), "-j", "ACCEPT")
-    rule("filter", "KUBE-FORWARD", "-m", "comment", "--comment", quoted("kubernetes forwarding rules"),
-         "-m", "mark", "--mark", f"{mark}/{mark}", "-j", "ACCEPT")
-    rule("filter", "KUBE-FORWARD", "-m", "comment", "--comment", quoted("kubernetes forwarding conntrack rule"),
-         "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT")
+    flt.extend(forward_accept_rules(mark))
     rule("filter", "KUBE-NODE-PORT", "-m", "comment", "--comment", sets.comment(KUBE_HEALTH_CHECK_NODE_PORT),
          *match_set(KUBE_HEALTH_CHECK_NODE_PORT, "dst"), "-j", "ACCEPT")
     # KUBE-IPVS-FILTER: no access to the node's own ports through a VIP (issue #72236).
@@ -705,11 +704,5 @@ def _write_iptables_rules(cfg: ProxyConfig, sets: _Sets,
         rule("filter", "KUBE-IPVS-FILTER", *match_set(name, flags), "-j", "RETURN")
     rule("filter", "KUBE-IPVS-FILTER", "-m", "conntrack", "--ctstate", "NEW", *match_set(KUBE_IPVS_IPS, "dst"),
          "-j", "REJECT")
-    rule("nat", "KUBE-POSTROUTING", "-m", "mark", "!", "--mark", f"{mark}/{mark}", "-j", "RETURN")
-    rule("nat", "KUBE-POSTROUTING", "-j", "MARK", "--xor-mark", mark)
-    masq = ["-m", "comment", "--comment", quoted("kubernetes service traffic requiring SNAT"), "-j", "MASQUERADE"]
-    if cfg.random_fully:
-        masq.append("--random-fully")
-    rule("nat", "KUBE-POSTROUTING", *masq)
-    rule("nat", "KUBE-MARK-MASQ", "-j", "MARK", "--or-mark", mark)
+    nat.extend(masquerade_rules(mark, bool(cfg.random_fully)))
     return _chains(version), {"nat": tuple(nat), "filter": tuple(flt)}
