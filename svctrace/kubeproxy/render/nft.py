@@ -75,6 +75,32 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Final, Literal
 
+from svctrace.dataplane.nftables.ir import (
+    AnonSet,
+    Binop,
+    Concat,
+    Const,
+    Ct,
+    Dynset,
+    Expr,
+    Fib,
+    Mangle,
+    Match,
+    Meta,
+    Nat,
+    Numgen,
+    Payload,
+    Prefix,
+    Range,
+    Reject,
+    SetRef,
+    Stmt,
+    Verdict,
+    VerdictStmt,
+    Vmap,
+)
+from svctrace.dataplane.nftables.ir import Element as NftElement
+from svctrace.dataplane.nftables.printer import fmt_stmt, stmt_json
 from svctrace.kubeproxy.config import IPAddr, ProxyConfig, parse_ips
 from svctrace.kubeproxy.endpoints import (
     EndpointInfo,
@@ -292,38 +318,35 @@ class _Element:
 
 @dataclass(frozen=True)
 class _Part:
-    """One statement of a rule: as kube-proxy writes it, as ``nft list`` prints it, as ``nft -j`` prints it."""
+    """One statement of a rule: as kube-proxy writes it (knftables' input) and as nft holds it (the dataplane's
+    IR, printed by its printer for ``nft list`` and ``nft -j``)."""
 
     inp: str
-    text: str
-    json: dict[str, Any]
+    stmt: Stmt
     anon: bool = False  # creates an anonymous set (takes a handle)
 
+    @property
+    def text(self) -> str:
+        return fmt_stmt(self.stmt)
 
-def _payload(fam: str, fld: str) -> dict[str, Any]:
-    return {"payload": {"protocol": fam, "field": fld}}
+    def json(self, fam: str) -> dict[str, Any]:
+        return stmt_json(self.stmt, fam)
 
 
-def _addr_value(text: str) -> tuple[str, Any]:
-    """An address or CIDR as nft prints it (a full-length prefix is an address) and its JSON."""
+def _addr_expr(text: str) -> Expr:
+    """An address or CIDR as nft holds it (a full-length prefix is an address)."""
     if "/" not in text:
-        addr = str(ipaddress.ip_address(text))
-        return addr, addr
+        return Const(str(ipaddress.ip_address(text)))
     net = ipaddress.ip_network(text, strict=False)
     if net.prefixlen == net.max_prefixlen:
-        return str(net.network_address), str(net.network_address)
-    return str(net), {"prefix": {"addr": str(net.network_address), "len": net.prefixlen}}
+        return Const(str(net.network_address))
+    return Prefix(str(net.network_address), net.prefixlen)
 
 
 def _match_addr(fam: str, fld: str, value: str, neg: bool = False) -> _Part:
     """``ip daddr 1.2.3.4``, ``ip saddr != 10.0.0.0/8``, ``ip daddr @set``."""
-    op = "!= " if neg else ""
-    if value.startswith("@"):
-        text, js = value, value
-    else:
-        text, js = _addr_value(value)
-    return _Part(f"{fam} {fld} {op}{value}", f"{fam} {fld} {op}{text}",
-                 {"match": {"op": "!=" if neg else "==", "left": _payload(fam, fld), "right": js}})
+    right = SetRef(value[1:]) if value.startswith("@") else _addr_expr(value)
+    return _Part(f"{fam} {fld} {'!= ' if neg else ''}{value}", Match(Payload(fam, fld), "!=" if neg else "==", right))
 
 
 def _interval(text: str) -> tuple[int, int, bool]:
@@ -334,26 +357,23 @@ def _interval(text: str) -> tuple[int, int, bool]:
     return ip, ip, False
 
 
-def _interval_text(lo: int, hi: int, v6: bool) -> tuple[str, Any]:
+def _interval_expr(lo: int, hi: int, v6: bool) -> Expr:
     make = ipaddress.IPv6Address if v6 else ipaddress.IPv4Address
     if lo == hi:
-        return str(make(lo)), str(make(lo))
+        return Const(str(make(lo)))
     size = hi - lo + 1
     if size & (size - 1) == 0 and lo % size == 0:
-        plen = (128 if v6 else 32) - (size.bit_length() - 1)
-        return f"{make(lo)}/{plen}", {"prefix": {"addr": str(make(lo)), "len": plen}}
-    return f"{make(lo)}-{make(hi)}", {"range": [str(make(lo)), str(make(hi))]}
+        return Prefix(str(make(lo)), (128 if v6 else 32) - (size.bit_length() - 1))
+    return Range(str(make(lo)), str(make(hi)))
 
 
 def _match_anon(fam: str, fld: str, items: Sequence[str], inp_items: str, neg: bool = False) -> _Part:
     """``ip saddr != { a , b }``. One element written: nft folds the set into a plain comparison. Otherwise an
     anonymous set, an interval one (merged, adjacent ranges joined) when an element is a prefix."""
-    op = "!= " if neg else ""
-    jop = "!=" if neg else "=="
-    inp = f"{fam} {fld} {op}{{ {inp_items} }}"
+    inp = f"{fam} {fld} {'!= ' if neg else ''}{{ {inp_items} }}"
+    op = "!=" if neg else "=="
     if len(items) == 1:
-        text, js = _addr_value(items[0])
-        return _Part(inp, f"{fam} {fld} {op}{text}", {"match": {"op": jop, "left": _payload(fam, fld), "right": js}})
+        return _Part(inp, Match(Payload(fam, fld), op, _addr_expr(items[0])))
     v6 = fam == "ip6"
     spans = sorted(_interval(i) for i in items)
     if any(is_range for _, _, is_range in spans):
@@ -363,83 +383,66 @@ def _match_anon(fam: str, fld: str, items: Sequence[str], inp_items: str, neg: b
                 merged[-1][1] = max(merged[-1][1], hi)
             else:
                 merged.append([lo, hi])
-        shown = [_interval_text(lo, hi, v6) for lo, hi in merged]
+        shown = [_interval_expr(lo, hi, v6) for lo, hi in merged]
     else:
-        shown = [_interval_text(lo, lo, v6) for lo in sorted({lo for lo, _, _ in spans})]
-    text = f"{fam} {fld} {op}{{ " + ", ".join(t for t, _ in shown) + " }"
-    return _Part(inp, text, {"match": {"op": jop, "left": _payload(fam, fld), "right": {"set": [j for _, j in shown]}}},
-                 anon=True)
+        shown = [_interval_expr(lo, lo, v6) for lo in sorted({lo for lo, _, _ in spans})]
+    return _Part(inp, Match(Payload(fam, fld), op, AnonSet(tuple(NftElement(e) for e in shown))), anon=True)
 
 
 def _ct_new() -> _Part:
-    return _Part("ct state new", "ct state new",
-                 {"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": "new"}})
+    return _Part("ct state new", Match(Ct("state"), "implicit", Const("new")))
 
 
 def _fib_local(fld: str) -> _Part:
-    text = f"fib {fld} type local"
-    return _Part(text, text, {"match": {"op": "==", "left": {"fib": {"result": "type", "flags": [fld]}},
-                                        "right": "local"}})
+    return _Part(f"fib {fld} type local", Match(Fib((fld,), "type"), "==", Const("local")))
 
 
 def _l4proto(proto: str) -> _Part:
-    text = f"meta l4proto {proto}"
-    return _Part(text, text, {"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": proto}})
+    return _Part(f"meta l4proto {proto}", Match(Meta("l4proto"), "==", Const(proto)))
 
 
-def _verdict(v: str, fam: str = "ip") -> _Part:
+def _verdict(v: str) -> _Part:
     if v == "reject":
-        return _Part("reject", "reject",
-                     {"reject": {"type": "icmpv6" if fam == "ip6" else "icmp", "expr": "port-unreachable"}})
-    return _Part(v, v, _parse_verdict(v).json())
+        return _Part("reject", Reject())
+    kind, _, target = v.partition(" ")
+    return _Part(v, VerdictStmt(Verdict(kind, target or None)))
 
 
 def _vmap(fam: str | None, name: str) -> _Part:
     """``ip daddr . meta l4proto . th dport vmap @name`` (``fam`` None: ``meta l4proto . th dport``)."""
-    keys = [{"meta": {"key": "l4proto"}}, _payload("th", "dport")]
-    text = "meta l4proto . th dport"
+    keys: tuple[Expr, ...] = (Meta("l4proto"), Payload("th", "dport"))
     if fam is not None:
-        keys.insert(0, _payload(fam, "daddr"))
-        text = f"{fam} daddr . " + text
-    return _Part(f"{text} vmap @{name}", f"{text} vmap @{name}",
-                 {"vmap": {"key": {"concat": keys}, "data": "@" + name}})
+        keys = (Payload(fam, "daddr"), *keys)
+    part = _Part("", Vmap(Concat(keys), SetRef(name)))
+    return replace(part, inp=part.text)
 
 
 def _mark_set(op: str, mark: str) -> _Part:
     sym = {"or": "|", "xor": "^"}[op]
-    value = int(mark, 0)
-    return _Part(f"mark set mark {op} {mark}", f"meta mark set meta mark {sym} 0x{value:08x}",
-                 {"mangle": {"key": {"meta": {"key": "mark"}}, "value": {sym: [{"meta": {"key": "mark"}}, value]}}})
+    return _Part(f"mark set mark {op} {mark}", Mangle(Meta("mark"), Binop(sym, Meta("mark"), Const(int(mark, 0)))))
 
 
 def _mark_clear_check(mark: str) -> _Part:
-    value = int(mark, 0)
-    return _Part(f"mark and {mark} == 0", f"meta mark & 0x{value:08x} == 0x00000000",
-                 {"match": {"op": "==", "left": {"&": [{"meta": {"key": "mark"}}, value]}, "right": 0}})
+    return _Part(f"mark and {mark} == 0", Match(Binop("&", Meta("mark"), Const(int(mark, 0))), "==", Const(0)))
 
 
 def _masquerade() -> _Part:
-    return _Part("masquerade fully-random", "masquerade fully-random", {"masquerade": {"flags": "fully-random"}})
+    return _Part("masquerade fully-random", Nat("masquerade", flags=("fully-random",)))
 
 
 def _dnat(ip: str, port: int) -> _Part:
-    text = f"dnat to {join_host_port(ip, port)}"
-    return _Part(text, text, {"dnat": {"addr": ip, "port": port}})
+    return _Part(f"dnat to {join_host_port(ip, port)}", Nat("dnat", addr=Const(ip), port=Const(port)))
 
 
 def _update(fam: str, set_name: str) -> _Part:
-    text = f"update @{set_name} {{ {fam} saddr }}"
-    return _Part(text, text, {"set": {"op": "update", "elem": _payload(fam, "saddr"), "set": "@" + set_name}})
+    return _Part(f"update @{set_name} {{ {fam} saddr }}", Dynset("update", set_name, Payload(fam, "saddr")))
 
 
 def _numgen_vmap(chains: Sequence[str]) -> _Part:
     inp = " , ".join(f"{i} : goto {c}" for i, c in enumerate(chains))
-    text = ", ".join(f"{i} : goto {c}" for i, c in enumerate(chains))
-    n = len(chains)
-    return _Part(f"numgen random mod {n} vmap {{ {inp} }}", f"numgen random mod {n} vmap {{ {text} }}",
-                 {"vmap": {"key": {"numgen": {"mode": "random", "mod": n, "offset": 0}},
-                           "data": {"set": [[i, {"goto": {"target": c}}] for i, c in enumerate(chains)]}}},
-                 anon=True)
+    elements = tuple(NftElement(Const(i), Verdict("goto", c)) for i, c in enumerate(chains))
+    return _Part(f"numgen random mod {len(chains)} vmap {{ {inp} }}",
+                 Vmap(Numgen("random", len(chains)), AnonSet(elements)), anon=True)
 
 
 # --------------------------------------------------------------------------- transaction
@@ -690,8 +693,8 @@ class NftRules:
                         take()
                 st.chains[c.name].rules.append(_StateRule(c.parts, c.comment, take()))
                 for p in c.parts:
-                    if p.json.get("set", {}).get("op") == "update":
-                        target = st.sets[p.json["set"]["set"][1:]]
+                    if isinstance(p.stmt, Dynset):
+                        target = st.sets[p.stmt.set]
                         target.size = target.size or 65535  # nft_dynset_init
             elif c.kind == "element":
                 assert c.element is not None
@@ -773,7 +776,7 @@ class NftRules:
                 robj: dict[str, Any] = {"family": fam, "table": TABLE, "chain": ch.name, "handle": r.handle}
                 if r.comment:
                     robj["comment"] = r.comment
-                robj["expr"] = [p.json for p in r.parts]
+                robj["expr"] = [p.json(fam) for p in r.parts]
                 items.append({"rule": robj})
         return {"nftables": items}
 
@@ -852,7 +855,7 @@ def _setup(tx: _Tx, cfg: ProxyConfig, fam: str, match_all: bool, np_ips: Sequenc
     tx.rule(MASQUERADING, _masquerade())
 
     tx.set(_SetSpec(CLUSTER_IPS, (addr_type,), comment="Active ClusterIPs"))
-    tx.rule(CLUSTER_IPS_CHECK, _match_addr(fam, "daddr", "@" + CLUSTER_IPS), _verdict("reject", fam),
+    tx.rule(CLUSTER_IPS_CHECK, _match_addr(fam, "daddr", "@" + CLUSTER_IPS), _verdict("reject"),
             comment="Reject traffic to invalid ports of ClusterIPs")
     cidrs = [str(ipaddress.ip_network(c.strip(), strict=False)) for c in cfg.service_cidrs
              if (ipaddress.ip_network(c.strip(), strict=False).version == 6) == cfg.is_ipv6]
@@ -877,7 +880,7 @@ def _setup(tx: _Tx, cfg: ProxyConfig, fam: str, match_all: bool, np_ips: Sequenc
                     comment="vmap to drop or reject packets to service nodeports with no endpoints"))
     tx.add(_Cmd("add", "chain", REJECT_CHAIN, comment="helper for @no-endpoint-services / @no-endpoint-nodeports"))
     tx.add(_Cmd("flush", "chain", REJECT_CHAIN, noop=True))
-    tx.rule(REJECT_CHAIN, _verdict("reject", fam))
+    tx.rule(REJECT_CHAIN, _verdict("reject"))
     tx.rule(SERVICE_ENDPOINTS_CHECK, _vmap(fam, NO_ENDPOINT_SERVICES))
     if match_all:
         tx.rule(NODEPORT_ENDPOINTS_CHECK, no_localhost, _vmap(None, NO_ENDPOINT_NODEPORTS))
