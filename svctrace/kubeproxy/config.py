@@ -18,7 +18,7 @@ from svctrace.kubeproxy.endpoints import IPFamily
 from svctrace.kubeproxy.versions import has
 from svctrace.model.version import Version, parse_version
 
-__all__ = ["IPAddr", "Mode", "ProxyConfig"]
+__all__ = ["IPAddr", "Mode", "ProxyConfig", "go_hex08", "parse_ips"]
 
 Mode = Literal["iptables", "ipvs", "nftables"]
 IPAddr = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -126,7 +126,7 @@ class ProxyConfig:
     @property
     def mark(self) -> str:
         """The masquerade mark as written in the rules: Go's ``%#08x`` pads the digits alone (``0x00004000``)."""
-        return self.masquerade_mark or f"0x{1 << self.masquerade_bit:08x}"
+        return self.masquerade_mark or go_hex08(1 << self.masquerade_bit)
 
     @property
     def is_ipv6(self) -> bool:
@@ -140,6 +140,11 @@ class ProxyConfig:
     def node_ip(self) -> IPAddr | None:
         """kube-proxy's ``nodeIP``: the first of ``node_ips`` of the proxier's family."""
         return next((ip for ip in parse_ips(self.node_ips) if self.family_ok(ip)), None)
+
+
+def go_hex08(value: int) -> str:
+    """Go's ``%#08x``: unlike C, the zero padding applies to the digits alone (``0x00004000``)."""
+    return f"0x{value:08x}"
 
 
 def parse_ips(texts: tuple[str, ...] | list[str]) -> list[IPAddr]:

@@ -49,7 +49,7 @@ from dataclasses import dataclass, field, replace
 from typing import Final
 
 from svctrace.dataplane.iptables.rules import BUILTIN_CHAINS
-from svctrace.kubeproxy.config import IPAddr, ProxyConfig
+from svctrace.kubeproxy.config import IPAddr, ProxyConfig, go_hex08
 from svctrace.kubeproxy.endpoints import (
     EndpointInfo,
     EndpointSelection,
@@ -122,11 +122,6 @@ _JUMPS_MODERN: Final = (
     ("nat", KUBE_SERVICES, "PREROUTING", "kubernetes service portals", ()),
     ("nat", KUBE_POSTROUTING, "POSTROUTING", "kubernetes postrouting rules", ()),
 )
-
-
-def _go_hex08(value: int) -> str:
-    """Go's ``%#08x``: unlike C, the zero padding applies to the digits alone (``0x00004000``)."""
-    return f"0x{value:08x}"
 
 
 @dataclass(frozen=True)
@@ -301,7 +296,7 @@ def _kubelet_rules(ctx: _Ctx, b: _Builder, extra: dict[str, list[str]], *, mark_
     """The kubelet's KUBE-FIREWALL (and, before 1.25, KUBE-MARK-DROP) rules, as extra rules."""
     if mark_drop:
         extra["nat"].append(KUBE_MARK_DROP)
-        drop = _go_hex08(1 << 15)
+        drop = go_hex08(1 << 15)
         b.rule("nat", KUBE_MARK_DROP, "-j", "MARK", "--or-mark", drop)
         b.rule("filter", KUBE_FIREWALL, "-m", "comment", "--comment",
                quoted("kubernetes firewall for dropping marked packets"),
