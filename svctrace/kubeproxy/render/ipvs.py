@@ -1,8 +1,8 @@
 """What kube-proxy in IPVS mode programs on one node, recomputed from Kubernetes objects.
 
 :func:`generate_ipvs` takes Services, EndpointSlices (or v1 Endpoints) and Nodes as plain dicts (what
-``kubectl get -o json`` prints) and an :class:`~svctrace.kubeproxy.config.ProxyConfig`, and returns :class:`IPVSRules`, which prints
-the node's dataplane the way the node's own tools print it:
+``kubectl get -o json`` prints) and a :class:`~svctrace.kubeproxy.config.ProxyConfig`, and returns
+:class:`IPVSRules`, which prints the node's dataplane the way the node's own tools print it:
 
 * :meth:`IPVSRules.ipvsadm_save`: ``ipvsadm -Sn``. There is one virtual server per ClusterIP, external IP
   and load-balancer IP, and one per NodePort on every node address kube-proxy binds (nodePortAddresses
@@ -46,7 +46,7 @@ like 1.30.
 
 Normalisations, where kube-proxy itself is not deterministic:
 
-* Service ports are processed sorted by service port name, as in :mod:`generate`.
+* Service ports are processed sorted by service port name (:func:`svctrace.kubeproxy.plan.collect_ports`).
 * Real servers are sorted by address (kube-proxy adds them in Go-set order).
 * Set members are sorted (``ipset save`` prints them in hash order).
 * Hash sets are printed without the ``bucketsize``/``initval`` options that ipset 7.11+ adds, so
