@@ -1,7 +1,8 @@
 """What kube-proxy in nftables mode programs on one node, recomputed from Kubernetes objects.
 
 :func:`generate_nft` takes Services, EndpointSlices (or v1 Endpoints) and Nodes as plain dicts (what
-``kubectl get -o json`` prints) and an :class:`~svctrace.kubeproxy.config.ProxyConfig`, and returns :class:`NftRules`:
+``kubectl get -o json`` prints) and a :class:`~svctrace.kubeproxy.config.ProxyConfig`, and returns
+:class:`NftRules`:
 
 * :meth:`NftRules.nft_input`: the transaction kube-proxy's full sync feeds ``nft -f`` on a node where its
   table does not exist yet, each command as knftables writes it (numeric base-chain priorities,
