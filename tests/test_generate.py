@@ -30,12 +30,13 @@ import pytest
 from conftest import KP_IPTABLES, need_corpus
 
 from svctrace.dataplane.iptables import load_ruleset, trace
+from svctrace.dataplane.iptables.printer import save_probability
+from svctrace.kubeproxy.config import ProxyConfig
 from svctrace.kubeproxy.names import fw_chain, svc_chain
+from svctrace.kubeproxy.plan import PortPlan, collect_ports, node_context, plan_ports
 from svctrace.kubeproxy.render.iptables import (
-    ProxyConfig,
     ProxyRules,
     generate,
-    save_probability,
     to_restore,
     to_save,
 )
@@ -596,3 +597,47 @@ def test_new_modules_stay_pure() -> None:
             "('rich','textual','typer','click','kubernetes','paramiko'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+# --------------------------------------------------------------------------- the plan and the config
+
+
+def _plans(endpoints: list[dict[str, Any]], node_ips: tuple[str, ...] = ("192.168.5.10",)) -> list[PortPlan]:
+    svc = _svc("lb", {"type": "LoadBalancer", "externalTrafficPolicy": "Local", "clusterIP": "10.96.0.30",
+                      "loadBalancerSourceRanges": ["192.168.5.0/24"], "ports": [{"port": 80, "nodePort": 30091}]},
+               {"loadBalancer": {"ingress": [{"ip": "198.51.100.30"}]}})
+    sl = _slice("lb", "IPv4", endpoints, [{"name": "", "port": 8080}])
+    cfg, labels = node_context(ProxyConfig(node_name=NODE, node_ips=node_ips).for_mode("iptables"), NODES)
+    return plan_ports(collect_ports([svc], [sl], None, cfg), cfg, labels)
+
+
+def test_port_plan_no_endpoints_rejects_no_local_endpoint_drops() -> None:
+    (none,) = _plans([])
+    assert (none.internal_no_endpoints, none.external_no_endpoints) == ("reject", "reject")
+    assert not none.uses_external_chain and none.filters_sources
+    (remote,) = _plans([_ep("10.244.0.9", "node-b")])
+    assert remote.has_internal and not remote.has_external
+    assert (remote.internal_no_endpoints, remote.external_no_endpoints) == (None, "drop")
+    assert remote.uses_cluster_chain and not remote.uses_local_chain and remote.uses_external_chain
+    (local,) = _plans([_ep("10.244.0.8", NODE), _ep("10.244.0.9", "node-b")])
+    assert local.has_external and local.uses_local_chain and local.external_local and not local.internal_local
+    assert [e.ip for e in local.local_endpoints] == ["10.244.0.8"]
+
+
+def test_port_plan_lets_the_node_through_its_source_ranges() -> None:
+    (inside,) = _plans([_ep("10.244.0.8", NODE)])
+    assert inside.allow_from_node and inside.allowed_sources == ("192.168.5.0/24", "198.51.100.30")
+    (outside,) = _plans([_ep("10.244.0.8", NODE)], node_ips=("10.1.1.1",))
+    assert not outside.allow_from_node and outside.allowed_sources == ("192.168.5.0/24",)
+
+
+def test_one_config_fills_each_modes_defaults_and_refuses_unmodelled_versions() -> None:
+    cfg = ProxyConfig(NODE)
+    assert (cfg.for_mode("iptables").kube_version, cfg.for_mode("iptables").random_fully) == ("1.28", False)
+    assert (cfg.for_mode("ipvs").kube_version, cfg.for_mode("ipvs").random_fully) == ("1.30", True)
+    assert cfg.for_mode("nftables").kube_version == "1.31"
+    assert ProxyConfig(NODE, random_fully=True, kube_version="1.29").for_mode("iptables").random_fully is True
+    for mode, version in (("ipvs", "1.25"), ("nftables", "1.30"), ("nftables", "1.36")):
+        with pytest.raises(ValueError, match="not modelled"):
+            ProxyConfig(NODE, kube_version=version).for_mode(mode)  # type: ignore[arg-type]
+    assert ProxyConfig(NODE, kube_version="1.22").for_mode("iptables").version == (1, 22)

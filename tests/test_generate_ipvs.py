@@ -32,7 +32,8 @@ from svctrace.dataplane.contract import Outcome, TraceResult
 from svctrace.dataplane.ipset import parse_ipset
 from svctrace.dataplane.iptables import load_ruleset
 from svctrace.dataplane.ipvs import load_ipvs, trace
-from svctrace.kubeproxy.render.ipvs import IPVSConfig, IPVSRules, generate_ipvs, ipset_name
+from svctrace.kubeproxy.config import ProxyConfig
+from svctrace.kubeproxy.render.ipvs import IPVSRules, generate_ipvs, ipset_name
 from svctrace.model.packet import NodeFacts, Packet
 
 NODE_A, NODE_B, NODE_C = "node-a", "node-b", "node-c"
@@ -113,8 +114,8 @@ SLICES = [
 ]
 
 
-def config(node: str = NODE_A, **kw: Any) -> IPVSConfig:
-    return IPVSConfig(node, (NODE_IPS[node],), CLUSTER_CIDR, **kw)
+def config(node: str = NODE_A, **kw: Any) -> ProxyConfig:
+    return ProxyConfig(node, (NODE_IPS[node],), CLUSTER_CIDR, **kw)
 
 
 def rules_on(node: str = NODE_A, **kw: Any) -> IPVSRules:
@@ -248,25 +249,25 @@ def test_internal_traffic_policy_local_and_other_inputs() -> None:
                "subsets": [{"addresses": [{"ip": "10.244.2.91", "nodeName": NODE_B}], "ports": [{"port": 80}]}]}]
     node = {"metadata": {"name": NODE_B, "labels": {}},
             "status": {"addresses": [{"type": "InternalIP", "address": NODE_IPS[NODE_B]}]}}
-    from_objs = generate_ipvs(objs, None, IPVSConfig(NODE_B), nodes=[node], endpoints=legacy)
+    from_objs = generate_ipvs(objs, None, ProxyConfig(NODE_B), nodes=[node], endpoints=legacy)
     assert from_objs.config.node_ips == (NODE_IPS[NODE_B],)
     assert from_objs.ipvsadm_save() == on_b.ipvsadm_save()
 
 
 def test_scheduler_and_node_port_addresses() -> None:
     r = rules_on(NODE_A, scheduler="mh", interface_addresses=(NODE_IPS[NODE_A], "172.17.0.1", "127.0.0.1",
-                                                                "10.0.0.5"), node_port_addresses=("172.17.0.0/16",))
+                                                                "10.0.0.5"), nodeport_addresses=("172.17.0.0/16",))
     assert r.node_port_ips == ("172.17.0.1",)
     assert "-A -t 172.17.0.1:30080 -s mh -b mh-port" in r.ipvsadm_save().splitlines()
     every = rules_on(NODE_A, interface_addresses=(NODE_IPS[NODE_A], "172.17.0.1", "127.0.0.1", "fe80::1"))
     assert every.node_port_ips == ("172.17.0.1", NODE_IPS[NODE_A])  # no loopback, no other family
-    none = rules_on(NODE_A, node_port_addresses=("10.99.0.0/16",))
+    none = rules_on(NODE_A, nodeport_addresses=("10.99.0.0/16",))
     assert none.node_port_ips == () and not any(v.kind == "NodePort" for v in none.virtual_servers)
     # kube-proxy's `continue` skips the health check port of a NodePort it could not place.
     assert none.ipset("KUBE-HEALTH-CHECK-NODE-PORT").entries == ()
     assert rules_on(NODE_A).ipset("KUBE-HEALTH-CHECK-NODE-PORT").entries == ("32000",)
     with pytest.raises(ValueError, match="not modelled"):
-        config(kube_version="1.25")
+        generate_ipvs([], None, config(kube_version="1.25"))
 
 
 # --------------------------------------------------------------------------- ipsets and iptables
@@ -307,7 +308,7 @@ def test_ipsets_hold_what_kube_proxy_puts_in_them() -> None:
     assert members("KUBE-NODE-PORT-SCTP-HASH") == {"192.168.5.10,sctp:30999"}
     assert members("KUBE-HEALTH-CHECK-NODE-PORT") == {"32000"}
     # When the range holds the node IP, the node may use the LB IP itself: ingress,proto:port,ingress.
-    wide = generate_ipvs(SERVICES, SLICES, IPVSConfig(NODE_A, (OUTSIDE,), CLUSTER_CIDR))
+    wide = generate_ipvs(SERVICES, SLICES, ProxyConfig(NODE_A, (OUTSIDE,), CLUSTER_CIDR))
     assert wide.ipset("KUBE-LOAD-BALANCER-SOURCE-IP").entries == ("198.51.100.22,tcp:443,198.51.100.22",)
     assert not any(r.chain == "KUBE-IPVS-OUT-FILTER" for r in wide.rules["filter"])
 
@@ -346,7 +347,7 @@ def test_iptables_rules_of_1_30() -> None:
     assert "KUBE-IPVS-OUT-FILTER" not in r28.iptables_save()
     assert "KUBE-IPVS-FILTER" in r28.iptables_save()
     # No detector: ClusterIP traffic is masqueraded when its source is a VIP (src,dst).
-    bare = generate_ipvs(SERVICES, SLICES, IPVSConfig(NODE_A, (NODE_IPS[NODE_A],), None, random_fully=False))
+    bare = generate_ipvs(SERVICES, SLICES, ProxyConfig(NODE_A, (NODE_IPS[NODE_A],), None, random_fully=False))
     assert ("-A KUBE-SERVICES -m comment --comment \"Kubernetes service cluster ip + port for masquerade purpose\" "
             "-m set --match-set KUBE-CLUSTER-IP src,dst -j KUBE-MARK-MASQ") in bare.iptables_save().splitlines()
     assert ("-A KUBE-POSTROUTING -m comment --comment \"kubernetes service traffic requiring SNAT\" -j MASQUERADE"
@@ -365,7 +366,7 @@ def test_ipv6_names_and_forms() -> None:
                          "ports": [{"port": 80, "nodePort": 30680}]},
                  {"loadBalancer": {"ingress": [{"ip": "2001:db8:99::1"}]}})]
     v6eps = [eps("six", [ep("fd00:244::5", NODE_A)], 8080, fam="IPv6")]
-    r = generate_ipvs(v6svc, v6eps, IPVSConfig(NODE_A, ("2001:db8::10",), "fd00:244::/56", ip_family="IPv6"))
+    r = generate_ipvs(v6svc, v6eps, ProxyConfig(NODE_A, ("2001:db8::10",), "fd00:244::/56", ip_family="IPv6"))
     assert ipset_name("KUBE-LOAD-BALANCER-SOURCE-CIDR", "IPv6") == "KUBE-6-LOAD-BALANCER-SOURCE-CID"
     assert "create KUBE-6-CLUSTER-IP hash:ip,port family inet6 hashsize 1024 maxelem 65536" in r.ipset_save()
     assert "-A -t [fd00:96::20]:80 -s rr" in r.ipvsadm_save().splitlines()
@@ -429,7 +430,7 @@ def test_load_balancer_with_source_ranges() -> None:
     (o,) = walk(r, "198.51.100.22", "198.51.100.22", 443, origin="local").outcomes
     assert o.verdict == "drop" and o.path[-1].chain == "KUBE-IPVS-OUT-FILTER"
     # A node inside the range instead gets KUBE-LOAD-BALANCER-SOURCE-IP and no OUT-FILTER rule.
-    inside = generate_ipvs(SERVICES, SLICES, IPVSConfig(NODE_A, (OUTSIDE,), CLUSTER_CIDR))
+    inside = generate_ipvs(SERVICES, SLICES, ProxyConfig(NODE_A, (OUTSIDE,), CLUSTER_CIDR))
     balanced(walk(inside, "198.51.100.22", "198.51.100.22", 443, origin="local"), backends, True)
 
 
@@ -524,8 +525,8 @@ def _norm_ipset(text: str) -> list[str]:
 KERNEL_CASES = {
     "node-a 1.30": lambda: rules_on(NODE_A),
     "node-c 1.28 masquerade-all": lambda: rules_on(NODE_C, kube_version="1.28", masquerade_all=True),
-    "no detector mh 1.29": lambda: generate_ipvs(SERVICES, SLICES, IPVSConfig(
-        NODE_B, (NODE_IPS[NODE_B],), None, "mh", "1.29", masquerade_bit=5, random_fully=False)),
+    "no detector mh 1.29": lambda: generate_ipvs(SERVICES, SLICES, ProxyConfig(
+        NODE_B, (NODE_IPS[NODE_B],), None, scheduler="mh", kube_version="1.29", masquerade_bit=5, random_fully=False)),
 }
 
 
@@ -574,7 +575,7 @@ def test_kernel_loads_the_ipv6_rules(tmp_path: Path) -> None:
                          "loadBalancerSourceRanges": ["2001:db8::/32"], "ports": [{"port": 80, "nodePort": 30680}]},
                  {"loadBalancer": {"ingress": [{"ip": "2001:db8:99::1"}]}})]
     v6eps = [eps("six", [ep("fd00:244::5", NODE_A)], 8080, fam="IPv6")]
-    rules = generate_ipvs(v6svc, v6eps, IPVSConfig(NODE_A, ("2001:db8::10",), "fd00:244::/56", ip_family="IPv6"))
+    rules = generate_ipvs(v6svc, v6eps, ProxyConfig(NODE_A, ("2001:db8::10",), "fd00:244::/56", ip_family="IPv6"))
     expect = _strip_save(rules.iptables_save())
     (tmp_path / "ipset").write_text(rules.ipset_save())
     (tmp_path / "load").write_text(rules.iptables_save())
@@ -608,7 +609,7 @@ def test_same_ipvsadm_lines_as_wild_008() -> None:
     objs = [svc("nginx", {"type": "LoadBalancer", "clusterIP": "10.106.147.222", "ports": [{"port": 80, "nodePort": 30470}]},
                 {"loadBalancer": {"ingress": [{"ip": "10.12.32.160"}]}})]
     sl = [eps("nginx", [ep("10.126.142.9", "worker")], 80)]
-    cfg = IPVSConfig("worker", ("10.12.32.121",), "10.126.0.0/16",
+    cfg = ProxyConfig("worker", ("10.12.32.121",), "10.126.0.0/16",
                      interface_addresses=("172.17.0.1", "10.126.142.0", "10.12.32.121", "127.0.0.1"))
     ours = generate_ipvs(objs, sl, cfg).ipvsadm_save().splitlines()
     # Same lines; what the older kube-proxy of the dump had in addition is the NodePort on 127.0.0.1, which
@@ -640,7 +641,7 @@ def test_same_rules_as_wild_028() -> None:
     objs = [svc("nginx-basic", {"type": "NodePort", "clusterIP": "10.100.49.21", "ports": [{"port": 80, "nodePort": 31195}]},
                 ns="default")]
     sl = [eps("nginx-basic", [ep("192.168.1.5", "n1")], 80, ns="default")]
-    ours = generate_ipvs(objs, sl, IPVSConfig("n1", ("10.0.0.5",), "192.168.0.0/16", kube_version="1.30"))
+    ours = generate_ipvs(objs, sl, ProxyConfig("n1", ("10.0.0.5",), "192.168.0.0/16", kube_version="1.30"))
     mine = {line for line in ours.iptables_save().splitlines() if line.startswith("-A")}
     wild = _wild_rules("iptables-save/028-ipvs-switch-calico-vxlan-stale-declared-chains.txt")["nat"]
     # What the dump has that 1.30 does not write: KUBE-FIREWALL -> KUBE-MARK-DROP, the pre-1.25 nat layout of
@@ -660,7 +661,7 @@ def test_same_rules_as_wild_iptables_s_004() -> None:
                        "healthCheckNodePort": 31999, "ports": [{"port": 80, "nodePort": 30500}]},
                 {"loadBalancer": {"ingress": [{"ip": "10.12.32.160"}]}})]
     sl = [eps("lb", [ep("10.126.142.9", "n1")], 80)]
-    ours = generate_ipvs(objs, sl, IPVSConfig("n1", ("10.12.32.121",), None))
+    ours = generate_ipvs(objs, sl, ProxyConfig("n1", ("10.12.32.121",), None))
     mine = {(t, r.save_text()) for t in ("nat", "filter") for c in ours.all_chains(t) for r in ours.chain_rules(t, c)}
     wild = _wild_rules("iptables-S/004-ipvs-mode-calico-companion-rules-per-chain-indented.txt", strip_indent=True)
     assert sum(len(v) for v in wild.values()) == 18

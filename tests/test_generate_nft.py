@@ -24,8 +24,8 @@ from kernellab import KernelLab, KernelResult, kernel_available
 
 from svctrace.dataplane.contract import TraceResult
 from svctrace.dataplane.nftables import NftRuleset, load_nft, trace
+from svctrace.kubeproxy.config import ProxyConfig
 from svctrace.kubeproxy.render.nft import (
-    NftConfig,
     NftRules,
     endpoint_chain_name_base,
     generate_nft,
@@ -90,9 +90,9 @@ OVERALL_SLICES = [
 ]
 # NewFakeProxier: testNodeIPs on eth0, nodeIP 192.168.0.2, pod CIDR 10.0.0.0/8, service CIDR 172.30.0.0/16,
 # nodePortAddresses 192.168.0.2/32 and 2001:db8::1/128, masqueradeMark "0x4000".
-OVERALL_CONFIG = NftConfig("test-node", ("192.168.0.2", "192.168.1.2", "192.168.99.11", "2001:db8::1", "2001:db8:1::2"),
+OVERALL_CONFIG = ProxyConfig("test-node", ("192.168.0.2", "192.168.1.2", "192.168.99.11", "2001:db8::1", "2001:db8:1::2"),
                            "10.0.0.0/8", kube_version="1.34",
-                           node_port_addresses=("192.168.0.2/32", "2001:db8::1/128"),
+                           nodeport_addresses=("192.168.0.2/32", "2001:db8::1/128"),
                            service_cidrs=("172.30.0.0/16",), masquerade_mark="0x4000")
 
 
@@ -152,7 +152,7 @@ RICH_SLICES = [
 
 
 def rich(version: str = "1.34", **kw: Any) -> NftRules:
-    cfg = NftConfig(NODE, (NODE_IP,), "10.0.0.0/8", kube_version=version, service_cidrs=("172.30.0.0/16",), **kw)
+    cfg = ProxyConfig(NODE, (NODE_IP,), "10.0.0.0/8", kube_version=version, service_cidrs=("172.30.0.0/16",), **kw)
     return generate_nft(RICH_SERVICES, RICH_SLICES, cfg)
 
 
@@ -173,7 +173,7 @@ RICH6_SLICES = [
 
 
 def rich6(**kw: Any) -> NftRules:
-    cfg = NftConfig(NODE, ("192.168.0.2", "2001:db8::2", "2001:db8:1::3"), "fd00:10::/64", ip_family="IPv6",
+    cfg = ProxyConfig(NODE, ("192.168.0.2", "2001:db8::2", "2001:db8:1::3"), "fd00:10::/64", ip_family="IPv6",
                     kube_version="1.34", service_cidrs=("fd00:30::/112", "fd00:31::/112"), **kw)
     return generate_nft(RICH6_SERVICES, RICH6_SLICES, cfg)
 
@@ -240,11 +240,11 @@ def test_chain_names_hash_like_kube_proxy() -> None:
 
 def test_versions_and_inputs() -> None:
     with pytest.raises(ValueError, match=r"1\.29 and 1\.30"):
-        NftConfig("n", kube_version="1.30")
+        generate_nft([], None, ProxyConfig("n", kube_version="1.30"))
     with pytest.raises(ValueError, match=r"1\.36"):
-        NftConfig("n", kube_version="1.36")
-    assert NftConfig("n").layout == "pre-dnat-filter" and NftConfig("n", kube_version="v1.34.1").layout == (
-        "post-dnat-filter")
+        generate_nft([], None, ProxyConfig("n", kube_version="1.36"))
+    assert generate_nft([], None, ProxyConfig("n")).layout == "pre-dnat-filter" and generate_nft(
+        [], None, ProxyConfig("n", kube_version="v1.34.1")).layout == "post-dnat-filter"
     # kube-proxy's own mark: fmt.Sprintf("%#08x", 1<<14)
     assert "mark set mark or 0x00004000" in rich().nft_input()
     old = rich("1.31").nft_input()
@@ -255,13 +255,13 @@ def test_versions_and_inputs() -> None:
         assert line in old.splitlines()
     # nodePortAddresses: empty is "primary" (the node IP); a zero CIDR matches every local address
     assert rich().node_port_ips == (NODE_IP,)
-    every = rich(node_port_addresses=("0.0.0.0/0",))
+    every = rich(nodeport_addresses=("0.0.0.0/0",))
     assert every.node_ports_match_all and "nodeport-ips" not in every.nft_input()
     assert ("add rule ip kube-proxy services fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport "
             "vmap @service-nodeports") in every.nft_input().splitlines()
     assert "add set ip kube-proxy nodeport-ips" in every.nft_input(full=True)
     # no local-traffic detector: no ClusterIP masquerade rule, no pod short-circuit
-    bare = generate_nft(RICH_SERVICES, RICH_SLICES, NftConfig(NODE, (NODE_IP,), None, kube_version="1.34"))
+    bare = generate_nft(RICH_SERVICES, RICH_SLICES, ProxyConfig(NODE, (NODE_IP,), None, kube_version="1.34"))
     assert "10.0.0.0/8" not in bare.nft_input() and "Drop traffic to unallocated" not in bare.nft_input()
     masq_all = rich(masquerade_all=True).nft_input()
     assert "ip daddr 172.30.0.10 jump mark-for-masquerade" in masq_all
@@ -274,7 +274,7 @@ def test_shared_keys_follow_ensure_elem() -> None:
                              "ports": [{"name": "http", "port": 80}, {"name": "alt", "port": 81}]}),
             svc("b", "two", {"clusterIP": "172.30.0.31", "externalIPs": ["192.168.99.50"],
                              "ports": [{"name": "http", "port": 80}]})]
-    cfg = NftConfig(NODE, (NODE_IP,), "10.0.0.0/8", kube_version="1.34")
+    cfg = ProxyConfig(NODE, (NODE_IP,), "10.0.0.0/8", kube_version="1.34")
     lines = generate_nft(objs, [], cfg).nft_input().splitlines()
     assert lines.count("add element ip kube-proxy cluster-ips { 172.30.0.30 }") == 1
     shared = [x for x in lines if "192.168.99.50 . tcp . 80" in x]
@@ -338,9 +338,9 @@ CASES = {
     "overall": overall,
     "rich-1.34": lambda: rich("1.34"),
     "rich-1.31": lambda: rich("1.31"),
-    "rich-match-all-masquerade-all": lambda: rich("1.33", node_port_addresses=("0.0.0.0/0",), masquerade_all=True),
+    "rich-match-all-masquerade-all": lambda: rich("1.33", nodeport_addresses=("0.0.0.0/0",), masquerade_all=True),
     "rich-ipv6": rich6,
-    "rich-ipv6-match-all": lambda: rich6(node_port_addresses=("::/0",)),
+    "rich-ipv6-match-all": lambda: rich6(nodeport_addresses=("::/0",)),
 }
 
 

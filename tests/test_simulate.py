@@ -66,7 +66,8 @@ def test_yaml_of_the_corpus_services_gives_kube_proxys_dump(fixture: Path, tmp_p
     step: the dump equals kube-proxy's expected rules.iptables-save rule for rule."""
     need_corpus()
     from svctrace.cli.simulate import read_objects
-    from svctrace.kubeproxy.render.iptables import ProxyConfig, generate, to_save
+    from svctrace.kubeproxy.config import ProxyConfig
+    from svctrace.kubeproxy.render.iptables import generate, to_save
 
     fx = json.loads(fixture.read_text())
     y = tmp_path / "in.yaml"

@@ -14,16 +14,6 @@ from svctrace.model.version import parse_version, version_text
 SRC = Path(__file__).resolve().parents[1] / "svctrace"
 TABLE = SRC / "kubeproxy" / "versions.py"
 
-# Rows only the kube-proxy generators ask (kubeproxy/render/*.py), whose inline comparisons the render
-# branch turns into has() calls. Each must be unused until then; once it is used, drop it from here.
-PENDING_ROWS = {
-    "probability-10-decimals", "port-name-colon-optional", "internal-traffic-policy-filter",
-    "localhost-nodeport-firewall", "conntrack-liberal-no-invalid-drop", "ipvs-out-filter-chain",
-    "ipvs-filter-external-ip-local", "nft-post-dnat-filter",
-}
-# Files that still compare version tuples themselves (the same render branch converts them).
-PENDING_FILES = {"kubeproxy/render/iptables.py", "kubeproxy/render/ipvs.py", "kubeproxy/render/nft.py"}
-
 # `version >= (1, 29)`, `v < (1, 25)`, `(1, 26) <= v`: a version cut-off written inline.
 INLINE_CUTOFF = re.compile(r"(?:<=?|(?<!-)>=?|[=!]=)\s*\(\s*1\s*,\s*\d+\s*\)|\(\s*1\s*,\s*\d+\s*\)\s*(?:[<>]=?|[=!]=)")
 
@@ -40,20 +30,16 @@ def _used_rows() -> set[str]:
 
 def test_every_row_is_asked_somewhere() -> None:
     used = _used_rows()
-    dead = set(FEATURES) - used - PENDING_ROWS
+    dead = set(FEATURES) - used
     assert not dead, f"rows nobody asks (remove them or ask has()): {sorted(dead)}"
-    assert not PENDING_ROWS & used, f"used now, drop from PENDING_ROWS: {sorted(PENDING_ROWS & used)}"
-    assert set(FEATURES) >= PENDING_ROWS
 
 
 def test_no_version_comparison_outside_the_table() -> None:
     assert INLINE_CUTOFF.search("if version >= (1, 29):") and INLINE_CUTOFF.search("(1, 26) <= v")
     assert not INLINE_CUTOFF.search("for attempt in (1, 2):") and not INLINE_CUTOFF.search("(1, 26) -> (1, 26)")
     found = {f"{path}:{text[:m.start()].count(chr(10)) + 1}" for path, text in _sources().items()
-             if path not in PENDING_FILES for m in INLINE_CUTOFF.finditer(text)}
+             for m in INLINE_CUTOFF.finditer(text)}
     assert not found, f"ask has(version, feature) instead: {sorted(found)}"
-    still = {p for p in PENDING_FILES if INLINE_CUTOFF.search((SRC / p).read_text())}
-    assert still == PENDING_FILES, f"converted now, drop from PENDING_FILES: {sorted(PENDING_FILES - still)}"
 
 
 @pytest.mark.parametrize(("version", "feature", "expected"), [

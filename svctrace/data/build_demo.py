@@ -225,7 +225,8 @@ def objects() -> list[Obj]:
 
 def node_dump(objs: list[Obj], name: str) -> str:
     """What kube-proxy (iptables mode) programs on node `name`, as iptables-save prints it."""
-    from svctrace.kubeproxy.render.iptables import ProxyConfig, generate, to_save
+    from svctrace.kubeproxy.config import ProxyConfig
+    from svctrace.kubeproxy.render.iptables import generate, to_save
 
     ip = NODES[name][0]
     kinds = _kinds(objs)
@@ -244,20 +245,22 @@ def _kinds(objs: list[Obj]) -> dict[str, list[Obj]]:
 
 def node_files(objs: list[Obj], name: str) -> dict[str, str]:
     """The node's files in the bundle, in the node's kube-proxy mode."""
+    from svctrace.kubeproxy.config import ProxyConfig
+
     mode = MODES.get(name, "iptables")
     if mode == "ipvs":
-        from svctrace.kubeproxy.render.ipvs import IPVSConfig, generate_ipvs
+        from svctrace.kubeproxy.render.ipvs import generate_ipvs
 
         kinds = _kinds(objs)
-        cfg = IPVSConfig(node_name=name, node_ips=(NODES[name][0],), cluster_cidr=CLUSTER_CIDR,
-                         kube_version=KUBE_VERSION.lstrip("v"))
+        cfg = ProxyConfig(node_name=name, node_ips=(NODES[name][0],), cluster_cidr=CLUSTER_CIDR,
+                          kube_version=KUBE_VERSION.lstrip("v"))
         return generate_ipvs(kinds.get("Service", []), kinds.get("EndpointSlice", []), cfg,
                              nodes=kinds.get("Node", [])).snapshot_files()
     if mode == "nftables":
-        from svctrace.kubeproxy.render.nft import NftConfig, generate_nft
+        from svctrace.kubeproxy.render.nft import generate_nft
 
         kinds = _kinds(objs)
-        ncfg = NftConfig(node_name=name, node_ips=(NODES[name][0],), cluster_cidr=CLUSTER_CIDR,
+        ncfg = ProxyConfig(node_name=name, node_ips=(NODES[name][0],), cluster_cidr=CLUSTER_CIDR,
                          kube_version=KUBE_VERSION.lstrip("v"), service_cidrs=(SERVICE_CIDR,))
         return generate_nft(kinds.get("Service", []), kinds.get("EndpointSlice", []), ncfg,
                             nodes=kinds.get("Node", [])).snapshot_files()

@@ -13,7 +13,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from svctrace.kubeproxy.render.iptables import ProxyConfig, generate, to_save
+from svctrace.kubeproxy.config import ProxyConfig
+from svctrace.kubeproxy.render.iptables import generate, to_save
 from svctrace.kubeproxy.versions import DEFAULT_VERSION
 
 Obj = dict[str, Any]
@@ -325,11 +326,11 @@ def simulate(objects: list[Obj], *, nodes: list[str] | None = None, kube_version
         addrs = [a["address"] for a in (node_objs[n].get("status") or {}).get("addresses") or []
                  if a.get("type") in ("InternalIP", "ExternalIP")]
         if mode == "ipvs":
-            from svctrace.kubeproxy.render.ipvs import IPVSConfig, generate_ipvs
+            from svctrace.kubeproxy.render.ipvs import generate_ipvs
 
             ipvs = generate_ipvs(kinds.get("Service", []), kinds.get("EndpointSlice", []),
-                                 IPVSConfig(node_name=n, node_ips=tuple(addrs), cluster_cidr=cidr,
-                                            kube_version=kube_version),
+                                 ProxyConfig(node_name=n, node_ips=tuple(addrs), cluster_cidr=cidr,
+                                             kube_version=kube_version),
                                  nodes=kinds.get("Node", []), endpoints=kinds.get("Endpoints"))
             files[n] = ipvs.snapshot_files()
             dumps[n] = files[n]["ipvsadm"]
@@ -339,8 +340,8 @@ def simulate(objects: list[Obj], *, nodes: list[str] | None = None, kube_version
 
             gen = importlib.import_module("svctrace.kubeproxy.render.nft")
             nft = gen.generate_nft(kinds.get("Service", []), kinds.get("EndpointSlice", []),
-                                   gen.NftConfig(node_name=n, node_ips=tuple(addrs), cluster_cidr=cidr,
-                                                 kube_version=kube_version),
+                                   ProxyConfig(node_name=n, node_ips=tuple(addrs), cluster_cidr=cidr,
+                                               kube_version=kube_version),
                                    nodes=kinds.get("Node", []), endpoints=kinds.get("Endpoints"))
             files[n] = nft.snapshot_files()
             dumps[n] = nft.ruleset_text()

@@ -41,6 +41,13 @@ class Feature:
     def until_text(self) -> str:
         return version_text(self.until) if self.until else ""
 
+    @property
+    def span_text(self) -> str:
+        """"1.26+", "before 1.36" or "1.31 to 1.35": the versions that have it."""
+        if self.since and self.until:
+            return f"{self.since_text} to {version_text((self.until[0], self.until[1] - 1))}"
+        return f"{self.since_text}+" if self.since else f"before {self.until_text}" if self.until else "every version"
+
 
 def _f(name: str, since: str | None, until: str | None, modes: str, says: str) -> Feature:
     return Feature(name, parse_version(since) if since else None, parse_version(until) if until else None,

@@ -9,8 +9,9 @@ addresses with their prefix length, comments quoted.
 from __future__ import annotations
 
 import ipaddress
+import math
 
-from svctrace.dataplane.iptables.rules import Match, Opt, Rule, Ruleset
+from svctrace.dataplane.iptables.rules import Match, Opt, Rule, Ruleset, Target
 
 _GENERIC = ("-s", "-d", "-i", "-o", "-p", "-f")
 
@@ -86,3 +87,110 @@ def meaning(r: Rule) -> tuple:
     if r.target is not None:
         tgt = (r.target.name, r.target.goto, tuple(sorted((o.name, o.args, o.neg) for o in r.target.opts)))
     return (r.chain, generic, mods, tgt)
+
+
+# -- a rule as the kernel holds it ------------------------------------------------------------------
+# What `iptables-save` (iptables 1.8.9) prints for a rule loaded from `iptables-restore` input: the
+# extensions' save functions (extensions/libxt_*.c) print each option in their own order and spelling,
+# and what the kernel stores replaces what was written (a probability rounded to 1/2^31, MARK --or-mark as
+# --set-xmark, REJECT's default reject-with, recent's default mask and side). The kube-proxy renderers
+# print their dumps with it.
+
+_CTSTATES = ("INVALID", "NEW", "RELATED", "ESTABLISHED", "UNTRACKED", "SNAT", "DNAT")
+_PROTO_NUMBERS = {"tcp": 6, "udp": 17, "sctp": 132}
+_NO_QUOTE = frozenset("_-0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+def save_probability(printed: str) -> str:
+    """What iptables-save prints for `--probability printed`: the kernel keeps `lround(p * 2^31)`."""
+    stored = math.floor(float(printed) * 0x80000000 + 0.5)
+    return f"{stored / 0x80000000:.11f}"
+
+
+def xtables_save_string(value: str) -> str:
+    """`xtables_save_string`: bare when only [A-Za-z0-9_-], else double-quoted with `"`, `\\` and `'`
+    escaped."""
+    if value and all(c in _NO_QUOTE for c in value):
+        return value
+    return '"' + "".join("\\" + c if c in "\"\\'" else c for c in value) + '"'
+
+
+def _hexmark(text: str) -> str:
+    """A mark[/mask] as libxt_mark prints it: hex, the mask left out when it is 0xffffffff."""
+    value, _, mask = text.partition("/")
+    out = f"0x{int(value, 0):x}"
+    if mask and int(mask, 0) != 0xFFFFFFFF:
+        out += f"/0x{int(mask, 0):x}"
+    return out
+
+
+def _bang(o: Opt) -> str:
+    return "! " if o.neg else ""
+
+
+def _saved_match(m: Match, family: int) -> list[str]:
+    by = {o.name: o for o in m.opts}
+    if m.module == "comment":
+        return [f"--comment {xtables_save_string(o.arg)}" for o in m.opts]
+    if m.module == "conntrack":
+        return [f"{_bang(o)}{o.name} {','.join(s for s in _CTSTATES if s in o.arg.split(','))}"
+                if o.name == "--ctstate" else _opt(o) for o in m.opts]
+    if m.module == "mark":
+        return [f"{_bang(o)}--mark {_hexmark(o.arg)}" for o in m.opts]
+    if m.module == "statistic":
+        out = [f"--mode {by['--mode'].arg}"] if "--mode" in by else []
+        if "--probability" in by:
+            out.append(f"--probability {save_probability(by['--probability'].arg)}")
+        return out
+    if m.module == "recent":  # recent_save
+        out = [f for f in ("--set", "--rcheck", "--update", "--remove") if f in by]
+        if "--seconds" in by:
+            out.append(f"--seconds {by['--seconds'].arg}")
+        out += [f for f in ("--reap",) if f in by]
+        out.append(f"--name {by['--name'].arg if '--name' in by else 'DEFAULT'}")
+        out.append("--mask " + ("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff" if family == 6 else "255.255.255.255"))
+        out.append("--rdest" if "--rdest" in by else "--rsource")
+        return out
+    if m.module == "addrtype":
+        return [f"{_bang(by[k])}{k} {by[k].arg}" for k in ("--src-type", "--dst-type") if k in by]
+    if m.module == "ipvs":  # ipvs_mt_dump: proto (as a number), vaddr/mask, vport
+        out = []
+        if "--vproto" in by:
+            p = by["--vproto"].arg
+            out.append(f"{_bang(by['--vproto'])}--vproto {_PROTO_NUMBERS.get(p.lower(), p)}")
+        if "--vaddr" in by:
+            out.append(f"{_bang(by['--vaddr'])}--vaddr {_addr(by['--vaddr'].arg)}")
+        if "--vport" in by:
+            out.append(f"{_bang(by['--vport'])}--vport {by['--vport'].arg}")
+        return out
+    return [_opt(o) for o in m.opts]
+
+
+def _saved_target(t: Target, family: int) -> list[str]:
+    if t.name == "REJECT" and not t.opts:
+        return ["--reject-with " + ("icmp6-port-unreachable" if family == 6 else "icmp-port-unreachable")]
+    if t.name == "MARK" and t.opts:
+        o = t.opts[0]
+        value = int(o.arg, 0)
+        mask = {"--or-mark": value, "--xor-mark": 0, "--set-mark": 0xFFFFFFFF}.get(o.name)
+        if mask is not None:
+            return [f"--set-xmark 0x{value:x}/0x{mask:x}"]
+    return [_opt(o) for o in t.opts]
+
+
+def rule_as_loaded(r: Rule, family: int = 4) -> str:
+    """The rule as `iptables-save` (1.8.9) prints it once loaded: generic options first (`-s`/`-d` with a
+    prefix length), then the matches in the order they were loaded (a protocol's options under `-m tcp`),
+    each in its extension's spelling, then the target."""
+    parts = [f"-A {r.chain}"]
+    generic = sorted((m for m in r.matches if m.module in _GENERIC), key=lambda m: _GENERIC.index(m.module))
+    for m in generic:
+        o = m.opts[0]
+        parts.append(f"{_bang(o)}{m.module}" if m.module == "-f" else
+                     f"{_bang(o)}{m.module} {_addr(o.arg) if m.module in ('-s', '-d') else o.arg}")
+    for m in r.matches:
+        if m.module not in _GENERIC:
+            parts += [f"-m {m.module}", *_saved_match(m, family)]
+    if r.target is not None:
+        parts += [("-g " if r.target.goto else "-j ") + r.target.name, *_saved_target(r.target, family)]
+    return " ".join(parts)

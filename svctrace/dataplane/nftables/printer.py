@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from svctrace.dataplane.nftables.ir import (
     AnonSet,
     Binop,
@@ -130,6 +132,8 @@ def fmt_stmt(s: Stmt) -> str:
             out = s.kind + (f" {s.family}" if s.family else "")
             target = fmt_expr(s.addr) if s.addr is not None else ""
             if s.port is not None:
+                if ":" in target:  # an IPv6 address before a port: nft prints it in brackets
+                    target = f"[{target}]"
                 target += f":{fmt_expr(s.port)}"
             out += f" to {target}"
         if s.flags:
@@ -159,3 +163,84 @@ def fmt_rule(stmts: list[Stmt], comment: str | None = None) -> str:
     if comment:
         out += f' comment "{comment}"'
     return out
+
+
+# -- nft -j ------------------------------------------------------------------------------------------
+# The JSON `nft -j list ruleset` (nft 1.0.6, schema 1) prints for an expression or statement: the inverse
+# of jsonfmt's reader for the forms kube-proxy writes.
+
+_JSON_OPS = {"implicit": "in"}
+
+
+def expr_json(e: Expr | Verdict) -> Any:
+    if isinstance(e, Verdict):
+        return {e.kind: {"target": e.target}} if e.target else {e.kind: None}
+    if isinstance(e, Payload):
+        return {"payload": {"protocol": e.proto, "field": e.field}}
+    if isinstance(e, Meta):
+        return {"meta": {"key": e.key}}
+    if isinstance(e, Ct):
+        ct: dict[str, Any] = {"key": e.key}
+        if e.family:
+            ct["family"] = e.family
+        if e.dir:
+            ct["dir"] = e.dir
+        return {"ct": ct}
+    if isinstance(e, Fib):
+        return {"fib": {"result": e.result, "flags": list(e.flags)}}
+    if isinstance(e, Numgen):
+        return {"numgen": {"mode": e.mode, "mod": e.mod, "offset": e.offset}}
+    if isinstance(e, Concat):
+        return {"concat": [expr_json(x) for x in e.items]}
+    if isinstance(e, Binop):
+        return {e.op: [expr_json(e.left), expr_json(e.right)]}
+    if isinstance(e, Const):
+        return e.value
+    if isinstance(e, Prefix):
+        return {"prefix": {"addr": e.addr, "len": e.length}}
+    if isinstance(e, Range):
+        return {"range": [e.lo, e.hi]}
+    if isinstance(e, SetRef):
+        return "@" + e.name
+    if isinstance(e, AnonSet):
+        return {"set": [element_json(x) for x in e.elements]}
+    if isinstance(e, MapLookup):
+        return {"map": {"key": expr_json(e.key), "data": expr_json(e.data)}}
+    raise TypeError(f"no JSON for {e!r}")
+
+
+def element_json(el: Element) -> Any:
+    key = expr_json(el.key)
+    if el.comment is not None:
+        key = {"elem": {"val": key, "comment": el.comment}}
+    return [key, expr_json(el.data)] if el.data is not None else key
+
+
+def stmt_json(s: Stmt, family: str = "ip") -> dict[str, Any]:
+    """`family`: the table's (`ip6`: a plain `reject` is ICMPv6 port-unreachable)."""
+    if isinstance(s, Match):
+        return {"match": {"op": _JSON_OPS.get(s.op, s.op), "left": expr_json(s.left), "right": expr_json(s.right)}}
+    if isinstance(s, Vmap):
+        return {"vmap": {"key": expr_json(s.key), "data": expr_json(s.data)}}
+    if isinstance(s, VerdictStmt):
+        return expr_json(s.verdict)
+    if isinstance(s, Mangle):
+        return {"mangle": {"key": expr_json(s.key), "value": expr_json(s.value)}}
+    if isinstance(s, Nat):
+        nat: dict[str, Any] = {}
+        if s.family:
+            nat["family"] = s.family
+        if s.addr is not None:
+            nat["addr"] = expr_json(s.addr)
+        if s.port is not None:
+            nat["port"] = expr_json(s.port)
+        if s.flags:
+            nat["flags"] = s.flags[0] if len(s.flags) == 1 else list(s.flags)
+        return {s.kind: nat or None}
+    if isinstance(s, Reject):
+        if s.type is None:
+            return {"reject": {"type": "icmpv6" if family == "ip6" else "icmp", "expr": "port-unreachable"}}
+        return {"reject": {"type": s.type, "expr": s.code}}
+    if isinstance(s, Dynset):
+        return {"set": {"op": s.op, "elem": expr_json(s.key), "set": "@" + s.set}}
+    raise TypeError(f"no JSON for {s!r}")

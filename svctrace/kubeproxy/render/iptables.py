@@ -44,21 +44,18 @@ Pure standard library.
 from __future__ import annotations
 
 import ipaddress
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Final
 
+from svctrace.dataplane.iptables.rules import BUILTIN_CHAINS
+from svctrace.kubeproxy.config import IPAddr, ProxyConfig, go_hex08
 from svctrace.kubeproxy.endpoints import (
     EndpointInfo,
     EndpointSelection,
     EndpointVerdict,
-    IPFamily,
     KubeObject,
     ServicePortInfo,
-    categorize_endpoints,
-    endpoints_for_port,
-    service_ports,
 )
 from svctrace.kubeproxy.names import (
     ext_chain,
@@ -68,24 +65,32 @@ from svctrace.kubeproxy.names import (
     svl_chain,
     xlb_chain,
 )
-from svctrace.model.version import parse_version
+from svctrace.kubeproxy.plan import (
+    NoEndpoints,
+    PortPlan,
+    allows_node,
+    collect_ports,
+    node_context,
+    plan_ports,
+)
+from svctrace.kubeproxy.render.common import (
+    SAVE_TABLES,
+    IptRule,
+    forward_accept_rules,
+    iptables_save,
+    masquerade_rules,
+    quoted,
+    user_and_builtin_chains,
+)
+from svctrace.kubeproxy.versions import has
 
 __all__ = [
-    "BUILTIN_CHAINS",
-    "ProxyConfig",
     "ProxyRules",
-    "Rule",
     "generate",
-    "save_probability",
     "to_restore",
     "to_save",
 ]
 
-BUILTIN_CHAINS: Final[dict[str, tuple[str, ...]]] = {
-    "filter": ("INPUT", "FORWARD", "OUTPUT"),
-    "nat": ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"),
-}
-TABLES: Final = ("filter", "nat")
 
 KUBE_SERVICES: Final = "KUBE-SERVICES"
 KUBE_EXTERNAL_SERVICES: Final = "KUBE-EXTERNAL-SERVICES"
@@ -119,88 +124,6 @@ _JUMPS_MODERN: Final = (
 )
 
 
-def _q(text: str) -> str:
-    """kube-proxy's hand-quoted comment argument: ``"..."``."""
-    return f'"{text}"'
-
-
-@dataclass(frozen=True)
-class ProxyConfig:
-    """What kube-proxy needs to know about itself and the node."""
-
-    node_name: str
-    #: The node's IPs; the first of the proxier's family is kube-proxy's ``nodeIP`` (it lets the node
-    #: itself through loadBalancerSourceRanges that contain it).
-    node_ips: tuple[str, ...] = ()
-    #: ``--cluster-cidr``: the pod range kube-proxy's local-traffic detector uses.  None: no detector
-    #: (no ``! -s CIDR`` masquerade rules, no pod short-circuit in KUBE-EXT / KUBE-XLB).
-    cluster_cidr: str | None = None
-    masquerade_bit: int = 14
-    #: The mark as kube-proxy spells it in its rules; None: ``fmt.Sprintf("%#08x", 1<<bit)`` =
-    #: ``0x00004000`` (kube-proxy's unit tests' fake proxier uses ``0x4000``).
-    masquerade_mark: str | None = None
-    masquerade_all: bool = False
-    #: ``--iptables-localhost-nodeports`` (forced off unless nodePortAddresses covers 127.0.0.1).
-    localhost_nodeports: bool = True
-    #: ``--nodeport-addresses`` CIDRs; empty: every local address.
-    nodeport_addresses: tuple[str, ...] = ()
-    kube_version: str = "1.28"
-    ip_family: IPFamily = "IPv4"
-    #: iptables supports ``--random-fully`` (adds it to the MASQUERADE rule).
-    random_fully: bool = False
-    #: Addresses on the node's interfaces, for nodePortAddresses; default: ``node_ips`` + loopback.
-    interface_addresses: tuple[str, ...] | None = None
-    #: ``nf_conntrack_tcp_be_liberal`` is set (1.29+ then skips the INVALID DROP rule).
-    conntrack_tcp_be_liberal: bool = False
-    #: Labels of this node (the zone, for topology hints); taken from the Node objects when None.
-    node_labels: Mapping[str, str] | None = None
-    #: Add the rules the kubelet owns: INPUT/OUTPUT jumps to KUBE-FIREWALL and its localnet rule,
-    #: and before 1.25 the KUBE-MARK-DROP mark rule and its KUBE-FIREWALL DROP.
-    kubelet_rules: bool = False
-
-    def __post_init__(self) -> None:
-        for name in ("node_ips", "nodeport_addresses", "interface_addresses"):
-            value = getattr(self, name)
-            if value is not None and not isinstance(value, tuple):
-                object.__setattr__(self, name, tuple(value))
-        if self.ip_family not in ("IPv4", "IPv6"):
-            raise ValueError(f"ip_family must be IPv4 or IPv6, not {self.ip_family!r}")
-        parse_version(self.kube_version)
-
-    @property
-    def version(self) -> tuple[int, int]:
-        return parse_version(self.kube_version)
-
-    @property
-    def mark(self) -> str:
-        """The masquerade mark as written in the rules (``0x00004000`` for the default bit 14)."""
-        return self.masquerade_mark or _go_hex08(1 << self.masquerade_bit)
-
-    @property
-    def is_ipv6(self) -> bool:
-        return self.ip_family == "IPv6"
-
-
-def _go_hex08(value: int) -> str:
-    """Go's ``%#08x``: unlike C, the zero padding applies to the digits alone (``0x00004000``)."""
-    return f"0x{value:08x}"
-
-
-@dataclass(frozen=True)
-class Rule:
-    """One ``-A CHAIN args`` line; ``args`` exactly as kube-proxy writes them (restore form)."""
-
-    table: str
-    chain: str
-    args: tuple[str, ...]
-
-    def restore_text(self) -> str:
-        return " ".join(("-A", self.chain, *self.args))
-
-    def save_text(self, ip_family: IPFamily = "IPv4") -> str:
-        return _save_line(self.chain, self.args, ip_family == "IPv6")
-
-
 @dataclass(frozen=True)
 class ProxyRules:
     """The result of :func:`generate`."""
@@ -210,40 +133,36 @@ class ProxyRules:
     #: 1.24 kube-proxy wrote a KUBE-FW chain line once per load-balancer IP).
     chains: dict[str, tuple[str, ...]]
     #: table -> rules of kube-proxy's restore input, in its order.
-    rules: dict[str, tuple[Rule, ...]]
+    rules: dict[str, tuple[IptRule, ...]]
     #: table -> the jumps from built-in chains (PREROUTING, INPUT, ...), in their final order.
-    base_rules: dict[str, tuple[Rule, ...]]
+    base_rules: dict[str, tuple[IptRule, ...]]
     #: table -> chains that exist but are not in the restore input (EnsureChain'd / the kubelet's).
     extra_chains: dict[str, tuple[str, ...]]
     #: table -> rules that are not kube-proxy's (the kubelet's, with ``kubelet_rules``).
-    extra_rules: dict[str, tuple[Rule, ...]] = field(default_factory=dict)
+    extra_rules: dict[str, tuple[IptRule, ...]] = field(default_factory=dict)
     #: The endpoint selection behind each Service port's rules, in processing order.
     selections: tuple[EndpointSelection, ...] = field(default=())
     large_cluster_mode: bool = False
 
     def all_chains(self, table: str) -> list[str]:
         """Built-in chains, then user chains sorted (iptables-save's order)."""
-        user = set(self.chains.get(table, ())) | set(self.extra_chains.get(table, ()))
-        return list(BUILTIN_CHAINS[table]) + sorted(user - set(BUILTIN_CHAINS[table]))
+        return user_and_builtin_chains(table, (*self.chains.get(table, ()), *self.extra_chains.get(table, ())))
 
-    def chain_rules(self, table: str, chain: str) -> list[Rule]:
-        """The rules of one chain as loaded: base-chain jumps, the kubelet's, then kube-proxy's."""
-        found = [*self.base_rules.get(table, ()), *self.extra_rules.get(table, ()), *self.rules.get(table, ())]
-        return [r for r in found if r.chain == chain]
+    def loaded_rules(self, table: str) -> list[IptRule]:
+        """The rules of a table as loaded: base-chain jumps, the kubelet's, then kube-proxy's."""
+        return [*self.base_rules.get(table, ()), *self.extra_rules.get(table, ()), *self.rules.get(table, ())]
+
+    def chain_rules(self, table: str, chain: str) -> list[IptRule]:
+        """The rules of one chain as loaded."""
+        return [r for r in self.loaded_rules(table) if r.chain == chain]
 
 
 # --------------------------------------------------------------------------- probabilities
 
 
-def _probability(n: int, version: tuple[int, int]) -> str:
+def _probability(n: int, version: str) -> str:
     """``computeProbability``: ``fmt.Sprintf("%0.10f", 1.0/float64(n))`` (``%0.5f`` before 1.17)."""
-    return f"{1.0 / n:.5f}" if version < (1, 17) else f"{1.0 / n:.10f}"
-
-
-def save_probability(printed: str) -> str:
-    """What iptables-save prints for ``--probability printed``: the kernel keeps ``lround(p * 2^31)``."""
-    stored = math.floor(float(printed) * 0x80000000 + 0.5)
-    return f"{stored / 0x80000000:.11f}"
+    return f"{1.0 / n:.10f}" if has(version, "probability-10-decimals") else f"{1.0 / n:.5f}"
 
 
 # --------------------------------------------------------------------------- generation
@@ -251,24 +170,28 @@ def save_probability(printed: str) -> str:
 
 class _Builder:
     def __init__(self) -> None:
-        self.chains: dict[str, list[str]] = {t: [] for t in TABLES}
-        self.rules: dict[str, list[Rule]] = {t: [] for t in TABLES}
+        self.chains: dict[str, list[str]] = {t: [] for t in SAVE_TABLES}
+        self.rules: dict[str, list[IptRule]] = {t: [] for t in SAVE_TABLES}
 
     def chain(self, table: str, name: str) -> None:
         self.chains[table].append(name)
 
     def rule(self, table: str, chain: str, *args: str) -> None:
-        self.rules[table].append(Rule(table, chain, tuple(args)))
+        self.rules[table].append(IptRule(table, chain, tuple(args)))
+
+    def add(self, rules: Iterable[IptRule]) -> None:
+        for r in rules:
+            self.rules[r.table].append(r)
 
 
 @dataclass
 class _Ctx:
     cfg: ProxyConfig
-    version: tuple[int, int]
+    version: str
     legacy_names: bool
     large: bool
     mark: str
-    node_ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None
+    node_ip: IPAddr | None
 
     def comment(self, text: str) -> tuple[str, ...]:
         """``appendServiceCommentLocked``: no comment in large-cluster mode."""
@@ -326,28 +249,6 @@ def _node_ips_matching(cfg: ProxyConfig, nets: Sequence[ipaddress.IPv4Network | 
     return out
 
 
-def _primary_node_ip(cfg: ProxyConfig) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    for text in cfg.node_ips:
-        try:
-            ip = ipaddress.ip_address(text.strip())
-        except ValueError:
-            continue
-        if (ip.version == 6) == cfg.is_ipv6:
-            return ip
-    return None
-
-
-def _in_range(ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None, cidr: str) -> bool:
-    if ip is None:
-        return False
-    net = ipaddress.ip_network(cidr, strict=False)
-    return net.version == ip.version and ip in net
-
-
-def _port_sort_key(sp: ServicePortInfo) -> tuple[str, str]:
-    return (sp.service_port_name(), sp.protocol)
-
-
 def generate(
     services: Iterable[KubeObject],
     endpoint_slices: Iterable[KubeObject] | None = None,
@@ -365,40 +266,27 @@ def generate(
     """
     if config is None:
         raise TypeError("generate() needs a ProxyConfig")
-    cfg = config
-    labels: Mapping[str, str] = cfg.node_labels if cfg.node_labels is not None else {}
-    if cfg.node_labels is None:
-        for node in nodes:
-            meta = node.get("metadata") or {}
-            if meta.get("name") == cfg.node_name:
-                labels = meta.get("labels") or {}
-    version = cfg.version
-    slices = list(endpoint_slices) if endpoint_slices is not None else None
-    legacy_eps = list(endpoints) if endpoints is not None else None
-
-    ports: list[tuple[ServicePortInfo, tuple[EndpointInfo, ...]]] = []
-    for svc in services:
-        for sp in service_ports(svc, ip_family=cfg.ip_family, kube_version=version):
-            eps = endpoints_for_port(sp, node_name=cfg.node_name, endpoint_slices=slices, endpoints=legacy_eps)
-            ports.append((sp, eps))
-    ports.sort(key=lambda item: _port_sort_key(item[0]))
+    cfg, labels = node_context(config.for_mode("iptables"), nodes)
+    ports = collect_ports(services, endpoint_slices, endpoints, cfg)
     total = sum(len(eps) for _, eps in ports)
-    ctx = _Ctx(cfg=cfg, version=version, legacy_names=version < (1, 19), large=total > LARGE_CLUSTER_ENDPOINTS,
-               mark=cfg.mark, node_ip=_primary_node_ip(cfg))
-    if version < (1, 24):
+    version = cfg.kube_version
+    assert version is not None
+    ctx = _Ctx(cfg=cfg, version=version, legacy_names=not has(version, "port-name-colon-optional"),
+               large=total > LARGE_CLUSTER_ENDPOINTS, mark=cfg.mark, node_ip=cfg.node_ip)
+    if not has(version, "ext-svl-chains"):
         return _generate_legacy(ctx, ports, labels)
-    return _generate_modern(ctx, ports, labels)
+    return _generate_modern(ctx, plan_ports(ports, cfg, labels))
 
 
 def _base_rules(jumps: Iterable[tuple[str, str, str, str, tuple[str, ...]]],
-                kubelet: Iterable[tuple[str, str, str]] = ()) -> dict[str, tuple[Rule, ...]]:
+                kubelet: Iterable[tuple[str, str, str]] = ()) -> dict[str, tuple[IptRule, ...]]:
     """Apply EnsureRule(Prepend) for each jump in order; the kubelet's jumps go last (so first)."""
-    out: dict[str, list[Rule]] = {t: [] for t in TABLES}
+    out: dict[str, list[IptRule]] = {t: [] for t in SAVE_TABLES}
     for table, dst, src, comment, extra in jumps:
-        args = (*extra, "-m", "comment", "--comment", _q(comment), "-j", dst)
-        out[table].insert(0, Rule(table, src, args))
+        args = (*extra, "-m", "comment", "--comment", quoted(comment), "-j", dst)
+        out[table].insert(0, IptRule(table, src, args))
     for table, dst, src in kubelet:
-        out[table].insert(0, Rule(table, src, ("-j", dst)))
+        out[table].insert(0, IptRule(table, src, ("-j", dst)))
     # Stable order: by built-in chain, keeping each chain's rule order.
     return {t: tuple(sorted(rs, key=lambda r: BUILTIN_CHAINS[t].index(r.chain))) for t, rs in out.items()}
 
@@ -408,13 +296,13 @@ def _kubelet_rules(ctx: _Ctx, b: _Builder, extra: dict[str, list[str]], *, mark_
     """The kubelet's KUBE-FIREWALL (and, before 1.25, KUBE-MARK-DROP) rules, as extra rules."""
     if mark_drop:
         extra["nat"].append(KUBE_MARK_DROP)
-        drop = _go_hex08(1 << 15)
+        drop = go_hex08(1 << 15)
         b.rule("nat", KUBE_MARK_DROP, "-j", "MARK", "--or-mark", drop)
         b.rule("filter", KUBE_FIREWALL, "-m", "comment", "--comment",
-               _q("kubernetes firewall for dropping marked packets"),
+               quoted("kubernetes firewall for dropping marked packets"),
                "-m", "mark", "--mark", f"{drop}/{drop}", "-j", "DROP")
     if localnet:
-        b.rule("filter", KUBE_FIREWALL, "-m", "comment", "--comment", _q("block incoming localnet connections"),
+        b.rule("filter", KUBE_FIREWALL, "-m", "comment", "--comment", quoted("block incoming localnet connections"),
                "--dst", "127.0.0.0/8", "!", "--src", "127.0.0.0/8",
                "-m", "conntrack", "!", "--ctstate", "RELATED,ESTABLISHED,DNAT", "-j", "DROP")
     extra["filter"].append(KUBE_FIREWALL)
@@ -429,12 +317,12 @@ def _write_service_to_endpoint_rules(ctx: _Ctx, b: _Builder, spn: str, sp: Servi
                       legacy_port_format=ctx.legacy_names) for e in eps]
     if sp.session_affinity_seconds is not None:
         for e, sep in zip(eps, seps, strict=True):
-            b.rule("nat", chain, *ctx.comment(_q(f"{spn} -> {e.endpoint}")),
+            b.rule("nat", chain, *ctx.comment(quoted(f"{spn} -> {e.endpoint}")),
                    "-m", "recent", "--name", sep, "--rcheck", "--seconds", str(sp.session_affinity_seconds),
                    "--reap", "-j", sep)
     n = len(eps)
     for i, (e, sep) in enumerate(zip(eps, seps, strict=True)):
-        args: list[str] = list(ctx.comment(_q(f"{spn} -> {e.endpoint}")))
+        args: list[str] = list(ctx.comment(quoted(f"{spn} -> {e.endpoint}")))
         if i < n - 1:
             args += ["-m", "statistic", "--mode", "random", "--probability", ctx.probability(n - i)]
         b.rule("nat", chain, *args, "-j", sep)
@@ -452,12 +340,42 @@ def _write_endpoint_chain(ctx: _Ctx, b: _Builder, spn: str, sp: ServicePortInfo,
     b.rule("nat", sep, *args)
 
 
-def _generate_modern(ctx: _Ctx, ports: Sequence[tuple[ServicePortInfo, tuple[EndpointInfo, ...]]],
-                     labels: Mapping[str, str]) -> ProxyRules:
-    cfg, version, mark = ctx.cfg, ctx.version, ctx.mark
-    has_proxy_firewall = version >= (1, 25)
+def _no_endpoints(verdict: NoEndpoints | None, spn: str) -> tuple[str, str]:
+    """The filter rule's target and comment for traffic without an endpoint (``"", ""``: it has one)."""
+    if verdict is None:
+        return "", ""
+    if verdict == "reject":
+        return "REJECT", quoted(f"{spn} has no endpoints")
+    return "DROP", quoted(f"{spn} has no local endpoints")
+
+
+def _write_masquerade_chains(ctx: _Ctx, b: _Builder) -> None:
+    """The nat chains every layout declares, KUBE-POSTROUTING's masquerade of marked packets and
+    KUBE-MARK-MASQ (``syncProxyRules``: "Install the kubernetes-specific postrouting rules")."""
+    for chain in (KUBE_SERVICES, KUBE_NODEPORTS, KUBE_POSTROUTING, KUBE_MARK_MASQ):
+        b.chain("nat", chain)
+    b.add(masquerade_rules(ctx.mark, bool(ctx.cfg.random_fully)))
+
+
+def _write_forward_chain(ctx: _Ctx, b: _Builder, *, invalid_drop: bool) -> None:
+    """KUBE-FORWARD: drop INVALID (unless conntrack is liberal, 1.29+), accept marked and established traffic."""
+    if invalid_drop:
+        b.rule("filter", KUBE_FORWARD, "-m", "conntrack", "--ctstate", "INVALID", "-j", "DROP")
+    b.add(forward_accept_rules(ctx.mark))
+
+
+def _write_health_check_rule(b: _Builder, spn: str, sp: ServicePortInfo) -> None:
+    """"Capture healthCheckNodePorts": accept the port kube-proxy's health check server listens on."""
+    if sp.health_check_node_port:
+        b.rule("filter", KUBE_NODEPORTS, "-m", "comment", "--comment", quoted(f"{spn} health check node port"),
+               "-m", "tcp", "-p", "tcp", "--dport", str(sp.health_check_node_port), "-j", "ACCEPT")
+
+
+def _generate_modern(ctx: _Ctx, plans: Sequence[PortPlan]) -> ProxyRules:
+    cfg, version = ctx.cfg, ctx.version
+    has_proxy_firewall = has(version, "proxy-firewall-chain")
     b = _Builder()
-    extra: dict[str, list[str]] = {t: [] for t in TABLES}
+    extra: dict[str, list[str]] = {t: [] for t in SAVE_TABLES}
     nets, match_all, contains_loopback = _nodeport_addresses(cfg)
     localhost_nodeports = cfg.localhost_nodeports and contains_loopback
     isv6 = cfg.is_ipv6
@@ -467,28 +385,17 @@ def _generate_modern(ctx: _Ctx, ports: Sequence[tuple[ServicePortInfo, tuple[End
         b.chain("filter", chain)
     if has_proxy_firewall:
         b.chain("filter", KUBE_PROXY_FIREWALL)
-    for chain in (KUBE_SERVICES, KUBE_NODEPORTS, KUBE_POSTROUTING, KUBE_MARK_MASQ):
-        b.chain("nat", chain)
+    _write_masquerade_chains(ctx, b)
 
-    b.rule("nat", KUBE_POSTROUTING, "-m", "mark", "!", "--mark", f"{mark}/{mark}", "-j", "RETURN")
-    b.rule("nat", KUBE_POSTROUTING, "-j", "MARK", "--xor-mark", mark)
-    masq = ["-m", "comment", "--comment", _q("kubernetes service traffic requiring SNAT"), "-j", "MASQUERADE"]
-    if cfg.random_fully:
-        masq.append("--random-fully")
-    b.rule("nat", KUBE_POSTROUTING, *masq)
-    b.rule("nat", KUBE_MARK_MASQ, "-j", "MARK", "--or-mark", mark)
-
-    kube_proxy_firewall = not isv6 and localhost_nodeports and version >= (1, 27)
+    kube_proxy_firewall = not isv6 and localhost_nodeports and has(version, "localhost-nodeport-firewall")
     if kube_proxy_firewall:
         b.chain("filter", KUBE_FIREWALL)
-        b.rule("filter", KUBE_FIREWALL, "-m", "comment", "--comment", _q("block incoming localnet connections"),
+        b.rule("filter", KUBE_FIREWALL, "-m", "comment", "--comment", quoted("block incoming localnet connections"),
                "-d", "127.0.0.0/8", "!", "-s", "127.0.0.0/8",
                "-m", "conntrack", "!", "--ctstate", "RELATED,ESTABLISHED,DNAT", "-j", "DROP")
 
-    selections: list[EndpointSelection] = []
-    for sp, eps in ports:
-        sel = categorize_endpoints(sp, eps, node_name=cfg.node_name, node_labels=labels)
-        selections.append(sel)
+    for plan in plans:
+        sp = plan.service_port
         proto = sp.protocol.lower()
         spn = sp.service_port_name(legacy_port_format=ctx.legacy_names)
         names = (sp.namespace, sp.name, sp.port_name, sp.protocol)
@@ -496,133 +403,99 @@ def _generate_modern(ctx: _Ctx, ports: Sequence[tuple[ServicePortInfo, tuple[End
         local_chain = svl_chain(*names, legacy_port_format=ctx.legacy_names)
         external_chain = ext_chain(*names, legacy_port_format=ctx.legacy_names)
         firewall_chain = fw_chain(*names, legacy_port_format=ctx.legacy_names)
-        cluster_eps = sel.cluster_endpoints or ()
-        local_eps = sel.local_endpoints or ()
-        has_endpoints = sel.has_any_endpoints
-
-        uses_cluster_chain = bool(cluster_eps) and sp.uses_cluster_endpoints
-        uses_local_chain = bool(local_eps) and sp.uses_local_endpoints
-
-        internal_chain = cluster_chain
-        has_internal = has_endpoints
-        if sp.internal_policy_local:
-            internal_chain = local_chain
-            if not local_eps:
-                has_internal = False
-        external_policy_chain = cluster_chain
-        has_external = has_endpoints
-        if sp.external_policy_local:
-            external_policy_chain = local_chain
-            if not local_eps:
-                has_external = False
-        uses_external_chain = has_endpoints and sp.externally_accessible
-        lb_chain = external_chain
-        uses_fw_chain = has_endpoints and bool(sp.load_balancer_vips) and bool(sp.load_balancer_source_ranges)
-        if uses_fw_chain:
-            lb_chain = firewall_chain
-
-        int_target = int_comment = ext_target = ext_comment = ""
-        if not has_endpoints:
-            int_target = ext_target = "REJECT"
-            int_comment = ext_comment = _q(f"{spn} has no endpoints")
-        else:
-            if not has_internal:
-                int_target, int_comment = "DROP", _q(f"{spn} has no local endpoints")
-            if not has_external:
-                ext_target, ext_comment = "DROP", _q(f"{spn} has no local endpoints")
+        internal_chain = local_chain if plan.internal_local else cluster_chain
+        external_policy_chain = local_chain if plan.external_local else cluster_chain
+        # iptables writes the firewall chain only for a port with endpoints (nftables: always).
+        uses_fw_chain = plan.has_endpoints and plan.filters_sources
+        lb_chain = firewall_chain if uses_fw_chain else external_chain
+        int_target, int_comment = _no_endpoints(plan.internal_no_endpoints, spn)
+        ext_target, ext_comment = _no_endpoints(plan.external_no_endpoints, spn)
 
         dport = ("--dport", str(sp.port))
         # Capture the clusterIP.
-        if has_internal:
-            b.rule("nat", KUBE_SERVICES, "-m", "comment", "--comment", _q(f"{spn} cluster IP"),
+        if plan.has_internal:
+            b.rule("nat", KUBE_SERVICES, "-m", "comment", "--comment", quoted(f"{spn} cluster IP"),
                    "-m", proto, "-p", proto, "-d", sp.cluster_ip, *dport, "-j", internal_chain)
         else:
             b.rule("filter", KUBE_SERVICES, "-m", "comment", "--comment", int_comment,
                    "-m", proto, "-p", proto, "-d", sp.cluster_ip, *dport, "-j", int_target)
         # Capture externalIPs.
         for eip in sp.external_ips:
-            if has_endpoints:
-                b.rule("nat", KUBE_SERVICES, "-m", "comment", "--comment", _q(f"{spn} external IP"),
+            if plan.has_endpoints:
+                b.rule("nat", KUBE_SERVICES, "-m", "comment", "--comment", quoted(f"{spn} external IP"),
                        "-m", proto, "-p", proto, "-d", eip, *dport, "-j", external_chain)
-            if not has_external:
+            if not plan.has_external:
                 b.rule("filter", KUBE_EXTERNAL_SERVICES, "-m", "comment", "--comment", ext_comment,
                        "-m", proto, "-p", proto, "-d", eip, *dport, "-j", ext_target)
         # Capture load-balancer ingress.
         for lbip in sp.load_balancer_vips:
-            if has_endpoints:
-                b.rule("nat", KUBE_SERVICES, "-m", "comment", "--comment", _q(f"{spn} loadbalancer IP"),
+            if plan.has_endpoints:
+                b.rule("nat", KUBE_SERVICES, "-m", "comment", "--comment", quoted(f"{spn} loadbalancer IP"),
                        "-m", proto, "-p", proto, "-d", lbip, *dport, "-j", lb_chain)
             if uses_fw_chain and has_proxy_firewall:
                 b.rule("filter", KUBE_PROXY_FIREWALL, "-m", "comment", "--comment",
-                       _q(f"{spn} traffic not accepted by {firewall_chain}"),
+                       quoted(f"{spn} traffic not accepted by {firewall_chain}"),
                        "-m", proto, "-p", proto, "-d", lbip, *dport, "-j", "DROP")
-        if not has_external:
+        if not plan.has_external:
             for lbip in sp.load_balancer_vips:
                 b.rule("filter", KUBE_EXTERNAL_SERVICES, "-m", "comment", "--comment", ext_comment,
                        "-m", proto, "-p", proto, "-d", lbip, *dport, "-j", ext_target)
         # Capture nodeports.
         if sp.node_port:
-            if has_endpoints:
+            if plan.has_endpoints:
                 b.rule("nat", KUBE_NODEPORTS, "-m", "comment", "--comment", spn,
                        "-m", proto, "-p", proto, "--dport", str(sp.node_port), "-j", external_chain)
-            if not has_external:
+            if not plan.has_external:
                 b.rule("filter", KUBE_EXTERNAL_SERVICES, "-m", "comment", "--comment", ext_comment,
                        "-m", "addrtype", "--dst-type", "LOCAL",
                        "-m", proto, "-p", proto, "--dport", str(sp.node_port), "-j", ext_target)
         # Capture healthCheckNodePorts.
-        if sp.health_check_node_port:
-            b.rule("filter", KUBE_NODEPORTS, "-m", "comment", "--comment", _q(f"{spn} health check node port"),
-                   "-m", "tcp", "-p", "tcp", "--dport", str(sp.health_check_node_port), "-j", "ACCEPT")
+        _write_health_check_rule(b, spn, sp)
 
         # Internal traffic handling.
-        if has_internal:
-            args = ("-m", "comment", "--comment", _q(f"{spn} cluster IP"),
+        if plan.has_internal:
+            args = ("-m", "comment", "--comment", quoted(f"{spn} cluster IP"),
                     "-m", proto, "-p", proto, "-d", sp.cluster_ip, *dport)
             if cfg.masquerade_all:
                 b.rule("nat", internal_chain, *args, "-j", KUBE_MARK_MASQ)
             elif detector:
                 b.rule("nat", internal_chain, *args, *ctx.if_not_local(), "-j", KUBE_MARK_MASQ)
         # External traffic handling.
-        if uses_external_chain:
+        if plan.uses_external_chain:
             b.chain("nat", external_chain)
-            if not sp.external_policy_local:
+            if not plan.external_local:
                 b.rule("nat", external_chain, "-m", "comment", "--comment",
-                       _q(f"masquerade traffic for {spn} external destinations"), "-j", KUBE_MARK_MASQ)
+                       quoted(f"masquerade traffic for {spn} external destinations"), "-j", KUBE_MARK_MASQ)
             else:
                 if detector:
                     b.rule("nat", external_chain, "-m", "comment", "--comment",
-                           _q(f"pod traffic for {spn} external destinations"), *ctx.if_local(), "-j", cluster_chain)
+                           quoted(f"pod traffic for {spn} external destinations"), *ctx.if_local(), "-j", cluster_chain)
                 b.rule("nat", external_chain, "-m", "comment", "--comment",
-                       _q(f"masquerade LOCAL traffic for {spn} external destinations"),
+                       quoted(f"masquerade LOCAL traffic for {spn} external destinations"),
                        "-m", "addrtype", "--src-type", "LOCAL", "-j", KUBE_MARK_MASQ)
                 b.rule("nat", external_chain, "-m", "comment", "--comment",
-                       _q(f"route LOCAL traffic for {spn} external destinations"),
+                       quoted(f"route LOCAL traffic for {spn} external destinations"),
                        "-m", "addrtype", "--src-type", "LOCAL", "-j", cluster_chain)
-            if has_external:
+            if plan.has_external:
                 b.rule("nat", external_chain, "-j", external_policy_chain)
         # Firewall chain.
         if uses_fw_chain:
             b.chain("nat", firewall_chain)
-            fw_args = ("-m", "comment", "--comment", _q(f"{spn} loadbalancer IP"))
-            allow_from_node = False
-            for cidr in sp.load_balancer_source_ranges:
-                b.rule("nat", firewall_chain, *fw_args, "-s", cidr, "-j", external_chain)
-                allow_from_node = allow_from_node or _in_range(ctx.node_ip, cidr)
-            if allow_from_node:
-                for lbip in sp.load_balancer_vips:
-                    b.rule("nat", firewall_chain, *fw_args, "-s", lbip, "-j", external_chain)
+            fw_args = ("-m", "comment", "--comment", quoted(f"{spn} loadbalancer IP"))
+            for source in plan.allowed_sources:
+                b.rule("nat", firewall_chain, *fw_args, "-s", source, "-j", external_chain)
             if has_proxy_firewall:
                 b.rule("nat", firewall_chain, "-m", "comment", "--comment",
-                       _q(f"other traffic to {spn} will be dropped by KUBE-PROXY-FIREWALL"))
+                       quoted(f"other traffic to {spn} will be dropped by KUBE-PROXY-FIREWALL"))
             else:
                 b.rule("nat", firewall_chain, *fw_args, "-j", KUBE_MARK_DROP)
-        if uses_cluster_chain:
+        if plan.uses_cluster_chain:
             b.chain("nat", cluster_chain)
-            _write_service_to_endpoint_rules(ctx, b, spn, sp, cluster_chain, cluster_eps)
-        if uses_local_chain:
+            _write_service_to_endpoint_rules(ctx, b, spn, sp, cluster_chain, plan.cluster_endpoints)
+        if plan.uses_local_chain:
             b.chain("nat", local_chain)
-            _write_service_to_endpoint_rules(ctx, b, spn, sp, local_chain, local_eps)
-        for e in sel.all_reachable_endpoints:
+            _write_service_to_endpoint_rules(ctx, b, spn, sp, local_chain, plan.local_endpoints)
+        for e in plan.selection.all_reachable_endpoints:
             sep = sep_chain(*names, e.endpoint, legacy_port_format=ctx.legacy_names)
             _write_endpoint_chain(ctx, b, spn, sp, e, sep)
 
@@ -641,34 +514,30 @@ def _generate_modern(ctx: _Ctx, ports: Sequence[tuple[ServicePortInfo, tuple[End
             b.rule("nat", KUBE_SERVICES, "-m", "comment", "--comment", _NODEPORTS_COMMENT,
                    "-d", str(ip), "-j", KUBE_NODEPORTS)
 
-    if not (cfg.conntrack_tcp_be_liberal and version >= (1, 29)):
-        b.rule("filter", KUBE_FORWARD, "-m", "conntrack", "--ctstate", "INVALID", "-j", "DROP")
-    b.rule("filter", KUBE_FORWARD, "-m", "comment", "--comment", _q("kubernetes forwarding rules"),
-           "-m", "mark", "--mark", f"{mark}/{mark}", "-j", "ACCEPT")
-    b.rule("filter", KUBE_FORWARD, "-m", "comment", "--comment", _q("kubernetes forwarding conntrack rule"),
-           "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT")
+    _write_forward_chain(ctx, b, invalid_drop=not (
+        cfg.conntrack_tcp_be_liberal and has(version, "conntrack-liberal-no-invalid-drop")))
 
     jumps = [j for j in _JUMPS_MODERN if has_proxy_firewall or j[1] != KUBE_PROXY_FIREWALL]
     kubelet: list[tuple[str, str, str]] = []
-    if version < (1, 25):
+    if not has_proxy_firewall:
         extra["nat"].append(KUBE_MARK_DROP)
     kb = _Builder()
     if cfg.kubelet_rules:
-        kubelet = _kubelet_rules(ctx, kb, extra, mark_drop=version < (1, 25),
+        kubelet = _kubelet_rules(ctx, kb, extra, mark_drop=not has_proxy_firewall,
                                  localnet=not isv6 and not kube_proxy_firewall)
-    return _finish(ctx, b, kb, extra, _base_rules(jumps, kubelet), selections)
+    return _finish(ctx, b, kb, extra, _base_rules(jumps, kubelet), [p.selection for p in plans])
 
 
 def _finish(ctx: _Ctx, b: _Builder, kubelet: _Builder, extra: dict[str, list[str]],
-            base: dict[str, tuple[Rule, ...]], selections: Sequence[EndpointSelection]) -> ProxyRules:
-    extra_chains = {t: tuple(dict.fromkeys(c for c in extra[t] if c not in b.chains[t])) for t in TABLES}
+            base: dict[str, tuple[IptRule, ...]], selections: Sequence[EndpointSelection]) -> ProxyRules:
+    extra_chains = {t: tuple(dict.fromkeys(c for c in extra[t] if c not in b.chains[t])) for t in SAVE_TABLES}
     return ProxyRules(
         config=ctx.cfg,
-        chains={t: tuple(b.chains[t]) for t in TABLES},
-        rules={t: tuple(b.rules[t]) for t in TABLES},
+        chains={t: tuple(b.chains[t]) for t in SAVE_TABLES},
+        rules={t: tuple(b.rules[t]) for t in SAVE_TABLES},
         base_rules=base,
         extra_chains=extra_chains,
-        extra_rules={t: tuple(kubelet.rules[t]) for t in TABLES},
+        extra_rules={t: tuple(kubelet.rules[t]) for t in SAVE_TABLES},
         selections=tuple(selections),
         large_cluster_mode=ctx.large,
     )
@@ -680,22 +549,14 @@ def _finish(ctx: _Ctx, b: _Builder, kubelet: _Builder, extra: dict[str, list[str
 def _generate_legacy(ctx: _Ctx, ports: Sequence[tuple[ServicePortInfo, tuple[EndpointInfo, ...]]],
                      labels: Mapping[str, str]) -> ProxyRules:
     """v1.22 ``syncProxyRules``: KUBE-SVC / KUBE-XLB / KUBE-FW / KUBE-SEP."""
-    cfg, mark = ctx.cfg, ctx.mark
+    cfg = ctx.cfg
     b = _Builder()
-    extra: dict[str, list[str]] = {t: [] for t in TABLES}
+    extra: dict[str, list[str]] = {t: [] for t in SAVE_TABLES}
     isv6 = cfg.is_ipv6
     detector = cfg.cluster_cidr is not None
     for chain in (KUBE_SERVICES, KUBE_EXTERNAL_SERVICES, KUBE_FORWARD, KUBE_NODEPORTS):
         b.chain("filter", chain)
-    for chain in (KUBE_SERVICES, KUBE_NODEPORTS, KUBE_POSTROUTING, KUBE_MARK_MASQ):
-        b.chain("nat", chain)
-    b.rule("nat", KUBE_POSTROUTING, "-m", "mark", "!", "--mark", f"{mark}/{mark}", "-j", "RETURN")
-    b.rule("nat", KUBE_POSTROUTING, "-j", "MARK", "--xor-mark", mark)
-    masq = ["-m", "comment", "--comment", _q("kubernetes service traffic requiring SNAT"), "-j", "MASQUERADE"]
-    if cfg.random_fully:
-        masq.append("--random-fully")
-    b.rule("nat", KUBE_POSTROUTING, *masq)
-    b.rule("nat", KUBE_MARK_MASQ, "-j", "MARK", "--or-mark", mark)
+    _write_masquerade_chains(ctx, b)
 
     # GetNodeAddresses: the zero CIDR (no nodePortAddresses) or the matching node IPs.
     nets, match_all, _ = _nodeport_addresses(cfg)
@@ -703,12 +564,13 @@ def _generate_legacy(ctx: _Ctx, ports: Sequence[tuple[ServicePortInfo, tuple[End
 
     selections: list[EndpointSelection] = []
     for sp, eps in ports:
-        if sp.internal_policy_local and ctx.version < (1, 22):
+        itp_on = has(ctx.version, "internal-traffic-policy-filter")
+        if sp.internal_policy_local and not itp_on:
             sp = replace(sp, internal_policy_local=False)  # the field is ignored (its gate was off)
         local_external = sp.external_policy_local
         # proxy.FilterEndpoints (1.22): internalTrafficPolicy Local (beta, on from 1.22) keeps only this
         # node's endpoints -- for every kind of traffic, NodePorts included -- unless eTP is Local.
-        itp_filter = sp.internal_policy_local and not local_external and ctx.version >= (1, 22)
+        itp_filter = sp.internal_policy_local and not local_external and itp_on
         pool = [e for e in eps if e.is_local] if itp_filter else list(eps)
         ready = [e for e in pool if e.ready]
         has_endpoints = bool(ready)
@@ -733,7 +595,7 @@ def _generate_legacy(ctx: _Ctx, ports: Sequence[tuple[ServicePortInfo, tuple[End
 
         dport = ("--dport", str(sp.port))
         if has_endpoints:
-            args: tuple[str, ...] = ("-m", "comment", "--comment", _q(f"{spn} cluster IP"),
+            args: tuple[str, ...] = ("-m", "comment", "--comment", quoted(f"{spn} cluster IP"),
                                      "-m", proto, "-p", proto, "-d", sp.cluster_ip, *dport)
             if cfg.masquerade_all:
                 b.rule("nat", chain, *args, "-j", KUBE_MARK_MASQ)
@@ -741,12 +603,12 @@ def _generate_legacy(ctx: _Ctx, ports: Sequence[tuple[ServicePortInfo, tuple[End
                 b.rule("nat", chain, *args, *ctx.if_not_local(), "-j", KUBE_MARK_MASQ)
             b.rule("nat", KUBE_SERVICES, *args, "-j", chain)
         else:
-            b.rule("filter", KUBE_SERVICES, "-m", "comment", "--comment", _q(f"{spn} has no endpoints"),
+            b.rule("filter", KUBE_SERVICES, "-m", "comment", "--comment", quoted(f"{spn} has no endpoints"),
                    "-m", proto, "-p", proto, "-d", sp.cluster_ip, *dport, "-j", "REJECT")
 
         for eip in sp.external_ips:
             if has_endpoints:
-                args = ("-m", "comment", "--comment", _q(f"{spn} external IP"),
+                args = ("-m", "comment", "--comment", quoted(f"{spn} external IP"),
                         "-m", proto, "-p", proto, "-d", eip, *dport)
                 dest = xlb
                 if not local_external:
@@ -758,14 +620,14 @@ def _generate_legacy(ctx: _Ctx, ports: Sequence[tuple[ServicePortInfo, tuple[End
                 b.rule("nat", KUBE_SERVICES, *args, "-j", dest)
             else:
                 b.rule("filter", KUBE_EXTERNAL_SERVICES, "-m", "comment", "--comment",
-                       _q(f"{spn} has no endpoints"), "-m", proto, "-p", proto, "-d", eip, *dport, "-j", "REJECT")
+                       quoted(f"{spn} has no endpoints"), "-m", proto, "-p", proto, "-d", eip, *dport, "-j", "REJECT")
 
         for ingress in sp.load_balancer_vips:
             if has_endpoints:
                 b.chain("nat", fwc)
-                b.rule("nat", KUBE_SERVICES, "-m", "comment", "--comment", _q(f"{spn} loadbalancer IP"),
+                b.rule("nat", KUBE_SERVICES, "-m", "comment", "--comment", quoted(f"{spn} loadbalancer IP"),
                        "-m", proto, "-p", proto, "-d", ingress, *dport, "-j", fwc)
-                fw_args = ("-m", "comment", "--comment", _q(f"{spn} loadbalancer IP"))
+                fw_args = ("-m", "comment", "--comment", quoted(f"{spn} loadbalancer IP"))
                 chosen = xlb
                 if not local_external:
                     b.rule("nat", fwc, *fw_args, "-j", KUBE_MARK_MASQ)
@@ -773,16 +635,14 @@ def _generate_legacy(ctx: _Ctx, ports: Sequence[tuple[ServicePortInfo, tuple[End
                 if not sp.load_balancer_source_ranges:
                     b.rule("nat", fwc, *fw_args, "-j", chosen)
                 else:
-                    allow_from_node = False
                     for src in sp.load_balancer_source_ranges:
                         b.rule("nat", fwc, *fw_args, "-s", src, "-j", chosen)
-                        allow_from_node = allow_from_node or _in_range(ctx.node_ip, src)
-                    if allow_from_node:
+                    if allows_node(ctx.node_ip, sp):
                         b.rule("nat", fwc, *fw_args, "-s", ingress, "-j", chosen)
                 b.rule("nat", fwc, *fw_args, "-j", KUBE_MARK_DROP)
             else:
                 b.rule("filter", KUBE_EXTERNAL_SERVICES, "-m", "comment", "--comment",
-                       _q(f"{spn} has no endpoints"), "-m", proto, "-p", proto, "-d", ingress, *dport,
+                       quoted(f"{spn} has no endpoints"), "-m", proto, "-p", proto, "-d", ingress, *dport,
                        "-j", "REJECT")
 
         if sp.node_port and node_addresses:
@@ -796,13 +656,11 @@ def _generate_legacy(ctx: _Ctx, ports: Sequence[tuple[ServicePortInfo, tuple[End
                     b.rule("nat", KUBE_NODEPORTS, *args, "-s", loopback, "-j", KUBE_MARK_MASQ)
                     b.rule("nat", KUBE_NODEPORTS, *args, "-j", xlb)
             else:
-                b.rule("filter", KUBE_EXTERNAL_SERVICES, "-m", "comment", "--comment", _q(f"{spn} has no endpoints"),
+                b.rule("filter", KUBE_EXTERNAL_SERVICES, "-m", "comment", "--comment", quoted(f"{spn} has no endpoints"),
                        "-m", "addrtype", "--dst-type", "LOCAL", "-m", proto, "-p", proto,
                        "--dport", str(sp.node_port), "-j", "REJECT")
 
-        if sp.health_check_node_port:
-            b.rule("filter", KUBE_NODEPORTS, "-m", "comment", "--comment", _q(f"{spn} health check node port"),
-                   "-m", "tcp", "-p", "tcp", "--dport", str(sp.health_check_node_port), "-j", "ACCEPT")
+        _write_health_check_rule(b, spn, sp)
 
         if not has_endpoints:
             continue
@@ -811,14 +669,14 @@ def _generate_legacy(ctx: _Ctx, ports: Sequence[tuple[ServicePortInfo, tuple[End
             continue
         if detector:
             b.rule("nat", xlb, "-m", "comment", "--comment",
-                   _q("Redirect pods trying to reach external loadbalancer VIP to clusterIP"),
+                   quoted("Redirect pods trying to reach external loadbalancer VIP to clusterIP"),
                    *ctx.if_local(), "-j", chain)
-        b.rule("nat", xlb, "-m", "comment", "--comment", _q(f"masquerade LOCAL traffic for {spn} LB IP"),
+        b.rule("nat", xlb, "-m", "comment", "--comment", quoted(f"masquerade LOCAL traffic for {spn} LB IP"),
                "-m", "addrtype", "--src-type", "LOCAL", "-j", KUBE_MARK_MASQ)
-        b.rule("nat", xlb, "-m", "comment", "--comment", _q(f"route LOCAL traffic for {spn} LB IP to service chain"),
+        b.rule("nat", xlb, "-m", "comment", "--comment", quoted(f"route LOCAL traffic for {spn} LB IP to service chain"),
                "-m", "addrtype", "--src-type", "LOCAL", "-j", chain)
         if not local_ready:
-            b.rule("nat", xlb, "-m", "comment", "--comment", _q(f"{spn} has no local endpoints"),
+            b.rule("nat", xlb, "-m", "comment", "--comment", quoted(f"{spn} has no local endpoints"),
                    "-j", KUBE_MARK_DROP)
         else:
             _write_legacy_lb_rules(ctx, b, spn, sp, xlb, local_ready)
@@ -831,11 +689,7 @@ def _generate_legacy(ctx: _Ctx, ports: Sequence[tuple[ServicePortInfo, tuple[End
         b.rule("nat", KUBE_SERVICES, "-m", "comment", "--comment", _NODEPORTS_COMMENT,
                "-d", address, "-j", KUBE_NODEPORTS)
 
-    b.rule("filter", KUBE_FORWARD, "-m", "conntrack", "--ctstate", "INVALID", "-j", "DROP")
-    b.rule("filter", KUBE_FORWARD, "-m", "comment", "--comment", _q("kubernetes forwarding rules"),
-           "-m", "mark", "--mark", f"{mark}/{mark}", "-j", "ACCEPT")
-    b.rule("filter", KUBE_FORWARD, "-m", "comment", "--comment", _q("kubernetes forwarding conntrack rule"),
-           "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT")
+    _write_forward_chain(ctx, b, invalid_drop=True)
 
     extra["nat"].append(KUBE_MARK_DROP)  # iptablesEnsureChains
     jumps = [j for j in _JUMPS_MODERN if j[1] != KUBE_PROXY_FIREWALL]
@@ -918,7 +772,7 @@ def to_restore(rules: ProxyRules, *, base_chains: bool = True) -> str:
     — text that loads into empty tables (without ``--noflush``) and stands for the whole node.
     """
     out: list[str] = []
-    for table in TABLES:
+    for table in SAVE_TABLES:
         out.append(f"*{table}")
         if base_chains:
             out.extend(f":{c} ACCEPT [0:0]" for c in BUILTIN_CHAINS[table])
@@ -937,184 +791,5 @@ def to_restore(rules: ProxyRules, *, base_chains: bool = True) -> str:
 
 def to_save(rules: ProxyRules) -> str:
     """The rules as ``iptables-save`` (1.8.9) prints them once loaded (with the base-chain jumps)."""
-    fam = rules.config.ip_family
-    out: list[str] = []
-    for table in TABLES:
-        out.append(f"*{table}")
-        chains = rules.all_chains(table)
-        for c in chains:
-            out.append(f":{c} ACCEPT [0:0]" if c in BUILTIN_CHAINS[table] else f":{c} - [0:0]")
-        for c in chains:
-            out.extend(r.save_text(fam) for r in rules.chain_rules(table, c))
-        out.append("COMMIT")
-    return "\n".join(out) + "\n"
-
-
-# --------------------------------------------------------------------------- canonical (iptables-save) form
-
-# Which match module owns an option kube-proxy writes, and how many values it takes.
-_OWNER: Final[dict[str, tuple[str, int]]] = {
-    "--comment": ("comment", 1),
-    "--dport": ("<proto>", 1),
-    "--sport": ("<proto>", 1),
-    "--ctstate": ("conntrack", 1),
-    "--mark": ("mark", 1),
-    "--dst-type": ("addrtype", 1),
-    "--src-type": ("addrtype", 1),
-    "--mode": ("statistic", 1),
-    "--probability": ("statistic", 1),
-    "--name": ("recent", 1),
-    "--set": ("recent", 0),
-    "--rcheck": ("recent", 0),
-    "--update": ("recent", 0),
-    "--seconds": ("recent", 1),
-    "--reap": ("recent", 0),
-    "--nfacct-name": ("nfacct", 1),
-}
-_CTSTATES: Final = ("INVALID", "NEW", "RELATED", "ESTABLISHED", "UNTRACKED", "SNAT", "DNAT")
-
-
-def _cidr(text: str) -> str:
-    return str(ipaddress.ip_network(text, strict=False))
-
-
-def _unquote(text: str) -> str:
-    if len(text) >= 2 and text[0] == text[-1] == '"':
-        return text[1:-1]
-    return text
-
-
-def _save_quote(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _hexmark(text: str) -> str:
-    return f"0x{int(text, 0):x}"
-
-
-def _mark_match(text: str) -> str:
-    value, _, mask = text.partition("/")
-    if not mask or int(mask, 0) == 0xFFFFFFFF:
-        return _hexmark(value)
-    return f"{_hexmark(value)}/{_hexmark(mask)}"
-
-
-def _save_line(chain: str, args: Sequence[str], ipv6: bool) -> str:
-    generic: dict[str, str] = {}
-    matches: list[tuple[str, list[tuple[bool, str, list[str]]]]] = []
-    proto: str | None = None
-    target: str | None = None
-    target_opts: list[str] = []
-    neg = False
-    i = 0
-    while i < len(args):
-        a = args[i]
-        if a == "!":
-            neg = True
-            i += 1
-            continue
-        if a in ("-s", "--src", "-d", "--dst"):
-            key = "-s" if a in ("-s", "--src") else "-d"
-            generic[key] = ("! " if neg else "") + f"{key} {_cidr(args[i + 1])}"
-            neg = False
-            i += 2
-            continue
-        if a == "-p":
-            proto = args[i + 1]
-            generic["-p"] = ("! " if neg else "") + f"-p {proto}"
-            neg = False
-            i += 2
-            continue
-        if a == "-m":
-            matches.append((args[i + 1], []))
-            i += 2
-            continue
-        if a == "-j":
-            target = args[i + 1]
-            target_opts = list(args[i + 2:])
-            break
-        if a not in _OWNER:
-            raise ValueError(f"option {a!r} unknown to the iptables-save printer: {' '.join(args)}")
-        module, arity = _OWNER[a]
-        if module == "<proto>":
-            module = proto or next(m for m, _ in matches if m in ("tcp", "udp", "sctp"))
-        values = list(args[i + 1:i + 1 + arity])
-        for name, opts in reversed(matches):
-            if name == module:
-                opts.append((neg, a, values))
-                break
-        else:
-            raise ValueError(f"option {a} without -m {module}: {' '.join(args)}")
-        neg = False
-        i += 1 + arity
-
-    parts = [f"-A {chain}"]
-    parts += [generic[k] for k in ("-s", "-d", "-p") if k in generic]
-    for module, opts in matches:
-        parts.append(f"-m {module}")
-        rendered = _render_match(module, opts, ipv6)
-        if rendered:
-            parts.append(rendered)
-    if target is not None:
-        parts.append(f"-j {target}")
-        rendered_target = _render_target(target, target_opts, ipv6)
-        if rendered_target:
-            parts.append(rendered_target)
-    return " ".join(parts)
-
-
-def _render_match(module: str, opts: list[tuple[bool, str, list[str]]], ipv6: bool) -> str:
-    def neg(flag: bool) -> str:
-        return "! " if flag else ""
-
-    if module == "comment":
-        return " ".join(f"--comment {_save_quote(_unquote(v[0]))}" for _, _, v in opts)
-    if module == "conntrack":
-        out = []
-        for n, name, v in opts:
-            states = set(v[0].split(","))
-            out.append(f"{neg(n)}{name} {','.join(s for s in _CTSTATES if s in states)}")
-        return " ".join(out)
-    if module == "mark":
-        return " ".join(f"{neg(n)}--mark {_mark_match(v[0])}" for n, _, v in opts)
-    if module == "statistic":
-        d = {name: v for _, name, v in opts}
-        text = f"--mode {d['--mode'][0]}"
-        if "--probability" in d:
-            text += f" --probability {save_probability(d['--probability'][0])}"
-        return text
-    if module == "recent":
-        d = {name: v for _, name, v in opts}
-        words: list[str] = []
-        for flag in ("--set", "--rcheck", "--update"):
-            if flag in d:
-                words.append(flag)
-        if "--seconds" in d:
-            words.append(f"--seconds {d['--seconds'][0]}")
-        if "--reap" in d:
-            words.append("--reap")
-        words.append(f"--name {d.get('--name', ['DEFAULT'])[0]}")
-        words.append("--mask " + ("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff" if ipv6 else "255.255.255.255"))
-        words.append("--rsource")
-        return " ".join(words)
-    if module == "addrtype":
-        types = {name: (n, v[0]) for n, name, v in opts}
-        return " ".join(f"{neg(types[k][0])}{k} {types[k][1]}" for k in ("--src-type", "--dst-type") if k in types)
-    return " ".join(" ".join([f"{neg(n)}{name}", *v]) for n, name, v in opts)
-
-
-def _render_target(target: str, opts: Sequence[str], ipv6: bool) -> str:
-    if target == "REJECT":
-        if not opts:
-            return "--reject-with " + ("icmp6-port-unreachable" if ipv6 else "icmp-port-unreachable")
-        return " ".join(opts)
-    if target == "MARK" and opts:
-        op, value = opts[0], int(opts[1], 0)
-        if op == "--or-mark":
-            return f"--set-xmark 0x{value:x}/0x{value:x}"
-        if op == "--xor-mark":
-            return f"--set-xmark 0x{value:x}/0x0"
-        if op == "--set-mark":
-            return f"--set-xmark 0x{value:x}/0xffffffff"
-    return " ".join(opts)
-
+    chains = {t: rules.all_chains(t) for t in SAVE_TABLES}
+    return iptables_save(chains, [r for t in SAVE_TABLES for r in rules.loaded_rules(t)], rules.config.is_ipv6)

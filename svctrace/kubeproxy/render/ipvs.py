@@ -1,8 +1,8 @@
 """What kube-proxy in IPVS mode programs on one node, recomputed from Kubernetes objects.
 
 :func:`generate_ipvs` takes Services, EndpointSlices (or v1 Endpoints) and Nodes as plain dicts (what
-``kubectl get -o json`` prints) and an :class:`IPVSConfig`, and returns :class:`IPVSRules`, which prints
-the node's dataplane the way the node's own tools print it:
+``kubectl get -o json`` prints) and a :class:`~svctrace.kubeproxy.config.ProxyConfig`, and returns
+:class:`IPVSRules`, which prints the node's dataplane the way the node's own tools print it:
 
 * :meth:`IPVSRules.ipvsadm_save`: ``ipvsadm -Sn``. There is one virtual server per ClusterIP, external IP
   and load-balancer IP, and one per NodePort on every node address kube-proxy binds (nodePortAddresses
@@ -46,7 +46,7 @@ like 1.30.
 
 Normalisations, where kube-proxy itself is not deterministic:
 
-* Service ports are processed sorted by service port name, as in :mod:`generate`.
+* Service ports are processed sorted by service port name (:func:`svctrace.kubeproxy.plan.collect_ports`).
 * Real servers are sorted by address (kube-proxy adds them in Go-set order).
 * Set members are sorted (``ipset save`` prints them in hash order).
 * Hash sets are printed without the ``bucketsize``/``initval`` options that ipset 7.11+ adds, so
@@ -65,13 +65,14 @@ Pure standard library.
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Final
 
+from svctrace.dataplane.iptables.rules import BUILTIN_CHAINS
+from svctrace.dataplane.ipvs.kubeproxy import INFERRED_SETS
+from svctrace.kubeproxy.config import IPAddr, ProxyConfig, parse_ips
 from svctrace.kubeproxy.endpoints import (
     EndpointInfo,
     EndpointSelection,
@@ -79,16 +80,27 @@ from svctrace.kubeproxy.endpoints import (
     KubeObject,
     ServicePortInfo,
     categorize_endpoints,
-    endpoints_for_port,
-    service_ports,
 )
 from svctrace.kubeproxy.names import join_host_port
-from svctrace.model.version import parse_version
+from svctrace.kubeproxy.plan import collect_ports, node_context, plan_ports
+from svctrace.kubeproxy.render.common import (
+    SAVE_TABLES,
+    IptRule,
+    addr,
+    forward_accept_rules,
+    ip_addr_json,
+    iptables_save,
+    link,
+    mac,
+    masquerade_rules,
+    quoted,
+    user_and_builtin_chains,
+)
+from svctrace.kubeproxy.versions import has
 
 __all__ = [
     "IPSET_INFO",
     "IPSet",
-    "IPVSConfig",
     "IPVSRules",
     "IptRule",
     "RealServer",
@@ -97,7 +109,6 @@ __all__ = [
     "ipset_name",
 ]
 
-OLDEST: Final = (1, 26)
 DUMMY_DEVICE: Final = "kube-ipvs0"
 
 # pkg/proxy/ipvs/ipset.go: set names and the comments their iptables rules carry.
@@ -119,9 +130,6 @@ KUBE_NODE_PORT_LOCAL_SCTP: Final = "KUBE-NODE-PORT-LOCAL-SCTP-HASH"
 KUBE_HEALTH_CHECK_NODE_PORT: Final = "KUBE-HEALTH-CHECK-NODE-PORT"
 KUBE_IPVS_IPS: Final = "KUBE-IPVS-IPS"
 
-HASH_IP: Final = "hash:ip"
-HASH_IP_PORT: Final = "hash:ip,port"
-HASH_IP_PORT_IP: Final = "hash:ip,port,ip"
 HASH_IP_PORT_NET: Final = "hash:ip,port,net"
 BITMAP_PORT: Final = "bitmap:port"
 
@@ -133,34 +141,29 @@ class _SetInfo:
     comment: str
 
 
-#: ``ipsetInfo``, in kube-proxy's order: (name, type, comment).
-IPSET_INFO: Final[tuple[_SetInfo, ...]] = (
-    _SetInfo(KUBE_LOOP_BACK, HASH_IP_PORT_IP,
-             "Kubernetes endpoints dst ip:port, source ip for solving hairpin purpose"),
-    _SetInfo(KUBE_CLUSTER_IP, HASH_IP_PORT, "Kubernetes service cluster ip + port for masquerade purpose"),
-    _SetInfo(KUBE_EXTERNAL_IP, HASH_IP_PORT, "Kubernetes service external ip + port for masquerade and filter purpose"),
-    _SetInfo(KUBE_EXTERNAL_IP_LOCAL, HASH_IP_PORT,
-             "Kubernetes service external ip + port with externalTrafficPolicy=local"),
-    _SetInfo(KUBE_LOAD_BALANCER, HASH_IP_PORT, "Kubernetes service lb portal"),
-    _SetInfo(KUBE_LOAD_BALANCER_FW, HASH_IP_PORT,
-             "Kubernetes service load balancer ip + port for load balancer with sourceRange"),
-    _SetInfo(KUBE_LOAD_BALANCER_LOCAL, HASH_IP_PORT,
-             "Kubernetes service load balancer ip + port with externalTrafficPolicy=local"),
-    _SetInfo(KUBE_LOAD_BALANCER_SOURCE_IP, HASH_IP_PORT_IP,
-             "Kubernetes service load balancer ip + port + source IP for packet filter purpose"),
-    _SetInfo(KUBE_LOAD_BALANCER_SOURCE_CIDR, HASH_IP_PORT_NET,
-             "Kubernetes service load balancer ip + port + source cidr for packet filter purpose"),
-    _SetInfo(KUBE_NODE_PORT_TCP, BITMAP_PORT, "Kubernetes nodeport TCP port for masquerade purpose"),
-    _SetInfo(KUBE_NODE_PORT_LOCAL_TCP, BITMAP_PORT, "Kubernetes nodeport TCP port with externalTrafficPolicy=local"),
-    _SetInfo(KUBE_NODE_PORT_UDP, BITMAP_PORT, "Kubernetes nodeport UDP port for masquerade purpose"),
-    _SetInfo(KUBE_NODE_PORT_LOCAL_UDP, BITMAP_PORT, "Kubernetes nodeport UDP port with externalTrafficPolicy=local"),
-    _SetInfo(KUBE_NODE_PORT_SCTP, HASH_IP_PORT,
-             "Kubernetes nodeport SCTP port for masquerade purpose with type 'hash ip:port'"),
-    _SetInfo(KUBE_NODE_PORT_LOCAL_SCTP, HASH_IP_PORT,
-             "Kubernetes nodeport SCTP port with externalTrafficPolicy=local with type 'hash ip:port'"),
-    _SetInfo(KUBE_HEALTH_CHECK_NODE_PORT, BITMAP_PORT, "Kubernetes health check node port"),
-    _SetInfo(KUBE_IPVS_IPS, HASH_IP, "Addresses on the ipvs interface"),
-)
+#: ``ipsetInfo``, in kube-proxy's order: (name, type, comment). The types are the dataplane's table of
+#: kube-proxy's sets (:data:`svctrace.dataplane.ipvs.kubeproxy.INFERRED_SETS`).
+IPSET_INFO: Final[tuple[_SetInfo, ...]] = tuple(_SetInfo(name, INFERRED_SETS[name], comment) for name, comment in (
+    (KUBE_LOOP_BACK, "Kubernetes endpoints dst ip:port, source ip for solving hairpin purpose"),
+    (KUBE_CLUSTER_IP, "Kubernetes service cluster ip + port for masquerade purpose"),
+    (KUBE_EXTERNAL_IP, "Kubernetes service external ip + port for masquerade and filter purpose"),
+    (KUBE_EXTERNAL_IP_LOCAL, "Kubernetes service external ip + port with externalTrafficPolicy=local"),
+    (KUBE_LOAD_BALANCER, "Kubernetes service lb portal"),
+    (KUBE_LOAD_BALANCER_FW, "Kubernetes service load balancer ip + port for load balancer with sourceRange"),
+    (KUBE_LOAD_BALANCER_LOCAL, "Kubernetes service load balancer ip + port with externalTrafficPolicy=local"),
+    (KUBE_LOAD_BALANCER_SOURCE_IP, "Kubernetes service load balancer ip + port + source IP for packet filter purpose"),
+    (KUBE_LOAD_BALANCER_SOURCE_CIDR,
+     "Kubernetes service load balancer ip + port + source cidr for packet filter purpose"),
+    (KUBE_NODE_PORT_TCP, "Kubernetes nodeport TCP port for masquerade purpose"),
+    (KUBE_NODE_PORT_LOCAL_TCP, "Kubernetes nodeport TCP port with externalTrafficPolicy=local"),
+    (KUBE_NODE_PORT_UDP, "Kubernetes nodeport UDP port for masquerade purpose"),
+    (KUBE_NODE_PORT_LOCAL_UDP, "Kubernetes nodeport UDP port with externalTrafficPolicy=local"),
+    (KUBE_NODE_PORT_SCTP, "Kubernetes nodeport SCTP port for masquerade purpose with type 'hash ip:port'"),
+    (KUBE_NODE_PORT_LOCAL_SCTP,
+     "Kubernetes nodeport SCTP port with externalTrafficPolicy=local with type 'hash ip:port'"),
+    (KUBE_HEALTH_CHECK_NODE_PORT, "Kubernetes health check node port"),
+    (KUBE_IPVS_IPS, "Addresses on the ipvs interface"),
+))
 _SET_INFO: Final = {s.name: s for s in IPSET_INFO}
 
 # ipsetWithIptablesChain: (set, table, from chain, to, match flags, -p). The Local sets must come before
@@ -180,11 +183,6 @@ _SET_RULES: Final = (
     (KUBE_LOAD_BALANCER_SOURCE_IP, "filter", "KUBE-SOURCE-RANGES-FIREWALL", "RETURN", "dst,dst,src", ""),
 )
 
-BUILTIN_CHAINS: Final[dict[str, tuple[str, ...]]] = {
-    "filter": ("INPUT", "FORWARD", "OUTPUT"),
-    "nat": ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"),
-}
-TABLES: Final = ("filter", "nat")  # iptables-save's order
 
 
 def ipset_name(name: str, ip_family: IPFamily) -> str:
@@ -192,71 +190,6 @@ def ipset_name(name: str, ip_family: IPFamily) -> str:
     if ip_family == "IPv6" and name.startswith("KUBE-"):
         return ("KUBE-6-" + name[len("KUBE-"):])[:31]
     return name
-
-
-# --------------------------------------------------------------------------- configuration
-
-
-@dataclass(frozen=True)
-class IPVSConfig:
-    """How kube-proxy runs on the node, and what it finds there."""
-
-    node_name: str
-    #: The node's IPs. The first one of the proxier's family is kube-proxy's ``nodeIP`` (the node may reach a
-    #: load-balancer IP whose source ranges contain it). Without ``interface_addresses`` they are also the
-    #: addresses on the node's interfaces.
-    node_ips: tuple[str, ...] = ()
-    #: ``--cluster-cidr``, the pod range of the local-traffic detector. None: there is no detector, and
-    #: ``KUBE-CLUSTER-IP`` is matched ``src,dst`` instead.
-    cluster_cidr: str | None = None
-    #: ``--ipvs-scheduler``. An empty value is kube-proxy's default, ``rr``.
-    scheduler: str = "rr"
-    kube_version: str = "1.30"
-    masquerade_bit: int = 14
-    #: ``--ipvs-strict-arp``. It changes only two sysctls (see :meth:`IPVSRules.sysctls`), not the rules.
-    strict_arp: bool = False
-    #: ``--nodeport-addresses`` CIDRs, or ``primary``. Empty means every address on the node except
-    #: loopback.
-    node_port_addresses: tuple[str, ...] = ()
-    masquerade_all: bool = False
-    #: The node's iptables has ``--random-fully`` (1.6.2+, which is every current distribution).
-    random_fully: bool = True
-    ip_family: IPFamily = "IPv4"
-    #: Addresses on the node's interfaces other than kube-ipvs0, used for NodePorts and to decide which
-    #: external and load-balancer IPs to bind. The default is ``node_ips``.
-    interface_addresses: tuple[str, ...] | None = None
-    #: Labels of this node, for topology hints. When None they come from the Node objects.
-    node_labels: Mapping[str, str] | None = None
-    #: A terminating endpoint that kube-proxy used before it started terminating is assumed to still carry
-    #: connections. kube-proxy's graceful termination then keeps it with weight 0 (``GracefulDeleteRS``).
-    #: False: the connections are assumed gone, so the real server is gone too.
-    drain_terminating: bool = True
-
-    def __post_init__(self) -> None:
-        for name in ("node_ips", "node_port_addresses", "interface_addresses"):
-            value = getattr(self, name)
-            if value is not None and not isinstance(value, tuple):
-                object.__setattr__(self, name, tuple(value))
-        if not self.scheduler:
-            object.__setattr__(self, "scheduler", "rr")
-        if self.ip_family not in ("IPv4", "IPv6"):
-            raise ValueError(f"ip_family must be IPv4 or IPv6, not {self.ip_family!r}")
-        if parse_version(self.kube_version) < OLDEST:
-            raise ValueError(f"kube-proxy {self.kube_version} is not modelled in IPVS mode: the layout before "
-                             "1.26 (nat KUBE-FIREWALL, NodePorts on 127.0.0.1, no KUBE-IPVS-FILTER) differs")
-
-    @property
-    def version(self) -> tuple[int, int]:
-        return parse_version(self.kube_version)
-
-    @property
-    def is_ipv6(self) -> bool:
-        return self.ip_family == "IPv6"
-
-    @property
-    def mark(self) -> str:
-        """``fmt.Sprintf("%#08x", 1<<bit)``. Go pads the digits alone, so bit 14 gives ``0x00004000``."""
-        return f"0x{1 << self.masquerade_bit:08x}"
 
 
 # --------------------------------------------------------------------------- results
@@ -359,25 +292,10 @@ def _entry_key(entry: str) -> tuple[object, ...]:
 
 
 @dataclass(frozen=True)
-class IptRule:
-    """One ``-A CHAIN args`` rule. ``args`` are exactly as kube-proxy writes them (restore form)."""
-
-    table: str
-    chain: str
-    args: tuple[str, ...]
-
-    def restore_text(self) -> str:
-        return " ".join(("-A", self.chain, *self.args))
-
-    def save_text(self, ipv6: bool = False) -> str:
-        return _save_line(self.chain, self.args, ipv6)
-
-
-@dataclass(frozen=True)
 class IPVSRules:
     """The result of :func:`generate_ipvs`."""
 
-    config: IPVSConfig
+    config: ProxyConfig
     virtual_servers: tuple[VirtualServer, ...]
     ipsets: tuple[IPSet, ...]
     #: table -> kube-proxy's chain lines (``iptablesChains``), in its order.
@@ -423,25 +341,18 @@ class IPVSRules:
 
     # -- iptables --------------------------------------------------------------------------
     def all_chains(self, table: str) -> list[str]:
-        user = sorted(set(self.chains.get(table, ())) - set(BUILTIN_CHAINS[table]))
-        return list(BUILTIN_CHAINS[table]) + user
+        return user_and_builtin_chains(table, self.chains.get(table, ()))
+
+    def loaded_rules(self, table: str) -> list[IptRule]:
+        """The rules of a table as loaded: the built-in chains' jumps, then kube-proxy's rules."""
+        return [*self.jumps.get(table, ()), *self.rules.get(table, ())]
 
     def chain_rules(self, table: str, chain: str) -> list[IptRule]:
-        """The rules of one chain as loaded: the built-in chains' jumps, then kube-proxy's rules."""
-        return [r for r in (*self.jumps.get(table, ()), *self.rules.get(table, ())) if r.chain == chain]
+        return [r for r in self.loaded_rules(table) if r.chain == chain]
 
     def iptables_save(self) -> str:
         """What ``iptables-save`` (1.8.9) prints for the filter and nat tables, if the node has nothing else."""
-        out: list[str] = []
-        for table in TABLES:
-            out.append(f"*{table}")
-            chains = self.all_chains(table)
-            for c in chains:
-                out.append(f":{c} ACCEPT [0:0]" if c in BUILTIN_CHAINS[table] else f":{c} - [0:0]")
-            for c in chains:
-                out.extend(r.save_text(self.ipv6) for r in self.chain_rules(table, c))
-            out.append("COMMIT")
-        return "\n".join(out) + "\n"
+        return iptables_save(self.chains, [r for t in SAVE_TABLES for r in self.loaded_rules(t)], self.ipv6)
 
     def iptables_restore(self) -> str:
         """kube-proxy's own ``RestoreAll`` input (``--noflush``): nat chains and rules, then filter's."""
@@ -462,27 +373,12 @@ class IPVSRules:
     def ip_addr_json(self, node_ips: Iterable[str] | None = None) -> str:
         """An ``ip -j addr`` of the node: ``lo``, ``eth0`` carrying ``node_ips`` (``ip`` or ``ip/prefix``;
         /24 and /64 by default), and ``kube-ipvs0`` carrying the Service addresses."""
-        ips = list(node_ips) if node_ips is not None else list(self.config.node_ips)
-        lo = _link(1, "lo", ["LOOPBACK", "UP", "LOWER_UP"], 65536, "noqueue", "UNKNOWN", "loopback",
-                   "00:00:00:00:00:00", "00:00:00:00:00:00", [
-                       _addr("inet", "127.0.0.1", 8, "host", "lo"), _addr("inet6", "::1", 128, "host", None)])
-        eth_addrs = []
-        for text in ips:
-            iface = ipaddress.ip_interface(text if "/" in text else f"{text}/{64 if ':' in text else 24}")
-            if iface.version == 6:
-                eth_addrs.append(_addr("inet6", str(iface.ip), iface.network.prefixlen, "global", None))
-            else:
-                plen = iface.network.prefixlen
-                eth_addrs.append(_addr("inet", str(iface.ip), plen, "global", "eth0",
-                                       str(iface.network.broadcast_address) if plen < 31 else None))
         node = self.config.node_name
-        eth = _link(2, "eth0", ["BROADCAST", "MULTICAST", "UP", "LOWER_UP"], 1500, "fq_codel", "UP", "ether",
-                    _mac(node, "eth0"), "ff:ff:ff:ff:ff:ff", eth_addrs)
-        vips = [_addr("inet6" if self.ipv6 else "inet", a, 128 if self.ipv6 else 32, "global",
-                      None if self.ipv6 else DUMMY_DEVICE) for a in self.bound_addresses]
-        dummy = _link(3, DUMMY_DEVICE, ["BROADCAST", "NOARP"], 1500, "noop", "DOWN", "ether",
-                      _mac(node, DUMMY_DEVICE), "ff:ff:ff:ff:ff:ff", vips)
-        return json.dumps([lo, eth, dummy], separators=(",", ":")) + "\n"
+        vips = [addr("inet6" if self.ipv6 else "inet", a, 128 if self.ipv6 else 32, "global",
+                     None if self.ipv6 else DUMMY_DEVICE) for a in self.bound_addresses]
+        dummy = link(3, DUMMY_DEVICE, ["BROADCAST", "NOARP"], 1500, "noop", "DOWN", "ether",
+                     mac(node, DUMMY_DEVICE), "ff:ff:ff:ff:ff:ff", vips)
+        return ip_addr_json(node, node_ips if node_ips is not None else self.config.node_ips, [dummy])
 
     def snapshot_files(self) -> dict[str, str]:
         """The node's files of a svctrace snapshot (``nodes/<name>/``) in IPVS mode."""
@@ -498,73 +394,26 @@ class IPVSRules:
         return out
 
 
-def _link(index: int, name: str, flags: list[str], mtu: int, qdisc: str, state: str, link_type: str,
-          mac: str, broadcast: str, addrs: list[dict[str, object]]) -> dict[str, object]:
-    return {"ifindex": index, "ifname": name, "flags": flags, "mtu": mtu, "qdisc": qdisc, "operstate": state,
-            "group": "default", "txqlen": 1000, "link_type": link_type, "address": mac, "broadcast": broadcast,
-            "addr_info": addrs}
-
-
-def _addr(family: str, local: str, prefixlen: int, scope: str, label: str | None,
-          broadcast: str | None = None) -> dict[str, object]:
-    a: dict[str, object] = {"family": family, "local": local, "prefixlen": prefixlen}
-    if broadcast is not None:
-        a["broadcast"] = broadcast
-    a["scope"] = scope
-    if label is not None:
-        a["label"] = label
-    a |= {"valid_life_time": 4294967295, "preferred_life_time": 4294967295}
-    return a
-
-
-def _mac(node: str, iface: str) -> str:
-    digest = hashlib.sha256(f"{node}/{iface}".encode()).digest()
-    return ":".join(f"{b:02x}" for b in (0x02, *digest[:5]))  # locally administered
-
-
 # --------------------------------------------------------------------------- generation
 
 
-def _family_ok(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, cfg: IPVSConfig) -> bool:
-    return (ip.version == 6) == cfg.is_ipv6
-
-
-def _parse_ips(texts: Iterable[str]) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
-    out = []
-    for t in texts:
-        try:
-            ip = ipaddress.ip_interface(t.strip()).ip
-        except ValueError:
-            continue
-        if ip not in out:
-            out.append(ip)
-    return out
-
-
-def _node_address_set(cfg: IPVSConfig) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+def _node_address_set(cfg: ProxyConfig) -> list[IPAddr]:
     """``GetAllLocalAddressesExcept(kube-ipvs0)`` filtered by ``isValidForSet``: the proxier's family, no
     loopback, no IPv6 link-local."""
     addrs = cfg.interface_addresses if cfg.interface_addresses is not None else cfg.node_ips
-    return [ip for ip in _parse_ips(addrs) if _family_ok(ip, cfg) and not ip.is_loopback
+    return [ip for ip in parse_ips(addrs) if cfg.family_ok(ip) and not ip.is_loopback
             and not (ip.version == 6 and ip.is_link_local)]
 
 
-def _primary_node_ip(cfg: IPVSConfig) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    for ip in _parse_ips(cfg.node_ips):
-        if _family_ok(ip, cfg):
-            return ip
-    return None
-
-
-def _node_port_ips(cfg: IPVSConfig) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+def _node_port_ips(cfg: ProxyConfig) -> list[IPAddr]:
     """The ``nodeIPs`` of ``syncProxyRules``. With ``NewNodePortAddresses``' matchAll (no CIDR of the family, or
     a zero CIDR), they are the whole node address set. Otherwise ``GetNodeIPs`` keeps the addresses inside the
     CIDRs, without loopback."""
     nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
-    for text in cfg.node_port_addresses:
+    for text in cfg.nodeport_addresses:
         text = text.strip()
         if text == "primary":  # 1.29+: cmd/kube-proxy turns it into the node IPs
-            ip = _primary_node_ip(cfg)
+            ip = cfg.node_ip
             if ip is not None:
                 nets.append(ipaddress.ip_network(ip))
             continue
@@ -578,8 +427,8 @@ def _node_port_ips(cfg: IPVSConfig) -> list[ipaddress.IPv4Address | ipaddress.IP
     if not nets or any(n.prefixlen == 0 for n in nets):
         return sorted(every)
     addrs = cfg.interface_addresses if cfg.interface_addresses is not None else cfg.node_ips
-    return sorted(ip for ip in _parse_ips(addrs)
-                  if _family_ok(ip, cfg) and not ip.is_loopback and any(ip in n for n in nets))
+    return sorted(ip for ip in parse_ips(addrs)
+                  if cfg.family_ok(ip) and not ip.is_loopback and any(ip in n for n in nets))
 
 
 @dataclass
@@ -605,10 +454,6 @@ class _Sets:
                      for s in IPSET_INFO)
 
 
-def _port_sort_key(sp: ServicePortInfo) -> tuple[str, str]:
-    return (sp.service_port_name(), sp.protocol)
-
-
 def _chosen(sp: ServicePortInfo, eps: Sequence[EndpointInfo], only_local: bool, node: str,
             labels: Mapping[str, str]) -> tuple[EndpointInfo, ...]:
     """``syncEndpoint``'s endpoint list for one virtual server."""
@@ -620,7 +465,7 @@ def _chosen(sp: ServicePortInfo, eps: Sequence[EndpointInfo], only_local: bool, 
     return sel.cluster_endpoints or ()
 
 
-def _real_servers(sp: ServicePortInfo, eps: tuple[EndpointInfo, ...], only_local: bool, cfg: IPVSConfig,
+def _real_servers(sp: ServicePortInfo, eps: tuple[EndpointInfo, ...], only_local: bool, cfg: ProxyConfig,
                   labels: Mapping[str, str]) -> tuple[RealServer, ...]:
     chosen = _chosen(sp, eps, only_local, cfg.node_name, labels)
     used = {e.endpoint for e in chosen}
@@ -642,7 +487,7 @@ def _real_servers(sp: ServicePortInfo, eps: tuple[EndpointInfo, ...], only_local
 def generate_ipvs(
     services: Iterable[KubeObject],
     endpoint_slices: Iterable[KubeObject] | None,
-    cfg: IPVSConfig,
+    cfg: ProxyConfig,
     *,
     nodes: Iterable[KubeObject] = (),
     endpoints: Iterable[KubeObject] | None = None,
@@ -654,37 +499,19 @@ def generate_ipvs(
     (unless ``cfg.node_labels`` is set). When ``cfg.node_ips`` is empty, its InternalIP/ExternalIP
     addresses give the node IPs.
     """
-    labels: Mapping[str, str] = cfg.node_labels if cfg.node_labels is not None else {}
-    for node in nodes:
-        meta = node.get("metadata") or {}
-        if meta.get("name") != cfg.node_name:
-            continue
-        if cfg.node_labels is None:
-            labels = meta.get("labels") or {}
-        if not cfg.node_ips:
-            addrs = [str(a.get("address")) for a in (node.get("status") or {}).get("addresses") or []
-                     if a.get("type") in ("InternalIP", "ExternalIP")]
-            cfg = replace(cfg, node_ips=tuple(addrs))
-    version = cfg.version
+    cfg, labels = node_context(cfg.for_mode("ipvs"), nodes)
+    version = cfg.kube_version
+    assert version is not None
     fam = cfg.ip_family
-    slices = list(endpoint_slices) if endpoint_slices is not None else None
-    legacy = list(endpoints) if endpoints is not None else None
-
-    ports: list[tuple[ServicePortInfo, tuple[EndpointInfo, ...]]] = []
-    for svc in services:
-        for sp in service_ports(svc, ip_family=fam, kube_version=version):
-            ports.append((sp, endpoints_for_port(sp, node_name=cfg.node_name, endpoint_slices=slices,
-                                                 endpoints=legacy)))
-    ports.sort(key=lambda item: _port_sort_key(item[0]))
+    ports = collect_ports(services, endpoint_slices, endpoints, cfg)
+    plans = plan_ports(ports, cfg, labels)
 
     sets = _Sets(fam)
     node_addresses = {str(ip) for ip in _node_address_set(cfg)}
-    node_ip = _primary_node_ip(cfg)
     np_ips = [str(ip) for ip in _node_port_ips(cfg)] if any(sp.node_port for sp, _ in ports) else []
     servers: dict[tuple[str, str, int], VirtualServer] = {}
     bound: set[str] = set()
     no_node_access: list[tuple[str, str, int]] = []  # lbNoNodeAccessIPPortProtocolEntries (1.29+)
-    selections: list[EndpointSelection] = []
     notes: list[str] = []
     flags = ("mh-port",) if cfg.scheduler == "mh" else ()  # FlagSourceHash (0x10, IP_VS_SVC_F_SCHED2)
 
@@ -701,8 +528,7 @@ def generate_ipvs(
         if bind:
             bound.add(ip)
 
-    for sp, eps in ports:
-        selections.append(categorize_endpoints(sp, eps, node_name=cfg.node_name, node_labels=labels))
+    for (sp, eps), plan in zip(ports, plans, strict=True):
         proto = sp.protocol.lower()
         # Handle traffic that loops back to the originator with SNAT: every local endpoint, whatever its state.
         for e in eps:
@@ -710,30 +536,27 @@ def generate_ipvs(
                 sets.add(KUBE_LOOP_BACK, f"{e.ip},{proto}:{e.port},{e.ip}")
         # Capture the clusterIP (always bound to kube-ipvs0).
         sets.add(KUBE_CLUSTER_IP, f"{sp.cluster_ip},{proto}:{sp.port}")
-        virtual(sp, eps, sp.cluster_ip, sp.port, "ClusterIP", True, sp.internal_policy_local)
+        virtual(sp, eps, sp.cluster_ip, sp.port, "ClusterIP", True, plan.internal_local)
         # Capture externalIPs: not bound when the address is already the node's ("shouldBind").
         for eip in sp.external_ips:
-            sets.add(KUBE_EXTERNAL_IP_LOCAL if sp.external_policy_local else KUBE_EXTERNAL_IP,
+            sets.add(KUBE_EXTERNAL_IP_LOCAL if plan.external_local else KUBE_EXTERNAL_IP,
                      f"{eip},{proto}:{sp.port}")
-            virtual(sp, eps, eip, sp.port, "ExternalIP", eip not in node_addresses, sp.external_policy_local)
+            virtual(sp, eps, eip, sp.port, "ExternalIP", eip not in node_addresses, plan.external_local)
         # Capture load-balancer ingress.
         for lbip in sp.load_balancer_vips:
             entry = f"{lbip},{proto}:{sp.port}"
             sets.add(KUBE_LOAD_BALANCER, entry)
-            if sp.external_policy_local:
+            if plan.external_local:
                 sets.add(KUBE_LOAD_BALANCER_LOCAL, entry)
-            if sp.load_balancer_source_ranges:
+            if plan.filters_sources:
                 sets.add(KUBE_LOAD_BALANCER_FW, entry)
-                allow_from_node = False
                 for cidr in sp.load_balancer_source_ranges:
                     sets.add(KUBE_LOAD_BALANCER_SOURCE_CIDR, f"{entry},{cidr}")
-                    net = ipaddress.ip_network(cidr, strict=False)
-                    allow_from_node = allow_from_node or (node_ip is not None and node_ip in net)
-                if allow_from_node:
+                if plan.allow_from_node:
                     sets.add(KUBE_LOAD_BALANCER_SOURCE_IP, f"{entry},{lbip}")
                 else:
                     no_node_access.append((lbip, proto, sp.port))
-            virtual(sp, eps, lbip, sp.port, "LoadBalancer", lbip not in node_addresses, sp.external_policy_local)
+            virtual(sp, eps, lbip, sp.port, "LoadBalancer", lbip not in node_addresses, plan.external_local)
         if sp.node_port:
             if not np_ips:
                 # "Skip nodePort configuration": a `continue` that also skips the health check node port.
@@ -749,10 +572,10 @@ def generate_ipvs(
                 local = KUBE_NODE_PORT_LOCAL_TCP if proto == "tcp" else KUBE_NODE_PORT_LOCAL_UDP
             for entry in np_entries:
                 sets.add(plain, entry)
-                if sp.external_policy_local:
+                if plan.external_local:
                     sets.add(local, entry)
             for ip in np_ips:
-                virtual(sp, eps, ip, sp.node_port, "NodePort", False, sp.external_policy_local)
+                virtual(sp, eps, ip, sp.node_port, "NodePort", False, plan.external_local)
         if sp.health_check_node_port:
             sets.add(KUBE_HEALTH_CHECK_NODE_PORT, str(sp.health_check_node_port))
 
@@ -771,7 +594,7 @@ def generate_ipvs(
         jumps=_jumps(version),
         bound_addresses=tuple(str(ip) for ip in sorted(ipaddress.ip_address(b) for b in bound)),
         node_port_ips=tuple(np_ips),
-        selections=tuple(selections),
+        selections=tuple(p.selection for p in plans),
         notes=tuple(notes),
     )
 
@@ -779,21 +602,17 @@ def generate_ipvs(
 # --------------------------------------------------------------------------- iptables
 
 
-def _q(text: str) -> str:
-    return f'"{text}"'
-
-
-def _chains(version: tuple[int, int]) -> dict[str, tuple[str, ...]]:
+def _chains(version: str) -> dict[str, tuple[str, ...]]:
     """``iptablesChains``: the chains kube-proxy declares (and ``EnsureChain``s)."""
     nat = ("KUBE-SERVICES", "KUBE-POSTROUTING", "KUBE-NODE-PORT", "KUBE-LOAD-BALANCER", "KUBE-MARK-MASQ")
     flt = ["KUBE-FORWARD", "KUBE-NODE-PORT", "KUBE-PROXY-FIREWALL", "KUBE-SOURCE-RANGES-FIREWALL",
            "KUBE-IPVS-FILTER"]
-    if version >= (1, 29):
+    if has(version, "ipvs-out-filter-chain"):
         flt.append("KUBE-IPVS-OUT-FILTER")
     return {"nat": nat, "filter": tuple(flt)}
 
 
-def _jumps(version: tuple[int, int]) -> dict[str, tuple[IptRule, ...]]:
+def _jumps(version: str) -> dict[str, tuple[IptRule, ...]]:
     """``iptablesJumpChain``, each ``EnsureRule(Prepend)``ed: the last one for a chain ends up first."""
     spec = [
         ("nat", "OUTPUT", "KUBE-SERVICES", "kubernetes service portals"),
@@ -805,19 +624,20 @@ def _jumps(version: tuple[int, int]) -> dict[str, tuple[IptRule, ...]]:
         ("filter", "FORWARD", "KUBE-PROXY-FIREWALL", "kube-proxy firewall rules"),
         ("filter", "INPUT", "KUBE-IPVS-FILTER", "kubernetes ipvs access filter"),
     ]
-    if version >= (1, 29):
+    if has(version, "ipvs-out-filter-chain"):
         spec.append(("filter", "OUTPUT", "KUBE-IPVS-OUT-FILTER", "kubernetes ipvs access filter"))
-    out: dict[str, list[IptRule]] = {t: [] for t in TABLES}
+    out: dict[str, list[IptRule]] = {t: [] for t in SAVE_TABLES}
     for table, src, dst, comment in spec:
-        out[table].insert(0, IptRule(table, src, ("-m", "comment", "--comment", _q(comment), "-j", dst)))
+        out[table].insert(0, IptRule(table, src, ("-m", "comment", "--comment", quoted(comment), "-j", dst)))
     return {t: tuple(sorted(rs, key=lambda r: BUILTIN_CHAINS[t].index(r.chain))) for t, rs in out.items()}
 
 
-def _write_iptables_rules(cfg: IPVSConfig, sets: _Sets,
+def _write_iptables_rules(cfg: ProxyConfig, sets: _Sets,
                           no_node_access: Sequence[tuple[str, str, int]]) -> tuple[
         dict[str, tuple[str, ...]], dict[str, tuple[IptRule, ...]]]:
     """``writeIptablesRules`` (with ``acceptIPVSTraffic``)."""
-    version = cfg.version
+    version = cfg.kube_version
+    assert version is not None
     mark = cfg.mark
     nat: list[IptRule] = []
     flt: list[IptRule] = []
@@ -863,7 +683,7 @@ def _write_iptables_rules(cfg: IPVSConfig, sets: _Sets,
     rule("nat", "KUBE-SERVICES", "-m", "addrtype", "--dst-type", "LOCAL", "-j", "KUBE-NODE-PORT")
     rule("nat", "KUBE-LOAD-BALANCER", "-j", "KUBE-MARK-MASQ")
     rule("filter", "KUBE-SOURCE-RANGES-FIREWALL", "-j", "DROP")
-    if version >= (1, 29):
+    if has(version, "ipvs-out-filter-chain"):
         # Disable LB access from the node: for IPVS, source and destination are both the LB IP.
         for ip, proto, port in no_node_access:
             rule("filter", "KUBE-IPVS-OUT-FILTER", "-s", ip, "-m", "ipvs", "--vaddr", ip, "--vproto", proto,
@@ -872,136 +692,17 @@ def _write_iptables_rules(cfg: IPVSConfig, sets: _Sets,
     for name in (KUBE_CLUSTER_IP, KUBE_LOAD_BALANCER):
         if not sets.empty(name):
             rule("nat", "KUBE-SERVICES", *match_set(name, "dst,dst"), "-j", "ACCEPT")
-    rule("filter", "KUBE-FORWARD", "-m", "comment", "--comment", _q("kubernetes forwarding rules"),
-         "-m", "mark", "--mark", f"{mark}/{mark}", "-j", "ACCEPT")
-    rule("filter", "KUBE-FORWARD", "-m", "comment", "--comment", _q("kubernetes forwarding conntrack rule"),
-         "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT")
+    flt.extend(forward_accept_rules(mark))
     rule("filter", "KUBE-NODE-PORT", "-m", "comment", "--comment", sets.comment(KUBE_HEALTH_CHECK_NODE_PORT),
          *match_set(KUBE_HEALTH_CHECK_NODE_PORT, "dst"), "-j", "ACCEPT")
     # KUBE-IPVS-FILTER: no access to the node's own ports through a VIP (issue #72236).
     returns = [(KUBE_LOAD_BALANCER, "dst,dst"), (KUBE_CLUSTER_IP, "dst,dst"), (KUBE_EXTERNAL_IP, "dst,dst")]
-    if version >= (1, 30):
+    if has(version, "ipvs-filter-external-ip-local"):
         returns.append((KUBE_EXTERNAL_IP_LOCAL, "dst,dst"))  # PR #121919
     returns.append((KUBE_HEALTH_CHECK_NODE_PORT, "dst"))
     for name, flags in returns:
         rule("filter", "KUBE-IPVS-FILTER", *match_set(name, flags), "-j", "RETURN")
     rule("filter", "KUBE-IPVS-FILTER", "-m", "conntrack", "--ctstate", "NEW", *match_set(KUBE_IPVS_IPS, "dst"),
          "-j", "REJECT")
-    rule("nat", "KUBE-POSTROUTING", "-m", "mark", "!", "--mark", f"{mark}/{mark}", "-j", "RETURN")
-    rule("nat", "KUBE-POSTROUTING", "-j", "MARK", "--xor-mark", mark)
-    masq = ["-m", "comment", "--comment", _q("kubernetes service traffic requiring SNAT"), "-j", "MASQUERADE"]
-    if cfg.random_fully:
-        masq.append("--random-fully")
-    rule("nat", "KUBE-POSTROUTING", *masq)
-    rule("nat", "KUBE-MARK-MASQ", "-j", "MARK", "--or-mark", mark)
+    nat.extend(masquerade_rules(mark, bool(cfg.random_fully)))
     return _chains(version), {"nat": tuple(nat), "filter": tuple(flt)}
-
-
-# --------------------------------------------------------------------------- canonical (iptables-save) form
-
-_NO_QUOTE: Final = frozenset("_-0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
-_PROTO_NUMBERS: Final = {"tcp": 6, "udp": 17, "sctp": 132}
-_CTSTATES: Final = ("INVALID", "NEW", "RELATED", "ESTABLISHED", "UNTRACKED", "SNAT", "DNAT")
-
-
-def _save_string(value: str) -> str:
-    """``xtables_save_string``: bare when only [A-Za-z0-9_-], else double-quoted with ``"``, ``\\`` and
-    ``'`` escaped."""
-    if value and all(c in _NO_QUOTE for c in value):
-        return value
-    return '"' + "".join("\\" + c if c in "\"\\'" else c for c in value) + '"'
-
-
-def _unquote(text: str) -> str:
-    return text[1:-1] if len(text) >= 2 and text[0] == text[-1] == '"' else text
-
-
-def _cidr(text: str) -> str:
-    return str(ipaddress.ip_network(text, strict=False))
-
-
-def _hexmark(text: str) -> str:
-    value, _, mask = text.partition("/")
-    out = f"0x{int(value, 0):x}"
-    if mask and int(mask, 0) != 0xFFFFFFFF:
-        out += f"/0x{int(mask, 0):x}"
-    return out
-
-
-def _save_line(chain: str, args: Sequence[str], ipv6: bool) -> str:
-    """The rule as iptables-save (1.8.9) prints it: ``-s``/``-d``/``-p`` first, then the matches in order."""
-    generic: dict[str, str] = {}
-    matches: list[tuple[str, list[tuple[bool, str, list[str]]]]] = []
-    target: list[str] = []
-    neg = False
-    i = 0
-    while i < len(args):
-        a = args[i]
-        if a == "!":
-            neg = True
-            i += 1
-        elif a in ("-s", "-d", "-p"):
-            value = args[i + 1] if a == "-p" else _cidr(args[i + 1])
-            generic[a] = ("! " if neg else "") + f"{a} {value}"
-            neg = False
-            i += 2
-        elif a == "-m":
-            matches.append((args[i + 1], []))
-            i += 2
-        elif a == "-j":
-            target = list(args[i + 1:])
-            break
-        else:
-            arity = 0 if a in ("--physdev-is-in",) else (2 if a == "--match-set" else 1)
-            matches[-1][1].append((neg, a, list(args[i + 1:i + 1 + arity])))
-            neg = False
-            i += 1 + arity
-    parts = [f"-A {chain}"] + [generic[k] for k in ("-s", "-d", "-p") if k in generic]
-    for module, opts in matches:
-        parts.append(f"-m {module}")
-        parts.extend(_save_match(module, opts, ipv6))
-    if target:
-        parts.append(f"-j {target[0]}")
-        parts.extend(_save_target(target[0], target[1:], ipv6))
-    return " ".join(parts)
-
-
-def _save_match(module: str, opts: list[tuple[bool, str, list[str]]], ipv6: bool) -> list[str]:
-    def bang(n: bool) -> str:
-        return "! " if n else ""
-
-    if module == "comment":
-        return [f"--comment {_save_string(_unquote(v[0]))}" for _, _, v in opts]
-    if module == "conntrack":
-        return [f"{bang(n)}{name} {','.join(s for s in _CTSTATES if s in v[0].split(','))}" for n, name, v in opts]
-    if module == "mark":
-        return [f"{bang(n)}--mark {_hexmark(v[0])}" for n, _, v in opts]
-    if module == "addrtype":
-        by = {name: (n, v[0]) for n, name, v in opts}
-        return [f"{bang(by[k][0])}{k} {by[k][1]}" for k in ("--src-type", "--dst-type") if k in by]
-    if module == "ipvs":  # libxt_ipvs ipvs_mt_dump: proto (as a number), vaddr/mask, vport
-        by = {name: (n, v[0]) for n, name, v in opts}
-        out = []
-        if "--vproto" in by:
-            n, p = by["--vproto"]
-            out.append(f"{bang(n)}--vproto {_PROTO_NUMBERS.get(p.lower(), p)}")
-        if "--vaddr" in by:
-            n, addr = by["--vaddr"]
-            out.append(f"{bang(n)}--vaddr {_cidr(addr)}")
-        if "--vport" in by:
-            n, port = by["--vport"]
-            out.append(f"{bang(n)}--vport {port}")
-        return out
-    return [" ".join([f"{bang(n)}{name}", *v]) for n, name, v in opts]  # set, physdev
-
-
-def _save_target(target: str, opts: Sequence[str], ipv6: bool) -> list[str]:
-    if target == "REJECT" and not opts:
-        return ["--reject-with " + ("icmp6-port-unreachable" if ipv6 else "icmp-port-unreachable")]
-    if target == "MARK" and opts:
-        value = int(opts[1], 0)
-        if opts[0] == "--or-mark":
-            return [f"--set-xmark 0x{value:x}/0x{value:x}"]
-        if opts[0] == "--xor-mark":
-            return [f"--set-xmark 0x{value:x}/0x0"]
-    return list(opts)

@@ -1,7 +1,8 @@
 """What kube-proxy in nftables mode programs on one node, recomputed from Kubernetes objects.
 
 :func:`generate_nft` takes Services, EndpointSlices (or v1 Endpoints) and Nodes as plain dicts (what
-``kubectl get -o json`` prints) and an :class:`NftConfig`, and returns :class:`NftRules`:
+``kubectl get -o json`` prints) and a :class:`~svctrace.kubeproxy.config.ProxyConfig`, and returns
+:class:`NftRules`:
 
 * :meth:`NftRules.nft_input`: the transaction kube-proxy's full sync feeds ``nft -f`` on a node where its
   table does not exist yet, each command as knftables writes it (numeric base-chain priorities,
@@ -71,34 +72,55 @@ import base64
 import hashlib
 import ipaddress
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Final, Literal
 
+from svctrace.dataplane.nftables.ir import (
+    AnonSet,
+    Binop,
+    Concat,
+    Const,
+    Ct,
+    Dynset,
+    Expr,
+    Fib,
+    Mangle,
+    Match,
+    Meta,
+    Nat,
+    Numgen,
+    Payload,
+    Prefix,
+    Range,
+    Reject,
+    SetRef,
+    Stmt,
+    Verdict,
+    VerdictStmt,
+    Vmap,
+)
+from svctrace.dataplane.nftables.ir import Element as NftElement
+from svctrace.dataplane.nftables.printer import fmt_stmt, stmt_json
+from svctrace.kubeproxy.config import IPAddr, ProxyConfig, parse_ips
 from svctrace.kubeproxy.endpoints import (
     EndpointInfo,
     EndpointSelection,
-    IPFamily,
     KubeObject,
     ServicePortInfo,
-    categorize_endpoints,
-    endpoints_for_port,
-    service_ports,
 )
 from svctrace.kubeproxy.names import join_host_port
-from svctrace.kubeproxy.render.ipvs import _addr, _link, _mac
-from svctrace.model.version import parse_version
+from svctrace.kubeproxy.plan import PortPlan, collect_ports, node_context, plan_ports
+from svctrace.kubeproxy.render.common import ip_addr_json
+from svctrace.kubeproxy.versions import has
 
 __all__ = [
-    "NftConfig",
     "NftRules",
     "endpoint_chain_name_base",
     "generate_nft",
     "service_chain_name_base",
 ]
 
-OLDEST: Final = (1, 31)
-NEWEST: Final = (1, 35)
 TABLE: Final = "kube-proxy"
 NFT_VERSION: Final = ("1.0.6", "Lester Gooch #5")  # what ruleset_json's metainfo says
 
@@ -199,73 +221,13 @@ def endpoint_chain_name_base(namespace: str, name: str, port_name: str, protocol
     return _hash_and_truncate(f"{namespace}/{name}/{protocol.lower()}/{port_name}__{ip.replace(':', '.')}/{port}")
 
 
-# --------------------------------------------------------------------------- configuration
-
-
-@dataclass(frozen=True)
-class NftConfig:
-    """How kube-proxy runs on the node, and what it finds there."""
-
-    node_name: str
-    #: The node's IPs. The first one of the proxier's family is kube-proxy's ``nodeIP`` (``primary`` NodePort
-    #: address; the node may reach a load-balancer IP whose source ranges contain it). Without
-    #: ``interface_addresses`` they are also the addresses on the node's interfaces.
-    node_ips: tuple[str, ...] = ()
-    #: ``--cluster-cidr``, the local-traffic detector. None: no detector.
-    cluster_cidr: str | None = None
-    kube_version: str = "1.31"
-    masquerade_bit: int = 14
-    #: ``--nodeport-addresses`` CIDRs or ``primary``. Empty: ``primary``, the nftables-mode default.
-    node_port_addresses: tuple[str, ...] = ()
-    ip_family: IPFamily = "IPv4"
-    #: Service CIDRs kube-proxy knows (``ServiceCIDR`` objects); they get the "unallocated ClusterIPs" drop.
-    service_cidrs: tuple[str, ...] = ()
-    masquerade_all: bool = False
-    #: Addresses on the node's interfaces, for ``nodeport-ips``. The default is ``node_ips``.
-    interface_addresses: tuple[str, ...] | None = None
-    #: Labels of this node, for topology hints. When None they come from the Node objects.
-    node_labels: Mapping[str, str] | None = None
-    #: The mark as kube-proxy writes it into its rules. None: ``fmt.Sprintf("%#08x", 1<<masquerade_bit)``
-    #: (``0x00004000``). kube-proxy's unit tests set ``0x4000``.
-    masquerade_mark: str | None = None
-
-    def __post_init__(self) -> None:
-        for name in ("node_ips", "node_port_addresses", "service_cidrs", "interface_addresses"):
-            value = getattr(self, name)
-            if value is not None and not isinstance(value, tuple):
-                object.__setattr__(self, name, tuple(value))
-        if self.ip_family not in ("IPv4", "IPv6"):
-            raise ValueError(f"ip_family must be IPv4 or IPv6, not {self.ip_family!r}")
-        version = parse_version(self.kube_version)
-        if version < OLDEST:
-            raise ValueError(f"kube-proxy {self.kube_version} is not modelled in nftables mode: 1.29 and 1.30 had "
-                             "one endpoints-check chain and other base chains")
-        if version > NEWEST:
-            raise ValueError(f"kube-proxy {self.kube_version} is not modelled in nftables mode: 1.36 dropped the "
-                             "endpoint chains (dnat ip to numgen map, hairpin-connections set)")
-
-    @property
-    def version(self) -> tuple[int, int]:
-        return parse_version(self.kube_version)
-
-    @property
-    def layout(self) -> Layout:
-        """``pre-dnat-filter`` (1.31-1.33: filter chains at -110) or ``post-dnat-filter`` (1.34+)."""
-        return "post-dnat-filter" if self.version >= (1, 34) else "pre-dnat-filter"
-
-    @property
-    def is_ipv6(self) -> bool:
-        return self.ip_family == "IPv6"
-
-    @property
-    def mark(self) -> str:
-        return self.masquerade_mark or f"0x{1 << self.masquerade_bit:08x}"
+def layout(cfg: ProxyConfig) -> Layout:
+    """``pre-dnat-filter`` (1.31-1.33: filter chains at -110) or ``post-dnat-filter`` (1.34+)."""
+    return "post-dnat-filter" if has(cfg.kube_version, "nft-post-dnat-filter") else "pre-dnat-filter"
 
 
 # --------------------------------------------------------------------------- nft values
 
-
-IPAddr = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 @dataclass(frozen=True)
@@ -357,38 +319,35 @@ class _Element:
 
 @dataclass(frozen=True)
 class _Part:
-    """One statement of a rule: as kube-proxy writes it, as ``nft list`` prints it, as ``nft -j`` prints it."""
+    """One statement of a rule: as kube-proxy writes it (knftables' input) and as nft holds it (the dataplane's
+    IR, printed by its printer for ``nft list`` and ``nft -j``)."""
 
     inp: str
-    text: str
-    json: dict[str, Any]
+    stmt: Stmt
     anon: bool = False  # creates an anonymous set (takes a handle)
 
+    @property
+    def text(self) -> str:
+        return fmt_stmt(self.stmt)
 
-def _payload(fam: str, fld: str) -> dict[str, Any]:
-    return {"payload": {"protocol": fam, "field": fld}}
+    def json(self, fam: str) -> dict[str, Any]:
+        return stmt_json(self.stmt, fam)
 
 
-def _addr_value(text: str) -> tuple[str, Any]:
-    """An address or CIDR as nft prints it (a full-length prefix is an address) and its JSON."""
+def _addr_expr(text: str) -> Expr:
+    """An address or CIDR as nft holds it (a full-length prefix is an address)."""
     if "/" not in text:
-        addr = str(ipaddress.ip_address(text))
-        return addr, addr
+        return Const(str(ipaddress.ip_address(text)))
     net = ipaddress.ip_network(text, strict=False)
     if net.prefixlen == net.max_prefixlen:
-        return str(net.network_address), str(net.network_address)
-    return str(net), {"prefix": {"addr": str(net.network_address), "len": net.prefixlen}}
+        return Const(str(net.network_address))
+    return Prefix(str(net.network_address), net.prefixlen)
 
 
 def _match_addr(fam: str, fld: str, value: str, neg: bool = False) -> _Part:
     """``ip daddr 1.2.3.4``, ``ip saddr != 10.0.0.0/8``, ``ip daddr @set``."""
-    op = "!= " if neg else ""
-    if value.startswith("@"):
-        text, js = value, value
-    else:
-        text, js = _addr_value(value)
-    return _Part(f"{fam} {fld} {op}{value}", f"{fam} {fld} {op}{text}",
-                 {"match": {"op": "!=" if neg else "==", "left": _payload(fam, fld), "right": js}})
+    right = SetRef(value[1:]) if value.startswith("@") else _addr_expr(value)
+    return _Part(f"{fam} {fld} {'!= ' if neg else ''}{value}", Match(Payload(fam, fld), "!=" if neg else "==", right))
 
 
 def _interval(text: str) -> tuple[int, int, bool]:
@@ -399,26 +358,23 @@ def _interval(text: str) -> tuple[int, int, bool]:
     return ip, ip, False
 
 
-def _interval_text(lo: int, hi: int, v6: bool) -> tuple[str, Any]:
+def _interval_expr(lo: int, hi: int, v6: bool) -> Expr:
     make = ipaddress.IPv6Address if v6 else ipaddress.IPv4Address
     if lo == hi:
-        return str(make(lo)), str(make(lo))
+        return Const(str(make(lo)))
     size = hi - lo + 1
     if size & (size - 1) == 0 and lo % size == 0:
-        plen = (128 if v6 else 32) - (size.bit_length() - 1)
-        return f"{make(lo)}/{plen}", {"prefix": {"addr": str(make(lo)), "len": plen}}
-    return f"{make(lo)}-{make(hi)}", {"range": [str(make(lo)), str(make(hi))]}
+        return Prefix(str(make(lo)), (128 if v6 else 32) - (size.bit_length() - 1))
+    return Range(str(make(lo)), str(make(hi)))
 
 
 def _match_anon(fam: str, fld: str, items: Sequence[str], inp_items: str, neg: bool = False) -> _Part:
     """``ip saddr != { a , b }``. One element written: nft folds the set into a plain comparison. Otherwise an
     anonymous set, an interval one (merged, adjacent ranges joined) when an element is a prefix."""
-    op = "!= " if neg else ""
-    jop = "!=" if neg else "=="
-    inp = f"{fam} {fld} {op}{{ {inp_items} }}"
+    inp = f"{fam} {fld} {'!= ' if neg else ''}{{ {inp_items} }}"
+    op = "!=" if neg else "=="
     if len(items) == 1:
-        text, js = _addr_value(items[0])
-        return _Part(inp, f"{fam} {fld} {op}{text}", {"match": {"op": jop, "left": _payload(fam, fld), "right": js}})
+        return _Part(inp, Match(Payload(fam, fld), op, _addr_expr(items[0])))
     v6 = fam == "ip6"
     spans = sorted(_interval(i) for i in items)
     if any(is_range for _, _, is_range in spans):
@@ -428,83 +384,66 @@ def _match_anon(fam: str, fld: str, items: Sequence[str], inp_items: str, neg: b
                 merged[-1][1] = max(merged[-1][1], hi)
             else:
                 merged.append([lo, hi])
-        shown = [_interval_text(lo, hi, v6) for lo, hi in merged]
+        shown = [_interval_expr(lo, hi, v6) for lo, hi in merged]
     else:
-        shown = [_interval_text(lo, lo, v6) for lo in sorted({lo for lo, _, _ in spans})]
-    text = f"{fam} {fld} {op}{{ " + ", ".join(t for t, _ in shown) + " }"
-    return _Part(inp, text, {"match": {"op": jop, "left": _payload(fam, fld), "right": {"set": [j for _, j in shown]}}},
-                 anon=True)
+        shown = [_interval_expr(lo, lo, v6) for lo in sorted({lo for lo, _, _ in spans})]
+    return _Part(inp, Match(Payload(fam, fld), op, AnonSet(tuple(NftElement(e) for e in shown))), anon=True)
 
 
 def _ct_new() -> _Part:
-    return _Part("ct state new", "ct state new",
-                 {"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": "new"}})
+    return _Part("ct state new", Match(Ct("state"), "implicit", Const("new")))
 
 
 def _fib_local(fld: str) -> _Part:
-    text = f"fib {fld} type local"
-    return _Part(text, text, {"match": {"op": "==", "left": {"fib": {"result": "type", "flags": [fld]}},
-                                        "right": "local"}})
+    return _Part(f"fib {fld} type local", Match(Fib((fld,), "type"), "==", Const("local")))
 
 
 def _l4proto(proto: str) -> _Part:
-    text = f"meta l4proto {proto}"
-    return _Part(text, text, {"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": proto}})
+    return _Part(f"meta l4proto {proto}", Match(Meta("l4proto"), "==", Const(proto)))
 
 
-def _verdict(v: str, fam: str = "ip") -> _Part:
+def _verdict(v: str) -> _Part:
     if v == "reject":
-        return _Part("reject", "reject",
-                     {"reject": {"type": "icmpv6" if fam == "ip6" else "icmp", "expr": "port-unreachable"}})
-    return _Part(v, v, _parse_verdict(v).json())
+        return _Part("reject", Reject())
+    kind, _, target = v.partition(" ")
+    return _Part(v, VerdictStmt(Verdict(kind, target or None)))
 
 
 def _vmap(fam: str | None, name: str) -> _Part:
     """``ip daddr . meta l4proto . th dport vmap @name`` (``fam`` None: ``meta l4proto . th dport``)."""
-    keys = [{"meta": {"key": "l4proto"}}, _payload("th", "dport")]
-    text = "meta l4proto . th dport"
+    keys: tuple[Expr, ...] = (Meta("l4proto"), Payload("th", "dport"))
     if fam is not None:
-        keys.insert(0, _payload(fam, "daddr"))
-        text = f"{fam} daddr . " + text
-    return _Part(f"{text} vmap @{name}", f"{text} vmap @{name}",
-                 {"vmap": {"key": {"concat": keys}, "data": "@" + name}})
+        keys = (Payload(fam, "daddr"), *keys)
+    part = _Part("", Vmap(Concat(keys), SetRef(name)))
+    return replace(part, inp=part.text)
 
 
 def _mark_set(op: str, mark: str) -> _Part:
     sym = {"or": "|", "xor": "^"}[op]
-    value = int(mark, 0)
-    return _Part(f"mark set mark {op} {mark}", f"meta mark set meta mark {sym} 0x{value:08x}",
-                 {"mangle": {"key": {"meta": {"key": "mark"}}, "value": {sym: [{"meta": {"key": "mark"}}, value]}}})
+    return _Part(f"mark set mark {op} {mark}", Mangle(Meta("mark"), Binop(sym, Meta("mark"), Const(int(mark, 0)))))
 
 
 def _mark_clear_check(mark: str) -> _Part:
-    value = int(mark, 0)
-    return _Part(f"mark and {mark} == 0", f"meta mark & 0x{value:08x} == 0x00000000",
-                 {"match": {"op": "==", "left": {"&": [{"meta": {"key": "mark"}}, value]}, "right": 0}})
+    return _Part(f"mark and {mark} == 0", Match(Binop("&", Meta("mark"), Const(int(mark, 0))), "==", Const(0)))
 
 
 def _masquerade() -> _Part:
-    return _Part("masquerade fully-random", "masquerade fully-random", {"masquerade": {"flags": "fully-random"}})
+    return _Part("masquerade fully-random", Nat("masquerade", flags=("fully-random",)))
 
 
 def _dnat(ip: str, port: int) -> _Part:
-    text = f"dnat to {join_host_port(ip, port)}"
-    return _Part(text, text, {"dnat": {"addr": ip, "port": port}})
+    return _Part(f"dnat to {join_host_port(ip, port)}", Nat("dnat", addr=Const(ip), port=Const(port)))
 
 
 def _update(fam: str, set_name: str) -> _Part:
-    text = f"update @{set_name} {{ {fam} saddr }}"
-    return _Part(text, text, {"set": {"op": "update", "elem": _payload(fam, "saddr"), "set": "@" + set_name}})
+    return _Part(f"update @{set_name} {{ {fam} saddr }}", Dynset("update", set_name, Payload(fam, "saddr")))
 
 
 def _numgen_vmap(chains: Sequence[str]) -> _Part:
     inp = " , ".join(f"{i} : goto {c}" for i, c in enumerate(chains))
-    text = ", ".join(f"{i} : goto {c}" for i, c in enumerate(chains))
-    n = len(chains)
-    return _Part(f"numgen random mod {n} vmap {{ {inp} }}", f"numgen random mod {n} vmap {{ {text} }}",
-                 {"vmap": {"key": {"numgen": {"mode": "random", "mod": n, "offset": 0}},
-                           "data": {"set": [[i, {"goto": {"target": c}}] for i, c in enumerate(chains)]}}},
-                 anon=True)
+    elements = tuple(NftElement(Const(i), Verdict("goto", c)) for i, c in enumerate(chains))
+    return _Part(f"numgen random mod {len(chains)} vmap {{ {inp} }}",
+                 Vmap(Numgen("random", len(chains)), AnonSet(elements)), anon=True)
 
 
 # --------------------------------------------------------------------------- transaction
@@ -699,7 +638,7 @@ def _elements_text(s: _StateSet) -> str:
 class NftRules:
     """The result of :func:`generate_nft`."""
 
-    config: NftConfig
+    config: ProxyConfig
     tx: _Tx = field(repr=False)
     #: The addresses in ``nodeport-ips`` (empty when NodePorts match every address).
     node_port_ips: tuple[str, ...] = ()
@@ -715,7 +654,7 @@ class NftRules:
 
     @property
     def layout(self) -> Layout:
-        return self.config.layout
+        return layout(self.config)
 
     # -- nft -f ----------------------------------------------------------------------------
     def nft_input(self, *, full: bool = False) -> str:
@@ -755,8 +694,8 @@ class NftRules:
                         take()
                 st.chains[c.name].rules.append(_StateRule(c.parts, c.comment, take()))
                 for p in c.parts:
-                    if p.json.get("set", {}).get("op") == "update":
-                        target = st.sets[p.json["set"]["set"][1:]]
+                    if isinstance(p.stmt, Dynset):
+                        target = st.sets[p.stmt.set]
                         target.size = target.size or 65535  # nft_dynset_init
             elif c.kind == "element":
                 assert c.element is not None
@@ -838,7 +777,7 @@ class NftRules:
                 robj: dict[str, Any] = {"family": fam, "table": TABLE, "chain": ch.name, "handle": r.handle}
                 if r.comment:
                     robj["comment"] = r.comment
-                robj["expr"] = [p.json for p in r.parts]
+                robj["expr"] = [p.json(fam) for p in r.parts]
                 items.append({"rule": robj})
         return {"nftables": items}
 
@@ -851,22 +790,7 @@ class NftRules:
     def ip_addr_json(self, node_ips: Iterable[str] | None = None) -> str:
         """An ``ip -j addr`` of the node: ``lo`` and ``eth0`` carrying ``node_ips`` (``ip`` or ``ip/prefix``;
         /24 and /64 by default). nftables mode puts no address on any device of its own."""
-        ips = list(node_ips) if node_ips is not None else list(self.config.node_ips)
-        lo = _link(1, "lo", ["LOOPBACK", "UP", "LOWER_UP"], 65536, "noqueue", "UNKNOWN", "loopback",
-                   "00:00:00:00:00:00", "00:00:00:00:00:00", [
-                       _addr("inet", "127.0.0.1", 8, "host", "lo"), _addr("inet6", "::1", 128, "host", None)])
-        eth_addrs = []
-        for text in ips:
-            iface = ipaddress.ip_interface(text if "/" in text else f"{text}/{64 if ':' in text else 24}")
-            if iface.version == 6:
-                eth_addrs.append(_addr("inet6", str(iface.ip), iface.network.prefixlen, "global", None))
-            else:
-                plen = iface.network.prefixlen
-                eth_addrs.append(_addr("inet", str(iface.ip), plen, "global", "eth0",
-                                       str(iface.network.broadcast_address) if plen < 31 else None))
-        eth = _link(2, "eth0", ["BROADCAST", "MULTICAST", "UP", "LOWER_UP"], 1500, "fq_codel", "UP", "ether",
-                    _mac(self.config.node_name, "eth0"), "ff:ff:ff:ff:ff:ff", eth_addrs)
-        return json.dumps([lo, eth], separators=(",", ":")) + "\n"
+        return ip_addr_json(self.config.node_name, node_ips if node_ips is not None else self.config.node_ips)
 
     def snapshot_files(self) -> dict[str, str]:
         """The node's files of a svctrace snapshot (``nodes/<name>/``) in nftables mode."""
@@ -877,29 +801,10 @@ class NftRules:
 # --------------------------------------------------------------------------- generation
 
 
-def _parse_ips(texts: Iterable[str]) -> list[IPAddr]:
-    out: list[IPAddr] = []
-    for t in texts:
-        try:
-            ip = ipaddress.ip_interface(t.strip()).ip
-        except ValueError:
-            continue
-        if ip not in out:
-            out.append(ip)
-    return out
-
-
-def _node_ip(cfg: NftConfig) -> IPAddr | None:
-    for ip in _parse_ips(cfg.node_ips):
-        if (ip.version == 6) == cfg.is_ipv6:
-            return ip
-    return None
-
-
-def _node_port_ips(cfg: NftConfig) -> tuple[bool, list[IPAddr]]:
+def _node_port_ips(cfg: ProxyConfig) -> tuple[bool, list[IPAddr]]:
     """``NewNodePortAddresses`` + ``GetNodeIPs``: (match all, the interface addresses inside the CIDRs, loopback
     left out as setupNFTables does). ``primary`` (and the empty default) is the node IP of each family."""
-    texts = list(cfg.node_port_addresses) or ["primary"]
+    texts = list(cfg.nodeport_addresses) or ["primary"]
     cidrs: list[str] = []
     for t in texts:
         t = t.strip()
@@ -907,7 +812,7 @@ def _node_port_ips(cfg: NftConfig) -> tuple[bool, list[IPAddr]]:
             cidrs.append(t)
             continue
         for version, plen in ((4, 32), (6, 128)):
-            ip = next((x for x in _parse_ips(cfg.node_ips) if x.version == version), None)
+            ip = next((x for x in parse_ips(cfg.node_ips) if x.version == version), None)
             if ip is not None and not ip.is_loopback:
                 cidrs.append(f"{ip}/{plen}")
     nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
@@ -921,16 +826,16 @@ def _node_port_ips(cfg: NftConfig) -> tuple[bool, list[IPAddr]]:
     if not nets or any(n.prefixlen == 0 for n in nets):
         return True, []
     addrs = cfg.interface_addresses if cfg.interface_addresses is not None else cfg.node_ips
-    found = [ip for ip in _parse_ips(addrs) if (ip.version == 6) == cfg.is_ipv6 and any(ip in n for n in nets)]
+    found = [ip for ip in parse_ips(addrs) if (ip.version == 6) == cfg.is_ipv6 and any(ip in n for n in nets)]
     return False, [ip for ip in found if not ip.is_loopback]
 
 
-def _setup(tx: _Tx, cfg: NftConfig, fam: str, match_all: bool, np_ips: Sequence[IPAddr]) -> None:
+def _setup(tx: _Tx, cfg: ProxyConfig, fam: str, match_all: bool, np_ips: Sequence[IPAddr]) -> None:
     """``setupNFTables``."""
     addr_type = "ipv6_addr" if cfg.is_ipv6 else "ipv4_addr"
     no_localhost = _match_addr(fam, "daddr", "::1" if cfg.is_ipv6 else "127.0.0.0/8", neg=True)
-    base = _BASE_1_34 if cfg.layout == "post-dnat-filter" else _BASE_1_31
-    jumps = _JUMPS_1_34 if cfg.layout == "post-dnat-filter" else _JUMPS_1_31
+    base = _BASE_1_34 if layout(cfg) == "post-dnat-filter" else _BASE_1_31
+    jumps = _JUMPS_1_34 if layout(cfg) == "post-dnat-filter" else _JUMPS_1_31
     mark = cfg.mark
 
     tx.add(_Cmd("add", "table", comment="rules for kube-proxy"))
@@ -951,7 +856,7 @@ def _setup(tx: _Tx, cfg: NftConfig, fam: str, match_all: bool, np_ips: Sequence[
     tx.rule(MASQUERADING, _masquerade())
 
     tx.set(_SetSpec(CLUSTER_IPS, (addr_type,), comment="Active ClusterIPs"))
-    tx.rule(CLUSTER_IPS_CHECK, _match_addr(fam, "daddr", "@" + CLUSTER_IPS), _verdict("reject", fam),
+    tx.rule(CLUSTER_IPS_CHECK, _match_addr(fam, "daddr", "@" + CLUSTER_IPS), _verdict("reject"),
             comment="Reject traffic to invalid ports of ClusterIPs")
     cidrs = [str(ipaddress.ip_network(c.strip(), strict=False)) for c in cfg.service_cidrs
              if (ipaddress.ip_network(c.strip(), strict=False).version == 6) == cfg.is_ipv6]
@@ -976,7 +881,7 @@ def _setup(tx: _Tx, cfg: NftConfig, fam: str, match_all: bool, np_ips: Sequence[
                     comment="vmap to drop or reject packets to service nodeports with no endpoints"))
     tx.add(_Cmd("add", "chain", REJECT_CHAIN, comment="helper for @no-endpoint-services / @no-endpoint-nodeports"))
     tx.add(_Cmd("flush", "chain", REJECT_CHAIN, noop=True))
-    tx.rule(REJECT_CHAIN, _verdict("reject", fam))
+    tx.rule(REJECT_CHAIN, _verdict("reject"))
     tx.rule(SERVICE_ENDPOINTS_CHECK, _vmap(fam, NO_ENDPOINT_SERVICES))
     if match_all:
         tx.rule(NODEPORT_ENDPOINTS_CHECK, no_localhost, _vmap(None, NO_ENDPOINT_NODEPORTS))
@@ -1015,49 +920,31 @@ def _ep_base(sp: ServicePortInfo, ep: EndpointInfo) -> str:
     return endpoint_chain_name_base(sp.namespace, sp.name, sp.port_name, sp.protocol, ep.ip, ep.port)
 
 
-def _sync_service(tx: _Tx, cfg: NftConfig, fam: str, sp: ServicePortInfo, sel: EndpointSelection) -> None:
+_NO_ENDPOINT_VERDICT: Final = {"reject": f"goto {REJECT_CHAIN}", "drop": "drop"}
+
+
+def _sync_service(tx: _Tx, cfg: ProxyConfig, fam: str, plan: PortPlan) -> None:
     """The body of ``syncProxyRules``' loop for one Service port (a full sync: nothing skipped)."""
+    sp = plan.service_port
     addr_type = "ipv6_addr" if cfg.is_ipv6 else "ipv4_addr"
     proto = sp.protocol.lower()
     name = sp.service_port_name()
     n = _names(sp)
-    cluster_eps = sel.cluster_endpoints or ()
-    local_eps = sel.local_endpoints or ()
-    reachable = sel.all_reachable_endpoints
-    has_endpoints = sel.has_any_endpoints
+    reachable = plan.selection.all_reachable_endpoints
     affinity = sp.session_affinity_seconds
 
     for ep in reachable:
         tx.ensure_chain("endpoint-" + _ep_base(sp, ep))
-    uses_cluster = bool(cluster_eps) and sp.uses_cluster_endpoints
-    if uses_cluster:
+    if plan.uses_cluster_chain:
         tx.ensure_chain(n.cluster)
-    uses_local = bool(local_eps) and sp.uses_local_endpoints
-    if uses_local:
+    if plan.uses_local_chain:
         tx.ensure_chain(n.local)
-
-    internal_chain = n.cluster
-    has_internal = has_endpoints
-    if sp.internal_policy_local:
-        internal_chain = n.local
-        has_internal = has_internal and bool(local_eps)
-    external_policy_chain = n.cluster
-    has_external = has_endpoints
-    if sp.external_policy_local:
-        external_policy_chain = n.local
-        has_external = has_external and bool(local_eps)
-    uses_external = has_endpoints and sp.externally_accessible
-    if uses_external:
+    internal_chain = n.local if plan.internal_local else n.cluster
+    external_policy_chain = n.local if plan.external_local else n.cluster
+    if plan.uses_external_chain:
         tx.ensure_chain(n.external)
-
-    internal_verdict = external_verdict = ""
-    if not has_endpoints:
-        internal_verdict = external_verdict = f"goto {REJECT_CHAIN}"
-    else:
-        if not has_internal:
-            internal_verdict = "drop"
-        if not has_external:
-            external_verdict = "drop"
+    internal_verdict = _NO_ENDPOINT_VERDICT.get(plan.internal_no_endpoints or "", "")
+    external_verdict = _NO_ENDPOINT_VERDICT.get(plan.external_no_endpoints or "", "")
 
     def key3(ip: str, port: int) -> tuple[_Val, ...]:
         return (_Val(addr_type, ip), _Val("inet_proto", proto), _Val("inet_service", port))
@@ -1066,43 +953,44 @@ def _sync_service(tx: _Tx, cfg: NftConfig, fam: str, sp: ServicePortInfo, sel: E
         tx.element(_Element(set_name, key, _parse_verdict(verdict), comment), name)
 
     tx.element(_Element(CLUSTER_IPS, (_Val(addr_type, sp.cluster_ip),)), name)
-    if has_internal:
+    if plan.has_internal:
         elem(SERVICE_IPS, key3(sp.cluster_ip, sp.port), f"goto {internal_chain}")
     else:
         elem(NO_ENDPOINT_SERVICES, key3(sp.cluster_ip, sp.port), internal_verdict, name)
     for eip in sp.external_ips:
-        if has_endpoints:
+        if plan.has_endpoints:
             elem(SERVICE_IPS, key3(eip, sp.port), f"goto {n.external}")
-        if not has_external:
+        if not plan.has_external:
             elem(NO_ENDPOINT_SERVICES, key3(eip, sp.port), external_verdict, name)
-    uses_fw = bool(sp.load_balancer_vips) and bool(sp.load_balancer_source_ranges)
+    # nftables writes the firewall chain whether or not the port has endpoints (iptables: only with).
+    uses_fw = plan.filters_sources
     if uses_fw:
         tx.ensure_chain(n.firewall)
     for lbip in sp.load_balancer_vips:
-        if has_endpoints:
+        if plan.has_endpoints:
             elem(SERVICE_IPS, key3(lbip, sp.port), f"goto {n.external}")
         if uses_fw:
             elem(FIREWALL_IPS, key3(lbip, sp.port), f"goto {n.firewall}")
-    if not has_external:
+    if not plan.has_external:
         for lbip in sp.load_balancer_vips:
             elem(NO_ENDPOINT_SERVICES, key3(lbip, sp.port), external_verdict, name)
     if sp.node_port:
         np_key = (_Val("inet_proto", proto), _Val("inet_service", sp.node_port))
-        if has_endpoints:
+        if plan.has_endpoints:
             elem(SERVICE_NODEPORTS, np_key, f"goto {n.external}")
-        if not has_external:
+        if not plan.has_external:
             elem(NO_ENDPOINT_NODEPORTS, np_key, external_verdict, name)
 
     # Internal traffic: masquerade off-cluster traffic to the ClusterIP.
-    if has_internal:
+    if plan.has_internal:
         if cfg.masquerade_all:
             tx.rule(internal_chain, _match_addr(fam, "daddr", sp.cluster_ip), _verdict(f"jump {MARK_MASQ}"))
         elif cfg.cluster_cidr:
             tx.rule(internal_chain, _match_addr(fam, "daddr", sp.cluster_ip),
                     _match_addr(fam, "saddr", _cidr(cfg.cluster_cidr), neg=True), _verdict(f"jump {MARK_MASQ}"))
     # External traffic.
-    if uses_external:
-        if not sp.external_policy_local:
+    if plan.uses_external_chain:
+        if not plan.external_local:
             tx.rule(n.external, _verdict(f"jump {MARK_MASQ}"))
         else:
             if cfg.cluster_cidr:
@@ -1111,24 +999,19 @@ def _sync_service(tx: _Tx, cfg: NftConfig, fam: str, sp: ServicePortInfo, sel: E
             tx.rule(n.external, _fib_local("saddr"), _verdict(f"jump {MARK_MASQ}"), comment="masquerade local traffic")
             tx.rule(n.external, _fib_local("saddr"), _verdict(f"goto {n.cluster}"),
                     comment="short-circuit local traffic")
-        if has_external:
+        if plan.has_external:
             tx.rule(n.external, _verdict(f"goto {external_policy_chain}"))
     if uses_fw:
-        sources = list(sp.load_balancer_source_ranges)
-        node_ip = _node_ip(cfg)
-        allow_from_node = node_ip is not None and any(
-            node_ip in ipaddress.ip_network(c, strict=False) for c in sources)
-        if allow_from_node:
-            sources += list(sp.load_balancer_vips)
+        sources = list(plan.allowed_sources)
         tx.rule(n.firewall, _match_anon(fam, "saddr", sources, " , ".join(sources), neg=True), _verdict("drop"))
     if affinity is not None:
         for ep in reachable:
             tx.set(_SetSpec("affinity-" + _ep_base(sp, ep), (addr_type,), flags=("dynamic", "timeout"),
                             timeout=affinity))
-    if uses_cluster:
-        _service_to_endpoints(tx, fam, sp, n.cluster, cluster_eps)
-    if uses_local:
-        _service_to_endpoints(tx, fam, sp, n.local, local_eps)
+    if plan.uses_cluster_chain:
+        _service_to_endpoints(tx, fam, sp, n.cluster, plan.cluster_endpoints)
+    if plan.uses_local_chain:
+        _service_to_endpoints(tx, fam, sp, n.local, plan.local_endpoints)
     for ep in reachable:
         chain = "endpoint-" + _ep_base(sp, ep)
         tx.rule(chain, _match_addr(fam, "saddr", ep.ip), _verdict(f"jump {MARK_MASQ}"))
@@ -1153,7 +1036,7 @@ def _cidr(text: str) -> str:
 def generate_nft(
     services: Iterable[KubeObject],
     endpoint_slices: Iterable[KubeObject] | None,
-    cfg: NftConfig,
+    cfg: ProxyConfig,
     *,
     nodes: Iterable[KubeObject] = (),
     endpoints: Iterable[KubeObject] | None = None,
@@ -1164,35 +1047,13 @@ def generate_nft(
     Endpoints in ``endpoints``. The Node named ``cfg.node_name`` in ``nodes`` gives the node's labels (unless
     ``cfg.node_labels`` is set) and, when ``cfg.node_ips`` is empty, its InternalIP/ExternalIP addresses.
     """
-    labels: Mapping[str, str] = cfg.node_labels if cfg.node_labels is not None else {}
-    for node in nodes:
-        meta = node.get("metadata") or {}
-        if meta.get("name") != cfg.node_name:
-            continue
-        if cfg.node_labels is None:
-            labels = meta.get("labels") or {}
-        if not cfg.node_ips:
-            addrs = [str(a.get("address")) for a in (node.get("status") or {}).get("addresses") or []
-                     if a.get("type") in ("InternalIP", "ExternalIP")]
-            cfg = replace(cfg, node_ips=tuple(addrs))
+    cfg, labels = node_context(cfg.for_mode("nftables"), nodes)
     fam = "ip6" if cfg.is_ipv6 else "ip"
-    slices = list(endpoint_slices) if endpoint_slices is not None else None
-    legacy = list(endpoints) if endpoints is not None else None
-
-    ports: list[tuple[ServicePortInfo, tuple[EndpointInfo, ...]]] = []
-    for svc in services:
-        for sp in service_ports(svc, ip_family=cfg.ip_family, kube_version=cfg.version):
-            ports.append((sp, endpoints_for_port(sp, node_name=cfg.node_name, endpoint_slices=slices,
-                                                 endpoints=legacy)))
-    ports.sort(key=lambda item: (item[0].service_port_name(), item[0].protocol))
-
+    plans = plan_ports(collect_ports(services, endpoint_slices, endpoints, cfg), cfg, labels)
     match_all, np_ips = _node_port_ips(cfg)
     tx = _Tx(fam)
     _setup(tx, cfg, fam, match_all, np_ips)
-    selections: list[EndpointSelection] = []
-    for sp, eps in ports:
-        sel = categorize_endpoints(sp, eps, node_name=cfg.node_name, node_labels=labels)
-        selections.append(sel)
-        _sync_service(tx, cfg, fam, sp, sel)
+    for plan in plans:
+        _sync_service(tx, cfg, fam, plan)
     return NftRules(config=cfg, tx=tx, node_port_ips=tuple(str(ip) for ip in np_ips), node_ports_match_all=match_all,
-                    selections=tuple(selections), notes=tuple(tx.notes))
+                    selections=tuple(p.selection for p in plans), notes=tuple(tx.notes))

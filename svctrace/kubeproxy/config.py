@@ -1,0 +1,150 @@
+"""How kube-proxy runs on one node, and what it finds there: the one configuration of the three renderers.
+
+:class:`ProxyConfig` holds kube-proxy's flags (``--cluster-cidr``, ``--masquerade-bit``, ``--nodeport-addresses``,
+...) and the node's facts (its name, IPs and labels). Most fields mean the same in every proxy mode; the few that
+belong to one mode say so. A renderer calls :meth:`ProxyConfig.for_mode` first: it fills in what the mode
+assumes when a field is left unset (``None``) and refuses a kube-proxy version the mode's renderer does not
+model.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import KW_ONLY, dataclass, replace
+from typing import Final, Literal
+
+from svctrace.kubeproxy.endpoints import IPFamily
+from svctrace.kubeproxy.versions import MODES
+from svctrace.model.version import Version, parse_version
+
+__all__ = ["IPAddr", "Mode", "ProxyConfig", "go_hex08", "parse_ips"]
+
+Mode = Literal["iptables", "ipvs", "nftables"]
+IPAddr = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+#: Whether the node's iptables has ``--random-fully`` when ``random_fully`` is not given: kube-proxy's own unit
+#: tests (the iptables corpus) run without it; IPVS mode assumes iptables 1.6.2+, every current distribution.
+_DEFAULT_RANDOM_FULLY: Final[dict[Mode, bool]] = {"iptables": False, "ipvs": True, "nftables": True}
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    """What kube-proxy needs to know about itself and the node."""
+
+    node_name: str
+    #: The node's IPs. The first one of the proxier's family is kube-proxy's ``nodeIP`` (the node itself may
+    #: reach a load-balancer IP whose ``loadBalancerSourceRanges`` contain it; nftables mode's ``primary``
+    #: NodePort address). When empty, the renderers take the InternalIP/ExternalIP of the Node object.
+    node_ips: tuple[str, ...] = ()
+    #: ``--cluster-cidr``: the pod range of kube-proxy's local-traffic detector. None: no detector (no
+    #: ``! -s CIDR`` masquerade rules, no pod short-circuit; IPVS mode matches ``KUBE-CLUSTER-IP`` ``src,dst``).
+    cluster_cidr: str | None = None
+    _: KW_ONLY
+    #: None: the mode's default in :data:`svctrace.kubeproxy.versions.MODES`.
+    kube_version: str | None = None
+    ip_family: IPFamily = "IPv4"
+    masquerade_bit: int = 14
+    #: The mark as kube-proxy spells it in its rules; None: ``fmt.Sprintf("%#08x", 1<<bit)`` = ``0x00004000``
+    #: (kube-proxy's unit tests' fake proxier uses ``0x4000``).
+    masquerade_mark: str | None = None
+    masquerade_all: bool = False
+    #: ``--nodeport-addresses`` CIDRs (or ``primary``). Empty: the mode's default -- every local address
+    #: (iptables; IPVS without loopback), the node IP of the family (nftables, ``primary`` since 1.29).
+    nodeport_addresses: tuple[str, ...] = ()
+    #: Addresses on the node's interfaces (kube-ipvs0 aside), for nodePortAddresses and IPVS's ``shouldBind``.
+    #: None: ``node_ips`` (iptables mode adds the loopback addresses).
+    interface_addresses: tuple[str, ...] | None = None
+    #: Labels of this node (the zone, for topology hints); taken from the Node objects when None.
+    node_labels: Mapping[str, str] | None = None
+    #: The node's iptables supports ``--random-fully`` (on the MASQUERADE rule). None: the mode's default.
+    random_fully: bool | None = None
+
+    # -- iptables mode ----------------------------------------------------------------------------------
+    #: ``--iptables-localhost-nodeports`` (forced off unless nodePortAddresses covers 127.0.0.1).
+    localhost_nodeports: bool = True
+    #: ``nf_conntrack_tcp_be_liberal`` is set (1.29+ then skips the INVALID DROP rule).
+    conntrack_tcp_be_liberal: bool = False
+    #: Add the rules the kubelet owns: INPUT/OUTPUT jumps to KUBE-FIREWALL and its localnet rule, and before
+    #: 1.25 the KUBE-MARK-DROP mark rule and its KUBE-FIREWALL DROP.
+    kubelet_rules: bool = False
+
+    # -- IPVS mode --------------------------------------------------------------------------------------
+    #: ``--ipvs-scheduler``. An empty value is kube-proxy's default, ``rr``.
+    scheduler: str = "rr"
+    #: ``--ipvs-strict-arp``. It changes only two sysctls, not the rules.
+    strict_arp: bool = False
+    #: A terminating endpoint that kube-proxy used before it started terminating is assumed to still carry
+    #: connections: graceful termination keeps it with weight 0 (``GracefulDeleteRS``). False: gone.
+    drain_terminating: bool = True
+
+    # -- nftables mode ----------------------------------------------------------------------------------
+    #: Service CIDRs kube-proxy knows (``ServiceCIDR`` objects); they get the "unallocated ClusterIPs" drop.
+    service_cidrs: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for name in ("node_ips", "nodeport_addresses", "interface_addresses", "service_cidrs"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, tuple):
+                object.__setattr__(self, name, tuple(value))
+        if not self.scheduler:
+            object.__setattr__(self, "scheduler", "rr")
+        if self.ip_family not in ("IPv4", "IPv6"):
+            raise ValueError(f"ip_family must be IPv4 or IPv6, not {self.ip_family!r}")
+        if self.kube_version is not None:
+            parse_version(self.kube_version)
+
+    def for_mode(self, mode: Mode) -> ProxyConfig:
+        """This configuration with the mode's defaults filled in; ValueError for a version the mode's renderer
+        does not model."""
+        cfg = replace(self, kube_version=self.kube_version or MODES[mode].default,
+                      random_fully=_DEFAULT_RANDOM_FULLY[mode] if self.random_fully is None else self.random_fully)
+        version = cfg.kube_version or MODES[mode].default
+        missing = MODES[mode].unmodelled(version)
+        if missing is not None:
+            raise ValueError(f"kube-proxy {version} is not modelled in {mode} mode: the modelled layout needs "
+                             f"{missing.says} ({missing.span_text})")
+        return cfg
+
+    @property
+    def version(self) -> Version:
+        """(major, minor) of ``kube_version`` (set by :meth:`for_mode`)."""
+        if self.kube_version is None:
+            raise ValueError("ProxyConfig.version before for_mode(): no kube_version")
+        return parse_version(self.kube_version)
+
+    @property
+    def mark(self) -> str:
+        """The masquerade mark as written in the rules: Go's ``%#08x`` pads the digits alone (``0x00004000``)."""
+        return self.masquerade_mark or go_hex08(1 << self.masquerade_bit)
+
+    @property
+    def is_ipv6(self) -> bool:
+        return self.ip_family == "IPv6"
+
+    def family_ok(self, ip: IPAddr | ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
+        """The address (or network) is of the proxier's family."""
+        return (ip.version == 6) == self.is_ipv6
+
+    @property
+    def node_ip(self) -> IPAddr | None:
+        """kube-proxy's ``nodeIP``: the first of ``node_ips`` of the proxier's family."""
+        return next((ip for ip in parse_ips(self.node_ips) if self.family_ok(ip)), None)
+
+
+def go_hex08(value: int) -> str:
+    """Go's ``%#08x``: unlike C, the zero padding applies to the digits alone (``0x00004000``)."""
+    return f"0x{value:08x}"
+
+
+def parse_ips(texts: tuple[str, ...] | list[str]) -> list[IPAddr]:
+    """The addresses of ``ip`` or ``ip/prefix`` texts, each once, in order; what does not parse is left out."""
+    out: list[IPAddr] = []
+    for t in texts:
+        try:
+            ip = ipaddress.ip_interface(t.strip()).ip
+        except ValueError:
+            continue
+        if ip not in out:
+            out.append(ip)
+    return out

@@ -1,0 +1,152 @@
+"""The per-Service-port decisions of kube-proxy's ``syncProxyRules``, made once for the three renderers.
+
+kube-proxy's iptables (1.24+) and nftables proxiers decide, for every Service port, the same things in the
+same words (``pkg/proxy/iptables/proxier.go`` and ``pkg/proxy/nftables/proxier.go``, ``syncProxyRules``:
+"Note the endpoint chains that will be used", "usesClusterPolicyChain", "hasInternalEndpoints",
+"hasExternalEndpoints", "usesExternalChain", "usesFWChain", and the REJECT/DROP "has no (local) endpoints"
+rules); its IPVS proxier asks a subset of them (``pkg/proxy/ipvs/proxier.go``: the Local sets, the
+``loadBalancerSourceRanges`` sets and whether the node itself is let through). :func:`plan_port` answers them
+as a :class:`PortPlan`; each renderer turns a plan into its own rules.
+
+The steps before the loop are shared too: :func:`node_context` (the node's labels and IPs from its Node
+object) and :func:`collect_ports` (every Service port of the family with its endpoints, sorted: kube-proxy
+walks a Go map, and its unit tests sort as well).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from typing import Literal
+
+from svctrace.kubeproxy.config import IPAddr, ProxyConfig
+from svctrace.kubeproxy.endpoints import (
+    EndpointInfo,
+    EndpointSelection,
+    KubeObject,
+    ServicePortInfo,
+    categorize_endpoints,
+    endpoints_for_port,
+    service_ports,
+)
+
+__all__ = ["NoEndpoints", "PortPlan", "allows_node", "collect_ports", "node_context", "plan_port", "plan_ports"]
+
+#: What traffic meets when it has no endpoint to go to: REJECT (``reject-chain``) when the Service port has
+#: no endpoints at all, DROP when only its Local policy finds none on this node.
+NoEndpoints = Literal["reject", "drop"]
+
+Ports = list[tuple[ServicePortInfo, tuple[EndpointInfo, ...]]]
+
+
+def node_context(cfg: ProxyConfig, nodes: Iterable[KubeObject]) -> tuple[ProxyConfig, Mapping[str, str]]:
+    """The Node named ``cfg.node_name`` gives the node's labels (unless ``cfg.node_labels`` is set) and, when
+    ``cfg.node_ips`` is empty, its InternalIP/ExternalIP addresses."""
+    labels: Mapping[str, str] = cfg.node_labels if cfg.node_labels is not None else {}
+    for node in nodes:
+        meta = node.get("metadata") or {}
+        if meta.get("name") != cfg.node_name:
+            continue
+        if cfg.node_labels is None:
+            labels = meta.get("labels") or {}
+        if not cfg.node_ips:
+            addrs = [str(a.get("address")) for a in (node.get("status") or {}).get("addresses") or []
+                     if a.get("type") in ("InternalIP", "ExternalIP")]
+            cfg = replace(cfg, node_ips=tuple(addrs))
+    return cfg, labels
+
+
+def collect_ports(services: Iterable[KubeObject], endpoint_slices: Iterable[KubeObject] | None,
+                  endpoints: Iterable[KubeObject] | None, cfg: ProxyConfig) -> Ports:
+    """Every Service port of the proxier's family with its endpoints, sorted by service port name.
+
+    A Service's endpoints come from its EndpointSlices; a Service without any slice falls back to its v1
+    Endpoints object in ``endpoints`` (old clusters)."""
+    slices = list(endpoint_slices) if endpoint_slices is not None else None
+    legacy = list(endpoints) if endpoints is not None else None
+    ports: Ports = []
+    for svc in services:
+        for sp in service_ports(svc, ip_family=cfg.ip_family, kube_version=cfg.version):
+            ports.append((sp, endpoints_for_port(sp, node_name=cfg.node_name, endpoint_slices=slices,
+                                                 endpoints=legacy)))
+    ports.sort(key=lambda item: (item[0].service_port_name(), item[0].protocol))
+    return ports
+
+
+@dataclass(frozen=True, slots=True)
+class PortPlan:
+    """What ``syncProxyRules`` decides for one Service port before it writes a rule."""
+
+    service_port: ServicePortInfo
+    selection: EndpointSelection
+    #: ``clusterEndpoints`` / ``localEndpoints`` of ``CategorizeEndpoints`` (empty when unused).
+    cluster_endpoints: tuple[EndpointInfo, ...]
+    local_endpoints: tuple[EndpointInfo, ...]
+    has_endpoints: bool
+    #: The cluster-policy (KUBE-SVC- / ``service-``) and local-policy (KUBE-SVL- / ``local-``) chains are used.
+    uses_cluster_chain: bool
+    uses_local_chain: bool
+    #: Internal (cluster IP) and external traffic go to the local-policy chain (else the cluster one).
+    internal_local: bool
+    external_local: bool
+    #: ``hasInternalEndpoints`` / ``hasExternalEndpoints``: the policy's chain has an endpoint.
+    has_internal: bool
+    has_external: bool
+    #: ``usesExternalChain``: the port has endpoints and is reachable other than by its cluster IP.
+    uses_external_chain: bool
+    #: The port has load-balancer IPs and ``loadBalancerSourceRanges``: a firewall chain filters sources.
+    filters_sources: bool
+    #: ``loadBalancerSourceRanges`` contain kube-proxy's ``nodeIP``: the node may reach its load-balancer IPs
+    #: (``allowFromNode``; the LB IPs themselves become allowed sources, as the node uses them).
+    allow_from_node: bool
+    #: What cluster-IP traffic and external traffic meet when their chain has no endpoint (None: it has).
+    internal_no_endpoints: NoEndpoints | None
+    external_no_endpoints: NoEndpoints | None
+
+    @property
+    def allowed_sources(self) -> tuple[str, ...]:
+        """The sources a firewall chain lets through: the source ranges, and with ``allow_from_node`` the
+        load-balancer IPs."""
+        sp = self.service_port
+        extra = sp.load_balancer_vips if self.allow_from_node else ()
+        return (*sp.load_balancer_source_ranges, *extra)
+
+
+def allows_node(node_ip: IPAddr | None, sp: ServicePortInfo) -> bool:
+    """``allowFromNode``: kube-proxy's ``nodeIP`` is inside one of the port's ``loadBalancerSourceRanges``."""
+    return node_ip is not None and any(
+        node_ip in ipaddress.ip_network(cidr, strict=False) for cidr in sp.load_balancer_source_ranges)
+
+
+def plan_port(sp: ServicePortInfo, sel: EndpointSelection, node_ip: IPAddr | None) -> PortPlan:
+    """The decisions of ``syncProxyRules`` for one Service port (iptables/nftables proxier.go, 1.24+)."""
+    cluster_eps = sel.cluster_endpoints or ()
+    local_eps = sel.local_endpoints or ()
+    has_endpoints = sel.has_any_endpoints
+    # "Note the endpoint chains that will be used": usesClusterPolicyChain / usesLocalPolicyChain.
+    has_internal = has_endpoints and (not sp.internal_policy_local or bool(local_eps))
+    has_external = has_endpoints and (not sp.external_policy_local or bool(local_eps))
+    # No endpoints at all: REJECT (nftables: goto reject-chain); endpoints, but none for a Local policy on
+    # this node: DROP ("has no local endpoints").
+    internal_no: NoEndpoints | None = "reject" if not has_endpoints else None if has_internal else "drop"
+    external_no: NoEndpoints | None = "reject" if not has_endpoints else None if has_external else "drop"
+    filters_sources = bool(sp.load_balancer_vips) and bool(sp.load_balancer_source_ranges)
+    allow_from_node = filters_sources and allows_node(node_ip, sp)
+    return PortPlan(
+        service_port=sp, selection=sel, cluster_endpoints=cluster_eps, local_endpoints=local_eps,
+        has_endpoints=has_endpoints,
+        uses_cluster_chain=bool(cluster_eps) and sp.uses_cluster_endpoints,
+        uses_local_chain=bool(local_eps) and sp.uses_local_endpoints,
+        internal_local=sp.internal_policy_local, external_local=sp.external_policy_local,
+        has_internal=has_internal, has_external=has_external,
+        uses_external_chain=has_endpoints and sp.externally_accessible,
+        filters_sources=filters_sources, allow_from_node=allow_from_node,
+        internal_no_endpoints=internal_no, external_no_endpoints=external_no)
+
+
+def plan_ports(ports: Ports, cfg: ProxyConfig, labels: Mapping[str, str]) -> list[PortPlan]:
+    """:func:`plan_port` for every collected port, with ``CategorizeEndpoints`` on this node."""
+    node_ip = cfg.node_ip
+    return [plan_port(sp, categorize_endpoints(sp, eps, node_name=cfg.node_name, node_labels=labels), node_ip)
+            for sp, eps in ports]

@@ -1,0 +1,131 @@
+"""What the renderers share beside the plan: iptables rules in kube-proxy's restore form and their
+``iptables-save`` text (iptables and IPVS mode), the node's ``ip -j addr`` for a snapshot."""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Final
+
+from svctrace.dataplane.iptables.parser import parse_rule
+from svctrace.dataplane.iptables.printer import rule_as_loaded
+from svctrace.dataplane.iptables.rules import BUILTIN_CHAINS, RawRule
+
+__all__ = ["SAVE_TABLES", "IptRule", "ip_addr_json", "iptables_save", "quoted"]
+
+#: The tables kube-proxy writes, in the order the dumps print them.
+SAVE_TABLES: Final = ("filter", "nat")
+
+
+def quoted(text: str) -> str:
+    """kube-proxy's hand-quoted comment argument: ``"..."``."""
+    return f'"{text}"'
+
+
+@dataclass(frozen=True)
+class IptRule:
+    """One ``-A CHAIN args`` rule, ``args`` exactly as kube-proxy writes them (restore form)."""
+
+    table: str
+    chain: str
+    args: tuple[str, ...]
+
+    def restore_text(self) -> str:
+        return " ".join(("-A", self.chain, *self.args))
+
+    def save_text(self, ipv6: bool = False) -> str:
+        """The rule as ``iptables-save`` (1.8.9) prints it once loaded."""
+        family = 6 if ipv6 else 4
+        (rule,) = parse_rule(self.table, self.chain, RawRule(0, self.restore_text()), family)
+        return rule_as_loaded(rule, family)
+
+
+def masquerade_rules(mark: str, random_fully: bool) -> list[IptRule]:
+    """KUBE-POSTROUTING (masquerade what KUBE-MARK-MASQ marked, clearing the mark) and KUBE-MARK-MASQ, as the
+    iptables and IPVS proxiers both write them (``syncProxyRules`` / ``writeIptablesRules``: "Install the
+    kubernetes-specific postrouting rules")."""
+    masq = ("-m", "comment", "--comment", quoted("kubernetes service traffic requiring SNAT"), "-j", "MASQUERADE",
+            *(("--random-fully",) if random_fully else ()))
+    return [IptRule("nat", "KUBE-POSTROUTING", ("-m", "mark", "!", "--mark", f"{mark}/{mark}", "-j", "RETURN")),
+            IptRule("nat", "KUBE-POSTROUTING", ("-j", "MARK", "--xor-mark", mark)),
+            IptRule("nat", "KUBE-POSTROUTING", masq),
+            IptRule("nat", "KUBE-MARK-MASQ", ("-j", "MARK", "--or-mark", mark))]
+
+
+def forward_accept_rules(mark: str) -> list[IptRule]:
+    """KUBE-FORWARD's accepts of marked and of established traffic (a FORWARD policy of DROP aside)."""
+    return [IptRule("filter", "KUBE-FORWARD", ("-m", "comment", "--comment", quoted("kubernetes forwarding rules"),
+                                               "-m", "mark", "--mark", f"{mark}/{mark}", "-j", "ACCEPT")),
+            IptRule("filter", "KUBE-FORWARD", ("-m", "comment", "--comment",
+                                               quoted("kubernetes forwarding conntrack rule"),
+                                               "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"))]
+
+
+def user_and_builtin_chains(table: str, chains: Iterable[str]) -> list[str]:
+    """Built-in chains, then user chains sorted (iptables-save's order)."""
+    builtin = BUILTIN_CHAINS[table]
+    return list(builtin) + sorted(set(chains) - set(builtin))
+
+
+def iptables_save(chains: Mapping[str, Iterable[str]], rules: Iterable[IptRule], ipv6: bool) -> str:
+    """What ``iptables-save`` (1.8.9) prints for the filter and nat tables holding ``chains`` and ``rules``
+    (the rules of a chain in the order given)."""
+    listed = list(rules)
+    out: list[str] = []
+    for table in SAVE_TABLES:
+        out.append(f"*{table}")
+        names = user_and_builtin_chains(table, chains.get(table, ()))
+        for c in names:
+            out.append(f":{c} ACCEPT [0:0]" if c in BUILTIN_CHAINS[table] else f":{c} - [0:0]")
+        for c in names:
+            out.extend(r.save_text(ipv6) for r in listed if r.table == table and r.chain == c)
+        out.append("COMMIT")
+    return "\n".join(out) + "\n"
+
+
+def ip_addr_json(node_name: str, node_ips: Iterable[str], extra: Iterable[dict[str, object]] = ()) -> str:
+    """An ``ip -j addr`` of the node: ``lo`` and ``eth0`` carrying ``node_ips`` (``ip`` or ``ip/prefix``; /24
+    and /64 by default), then the links of ``extra`` (made with :func:`link`)."""
+    lo = link(1, "lo", ["LOOPBACK", "UP", "LOWER_UP"], 65536, "noqueue", "UNKNOWN", "loopback",
+              "00:00:00:00:00:00", "00:00:00:00:00:00", [
+                  addr("inet", "127.0.0.1", 8, "host", "lo"), addr("inet6", "::1", 128, "host", None)])
+    eth_addrs = []
+    for text in node_ips:
+        iface = ipaddress.ip_interface(text if "/" in text else f"{text}/{64 if ':' in text else 24}")
+        if iface.version == 6:
+            eth_addrs.append(addr("inet6", str(iface.ip), iface.network.prefixlen, "global", None))
+        else:
+            plen = iface.network.prefixlen
+            eth_addrs.append(addr("inet", str(iface.ip), plen, "global", "eth0",
+                                  str(iface.network.broadcast_address) if plen < 31 else None))
+    eth = link(2, "eth0", ["BROADCAST", "MULTICAST", "UP", "LOWER_UP"], 1500, "fq_codel", "UP", "ether",
+               mac(node_name, "eth0"), "ff:ff:ff:ff:ff:ff", eth_addrs)
+    return json.dumps([lo, eth, *extra], separators=(",", ":")) + "\n"
+
+
+def link(index: int, name: str, flags: list[str], mtu: int, qdisc: str, state: str, link_type: str,
+         mac_address: str, broadcast: str, addrs: list[dict[str, object]]) -> dict[str, object]:
+    return {"ifindex": index, "ifname": name, "flags": flags, "mtu": mtu, "qdisc": qdisc, "operstate": state,
+            "group": "default", "txqlen": 1000, "link_type": link_type, "address": mac_address,
+            "broadcast": broadcast, "addr_info": addrs}
+
+
+def addr(family: str, local: str, prefixlen: int, scope: str, label: str | None,
+         broadcast: str | None = None) -> dict[str, object]:
+    a: dict[str, object] = {"family": family, "local": local, "prefixlen": prefixlen}
+    if broadcast is not None:
+        a["broadcast"] = broadcast
+    a["scope"] = scope
+    if label is not None:
+        a["label"] = label
+    a |= {"valid_life_time": 4294967295, "preferred_life_time": 4294967295}
+    return a
+
+
+def mac(node: str, iface: str) -> str:
+    """A stable, locally administered MAC address for the node's interface."""
+    digest = hashlib.sha256(f"{node}/{iface}".encode()).digest()
+    return ":".join(f"{b:02x}" for b in (0x02, *digest[:5]))
