@@ -1,5 +1,5 @@
 """kube-proxy's IPVS mode: ipvsadm parsing, scheduler shares, and walks checked by hand against the
-wild dumps in ../shared/corpus/wild (ipvsadm/ and the IPVS-mode iptables dumps)."""
+wild dumps in tests/corpus/wild (ipvsadm/ and the IPVS-mode iptables dumps)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import WILD, need_corpus
+from conftest import WILD, corpus_files, need_corpus
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -23,8 +23,8 @@ from svctrace.errors import InputError
 from svctrace.model.packet import IPSetDef, NodeFacts, Packet
 
 IPVSADM = WILD / "ipvsadm"
-DUMPS = sorted(p for p in IPVSADM.glob("*.txt") if not p.name.endswith(".k8s.txt")) if IPVSADM.is_dir() else []
-NOT_IPVS = sorted(p for p in WILD.glob("*/*.txt") if p.parent.name != "ipvsadm") if WILD.is_dir() else []
+DUMPS = corpus_files(IPVSADM, "*.txt")
+NOT_IPVS = [p for p in corpus_files(WILD, "*/*.txt", exclude_k8s=False) if p.parent.name != "ipvsadm"]
 
 # Hand-counted: `TCP|UDP ...` / `-A` lines and `->` / `-a` lines of each dump.
 COUNTS = {"001": (34, 47), "002": (9, 14), "003": (8, 14), "004": (3, 10), "005": (3, 4), "006": (1, 3),
