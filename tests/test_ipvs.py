@@ -566,9 +566,11 @@ def test_every_virtual_service_answers(path: Path) -> None:
     need_corpus()
     t = load_ipvs(_text(path), path.name)
     rs = _rules("iptables-save/028-ipvs-switch-calico-vxlan-stale-declared-chains.txt")
+    checked = 0
     for vs in t.services[:12]:
         if vs.ip is None or vs.port is None:
             continue
+        checked += 1
         src = "10.244.250.7" if vs.ip.version == 4 else "fd00:250::7"
         for rules in (None, rs if vs.ip.version == 4 else None):
             for origin in ("forwarded", "local"):
@@ -579,3 +581,5 @@ def test_every_virtual_service_answers(path: Path) -> None:
                 for o in r.outcomes:
                     if o.verdict == "accept" and _ipvs_steps(o):
                         assert o.dnat is not None and o.dnat.split(" ")[0] in reals
+    # 003 names its virtual services by host name (ipvsadm without -n): no address to send to
+    assert checked or path.name.startswith("003-"), "no virtual service was checked"
