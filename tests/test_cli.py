@@ -21,6 +21,7 @@ def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str
     return subprocess.run([SVCTRACE, *args], capture_output=True, text=True, input=stdin, env=env, timeout=60)
 
 
+@pytest.mark.slow
 def test_json_follows_the_spec() -> None:
     p = run("trace", "--demo", "--src", "10.0.0.2", "--dst", "172.30.0.41", "--dport", "80", "-o", "json")
     assert p.returncode == 0, p.stderr
@@ -43,6 +44,7 @@ def test_json_follows_the_spec() -> None:
     assert first["text"].startswith("-A PREROUTING") and first["action"] == "jump KUBE-SERVICES"
 
 
+@pytest.mark.slow
 def test_reject_exits_1_and_text_says_why() -> None:
     p = run("trace", "--demo", "--src", "10.0.0.2", "--dst", "172.30.0.50", "--dport", "80")
     assert p.returncode == 1
@@ -58,6 +60,7 @@ def test_text_shows_percentages_and_printed_probability() -> None:
     assert "load-balanced over 3 backends" in p.stdout
 
 
+@pytest.mark.slow
 def test_ping_to_a_cluster_ip_is_explained() -> None:
     p = run("trace", "--demo", "--src", "10.0.0.2", "--dst", "172.30.0.41", "--proto", "icmp", "-o", "json")
     doc = json.loads(p.stdout)
@@ -69,6 +72,7 @@ def test_ping_to_a_cluster_ip_is_explained() -> None:
     assert json.loads(p.stdout)["notes"] == []
 
 
+@pytest.mark.slow
 def test_stdin_and_from_node_implied_by_local_source() -> None:
     dump = Path(__file__).resolve().parents[1] / "svctrace" / "data" / "examples" / "kube-proxy-basic.iptables-save"
     p = run("trace", "-", "--src", "192.168.0.2", "--dst", "172.30.0.41", "--dport", "80", "--local-ip",
@@ -80,6 +84,7 @@ def test_stdin_and_from_node_implied_by_local_source() -> None:
     assert doc["outcomes"][0]["path"][0]["chain"] == "OUTPUT"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "stdin", "needle"),
     [
@@ -102,11 +107,13 @@ def test_bad_input_is_one_line_exit_2_no_traceback(args: tuple[str, ...], stdin:
     assert len(p.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_usage_error_exit_2() -> None:
     p = run("trace", "--demo")
     assert p.returncode == 2 and "--dst" in p.stderr
 
 
+@pytest.mark.slow
 def test_json_stdout_is_only_json_with_warnings_on_stderr() -> None:
     p = run("trace", "-", "--src", "10.0.0.2", "--dst", "172.30.0.41", "--dport", "80", "-o", "json",
             stdin="-A KUBE-SERVICES -d 172.30.0.41/32 -p tcp -m tcp --dport 80 -j KUBE-SVC-X\n")
@@ -122,6 +129,7 @@ def test_kubectl_plugin_entry_point() -> None:
     assert p.returncode == 0 and p.stdout.startswith("svctrace ")
 
 
+@pytest.mark.slow
 def test_trace_reads_a_snapshot_node_directory() -> None:
     node01 = Path(__file__).resolve().parents[1] / "svctrace" / "data" / "demo" / "nodes" / "node01"
     p = run("trace", str(node01), "--src", "10.244.1.50", "--dst", "10.96.0.10", "--proto", "udp", "--dport", "53",
@@ -130,6 +138,7 @@ def test_trace_reads_a_snapshot_node_directory() -> None:
     assert sorted(o["dnat"] for o in json.loads(p.stdout)["outcomes"]) == ["10.244.0.2:53", "10.244.0.3:53"]
 
 
+@pytest.mark.slow
 def test_trace_ipvs_with_its_iptables_rules_and_ipset() -> None:
     from conftest import WILD, need_corpus
 
@@ -146,6 +155,7 @@ def test_trace_ipvs_with_its_iptables_rules_and_ipset() -> None:
     assert only_ipset.returncode == 2 and "only ipset dumps" in only_ipset.stderr
 
 
+@pytest.mark.slow
 def test_trace_sniffs_nftables_rulesets() -> None:
     from conftest import CORPUS, need_corpus
 
@@ -163,6 +173,7 @@ def test_trace_sniffs_nftables_rulesets() -> None:
     assert wrong.returncode == 1 and [o["verdict"] for o in json.loads(wrong.stdout)["outcomes"]] == ["reject"]
 
 
+@pytest.mark.slow
 def test_tui_refuses_missing_paths_and_non_terminals_with_one_line() -> None:
     missing = run("tui", "/nonexistent/snap")
     assert missing.returncode == 2 and "/nonexistent/snap: no such snapshot or dump" in missing.stderr
@@ -171,6 +182,7 @@ def test_tui_refuses_missing_paths_and_non_terminals_with_one_line() -> None:
     assert piped.returncode == 2 and "needs a terminal" in piped.stderr and piped.stdout == ""
 
 
+@pytest.mark.slow
 def test_a_file_that_is_no_archive_is_one_line(tmp_path: Path) -> None:
     junk = tmp_path / "snap.tgz"
     junk.write_text("not an archive\n")

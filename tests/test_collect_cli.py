@@ -36,6 +36,7 @@ def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(BIN / "svctrace"), *args], capture_output=True, text=True, env=env, timeout=180)
 
 
+@pytest.mark.slow
 def test_collect_writes_a_bundle_explain_can_read(cluster: tuple[FakeAPIServer, str, dict[str, str]],
                                                   tmp_path: Path) -> None:
     _fake, kc, env = cluster
@@ -52,6 +53,7 @@ def test_collect_writes_a_bundle_explain_can_read(cluster: tuple[FakeAPIServer, 
     assert again.returncode == 2 and "already exists" in again.stderr
 
 
+@pytest.mark.slow
 def test_live_explain_collects_only_what_it_needs_and_caches(cluster: tuple[FakeAPIServer, str, dict[str, str]]
                                                              ) -> None:
     fake, kc, env = cluster
@@ -68,6 +70,7 @@ def test_live_explain_collects_only_what_it_needs_and_caches(cluster: tuple[Fake
     assert p3.returncode == 0 and len(fake.requests) > seen
 
 
+@pytest.mark.slow
 def test_unreachable_cluster_is_exit_3(tmp_path: Path) -> None:
     kc = tmp_path / "kc"
     kc.write_text("apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: 'https://127.0.0.1:1'}}]\n"

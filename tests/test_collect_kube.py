@@ -106,6 +106,7 @@ def bundle_text(root: Path) -> str:
 
 # -- a full bundle ----------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_full_bundle_answers_like_the_demo(fake: FakeAPIServer, kc: str, tmp_path: Path) -> None:
     notes: list[str] = []
     res = live.collect_cluster(tmp_path / "snap", via="debug-pod", kubeconfig=kc, progress=notes.append,
@@ -141,6 +142,7 @@ def test_full_bundle_answers_like_the_demo(fake: FakeAPIServer, kc: str, tmp_pat
     assert any("deleting pod" in n for n in notes)
 
 
+@pytest.mark.slow
 def test_cluster_json_is_kubectl_get_json(fake: FakeAPIServer, kc: str, tmp_path: Path) -> None:
     live.collect_cluster(tmp_path / "snap", nodes=["node01"], via="debug-pod", kubeconfig=kc, debug=FAST)
     text = (tmp_path / "snap" / "cluster.json").read_text()
@@ -160,6 +162,7 @@ def test_cluster_json_is_kubectl_get_json(fake: FakeAPIServer, kc: str, tmp_path
     assert not any("secret" in p for p in paths)
 
 
+@pytest.mark.slow
 def test_nothing_secret_lands_in_a_bundle(fake: FakeAPIServer, kc: str, tmp_path: Path) -> None:
     out = tmp_path / "snap.tar.gz"
     live.collect_cluster(out, via="debug-pod", kubeconfig=kc, debug=FAST)
@@ -175,6 +178,7 @@ def test_nothing_secret_lands_in_a_bundle(fake: FakeAPIServer, kc: str, tmp_path
     assert load_snapshot(str(out)).cluster.services  # the archive loads
 
 
+@pytest.mark.slow
 def test_old_cluster_without_endpointslices(fake: FakeAPIServer, kc: str, tmp_path: Path) -> None:
     fake.no_endpointslices = True
     res = live.collect_cluster(tmp_path / "snap", nodes=["node01"], via="debug-pod", kubeconfig=kc, debug=FAST)
@@ -187,6 +191,7 @@ def test_old_cluster_without_endpointslices(fake: FakeAPIServer, kc: str, tmp_pa
     assert got["outcomes"] == want["outcomes"]
 
 
+@pytest.mark.slow
 def test_lists_follow_continue_tokens(bare: FakeAPIServer, bare_kc: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(kube, "PAGE", 4)
     with kube.Kube(kube.connect(bare_kc)) as k:
@@ -252,6 +257,7 @@ def test_kubeconfig_default_location_and_no_current_context(tmp_path: Path) -> N
         kube.connect()
 
 
+@pytest.mark.slow
 def test_relative_certificate_path_in_a_merged_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import yaml
 
@@ -275,6 +281,7 @@ def test_relative_certificate_path_in_a_merged_file(tmp_path: Path, monkeypatch:
             assert k.version()["gitVersion"] == "v1.30.2"
 
 
+@pytest.mark.slow
 def test_in_cluster_configuration(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     if os.system("command -v openssl >/dev/null 2>&1") != 0:
         pytest.skip("openssl is needed for the TLS fake server")
@@ -301,6 +308,7 @@ def test_in_cluster_configuration(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
 # -- errors ---------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_rbac_denial_names_the_permission(bare: FakeAPIServer, bare_kc: str, tmp_path: Path) -> None:
     bare.forbid.add(("list", "pods", None))
     with pytest.raises(kube.PermissionDenied) as ei:
@@ -311,6 +319,7 @@ def test_rbac_denial_names_the_permission(bare: FakeAPIServer, bare_kc: str, tmp
     assert not (tmp_path / "snap").exists() and bare.seen("POST", "pods") == []
 
 
+@pytest.mark.slow
 def test_rbac_denial_in_a_namespace(bare: FakeAPIServer, bare_kc: str, tmp_path: Path) -> None:
     bare.forbid.add(("list", "endpointslices", "default"))
     bare.forbid.add(("get", "endpoints", "default"))
@@ -319,6 +328,7 @@ def test_rbac_denial_in_a_namespace(bare: FakeAPIServer, bare_kc: str, tmp_path:
         live.snapshot_for_question("svc/web", "default", kubeconfig=bare_kc, via="debug-pod", debug=FAST)
 
 
+@pytest.mark.slow
 def test_optional_kube_system_objects_may_be_refused(fake: FakeAPIServer, kc: str, tmp_path: Path) -> None:
     fake.forbid.update({("get", "configmaps", "kube-system"), ("get", "daemonsets", "kube-system")})
     res = live.collect_cluster(tmp_path / "snap", nodes=["node01"], via="debug-pod", kubeconfig=kc, debug=FAST)
@@ -328,6 +338,7 @@ def test_optional_kube_system_objects_may_be_refused(fake: FakeAPIServer, kc: st
     assert any("daemonsets" in w for w in meta["warnings"])
 
 
+@pytest.mark.slow
 def test_pod_create_and_exec_refused(fake: FakeAPIServer, kc: str, tmp_path: Path) -> None:
     fake.forbid.add(("create", "pods", "default"))
     res = live.collect_cluster(tmp_path / "a", nodes=["node01"], via="debug-pod", kubeconfig=kc, debug=FAST)
@@ -340,6 +351,7 @@ def test_pod_create_and_exec_refused(fake: FakeAPIServer, kc: str, tmp_path: Pat
     assert len(fake.deleted_pods()) == 1 and fake.live_pods() == []
 
 
+@pytest.mark.slow
 def test_auto_falls_back_to_ssh_and_keeps_both_reasons(fake: FakeAPIServer, kc: str, tmp_path: Path) -> None:
     import socket
 
@@ -357,6 +369,7 @@ def test_auto_falls_back_to_ssh_and_keeps_both_reasons(fake: FakeAPIServer, kc: 
     assert "connection refused" in err["errors"][1]["error"]
 
 
+@pytest.mark.slow
 def test_pod_security_admission_is_not_rbac(fake: FakeAPIServer, kc: str, tmp_path: Path) -> None:
     fake.pod_security = "baseline"
     err = _one(fake, kc, tmp_path, deleted=0)
@@ -365,6 +378,7 @@ def test_pod_security_admission_is_not_rbac(fake: FakeAPIServer, kc: str, tmp_pa
     assert 'violates PodSecurity "baseline:latest"' in msg and "permission denied" not in msg
 
 
+@pytest.mark.slow
 def test_unreachable_and_unauthorized(bare: FakeAPIServer, tmp_path: Path) -> None:
     import socket
 
@@ -384,6 +398,7 @@ def test_unreachable_and_unauthorized(bare: FakeAPIServer, tmp_path: Path) -> No
 
 # -- one question, and its cache --------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_question_reads_only_what_it_needs_and_caches(fake: FakeAPIServer, kc: str, tmp_path: Path) -> None:
     path = live.snapshot_for_question("svc/web", "default", source="pod/client", kubeconfig=kc, debug=FAST,
                                       via="debug-pod")
@@ -424,6 +439,7 @@ def test_question_reads_only_what_it_needs_and_caches(fake: FakeAPIServer, kc: s
     assert len(fake.requests) > n and len(fake.deleted_pods()) == 3
 
 
+@pytest.mark.slow
 def test_question_by_address_and_default_node(fake: FakeAPIServer, kc: str, tmp_path: Path) -> None:
     path = live.snapshot_for_question("10.96.20.20:5000", kubeconfig=kc, debug=FAST, via="debug-pod",
                                       cache_dir=tmp_path / "c")
@@ -437,6 +453,7 @@ def test_question_by_address_and_default_node(fake: FakeAPIServer, kc: str, tmp_
     assert answer(snap, "10.96.20.20:5000") == answer(load_snapshot("demo"), "10.96.20.20:5000")
 
 
+@pytest.mark.slow
 def test_question_in_another_namespace_and_unknown_service(fake: FakeAPIServer, kc: str) -> None:
     path = live.snapshot_for_question("kube-dns.kube-system.svc.cluster.local", node="node02", kubeconfig=kc,
                                       debug=FAST, via="debug-pod")
@@ -453,6 +470,7 @@ def test_question_in_another_namespace_and_unknown_service(fake: FakeAPIServer, 
         explain(load_snapshot(path), Request(target="svc/kube-dns", namespace="default"))
 
 
+@pytest.mark.slow
 def test_question_fails_clearly_when_the_node_cannot_be_read(fake: FakeAPIServer, kc: str) -> None:
     fake.pod_mode = "image-pull"
     with pytest.raises(CollectError, match=r"could not read the rules of node node01: .*cannot be pulled"):
@@ -470,12 +488,14 @@ def _one(fake: FakeAPIServer, kc: str, tmp_path: Path, opts: DebugPodOptions = F
     return dict(json.loads((tmp_path / "snap" / "nodes" / "node01" / "errors.json").read_text()))
 
 
+@pytest.mark.slow
 def test_cleanup_after_an_exec_error(fake: FakeAPIServer, kc: str, tmp_path: Path) -> None:
     fake.exec_override = lambda node, argv: (1, b"", b"sh: 1: cannot create /tmp/x: Read-only file system\n")
     err = _one(fake, kc, tmp_path)
     assert "the collection script did not run (exit code 1): sh: 1: cannot create" in err["errors"][0]["error"]
 
 
+@pytest.mark.slow
 def test_cleanup_after_an_exec_timeout(fake: FakeAPIServer, kc: str, tmp_path: Path) -> None:
     fake.exec_override = lambda node, argv: 30.0  # hangs
     t0 = time.monotonic()
@@ -484,6 +504,7 @@ def test_cleanup_after_an_exec_timeout(fake: FakeAPIServer, kc: str, tmp_path: P
     assert "timed out after 1 s" in err["errors"][0]["error"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("mode", "expect"), [
     ("image-pull", r"image registry.k8s.io/build-image/debian-iptables:bookworm-v1.0.0 cannot be pulled on the node "
                    r"\((ErrImagePull|ImagePullBackOff): .*--image"),
@@ -500,6 +521,7 @@ def test_cleanup_when_the_pod_does_not_start(fake: FakeAPIServer, kc: str, tmp_p
     assert re.search(expect, err["errors"][0]["error"]), err
 
 
+@pytest.mark.slow
 def test_cleanup_on_ctrl_c(fake: FakeAPIServer, kc: str, tmp_path: Path) -> None:
     def progress(msg: str) -> None:
         if "running the node commands" in msg:
@@ -512,6 +534,7 @@ def test_cleanup_on_ctrl_c(fake: FakeAPIServer, kc: str, tmp_path: Path) -> None
     assert not (tmp_path / "snap").exists()
 
 
+@pytest.mark.slow
 def test_cleanup_on_sigterm(fake: FakeAPIServer, kc: str, tmp_path: Path) -> None:
     before = signal.getsignal(signal.SIGTERM)
 
@@ -527,6 +550,7 @@ def test_cleanup_on_sigterm(fake: FakeAPIServer, kc: str, tmp_path: Path) -> Non
     assert signal.getsignal(signal.SIGTERM) is before
 
 
+@pytest.mark.slow
 def test_cleanup_of_every_node_when_one_is_interrupted(fake: FakeAPIServer, kc: str, tmp_path: Path) -> None:
     fake.exec_override = lambda node, argv: 2.0 if node != "node02" else None  # the others are busy
 

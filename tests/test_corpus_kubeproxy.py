@@ -1,4 +1,4 @@
-"""Every packet flow of kube-proxy's own iptables proxier tests (../shared/corpus/kube-proxy)."""
+"""Every packet flow of kube-proxy's own iptables proxier tests (tests/corpus/kube-proxy)."""
 
 from __future__ import annotations
 

@@ -54,7 +54,9 @@ def write_snapshot(root: Path, objs: list[dict], dumps: dict[str, str] | None = 
 
 def test_demo_bundle_is_what_the_builder_makes() -> None:
     root = Path(build_demo.__file__).parent / "demo"
-    for rel, text in build_demo.files().items():
+    files = build_demo.files()
+    assert files and {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()} == set(files)
+    for rel, text in files.items():
         assert (root / rel).read_text() == text, f"{rel} is stale: run python -m svctrace.data.build_demo"
 
 
@@ -286,6 +288,7 @@ def test_json_follows_the_spec() -> None:
         assert set(d) == {"code", "severity", "message", "hint"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("args", "needle"), [
     (("explain", "svc/nope", "--demo"), "no Service default/nope in the snapshot"),
     (("explain", "svc/web", "--snapshot", "/nonexistent/snap"), "/nonexistent/snap: no such snapshot"),
@@ -300,6 +303,7 @@ def test_bad_requests_are_one_line_exit_2(args: tuple[str, ...], needle: str) ->
     assert len(p.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_bad_snapshots(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -327,7 +331,9 @@ def test_demo_dumps_load_with_the_real_iptables_restore() -> None:
     if os.geteuid() != 0 or not shutil.which("iptables-restore"):
         pytest.skip("needs root and iptables-restore")
     root = Path(build_demo.__file__).parent / "demo" / "nodes"
-    for dump in sorted(root.glob("*/iptables-save")):
+    dumps = sorted(root.glob("*/iptables-save"))
+    assert dumps
+    for dump in dumps:
         ns = f"svt-demo-{uuid.uuid4().hex[:6]}"
         subprocess.run(["ip", "netns", "add", ns], check=True)
         try:

@@ -2,7 +2,7 @@
 
 Proof, in three parts:
 
-* kube-proxy's own test cases (../shared/corpus/kube-proxy/iptables, 19 cases from
+* kube-proxy's own test cases (tests/corpus/kube-proxy/iptables, 19 cases from
   pkg/proxy/iptables/rules_test.go): the Service/EndpointSlice objects of each test, transcribed into
   tests/fixtures/kube-proxy/<case>.json, generate exactly the case's ``rules.iptables-save`` (rule for
   rule, in order, chain declarations included) and, chain by chain, the rules of its

@@ -10,7 +10,7 @@ Proof, in three parts:
   test, and ``ipset save`` prints the same sets back. ``iptables_save()`` passes ``iptables-restore
   --test`` there. Loaded for real, ``iptables-save`` prints it back line for line. The exception is
   the ``-m ipvs`` rules of KUBE-IPVS-OUT-FILTER when the kernel has no IPVS match.
-* The wild IPVS-mode dumps in ../shared/corpus/wild. The same objects give the same ``ipvsadm -Sn``
+* The wild IPVS-mode dumps in tests/corpus/wild. The same objects give the same ``ipvsadm -Sn``
   lines as ipvsadm/008, and the same rules, line for line, as iptables-save/028 and iptables-S/004,
   apart from what those older kube-proxies wrote differently.
 """

@@ -15,11 +15,11 @@ import os
 import re
 import shutil
 import subprocess
-from pathlib import Path
 from typing import Any
 
 import pytest
 from agreement import compare
+from conftest import KP_NFT_OVERALL, need_corpus
 from kernellab import KernelLab, KernelResult, kernel_available
 
 from svctrace.dataplane.contract import TraceResult
@@ -33,13 +33,11 @@ from svctrace.kubeproxy.render.nft import (
 )
 from svctrace.model.packet import NodeFacts, Packet
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
-OVERALL = CORPUS / "kube-proxy" / "nftables" / "overall"
+OVERALL = KP_NFT_OVERALL
 
 
 def _need_overall() -> None:
-    if not (OVERALL / "rules.nft-input").exists():
-        pytest.skip("the shared corpus (kube-proxy/nftables/overall) is not beside the repository")
+    need_corpus()
 
 
 # --------------------------------------------------------------------------- objects

@@ -1,5 +1,5 @@
 """kube-proxy's IPVS mode: ipvsadm parsing, scheduler shares, and walks checked by hand against the
-wild dumps in ../shared/corpus/wild (ipvsadm/ and the IPVS-mode iptables dumps)."""
+wild dumps in tests/corpus/wild (ipvsadm/ and the IPVS-mode iptables dumps)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import WILD, need_corpus
+from conftest import WILD, corpus_files, need_corpus
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -24,8 +24,8 @@ from svctrace.errors import InputError
 from svctrace.model.packet import IPSetDef, NodeFacts, Packet
 
 IPVSADM = WILD / "ipvsadm"
-DUMPS = sorted(p for p in IPVSADM.glob("*.txt") if not p.name.endswith(".k8s.txt")) if IPVSADM.is_dir() else []
-NOT_IPVS = sorted(p for p in WILD.glob("*/*.txt") if p.parent.name != "ipvsadm") if WILD.is_dir() else []
+DUMPS = corpus_files(IPVSADM, "*.txt")
+NOT_IPVS = [p for p in corpus_files(WILD, "*/*.txt", exclude_k8s=False) if p.parent.name != "ipvsadm"]
 
 # Hand-counted: `TCP|UDP ...` / `-A` lines and `->` / `-a` lines of each dump.
 COUNTS = {"001": (34, 47), "002": (9, 14), "003": (8, 14), "004": (3, 10), "005": (3, 4), "006": (1, 3),
@@ -567,9 +567,11 @@ def test_every_virtual_service_answers(path: Path) -> None:
     need_corpus()
     t = load_ipvs(_text(path), path.name)
     rs = _rules("iptables-save/028-ipvs-switch-calico-vxlan-stale-declared-chains.txt")
+    checked = 0
     for vs in t.services[:12]:
         if vs.ip is None or vs.port is None:
             continue
+        checked += 1
         src = "10.244.250.7" if vs.ip.version == 4 else "fd00:250::7"
         for rules in (None, rs if vs.ip.version == 4 else None):
             for origin in ("forwarded", "local"):
@@ -580,3 +582,5 @@ def test_every_virtual_service_answers(path: Path) -> None:
                 for o in r.outcomes:
                     if o.verdict == "accept" and _ipvs_steps(o):
                         assert o.dnat is not None and o.dnat.split(" ")[0] in reals
+    # 003 names its virtual services by host name (ipvsadm without -n): no address to send to
+    assert checked or path.name.startswith("003-"), "no virtual service was checked"

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from agreement import compare
-from conftest import CORPUS, kube_proxy_cases
+from conftest import ORACLE, kube_proxy_cases
 from kernellab import KernelLab, kernel_available
 
 from svctrace.dataplane.iptables import load_ruleset, trace
@@ -85,13 +85,8 @@ def test_kube_proxy_corpus_flow_agrees_with_the_kernel(labs: dict[Path, KernelLa
     compare(result, k, f"{case.name}:{flow['name']}")
 
 
-ORACLE = CORPUS / "oracle"
-
-
 def _oracle_probes() -> list[Any]:
     path = ORACLE / "probes-basic.iptables.jsonl"
-    if not path.exists():
-        return []
     rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip() and not x.startswith("#")]
     return [pytest.param(r, id=r["label"]) for r in rows if "expect_distinct" not in r]
 

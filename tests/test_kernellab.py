@@ -1,6 +1,6 @@
 """Self-test of the kernel lab (tests/kernellab.py) against the kernel-measured oracle.
 
-The oracle (``../shared/corpus/oracle``) is a hand-written kube-proxy ruleset and the packets that
+The oracle (``tests/corpus/oracle``) is a hand-written kube-proxy ruleset and the packets that
 were sent through it in a real kernel, with what happened to them.  Every probe of
 ``probes-basic.iptables.jsonl`` is replayed here and must come out the same: verdict, destination
 set, masquerade, number of distinct destinations and, where there are several destinations, the
@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import ORACLE, need_corpus
 from kernellab import KernelLab, KernelResult, chi2_sf, kernel_available
 
-ORACLE = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "oracle"
 RULES = ORACLE / "kube-proxy-basic.iptables-save"
 PROBES = ORACLE / "probes-basic.iptables.jsonl"
 MEASURED = ORACLE / "measured-results.jsonl"
@@ -39,8 +39,6 @@ def _jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def _oracle_probes() -> list[Any]:
-    if not PROBES.exists() or not RULES.exists():
-        return [pytest.param(None, marks=pytest.mark.skip(reason=f"oracle corpus not found at {ORACLE}"))]
     return [pytest.param(p, id=p["label"]) for p in _jsonl(PROBES)]
 
 
@@ -85,8 +83,7 @@ def _describe(r: KernelResult) -> str:
 def oracle_lab() -> Iterator[KernelLab]:
     if not _KERNEL_OK:
         pytest.skip(_KERNEL_WHY)
-    if not RULES.exists():
-        pytest.skip(f"oracle corpus not found at {ORACLE}")
+    need_corpus()
     with KernelLab(_node_ips()) as lab:
         lab.load(RULES.read_text())
         yield lab
@@ -205,8 +202,7 @@ def test_sink_never_answers(oracle_lab: KernelLab) -> None:
 @needs_kernel
 def test_route_localnet() -> None:
     """A localhost NodePort from the node itself needs route_localnet=1 (corpus case 003)."""
-    if not RULES.exists():
-        pytest.skip(f"oracle corpus not found at {ORACLE}")
+    need_corpus()
     for route_localnet, verdict in ((True, "accept"), (False, "drop")):
         with KernelLab(_node_ips(), route_localnet=route_localnet) as lab:
             lab.load(RULES.read_text())

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from conftest import KP_IPTABLES, WILD, corpus_files, needs_corpus
 
 from svctrace.kubeproxy import names
 from svctrace.kubeproxy.names import (
@@ -34,11 +35,7 @@ from svctrace.kubeproxy.names import (
     xlb_chain,
 )
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
-KP_CASES = sorted((CORPUS / "kube-proxy" / "iptables").glob("*/rules.iptables-save"))
-WILD = CORPUS / "wild"
-
-needs_corpus = pytest.mark.skipif(not KP_CASES, reason="shared corpus not present beside the repo")
+KP_CASES = corpus_files(KP_IPTABLES, "*/rules.iptables-save")
 
 # A service port name inside a kube-proxy comment: at the start, or after "for " / "to ".
 _SPN = r"[a-z0-9][a-z0-9.-]*/[a-z0-9][a-z0-9.-]*(?::[a-z0-9-]*)?"
@@ -318,7 +315,7 @@ WILD_LEGACY = [
 ]
 
 
-@pytest.mark.skipif(not WILD.is_dir(), reason="shared corpus not present beside the repo")
+@needs_corpus
 @pytest.mark.parametrize(("rel", "at_least"), WILD_LEGACY, ids=[r for r, _ in WILD_LEGACY])
 def test_wild_legacy_unnamed_port(rel: str, at_least: dict[str, int]) -> None:
     path = WILD / rel
@@ -348,13 +345,10 @@ WILD_UNVERIFIABLE = {
 
 
 def _wild_dumps() -> list[Path]:
-    if not WILD.is_dir():
-        return []
-    subs = ("iptables-save", "iptables-S", "other")
-    return sorted(p for sub in subs for p in (WILD / sub).glob("*.txt") if not p.name.endswith(".k8s.txt"))
+    return corpus_files(WILD, "iptables-save/*.txt", "iptables-S/*.txt", "other/*.txt")
 
 
-@pytest.mark.skipif(not WILD.is_dir(), reason="shared corpus not present beside the repo")
+@needs_corpus
 def test_wild_dumps_all_readable_names_match() -> None:
     n = 0
     for path in _wild_dumps():

@@ -27,6 +27,7 @@ def test_ruff() -> None:
     assert p.returncode == 0, p.stdout + p.stderr
 
 
+@pytest.mark.slow
 def test_mypy() -> None:
     p = subprocess.run([_tool("mypy")], cwd=REPO, capture_output=True, text=True)
     assert p.returncode == 0, p.stdout + p.stderr

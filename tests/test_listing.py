@@ -1,7 +1,7 @@
 """`iptables -L` listings -> iptables-save text (svctrace.dataplane.iptables.listing).
 
 Four kinds of checks:
-- every wild listing in the shared corpus converts, with hand-checked expectations for chosen rules;
+- every wild listing in the test corpus converts, with hand-checked expectations for chosen rules;
 - the same kOps node dumped as `iptables -t nat -S` and as `iptables -t nat -L -n -v` gives the same rules;
 - real `iptables -L` output (captured from iptables 1.8.9, legacy and nft backends give the same text)
   converts to exactly what iptables-save printed for those rules;
@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from conftest import WILD, corpus_files, needs_corpus
 
 from svctrace.dataplane.iptables.listing import (
     ListingConversion,
@@ -29,11 +30,7 @@ from svctrace.dataplane.iptables.listing import (
     save_string,
 )
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
-WILD = CORPUS / "wild"
-LISTINGS = sorted((WILD / "iptables-L").glob("*.txt"))
-
-needs_corpus = pytest.mark.skipif(not LISTINGS, reason="shared/corpus/wild/iptables-L not found beside the repo")
+LISTINGS = corpus_files(WILD, "iptables-L/*.txt")
 
 
 def wild(name: str) -> str:

@@ -1,6 +1,6 @@
 """kube-proxy's nftables mode: the parser, the walker, the corpora and the real kernel.
 
-- every nft dump of ../shared/corpus loads (the two iptables-nft views of iptables-mode rules as partial,
+- every nft dump of tests/corpus loads (the two iptables-nft views of iptables-mode rules as partial,
   with warnings); the three forms of kube-proxy's `overall` ruleset give the same answers;
 - the 17 flows the kernel ran through `overall` and the oracle's nft probes are predicted right;
 - hand-checked walks through the wild dumps, parser and walker details, a numgen property test;
@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from agreement import compare
-from conftest import CORPUS, WILD, kube_proxy_cases, need_corpus
+from conftest import KP_NFT_OVERALL, ORACLE, WILD, corpus_files, kube_proxy_cases, need_corpus
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from kernellab import KernelLab, KernelResult, kernel_available
@@ -33,14 +33,13 @@ from svctrace.dataplane.nftables.values import priority_value
 from svctrace.errors import InputError
 from svctrace.model.packet import NodeFacts, Packet
 
-OVERALL = CORPUS / "kube-proxy" / "nftables" / "overall"
-ORACLE = CORPUS / "oracle"
+OVERALL = KP_NFT_OVERALL
 WILD_NFT = WILD / "nft"
 FORMS = ("rules.nft-input", "ruleset.nft", "ruleset.json")
 # nft views of iptables-mode rules (iptables-nft): partial by nature
 IPTABLES_NFT = ("004-k3s-iptables-nft-ruleset-grep-xt-target-not-found.txt",
                 "005-iptables-nft-chain-walk-weave-nodeport-kube-ext.txt")
-WILD_DUMPS = sorted(p for p in WILD_NFT.glob("*.txt") if not p.name.endswith(".k8s.txt")) if WILD_NFT.is_dir() else []
+WILD_DUMPS = corpus_files(WILD_NFT, "*.txt")
 _RS_CACHE: dict[str, NftRuleset] = {}
 
 
@@ -60,13 +59,11 @@ def _overall_node() -> NodeFacts:
 
 
 def _flows() -> list[dict[str, Any]]:
-    return json.loads((OVERALL / "kernel-flows.json").read_text()) if OVERALL.is_dir() else []
+    return json.loads((OVERALL / "kernel-flows.json").read_text())
 
 
 def _probes() -> list[dict[str, Any]]:
     path = ORACLE / "probes-basic.nft.jsonl"
-    if not path.exists():
-        return []
     return [json.loads(x) for x in path.read_text().splitlines() if x.strip() and not x.startswith("#")]
 
 

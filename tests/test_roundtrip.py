@@ -9,14 +9,14 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import KP_IPTABLES, WILD, kube_proxy_cases, need_corpus
+from conftest import KP_IPTABLES, WILD, corpus_files, kube_proxy_cases, need_corpus
 
 from svctrace.dataplane.iptables import load_ruleset
 from svctrace.dataplane.iptables.parser import RawRule, parse_rule
 from svctrace.dataplane.iptables.printer import meaning, rule_to_save, ruleset_to_save
 
 SOURCES = [c / f for c in kube_proxy_cases() for f in ("rules.iptables-save", "rules.restore-input")]
-SOURCES += sorted(WILD.glob("iptables-save/*.txt")) + sorted(WILD.glob("iptables-S/*.txt")) if WILD.is_dir() else []
+SOURCES += corpus_files(WILD, "iptables-save/*.txt") + corpus_files(WILD, "iptables-S/*.txt")
 SOURCES = [p for p in SOURCES if not p.name.endswith(".k8s.txt")]
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import KP_IPTABLES, need_corpus
+from conftest import KP_IPTABLES, corpus_files, need_corpus
 
 from svctrace.dataplane.iptables import load_ruleset, trace
 from svctrace.explain import Request, explain
@@ -60,7 +60,7 @@ def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str
                           timeout=60)
 
 
-@pytest.mark.parametrize("fixture", sorted(FIXTURES.glob("*.json")), ids=lambda p: p.stem)
+@pytest.mark.parametrize("fixture", corpus_files(FIXTURES, "*.json"), ids=lambda p: p.stem)
 def test_yaml_of_the_corpus_services_gives_kube_proxys_dump(fixture: Path, tmp_path: Path) -> None:
     """The corpus's Services and EndpointSlices, written as YAML, through the CLI's reader and the completion
     step: the dump equals kube-proxy's expected rules.iptables-save rule for rule."""
@@ -85,6 +85,7 @@ def test_yaml_of_the_corpus_services_gives_kube_proxys_dump(fixture: Path, tmp_p
     assert drop_ignored_jumps(got.splitlines(), fx) == drop_ignored_jumps(want.splitlines(), fx)
 
 
+@pytest.mark.slow
 def test_deployment_and_service_become_rules_and_a_snapshot(tmp_path: Path) -> None:
     y = tmp_path / "app.yaml"
     y.write_text(APP)
@@ -135,6 +136,7 @@ def test_endpoint_slices_follow_readiness_and_named_ports() -> None:
     assert by_port[(8000,)]["endpoints"][0]["conditions"]["ready"] is False
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("args", "stdin", "needle"), [
     (("simulate", "-f", "-"), "kind: Service\nmetadata: {name: x\n", "<stdin>:"),
     (("simulate", "-f", "-", "--node", "ghost"), "kind: Service\nmetadata: {name: x}\nspec: {ports: [{port: 1}]}\n",

@@ -134,6 +134,7 @@ def check_outcomes(prompts: list[str], exp_outcomes: list[ExplainedOutcome]) -> 
 
 # -- the Service list --------------------------------------------------------------------------------
 
+@pytest.mark.slow
 @run_async
 async def test_service_list_health_navigate_filter() -> None:
     app = SvctraceApp("demo")
@@ -173,6 +174,7 @@ async def test_service_list_health_navigate_filter() -> None:
         assert app.screen is scr
 
 
+@pytest.mark.slow
 @run_async
 async def test_namespace_and_target_open_the_trace() -> None:
     app = SvctraceApp("demo", target="kube-dns", namespace="kube-system")
@@ -186,6 +188,7 @@ async def test_namespace_and_target_open_the_trace() -> None:
 
 # -- the chain browser --------------------------------------------------------------------------------
 
+@pytest.mark.slow
 @run_async
 async def test_browser_follow_jump_and_back_search() -> None:
     rs = load_ruleset(node_dump("node01"))
@@ -269,6 +272,7 @@ async def test_browser_follow_jump_and_back_search() -> None:
         assert isinstance(app.screen, ServicesScreen)
 
 
+@pytest.mark.slow
 @run_async
 async def test_counters_are_shown(tmp_path: Path) -> None:
     dump = tmp_path / "node01.iptables-save"
@@ -288,6 +292,7 @@ async def test_counters_are_shown(tmp_path: Path) -> None:
 
 # -- the trace --------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 @run_async
 async def test_trace_outcomes_match_explain_and_light_the_path() -> None:
     app = SvctraceApp("demo")
@@ -334,6 +339,7 @@ async def test_trace_outcomes_match_explain_and_light_the_path() -> None:
             assert d.code in diags
 
 
+@pytest.mark.slow
 @run_async
 async def test_trace_local_policy_drop_and_its_hint() -> None:
     app = SvctraceApp("demo")
@@ -360,6 +366,7 @@ async def test_trace_local_policy_drop_and_its_hint() -> None:
         assert scr.query_one(ChainBrowser).adapter.node == "node02"  # type: ignore[union-attr]
 
 
+@pytest.mark.slow
 @run_async
 async def test_trace_errors_are_shown_not_raised(tmp_path: Path) -> None:
     snap_dir = tmp_path / "snap"
@@ -383,6 +390,7 @@ async def test_trace_errors_are_shown_not_raised(tmp_path: Path) -> None:
         assert any("node02" in m for sev, m in app.messages if sev == "warning")
 
 
+@pytest.mark.slow
 @run_async
 async def test_unreadable_input_is_an_error_panel(tmp_path: Path) -> None:
     bad = tmp_path / "garbage.bin"
@@ -404,6 +412,7 @@ async def test_unreadable_input_is_an_error_panel(tmp_path: Path) -> None:
 
 # -- side by side -------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 @run_async
 async def test_side_by_side_frontend_differs_between_node01_and_node02() -> None:
     app = SvctraceApp("demo")
@@ -438,6 +447,7 @@ async def test_side_by_side_frontend_differs_between_node01_and_node02() -> None
         assert scr.result is not None and scr.result.right == "node03"  # the next node after node02
 
 
+@pytest.mark.slow
 @run_async
 async def test_side_by_side_from_the_trace_keeps_the_request() -> None:
     app = SvctraceApp("demo")
@@ -467,6 +477,7 @@ def node04_nft() -> ir.Table:
     return load_nft(SNAP.nodes["node04"].get("nft.json") or "").tables[KP]
 
 
+@pytest.mark.slow
 @run_async
 async def test_browse_an_ipvs_node_virtual_servers_iptables_and_ipsets() -> None:
     ipvs = load_ipvs(SNAP.nodes["node03"].get("ipvsadm") or "")
@@ -528,6 +539,7 @@ async def test_browse_an_ipvs_node_virtual_servers_iptables_and_ipsets() -> None
         assert modes["node03"].browser.startswith("ipvs") and modes["node04"].browser == "nftables"
 
 
+@pytest.mark.slow
 @run_async
 async def test_browse_an_nftables_node_follow_vmaps_and_back() -> None:
     kp = node04_nft()
@@ -619,6 +631,7 @@ async def test_browse_an_nftables_node_follow_vmaps_and_back() -> None:
         assert b2.view is not None and b2.view.ref == ChainRef(KP, web)
 
 
+@pytest.mark.slow
 @run_async
 async def test_trace_node_port_on_ipvs_and_nftables_nodes_lights_the_explained_path() -> None:
     app = SvctraceApp("demo")
@@ -663,6 +676,7 @@ async def test_trace_node_port_on_ipvs_and_nftables_nodes_lights_the_explained_p
             await pilot.press("o", "up")
 
 
+@pytest.mark.slow
 @run_async
 async def test_side_by_side_iptables_and_nftables_nodes_same_backends() -> None:
     kp = node04_nft()
@@ -710,6 +724,7 @@ def test_keys_are_declared_as_data() -> None:
             ids.add(b.id)
 
 
+@pytest.mark.slow
 @run_async
 async def test_help_lists_the_keys_of_the_screen() -> None:
     app = SvctraceApp("demo")
@@ -731,6 +746,7 @@ async def test_help_lists_the_keys_of_the_screen() -> None:
             assert isinstance(b, Binding) and b.description in text
 
 
+@pytest.mark.slow
 @run_async
 async def test_commands_node_mode_svc() -> None:
     app = SvctraceApp("demo")
@@ -767,6 +783,7 @@ async def test_commands_node_mode_svc() -> None:
 
 # -- one node's dump, no cluster ----------------------------------------------------------------------------
 
+@pytest.mark.slow
 @run_async
 async def test_a_single_dump_lists_services_and_traces() -> None:
     with resources.as_file(resources.files("svctrace.data").joinpath("examples", "kube-proxy-basic.iptables-save")) as p:
@@ -813,6 +830,7 @@ async def key_latency(app: SvctraceApp, key: str, char: str | None, done: Callab
     return time.monotonic() - t0
 
 
+@pytest.mark.slow
 @run_async
 async def test_10k_service_dump_opens_and_scrolls_without_blocking(dump_10k: Path) -> None:
     app = SvctraceApp(str(dump_10k))
@@ -886,11 +904,13 @@ def snap_app() -> SvctraceApp:
     return SvctraceApp("demo")
 
 
+@pytest.mark.slow
 @snapshot_test
 def test_snapshot_services(snap_compare) -> None:  # type: ignore[no-untyped-def]
     assert snap_compare(snap_app(), terminal_size=SIZE, run_before=settle)
 
 
+@pytest.mark.slow
 @snapshot_test
 def test_snapshot_browser(snap_compare) -> None:  # type: ignore[no-untyped-def]
     async def before(pilot: Pilot[Any]) -> None:
@@ -904,6 +924,7 @@ def test_snapshot_browser(snap_compare) -> None:  # type: ignore[no-untyped-def]
     assert snap_compare(snap_app(), terminal_size=SIZE, run_before=before)
 
 
+@pytest.mark.slow
 @snapshot_test
 def test_snapshot_trace(snap_compare) -> None:  # type: ignore[no-untyped-def]
     async def before(pilot: Pilot[Any]) -> None:
@@ -917,6 +938,7 @@ def test_snapshot_trace(snap_compare) -> None:  # type: ignore[no-untyped-def]
     assert snap_compare(snap_app(), terminal_size=SIZE, run_before=before)
 
 
+@pytest.mark.slow
 @snapshot_test
 def test_snapshot_side_by_side(snap_compare) -> None:  # type: ignore[no-untyped-def]
     async def before(pilot: Pilot[Any]) -> None:
@@ -930,6 +952,7 @@ def test_snapshot_side_by_side(snap_compare) -> None:  # type: ignore[no-untyped
     assert snap_compare(snap_app(), terminal_size=SIZE, run_before=before)
 
 
+@pytest.mark.slow
 @snapshot_test
 def test_snapshot_help(snap_compare) -> None:  # type: ignore[no-untyped-def]
     async def before(pilot: Pilot[Any]) -> None:

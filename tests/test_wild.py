@@ -1,4 +1,4 @@
-"""Every real dump in ../shared/corpus/wild loads without an exception and still answers."""
+"""Every real dump in tests/corpus/wild loads without an exception and still answers."""
 
 from __future__ import annotations
 
@@ -6,14 +6,14 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import WILD, need_corpus
+from conftest import WILD, corpus_files, need_corpus
 
 from svctrace.dataplane.detect import sniff_format
 from svctrace.dataplane.iptables import load_ruleset, trace
 from svctrace.model.packet import NodeFacts, Packet
 
-DUMPS = sorted(p for p in WILD.glob("*/*.txt") if not p.name.endswith(".k8s.txt")) if WILD.is_dir() else []
-INDEX = {e["file"]: e for e in json.loads((WILD / "INDEX.json").read_text())} if WILD.is_dir() else {}
+DUMPS = corpus_files(WILD, "*/*.txt")
+INDEX = {e["file"]: e for e in json.loads((WILD / "INDEX.json").read_text())}
 
 
 def _read(p: Path) -> str:
