@@ -261,7 +261,7 @@ class NftChainName(NamedTuple):
     namespace: str
     name: str
     protocol: str
-    port: str  # the port name ("" for an unnamed port)
+    port_name: str  # the port name ("" for an unnamed port)
     endpoint: str | None  # `10.180.0.1/80` of an endpoint chain
 
 
@@ -310,7 +310,7 @@ def nft_chain_label(chain: str, width: int = 40) -> str:
     n = parse_nft_chain(chain)
     if n is None:
         return ""
-    port = n.port or n.protocol
+    port = n.port_name or n.protocol
     tail = f" {n.endpoint}" if n.endpoint else ""
     full = f"{n.kind} {n.namespace}/{n.name}/{port}{tail}"
     return full if len(full) <= width else f"{n.kind} {n.name}/{port}{tail}"
@@ -325,7 +325,7 @@ def nft_service_chain(rs: NftRuleset, tables: Iterable[str], namespace: str, nam
             for c in rs.tables[t].chains:
                 n = parse_nft_chain(c)
                 if (n is not None and n.kind == kind and n.namespace == namespace and n.name == name
-                        and n.protocol == protocol.lower() and n.port == port_name and not n.endpoint):
+                        and n.protocol == protocol.lower() and n.port_name == port_name and not n.endpoint):
                     return t, c
     return None
 
