@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from svctrace.dataplane.ipset import IPSetListing
-from svctrace.dataplane.iptables.rules import Opt, Rule, Ruleset
+from svctrace.dataplane.iptables.parser import tokenize
+from svctrace.dataplane.iptables.rules import Chain, Opt, Rule, Ruleset
 from svctrace.dataplane.ipvs import IPVSTable
 from svctrace.dataplane.nftables import NftRuleset, ir
 from svctrace.dataplane.nftables.printer import fmt_element
@@ -196,15 +197,29 @@ def recover_iptables(rs: Ruleset) -> Recovered:
     cidr: str | None = None
     for svc in svcs.values():
         for p in svc.ports:
-            rules = _rules(rs, "nat", p.chain) if p.chain else []
-            if not rules:
+            svc_rules = rs.chain("nat", p.chain) if p.chain else None
+            if svc_rules is None or not svc_rules.raw:
                 continue
-            p.endpoints = sum(1 for r in rules if (_target(r) or "").startswith(SEP_PREFIX))
+            p.endpoints = sum(1 for t in _jumps(svc_rules) if t.startswith(SEP_PREFIX))
             if cidr is None:
-                s = _opt(rules[0], "-s")
+                s = _opt(svc_rules.rules[0], "-s")
                 if s is not None and s.neg and "/" in s.arg and _address(s):
                     cidr = s.arg
     return Recovered(svcs, cidr)
+
+
+def _jumps(chain: Chain) -> Iterator[str]:
+    """Where a chain's rules jump, from the parsed rules once parsed, else from each rule's words (the parser's
+    own tokenizer): the Service list needs only the targets of every KUBE-SVC chain, and a 10k-Service dump
+    has 50k rules there that a full parse would take seconds over."""
+    if chain.parsed:
+        yield from (r.target.name for r in chain.rules if r.target is not None and not r.target.goto)
+        return
+    for raw in chain.raw:
+        words, _ = tokenize(raw.text)
+        for i, w in enumerate(words[:-1]):
+            if w in ("-j", "--jump"):
+                yield words[i + 1]
 
 
 def iptables_service_rules(rs: Ruleset, key: str, table_order: Sequence[str]) -> list[Rule]:
