@@ -467,6 +467,33 @@ async def test_side_by_side_from_the_trace_keeps_the_request() -> None:
         assert cmp.result.request.via == "node-port" and not cmp.result.differ
 
 
+def test_the_browser_and_explain_share_each_parse(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The chain browser reads a node's dumps through the snapshot's cache: the objects explain walks."""
+    import svctrace.dataplane.iptables.parser as parser
+    from svctrace.browse.adapters import IPVSAdapter, NftAdapter
+    from svctrace.browse.data import IptablesAdapter
+    from svctrace.browse.session import SnapshotSession
+    from svctrace.dataplane.node import load_dataplane
+
+    snap = load_snapshot("demo")
+    calls: list[str] = []
+    load = parser._Loader.load
+    monkeypatch.setattr(parser._Loader, "load", lambda self: calls.append(self.source) or load(self))  # type: ignore[func-returns-value]
+    session = SnapshotSession(snap)
+    adapters = {n: session.adapter(n) for n in session.node_names()}
+    for key in ("default/web", "default/frontend"):  # explain's questions, and each node's rules side by side
+        session.health(key)
+        session.compare(session.compare_request(key))
+    monkeypatch.undo()
+    assert calls and len(calls) == len(set(calls)), calls  # every dump parsed at most once
+    ipt, ipvs, nft = adapters["node01"], adapters["node03"], adapters["node04"]
+    assert isinstance(ipt, IptablesAdapter) and ipt.rs is load_dataplane(snap, "node01", 4).iptables
+    dp = load_dataplane(snap, "node03", 4)
+    assert isinstance(ipvs, IPVSAdapter) and ipvs.ipvs is dp.ipvs and ipvs.ipsets is dp.ipsets
+    assert ipvs.iptables is not None and ipvs.iptables.rs is dp.iptables
+    assert isinstance(nft, NftAdapter) and nft.rs is load_dataplane(snap, "node04", 4).nft
+
+
 # -- IPVS and nftables nodes (the demo's node03 and node04) ------------------------------------------------
 
 KP = "ip kube-proxy"

@@ -11,9 +11,10 @@ Registered with `register_adapter` on import. Nothing here imports Textual.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 from svctrace.browse.data import (
     TABLE_ORDER,
@@ -23,16 +24,18 @@ from svctrace.browse.data import (
     MatchPart,
     RuleView,
     SearchHit,
+    iptables_adapter,
     register_adapter,
 )
 from svctrace.dataplane.detect import has_kube_proxy_table, said_mode
-from svctrace.dataplane.iptables import load_ruleset
+from svctrace.dataplane.ipset import IPSetListing, parse_ipset
 from svctrace.dataplane.ipvs import IPVSTable, VirtualService, load_ipvs, schedule
 from svctrace.dataplane.ipvs.schedulers import KNOWN as SCHEDULER_NAMES
 from svctrace.dataplane.nftables import NftRuleset, ir, load_nft
 from svctrace.dataplane.nftables.printer import fmt_element, fmt_expr, fmt_stmt
-from svctrace.errors import SvctraceError
+from svctrace.errors import InputError, SvctraceError
 from svctrace.kubeproxy.catalog import chain_meaning
+from svctrace.kubeproxy.recover import nft_chain_label, parse_nft_chain
 from svctrace.model.snapshot import NodeFiles
 
 # -- nftables ----------------------------------------------------------------------------------------
@@ -70,9 +73,6 @@ NFT_PREFIXES: tuple[tuple[str, str], ...] = (
 NFT_FILTER_HOOKS = {"prerouting": "packets arriving, before routing", "input": "packets for the node itself",
                     "forward": "packets the node routes on", "output": "packets the node itself sends",
                     "postrouting": "every packet leaving"}
-# `service-ULMVA6XW-ns/name/tcp/port`, `endpoint-5OJB2KTY-ns/name/tcp/port__10.180.0.1/80`
-KUBE_NFT_CHAIN = re.compile(r"^(service|local|external|firewall|endpoint)-[A-Z2-7]{8}-"
-                            r"(?P<ns>[^/]+)/(?P<name>[^/]+)/(?P<proto>[a-z]+)/(?P<port>[^_/]*)(?:__(?P<ep>.+))?$")
 _COUNTER = re.compile(r"\bcounter packets (\d+) bytes (\d+)")
 
 
@@ -80,7 +80,7 @@ def nft_chain_meaning(name: str) -> str | None:
     if name in NFT_CHAINS:
         return NFT_CHAINS[name]
     for prefix, meaning in NFT_PREFIXES:
-        if name.startswith(prefix) and KUBE_NFT_CHAIN.match(name):
+        if name.startswith(prefix) and parse_nft_chain(name):
             return meaning
     m = chain_meaning(name)  # an iptables-nft table's KUBE-* chains
     return m.meaning if m else None
@@ -89,7 +89,7 @@ def nft_chain_meaning(name: str) -> str | None:
 def _verdict(v: ir.Verdict) -> tuple[str, str, str | None]:
     """(target as shown, target kind, chain it leads to) of a verdict."""
     if v.kind in ("jump", "goto") and v.target:
-        return chain_label(v.target) or v.target, v.kind, v.target
+        return nft_chain_label(v.target) or v.target, v.kind, v.target
     return v.kind, {"accept": "accept", "drop": "drop", "return": "return"}.get(v.kind, "other"), None
 
 
@@ -119,22 +119,10 @@ def _set_refs(e: object) -> Iterator[str]:
         yield from _set_refs(e.data)
 
 
-def chain_label(name: str, width: int = 40) -> str:
-    """How the chain list shows kube-proxy's per-Service chains: without the hash, the namespace left out
-    when it does not fit (`endpoint web/http 10.244.1.10/8080`, `service default/web/http`)."""
-    m = KUBE_NFT_CHAIN.match(name)
-    if not m:
-        return ""
-    port = m["port"] or m["proto"]
-    tail = f" {m['ep']}" if m["ep"] else ""
-    full = f"{m.group(1)} {m['ns']}/{m['name']}/{port}{tail}"
-    return full if len(full) <= width else f"{m.group(1)} {m['name']}/{port}{tail}"
-
-
 def _short_chain(name: str) -> str:
     """An endpoint chain by its endpoint (`10.244.1.10/8080`), any other chain by its name."""
-    m = KUBE_NFT_CHAIN.match(name)
-    return m.group("ep") if m and m.group("ep") else name
+    n = parse_nft_chain(name)
+    return n.endpoint if n and n.endpoint else name
 
 
 class NftAdapter:
@@ -201,7 +189,7 @@ class NftAdapter:
             note = (note + " assumed").strip()
             meaning = (meaning or "") + " (not in the dump: svctrace assumed the base chain kube-proxy always writes)"
         return ChainInfo(t.key, c.name, len(c.rules), c.policy if c.is_base else None, c.is_base, meaning,
-                         note=note, label=chain_label(c.name))
+                         note=note, label=nft_chain_label(c.name))
 
     def _set_info(self, t: ir.Table, s: ir.NSet) -> ChainInfo:
         kind = "vmap" if s.is_map and s.data_type == "verdict" else "map" if s.is_map else "set"
@@ -407,39 +395,6 @@ class NftAdapter:
     def rule_count(self) -> int:
         return self.rs.rule_count
 
-    # -- a Service's rules (side by side) --
-    def service_lines(self, key: str) -> list[str]:
-        """The rules of the Service's chains and the map elements that lead to them or name it, as nft's
-        `add rule` / `add element` commands."""
-        lines: list[str] = []
-        for t in self.tables():
-            tb = self.rs.tables[t]
-            mine = sorted((c for c in tb.chains if (m := KUBE_NFT_CHAIN.match(c)) and f"{m['ns']}/{m['name']}" == key),
-                          key=chain_label)  # by what they are, not by hash: endpoints in address order
-            chains = set(mine)
-            for s in tb.sets.values():
-                for el in s.elements:
-                    named = el.comment is not None and (el.comment == key or el.comment.startswith((key + ":",
-                                                                                                   key + " ")))
-                    leads = isinstance(el.data, ir.Verdict) and el.data.target in chains
-                    if named or leads:
-                        lines.append(f"add element {t} {s.name} {{ {fmt_element(el)} }}")
-            for c in mine:
-                for r in tb.chains[c].rules:
-                    lines.append(f"add rule {t} {c} {r.text}")
-        return lines
-
-    def service_chain(self, namespace: str, name: str, protocol: str, port_name: str) -> ChainRef | None:
-        """The Service port's first chain: service- (or local-, external-, firewall-)."""
-        for prefix in ("service", "local", "external", "firewall"):
-            for t in self.tables():
-                for c in self.rs.tables[t].chains:
-                    m = KUBE_NFT_CHAIN.match(c)
-                    if (m and m.group(1) == prefix and m["ns"] == namespace and m["name"] == name
-                            and m["proto"] == protocol.lower() and m["port"] == port_name and not m["ep"]):
-                        return ChainRef(t, c)
-        return None
-
 
 # -- IPVS ------------------------------------------------------------------------------------------
 
@@ -465,48 +420,6 @@ IPSET_MEANINGS: dict[str, str] = {
     "KUBE-HEALTH-CHECK-NODE-PORT": "health check node ports of Local-policy LoadBalancers",
     "KUBE-IPVS-IPS": "every address bound to kube-ipvs0 (since 1.26): KUBE-IPVS-FILTER rejects other ports",
 }
-_MATCH_SET = re.compile(r"--match-set\s+(\S+)")
-
-
-@dataclass
-class IPSetView:
-    """One ipset as the dump lists it, members with their lines."""
-
-    name: str
-    type: str
-    family: str = "inet"
-    line: int = 0
-    text: str = ""
-    members: list[tuple[str, int, str]] = field(default_factory=list)  # (member, line, line text)
-
-
-def read_ipsets(text: str) -> list[IPSetView]:
-    """`ipset save` (create/add) or `ipset list` (Name:/Type:/Members:) output, lines kept."""
-    sets: dict[str, IPSetView] = {}
-    current: IPSetView | None = None
-    in_members = False
-    for no, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        parts = line.split()
-        if parts[0] == "create" and len(parts) >= 3:
-            sets[parts[1]] = IPSetView(parts[1], parts[2], "inet6" if "inet6" in parts else "inet", no, line)
-        elif parts[0] == "add" and len(parts) >= 3:
-            s = sets.setdefault(parts[1], IPSetView(parts[1], "?", line=no))
-            s.members.append((parts[2], no, line))
-        elif line.startswith("Name:") and len(parts) >= 2:
-            current = sets.setdefault(parts[1], IPSetView(parts[1], "?", line=no, text=line))
-            in_members = False
-        elif line.startswith("Type:") and current is not None and len(parts) >= 2:
-            current.type = parts[1]
-        elif line.startswith("Header:") and current is not None and "inet6" in line:
-            current.family = "inet6"
-        elif line.startswith("Members:"):
-            in_members = True
-        elif in_members and current is not None and not re.fullmatch(r"\.{2,}|…", parts[0]):
-            current.members.append((parts[0], no, line))
-    return list(sets.values())
 
 
 class IPVSAdapter:
@@ -515,11 +428,11 @@ class IPVSAdapter:
     kind = "ipvs"
 
     def __init__(self, table: IPVSTable, node: str, iptables: IptablesAdapter | None = None,
-                 ipsets: list[IPSetView] | None = None, ipset_source: str = "") -> None:
+                 ipsets: dict[str, IPSetListing] | None = None, ipset_source: str = "") -> None:
         self.ipvs = table
         self.node = node
         self.iptables = iptables
-        self.ipsets = {s.name: s for s in ipsets or []}
+        self.ipsets = ipsets or {}
         self.ipset_source = ipset_source
         self.source = table.source
         self.has_counters = False  # the browser's PKTS/BYTES columns are iptables' counters
@@ -564,10 +477,11 @@ class IPVSAdapter:
                          empty="no real server: IPVS answers a new connection with ICMP port unreachable "
                                "(connection refused)")
 
-    def _set_info(self, s: IPSetView) -> ChainInfo:
+    def _set_info(self, s: IPSetListing) -> ChainInfo:
         what = IPSET_MEANINGS.get(s.name)
-        meaning = f"ipset {s.type} ({s.family})" + (f": {what}" if what else "")
-        return ChainInfo(IPSET_TABLE, s.name, len(s.members), None, False, meaning, note=s.type, kind="ipset",
+        typ = s.type if s.typed else "?"
+        meaning = f"ipset {typ} ({s.family})" + (f": {what}" if what else "")
+        return ChainInfo(IPSET_TABLE, s.name, len(s.members), None, False, meaning, note=typ, kind="ipset",
                          empty="empty set: no packet matches it")
 
     def chain_info(self, table: str, chain: str) -> ChainInfo | None:
@@ -591,10 +505,11 @@ class IPVSAdapter:
         elif table == IPSET_TABLE:
             s = self.ipsets.get(chain)
             views = [RuleView(table=IPSET_TABLE, chain=s.name, index=i, line=line, text=text,
-                              matches=(MatchPart(member, "addr"),), target=None, target_args="",
+                              matches=(MatchPart(",".join(member), "addr"),), target=None, target_args="",
                               target_kind="member", jump=None, comment=None, counters=None,
                               where=f"ipset line {line}")
-                     for i, (member, line, text) in enumerate(s.members, 1)] if s is not None else []
+                     for i, (member, (line, text)) in enumerate(zip(s.members, s.member_lines, strict=True), 1)
+                     ] if s is not None else []
         elif self.iptables is not None:
             views = [self._with_sets(v) for v in self.iptables.rules(table, chain)]
         else:
@@ -604,7 +519,10 @@ class IPVSAdapter:
 
     def _with_sets(self, v: RuleView) -> RuleView:
         """An iptables rule says which of the node's dumps it is in, and leads to the ipsets it matches on."""
-        names = [n for n in _MATCH_SET.findall(v.text) if n in self.ipsets]
+        assert self.iptables is not None
+        rule = self.iptables.rule(v.table, v.chain, v.index)
+        names = [o.args[0] for m in (rule.matches if rule else []) for o in m.opts
+                 if o.name == "--match-set" and o.args and o.args[0] in self.ipsets]
         return replace(v, where=f"{self._ipt_file} line {v.line}",
                        branches=v.branches + tuple((n, ChainRef(IPSET_TABLE, n)) for n in names))
 
@@ -675,8 +593,8 @@ class IPVSAdapter:
                 out.append(h)
         for s in sorted(self.ipsets.values(), key=lambda s: s.name):
             hit_name = q in s.name.lower()
-            for i, (member, line, text) in enumerate(s.members, 1):
-                if hit_name or q in member.lower():
+            for i, (dims, (line, text)) in enumerate(zip(s.members, s.member_lines, strict=True), 1):
+                if hit_name or q in ",".join(dims).lower():
                     out.append(SearchHit(IPSET_TABLE, s.name, line, text, index=i, where=f"ipset line {line}"))
         return out[:limit]
 
@@ -698,7 +616,7 @@ def _nft_factory(nf: NodeFiles, family: int) -> NftAdapter | None:
         if not said and has_iptables and not has_kube_proxy_table(text):
             return None  # an iptables-nft backend's view of iptables rules: the iptables dump says it better
         try:
-            return NftAdapter(load_nft(text, nf.path(fname)), nf.name, fname)
+            return NftAdapter(nf.parsed(fname, load_nft), nf.name, fname)
         except SvctraceError:
             if said == "nftables" or not has_iptables:
                 raise  # the node's own rules cannot be read: say why
@@ -712,20 +630,16 @@ def _ipvs_factory(nf: NodeFiles, family: int) -> IPVSAdapter | None:
     if not text or (said and said != "ipvs"):
         return None
     try:
-        table = load_ipvs(text, nf.path("ipvsadm"))
+        table = nf.parsed("ipvsadm", load_ipvs)
     except SvctraceError:
         if said == "ipvs":
             raise  # the node's own rules cannot be read: say why
         return None  # no virtual server: not an IPVS-mode node
-    ipt = None
-    names = ("iptables-save", "iptables-legacy-save") if family == 4 else ("ip6tables-save", "ip6tables-legacy-save")
-    for fname in names:
-        ipt_text = nf.get(fname)
-        if ipt_text:
-            ipt = IptablesAdapter(load_ruleset(ipt_text, nf.path(fname)), nf.name)
-            break
-    sets = read_ipsets(nf.get("ipset") or "")
-    return IPVSAdapter(table, nf.name, ipt, sets, nf.path("ipset"))
+    sets: dict[str, IPSetListing] = {}
+    if nf.get("ipset"):
+        with contextlib.suppress(InputError):  # no ipset syntax at all: the browser shows no sets
+            sets = nf.parsed("ipset", parse_ipset)[0]
+    return IPVSAdapter(table, nf.name, iptables_adapter(nf, family), sets, nf.path("ipset"))
 
 
 register_adapter("ipvs", _ipvs_factory)

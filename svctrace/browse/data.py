@@ -8,7 +8,6 @@ Nothing here imports Textual.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
@@ -238,6 +237,11 @@ class IptablesAdapter:
         self._views[ref] = views
         return views
 
+    def rule(self, table: str, chain: str, index: int) -> Rule | None:
+        """The parsed rule behind a `RuleView` (its 1-based `index`)."""
+        c = self.rs.chain(table, chain)
+        return c.rules[index - 1] if c is not None and 0 < index <= len(c.rules) else None
+
     def _view(self, r: Rule) -> RuleView:
         tgt = r.target
         name = tgt.name if tgt else None
@@ -316,16 +320,16 @@ def register_adapter(kind: str, factory: AdapterFactory) -> None:
     _ADAPTERS.insert(0, (kind, factory))
 
 
-def _iptables_factory(nf: NodeFiles, family: int) -> RulesAdapter | None:
+def iptables_adapter(nf: NodeFiles, family: int) -> IptablesAdapter | None:
+    """The node's iptables (or ip6tables) dump, parsed once for the snapshot (explain reuses the parse)."""
     names = ("iptables-save", "iptables-legacy-save") if family == 4 else ("ip6tables-save", "ip6tables-legacy-save")
     for fname in names:
-        text = nf.get(fname)
-        if text:
-            return IptablesAdapter(load_ruleset(text, nf.path(fname)), nf.name)
+        if nf.get(fname):
+            return IptablesAdapter(nf.parsed(fname, load_ruleset), nf.name)
     return None
 
 
-_ADAPTERS.append(("iptables", _iptables_factory))
+_ADAPTERS.append(("iptables", iptables_adapter))
 
 
 def adapter_for(nf: NodeFiles, family: int = 4, mode: str | None = None) -> RulesAdapter:
@@ -351,9 +355,3 @@ def dataplanes(nf: NodeFiles) -> list[str]:
             out.append(fname)
     return out
 
-
-_SPACES = re.compile(r"\s+")
-
-
-def one_line(text: str) -> str:
-    return _SPACES.sub(" ", text).strip()

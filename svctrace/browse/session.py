@@ -26,9 +26,20 @@ from svctrace.dataplane.iptables.walker import visible_steps
 from svctrace.errors import InputError, SvctraceError
 from svctrace.explain import OUTSIDE_CLIENT, Explanation, Request, explain
 from svctrace.kubeproxy.names import ext_chain, fw_chain, svc_chain, svl_chain
+from svctrace.kubeproxy.recover import (
+    RecoveredPort,
+    RecoveredService,
+    iptables_service_rules,
+    ipvs_service_lines,
+    nft_service_chain,
+    nft_service_lines,
+    parse_nft_chain,
+    recover_iptables,
+    service_keys,
+)
 from svctrace.model.cluster import Service, ServicePort
 from svctrace.model.packet import NodeFacts, Packet
-from svctrace.model.snapshot import NodeFiles, Snapshot, load_snapshot
+from svctrace.model.snapshot import NodeFiles, Snapshot, decode_text, load_snapshot
 
 SEVERITY_RANK = {"error": 3, "warning": 2, "unknown": 1, "ok": 0}
 VIA_LABELS = {"cluster-ip": "cluster IP", "node-port": "node port", "external-ip": "external IP",
@@ -169,24 +180,6 @@ def worst(a: str, b: str) -> str:
     return a if SEVERITY_RANK.get(a, 0) >= SEVERITY_RANK.get(b, 0) else b
 
 
-_COMMENT = re.compile(r'--comment\s+(?:"((?:[^"\\]|\\.)*)"|(\S+))')
-
-
-def comment_in(text: str) -> str | None:
-    m = _COMMENT.search(text)
-    if not m:
-        return None
-    return m.group(1).replace('\\"', '"') if m.group(1) is not None else m.group(2)
-
-
-def _service_pattern(key: str) -> re.Pattern[str]:
-    # kube-proxy comments name a Service port as `ns/name:port` or `ns/name` (unnamed port).
-    return re.compile(r'--comment\s+"?' + re.escape(key) + r'(?::[^\s"]*)?(?=[\s"])')
-
-
-_HASH_CHAIN = re.compile(r"^KUBE-(?:SVC|SVL|EXT|FW|XLB|SEP)-[A-Z2-7]{16}$")
-
-
 def service_rules(adapter: RulesAdapter, key: str, svc: Service | None = None) -> list[str]:
     """The node's rules that belong to one Service, in the node's own syntax.
 
@@ -196,89 +189,56 @@ def service_rules(adapter: RulesAdapter, key: str, svc: Service | None = None) -
     the Service, whose addresses name the virtual servers): its virtual servers and real servers
     (`ipvsadm -S` lines), its ipset members, and the iptables rules that name it."""
     if isinstance(adapter, NftAdapter):
-        return adapter.service_lines(key)
+        return nft_service_lines(adapter.rs, key, adapter.tables())
     if isinstance(adapter, IPVSAdapter):
-        return ipvs_service_rules(adapter, key, svc)
+        lines = ipvs_service_lines(adapter.ipvs, adapter.ipsets, svc) if svc is not None else []
+        return lines + (service_rules(adapter.iptables, key) if adapter.iptables is not None else [])
     if not isinstance(adapter, IptablesAdapter):
         return []
-    rs = adapter.rs
-    pat = _service_pattern(key)
-    chains: set[ChainRef] = set()
-    picked: dict[tuple[str, str, int], str] = {}
-    jump = re.compile(r"\s-[jg]\s+(KUBE-(?:SVC|SVL|EXT|FW|XLB|SEP)-[A-Z2-7]{16})\b")
-    for t in adapter.tables():
-        for chain in rs.tables[t].chains.values():
-            for pos, raw in enumerate(chain.raw):
-                if pat.search(raw.text):
-                    picked[(t, chain.name, pos)] = raw.text
-                    if _HASH_CHAIN.match(chain.name):
-                        chains.add(ChainRef(t, chain.name))
-                    for m in jump.finditer(raw.text):
-                        chains.add(ChainRef(t, m.group(1)))
-    todo = list(chains)
-    while todo:
-        ref = todo.pop()
-        found = rs.chain(ref.table, ref.chain)
-        if found is None:
-            continue
-        for pos, raw in enumerate(found.raw):
-            picked[(ref.table, ref.chain, pos)] = raw.text
-            for m in jump.finditer(raw.text):
-                nxt = ChainRef(ref.table, m.group(1))
-                if nxt not in chains:
-                    chains.add(nxt)
-                    todo.append(nxt)
-
-    def order(k: tuple[str, str, int]) -> tuple[int, str, int]:
-        t, name, pos = k
-        return (TABLE_ORDER.index(t) if t in TABLE_ORDER else 9, name, pos)
-
-    return [f"{k[0]:<6} {picked[k]}" for k in sorted(picked, key=order)]
+    return [f"{r.table:<6} {r.text}" for r in iptables_service_rules(adapter.rs, key, TABLE_ORDER)]
 
 
-def service_keys(svc: Service) -> tuple[set[tuple[str, str, int]], set[tuple[str, int]]]:
-    """The (protocol, address, port) a Service's virtual servers listen on, and its (protocol, node port)s."""
-    vips: set[tuple[str, str, int]] = set()
-    node_ports: set[tuple[str, int]] = set()
-    for p in svc.ports:
-        proto = p.protocol.lower()
-        for ip in [*svc.cluster_ips, *svc.external_ips, *svc.lb_ips]:
-            if ip and ip != "None":
-                vips.add((proto, ip, p.port))
-        if p.node_port:
-            node_ports.add((proto, p.node_port))
-    return vips, node_ports
+def resolve_service(rows: list[ServiceRow], text: str, namespaces: list[str | None]) -> str | None:
+    """A Service key from `ns/name`, `svc/name`, `name` (in the first of `namespaces` that has it, else
+    `default`), `name.ns[.svc...]`, or a name only one namespace has."""
+    keys = {r.key for r in rows}
+    t = text.strip()
+    for kind in ("svc/", "service/", "services/"):  # kubectl's spellings of the resource
+        if t.startswith(kind):
+            t = t[len(kind):]
+            break
+    if t in keys:
+        return t
+    for cand_ns in [*namespaces, "default"]:
+        if cand_ns and f"{cand_ns}/{t}" in keys:
+            return f"{cand_ns}/{t}"
+    if "." in t:
+        name, _, rest = t.partition(".")
+        key = f"{rest.split('.')[0]}/{name}"
+        if key in keys:
+            return key
+    matches = [r.key for r in rows if r.name == t]
+    return matches[0] if len(matches) == 1 else None
 
 
-def ipvs_service_rules(adapter: IPVSAdapter, key: str, svc: Service | None) -> list[str]:
-    """An IPVS node's share of a Service: virtual servers (and their real servers), ipset members, and
-    the iptables rules whose comment names it."""
-    lines: list[str] = []
-    if svc is not None:
-        vips, node_ports = service_keys(svc)
-        vip_addrs = {ip for _, ip, _ in vips}
-        for vs in adapter.ipvs.services:
-            if vs.ip is None or vs.port is None:
-                continue
-            if (vs.protocol, str(vs.ip), vs.port) in vips or (
-                    (vs.protocol, vs.port) in node_ports and str(vs.ip) not in vip_addrs):
-                lines.append(f"ipvs   {vs.text.strip()}")
-                lines += [f"ipvs   {r.text.strip()}" for r in vs.reals]
-        for s in sorted(adapter.ipsets.values(), key=lambda s: s.name):
-            for member, _line, _text in s.members:
-                dims = member.split(",")
-                hit = any(dims[0] == ip and (len(dims) == 1 or dims[1] == f"{proto}:{port}")
-                          for proto, ip, port in vips)
-                if not hit and "NODE-PORT" in s.name:  # bitmap:port (`30080`) or hash:ip,port (`ip,sctp:30080`)
-                    hit = any((f"-{proto.upper()}" in s.name and member in (str(np), f"{proto}:{np}"))
-                              or (len(dims) > 1 and dims[1] == f"{proto}:{np}") for proto, np in node_ports)
-                if not hit and s.name == "KUBE-HEALTH-CHECK-NODE-PORT":
-                    hit = member == str(svc.health_check_node_port)
-                if hit:
-                    lines.append(f"ipset  add {s.name} {member}")
-    if adapter.iptables is not None:
-        lines += service_rules(adapter.iptables, key)
-    return lines
+_COMMENT_MATCH = re.compile(r'\s-m comment --comment (?:"(?:[^"\\]|\\.)*"|\S+)')
+_HOST32 = re.compile(r"(\d+\.\d+\.\d+\.\d+)/32\b")
+
+
+def short_rule(line: str) -> str:
+    """A `service_rules` line as side by side shows it: without its comment, `/32` and `-A`; nftables
+    lines without the table (kube-proxy's) and without the hashes in kube-proxy's chain names."""
+    s = _HOST32.sub(r"\1", _COMMENT_MATCH.sub("", line)).replace(" -A ", " ")
+    words = s.split(" ", 4)
+    if len(words) == 5 and words[0] == "add" and words[1] in ("rule", "element") and words[2] in ("ip", "ip6", "inet") \
+            and words[3]:
+        s = f"{words[1]} {words[4]}"
+    return " ".join(_unhashed(w) for w in s.split(" "))
+
+
+def _unhashed(word: str) -> str:
+    n = parse_nft_chain(word)
+    return f"{n.kind}-{word[len(n.kind) + 10:]}" if n is not None else word
 
 
 def diff_lines(left: list[str], right: list[str]) -> tuple[list[CompareLine], list[CompareLine]]:
@@ -606,9 +566,9 @@ class SnapshotSession(Session):
         adapter = self.adapter(node)
         if isinstance(adapter, NftAdapter):
             for p in svc.ports:
-                got = adapter.service_chain(svc.namespace, svc.name, p.protocol, p.name)
+                got = nft_service_chain(adapter.rs, adapter.tables(), svc.namespace, svc.name, p.protocol, p.name)
                 if got is not None:
-                    return got
+                    return ChainRef(*got)
             return adapter.entry()
         if isinstance(adapter, IPVSAdapter):
             _vips, node_ports = service_keys(svc)
@@ -665,55 +625,12 @@ def open_snapshot(path: str) -> SnapshotSession:
 
 # -- one node's dump, no cluster -------------------------------------------------------------------
 
-@dataclass
-class DumpPort:
-    name: str  # the port name in the comment ("" for an unnamed port)
-    port: int | None
-    proto: str
-    cluster_ip: str | None = None
-    chain: str | None = None  # where the cluster-IP rule jumps
-    node_port: int | None = None
-    external_ips: list[str] = field(default_factory=list)
-    lb_ips: list[str] = field(default_factory=list)
-    endpoints: int = 0
-    no_endpoints: bool = False
-    no_local: bool = False
-
-    @property
-    def label(self) -> str:
-        return f"{self.name or '(unnamed)'} {self.port}/{self.proto.upper()}"
-
-    @property
-    def value(self) -> str:
-        return f"{self.name}|{self.port}|{self.proto}"
+def _port_label(p: RecoveredPort) -> str:
+    return f"{p.name or '(unnamed)'} {p.port}/{p.proto.upper()}"
 
 
-@dataclass
-class DumpService:
-    namespace: str
-    name: str
-    ports: list[DumpPort] = field(default_factory=list)
-
-    @property
-    def key(self) -> str:
-        return f"{self.namespace}/{self.name}"
-
-    def port(self, name: str, port: int | None, proto: str) -> DumpPort:
-        for p in self.ports:  # a Service's ports are unique by name and protocol
-            if p.name == name and p.proto == proto:
-                if p.port is None:
-                    p.port = port
-                return p
-        p = DumpPort(name, port, proto)
-        self.ports.append(p)
-        return p
-
-
-_D = re.compile(r"\s-d\s+([0-9a-fA-F.:]+)(?:/\d+)?\s")
-_P = re.compile(r"\s-p\s+(\w+)")
-_DPORT = re.compile(r"--dport\s+(\d+)")
-_J = re.compile(r"\s-[jg]\s+(\S+)")
-_CIDR = re.compile(r"!\s+-s\s+([0-9a-fA-F.:]+/\d+)\s")
+def _port_value(p: RecoveredPort) -> str:
+    return f"{p.name}|{p.port}|{p.proto}"
 
 
 class DumpSession(Session):
@@ -733,10 +650,11 @@ class DumpSession(Session):
                              source=name)
         self._adapters[self.node] = IptablesAdapter(rs, self.node)
         self.rs = rs
-        self.cluster_cidr: str | None = None
         if progress:
             progress(f"reading the Services from {rs.rule_count:,} rules' comments")
-        self._svcs = self._scan()
+        got = recover_iptables(rs)
+        self.cluster_cidr = got.cluster_cidr
+        self._svcs = got.services
 
     def node_names(self) -> list[str]:
         return [self.node]
@@ -750,79 +668,6 @@ class DumpSession(Session):
 
     def _make_adapter(self, node: str) -> RulesAdapter:
         raise InputError(f"only node {self.node} is in this dump")
-
-    def _scan(self) -> dict[str, DumpService]:
-        svcs: dict[str, DumpService] = {}
-
-        def entry(text: str) -> tuple[DumpService, DumpPort, str] | None:
-            """The Service port a rule's comment names (`ns/name[:port] what`)."""
-            c = comment_in(text)
-            if not c or "/" not in c.split(" ", 1)[0]:
-                return None
-            spn, _, rest = c.partition(" ")
-            key, _, pname = spn.partition(":")
-            ns, _, name = key.partition("/")
-            if not ns or not name:
-                return None
-            pm, dm = _P.search(text), _DPORT.search(text)
-            node_port = "--dst-type LOCAL" in text  # a node port rule: --dport is not the Service port
-            svc = svcs.setdefault(key, DumpService(ns, name))
-            return svc, svc.port(pname, int(dm.group(1)) if dm and not node_port else None,
-                                 pm.group(1).lower() if pm else "tcp"), rest
-
-        nat_services = self.rs.chain("nat", "KUBE-SERVICES")
-        for raw in nat_services.raw if nat_services else []:
-            got = entry(raw.text)
-            if got is None:
-                continue
-            _svc, port, rest = got
-            d, j = _D.search(raw.text), _J.search(raw.text)
-            ip = d.group(1) if d else None
-            if rest.startswith("cluster IP"):
-                port.cluster_ip = ip
-                port.chain = j.group(1) if j else None
-            elif rest.startswith("external IP") and ip and ip not in port.external_ips:
-                port.external_ips.append(ip)
-            elif rest.startswith("loadbalancer IP") and ip and ip not in port.lb_ips:
-                port.lb_ips.append(ip)
-        nodeports = self.rs.chain("nat", "KUBE-NODEPORTS")
-        for raw in nodeports.raw if nodeports else []:
-            c = comment_in(raw.text) or ""
-            if " " in c.strip():
-                continue
-            dm = _DPORT.search(raw.text)
-            pm = _P.search(raw.text)
-            key, _, pname = c.partition(":")
-            svc = svcs.get(key)
-            if svc is None or dm is None:
-                continue
-            for p in svc.ports:
-                if p.name == pname and p.proto == (pm.group(1).lower() if pm else "tcp"):
-                    p.node_port = int(dm.group(1))
-        for chain in ("KUBE-SERVICES", "KUBE-EXTERNAL-SERVICES"):
-            fc = self.rs.chain("filter", chain)
-            for raw in fc.raw if fc else []:
-                got = entry(raw.text)
-                if got is None:
-                    continue
-                _svc, port, rest = got
-                if rest.startswith("has no endpoints"):
-                    port.no_endpoints = True
-                    d = _D.search(raw.text)
-                    if chain == "KUBE-SERVICES" and d and port.cluster_ip is None:
-                        port.cluster_ip = d.group(1)
-                elif rest.startswith("has no local endpoints"):
-                    port.no_local = True
-        for svc in svcs.values():
-            for p in svc.ports:
-                ch = self.rs.chain("nat", p.chain) if p.chain else None
-                if ch is not None:
-                    p.endpoints = sum(1 for raw in ch.raw if " -j KUBE-SEP-" in raw.text)
-                    if self.cluster_cidr is None:
-                        m = _CIDR.search(ch.raw[0].text) if ch.raw else None
-                        if m:
-                            self.cluster_cidr = m.group(1)
-        return svcs
 
     def services(self) -> list[ServiceRow]:
         rows = []
@@ -838,7 +683,7 @@ class DumpSession(Session):
             rows.append(ServiceRow(svc.key, svc.namespace, svc.name, typ, cip, text, eps, level, note))
         return sorted(rows, key=lambda r: (r.namespace, r.name))
 
-    def _health(self, svc: DumpService) -> tuple[str, str]:
+    def _health(self, svc: RecoveredService) -> tuple[str, str]:
         if any(p.no_endpoints for p in svc.ports):
             return "error", "no-endpoints"
         if any(p.no_local for p in svc.ports):
@@ -848,7 +693,7 @@ class DumpSession(Session):
     def health(self, key: str) -> tuple[str, str]:
         return self._health(self._dsvc(key))
 
-    def _dsvc(self, key: str) -> DumpService:
+    def _dsvc(self, key: str) -> RecoveredService:
         svc = self._svcs.get(key)
         if svc is None:
             raise InputError(f"no Service {key} in the dump's rule comments")
@@ -856,7 +701,7 @@ class DumpSession(Session):
 
     def options(self, key: str) -> TraceOptions:
         svc = self._dsvc(key)
-        ports = [(p.label, p.value) for p in svc.ports]
+        ports = [(_port_label(p), _port_value(p)) for p in svc.ports]
         vias = []
         if any(p.cluster_ip for p in svc.ports):
             vias.append((VIA_LABELS["cluster-ip"], "cluster-ip"))
@@ -883,7 +728,7 @@ class DumpSession(Session):
         port = svc.ports[0] if svc.ports else None
         if req.port:
             for p in svc.ports:
-                if req.port in (p.value, p.name, str(p.port)):
+                if req.port in (_port_value(p), p.name, str(p.port)):
                     port = p
                     break
         if port is None:
@@ -892,7 +737,7 @@ class DumpSession(Session):
         dst = {"cluster-ip": port.cluster_ip, "external-ip": port.external_ips[0] if port.external_ips else None,
                "load-balancer": port.lb_ips[0] if port.lb_ips else None}.get(via)
         if dst is None:
-            raise InputError(f"{svc.key} port {port.label} has no {VIA_LABELS.get(via, via)} in the dump")
+            raise InputError(f"{svc.key} port {_port_label(port)} has no {VIA_LABELS.get(via, via)} in the dump")
         src = req.source or self._default_source()
         proto = (req.proto or port.proto).lower()
         try:
@@ -902,9 +747,9 @@ class DumpSession(Session):
         result = trace(self.rs, pkt, NodeFacts.make(returning_client=req.returning_client))
         return self._view(req, svc, port, via, result)
 
-    def _view(self, req: TraceRequest, svc: DumpService, port: DumpPort, via: str, result: TraceResult) -> TraceView:
+    def _view(self, req: TraceRequest, svc: RecoveredService, port: RecoveredPort, via: str, result: TraceResult) -> TraceView:
         p = result.packet
-        head = [("Service", f"{svc.key} (from the dump's comments)"), ("Port", port.label),
+        head = [("Service", f"{svc.key} (from the dump's comments)"), ("Port", _port_label(port)),
                 ("From", f"{p.src}" + ("" if req.source else " (default)")),
                 ("To", f"{p.endpoint()} {p.proto} (via {via})"), ("Rules of", f"{self.node} ({self.source})")]
         outcomes = [OutcomeView(o.probability, o.verdict, o.certain, o.dnat, None, None, o.masquerade, None, o.reason,
@@ -943,11 +788,6 @@ def open_session(path: str | None, progress: Callable[[str], None] | None = None
         data = p.read_bytes()
     except OSError as e:
         raise InputError(f"cannot read it: {e.strerror}", source=path) from None
-    if b"\x00" in data[:65536]:
-        raise InputError("binary data, not a snapshot nor a text dump", source=path)
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        text = data.decode("latin-1")
+    text = decode_text(data, path, "binary data, not a snapshot nor a text dump")
     say(f"parsing {len(data) // 1024:,} KiB of rules")
     return DumpSession(text, path, progress=say)

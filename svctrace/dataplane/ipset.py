@@ -4,16 +4,32 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from dataclasses import dataclass, field
 
 from svctrace.errors import InputError, Warn
 from svctrace.model.packet import IPSetDef, Packet
 
 
-def parse_ipset(text: str, source: str = "<ipset>") -> tuple[dict[str, IPSetDef], list[Warn]]:
+@dataclass
+class IPSetListing(IPSetDef):
+    """An ipset as the dump lists it: where it was declared, and the line each member was read from (for
+    the chain browser, which shows a set's members as rules with their lines)."""
+
+    line: int = 0
+    text: str = ""  # the create (or Name:) line
+    typed: bool = False  # a create or Type: line gave its type (else `type` is the default hash:ip)
+    member_lines: list[tuple[int, str]] = field(default_factory=list)  # (line, line text), one per member
+
+    def add(self, member: str, no: int, line: str) -> None:
+        self.members.append(tuple(member.split(",")))
+        self.member_lines.append((no, line))
+
+
+def parse_ipset(text: str, source: str = "<ipset>") -> tuple[dict[str, IPSetListing], list[Warn]]:
     """Read `ipset save` (create/add lines) or `ipset list` (Name:/Type:/Members:) output."""
-    sets: dict[str, IPSetDef] = {}
+    sets: dict[str, IPSetListing] = {}
     warns: list[Warn] = []
-    current: IPSetDef | None = None
+    current: IPSetListing | None = None
     in_members = False
     seen_any = False
     for no, raw in enumerate(text.splitlines(), 1):
@@ -23,21 +39,22 @@ def parse_ipset(text: str, source: str = "<ipset>") -> tuple[dict[str, IPSetDef]
         parts = line.split()
         if parts[0] == "create" and len(parts) >= 3:
             fam = "inet6" if "inet6" in parts else "inet"
-            sets[parts[1]] = IPSetDef(parts[1], parts[2], fam)
+            sets[parts[1]] = IPSetListing(parts[1], parts[2], fam, line=no, text=line, typed=True)
             seen_any = True
         elif parts[0] == "add" and len(parts) >= 3:
             s = sets.get(parts[1])
             if s is None:
-                s = sets[parts[1]] = IPSetDef(parts[1], "hash:ip")
+                s = sets[parts[1]] = IPSetListing(parts[1], "hash:ip", line=no)
                 warns.append(Warn(f"ipset {parts[1]} has members but no create line", source, no, "ipset"))
-            s.members.append(tuple(parts[2].split(",")))
+            s.add(parts[2], no, line)
             seen_any = True
-        elif line.startswith("Name:"):
-            current = sets.setdefault(parts[1], IPSetDef(parts[1], "hash:ip"))
+        elif line.startswith("Name:") and len(parts) >= 2:
+            current = sets.setdefault(parts[1], IPSetListing(parts[1], "hash:ip", line=no, text=line))
             in_members = False
             seen_any = True
-        elif line.startswith("Type:") and current is not None:
+        elif line.startswith("Type:") and current is not None and len(parts) >= 2:
             current.type = parts[1]
+            current.typed = True
         elif line.startswith("Header:") and current is not None and "inet6" in line:
             current.family = "inet6"
         elif line.startswith("Members:"):
@@ -46,7 +63,7 @@ def parse_ipset(text: str, source: str = "<ipset>") -> tuple[dict[str, IPSetDef]
             if re.fullmatch(r"\.{2,}|…", parts[0]):
                 warns.append(Warn(f"ipset {current.name}: members elided here", source, no, "ipset"))
                 continue
-            current.members.append(tuple(parts[0].split(",")))
+            current.add(parts[0], no, line)
         else:
             warns.append(Warn(f"not ipset syntax, skipped: {line[:60]}", source, no, "ipset"))
     if not seen_any and text.strip():

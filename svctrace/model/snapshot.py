@@ -61,9 +61,11 @@ class Snapshot:
         return self.source.startswith("demo")
 
 
-def _decode(data: bytes, where: str) -> str:
+def decode_text(data: bytes, where: str, binary: str = "binary data where text was expected") -> str:
+    """A dump's bytes as text: UTF-8, else Latin-1 (every byte is a character); NUL bytes near the start mean
+    binary data, reported as `binary`."""
     if b"\x00" in data[:65536]:
-        raise InputError("binary data where text was expected", source=where)
+        raise InputError(binary, source=where)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
@@ -144,14 +146,14 @@ def _build(files: dict[str, bytes], source: str) -> Snapshot:
     warnings: list[Warn] = []
     if "cluster.json" in files:
         where = f"{source}/cluster.json"
-        text = _decode(files["cluster.json"], where)
+        text = decode_text(files["cluster.json"], where)
         try:
             doc = json.loads(text)
         except json.JSONDecodeError as e:
             raise InputError(f"broken JSON: {e.msg}", source=where, line=e.lineno) from None
     elif "cluster.yaml" in files:
         where = f"{source}/cluster.yaml"
-        text = _decode(files["cluster.yaml"], where)
+        text = decode_text(files["cluster.yaml"], where)
         try:
             import yaml  # the kubernetes client depends on PyYAML; only YAML bundles need it
 
@@ -169,7 +171,7 @@ def _build(files: dict[str, bytes], source: str) -> Snapshot:
     meta: dict[str, Any] = {}
     if "meta.json" in files:
         try:
-            meta = json.loads(_decode(files["meta.json"], f"{source}/meta.json"))
+            meta = json.loads(decode_text(files["meta.json"], f"{source}/meta.json"))
         except json.JSONDecodeError as e:
             warnings.append(Warn(f"meta.json is broken JSON ({e.msg}); ignored", f"{source}/meta.json", e.lineno,
                                  "snapshot"))
@@ -182,7 +184,7 @@ def _build(files: dict[str, bytes], source: str) -> Snapshot:
         if fname not in DUMP_FILES:
             continue
         nf = nodes.setdefault(name, NodeFiles(name, source=source))
-        nf.files[fname] = _decode(data, f"{source}/{rel}")
+        nf.files[fname] = decode_text(data, f"{source}/{rel}")
     for name in nodes:
         if cluster.nodes and name not in cluster.nodes:
             warnings.append(Warn(f"nodes/{name}/ holds dumps of a node that is not in cluster.json", source, None,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import time
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -19,7 +18,7 @@ from textual.screen import Screen
 from textual.worker import get_current_worker
 
 from svctrace.browse.data import ChainRef, RulesAdapter
-from svctrace.browse.session import ServiceRow, Session, TraceRequest, open_session
+from svctrace.browse.session import ServiceRow, Session, TraceRequest, open_session, resolve_service
 from svctrace.errors import SvctraceError
 from svctrace.tui.screens import (
     BrowserScreen,
@@ -293,24 +292,8 @@ class SvctraceApp(App[int]):
 
     def resolve_service(self, text: str) -> str | None:
         """A Service key from `ns/name`, `svc/name`, `name`, `name.ns[.svc...]`."""
-        rows = self.services_screen.all_rows
-        keys = {r.key for r in rows}
-        t = text.strip()
-        t = re.sub(r"^(svc|service|services)/", "", t)
-        if t in keys:
-            return t
-        ns = self.namespace
         sel = self.services_screen.selected
-        for cand_ns in [ns, sel.namespace if sel else None, "default"]:
-            if cand_ns and f"{cand_ns}/{t}" in keys:
-                return f"{cand_ns}/{t}"
-        if "." in t:
-            name, _, rest = t.partition(".")
-            key = f"{rest.split('.')[0]}/{name}"
-            if key in keys:
-                return key
-        matches = [r.key for r in rows if r.name == t]
-        return matches[0] if len(matches) == 1 else None
+        return resolve_service(self.services_screen.all_rows, text, [self.namespace, sel.namespace if sel else None])
 
     # -- actions --
     def action_go_back(self) -> None:

@@ -27,6 +27,7 @@ from svctrace.browse.session import (
     TraceOptions,
     TraceRequest,
     TraceView,
+    short_rule,
 )
 from svctrace.errors import SvctraceError
 from svctrace.tui import render
@@ -560,16 +561,6 @@ class TraceScreen(Base):
 
 # -- side by side -------------------------------------------------------------------------------------
 
-def _short_rule(line: str) -> Text:
-    import re
-
-    s = re.sub(r'\s-m comment --comment (?:"(?:[^"\\]|\\.)*"|\S+)', "", line)
-    s = re.sub(r"(\d+\.\d+\.\d+\.\d+)/32\b", r"\1", s).replace(" -A ", " ")
-    s = re.sub(r"^add (rule|element) (?:ip|ip6|inet) \S+ ", r"\1 ", s)  # nftables: the table is kube-proxy's
-    s = re.sub(r"\b(service|local|external|firewall|endpoint)-[A-Z2-7]{8}-", r"\1-", s)  # and its chains' hashes
-    return Text(s)
-
-
 class CompareScreen(Base):
     """The same request on two nodes, side by side: outcomes and diagnostics above, the Service's
     rules below, aligned line by line (− only on the left node, + only on the right)."""
@@ -675,7 +666,7 @@ class CompareScreen(Base):
         mark, style = {"both": ("  ", ""), "left": ("− ", "bold red"), "right": ("+ ", "bold green")}.get(
             line.side, ("  ", ""))
         t = Text(mark, style=style)
-        body = _short_rule(line.text)
+        body = Text(short_rule(line.text))
         if line.side != "both":
             body.stylize(style)
         t.append_text(body)
