@@ -19,9 +19,8 @@ from pathlib import Path
 
 from svctrace.browse.adapters import IPVS_TABLE, IPVSAdapter, NftAdapter
 from svctrace.browse.data import TABLE_ORDER, ChainRef, IptablesAdapter, RulesAdapter, adapter_for, dataplanes
-from svctrace.dataplane.contract import PathStep, TraceResult
+from svctrace.dataplane.contract import PathStep, TraceResult, visible_steps
 from svctrace.dataplane.iptables import load_ruleset, trace
-from svctrace.dataplane.iptables.walker import visible_steps
 from svctrace.dataplane.node import detect_mode
 from svctrace.errors import InputError, SvctraceError
 from svctrace.explain import OUTSIDE_CLIENT, Explanation, Request, explain

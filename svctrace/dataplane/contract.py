@@ -47,6 +47,26 @@ class PathStep:
         return d
 
 
+def visible_steps(path: list[PathStep]) -> list[PathStep]:
+    """The hops that did something: drop RETURNs, accepting policies and jumps into chains where
+    nothing applied (the JSON output keeps every rule)."""
+    steps = [s for s in path if s.action != "RETURN" and not (s.rule is None and s.action == "policy ACCEPT")]
+    changed = True
+    while changed:
+        changed = False
+        out: list[PathStep] = []
+        for i, s in enumerate(steps):
+            if s.action.startswith(("jump ", "goto ")) and "not in the dump" not in s.action:
+                target = s.action.split()[1]
+                nxt = steps[i + 1] if i + 1 < len(steps) else None
+                if nxt is None or nxt.chain != target or nxt.table != s.table:
+                    changed = True
+                    continue
+            out.append(s)
+        steps = out
+    return steps
+
+
 @dataclass
 class Outcome:
     probability: float

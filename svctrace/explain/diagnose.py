@@ -9,13 +9,13 @@ from typing import Any
 
 from svctrace.dataplane.iptables import load_ruleset
 from svctrace.dataplane.iptables.rules import Ruleset
+from svctrace.dataplane.node import Dataplane
 from svctrace.kubeproxy.endpoints import EndpointSelection, select_endpoints
 from svctrace.kubeproxy.names import svc_chain
 from svctrace.model.cluster import Cluster, EndpointSlice, Pod, Service, ServicePort
 from svctrace.model.snapshot import Snapshot
 
 from . import Diagnostic, Explanation
-from .dataplane import Dataplane
 
 
 @dataclass

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import re
 
-from svctrace.dataplane.contract import Outcome, PathStep, TraceResult
-from svctrace.dataplane.iptables.walker import visible_steps
+from svctrace.dataplane.contract import Outcome, PathStep, TraceResult, visible_steps
 from svctrace.model.cluster import Cluster, Service, ServicePort
 
 

@@ -7,8 +7,7 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
-from svctrace.dataplane.contract import Outcome, PathStep, TraceResult
-from svctrace.dataplane.iptables.walker import visible_steps
+from svctrace.dataplane.contract import Outcome, PathStep, TraceResult, visible_steps
 from svctrace.kubeproxy.catalog import chain_meaning
 from svctrace.model.packet import Packet, format_endpoint
 

@@ -43,10 +43,9 @@ from dataclasses import dataclass, field
 
 from svctrace.dataplane.contract import Outcome, PathStep, TraceResult
 from svctrace.dataplane.ipset import member_of
-from svctrace.dataplane.iptables.matches import Unknown
 from svctrace.dataplane.iptables.parser import parse_rule
 from svctrace.dataplane.iptables.rules import Chain, Match, RawRule, Rule, Ruleset, Table
-from svctrace.dataplane.iptables.walker import State, Walker, _Final, merge_outcomes
+from svctrace.dataplane.iptables.walker import Walker
 from svctrace.dataplane.ipvs.kubeproxy import (
     INFERRED_SETS,
     IPVS_FILTER_SINCE,
@@ -59,6 +58,7 @@ from svctrace.dataplane.ipvs.kubeproxy import (
 )
 from svctrace.dataplane.ipvs.model import IPVSTable, RealServer, VirtualService
 from svctrace.dataplane.ipvs.schedulers import Schedule, schedule
+from svctrace.dataplane.kernel import OUTPUT, POSTROUTING, State, Unknown, dst_text, merge_outcomes
 from svctrace.errors import InputError, Warn
 from svctrace.model.packet import IPSetDef, NodeFacts, Packet
 
@@ -96,21 +96,14 @@ class IPVSWalker(Walker):
         self.ctx = ctx
         self.table = ctx.table
 
-    # -- pipeline ---------------------------------------------------------------------------
-    def run(self, pkt: Packet, remembered: str | None = None, prob: float = 1.0) -> list[_Final]:
-        st = State(pkt, prob)
-        st.remembered = remembered
+    # -- the kernel path with IPVS at LOCAL_IN and LOCAL_OUT -----------------------------------
+    def start(self, st: State) -> None:
         if not self.rs.tables:
             st.assume_one(_NO_IPTABLES)
         elif self.ctx.no_nat:
             st.assume_one("the iptables dump has no nat table: kube-proxy's masquerade rules were not walked")
-        if pkt.origin == "forwarded":
-            if self._martian(st, pkt.src, "source"):
-                return self.finals
-            states = self.hook([st], "PREROUTING", ("raw", "mangle", "nat"))
-            self._route_in(states)
-            return self.finals
-        st.oif = "lo" if self.node.is_local(pkt.dst) else pkt.oif
+
+    def local_out(self, st: State) -> None:
         states = self.hook([st], "OUTPUT", ("raw", "mangle", "nat"))
         onward: list[State] = []
         for s in states:
@@ -120,15 +113,9 @@ class IPVSWalker(Walker):
                 else:
                     onward.append(s2)
         self._out_rest(onward)
-        return self.finals
 
-    def _route_in(self, states: list[State]) -> None:
-        local: list[State] = []
-        fwd: list[State] = []
-        for s in states:
-            if self._martian(s, s.pkt.dst, "destination"):
-                continue
-            (local if self.node.is_local(s.pkt.dst) else fwd).append(s)
+    def route_in(self, states: list[State]) -> None:
+        local, fwd = self.route(states)
         states = self.hook(local, "INPUT", ("mangle", "filter", "security"))
         states = self._synthetic_filter(states)
         up: list[State] = []
@@ -139,43 +126,37 @@ class IPVSWalker(Walker):
                 else:
                     up.append(s2)
         for s in self.hook(up, "INPUT", ("nat",)):
-            self._deliver(s)
+            self.deliver(s)
         if self.table.partial:
             for s in fwd:
                 if s.pkt.has_ports:
                     s.assume_one(f"the IPVS listing is partial (elided or cut): {s.pkt.dst} has no virtual server "
                                  "in the part shown (one in the part left out would make it a local address)")
-        states = self.hook(fwd, "FORWARD", ("mangle", "filter", "security"))
-        for s in self.hook(states, "POSTROUTING", ("mangle", "nat")):
-            self.finish(s, "accept", "forward", f"routed on to {self._dst(s)}")
+        self.forward(fwd)
 
     def _out_remote(self, s: State) -> None:
         """IPVS sent the packet to another host: NF_HOOK(LOCAL_OUT) then POSTROUTING (never FORWARD)."""
         s.iif = None
         s.oif = s.orig.oif
         s.ifaces.pop("o", None)
-        states = self.hook([s], "OUTPUT", ("raw", "mangle", "nat", "filter", "security"))
-        for x in self.hook(states, "POSTROUTING", ("mangle", "nat")):
-            self.finish(x, "accept", "forward", f"IPVS sends it to {x.dnat or self._dst(x)}")
+        states = self.hook([s], "OUTPUT", OUTPUT)
+        for x in self.hook(states, "POSTROUTING", POSTROUTING):
+            self.finish(x, "accept", "forward", f"IPVS sends it to {x.dnat or dst_text(x)}")
 
     def _out_rest(self, states: list[State]) -> None:
         """The node's own packet after IPVS let it pass (or sent it to a real server on this node)."""
         states = self.hook(states, "OUTPUT", ("filter", "security"))
-        for s in self.hook(states, "POSTROUTING", ("mangle", "nat")):
+        for s in self.hook(states, "POSTROUTING", POSTROUTING):
             if not self.node.is_local(s.pkt.dst):
-                self.finish(s, "accept", "forward", f"leaves the node for {self._dst(s)}")
+                self.finish(s, "accept", "forward", f"leaves the node for {dst_text(s)}")
                 continue
-            s.iif, s.oif = "lo", None
-            s.ifaces = {}
-            back = self.hook([s], "PREROUTING", ("raw", "mangle"))
-            back = self.hook(back, "INPUT", ("mangle", "filter", "security"))
-            for b in self._synthetic_filter(back):
-                self._deliver(b)
+            for b in self._synthetic_filter(self.loop_back(s)):
+                self.deliver(b)
 
-    def _deliver(self, s: State) -> None:
+    def deliver(self, s: State) -> None:
         pkt = s.pkt
         if _TAKEN in s.assume:
-            self.finish(s, "accept", "local", f"IPVS sends it to {s.dnat or self._dst(s)}, on this node")
+            self.finish(s, "accept", "local", f"IPVS sends it to {s.dnat or dst_text(s)}, on this node")
             return
         if pkt.dst in self.ctx.layout.vips:
             if pkt.has_ports:
@@ -184,7 +165,7 @@ class IPVSWalker(Walker):
             self.finish(s, "accept", "local", f"delivered to the node itself: {pkt.dst} is on kube-ipvs0 and IPVS "
                                               f"has no virtual server for {what} on it")
             return
-        self.finish(s, "accept", "local", f"delivered to a process on the node at {self._dst(s)}")
+        super().deliver(s)
 
     # -- KUBE-IPVS-FILTER when the filter table was not collected ---------------------------
     def _synthetic_filter(self, states: list[State]) -> list[State]:
@@ -207,11 +188,7 @@ class IPVSWalker(Walker):
                 continue
             u = Unknown("kube-proxy:ipvs-filter", "kube-proxy is 1.26 or later, so KUBE-IPVS-FILTER rejects "
                                                  "traffic to a Service address on a port it does not serve")
-            other = s.fork()
-            other.set_assumption(u, False)
-            other.prob *= 0.5
-            s.set_assumption(u, True)
-            s.prob *= 0.5
+            other = s.split(u, True)
             self._filter_reject(s)
             out.append(other)
             self.warn("ipvs-filter", "the kube-proxy version is not known and the filter table is not in the dump: "
@@ -219,7 +196,7 @@ class IPVSWalker(Walker):
         return out
 
     def _filter_reject(self, s: State) -> None:
-        s.reject_with = "icmp6-port-unreachable" if s.pkt.family == 6 else "icmp-port-unreachable"
+        s.reject_with = s.reject_default()
         s.add(PathStep("INPUT", "filter", "KUBE-IPVS-FILTER", None, None, _FILTER_RULE,
                        f"REJECT with {s.reject_with}", note="not in the dump: kube-proxy 1.26+ writes this rule"))
         self.finish(s, "reject", None, f"KUBE-IPVS-FILTER rejects it: {s.pkt.dst} is a Service address on "
@@ -242,7 +219,7 @@ class IPVSWalker(Walker):
             cands = [(look.service, 1.0, None)]
         elif look.maybe:
             n = len(look.maybe)
-            what = f"{pkt.proto} {self._dst(st)}"
+            what = f"{pkt.proto} {dst_text(st)}"
             cands = [(None, 0.5, f"{what} is none of the {n} virtual service(s) whose address or port the listing "
                                  "lost")]
             cands += [(vs, 0.5 / n, f"{vs.text!r} (address or port lost in the listing) is {what}")
@@ -253,7 +230,7 @@ class IPVSWalker(Walker):
         else:
             if self.table.partial and pkt.has_ports:
                 st.assume_one(f"the IPVS listing is partial (elided or cut): no virtual server for "
-                              f"{pkt.proto} {self._dst(st)} in the part shown")
+                              f"{pkt.proto} {dst_text(st)} in the part shown")
             return [(st, "pass")]
         out: list[tuple[State, str]] = []
         for vs, p, assumption in cands:
@@ -284,7 +261,7 @@ class IPVSWalker(Walker):
             if st.pkt.proto in ("icmp", "icmpv6"):
                 self.finish(st, "drop", None, f"IPVS drops it: {vs.label} has no usable real server")
             else:
-                st.reject_with = "icmp6-port-unreachable" if st.pkt.family == 6 else "icmp-port-unreachable"
+                st.reject_with = st.reject_default()
                 self.finish(st, "reject", None, f"IPVS answers ICMP port unreachable (connection refused): "
                                                 f"{vs.label}: {why}")
             self.ctx.note(f"{vs.label} has no usable real server: IPVS answers a new connection with ICMP port "
@@ -326,7 +303,7 @@ class IPVSWalker(Walker):
             return None
         method = r.forward or "Masq"
         if method in ("Masq", "Local"):
-            self._do_dnat(s, r.ip, r.port if r.port is not None else pkt.dport, None)
+            s.dnat_to(r.ip, r.port if r.port is not None else pkt.dport, None)
         else:  # Route (direct routing) and Tunnel keep the destination; the packet goes to that host
             s.pkt = pkt.with_(dst=r.ip)
             s.dnat = f"{r.endpoint} ({'direct routing' if method == 'Route' else 'IPIP tunnel'})"

@@ -1,6 +1,6 @@
 """Walk a packet through a node's nftables ruleset the way the kernel does, over every branch at once.
 
-Same contract as the iptables walker (`svctrace.dataplane.iptables.walker`): `trace()` returns a `TraceResult`
+Same contract as every dataplane (`svctrace.dataplane.contract`): `trace()` returns a `TraceResult`
 whose outcomes (verdict, DNAT destination, masquerade, probability, path) sum to 1.
 
 Kernel model (net/netfilter/nf_tables_core.c, nf_nat_core.c):
@@ -19,9 +19,7 @@ Kernel model (net/netfilter/nf_tables_core.c, nf_nat_core.c):
   uncertain. Conntrack is that of a first packet: `ct state new`, `ct status dnat` once a DNAT changed
   the destination. Sets a rule adds to at run time (`update @affinity-...`) hold nothing for a new
   client; for a returning client the walk starts again from the distribution of first choices.
-- Hooks in kernel order and routing as in the iptables walker: PREROUTING -> route -> INPUT or
-  FORWARD -> POSTROUTING; the node's own packets: OUTPUT -> POSTROUTING (-> through lo: PREROUTING,
-  INPUT).
+- Hooks in kernel order, routing, martians and the loop back over lo: `svctrace.dataplane.kernel`.
 
 Stdlib only.
 """
@@ -35,15 +33,17 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from svctrace.dataplane.contract import Outcome, PathStep, TraceResult
-from svctrace.dataplane.iptables.matches import Unknown, iface_known
-from svctrace.dataplane.iptables.walker import (
-    KUBE_DROP_MARK,
-    KUBE_MASQ_MARK,
+from svctrace.dataplane.kernel import (
+    MAX_BRANCHES,
+    MAX_DEPTH,
+    MAX_STEPS,
+    KernelWalker,
     State,
-    Walker,
-    _Final,
-    _primary_local,
+    Unknown,
+    iface_unknown,
     merge_outcomes,
+    primary_local,
+    walk,
 )
 from svctrace.dataplane.nftables.ir import (
     AnonSet,
@@ -95,12 +95,11 @@ from svctrace.dataplane.nftables.values import (
     matcher,
     scalar,
 )
-from svctrace.errors import InputError, WalkError, Warn
+from svctrace.errors import InputError, WalkError
 from svctrace.model.packet import NodeFacts, Packet, format_endpoint
 
-MAX_DEPTH = 64
-MAX_BRANCHES = 20000
-MAX_STEPS = 2_000_000
+KUBE_MASQ_MARK = 0x4000
+KUBE_DROP_MARK = 0x8000
 HOOKS = ("PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING")
 # NF_IP_PRI_NAT_DST / NF_IP_PRI_NAT_SRC: where the NAT core runs the `type nat` chains of a hook.
 NAT_PRIORITY = {"PREROUTING": -100, "OUTPUT": -100, "INPUT": 100, "POSTROUTING": 100}
@@ -207,16 +206,18 @@ def _nft_pattern(name: str) -> str:
     return name[:-1] + "+" if name.endswith("*") else name
 
 
-class NftWalker:
+class NftWalker(KernelWalker):
+    # kube-proxy (iptables mode) blocks incoming localnet connections only when it turned route_localnet
+    # on; nft shows that KUBE-FIREWALL rule without its comment
+    localnet_why = "kube-proxy's nftables mode does not turn it on"
+
     def __init__(self, rs: NftRuleset, node: NodeFacts, family: int) -> None:
+        super().__init__(node, lambda: any(("localnet" in (r.comment or "")) or "ip daddr 127.0.0.0/8" in r.text
+                                           for t in rs.tables.values() for c in t.chains.values()
+                                           if c.name == "KUBE-FIREWALL" for r in c.rules))
         self.rs = rs
-        self.node = node
+        self.source = rs.source
         self.family = family
-        self.finals: list[_Final] = []
-        self.warnings: list[Warn] = []
-        self._warned: set[str] = set()
-        self.steps = 0
-        self.branches = 0
         self.hook_name = ""
         self._anon: dict[tuple[int, tuple[str, ...]], _Index] = {}
         fams = ("ip", "inet") if family == 4 else ("ip6", "inet")
@@ -235,22 +236,6 @@ class NftWalker:
                 if c.is_base and c.device is not None and t.family in fams:
                     self.warn(f"device:{t.key}:{c.name}", f"{t.key} {c.name}: a per-device ({c.hook}) chain is not "
                                                           "walked", c.line, "not-modelled")
-        if node.route_localnet is None:
-            # kube-proxy (iptables mode) blocks incoming localnet connections only when it turned route_localnet
-            # on; nft shows that KUBE-FIREWALL rule without its comment
-            self.route_localnet = any(("localnet" in (r.comment or "")) or "ip daddr 127.0.0.0/8" in r.text
-                                      for t in rs.tables.values() for c in t.chains.values()
-                                      if c.name == "KUBE-FIREWALL" for r in c.rules)
-            self.route_localnet_inferred = True
-        else:
-            self.route_localnet = node.route_localnet
-            self.route_localnet_inferred = False
-
-    def warn(self, key: str, msg: str, line: int | None = None, code: str = "walk") -> None:
-        if key in self._warned:
-            return
-        self._warned.add(key)
-        self.warnings.append(Warn(msg, self.rs.source if line else None, line, code))
 
     # -- hooks ------------------------------------------------------------------------------------
     def _plan(self, hook: str) -> list[tuple[str, list[Chain]]]:
@@ -275,56 +260,7 @@ class NftWalker:
         entries.sort(key=lambda x: (x[0], x[1]))
         return [(kind, cs) for _, _, kind, cs in entries]
 
-    def run(self, pkt: Packet, remembered: str | None = None, prob: float = 1.0) -> list[_Final]:
-        st = State(pkt, prob)
-        st.remembered = remembered
-        if pkt.origin == "forwarded":
-            if self._martian(st, pkt.src, "source"):
-                return self.finals
-            states = self.hook([st], "PREROUTING")
-            self._route_in(states)
-        else:
-            st.oif = "lo" if self.node.is_local(pkt.dst) else pkt.oif
-            states = self.hook([st], "OUTPUT")
-            states = self.hook(states, "POSTROUTING")
-            for s in states:
-                if self.node.is_local(s.pkt.dst):
-                    s.iif, s.oif = "lo", None
-                    s.ifaces = {}
-                    s.confirmed = True
-                    back = self.hook([s], "PREROUTING")
-                    for b in self.hook(back, "INPUT"):
-                        self.finish(b, "accept", "local", f"delivered to a process on the node at {Walker._dst(b)}")
-                else:
-                    self.finish(s, "accept", "forward", f"leaves the node for {Walker._dst(s)}")
-        return self.finals
-
-    def _martian(self, st: State, ip: ipaddress.IPv4Address | ipaddress.IPv6Address, what: str) -> bool:
-        if ip.version == 4 and ip.is_loopback and not self.route_localnet:
-            why = "route_localnet is off" + (" (kube-proxy's nftables mode does not turn it on)"
-                                             if self.route_localnet_inferred else "")
-            self.finish(st, "drop", None, f"routing drops it: {what} {ip} is a loopback address arriving "
-                                          f"from the network and {why}")
-            return True
-        return False
-
-    def _route_in(self, states: list[State]) -> None:
-        local: list[State] = []
-        fwd: list[State] = []
-        for s in states:
-            if self._martian(s, s.pkt.dst, "destination"):
-                continue
-            (local if self.node.is_local(s.pkt.dst) else fwd).append(s)
-        for s in self.hook(local, "INPUT"):
-            self.finish(s, "accept", "local", f"delivered to a process on the node at {Walker._dst(s)}")
-        states = self.hook(fwd, "FORWARD")
-        for s in self.hook(states, "POSTROUTING"):
-            self.finish(s, "accept", "forward", f"routed on to {Walker._dst(s)}")
-
-    def finish(self, st: State, verdict: str, delivery: str | None, reason: str) -> None:
-        self.finals.append(_Final(st, verdict, delivery, reason))
-
-    def hook(self, states: list[State], hook: str) -> list[State]:
+    def hook(self, states: list[State], hook: str, tables: object = ()) -> list[State]:
         for kind, chains in self.plans[hook]:
             if not states:
                 return states
@@ -340,19 +276,14 @@ class NftWalker:
         return states
 
     def run_nat(self, st: State, chains: list[Chain], hook: str) -> list[tuple[State, str, str]]:
-        dst_side = hook in ("PREROUTING", "OUTPUT")
-
-        def done(s: State) -> bool:
-            return s.untracked or (s.dnat_done if dst_side else s.snat_done)
-
-        if done(st):
+        if self.nat_skipped(st, hook):
             return [(st, "accept", "")]
         out: list[tuple[State, str, str]] = []
         pending = [st]
         for c in chains:
             nxt: list[State] = []
             for s in pending:
-                if done(s):
+                if self.nat_skipped(s, hook):
                     out.append((s, "accept", ""))
                     continue
                 for s2, verdict, reason in self.run_base(s, c, hook):
@@ -363,15 +294,8 @@ class NftWalker:
             pending = nxt
         out.extend((s, "accept", "") for s in pending)
         for s, verdict, _ in out:
-            if verdict != "accept":
-                continue
-            if dst_side:
-                s.dnat_done = True
-                if hook == "OUTPUT" and s.dnat_changed:
-                    s.oif = "lo" if self.node.is_local(s.pkt.dst) else s.orig.oif
-                    s.ifaces.pop("o", None)
-            else:
-                s.snat_done = True
+            if verdict == "accept":
+                self.nat_ran(s, hook)
         return out
 
     # -- one base chain ---------------------------------------------------------------------------
@@ -477,7 +401,7 @@ class NftWalker:
                 if ip == st.pkt.src:  # kube-proxy's endpoint chain masquerades hairpin traffic
                     st.mark |= KUBE_MASQ_MARK
                 ep = format_endpoint(ip, port)
-                self._do_dnat(st, ip, port, None)
+                st.dnat_to(ip, port, None)
                 st.dnat_done = True
                 st.assume_one(f"{name} (not in the dump) DNATs to {ep}, as its name says")
                 st.add(PathStep(hook, base.table, name, None, None, "", f"DNAT to {ep}",
@@ -717,11 +641,7 @@ class NftWalker:
         if isinstance(real, Unknown):
             return None
         if val is None:
-            other = st.fork()
-            other.set_assumption(u, False)
-            other.prob *= 0.5
-            st.set_assumption(u, True)
-            st.prob *= 0.5
+            other = st.split(u, True)
             return [(st, "cont" if real else "stop", None, None), (other, "stop" if real else "cont", None, None)]
         return [(st, "cont" if real == val else "stop", None, None)]
 
@@ -742,11 +662,7 @@ class NftWalker:
         val = st.assume.get(u.key)
         if val is not None:
             return [(st, "cont" if val != u.neg else "stop", None, None)]
-        other = st.fork()
-        other.set_assumption(u, u.neg)
-        other.prob *= 0.5
-        st.set_assumption(u, not u.neg)
-        st.prob *= 0.5
+        other = st.split(u, not u.neg)
         self.warn(f"unknown:{u.key}", f"{rule.table} {rule.chain} rule {rule.index} depends on something the dump "
                                       f"does not say: whether {u.says}; both cases are shown (certain: false)",
                   rule.line, "unknown-match")
@@ -995,12 +911,7 @@ class NftWalker:
         r = m.right
         if lv.iface is not None and isinstance(r, Const) and m.op in ("==", "!=", "implicit"):
             which = lv.iface
-            pat = _nft_pattern(str(r.value))
-            known = iface_known(st.ifaces.get(which, ()), pat)
-            if known is not None:
-                return known != neg
-            side = "in on" if which == "i" else "out through"
-            return Unknown(f"iface:{which}:{pat}", f"the packet goes {side} interface {pat}", neg=neg)
+            return iface_unknown(st.ifaces, which, _nft_pattern(str(r.value)), neg)
         text = fmt_stmt(m)
         return Unknown(f"match:{text}", f"`{text}` matches ({lv.says})" if lv.says else f"`{text}` matches")
 
@@ -1251,13 +1162,13 @@ class NftWalker:
                 addr = None
                 st.assume_one(f"{where}: {s.kind} to an address svctrace cannot read")
         if s.kind == "redirect":
-            addr = _primary_local(self.node, pkt, st.iif)
+            addr = primary_local(self.node, pkt)
         if s.kind in ("dnat", "redirect"):
             if addr is None:
                 addr = pkt.dst
             if addr.version != pkt.family:
                 return st, "stop", None, None
-            self._do_dnat(st, addr, port, text)
+            st.dnat_to(addr, port, text)
             st.dnat_done = True
             return st, ("accept", None, ""), f"{'DNAT' if s.kind == 'dnat' else 'REDIRECT'} to {st.dnat}", None
         # snat
@@ -1268,15 +1179,6 @@ class NftWalker:
             st.pkt = pkt.with_(src=addr)
         st.snat_done = True
         return st, ("accept", None, ""), f"SNAT to {st.snat}", None
-
-    @staticmethod
-    def _do_dnat(st: State, ip: ipaddress.IPv4Address | ipaddress.IPv6Address, port: int | None,
-                 text: str | None) -> None:
-        pkt = st.pkt
-        new = pkt.with_(dst=ip, dport=port if pkt.has_ports and port is not None else pkt.dport)
-        st.dnat_changed = st.dnat_changed or new.dst != pkt.dst or new.dport != pkt.dport
-        st.pkt = new
-        st.dnat = text or format_endpoint(new.dst, new.dport if new.has_ports else None)
 
     def _reject_kind(self, s: Reject, rule: Rule) -> str:
         v6 = self.family == 6
@@ -1346,24 +1248,9 @@ def trace(rs: NftRuleset, pkt: Packet, node: NodeFacts | None = None) -> TraceRe
     if fams and not fams & mine and fams & {"ip", "ip6"}:
         raise InputError(f"the packet is IPv{pkt.family} but the ruleset holds only "
                          f"{'IPv6 (ip6)' if pkt.family == 4 else 'IPv4 (ip)'} tables", source=rs.source)
-    w = NftWalker(rs, node, pkt.family)
-    finals = w.run(pkt)
-    if node.returning_client:
-        firsts: dict[str, float] = {}
-        for f in finals:
-            if f.st.recent_set:
-                firsts[f.st.recent_set[0]] = firsts.get(f.st.recent_set[0], 0.0) + f.st.prob
-        if firsts:
-            w2 = NftWalker(rs, node, pkt.family)
-            for name, p in firsts.items():
-                w2.run(pkt, remembered=name, prob=p)
-            for f in finals:
-                if not f.st.recent_set:
-                    w2.finals.append(f)
-            finals = w2.finals
-            w.warnings.extend(x for x in w2.warnings if x not in w.warnings)
+    finals, walk_warnings = walk(lambda: NftWalker(rs, node, pkt.family), pkt, node)
     outcomes = merge_outcomes(finals)
-    warnings = list(rs.warnings) + w.warnings
+    warnings = list(rs.warnings) + walk_warnings
     notes, nowhere = notes_for(rs, pkt, outcomes)
     # TraceResult.ruleset is typed for iptables rulesets; an NftRuleset offers the same fields the
     # renderers read (source, format, backend, rule_count, warnings, chain()).
