@@ -276,3 +276,28 @@ Members:
     d = "*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -m set --match-set KUBE-NODE-PORT-UDP dst -j DROP\nCOMMIT\n"
     assert run(d, dst="192.168.0.2", proto="udp", dport=31000, node=node).outcomes[0].verdict == "drop"
     assert run(d, dst="192.168.0.2", proto="udp", dport=31001, node=node).outcomes[0].verdict == "accept"
+
+
+def test_outcome_dnat_is_typed_and_prints_as_before() -> None:
+    import ipaddress
+    import json
+    import pickle
+
+    dump = nat("-A PREROUTING -d 172.30.0.1/32 -p tcp --dport 80 -j DNAT --to-destination 10.1.0.1:8080",
+               "-A PREROUTING -d 172.30.0.2/32 -p tcp --dport 80 -j DNAT --to-destination 10.1.0.1-10.1.0.4:80")
+    (o,) = run(dump).outcomes
+    assert o.dnat == "10.1.0.1:8080" and o.dnat.addr == ipaddress.ip_address("10.1.0.1") and o.dnat.port == 8080
+    assert json.dumps(o.to_json()["dnat"]) == '"10.1.0.1:8080"'
+    back = pickle.loads(pickle.dumps(o.dnat))
+    assert (back, back.addr, back.port) == (o.dnat, o.dnat.addr, o.dnat.port)
+    (r,) = run(dump, dst="172.30.0.2").outcomes
+    assert r.dnat == "10.1.0.1-10.1.0.4:80" and r.dnat.addr is None  # a range names no single address
+
+
+def test_path_step_comment_and_target_come_from_the_parsed_rule() -> None:
+    dump = nat('-A PREROUTING -m comment --comment "ns/svc:http \\"quoted\\"" -j SVC',
+               "-A SVC -j DNAT --to-destination 10.1.0.1:80", chains="SVC")
+    (o,) = run(dump).outcomes
+    first, dnat = o.path
+    assert (first.comment, first.target, first.action) == ('ns/svc:http "quoted"', "SVC", "jump SVC")
+    assert (dnat.comment, dnat.target) == (None, None)

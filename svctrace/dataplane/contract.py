@@ -3,14 +3,11 @@ and the whole answer (TraceResult). Walkers build these; explain, the renderers 
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from svctrace.errors import Warn
-from svctrace.model.packet import Packet
-
-_COMMENT_RE = re.compile(r'--comment\s+("(?:[^"\\]|\\.)*"|\S+)')
+from svctrace.model.packet import IPAddress, Packet
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,15 +22,8 @@ class PathStep:
     probability: str | None = None  # the printed --probability of the statistic match this step took
     branch: float | None = None  # the kernel's probability of taking this step (statistic matches)
     note: str | None = None
-
-    @property
-    def comment(self) -> str | None:
-        """The rule's `--comment` (kube-proxy names the Service port and endpoint there)."""
-        m = _COMMENT_RE.search(self.text)
-        if not m:
-            return None
-        c = m.group(1)
-        return c[1:-1].replace('\\"', '"') if c.startswith('"') else c
+    comment: str | None = None  # the iptables rule's `--comment` (kube-proxy names the Service port and endpoint)
+    target: str | None = None  # the chain a jump or goto step enters
 
     def to_json(self) -> dict[str, object]:
         d: dict[str, object] = {"table": self.table, "chain": self.chain, "rule": self.rule, "text": self.text,
@@ -56,10 +46,9 @@ def visible_steps(path: list[PathStep]) -> list[PathStep]:
         changed = False
         out: list[PathStep] = []
         for i, s in enumerate(steps):
-            if s.action.startswith(("jump ", "goto ")) and "not in the dump" not in s.action:
-                target = s.action.split()[1]
+            if s.target is not None and "not in the dump" not in s.action:
                 nxt = steps[i + 1] if i + 1 < len(steps) else None
-                if nxt is None or nxt.chain != target or nxt.table != s.table:
+                if nxt is None or nxt.chain != s.target or nxt.table != s.table:
                     changed = True
                     continue
             out.append(s)
@@ -67,11 +56,26 @@ def visible_steps(path: list[PathStep]) -> list[PathStep]:
     return steps
 
 
+class Dnat(str):
+    """Where DNAT (or IPVS) sent the packet, as printed: `10.0.0.1:80`, `[fd00::1]:80`, a range the kernel picks in,
+    `10.0.0.1:0 (direct routing)`, `(unknown: ...)`. `addr` and `port` are typed; `addr` is None when the text
+    names no single address (a range, a host name, an unknown target). JSON writes the text."""
+
+    addr: IPAddress | None
+    port: int | None
+
+    def __new__(cls, text: str, addr: IPAddress | None = None, port: int | None = None) -> Dnat:
+        self = super().__new__(cls, text)
+        self.addr = addr
+        self.port = port
+        return self
+
+
 @dataclass
 class Outcome:
     probability: float
     verdict: str  # accept / drop / reject
-    dnat: str | None
+    dnat: Dnat | None
     masquerade: bool
     snat: str | None
     delivery: str | None  # local / forward / None when dropped

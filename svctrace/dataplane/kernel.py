@@ -25,7 +25,7 @@ import ipaddress
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from svctrace.dataplane.contract import Outcome, PathStep
+from svctrace.dataplane.contract import Dnat, Outcome, PathStep
 from svctrace.errors import Warn
 from svctrace.model.packet import IPAddress, NodeFacts, Packet, format_endpoint
 
@@ -143,7 +143,7 @@ class State:
         self.path: tuple | None = None  # linked list (step, previous)
         self.mark = pkt.mark
         self.ctmark = 0
-        self.dnat: str | None = None
+        self.dnat: Dnat | None = None
         self.dnat_changed = False
         self.snat: str | None = None
         self.snat_changed = False
@@ -212,7 +212,8 @@ class State:
         new = pkt.with_(dst=ip, dport=port if pkt.has_ports and port is not None else pkt.dport)
         self.dnat_changed = self.dnat_changed or new.dst != pkt.dst or new.dport != pkt.dport
         self.pkt = new
-        self.dnat = text or format_endpoint(new.dst, new.dport if new.has_ports else None)
+        port = new.dport if new.has_ports else None
+        self.dnat = Dnat(text) if text else Dnat(format_endpoint(new.dst, port), new.dst, port)
 
     def reject_default(self) -> str:
         """What a REJECT without a type sends."""

@@ -8,7 +8,7 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 
-from svctrace.dataplane.contract import PathStep, TraceResult
+from svctrace.dataplane.contract import Dnat, PathStep, TraceResult
 from svctrace.errors import InputError, Warn
 from svctrace.explain.hops import hop_sentences, masquerade_reason
 from svctrace.model.cluster import Cluster, Service, ServicePort
@@ -54,7 +54,7 @@ class Source:
 class ExplainedOutcome:
     probability: float
     verdict: str
-    endpoint: str | None
+    endpoint: Dnat | None
     pod: str | None
     endpoint_node: str | None
     masquerade: bool
@@ -467,12 +467,8 @@ def _map_outcome(cluster: Cluster, o: object, node: str | None) -> ExplainedOutc
 
     assert isinstance(o, Outcome)
     pod = ep_node = None
-    if o.dnat:
-        host = o.dnat
-        if host.startswith("["):
-            host = host[1:host.index("]")]
-        elif host.count(":") == 1:
-            host = host.rsplit(":", 1)[0]
+    if o.dnat is not None and o.dnat.addr is not None:
+        host = str(o.dnat.addr)
         p = cluster.pod_by_ip(host)
         if p is not None:
             pod, ep_node = p.key, p.node_name

@@ -26,7 +26,7 @@ def sentence(s: PathStep, cluster: Cluster, packet_desc: str, share: float | Non
              passed_fw: frozenset[str] = frozenset()) -> str:
     c = s.comment or ""
     act = s.action
-    target = act.split()[1] if act.startswith(("jump ", "goto ")) else ""
+    target = s.target or ""
     where = f"{s.table} {s.chain}"
     if s.table.endswith(" kube-proxy"):  # nftables mode: kube-proxy's own table
         said = _nft_sentence(s, target, cluster, packet_desc, share)

@@ -224,8 +224,9 @@ class Walker(KernelWalker):
         tgt = rule.target
         table = rule.table
 
-        def step(action: str, note: str | None = None) -> None:
-            st.add(PathStep(hook, table, rule.chain, rule.index, rule.line, rule.text, action, printed, branch, note))
+        def step(action: str, note: str | None = None, target: str | None = None) -> None:
+            st.add(PathStep(hook, table, rule.chain, rule.index, rule.line, rule.text, action, printed, branch, note,
+                            rule.comment, target))
 
         if tgt is None:
             step("no target (counts only)")
@@ -283,10 +284,10 @@ class Walker(KernelWalker):
                 raise WalkError(f"jumps nest deeper than {MAX_DEPTH} chains at {where}")
             frame = (chain, self.candidates(chain, st), 0)
             if tgt.goto:
-                step(f"goto {name}")
+                step(f"goto {name}", target=name)
                 stack[-1] = frame
             else:
-                step(f"jump {name}")
+                step(f"jump {name}", target=name)
                 stack.append(frame)
             return None
         if name in NONTERMINAL_TARGETS:
@@ -356,7 +357,7 @@ class Walker(KernelWalker):
                     st.mark |= KUBE_MASQ_MARK
                 st.dnat_to(ip, int(port), None)
                 st.assume_one(f"{name} (not in the dump) DNATs to {ep}, as the comment of {where} says")
-                step(f"jump {name} (not in the dump; assumed DNAT to {ep})")
+                step(f"jump {name} (not in the dump; assumed DNAT to {ep})", target=name)
                 self.warn(f"missing:{name}", f"{where} jumps to {name}, which is not in the dump; its comment "
                                              f"names the endpoint {ep}, so the outcome names it (certain: false)",
                           rule.line, "missing-chain")
@@ -365,12 +366,12 @@ class Walker(KernelWalker):
             bit = KUBE_MASQ_MARK if name == "KUBE-MARK-MASQ" else KUBE_DROP_MARK
             st.mark |= bit
             st.assume_one(f"{name} (not in the dump) sets mark {bit:#x} as kube-proxy's does")
-            step(f"jump {name} (not in the dump; assumed MARK or {bit:#x})")
+            step(f"jump {name} (not in the dump; assumed MARK or {bit:#x})", target=name)
             self.warn(f"missing:{name}", f"{where} jumps to {name}, which is not in the dump; assumed kube-proxy's "
                                          f"MARK or {bit:#x}", rule.line, "missing-chain")
             return None
         st.assume_one(f"{name} (not in the dump) returns without a verdict")
-        step(f"jump {name} (not in the dump; assumed to return)")
+        step(f"jump {name} (not in the dump; assumed to return)", target=name)
         self.warn(f"missing:{name}", f"{where} jumps to {name}, which is not in the dump (filtered or cut short); "
                                      "assumed it returns without a verdict", rule.line, "missing-chain")
         return None

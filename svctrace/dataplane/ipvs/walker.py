@@ -41,7 +41,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from svctrace.dataplane.contract import Outcome, PathStep, TraceResult
+from svctrace.dataplane.contract import Dnat, Outcome, PathStep, TraceResult
 from svctrace.dataplane.ipset import member_of
 from svctrace.dataplane.iptables.parser import parse_rule
 from svctrace.dataplane.iptables.rules import Chain, Match, RawRule, Rule, Ruleset, Table
@@ -294,7 +294,7 @@ class IPVSWalker(Walker):
         s.assume[_TAKEN] = True
         s.assume[f"{_TAKEN}:{self.table.services.index(vs)}"] = True
         if r.ip is None:
-            s.dnat = r.endpoint
+            s.dnat = Dnat(r.endpoint)
             s.assume_one(f"the real server {r.host!r} (not an address in the listing) is not on this node")
             self.finish(s, "accept", "forward", f"IPVS sends it to {r.endpoint}")
             return None
@@ -306,9 +306,9 @@ class IPVSWalker(Walker):
             s.dnat_to(r.ip, r.port if r.port is not None else pkt.dport, None)
         else:  # Route (direct routing) and Tunnel keep the destination; the packet goes to that host
             s.pkt = pkt.with_(dst=r.ip)
-            s.dnat = f"{r.endpoint} ({'direct routing' if method == 'Route' else 'IPIP tunnel'})"
+            s.dnat = Dnat(f"{r.endpoint} ({'direct routing' if method == 'Route' else 'IPIP tunnel'})", r.ip, r.port)
         if r.port is None and r.ip is not None:
-            s.dnat = r.endpoint
+            s.dnat = Dnat(r.endpoint, r.ip)
             s.assume_one(f"the port of real server {r.text.strip()!r} was cut off in the listing")
         # ip_vs_update_conntrack only rewrites the reply tuple: the kernel sets no IPS_DST_NAT, so
         # `--ctstate DNAT` does not match an IPVS connection.

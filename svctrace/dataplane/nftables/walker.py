@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
-from svctrace.dataplane.contract import Outcome, PathStep, TraceResult
+from svctrace.dataplane.contract import Dnat, Outcome, PathStep, TraceResult
 from svctrace.dataplane.kernel import (
     MAX_BRANCHES,
     MAX_DEPTH,
@@ -510,8 +510,9 @@ class NftWalker(KernelWalker):
                 return
             acts = ["no verdict (counts only)"]
         action = "; ".join(acts)
+        target = res[1] if res is not None and res[0] in ("jump", "goto") and action.startswith(f"{res[0]} ") else None
         s.add(PathStep(hook, rule.table, rule.chain, rule.index, rule.line, rule.text, action, printed, branch,
-                       "; ".join(notes) or None))
+                       "; ".join(notes) or None, target=target))
 
     def _where(self, rule: Rule) -> str:
         why = f" ({rule.comment})" if rule.comment else ""
@@ -608,7 +609,7 @@ class NftWalker(KernelWalker):
             self.warn(f"xt:{name}", f"{where}: `xt target {name}`: nft does not show where iptables-nft translates "
                                     "to (`nft list ruleset` text or iptables-save does)", rule.line, "xt")
             if name in ("DNAT", "REDIRECT"):
-                st.dnat = f"(unknown: iptables-nft {name})"
+                st.dnat = Dnat(f"(unknown: iptables-nft {name})")
                 st.dnat_done = True
             else:
                 st.masq = True
