@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 
 from svctrace.dataplane.ipset import parse_ipset
-from svctrace.dataplane.iptables import load_ruleset, trace
+from svctrace.dataplane.iptables import load_ruleset
 from svctrace.dataplane.iptables.matches import kernel_probability
 from svctrace.errors import WalkError
+from svctrace.kubeproxy.walk import trace_iptables as trace
 from svctrace.model.packet import NodeFacts, Packet
 
 NODE = NodeFacts.make(local_ips=["192.168.0.2"])
@@ -301,3 +302,23 @@ def test_path_step_comment_and_target_come_from_the_parsed_rule() -> None:
     first, dnat = o.path
     assert (first.comment, first.target, first.action) == ('ns/svc:http "quoted"', "SVC", "jump SVC")
     assert (dnat.comment, dnat.target) == (None, None)
+
+
+def test_kube_proxy_knowledge_comes_from_the_hints() -> None:
+    import ipaddress
+
+    from svctrace.dataplane.iptables import trace as bare_trace
+    from svctrace.kubeproxy.walk import HINTS, MASQUERADE_MARK, missing_endpoint
+
+    dump = nat('-A PREROUTING -d 172.30.0.1/32 -p tcp --dport 80 -j KUBE-MARK-MASQ',
+               '-A PREROUTING -m comment --comment "ns/svc:http -> 10.1.0.9:8080" -j KUBE-SEP-ABC')
+    rs = load_ruleset(dump, "t.dump")
+    pkt = Packet.make(src="10.0.0.2", dst="172.30.0.1", dport=80, local_ips=NODE.local_ips)
+    (bare,) = bare_trace(rs, pkt, NODE).outcomes  # the dataplane alone knows no kube-proxy chain
+    assert (bare.dnat, bare.mark) == (None, 0) and not bare.certain
+    (kube,) = bare_trace(rs, pkt, NODE, HINTS).outcomes
+    assert (kube.dnat, kube.mark) == ("10.1.0.9:8080", MASQUERADE_MARK)
+    assert missing_endpoint("KUBE-SEP-ABC", "x -> [fd00::1]:80") == (ipaddress.ip_address("fd00::1"), 80)
+    assert missing_endpoint("endpoint-5OJB2KTY-ns1/svc1/tcp/p80__fd00.1..2/80", None) == (
+        ipaddress.ip_address("fd00:1::2"), 80)
+    assert missing_endpoint("KUBE-SVC-ABC", "x -> 10.0.0.1:80") is None

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from conftest import WILD, need_corpus
 
-from svctrace.dataplane.iptables import load_ruleset, sniff_format, trace
+from svctrace.dataplane.iptables import load_ruleset, sniff_format
+from svctrace.kubeproxy.walk import trace_iptables as trace
 from svctrace.model.packet import NodeFacts, Packet
 
 DUMPS = sorted(p for p in WILD.glob("*/*.txt") if not p.name.endswith(".k8s.txt")) if WILD.is_dir() else []
@@ -26,7 +27,7 @@ def test_wild_dump_loads_and_answers(path: Path) -> None:
     text = _read(path)
     if entry["format"] == "nft":
         from svctrace.dataplane.nftables import load_nft
-        from svctrace.dataplane.nftables import trace as nft_trace
+        from svctrace.kubeproxy.walk import trace_nft as nft_trace
 
         nrs = load_nft(text, path.name)
         pkt = Packet.make(src="10.244.1.5", dst="10.96.0.10", proto="udp", dport=53)
@@ -35,7 +36,7 @@ def test_wild_dump_loads_and_answers(path: Path) -> None:
         return
     if entry["format"] == "ipvsadm":
         from svctrace.dataplane.ipvs import load_ipvs
-        from svctrace.dataplane.ipvs import trace as ipvs_trace
+        from svctrace.kubeproxy.walk import trace_ipvs as ipvs_trace
 
         table = load_ipvs(text, path.name)
         assert table.services

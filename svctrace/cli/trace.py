@@ -15,8 +15,9 @@ from rich.console import Console
 from svctrace.cli import app, emit_json
 from svctrace.dataplane.contract import TraceResult
 from svctrace.dataplane.ipset import parse_ipset
-from svctrace.dataplane.iptables import load_ruleset, sniff_format, trace
+from svctrace.dataplane.iptables import load_ruleset, sniff_format
 from svctrace.errors import InputError, SvctraceError
+from svctrace.kubeproxy.walk import trace_iptables, trace_ipvs, trace_nft
 from svctrace.model.packet import NodeFacts, Packet
 
 DEMO_DUMP = "kube-proxy-basic.iptables-save"
@@ -112,22 +113,20 @@ def trace_inputs(inputs: list[tuple[str, str]], pkt: Packet, facts: NodeFacts, *
         ruleset = load_ruleset(text, name, table)
     if ipvs:
         from svctrace.dataplane.ipvs import load_ipvs
-        from svctrace.dataplane.ipvs import trace as ipvs_trace
 
         itext, iname = ipvs[0]
-        return ipvs_trace(load_ipvs(itext, iname), ruleset, pkt, facts, kube_version=kube_version)
+        return trace_ipvs(load_ipvs(itext, iname), ruleset, pkt, facts, kube_version=kube_version)
     if nft:
         from svctrace.dataplane.nftables import load_nft
-        from svctrace.dataplane.nftables import trace as nft_trace
 
         if ruleset is not None:
             sys.stderr.write("svctrace: warning: an nftables ruleset and an iptables dump were given; walking the "
                              "nftables ruleset (iptables-nft rules appear in it as `ip filter`/`ip nat` tables)\n")
         text, name = nft[0]
-        return nft_trace(load_nft(text, name), pkt, facts)
+        return trace_nft(load_nft(text, name), pkt, facts)
     if ruleset is None:
         raise InputError("no iptables or IPVS dump among the inputs")
-    return trace(ruleset, pkt, facts)
+    return trace_iptables(ruleset, pkt, facts)
 
 
 def demo_dump() -> tuple[str, str]:

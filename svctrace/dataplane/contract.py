@@ -3,6 +3,7 @@ and the whole answer (TraceResult). Walkers build these; explain, the renderers 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +55,18 @@ def visible_steps(path: list[PathStep]) -> list[PathStep]:
             out.append(s)
         steps = out
     return steps
+
+
+@dataclass(frozen=True)
+class Hints:
+    """What the program that wrote the rules does where the dump is silent. The dataplanes know no such program;
+    `svctrace.kubeproxy.walk` passes kube-proxy's. Without hints a chain missing from the dump returns."""
+
+    writer: str = "the rules' writer"  # who, in the assumptions: "kube-proxy"
+    mark_chains: Mapping[str, int] = field(default_factory=dict)  # a missing chain -> the mark bits it ORs in
+    hairpin_mark: int = 0  # what an endpoint chain ORs in when it DNATs a packet back to its own source
+    # The endpoint a missing chain DNATs to, from its name and the comment of the rule that jumps there.
+    endpoint: Callable[[str, str | None], tuple[IPAddress, int] | None] | None = None
 
 
 class Dnat(str):

@@ -378,7 +378,9 @@ def explain(snap: Snapshot, req: Request) -> Explanation:
     origin = "local" if source.kind == "node" else "forwarded"
     pkt = Packet.make(src=source.ip, dst=dst, proto=proto, dport=dport, origin=origin,  # type: ignore[arg-type]
                       local_ips=facts.local_ips)
-    result = dp.trace(pkt, facts, kube_version=cluster.proxy.version)
+    from svctrace.kubeproxy.walk import trace_dataplane
+
+    result = trace_dataplane(dp, pkt, facts, kube_version=cluster.proxy.version)
     warns.extend(w for w in result.warnings if w not in warns)
 
     outcomes = [_map_outcome(cluster, o, node) for o in result.outcomes]

@@ -15,7 +15,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from svctrace.dataplane.contract import Outcome, PathStep, TraceResult
+from svctrace.dataplane.contract import Hints, PathStep, TraceResult
 from svctrace.dataplane.iptables.matches import _opts_text, evaluate
 from svctrace.dataplane.iptables.parser import parse_rule
 from svctrace.dataplane.iptables.rules import NONTERMINAL_TARGETS, Chain, Rule, Ruleset
@@ -31,21 +31,19 @@ from svctrace.dataplane.kernel import (
     walk,
 )
 from svctrace.errors import WalkError
-from svctrace.model.packet import NodeFacts, Packet
+from svctrace.model.packet import NodeFacts, Packet, format_endpoint
 
 INDEX_MIN_RULES = 48
-KUBE_MASQ_MARK = 0x4000
-KUBE_DROP_MARK = 0x8000
 
 
-_ENDPOINT_IN_COMMENT = re.compile(r"->\s*(\[?[0-9a-fA-F.:]+\]?:\d+)")
 
 
 class Walker(KernelWalker):
     localnet_why = "inferred: no kube-proxy 'block incoming localnet connections' rule"
 
-    def __init__(self, rs: Ruleset, node: NodeFacts) -> None:
+    def __init__(self, rs: Ruleset, node: NodeFacts, hints: Hints | None = None) -> None:
         super().__init__(node, lambda: _infer_route_localnet(rs))
+        self.hints = hints or Hints()
         self.rs = rs
         self.source = rs.source
 
@@ -343,32 +341,27 @@ class Walker(KernelWalker):
         return "accept", ""
 
     def _missing_chain(self, st: State, rule: Rule, name: str, step, where: str, hook: str) -> tuple[str, str] | None:  # type: ignore[no-untyped-def]
-        comment = rule.comment or ""
-        m = _ENDPOINT_IN_COMMENT.search(comment)
-        if name.startswith("KUBE-SEP-") and m and rule.table == "nat":
-            ep = m.group(1)
-            host, _, port = ep.rpartition(":")
-            try:
-                ip = ipaddress.ip_address(host.strip("[]"))
-            except ValueError:
-                ip = None
-            if ip is not None:
-                if ip == st.pkt.src:  # KUBE-SEP's hairpin rule: -s <endpoint> -j KUBE-MARK-MASQ
-                    st.mark |= KUBE_MASQ_MARK
-                st.dnat_to(ip, int(port), None)
-                st.assume_one(f"{name} (not in the dump) DNATs to {ep}, as the comment of {where} says")
-                step(f"jump {name} (not in the dump; assumed DNAT to {ep})", target=name)
-                self.warn(f"missing:{name}", f"{where} jumps to {name}, which is not in the dump; its comment "
-                                             f"names the endpoint {ep}, so the outcome names it (certain: false)",
-                          rule.line, "missing-chain")
-                return "accept", ""
-        if name in ("KUBE-MARK-MASQ", "KUBE-MARK-DROP"):
-            bit = KUBE_MASQ_MARK if name == "KUBE-MARK-MASQ" else KUBE_DROP_MARK
+        hints = self.hints
+        found = hints.endpoint(name, rule.comment) if hints.endpoint is not None and rule.table == "nat" else None
+        if found is not None:
+            ip, port = found
+            ep = format_endpoint(ip, port)
+            if ip == st.pkt.src:  # the endpoint chain's hairpin rule: -s <endpoint> -j KUBE-MARK-MASQ
+                st.mark |= hints.hairpin_mark
+            st.dnat_to(ip, port, None)
+            st.assume_one(f"{name} (not in the dump) DNATs to {ep}, as the comment of {where} says")
+            step(f"jump {name} (not in the dump; assumed DNAT to {ep})", target=name)
+            self.warn(f"missing:{name}", f"{where} jumps to {name}, which is not in the dump; its comment "
+                                         f"names the endpoint {ep}, so the outcome names it (certain: false)",
+                      rule.line, "missing-chain")
+            return "accept", ""
+        bit = hints.mark_chains.get(name)
+        if bit is not None:
             st.mark |= bit
-            st.assume_one(f"{name} (not in the dump) sets mark {bit:#x} as kube-proxy's does")
+            st.assume_one(f"{name} (not in the dump) sets mark {bit:#x} as {hints.writer}'s does")
             step(f"jump {name} (not in the dump; assumed MARK or {bit:#x})", target=name)
-            self.warn(f"missing:{name}", f"{where} jumps to {name}, which is not in the dump; assumed kube-proxy's "
-                                         f"MARK or {bit:#x}", rule.line, "missing-chain")
+            self.warn(f"missing:{name}", f"{where} jumps to {name}, which is not in the dump; assumed "
+                                         f"{hints.writer}'s MARK or {bit:#x}", rule.line, "missing-chain")
             return None
         st.assume_one(f"{name} (not in the dump) returns without a verdict")
         step(f"jump {name} (not in the dump; assumed to return)", target=name)
@@ -525,45 +518,14 @@ def _apply_connmark(mark: int, ctmark: int, tgt: object) -> tuple[int, int]:
     return mark, ctmark
 
 
-def trace(rs: Ruleset, pkt: Packet, node: NodeFacts | None = None) -> TraceResult:
-    """Every fate of `pkt` on the node whose rules are `rs`, with probabilities summing to 1."""
+def trace(rs: Ruleset, pkt: Packet, node: NodeFacts | None = None, hints: Hints | None = None) -> TraceResult:
+    """Every fate of `pkt` on the node whose rules are `rs`, with probabilities summing to 1; `hints`: what the
+    program that wrote them does where the dump is silent."""
     node = node or NodeFacts()
     if pkt.family != rs.family and rs.rule_count:
         from svctrace.errors import InputError
 
         raise InputError(f"the packet is IPv{pkt.family} but the dump holds IPv{rs.family} rules "
                          f"({'ip6tables' if rs.family == 6 else 'iptables'}-save)", source=rs.source)
-    finals, walk_warnings = walk(lambda: Walker(rs, node), pkt, node)
-    outcomes = merge_outcomes(finals)
-    warnings = list(rs.warnings) + walk_warnings
-    notes = _notes(rs, pkt, outcomes)
-    return TraceResult(pkt, outcomes, warnings, rs, notes, nowhere=bool(notes))
-
-
-def _notes(rs: Ruleset, pkt: Packet, outcomes: list[Outcome]) -> list[str]:
-    """Explain an untranslated packet to a Service IP: the rules know the address, not this packet."""
-    if not outcomes or any(o.dnat for o in outcomes) or not all(o.verdict == "accept" for o in outcomes):
-        return []
-    chain = rs.chain("nat", "KUBE-SERVICES")
-    if chain is None:
-        return []
-    dst = str(pkt.dst)
-    served: list[str] = []
-    for raw in chain.raw:
-        if f"-d {dst}/" not in raw.text and f"-d {dst} " not in raw.text:
-            continue
-        m = re.search(r'--comment "?([^"]+?)"?\s+-', raw.text)
-        proto = re.search(r"-p (\w+)", raw.text)
-        port = re.search(r"--dport (\d+)", raw.text)
-        what = (m.group(1) if m else "a Service") + (f" ({proto.group(1) if proto else '?'}/{port.group(1)})"
-                                                     if port else "")
-        if what not in served:
-            served.append(what)
-    if not served or any(o.delivery == "local" for o in outcomes):
-        return []
-    this = pkt.proto + (f"/{pkt.dport}" if pkt.has_ports else "")
-    return [f"{dst} is a Service address in these rules: {'; '.join(served[:4])}. This packet ({this}) matches "
-            "none of its rules, so it is not translated and is routed on towards an address no host owns: "
-            "nothing will answer. In iptables mode a Service IP exists only as DNAT rules for its ports; "
-            + ("ping (ICMP) to it never gets a reply." if pkt.proto in ("icmp", "icmpv6")
-               else "use one of the Service's ports.")]
+    finals, walk_warnings = walk(lambda: Walker(rs, node, hints), pkt, node)
+    return TraceResult(pkt, merge_outcomes(finals), list(rs.warnings) + walk_warnings, rs)

@@ -29,55 +29,47 @@ KUBE-LOAD-BALANCER, KUBE-EXTERNAL-IP(-LOCAL) dst,dst and KUBE-HEALTH-CHECK-NODE-
 `-m conntrack --ctstate NEW -m set --match-set KUBE-IPVS-IPS dst -j REJECT`).
 
 The iptables rules are walked with the netfilter walker (`svctrace.dataplane.iptables.walker.Walker`); this
-module adds the IPVS steps between its hooks and decides kube-proxy's ipset matches from an
-`ipset save` when given, else from the sets the IPVS table implies (see `kubeproxy.py`).
+module adds the IPVS steps between its hooks and decides `-m set` matches from the ipsets it is given (an `ipset
+save`, or the sets `svctrace.kubeproxy.ipvs_sets` infers from the IPVS table). What kube-proxy does where the dump
+is silent (its version, its jumps, its notes) comes from `svctrace.kubeproxy.walk` as an `IPVSContext`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import ipaddress
-import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from svctrace.dataplane.contract import Dnat, Outcome, PathStep, TraceResult
+from svctrace.dataplane.contract import Dnat, Hints, Outcome, PathStep
 from svctrace.dataplane.ipset import member_of
-from svctrace.dataplane.iptables.parser import parse_rule
-from svctrace.dataplane.iptables.rules import Chain, Match, RawRule, Rule, Ruleset, Table
+from svctrace.dataplane.iptables.rules import Match, Rule, Ruleset
 from svctrace.dataplane.iptables.walker import Walker
-from svctrace.dataplane.ipvs.kubeproxy import (
-    INFERRED_SETS,
-    IPVS_FILTER_SINCE,
-    NODEPORT_RANGE,
-    Layout,
-    infer_kube_ipsets,
-    ipset_names_in_rules,
-    layout,
-    parse_kube_version,
-)
 from svctrace.dataplane.ipvs.model import IPVSTable, RealServer, VirtualService
 from svctrace.dataplane.ipvs.schedulers import Schedule, schedule
 from svctrace.dataplane.kernel import OUTPUT, POSTROUTING, State, Unknown, dst_text, merge_outcomes
-from svctrace.errors import InputError, Warn
-from svctrace.model.packet import IPSetDef, NodeFacts, Packet
+from svctrace.errors import Warn
+from svctrace.model.packet import IPAddress, IPSetDef, NodeFacts, Packet
 
 _TAKEN = "\x00ipvs"  # key in State.assume: IPVS handled this packet (the kernel's skb->ipvs_property)
 _INFERRED = ("kube-proxy's ipsets hold what the IPVS table implies (no `ipset save` given): virtual servers on "
              "non-node addresses taken as ClusterIPs, NodePorts recognised by port range")
 _NO_IPTABLES = ("no iptables rules were given: kube-proxy's KUBE-SERVICES marks, KUBE-POSTROUTING masquerade "
                 "and filter rules were not walked (source NAT and filtering unknown)")
-_HOOKED = "svctrace: assumed kube-proxy jump"  # comment of the jumps added to a partial dump
+HOOKED = "svctrace: assumed kube-proxy jump"  # comment of the jumps added to a partial dump
 _FILTER_RULE = "-A KUBE-IPVS-FILTER -m conntrack --ctstate NEW -m set --match-set KUBE-IPVS-IPS dst -j REJECT"
 
 
 @dataclass
-class _Context:
+class IPVSContext:
+    """What the walk needs beside the iptables rules: the IPVS table, and what kube-proxy's layer knows of the node."""
+
     table: IPVSTable
-    layout: Layout
-    version: tuple[int, int] | None
-    inferred: set[str] = field(default_factory=set)
-    synthetic_filter: bool = False  # no filter table in the dump: model KUBE-IPVS-FILTER from the version
+    vips: set[IPAddress]  # the addresses bound to kube-ipvs0 (local, so IPVS sees them at LOCAL_IN)
+    # KUBE-IPVS-FILTER when the filter table is not in the dump: written (True), not (False), unknown (None)
+    filter: bool | None = None
+    filter_says: str = ""  # the assumption a known KUBE-IPVS-FILTER adds
+    inferred: set[str] = field(default_factory=set)  # ipsets inferred from the IPVS table, not given
+    synthetic_filter: bool = False  # no filter table in the dump: model KUBE-IPVS-FILTER from `filter`
     no_nat: bool = False
     schedules: dict[int, Schedule] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
@@ -91,8 +83,8 @@ class _Context:
 class IPVSWalker(Walker):
     """The netfilter walker with IPVS at LOCAL_IN and LOCAL_OUT."""
 
-    def __init__(self, rs: Ruleset, node: NodeFacts, ctx: _Context) -> None:
-        super().__init__(rs, node)
+    def __init__(self, rs: Ruleset, node: NodeFacts, ctx: IPVSContext, hints: Hints | None = None) -> None:
+        super().__init__(rs, node, hints)
         self.ctx = ctx
         self.table = ctx.table
 
@@ -158,7 +150,7 @@ class IPVSWalker(Walker):
         if _TAKEN in s.assume:
             self.finish(s, "accept", "local", f"IPVS sends it to {s.dnat or dst_text(s)}, on this node")
             return
-        if pkt.dst in self.ctx.layout.vips:
+        if pkt.dst in self.ctx.vips:
             if pkt.has_ports:
                 self.ctx.node_stack = True
             what = f"{pkt.proto}/{pkt.dport}" if pkt.has_ports else pkt.proto
@@ -174,14 +166,12 @@ class IPVSWalker(Walker):
         out: list[State] = []
         for s in states:
             pkt = s.pkt
-            if _TAKEN in s.assume or pkt.dst not in self.ctx.layout.vips or self._has_service(s):
+            if _TAKEN in s.assume or pkt.dst not in self.ctx.vips or self._has_service(s):
                 out.append(s)
                 continue
-            v = self.ctx.version
-            if v is not None:
-                if v >= IPVS_FILTER_SINCE:
-                    s.assume_one(f"kube-proxy {v[0]}.{v[1]} writes KUBE-IPVS-FILTER (the filter table is not "
-                                 "in the dump)")
+            if self.ctx.filter is not None:
+                if self.ctx.filter:
+                    s.assume_one(self.ctx.filter_says)
                     self._filter_reject(s)
                 else:
                     out.append(s)
@@ -336,7 +326,7 @@ class IPVSWalker(Walker):
 
     # -- matches IPVS mode decides itself ---------------------------------------------------
     def match(self, st: State, rule: Rule) -> list[tuple[State, bool]]:
-        if not rule.line and _HOOKED in rule.text and rule.target is not None:
+        if not rule.line and HOOKED in rule.text and rule.target is not None:
             st.assume_one(f"the dump does not show what jumps to {rule.target.name}; assumed kube-proxy's "
                           f"`-A {rule.chain} -j {rule.target.name}`")
         if not any(m.module in ("set", "ipvs") for m in rule.matches):
@@ -453,161 +443,8 @@ def _portless_miss(s: IPSetDef, flags: list[str]) -> bool | None:
     return False
 
 
-def trace(ipvs_table: IPVSTable, iptables_ruleset: Ruleset | None, packet: Packet, node: NodeFacts | None = None,
-          *, kube_version: object = None) -> TraceResult:
-    """Every fate of `packet` on a node in IPVS mode, with probabilities summing to 1.
-
-    `iptables_ruleset` is the node's iptables-save (kube-proxy's companion rules), or None when only
-    the IPVS table is known. `node.ipsets` (from `ipset save`) decides `-m set`; the sets it lacks
-    are inferred from the IPVS table. `kube_version` ("1.26", "v1.29.2", (1, 26)) decides what
-    kube-proxy does where the dump is silent (KUBE-IPVS-FILTER when the filter table is missing).
-    """
-    node = node or NodeFacts()
-    try:
-        version = parse_kube_version(kube_version)
-    except ValueError as e:
-        raise InputError(str(e)) from None
-    given = iptables_ruleset is not None
-    rs = iptables_ruleset if iptables_ruleset is not None else Ruleset(source="<no iptables rules>",
-                                                                       family=packet.family)
-    if given and rs.rule_count and rs.family != packet.family:
-        raise InputError(f"the packet is IPv{packet.family} but the iptables dump holds IPv{rs.family} rules",
-                         source=rs.source)
-    lay = layout(ipvs_table, node.local_ips)
-    warnings: list[Warn] = list(ipvs_table.warnings) + (list(rs.warnings) if given else [])
-    if given:
-        rs, added = _complete_kube_hooks(rs)
-        if added:
-            warnings.append(Warn(f"nothing in the dump jumps to {', '.join(added)} (a partial paste): walked as if "
-                                 "kube-proxy's jumps were there (certain: false)", rs.source, None, "missing-chain"))
-    ctx = _Context(ipvs_table, lay, version)
-    ipsets = dict(node.ipsets)
-    if given:
-        names = ipset_names_in_rules([raw.text for c in rs.iter_chains() for raw in c.raw])
-        missing = {n for n in names if n not in ipsets and n in INFERRED_SETS}
-        if missing:
-            ipsets.update(infer_kube_ipsets(ipvs_table, node.local_ips, missing))
-            ctx.inferred = missing
-            warnings.append(Warn(f"no `ipset save` for {', '.join(sorted(missing))}: inferred from the IPVS table "
-                                 "(ClusterIPs = virtual servers on non-node addresses; outcomes that depend on "
-                                 "them are certain: false)", ipvs_table.source, None, "ipset-inferred"))
-        unknown = sorted(n for n in names if n not in ipsets)
-        if unknown:
-            warnings.append(Warn(f"ipsets {', '.join(unknown)} are neither given nor kube-proxy IPVS sets svctrace "
-                                 "can infer: matches on them are shown both ways", rs.source, None, "ipset"))
-        ctx.no_nat = "nat" not in rs.tables
-        has_filter_chain = rs.chain("filter", "KUBE-IPVS-FILTER") is not None
-        if "filter" not in rs.tables:
-            ctx.synthetic_filter = True
-        elif version is not None and version >= IPVS_FILTER_SINCE and not has_filter_chain:
-            warnings.append(Warn(f"kube-proxy {version[0]}.{version[1]} writes a KUBE-IPVS-FILTER chain but the "
-                                 "filter table of the dump has none", rs.source, None, "version"))
-        elif version is not None and version < IPVS_FILTER_SINCE and has_filter_chain:
-            warnings.append(Warn(f"the dump has KUBE-IPVS-FILTER, which kube-proxy writes only since 1.26, but "
-                                 f"the version given is {version[0]}.{version[1]}", rs.source, None, "version"))
-    else:
-        ctx.synthetic_filter = True
-    eff = dataclasses.replace(node, local_ips=frozenset(set(node.local_ips) | ipvs_table.addresses()),
-                              ipsets=ipsets)
-    w = IPVSWalker(rs, eff, ctx)
-    finals = w.run(packet)
-    outcomes = merge_outcomes(finals)
-    notes = _notes(ctx, given, packet, outcomes)
-    return TraceResult(packet, outcomes, warnings + w.warnings, rs, notes, nowhere=ctx.node_stack)
-
-
-def _complete_kube_hooks(rs: Ruleset) -> tuple[Ruleset, list[str]]:
-    """A paste of some chains only (`iptables -t nat -L KUBE-SERVICES`) has kube-proxy's chains but not
-    the built-in rules that reach them. Add kube-proxy's jumps (pkg/proxy/ipvs/proxier.go,
-    iptablesJumpChain: nat OUTPUT and PREROUTING -> KUBE-SERVICES, nat POSTROUTING -> KUBE-POSTROUTING,
-    filter INPUT -> KUBE-IPVS-FILTER) to a copy when nothing jumps to a chain that has rules."""
-    wanted = {"nat": {"PREROUTING": "KUBE-SERVICES", "OUTPUT": "KUBE-SERVICES", "POSTROUTING": "KUBE-POSTROUTING"},
-              "filter": {"INPUT": "KUBE-IPVS-FILTER"}}
-    tables = dict(rs.tables)
-    added: list[str] = []
-    for tname, hooks in wanted.items():
-        t = rs.tables.get(tname)
-        if t is None:
-            continue
-        texts = [raw.text for c in t.chains.values() for raw in c.raw]
-        chains = dict(t.chains)
-        for hook, target in hooks.items():
-            tc = t.chains.get(target)
-            if tc is None or not len(tc) or any(re.search(rf"\s-[jg]\s+{target}(\s|$)", x) for x in texts):
-                continue
-            old = t.chains.get(hook)
-            c = Chain(tname, hook, policy=old.policy if old else "ACCEPT", decl_line=old.decl_line if old else None)
-            c.raw = [RawRule(0, f'-A {hook} -m comment --comment "{_HOOKED}" -j {target}'), *(old.raw if old else [])]
-            c._parse = _parser(rs.family)
-            chains[hook] = c
-            if target not in added:
-                added.append(target)
-        if chains != t.chains:
-            tables[tname] = Table(tname, chains, t.line)
-    if not added:
-        return rs, []
-    return dataclasses.replace(rs, tables=tables), added
-
-
-def _parser(family: int) -> Callable[[Chain], list[Rule]]:
-    def parse(chain: Chain) -> list[Rule]:
-        rules: list[Rule] = []
-        for raw in chain.raw:
-            for r in parse_rule(chain.table, chain.name, raw, family):
-                r.index = len(rules) + 1
-                rules.append(r)
-        return rules
-
-    return parse
-
-
-def _notes(ctx: _Context, given: bool, pkt: Packet, outcomes: list[Outcome]) -> list[str]:
-    notes: list[str] = []
-    dst = pkt.dst
-    table = ctx.table
-    on_ipvs0 = dst in ctx.layout.vips
-    served = sorted({f"{s.protocol}/{s.port}" for s in table.services if s.ip == dst and s.port is not None})
-    ports = f" (it serves {', '.join(served[:6])})" if served else ""
-    v = ctx.version
-    if on_ipvs0 and pkt.proto in ("icmp", "icmpv6"):
-        before = (f"{dst} is a Service address kube-proxy put on the node's kube-ipvs0 interface, so before "
-                  "kube-proxy 1.26 the node itself answers ping to it; IPVS only balances the TCP/UDP/SCTP ports it "
-                  "has virtual servers for, so no Pod ever sees the ping.")
-        after = ("Since kube-proxy 1.26 the KUBE-IPVS-FILTER chain (filter INPUT) rejects new traffic to a kube-ipvs0 "
-                 "address that no virtual server serves (kubernetes#72236, PR #108460): ping gets "
-                 "'destination port unreachable' from the node.")
-        if v is None:
-            notes.append(f"{before} {after} (The kube-proxy version is not known.)")
-        elif v >= IPVS_FILTER_SINCE:
-            notes.append(f"{after} {dst} is on kube-ipvs0, but kube-proxy {v[0]}.{v[1]} no longer lets the node "
-                         "answer ping on it.")
-        else:
-            notes.append(f"{before} (kube-proxy {v[0]}.{v[1]}; from 1.26 KUBE-IPVS-FILTER rejects it instead.)")
-    elif on_ipvs0 and pkt.has_ports and table.find(pkt.proto, dst, pkt.dport).service is None and not any(
-            o.dnat for o in outcomes):
-        notes.append(f"{dst} is a Service address on kube-ipvs0{ports}, but IPVS has no virtual server for "
-                     f"{pkt.proto}/{pkt.dport}. Before kube-proxy 1.26 the packet reaches the node's own stack: "
-                     "connection refused, or a host process listening on 0.0.0.0 answers through the Service IP "
-                     "(kubernetes#72236). Since 1.26 KUBE-IPVS-FILTER rejects it.")
-    elif pkt.has_ports and not on_ipvs0 and dst not in ctx.layout.node_addresses and not served and all(
-            o.delivery == "forward" and not o.dnat for o in outcomes if o.verdict == "accept"):
-        more = " The listing is partial, so it may be in the part left out." if table.partial else ""
-        notes.append(f"This IPVS table has no virtual server on {dst}: it is not a Service address on this node "
-                     f"(kube-proxy binds every ClusterIP it serves to kube-ipvs0), so the packet is routed on "
-                     f"untranslated.{more}")
-    elif (pkt.has_ports and not on_ipvs0 and NODEPORT_RANGE[0] <= (pkt.dport or 0) <= NODEPORT_RANGE[1]
-          and table.find(pkt.proto, dst, pkt.dport).service is None
-          and any(o.delivery == "local" and not o.dnat for o in outcomes)):
-        known = sorted({s.port for s in table.services if s.port is not None and s.protocol == pkt.proto
-                        and s.port in ctx.layout.node_ports.get(pkt.proto, set())})
-        seen = f" (NodePorts in this table: {', '.join(map(str, known[:8]))})" if known else ""
-        notes.append(f"IPVS has no virtual server for {pkt.proto}/{pkt.dport} on {dst}{seen}: if this is a NodePort, "
-                     "kube-proxy did not create it on this address (it makes one per node address it finds, "
-                     "filtered by --nodeport-addresses), so the node's own stack gets the connection: refused "
-                     "unless a host process listens on that port.")
-    notes.extend(ctx.notes)
-    if not given:
-        notes.append("Only the IPVS table was given: the iptables rules kube-proxy programs beside it "
-                     "(KUBE-SERVICES marks, KUBE-POSTROUTING masquerade, KUBE-IPVS-FILTER) were not walked, so "
-                     "source NAT and filtering are not known; give the node's iptables-save (and ipset save).")
-    return notes
+def walk(ctx: IPVSContext, rs: Ruleset, packet: Packet, node: NodeFacts,
+         hints: Hints | None = None) -> tuple[list[Outcome], list[Warn]]:
+    """Every fate of `packet` through netfilter and IPVS; `node.local_ips` include the IPVS addresses."""
+    w = IPVSWalker(rs, node, ctx, hints)
+    return merge_outcomes(w.run(packet)), w.warnings

@@ -28,11 +28,10 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
-from svctrace.dataplane.contract import Dnat, Outcome, PathStep, TraceResult
+from svctrace.dataplane.contract import Dnat, Hints, PathStep, TraceResult
 from svctrace.dataplane.kernel import (
     MAX_BRANCHES,
     MAX_DEPTH,
@@ -71,12 +70,10 @@ from svctrace.dataplane.nftables.ir import (
     Opaque,
     Passive,
     Payload,
-    Prefix,
     Reject,
     Rule,
     SetRef,
     Stmt,
-    Table,
     Verdict,
     VerdictStmt,
     Vmap,
@@ -98,15 +95,12 @@ from svctrace.dataplane.nftables.values import (
 from svctrace.errors import InputError, WalkError
 from svctrace.model.packet import NodeFacts, Packet, format_endpoint
 
-KUBE_MASQ_MARK = 0x4000
-KUBE_DROP_MARK = 0x8000
 HOOKS = ("PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING")
 # NF_IP_PRI_NAT_DST / NF_IP_PRI_NAT_SRC: where the NAT core runs the `type nat` chains of a hook.
 NAT_PRIORITY = {"PREROUTING": -100, "OUTPUT": -100, "INPUT": 100, "POSTROUTING": 100}
 MASK32 = 0xFFFFFFFF
 
 _XT = re.compile(r'^xt (match|target) "?([\w-]+)"?$')
-_ENDPOINT_CHAIN = re.compile(r"^endpoint-[A-Z0-9]{8}-.*__(.+)/(\d+)$")
 _REJECT4 = {"port-unreachable": "icmp-port-unreachable", "host-unreachable": "icmp-host-unreachable",
             "net-unreachable": "icmp-net-unreachable", "prot-unreachable": "icmp-proto-unreachable",
             "admin-prohibited": "icmp-admin-prohibited", "net-prohibited": "icmp-net-prohibited",
@@ -211,13 +205,14 @@ class NftWalker(KernelWalker):
     # on; nft shows that KUBE-FIREWALL rule without its comment
     localnet_why = "kube-proxy's nftables mode does not turn it on"
 
-    def __init__(self, rs: NftRuleset, node: NodeFacts, family: int) -> None:
+    def __init__(self, rs: NftRuleset, node: NodeFacts, family: int, hints: Hints | None = None) -> None:
         super().__init__(node, lambda: any(("localnet" in (r.comment or "")) or "ip daddr 127.0.0.0/8" in r.text
                                            for t in rs.tables.values() for c in t.chains.values()
                                            if c.name == "KUBE-FIREWALL" for r in c.rules))
         self.rs = rs
         self.source = rs.source
         self.family = family
+        self.hints = hints or Hints()
         self.hook_name = ""
         self._anon: dict[tuple[int, tuple[str, ...]], _Index] = {}
         fams = ("ip", "inet") if family == 4 else ("ip6", "inet")
@@ -385,37 +380,30 @@ class NftWalker(KernelWalker):
 
     def _missing_chain(self, st: State, name: str, act: Act, stack: list[tuple[Chain, int]], base: Chain,
                        hook: str) -> tuple[str, str] | None:
-        m = _ENDPOINT_CHAIN.match(name)
         where = act[2]
-        if m and base.type == "nat" and hook in ("PREROUTING", "OUTPUT"):
-            host = m.group(1)  # kube-proxy writes an IPv6 endpoint's colons as dots: 2001.db8..2
-            ip = None
-            for cand in (host, host.replace(".", ":")):
-                try:
-                    ip = ipaddress.ip_address(cand)
-                    break
-                except ValueError:
-                    continue
-            if ip is not None and ip.version == st.pkt.family:
-                port = int(m.group(2))
-                if ip == st.pkt.src:  # kube-proxy's endpoint chain masquerades hairpin traffic
-                    st.mark |= KUBE_MASQ_MARK
-                ep = format_endpoint(ip, port)
-                st.dnat_to(ip, port, None)
-                st.dnat_done = True
-                st.assume_one(f"{name} (not in the dump) DNATs to {ep}, as its name says")
-                st.add(PathStep(hook, base.table, name, None, None, "", f"DNAT to {ep}",
-                                note="the chain is not in the dump; its name names the endpoint"))
-                self.warn(f"missing:{name}", f"{where} goes to {name}, which is not in the dump; its name names the "
-                                             f"endpoint {ep}, so the outcome names it (certain: false)", None,
-                          "missing-chain")
-                return "accept", ""
-        if name in ("mark-for-masquerade", "KUBE-MARK-MASQ", "KUBE-MARK-DROP"):
-            bit = KUBE_DROP_MARK if name == "KUBE-MARK-DROP" else KUBE_MASQ_MARK
+        hints = self.hints
+        found = hints.endpoint(name, None) if hints.endpoint is not None else None
+        if found is not None and base.type == "nat" and hook in ("PREROUTING", "OUTPUT") \
+                and found[0].version == st.pkt.family:
+            ip, port = found
+            if ip == st.pkt.src:  # the endpoint chain masquerades hairpin traffic
+                st.mark |= hints.hairpin_mark
+            ep = format_endpoint(ip, port)
+            st.dnat_to(ip, port, None)
+            st.dnat_done = True
+            st.assume_one(f"{name} (not in the dump) DNATs to {ep}, as its name says")
+            st.add(PathStep(hook, base.table, name, None, None, "", f"DNAT to {ep}",
+                            note="the chain is not in the dump; its name names the endpoint"))
+            self.warn(f"missing:{name}", f"{where} goes to {name}, which is not in the dump; its name names the "
+                                         f"endpoint {ep}, so the outcome names it (certain: false)", None,
+                      "missing-chain")
+            return "accept", ""
+        bit = hints.mark_chains.get(name)
+        if bit is not None:
             st.mark |= bit
-            st.assume_one(f"{name} (not in the dump) sets mark {bit:#x} as kube-proxy's does")
-            self.warn(f"missing:{name}", f"{where} jumps to {name}, which is not in the dump; assumed kube-proxy's "
-                                         f"mark {bit:#x}", None, "missing-chain")
+            st.assume_one(f"{name} (not in the dump) sets mark {bit:#x} as {hints.writer}'s does")
+            self.warn(f"missing:{name}", f"{where} jumps to {name}, which is not in the dump; assumed "
+                                         f"{hints.writer}'s mark {bit:#x}", None, "missing-chain")
         else:
             st.assume_one(f"{name} (not in the dump) returns without a verdict")
             self.warn(f"missing:{name}", f"{where} goes to {name}, which is not in the dump (filtered or cut "
@@ -1241,116 +1229,16 @@ def _proto_number(pkt: Packet) -> int:
 
 # -- the answer ----------------------------------------------------------------------------------------
 
-def trace(rs: NftRuleset, pkt: Packet, node: NodeFacts | None = None) -> TraceResult:
-    """Every fate of `pkt` on the node whose nftables ruleset is `rs`, with probabilities summing to 1."""
+def trace(rs: NftRuleset, pkt: Packet, node: NodeFacts | None = None, hints: Hints | None = None) -> TraceResult:
+    """Every fate of `pkt` on the node whose nftables ruleset is `rs`, with probabilities summing to 1; `hints`:
+    what the program that wrote it does where the dump is silent."""
     node = node or NodeFacts()
     fams = {t.family for t in rs.tables.values()}
     mine = {"ip", "inet"} if pkt.family == 4 else {"ip6", "inet"}
     if fams and not fams & mine and fams & {"ip", "ip6"}:
         raise InputError(f"the packet is IPv{pkt.family} but the ruleset holds only "
                          f"{'IPv6 (ip6)' if pkt.family == 4 else 'IPv4 (ip)'} tables", source=rs.source)
-    finals, walk_warnings = walk(lambda: NftWalker(rs, node, pkt.family), pkt, node)
-    outcomes = merge_outcomes(finals)
-    warnings = list(rs.warnings) + walk_warnings
-    notes, nowhere = notes_for(rs, pkt, outcomes)
+    finals, walk_warnings = walk(lambda: NftWalker(rs, node, pkt.family, hints), pkt, node)
     # TraceResult.ruleset is typed for iptables rulesets; an NftRuleset offers the same fields the
     # renderers read (source, format, backend, rule_count, warnings, chain()).
-    return TraceResult(pkt, outcomes, warnings, cast(Any, rs), notes, nowhere=nowhere)
-
-
-def _service_cidr(rs: NftRuleset, family: int) -> str | None:
-    for t in rs.tables.values():
-        c = t.chains.get("cluster-ips-check")
-        if c is None:
-            continue
-        for r in c.rules:
-            for s in r.stmts:
-                if isinstance(s, Match) and isinstance(s.right, Prefix | Const | AnonSet):
-                    txt = fmt_expr(s.right).strip("{} ")
-                    if "/" in txt:
-                        return txt
-    return None
-
-
-def _kube_tables(rs: NftRuleset, family: int) -> Iterator[Table]:
-    fam = "ip" if family == 4 else "ip6"
-    for t in rs.tables.values():
-        if t.name == "kube-proxy" and t.family == fam:
-            yield t
-
-
-def _service_ip(rs: NftRuleset, pkt: Packet) -> list[str]:
-    """What kube-proxy's maps say about the destination address: `172.30.0.41 tcp/80`, ..."""
-    out: list[str] = []
-    for t in _kube_tables(rs, pkt.family):
-        sips = t.sets.get("service-ips")
-        if sips is not None:
-            for el in sips.elements:
-                comps = el.key.items if isinstance(el.key, Concat) else (el.key,)
-                if comps and isinstance(comps[0], Const) and str(comps[0].value) == str(pkt.dst):
-                    what = "/".join(fmt_expr(c) for c in comps[1:])
-                    target = el.data.target if isinstance(el.data, Verdict) and el.data.target else ""
-                    svc = _svc_of_chain(target)
-                    out.append(f"{svc} ({what})" if svc else what)
-        cips = t.sets.get("cluster-ips")
-        if not out and cips is not None and any(isinstance(e.key, Const) and str(e.key.value) == str(pkt.dst)
-                                                for e in cips.elements):
-            out.append("a ClusterIP (in @cluster-ips)")
-    return out
-
-
-def _svc_of_chain(name: str) -> str:
-    """`service-ULMVA6XW-ns1/svc1/tcp/p80` -> `ns1/svc1:p80`."""
-    m = re.match(r"^(?:service|external)-[A-Z0-9]{8}-([^/]+)/([^/]+)/([^/]+)/(.*)$", name)
-    if not m:
-        return ""
-    return f"{m.group(1)}/{m.group(2)}" + (f":{m.group(4)}" if m.group(4) else "")
-
-
-def notes_for(rs: NftRuleset, pkt: Packet, outcomes: list[Outcome]) -> tuple[list[str], bool]:
-    """Plain-language explanations of kube-proxy nftables behaviours the outcome shows."""
-    notes: list[str] = []
-    this = pkt.proto + (f"/{pkt.dport}" if pkt.has_ports else "")
-    for o in outcomes:
-        if o.verdict == "accept" or not o.path:
-            continue
-        last = o.path[-1]
-        chains = [s.chain for s in o.path]
-        vm = next((s for s in o.path if s.note and s.note.startswith("@no-endpoint-")), None)
-        if last.chain == "cluster-ips-check" and o.verdict == "reject":
-            n = (f"{pkt.dst} is a ClusterIP (listed in @cluster-ips) but none of its Services' ports is {this}: "
-                 "kube-proxy's nftables mode (v1.30+) rejects such packets in cluster-ips-check (“Reject traffic "
-                 "to invalid ports of ClusterIPs”), so the client gets an immediate ICMP port unreachable"
-                 + (" — ping to a ClusterIP fails this way." if pkt.proto in ("icmp", "icmpv6") else "."))
-        elif last.chain == "cluster-ips-check" and o.verdict == "drop":
-            cidr = _service_cidr(rs, pkt.family)
-            n = (f"{pkt.dst} is inside the service CIDR{f' {cidr}' if cidr else ''} but no Service has that "
-                 "address: kube-proxy's nftables mode (v1.30+) drops traffic to unallocated ClusterIPs in "
-                 "cluster-ips-check, so the connection times out.")
-        elif vm is not None:
-            svc = vm.note.split('"')[1] if vm.note and '"' in vm.note else "the Service"
-            if o.verdict == "reject":
-                n = (f"{svc} has no ready endpoints: kube-proxy lists {pkt.dst} {this} in {(vm.note or '').split(':')[0]} "
-                     "and rejects new connections (ICMP port unreachable) instead of letting them hang.")
-            else:
-                n = (f"{svc} has no endpoint this traffic may use on this node (externalTrafficPolicy: Local with "
-                     f"no local endpoint, or internalTrafficPolicy: Local): kube-proxy's {vm.chain} drops it.")
-        elif any(c.startswith("firewall-") and c != "firewall-check" for c in chains) and o.verdict == "drop":
-            n = (f"the source {pkt.src} is not in the Service's loadBalancerSourceRanges: kube-proxy's "
-                 f"{last.chain} drops it before DNAT.")
-        else:
-            continue
-        if n not in notes:
-            notes.append(n)
-    nowhere = False
-    if outcomes and all(o.verdict == "accept" and not o.dnat and o.delivery != "local" for o in outcomes):
-        served = _service_ip(rs, pkt)
-        if served:
-            nowhere = True
-            older = not any("cluster-ips-check" in t.chains for t in _kube_tables(rs, pkt.family))
-            notes.append(f"{pkt.dst} is a Service address in these rules ({'; '.join(served[:4])}). This packet "
-                         f"({this}) matches none of its entries, so it is not translated and is routed on towards "
-                         "an address no host owns: nothing will answer."
-                         + (" kube-proxy 1.30+ rejects such packets at once (cluster-ips-check); these rules, from an "
-                            "older kube-proxy, have no such check." if older else ""))
-    return notes, nowhere
+    return TraceResult(pkt, merge_outcomes(finals), list(rs.warnings) + walk_warnings, cast(Any, rs))
