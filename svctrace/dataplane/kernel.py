@@ -24,14 +24,17 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from svctrace.dataplane.contract import Dnat, Outcome, PathStep
-from svctrace.errors import Warn
+from svctrace.errors import WalkError, Warn
 from svctrace.model.packet import IPAddress, NodeFacts, Packet, format_endpoint
 
 MAX_DEPTH = 64  # nf_tables allows 16 nested jumps, legacy more; deeper than this is a broken dump
 MAX_BRANCHES = 20000
 MAX_STEPS = 2_000_000
+
+Frame = tuple[Any, Sequence[Any], int]  # a chain, its rules (or their positions), the next one to run
 
 # The iptables tables at each hook, in priority order.
 PREROUTING = ("raw", "mangle", "nat")
@@ -269,6 +272,68 @@ class KernelWalker:
     def hook(self, states: list[State], hook: str, tables: Sequence[str]) -> list[State]:
         """Run the rules at `hook` (the iptables `tables` slots of it); finish what they drop or reject."""
         raise NotImplementedError
+
+    # -- one base chain, over every branch -------------------------------------------------------------
+    endless = "the walk did not end (a loop through goto?)"  # the error when a walk does not end
+    splits = "matches"  # what splits the walk, for the error when it splits too often
+    later_first = False  # walk the branches of a rule from the last one (the order outcomes come in)
+
+    def run_rule(self, st: State, rule: Any, hook: str, base: Any) -> list[tuple[State, Any]]:
+        """Run one rule: each branch with what follows (None: go on with the next rule)."""
+        raise NotImplementedError
+
+    def follow(self, st: State, then: Any, stack: list[Frame], hook: str, base: Any) -> tuple[str, str] | None:
+        """Do what a rule decided: (verdict, reason) when the chain is done with the packet, else None."""
+        raise NotImplementedError
+
+    def policy(self, st: State, base: Any, hook: str) -> tuple[str, str]:
+        raise NotImplementedError
+
+    def rule_at(self, chain: Any, item: Any) -> Any:
+        return item
+
+    def run_chain(self, st: State, base: Any, items: Sequence[Any], hook: str) -> list[tuple[State, str, str]]:
+        """A base chain: its rules in order, jumps and gotos on a stack, its policy at the end; every branch."""
+        out: list[tuple[State, str, str]] = []
+        work: list[tuple[State, list[Frame], Any]] = [(st, [(base, items, 0)], None)]
+        while work:
+            st, stack, pending = work.pop()
+            if pending is not None:
+                res = self.follow(st, pending, stack, hook, base)
+                if res is not None:
+                    out.append((st, *res))
+                    continue
+            while True:
+                self.steps += 1
+                if self.steps > MAX_STEPS:
+                    raise WalkError(self.endless)
+                if not stack:
+                    out.append((st, *self.policy(st, base, hook)))
+                    break
+                chain, cands, pos = stack[-1]
+                if pos >= len(cands):
+                    stack.pop()
+                    continue
+                stack[-1] = (chain, cands, pos + 1)
+                rule = self.rule_at(chain, cands[pos])
+                alts = self.run_rule(st, rule, hook, base)
+                if len(alts) == 1:
+                    st, then = alts[0]
+                    if then is None:
+                        continue
+                    res = self.follow(st, then, stack, hook, base)
+                    if res is not None:
+                        out.append((st, *res))
+                        break
+                    continue
+                self.branches += len(alts) - 1
+                if self.branches > MAX_BRANCHES:
+                    raise WalkError(f"more than {MAX_BRANCHES} branches: too many random or undecidable "
+                                    f"{self.splits} (last at {rule.table} {rule.chain} rule {rule.index})")
+                for s2, then in (reversed(alts) if self.later_first else alts):
+                    work.append((s2, list(stack), then))
+                break
+        return out
 
     def source_line(self, line: int) -> int | None:
         return line

@@ -20,9 +20,8 @@ from svctrace.dataplane.iptables.matches import _opts_text, evaluate
 from svctrace.dataplane.iptables.parser import parse_rule
 from svctrace.dataplane.iptables.rules import NONTERMINAL_TARGETS, Chain, Rule, Ruleset
 from svctrace.dataplane.kernel import (
-    MAX_BRANCHES,
     MAX_DEPTH,
-    MAX_STEPS,
+    Frame,
     KernelWalker,
     State,
     Unknown,
@@ -39,6 +38,7 @@ INDEX_MIN_RULES = 48
 
 
 class Walker(KernelWalker):
+    endless = "the walk did not end (a loop through -g/goto?); the dump cannot be what the kernel runs"
     localnet_why = "inferred: no kube-proxy 'block incoming localnet connections' rule"
 
     def __init__(self, rs: Ruleset, node: NodeFacts, hints: Hints | None = None) -> None:
@@ -76,49 +76,13 @@ class Walker(KernelWalker):
         base = self.rs.tables[table].chains.get(hook)
         if base is None:
             return [(st, "accept", "")]
-        out: list[tuple[State, str, str]] = []
-        work: list[tuple[State, list[tuple[Chain, Sequence[int], int]], Rule | None]] = [
-            (st, [(base, self.candidates(base, st), 0)], None)
-        ]
-        while work:
-            st, stack, pending = work.pop()
-            if pending is not None:
-                res = self.apply(st, pending, stack, hook, base)
-                if res is not None:
-                    out.append((st, *res))
-                    continue
-            while True:
-                self.steps += 1
-                if self.steps > MAX_STEPS:
-                    raise WalkError("the walk did not end (a loop through -g/goto?); the dump cannot be "
-                                    "what the kernel runs")
-                if not stack:
-                    out.append((st, *self.policy(st, base, hook)))
-                    break
-                chain, cands, pos = stack[-1]
-                if pos >= len(cands):
-                    stack.pop()
-                    continue
-                stack[-1] = (chain, cands, pos + 1)
-                rule = self.rule_at(chain, cands[pos])
-                alts = self.match(st, rule)
-                if len(alts) == 1:
-                    st, matched = alts[0]
-                    if not matched:
-                        continue
-                    res = self.apply(st, rule, stack, hook, base)
-                    if res is not None:
-                        out.append((st, *res))
-                        break
-                    continue
-                self.branches += len(alts) - 1
-                if self.branches > MAX_BRANCHES:
-                    raise WalkError(f"more than {MAX_BRANCHES} branches: too many random or undecidable "
-                                    f"matches (last at {chain.table} {chain.name} rule {rule.index})")
-                for s2, matched in alts:
-                    work.append((s2, list(stack), rule if matched else None))
-                break
-        return out
+        return self.run_chain(st, base, self.candidates(base, st), hook)
+
+    def run_rule(self, st: State, rule: Rule, hook: str, base: Chain) -> list[tuple[State, Rule | None]]:
+        return [(s, rule if matched else None) for s, matched in self.match(st, rule)]
+
+    def follow(self, st: State, then: Rule, stack: list[Frame], hook: str, base: Chain) -> tuple[str, str] | None:
+        return self.apply(st, then, stack, hook, base)
 
     def policy(self, st: State, base: Chain, hook: str) -> tuple[str, str]:
         pol = base.policy or "ACCEPT"
@@ -208,7 +172,7 @@ class Walker(KernelWalker):
         alts.append((cur, True))
         return alts
 
-    def apply(self, st: State, rule: Rule, stack: list[tuple[Chain, Sequence[int], int]], hook: str,
+    def apply(self, st: State, rule: Rule, stack: list[Frame], hook: str,
               base: Chain) -> tuple[str, str] | None:
         """Apply the rule's target. Returns (verdict, reason) when the table is done with the packet."""
         branch = st.branch

@@ -33,9 +33,8 @@ from typing import Any, cast
 
 from svctrace.dataplane.contract import Dnat, Hints, PathStep, TraceResult
 from svctrace.dataplane.kernel import (
-    MAX_BRANCHES,
     MAX_DEPTH,
-    MAX_STEPS,
+    Frame,
     KernelWalker,
     State,
     Unknown,
@@ -201,6 +200,9 @@ def _nft_pattern(name: str) -> str:
 
 
 class NftWalker(KernelWalker):
+    endless = "the walk did not end (a loop through goto?); the kernel would not load these rules"
+    splits = "expressions"
+    later_first = True
     # kube-proxy (iptables mode) blocks incoming localnet connections only when it turned route_localnet
     # on; nft shows that KUBE-FIREWALL rule without its comment
     localnet_why = "kube-proxy's nftables mode does not turn it on"
@@ -296,50 +298,10 @@ class NftWalker(KernelWalker):
     # -- one base chain ---------------------------------------------------------------------------
     def run_base(self, st: State, base: Chain, hook: str) -> list[tuple[State, str, str]]:
         self.hook_name = hook
-        out: list[tuple[State, str, str]] = []
-        work: list[tuple[State, list[tuple[Chain, int]], Act | None]] = [(st, [(base, 0)], None)]
-        while work:
-            st, stack, pending = work.pop()
-            if pending is not None:
-                res = self.follow(st, pending, stack, base, hook)
-                if res is not None:
-                    out.append((st, *res))
-                    continue
-            while True:
-                self.steps += 1
-                if self.steps > MAX_STEPS:
-                    raise WalkError("the walk did not end (a loop through goto?); the kernel would not load "
-                                    "these rules")
-                if not stack:
-                    out.append((st, *self.policy(st, base, hook)))
-                    break
-                chain, pos = stack[-1]
-                if pos >= len(chain.rules):
-                    stack.pop()
-                    continue
-                stack[-1] = (chain, pos + 1)
-                rule = chain.rules[pos]
-                results = self.exec_rule(st, rule, hook, base)
-                if len(results) == 1:
-                    st, act = results[0]
-                    if act is None:
-                        continue
-                    res = self.follow(st, act, stack, base, hook)
-                    if res is not None:
-                        out.append((st, *res))
-                        break
-                    continue
-                self.branches += len(results) - 1
-                if self.branches > MAX_BRANCHES:
-                    raise WalkError(f"more than {MAX_BRANCHES} branches: too many random or undecidable "
-                                    f"expressions (last at {rule.table} {rule.chain} rule {rule.index})")
-                for s2, act in reversed(results):
-                    if act is None:
-                        work.append((s2, list(stack), None))
-                    else:
-                        work.append((s2, list(stack), act))
-                break
-        return out
+        return self.run_chain(st, base, base.rules, hook)
+
+    def run_rule(self, st: State, rule: Rule, hook: str, base: Chain) -> list[tuple[State, Act | None]]:
+        return self.exec_rule(st, rule, hook, base)
 
     def policy(self, st: State, base: Chain, hook: str) -> tuple[str, str]:
         pol = (base.policy or "accept").lower()
@@ -350,8 +312,7 @@ class NftWalker(KernelWalker):
             return "drop", f"the {base.table} {base.name} chain's policy is drop and no rule accepted it"
         return "accept", ""
 
-    def follow(self, st: State, act: Act, stack: list[tuple[Chain, int]], base: Chain,
-               hook: str) -> tuple[str, str] | None:
+    def follow(self, st: State, act: Act, stack: list[Frame], hook: str, base: Chain) -> tuple[str, str] | None:
         kind, target, reason = act
         if kind in ("accept", "drop", "reject"):
             return kind, reason
@@ -370,15 +331,15 @@ class NftWalker(KernelWalker):
                 raise WalkError(f"loop in the rules: {names}; the kernel refuses such a ruleset")
             if len(stack) >= MAX_DEPTH:
                 raise WalkError(f"jumps nest deeper than {MAX_DEPTH} chains at {target}")
-            stack.append((chain, 0))
+            stack.append((chain, chain.rules, 0))
         else:
             if stack:
-                stack[-1] = (chain, 0)
+                stack[-1] = (chain, chain.rules, 0)
             else:
-                stack.append((chain, 0))
+                stack.append((chain, chain.rules, 0))
         return None
 
-    def _missing_chain(self, st: State, name: str, act: Act, stack: list[tuple[Chain, int]], base: Chain,
+    def _missing_chain(self, st: State, name: str, act: Act, stack: list[Frame], base: Chain,
                        hook: str) -> tuple[str, str] | None:
         where = act[2]
         hints = self.hints
