@@ -123,10 +123,10 @@ def trace_inputs(inputs: list[tuple[str, str]], pkt: Packet, facts: NodeFacts, *
             sys.stderr.write("svctrace: warning: an nftables ruleset and an iptables dump were given; walking the "
                              "nftables ruleset (iptables-nft rules appear in it as `ip filter`/`ip nat` tables)\n")
         text, name = nft[0]
-        return trace_nft(load_nft(text, name), pkt, facts)
+        return trace_nft(load_nft(text, name), pkt, facts, kube_version=kube_version)
     if ruleset is None:
         raise InputError("no iptables or IPVS dump among the inputs")
-    return trace_iptables(ruleset, pkt, facts)
+    return trace_iptables(ruleset, pkt, facts, kube_version=kube_version)
 
 
 def demo_dump() -> tuple[str, str]:

@@ -67,6 +67,9 @@ class Hints:
     hairpin_mark: int = 0  # what an endpoint chain ORs in when it DNATs a packet back to its own source
     # The endpoint a missing chain DNATs to, from its name and the comment of the rule that jumps there.
     endpoint: Callable[[str, str | None], tuple[IPAddress, int] | None] | None = None
+    # Whether the writer turned net.ipv4.conf.*.route_localnet on, read from its rules (an iptables Ruleset or an
+    # NftRuleset), and the reason shown when it is off. Without it, the kernel's default: off.
+    route_localnet: Callable[[Any], tuple[bool, str]] | None = None
 
 
 class Dnat(str):
@@ -129,6 +132,7 @@ class TraceResult:
     ruleset: Any  # the walked dataplane: an iptables Ruleset, an nftables ruleset, or IPVS + iptables
     notes: list[str] = field(default_factory=list)  # plain-language explanations of the answer
     nowhere: bool = False  # accepted, but sent on untranslated to a Service's virtual IP: no host owns it
+    kube_version: object = None  # the kube-proxy version the walk was given (every mode records it)
 
     @property
     def all_reach(self) -> bool:

@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from svctrace.dataplane.contract import Dnat, Outcome, PathStep
+from svctrace.dataplane.contract import Dnat, Hints, Outcome, PathStep
 from svctrace.errors import WalkError, Warn
 from svctrace.model.packet import IPAddress, NodeFacts, Packet, format_endpoint
 
@@ -253,17 +253,19 @@ class KernelWalker:
     """Hook order per origin, routing, martians and the loop back over lo; subclasses run their rules at a hook."""
 
     source: str | None = None
-    localnet_why = ""  # why route_localnet is taken as off when it was inferred
 
-    def __init__(self, node: NodeFacts, route_localnet_guess: Callable[[], bool]) -> None:
+    def __init__(self, node: NodeFacts, rules: Any, hints: Hints | None) -> None:
         self.node = node
+        self.hints = hints or Hints()
+        self.localnet_why = ""  # why route_localnet is taken as off when it was inferred
         self.finals: list[Fate] = []
         self.warnings: list[Warn] = []
         self._warned: set[str] = set()
         self.steps = 0
         self.branches = 0
         if node.route_localnet is None:
-            self.route_localnet = route_localnet_guess()
+            self.route_localnet, self.localnet_why = (self.hints.route_localnet(rules) if self.hints.route_localnet
+                                                      else (False, ""))
             self.route_localnet_inferred = True
         else:
             self.route_localnet = node.route_localnet

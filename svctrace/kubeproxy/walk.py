@@ -61,24 +61,44 @@ def missing_endpoint(chain: str, comment: str | None) -> tuple[IPAddress, int] |
     return None
 
 
-HINTS = Hints(writer="kube-proxy",
+def route_localnet(rules: Ruleset | NftRuleset) -> tuple[bool, str]:
+    """kube-proxy (iptables mode) turns route_localnet on for localhost NodePorts and then blocks incoming localnet
+    connections in KUBE-FIREWALL (pkg/proxy/iptables/proxier.go); that rule says it is on. nft shows the
+    rule without its comment; kube-proxy's nftables mode never turns it on."""
+    if isinstance(rules, NftRuleset):
+        return (any(("localnet" in (r.comment or "")) or "ip daddr 127.0.0.0/8" in r.text
+                    for t in rules.tables.values() for c in t.chains.values() if c.name == "KUBE-FIREWALL"
+                    for r in c.rules),
+                "kube-proxy's nftables mode does not turn it on")
+    c = rules.chain("filter", "KUBE-FIREWALL")
+    on = c is not None and any("block incoming localnet connections" in r.text for r in c.raw)
+    return on, "inferred: no kube-proxy 'block incoming localnet connections' rule"
+
+
+HINTS = Hints(writer="kube-proxy", route_localnet=route_localnet,
               mark_chains={"KUBE-MARK-MASQ": MASQUERADE_MARK, "mark-for-masquerade": MASQUERADE_MARK,
                            "KUBE-MARK-DROP": DROP_MARK},
               hairpin_mark=MASQUERADE_MARK, endpoint=missing_endpoint)
 
 
-def trace_iptables(rs: Ruleset, pkt: Packet, node: NodeFacts | None = None) -> TraceResult:
-    """kube-proxy's iptables mode (or any iptables rules): every fate of `pkt`, with kube-proxy's notes."""
+def trace_iptables(rs: Ruleset, pkt: Packet, node: NodeFacts | None = None, *,
+                   kube_version: object = None) -> TraceResult:
+    """kube-proxy's iptables mode (or any iptables rules): every fate of `pkt`, with kube-proxy's notes.
+    `kube_version` is recorded: iptables-mode rules show all that depends on it."""
     result = iptables_trace(rs, pkt, node, HINTS)
     result.notes = iptables_notes(rs, pkt, result.outcomes)
     result.nowhere = bool(result.notes)
+    result.kube_version = kube_version
     return result
 
 
-def trace_nft(rs: NftRuleset, pkt: Packet, node: NodeFacts | None = None) -> TraceResult:
-    """kube-proxy's nftables mode (or any nftables ruleset): every fate of `pkt`, with kube-proxy's notes."""
+def trace_nft(rs: NftRuleset, pkt: Packet, node: NodeFacts | None = None, *,
+              kube_version: object = None) -> TraceResult:
+    """kube-proxy's nftables mode (or any nftables ruleset): every fate of `pkt`, with kube-proxy's notes.
+    `kube_version` is recorded: kube-proxy's nftables rules show all that depends on it."""
     result = nft_trace(rs, pkt, node, HINTS)
     result.notes, result.nowhere = nft_notes(rs, pkt, result.outcomes)
+    result.kube_version = kube_version
     return result
 
 
@@ -143,18 +163,20 @@ def trace_ipvs(ipvs_table: IPVSTable, iptables_ruleset: Ruleset | None, packet: 
                               ipsets=ipsets)
     outcomes, walk_warnings = walk(ctx, rs, packet, eff, HINTS)
     notes = ipvs_notes(ctx, lay, version, given, packet, outcomes)
-    return TraceResult(packet, outcomes, warnings + walk_warnings, rs, notes, nowhere=ctx.node_stack)
+    return TraceResult(packet, outcomes, warnings + walk_warnings, rs, notes, nowhere=ctx.node_stack,
+                       kube_version=kube_version)
 
 
 def trace_dataplane(dp: Dataplane, pkt: Packet, facts: NodeFacts, kube_version: str | None = None) -> TraceResult:
-    """Walk a node's dataplane (as `load_dataplane` read it) the way its kube-proxy mode decides."""
+    """Walk a node's dataplane (as `load_dataplane` read it) the way its kube-proxy mode decides; every mode is
+    given `kube_version` and records it on the result."""
     facts.ipsets.update(dp.ipsets)
     if dp.mode == "ipvs":
         return trace_ipvs(dp.ipvs, dp.iptables, pkt, facts, kube_version=kube_version)
     if dp.mode == "nftables":
-        return trace_nft(dp.nft, pkt, facts)
+        return trace_nft(dp.nft, pkt, facts, kube_version=kube_version)
     assert dp.iptables is not None
-    return trace_iptables(dp.iptables, pkt, facts)
+    return trace_iptables(dp.iptables, pkt, facts, kube_version=kube_version)
 
 
 def _complete_kube_hooks(rs: Ruleset) -> tuple[Ruleset, list[str]]:

@@ -39,11 +39,8 @@ INDEX_MIN_RULES = 48
 
 class Walker(KernelWalker):
     endless = "the walk did not end (a loop through -g/goto?); the dump cannot be what the kernel runs"
-    localnet_why = "inferred: no kube-proxy 'block incoming localnet connections' rule"
-
     def __init__(self, rs: Ruleset, node: NodeFacts, hints: Hints | None = None) -> None:
-        super().__init__(node, lambda: _infer_route_localnet(rs))
-        self.hints = hints or Hints()
+        super().__init__(node, rs, hints)
         self.rs = rs
         self.source = rs.source
 
@@ -387,13 +384,6 @@ def _build_index(chain: Chain) -> _DstIndex | bool:
 
 _DPORT_RE = re.compile(r"(?:^|\s)(!\s+)?--(?:dport|destination-port)\s+(\S+)")
 _DST_RE = re.compile(r"(?:^|\s)(!\s+)?(?:-d|--destination|--dst)\s+(\S+)")
-
-
-def _infer_route_localnet(rs: Ruleset) -> bool:
-    c = rs.chain("filter", "KUBE-FIREWALL")
-    if c is None:
-        return False
-    return any("block incoming localnet connections" in r.text for r in c.raw)
 
 
 def _nat_spec(spec: str, pkt: Packet) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address | None, int | None, str | None]:

@@ -203,18 +203,11 @@ class NftWalker(KernelWalker):
     endless = "the walk did not end (a loop through goto?); the kernel would not load these rules"
     splits = "expressions"
     later_first = True
-    # kube-proxy (iptables mode) blocks incoming localnet connections only when it turned route_localnet
-    # on; nft shows that KUBE-FIREWALL rule without its comment
-    localnet_why = "kube-proxy's nftables mode does not turn it on"
-
     def __init__(self, rs: NftRuleset, node: NodeFacts, family: int, hints: Hints | None = None) -> None:
-        super().__init__(node, lambda: any(("localnet" in (r.comment or "")) or "ip daddr 127.0.0.0/8" in r.text
-                                           for t in rs.tables.values() for c in t.chains.values()
-                                           if c.name == "KUBE-FIREWALL" for r in c.rules))
+        super().__init__(node, rs, hints)
         self.rs = rs
         self.source = rs.source
         self.family = family
-        self.hints = hints or Hints()
         self.hook_name = ""
         self._anon: dict[tuple[int, tuple[str, ...]], _Index] = {}
         fams = ("ip", "inet") if family == 4 else ("ip6", "inet")
