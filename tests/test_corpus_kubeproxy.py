@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from conftest import kube_proxy_flows, need_corpus
 
-from svctrace.dataplane.iptables import load_ruleset, trace
+from svctrace.dataplane.iptables import load_ruleset
+from svctrace.kubeproxy.walk import trace_iptables as trace
 from svctrace.model.packet import NodeFacts, Packet
 
 FLOWS = kube_proxy_flows()

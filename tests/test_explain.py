@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 
 from svctrace.data import build_demo
-from svctrace.dataplane.iptables import load_ruleset, trace
+from svctrace.dataplane.iptables import load_ruleset
 from svctrace.errors import InputError
 from svctrace.explain import Request, explain
+from svctrace.kubeproxy.walk import trace_iptables as trace
 from svctrace.model.packet import NodeFacts, Packet
 from svctrace.model.snapshot import bundle_bytes, load_snapshot
 

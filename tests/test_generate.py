@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 from conftest import KP_IPTABLES, need_corpus
 
-from svctrace.dataplane.iptables import load_ruleset, trace
+from svctrace.dataplane.iptables import load_ruleset
 from svctrace.dataplane.iptables.printer import save_probability
 from svctrace.kubeproxy.config import ProxyConfig
 from svctrace.kubeproxy.names import fw_chain, svc_chain
@@ -40,6 +40,7 @@ from svctrace.kubeproxy.render.iptables import (
     to_restore,
     to_save,
 )
+from svctrace.kubeproxy.walk import trace_iptables as trace
 from svctrace.model.packet import NodeFacts, Packet
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "kube-proxy"

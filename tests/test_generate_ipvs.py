@@ -31,9 +31,10 @@ from conftest import WILD, need_corpus
 from svctrace.dataplane.contract import Outcome, TraceResult
 from svctrace.dataplane.ipset import parse_ipset
 from svctrace.dataplane.iptables import load_ruleset
-from svctrace.dataplane.ipvs import load_ipvs, trace
+from svctrace.dataplane.ipvs import load_ipvs
 from svctrace.kubeproxy.config import ProxyConfig
 from svctrace.kubeproxy.render.ipvs import IPVSRules, generate_ipvs, ipset_name
+from svctrace.kubeproxy.walk import trace_ipvs as trace
 from svctrace.model.packet import NodeFacts, Packet
 
 NODE_A, NODE_B, NODE_C = "node-a", "node-b", "node-c"

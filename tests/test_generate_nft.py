@@ -23,7 +23,7 @@ from conftest import KP_NFT_OVERALL, need_corpus
 from kernellab import KernelLab, KernelResult, kernel_available
 
 from svctrace.dataplane.contract import TraceResult
-from svctrace.dataplane.nftables import NftRuleset, load_nft, trace
+from svctrace.dataplane.nftables import NftRuleset, load_nft
 from svctrace.kubeproxy.config import ProxyConfig
 from svctrace.kubeproxy.render.nft import (
     NftRules,
@@ -31,6 +31,7 @@ from svctrace.kubeproxy.render.nft import (
     generate_nft,
     service_chain_name_base,
 )
+from svctrace.kubeproxy.walk import trace_nft as trace
 from svctrace.model.packet import NodeFacts, Packet
 
 OVERALL = KP_NFT_OVERALL

@@ -18,9 +18,11 @@ from svctrace.dataplane.contract import Outcome, TraceResult
 from svctrace.dataplane.detect import sniff_format
 from svctrace.dataplane.ipset import parse_ipset
 from svctrace.dataplane.iptables import load_ruleset
-from svctrace.dataplane.ipvs import infer_kube_ipsets, layout, load_ipvs, looks_like_ipvsadm, schedule, trace
+from svctrace.dataplane.ipvs import load_ipvs, looks_like_ipvsadm, schedule
 from svctrace.dataplane.ipvs.model import IPVSTable
 from svctrace.errors import InputError
+from svctrace.kubeproxy.ipvs_sets import infer_kube_ipsets, layout
+from svctrace.kubeproxy.walk import trace_ipvs as trace
 from svctrace.model.packet import IPSetDef, NodeFacts, Packet
 
 IPVSADM = WILD / "ipvsadm"

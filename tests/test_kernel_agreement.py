@@ -19,7 +19,8 @@ from agreement import compare
 from conftest import ORACLE, kube_proxy_cases
 from kernellab import KernelLab, kernel_available
 
-from svctrace.dataplane.iptables import load_ruleset, trace
+from svctrace.dataplane.iptables import load_ruleset
+from svctrace.kubeproxy.walk import trace_iptables as trace
 from svctrace.model.packet import NodeFacts, Packet
 
 SAMPLES = 600

@@ -22,10 +22,11 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from svctrace.dataplane.iptables import Outcome, Ruleset, load_ruleset, trace
+from svctrace.dataplane.iptables import Outcome, Ruleset, load_ruleset
 from svctrace.errors import InputError
 from svctrace.explain import Explanation, Request, explain
 from svctrace.kubeproxy.simulate import objects_of, simulate
+from svctrace.kubeproxy.walk import trace_iptables as trace
 from svctrace.learn import run_learn
 from svctrace.learn.lessons import ITP_YAML, LB_YAML, LESSONS, TYPO_YAML, find_lesson
 from svctrace.learn.model import Question

@@ -25,12 +25,13 @@ from kernellab import KernelLab, KernelResult, kernel_available
 from svctrace.dataplane.contract import TraceResult
 from svctrace.dataplane.detect import looks_like_nft
 from svctrace.dataplane.iptables import load_ruleset
-from svctrace.dataplane.iptables import trace as iptables_trace
 from svctrace.dataplane.iptables.matches import kernel_probability
-from svctrace.dataplane.nftables import NftRuleset, load_nft, trace
+from svctrace.dataplane.nftables import NftRuleset, load_nft
 from svctrace.dataplane.nftables.ir import Dynset, Match, Nat, Unknown, Vmap
 from svctrace.dataplane.nftables.values import priority_value
 from svctrace.errors import InputError
+from svctrace.kubeproxy.walk import trace_iptables as iptables_trace
+from svctrace.kubeproxy.walk import trace_nft as trace
 from svctrace.model.packet import NodeFacts, Packet
 
 OVERALL = KP_NFT_OVERALL

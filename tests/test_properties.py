@@ -7,9 +7,10 @@ import math
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from svctrace.dataplane.iptables import load_ruleset, trace
+from svctrace.dataplane.iptables import load_ruleset
 from svctrace.dataplane.iptables.matches import kernel_probability
 from svctrace.errors import SvctraceError
+from svctrace.kubeproxy.walk import trace_iptables as trace
 from svctrace.model.packet import NodeFacts, Packet
 
 NODE = NodeFacts.make(local_ips=["192.168.0.2"])

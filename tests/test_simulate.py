@@ -14,9 +14,10 @@ import pytest
 import yaml
 from conftest import KP_IPTABLES, corpus_files, need_corpus
 
-from svctrace.dataplane.iptables import load_ruleset, trace
+from svctrace.dataplane.iptables import load_ruleset
 from svctrace.explain import Request, explain
 from svctrace.kubeproxy.simulate import complete, endpoint_slices_for, simulate
+from svctrace.kubeproxy.walk import trace_iptables as trace
 from svctrace.model.packet import NodeFacts, Packet
 from svctrace.model.snapshot import load_snapshot
 

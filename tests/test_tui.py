@@ -29,12 +29,13 @@ from textual.widgets import Input, Label, OptionList, Select, Static
 from textual.worker import WorkerState
 
 from svctrace.browse.data import ChainRef, RuleView
-from svctrace.dataplane.iptables import load_ruleset, trace
-from svctrace.dataplane.iptables.walker import visible_steps
+from svctrace.dataplane.contract import visible_steps
+from svctrace.dataplane.iptables import load_ruleset
 from svctrace.dataplane.ipvs import load_ipvs
 from svctrace.dataplane.nftables import ir, load_nft
 from svctrace.dataplane.nftables.printer import fmt_element
 from svctrace.explain import ExplainedOutcome, Request, explain
+from svctrace.kubeproxy.walk import trace_iptables as trace
 from svctrace.model.packet import Packet
 from svctrace.model.snapshot import load_snapshot
 from svctrace.tui.app import SvctraceApp

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 
 from svctrace.dataplane.ipset import parse_ipset
-from svctrace.dataplane.iptables import load_ruleset, trace
+from svctrace.dataplane.iptables import load_ruleset
 from svctrace.dataplane.iptables.matches import kernel_probability
 from svctrace.errors import WalkError
+from svctrace.kubeproxy.walk import trace_iptables as trace
 from svctrace.model.packet import NodeFacts, Packet
 
 NODE = NodeFacts.make(local_ips=["192.168.0.2"])
@@ -276,3 +277,48 @@ Members:
     d = "*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -m set --match-set KUBE-NODE-PORT-UDP dst -j DROP\nCOMMIT\n"
     assert run(d, dst="192.168.0.2", proto="udp", dport=31000, node=node).outcomes[0].verdict == "drop"
     assert run(d, dst="192.168.0.2", proto="udp", dport=31001, node=node).outcomes[0].verdict == "accept"
+
+
+def test_outcome_dnat_is_typed_and_prints_as_before() -> None:
+    import ipaddress
+    import json
+    import pickle
+
+    dump = nat("-A PREROUTING -d 172.30.0.1/32 -p tcp --dport 80 -j DNAT --to-destination 10.1.0.1:8080",
+               "-A PREROUTING -d 172.30.0.2/32 -p tcp --dport 80 -j DNAT --to-destination 10.1.0.1-10.1.0.4:80")
+    (o,) = run(dump).outcomes
+    assert o.dnat == "10.1.0.1:8080" and o.dnat.addr == ipaddress.ip_address("10.1.0.1") and o.dnat.port == 8080
+    assert json.dumps(o.to_json()["dnat"]) == '"10.1.0.1:8080"'
+    back = pickle.loads(pickle.dumps(o.dnat))
+    assert (back, back.addr, back.port) == (o.dnat, o.dnat.addr, o.dnat.port)
+    (r,) = run(dump, dst="172.30.0.2").outcomes
+    assert r.dnat == "10.1.0.1-10.1.0.4:80" and r.dnat.addr is None  # a range names no single address
+
+
+def test_path_step_comment_and_target_come_from_the_parsed_rule() -> None:
+    dump = nat('-A PREROUTING -m comment --comment "ns/svc:http \\"quoted\\"" -j SVC',
+               "-A SVC -j DNAT --to-destination 10.1.0.1:80", chains="SVC")
+    (o,) = run(dump).outcomes
+    first, dnat = o.path
+    assert (first.comment, first.target, first.action) == ('ns/svc:http "quoted"', "SVC", "jump SVC")
+    assert (dnat.comment, dnat.target) == (None, None)
+
+
+def test_kube_proxy_knowledge_comes_from_the_hints() -> None:
+    import ipaddress
+
+    from svctrace.dataplane.iptables import trace as bare_trace
+    from svctrace.kubeproxy.walk import HINTS, MASQUERADE_MARK, missing_endpoint
+
+    dump = nat('-A PREROUTING -d 172.30.0.1/32 -p tcp --dport 80 -j KUBE-MARK-MASQ',
+               '-A PREROUTING -m comment --comment "ns/svc:http -> 10.1.0.9:8080" -j KUBE-SEP-ABC')
+    rs = load_ruleset(dump, "t.dump")
+    pkt = Packet.make(src="10.0.0.2", dst="172.30.0.1", dport=80, local_ips=NODE.local_ips)
+    (bare,) = bare_trace(rs, pkt, NODE).outcomes  # the dataplane alone knows no kube-proxy chain
+    assert (bare.dnat, bare.mark) == (None, 0) and not bare.certain
+    (kube,) = bare_trace(rs, pkt, NODE, HINTS).outcomes
+    assert (kube.dnat, kube.mark) == ("10.1.0.9:8080", MASQUERADE_MARK)
+    assert missing_endpoint("KUBE-SEP-ABC", "x -> [fd00::1]:80") == (ipaddress.ip_address("fd00::1"), 80)
+    assert missing_endpoint("endpoint-5OJB2KTY-ns1/svc1/tcp/p80__fd00.1..2/80", None) == (
+        ipaddress.ip_address("fd00:1::2"), 80)
+    assert missing_endpoint("KUBE-SVC-ABC", "x -> 10.0.0.1:80") is None

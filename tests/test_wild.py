@@ -9,7 +9,8 @@ import pytest
 from conftest import WILD, corpus_files, need_corpus
 
 from svctrace.dataplane.detect import sniff_format
-from svctrace.dataplane.iptables import load_ruleset, trace
+from svctrace.dataplane.iptables import load_ruleset
+from svctrace.kubeproxy.walk import trace_iptables as trace
 from svctrace.model.packet import NodeFacts, Packet
 
 DUMPS = corpus_files(WILD, "*/*.txt")
@@ -27,7 +28,7 @@ def test_wild_dump_loads_and_answers(path: Path) -> None:
     text = _read(path)
     if entry["format"] == "nft":
         from svctrace.dataplane.nftables import load_nft
-        from svctrace.dataplane.nftables import trace as nft_trace
+        from svctrace.kubeproxy.walk import trace_nft as nft_trace
 
         nrs = load_nft(text, path.name)
         pkt = Packet.make(src="10.244.1.5", dst="10.96.0.10", proto="udp", dport=53)
@@ -36,7 +37,7 @@ def test_wild_dump_loads_and_answers(path: Path) -> None:
         return
     if entry["format"] == "ipvsadm":
         from svctrace.dataplane.ipvs import load_ipvs
-        from svctrace.dataplane.ipvs import trace as ipvs_trace
+        from svctrace.kubeproxy.walk import trace_ipvs as ipvs_trace
 
         table = load_ipvs(text, path.name)
         assert table.services

@@ -19,10 +19,9 @@ from pathlib import Path
 
 from svctrace.browse.adapters import IPVS_TABLE, IPVSAdapter, NftAdapter
 from svctrace.browse.data import TABLE_ORDER, ChainRef, IptablesAdapter, RulesAdapter, adapter_for, dataplanes
-from svctrace.dataplane.contract import PathStep, TraceResult
+from svctrace.dataplane.contract import PathStep, TraceResult, visible_steps
 from svctrace.dataplane.detect import detect_mode
-from svctrace.dataplane.iptables import load_ruleset, trace
-from svctrace.dataplane.iptables.walker import visible_steps
+from svctrace.dataplane.iptables import load_ruleset
 from svctrace.errors import InputError, SvctraceError
 from svctrace.explain import OUTSIDE_CLIENT, Explanation, Request, explain
 from svctrace.kubeproxy.names import ext_chain, fw_chain, svc_chain, svl_chain
@@ -37,6 +36,7 @@ from svctrace.kubeproxy.recover import (
     recover_iptables,
     service_keys,
 )
+from svctrace.kubeproxy.walk import trace_iptables
 from svctrace.model.cluster import Service, ServicePort
 from svctrace.model.packet import NodeFacts, Packet
 from svctrace.model.snapshot import NodeFiles, Snapshot, decode_text, load_snapshot
@@ -744,7 +744,7 @@ class DumpSession(Session):
             pkt = Packet.make(src=src, dst=dst, proto=proto, dport=None if proto == "icmp" else port.port)
         except ValueError as e:
             raise InputError(str(e)) from None
-        result = trace(self.rs, pkt, NodeFacts.make(returning_client=req.returning_client))
+        result = trace_iptables(self.rs, pkt, NodeFacts.make(returning_client=req.returning_client))
         return self._view(req, svc, port, via, result)
 
     def _view(self, req: TraceRequest, svc: RecoveredService, port: RecoveredPort, via: str, result: TraceResult) -> TraceView:

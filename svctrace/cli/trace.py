@@ -19,6 +19,7 @@ from svctrace.dataplane.ipset import parse_ipset
 from svctrace.dataplane.iptables import load_ruleset
 from svctrace.dataplane.node import Dataplane
 from svctrace.errors import InputError, SvctraceError
+from svctrace.kubeproxy.walk import trace_dataplane
 from svctrace.model.packet import NodeFacts, Packet
 from svctrace.model.version import parse_version
 
@@ -123,7 +124,7 @@ def trace_inputs(inputs: list[tuple[str, str]], pkt: Packet, facts: NodeFacts, *
         raise InputError("no iptables or IPVS dump among the inputs")
     else:
         dp = Dataplane("iptables", "", ruleset.source, iptables=ruleset)
-    return dp.trace(pkt, facts, kube_version=kube_version)
+    return trace_dataplane(dp, pkt, facts, kube_version=kube_version)
 
 
 def demo_dump() -> tuple[str, str]:

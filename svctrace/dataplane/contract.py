@@ -3,14 +3,12 @@ and the whole answer (TraceResult). Walkers build these; explain, the renderers 
 
 from __future__ import annotations
 
-import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from svctrace.errors import Warn
-from svctrace.model.packet import Packet
-
-_COMMENT_RE = re.compile(r'--comment\s+("(?:[^"\\]|\\.)*"|\S+)')
+from svctrace.model.packet import IPAddress, Packet
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,15 +23,8 @@ class PathStep:
     probability: str | None = None  # the printed --probability of the statistic match this step took
     branch: float | None = None  # the kernel's probability of taking this step (statistic matches)
     note: str | None = None
-
-    @property
-    def comment(self) -> str | None:
-        """The rule's `--comment` (kube-proxy names the Service port and endpoint there)."""
-        m = _COMMENT_RE.search(self.text)
-        if not m:
-            return None
-        c = m.group(1)
-        return c[1:-1].replace('\\"', '"') if c.startswith('"') else c
+    comment: str | None = None  # the iptables rule's `--comment` (kube-proxy names the Service port and endpoint)
+    target: str | None = None  # the chain a jump or goto step enters
 
     def to_json(self) -> dict[str, object]:
         d: dict[str, object] = {"table": self.table, "chain": self.chain, "rule": self.rule, "text": self.text,
@@ -47,11 +38,60 @@ class PathStep:
         return d
 
 
+def visible_steps(path: list[PathStep]) -> list[PathStep]:
+    """The hops that did something: drop RETURNs, accepting policies and jumps into chains where
+    nothing applied (the JSON output keeps every rule)."""
+    steps = [s for s in path if s.action != "RETURN" and not (s.rule is None and s.action == "policy ACCEPT")]
+    changed = True
+    while changed:
+        changed = False
+        out: list[PathStep] = []
+        for i, s in enumerate(steps):
+            if s.target is not None and "not in the dump" not in s.action:
+                nxt = steps[i + 1] if i + 1 < len(steps) else None
+                if nxt is None or nxt.chain != s.target or nxt.table != s.table:
+                    changed = True
+                    continue
+            out.append(s)
+        steps = out
+    return steps
+
+
+@dataclass(frozen=True)
+class Hints:
+    """What the program that wrote the rules does where the dump is silent. The dataplanes know no such program;
+    `svctrace.kubeproxy.walk` passes kube-proxy's. Without hints a chain missing from the dump returns."""
+
+    writer: str = "the rules' writer"  # who, in the assumptions: "kube-proxy"
+    mark_chains: Mapping[str, int] = field(default_factory=dict)  # a missing chain -> the mark bits it ORs in
+    hairpin_mark: int = 0  # what an endpoint chain ORs in when it DNATs a packet back to its own source
+    # The endpoint a missing chain DNATs to, from its name and the comment of the rule that jumps there.
+    endpoint: Callable[[str, str | None], tuple[IPAddress, int] | None] | None = None
+    # Whether the writer turned net.ipv4.conf.*.route_localnet on, read from its rules (an iptables Ruleset or an
+    # NftRuleset), and the reason shown when it is off. Without it, the kernel's default: off.
+    route_localnet: Callable[[Any], tuple[bool, str]] | None = None
+
+
+class Dnat(str):
+    """Where DNAT (or IPVS) sent the packet, as printed: `10.0.0.1:80`, `[fd00::1]:80`, a range the kernel picks in,
+    `10.0.0.1:0 (direct routing)`, `(unknown: ...)`. `addr` and `port` are typed; `addr` is None when the text
+    names no single address (a range, a host name, an unknown target). JSON writes the text."""
+
+    addr: IPAddress | None
+    port: int | None
+
+    def __new__(cls, text: str, addr: IPAddress | None = None, port: int | None = None) -> Dnat:
+        self = super().__new__(cls, text)
+        self.addr = addr
+        self.port = port
+        return self
+
+
 @dataclass
 class Outcome:
     probability: float
     verdict: str  # accept / drop / reject
-    dnat: str | None
+    dnat: Dnat | None
     masquerade: bool
     snat: str | None
     delivery: str | None  # local / forward / None when dropped

@@ -1,5 +1,6 @@
-"""Which dataplane decides on a node (iptables, IPVS or nftables mode), read from its snapshot files, and
-the one walk that answers for it. `explain` asks for a Dataplane and never looks at file names again."""
+"""Which dataplane decides on a node (iptables, IPVS or nftables mode), read from its snapshot files.
+`explain` asks for a Dataplane and never looks at file names again; `svctrace.kubeproxy.walk.trace_dataplane`
+walks it."""
 
 from __future__ import annotations
 
@@ -8,13 +9,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from svctrace.dataplane.contract import TraceResult
 from svctrace.dataplane.detect import detect_mode, iptables_file, missing_file, usable
 from svctrace.dataplane.ipset import parse_ipset
-from svctrace.dataplane.iptables import load_ruleset, trace
+from svctrace.dataplane.iptables import load_ruleset
 from svctrace.dataplane.iptables.rules import Ruleset
 from svctrace.errors import InputError, Warn
-from svctrace.model.packet import NodeFacts, Packet
 from svctrace.model.snapshot import NodeFiles, Snapshot
 
 
@@ -29,22 +28,6 @@ class Dataplane:
     ipsets: dict[str, Any] = field(default_factory=dict)
     extra_local_ips: list[str] = field(default_factory=list)  # kube-ipvs0 and other interface addresses
     mode_source: str = ""
-
-    def trace(self, pkt: Packet, facts: NodeFacts, kube_version: str | None = None) -> TraceResult:
-        facts.ipsets.update(self.ipsets)
-        if self.mode == "ipvs":
-            from svctrace.dataplane.ipvs import trace as ipvs_trace
-
-            result = ipvs_trace(self.ipvs, self.iptables, pkt, facts, kube_version=kube_version)
-        elif self.mode == "nftables":
-            from svctrace.dataplane.nftables import trace as nft_trace
-
-            result = nft_trace(self.nft, pkt, facts, kube_version=kube_version)
-        else:
-            assert self.iptables is not None
-            result = trace(self.iptables, pkt, facts, kube_version=kube_version)
-        result.kube_version = kube_version
-        return result
 
 
 def node_addresses(nf: NodeFiles) -> list[str]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
-from svctrace.dataplane.contract import PathStep, TraceResult
+from svctrace.dataplane.contract import Dnat, PathStep, TraceResult
 from svctrace.errors import InputError, Warn
 from svctrace.explain.diagnostics import Context, Diagnostic, run
 from svctrace.explain.hops import hop_sentences, masquerade_reason
@@ -31,7 +31,7 @@ VIA = ("cluster-ip", "node-port", "external-ip", "load-balancer")
 class ExplainedOutcome:
     probability: float
     verdict: str
-    endpoint: str | None
+    endpoint: Dnat | None
     pod: str | None
     endpoint_node: str | None
     masquerade: bool
@@ -236,7 +236,9 @@ def explain(snap: Snapshot, req: Request) -> Explanation:
     origin = "local" if source.kind == "node" else "forwarded"
     pkt = Packet.make(src=source.ip, dst=dst, proto=proto, dport=dport, origin=origin,  # type: ignore[arg-type]
                       local_ips=facts.local_ips)
-    result = dp.trace(pkt, facts, kube_version=cluster.proxy.version)
+    from svctrace.kubeproxy.walk import trace_dataplane
+
+    result = trace_dataplane(dp, pkt, facts, kube_version=cluster.proxy.version)
     warns.extend(w for w in result.warnings if w not in warns)
 
     outcomes = [_map_outcome(cluster, o, node) for o in result.outcomes]
@@ -310,12 +312,8 @@ def _map_outcome(cluster: Cluster, o: object, node: str | None) -> ExplainedOutc
 
     assert isinstance(o, Outcome)
     pod = ep_node = None
-    if o.dnat:
-        host = o.dnat
-        if host.startswith("["):
-            host = host[1:host.index("]")]
-        elif host.count(":") == 1:
-            host = host.rsplit(":", 1)[0]
+    if o.dnat is not None and o.dnat.addr is not None:
+        host = str(o.dnat.addr)
         p = cluster.pod_by_ip(host)
         if p is not None:
             pod, ep_node = p.key, p.node_name

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import re
 
-from svctrace.dataplane.contract import Outcome, PathStep, TraceResult
-from svctrace.dataplane.iptables.walker import visible_steps
+from svctrace.dataplane.contract import Outcome, PathStep, TraceResult, visible_steps
 from svctrace.kubeproxy.names import CHAIN_PREFIXES, FAMILIES, chain_family
 from svctrace.model.cluster import Cluster, Service, ServicePort
 
@@ -28,7 +27,7 @@ def sentence(s: PathStep, cluster: Cluster, packet_desc: str, share: float | Non
              passed_fw: frozenset[str] = frozenset()) -> str:
     c = s.comment or ""
     act = s.action
-    target = act.split()[1] if act.startswith(("jump ", "goto ")) else ""
+    target = s.target or ""
     where = f"{s.table} {s.chain}"
     if s.table.endswith(" kube-proxy"):  # nftables mode: kube-proxy's own table
         said = _nft_sentence(s, target, cluster, packet_desc, share)

@@ -11,6 +11,7 @@ import re
 from collections.abc import Callable
 from functools import lru_cache
 
+from svctrace.dataplane.contract import Dnat
 from svctrace.explain import ExplainedOutcome, Explanation
 from svctrace.learn import engine as E
 from svctrace.learn.model import Block, Command, Lesson, LessonContent, Question, Rules, Text, make_question
@@ -41,8 +42,8 @@ def _short(name: str | None) -> str:
     return (name or "?").rsplit("/", 1)[-1]
 
 
-def _port_of(endpoint: str) -> str:
-    return endpoint.rsplit(":", 1)[1]
+def _port_of(endpoint: Dnat | None) -> str:
+    return str(endpoint.port) if endpoint is not None and endpoint.port is not None else "?"
 
 
 def _rules(caption: str, lines: list[str]) -> Rules:
@@ -269,7 +270,7 @@ def loadbalancer() -> LessonContent:
         dropper, [fw, ext, "KUBE-SERVICES", "KUBE-NODEPORTS"],
         [*no.hops, *E.diagnostics_text(no)])
     node_port = str(spec_port.get("nodePort"))
-    target = _port_of(ok.outcomes[0].endpoint or ":?")
+    target = _port_of(ok.outcomes[0].endpoint)
     q3 = make_question(
         "loadbalancer.node-port",
         "The YAML asks for no nodePort. Which node port does the Service have once it is created (simulated)?",

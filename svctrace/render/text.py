@@ -7,8 +7,7 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
-from svctrace.dataplane.contract import Outcome, PathStep, TraceResult
-from svctrace.dataplane.iptables.walker import visible_steps
+from svctrace.dataplane.contract import Outcome, PathStep, TraceResult, visible_steps
 from svctrace.kubeproxy.catalog import chain_meaning
 from svctrace.model.packet import Packet, format_endpoint
 
@@ -108,7 +107,7 @@ def chain_legend(result: TraceResult) -> Table | None:
     seen: dict[str, str] = {}
     for o in result.outcomes:
         for s in visible_steps(o.path):
-            for name in (s.chain, s.action.split()[1] if s.action.startswith(("jump ", "goto ")) else ""):
+            for name in (s.chain, s.target or ""):
                 m = chain_meaning(name) if name else None
                 if m is not None and m.owner in ("kube-proxy", "kubelet") and m.family not in seen:
                     seen[m.family] = m.meaning

@@ -10,23 +10,10 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from svctrace.dataplane.iptables.rules import Match, Opt
+from svctrace.dataplane.kernel import State, Unknown, iface_match, iface_unknown
 from svctrace.model.packet import NodeFacts
-
-if TYPE_CHECKING:
-    from svctrace.dataplane.iptables.walker import State
-
-
-@dataclass(frozen=True, slots=True)
-class Unknown:
-    key: str  # the same key in one branch always gets the same answer
-    says: str  # "the packet came in on a bridge port" - what assuming True means
-    split: bool = True  # False: assume True without splitting (rate limits: a first packet is under them)
-    neg: bool = False  # the match is the negation of the proposition `says`
-
 
 Result = bool | float | Unknown
 Evaluator = Callable[["State", Match, NodeFacts], Result]
@@ -107,55 +94,12 @@ def _proto(st: State, m: Match, node: NodeFacts) -> Result:
 
 # -- interfaces: the input/output interface is often unknown; treat it as a symbolic value ------------
 
-def iface_match(pattern: str, name: str) -> bool:
-    if pattern.endswith("+"):
-        return name.startswith(pattern[:-1])
-    return name == pattern
-
-
-def _covers(p: str, q: str) -> bool:
-    """Every interface name matching q also matches p."""
-    if p.endswith("+"):
-        return q.startswith(p[:-1])
-    return not q.endswith("+") and p == q
-
-
-def _compatible(p: str, q: str) -> bool:
-    """Some interface name matches both."""
-    pp, qq = p.endswith("+"), q.endswith("+")
-    if pp and qq:
-        a, b = p[:-1], q[:-1]
-        return a.startswith(b) or b.startswith(a)
-    if pp:
-        return q.startswith(p[:-1])
-    if qq:
-        return p.startswith(q[:-1])
-    return p == q
-
-
-def iface_known(constraints: tuple[tuple[str, bool], ...], pat: str) -> bool | None:
-    """Whether an unknown interface matches `pat`, given what this branch already assumed about it."""
-    for q, val in constraints:
-        if val and _covers(pat, q):
-            return True
-        if val and not _compatible(pat, q):
-            return False
-        if not val and _covers(q, pat):
-            return False
-    return None
-
-
 def _iface(st: State, m: Match, which: str) -> Result:
     o = m.opts[0]
-    pat = o.arg
     name = st.iif if which == "i" else st.oif
     if name is not None:
-        return iface_match(pat, name) != o.neg
-    known = iface_known(st.ifaces.get(which, ()), pat)
-    if known is not None:
-        return known != o.neg
-    side = "in on" if which == "i" else "out through"
-    return Unknown(f"iface:{which}:{pat}", f"the packet goes {side} interface {pat}", neg=o.neg)
+        return iface_match(o.arg, name) != o.neg
+    return iface_unknown(st.ifaces, which, o.arg, o.neg)
 
 
 def _in(st: State, m: Match, node: NodeFacts) -> Result:

@@ -1,18 +1,9 @@
 """Walk a packet through a node's iptables rules the way the kernel does, over every branch at once.
 
-Hooks run in kernel order (see net/ipv4/netfilter and include/uapi/linux/netfilter_ipv4.h:
-NF_IP_PRI_RAW -300, CONNTRACK -200, MANGLE -150, NAT_DST -100, FILTER 0, SECURITY 50, NAT_SRC 100):
-
-  from the network: PREROUTING (raw, mangle, nat) -> routing -> INPUT (mangle, filter, security, nat)
-                                                           \\-> FORWARD (mangle, filter, security) -> POSTROUTING (mangle, nat)
-  from the node:    OUTPUT (raw, mangle, nat, filter, security) -> POSTROUTING (mangle, nat)
-                    -> to a local address: back in through lo: PREROUTING (raw, mangle), INPUT (mangle, filter, security)
-
-The nat table only sees the first packet of a connection, once per direction of rewrite: after the
-PREROUTING/OUTPUT nat chains ran (DNAT or not) they do not run again for that connection, and
-likewise POSTROUTING/INPUT for the source. A `-m statistic --mode random` match splits the walk in
-two weighted branches; a match that the dump cannot decide splits it in two assumed branches
-(`certain: false`). Identical outcomes merge.
+The kernel path (hook order, routing, martians, the loop back over lo, nat once per direction) is
+`svctrace.dataplane.kernel`; this module runs one iptables table at one hook. A `-m statistic --mode random`
+match splits the walk in two weighted branches; a match that the dump cannot decide splits it in two
+assumed branches (`certain: false`). Identical outcomes merge.
 """
 
 from __future__ import annotations
@@ -24,203 +15,37 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from svctrace.dataplane.contract import Outcome, PathStep, TraceResult
-from svctrace.dataplane.iptables.matches import Unknown, _opts_text, evaluate
+from svctrace.dataplane.contract import Hints, PathStep, TraceResult
+from svctrace.dataplane.iptables.matches import _opts_text, evaluate
 from svctrace.dataplane.iptables.parser import parse_rule
 from svctrace.dataplane.iptables.rules import NONTERMINAL_TARGETS, Chain, Rule, Ruleset
-from svctrace.errors import WalkError, Warn
+from svctrace.dataplane.kernel import (
+    MAX_DEPTH,
+    Frame,
+    KernelWalker,
+    State,
+    Unknown,
+    merge_outcomes,
+    primary_local,
+    walk,
+)
+from svctrace.errors import WalkError
 from svctrace.model.packet import NodeFacts, Packet, format_endpoint
 
-MAX_DEPTH = 64  # nf_tables allows 16 nested jumps, legacy more; deeper than this is a broken dump
-MAX_BRANCHES = 20000
-MAX_STEPS = 2_000_000
 INDEX_MIN_RULES = 48
-KUBE_MASQ_MARK = 0x4000
-KUBE_DROP_MARK = 0x8000
 
 
-class State:
-    __slots__ = (
-        "assume",
-        "assumptions",
-        "branch",
-        "confirmed",
-        "ctmark",
-        "dnat",
-        "dnat_changed",
-        "dnat_done",
-        "ifaces",
-        "iif",
-        "mark",
-        "masq",
-        "oif",
-        "onesided",
-        "orig",
-        "path",
-        "pkt",
-        "prob",
-        "recent_set",
-        "reject_with",
-        "remembered",
-        "snat",
-        "snat_changed",
-        "snat_done",
-        "untracked",
-    )
-
-    def __init__(self, pkt: Packet, prob: float = 1.0) -> None:
-        self.pkt = pkt
-        self.orig = pkt
-        self.prob = prob
-        self.path: tuple | None = None  # linked list (step, previous)
-        self.mark = pkt.mark
-        self.ctmark = 0
-        self.dnat: str | None = None
-        self.dnat_changed = False
-        self.snat: str | None = None
-        self.snat_changed = False
-        self.masq = False
-        self.untracked = False
-        self.confirmed = False
-        self.dnat_done = False
-        self.snat_done = False
-        self.assume: dict[str, bool] = {}
-        self.assumptions: tuple[str, ...] = ()
-        self.onesided = False  # an assumption whose other side was not walked
-        self.ifaces: dict[str, tuple[tuple[str, bool], ...]] = {}
-        self.iif = pkt.iif
-        self.oif = pkt.oif
-        self.recent_set: list[str] = []
-        self.remembered: str | None = None
-        self.reject_with: str | None = None
-        self.branch: float | None = None  # probability of the statistic match just taken
-
-    def fork(self) -> State:
-        s = State.__new__(State)
-        for k in State.__slots__:
-            object.__setattr__(s, k, getattr(self, k))
-        s.assume = dict(self.assume)
-        s.ifaces = dict(self.ifaces)
-        s.recent_set = list(self.recent_set)
-        return s
-
-    def add(self, step: PathStep) -> None:
-        self.path = (step, self.path)
-
-    def steps(self) -> list[PathStep]:
-        out: list[PathStep] = []
-        p = self.path
-        while p is not None:
-            out.append(p[0])
-            p = p[1]
-        out.reverse()
-        return out
-
-    def assume_one(self, text: str) -> None:
-        """An assumption without the other case walked: the outcome cannot be certain."""
-        self.onesided = True
-        if text not in self.assumptions:
-            self.assumptions = (*self.assumptions, text)
-
-    def set_assumption(self, u: Unknown, value: bool) -> None:
-        self.assume[u.key] = value
-        self.assumptions = (*self.assumptions, u.says if value else "not: " + u.says)
-        if u.key.startswith("iface:"):
-            _, which, pat = u.key.split(":", 2)
-            self.ifaces[which] = (*self.ifaces.get(which, ()), (pat, value))
 
 
-@dataclass
-class _Final:
-    st: State
-    verdict: str
-    delivery: str | None
-    reason: str
-
-
-_ENDPOINT_IN_COMMENT = re.compile(r"->\s*(\[?[0-9a-fA-F.:]+\]?:\d+)")
-
-
-class Walker:
-    def __init__(self, rs: Ruleset, node: NodeFacts) -> None:
+class Walker(KernelWalker):
+    endless = "the walk did not end (a loop through -g/goto?); the dump cannot be what the kernel runs"
+    def __init__(self, rs: Ruleset, node: NodeFacts, hints: Hints | None = None) -> None:
+        super().__init__(node, rs, hints)
         self.rs = rs
-        self.node = node
-        self.finals: list[_Final] = []
-        self.warnings: list[Warn] = []
-        self._warned: set[str] = set()
-        self.steps = 0
-        self.branches = 0
-        if node.route_localnet is None:
-            self.route_localnet = _infer_route_localnet(rs)
-            self.route_localnet_inferred = True
-        else:
-            self.route_localnet = node.route_localnet
-            self.route_localnet_inferred = False
+        self.source = rs.source
 
-    def warn(self, key: str, msg: str, line: int | None = None, code: str = "walk") -> None:
-        if key in self._warned:
-            return
-        self._warned.add(key)
-        self.warnings.append(Warn(msg, self.rs.source if line else None, self.rs.source_line(line) if line else None,
-                                  code))
-
-    # -- pipeline -----------------------------------------------------------------------------
-    def run(self, pkt: Packet, remembered: str | None = None, prob: float = 1.0) -> list[_Final]:
-        st = State(pkt, prob)
-        st.remembered = remembered
-        if pkt.origin == "forwarded":
-            if self._martian(st, pkt.src, "source"):
-                return self.finals
-            states = self.hook([st], "PREROUTING", ("raw", "mangle", "nat"))
-            self._route_in(states)
-        else:
-            st.oif = "lo" if self.node.is_local(pkt.dst) else pkt.oif
-            states = self.hook([st], "OUTPUT", ("raw", "mangle", "nat", "filter", "security"))
-            states = self.hook(states, "POSTROUTING", ("mangle", "nat"))
-            for s in states:
-                if self.node.is_local(s.pkt.dst):
-                    s.iif, s.oif = "lo", None
-                    s.ifaces = {}
-                    back = self.hook([s], "PREROUTING", ("raw", "mangle"))
-                    for b in self.hook(back, "INPUT", ("mangle", "filter", "security")):
-                        self.finish(b, "accept", "local", f"delivered to a process on the node at {self._dst(b)}")
-                else:
-                    self.finish(s, "accept", "forward", f"leaves the node for {self._dst(s)}")
-        return self.finals
-
-    def _martian(self, st: State, ip: ipaddress.IPv4Address | ipaddress.IPv6Address, what: str) -> bool:
-        # ip_route_input_slow(): a loopback address arriving from outside is a martian unless
-        # net.ipv4.conf.<dev>.route_localnet=1 (kube-proxy sets it for localhost NodePorts).
-        if ip.version == 4 and ip.is_loopback and not self.route_localnet:
-            why = ("route_localnet is off" + (" (inferred: no kube-proxy 'block incoming localnet connections' rule)"
-                                              if self.route_localnet_inferred else ""))
-            self.finish(st, "drop", None, f"routing drops it: {what} {ip} is a loopback address arriving "
-                                          f"from the network and {why}")
-            return True
-        return False
-
-    def _route_in(self, states: list[State]) -> None:
-        local: list[State] = []
-        fwd: list[State] = []
-        for s in states:
-            if self._martian(s, s.pkt.dst, "destination"):
-                continue
-            if self.node.is_local(s.pkt.dst):
-                local.append(s)
-            else:
-                fwd.append(s)
-        for s in self.hook(local, "INPUT", ("mangle", "filter", "security", "nat")):
-            self.finish(s, "accept", "local", f"delivered to a process on the node at {self._dst(s)}")
-        states = self.hook(fwd, "FORWARD", ("mangle", "filter", "security"))
-        for s in self.hook(states, "POSTROUTING", ("mangle", "nat")):
-            self.finish(s, "accept", "forward", f"routed on to {self._dst(s)}")
-
-    @staticmethod
-    def _dst(s: State) -> str:
-        return format_endpoint(s.pkt.dst, s.pkt.dport if s.pkt.has_ports else None)
-
-    def finish(self, st: State, verdict: str, delivery: str | None, reason: str) -> None:
-        self.finals.append(_Final(st, verdict, delivery, reason))
+    def source_line(self, line: int) -> int | None:
+        return self.rs.source_line(line)
 
     def hook(self, states: list[State], hook: str, tables: Sequence[str]) -> list[State]:
         for table in tables:
@@ -230,20 +55,12 @@ class Walker:
                 continue
             nxt: list[State] = []
             for st in states:
-                if table == "nat":
-                    dst_side = hook in ("PREROUTING", "OUTPUT")
-                    if st.untracked or (st.dnat_done if dst_side else st.snat_done):
-                        nxt.append(st)
-                        continue
+                if table == "nat" and self.nat_skipped(st, hook):
+                    nxt.append(st)
+                    continue
                 for s2, verdict, reason in self.run_table(st, hook, table):
                     if table == "nat":
-                        if hook in ("PREROUTING", "OUTPUT"):
-                            s2.dnat_done = True
-                            if hook == "OUTPUT" and s2.dnat_changed:
-                                s2.oif = "lo" if self.node.is_local(s2.pkt.dst) else s2.orig.oif
-                                s2.ifaces.pop("o", None)
-                        else:
-                            s2.snat_done = True
+                        self.nat_ran(s2, hook)
                     if verdict == "accept":
                         nxt.append(s2)
                     else:
@@ -256,49 +73,13 @@ class Walker:
         base = self.rs.tables[table].chains.get(hook)
         if base is None:
             return [(st, "accept", "")]
-        out: list[tuple[State, str, str]] = []
-        work: list[tuple[State, list[tuple[Chain, Sequence[int], int]], Rule | None]] = [
-            (st, [(base, self.candidates(base, st), 0)], None)
-        ]
-        while work:
-            st, stack, pending = work.pop()
-            if pending is not None:
-                res = self.apply(st, pending, stack, hook, base)
-                if res is not None:
-                    out.append((st, *res))
-                    continue
-            while True:
-                self.steps += 1
-                if self.steps > MAX_STEPS:
-                    raise WalkError("the walk did not end (a loop through -g/goto?); the dump cannot be "
-                                    "what the kernel runs")
-                if not stack:
-                    out.append((st, *self.policy(st, base, hook)))
-                    break
-                chain, cands, pos = stack[-1]
-                if pos >= len(cands):
-                    stack.pop()
-                    continue
-                stack[-1] = (chain, cands, pos + 1)
-                rule = self.rule_at(chain, cands[pos])
-                alts = self.match(st, rule)
-                if len(alts) == 1:
-                    st, matched = alts[0]
-                    if not matched:
-                        continue
-                    res = self.apply(st, rule, stack, hook, base)
-                    if res is not None:
-                        out.append((st, *res))
-                        break
-                    continue
-                self.branches += len(alts) - 1
-                if self.branches > MAX_BRANCHES:
-                    raise WalkError(f"more than {MAX_BRANCHES} branches: too many random or undecidable "
-                                    f"matches (last at {chain.table} {chain.name} rule {rule.index})")
-                for s2, matched in alts:
-                    work.append((s2, list(stack), rule if matched else None))
-                break
-        return out
+        return self.run_chain(st, base, self.candidates(base, st), hook)
+
+    def run_rule(self, st: State, rule: Rule, hook: str, base: Chain) -> list[tuple[State, Rule | None]]:
+        return [(s, rule if matched else None) for s, matched in self.match(st, rule)]
+
+    def follow(self, st: State, then: Rule, stack: list[Frame], hook: str, base: Chain) -> tuple[str, str] | None:
+        return self.apply(st, then, stack, hook, base)
 
     def policy(self, st: State, base: Chain, hook: str) -> tuple[str, str]:
         pol = base.policy or "ACCEPT"
@@ -369,12 +150,7 @@ class Walker:
         alts: list[tuple[State, bool]] = []
         cur = st
         for u in unknowns:
-            other = cur.fork()
-            other.set_assumption(u, u.neg)  # the value that makes this match fail
-            other.prob *= 0.5
-            alts.append((other, False))
-            cur.set_assumption(u, not u.neg)
-            cur.prob *= 0.5
+            alts.append((cur.split(u, not u.neg), False))  # the other branch takes the value that fails the match
             self.warn(f"unknown:{u.key}", f"{rule.chain} rule {rule.index} depends on something the dump does not "
                                           f"say: whether {u.says}; both cases are shown (certain: false)",
                       rule.line, "unknown-match")
@@ -393,7 +169,7 @@ class Walker:
         alts.append((cur, True))
         return alts
 
-    def apply(self, st: State, rule: Rule, stack: list[tuple[Chain, Sequence[int], int]], hook: str,
+    def apply(self, st: State, rule: Rule, stack: list[Frame], hook: str,
               base: Chain) -> tuple[str, str] | None:
         """Apply the rule's target. Returns (verdict, reason) when the table is done with the packet."""
         branch = st.branch
@@ -407,8 +183,9 @@ class Walker:
         tgt = rule.target
         table = rule.table
 
-        def step(action: str, note: str | None = None) -> None:
-            st.add(PathStep(hook, table, rule.chain, rule.index, rule.line, rule.text, action, printed, branch, note))
+        def step(action: str, note: str | None = None, target: str | None = None) -> None:
+            st.add(PathStep(hook, table, rule.chain, rule.index, rule.line, rule.text, action, printed, branch, note,
+                            rule.comment, target))
 
         if tgt is None:
             step("no target (counts only)")
@@ -425,7 +202,7 @@ class Walker:
             return "drop", f"{where} drops it{why}"
         if name == "REJECT":
             o = tgt.opt("--reject-with")
-            st.reject_with = o.arg if o else ("icmp6-port-unreachable" if st.pkt.family == 6 else "icmp-port-unreachable")
+            st.reject_with = o.arg if o else st.reject_default()
             step(f"REJECT with {st.reject_with}")
             return "reject", f"{where} rejects it with {st.reject_with}{why}"
         if name == "RETURN":
@@ -466,10 +243,10 @@ class Walker:
                 raise WalkError(f"jumps nest deeper than {MAX_DEPTH} chains at {where}")
             frame = (chain, self.candidates(chain, st), 0)
             if tgt.goto:
-                step(f"goto {name}")
+                step(f"goto {name}", target=name)
                 stack[-1] = frame
             else:
-                step(f"jump {name}")
+                step(f"jump {name}", target=name)
                 stack.append(frame)
             return None
         if name in NONTERMINAL_TARGETS:
@@ -491,17 +268,17 @@ class Walker:
                 self.warn(f"baddnat:{rule.line}", f"{where}: DNAT target {spec!r} is unusable; the kernel would "
                                                   "refuse or mangle this rule", rule.line, "unknown-match")
                 return "accept", f"{where} has a broken DNAT target"
-            self._do_dnat(st, ip, port, text)
+            st.dnat_to(ip, port, text)
             step(f"DNAT to {st.dnat}")
             return "accept", ""
         if name == "REDIRECT":
             o = tgt.opt("--to-ports")
-            local = _primary_local(self.node, pkt, st.iif)
+            local = primary_local(self.node, pkt)
             port = pkt.dport
             if o and o.arg:
                 with contextlib.suppress(ValueError):
                     port = int(o.arg.split("-")[0].split(":")[0])
-            self._do_dnat(st, local, port, None)
+            st.dnat_to(local, port, None)
             step(f"REDIRECT to {st.dnat}")
             return "accept", ""
         if name == "MASQUERADE":
@@ -524,71 +301,37 @@ class Walker:
         st.assume_one(f"{where}: {name} is not modelled")
         return "accept", ""
 
-    def _do_dnat(self, st: State, ip: ipaddress.IPv4Address | ipaddress.IPv6Address, port: int | None,
-                 text: str | None) -> None:
-        pkt = st.pkt
-        new = pkt.with_(dst=ip, dport=port if pkt.has_ports and port is not None else pkt.dport)
-        st.dnat_changed = new.dst != pkt.dst or new.dport != pkt.dport
-        st.pkt = new
-        st.dnat = text or format_endpoint(new.dst, new.dport if new.has_ports else None)
-
     def _missing_chain(self, st: State, rule: Rule, name: str, step, where: str, hook: str) -> tuple[str, str] | None:  # type: ignore[no-untyped-def]
-        comment = rule.comment or ""
-        m = _ENDPOINT_IN_COMMENT.search(comment)
-        if name.startswith("KUBE-SEP-") and m and rule.table == "nat":
-            ep = m.group(1)
-            host, _, port = ep.rpartition(":")
-            try:
-                ip = ipaddress.ip_address(host.strip("[]"))
-            except ValueError:
-                ip = None
-            if ip is not None:
-                if ip == st.pkt.src:  # KUBE-SEP's hairpin rule: -s <endpoint> -j KUBE-MARK-MASQ
-                    st.mark |= KUBE_MASQ_MARK
-                self._do_dnat(st, ip, int(port), None)
-                st.assume_one(f"{name} (not in the dump) DNATs to {ep}, as the comment of {where} says")
-                step(f"jump {name} (not in the dump; assumed DNAT to {ep})")
-                self.warn(f"missing:{name}", f"{where} jumps to {name}, which is not in the dump; its comment "
-                                             f"names the endpoint {ep}, so the outcome names it (certain: false)",
-                          rule.line, "missing-chain")
-                return "accept", ""
-        if name in ("KUBE-MARK-MASQ", "KUBE-MARK-DROP"):
-            bit = KUBE_MASQ_MARK if name == "KUBE-MARK-MASQ" else KUBE_DROP_MARK
+        hints = self.hints
+        found = hints.endpoint(name, rule.comment) if hints.endpoint is not None and rule.table == "nat" else None
+        if found is not None:
+            ip, port = found
+            ep = format_endpoint(ip, port)
+            if ip == st.pkt.src:  # the endpoint chain's hairpin rule: -s <endpoint> -j KUBE-MARK-MASQ
+                st.mark |= hints.hairpin_mark
+            st.dnat_to(ip, port, None)
+            st.assume_one(f"{name} (not in the dump) DNATs to {ep}, as the comment of {where} says")
+            step(f"jump {name} (not in the dump; assumed DNAT to {ep})", target=name)
+            self.warn(f"missing:{name}", f"{where} jumps to {name}, which is not in the dump; its comment "
+                                         f"names the endpoint {ep}, so the outcome names it (certain: false)",
+                      rule.line, "missing-chain")
+            return "accept", ""
+        bit = hints.mark_chains.get(name)
+        if bit is not None:
             st.mark |= bit
-            st.assume_one(f"{name} (not in the dump) sets mark {bit:#x} as kube-proxy's does")
-            step(f"jump {name} (not in the dump; assumed MARK or {bit:#x})")
-            self.warn(f"missing:{name}", f"{where} jumps to {name}, which is not in the dump; assumed kube-proxy's "
-                                         f"MARK or {bit:#x}", rule.line, "missing-chain")
+            st.assume_one(f"{name} (not in the dump) sets mark {bit:#x} as {hints.writer}'s does")
+            step(f"jump {name} (not in the dump; assumed MARK or {bit:#x})", target=name)
+            self.warn(f"missing:{name}", f"{where} jumps to {name}, which is not in the dump; assumed "
+                                         f"{hints.writer}'s MARK or {bit:#x}", rule.line, "missing-chain")
             return None
         st.assume_one(f"{name} (not in the dump) returns without a verdict")
-        step(f"jump {name} (not in the dump; assumed to return)")
+        step(f"jump {name} (not in the dump; assumed to return)", target=name)
         self.warn(f"missing:{name}", f"{where} jumps to {name}, which is not in the dump (filtered or cut short); "
                                      "assumed it returns without a verdict", rule.line, "missing-chain")
         return None
 
 
 # -- helpers -------------------------------------------------------------------------------------
-
-def visible_steps(path: list[PathStep]) -> list[PathStep]:
-    """The hops that did something: drop RETURNs, accepting policies and jumps into chains where
-    nothing applied (the JSON output keeps every rule)."""
-    steps = [s for s in path if s.action != "RETURN" and not (s.rule is None and s.action == "policy ACCEPT")]
-    changed = True
-    while changed:
-        changed = False
-        out: list[PathStep] = []
-        for i, s in enumerate(steps):
-            if s.action.startswith(("jump ", "goto ")) and "not in the dump" not in s.action:
-                target = s.action.split()[1]
-                nxt = steps[i + 1] if i + 1 < len(steps) else None
-                if nxt is None or nxt.chain != target or nxt.table != s.table:
-                    changed = True
-                    continue
-            out.append(s)
-        steps = out
-    return steps
-
-
 
 @dataclass
 class _DstIndex:
@@ -641,22 +384,6 @@ def _build_index(chain: Chain) -> _DstIndex | bool:
 
 _DPORT_RE = re.compile(r"(?:^|\s)(!\s+)?--(?:dport|destination-port)\s+(\S+)")
 _DST_RE = re.compile(r"(?:^|\s)(!\s+)?(?:-d|--destination|--dst)\s+(\S+)")
-
-
-def _infer_route_localnet(rs: Ruleset) -> bool:
-    c = rs.chain("filter", "KUBE-FIREWALL")
-    if c is None:
-        return False
-    return any("block incoming localnet connections" in r.text for r in c.raw)
-
-
-def _primary_local(node: NodeFacts, pkt: Packet, iif: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
-    if pkt.origin == "local":
-        return ipaddress.ip_address("127.0.0.1" if pkt.family == 4 else "::1")
-    for ip in sorted(node.local_ips, key=str):
-        if ip.version == pkt.family and not ip.is_loopback:
-            return ip
-    return pkt.dst
 
 
 def _nat_spec(spec: str, pkt: Packet) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address | None, int | None, str | None]:
@@ -745,100 +472,14 @@ def _apply_connmark(mark: int, ctmark: int, tgt: object) -> tuple[int, int]:
     return mark, ctmark
 
 
-def merge_outcomes(finals: list[_Final]) -> list[Outcome]:
-    groups: dict[tuple, list[_Final]] = {}
-    for f in finals:
-        if f.st.prob <= 0:
-            continue
-        st = f.st
-        masq = st.masq
-        key = (f.verdict, st.dnat if f.verdict == "accept" else None, masq if f.verdict == "accept" else False,
-               st.snat if f.verdict == "accept" else None, f.delivery, st.reject_with)
-        groups.setdefault(key, []).append(f)
-    out: list[Outcome] = []
-    for key, fs in groups.items():
-        fs.sort(key=lambda f: -f.st.prob)
-        total = sum(f.st.prob for f in fs)
-        best = fs[0]
-        # Both sides of every split ending here means the split did not matter.
-        certain = all(not f.st.assumptions for f in fs) or (
-            total >= 1 - 1e-9 and not any(f.st.onesided for f in fs))
-        assumptions: list[str] = []
-        if not certain:
-            for f in fs:
-                for a in f.st.assumptions:
-                    if a not in assumptions:
-                        assumptions.append(a)
-        verdict, dnat, masq, snat, delivery, reject_with = key
-        out.append(Outcome(
-            probability=total, verdict=verdict, dnat=dnat, masquerade=bool(masq), snat=snat, delivery=delivery,
-            certain=certain, path=best.st.steps(), reason=best.reason, reject_with=reject_with,
-            assumptions=assumptions, final_dst=Walker._dst(best.st), mark=best.st.mark, merged=len(fs),
-        ))
-    out.sort(key=lambda o: (-o.probability, o.verdict, o.dnat or ""))
-    return out
-
-
-def trace(rs: Ruleset, pkt: Packet, node: NodeFacts | None = None, *, kube_version: object = None) -> TraceResult:
-    """Every fate of `pkt` on the node whose rules are `rs`, with probabilities summing to 1. `kube_version`
-    is accepted like every mode's walk: iptables-mode rules show all that depends on it."""
+def trace(rs: Ruleset, pkt: Packet, node: NodeFacts | None = None, hints: Hints | None = None) -> TraceResult:
+    """Every fate of `pkt` on the node whose rules are `rs`, with probabilities summing to 1; `hints`: what the
+    program that wrote them does where the dump is silent."""
     node = node or NodeFacts()
     if pkt.family != rs.family and rs.rule_count:
         from svctrace.errors import InputError
 
         raise InputError(f"the packet is IPv{pkt.family} but the dump holds IPv{rs.family} rules "
                          f"({'ip6tables' if rs.family == 6 else 'iptables'}-save)", source=rs.source)
-    w = Walker(rs, node)
-    finals = w.run(pkt)
-    if node.returning_client:
-        # The client was here before: it is in the recent list of the endpoint its first connection
-        # went to, with the probability of that first choice. Walk again from each such memory.
-        firsts: dict[str, float] = {}
-        rest = 0.0
-        for f in finals:
-            if f.st.recent_set:
-                firsts[f.st.recent_set[0]] = firsts.get(f.st.recent_set[0], 0.0) + f.st.prob
-            else:
-                rest += f.st.prob
-        if firsts:
-            w2 = Walker(rs, node)
-            for name, p in firsts.items():
-                w2.run(pkt, remembered=name, prob=p)
-            for f in finals:
-                if not f.st.recent_set:
-                    w2.finals.append(f)
-            finals = w2.finals
-            w.warnings.extend(w2.warnings)
-    outcomes = merge_outcomes(finals)
-    warnings = list(rs.warnings) + w.warnings
-    notes = _notes(rs, pkt, outcomes)
-    return TraceResult(pkt, outcomes, warnings, rs, notes, nowhere=bool(notes))
-
-
-def _notes(rs: Ruleset, pkt: Packet, outcomes: list[Outcome]) -> list[str]:
-    """Explain an untranslated packet to a Service IP: the rules know the address, not this packet."""
-    if not outcomes or any(o.dnat for o in outcomes) or not all(o.verdict == "accept" for o in outcomes):
-        return []
-    chain = rs.chain("nat", "KUBE-SERVICES")
-    if chain is None:
-        return []
-    dst = str(pkt.dst)
-    served: list[str] = []
-    for raw in chain.raw:
-        if f"-d {dst}/" not in raw.text and f"-d {dst} " not in raw.text:
-            continue
-        m = re.search(r'--comment "?([^"]+?)"?\s+-', raw.text)
-        proto = re.search(r"-p (\w+)", raw.text)
-        port = re.search(r"--dport (\d+)", raw.text)
-        what = (m.group(1) if m else "a Service") + (f" ({proto.group(1) if proto else '?'}/{port.group(1)})"
-                                                     if port else "")
-        if what not in served:
-            served.append(what)
-    if not served or any(o.delivery == "local" for o in outcomes):
-        return []
-    this = pkt.proto + (f"/{pkt.dport}" if pkt.has_ports else "")
-    return [f"{dst} is a Service address in these rules: {'; '.join(served[:4])}. This packet ({this}) matches "
-            "none of its rules, so it is not translated and is routed on towards an address no host owns: "
-            "nothing will answer. In iptables mode a Service IP exists only as DNAT rules for its ports; "
-            + ("ping (ICMP) to it never gets a reply." if pkt.proto in ("icmp", "icmpv6")
-               else "use one of the Service's ports.")]
+    finals, walk_warnings = walk(lambda: Walker(rs, node, hints), pkt, node)
+    return TraceResult(pkt, merge_outcomes(finals), list(rs.warnings) + walk_warnings, rs)

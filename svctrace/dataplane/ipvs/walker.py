@@ -29,55 +29,47 @@ KUBE-LOAD-BALANCER, KUBE-EXTERNAL-IP(-LOCAL) dst,dst and KUBE-HEALTH-CHECK-NODE-
 `-m conntrack --ctstate NEW -m set --match-set KUBE-IPVS-IPS dst -j REJECT`).
 
 The iptables rules are walked with the netfilter walker (`svctrace.dataplane.iptables.walker.Walker`); this
-module adds the IPVS steps between its hooks and decides kube-proxy's ipset matches from an
-`ipset save` when given, else from the sets the IPVS table implies (see `kubeproxy.py`).
+module adds the IPVS steps between its hooks and decides `-m set` matches from the ipsets it is given (an `ipset
+save`, or the sets `svctrace.kubeproxy.ipvs_sets` infers from the IPVS table). What kube-proxy does where the dump
+is silent (its version, its jumps, its notes) comes from `svctrace.kubeproxy.walk` as an `IPVSContext`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import ipaddress
-import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from svctrace.dataplane.contract import Outcome, PathStep, TraceResult
+from svctrace.dataplane.contract import Dnat, Hints, Outcome, PathStep
 from svctrace.dataplane.ipset import member_of
-from svctrace.dataplane.iptables.matches import Unknown
-from svctrace.dataplane.iptables.parser import parse_rule
-from svctrace.dataplane.iptables.rules import Chain, Match, RawRule, Rule, Ruleset, Table
-from svctrace.dataplane.iptables.walker import State, Walker, _Final, merge_outcomes
-from svctrace.dataplane.ipvs.kubeproxy import (
-    INFERRED_SETS,
-    IPVS_FILTER_SINCE,
-    NODEPORT_RANGE,
-    Layout,
-    infer_kube_ipsets,
-    ipset_names_in_rules,
-    layout,
-    parse_kube_version,
-)
+from svctrace.dataplane.iptables.rules import Match, Rule, Ruleset
+from svctrace.dataplane.iptables.walker import Walker
 from svctrace.dataplane.ipvs.model import IPVSTable, RealServer, VirtualService
 from svctrace.dataplane.ipvs.schedulers import Schedule, schedule
-from svctrace.errors import InputError, Warn
-from svctrace.model.packet import IPSetDef, NodeFacts, Packet
+from svctrace.dataplane.kernel import OUTPUT, POSTROUTING, State, Unknown, dst_text, merge_outcomes
+from svctrace.errors import Warn
+from svctrace.model.packet import IPAddress, IPSetDef, NodeFacts, Packet
 
 _TAKEN = "\x00ipvs"  # key in State.assume: IPVS handled this packet (the kernel's skb->ipvs_property)
 _INFERRED = ("kube-proxy's ipsets hold what the IPVS table implies (no `ipset save` given): virtual servers on "
              "non-node addresses taken as ClusterIPs, NodePorts recognised by port range")
 _NO_IPTABLES = ("no iptables rules were given: kube-proxy's KUBE-SERVICES marks, KUBE-POSTROUTING masquerade "
                 "and filter rules were not walked (source NAT and filtering unknown)")
-_HOOKED = "svctrace: assumed kube-proxy jump"  # comment of the jumps added to a partial dump
+HOOKED = "svctrace: assumed kube-proxy jump"  # comment of the jumps added to a partial dump
 _FILTER_RULE = "-A KUBE-IPVS-FILTER -m conntrack --ctstate NEW -m set --match-set KUBE-IPVS-IPS dst -j REJECT"
 
 
 @dataclass
-class _Context:
+class IPVSContext:
+    """What the walk needs beside the iptables rules: the IPVS table, and what kube-proxy's layer knows of the node."""
+
     table: IPVSTable
-    layout: Layout
-    version: tuple[int, int] | None
-    inferred: set[str] = field(default_factory=set)
-    synthetic_filter: bool = False  # no filter table in the dump: model KUBE-IPVS-FILTER from the version
+    vips: set[IPAddress]  # the addresses bound to kube-ipvs0 (local, so IPVS sees them at LOCAL_IN)
+    # KUBE-IPVS-FILTER when the filter table is not in the dump: written (True), not (False), unknown (None)
+    filter: bool | None = None
+    filter_says: str = ""  # the assumption a known KUBE-IPVS-FILTER adds
+    inferred: set[str] = field(default_factory=set)  # ipsets inferred from the IPVS table, not given
+    synthetic_filter: bool = False  # no filter table in the dump: model KUBE-IPVS-FILTER from `filter`
     no_nat: bool = False
     schedules: dict[int, Schedule] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
@@ -91,26 +83,19 @@ class _Context:
 class IPVSWalker(Walker):
     """The netfilter walker with IPVS at LOCAL_IN and LOCAL_OUT."""
 
-    def __init__(self, rs: Ruleset, node: NodeFacts, ctx: _Context) -> None:
-        super().__init__(rs, node)
+    def __init__(self, rs: Ruleset, node: NodeFacts, ctx: IPVSContext, hints: Hints | None = None) -> None:
+        super().__init__(rs, node, hints)
         self.ctx = ctx
         self.table = ctx.table
 
-    # -- pipeline ---------------------------------------------------------------------------
-    def run(self, pkt: Packet, remembered: str | None = None, prob: float = 1.0) -> list[_Final]:
-        st = State(pkt, prob)
-        st.remembered = remembered
+    # -- the kernel path with IPVS at LOCAL_IN and LOCAL_OUT -----------------------------------
+    def start(self, st: State) -> None:
         if not self.rs.tables:
             st.assume_one(_NO_IPTABLES)
         elif self.ctx.no_nat:
             st.assume_one("the iptables dump has no nat table: kube-proxy's masquerade rules were not walked")
-        if pkt.origin == "forwarded":
-            if self._martian(st, pkt.src, "source"):
-                return self.finals
-            states = self.hook([st], "PREROUTING", ("raw", "mangle", "nat"))
-            self._route_in(states)
-            return self.finals
-        st.oif = "lo" if self.node.is_local(pkt.dst) else pkt.oif
+
+    def local_out(self, st: State) -> None:
         states = self.hook([st], "OUTPUT", ("raw", "mangle", "nat"))
         onward: list[State] = []
         for s in states:
@@ -120,15 +105,9 @@ class IPVSWalker(Walker):
                 else:
                     onward.append(s2)
         self._out_rest(onward)
-        return self.finals
 
-    def _route_in(self, states: list[State]) -> None:
-        local: list[State] = []
-        fwd: list[State] = []
-        for s in states:
-            if self._martian(s, s.pkt.dst, "destination"):
-                continue
-            (local if self.node.is_local(s.pkt.dst) else fwd).append(s)
+    def route_in(self, states: list[State]) -> None:
+        local, fwd = self.route(states)
         states = self.hook(local, "INPUT", ("mangle", "filter", "security"))
         states = self._synthetic_filter(states)
         up: list[State] = []
@@ -139,52 +118,46 @@ class IPVSWalker(Walker):
                 else:
                     up.append(s2)
         for s in self.hook(up, "INPUT", ("nat",)):
-            self._deliver(s)
+            self.deliver(s)
         if self.table.partial:
             for s in fwd:
                 if s.pkt.has_ports:
                     s.assume_one(f"the IPVS listing is partial (elided or cut): {s.pkt.dst} has no virtual server "
                                  "in the part shown (one in the part left out would make it a local address)")
-        states = self.hook(fwd, "FORWARD", ("mangle", "filter", "security"))
-        for s in self.hook(states, "POSTROUTING", ("mangle", "nat")):
-            self.finish(s, "accept", "forward", f"routed on to {self._dst(s)}")
+        self.forward(fwd)
 
     def _out_remote(self, s: State) -> None:
         """IPVS sent the packet to another host: NF_HOOK(LOCAL_OUT) then POSTROUTING (never FORWARD)."""
         s.iif = None
         s.oif = s.orig.oif
         s.ifaces.pop("o", None)
-        states = self.hook([s], "OUTPUT", ("raw", "mangle", "nat", "filter", "security"))
-        for x in self.hook(states, "POSTROUTING", ("mangle", "nat")):
-            self.finish(x, "accept", "forward", f"IPVS sends it to {x.dnat or self._dst(x)}")
+        states = self.hook([s], "OUTPUT", OUTPUT)
+        for x in self.hook(states, "POSTROUTING", POSTROUTING):
+            self.finish(x, "accept", "forward", f"IPVS sends it to {x.dnat or dst_text(x)}")
 
     def _out_rest(self, states: list[State]) -> None:
         """The node's own packet after IPVS let it pass (or sent it to a real server on this node)."""
         states = self.hook(states, "OUTPUT", ("filter", "security"))
-        for s in self.hook(states, "POSTROUTING", ("mangle", "nat")):
+        for s in self.hook(states, "POSTROUTING", POSTROUTING):
             if not self.node.is_local(s.pkt.dst):
-                self.finish(s, "accept", "forward", f"leaves the node for {self._dst(s)}")
+                self.finish(s, "accept", "forward", f"leaves the node for {dst_text(s)}")
                 continue
-            s.iif, s.oif = "lo", None
-            s.ifaces = {}
-            back = self.hook([s], "PREROUTING", ("raw", "mangle"))
-            back = self.hook(back, "INPUT", ("mangle", "filter", "security"))
-            for b in self._synthetic_filter(back):
-                self._deliver(b)
+            for b in self._synthetic_filter(self.loop_back(s)):
+                self.deliver(b)
 
-    def _deliver(self, s: State) -> None:
+    def deliver(self, s: State) -> None:
         pkt = s.pkt
         if _TAKEN in s.assume:
-            self.finish(s, "accept", "local", f"IPVS sends it to {s.dnat or self._dst(s)}, on this node")
+            self.finish(s, "accept", "local", f"IPVS sends it to {s.dnat or dst_text(s)}, on this node")
             return
-        if pkt.dst in self.ctx.layout.vips:
+        if pkt.dst in self.ctx.vips:
             if pkt.has_ports:
                 self.ctx.node_stack = True
             what = f"{pkt.proto}/{pkt.dport}" if pkt.has_ports else pkt.proto
             self.finish(s, "accept", "local", f"delivered to the node itself: {pkt.dst} is on kube-ipvs0 and IPVS "
                                               f"has no virtual server for {what} on it")
             return
-        self.finish(s, "accept", "local", f"delivered to a process on the node at {self._dst(s)}")
+        super().deliver(s)
 
     # -- KUBE-IPVS-FILTER when the filter table was not collected ---------------------------
     def _synthetic_filter(self, states: list[State]) -> list[State]:
@@ -193,25 +166,19 @@ class IPVSWalker(Walker):
         out: list[State] = []
         for s in states:
             pkt = s.pkt
-            if _TAKEN in s.assume or pkt.dst not in self.ctx.layout.vips or self._has_service(s):
+            if _TAKEN in s.assume or pkt.dst not in self.ctx.vips or self._has_service(s):
                 out.append(s)
                 continue
-            v = self.ctx.version
-            if v is not None:
-                if v >= IPVS_FILTER_SINCE:
-                    s.assume_one(f"kube-proxy {v[0]}.{v[1]} writes KUBE-IPVS-FILTER (the filter table is not "
-                                 "in the dump)")
+            if self.ctx.filter is not None:
+                if self.ctx.filter:
+                    s.assume_one(self.ctx.filter_says)
                     self._filter_reject(s)
                 else:
                     out.append(s)
                 continue
             u = Unknown("kube-proxy:ipvs-filter", "kube-proxy is 1.26 or later, so KUBE-IPVS-FILTER rejects "
                                                  "traffic to a Service address on a port it does not serve")
-            other = s.fork()
-            other.set_assumption(u, False)
-            other.prob *= 0.5
-            s.set_assumption(u, True)
-            s.prob *= 0.5
+            other = s.split(u, True)
             self._filter_reject(s)
             out.append(other)
             self.warn("ipvs-filter", "the kube-proxy version is not known and the filter table is not in the dump: "
@@ -219,7 +186,7 @@ class IPVSWalker(Walker):
         return out
 
     def _filter_reject(self, s: State) -> None:
-        s.reject_with = "icmp6-port-unreachable" if s.pkt.family == 6 else "icmp-port-unreachable"
+        s.reject_with = s.reject_default()
         s.add(PathStep("INPUT", "filter", "KUBE-IPVS-FILTER", None, None, _FILTER_RULE,
                        f"REJECT with {s.reject_with}", note="not in the dump: kube-proxy 1.26+ writes this rule"))
         self.finish(s, "reject", None, f"KUBE-IPVS-FILTER rejects it: {s.pkt.dst} is a Service address on "
@@ -242,7 +209,7 @@ class IPVSWalker(Walker):
             cands = [(look.service, 1.0, None)]
         elif look.maybe:
             n = len(look.maybe)
-            what = f"{pkt.proto} {self._dst(st)}"
+            what = f"{pkt.proto} {dst_text(st)}"
             cands = [(None, 0.5, f"{what} is none of the {n} virtual service(s) whose address or port the listing "
                                  "lost")]
             cands += [(vs, 0.5 / n, f"{vs.text!r} (address or port lost in the listing) is {what}")
@@ -253,7 +220,7 @@ class IPVSWalker(Walker):
         else:
             if self.table.partial and pkt.has_ports:
                 st.assume_one(f"the IPVS listing is partial (elided or cut): no virtual server for "
-                              f"{pkt.proto} {self._dst(st)} in the part shown")
+                              f"{pkt.proto} {dst_text(st)} in the part shown")
             return [(st, "pass")]
         out: list[tuple[State, str]] = []
         for vs, p, assumption in cands:
@@ -284,7 +251,7 @@ class IPVSWalker(Walker):
             if st.pkt.proto in ("icmp", "icmpv6"):
                 self.finish(st, "drop", None, f"IPVS drops it: {vs.label} has no usable real server")
             else:
-                st.reject_with = "icmp6-port-unreachable" if st.pkt.family == 6 else "icmp-port-unreachable"
+                st.reject_with = st.reject_default()
                 self.finish(st, "reject", None, f"IPVS answers ICMP port unreachable (connection refused): "
                                                 f"{vs.label}: {why}")
             self.ctx.note(f"{vs.label} has no usable real server: IPVS answers a new connection with ICMP port "
@@ -317,7 +284,7 @@ class IPVSWalker(Walker):
         s.assume[_TAKEN] = True
         s.assume[f"{_TAKEN}:{self.table.services.index(vs)}"] = True
         if r.ip is None:
-            s.dnat = r.endpoint
+            s.dnat = Dnat(r.endpoint)
             s.assume_one(f"the real server {r.host!r} (not an address in the listing) is not on this node")
             self.finish(s, "accept", "forward", f"IPVS sends it to {r.endpoint}")
             return None
@@ -326,12 +293,12 @@ class IPVSWalker(Walker):
             return None
         method = r.forward or "Masq"
         if method in ("Masq", "Local"):
-            self._do_dnat(s, r.ip, r.port if r.port is not None else pkt.dport, None)
+            s.dnat_to(r.ip, r.port if r.port is not None else pkt.dport, None)
         else:  # Route (direct routing) and Tunnel keep the destination; the packet goes to that host
             s.pkt = pkt.with_(dst=r.ip)
-            s.dnat = f"{r.endpoint} ({'direct routing' if method == 'Route' else 'IPIP tunnel'})"
+            s.dnat = Dnat(f"{r.endpoint} ({'direct routing' if method == 'Route' else 'IPIP tunnel'})", r.ip, r.port)
         if r.port is None and r.ip is not None:
-            s.dnat = r.endpoint
+            s.dnat = Dnat(r.endpoint, r.ip)
             s.assume_one(f"the port of real server {r.text.strip()!r} was cut off in the listing")
         # ip_vs_update_conntrack only rewrites the reply tuple: the kernel sets no IPS_DST_NAT, so
         # `--ctstate DNAT` does not match an IPVS connection.
@@ -359,7 +326,7 @@ class IPVSWalker(Walker):
 
     # -- matches IPVS mode decides itself ---------------------------------------------------
     def match(self, st: State, rule: Rule) -> list[tuple[State, bool]]:
-        if not rule.line and _HOOKED in rule.text and rule.target is not None:
+        if not rule.line and HOOKED in rule.text and rule.target is not None:
             st.assume_one(f"the dump does not show what jumps to {rule.target.name}; assumed kube-proxy's "
                           f"`-A {rule.chain} -j {rule.target.name}`")
         if not any(m.module in ("set", "ipvs") for m in rule.matches):
@@ -476,161 +443,8 @@ def _portless_miss(s: IPSetDef, flags: list[str]) -> bool | None:
     return False
 
 
-def trace(ipvs_table: IPVSTable, iptables_ruleset: Ruleset | None, packet: Packet, node: NodeFacts | None = None,
-          *, kube_version: object = None) -> TraceResult:
-    """Every fate of `packet` on a node in IPVS mode, with probabilities summing to 1.
-
-    `iptables_ruleset` is the node's iptables-save (kube-proxy's companion rules), or None when only
-    the IPVS table is known. `node.ipsets` (from `ipset save`) decides `-m set`; the sets it lacks
-    are inferred from the IPVS table. `kube_version` ("1.26", "v1.29.2", (1, 26)) decides what
-    kube-proxy does where the dump is silent (KUBE-IPVS-FILTER when the filter table is missing).
-    """
-    node = node or NodeFacts()
-    try:
-        version = parse_kube_version(kube_version)
-    except ValueError as e:
-        raise InputError(str(e)) from None
-    given = iptables_ruleset is not None
-    rs = iptables_ruleset if iptables_ruleset is not None else Ruleset(source="<no iptables rules>",
-                                                                       family=packet.family)
-    if given and rs.rule_count and rs.family != packet.family:
-        raise InputError(f"the packet is IPv{packet.family} but the iptables dump holds IPv{rs.family} rules",
-                         source=rs.source)
-    lay = layout(ipvs_table, node.local_ips)
-    warnings: list[Warn] = list(ipvs_table.warnings) + (list(rs.warnings) if given else [])
-    if given:
-        rs, added = _complete_kube_hooks(rs)
-        if added:
-            warnings.append(Warn(f"nothing in the dump jumps to {', '.join(added)} (a partial paste): walked as if "
-                                 "kube-proxy's jumps were there (certain: false)", rs.source, None, "missing-chain"))
-    ctx = _Context(ipvs_table, lay, version)
-    ipsets = dict(node.ipsets)
-    if given:
-        names = ipset_names_in_rules([raw.text for c in rs.iter_chains() for raw in c.raw])
-        missing = {n for n in names if n not in ipsets and n in INFERRED_SETS}
-        if missing:
-            ipsets.update(infer_kube_ipsets(ipvs_table, node.local_ips, missing))
-            ctx.inferred = missing
-            warnings.append(Warn(f"no `ipset save` for {', '.join(sorted(missing))}: inferred from the IPVS table "
-                                 "(ClusterIPs = virtual servers on non-node addresses; outcomes that depend on "
-                                 "them are certain: false)", ipvs_table.source, None, "ipset-inferred"))
-        unknown = sorted(n for n in names if n not in ipsets)
-        if unknown:
-            warnings.append(Warn(f"ipsets {', '.join(unknown)} are neither given nor kube-proxy IPVS sets svctrace "
-                                 "can infer: matches on them are shown both ways", rs.source, None, "ipset"))
-        ctx.no_nat = "nat" not in rs.tables
-        has_filter_chain = rs.chain("filter", "KUBE-IPVS-FILTER") is not None
-        if "filter" not in rs.tables:
-            ctx.synthetic_filter = True
-        elif version is not None and version >= IPVS_FILTER_SINCE and not has_filter_chain:
-            warnings.append(Warn(f"kube-proxy {version[0]}.{version[1]} writes a KUBE-IPVS-FILTER chain but the "
-                                 "filter table of the dump has none", rs.source, None, "version"))
-        elif version is not None and version < IPVS_FILTER_SINCE and has_filter_chain:
-            warnings.append(Warn(f"the dump has KUBE-IPVS-FILTER, which kube-proxy writes only since 1.26, but "
-                                 f"the version given is {version[0]}.{version[1]}", rs.source, None, "version"))
-    else:
-        ctx.synthetic_filter = True
-    eff = dataclasses.replace(node, local_ips=frozenset(set(node.local_ips) | ipvs_table.addresses()),
-                              ipsets=ipsets)
-    w = IPVSWalker(rs, eff, ctx)
-    finals = w.run(packet)
-    outcomes = merge_outcomes(finals)
-    notes = _notes(ctx, given, packet, outcomes)
-    return TraceResult(packet, outcomes, warnings + w.warnings, rs, notes, nowhere=ctx.node_stack)
-
-
-def _complete_kube_hooks(rs: Ruleset) -> tuple[Ruleset, list[str]]:
-    """A paste of some chains only (`iptables -t nat -L KUBE-SERVICES`) has kube-proxy's chains but not
-    the built-in rules that reach them. Add kube-proxy's jumps (pkg/proxy/ipvs/proxier.go,
-    iptablesJumpChain: nat OUTPUT and PREROUTING -> KUBE-SERVICES, nat POSTROUTING -> KUBE-POSTROUTING,
-    filter INPUT -> KUBE-IPVS-FILTER) to a copy when nothing jumps to a chain that has rules."""
-    wanted = {"nat": {"PREROUTING": "KUBE-SERVICES", "OUTPUT": "KUBE-SERVICES", "POSTROUTING": "KUBE-POSTROUTING"},
-              "filter": {"INPUT": "KUBE-IPVS-FILTER"}}
-    tables = dict(rs.tables)
-    added: list[str] = []
-    for tname, hooks in wanted.items():
-        t = rs.tables.get(tname)
-        if t is None:
-            continue
-        texts = [raw.text for c in t.chains.values() for raw in c.raw]
-        chains = dict(t.chains)
-        for hook, target in hooks.items():
-            tc = t.chains.get(target)
-            if tc is None or not len(tc) or any(re.search(rf"\s-[jg]\s+{target}(\s|$)", x) for x in texts):
-                continue
-            old = t.chains.get(hook)
-            c = Chain(tname, hook, policy=old.policy if old else "ACCEPT", decl_line=old.decl_line if old else None)
-            c.raw = [RawRule(0, f'-A {hook} -m comment --comment "{_HOOKED}" -j {target}'), *(old.raw if old else [])]
-            c._parse = _parser(rs.family)
-            chains[hook] = c
-            if target not in added:
-                added.append(target)
-        if chains != t.chains:
-            tables[tname] = Table(tname, chains, t.line)
-    if not added:
-        return rs, []
-    return dataclasses.replace(rs, tables=tables), added
-
-
-def _parser(family: int) -> Callable[[Chain], list[Rule]]:
-    def parse(chain: Chain) -> list[Rule]:
-        rules: list[Rule] = []
-        for raw in chain.raw:
-            for r in parse_rule(chain.table, chain.name, raw, family):
-                r.index = len(rules) + 1
-                rules.append(r)
-        return rules
-
-    return parse
-
-
-def _notes(ctx: _Context, given: bool, pkt: Packet, outcomes: list[Outcome]) -> list[str]:
-    notes: list[str] = []
-    dst = pkt.dst
-    table = ctx.table
-    on_ipvs0 = dst in ctx.layout.vips
-    served = sorted({f"{s.protocol}/{s.port}" for s in table.services if s.ip == dst and s.port is not None})
-    ports = f" (it serves {', '.join(served[:6])})" if served else ""
-    v = ctx.version
-    if on_ipvs0 and pkt.proto in ("icmp", "icmpv6"):
-        before = (f"{dst} is a Service address kube-proxy put on the node's kube-ipvs0 interface, so before "
-                  "kube-proxy 1.26 the node itself answers ping to it; IPVS only balances the TCP/UDP/SCTP ports it "
-                  "has virtual servers for, so no Pod ever sees the ping.")
-        after = ("Since kube-proxy 1.26 the KUBE-IPVS-FILTER chain (filter INPUT) rejects new traffic to a kube-ipvs0 "
-                 "address that no virtual server serves (kubernetes#72236, PR #108460): ping gets "
-                 "'destination port unreachable' from the node.")
-        if v is None:
-            notes.append(f"{before} {after} (The kube-proxy version is not known.)")
-        elif v >= IPVS_FILTER_SINCE:
-            notes.append(f"{after} {dst} is on kube-ipvs0, but kube-proxy {v[0]}.{v[1]} no longer lets the node "
-                         "answer ping on it.")
-        else:
-            notes.append(f"{before} (kube-proxy {v[0]}.{v[1]}; from 1.26 KUBE-IPVS-FILTER rejects it instead.)")
-    elif on_ipvs0 and pkt.has_ports and table.find(pkt.proto, dst, pkt.dport).service is None and not any(
-            o.dnat for o in outcomes):
-        notes.append(f"{dst} is a Service address on kube-ipvs0{ports}, but IPVS has no virtual server for "
-                     f"{pkt.proto}/{pkt.dport}. Before kube-proxy 1.26 the packet reaches the node's own stack: "
-                     "connection refused, or a host process listening on 0.0.0.0 answers through the Service IP "
-                     "(kubernetes#72236). Since 1.26 KUBE-IPVS-FILTER rejects it.")
-    elif pkt.has_ports and not on_ipvs0 and dst not in ctx.layout.node_addresses and not served and all(
-            o.delivery == "forward" and not o.dnat for o in outcomes if o.verdict == "accept"):
-        more = " The listing is partial, so it may be in the part left out." if table.partial else ""
-        notes.append(f"This IPVS table has no virtual server on {dst}: it is not a Service address on this node "
-                     f"(kube-proxy binds every ClusterIP it serves to kube-ipvs0), so the packet is routed on "
-                     f"untranslated.{more}")
-    elif (pkt.has_ports and not on_ipvs0 and NODEPORT_RANGE[0] <= (pkt.dport or 0) <= NODEPORT_RANGE[1]
-          and table.find(pkt.proto, dst, pkt.dport).service is None
-          and any(o.delivery == "local" and not o.dnat for o in outcomes)):
-        known = sorted({s.port for s in table.services if s.port is not None and s.protocol == pkt.proto
-                        and s.port in ctx.layout.node_ports.get(pkt.proto, set())})
-        seen = f" (NodePorts in this table: {', '.join(map(str, known[:8]))})" if known else ""
-        notes.append(f"IPVS has no virtual server for {pkt.proto}/{pkt.dport} on {dst}{seen}: if this is a NodePort, "
-                     "kube-proxy did not create it on this address (it makes one per node address it finds, "
-                     "filtered by --nodeport-addresses), so the node's own stack gets the connection: refused "
-                     "unless a host process listens on that port.")
-    notes.extend(ctx.notes)
-    if not given:
-        notes.append("Only the IPVS table was given: the iptables rules kube-proxy programs beside it "
-                     "(KUBE-SERVICES marks, KUBE-POSTROUTING masquerade, KUBE-IPVS-FILTER) were not walked, so "
-                     "source NAT and filtering are not known; give the node's iptables-save (and ipset save).")
-    return notes
+def walk(ctx: IPVSContext, rs: Ruleset, packet: Packet, node: NodeFacts,
+         hints: Hints | None = None) -> tuple[list[Outcome], list[Warn]]:
+    """Every fate of `packet` through netfilter and IPVS; `node.local_ips` include the IPVS addresses."""
+    w = IPVSWalker(rs, node, ctx, hints)
+    return merge_outcomes(w.run(packet)), w.warnings

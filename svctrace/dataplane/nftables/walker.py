@@ -1,6 +1,6 @@
 """Walk a packet through a node's nftables ruleset the way the kernel does, over every branch at once.
 
-Same contract as the iptables walker (`svctrace.dataplane.iptables.walker`): `trace()` returns a `TraceResult`
+Same contract as every dataplane (`svctrace.dataplane.contract`): `trace()` returns a `TraceResult`
 whose outcomes (verdict, DNAT destination, masquerade, probability, path) sum to 1.
 
 Kernel model (net/netfilter/nf_tables_core.c, nf_nat_core.c):
@@ -19,9 +19,7 @@ Kernel model (net/netfilter/nf_tables_core.c, nf_nat_core.c):
   uncertain. Conntrack is that of a first packet: `ct state new`, `ct status dnat` once a DNAT changed
   the destination. Sets a rule adds to at run time (`update @affinity-...`) hold nothing for a new
   client; for a returning client the walk starts again from the distribution of first choices.
-- Hooks in kernel order and routing as in the iptables walker: PREROUTING -> route -> INPUT or
-  FORWARD -> POSTROUTING; the node's own packets: OUTPUT -> POSTROUTING (-> through lo: PREROUTING,
-  INPUT).
+- Hooks in kernel order, routing, martians and the loop back over lo: `svctrace.dataplane.kernel`.
 
 Stdlib only.
 """
@@ -30,20 +28,20 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
-from svctrace.dataplane.contract import Outcome, PathStep, TraceResult
-from svctrace.dataplane.iptables.matches import Unknown, iface_known
-from svctrace.dataplane.iptables.walker import (
-    KUBE_DROP_MARK,
-    KUBE_MASQ_MARK,
+from svctrace.dataplane.contract import Dnat, Hints, PathStep, TraceResult
+from svctrace.dataplane.kernel import (
+    MAX_DEPTH,
+    Frame,
+    KernelWalker,
     State,
-    Walker,
-    _Final,
-    _primary_local,
+    Unknown,
+    iface_unknown,
     merge_outcomes,
+    primary_local,
+    walk,
 )
 from svctrace.dataplane.nftables.ir import (
     AnonSet,
@@ -71,12 +69,10 @@ from svctrace.dataplane.nftables.ir import (
     Opaque,
     Passive,
     Payload,
-    Prefix,
     Reject,
     Rule,
     SetRef,
     Stmt,
-    Table,
     Verdict,
     VerdictStmt,
     Vmap,
@@ -95,19 +91,15 @@ from svctrace.dataplane.nftables.values import (
     matcher,
     scalar,
 )
-from svctrace.errors import InputError, WalkError, Warn
+from svctrace.errors import InputError, WalkError
 from svctrace.model.packet import NodeFacts, Packet, format_endpoint
 
-MAX_DEPTH = 64
-MAX_BRANCHES = 20000
-MAX_STEPS = 2_000_000
 HOOKS = ("PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING")
 # NF_IP_PRI_NAT_DST / NF_IP_PRI_NAT_SRC: where the NAT core runs the `type nat` chains of a hook.
 NAT_PRIORITY = {"PREROUTING": -100, "OUTPUT": -100, "INPUT": 100, "POSTROUTING": 100}
 MASK32 = 0xFFFFFFFF
 
 _XT = re.compile(r'^xt (match|target) "?([\w-]+)"?$')
-_ENDPOINT_CHAIN = re.compile(r"^endpoint-[A-Z0-9]{8}-.*__(.+)/(\d+)$")
 _REJECT4 = {"port-unreachable": "icmp-port-unreachable", "host-unreachable": "icmp-host-unreachable",
             "net-unreachable": "icmp-net-unreachable", "prot-unreachable": "icmp-proto-unreachable",
             "admin-prohibited": "icmp-admin-prohibited", "net-prohibited": "icmp-net-prohibited",
@@ -207,16 +199,15 @@ def _nft_pattern(name: str) -> str:
     return name[:-1] + "+" if name.endswith("*") else name
 
 
-class NftWalker:
-    def __init__(self, rs: NftRuleset, node: NodeFacts, family: int) -> None:
+class NftWalker(KernelWalker):
+    endless = "the walk did not end (a loop through goto?); the kernel would not load these rules"
+    splits = "expressions"
+    later_first = True
+    def __init__(self, rs: NftRuleset, node: NodeFacts, family: int, hints: Hints | None = None) -> None:
+        super().__init__(node, rs, hints)
         self.rs = rs
-        self.node = node
+        self.source = rs.source
         self.family = family
-        self.finals: list[_Final] = []
-        self.warnings: list[Warn] = []
-        self._warned: set[str] = set()
-        self.steps = 0
-        self.branches = 0
         self.hook_name = ""
         self._anon: dict[tuple[int, tuple[str, ...]], _Index] = {}
         fams = ("ip", "inet") if family == 4 else ("ip6", "inet")
@@ -235,22 +226,6 @@ class NftWalker:
                 if c.is_base and c.device is not None and t.family in fams:
                     self.warn(f"device:{t.key}:{c.name}", f"{t.key} {c.name}: a per-device ({c.hook}) chain is not "
                                                           "walked", c.line, "not-modelled")
-        if node.route_localnet is None:
-            # kube-proxy (iptables mode) blocks incoming localnet connections only when it turned route_localnet
-            # on; nft shows that KUBE-FIREWALL rule without its comment
-            self.route_localnet = any(("localnet" in (r.comment or "")) or "ip daddr 127.0.0.0/8" in r.text
-                                      for t in rs.tables.values() for c in t.chains.values()
-                                      if c.name == "KUBE-FIREWALL" for r in c.rules)
-            self.route_localnet_inferred = True
-        else:
-            self.route_localnet = node.route_localnet
-            self.route_localnet_inferred = False
-
-    def warn(self, key: str, msg: str, line: int | None = None, code: str = "walk") -> None:
-        if key in self._warned:
-            return
-        self._warned.add(key)
-        self.warnings.append(Warn(msg, self.rs.source if line else None, line, code))
 
     # -- hooks ------------------------------------------------------------------------------------
     def _plan(self, hook: str) -> list[tuple[str, list[Chain]]]:
@@ -275,56 +250,7 @@ class NftWalker:
         entries.sort(key=lambda x: (x[0], x[1]))
         return [(kind, cs) for _, _, kind, cs in entries]
 
-    def run(self, pkt: Packet, remembered: str | None = None, prob: float = 1.0) -> list[_Final]:
-        st = State(pkt, prob)
-        st.remembered = remembered
-        if pkt.origin == "forwarded":
-            if self._martian(st, pkt.src, "source"):
-                return self.finals
-            states = self.hook([st], "PREROUTING")
-            self._route_in(states)
-        else:
-            st.oif = "lo" if self.node.is_local(pkt.dst) else pkt.oif
-            states = self.hook([st], "OUTPUT")
-            states = self.hook(states, "POSTROUTING")
-            for s in states:
-                if self.node.is_local(s.pkt.dst):
-                    s.iif, s.oif = "lo", None
-                    s.ifaces = {}
-                    s.confirmed = True
-                    back = self.hook([s], "PREROUTING")
-                    for b in self.hook(back, "INPUT"):
-                        self.finish(b, "accept", "local", f"delivered to a process on the node at {Walker._dst(b)}")
-                else:
-                    self.finish(s, "accept", "forward", f"leaves the node for {Walker._dst(s)}")
-        return self.finals
-
-    def _martian(self, st: State, ip: ipaddress.IPv4Address | ipaddress.IPv6Address, what: str) -> bool:
-        if ip.version == 4 and ip.is_loopback and not self.route_localnet:
-            why = "route_localnet is off" + (" (kube-proxy's nftables mode does not turn it on)"
-                                             if self.route_localnet_inferred else "")
-            self.finish(st, "drop", None, f"routing drops it: {what} {ip} is a loopback address arriving "
-                                          f"from the network and {why}")
-            return True
-        return False
-
-    def _route_in(self, states: list[State]) -> None:
-        local: list[State] = []
-        fwd: list[State] = []
-        for s in states:
-            if self._martian(s, s.pkt.dst, "destination"):
-                continue
-            (local if self.node.is_local(s.pkt.dst) else fwd).append(s)
-        for s in self.hook(local, "INPUT"):
-            self.finish(s, "accept", "local", f"delivered to a process on the node at {Walker._dst(s)}")
-        states = self.hook(fwd, "FORWARD")
-        for s in self.hook(states, "POSTROUTING"):
-            self.finish(s, "accept", "forward", f"routed on to {Walker._dst(s)}")
-
-    def finish(self, st: State, verdict: str, delivery: str | None, reason: str) -> None:
-        self.finals.append(_Final(st, verdict, delivery, reason))
-
-    def hook(self, states: list[State], hook: str) -> list[State]:
+    def hook(self, states: list[State], hook: str, tables: object = ()) -> list[State]:
         for kind, chains in self.plans[hook]:
             if not states:
                 return states
@@ -340,19 +266,14 @@ class NftWalker:
         return states
 
     def run_nat(self, st: State, chains: list[Chain], hook: str) -> list[tuple[State, str, str]]:
-        dst_side = hook in ("PREROUTING", "OUTPUT")
-
-        def done(s: State) -> bool:
-            return s.untracked or (s.dnat_done if dst_side else s.snat_done)
-
-        if done(st):
+        if self.nat_skipped(st, hook):
             return [(st, "accept", "")]
         out: list[tuple[State, str, str]] = []
         pending = [st]
         for c in chains:
             nxt: list[State] = []
             for s in pending:
-                if done(s):
+                if self.nat_skipped(s, hook):
                     out.append((s, "accept", ""))
                     continue
                 for s2, verdict, reason in self.run_base(s, c, hook):
@@ -363,64 +284,17 @@ class NftWalker:
             pending = nxt
         out.extend((s, "accept", "") for s in pending)
         for s, verdict, _ in out:
-            if verdict != "accept":
-                continue
-            if dst_side:
-                s.dnat_done = True
-                if hook == "OUTPUT" and s.dnat_changed:
-                    s.oif = "lo" if self.node.is_local(s.pkt.dst) else s.orig.oif
-                    s.ifaces.pop("o", None)
-            else:
-                s.snat_done = True
+            if verdict == "accept":
+                self.nat_ran(s, hook)
         return out
 
     # -- one base chain ---------------------------------------------------------------------------
     def run_base(self, st: State, base: Chain, hook: str) -> list[tuple[State, str, str]]:
         self.hook_name = hook
-        out: list[tuple[State, str, str]] = []
-        work: list[tuple[State, list[tuple[Chain, int]], Act | None]] = [(st, [(base, 0)], None)]
-        while work:
-            st, stack, pending = work.pop()
-            if pending is not None:
-                res = self.follow(st, pending, stack, base, hook)
-                if res is not None:
-                    out.append((st, *res))
-                    continue
-            while True:
-                self.steps += 1
-                if self.steps > MAX_STEPS:
-                    raise WalkError("the walk did not end (a loop through goto?); the kernel would not load "
-                                    "these rules")
-                if not stack:
-                    out.append((st, *self.policy(st, base, hook)))
-                    break
-                chain, pos = stack[-1]
-                if pos >= len(chain.rules):
-                    stack.pop()
-                    continue
-                stack[-1] = (chain, pos + 1)
-                rule = chain.rules[pos]
-                results = self.exec_rule(st, rule, hook, base)
-                if len(results) == 1:
-                    st, act = results[0]
-                    if act is None:
-                        continue
-                    res = self.follow(st, act, stack, base, hook)
-                    if res is not None:
-                        out.append((st, *res))
-                        break
-                    continue
-                self.branches += len(results) - 1
-                if self.branches > MAX_BRANCHES:
-                    raise WalkError(f"more than {MAX_BRANCHES} branches: too many random or undecidable "
-                                    f"expressions (last at {rule.table} {rule.chain} rule {rule.index})")
-                for s2, act in reversed(results):
-                    if act is None:
-                        work.append((s2, list(stack), None))
-                    else:
-                        work.append((s2, list(stack), act))
-                break
-        return out
+        return self.run_chain(st, base, base.rules, hook)
+
+    def run_rule(self, st: State, rule: Rule, hook: str, base: Chain) -> list[tuple[State, Act | None]]:
+        return self.exec_rule(st, rule, hook, base)
 
     def policy(self, st: State, base: Chain, hook: str) -> tuple[str, str]:
         pol = (base.policy or "accept").lower()
@@ -431,8 +305,7 @@ class NftWalker:
             return "drop", f"the {base.table} {base.name} chain's policy is drop and no rule accepted it"
         return "accept", ""
 
-    def follow(self, st: State, act: Act, stack: list[tuple[Chain, int]], base: Chain,
-               hook: str) -> tuple[str, str] | None:
+    def follow(self, st: State, act: Act, stack: list[Frame], hook: str, base: Chain) -> tuple[str, str] | None:
         kind, target, reason = act
         if kind in ("accept", "drop", "reject"):
             return kind, reason
@@ -451,47 +324,40 @@ class NftWalker:
                 raise WalkError(f"loop in the rules: {names}; the kernel refuses such a ruleset")
             if len(stack) >= MAX_DEPTH:
                 raise WalkError(f"jumps nest deeper than {MAX_DEPTH} chains at {target}")
-            stack.append((chain, 0))
+            stack.append((chain, chain.rules, 0))
         else:
             if stack:
-                stack[-1] = (chain, 0)
+                stack[-1] = (chain, chain.rules, 0)
             else:
-                stack.append((chain, 0))
+                stack.append((chain, chain.rules, 0))
         return None
 
-    def _missing_chain(self, st: State, name: str, act: Act, stack: list[tuple[Chain, int]], base: Chain,
+    def _missing_chain(self, st: State, name: str, act: Act, stack: list[Frame], base: Chain,
                        hook: str) -> tuple[str, str] | None:
-        m = _ENDPOINT_CHAIN.match(name)
         where = act[2]
-        if m and base.type == "nat" and hook in ("PREROUTING", "OUTPUT"):
-            host = m.group(1)  # kube-proxy writes an IPv6 endpoint's colons as dots: 2001.db8..2
-            ip = None
-            for cand in (host, host.replace(".", ":")):
-                try:
-                    ip = ipaddress.ip_address(cand)
-                    break
-                except ValueError:
-                    continue
-            if ip is not None and ip.version == st.pkt.family:
-                port = int(m.group(2))
-                if ip == st.pkt.src:  # kube-proxy's endpoint chain masquerades hairpin traffic
-                    st.mark |= KUBE_MASQ_MARK
-                ep = format_endpoint(ip, port)
-                self._do_dnat(st, ip, port, None)
-                st.dnat_done = True
-                st.assume_one(f"{name} (not in the dump) DNATs to {ep}, as its name says")
-                st.add(PathStep(hook, base.table, name, None, None, "", f"DNAT to {ep}",
-                                note="the chain is not in the dump; its name names the endpoint"))
-                self.warn(f"missing:{name}", f"{where} goes to {name}, which is not in the dump; its name names the "
-                                             f"endpoint {ep}, so the outcome names it (certain: false)", None,
-                          "missing-chain")
-                return "accept", ""
-        if name in ("mark-for-masquerade", "KUBE-MARK-MASQ", "KUBE-MARK-DROP"):
-            bit = KUBE_DROP_MARK if name == "KUBE-MARK-DROP" else KUBE_MASQ_MARK
+        hints = self.hints
+        found = hints.endpoint(name, None) if hints.endpoint is not None else None
+        if found is not None and base.type == "nat" and hook in ("PREROUTING", "OUTPUT") \
+                and found[0].version == st.pkt.family:
+            ip, port = found
+            if ip == st.pkt.src:  # the endpoint chain masquerades hairpin traffic
+                st.mark |= hints.hairpin_mark
+            ep = format_endpoint(ip, port)
+            st.dnat_to(ip, port, None)
+            st.dnat_done = True
+            st.assume_one(f"{name} (not in the dump) DNATs to {ep}, as its name says")
+            st.add(PathStep(hook, base.table, name, None, None, "", f"DNAT to {ep}",
+                            note="the chain is not in the dump; its name names the endpoint"))
+            self.warn(f"missing:{name}", f"{where} goes to {name}, which is not in the dump; its name names the "
+                                         f"endpoint {ep}, so the outcome names it (certain: false)", None,
+                      "missing-chain")
+            return "accept", ""
+        bit = hints.mark_chains.get(name)
+        if bit is not None:
             st.mark |= bit
-            st.assume_one(f"{name} (not in the dump) sets mark {bit:#x} as kube-proxy's does")
-            self.warn(f"missing:{name}", f"{where} jumps to {name}, which is not in the dump; assumed kube-proxy's "
-                                         f"mark {bit:#x}", None, "missing-chain")
+            st.assume_one(f"{name} (not in the dump) sets mark {bit:#x} as {hints.writer}'s does")
+            self.warn(f"missing:{name}", f"{where} jumps to {name}, which is not in the dump; assumed "
+                                         f"{hints.writer}'s mark {bit:#x}", None, "missing-chain")
         else:
             st.assume_one(f"{name} (not in the dump) returns without a verdict")
             self.warn(f"missing:{name}", f"{where} goes to {name}, which is not in the dump (filtered or cut "
@@ -586,8 +452,9 @@ class NftWalker:
                 return
             acts = ["no verdict (counts only)"]
         action = "; ".join(acts)
+        target = res[1] if res is not None and res[0] in ("jump", "goto") and action.startswith(f"{res[0]} ") else None
         s.add(PathStep(hook, rule.table, rule.chain, rule.index, rule.line, rule.text, action, printed, branch,
-                       "; ".join(notes) or None))
+                       "; ".join(notes) or None, target=target))
 
     def _where(self, rule: Rule) -> str:
         why = f" ({rule.comment})" if rule.comment else ""
@@ -684,7 +551,7 @@ class NftWalker:
             self.warn(f"xt:{name}", f"{where}: `xt target {name}`: nft does not show where iptables-nft translates "
                                     "to (`nft list ruleset` text or iptables-save does)", rule.line, "xt")
             if name in ("DNAT", "REDIRECT"):
-                st.dnat = f"(unknown: iptables-nft {name})"
+                st.dnat = Dnat(f"(unknown: iptables-nft {name})")
                 st.dnat_done = True
             else:
                 st.masq = True
@@ -717,11 +584,7 @@ class NftWalker:
         if isinstance(real, Unknown):
             return None
         if val is None:
-            other = st.fork()
-            other.set_assumption(u, False)
-            other.prob *= 0.5
-            st.set_assumption(u, True)
-            st.prob *= 0.5
+            other = st.split(u, True)
             return [(st, "cont" if real else "stop", None, None), (other, "stop" if real else "cont", None, None)]
         return [(st, "cont" if real == val else "stop", None, None)]
 
@@ -742,11 +605,7 @@ class NftWalker:
         val = st.assume.get(u.key)
         if val is not None:
             return [(st, "cont" if val != u.neg else "stop", None, None)]
-        other = st.fork()
-        other.set_assumption(u, u.neg)
-        other.prob *= 0.5
-        st.set_assumption(u, not u.neg)
-        st.prob *= 0.5
+        other = st.split(u, not u.neg)
         self.warn(f"unknown:{u.key}", f"{rule.table} {rule.chain} rule {rule.index} depends on something the dump "
                                       f"does not say: whether {u.says}; both cases are shown (certain: false)",
                   rule.line, "unknown-match")
@@ -995,12 +854,7 @@ class NftWalker:
         r = m.right
         if lv.iface is not None and isinstance(r, Const) and m.op in ("==", "!=", "implicit"):
             which = lv.iface
-            pat = _nft_pattern(str(r.value))
-            known = iface_known(st.ifaces.get(which, ()), pat)
-            if known is not None:
-                return known != neg
-            side = "in on" if which == "i" else "out through"
-            return Unknown(f"iface:{which}:{pat}", f"the packet goes {side} interface {pat}", neg=neg)
+            return iface_unknown(st.ifaces, which, _nft_pattern(str(r.value)), neg)
         text = fmt_stmt(m)
         return Unknown(f"match:{text}", f"`{text}` matches ({lv.says})" if lv.says else f"`{text}` matches")
 
@@ -1251,13 +1105,13 @@ class NftWalker:
                 addr = None
                 st.assume_one(f"{where}: {s.kind} to an address svctrace cannot read")
         if s.kind == "redirect":
-            addr = _primary_local(self.node, pkt, st.iif)
+            addr = primary_local(self.node, pkt)
         if s.kind in ("dnat", "redirect"):
             if addr is None:
                 addr = pkt.dst
             if addr.version != pkt.family:
                 return st, "stop", None, None
-            self._do_dnat(st, addr, port, text)
+            st.dnat_to(addr, port, text)
             st.dnat_done = True
             return st, ("accept", None, ""), f"{'DNAT' if s.kind == 'dnat' else 'REDIRECT'} to {st.dnat}", None
         # snat
@@ -1268,15 +1122,6 @@ class NftWalker:
             st.pkt = pkt.with_(src=addr)
         st.snat_done = True
         return st, ("accept", None, ""), f"SNAT to {st.snat}", None
-
-    @staticmethod
-    def _do_dnat(st: State, ip: ipaddress.IPv4Address | ipaddress.IPv6Address, port: int | None,
-                 text: str | None) -> None:
-        pkt = st.pkt
-        new = pkt.with_(dst=ip, dport=port if pkt.has_ports and port is not None else pkt.dport)
-        st.dnat_changed = st.dnat_changed or new.dst != pkt.dst or new.dport != pkt.dport
-        st.pkt = new
-        st.dnat = text or format_endpoint(new.dst, new.dport if new.has_ports else None)
 
     def _reject_kind(self, s: Reject, rule: Rule) -> str:
         v6 = self.family == 6
@@ -1338,133 +1183,16 @@ def _proto_number(pkt: Packet) -> int:
 
 # -- the answer ----------------------------------------------------------------------------------------
 
-def trace(rs: NftRuleset, pkt: Packet, node: NodeFacts | None = None, *,
-          kube_version: object = None) -> TraceResult:
-    """Every fate of `pkt` on the node whose nftables ruleset is `rs`, with probabilities summing to 1.
-    `kube_version` is accepted like every mode's walk: kube-proxy's nftables rules show all that depends on it."""
+def trace(rs: NftRuleset, pkt: Packet, node: NodeFacts | None = None, hints: Hints | None = None) -> TraceResult:
+    """Every fate of `pkt` on the node whose nftables ruleset is `rs`, with probabilities summing to 1; `hints`:
+    what the program that wrote it does where the dump is silent."""
     node = node or NodeFacts()
     fams = {t.family for t in rs.tables.values()}
     mine = {"ip", "inet"} if pkt.family == 4 else {"ip6", "inet"}
     if fams and not fams & mine and fams & {"ip", "ip6"}:
         raise InputError(f"the packet is IPv{pkt.family} but the ruleset holds only "
                          f"{'IPv6 (ip6)' if pkt.family == 4 else 'IPv4 (ip)'} tables", source=rs.source)
-    w = NftWalker(rs, node, pkt.family)
-    finals = w.run(pkt)
-    if node.returning_client:
-        firsts: dict[str, float] = {}
-        for f in finals:
-            if f.st.recent_set:
-                firsts[f.st.recent_set[0]] = firsts.get(f.st.recent_set[0], 0.0) + f.st.prob
-        if firsts:
-            w2 = NftWalker(rs, node, pkt.family)
-            for name, p in firsts.items():
-                w2.run(pkt, remembered=name, prob=p)
-            for f in finals:
-                if not f.st.recent_set:
-                    w2.finals.append(f)
-            finals = w2.finals
-            w.warnings.extend(x for x in w2.warnings if x not in w.warnings)
-    outcomes = merge_outcomes(finals)
-    warnings = list(rs.warnings) + w.warnings
-    notes, nowhere = notes_for(rs, pkt, outcomes)
+    finals, walk_warnings = walk(lambda: NftWalker(rs, node, pkt.family, hints), pkt, node)
     # TraceResult.ruleset is typed for iptables rulesets; an NftRuleset offers the same fields the
     # renderers read (source, format, backend, rule_count, warnings, chain()).
-    return TraceResult(pkt, outcomes, warnings, cast(Any, rs), notes, nowhere=nowhere)
-
-
-def _service_cidr(rs: NftRuleset, family: int) -> str | None:
-    for t in rs.tables.values():
-        c = t.chains.get("cluster-ips-check")
-        if c is None:
-            continue
-        for r in c.rules:
-            for s in r.stmts:
-                if isinstance(s, Match) and isinstance(s.right, Prefix | Const | AnonSet):
-                    txt = fmt_expr(s.right).strip("{} ")
-                    if "/" in txt:
-                        return txt
-    return None
-
-
-def _kube_tables(rs: NftRuleset, family: int) -> Iterator[Table]:
-    fam = "ip" if family == 4 else "ip6"
-    for t in rs.tables.values():
-        if t.name == "kube-proxy" and t.family == fam:
-            yield t
-
-
-def _service_ip(rs: NftRuleset, pkt: Packet) -> list[str]:
-    """What kube-proxy's maps say about the destination address: `172.30.0.41 tcp/80`, ..."""
-    out: list[str] = []
-    for t in _kube_tables(rs, pkt.family):
-        sips = t.sets.get("service-ips")
-        if sips is not None:
-            for el in sips.elements:
-                comps = el.key.items if isinstance(el.key, Concat) else (el.key,)
-                if comps and isinstance(comps[0], Const) and str(comps[0].value) == str(pkt.dst):
-                    what = "/".join(fmt_expr(c) for c in comps[1:])
-                    target = el.data.target if isinstance(el.data, Verdict) and el.data.target else ""
-                    svc = _svc_of_chain(target)
-                    out.append(f"{svc} ({what})" if svc else what)
-        cips = t.sets.get("cluster-ips")
-        if not out and cips is not None and any(isinstance(e.key, Const) and str(e.key.value) == str(pkt.dst)
-                                                for e in cips.elements):
-            out.append("a ClusterIP (in @cluster-ips)")
-    return out
-
-
-def _svc_of_chain(name: str) -> str:
-    """`service-ULMVA6XW-ns1/svc1/tcp/p80` -> `ns1/svc1:p80`."""
-    m = re.match(r"^(?:service|external)-[A-Z0-9]{8}-([^/]+)/([^/]+)/([^/]+)/(.*)$", name)
-    if not m:
-        return ""
-    return f"{m.group(1)}/{m.group(2)}" + (f":{m.group(4)}" if m.group(4) else "")
-
-
-def notes_for(rs: NftRuleset, pkt: Packet, outcomes: list[Outcome]) -> tuple[list[str], bool]:
-    """Plain-language explanations of kube-proxy nftables behaviours the outcome shows."""
-    notes: list[str] = []
-    this = pkt.proto + (f"/{pkt.dport}" if pkt.has_ports else "")
-    for o in outcomes:
-        if o.verdict == "accept" or not o.path:
-            continue
-        last = o.path[-1]
-        chains = [s.chain for s in o.path]
-        vm = next((s for s in o.path if s.note and s.note.startswith("@no-endpoint-")), None)
-        if last.chain == "cluster-ips-check" and o.verdict == "reject":
-            n = (f"{pkt.dst} is a ClusterIP (listed in @cluster-ips) but none of its Services' ports is {this}: "
-                 "kube-proxy's nftables mode (v1.30+) rejects such packets in cluster-ips-check (“Reject traffic "
-                 "to invalid ports of ClusterIPs”), so the client gets an immediate ICMP port unreachable"
-                 + (" — ping to a ClusterIP fails this way." if pkt.proto in ("icmp", "icmpv6") else "."))
-        elif last.chain == "cluster-ips-check" and o.verdict == "drop":
-            cidr = _service_cidr(rs, pkt.family)
-            n = (f"{pkt.dst} is inside the service CIDR{f' {cidr}' if cidr else ''} but no Service has that "
-                 "address: kube-proxy's nftables mode (v1.30+) drops traffic to unallocated ClusterIPs in "
-                 "cluster-ips-check, so the connection times out.")
-        elif vm is not None:
-            svc = vm.note.split('"')[1] if vm.note and '"' in vm.note else "the Service"
-            if o.verdict == "reject":
-                n = (f"{svc} has no ready endpoints: kube-proxy lists {pkt.dst} {this} in {(vm.note or '').split(':')[0]} "
-                     "and rejects new connections (ICMP port unreachable) instead of letting them hang.")
-            else:
-                n = (f"{svc} has no endpoint this traffic may use on this node (externalTrafficPolicy: Local with "
-                     f"no local endpoint, or internalTrafficPolicy: Local): kube-proxy's {vm.chain} drops it.")
-        elif any(c.startswith("firewall-") and c != "firewall-check" for c in chains) and o.verdict == "drop":
-            n = (f"the source {pkt.src} is not in the Service's loadBalancerSourceRanges: kube-proxy's "
-                 f"{last.chain} drops it before DNAT.")
-        else:
-            continue
-        if n not in notes:
-            notes.append(n)
-    nowhere = False
-    if outcomes and all(o.verdict == "accept" and not o.dnat and o.delivery != "local" for o in outcomes):
-        served = _service_ip(rs, pkt)
-        if served:
-            nowhere = True
-            older = not any("cluster-ips-check" in t.chains for t in _kube_tables(rs, pkt.family))
-            notes.append(f"{pkt.dst} is a Service address in these rules ({'; '.join(served[:4])}). This packet "
-                         f"({this}) matches none of its entries, so it is not translated and is routed on towards "
-                         "an address no host owns: nothing will answer."
-                         + (" kube-proxy 1.30+ rejects such packets at once (cluster-ips-check); these rules, from an "
-                            "older kube-proxy, have no such check." if older else ""))
-    return notes, nowhere
+    return TraceResult(pkt, merge_outcomes(finals), list(rs.warnings) + walk_warnings, cast(Any, rs))

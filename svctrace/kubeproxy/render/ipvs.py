@@ -71,7 +71,6 @@ from dataclasses import dataclass, field, replace
 from typing import Final
 
 from svctrace.dataplane.iptables.rules import BUILTIN_CHAINS
-from svctrace.dataplane.ipvs.kubeproxy import INFERRED_SETS
 from svctrace.kubeproxy.config import IPAddr, ProxyConfig, parse_ips
 from svctrace.kubeproxy.endpoints import (
     EndpointInfo,
@@ -81,6 +80,7 @@ from svctrace.kubeproxy.endpoints import (
     ServicePortInfo,
     categorize_endpoints,
 )
+from svctrace.kubeproxy.ipvs_sets import INFERRED_SETS
 from svctrace.kubeproxy.names import join_host_port
 from svctrace.kubeproxy.plan import collect_ports, node_context, plan_ports
 from svctrace.kubeproxy.render.common import (
@@ -142,7 +142,7 @@ class _SetInfo:
 
 
 #: ``ipsetInfo``, in kube-proxy's order: (name, type, comment). The types are the dataplane's table of
-#: kube-proxy's sets (:data:`svctrace.dataplane.ipvs.kubeproxy.INFERRED_SETS`).
+#: kube-proxy's sets (:data:`svctrace.kubeproxy.ipvs_sets.INFERRED_SETS`).
 IPSET_INFO: Final[tuple[_SetInfo, ...]] = tuple(_SetInfo(name, INFERRED_SETS[name], comment) for name, comment in (
     (KUBE_LOOP_BACK, "Kubernetes endpoints dst ip:port, source ip for solving hairpin purpose"),
     (KUBE_CLUSTER_IP, "Kubernetes service cluster ip + port for masquerade purpose"),

@@ -1,4 +1,5 @@
-"""What kube-proxy's IPVS mode programs beside the IPVS table, as far as an `ipvsadm` dump tells.
+"""What kube-proxy's IPVS mode programs beside the IPVS table (its ipsets, the kube-ipvs0 addresses), as far as an
+`ipvsadm` dump tells.
 
 kube-proxy (pkg/proxy/ipvs/proxier.go, syncProxyRules) creates, per Service port:
   - a virtual server on the ClusterIP, bound to the dummy interface `kube-ipvs0` (so the address is
@@ -15,7 +16,7 @@ Without an `ipset save`, `infer_kube_ipsets` rebuilds the sets the table implies
 which virtual address is a ClusterIP and which an external or load-balancer IP, nor which NodePorts
 have externalTrafficPolicy=Local: every virtual server on an address that is not a node address is
 taken as a ClusterIP, the Local and load-balancer sets as empty, and NodePorts are recognised by the
-port range (30000-32767) appearing on node addresses. The walker marks every decision that used an
+port range (30000-32767) appearing on node addresses. The IPVS walker marks every decision that used an
 inferred set as an assumption.
 """
 
@@ -28,10 +29,6 @@ from svctrace.dataplane.ipvs.model import IPVSTable
 from svctrace.model.packet import IPAddress, IPSetDef
 
 NODEPORT_RANGE = (30000, 32767)  # kube-apiserver --service-node-port-range default
-# KUBE-IPVS-FILTER (filter INPUT) rejects new connections to a kube-ipvs0 address on a port no
-# virtual server serves: kubernetes PR #108460 (issue #72236), released in 1.26.
-IPVS_FILTER_SINCE = (1, 26)
-
 # The sets of pkg/proxy/ipvs/ipset.go that infer_kube_ipsets can fill, with their types.
 INFERRED_SETS: dict[str, str] = {
     "KUBE-CLUSTER-IP": "hash:ip,port",
@@ -53,18 +50,6 @@ INFERRED_SETS: dict[str, str] = {
     "KUBE-NODE-PORT-LOCAL-SCTP-HASH": "hash:ip,port",
     "KUBE-HEALTH-CHECK-NODE-PORT": "bitmap:port",
 }
-
-
-def parse_kube_version(v: object) -> tuple[int, int] | None:
-    """`1.26`, `v1.26.3`, `1.26.0-eks-1`, (1, 26) -> (1, 26). None stays None."""
-    if v is None:
-        return None
-    if isinstance(v, tuple) and len(v) >= 2 and all(isinstance(x, int) for x in v[:2]):
-        return int(v[0]), int(v[1])
-    m = re.match(r"^\s*v?(\d+)\.(\d+)", str(v))
-    if not m:
-        raise ValueError(f"{v!r} is not a Kubernetes version (like 1.26 or v1.26.3)")
-    return int(m.group(1)), int(m.group(2))
 
 
 @dataclass

@@ -1,0 +1,224 @@
+"""kube-proxy's walk: the dataplane walkers, told what kube-proxy does where a dump is silent (`HINTS`: its marks,
+its endpoint chains; in IPVS mode its jumps, its ipsets and, by version, KUBE-IPVS-FILTER), with kube-proxy's
+notes added after the walk. Every face that walks a node's rules (explain, `svctrace trace`, the TUI) comes here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import re
+from collections.abc import Callable
+
+from svctrace.dataplane.contract import Hints, TraceResult
+from svctrace.dataplane.iptables import trace as iptables_trace
+from svctrace.dataplane.iptables.parser import parse_rule
+from svctrace.dataplane.iptables.rules import Chain, RawRule, Rule, Ruleset, Table
+from svctrace.dataplane.ipvs.model import IPVSTable
+from svctrace.dataplane.ipvs.walker import HOOKED, IPVSContext, walk
+from svctrace.dataplane.nftables import NftRuleset
+from svctrace.dataplane.nftables import trace as nft_trace
+from svctrace.dataplane.node import Dataplane
+from svctrace.errors import InputError, Warn
+from svctrace.kubeproxy.ipvs_sets import INFERRED_SETS, infer_kube_ipsets, ipset_names_in_rules, layout
+from svctrace.kubeproxy.notes import iptables_notes, ipvs_notes, nft_notes
+from svctrace.kubeproxy.versions import has
+from svctrace.model.packet import IPAddress, NodeFacts, Packet
+from svctrace.model.version import parse_version
+
+# --iptables-masquerade-bit (default 14): KUBE-MARK-MASQ ORs in 1<<14 (pkg/proxy/iptables/proxier.go,
+# masqueradeMark); KUBE-MARK-DROP ORs in 1<<15 (kubelet's --iptables-drop-bit, pkg/kubelet/kubelet_network_linux.go).
+MASQUERADE_MARK = 1 << 14
+DROP_MARK = 1 << 15
+
+# `-A KUBE-SVC-X -m comment --comment "ns/svc:port -> 10.0.0.1:80" ... -j KUBE-SEP-Y` (pkg/proxy/iptables/proxier.go)
+_SEP_COMMENT = re.compile(r"->\s*(\[?[0-9a-fA-F.:]+\]?:\d+)")
+# nftables mode's endpoint chains: endpoint-<hash>-<ns>/<svc>/<proto>/<port>__<ip>/<port>
+# (pkg/proxy/nftables/proxier.go, servicePortEndpointChainNameBase); IPv6 colons written as dots.
+_NFT_ENDPOINT_CHAIN = re.compile(r"^endpoint-[A-Z0-9]{8}-.*__(.+)/(\d+)$")
+
+
+def missing_endpoint(chain: str, comment: str | None) -> tuple[IPAddress, int] | None:
+    """The endpoint a kube-proxy endpoint chain that is not in the dump DNATs to: from the comment of the rule that
+    jumps to a KUBE-SEP- chain, or from an nftables endpoint- chain's name."""
+    if chain.startswith("KUBE-SEP-"):
+        m = _SEP_COMMENT.search(comment or "")
+        if m is None:
+            return None
+        host, _, port = m.group(1).rpartition(":")
+        try:
+            return ipaddress.ip_address(host.strip("[]")), int(port)
+        except ValueError:
+            return None
+    n = _NFT_ENDPOINT_CHAIN.match(chain)
+    if n is None:
+        return None
+    for cand in (n.group(1), n.group(1).replace(".", ":")):
+        try:
+            return ipaddress.ip_address(cand), int(n.group(2))
+        except ValueError:
+            continue
+    return None
+
+
+def route_localnet(rules: Ruleset | NftRuleset) -> tuple[bool, str]:
+    """kube-proxy (iptables mode) turns route_localnet on for localhost NodePorts and then blocks incoming localnet
+    connections in KUBE-FIREWALL (pkg/proxy/iptables/proxier.go); that rule says it is on. nft shows the
+    rule without its comment; kube-proxy's nftables mode never turns it on."""
+    if isinstance(rules, NftRuleset):
+        return (any(("localnet" in (r.comment or "")) or "ip daddr 127.0.0.0/8" in r.text
+                    for t in rules.tables.values() for c in t.chains.values() if c.name == "KUBE-FIREWALL"
+                    for r in c.rules),
+                "kube-proxy's nftables mode does not turn it on")
+    c = rules.chain("filter", "KUBE-FIREWALL")
+    on = c is not None and any("block incoming localnet connections" in r.text for r in c.raw)
+    return on, "inferred: no kube-proxy 'block incoming localnet connections' rule"
+
+
+HINTS = Hints(writer="kube-proxy", route_localnet=route_localnet,
+              mark_chains={"KUBE-MARK-MASQ": MASQUERADE_MARK, "mark-for-masquerade": MASQUERADE_MARK,
+                           "KUBE-MARK-DROP": DROP_MARK},
+              hairpin_mark=MASQUERADE_MARK, endpoint=missing_endpoint)
+
+
+def trace_iptables(rs: Ruleset, pkt: Packet, node: NodeFacts | None = None, *,
+                   kube_version: object = None) -> TraceResult:
+    """kube-proxy's iptables mode (or any iptables rules): every fate of `pkt`, with kube-proxy's notes.
+    `kube_version` is recorded: iptables-mode rules show all that depends on it."""
+    result = iptables_trace(rs, pkt, node, HINTS)
+    result.notes = iptables_notes(rs, pkt, result.outcomes)
+    result.nowhere = bool(result.notes)
+    result.kube_version = kube_version
+    return result
+
+
+def trace_nft(rs: NftRuleset, pkt: Packet, node: NodeFacts | None = None, *,
+              kube_version: object = None) -> TraceResult:
+    """kube-proxy's nftables mode (or any nftables ruleset): every fate of `pkt`, with kube-proxy's notes.
+    `kube_version` is recorded: kube-proxy's nftables rules show all that depends on it."""
+    result = nft_trace(rs, pkt, node, HINTS)
+    result.notes, result.nowhere = nft_notes(rs, pkt, result.outcomes)
+    result.kube_version = kube_version
+    return result
+
+
+def trace_ipvs(ipvs_table: IPVSTable, iptables_ruleset: Ruleset | None, packet: Packet, node: NodeFacts | None = None,
+               *, kube_version: object = None) -> TraceResult:
+    """Every fate of `packet` on a node in IPVS mode, with probabilities summing to 1.
+
+    `iptables_ruleset` is the node's iptables-save (kube-proxy's companion rules), or None when only
+    the IPVS table is known. `node.ipsets` (from `ipset save`) decides `-m set`; the sets it lacks
+    are inferred from the IPVS table. `kube_version` ("1.26", "v1.29.2", (1, 26)) decides what
+    kube-proxy does where the dump is silent (KUBE-IPVS-FILTER when the filter table is missing).
+    """
+    node = node or NodeFacts()
+    try:
+        version = None if kube_version is None else parse_version(kube_version)  # type: ignore[arg-type]
+    except ValueError as e:
+        raise InputError(str(e)) from None
+    given = iptables_ruleset is not None
+    rs = iptables_ruleset if iptables_ruleset is not None else Ruleset(source="<no iptables rules>",
+                                                                       family=packet.family)
+    if given and rs.rule_count and rs.family != packet.family:
+        raise InputError(f"the packet is IPv{packet.family} but the iptables dump holds IPv{rs.family} rules",
+                         source=rs.source)
+    lay = layout(ipvs_table, node.local_ips)
+    warnings: list[Warn] = list(ipvs_table.warnings) + (list(rs.warnings) if given else [])
+    if given:
+        rs, added = _complete_kube_hooks(rs)
+        if added:
+            warnings.append(Warn(f"nothing in the dump jumps to {', '.join(added)} (a partial paste): walked as if "
+                                 "kube-proxy's jumps were there (certain: false)", rs.source, None, "missing-chain"))
+    filters = None if version is None else has(version, "ipvs-filter-chain")
+    ctx = IPVSContext(ipvs_table, lay.vips, filters, "" if version is None else
+                      f"kube-proxy {version[0]}.{version[1]} writes KUBE-IPVS-FILTER (the filter table is not in the "
+                      "dump)")
+    ipsets = dict(node.ipsets)
+    if given:
+        names = ipset_names_in_rules([raw.text for c in rs.iter_chains() for raw in c.raw])
+        missing = {n for n in names if n not in ipsets and n in INFERRED_SETS}
+        if missing:
+            ipsets.update(infer_kube_ipsets(ipvs_table, node.local_ips, missing))
+            ctx.inferred = missing
+            warnings.append(Warn(f"no `ipset save` for {', '.join(sorted(missing))}: inferred from the IPVS table "
+                                 "(ClusterIPs = virtual servers on non-node addresses; outcomes that depend on "
+                                 "them are certain: false)", ipvs_table.source, None, "ipset-inferred"))
+        unknown = sorted(n for n in names if n not in ipsets)
+        if unknown:
+            warnings.append(Warn(f"ipsets {', '.join(unknown)} are neither given nor kube-proxy IPVS sets svctrace "
+                                 "can infer: matches on them are shown both ways", rs.source, None, "ipset"))
+        ctx.no_nat = "nat" not in rs.tables
+        has_filter_chain = rs.chain("filter", "KUBE-IPVS-FILTER") is not None
+        if "filter" not in rs.tables:
+            ctx.synthetic_filter = True
+        elif version is not None and filters and not has_filter_chain:
+            warnings.append(Warn(f"kube-proxy {version[0]}.{version[1]} writes a KUBE-IPVS-FILTER chain but the "
+                                 "filter table of the dump has none", rs.source, None, "version"))
+        elif version is not None and not filters and has_filter_chain:
+            warnings.append(Warn(f"the dump has KUBE-IPVS-FILTER, which kube-proxy writes only since 1.26, but "
+                                 f"the version given is {version[0]}.{version[1]}", rs.source, None, "version"))
+    else:
+        ctx.synthetic_filter = True
+    eff = dataclasses.replace(node, local_ips=frozenset(set(node.local_ips) | ipvs_table.addresses()),
+                              ipsets=ipsets)
+    outcomes, walk_warnings = walk(ctx, rs, packet, eff, HINTS)
+    notes = ipvs_notes(ctx, lay, version, given, packet, outcomes)
+    return TraceResult(packet, outcomes, warnings + walk_warnings, rs, notes, nowhere=ctx.node_stack,
+                       kube_version=kube_version)
+
+
+def trace_dataplane(dp: Dataplane, pkt: Packet, facts: NodeFacts, kube_version: str | None = None) -> TraceResult:
+    """Walk a node's dataplane (as `load_dataplane` read it) the way its kube-proxy mode decides; every mode is
+    given `kube_version` and records it on the result."""
+    facts.ipsets.update(dp.ipsets)
+    if dp.mode == "ipvs":
+        return trace_ipvs(dp.ipvs, dp.iptables, pkt, facts, kube_version=kube_version)
+    if dp.mode == "nftables":
+        return trace_nft(dp.nft, pkt, facts, kube_version=kube_version)
+    assert dp.iptables is not None
+    return trace_iptables(dp.iptables, pkt, facts, kube_version=kube_version)
+
+
+def _complete_kube_hooks(rs: Ruleset) -> tuple[Ruleset, list[str]]:
+    """A paste of some chains only (`iptables -t nat -L KUBE-SERVICES`) has kube-proxy's chains but not
+    the built-in rules that reach them. Add kube-proxy's jumps (pkg/proxy/ipvs/proxier.go,
+    iptablesJumpChain: nat OUTPUT and PREROUTING -> KUBE-SERVICES, nat POSTROUTING -> KUBE-POSTROUTING,
+    filter INPUT -> KUBE-IPVS-FILTER) to a copy when nothing jumps to a chain that has rules."""
+    wanted = {"nat": {"PREROUTING": "KUBE-SERVICES", "OUTPUT": "KUBE-SERVICES", "POSTROUTING": "KUBE-POSTROUTING"},
+              "filter": {"INPUT": "KUBE-IPVS-FILTER"}}
+    tables = dict(rs.tables)
+    added: list[str] = []
+    for tname, hooks in wanted.items():
+        t = rs.tables.get(tname)
+        if t is None:
+            continue
+        texts = [raw.text for c in t.chains.values() for raw in c.raw]
+        chains = dict(t.chains)
+        for hook, target in hooks.items():
+            tc = t.chains.get(target)
+            if tc is None or not len(tc) or any(re.search(rf"\s-[jg]\s+{target}(\s|$)", x) for x in texts):
+                continue
+            old = t.chains.get(hook)
+            c = Chain(tname, hook, policy=old.policy if old else "ACCEPT", decl_line=old.decl_line if old else None)
+            c.raw = [RawRule(0, f'-A {hook} -m comment --comment "{HOOKED}" -j {target}'), *(old.raw if old else [])]
+            c._parse = _parser(rs.family)
+            chains[hook] = c
+            if target not in added:
+                added.append(target)
+        if chains != t.chains:
+            tables[tname] = Table(tname, chains, t.line)
+    if not added:
+        return rs, []
+    return dataclasses.replace(rs, tables=tables), added
+
+
+def _parser(family: int) -> Callable[[Chain], list[Rule]]:
+    def parse(chain: Chain) -> list[Rule]:
+        rules: list[Rule] = []
+        for raw in chain.raw:
+            for r in parse_rule(chain.table, chain.name, raw, family):
+                r.index = len(rules) + 1
+                rules.append(r)
+        return rules
+
+    return parse
