@@ -1,4 +1,4 @@
-"""Snapshot bundles (shared/spec/snapshot-format.md): a directory or a .tar.gz of one.
+"""Snapshot bundles (docs/snapshots.md): a directory or a .tar.gz of one.
 
 Reading is pure (files and tar archives only). A bundle with missing files still loads; a damaged
 file is reported with its path and line; unknown files are ignored.
