@@ -10,7 +10,6 @@ from importlib import resources
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
 from svctrace.cli import app, emit_json
 from svctrace.dataplane.contract import TraceResult
@@ -212,6 +211,8 @@ def trace_cmd(
     if output is Output.json:
         emit_json(result.to_json(), result.warnings)
     else:
+        from rich.console import Console
+
         from svctrace.render.text import render_trace
 
         render_trace(result, Console(highlight=False))
