@@ -48,7 +48,7 @@ complete -c svctrace -n '__fish_seen_subcommand_from simulate' -l output-dir -s 
 complete -c svctrace -n '__fish_seen_subcommand_from simulate' -l help -s h -d 'Show help'
 complete -c svctrace -n '__fish_use_subcommand' -a trace -d 'Walk one packet through one nodes dataplane (iptables, nftables or IPVS)'
 complete -c svctrace -n '__fish_seen_subcommand_from trace' -l src -s s -r -F -d 'Source IP of the packet (default with --from-node: the first --local-ip)'
-complete -c svctrace -n '__fish_seen_subcommand_from trace' -l dst -s d -r -F -d 'Destination IP of the packet'
+complete -c svctrace -n '__fish_seen_subcommand_from trace' -l dst -s d -r -F -d 'Destination IP of the packet (required, unless --batch)'
 complete -c svctrace -n '__fish_seen_subcommand_from trace' -l proto -s p -r -a 'tcp udp sctp icmp' -d 'Protocol'
 complete -c svctrace -n '__fish_seen_subcommand_from trace' -l dport -r -F -d 'Destination port (tcp, udp, sctp)'
 complete -c svctrace -n '__fish_seen_subcommand_from trace' -l sport -r -F -d 'Source port, when a rule depends on it'
@@ -62,6 +62,7 @@ complete -c svctrace -n '__fish_seen_subcommand_from trace' -l table -s t -r -F 
 complete -c svctrace -n '__fish_seen_subcommand_from trace' -l no-route-localnet -l route-localnet -d 'net'
 complete -c svctrace -n '__fish_seen_subcommand_from trace' -l kube-version -r -F -d 'kube-proxy version, where behaviour differs and the dump does not say (IPVS ping before/after 1'
 complete -c svctrace -n '__fish_seen_subcommand_from trace' -l demo -d 'Use the bundled example dump (node IP 192'
+complete -c svctrace -n '__fish_seen_subcommand_from trace' -l batch -r -F -d 'Many packets, one load: a file (or - for stdin) with one JSON object per line, fields named like the flags (src, dst, proto, dport, '
 complete -c svctrace -n '__fish_seen_subcommand_from trace' -l output -s o -r -a 'text json' -d 'Output format'
 complete -c svctrace -n '__fish_seen_subcommand_from trace' -l help -s h -d 'Show help'
 complete -c svctrace -n '__fish_seen_subcommand_from trace' -F

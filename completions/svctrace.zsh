@@ -73,7 +73,7 @@ _svctrace() {
     trace)
       _arguments \
         {--src,-s}'[Source IP of the packet (default with --from-node: the first --local-ip)]:value:_files' \
-        {--dst,-d}'[Destination IP of the packet]:value:_files' \
+        {--dst,-d}'[Destination IP of the packet (required, unless --batch)]:value:_files' \
         {--proto,-p}'[Protocol]:value:(tcp udp sctp icmp)' \
         '--dport[Destination port (tcp, udp, sctp)]:value:_files' \
         '--sport[Source port, when a rule depends on it]:value:_files' \
@@ -87,6 +87,7 @@ _svctrace() {
         {--no-route-localnet,--route-localnet}'[net]' \
         '--kube-version[kube-proxy version, where behaviour differs and the dump does not say (IPVS ping before/after 1]:value:_files' \
         '--demo[Use the bundled example dump (node IP 192]' \
+        '--batch[Many packets, one load: a file (or - for stdin) with one JSON object per line, fields named like the flags (src, dst, proto, dport, ]:value:_files' \
         {--output,-o}'[Output format]:value:(text json)' \
         {--help,-h}'[Show help]' \
         '*:file:_files'

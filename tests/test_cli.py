@@ -208,3 +208,46 @@ def test_trace_rejects_a_bad_kube_version_in_every_mode() -> None:
     p = run("trace", "--demo", "--src", "10.0.0.2", "--dst", "172.30.0.41", "--dport", "80", "--kube-version", "latest")
     assert p.returncode == 2 and "--kube-version: not a Kubernetes version: 'latest'" in p.stderr
     assert len(p.stderr.strip().splitlines()) == 1
+
+
+# -- trace --batch: many questions on one load ----------------------------------------------------------------
+
+BATCH = [
+    {"src": "10.0.0.2", "dst": "172.30.0.41", "dport": 80},
+    {"src": "10.244.1.5", "dst": "172.30.0.41", "proto": "udp", "dport": 53},
+    {"from_node": True, "dst": "172.30.0.41", "dport": 80},
+]
+
+
+def test_batch_answers_each_line_as_one_question_would(tmp_path: Path) -> None:
+    qfile = tmp_path / "q.jsonl"
+    qfile.write_text("".join(json.dumps(q) + "\n" for q in BATCH))
+    p = run("trace", "--demo", "--batch", str(qfile))
+    answers = p.stdout.splitlines()
+    assert len(answers) == len(BATCH), p.stderr
+    codes = []
+    for q, line in zip(BATCH, answers, strict=True):
+        args = ["--from-node"] if q.get("from_node") else ["--src", str(q["src"])]
+        one = run("trace", "--demo", *args, "--dst", str(q["dst"]), "--proto", str(q.get("proto", "tcp")),
+                  "--dport", str(q["dport"]), "-o", "json")
+        assert json.loads(line) == json.loads(one.stdout)
+        codes.append(one.returncode)
+    assert p.returncode == max(codes)
+
+
+def test_batch_bad_lines_answer_with_their_number_and_the_run_goes_on() -> None:
+    lines = ['{"src": "10.0.0.2", "dst": "172.30.0.41", "dport": 80}', "", "not json",
+             '{"src": "10.0.0.2", "dst": "172.30.0.41", "dport": "80"}', '{"dst": "172.30.0.41", "port": 80}',
+             '{"src": "10.0.0.2", "dst": "172.30.0.41"}', '{"src": "10.0.0.2", "dst": "172.30.0.41", "dport": 80}']
+    p = run("trace", "--demo", "--batch", "-", stdin="\n".join(lines) + "\n")
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    docs = [json.loads(x) for x in p.stdout.splitlines()]
+    assert [d.get("line") for d in docs] == [None, 3, 4, 5, 6, None]
+    assert "not JSON" in docs[1]["error"] and "dport: expected int" in docs[2]["error"]
+    assert "unknown field 'port'" in docs[3]["error"] and "missing --dport" in docs[4]["error"]
+    assert docs[0] == docs[5] and docs[0]["outcomes"]
+
+
+def test_dst_is_still_required_without_batch() -> None:
+    p = run("trace", "--demo", "--src", "10.0.0.2")
+    assert p.returncode == 2 and "Missing option '--dst'" in p.stderr

@@ -8,7 +8,7 @@ import pytest
 import typer.main
 from doctool import DOCS, blocks, run_command
 
-from svctrace.cli import app
+from svctrace.cli import load_commands
 
 PAGES = sorted(DOCS.glob("*.md"))
 CASES = [(p, cmd, out) for p in PAGES for cmd, out in blocks(p)]
@@ -17,7 +17,7 @@ if not CASES:
 
 # The commands the CLI registers, read from the typer app itself (a new command is checked without editing
 # this file).
-COMMANDS = sorted(typer.main.get_command(app).commands)  # type: ignore[attr-defined]
+COMMANDS = sorted(typer.main.get_command(load_commands()).commands)  # type: ignore[attr-defined]
 
 # A command documented on a page not named after it; every other command `x` has docs/x.md.
 PAGE_OF = {"learn": "cka-guide.md"}

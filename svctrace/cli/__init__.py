@@ -55,8 +55,34 @@ def error(message: str, code: int = 2) -> None:
     sys.exit(code)
 
 
+# Each command lives in the module of its name and registers itself on `app` when imported; in this order
+# (the order of `svctrace --help`).  A run imports only its command's module, so `svctrace trace` never loads
+# the kubernetes client, paramiko or Textual (issue 13: start-up is part of what a user pays).
+COMMANDS = ("collect", "explain", "learn", "simulate", "trace", "tui")
+
+
+def load_commands(*names: str) -> typer.Typer:
+    """Register the named commands (every command when none is named) on `app`, and return it."""
+    import importlib
+
+    for name in names or COMMANDS:
+        importlib.import_module(f"svctrace.cli.{name}")
+    return app
+
+
+def _command_of(argv: list[str]) -> str | None:
+    """The command a command line runs, when it names one of ours before anything else (else None: --help,
+    --version, a typo, ... which need every command)."""
+    first = next((a for a in argv if not a.startswith("-")), None)
+    if first is None or first not in COMMANDS or argv.index(first) != 0:
+        return None
+    return first
+
+
 def main() -> None:
     try:
+        command = _command_of(sys.argv[1:])
+        load_commands(*([command] if command else []))
         app(standalone_mode=True)
     except SvctraceError as e:
         error(str(e), e.exit_code)
@@ -74,11 +100,3 @@ def main() -> None:
             raise
         error(f"internal error: {type(e).__name__}: {e} (run with SVCTRACE_DEBUG=1 for details, and please "
               "report it with the input that caused it)", 70)
-
-
-from svctrace.cli import collect as _collect  # noqa: E402,F401  (registers the commands)
-from svctrace.cli import explain as _explain  # noqa: E402,F401
-from svctrace.cli import learn as _learn  # noqa: E402,F401
-from svctrace.cli import simulate as _simulate  # noqa: E402,F401
-from svctrace.cli import trace as _trace  # noqa: E402,F401
-from svctrace.cli import tui as _tui  # noqa: E402,F401

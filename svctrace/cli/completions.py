@@ -13,14 +13,14 @@ from typing import Any
 
 import typer.main
 
-from svctrace.cli import app
+from svctrace.cli import load_commands
 
 # Typer builds a click-style command tree (click itself may be vendored); read it by duck typing.
 Command = Any
 
 
 def _commands() -> dict[str, Command]:
-    group = typer.main.get_command(app)
+    group = typer.main.get_command(load_commands())
     cmds = getattr(group, "commands", {})
     return {name: cmds[name] for name in sorted(cmds)}
 

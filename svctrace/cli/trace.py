@@ -8,9 +8,9 @@ import sys
 from enum import StrEnum
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import typer
-from rich.console import Console
 
 from svctrace.cli import app, emit_json
 from svctrace.dataplane.contract import TraceResult
@@ -90,15 +90,15 @@ def _addresses(text: str) -> list[str]:
         return re.findall(r"\binet6?\s+([0-9a-fA-F.:]+)/", text)
 
 
-def trace_inputs(inputs: list[tuple[str, str]], pkt: Packet, facts: NodeFacts, *, table: str | None = None,
-                 kube_version: str | None = None) -> TraceResult:
-    """Sniff each dump and walk the dataplane they describe (iptables, or IPVS with its iptables rules)."""
+def dataplane_of(inputs: list[tuple[str, str]], family: int, *, table: str | None = None) -> Dataplane:
+    """Sniff each dump and load the dataplane they describe for a packet of this family (iptables, nftables,
+    or IPVS with its iptables rules)."""
     kinds = [sniff_input(t, n) for t, n in inputs]
     nft = [x for x, k in zip(inputs, kinds, strict=True) if k == "nft"]
     ipvs = [x for x, k in zip(inputs, kinds, strict=True) if k == "ipvsadm"]
     ipt = [x for x, k in zip(inputs, kinds, strict=True) if k not in ("nft", "ipvsadm")]
-    family_files = [(t, n) for t, n in ipt if not (pkt.family == 4 and n.endswith(("ip6tables-save",
-                                                                                    "ip6tables-legacy-save")))]
+    family_files = [(t, n) for t, n in ipt if not (family == 4 and n.endswith(("ip6tables-save",
+                                                                               "ip6tables-legacy-save")))]
     ruleset = None
     if family_files:
         if len(family_files) > 1:
@@ -111,20 +111,24 @@ def trace_inputs(inputs: list[tuple[str, str]], pkt: Packet, facts: NodeFacts, *
         from svctrace.dataplane.ipvs import load_ipvs
 
         itext, iname = ipvs[0]
-        dp = Dataplane("ipvs", "", iname, iptables=ruleset, ipvs=load_ipvs(itext, iname))
-    elif nft:
+        return Dataplane("ipvs", "", iname, iptables=ruleset, ipvs=load_ipvs(itext, iname))
+    if nft:
         from svctrace.dataplane.nftables import load_nft
 
         if ruleset is not None:
             sys.stderr.write("svctrace: warning: an nftables ruleset and an iptables dump were given; walking the "
                              "nftables ruleset (iptables-nft rules appear in it as `ip filter`/`ip nat` tables)\n")
         text, name = nft[0]
-        dp = Dataplane("nftables", "", name, nft=load_nft(text, name))
-    elif ruleset is None:
+        return Dataplane("nftables", "", name, nft=load_nft(text, name))
+    if ruleset is None:
         raise InputError("no iptables or IPVS dump among the inputs")
-    else:
-        dp = Dataplane("iptables", "", ruleset.source, iptables=ruleset)
-    return trace_dataplane(dp, pkt, facts, kube_version=kube_version)
+    return Dataplane("iptables", "", ruleset.source, iptables=ruleset)
+
+
+def trace_inputs(inputs: list[tuple[str, str]], pkt: Packet, facts: NodeFacts, *, table: str | None = None,
+                 kube_version: str | None = None) -> TraceResult:
+    """Sniff each dump and walk the dataplane they describe (iptables, or IPVS with its iptables rules)."""
+    return trace_dataplane(dataplane_of(inputs, pkt.family, table=table), pkt, facts, kube_version=kube_version)
 
 
 def demo_dump() -> tuple[str, str]:
@@ -134,12 +138,14 @@ def demo_dump() -> tuple[str, str]:
 
 @app.command("trace")
 def trace_cmd(
+    ctx: typer.Context,
     dump: list[str] = typer.Argument(None, help="Dumps of one node: iptables-save / -S / -L, ipvsadm -Sn/-Ln, "
                                      "ipset save (several files may be given), a snapshot's nodes/NAME directory, "
                                      "or - for stdin.", show_default=False),
     src: str | None = typer.Option(None, "--src", "-s", help="Source IP of the packet (default with --from-node: "
                                    "the first --local-ip)."),
-    dst: str = typer.Option(..., "--dst", "-d", help="Destination IP of the packet."),
+    dst: str | None = typer.Option(None, "--dst", "-d", help="Destination IP of the packet (required, unless "
+                                   "--batch)."),
     proto: Proto = typer.Option(Proto.tcp, "--proto", "-p", help="Protocol."),
     dport: int | None = typer.Option(None, "--dport", help="Destination port (tcp, udp, sctp)."),
     sport: int | None = typer.Option(None, "--sport", help="Source port, when a rule depends on it."),
@@ -161,10 +167,15 @@ def trace_cmd(
     kube_version: str | None = typer.Option(None, "--kube-version", help="kube-proxy version, where behaviour "
                                             "differs and the dump does not say (IPVS ping before/after 1.26); every mode's walk is given it."),
     demo: bool = typer.Option(False, "--demo", help="Use the bundled example dump (node IP 192.168.0.2)."),
+    batch: str | None = typer.Option(None, "--batch", help="Many packets, one load: a file (or - for stdin) with "
+                                     "one JSON object per line, fields named like the flags (src, dst, proto, "
+                                     "dport, ...; the flags give defaults); one JSON answer per line."),
     output: Output = typer.Option(Output.text, "--output", "-o", help="Output format."),
 ) -> None:
     """Walk one packet through one node's dataplane (iptables, nftables or IPVS): every outcome, its probability and
     the rules that decided it."""
+    if dst is None and batch is None:
+        raise _missing_option(ctx, "--dst")
     if demo and dump:
         raise InputError("give a DUMP or --demo, not both")
     if not demo and not dump:
@@ -189,6 +200,39 @@ def trace_cmd(
                 facts = NodeFacts.make(local_ips=_addresses(t), route_localnet=route_localnet,
                                        returning_client=returning_client, ipsets=facts.ipsets)
     inputs = [(t, n) for t, n in inputs if not is_address_file(n)]
+    if batch is not None:
+        if batch == "-" and "-" in (dump or []):
+            raise InputError("--batch - and DUMP - both read stdin: give one of them as a file")
+        flags = {"src": src, "dst": dst, "proto": proto.value, "dport": dport, "sport": sport, "from_node": from_node,
+                 "in_iface": iif, "out_iface": oif, "returning_client": returning_client,
+                 "route_localnet": route_localnet, "kube_version": kube_version}
+        raise typer.Exit(run_batch(inputs, batch, flags, facts, table=table))
+    assert dst is not None
+    pkt = make_packet(src, dst, proto.value, dport, sport, from_node, iif, oif, facts, kube_version)
+    result = trace_inputs(inputs, pkt, facts, table=table, kube_version=kube_version)
+    if output is Output.json:
+        emit_json(result.to_json(), result.warnings)
+    else:
+        from rich.console import Console
+
+        from svctrace.render.text import render_trace
+
+        render_trace(result, Console(highlight=False))
+    raise typer.Exit(result.exit_code)
+
+
+def _missing_option(ctx: typer.Context, name: str) -> Exception:
+    """The usage error click gives for a missing required option (--dst is required unless --batch): the same
+    message and exit code as before --batch made it optional."""
+    param = next(p for p in ctx.command.params if name in getattr(p, "opts", ()))
+    missing: Any = getattr(sys.modules[typer.BadParameter.__module__], "MissingParameter")  # noqa: B009
+    error: Exception = missing(ctx=ctx, param=param)
+    return error
+
+
+def make_packet(src: str | None, dst: str, proto: str, dport: int | None, sport: int | None, from_node: bool,
+                iif: str | None, oif: str | None, facts: NodeFacts, kube_version: str | None) -> Packet:
+    """The packet a question describes (flags, or a --batch line), checked as the flags are."""
     if src is None:
         if not from_node:
             raise InputError("missing --src (or --from-node with a --local-ip)")
@@ -197,7 +241,7 @@ def trace_cmd(
             raise InputError("--from-node needs --src or a --local-ip to send from")
         src = str(mine[0])
     try:
-        pkt = Packet.make(src=src, dst=dst, proto=proto.value, dport=dport, sport=sport,
+        pkt = Packet.make(src=src, dst=dst, proto=proto, dport=dport, sport=sport,
                           origin="local" if from_node else None, iif=iif, oif=oif, local_ips=facts.local_ips)
     except ValueError as e:
         raise InputError(str(e)) from None
@@ -208,14 +252,99 @@ def trace_cmd(
             parse_version(kube_version)
         except ValueError as e:
             raise InputError(f"--kube-version: {e}") from None
-    result = trace_inputs(inputs, pkt, facts, table=table, kube_version=kube_version)
-    if output is Output.json:
-        emit_json(result.to_json(), result.warnings)
-    else:
-        from svctrace.render.text import render_trace
+    return pkt
 
-        render_trace(result, Console(highlight=False))
-    raise typer.Exit(result.exit_code)
+
+# --batch: the fields of a line, with the type each takes (named like the flags, `_` for `-`).
+BATCH_FIELDS: dict[str, tuple[type, ...]] = {
+    "src": (str,), "dst": (str,), "proto": (str,), "dport": (int,), "sport": (int,), "from_node": (bool,),
+    "local_ip": (list, str), "in_iface": (str,), "out_iface": (str,), "returning_client": (bool,),
+    "route_localnet": (bool,), "kube_version": (str,),
+}
+
+
+def batch_question(line: str, flags: dict[str, Any], base: NodeFacts) -> tuple[Packet, NodeFacts, str | None]:
+    """A --batch line (a JSON object) as a packet and the node facts it is asked under; the flags give defaults."""
+    import dataclasses
+
+    try:
+        doc = json.loads(line)
+    except ValueError as e:
+        raise InputError(f"not JSON: {e}") from None
+    if not isinstance(doc, dict):
+        raise InputError("expected a JSON object, like {\"src\": \"10.244.1.5\", \"dst\": \"10.96.0.10\", "
+                         "\"proto\": \"udp\", \"dport\": 53}")
+    for k, v in doc.items():
+        kinds = BATCH_FIELDS.get(k)
+        if kinds is None:
+            raise InputError(f"unknown field {k!r} (fields: {', '.join(BATCH_FIELDS)})")
+        if v is not None and (not isinstance(v, kinds) or (bool not in kinds and isinstance(v, bool))):
+            raise InputError(f"{k}: expected {' or '.join(t.__name__ for t in kinds)}, got {json.dumps(v)}")
+    q = {**flags, **{k: v for k, v in doc.items() if v is not None}}
+    if q.get("dst") is None:
+        raise InputError("missing dst")
+    proto = str(q.get("proto") or "tcp")
+    if proto not in Proto.__members__:
+        raise InputError(f"proto: {proto!r} is not one of {', '.join(Proto.__members__)}")
+    local = doc.get("local_ip")
+    try:
+        if local is not None:
+            facts = NodeFacts.make(local_ips=[local] if isinstance(local, str) else [str(x) for x in local],
+                                   route_localnet=q["route_localnet"],
+                                   returning_client=bool(q["returning_client"]), ipsets=base.ipsets)
+        else:
+            facts = dataclasses.replace(base, route_localnet=q["route_localnet"],
+                                        returning_client=bool(q["returning_client"]), ipsets=dict(base.ipsets))
+    except ValueError as e:
+        raise InputError(f"local_ip: {e}") from None
+    kube_version = q.get("kube_version")
+    pkt = make_packet(q.get("src"), str(q["dst"]), proto, q.get("dport"), q.get("sport"),
+                      bool(q.get("from_node")), q.get("in_iface"), q.get("out_iface"),
+                      facts, kube_version)
+    return pkt, facts, kube_version
+
+
+def run_batch(inputs: list[tuple[str, str]], path: str, flags: dict[str, Any], base: NodeFacts, *,
+              table: str | None = None) -> int:
+    """`trace --batch`: the dump is loaded once (per address family); each line of `path` is one question, each
+    answer one JSON line on stdout (a line that cannot be asked: {"line": N, "error": ...}). Returns the worst exit
+    code."""
+    stream = sys.stdin if path == "-" else None
+    if stream is None:
+        try:
+            stream = open(path, encoding="utf-8")  # noqa: SIM115  (closed below)
+        except OSError as e:
+            raise InputError(f"cannot read it: {e.strerror}", source=path) from None
+    loaded: dict[int, Dataplane] = {}
+    seen: set[str] = set()
+    worst = 0
+    out = sys.stdout
+    try:
+        for no, line in enumerate(stream, 1):
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            try:
+                pkt, facts, kube_version = batch_question(line, flags, base)
+                dp = loaded.get(pkt.family)
+                if dp is None:
+                    dp = loaded[pkt.family] = dataplane_of(inputs, pkt.family, table=table)
+                result = trace_dataplane(dp, pkt, facts, kube_version=kube_version)
+            except SvctraceError as e:
+                out.write(json.dumps({"line": no, "error": str(e)}) + "\n")
+                worst = max(worst, e.exit_code)
+                continue
+            out.write(json.dumps(result.to_json()) + "\n")
+            worst = max(worst, result.exit_code)
+            for w in result.warnings:
+                if str(w) not in seen:
+                    seen.add(str(w))
+                    sys.stderr.write(f"svctrace: warning: {w}\n")
+            if path == "-":
+                out.flush()  # an answer as soon as its question, for a program on the other end of a pipe
+    finally:
+        if stream is not sys.stdin:
+            stream.close()
+    return worst
 
 
 __all__ = ["SvctraceError", "trace_cmd"]
