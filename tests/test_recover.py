@@ -8,14 +8,13 @@ from svctrace.dataplane.ipset import parse_ipset
 from svctrace.dataplane.iptables import load_ruleset
 from svctrace.dataplane.ipvs import load_ipvs
 from svctrace.dataplane.nftables import load_nft
-from svctrace.kubeproxy.names import ext_chain, svc_chain
+from svctrace.kubeproxy.names import ext_chain, nft_chain_owner, svc_chain
 from svctrace.kubeproxy.recover import (
     iptables_service_rules,
     ipvs_service_lines,
     nft_chain_label,
     nft_service_chain,
     nft_service_lines,
-    parse_nft_chain,
     per_service_chain,
     recover_iptables,
 )
@@ -84,7 +83,7 @@ def test_a_services_rules_follow_the_jump_graph() -> None:
     ("nat-prerouting", None),
 ])
 def test_nft_chain_names(name: str, want: tuple[str, ...] | None) -> None:
-    got = parse_nft_chain(name)
+    got = nft_chain_owner(name)
     assert (tuple(got) if got else None) == want
 
 
@@ -93,7 +92,7 @@ def test_nft_service_chain_and_lines() -> None:
     rs = nf.parsed("nft.json", load_nft)
     tables = list(rs.tables)
     got = nft_service_chain(rs, tables, "default", "web", "TCP", "http")
-    assert got is not None and parse_nft_chain(got[1]) is not None
+    assert got is not None and nft_chain_owner(got[1]) is not None
     assert nft_chain_label(got[1]) == "service default/web/http"
     lines = nft_service_lines(rs, "default/web", tables)
     assert any(line.startswith(f"add rule {got[0]} {got[1]} ") for line in lines)
