@@ -24,6 +24,7 @@ from svctrace.browse.data import (
     MatchPart,
     RuleView,
     SearchHit,
+    find_named,
     iptables_adapter,
     register_adapter,
 )
@@ -303,30 +304,11 @@ class NftAdapter:
 
     # -- finding --
     def find_chain(self, name: str, prefer_table: str | None = None) -> ChainRef | None:
-        want = name.strip()
-        tables = self.tables()
-        if prefer_table in tables:
-            tables.remove(prefer_table)
-            tables.insert(0, prefer_table)
-
         def names(t: str) -> list[str]:
             tb = self.rs.tables[t]
             return list(tb.chains) + ["@" + s for s in tb.sets]
 
-        bare = want[1:] if want.startswith("@") else want
-        for t in tables:
-            if want in self.rs.tables[t].chains:
-                return ChainRef(t, want)
-            if bare in self.rs.tables[t].sets:
-                return ChainRef(t, "@" + bare)
-        low = want.lower()
-        for test in (lambda c: c.lower() == low or c.lower() == "@" + low,
-                     lambda c: c.lower().startswith(low) or c.lower().startswith("@" + low)):
-            for t in tables:
-                for c in names(t):
-                    if test(c):
-                        return ChainRef(t, c)
-        return None
+        return find_named(self.tables(), names, name, prefer_table, "@")
 
     def search(self, query: str, limit: int = 1000) -> list[SearchHit]:
         q = query.strip().lower()
