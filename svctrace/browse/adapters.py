@@ -24,6 +24,7 @@ from svctrace.browse.data import (
     MatchPart,
     RuleView,
     SearchHit,
+    cached_views,
     find_named,
     iptables_adapter,
     register_adapter,
@@ -176,21 +177,17 @@ class NftAdapter:
 
     # -- rules --
     def rules(self, table: str, chain: str) -> list[RuleView]:
-        ref = ChainRef(table, chain)
-        got = self._views.get(ref)
-        if got is not None:
-            return got
+        return cached_views(self._views, table, chain, self._views_of)
+
+    def _views_of(self, table: str, chain: str) -> list[RuleView]:
         t = self.rs.tables.get(table)
         if t is None:
             return []
         if chain.startswith("@"):
             s = t.sets.get(chain[1:])
-            views = [self._element_view(t, s, i, el) for i, el in enumerate(s.elements, 1)] if s else []
-        else:
-            c = t.chains.get(chain)
-            views = [self._rule_view(t, r) for r in c.rules] if c is not None else []
-        self._views[ref] = views
-        return views
+            return [self._element_view(t, s, i, el) for i, el in enumerate(s.elements, 1)] if s else []
+        c = t.chains.get(chain)
+        return [self._rule_view(t, r) for r in c.rules] if c is not None else []
 
     def _where(self, line: int | None) -> tuple[int, str]:
         if self.json or not line:
@@ -415,27 +412,23 @@ class IPVSAdapter:
 
     # -- rules --
     def rules(self, table: str, chain: str) -> list[RuleView]:
-        ref = ChainRef(table, chain)
-        got = self._views.get(ref)
-        if got is not None:
-            return got
+        return cached_views(self._views, table, chain, self._views_of)
+
+    def _views_of(self, table: str, chain: str) -> list[RuleView]:
         if table == IPVS_TABLE:
             vs = self._by_label.get(chain)
-            views = self._reals(vs) if vs is not None else []
-        elif table == IPSET_TABLE:
+            return self._reals(vs) if vs is not None else []
+        if table == IPSET_TABLE:
             s = self.ipsets.get(chain)
-            views = [RuleView(table=IPSET_TABLE, chain=s.name, index=i, line=line, text=text,
-                              matches=(MatchPart(",".join(member), "addr"),), target=None, target_args="",
-                              target_kind="member", jump=None, comment=None, counters=None,
-                              where=f"ipset line {line}")
-                     for i, (member, (line, text)) in enumerate(zip(s.members, s.member_lines, strict=True), 1)
-                     ] if s is not None else []
-        elif self.iptables is not None:
-            views = [self._with_sets(v) for v in self.iptables.rules(table, chain)]
-        else:
-            views = []
-        self._views[ref] = views
-        return views
+            return [RuleView(table=IPSET_TABLE, chain=s.name, index=i, line=line, text=text,
+                             matches=(MatchPart(",".join(member), "addr"),), target=None, target_args="",
+                             target_kind="member", jump=None, comment=None, counters=None,
+                             where=f"ipset line {line}")
+                    for i, (member, (line, text)) in enumerate(zip(s.members, s.member_lines, strict=True), 1)
+                    ] if s is not None else []
+        if self.iptables is not None:
+            return [self._with_sets(v) for v in self.iptables.rules(table, chain)]
+        return []
 
     def _with_sets(self, v: RuleView) -> RuleView:
         """An iptables rule says which of the node's dumps it is in, and leads to the ipsets it matches on."""

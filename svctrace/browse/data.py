@@ -226,16 +226,11 @@ class IptablesAdapter:
         return self._info(table, chain)
 
     def rules(self, table: str, chain: str) -> list[RuleView]:
-        ref = ChainRef(table, chain)
-        got = self._views.get(ref)
-        if got is not None:
-            return got
+        return cached_views(self._views, table, chain, self._views_of)
+
+    def _views_of(self, table: str, chain: str) -> list[RuleView]:
         c = self.rs.chain(table, chain)
-        if c is None:
-            return []
-        views = [self._view(r) for r in c.rules]
-        self._views[ref] = views
-        return views
+        return [self._view(r) for r in c.rules] if c is not None else []
 
     def rule(self, table: str, chain: str, index: int) -> Rule | None:
         """The parsed rule behind a `RuleView` (its 1-based `index`)."""
@@ -280,6 +275,17 @@ class IptablesAdapter:
 
     def rule_count(self) -> int:
         return self.rs.rule_count
+
+
+def cached_views(views: dict[ChainRef, list[RuleView]], table: str, chain: str,
+                 make: Callable[[str, str], list[RuleView]]) -> list[RuleView]:
+    """A chain's rule views from an adapter's cache `views`, made by `make` on first use (a big chain takes a
+    while, and the browser asks again at every redraw)."""
+    ref = ChainRef(table, chain)
+    got = views.get(ref)
+    if got is None:
+        got = views[ref] = make(table, chain)
+    return got
 
 
 def find_named(tables: list[str], names: Callable[[str], Collection[str]], name: str,
