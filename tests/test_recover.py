@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
 from svctrace.dataplane.ipset import parse_ipset
 from svctrace.dataplane.iptables import load_ruleset
 from svctrace.dataplane.ipvs import load_ipvs
@@ -69,22 +67,6 @@ def test_a_services_rules_follow_the_jump_graph() -> None:
     tables = [r.table for r in rules]
     assert tables == sorted(tables, key=("filter", "nat").index)
     assert not iptables_service_rules(rs, "default/front", ("filter", "nat"))  # a prefix of a name is not it
-
-
-@pytest.mark.parametrize(("name", "want"), [
-    ("service-ULMVA6XW-ns/web/tcp/http", ("service", "ns", "web", "tcp", "http", None)),
-    ("endpoint-5OJB2KTY-ns/web/tcp/__10.180.0.1/80", ("endpoint", "ns", "web", "tcp", "", "10.180.0.1/80")),
-    ("external-ULMVA6XW-ns/web/tcp/", ("external", "ns", "web", "tcp", "", None)),
-    ("service-ULMVA6XW-ns/web/TCP/http", None),  # kube-proxy lower-cases the protocol
-    ("service-ulmva6xw-ns/web/tcp/http", None),  # the hash is base32
-    ("service-ULMVA6X-ns/web/tcp/http", None),
-    ("service-ULMVA6XW-ns/web/tcp/ht_tp", None),
-    ("services", None),
-    ("nat-prerouting", None),
-])
-def test_nft_chain_names(name: str, want: tuple[str, ...] | None) -> None:
-    got = nft_chain_owner(name)
-    assert (tuple(got) if got else None) == want
 
 
 def test_nft_service_chain_and_lines() -> None:
