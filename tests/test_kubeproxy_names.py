@@ -267,6 +267,22 @@ def test_nft_chain_pattern_leaves_other_chains_alone() -> None:
         assert names.nft_chain_owner(chain) is None, chain
 
 
+
+@pytest.mark.parametrize(("name", "want"), [
+    ("service-ULMVA6XW-ns/web/tcp/http", ("service", "ns", "web", "tcp", "http", None)),
+    ("endpoint-5OJB2KTY-ns/web/tcp/__10.180.0.1/80", ("endpoint", "ns", "web", "tcp", "", "10.180.0.1/80")),
+    ("external-ULMVA6XW-ns/web/tcp/", ("external", "ns", "web", "tcp", "", None)),
+    ("service-ULMVA6XW-ns/web/TCP/http", None),  # kube-proxy lower-cases the protocol
+    ("service-ulmva6xw-ns/web/tcp/http", None),  # the hash is base32
+    ("service-ULMVA6X-ns/web/tcp/http", None),
+    ("service-ULMVA6XW-ns/web/tcp/ht_tp", None),
+    ("services", None),
+    ("nat-prerouting", None),
+])
+def test_nft_chain_names(name: str, want: tuple[str, ...] | None) -> None:
+    got = names.nft_chain_owner(name)
+    assert (tuple(got) if got else None) == want
+
 # --- against kube-proxy's own test dumps -----------------------------------------------------------
 
 

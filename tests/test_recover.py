@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import pytest
-
 from svctrace.dataplane.ipset import parse_ipset
 from svctrace.dataplane.iptables import load_ruleset
 from svctrace.dataplane.ipvs import load_ipvs
 from svctrace.dataplane.nftables import load_nft
-from svctrace.kubeproxy.names import ext_chain, svc_chain
+from svctrace.kubeproxy.names import ext_chain, nft_chain_owner, svc_chain
 from svctrace.kubeproxy.recover import (
     iptables_service_rules,
     ipvs_service_lines,
     nft_chain_label,
     nft_service_chain,
     nft_service_lines,
-    parse_nft_chain,
     per_service_chain,
     recover_iptables,
 )
@@ -72,28 +69,12 @@ def test_a_services_rules_follow_the_jump_graph() -> None:
     assert not iptables_service_rules(rs, "default/front", ("filter", "nat"))  # a prefix of a name is not it
 
 
-@pytest.mark.parametrize(("name", "want"), [
-    ("service-ULMVA6XW-ns/web/tcp/http", ("service", "ns", "web", "tcp", "http", None)),
-    ("endpoint-5OJB2KTY-ns/web/tcp/__10.180.0.1/80", ("endpoint", "ns", "web", "tcp", "", "10.180.0.1/80")),
-    ("external-ULMVA6XW-ns/web/tcp/", ("external", "ns", "web", "tcp", "", None)),
-    ("service-ULMVA6XW-ns/web/TCP/http", None),  # kube-proxy lower-cases the protocol
-    ("service-ulmva6xw-ns/web/tcp/http", None),  # the hash is base32
-    ("service-ULMVA6X-ns/web/tcp/http", None),
-    ("service-ULMVA6XW-ns/web/tcp/ht_tp", None),
-    ("services", None),
-    ("nat-prerouting", None),
-])
-def test_nft_chain_names(name: str, want: tuple[str, ...] | None) -> None:
-    got = parse_nft_chain(name)
-    assert (tuple(got) if got else None) == want
-
-
 def test_nft_service_chain_and_lines() -> None:
     nf = SNAP.nodes["node04"]
     rs = nf.parsed("nft.json", load_nft)
     tables = list(rs.tables)
     got = nft_service_chain(rs, tables, "default", "web", "TCP", "http")
-    assert got is not None and parse_nft_chain(got[1]) is not None
+    assert got is not None and nft_chain_owner(got[1]) is not None
     assert nft_chain_label(got[1]) == "service default/web/http"
     lines = nft_service_lines(rs, "default/web", tables)
     assert any(line.startswith(f"add rule {got[0]} {got[1]} ") for line in lines)

@@ -24,6 +24,8 @@ from svctrace.browse.data import (
     MatchPart,
     RuleView,
     SearchHit,
+    cached_views,
+    find_named,
     iptables_adapter,
     register_adapter,
 )
@@ -34,56 +36,14 @@ from svctrace.dataplane.ipvs.schedulers import KNOWN as SCHEDULER_NAMES
 from svctrace.dataplane.nftables import NftRuleset, ir, load_nft
 from svctrace.dataplane.nftables.printer import fmt_element, fmt_expr, fmt_stmt
 from svctrace.errors import InputError, SvctraceError
-from svctrace.kubeproxy.catalog import chain_meaning
-from svctrace.kubeproxy.recover import nft_chain_label, parse_nft_chain
+from svctrace.kubeproxy.catalog import ipset_meaning, nft_chain_meaning, nft_filter_hook_meaning
+from svctrace.kubeproxy.names import nft_chain_owner
+from svctrace.kubeproxy.recover import nft_chain_label
 from svctrace.model.snapshot import NodeFiles
 
 # -- nftables ----------------------------------------------------------------------------------------
 
-# kube-proxy's nftables mode (pkg/proxy/nftables/proxier.go), in plain words.
-NFT_CHAINS: dict[str, str] = {
-    "services": "kube-proxy's entry point: looks the destination up in the @service-ips and @service-nodeports "
-                "verdict maps, which send it to the Service port's chain",
-    "masquerading": "masquerades (source NAT to the node's address) the packets mark-for-masquerade marked, and "
-                    "clears the mark",
-    "mark-for-masquerade": "marks the packet (mark 0x4000) so that the masquerading chain masquerades it on the "
-                           "way out",
-    "reject-chain": "rejects the packet: where @no-endpoint-services and @no-endpoint-nodeports send Services "
-                    "without endpoints",
-    "cluster-ips-check": "rejects traffic to a ClusterIP on a port it does not serve, drops traffic to "
-                         "unallocated ClusterIPs",
-    "firewall-check": "sends traffic to a LoadBalancer IP with source ranges to its firewall chain "
-                      "(@firewall-ips)",
-    "service-endpoints-check": "drops or rejects new connections to Service IPs without endpoints "
-                               "(@no-endpoint-services)",
-    "nodeport-endpoints-check": "drops or rejects new connections to node ports without endpoints "
-                                "(@no-endpoint-nodeports)",
-    "nat-prerouting": "DNAT for packets arriving from the network: jumps to services",
-    "nat-output": "DNAT for packets the node itself sends: jumps to services",
-    "nat-postrouting": "source NAT on the way out: jumps to masquerading",
-}
-NFT_PREFIXES: tuple[tuple[str, str], ...] = (
-    ("service-", "a Service port's load balancer (Cluster traffic policy): numgen picks one endpoint at random"),
-    ("local-", "a Service port's load balancer over this node's endpoints only (Local traffic policy)"),
-    ("external-", "external traffic (NodePort, external IP, LoadBalancer) for a Service port: decides "
-                  "masquerade, then goes to the service chain"),
-    ("firewall-", "a LoadBalancer IP's firewall: only loadBalancerSourceRanges pass"),
-    ("endpoint-", "one endpoint of a Service port: DNAT to the pod (and masquerade when the pod talks to itself)"),
-)
-NFT_FILTER_HOOKS = {"prerouting": "packets arriving, before routing", "input": "packets for the node itself",
-                    "forward": "packets the node routes on", "output": "packets the node itself sends",
-                    "postrouting": "every packet leaving"}
 _COUNTER = re.compile(r"\bcounter packets (\d+) bytes (\d+)")
-
-
-def nft_chain_meaning(name: str) -> str | None:
-    if name in NFT_CHAINS:
-        return NFT_CHAINS[name]
-    for prefix, meaning in NFT_PREFIXES:
-        if name.startswith(prefix) and parse_nft_chain(name):
-            return meaning
-    m = chain_meaning(name)  # an iptables-nft table's KUBE-* chains
-    return m.meaning if m else None
 
 
 def _verdict(v: ir.Verdict) -> tuple[str, str, str | None]:
@@ -121,7 +81,7 @@ def _set_refs(e: object) -> Iterator[str]:
 
 def _short_chain(name: str) -> str:
     """An endpoint chain by its endpoint (`10.244.1.10/8080`), any other chain by its name."""
-    n = parse_nft_chain(name)
+    n = nft_chain_owner(name)
     return n.endpoint if n and n.endpoint else name
 
 
@@ -180,8 +140,8 @@ class NftAdapter:
             prio = c.priority_text if c.priority_text is not None else c.priority
             note = f"{c.type or '?'} {c.hook} {prio}"
             base = f"base chain: type {c.type or '?'} hook {c.hook} priority {prio}; policy {c.policy or 'accept'}"
-            if c.type == "filter" and c.hook in NFT_FILTER_HOOKS and not meaning:
-                meaning = NFT_FILTER_HOOKS[c.hook]
+            if c.type == "filter" and not meaning:
+                meaning = nft_filter_hook_meaning(c.hook)
             meaning = base + (f"; {meaning}" if meaning else "")
         if c.comment:
             meaning = (meaning + " " if meaning else "") + f"“{c.comment}”"
@@ -217,21 +177,17 @@ class NftAdapter:
 
     # -- rules --
     def rules(self, table: str, chain: str) -> list[RuleView]:
-        ref = ChainRef(table, chain)
-        got = self._views.get(ref)
-        if got is not None:
-            return got
+        return cached_views(self._views, table, chain, self._views_of)
+
+    def _views_of(self, table: str, chain: str) -> list[RuleView]:
         t = self.rs.tables.get(table)
         if t is None:
             return []
         if chain.startswith("@"):
             s = t.sets.get(chain[1:])
-            views = [self._element_view(t, s, i, el) for i, el in enumerate(s.elements, 1)] if s else []
-        else:
-            c = t.chains.get(chain)
-            views = [self._rule_view(t, r) for r in c.rules] if c is not None else []
-        self._views[ref] = views
-        return views
+            return [self._element_view(t, s, i, el) for i, el in enumerate(s.elements, 1)] if s else []
+        c = t.chains.get(chain)
+        return [self._rule_view(t, r) for r in c.rules] if c is not None else []
 
     def _where(self, line: int | None) -> tuple[int, str]:
         if self.json or not line:
@@ -345,30 +301,11 @@ class NftAdapter:
 
     # -- finding --
     def find_chain(self, name: str, prefer_table: str | None = None) -> ChainRef | None:
-        want = name.strip()
-        tables = self.tables()
-        if prefer_table in tables:
-            tables.remove(prefer_table)
-            tables.insert(0, prefer_table)
-
         def names(t: str) -> list[str]:
             tb = self.rs.tables[t]
             return list(tb.chains) + ["@" + s for s in tb.sets]
 
-        bare = want[1:] if want.startswith("@") else want
-        for t in tables:
-            if want in self.rs.tables[t].chains:
-                return ChainRef(t, want)
-            if bare in self.rs.tables[t].sets:
-                return ChainRef(t, "@" + bare)
-        low = want.lower()
-        for test in (lambda c: c.lower() == low or c.lower() == "@" + low,
-                     lambda c: c.lower().startswith(low) or c.lower().startswith("@" + low)):
-            for t in tables:
-                for c in names(t):
-                    if test(c):
-                        return ChainRef(t, c)
-        return None
+        return find_named(self.tables(), names, name, prefer_table, "@")
 
     def search(self, query: str, limit: int = 1000) -> list[SearchHit]:
         q = query.strip().lower()
@@ -400,26 +337,6 @@ class NftAdapter:
 
 IPVS_TABLE = "ipvs"
 IPSET_TABLE = "ipsets"
-# What kube-proxy's IPVS mode keeps in each ipset (pkg/proxy/ipvs/ipset.go).
-IPSET_MEANINGS: dict[str, str] = {
-    "KUBE-CLUSTER-IP": "every Service cluster IP and port (ip,proto:port): masquerade and accept",
-    "KUBE-LOOP-BACK": "endpoint ip,proto:port,ip of local endpoints: masquerade a pod that reaches itself (hairpin)",
-    "KUBE-EXTERNAL-IP": "Service external IPs and ports",
-    "KUBE-EXTERNAL-IP-LOCAL": "Service external IPs and ports with externalTrafficPolicy Local",
-    "KUBE-LOAD-BALANCER": "LoadBalancer IPs and ports",
-    "KUBE-LOAD-BALANCER-LOCAL": "LoadBalancer IPs and ports with externalTrafficPolicy Local",
-    "KUBE-LOAD-BALANCER-FW": "LoadBalancer IPs and ports with loadBalancerSourceRanges",
-    "KUBE-LOAD-BALANCER-SOURCE-IP": "LoadBalancer IP,port and an allowed source IP",
-    "KUBE-LOAD-BALANCER-SOURCE-CIDR": "LoadBalancer IP,port and an allowed source CIDR",
-    "KUBE-NODE-PORT-TCP": "TCP node ports",
-    "KUBE-NODE-PORT-UDP": "UDP node ports",
-    "KUBE-NODE-PORT-SCTP-HASH": "SCTP node ports (ip,sctp:port)",
-    "KUBE-NODE-PORT-LOCAL-TCP": "TCP node ports with externalTrafficPolicy Local",
-    "KUBE-NODE-PORT-LOCAL-UDP": "UDP node ports with externalTrafficPolicy Local",
-    "KUBE-NODE-PORT-LOCAL-SCTP-HASH": "SCTP node ports with externalTrafficPolicy Local",
-    "KUBE-HEALTH-CHECK-NODE-PORT": "health check node ports of Local-policy LoadBalancers",
-    "KUBE-IPVS-IPS": "every address bound to kube-ipvs0 (since 1.26): KUBE-IPVS-FILTER rejects other ports",
-}
 
 
 class IPVSAdapter:
@@ -478,7 +395,7 @@ class IPVSAdapter:
                                "(connection refused)")
 
     def _set_info(self, s: IPSetListing) -> ChainInfo:
-        what = IPSET_MEANINGS.get(s.name)
+        what = ipset_meaning(s.name)
         typ = s.type if s.typed else "?"
         meaning = f"ipset {typ} ({s.family})" + (f": {what}" if what else "")
         return ChainInfo(IPSET_TABLE, s.name, len(s.members), None, False, meaning, note=typ, kind="ipset",
@@ -495,27 +412,23 @@ class IPVSAdapter:
 
     # -- rules --
     def rules(self, table: str, chain: str) -> list[RuleView]:
-        ref = ChainRef(table, chain)
-        got = self._views.get(ref)
-        if got is not None:
-            return got
+        return cached_views(self._views, table, chain, self._views_of)
+
+    def _views_of(self, table: str, chain: str) -> list[RuleView]:
         if table == IPVS_TABLE:
             vs = self._by_label.get(chain)
-            views = self._reals(vs) if vs is not None else []
-        elif table == IPSET_TABLE:
+            return self._reals(vs) if vs is not None else []
+        if table == IPSET_TABLE:
             s = self.ipsets.get(chain)
-            views = [RuleView(table=IPSET_TABLE, chain=s.name, index=i, line=line, text=text,
-                              matches=(MatchPart(",".join(member), "addr"),), target=None, target_args="",
-                              target_kind="member", jump=None, comment=None, counters=None,
-                              where=f"ipset line {line}")
-                     for i, (member, (line, text)) in enumerate(zip(s.members, s.member_lines, strict=True), 1)
-                     ] if s is not None else []
-        elif self.iptables is not None:
-            views = [self._with_sets(v) for v in self.iptables.rules(table, chain)]
-        else:
-            views = []
-        self._views[ref] = views
-        return views
+            return [RuleView(table=IPSET_TABLE, chain=s.name, index=i, line=line, text=text,
+                             matches=(MatchPart(",".join(member), "addr"),), target=None, target_args="",
+                             target_kind="member", jump=None, comment=None, counters=None,
+                             where=f"ipset line {line}")
+                    for i, (member, (line, text)) in enumerate(zip(s.members, s.member_lines, strict=True), 1)
+                    ] if s is not None else []
+        if self.iptables is not None:
+            return [self._with_sets(v) for v in self.iptables.rules(table, chain)]
+        return []
 
     def _with_sets(self, v: RuleView) -> RuleView:
         """An iptables rule says which of the node's dumps it is in, and leads to the ipsets it matches on."""

@@ -8,7 +8,7 @@ Nothing here imports Textual.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -226,16 +226,11 @@ class IptablesAdapter:
         return self._info(table, chain)
 
     def rules(self, table: str, chain: str) -> list[RuleView]:
-        ref = ChainRef(table, chain)
-        got = self._views.get(ref)
-        if got is not None:
-            return got
+        return cached_views(self._views, table, chain, self._views_of)
+
+    def _views_of(self, table: str, chain: str) -> list[RuleView]:
         c = self.rs.chain(table, chain)
-        if c is None:
-            return []
-        views = [self._view(r) for r in c.rules]
-        self._views[ref] = views
-        return views
+        return [self._view(r) for r in c.rules] if c is not None else []
 
     def rule(self, table: str, chain: str, index: int) -> Rule | None:
         """The parsed rule behind a `RuleView` (its 1-based `index`)."""
@@ -257,24 +252,7 @@ class IptablesAdapter:
         )
 
     def find_chain(self, name: str, prefer_table: str | None = None) -> ChainRef | None:
-        want = name.strip()
-        tables = self.tables()
-        if prefer_table in tables:
-            tables.remove(prefer_table)
-            tables.insert(0, prefer_table)
-        for t in tables:  # exact, then case-insensitive, then a unique prefix
-            if want in self.rs.tables[t].chains:
-                return ChainRef(t, want)
-        low = want.lower()
-        for t in tables:
-            for c in self.rs.tables[t].chains:
-                if c.lower() == low:
-                    return ChainRef(t, c)
-        for t in tables:
-            for c in self.rs.tables[t].chains:
-                if c.lower().startswith(low):
-                    return ChainRef(t, c)
-        return None
+        return find_named(self.tables(), lambda t: self.rs.tables[t].chains, name, prefer_table)
 
     def search(self, query: str, limit: int = 1000) -> list[SearchHit]:
         """Rules whose text holds `query` (case-insensitive), in dump order; raw text, nothing parsed."""
@@ -297,6 +275,40 @@ class IptablesAdapter:
 
     def rule_count(self) -> int:
         return self.rs.rule_count
+
+
+def cached_views(views: dict[ChainRef, list[RuleView]], table: str, chain: str,
+                 make: Callable[[str, str], list[RuleView]]) -> list[RuleView]:
+    """A chain's rule views from an adapter's cache `views`, made by `make` on first use (a big chain takes a
+    while, and the browser asks again at every redraw)."""
+    ref = ChainRef(table, chain)
+    got = views.get(ref)
+    if got is None:
+        got = views[ref] = make(table, chain)
+    return got
+
+
+def find_named(tables: list[str], names: Callable[[str], Collection[str]], name: str,
+               prefer_table: str | None = None, mark: str = "") -> ChainRef | None:
+    """The chain `name` among each table's `names` (`prefer_table`'s first): exact, then case-insensitive,
+    then the first that starts with it. `mark` is what some names carry before them (nftables' `@` of a set),
+    matched with or without it."""
+    want = name.strip()
+    order = sorted(tables, key=lambda t: t != prefer_table)
+    bare = want[len(mark):] if mark and want.startswith(mark) else want
+    for t in order:
+        have = names(t)
+        for n in (want, mark + bare) if mark else (want,):
+            if n in have:
+                return ChainRef(t, n)
+    low = want.lower()
+    lows = (low, mark + low) if mark else (low,)
+    for test in (lambda c: c.lower() in lows, lambda c: c.lower().startswith(lows)):
+        for t in order:
+            for c in names(t):
+                if test(c):
+                    return ChainRef(t, c)
+    return None
 
 
 def rule_index_for_line(rules: list[RuleView], line: int) -> int:

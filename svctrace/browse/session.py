@@ -13,7 +13,7 @@ import ipaddress
 import re
 import tarfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -23,8 +23,8 @@ from svctrace.dataplane.contract import PathStep, TraceResult, visible_steps
 from svctrace.dataplane.detect import detect_mode
 from svctrace.dataplane.iptables import load_ruleset
 from svctrace.errors import InputError, SvctraceError
-from svctrace.explain import OUTSIDE_CLIENT, Explanation, Request, explain
-from svctrace.kubeproxy.names import ext_chain, fw_chain, svc_chain, svl_chain
+from svctrace.explain import OUTSIDE_CLIENT, Diagnostic, Explanation, Request, explain
+from svctrace.kubeproxy.names import ext_chain, fw_chain, nft_chain_owner, svc_chain, svl_chain
 from svctrace.kubeproxy.recover import (
     RecoveredPort,
     RecoveredService,
@@ -32,7 +32,6 @@ from svctrace.kubeproxy.recover import (
     ipvs_service_lines,
     nft_service_chain,
     nft_service_lines,
-    parse_nft_chain,
     recover_iptables,
     service_keys,
 )
@@ -101,20 +100,12 @@ class OutcomeView:
 
 
 @dataclass
-class DiagView:
-    code: str
-    severity: str  # error / warning / info
-    message: str
-    hint: str = ""
-
-
-@dataclass
 class TraceView:
     request: TraceRequest
     node: str | None  # whose rules decided
     header: list[tuple[str, str]]
     outcomes: list[OutcomeView]
-    diagnostics: list[DiagView]
+    diagnostics: list[Diagnostic]
     hops: list[str]
     inferred: list[str]
     warnings: list[str]
@@ -180,6 +171,17 @@ def worst(a: str, b: str) -> str:
     return a if SEVERITY_RANK.get(a, 0) >= SEVERITY_RANK.get(b, 0) else b
 
 
+def worsen(level: str, codes: list[str], diags: Iterable[Diagnostic]) -> str:
+    """A Service's health mark `level` made worse by the errors and warnings among `diags`, whose codes are
+    added to `codes` (once each)."""
+    for d in diags:
+        if d.severity in ("error", "warning"):
+            level = worst(level, d.severity)
+            if d.code not in codes:
+                codes.append(d.code)
+    return level
+
+
 def service_rules(adapter: RulesAdapter, key: str, svc: Service | None = None) -> list[str]:
     """The node's rules that belong to one Service, in the node's own syntax.
 
@@ -237,8 +239,10 @@ def short_rule(line: str) -> str:
 
 
 def _unhashed(word: str) -> str:
-    n = parse_nft_chain(word)
-    return f"{n.kind}-{word[len(n.kind) + 10:]}" if n is not None else word
+    n = nft_chain_owner(word)
+    if n is None:
+        return word
+    return f"{n.kind}-{n.namespace}/{n.name}/{n.protocol}/{n.port_name}" + (f"__{n.endpoint}" if n.endpoint else "")
 
 
 def diff_lines(left: list[str], right: list[str]) -> tuple[list[CompareLine], list[CompareLine]]:
@@ -504,12 +508,7 @@ class SnapshotSession(Session):
                 level = worst(level, "unknown")
                 codes.append(str(e))
                 continue
-            for d in exp.diagnostics:
-                sev = {"error": "error", "warning": "warning"}.get(d.severity)
-                if sev:
-                    level = worst(level, sev)
-                    if d.code not in codes:
-                        codes.append(d.code)
+            level = worsen(level, codes, exp.diagnostics)
         return level, ", ".join(codes)
 
     def options(self, key: str) -> TraceOptions:
@@ -605,17 +604,13 @@ def view_of_explanation(req: TraceRequest, exp: Explanation) -> TraceView:
     if d.get("ip"):
         where = f"{d['ip']}:{d['port']}" if d.get("port") else str(d["ip"])
         head.append(("To", f"{where} {str(d.get('protocol')).lower()} (via {d.get('via')})"))
-    node = exp.node
-    if exp.rules_from:
-        parts = exp.rules_from.split("/")
-        node = parts[-2] if len(parts) >= 2 else node
+    node = exp.rules_node or exp.node
     if exp.node:
         head.append(("Rules of", f"node {node} (kube-proxy mode {exp.proxy_mode or 'unknown'})"))
     outcomes = [OutcomeView(o.probability, o.verdict, o.certain, o.endpoint, o.pod, o.endpoint_node, o.masquerade,
                             o.masquerade_reason, o.reason, path_steps(o.path), list(o.assumptions))
                 for o in exp.outcomes]
-    diags = [DiagView(d.code, d.severity, d.message, d.hint) for d in exp.diagnostics]
-    return TraceView(req, node if exp.node else None, head, outcomes, diags, list(exp.hops), list(exp.inferred),
+    return TraceView(req, node if exp.node else None, head, outcomes, list(exp.diagnostics), list(exp.hops), list(exp.inferred),
                      [str(w) for w in exp.warnings], exp.exit_code, exp)
 
 
@@ -631,6 +626,27 @@ def _port_label(p: RecoveredPort) -> str:
 
 def _port_value(p: RecoveredPort) -> str:
     return f"{p.name}|{p.port}|{p.proto}"
+
+
+def dump_diagnostics(svc: RecoveredService) -> list[Diagnostic]:
+    """What one node's rules alone say is wrong with a Service (explain, which needs the cluster's objects,
+    cannot run on a dump), under explain's codes; the first that applies. kube-proxy writes it into its rules
+    (pkg/proxy/iptables/proxier.go): a `"ns/name:port has no endpoints"` REJECT in filter KUBE-SERVICES or
+    KUBE-EXTERNAL-SERVICES, a `"... has no local endpoints"` DROP in KUBE-EXTERNAL-SERVICES."""
+    empty = [p for p in svc.ports if p.no_endpoints]
+    if empty:
+        return [Diagnostic("no-endpoints", "error",
+                           f"{svc.key}:{_port_names(empty)} has no endpoints: kube-proxy rejects connections to it")]
+    no_local = [p for p in svc.ports if p.no_local]
+    if no_local:
+        return [Diagnostic("no-local-endpoints", "warning",
+                           f"{svc.key}:{_port_names(no_local)} has no endpoint on this node: kube-proxy drops "
+                           "external traffic to it here")]
+    return []
+
+
+def _port_names(ports: list[RecoveredPort]) -> str:
+    return ",".join(p.name or str(p.port) for p in ports)
 
 
 class DumpSession(Session):
@@ -684,11 +700,8 @@ class DumpSession(Session):
         return sorted(rows, key=lambda r: (r.namespace, r.name))
 
     def _health(self, svc: RecoveredService) -> tuple[str, str]:
-        if any(p.no_endpoints for p in svc.ports):
-            return "error", "no-endpoints"
-        if any(p.no_local for p in svc.ports):
-            return "warning", "no-local-endpoints"
-        return "ok", ""
+        codes: list[str] = []
+        return worsen("ok", codes, dump_diagnostics(svc)), ", ".join(codes)
 
     def health(self, key: str) -> tuple[str, str]:
         return self._health(self._dsvc(key))
@@ -754,7 +767,7 @@ class DumpSession(Session):
                 ("To", f"{p.endpoint()} {p.proto} (via {via})"), ("Rules of", f"{self.node} ({self.source})")]
         outcomes = [OutcomeView(o.probability, o.verdict, o.certain, o.dnat, None, None, o.masquerade, None, o.reason,
                                 path_steps(o.path), list(o.assumptions)) for o in result.outcomes]
-        diags = [DiagView("note", "warning", n) for n in result.notes]
+        diags = [Diagnostic("note", "warning", n) for n in result.notes]
         return TraceView(req, self.node, head, outcomes, diags, [], [], [str(w) for w in result.warnings],
                          result.exit_code)
 

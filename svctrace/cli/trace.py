@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import sys
 from enum import StrEnum
 from importlib import resources
@@ -17,10 +16,12 @@ from svctrace.dataplane.contract import TraceResult
 from svctrace.dataplane.detect import is_address_file, looks_like_ipset, sniff_input
 from svctrace.dataplane.ipset import parse_ipset
 from svctrace.dataplane.iptables import load_ruleset
-from svctrace.dataplane.node import Dataplane
+from svctrace.dataplane.node import Dataplane, node_addresses
 from svctrace.errors import InputError, SvctraceError
+from svctrace.kubeproxy.versions import FEATURES
 from svctrace.kubeproxy.walk import trace_dataplane
 from svctrace.model.packet import NodeFacts, Packet
+from svctrace.model.snapshot import NodeFiles, decode_text
 from svctrace.model.version import parse_version
 
 DEMO_DUMP = "kube-proxy-basic.iptables-save"
@@ -57,15 +58,11 @@ def read_input(path: str) -> tuple[str, str]:
         except OSError as e:
             raise InputError(f"cannot read it: {e.strerror}", source=path) from None
         name = path
-    if b"\x00" in data[:65536]:
-        line = data[: data.index(b"\x00")].count(b"\n") + 1
-        raise InputError("this is binary data, not a text dump", source=name, line=line)
-    try:
-        return data.decode("utf-8"), name
-    except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
+
+    def latin1(line: int) -> None:
         sys.stderr.write(f"svctrace: warning: {name}:{line}: not UTF-8; read as Latin-1\n")
-        return data.decode("latin-1"), name
+
+    return decode_text(data, name, "this is binary data, not a text dump", line=True, latin1=latin1), name
 
 
 NODE_DIR_FILES = ("iptables-save", "ip6tables-save", "iptables-legacy-save", "ip6tables-legacy-save", "nft.json", "nft",
@@ -81,13 +78,6 @@ def read_inputs(path: str) -> list[tuple[str, str]]:
             raise InputError(f"no dump in this directory (expected one of {', '.join(NODE_DIR_FILES[:7])})", source=path)
         return found
     return [read_input(path)]
-
-
-def _addresses(text: str) -> list[str]:
-    try:
-        return [str(a["local"]) for link in json.loads(text) for a in link.get("addr_info") or [] if a.get("local")]
-    except (ValueError, TypeError, AttributeError, KeyError):
-        return re.findall(r"\binet6?\s+([0-9a-fA-F.:]+)/", text)
 
 
 def dataplane_of(inputs: list[tuple[str, str]], family: int, *, table: str | None = None) -> Dataplane:
@@ -165,7 +155,9 @@ def trace_cmd(
                                                help="net.ipv4.conf.all.route_localnet on the node (default: inferred "
                                                "from kube-proxy's rules)."),
     kube_version: str | None = typer.Option(None, "--kube-version", help="kube-proxy version, where behaviour "
-                                            "differs and the dump does not say (IPVS ping before/after 1.26); every mode's walk is given it."),
+                                            "differs and the dump does not say (IPVS ping before/after "
+                                            f"{FEATURES['ipvs-filter-chain'].since_text}); every mode's walk is given "
+                                            "it."),
     demo: bool = typer.Option(False, "--demo", help="Use the bundled example dump (node IP 192.168.0.2)."),
     batch: str | None = typer.Option(None, "--batch", help="Many packets, one load: a file (or - for stdin) with "
                                      "one JSON object per line, fields named like the flags (src, dst, proto, "
@@ -194,11 +186,10 @@ def trace_cmd(
     inputs = [(t, n) for t, n in inputs if not looks_like_ipset(t)]
     if not inputs:
         raise InputError("only ipset dumps given: add the node's iptables-save or ipvsadm dump")
-    if not local_ip:  # a snapshot node directory's ip-addr says what the node owns
-        for t, _n in inputs:
-            if is_address_file(_n):
-                facts = NodeFacts.make(local_ips=_addresses(t), route_localnet=route_localnet,
-                                       returning_client=returning_client, ipsets=facts.ipsets)
+    addr = NodeFiles("", {Path(n).name: t for t, n in inputs if is_address_file(n)})
+    if not local_ip and addr.files:  # a snapshot node directory's ip-addr says what the node owns
+        facts = NodeFacts.make(local_ips=node_addresses(addr), route_localnet=route_localnet,
+                               returning_client=returning_client, ipsets=facts.ipsets)
     inputs = [(t, n) for t, n in inputs if not is_address_file(n)]
     if batch is not None:
         if batch == "-" and "-" in (dump or []):

@@ -69,6 +69,7 @@ class Explanation:
     hops: list[str]
     trace: TraceResult | None = None
     rules_from: str | None = None  # the dump that decided
+    rules_node: str | None = None  # the node whose dump decided (another's may stand in for `node`'s)
 
     @property
     def exit_code(self) -> int:
@@ -252,7 +253,7 @@ def explain(snap: Snapshot, req: Request) -> Explanation:
         inferred.append(f"cluster CIDR: {cidr} ({cidr_from})")
     dest: dict[str, object] = {"ip": dst, "port": dport, "protocol": proto.upper(), "via": via}
     exp = Explanation(svc, port, source, dest, node, mode, outcomes, diags, warns, inferred,
-                      hop_sentences(result, cluster, svc, port), result, dp.main_file)
+                      hop_sentences(result, cluster, svc, port), result, dp.main_file, dp.node)
     diags.extend(run("path", Context(snap, svc, port, exp=exp, dp=dp)))
     return exp
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
 from svctrace.dataplane.ipset import IPSetListing
 from svctrace.dataplane.iptables.parser import tokenize
@@ -20,11 +19,10 @@ from svctrace.dataplane.iptables.rules import Chain, Opt, Rule, Ruleset
 from svctrace.dataplane.ipvs import IPVSTable
 from svctrace.dataplane.nftables import NftRuleset, ir
 from svctrace.dataplane.nftables.printer import fmt_element
-from svctrace.kubeproxy.names import CHAIN_PREFIXES, SEP_PREFIX, chain_family
+from svctrace.kubeproxy.names import CHAIN_PREFIXES, SEP_PREFIX, chain_family, nft_chain_owner
 from svctrace.model.cluster import Service
 
 _BASE32 = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")
-_LOWER = frozenset("abcdefghijklmnopqrstuvwxyz")
 
 
 def _hashed(name: str, prefix: str, length: int) -> str | None:
@@ -50,13 +48,15 @@ def per_service_chain(name: str) -> bool:
     return _hashed(name, prefix, 16) == ""
 
 
-def names_service(comment: str | None, key: str) -> bool:
-    """Whether a kube-proxy rule comment names the Service `key` (`ns/name`): `ns/name`, `ns/name:port`,
-    each alone or followed by what the rule is for (`ns/name:http cluster IP`)."""
+def names_service(comment: str | None, key: str, *, anywhere: bool = False) -> bool:
+    """Whether a kube-proxy rule comment names the Service `key` (`ns/name`, or a Service port `ns/name:port`):
+    `ns/name`, `ns/name:port`, each alone or followed by what the rule is for (`ns/name:http cluster IP`).
+    `anywhere`: as any word of the comment, as the KUBE-EXT chains' comments have it (`masquerade traffic for
+    ns/name:http external destinations`, pkg/proxy/iptables/proxier.go)."""
     if not comment:
         return False
-    first = comment.split(" ", 1)[0].split("\t", 1)[0]
-    return first == key or first.startswith(key + ":")
+    words = comment.split() if anywhere else [comment.split(" ", 1)[0].split("\t", 1)[0]]
+    return any(w == key or w.startswith(key + ":") for w in words)
 
 
 def _opt(rule: Rule, name: str) -> Opt | None:
@@ -265,45 +265,13 @@ def iptables_service_rules(rs: Ruleset, key: str, table_order: Sequence[str]) ->
 
 # -- nftables -------------------------------------------------------------------------------------
 
-#: kube-proxy's per-Service chain kinds in its nftables mode (pkg/proxy/nftables/proxier.go).
-NFT_CHAIN_KINDS = ("service", "local", "external", "firewall", "endpoint")
-
-
-class NftChainName(NamedTuple):
-    """`service-ULMVA6XW-ns/name/tcp/port`, `endpoint-5OJB2KTY-ns/name/tcp/port__10.180.0.1/80`, read."""
-
-    kind: str  # service / local / external / firewall / endpoint
-    namespace: str
-    name: str
-    protocol: str
-    port_name: str  # the port name ("" for an unnamed port)
-    endpoint: str | None  # `10.180.0.1/80` of an endpoint chain
-
-
-def parse_nft_chain(chain: str) -> NftChainName | None:
-    """kube-proxy's nftables per-Service chain name, read; None for any other chain."""
-    kind, _, _ = chain.partition("-")
-    if kind not in NFT_CHAIN_KINDS:
-        return None
-    rest = _hashed(chain, kind + "-", 8)
-    parts = rest.split("/", 3) if rest else []
-    if len(parts) != 4:
-        return None
-    ns, name, proto, tail = parts
-    port, sep, ep = tail.partition("__")
-    if (not ns or not name or not proto or not _LOWER.issuperset(proto) or "/" in port or "_" in port
-            or (sep and not ep)):
-        return None
-    return NftChainName(kind, ns, name, proto, port, ep or None)
-
-
 def nft_service_lines(rs: NftRuleset, key: str, tables: Iterable[str]) -> list[str]:
     """The rules of the Service's chains and the map elements that lead to them or name it, as nft's
     `add rule` / `add element` commands."""
     lines: list[str] = []
     for t in tables:
         tb = rs.tables[t]
-        mine = sorted((c for c in tb.chains if (n := parse_nft_chain(c)) and f"{n.namespace}/{n.name}" == key),
+        mine = sorted((c for c in tb.chains if (n := nft_chain_owner(c)) and f"{n.namespace}/{n.name}" == key),
                       key=nft_chain_label)  # by what they are, not by hash: endpoints in address order
         chains = set(mine)
         for s in tb.sets.values():
@@ -322,7 +290,7 @@ def nft_service_lines(rs: NftRuleset, key: str, tables: Iterable[str]) -> list[s
 def nft_chain_label(chain: str, width: int = 40) -> str:
     """A per-Service chain without its hash, the namespace left out when it does not fit
     (`endpoint web/http 10.244.1.10/8080`, `service default/web/http`); "" for any other chain."""
-    n = parse_nft_chain(chain)
+    n = nft_chain_owner(chain)
     if n is None:
         return ""
     port = n.port_name or n.protocol
@@ -338,7 +306,7 @@ def nft_service_chain(rs: NftRuleset, tables: Iterable[str], namespace: str, nam
     for kind in ("service", "local", "external", "firewall"):
         for t in order:
             for c in rs.tables[t].chains:
-                n = parse_nft_chain(c)
+                n = nft_chain_owner(c)
                 if (n is not None and n.kind == kind and n.namespace == namespace and n.name == name
                         and n.protocol == protocol.lower() and n.port_name == port_name and not n.endpoint):
                     return t, c

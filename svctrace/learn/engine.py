@@ -13,6 +13,7 @@ from typing import Any
 from svctrace.dataplane.iptables import Ruleset, load_ruleset
 from svctrace.errors import InputError
 from svctrace.explain import Explanation, Request, explain
+from svctrace.kubeproxy.recover import names_service
 from svctrace.kubeproxy.simulate import Simulation, objects_of, simulate
 from svctrace.model.cluster import Service, parse_cluster
 from svctrace.model.snapshot import NodeFiles, Snapshot, load_snapshot
@@ -46,19 +47,13 @@ def _ask(snap: str, target: str, key: tuple[tuple[str, Any], ...]) -> Explanatio
     return explain(snapshot(snap), Request(target, **dict(key)))
 
 
-@lru_cache(maxsize=16)
-def _ruleset(source: str, node: str, text: str) -> Ruleset:
-    return load_ruleset(text, f"{source}/nodes/{node}/iptables-save")
-
-
 def rules_of(node: str, snap: str = "demo") -> Ruleset:
-    """A node's iptables-save from the snapshot, through the parser."""
+    """A node's iptables-save from the snapshot, through the parser (the snapshot's parse, shared with explain)."""
     s = snapshot(snap)
     nf = s.nodes.get(node)
-    text = nf.get("iptables-save") if nf is not None else None
-    if text is None:
+    if nf is None or nf.get("iptables-save") is None:
         raise InputError(f"no iptables-save for node {node}", source=s.source)
-    return _ruleset(s.source, node, text)
+    return nf.parsed("iptables-save", load_ruleset)
 
 
 def chain_lines(rs: Ruleset, table: str, chain: str) -> list[str]:
@@ -67,16 +62,11 @@ def chain_lines(rs: Ruleset, table: str, chain: str) -> list[str]:
     return [r.text for r in c.rules] if c is not None else []
 
 
-def _names(key: str) -> re.Pattern[str]:
-    return re.compile(rf"(^|\s){re.escape(key)}(:|\s|$)")
-
-
 def lines_mentioning(rs: Ruleset, key: str, table: str | None = None) -> list[str]:
     """The rules whose comment names a Service (`default/web`) or a Service port (`default/web:http`), in
     the dump's order (tables as the dump has them)."""
-    pat = _names(key)
     return [r.text for c in rs.iter_chains() if table is None or c.table == table
-            for r in c.rules if r.comment and pat.search(r.comment)]
+            for r in c.rules if names_service(r.comment, key, anywhere=True)]
 
 
 def count_service_rules(rs: Ruleset, key: str, table: str | None = None) -> int:

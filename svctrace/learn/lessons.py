@@ -13,10 +13,16 @@ from functools import lru_cache
 
 from svctrace.dataplane.contract import Dnat
 from svctrace.explain import ExplainedOutcome, Explanation
+from svctrace.kubeproxy.versions import FEATURES
 from svctrace.learn import engine as E
 from svctrace.learn.model import Block, Command, Lesson, LessonContent, Question, Rules, Text, make_question
 
 SAVE = "iptables-save"
+
+
+def _since(feature: str) -> str:
+    """The kube-proxy release a behaviour arrived in, from the feature table."""
+    return FEATURES[feature].since_text
 
 
 def _step_chain(o: ExplainedOutcome, prefix: str) -> str:
@@ -783,12 +789,14 @@ def proxy_modes() -> LessonContent:
              "first; each endpoint adds rules. A Service IP is only rules: ping gets no answer, and a port the "
              "Service does not serve matches nothing and times out."),
         Text("nftables (alpha in 1.29, beta in 1.31): one nftables table `kube-proxy` with maps, so finding the "
-             "Service is one lookup instead of a walk. It also differs on purpose: since 1.30 traffic to a cluster "
-             "IP on a port the Service does not serve is REJECTed at once instead of timing out."),
+             "Service is one lookup instead of a walk. It also differs on purpose: since "
+             f"{_since('nft-cluster-ips-check-reject')} traffic to a cluster IP on a port the Service does not serve "
+             "is REJECTed at once instead of timing out."),
         Text("IPVS: the kernel's IPVS load balancer, with every cluster IP added to a dummy interface kube-ipvs0 "
-             "on every node. Because the node then owns the address, before 1.26 `ping <cluster IP>` got an answer "
-             "— from the node, not from a pod, and even with no endpoints; since 1.26 an iptables rule "
-             "(KUBE-IPVS-FILTER) rejects what no virtual server serves."),
+             f"on every node. Because the node then owns the address, before {_since('ipvs-filter-chain')} "
+             "`ping <cluster IP>` got an answer — from the node, not from a pod, and even with no endpoints; since "
+             f"{_since('ipvs-filter-chain')} an iptables rule (KUBE-IPVS-FILTER) rejects what no virtual server "
+             "serves."),
         _rules(_caption(node, f"every rule naming {key}, for one Service port with {len(exp.outcomes)} endpoints"),
                mine),
         Command("kubectl -n kube-system get configmap kube-proxy -o yaml | grep mode"),
@@ -805,7 +813,8 @@ def proxy_modes() -> LessonContent:
         f"{exp.service.name} does not serve. What happens in this (iptables) mode?",
         E.fate_words(unserved), E.fate_distractors(unserved),
         [*unserved.hops, *E.diagnostics_text(unserved),
-         "In nftables mode (1.30 and later) the same packet is rejected at once."])
+         f"In nftables mode ({_since('nft-cluster-ips-check-reject')} and later) the same packet is rejected at "
+         "once."])
     n = len(mine)
     q3 = make_question(
         "proxy-modes.rule-count",

@@ -61,14 +61,19 @@ class Snapshot:
         return self.source.startswith("demo")
 
 
-def decode_text(data: bytes, where: str, binary: str = "binary data where text was expected") -> str:
+def decode_text(data: bytes, where: str, binary: str = "binary data where text was expected", *,
+                line: bool = False, latin1: Callable[[int], None] | None = None) -> str:
     """A dump's bytes as text: UTF-8, else Latin-1 (every byte is a character); NUL bytes near the start mean
-    binary data, reported as `binary`."""
+    binary data, reported as `binary` (with `line`: at the line of the first NUL). `latin1` hears the line of
+    the first byte that is not UTF-8 when the text is read as Latin-1."""
     if b"\x00" in data[:65536]:
-        raise InputError(binary, source=where)
+        at = data[: data.index(b"\x00")].count(b"\n") + 1 if line else None
+        raise InputError(binary, source=where, line=at)
     try:
         return data.decode("utf-8")
-    except UnicodeDecodeError:
+    except UnicodeDecodeError as e:
+        if latin1 is not None:
+            latin1(data[: e.start].count(b"\n") + 1)
         return data.decode("latin-1")
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from rich.text import Text
 
 from svctrace.browse.data import ChainInfo, RuleView
-from svctrace.browse.session import DiagView, OutcomeView
+from svctrace.browse.session import OutcomeView
+from svctrace.explain import Diagnostic
 
 HEALTH = {"error": ("✗", "bold red"), "warning": ("!", "bold yellow"), "ok": ("✓", "green"),
           "unknown": ("?", "dim")}
@@ -195,7 +196,7 @@ def outcome_text(i: int, o: OutcomeView, selected: bool = False) -> Text:
     return t
 
 
-def diag_text(d: DiagView) -> Text:
+def diag_text(d: Diagnostic) -> Text:
     mark, style = SEVERITY.get(d.severity, ("-", "bold"))
     t = Text(f"{mark} ", style=style)
     t.append(d.code, style=style)

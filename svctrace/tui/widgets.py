@@ -62,6 +62,19 @@ CellFn = Callable[[Any, str], Text | str]
 RowClassFn = Callable[[Any], str | None]
 
 
+class _RowMessage(Message):
+    """A VirtualTable's message about one of its rows."""
+
+    def __init__(self, table: VirtualTable, index: int) -> None:
+        super().__init__()
+        self.table = table
+        self.index = index
+
+    @property
+    def control(self) -> VirtualTable:
+        return self.table
+
+
 class VirtualTable(ScrollView, can_focus=True):
     """A table over any sequence: only the rows on screen are rendered (a 100k-row chain scrolls
     as fast as a 10-row one). A cursor row, a fixed header line, row classes for highlighting."""
@@ -93,25 +106,11 @@ class VirtualTable(ScrollView, can_focus=True):
 
     cursor: reactive[int] = reactive(0, always_update=True, init=False)
 
-    class Highlighted(Message):
-        def __init__(self, table: VirtualTable, index: int) -> None:
-            super().__init__()
-            self.table = table
-            self.index = index
+    class Highlighted(_RowMessage):
+        """The cursor moved to row `index`."""
 
-        @property
-        def control(self) -> VirtualTable:
-            return self.table
-
-    class Selected(Message):
-        def __init__(self, table: VirtualTable, index: int) -> None:
-            super().__init__()
-            self.table = table
-            self.index = index
-
-        @property
-        def control(self) -> VirtualTable:
-            return self.table
+    class Selected(_RowMessage):
+        """Row `index` was chosen (enter or a click)."""
 
     def __init__(self, *, name: str | None = None, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(name=name, id=id, classes=classes)
