@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from svctrace.dataplane.contract import Outcome, PathStep, TraceResult, visible_steps
-from svctrace.kubeproxy.names import CHAIN_PREFIXES, FAMILIES, chain_family
+from svctrace.kubeproxy.names import CHAIN_PREFIXES, FAMILIES, chain_family, nft_chain_owner
 from svctrace.model.cluster import Cluster, Service, ServicePort
 
 
@@ -81,19 +81,12 @@ def sentence(s: PathStep, cluster: Cluster, packet_desc: str, share: float | Non
     return f"{where} rule {s.rule}: {act}" + (f" (“{c}”)." if c else ".")
 
 
-_NFT_NAME = re.compile(r"^(?:service|external|firewall|endpoint)-[A-Z0-9]+-(?P<rest>.+)$")
-
-
 def _nft_object(chain: str) -> str:
     """`service-GCGJYZ2R-default/web/tcp/http` -> `default/web:http (tcp)`."""
-    m = _NFT_NAME.match(chain)
-    if not m:
+    o = nft_chain_owner(chain)
+    if o is None or o.kind == "local":
         return chain
-    parts = m.group("rest").split("__")[0].split("/")
-    if len(parts) >= 4:
-        ns, name, proto, port = parts[0], parts[1], parts[2], parts[3]
-        return f"{ns}/{name}" + (f":{port}" if port else "") + f" ({proto})"
-    return chain
+    return f"{o.namespace}/{o.name}" + (f":{o.port_name}" if o.port_name else "") + f" ({o.protocol})"
 
 
 def _nft_sentence(s: PathStep, target: str, cluster: Cluster, desc: str, share: float | None) -> str | None:
