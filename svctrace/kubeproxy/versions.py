@@ -104,6 +104,12 @@ FEATURES: dict[str, Feature] = {f.name: f for f in (
     # hairpin-connections set, without mark-for-masquerade (PRs #135800, #136499).
     _f("nft-endpoint-chains", None, "1.36", "nftables",
        "one endpoint-… chain per endpoint (1.36 dropped them: dnat ip to numgen map, hairpin-connections set)"),
+    # The modes themselves (KEP-3866 nftables kube-proxy backend: alpha 1.29, beta 1.31, GA 1.33;
+    # KEP-2087 / PR #112133: the userspace proxier removed in 1.26).
+    _f("nft-mode-alpha", "1.29", None, "nftables", "the nftables mode exists (alpha, feature gate NFTablesProxyMode)"),
+    _f("nft-mode-beta", "1.31", None, "nftables", "the nftables mode is beta (its feature gate on by default)"),
+    _f("userspace-mode", None, "1.26", "iptables,ipvs,nftables",
+       "a fourth mode, userspace, exists beside these (removed in 1.26)"),
 )}
 
 

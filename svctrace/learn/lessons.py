@@ -788,7 +788,7 @@ def proxy_modes() -> LessonContent:
              "one rule per Service IP and port, so a packet to the last Service is compared with all the others "
              "first; each endpoint adds rules. A Service IP is only rules: ping gets no answer, and a port the "
              "Service does not serve matches nothing and times out."),
-        Text("nftables (alpha in 1.29, beta in 1.31): one nftables table `kube-proxy` with maps, so finding the "
+        Text(f"nftables (alpha in {_since('nft-mode-alpha')}, beta in {_since('nft-mode-beta')}): one nftables table `kube-proxy` with maps, so finding the "
              "Service is one lookup instead of a walk. It also differs on purpose: since "
              f"{_since('nft-cluster-ips-check-reject')} traffic to a cluster IP on a port the Service does not serve "
              "is REJECTed at once instead of timing out."),
@@ -804,7 +804,7 @@ def proxy_modes() -> LessonContent:
     mode = exp.proxy_mode or "iptables"
     q1 = make_question(
         "proxy-modes.mode", f"In which mode does kube-proxy run on {node} of the demo cluster?",
-        mode, ["nftables", "ipvs", "userspace (removed in 1.26)", "iptables"],
+        mode, ["nftables", "ipvs", f"userspace (removed in {FEATURES['userspace-mode'].until_text})", "iptables"],
         [f"kube-proxy mode {mode}, from {cluster.proxy.sources.get('mode', 'the node')}; the rules are "
          f"{'iptables chains (KUBE-SERVICES, KUBE-SVC-…, KUBE-SEP-…)' if rs.has_kube_rules() else 'not iptables'}."])
     q2 = make_question(
