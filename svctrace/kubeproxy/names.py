@@ -126,8 +126,10 @@ def nft_chain_owner(chain: str) -> NftChainOwner | None:
 
 
 def _hash16(data: str) -> str:
+    # base32 encodes each 5 bytes into 8 characters on their own: the first 10 bytes of the digest give the
+    # first 16 characters of the whole digest's encoding, which is all kube-proxy keeps.
     digest = hashlib.sha256(data.encode("utf-8")).digest()
-    return base64.b32encode(digest).decode("ascii")[:_HASH_LEN]
+    return base64.b32encode(digest[:(_HASH_LEN * 5 + 7) // 8]).decode("ascii")[:_HASH_LEN]
 
 
 def service_port_name(namespace: str, name: str, port_name: str, *, legacy_port_format: bool = False) -> str:

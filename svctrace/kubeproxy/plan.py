@@ -24,6 +24,7 @@ from svctrace.kubeproxy.config import IPAddr, ProxyConfig
 from svctrace.kubeproxy.endpoints import (
     EndpointInfo,
     EndpointSelection,
+    EndpointSources,
     KubeObject,
     ServicePortInfo,
     categorize_endpoints,
@@ -63,13 +64,11 @@ def collect_ports(services: Iterable[KubeObject], endpoint_slices: Iterable[Kube
 
     A Service's endpoints come from its EndpointSlices; a Service without any slice falls back to its v1
     Endpoints object in ``endpoints`` (old clusters)."""
-    slices = list(endpoint_slices) if endpoint_slices is not None else None
-    legacy = list(endpoints) if endpoints is not None else None
+    sources = EndpointSources(endpoint_slices, endpoints)
     ports: Ports = []
     for svc in services:
         for sp in service_ports(svc, ip_family=cfg.ip_family, kube_version=cfg.version):
-            ports.append((sp, endpoints_for_port(sp, node_name=cfg.node_name, endpoint_slices=slices,
-                                                 endpoints=legacy)))
+            ports.append((sp, endpoints_for_port(sp, node_name=cfg.node_name, sources=sources)))
     ports.sort(key=lambda item: (item[0].service_port_name(), item[0].protocol))
     return ports
 

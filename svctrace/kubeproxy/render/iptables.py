@@ -76,6 +76,7 @@ from svctrace.kubeproxy.plan import (
 from svctrace.kubeproxy.render.common import (
     SAVE_TABLES,
     IptRule,
+    SaveMemo,
     forward_accept_rules,
     iptables_save,
     masquerade_rules,
@@ -789,7 +790,9 @@ def to_restore(rules: ProxyRules, *, base_chains: bool = True) -> str:
     return "\n".join(out) + "\n"
 
 
-def to_save(rules: ProxyRules) -> str:
-    """The rules as ``iptables-save`` (1.8.9) prints them once loaded (with the base-chain jumps)."""
+def to_save(rules: ProxyRules, memo: SaveMemo | None = None) -> str:
+    """The rules as ``iptables-save`` (1.8.9) prints them once loaded (with the base-chain jumps); ``memo``:
+    see :data:`SaveMemo`."""
     chains = {t: rules.all_chains(t) for t in SAVE_TABLES}
-    return iptables_save(chains, [r for t in SAVE_TABLES for r in rules.loaded_rules(t)], rules.config.is_ipv6)
+    return iptables_save(chains, [r for t in SAVE_TABLES for r in rules.loaded_rules(t)], rules.config.is_ipv6,
+                         memo)
