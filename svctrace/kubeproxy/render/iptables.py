@@ -43,13 +43,12 @@ Pure standard library.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Final
 
 from svctrace.dataplane.iptables.rules import BUILTIN_CHAINS
-from svctrace.kubeproxy.config import IPAddr, ProxyConfig, go_hex08
+from svctrace.kubeproxy.config import IPAddr, NodePortAddresses, ProxyConfig, go_hex08, nodeport_addresses
 from svctrace.kubeproxy.endpoints import (
     EndpointInfo,
     EndpointSelection,
@@ -210,44 +209,13 @@ class _Ctx:
         return _probability(n, self.version)
 
 
-def _nodeport_addresses(cfg: ProxyConfig) -> tuple[list[ipaddress.IPv4Network | ipaddress.IPv6Network], bool, bool]:
-    """``NewNodePortAddresses``: (cidrs of the family, matchAll, containsIPv4Loopback)."""
-    nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
-    for text in cfg.nodeport_addresses:
-        try:
-            net = ipaddress.ip_network(text.strip(), strict=False)
-        except ValueError:
-            continue
-        if (net.version == 6) == cfg.is_ipv6:
-            nets.append(net)
-    if not nets:
-        nets = [ipaddress.ip_network("::/0" if cfg.is_ipv6 else "0.0.0.0/0")]
-    loop = ipaddress.ip_address("127.0.0.1")
-    contains_loopback = False
-    out: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
-    for net in nets:
-        if net.version == 4 and (net.network_address.is_loopback or loop in net):
-            contains_loopback = True
-        if net.prefixlen == 0:
-            return [net], True, contains_loopback
-        out.append(net)
-    return out, False, contains_loopback
-
-
-def _node_ips_matching(cfg: ProxyConfig, nets: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> list[
-        ipaddress.IPv4Address | ipaddress.IPv6Address]:
+def _node_ips_matching(cfg: ProxyConfig, addresses: NodePortAddresses) -> list[IPAddr]:
+    """The node's addresses inside the ``--nodeport-addresses`` CIDRs; without ``interface_addresses``, the
+    node IPs and the loopback addresses."""
     addrs = cfg.interface_addresses
     if addrs is None:
         addrs = (*cfg.node_ips, "127.0.0.1", "::1")
-    out: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
-    for text in addrs:
-        try:
-            ip = ipaddress.ip_address(text.split("/")[0].strip())
-        except ValueError:
-            continue
-        if any(ip.version == n.version and ip in n for n in nets) and ip not in out:
-            out.append(ip)
-    return out
+    return addresses.node_ips(addrs)
 
 
 def generate(
@@ -377,8 +345,8 @@ def _generate_modern(ctx: _Ctx, plans: Sequence[PortPlan]) -> ProxyRules:
     has_proxy_firewall = has(version, "proxy-firewall-chain")
     b = _Builder()
     extra: dict[str, list[str]] = {t: [] for t in SAVE_TABLES}
-    nets, match_all, contains_loopback = _nodeport_addresses(cfg)
-    localhost_nodeports = cfg.localhost_nodeports and contains_loopback
+    np_addresses = nodeport_addresses(cfg, "iptables")
+    localhost_nodeports = cfg.localhost_nodeports and np_addresses.contains_ipv4_loopback
     isv6 = cfg.is_ipv6
     detector = cfg.cluster_cidr is not None
 
@@ -501,7 +469,7 @@ def _generate_modern(ctx: _Ctx, plans: Sequence[PortPlan]) -> ProxyRules:
             _write_endpoint_chain(ctx, b, spn, sp, e, sep)
 
     # Finally, tail-call to the nodePorts chain.
-    if match_all:
+    if np_addresses.match_all:
         dest: list[str] = ["-m", "addrtype", "--dst-type", "LOCAL"]
         if isv6:
             dest += ["!", "-d", "::1/128"]
@@ -509,7 +477,7 @@ def _generate_modern(ctx: _Ctx, plans: Sequence[PortPlan]) -> ProxyRules:
             dest += ["!", "-d", "127.0.0.0/8"]
         b.rule("nat", KUBE_SERVICES, "-m", "comment", "--comment", _NODEPORTS_COMMENT, *dest, "-j", KUBE_NODEPORTS)
     else:
-        for ip in _node_ips_matching(cfg, nets):
+        for ip in _node_ips_matching(cfg, np_addresses):
             if ip.is_loopback and (isv6 or not localhost_nodeports):
                 continue
             b.rule("nat", KUBE_SERVICES, "-m", "comment", "--comment", _NODEPORTS_COMMENT,
@@ -560,8 +528,9 @@ def _generate_legacy(ctx: _Ctx, ports: Sequence[tuple[ServicePortInfo, tuple[End
     _write_masquerade_chains(ctx, b)
 
     # GetNodeAddresses: the zero CIDR (no nodePortAddresses) or the matching node IPs.
-    nets, match_all, _ = _nodeport_addresses(cfg)
-    node_addresses: list[str] = ["zero"] if match_all else [str(ip) for ip in _node_ips_matching(cfg, nets)]
+    np_addresses = nodeport_addresses(cfg, "iptables")
+    node_addresses: list[str] = ["zero"] if np_addresses.match_all else [
+        str(ip) for ip in _node_ips_matching(cfg, np_addresses)]
 
     selections: list[EndpointSelection] = []
     for sp, eps in ports:

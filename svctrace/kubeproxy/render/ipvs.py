@@ -71,7 +71,7 @@ from dataclasses import dataclass, field, replace
 from typing import Final
 
 from svctrace.dataplane.iptables.rules import BUILTIN_CHAINS
-from svctrace.kubeproxy.config import IPAddr, ProxyConfig, parse_ips
+from svctrace.kubeproxy.config import IPAddr, ProxyConfig, nodeport_addresses, parse_ips
 from svctrace.kubeproxy.endpoints import (
     EndpointInfo,
     EndpointSelection,
@@ -409,26 +409,11 @@ def _node_port_ips(cfg: ProxyConfig) -> list[IPAddr]:
     """The ``nodeIPs`` of ``syncProxyRules``. With ``NewNodePortAddresses``' matchAll (no CIDR of the family, or
     a zero CIDR), they are the whole node address set. Otherwise ``GetNodeIPs`` keeps the addresses inside the
     CIDRs, without loopback."""
-    nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
-    for text in cfg.nodeport_addresses:
-        text = text.strip()
-        if text == "primary":  # 1.29+: cmd/kube-proxy turns it into the node IPs
-            ip = cfg.node_ip
-            if ip is not None:
-                nets.append(ipaddress.ip_network(ip))
-            continue
-        try:
-            net = ipaddress.ip_network(text, strict=False)
-        except ValueError:
-            continue
-        if (net.version == 6) == cfg.is_ipv6:
-            nets.append(net)
-    every = _node_address_set(cfg)
-    if not nets or any(n.prefixlen == 0 for n in nets):
-        return sorted(every)
+    addresses = nodeport_addresses(cfg, "ipvs")
+    if addresses.match_all:
+        return sorted(_node_address_set(cfg))
     addrs = cfg.interface_addresses if cfg.interface_addresses is not None else cfg.node_ips
-    return sorted(ip for ip in parse_ips(addrs)
-                  if cfg.family_ok(ip) and not ip.is_loopback and any(ip in n for n in nets))
+    return sorted(ip for ip in addresses.node_ips(addrs) if not ip.is_loopback)
 
 
 @dataclass

@@ -102,7 +102,7 @@ from svctrace.dataplane.nftables.ir import (
 )
 from svctrace.dataplane.nftables.ir import Element as NftElement
 from svctrace.dataplane.nftables.printer import fmt_stmt, stmt_json
-from svctrace.kubeproxy.config import IPAddr, ProxyConfig, parse_ips
+from svctrace.kubeproxy.config import IPAddr, ProxyConfig, nodeport_addresses
 from svctrace.kubeproxy.endpoints import (
     EndpointInfo,
     EndpointSelection,
@@ -803,31 +803,12 @@ class NftRules:
 
 def _node_port_ips(cfg: ProxyConfig) -> tuple[bool, list[IPAddr]]:
     """``NewNodePortAddresses`` + ``GetNodeIPs``: (match all, the interface addresses inside the CIDRs, loopback
-    left out as setupNFTables does). ``primary`` (and the empty default) is the node IP of each family."""
-    texts = list(cfg.nodeport_addresses) or ["primary"]
-    cidrs: list[str] = []
-    for t in texts:
-        t = t.strip()
-        if t != "primary":
-            cidrs.append(t)
-            continue
-        for version, plen in ((4, 32), (6, 128)):
-            ip = next((x for x in parse_ips(cfg.node_ips) if x.version == version), None)
-            if ip is not None and not ip.is_loopback:
-                cidrs.append(f"{ip}/{plen}")
-    nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
-    for t in cidrs:
-        try:
-            net = ipaddress.ip_network(t, strict=False)
-        except ValueError:
-            continue
-        if (net.version == 6) == cfg.is_ipv6:
-            nets.append(net)
-    if not nets or any(n.prefixlen == 0 for n in nets):
+    left out as setupNFTables does). ``primary`` (and the empty default) is the node IP of the family."""
+    addresses = nodeport_addresses(cfg, "nftables")
+    if addresses.match_all:
         return True, []
     addrs = cfg.interface_addresses if cfg.interface_addresses is not None else cfg.node_ips
-    found = [ip for ip in parse_ips(addrs) if (ip.version == 6) == cfg.is_ipv6 and any(ip in n for n in nets)]
-    return False, [ip for ip in found if not ip.is_loopback]
+    return False, [ip for ip in addresses.node_ips(addrs) if not ip.is_loopback]
 
 
 def _setup(tx: _Tx, cfg: ProxyConfig, fam: str, match_all: bool, np_ips: Sequence[IPAddr]) -> None:
