@@ -68,8 +68,6 @@ Pure standard library.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import ipaddress
 import json
 from collections.abc import Iterable, Sequence
@@ -109,16 +107,14 @@ from svctrace.kubeproxy.endpoints import (
     KubeObject,
     ServicePortInfo,
 )
-from svctrace.kubeproxy.names import join_host_port
+from svctrace.kubeproxy.names import endpoint_chain_name_base, join_host_port, service_chain_name_base
 from svctrace.kubeproxy.plan import PortPlan, collect_ports, node_context, plan_ports
 from svctrace.kubeproxy.render.common import ip_addr_json
 from svctrace.kubeproxy.versions import has
 
 __all__ = [
     "NftRules",
-    "endpoint_chain_name_base",
     "generate_nft",
-    "service_chain_name_base",
 ]
 
 TABLE: Final = "kube-proxy"
@@ -141,8 +137,6 @@ FIREWALL_CHECK: Final = "firewall-check"
 MARK_MASQ: Final = "mark-for-masquerade"
 MASQUERADING: Final = "masquerading"
 
-NAME_LENGTH_MAX: Final = 256  # knftables.NameLengthMax
-CHAIN_NAME_BASE_LENGTH_MAX: Final = NAME_LENGTH_MAX - 16
 
 _PROTO_NUMBERS: Final = {"tcp": 6, "udp": 17, "sctp": 132}
 
@@ -199,26 +193,6 @@ _JUMPS_1_34: Final = (
 
 
 # --------------------------------------------------------------------------- names
-
-
-def _hash_and_truncate(name: str) -> str:
-    """``hashAndTruncate``: the first 8 base32 characters of sha256(name), a dash, the name; cut to 240."""
-    encoded = base64.b32encode(hashlib.sha256(name.encode()).digest()).decode("ascii")
-    out = encoded[:8] + "-" + name
-    if len(out) > CHAIN_NAME_BASE_LENGTH_MAX:
-        out = out[:CHAIN_NAME_BASE_LENGTH_MAX - 3] + "..."
-    return out
-
-
-def service_chain_name_base(namespace: str, name: str, port_name: str, protocol: str) -> str:
-    """``servicePortChainNameBase``: ``ULMVA6XW-ns1/svc1/tcp/p80`` (an unnamed port ends in ``/tcp/``)."""
-    return _hash_and_truncate(f"{namespace}/{name}/{protocol.lower()}/{port_name}")
-
-
-def endpoint_chain_name_base(namespace: str, name: str, port_name: str, protocol: str, ip: str, port: int) -> str:
-    """``servicePortEndpointChainNameBase``: ``5OJB2KTY-ns1/svc1/tcp/p80__10.180.0.1/80``; IPv6 colons
-    become dots."""
-    return _hash_and_truncate(f"{namespace}/{name}/{protocol.lower()}/{port_name}__{ip.replace(':', '.')}/{port}")
 
 
 def layout(cfg: ProxyConfig) -> Layout:
