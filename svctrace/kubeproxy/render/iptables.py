@@ -43,8 +43,8 @@ Pure standard library.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Final
 
 from svctrace.dataplane.iptables.rules import BUILTIN_CHAINS
@@ -52,7 +52,6 @@ from svctrace.kubeproxy.config import IPAddr, NodePortAddresses, ProxyConfig, go
 from svctrace.kubeproxy.endpoints import (
     EndpointInfo,
     EndpointSelection,
-    EndpointVerdict,
     KubeObject,
     ServicePortInfo,
 )
@@ -67,7 +66,6 @@ from svctrace.kubeproxy.names import (
 from svctrace.kubeproxy.plan import (
     NoEndpoints,
     PortPlan,
-    allows_node,
     collect_ports,
     node_context,
     plan_ports,
@@ -242,9 +240,10 @@ def generate(
     assert version is not None
     ctx = _Ctx(cfg=cfg, version=version, legacy_names=not has(version, "port-name-colon-optional"),
                large=total > LARGE_CLUSTER_ENDPOINTS, mark=cfg.mark, node_ip=cfg.node_ip)
+    plans = plan_ports(ports, cfg, labels)
     if not has(version, "ext-svl-chains"):
-        return _generate_legacy(ctx, ports, labels)
-    return _generate_modern(ctx, plan_ports(ports, cfg, labels))
+        return _generate_legacy(ctx, plans)
+    return _generate_modern(ctx, plans)
 
 
 def _base_rules(jumps: Iterable[tuple[str, str, str, str, tuple[str, ...]]],
@@ -515,8 +514,7 @@ def _finish(ctx: _Ctx, b: _Builder, kubelet: _Builder, extra: dict[str, list[str
 # --------------------------------------------------------------------------- before 1.24 (KUBE-XLB)
 
 
-def _generate_legacy(ctx: _Ctx, ports: Sequence[tuple[ServicePortInfo, tuple[EndpointInfo, ...]]],
-                     labels: Mapping[str, str]) -> ProxyRules:
+def _generate_legacy(ctx: _Ctx, plans: Sequence[PortPlan]) -> ProxyRules:
     """v1.22 ``syncProxyRules``: KUBE-SVC / KUBE-XLB / KUBE-FW / KUBE-SEP."""
     cfg = ctx.cfg
     b = _Builder()
@@ -532,21 +530,13 @@ def _generate_legacy(ctx: _Ctx, ports: Sequence[tuple[ServicePortInfo, tuple[End
     node_addresses: list[str] = ["zero"] if np_addresses.match_all else [
         str(ip) for ip in _node_ips_matching(cfg, np_addresses)]
 
-    selections: list[EndpointSelection] = []
-    for sp, eps in ports:
-        itp_on = has(ctx.version, "internal-traffic-policy-filter")
-        if sp.internal_policy_local and not itp_on:
-            sp = replace(sp, internal_policy_local=False)  # the field is ignored (its gate was off)
-        local_external = sp.external_policy_local
-        # proxy.FilterEndpoints (1.22): internalTrafficPolicy Local (beta, on from 1.22) keeps only this
-        # node's endpoints -- for every kind of traffic, NodePorts included -- unless eTP is Local.
-        itp_filter = sp.internal_policy_local and not local_external and itp_on
-        pool = [e for e in eps if e.is_local] if itp_filter else list(eps)
-        ready = [e for e in pool if e.ready]
-        has_endpoints = bool(ready)
-        local_ready = [e for e in ready if e.is_local] if local_external else []
-        selections.append(_legacy_selection(sp, eps, ready, local_ready if local_external else (
-            ready if itp_filter else None), itp_filter, cfg.node_name, labels))
+    for plan in plans:
+        # The decisions (plan.py, pre-1.24 endpoint filtering): the ready endpoints the port uses, and with
+        # externalTrafficPolicy Local this node's ready ones.
+        sp = plan.service_port
+        ready = plan.cluster_endpoints
+        has_endpoints = plan.has_endpoints
+        local_external = plan.external_local
         proto = sp.protocol.lower()
         spn = sp.service_port_name(legacy_port_format=ctx.legacy_names)
         names = (sp.namespace, sp.name, sp.port_name, sp.protocol)
@@ -607,7 +597,7 @@ def _generate_legacy(ctx: _Ctx, ports: Sequence[tuple[ServicePortInfo, tuple[End
                 else:
                     for src in sp.load_balancer_source_ranges:
                         b.rule("nat", fwc, *fw_args, "-s", src, "-j", chosen)
-                    if allows_node(ctx.node_ip, sp):
+                    if plan.allow_from_node:
                         b.rule("nat", fwc, *fw_args, "-s", ingress, "-j", chosen)
                 b.rule("nat", fwc, *fw_args, "-j", KUBE_MARK_DROP)
             else:
@@ -645,11 +635,11 @@ def _generate_legacy(ctx: _Ctx, ports: Sequence[tuple[ServicePortInfo, tuple[End
                "-m", "addrtype", "--src-type", "LOCAL", "-j", KUBE_MARK_MASQ)
         b.rule("nat", xlb, "-m", "comment", "--comment", quoted(f"route LOCAL traffic for {spn} LB IP to service chain"),
                "-m", "addrtype", "--src-type", "LOCAL", "-j", chain)
-        if not local_ready:
+        if not plan.has_external:
             b.rule("nat", xlb, "-m", "comment", "--comment", quoted(f"{spn} has no local endpoints"),
                    "-j", KUBE_MARK_DROP)
         else:
-            _write_legacy_lb_rules(ctx, b, spn, sp, xlb, local_ready)
+            _write_legacy_lb_rules(ctx, b, spn, sp, xlb, plan.local_endpoints)
 
     for address in node_addresses:
         if address == "zero":
@@ -667,49 +657,7 @@ def _generate_legacy(ctx: _Ctx, ports: Sequence[tuple[ServicePortInfo, tuple[End
     kb = _Builder()
     if cfg.kubelet_rules:
         kubelet = _kubelet_rules(ctx, kb, extra, mark_drop=True, localnet=not isv6)
-    return _finish(ctx, b, kb, extra, _base_rules(jumps, kubelet), selections)
-
-
-def _legacy_selection(sp: ServicePortInfo, eps: tuple[EndpointInfo, ...], cluster: list[EndpointInfo],
-                      local: list[EndpointInfo] | None, itp_filter: bool, node_name: str,
-                      labels: Mapping[str, str]) -> EndpointSelection:
-    """The endpoint choice of kube-proxy before 1.24, in the shape of :class:`EndpointSelection`."""
-    used_c = {e.endpoint for e in cluster}
-    used_l = {e.endpoint for e in local or ()}
-    verdicts = []
-    for e in eps:
-        if e.endpoint in used_c:
-            c_reason = "ready"
-        elif itp_filter and not e.is_local:
-            c_reason = "on another node (internalTrafficPolicy Local)"
-        elif e.serving_terminating:
-            c_reason = "terminating (kube-proxy before 1.24 ignores terminating endpoints)"
-        else:
-            c_reason = _legacy_not_usable(e)
-        if local is None:
-            l_reason = "the Service port does not use Local traffic policy"
-        elif e.endpoint in used_l:
-            l_reason = "ready, on this node"
-        elif not e.is_local:
-            l_reason = "on another node" if e.node_name else "on another node (no nodeName)"
-        elif e.serving_terminating:
-            l_reason = "terminating (kube-proxy before 1.24 ignores terminating endpoints)"
-        else:
-            l_reason = _legacy_not_usable(e)
-        verdicts.append(EndpointVerdict(e, e.endpoint in used_c, e.endpoint in used_l, c_reason, l_reason))
-    reachable = sorted({e.endpoint: e for e in [*cluster, *(local or ())]}.values(), key=lambda e: e.endpoint)
-    return EndpointSelection(
-        service_port=sp, node_name=node_name, zone=labels.get("topology.kubernetes.io/zone"), endpoints=eps,
-        cluster_endpoints=tuple(cluster), local_endpoints=None if local is None else tuple(local),
-        all_reachable_endpoints=tuple(reachable), has_any_endpoints=bool(cluster), topology_aware=False,
-        topology_note="not modelled for kube-proxy before 1.24", cluster_terminating_fallback=False,
-        local_terminating_fallback=False, verdicts=tuple(verdicts))
-
-
-def _legacy_not_usable(e: EndpointInfo) -> str:
-    if e.terminating and not e.serving:
-        return "terminating and not serving"
-    return "terminating" if e.terminating else "not ready"
+    return _finish(ctx, b, kb, extra, _base_rules(jumps, kubelet), [p.selection for p in plans])
 
 
 def _write_legacy_lb_rules(ctx: _Ctx, b: _Builder, spn: str, sp: ServicePortInfo, chain: str,
