@@ -62,6 +62,7 @@ __all__ = [
     "ServicePortInfo",
     "categorize_endpoints",
     "endpoints_for_port",
+    "not_usable_reason",
     "select_endpoints",
     "service_ports",
 ]
@@ -496,7 +497,8 @@ def _can_use_topology(
     return True, f"topology hints for zone {zone} are used"
 
 
-def _not_usable(ep: EndpointInfo) -> str:
+def not_usable_reason(ep: EndpointInfo) -> str:
+    """Why an endpoint that is not ready cannot be used: terminating, not serving, or just not ready."""
     if ep.terminating and not ep.serving:
         return "terminating and not serving"
     if ep.terminating:
@@ -572,7 +574,7 @@ def categorize_endpoints(
         elif e.serving_terminating:
             c_reason = "terminating (ready endpoints exist)"
         else:
-            c_reason = _not_usable(e)
+            c_reason = not_usable_reason(e)
         # Local policy
         if local is None:
             l_reason = "the Service port does not use Local traffic policy"
@@ -584,7 +586,7 @@ def categorize_endpoints(
         elif e.serving_terminating:
             l_reason = "terminating (ready endpoints exist on this node)"
         else:
-            l_reason = _not_usable(e)
+            l_reason = not_usable_reason(e)
         verdicts.append(EndpointVerdict(e, e.endpoint in cluster_set, e.endpoint in local_set, c_reason, l_reason))
 
     return EndpointSelection(

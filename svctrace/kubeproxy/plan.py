@@ -33,6 +33,7 @@ from svctrace.kubeproxy.endpoints import (
     ServicePortInfo,
     categorize_endpoints,
     endpoints_for_port,
+    not_usable_reason,
     service_ports,
 )
 from svctrace.kubeproxy.versions import has
@@ -196,7 +197,7 @@ def _legacy_selection(sp: ServicePortInfo, eps: tuple[EndpointInfo, ...], cluste
         elif e.serving_terminating:
             c_reason = "terminating (kube-proxy before 1.24 ignores terminating endpoints)"
         else:
-            c_reason = _legacy_not_usable(e)
+            c_reason = not_usable_reason(e)
         if local is None:
             l_reason = "the Service port does not use Local traffic policy"
         elif e.endpoint in used_l:
@@ -206,7 +207,7 @@ def _legacy_selection(sp: ServicePortInfo, eps: tuple[EndpointInfo, ...], cluste
         elif e.serving_terminating:
             l_reason = "terminating (kube-proxy before 1.24 ignores terminating endpoints)"
         else:
-            l_reason = _legacy_not_usable(e)
+            l_reason = not_usable_reason(e)
         verdicts.append(EndpointVerdict(e, e.endpoint in used_c, e.endpoint in used_l, c_reason, l_reason))
     reachable = sorted({e.endpoint: e for e in [*cluster, *(local or ())]}.values(), key=lambda e: e.endpoint)
     return EndpointSelection(
@@ -215,10 +216,3 @@ def _legacy_selection(sp: ServicePortInfo, eps: tuple[EndpointInfo, ...], cluste
         all_reachable_endpoints=tuple(reachable), has_any_endpoints=bool(cluster), topology_aware=False,
         topology_note="not modelled for kube-proxy before 1.24", cluster_terminating_fallback=False,
         local_terminating_fallback=False, verdicts=tuple(verdicts))
-
-
-def _legacy_not_usable(e: EndpointInfo) -> str:
-    if e.terminating and not e.serving:
-        return "terminating and not serving"
-    return "terminating" if e.terminating else "not ready"
-
