@@ -115,7 +115,7 @@ def bench(n: int, mode: str, repeat: int, exe: str) -> dict[str, Any]:
             shutil.move(str(target), out_dir)
     node_dir = out_dir / "nodes" / "node-1"
     kernel_runs = [in_fresh_netns(kernel_script(mode, node_dir)) for _ in range(repeat)]
-    main_file = {"iptables": "iptables-save", "nftables": "nft", "ipvs": "iptables-save"}[mode]
+    main_file = {"iptables": "iptables-save", "nftables": "nft", "ipvs": "ipset"}[mode]
     return {"services": n, "mode": mode, "simulate_s": min(sim_runs), "kernel_s": min(kernel_runs),
             "simulate_runs": sim_runs, "kernel_runs": kernel_runs,
             "lines": sum(1 for _ in open(node_dir / main_file, "rb"))}
@@ -126,7 +126,7 @@ KERNEL_TOOL = {"iptables": "iptables-restore --test", "nftables": "nft -c -f",
 
 
 def table(results: list[dict[str, Any]]) -> str:
-    rows = ["| Services | mode | one node's lines | svctrace simulate (3 nodes) | kernel tool (one node) | ratio |",
+    rows = ["| Services | mode | one node's lines (IPVS: ipset) | svctrace simulate (3 nodes) | kernel tool (one node) | ratio |",
             "|---|---|---|---|---|---|"]
     for r in results:
         rows.append(f"| {r['services']:,} | {r['mode']} | {r['lines']:,} | {r['simulate_s']:.2f} s | "
