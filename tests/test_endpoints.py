@@ -17,6 +17,7 @@ import pytest
 from svctrace.kubeproxy.endpoints import (
     EndpointInfo,
     EndpointSelection,
+    EndpointSources,
     EndpointVerdict,
     categorize_endpoints,
     endpoints_for_port,
@@ -236,6 +237,25 @@ def test_endpoints_fallback_is_per_service() -> None:
     got = {name: [e.ip for e in select_endpoints(svc(name), slices, node_name=NODE, endpoints=legacy)[0].endpoints]
            for name in ("web", "old", "empty")}
     assert got == {"web": ["10.0.0.1"], "old": ["10.0.0.7"], "empty": []}
+
+
+def test_indexed_sources_find_each_services_objects() -> None:
+    """One EndpointSources over every Service's objects gives each port what the unindexed lookup gives."""
+    legacy = [{"metadata": {"name": name, "namespace": ns},
+               "subsets": [{"addresses": [{"ip": ip}], "ports": [{"name": "http", "port": 1}]}]}
+              for name, ns, ip in (("old", "ns", "10.0.0.7"), ("old", "other-ns", "10.0.0.8"))]
+    slices = [eslice([ep("10.0.0.1")]), eslice([ep("10.0.0.2")], ns="other-ns"),
+              eslice([ep("10.0.0.3")], name="web-2"), eslice([], svc_name="empty", name="empty-1")]
+    sources = EndpointSources(slices, legacy)
+    for name in ("web", "old", "empty", "missing"):
+        [sp] = service_ports(svc(name))
+        indexed = endpoints_for_port(sp, node_name=NODE, sources=sources)
+        assert indexed == endpoints_for_port(sp, node_name=NODE, endpoint_slices=slices, endpoints=legacy)
+    [web] = service_ports(svc())
+    assert [e.ip for e in endpoints_for_port(web, node_name=NODE, sources=sources)] == ["10.0.0.1", "10.0.0.3"]
+    [old] = service_ports(svc("old"))
+    assert [e.ip for e in endpoints_for_port(old, node_name=NODE, sources=sources)] == ["10.0.0.7"]
+    assert endpoints_for_port(old, node_name=NODE, sources=EndpointSources(slices)) == ()
 
 
 def test_slices_win_over_endpoints() -> None:

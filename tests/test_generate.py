@@ -17,12 +17,14 @@ Proof, in three parts:
 from __future__ import annotations
 
 import copy
+import ipaddress
 import json
 import os
 import random
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +33,7 @@ from conftest import KP_IPTABLES, need_corpus
 
 from svctrace.dataplane.iptables import load_ruleset
 from svctrace.dataplane.iptables.printer import save_probability
-from svctrace.kubeproxy.config import ProxyConfig
+from svctrace.kubeproxy.config import ProxyConfig, nodeport_addresses
 from svctrace.kubeproxy.names import fw_chain, svc_chain
 from svctrace.kubeproxy.plan import PortPlan, collect_ports, node_context, plan_ports
 from svctrace.kubeproxy.render.iptables import (
@@ -642,3 +644,20 @@ def test_one_config_fills_each_modes_defaults_and_refuses_unmodelled_versions() 
         with pytest.raises(ValueError, match="not modelled"):
             ProxyConfig(NODE, kube_version=version).for_mode(mode)  # type: ignore[arg-type]
     assert ProxyConfig(NODE, kube_version="1.22").for_mode("iptables").version == (1, 22)
+
+
+def test_nodeport_addresses_per_mode() -> None:
+    """One reading of --nodeport-addresses; the modes differ only in the default and in ``primary``."""
+    cfg = ProxyConfig(node_name="n", node_ips=("192.168.0.2",))
+    assert nodeport_addresses(cfg, "iptables").match_all and nodeport_addresses(cfg, "ipvs").match_all
+    assert nodeport_addresses(cfg, "iptables").contains_ipv4_loopback
+    nft = nodeport_addresses(cfg, "nftables")  # empty: primary, the node IP
+    assert not nft.match_all and [str(n) for n in nft.nets] == ["192.168.0.2/32"]
+    primary = replace(cfg, nodeport_addresses=("primary", "10.0.0.0/8", "fd00::/8", "bogus"))
+    assert [str(n) for n in nodeport_addresses(primary, "ipvs").nets] == ["192.168.0.2/32", "10.0.0.0/8"]
+    assert [str(n) for n in nodeport_addresses(primary, "iptables").nets] == ["10.0.0.0/8"]
+    loop = replace(cfg, node_ips=("127.0.0.1",), nodeport_addresses=("primary", "127.0.0.0/8"))
+    assert [str(n) for n in nodeport_addresses(loop, "nftables").nets] == ["127.0.0.0/8"]
+    assert nodeport_addresses(loop, "ipvs").contains_ipv4_loopback
+    assert nodeport_addresses(primary, "ipvs").node_ips(["10.1.2.3/16", "192.168.0.2", "172.16.0.1"]) == [
+        ipaddress.ip_address("10.1.2.3"), ipaddress.ip_address("192.168.0.2")]

@@ -25,12 +25,8 @@ from kernellab import KernelLab, KernelResult, kernel_available
 from svctrace.dataplane.contract import TraceResult
 from svctrace.dataplane.nftables import NftRuleset, load_nft
 from svctrace.kubeproxy.config import ProxyConfig
-from svctrace.kubeproxy.render.nft import (
-    NftRules,
-    endpoint_chain_name_base,
-    generate_nft,
-    service_chain_name_base,
-)
+from svctrace.kubeproxy.names import endpoint_chain_name_base, service_chain_name_base
+from svctrace.kubeproxy.render.nft import NftRules, generate_nft
 from svctrace.kubeproxy.walk import trace_nft as trace
 from svctrace.model.packet import NodeFacts, Packet
 

@@ -250,7 +250,7 @@ def test_module_is_stdlib_only() -> None:
 
 
 def test_nft_chain_pattern_reads_the_names_the_nft_generator_writes() -> None:
-    from svctrace.kubeproxy.render.nft import endpoint_chain_name_base, service_chain_name_base
+    from svctrace.kubeproxy.names import endpoint_chain_name_base, service_chain_name_base
 
     base = service_chain_name_base("ns1", "svc1", "p80", "TCP")
     for kind in names.NFT_CHAIN_KINDS:

@@ -137,6 +137,21 @@ def test_endpoint_slices_follow_readiness_and_named_ports() -> None:
     assert by_port[(8000,)]["endpoints"][0]["conditions"]["ready"] is False
 
 
+def test_selector_needs_every_label_in_the_services_namespace() -> None:
+    """complete() looks a selector up by its labels: a pod matches only with all of them, in the namespace."""
+    def pod(name: str, ns: str, labels: dict[str, str], ip: str) -> dict[str, Any]:
+        return {"kind": "Pod", "metadata": {"name": name, "namespace": ns, "labels": labels},
+                "spec": {"nodeName": "node-1"}, "status": {"podIP": ip}}
+    objs = [{"kind": "Service", "metadata": {"name": "web", "namespace": "n"},
+             "spec": {"selector": {"app": "shop", "tier": "web"}, "ports": [{"port": 80}]}},
+            pod("both", "n", {"app": "shop", "tier": "web"}, "10.244.0.21"),
+            pod("app-only", "n", {"app": "shop"}, "10.244.0.22"),
+            pod("tier-only", "n", {"tier": "web", "x": "y"}, "10.244.0.23"),
+            pod("elsewhere", "m", {"app": "shop", "tier": "web"}, "10.244.0.24")]
+    [sl] = [o for o in complete(objs) if o.get("kind") == "EndpointSlice"]
+    assert [e["addresses"] for e in sl["endpoints"]] == [["10.244.0.21"]]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(("args", "stdin", "needle"), [
     (("simulate", "-f", "-"), "kind: Service\nmetadata: {name: x\n", "<stdin>:"),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from svctrace.kubeproxy.ipvs_sets import KUBE_IPSET
 from svctrace.kubeproxy.names import NFT_CHAIN
 from svctrace.kubeproxy.versions import FEATURES
 
@@ -115,32 +116,11 @@ def chain_meaning(name: str) -> ChainMeaning | None:
     return None
 
 
-# -- IPVS mode's ipsets (pkg/proxy/ipvs/ipset.go): what kube-proxy keeps in each.
-_IPSETS: dict[str, str] = {
-    "KUBE-CLUSTER-IP": "every Service cluster IP and port (ip,proto:port): masquerade and accept",
-    "KUBE-LOOP-BACK": "endpoint ip,proto:port,ip of local endpoints: masquerade a pod that reaches itself (hairpin)",
-    "KUBE-EXTERNAL-IP": "Service external IPs and ports",
-    "KUBE-EXTERNAL-IP-LOCAL": "Service external IPs and ports with externalTrafficPolicy Local",
-    "KUBE-LOAD-BALANCER": "LoadBalancer IPs and ports",
-    "KUBE-LOAD-BALANCER-LOCAL": "LoadBalancer IPs and ports with externalTrafficPolicy Local",
-    "KUBE-LOAD-BALANCER-FW": "LoadBalancer IPs and ports with loadBalancerSourceRanges",
-    "KUBE-LOAD-BALANCER-SOURCE-IP": "LoadBalancer IP,port and an allowed source IP",
-    "KUBE-LOAD-BALANCER-SOURCE-CIDR": "LoadBalancer IP,port and an allowed source CIDR",
-    "KUBE-NODE-PORT-TCP": "TCP node ports",
-    "KUBE-NODE-PORT-UDP": "UDP node ports",
-    "KUBE-NODE-PORT-SCTP-HASH": "SCTP node ports (ip,sctp:port)",
-    "KUBE-NODE-PORT-LOCAL-TCP": "TCP node ports with externalTrafficPolicy Local",
-    "KUBE-NODE-PORT-LOCAL-UDP": "UDP node ports with externalTrafficPolicy Local",
-    "KUBE-NODE-PORT-LOCAL-SCTP-HASH": "SCTP node ports with externalTrafficPolicy Local",
-    "KUBE-HEALTH-CHECK-NODE-PORT": "health check node ports of Local-policy LoadBalancers",
-    "KUBE-IPVS-IPS": f"every address bound to kube-ipvs0 (since {_since('ipvs-filter-chain')}): KUBE-IPVS-FILTER "
-                     "rejects other ports",
-}
-
-
 def ipset_meaning(name: str) -> str | None:
-    """What kube-proxy's IPVS mode keeps in the ipset `name`, None for a set it does not make."""
-    return _IPSETS.get(name)
+    """What kube-proxy's IPVS mode keeps in the ipset `name`, None for a set it does not make (the sets' table:
+    :data:`svctrace.kubeproxy.ipvs_sets.KUBE_IPSETS`)."""
+    found = KUBE_IPSET.get(name)
+    return None if found is None else found.meaning
 
 
 # -- nftables mode (pkg/proxy/nftables/proxier.go): the table `kube-proxy`'s chains.

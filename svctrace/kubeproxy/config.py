@@ -18,14 +18,23 @@ from svctrace.kubeproxy.endpoints import IPFamily
 from svctrace.kubeproxy.versions import MODES
 from svctrace.model.version import Version, parse_version
 
-__all__ = ["IPAddr", "Mode", "ProxyConfig", "go_hex08", "parse_ips"]
+__all__ = ["IPAddr", "IPNet", "Mode", "NodePortAddresses", "ProxyConfig", "go_hex08", "nodeport_addresses",
+           "parse_ips"]
 
 Mode = Literal["iptables", "ipvs", "nftables"]
 IPAddr = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNet = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 #: Whether the node's iptables has ``--random-fully`` when ``random_fully`` is not given: kube-proxy's own unit
 #: tests (the iptables corpus) run without it; IPVS mode assumes iptables 1.6.2+, every current distribution.
 _DEFAULT_RANDOM_FULLY: Final[dict[Mode, bool]] = {"iptables": False, "ipvs": True, "nftables": True}
+
+#: ``--nodeport-addresses`` as each mode's renderer reads it: (what an empty flag means, what ``primary`` means).
+#: Empty: every local address (iptables, IPVS) or ``primary`` (nftables' default since 1.29). ``primary``
+#: (1.29+, cmd/kube-proxy turns it into the node IP of each family): "node-ip" (IPVS), "node-ip-not-loopback"
+#: (nftables: setupNFTables leaves loopback out), None (the iptables renderer does not model it: ignored).
+_NODEPORT_FLAG: Final[dict[Mode, tuple[tuple[str, ...], Literal["node-ip", "node-ip-not-loopback"] | None]]] = {
+    "iptables": ((), None), "ipvs": ((), "node-ip"), "nftables": (("primary",), "node-ip-not-loopback")}
 
 
 @dataclass(frozen=True)
@@ -148,3 +157,44 @@ def parse_ips(texts: tuple[str, ...] | list[str]) -> list[IPAddr]:
         if ip not in out:
             out.append(ip)
     return out
+
+
+@dataclass(frozen=True)
+class NodePortAddresses:
+    """``NewNodePortAddresses``: the ``--nodeport-addresses`` CIDRs of the proxier's family."""
+
+    nets: tuple[IPNet, ...]
+    #: ``MatchAll``: no CIDR of the family, or a zero CIDR (every local address takes NodePorts).
+    match_all: bool
+    #: ``ContainsIPv4Loopback``: a CIDR holds 127.0.0.1 (iptables' ``--iptables-localhost-nodeports``).
+    contains_ipv4_loopback: bool
+
+    def node_ips(self, addresses: tuple[str, ...] | list[str]) -> list[IPAddr]:
+        """``GetNodeIPs``: the addresses (``ip`` or ``ip/prefix``) inside the CIDRs, each once, in order,
+        loopback included."""
+        return [ip for ip in parse_ips(addresses) if any(ip.version == n.version and ip in n for n in self.nets)]
+
+
+def nodeport_addresses(cfg: ProxyConfig, mode: Mode) -> NodePortAddresses:
+    """``--nodeport-addresses`` of ``cfg`` as ``mode``'s renderer reads it (:data:`_NODEPORT_FLAG`)."""
+    default, primary = _NODEPORT_FLAG[mode]
+    nets: list[IPNet] = []
+    for text in cfg.nodeport_addresses or default:
+        text = text.strip()
+        if text == "primary" and primary is not None:
+            ip = cfg.node_ip
+            if ip is not None and not (primary == "node-ip-not-loopback" and ip.is_loopback):
+                nets.append(ipaddress.ip_network(ip))
+            continue
+        try:
+            net = ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            continue
+        if cfg.family_ok(net):
+            nets.append(net)
+    loopback = ipaddress.ip_address("127.0.0.1")
+    contains_loopback = any(n.version == 4 and (n.network_address.is_loopback or loopback in n) for n in nets)
+    if not nets or any(n.prefixlen == 0 for n in nets):
+        zero = ipaddress.ip_network("::/0" if cfg.is_ipv6 else "0.0.0.0/0")
+        return NodePortAddresses((zero,), True, not cfg.is_ipv6)  # 0.0.0.0/0 holds 127.0.0.1
+    return NodePortAddresses(tuple(nets), False, contains_loopback)

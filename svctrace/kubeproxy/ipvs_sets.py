@@ -24,32 +24,97 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Final
 
 from svctrace.dataplane.ipvs.model import IPVSTable
+from svctrace.kubeproxy.versions import FEATURES
 from svctrace.model.packet import IPAddress, IPSetDef
 
 NODEPORT_RANGE = (30000, 32767)  # kube-apiserver --service-node-port-range default
-# The sets of pkg/proxy/ipvs/ipset.go that infer_kube_ipsets can fill, with their types.
-INFERRED_SETS: dict[str, str] = {
-    "KUBE-CLUSTER-IP": "hash:ip,port",
-    "KUBE-NODE-PORT-TCP": "bitmap:port",
-    "KUBE-NODE-PORT-UDP": "bitmap:port",
-    "KUBE-NODE-PORT-SCTP-HASH": "hash:ip,port",
-    "KUBE-LOOP-BACK": "hash:ip,port,ip",
-    "KUBE-IPVS-IPS": "hash:ip",
-    # taken as empty: the dump cannot tell these addresses/ports apart from the ones above
-    "KUBE-LOAD-BALANCER": "hash:ip,port",
-    "KUBE-LOAD-BALANCER-LOCAL": "hash:ip,port",
-    "KUBE-LOAD-BALANCER-FW": "hash:ip,port",
-    "KUBE-LOAD-BALANCER-SOURCE-IP": "hash:ip,port,ip",
-    "KUBE-LOAD-BALANCER-SOURCE-CIDR": "hash:ip,port,net",
-    "KUBE-EXTERNAL-IP": "hash:ip,port",
-    "KUBE-EXTERNAL-IP-LOCAL": "hash:ip,port",
-    "KUBE-NODE-PORT-LOCAL-TCP": "bitmap:port",
-    "KUBE-NODE-PORT-LOCAL-UDP": "bitmap:port",
-    "KUBE-NODE-PORT-LOCAL-SCTP-HASH": "hash:ip,port",
-    "KUBE-HEALTH-CHECK-NODE-PORT": "bitmap:port",
-}
+# pkg/proxy/ipvs/ipset.go: the set names.
+KUBE_LOOP_BACK: Final = "KUBE-LOOP-BACK"
+KUBE_CLUSTER_IP: Final = "KUBE-CLUSTER-IP"
+KUBE_EXTERNAL_IP: Final = "KUBE-EXTERNAL-IP"
+KUBE_EXTERNAL_IP_LOCAL: Final = "KUBE-EXTERNAL-IP-LOCAL"
+KUBE_LOAD_BALANCER: Final = "KUBE-LOAD-BALANCER"
+KUBE_LOAD_BALANCER_LOCAL: Final = "KUBE-LOAD-BALANCER-LOCAL"
+KUBE_LOAD_BALANCER_FW: Final = "KUBE-LOAD-BALANCER-FW"
+KUBE_LOAD_BALANCER_SOURCE_IP: Final = "KUBE-LOAD-BALANCER-SOURCE-IP"
+KUBE_LOAD_BALANCER_SOURCE_CIDR: Final = "KUBE-LOAD-BALANCER-SOURCE-CIDR"
+KUBE_NODE_PORT_TCP: Final = "KUBE-NODE-PORT-TCP"
+KUBE_NODE_PORT_LOCAL_TCP: Final = "KUBE-NODE-PORT-LOCAL-TCP"
+KUBE_NODE_PORT_UDP: Final = "KUBE-NODE-PORT-UDP"
+KUBE_NODE_PORT_LOCAL_UDP: Final = "KUBE-NODE-PORT-LOCAL-UDP"
+KUBE_NODE_PORT_SCTP: Final = "KUBE-NODE-PORT-SCTP-HASH"
+KUBE_NODE_PORT_LOCAL_SCTP: Final = "KUBE-NODE-PORT-LOCAL-SCTP-HASH"
+KUBE_HEALTH_CHECK_NODE_PORT: Final = "KUBE-HEALTH-CHECK-NODE-PORT"
+KUBE_IPVS_IPS: Final = "KUBE-IPVS-IPS"
+
+
+@dataclass(frozen=True)
+class KubeIPSet:
+    """One of kube-proxy's IPVS-mode ipsets: the one home of its name, type, comment and meaning."""
+
+    name: str
+    #: The ipset type (``hash:ip,port``, ``bitmap:port``, ...).
+    type: str
+    #: ``ipsetInfo``'s comment: what ``ipset save`` shows and the set's iptables rules carry.
+    comment: str
+    #: What kube-proxy keeps in the set, in plain words (:func:`svctrace.kubeproxy.catalog.ipset_meaning`).
+    meaning: str
+
+
+#: ``ipsetInfo`` (pkg/proxy/ipvs/ipset.go), in kube-proxy's order: every set the generator writes and
+#: :func:`infer_kube_ipsets` can fill.
+KUBE_IPSETS: Final[tuple[KubeIPSet, ...]] = (
+    KubeIPSet(KUBE_LOOP_BACK, "hash:ip,port,ip",
+              "Kubernetes endpoints dst ip:port, source ip for solving hairpin purpose",
+              "endpoint ip,proto:port,ip of local endpoints: masquerade a pod that reaches itself (hairpin)"),
+    KubeIPSet(KUBE_CLUSTER_IP, "hash:ip,port", "Kubernetes service cluster ip + port for masquerade purpose",
+              "every Service cluster IP and port (ip,proto:port): masquerade and accept"),
+    KubeIPSet(KUBE_EXTERNAL_IP, "hash:ip,port",
+              "Kubernetes service external ip + port for masquerade and filter purpose",
+              "Service external IPs and ports"),
+    KubeIPSet(KUBE_EXTERNAL_IP_LOCAL, "hash:ip,port",
+              "Kubernetes service external ip + port with externalTrafficPolicy=local",
+              "Service external IPs and ports with externalTrafficPolicy Local"),
+    KubeIPSet(KUBE_LOAD_BALANCER, "hash:ip,port", "Kubernetes service lb portal", "LoadBalancer IPs and ports"),
+    KubeIPSet(KUBE_LOAD_BALANCER_FW, "hash:ip,port",
+              "Kubernetes service load balancer ip + port for load balancer with sourceRange",
+              "LoadBalancer IPs and ports with loadBalancerSourceRanges"),
+    KubeIPSet(KUBE_LOAD_BALANCER_LOCAL, "hash:ip,port",
+              "Kubernetes service load balancer ip + port with externalTrafficPolicy=local",
+              "LoadBalancer IPs and ports with externalTrafficPolicy Local"),
+    KubeIPSet(KUBE_LOAD_BALANCER_SOURCE_IP, "hash:ip,port,ip",
+              "Kubernetes service load balancer ip + port + source IP for packet filter purpose",
+              "LoadBalancer IP,port and an allowed source IP"),
+    KubeIPSet(KUBE_LOAD_BALANCER_SOURCE_CIDR, "hash:ip,port,net",
+              "Kubernetes service load balancer ip + port + source cidr for packet filter purpose",
+              "LoadBalancer IP,port and an allowed source CIDR"),
+    KubeIPSet(KUBE_NODE_PORT_TCP, "bitmap:port", "Kubernetes nodeport TCP port for masquerade purpose",
+              "TCP node ports"),
+    KubeIPSet(KUBE_NODE_PORT_LOCAL_TCP, "bitmap:port", "Kubernetes nodeport TCP port with externalTrafficPolicy=local",
+              "TCP node ports with externalTrafficPolicy Local"),
+    KubeIPSet(KUBE_NODE_PORT_UDP, "bitmap:port", "Kubernetes nodeport UDP port for masquerade purpose",
+              "UDP node ports"),
+    KubeIPSet(KUBE_NODE_PORT_LOCAL_UDP, "bitmap:port", "Kubernetes nodeport UDP port with externalTrafficPolicy=local",
+              "UDP node ports with externalTrafficPolicy Local"),
+    # kube-proxy names the SCTP sets *-HASH: they are hash:ip,port, not bitmaps.
+    KubeIPSet(KUBE_NODE_PORT_SCTP, "hash:ip,port",
+              "Kubernetes nodeport SCTP port for masquerade purpose with type 'hash ip:port'",
+              "SCTP node ports (ip,sctp:port)"),
+    KubeIPSet(KUBE_NODE_PORT_LOCAL_SCTP, "hash:ip,port",
+              "Kubernetes nodeport SCTP port with externalTrafficPolicy=local with type 'hash ip:port'",
+              "SCTP node ports with externalTrafficPolicy Local"),
+    KubeIPSet(KUBE_HEALTH_CHECK_NODE_PORT, "bitmap:port", "Kubernetes health check node port",
+              "health check node ports of Local-policy LoadBalancers"),
+    KubeIPSet(KUBE_IPVS_IPS, "hash:ip", "Addresses on the ipvs interface",
+              f"every address bound to kube-ipvs0 (since {FEATURES['ipvs-filter-chain'].since_text}): "
+              "KUBE-IPVS-FILTER rejects other ports"),
+)
+KUBE_IPSET: Final[dict[str, KubeIPSet]] = {s.name: s for s in KUBE_IPSETS}
+#: The sets :func:`infer_kube_ipsets` can fill (all of them), with their types.
+INFERRED_SETS: Final[dict[str, str]] = {s.name: s.type for s in KUBE_IPSETS}
 
 
 @dataclass

@@ -19,7 +19,8 @@ unnamed port (``port == ""``) gives just ``"ns/name"``; before that the colon wa
 In nftables mode (``pkg/proxy/nftables/proxier.go``) a per-service chain is ``<kind>-`` plus
 ``hashAndTruncate`` of ``ns/name/proto/port`` (``__ip/port`` appended for an endpoint):
 ``service-ULMVA6XW-ns1/svc1/tcp/p80``, ``endpoint-5OJB2KTY-ns1/svc1/tcp/p80__10.180.0.1/80``.
-:data:`NFT_CHAIN` is the one pattern that reads such a name.
+:func:`service_chain_name_base` and :func:`endpoint_chain_name_base` write such a name, :data:`NFT_CHAIN` is the
+one pattern that reads it.
 
 Pure standard library; nothing here touches the network or the kernel.
 """
@@ -37,6 +38,8 @@ __all__ = [
     "FAMILIES",
     "NFT_CHAIN",
     "NFT_CHAIN_KINDS",
+    "NFT_CHAIN_NAME_BASE_LENGTH_MAX",
+    "NFT_NAME_LENGTH_MAX",
     "SEP_PREFIX",
     "ChainFamily",
     "ChainOwner",
@@ -46,6 +49,7 @@ __all__ = [
     "build_endpoint_chain_index",
     "chain_family",
     "chain_name",
+    "endpoint_chain_name_base",
     "endpoint_hash",
     "ext_chain",
     "fw_chain",
@@ -54,6 +58,7 @@ __all__ = [
     "parse_service_port_name",
     "port_proto_hash",
     "sep_chain",
+    "service_chain_name_base",
     "service_port_name",
     "svc_chain",
     "svl_chain",
@@ -76,6 +81,10 @@ CHAIN_PREFIXES: Final[dict[ChainFamily, str]] = {
 SEP_PREFIX: Final = "KUBE-SEP-"
 
 _HASH_LEN: Final = 16
+
+#: knftables ``NameLengthMax``; nftables mode's chain name bases leave room for the longest kind prefix.
+NFT_NAME_LENGTH_MAX: Final = 256
+NFT_CHAIN_NAME_BASE_LENGTH_MAX: Final = NFT_NAME_LENGTH_MAX - 16
 
 #: nftables mode's per-service chain kinds, the prefixes proxier.go puts before the chain name base:
 #: Cluster policy, Local policy, external traffic, loadBalancerSourceRanges, one endpoint.
@@ -125,9 +134,37 @@ def nft_chain_owner(chain: str) -> NftChainOwner | None:
     return NftChainOwner(m.group(1), m["ns"], m["name"], m["proto"], m["port"], m["ep"])
 
 
-def _hash16(data: str) -> str:
+def _sha256_b32(data: str, length: int) -> str:
+    """The first ``length`` characters of base32(sha256(data)), kube-proxy's chain-name hash (iptables mode keeps
+    16, nftables mode's ``hashAndTruncate`` 8)."""
+    # base32 encodes each 5 bytes into 8 characters on their own: the first length*5/8 bytes of the digest
+    # give the first ``length`` characters of the whole digest's encoding.
     digest = hashlib.sha256(data.encode("utf-8")).digest()
-    return base64.b32encode(digest).decode("ascii")[:_HASH_LEN]
+    return base64.b32encode(digest[:(length * 5 + 7) // 8]).decode("ascii")[:length]
+
+
+def _hash16(data: str) -> str:
+    return _sha256_b32(data, _HASH_LEN)
+
+
+def _hash_and_truncate(name: str) -> str:
+    """nftables ``hashAndTruncate``: the first 8 base32 characters of sha256(name), a dash, the name; cut to
+    :data:`NFT_CHAIN_NAME_BASE_LENGTH_MAX` with ``...``."""
+    out = _sha256_b32(name, 8) + "-" + name
+    if len(out) > NFT_CHAIN_NAME_BASE_LENGTH_MAX:
+        out = out[:NFT_CHAIN_NAME_BASE_LENGTH_MAX - 3] + "..."
+    return out
+
+
+def service_chain_name_base(namespace: str, name: str, port_name: str, protocol: str) -> str:
+    """nftables ``servicePortChainNameBase``: ``ULMVA6XW-ns1/svc1/tcp/p80`` (an unnamed port ends in ``/tcp/``)."""
+    return _hash_and_truncate(f"{namespace}/{name}/{protocol.lower()}/{port_name}")
+
+
+def endpoint_chain_name_base(namespace: str, name: str, port_name: str, protocol: str, ip: str, port: int) -> str:
+    """nftables ``servicePortEndpointChainNameBase``: ``5OJB2KTY-ns1/svc1/tcp/p80__10.180.0.1/80``; IPv6 colons
+    become dots."""
+    return _hash_and_truncate(f"{namespace}/{name}/{protocol.lower()}/{port_name}__{ip.replace(':', '.')}/{port}")
 
 
 def service_port_name(namespace: str, name: str, port_name: str, *, legacy_port_format: bool = False) -> str:

@@ -8,6 +8,9 @@ rules); its IPVS proxier asks a subset of them (``pkg/proxy/ipvs/proxier.go``: t
 ``loadBalancerSourceRanges`` sets and whether the node itself is let through). :func:`plan_port` answers them
 as a :class:`PortPlan`; each renderer turns a plan into its own rules.
 
+Before 1.24 (the KUBE-XLB layout) kube-proxy chose the endpoints with ``proxy.FilterEndpoints`` instead
+(:func:`filter_endpoints_legacy`); :func:`plan_ports` picks by version and the plan's questions stay the same.
+
 The steps before the loop are shared too: :func:`node_context` (the node's labels and IPs from its Node
 object) and :func:`collect_ports` (every Service port of the family with its endpoints, sorted: kube-proxy
 walks a Go map, and its unit tests sort as well).
@@ -24,14 +27,19 @@ from svctrace.kubeproxy.config import IPAddr, ProxyConfig
 from svctrace.kubeproxy.endpoints import (
     EndpointInfo,
     EndpointSelection,
+    EndpointSources,
+    EndpointVerdict,
     KubeObject,
     ServicePortInfo,
     categorize_endpoints,
     endpoints_for_port,
+    not_usable_reason,
     service_ports,
 )
+from svctrace.kubeproxy.versions import has
 
-__all__ = ["NoEndpoints", "PortPlan", "allows_node", "collect_ports", "node_context", "plan_port", "plan_ports"]
+__all__ = ["NoEndpoints", "PortPlan", "allows_node", "collect_ports", "filter_endpoints_legacy", "node_context",
+           "plan_port", "plan_ports"]
 
 #: What traffic meets when it has no endpoint to go to: REJECT (``reject-chain``) when the Service port has
 #: no endpoints at all, DROP when only its Local policy finds none on this node.
@@ -63,13 +71,11 @@ def collect_ports(services: Iterable[KubeObject], endpoint_slices: Iterable[Kube
 
     A Service's endpoints come from its EndpointSlices; a Service without any slice falls back to its v1
     Endpoints object in ``endpoints`` (old clusters)."""
-    slices = list(endpoint_slices) if endpoint_slices is not None else None
-    legacy = list(endpoints) if endpoints is not None else None
+    sources = EndpointSources(endpoint_slices, endpoints)
     ports: Ports = []
     for svc in services:
         for sp in service_ports(svc, ip_family=cfg.ip_family, kube_version=cfg.version):
-            ports.append((sp, endpoints_for_port(sp, node_name=cfg.node_name, endpoint_slices=slices,
-                                                 endpoints=legacy)))
+            ports.append((sp, endpoints_for_port(sp, node_name=cfg.node_name, sources=sources)))
     ports.sort(key=lambda item: (item[0].service_port_name(), item[0].protocol))
     return ports
 
@@ -146,7 +152,67 @@ def plan_port(sp: ServicePortInfo, sel: EndpointSelection, node_ip: IPAddr | Non
 
 
 def plan_ports(ports: Ports, cfg: ProxyConfig, labels: Mapping[str, str]) -> list[PortPlan]:
-    """:func:`plan_port` for every collected port, with ``CategorizeEndpoints`` on this node."""
+    """:func:`plan_port` for every collected port, with ``CategorizeEndpoints`` on this node (before 1.24,
+    :func:`filter_endpoints_legacy`)."""
     node_ip = cfg.node_ip
+    # 1.24 rewrote syncProxyRules around CategorizeEndpoints (terminating endpoints, topology, the
+    # KUBE-EXT/KUBE-SVL chains); before, proxy.FilterEndpoints chose the endpoints.
+    if not has(cfg.version, "ext-svl-chains"):
+        return [plan_port(*filter_endpoints_legacy(sp, eps, cfg, labels), node_ip) for sp, eps in ports]
     return [plan_port(sp, categorize_endpoints(sp, eps, node_name=cfg.node_name, node_labels=labels), node_ip)
             for sp, eps in ports]
+
+
+def filter_endpoints_legacy(sp: ServicePortInfo, eps: tuple[EndpointInfo, ...], cfg: ProxyConfig,
+                            labels: Mapping[str, str]) -> tuple[ServicePortInfo, EndpointSelection]:
+    """The endpoints kube-proxy used before 1.24 (v1.22 ``proxy.FilterEndpoints``), as an
+    :class:`EndpointSelection` (cluster: the ready endpoints used; local: with externalTrafficPolicy Local, the
+    ready ones on this node), and the port as that kube-proxy read it."""
+    itp_on = has(cfg.version, "internal-traffic-policy-filter")
+    if sp.internal_policy_local and not itp_on:
+        sp = replace(sp, internal_policy_local=False)  # the field is ignored (its gate was off)
+    local_external = sp.external_policy_local
+    # internalTrafficPolicy Local (beta, on from 1.22) keeps only this node's endpoints -- for every kind of
+    # traffic, NodePorts included -- unless eTP is Local.
+    itp_filter = sp.internal_policy_local and not local_external and itp_on
+    pool = [e for e in eps if e.is_local] if itp_filter else list(eps)
+    ready = [e for e in pool if e.ready]
+    local: list[EndpointInfo] | None = [e for e in ready if e.is_local] if local_external else (
+        ready if itp_filter else None)
+    return sp, _legacy_selection(sp, eps, ready, local, itp_filter, cfg.node_name, labels)
+
+
+def _legacy_selection(sp: ServicePortInfo, eps: tuple[EndpointInfo, ...], cluster: list[EndpointInfo],
+                      local: list[EndpointInfo] | None, itp_filter: bool, node_name: str,
+                      labels: Mapping[str, str]) -> EndpointSelection:
+    """The endpoint choice of kube-proxy before 1.24, in the shape of :class:`EndpointSelection`."""
+    used_c = {e.endpoint for e in cluster}
+    used_l = {e.endpoint for e in local or ()}
+    verdicts = []
+    for e in eps:
+        if e.endpoint in used_c:
+            c_reason = "ready"
+        elif itp_filter and not e.is_local:
+            c_reason = "on another node (internalTrafficPolicy Local)"
+        elif e.serving_terminating:
+            c_reason = "terminating (kube-proxy before 1.24 ignores terminating endpoints)"
+        else:
+            c_reason = not_usable_reason(e)
+        if local is None:
+            l_reason = "the Service port does not use Local traffic policy"
+        elif e.endpoint in used_l:
+            l_reason = "ready, on this node"
+        elif not e.is_local:
+            l_reason = "on another node" if e.node_name else "on another node (no nodeName)"
+        elif e.serving_terminating:
+            l_reason = "terminating (kube-proxy before 1.24 ignores terminating endpoints)"
+        else:
+            l_reason = not_usable_reason(e)
+        verdicts.append(EndpointVerdict(e, e.endpoint in used_c, e.endpoint in used_l, c_reason, l_reason))
+    reachable = sorted({e.endpoint: e for e in [*cluster, *(local or ())]}.values(), key=lambda e: e.endpoint)
+    return EndpointSelection(
+        service_port=sp, node_name=node_name, zone=labels.get("topology.kubernetes.io/zone"), endpoints=eps,
+        cluster_endpoints=tuple(cluster), local_endpoints=None if local is None else tuple(local),
+        all_reachable_endpoints=tuple(reachable), has_any_endpoints=bool(cluster), topology_aware=False,
+        topology_note="not modelled for kube-proxy before 1.24", cluster_terminating_fallback=False,
+        local_terminating_fallback=False, verdicts=tuple(verdicts))

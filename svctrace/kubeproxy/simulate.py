@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from svctrace.kubeproxy.config import ProxyConfig
+from svctrace.kubeproxy.render.common import SaveMemo
 from svctrace.kubeproxy.render.iptables import generate, to_save
 from svctrace.kubeproxy.versions import DEFAULT_VERSION
 
@@ -174,6 +175,9 @@ def complete(objects: list[Obj], *, service_cidr: str = DEFAULT_SERVICE_CIDR,
             notes.append(f"{w['kind']} {_ns(w)}/{_name(w)}: simulated {count} ready pod(s)")
 
     # Pods: a node and an IP when they have none (the scheduler and the CNI).
+    node_by_name: dict[str, Obj] = {}
+    for n in nodes:
+        node_by_name.setdefault(_name(n), n)
     for p in [o for o in objs if o.get("kind") == "Pod"]:
         spec = p.setdefault("spec", {})
         status = p.setdefault("status", {})
@@ -182,7 +186,7 @@ def complete(objects: list[Obj], *, service_cidr: str = DEFAULT_SERVICE_CIDR,
             rr += 1
             notes.append(f"pod {_ns(p)}/{_name(p)}: scheduled on {spec['nodeName']}")
         if not status.get("podIP"):
-            host: Obj | None = next((n for n in nodes if _name(n) == spec["nodeName"]), None)
+            host = node_by_name.get(spec["nodeName"])
             pod_ip: str | None
             if spec.get("hostNetwork") and host is not None:
                 pod_ip = next((str(a["address"]) for a in (host.get("status") or {}).get("addresses") or []
@@ -226,16 +230,33 @@ def complete(objects: list[Obj], *, service_cidr: str = DEFAULT_SERVICE_CIDR,
     have = {(_ns(o), (_meta(o).get("labels") or {}).get("kubernetes.io/service-name"))
             for o in objs if o.get("kind") == "EndpointSlice"}
     have |= {(_ns(o), _name(o)) for o in objs if o.get("kind") == "Endpoints"}
-    pods = [o for o in objs if o.get("kind") == "Pod"]
+    pods = _PodIndex(o for o in objs if o.get("kind") == "Pod")
     for s in services:
         sel = (s.get("spec") or {}).get("selector")
         if not sel or (_ns(s), _name(s)) in have:
             continue
-        slices = endpoint_slices_for(s, pods)
+        slices = endpoint_slices_for(s, pods.candidates(_ns(s), sel))
         objs += slices
         count = sum(len(x["endpoints"]) for x in slices)
         notes.append(f"Service {_ns(s)}/{_name(s)}: EndpointSlice built from {count} matching pod(s)")
     return objs
+
+
+class _PodIndex:
+    """Pods by namespace and label, so that a Service's selector looks at the pods carrying one of its labels
+    rather than at every pod of the cluster."""
+
+    def __init__(self, pods: Iterable[Obj]) -> None:
+        self._by_label: dict[tuple[str, str, str], list[Obj]] = {}
+        for p in pods:
+            ns = _ns(p)
+            for k, v in (_meta(p).get("labels") or {}).items():
+                self._by_label.setdefault((ns, str(k), str(v)), []).append(p)
+
+    def candidates(self, namespace: str, selector: dict[str, str]) -> list[Obj]:
+        """The pods (in their order) that carry the rarest of the selector's labels: a superset of the pods
+        the selector matches (``selector`` is not empty)."""
+        return min((self._by_label.get((namespace, str(k), str(v)), []) for k, v in selector.items()), key=len)
 
 
 def _resolve(target: Any, pod: Obj, protocol: str) -> int | None:
@@ -322,6 +343,7 @@ def simulate(objects: list[Obj], *, nodes: list[str] | None = None, kube_version
         kinds.setdefault(str(o.get("kind")), []).append(o)
     dumps: dict[str, str] = {}
     files: dict[str, dict[str, str]] = {}
+    memo: SaveMemo = {}  # the nodes share most rules: each is printed once
     for n in names:
         addrs = [a["address"] for a in (node_objs[n].get("status") or {}).get("addresses") or []
                  if a.get("type") in ("InternalIP", "ExternalIP")]
@@ -344,12 +366,12 @@ def simulate(objects: list[Obj], *, nodes: list[str] | None = None, kube_version
                                                kube_version=kube_version),
                                    nodes=kinds.get("Node", []), endpoints=kinds.get("Endpoints"))
             files[n] = nft.snapshot_files()
-            dumps[n] = nft.ruleset_text()
+            dumps[n] = files[n]["nft"]
             continue
         cfg = ProxyConfig(node_name=n, node_ips=tuple(addrs), cluster_cidr=cidr, kube_version=kube_version,
                           kubelet_rules=True)
         rules = generate(kinds.get("Service", []), kinds.get("EndpointSlice", []), cfg, nodes=kinds.get("Node", []),
                          endpoints=kinds.get("Endpoints"))
-        dumps[n] = to_save(rules)
+        dumps[n] = to_save(rules, memo)
         files[n] = {"iptables-save": dumps[n], "proxy-mode": "iptables\n"}
     return Simulation(objs, dumps, cidr, kube_version, notes, files=files, mode=mode)

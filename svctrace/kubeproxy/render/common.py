@@ -14,7 +14,7 @@ from svctrace.dataplane.iptables.parser import parse_rule
 from svctrace.dataplane.iptables.printer import rule_as_loaded
 from svctrace.dataplane.iptables.rules import BUILTIN_CHAINS, RawRule
 
-__all__ = ["SAVE_TABLES", "IptRule", "ip_addr_json", "iptables_save", "quoted"]
+__all__ = ["SAVE_TABLES", "IptRule", "SaveMemo", "ip_addr_json", "iptables_save", "quoted"]
 
 #: The tables kube-proxy writes, in the order the dumps print them.
 SAVE_TABLES: Final = ("filter", "nat")
@@ -70,10 +70,27 @@ def user_and_builtin_chains(table: str, chains: Iterable[str]) -> list[str]:
     return list(builtin) + sorted(set(chains) - set(builtin))
 
 
-def iptables_save(chains: Mapping[str, Iterable[str]], rules: Iterable[IptRule], ipv6: bool) -> str:
+#: Rules already printed by :func:`iptables_save`: nodes of one cluster share most of their rules, so a caller
+#: rendering many nodes passes one of these to all of them and prints each shared rule once.
+SaveMemo = dict[tuple[IptRule, bool], str]
+
+
+def iptables_save(chains: Mapping[str, Iterable[str]], rules: Iterable[IptRule], ipv6: bool,
+                  memo: SaveMemo | None = None) -> str:
     """What ``iptables-save`` (1.8.9) prints for the filter and nat tables holding ``chains`` and ``rules``
     (the rules of a chain in the order given)."""
-    listed = list(rules)
+    memo = {} if memo is None else memo
+
+    def text(r: IptRule) -> str:
+        key = (r, ipv6)
+        found = memo.get(key)
+        if found is None:
+            found = memo[key] = r.save_text(ipv6)
+        return found
+
+    by_chain: dict[tuple[str, str], list[IptRule]] = {}
+    for r in rules:
+        by_chain.setdefault((r.table, r.chain), []).append(r)
     out: list[str] = []
     for table in SAVE_TABLES:
         out.append(f"*{table}")
@@ -81,7 +98,7 @@ def iptables_save(chains: Mapping[str, Iterable[str]], rules: Iterable[IptRule],
         for c in names:
             out.append(f":{c} ACCEPT [0:0]" if c in BUILTIN_CHAINS[table] else f":{c} - [0:0]")
         for c in names:
-            out.extend(r.save_text(ipv6) for r in listed if r.table == table and r.chain == c)
+            out.extend(text(r) for r in by_chain.get((table, c), ()))
         out.append("COMMIT")
     return "\n".join(out) + "\n"
 

@@ -43,17 +43,15 @@ Pure standard library.
 
 from __future__ import annotations
 
-import ipaddress
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Final
 
 from svctrace.dataplane.iptables.rules import BUILTIN_CHAINS
-from svctrace.kubeproxy.config import IPAddr, ProxyConfig, go_hex08
+from svctrace.kubeproxy.config import IPAddr, NodePortAddresses, ProxyConfig, go_hex08, nodeport_addresses
 from svctrace.kubeproxy.endpoints import (
     EndpointInfo,
     EndpointSelection,
-    EndpointVerdict,
     KubeObject,
     ServicePortInfo,
 )
@@ -68,7 +66,6 @@ from svctrace.kubeproxy.names import (
 from svctrace.kubeproxy.plan import (
     NoEndpoints,
     PortPlan,
-    allows_node,
     collect_ports,
     node_context,
     plan_ports,
@@ -76,6 +73,7 @@ from svctrace.kubeproxy.plan import (
 from svctrace.kubeproxy.render.common import (
     SAVE_TABLES,
     IptRule,
+    SaveMemo,
     forward_accept_rules,
     iptables_save,
     masquerade_rules,
@@ -209,44 +207,13 @@ class _Ctx:
         return _probability(n, self.version)
 
 
-def _nodeport_addresses(cfg: ProxyConfig) -> tuple[list[ipaddress.IPv4Network | ipaddress.IPv6Network], bool, bool]:
-    """``NewNodePortAddresses``: (cidrs of the family, matchAll, containsIPv4Loopback)."""
-    nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
-    for text in cfg.nodeport_addresses:
-        try:
-            net = ipaddress.ip_network(text.strip(), strict=False)
-        except ValueError:
-            continue
-        if (net.version == 6) == cfg.is_ipv6:
-            nets.append(net)
-    if not nets:
-        nets = [ipaddress.ip_network("::/0" if cfg.is_ipv6 else "0.0.0.0/0")]
-    loop = ipaddress.ip_address("127.0.0.1")
-    contains_loopback = False
-    out: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
-    for net in nets:
-        if net.version == 4 and (net.network_address.is_loopback or loop in net):
-            contains_loopback = True
-        if net.prefixlen == 0:
-            return [net], True, contains_loopback
-        out.append(net)
-    return out, False, contains_loopback
-
-
-def _node_ips_matching(cfg: ProxyConfig, nets: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> list[
-        ipaddress.IPv4Address | ipaddress.IPv6Address]:
+def _node_ips_matching(cfg: ProxyConfig, addresses: NodePortAddresses) -> list[IPAddr]:
+    """The node's addresses inside the ``--nodeport-addresses`` CIDRs; without ``interface_addresses``, the
+    node IPs and the loopback addresses."""
     addrs = cfg.interface_addresses
     if addrs is None:
         addrs = (*cfg.node_ips, "127.0.0.1", "::1")
-    out: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
-    for text in addrs:
-        try:
-            ip = ipaddress.ip_address(text.split("/")[0].strip())
-        except ValueError:
-            continue
-        if any(ip.version == n.version and ip in n for n in nets) and ip not in out:
-            out.append(ip)
-    return out
+    return addresses.node_ips(addrs)
 
 
 def generate(
@@ -273,9 +240,10 @@ def generate(
     assert version is not None
     ctx = _Ctx(cfg=cfg, version=version, legacy_names=not has(version, "port-name-colon-optional"),
                large=total > LARGE_CLUSTER_ENDPOINTS, mark=cfg.mark, node_ip=cfg.node_ip)
+    plans = plan_ports(ports, cfg, labels)
     if not has(version, "ext-svl-chains"):
-        return _generate_legacy(ctx, ports, labels)
-    return _generate_modern(ctx, plan_ports(ports, cfg, labels))
+        return _generate_legacy(ctx, plans)
+    return _generate_modern(ctx, plans)
 
 
 def _base_rules(jumps: Iterable[tuple[str, str, str, str, tuple[str, ...]]],
@@ -376,8 +344,8 @@ def _generate_modern(ctx: _Ctx, plans: Sequence[PortPlan]) -> ProxyRules:
     has_proxy_firewall = has(version, "proxy-firewall-chain")
     b = _Builder()
     extra: dict[str, list[str]] = {t: [] for t in SAVE_TABLES}
-    nets, match_all, contains_loopback = _nodeport_addresses(cfg)
-    localhost_nodeports = cfg.localhost_nodeports and contains_loopback
+    np_addresses = nodeport_addresses(cfg, "iptables")
+    localhost_nodeports = cfg.localhost_nodeports and np_addresses.contains_ipv4_loopback
     isv6 = cfg.is_ipv6
     detector = cfg.cluster_cidr is not None
 
@@ -500,7 +468,7 @@ def _generate_modern(ctx: _Ctx, plans: Sequence[PortPlan]) -> ProxyRules:
             _write_endpoint_chain(ctx, b, spn, sp, e, sep)
 
     # Finally, tail-call to the nodePorts chain.
-    if match_all:
+    if np_addresses.match_all:
         dest: list[str] = ["-m", "addrtype", "--dst-type", "LOCAL"]
         if isv6:
             dest += ["!", "-d", "::1/128"]
@@ -508,7 +476,7 @@ def _generate_modern(ctx: _Ctx, plans: Sequence[PortPlan]) -> ProxyRules:
             dest += ["!", "-d", "127.0.0.0/8"]
         b.rule("nat", KUBE_SERVICES, "-m", "comment", "--comment", _NODEPORTS_COMMENT, *dest, "-j", KUBE_NODEPORTS)
     else:
-        for ip in _node_ips_matching(cfg, nets):
+        for ip in _node_ips_matching(cfg, np_addresses):
             if ip.is_loopback and (isv6 or not localhost_nodeports):
                 continue
             b.rule("nat", KUBE_SERVICES, "-m", "comment", "--comment", _NODEPORTS_COMMENT,
@@ -546,8 +514,7 @@ def _finish(ctx: _Ctx, b: _Builder, kubelet: _Builder, extra: dict[str, list[str
 # --------------------------------------------------------------------------- before 1.24 (KUBE-XLB)
 
 
-def _generate_legacy(ctx: _Ctx, ports: Sequence[tuple[ServicePortInfo, tuple[EndpointInfo, ...]]],
-                     labels: Mapping[str, str]) -> ProxyRules:
+def _generate_legacy(ctx: _Ctx, plans: Sequence[PortPlan]) -> ProxyRules:
     """v1.22 ``syncProxyRules``: KUBE-SVC / KUBE-XLB / KUBE-FW / KUBE-SEP."""
     cfg = ctx.cfg
     b = _Builder()
@@ -559,24 +526,17 @@ def _generate_legacy(ctx: _Ctx, ports: Sequence[tuple[ServicePortInfo, tuple[End
     _write_masquerade_chains(ctx, b)
 
     # GetNodeAddresses: the zero CIDR (no nodePortAddresses) or the matching node IPs.
-    nets, match_all, _ = _nodeport_addresses(cfg)
-    node_addresses: list[str] = ["zero"] if match_all else [str(ip) for ip in _node_ips_matching(cfg, nets)]
+    np_addresses = nodeport_addresses(cfg, "iptables")
+    node_addresses: list[str] = ["zero"] if np_addresses.match_all else [
+        str(ip) for ip in _node_ips_matching(cfg, np_addresses)]
 
-    selections: list[EndpointSelection] = []
-    for sp, eps in ports:
-        itp_on = has(ctx.version, "internal-traffic-policy-filter")
-        if sp.internal_policy_local and not itp_on:
-            sp = replace(sp, internal_policy_local=False)  # the field is ignored (its gate was off)
-        local_external = sp.external_policy_local
-        # proxy.FilterEndpoints (1.22): internalTrafficPolicy Local (beta, on from 1.22) keeps only this
-        # node's endpoints -- for every kind of traffic, NodePorts included -- unless eTP is Local.
-        itp_filter = sp.internal_policy_local and not local_external and itp_on
-        pool = [e for e in eps if e.is_local] if itp_filter else list(eps)
-        ready = [e for e in pool if e.ready]
-        has_endpoints = bool(ready)
-        local_ready = [e for e in ready if e.is_local] if local_external else []
-        selections.append(_legacy_selection(sp, eps, ready, local_ready if local_external else (
-            ready if itp_filter else None), itp_filter, cfg.node_name, labels))
+    for plan in plans:
+        # The decisions (plan.py, pre-1.24 endpoint filtering): the ready endpoints the port uses, and with
+        # externalTrafficPolicy Local this node's ready ones.
+        sp = plan.service_port
+        ready = plan.cluster_endpoints
+        has_endpoints = plan.has_endpoints
+        local_external = plan.external_local
         proto = sp.protocol.lower()
         spn = sp.service_port_name(legacy_port_format=ctx.legacy_names)
         names = (sp.namespace, sp.name, sp.port_name, sp.protocol)
@@ -637,7 +597,7 @@ def _generate_legacy(ctx: _Ctx, ports: Sequence[tuple[ServicePortInfo, tuple[End
                 else:
                     for src in sp.load_balancer_source_ranges:
                         b.rule("nat", fwc, *fw_args, "-s", src, "-j", chosen)
-                    if allows_node(ctx.node_ip, sp):
+                    if plan.allow_from_node:
                         b.rule("nat", fwc, *fw_args, "-s", ingress, "-j", chosen)
                 b.rule("nat", fwc, *fw_args, "-j", KUBE_MARK_DROP)
             else:
@@ -675,11 +635,11 @@ def _generate_legacy(ctx: _Ctx, ports: Sequence[tuple[ServicePortInfo, tuple[End
                "-m", "addrtype", "--src-type", "LOCAL", "-j", KUBE_MARK_MASQ)
         b.rule("nat", xlb, "-m", "comment", "--comment", quoted(f"route LOCAL traffic for {spn} LB IP to service chain"),
                "-m", "addrtype", "--src-type", "LOCAL", "-j", chain)
-        if not local_ready:
+        if not plan.has_external:
             b.rule("nat", xlb, "-m", "comment", "--comment", quoted(f"{spn} has no local endpoints"),
                    "-j", KUBE_MARK_DROP)
         else:
-            _write_legacy_lb_rules(ctx, b, spn, sp, xlb, local_ready)
+            _write_legacy_lb_rules(ctx, b, spn, sp, xlb, plan.local_endpoints)
 
     for address in node_addresses:
         if address == "zero":
@@ -697,49 +657,7 @@ def _generate_legacy(ctx: _Ctx, ports: Sequence[tuple[ServicePortInfo, tuple[End
     kb = _Builder()
     if cfg.kubelet_rules:
         kubelet = _kubelet_rules(ctx, kb, extra, mark_drop=True, localnet=not isv6)
-    return _finish(ctx, b, kb, extra, _base_rules(jumps, kubelet), selections)
-
-
-def _legacy_selection(sp: ServicePortInfo, eps: tuple[EndpointInfo, ...], cluster: list[EndpointInfo],
-                      local: list[EndpointInfo] | None, itp_filter: bool, node_name: str,
-                      labels: Mapping[str, str]) -> EndpointSelection:
-    """The endpoint choice of kube-proxy before 1.24, in the shape of :class:`EndpointSelection`."""
-    used_c = {e.endpoint for e in cluster}
-    used_l = {e.endpoint for e in local or ()}
-    verdicts = []
-    for e in eps:
-        if e.endpoint in used_c:
-            c_reason = "ready"
-        elif itp_filter and not e.is_local:
-            c_reason = "on another node (internalTrafficPolicy Local)"
-        elif e.serving_terminating:
-            c_reason = "terminating (kube-proxy before 1.24 ignores terminating endpoints)"
-        else:
-            c_reason = _legacy_not_usable(e)
-        if local is None:
-            l_reason = "the Service port does not use Local traffic policy"
-        elif e.endpoint in used_l:
-            l_reason = "ready, on this node"
-        elif not e.is_local:
-            l_reason = "on another node" if e.node_name else "on another node (no nodeName)"
-        elif e.serving_terminating:
-            l_reason = "terminating (kube-proxy before 1.24 ignores terminating endpoints)"
-        else:
-            l_reason = _legacy_not_usable(e)
-        verdicts.append(EndpointVerdict(e, e.endpoint in used_c, e.endpoint in used_l, c_reason, l_reason))
-    reachable = sorted({e.endpoint: e for e in [*cluster, *(local or ())]}.values(), key=lambda e: e.endpoint)
-    return EndpointSelection(
-        service_port=sp, node_name=node_name, zone=labels.get("topology.kubernetes.io/zone"), endpoints=eps,
-        cluster_endpoints=tuple(cluster), local_endpoints=None if local is None else tuple(local),
-        all_reachable_endpoints=tuple(reachable), has_any_endpoints=bool(cluster), topology_aware=False,
-        topology_note="not modelled for kube-proxy before 1.24", cluster_terminating_fallback=False,
-        local_terminating_fallback=False, verdicts=tuple(verdicts))
-
-
-def _legacy_not_usable(e: EndpointInfo) -> str:
-    if e.terminating and not e.serving:
-        return "terminating and not serving"
-    return "terminating" if e.terminating else "not ready"
+    return _finish(ctx, b, kb, extra, _base_rules(jumps, kubelet), [p.selection for p in plans])
 
 
 def _write_legacy_lb_rules(ctx: _Ctx, b: _Builder, spn: str, sp: ServicePortInfo, chain: str,
@@ -789,7 +707,9 @@ def to_restore(rules: ProxyRules, *, base_chains: bool = True) -> str:
     return "\n".join(out) + "\n"
 
 
-def to_save(rules: ProxyRules) -> str:
-    """The rules as ``iptables-save`` (1.8.9) prints them once loaded (with the base-chain jumps)."""
+def to_save(rules: ProxyRules, memo: SaveMemo | None = None) -> str:
+    """The rules as ``iptables-save`` (1.8.9) prints them once loaded (with the base-chain jumps); ``memo``:
+    see :data:`SaveMemo`."""
     chains = {t: rules.all_chains(t) for t in SAVE_TABLES}
-    return iptables_save(chains, [r for t in SAVE_TABLES for r in rules.loaded_rules(t)], rules.config.is_ipv6)
+    return iptables_save(chains, [r for t in SAVE_TABLES for r in rules.loaded_rules(t)], rules.config.is_ipv6,
+                         memo)

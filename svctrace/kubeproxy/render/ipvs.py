@@ -71,7 +71,7 @@ from dataclasses import dataclass, field, replace
 from typing import Final
 
 from svctrace.dataplane.iptables.rules import BUILTIN_CHAINS
-from svctrace.kubeproxy.config import IPAddr, ProxyConfig, parse_ips
+from svctrace.kubeproxy.config import IPAddr, ProxyConfig, nodeport_addresses, parse_ips
 from svctrace.kubeproxy.endpoints import (
     EndpointInfo,
     EndpointSelection,
@@ -80,7 +80,27 @@ from svctrace.kubeproxy.endpoints import (
     ServicePortInfo,
     categorize_endpoints,
 )
-from svctrace.kubeproxy.ipvs_sets import INFERRED_SETS
+from svctrace.kubeproxy.ipvs_sets import (
+    KUBE_CLUSTER_IP,
+    KUBE_EXTERNAL_IP,
+    KUBE_EXTERNAL_IP_LOCAL,
+    KUBE_HEALTH_CHECK_NODE_PORT,
+    KUBE_IPSET,
+    KUBE_IPSETS,
+    KUBE_IPVS_IPS,
+    KUBE_LOAD_BALANCER,
+    KUBE_LOAD_BALANCER_FW,
+    KUBE_LOAD_BALANCER_LOCAL,
+    KUBE_LOAD_BALANCER_SOURCE_CIDR,
+    KUBE_LOAD_BALANCER_SOURCE_IP,
+    KUBE_LOOP_BACK,
+    KUBE_NODE_PORT_LOCAL_SCTP,
+    KUBE_NODE_PORT_LOCAL_TCP,
+    KUBE_NODE_PORT_LOCAL_UDP,
+    KUBE_NODE_PORT_SCTP,
+    KUBE_NODE_PORT_TCP,
+    KUBE_NODE_PORT_UDP,
+)
 from svctrace.kubeproxy.names import join_host_port
 from svctrace.kubeproxy.plan import collect_ports, node_context, plan_ports
 from svctrace.kubeproxy.render.common import (
@@ -99,7 +119,6 @@ from svctrace.kubeproxy.render.common import (
 from svctrace.kubeproxy.versions import has
 
 __all__ = [
-    "IPSET_INFO",
     "IPSet",
     "IPVSRules",
     "IptRule",
@@ -111,60 +130,11 @@ __all__ = [
 
 DUMMY_DEVICE: Final = "kube-ipvs0"
 
-# pkg/proxy/ipvs/ipset.go: set names and the comments their iptables rules carry.
-KUBE_LOOP_BACK: Final = "KUBE-LOOP-BACK"
-KUBE_CLUSTER_IP: Final = "KUBE-CLUSTER-IP"
-KUBE_EXTERNAL_IP: Final = "KUBE-EXTERNAL-IP"
-KUBE_EXTERNAL_IP_LOCAL: Final = "KUBE-EXTERNAL-IP-LOCAL"
-KUBE_LOAD_BALANCER: Final = "KUBE-LOAD-BALANCER"
-KUBE_LOAD_BALANCER_LOCAL: Final = "KUBE-LOAD-BALANCER-LOCAL"
-KUBE_LOAD_BALANCER_FW: Final = "KUBE-LOAD-BALANCER-FW"
-KUBE_LOAD_BALANCER_SOURCE_IP: Final = "KUBE-LOAD-BALANCER-SOURCE-IP"
-KUBE_LOAD_BALANCER_SOURCE_CIDR: Final = "KUBE-LOAD-BALANCER-SOURCE-CIDR"
-KUBE_NODE_PORT_TCP: Final = "KUBE-NODE-PORT-TCP"
-KUBE_NODE_PORT_LOCAL_TCP: Final = "KUBE-NODE-PORT-LOCAL-TCP"
-KUBE_NODE_PORT_UDP: Final = "KUBE-NODE-PORT-UDP"
-KUBE_NODE_PORT_LOCAL_UDP: Final = "KUBE-NODE-PORT-LOCAL-UDP"
-KUBE_NODE_PORT_SCTP: Final = "KUBE-NODE-PORT-SCTP-HASH"
-KUBE_NODE_PORT_LOCAL_SCTP: Final = "KUBE-NODE-PORT-LOCAL-SCTP-HASH"
-KUBE_HEALTH_CHECK_NODE_PORT: Final = "KUBE-HEALTH-CHECK-NODE-PORT"
-KUBE_IPVS_IPS: Final = "KUBE-IPVS-IPS"
 
 HASH_IP_PORT_NET: Final = "hash:ip,port,net"
 BITMAP_PORT: Final = "bitmap:port"
 
 
-@dataclass(frozen=True)
-class _SetInfo:
-    name: str
-    type: str
-    comment: str
-
-
-#: ``ipsetInfo``, in kube-proxy's order: (name, type, comment). The types are the dataplane's table of
-#: kube-proxy's sets (:data:`svctrace.kubeproxy.ipvs_sets.INFERRED_SETS`).
-IPSET_INFO: Final[tuple[_SetInfo, ...]] = tuple(_SetInfo(name, INFERRED_SETS[name], comment) for name, comment in (
-    (KUBE_LOOP_BACK, "Kubernetes endpoints dst ip:port, source ip for solving hairpin purpose"),
-    (KUBE_CLUSTER_IP, "Kubernetes service cluster ip + port for masquerade purpose"),
-    (KUBE_EXTERNAL_IP, "Kubernetes service external ip + port for masquerade and filter purpose"),
-    (KUBE_EXTERNAL_IP_LOCAL, "Kubernetes service external ip + port with externalTrafficPolicy=local"),
-    (KUBE_LOAD_BALANCER, "Kubernetes service lb portal"),
-    (KUBE_LOAD_BALANCER_FW, "Kubernetes service load balancer ip + port for load balancer with sourceRange"),
-    (KUBE_LOAD_BALANCER_LOCAL, "Kubernetes service load balancer ip + port with externalTrafficPolicy=local"),
-    (KUBE_LOAD_BALANCER_SOURCE_IP, "Kubernetes service load balancer ip + port + source IP for packet filter purpose"),
-    (KUBE_LOAD_BALANCER_SOURCE_CIDR,
-     "Kubernetes service load balancer ip + port + source cidr for packet filter purpose"),
-    (KUBE_NODE_PORT_TCP, "Kubernetes nodeport TCP port for masquerade purpose"),
-    (KUBE_NODE_PORT_LOCAL_TCP, "Kubernetes nodeport TCP port with externalTrafficPolicy=local"),
-    (KUBE_NODE_PORT_UDP, "Kubernetes nodeport UDP port for masquerade purpose"),
-    (KUBE_NODE_PORT_LOCAL_UDP, "Kubernetes nodeport UDP port with externalTrafficPolicy=local"),
-    (KUBE_NODE_PORT_SCTP, "Kubernetes nodeport SCTP port for masquerade purpose with type 'hash ip:port'"),
-    (KUBE_NODE_PORT_LOCAL_SCTP,
-     "Kubernetes nodeport SCTP port with externalTrafficPolicy=local with type 'hash ip:port'"),
-    (KUBE_HEALTH_CHECK_NODE_PORT, "Kubernetes health check node port"),
-    (KUBE_IPVS_IPS, "Addresses on the ipvs interface"),
-))
-_SET_INFO: Final = {s.name: s for s in IPSET_INFO}
 
 # ipsetWithIptablesChain: (set, table, from chain, to, match flags, -p). The Local sets must come before
 # the plain ones (their RETURN has to win).
@@ -409,32 +379,17 @@ def _node_port_ips(cfg: ProxyConfig) -> list[IPAddr]:
     """The ``nodeIPs`` of ``syncProxyRules``. With ``NewNodePortAddresses``' matchAll (no CIDR of the family, or
     a zero CIDR), they are the whole node address set. Otherwise ``GetNodeIPs`` keeps the addresses inside the
     CIDRs, without loopback."""
-    nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
-    for text in cfg.nodeport_addresses:
-        text = text.strip()
-        if text == "primary":  # 1.29+: cmd/kube-proxy turns it into the node IPs
-            ip = cfg.node_ip
-            if ip is not None:
-                nets.append(ipaddress.ip_network(ip))
-            continue
-        try:
-            net = ipaddress.ip_network(text, strict=False)
-        except ValueError:
-            continue
-        if (net.version == 6) == cfg.is_ipv6:
-            nets.append(net)
-    every = _node_address_set(cfg)
-    if not nets or any(n.prefixlen == 0 for n in nets):
-        return sorted(every)
+    addresses = nodeport_addresses(cfg, "ipvs")
+    if addresses.match_all:
+        return sorted(_node_address_set(cfg))
     addrs = cfg.interface_addresses if cfg.interface_addresses is not None else cfg.node_ips
-    return sorted(ip for ip in parse_ips(addrs)
-                  if cfg.family_ok(ip) and not ip.is_loopback and any(ip in n for n in nets))
+    return sorted(ip for ip in addresses.node_ips(addrs) if not ip.is_loopback)
 
 
 @dataclass
 class _Sets:
     ip_family: IPFamily
-    entries: dict[str, set[str]] = field(default_factory=lambda: {s.name: set() for s in IPSET_INFO})
+    entries: dict[str, set[str]] = field(default_factory=lambda: {s.name: set() for s in KUBE_IPSETS})
 
     def add(self, name: str, entry: str) -> None:
         self.entries[name].add(entry)
@@ -446,12 +401,12 @@ class _Sets:
         return ipset_name(name, self.ip_family)
 
     def comment(self, name: str) -> str:
-        return f'"{_SET_INFO[name].comment}"'
+        return f'"{KUBE_IPSET[name].comment}"'
 
     def result(self) -> tuple[IPSet, ...]:
         fam = "inet6" if self.ip_family == "IPv6" else "inet"
         return tuple(IPSet(self.name(s.name), s.type, fam, s.comment, tuple(sorted(self.entries[s.name])))
-                     for s in IPSET_INFO)
+                     for s in KUBE_IPSETS)
 
 
 def _chosen(sp: ServicePortInfo, eps: Sequence[EndpointInfo], only_local: bool, node: str,

@@ -68,8 +68,6 @@ Pure standard library.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import ipaddress
 import json
 from collections.abc import Iterable, Sequence
@@ -102,23 +100,21 @@ from svctrace.dataplane.nftables.ir import (
 )
 from svctrace.dataplane.nftables.ir import Element as NftElement
 from svctrace.dataplane.nftables.printer import fmt_stmt, stmt_json
-from svctrace.kubeproxy.config import IPAddr, ProxyConfig, parse_ips
+from svctrace.kubeproxy.config import IPAddr, ProxyConfig, nodeport_addresses
 from svctrace.kubeproxy.endpoints import (
     EndpointInfo,
     EndpointSelection,
     KubeObject,
     ServicePortInfo,
 )
-from svctrace.kubeproxy.names import join_host_port
+from svctrace.kubeproxy.names import endpoint_chain_name_base, join_host_port, service_chain_name_base
 from svctrace.kubeproxy.plan import PortPlan, collect_ports, node_context, plan_ports
 from svctrace.kubeproxy.render.common import ip_addr_json
 from svctrace.kubeproxy.versions import has
 
 __all__ = [
     "NftRules",
-    "endpoint_chain_name_base",
     "generate_nft",
-    "service_chain_name_base",
 ]
 
 TABLE: Final = "kube-proxy"
@@ -141,8 +137,6 @@ FIREWALL_CHECK: Final = "firewall-check"
 MARK_MASQ: Final = "mark-for-masquerade"
 MASQUERADING: Final = "masquerading"
 
-NAME_LENGTH_MAX: Final = 256  # knftables.NameLengthMax
-CHAIN_NAME_BASE_LENGTH_MAX: Final = NAME_LENGTH_MAX - 16
 
 _PROTO_NUMBERS: Final = {"tcp": 6, "udp": 17, "sctp": 132}
 
@@ -199,26 +193,6 @@ _JUMPS_1_34: Final = (
 
 
 # --------------------------------------------------------------------------- names
-
-
-def _hash_and_truncate(name: str) -> str:
-    """``hashAndTruncate``: the first 8 base32 characters of sha256(name), a dash, the name; cut to 240."""
-    encoded = base64.b32encode(hashlib.sha256(name.encode()).digest()).decode("ascii")
-    out = encoded[:8] + "-" + name
-    if len(out) > CHAIN_NAME_BASE_LENGTH_MAX:
-        out = out[:CHAIN_NAME_BASE_LENGTH_MAX - 3] + "..."
-    return out
-
-
-def service_chain_name_base(namespace: str, name: str, port_name: str, protocol: str) -> str:
-    """``servicePortChainNameBase``: ``ULMVA6XW-ns1/svc1/tcp/p80`` (an unnamed port ends in ``/tcp/``)."""
-    return _hash_and_truncate(f"{namespace}/{name}/{protocol.lower()}/{port_name}")
-
-
-def endpoint_chain_name_base(namespace: str, name: str, port_name: str, protocol: str, ip: str, port: int) -> str:
-    """``servicePortEndpointChainNameBase``: ``5OJB2KTY-ns1/svc1/tcp/p80__10.180.0.1/80``; IPv6 colons
-    become dots."""
-    return _hash_and_truncate(f"{namespace}/{name}/{protocol.lower()}/{port_name}__{ip.replace(':', '.')}/{port}")
 
 
 def layout(cfg: ProxyConfig) -> Layout:
@@ -803,31 +777,12 @@ class NftRules:
 
 def _node_port_ips(cfg: ProxyConfig) -> tuple[bool, list[IPAddr]]:
     """``NewNodePortAddresses`` + ``GetNodeIPs``: (match all, the interface addresses inside the CIDRs, loopback
-    left out as setupNFTables does). ``primary`` (and the empty default) is the node IP of each family."""
-    texts = list(cfg.nodeport_addresses) or ["primary"]
-    cidrs: list[str] = []
-    for t in texts:
-        t = t.strip()
-        if t != "primary":
-            cidrs.append(t)
-            continue
-        for version, plen in ((4, 32), (6, 128)):
-            ip = next((x for x in parse_ips(cfg.node_ips) if x.version == version), None)
-            if ip is not None and not ip.is_loopback:
-                cidrs.append(f"{ip}/{plen}")
-    nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
-    for t in cidrs:
-        try:
-            net = ipaddress.ip_network(t, strict=False)
-        except ValueError:
-            continue
-        if (net.version == 6) == cfg.is_ipv6:
-            nets.append(net)
-    if not nets or any(n.prefixlen == 0 for n in nets):
+    left out as setupNFTables does). ``primary`` (and the empty default) is the node IP of the family."""
+    addresses = nodeport_addresses(cfg, "nftables")
+    if addresses.match_all:
         return True, []
     addrs = cfg.interface_addresses if cfg.interface_addresses is not None else cfg.node_ips
-    found = [ip for ip in parse_ips(addrs) if (ip.version == 6) == cfg.is_ipv6 and any(ip in n for n in nets)]
-    return False, [ip for ip in found if not ip.is_loopback]
+    return False, [ip for ip in addresses.node_ips(addrs) if not ip.is_loopback]
 
 
 def _setup(tx: _Tx, cfg: ProxyConfig, fam: str, match_all: bool, np_ips: Sequence[IPAddr]) -> None:
