@@ -17,6 +17,7 @@ from svctrace.kubeproxy.config import ProxyConfig
 from svctrace.kubeproxy.render.common import SaveMemo
 from svctrace.kubeproxy.render.iptables import generate, to_save
 from svctrace.kubeproxy.versions import DEFAULT_VERSION
+from svctrace.model.cluster import pod_cidr_supernet
 
 Obj = dict[str, Any]
 WORKLOADS = ("Deployment", "StatefulSet", "ReplicaSet", "DaemonSet", "ReplicationController")
@@ -76,22 +77,6 @@ def _cidr_from_config(objs: list[Obj]) -> str | None:
                     if str(a).startswith("--cluster-cidr="):
                         return str(a).split("=", 1)[1]
     return None
-
-
-def _supernet(cidrs: Iterable[str]) -> str | None:
-    nets = []
-    for c in cidrs:
-        try:
-            nets.append(ipaddress.ip_network(c, strict=False))
-        except ValueError:
-            continue
-    v4 = [n for n in nets if n.version == 4]
-    if not v4:
-        return None
-    net = v4[0]
-    while not all(x.subnet_of(net) for x in v4):
-        net = net.supernet()
-    return str(net)
 
 
 def _ready(pod: Obj) -> bool:
@@ -329,7 +314,7 @@ def simulate(objects: list[Obj], *, nodes: list[str] | None = None, kube_version
     if cidr is None:
         pod_cidrs = [c for o in objs if o.get("kind") == "Node"
                      for c in ((o.get("spec") or {}).get("podCIDRs") or [])]
-        cidr = _supernet(pod_cidrs)
+        cidr = pod_cidr_supernet(pod_cidrs)
         if cidr:
             notes.append(f"cluster CIDR {cidr} inferred from the nodes' podCIDRs (no kube-proxy configuration "
                          "among the inputs and no --cluster-cidr)")

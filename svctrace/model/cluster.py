@@ -406,3 +406,21 @@ def _proxy_from_daemonset(o: Obj, proxy: ProxySettings) -> None:
             if a.startswith("--masquerade-bit="):
                 proxy.masquerade_bit = _int(a.split("=", 1)[1])
                 proxy.sources["masquerade_bit"] = "DaemonSet kube-system/kube-proxy flags"
+
+
+def pod_cidr_supernet(cidrs: Iterable[str]) -> str | None:
+    """The smallest IPv4 network holding every given pod CIDR (the cluster CIDR, when nothing states it);
+    None without an IPv4 one. Unparseable entries are skipped."""
+    nets = []
+    for c in cidrs:
+        try:
+            nets.append(ipaddress.ip_network(c, strict=False))
+        except ValueError:
+            continue
+    v4 = [n for n in nets if n.version == 4]
+    if not v4:
+        return None
+    net = v4[0]
+    while not all(x.subnet_of(net) for x in v4):
+        net = net.supernet()
+    return str(net)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from svctrace.errors import InputError, Warn
-from svctrace.model.cluster import Cluster, parse_cluster
+from svctrace.model.cluster import Cluster, parse_cluster, pod_cidr_supernet
 
 T = TypeVar("T")
 
@@ -223,25 +223,13 @@ def _apply_configz(snap: Snapshot) -> None:
 
 def infer_cluster_cidr(snap: Snapshot) -> tuple[str | None, str]:
     """The pod CIDR kube-proxy masquerades from outside of, and where it came from."""
-    import ipaddress
-
     proxy = snap.cluster.proxy
     if proxy.cluster_cidr:
         return proxy.cluster_cidr, proxy.sources.get("cluster_cidr", "configuration")
-    nets = []
-    for n in snap.cluster.nodes.values():
-        for c in n.pod_cidrs:
-            try:
-                nets.append(ipaddress.ip_network(c, strict=False))
-            except ValueError:
-                continue
-    v4 = [n for n in nets if n.version == 4]
-    if not v4:
+    net = pod_cidr_supernet(c for n in snap.cluster.nodes.values() for c in n.pod_cidrs)
+    if net is None:
         return None, "unknown"
-    net = v4[0]
-    while not all(x.subnet_of(net) for x in v4):  # the smallest network holding every node's podCIDR
-        net = net.supernet()
-    return str(net), "inferred from the nodes' podCIDRs (no kube-proxy configuration in the snapshot)"
+    return net, "inferred from the nodes' podCIDRs (no kube-proxy configuration in the snapshot)"
 
 
 def _apply_meta(snap: Snapshot) -> None:
