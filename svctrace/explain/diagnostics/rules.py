@@ -246,23 +246,18 @@ def nodes_disagree(ctx: Context) -> Diagnostic | None:
 # reads plainly (every line a `-A`, a declaration, a table, COMMIT, a comment or blank; known tables; well-formed
 # declarations; the chains' names only at the start of their own lines, after -j/-g or --name, inside *nat), so the
 # parsed chains are the ones the full parse would give; anything else returns None (then the full parse).
-_PLAIN_LINE = ("\n-A ", "\n:", "\n*", "\nCOMMIT", "\n#", "\n\n")
-_ODD_DECL = re.compile(r"\n:(?!\S+[ \t]+(?:ACCEPT|DROP|-|QUEUE|RETURN)(?:[ \t]|\n|$))")
-_EMPTY_APPEND = re.compile(r"\n-A\s*(?:\n|$)")
+_ODD_LINE = re.compile(r"\n(?!-A \S|:\S+[ \t]+(?:ACCEPT|DROP|-|QUEUE|RETURN)(?:[ \t]|\n|\Z)"
+                       r"|\*(?:" + "|".join(TABLES) + r")\n|COMMIT|#|\n|\Z)")
 
 
 def _nat_section(t: str) -> tuple[int, int] | None:
     """Where *nat's lines are in `t` (the dump after a leading newline), when the dump is plain."""
-    if "\x00" in t or "\r" in t:
+    if "\x00" in t or "\r" in t or _ODD_LINE.search(t):
         return None
-    lines = t.count("\n") - (1 if t.endswith("\n") else 0)
-    if sum(t.count(p) for p in _PLAIN_LINE) != lines:
+    at = t.find("\n*nat\n")
+    if at == -1 or t.find("\n*nat\n", at + 1) != -1:
         return None
-    if t.count("\n*") != sum(t.count(f"\n*{name}\n") for name in TABLES) or t.count("\n*nat\n") != 1:
-        return None
-    if _ODD_DECL.search(t) or _EMPTY_APPEND.search(t):
-        return None
-    lo = t.index("\n*nat\n") + 5
+    lo = at + 5
     hi = t.find("\nCOMMIT", lo)
     nxt = t.find("\n*", lo)
     if hi == -1 or (nxt != -1 and nxt < hi):
