@@ -555,7 +555,8 @@ def test_other_nodes_chains_cut_out_cheaply_read_like_the_full_parse() -> None:
         for odd in (text.replace(line, "[0:0] " + line), text.replace(line, "-I " + line[3:]),
                     text.replace(line, line + " -A " + svc + " -j DROP"), text.replace("*nat\n", "*nat \n"),
                     text.replace(line, "-X " + svc + "\n" + line), text.replace("\n", "\r\n"),
-                    text.replace("COMMIT\n", "COMMIT\n" + line + "\n", 1), text + ":BAD\n"):
+                    text.replace("COMMIT\n", "COMMIT\n" + line + "\n", 1), text + ":BAD\n",
+                    text + "*nat\n" + line + "\nCOMMIT\n", text.replace("*nat\n", "*nat\n*filter\n")):
             assert odd != text
             assert _chains_alone(odd, svc, "cut") is None
     assert seen > 10

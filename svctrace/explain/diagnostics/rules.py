@@ -254,13 +254,9 @@ def _nat_section(t: str) -> tuple[int, int] | None:
     """Where *nat's lines are in `t` (the dump after a leading newline), when the dump is plain."""
     if "\x00" in t or "\r" in t or _ODD_LINE.search(t):
         return None
-    at = t.find("\n*nat\n")
-    if at == -1 or t.find("\n*nat\n", at + 1) != -1:
-        return None
-    lo = at + 5
+    lo = t.find("\n*nat\n") + 5  # a second *nat would hold lines outside [lo, hi): _own_lines refuses those
     hi = t.find("\nCOMMIT", lo)
-    nxt = t.find("\n*", lo)
-    if hi == -1 or (nxt != -1 and nxt < hi):
+    if lo == 4 or hi == -1 or t.find("\n*", lo, hi) != -1:
         return None
     return lo, hi
 
