@@ -109,8 +109,23 @@ def tokenize(text: str) -> tuple[list[str], bool]:
     """
     if '"' not in text and "\\" not in text:
         return text.split(), True
+    if "\\" not in text and text.isascii() and text.isprintable():
+        # Quoted strings without escapes, each a whole word (`--comment "ns/svc:port cluster IP"`): split
+        # at the quotes; blanks are spaces only here.
+        segs = text.split('"')
+        last = len(segs) - 1
+        if last % 2 == 0 and all((segs[i - 1].endswith(" ") or (i == 1 and not segs[0]))
+                                 and (segs[i + 1].startswith(" ") or (i + 1 == last and not segs[last]))
+                                 for i in range(1, last, 2)):
+            out: list[str] = []
+            for i, seg in enumerate(segs):
+                if i % 2:
+                    out.append(seg)
+                else:
+                    out += seg.split()
+            return out, True
     # Fast path: whole words and whole quoted strings separated by blanks (what iptables-save prints).
-    out: list[str] = []
+    out = []
     pos = 0
     n = len(text)
     while pos < n:
@@ -756,11 +771,17 @@ def _looks_like_chain(name: str) -> bool:
     return bool(re.fullmatch(r"[\w.@:+/-]{1,64}", name))
 
 
+_OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+_PLAIN_IPV4 = re.compile(rf"(?:{_OCTET}\.){{3}}{_OCTET}(?:/(?:3[0-2]|[12]?\d))?", re.ASCII)
+
+
 def _check_values(r: Rule, family: int) -> None:
     """Catch values the walker could not use (redacted addresses, hostnames) at parse time."""
     for m in r.matches:
         if m.module in ("-s", "-d"):
             v = m.opts[0].arg
+            if _PLAIN_IPV4.fullmatch(v):  # what ip_network accepts, read without building it
+                continue
             try:
                 ipaddress.ip_network(v, strict=False)
             except ValueError:
