@@ -522,3 +522,41 @@ def test_every_registered_diagnostic_is_documented_and_provoked_by_a_test() -> N
         assert f"| `{c.code}` | {c.doc} |" in cli_md, c.code
         assert f"`{c.code}`" in explain_md, c.code
         assert c.test in tests and f'"{c.code}"' in tests[c.test], (c.code, c.test)
+
+
+def test_other_nodes_chains_cut_out_cheaply_read_like_the_full_parse() -> None:
+    """nodes-disagree reads another node's service chain (and its KUBE-SEP chains) cut out of the dump; for
+    every service chain of every demo dump that gives the endpoints the full parse gives, and a dump with
+    anything unusual about those chains is left to the full parse."""
+    from svctrace.dataplane.iptables import load_ruleset
+    from svctrace.explain.diagnostics.rules import _chains_alone, _programmed_endpoints
+
+    snap = load_snapshot("demo")
+    seen = 0
+    for nf in snap.nodes.values():
+        text = nf.get("iptables-save")
+        if not text:
+            continue
+        full = load_ruleset(text, "full")
+        for c in full.tables["nat"].chains.values():
+            if not c.name.startswith(("KUBE-SVC-", "KUBE-SVL-")):
+                continue
+            mini = _chains_alone(text, c.name, "cut")
+            assert mini is not None, c.name
+            assert _programmed_endpoints(mini, c.name) == _programmed_endpoints(full, c.name), c.name
+            seen += 1
+        absent = _chains_alone(text, "KUBE-SVC-NOSUCHCHAIN", "cut")
+        assert absent is not None and _programmed_endpoints(absent, "KUBE-SVC-NOSUCHCHAIN") is None
+        svc = next((c.name for c in full.tables["nat"].chains.values() if c.name.startswith("KUBE-SVC-") and len(c)),
+                   None)
+        if svc is None:
+            continue
+        line = next(r.text for r in full.chain("nat", svc).raw)
+        for odd in (text.replace(line, "[0:0] " + line), text.replace(line, "-I " + line[3:]),
+                    text.replace(line, line + " -A " + svc + " -j DROP"), text.replace("*nat\n", "*nat \n"),
+                    text.replace(line, "-X " + svc + "\n" + line), text.replace("\n", "\r\n"),
+                    text.replace("COMMIT\n", "COMMIT\n" + line + "\n", 1), text + ":BAD\n",
+                    text + "*nat\n" + line + "\nCOMMIT\n", text.replace("*nat\n", "*nat\n*filter\n")):
+            assert odd != text
+            assert _chains_alone(odd, svc, "cut") is None
+    assert seen > 10

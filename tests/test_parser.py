@@ -166,3 +166,84 @@ def test_headerless_rules_are_placed_by_their_targets() -> None:
                       "-A OTHER -p tcp -j REJECT\n", "t")
     assert rs.chain("nat", "MYCHAIN") is not None and rs.chain("nat", "ENTRY") is not None
     assert rs.chain("filter", "OTHER") is not None
+
+
+# -- the loader's fast path ----------------------------------------------------------------------------
+# Plain `-A CHAIN ...` lines and `:NAME - [0:0]` declarations inside a table skip the general line
+# cleaning; the ruleset must come out exactly as the full path builds it, rule by rule, warnings included.
+
+def _loaded(text: str, fast: bool, table: str | None = None) -> object:
+    from svctrace.dataplane.iptables import parser
+
+    saved = parser.FAST_LOAD
+    parser.FAST_LOAD = fast
+    try:
+        rs = load_ruleset(text, "t.dump", table)
+    except InputError as e:
+        return ("error", str(e), e.line)
+    finally:
+        parser.FAST_LOAD = saved
+    chains = [(c.table, c.name, c.policy, c.builtin, c.decl_line, c.counters, list(c.raw), c.rules)
+              for c in rs.iter_chains()]  # .rules parses every chain: its warnings join rs.warnings
+    return (chains, [t.line for t in rs.tables.values()], rs.warnings, rs.family, rs.format, rs.backend,
+            rs.version, rs.has_counters, rs.line_map)
+
+
+def _assert_same_either_way(text: str, table: str | None = None) -> None:
+    slow, fast = _loaded(text, False, table), _loaded(text, True, table)
+    assert fast == slow
+
+
+_ODD_DUMPS = [
+    "*nat\n:PREROUTING ACCEPT [0:0]\n:KUBE-SVC-X - [0:0]\n-A PREROUTING -j KUBE-SVC-X\n"
+    "-A KUBE-SVC-X -d 10.0.0.1/32 -j DNAT --to-destination 10.1.0.1:80\nCOMMIT\n",
+    "*filter\n:INPUT DROP [10:20]\n:MY - [0:0]\n[5:300] -A INPUT -s 10.0.0.0/8 -j MY\n-A MY -j ACCEPT\nCOMMIT\n",
+    "*filter\n:MY - [3:4]\n:MY - [0:0]\n-A MY -j ACCEPT\n-A  MY -j DROP\n-A MY\t-j DROP\n-A MY\n-A MYX -j DROP\n"
+    "-A MYX\n-A MY -j ACCEPT -A MY -j DROP\n-I MY 1 -j RETURN\nCOMMIT\n",
+    "*filter\n:MZ - [7:8]\n:MY - [0:0]\n-A MY -j ACCEPT\n-A MZ -j MY\n-X MY\n-A MY -j DROP\n-N MY\n-A MY -j RETURN\nCOMMIT\n",
+    '*filter\n-N "A\tB"\n-A A\tB -j ACCEPT\n-A A -j DROP\n:OUTPUT ACCEPT [0:0]\n-A OUTPUT -j A\nCOMMIT\n',
+    "*nat\n:KUBE-A - [0:0]\n-A KUBE-A -s 2001:db8::1/128 -j RETURN \t \n-A KUBE-A -j ACCEPT\n-F KUBE-A\n-A KUBE-A -j RETURN\n"
+    "-A KUBE-A -j RETURN  \n"
+    "   -A KUBE-A -j MARK --set-xmark 0x4000/0x4000\nroot@node:~# iptables-save -t nat\n-A KUBE-A -j DROP\n",
+    ":KUBE-SVC-X - [0:0]\n-A KUBE-SVC-X -j KUBE-SEP-Y\n:KUBE-SEP-Y - [0:0]\n-A KUBE-SEP-Y -j DNAT --to-destination 1.2.3.4:5\n",
+    "-A INPUT -j ACCEPT\n-A INPUT -p tcp --dport 22 -j ACCEPT\n",
+    "Dec 01 10:00:00 node kube-proxy[12]: -A KUBE-X -j ACCEPT\n*filter\n:KUBE-X - [0:0]\n"
+    "12 -A KUBE-X -j DROP\n-A KUBE-X -m foo --bar -j ACCEPT\n-A KUBE-X -d example.com -j ACCEPT\nCOMMIT\n",
+    "*nat\n:POSTROUTING ACCEPT [0:0]\n:POSTROUTING - [0:0]\n:KUBE-Y - [0:0]\n-A KUBE-Y -j RETURN\nCOMMIT\n*bogus\n",
+    "*filter\n:KUBE-Z - [0:0]\n-A KUBE-Z -s 10.0.0.1,10.0.0.2 -j DROP\n...\n-A KUBE-Z -j ACCEPT\n",
+]
+
+
+@pytest.mark.parametrize("text", _ODD_DUMPS)
+def test_fast_path_loads_odd_dumps_like_the_full_path(text: str) -> None:
+    _assert_same_either_way(text)
+    _assert_same_either_way(text, table="filter")
+
+
+@pytest.mark.slow
+def test_fast_path_loads_every_dump_like_the_full_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    files = [p for p in sorted((repo / "tests" / "corpus").rglob("*")) if p.is_file()]
+    files += sorted((repo / "svctrace" / "data" / "demo").rglob("iptables-save"))
+    texts = [p.read_text(errors="replace") for p in files if p.suffix not in (".json", ".md")]
+    sys.path.insert(0, str(repo / "bench"))
+    try:
+        import gen_kube_proxy_dump as gen
+    finally:
+        sys.path.remove(str(repo / "bench"))
+    big = gen.render(gen.generate(2000, 1))
+    texts.append(big)
+    assert len(texts) > 100
+    for text in texts:
+        _assert_same_either_way(text)
+    # ... and the fast path did take the bulk of the generated dump
+    from svctrace.dataplane.iptables import parser
+
+    full: list[int] = []
+    clean = parser._Loader._clean
+    monkeypatch.setattr(parser._Loader, "_clean", lambda self, raw, no: full.append(no) or clean(self, raw, no))
+    load_ruleset(big, "big")
+    assert 0 < len(full) < len(big.splitlines()) / 100

@@ -47,6 +47,9 @@ class NodeFiles:
             self._parsed[fname] = loader(self.files[fname] if text is None else text, self.path(fname))
         return self._parsed[fname]
 
+    def is_parsed(self, fname: str) -> bool:
+        return fname in self._parsed
+
 
 @dataclass
 class Snapshot:

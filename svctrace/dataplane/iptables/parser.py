@@ -11,6 +11,7 @@ structure is broken (unknown table, malformed chain declaration) raises `InputEr
 
 from __future__ import annotations
 
+import gc
 import ipaddress
 import re
 from dataclasses import dataclass
@@ -54,6 +55,7 @@ _ADDR_FAMILY = re.compile(r"\s-[sd]\s+([0-9a-fA-F.:]+)(?:/|\s)")
 _PROTO_NUMBERS = {"6": "tcp", "17": "udp", "1": "icmp", "132": "sctp", "58": "icmpv6", "136": "udplite", "33": "dccp"}
 
 MAX_WARNINGS_PER_KIND = 50
+FAST_LOAD = True  # False: every line takes the full path in `_Loader.load` (the tests compare the two)
 
 
 @dataclass(slots=True)
@@ -107,8 +109,23 @@ def tokenize(text: str) -> tuple[list[str], bool]:
     """
     if '"' not in text and "\\" not in text:
         return text.split(), True
+    if "\\" not in text and text.isascii() and text.isprintable():
+        # Quoted strings without escapes, each a whole word (`--comment "ns/svc:port cluster IP"`): split
+        # at the quotes; blanks are spaces only here.
+        segs = text.split('"')
+        last = len(segs) - 1
+        if last % 2 == 0 and all((segs[i - 1].endswith(" ") or (i == 1 and not segs[0]))
+                                 and (segs[i + 1].startswith(" ") or (i + 1 == last and not segs[last]))
+                                 for i in range(1, last, 2)):
+            out: list[str] = []
+            for i, seg in enumerate(segs):
+                if i % 2:
+                    out.append(seg)
+                else:
+                    out += seg.split()
+            return out, True
     # Fast path: whole words and whole quoted strings separated by blanks (what iptables-save prints).
-    out: list[str] = []
+    out = []
     pos = 0
     n = len(text)
     while pos < n:
@@ -161,6 +178,7 @@ def _tokenize_slow(text: str) -> tuple[list[str], bool]:
 class _Loader:
     def __init__(self, text: str, source: str, table: str | None, line_map: list[int] | None = None) -> None:
         self.text = text
+        self.fast = FAST_LOAD
         self.source = source
         self.table_hint = table
         self.rs = Ruleset(source=source, line_map=line_map)
@@ -188,8 +206,47 @@ class _Loader:
 
     # -- main loop ------------------------------------------------------------------------
     def load(self) -> Ruleset:
+        # Loading allocates a few objects per line and frees none: the cyclic garbage collector would
+        # only rescan them again and again (a third of the time at 10k Services), so it waits.
+        was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return self._load()
+        finally:
+            if was_enabled:
+                gc.enable()
+
+    def _load(self) -> Ruleset:
         lines = self.text.splitlines()
+        t = self.current
+        tname = t.name if t is not None else ""
+        chains = t.chains if t is not None else None
+        on = self.fast
+        n_fast = 0
         for no, raw in enumerate(lines, 1):
+            # Fast path for the bulk of a dump: a plain `-A CHAIN ...` line, inside a table, for a chain
+            # already known. It stores exactly what _clean -> _statement -> _route -> _apply would store;
+            # anything else (counters, -I/-F/-X, glued or prefixed lines, new chains) takes the full path.
+            if on and chains is not None and raw[:3] == "-A " and " -A " not in raw:
+                sp = raw.find(" ", 3)
+                name = raw[3:sp] if sp > 3 else ""
+                c = chains.get(name) if name.isprintable() else None  # printable: no whitespace in it
+                if c is not None:
+                    text = raw.rstrip()
+                    c.raw.append(RawRule(no, text, None))
+                    if self.family_probe > 0 and (" -d " in text or " -s " in text):
+                        self._probe_family(text)
+                    n_fast += 1
+                    continue
+            elif on and chains is not None and raw[:1] == ":":
+                # A user chain's declaration as iptables-save prints it: `:NAME - [0:0]`.
+                parts = raw[1:].split()
+                if len(parts) == 3 and parts[1] == "-" and parts[2] == "[0:0]" and parts[0] not in chains:
+                    c = Chain(tname, parts[0], policy=None, decl_line=no, counters=(0, 0))
+                    if not c.builtin:
+                        chains[parts[0]] = c
+                        n_fast += 1
+                        continue
             self._pending_glued: tuple[int, str] | None = None
             stmt = self._clean(raw, no)
             if stmt is not None:
@@ -200,6 +257,10 @@ class _Loader:
                 stmt = self._clean(rest, gno)
                 if stmt is not None:
                     self._statement(stmt)
+            t = self.current
+            tname = t.name if t is not None else ""
+            chains = t.chains if t is not None else None
+        self.recognized += n_fast
         if self.current is not None and self.current.chains:
             self.warn(f"table {self.current.name} has no COMMIT line (the dump may be cut short)", None, "structure")
         if self.pending:
@@ -208,9 +269,9 @@ class _Loader:
             where = self.first_unrecognized or 1
             raise self.fail("no iptables rules or chains found: this does not look like an "
                             "iptables-save, iptables -S or iptables -L dump", where)
-        for t in self.rs.tables.values():
-            for c in t.chains.values():
-                c._parse = self._parse_chain
+        for table in self.rs.tables.values():
+            for chain in table.chains.values():
+                chain._parse = self._parse_chain
         self.rs.family = 6 if 6 in self.seen_family and 4 not in self.seen_family else 4
         return self.rs
 
@@ -429,10 +490,13 @@ class _Loader:
             text = "-A" + text[len("--append"):]
         c.raw.append(RawRule(st.line, text, st.counters))
         if self.family_probe > 0 and (" -d " in text or " -s " in text):
-            self.family_probe -= 1  # the first addresses tell the family; no need to look at every rule
-            m = _ADDR_FAMILY.search(text)
-            if m:
-                self.seen_family.add(6 if ":" in m.group(1) else 4)
+            self._probe_family(text)
+
+    def _probe_family(self, text: str) -> None:
+        self.family_probe -= 1  # the first addresses tell the family; no need to look at every rule
+        m = _ADDR_FAMILY.search(text)
+        if m:
+            self.seen_family.add(6 if ":" in m.group(1) else 4)
 
     # -- statements outside any table (iptables -S output, filtered dumps) ------------------
     def _place_pending(self) -> None:
@@ -707,11 +771,17 @@ def _looks_like_chain(name: str) -> bool:
     return bool(re.fullmatch(r"[\w.@:+/-]{1,64}", name))
 
 
+_OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+_PLAIN_IPV4 = re.compile(rf"(?:{_OCTET}\.){{3}}{_OCTET}(?:/(?:3[0-2]|[12]?\d))?", re.ASCII)
+
+
 def _check_values(r: Rule, family: int) -> None:
     """Catch values the walker could not use (redacted addresses, hostnames) at parse time."""
     for m in r.matches:
         if m.module in ("-s", "-d"):
             v = m.opts[0].arg
+            if _PLAIN_IPV4.fullmatch(v):  # what ip_network accepts, read without building it
+                continue
             try:
                 ipaddress.ip_network(v, strict=False)
             except ValueError:

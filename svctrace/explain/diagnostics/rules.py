@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 from svctrace.dataplane.detect import modes_present
 from svctrace.dataplane.iptables import load_ruleset
-from svctrace.dataplane.iptables.rules import Ruleset
+from svctrace.dataplane.iptables.parser import parse_rule
+from svctrace.dataplane.iptables.rules import TABLES, RawRule, Ruleset
 from svctrace.kubeproxy.names import svc_chain
 from svctrace.kubeproxy.versions import FEATURES
 
@@ -215,12 +216,18 @@ def nodes_disagree(ctx: Context) -> Diagnostic | None:
     node = ctx.exp.node if ctx.exp is not None else None
     others: dict[str, set[str]] = {}
     for name, nf in ctx.snap.nodes.items():
-        if name == node or not nf.get("iptables-save"):
+        text = nf.get("iptables-save")
+        if name == node or not text:
             continue
-        try:
-            rs = nf.parsed("iptables-save", load_ruleset)
-        except Exception:  # a damaged other dump must not spoil this answer
-            continue
+        mini = None if nf.is_parsed("iptables-save") else nf.parsed(
+            f"iptables-save {chain}", lambda t, source: _chains_alone(t, chain, source), text=text)
+        if mini is not None:
+            rs = mini
+        else:
+            try:
+                rs = nf.parsed("iptables-save", load_ruleset)
+            except Exception:  # a damaged other dump must not spoil this answer
+                continue
         got = _programmed_endpoints(rs, chain)
         if got is not None and got != mine:
             others[name] = got
@@ -232,6 +239,79 @@ def nodes_disagree(ctx: Context) -> Diagnostic | None:
         f"nodes program {chain} differently: {node}: {', '.join(sorted(mine)) or 'none'}; {detail}.",
         "The same Service port should have the same endpoints on every node (Local policies aside): a node "
         "whose kube-proxy is stuck answers differently.")
+
+
+# Another node's service chain without parsing its whole dump: the chain's lines and those of the KUBE-SEP
+# chains it jumps to, cut out of the *nat table with str.find and parsed alone. Only for a dump a full parse
+# reads plainly (every line a `-A`, a declaration, a table, COMMIT, a comment or blank; known tables; well-formed
+# declarations; the chains' names only at the start of their own lines, after -j/-g or --name, inside *nat), so the
+# parsed chains are the ones the full parse would give; anything else returns None (then the full parse).
+_ODD_LINE = re.compile(r"\n(?!-A \S|:\S+[ \t]+(?:ACCEPT|DROP|-|QUEUE|RETURN)(?:[ \t]|\n|\Z)"
+                       r"|\*(?:" + "|".join(TABLES) + r")\n|COMMIT|#|\n|\Z)")
+
+
+def _nat_section(t: str) -> tuple[int, int] | None:
+    """Where *nat's lines are in `t` (the dump after a leading newline), when the dump is plain."""
+    if "\x00" in t or "\r" in t or _ODD_LINE.search(t):
+        return None
+    lo = t.find("\n*nat\n") + 5  # a second *nat would hold lines outside [lo, hi): _own_lines refuses those
+    hi = t.find("\nCOMMIT", lo)
+    if lo == 4 or hi == -1 or t.find("\n*", lo, hi) != -1:
+        return None
+    return lo, hi
+
+
+def _own_lines(t: str, lo: int, hi: int, name: str) -> tuple[list[str], list[str]] | None:
+    """A chain's declaration lines and rule lines inside t[lo:hi]; None when its name shows up anywhere else
+    but in a jump."""
+    decls: list[str] = []
+    rules: list[str] = []
+    pos = t.find(name)
+    while pos != -1:
+        end = pos + len(name)
+        after = t[end:end + 1]
+        if after not in (" ", "\n", ""):
+            if not (after.isalnum() or after in "-_"):
+                return None
+        elif t.startswith("\n-A ", pos - 4) or t.startswith("\n:", pos - 2):
+            if not lo <= pos < hi:
+                return None
+            start = t.rindex("\n", 0, pos) + 1
+            stop = t.find("\n", pos)
+            line = t[start:stop if stop != -1 else len(t)]
+            if line[0] == ":":
+                decls.append(line)
+            elif " -A " in line:
+                return None
+            else:
+                rules.append(line)
+        elif not (t.startswith("-j ", pos - 3) or t.startswith("-g ", pos - 3) or t.startswith("--name ", pos - 7)):
+            return None  # (--name: session affinity's `-m recent` list is named after the KUBE-SEP chain)
+        pos = t.find(name, end)
+    return decls, rules
+
+
+def _chains_alone(text: str, chain: str, source: str) -> Ruleset | None:
+    t = "\n" + text
+    section = _nat_section(t)
+    if section is None:
+        return None
+    lo, hi = section
+    got = _own_lines(t, lo, hi, chain)
+    if got is None:
+        return None
+    parts = [got]
+    seps = list(dict.fromkeys(r.target.name for line in got[1] for r in parse_rule("nat", chain, RawRule(0, line))
+                              if r.target is not None and r.target.name.startswith("KUBE-SEP-")))
+    for sep in seps:
+        if sep == chain:
+            continue
+        more = _own_lines(t, lo, hi, sep)
+        if more is None:
+            return None
+        parts.append(more)
+    return load_ruleset("\n".join(["*nat", *(d for p in parts for d in p[0]), *(r for p in parts for r in p[1]),
+                                    "COMMIT"]), source)
 
 
 # -- the node as a whole ------------------------------------------------------------------------------------
