@@ -67,7 +67,7 @@ def route_localnet(rules: Ruleset | NftRuleset) -> tuple[bool, str]:
     rule without its comment; kube-proxy's nftables mode never turns it on."""
     if isinstance(rules, NftRuleset):
         return (any(("localnet" in (r.comment or "")) or "ip daddr 127.0.0.0/8" in r.text
-                    for t in rules.tables.values() for c in t.chains.values() if c.name == "KUBE-FIREWALL"
+                    for t in rules.tables.values() for c in [t.chains.get("KUBE-FIREWALL")] if c is not None
                     for r in c.rules),
                 "kube-proxy's nftables mode does not turn it on")
     c = rules.chain("filter", "KUBE-FIREWALL")

@@ -90,6 +90,7 @@ class _Loader:
         self.saw_listing = False
         self.current: VirtualService | None = None
         self.by_key: dict[str, VirtualService] = {}
+        self.exact: set[tuple[object, ...]] = set()  # (protocol, ip, port, fwmark) of the exact services listed
         self.numeric: bool | None = None  # from the command line, when pasted
         self.orphans = 0
         self.connections = 0
@@ -453,9 +454,11 @@ class _Loader:
     # -- shared -----------------------------------------------------------------------------
     def _add_service(self, vs: VirtualService, no: int, key: str | None = None) -> None:
         k = key or f"{vs.protocol}:{vs.fwmark if vs.fwmark is not None else vs.address}:{vs.family}"
-        if vs.exact and any(s is not vs and s.exact and s.protocol == vs.protocol and s.ip == vs.ip
-                            and s.port == vs.port and s.fwmark == vs.fwmark for s in self.table.services):
-            self.warn(f"virtual service {vs.label} listed twice (two pastes?); the first one is used", no)
+        if vs.exact:
+            exact = (vs.protocol, vs.ip, vs.port, vs.fwmark)
+            if exact in self.exact:
+                self.warn(f"virtual service {vs.label} listed twice (two pastes?); the first one is used", no)
+            self.exact.add(exact)
         self.by_key.setdefault(k, vs)
         self.table.services.append(vs)
         self.current = vs

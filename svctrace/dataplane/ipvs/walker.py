@@ -41,7 +41,7 @@ import ipaddress
 from dataclasses import dataclass, field
 
 from svctrace.dataplane.contract import Dnat, Hints, Outcome, PathStep
-from svctrace.dataplane.ipset import member_of
+from svctrace.dataplane.ipset import cached_index, member_of
 from svctrace.dataplane.iptables.rules import Match, Rule, Ruleset
 from svctrace.dataplane.iptables.walker import Walker
 from svctrace.dataplane.ipvs.model import IPVSTable, RealServer, VirtualService
@@ -415,15 +415,37 @@ def _bitmap_port(s: IPSetDef, pkt: Packet, flags: list[str]) -> bool | None:
     port = pkt.sport if flags and flags[0] == "src" else pkt.dport
     if port is None:
         return None
+    return cached_index(s, "bitmap:port", lambda: _port_ranges(s)).get(port, False)
+
+
+class _PortRanges:
+    """A bitmap:port set's members, read once: the ports each holds, in listed order; at a member that does not
+    parse the answer is unknown for every port no earlier member holds."""
+
+    def __init__(self, ports: set[int], ranges: list[tuple[int, int]], unknown: bool) -> None:
+        self.ports, self.ranges, self.unknown = ports, ranges, unknown
+
+    def get(self, port: int, default: bool) -> bool | None:
+        if port in self.ports or any(lo <= port <= hi for lo, hi in self.ranges):
+            return True
+        return None if self.unknown else default
+
+
+def _port_ranges(s: IPSetDef) -> _PortRanges:
+    ports: set[int] = set()
+    ranges: list[tuple[int, int]] = []
     for member in s.members:
         text = member[0].split(":", 1)[-1]
         lo, _, hi = text.partition("-")
         try:
-            if int(lo) <= port <= int(hi or lo):
-                return True
+            a, b = int(lo), int(hi or lo)
         except ValueError:
-            return None
-    return False
+            return _PortRanges(ports, ranges, True)
+        if a == b:
+            ports.add(a)
+        else:
+            ranges.append((a, b))
+    return _PortRanges(ports, ranges, False)
 
 
 def _portless_miss(s: IPSetDef, flags: list[str]) -> bool | None:
