@@ -177,9 +177,11 @@ def in_process(mode: str, d: Path, qs: list[tuple[str, int]]) -> dict[str, float
     dp = load_dataplane(snap, NODE, 4)
     load = time.perf_counter() - t0
 
+    local = frozenset(ipaddress.ip_address(x) for x in [NODE_IP, *dp.extra_local_ips])
+
     def ask(dst: str, port: int) -> float:
         pkt = Packet(4, "tcp", ipaddress.ip_address("10.245.0.1"), ipaddress.ip_address(dst), 40000, port)
-        facts = NodeFacts(local_ips=frozenset(ipaddress.ip_address(x) for x in [NODE_IP, *dp.extra_local_ips]))
+        facts = NodeFacts(local_ips=local)
         t = time.perf_counter()
         r = trace_dataplane(dp, pkt, facts)
         t = time.perf_counter() - t

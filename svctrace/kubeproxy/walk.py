@@ -20,7 +20,7 @@ from svctrace.dataplane.nftables import NftRuleset
 from svctrace.dataplane.nftables import trace as nft_trace
 from svctrace.dataplane.node import Dataplane
 from svctrace.errors import InputError, Warn
-from svctrace.kubeproxy.ipvs_sets import INFERRED_SETS, infer_kube_ipsets, ipset_names_in_rules, layout
+from svctrace.kubeproxy.ipvs_sets import INFERRED_SETS, infer_kube_ipsets, ipset_names_in_rules, layout, once
 from svctrace.kubeproxy.notes import iptables_notes, ipvs_notes, nft_notes
 from svctrace.kubeproxy.versions import has
 from svctrace.model.packet import IPAddress, NodeFacts, Packet
@@ -125,7 +125,7 @@ def trace_ipvs(ipvs_table: IPVSTable, iptables_ruleset: Ruleset | None, packet: 
     lay = layout(ipvs_table, node.local_ips)
     warnings: list[Warn] = list(ipvs_table.warnings) + (list(rs.warnings) if given else [])
     if given:
-        rs, added = _complete_kube_hooks(rs)
+        rs, added = once(ipvs_table, "hooks", (rs,), lambda: _complete_kube_hooks(rs))
         if added:
             warnings.append(Warn(f"nothing in the dump jumps to {', '.join(added)} (a partial paste): walked as if "
                                  "kube-proxy's jumps were there (certain: false)", rs.source, None, "missing-chain"))
@@ -135,7 +135,8 @@ def trace_ipvs(ipvs_table: IPVSTable, iptables_ruleset: Ruleset | None, packet: 
                       "dump)")
     ipsets = dict(node.ipsets)
     if given:
-        names = ipset_names_in_rules([raw.text for c in rs.iter_chains() for raw in c.raw])
+        names = once(ipvs_table, "ipset-names", (rs,),
+                     lambda: ipset_names_in_rules([raw.text for c in rs.iter_chains() for raw in c.raw]))
         missing = {n for n in names if n not in ipsets and n in INFERRED_SETS}
         if missing:
             ipsets.update(infer_kube_ipsets(ipvs_table, node.local_ips, missing))
@@ -159,8 +160,8 @@ def trace_ipvs(ipvs_table: IPVSTable, iptables_ruleset: Ruleset | None, packet: 
                                  f"the version given is {version[0]}.{version[1]}", rs.source, None, "version"))
     else:
         ctx.synthetic_filter = True
-    eff = dataclasses.replace(node, local_ips=frozenset(set(node.local_ips) | ipvs_table.addresses()),
-                              ipsets=ipsets)
+    local = once(ipvs_table, "local-ips", (node.local_ips,), lambda: frozenset(node.local_ips | ipvs_table.addresses()))
+    eff = dataclasses.replace(node, local_ips=local, ipsets=ipsets)
     outcomes, walk_warnings = walk(ctx, rs, packet, eff, HINTS)
     notes = ipvs_notes(ctx, lay, version, given, packet, outcomes)
     return TraceResult(packet, outcomes, warnings + walk_warnings, rs, notes, nowhere=ctx.node_stack,

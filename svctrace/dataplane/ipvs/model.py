@@ -117,6 +117,7 @@ class IPVSTable:
     version: str | None = None  # the kernel's IPVS version from the header
     partial: bool = False  # the author elided part of the listing (`...`), or a caller knows it is cut
     _index: _Index | None = field(default=None, init=False, repr=False, compare=False)
+    cache: dict[object, object] = field(default_factory=dict, repr=False, compare=False)  # the walkers' memos
 
     def __iter__(self) -> Iterator[VirtualService]:
         return iter(self.services)
@@ -151,17 +152,28 @@ class IPVSTable:
                  and (s.port is None or s.port == port) and s.family == ip.version]
         return Lookup(None, maybe)
 
+    def position(self, vs: VirtualService) -> int:
+        """Where `vs` is in `services` (0-based)."""
+        pos = self._indexed().positions.get(id(vs))
+        return pos if pos is not None and self.services[pos] is vs else self.services.index(vs)
+
+    def services_on(self, ip: IPAddress) -> list[VirtualService]:
+        """The services on an address, in listed order (not firewall-mark ones)."""
+        return self._indexed().on_address.get(ip, [])
+
     def _indexed(self) -> _Index:
         """The services by what `find` looks up, first listed first; rebuilt when services were added."""
         if self._index is None or self._index.count != len(self.services):
             index = _Index(len(self.services))
-            for s in self.services:
+            for pos, s in enumerate(self.services):
+                index.positions.setdefault(id(s), pos)
                 if s.fwmark is not None:
                     index.marks.setdefault((s.fwmark, s.family), s)
                     continue
                 if s.ip is not None:
                     index.by_address.setdefault((s.protocol, s.ip, s.port), s)
                     index.addresses.add(s.ip)
+                    index.on_address.setdefault(s.ip, []).append(s)
                 if not s.exact:
                     index.inexact.append(s)
             self._index = index
@@ -180,6 +192,8 @@ class _Index:
     by_address: dict[tuple[str, IPAddress, int | None], VirtualService] = field(default_factory=dict)
     inexact: list[VirtualService] = field(default_factory=list)  # address or port lost by the listing
     addresses: set[IPAddress] = field(default_factory=set)
+    on_address: dict[IPAddress, list[VirtualService]] = field(default_factory=dict)
+    positions: dict[int, int] = field(default_factory=dict)  # id(service) -> its position
 
 
 @dataclass

@@ -282,7 +282,7 @@ class IPVSWalker(Walker):
     def _dnat_to(self, s: State, vs: VirtualService, r: RealServer, hook: str) -> str | None:
         pkt = s.pkt
         s.assume[_TAKEN] = True
-        s.assume[f"{_TAKEN}:{self.table.services.index(vs)}"] = True
+        s.assume[f"{_TAKEN}:{self.table.position(vs)}"] = True
         if r.ip is None:
             s.dnat = Dnat(r.endpoint)
             s.assume_one(f"the real server {r.host!r} (not an address in the listing) is not on this node")
