@@ -15,7 +15,7 @@ from svctrace.dataplane.iptables import trace as iptables_trace
 from svctrace.dataplane.iptables.parser import parse_rule
 from svctrace.dataplane.iptables.rules import Chain, RawRule, Rule, Ruleset, Table
 from svctrace.dataplane.ipvs.model import IPVSTable
-from svctrace.dataplane.ipvs.walker import HOOKED, IPVSContext, walk
+from svctrace.dataplane.ipvs.walker import FilterRule, IPVSContext, Silent, walk
 from svctrace.dataplane.nftables import NftRuleset
 from svctrace.dataplane.nftables import trace as nft_trace
 from svctrace.dataplane.node import Dataplane
@@ -75,10 +75,43 @@ def route_localnet(rules: Ruleset | NftRuleset) -> tuple[bool, str]:
     return on, "inferred: no kube-proxy 'block incoming localnet connections' rule"
 
 
+def localnet_firewall(chain: str, text: str) -> bool:
+    """kube-proxy's (iptables mode) localnet rule in KUBE-FIREWALL: `-d 127.0.0.0/8 ... -m conntrack ! --ctstate
+    RELATED,ESTABLISHED,DNAT -j DROP` (pkg/proxy/iptables/proxier.go, "block incoming localnet connections"),
+    which nft prints as `ct status dnat`."""
+    return chain == "KUBE-FIREWALL" and "127.0.0.0/8" in text
+
+
 HINTS = Hints(writer="kube-proxy", route_localnet=route_localnet,
               mark_chains={"KUBE-MARK-MASQ": MASQUERADE_MARK, "mark-for-masquerade": MASQUERADE_MARK,
                            "KUBE-MARK-DROP": DROP_MARK},
-              hairpin_mark=MASQUERADE_MARK, endpoint=missing_endpoint)
+              hairpin_mark=MASQUERADE_MARK, endpoint=missing_endpoint,
+              # ClientIP affinity in iptables mode: `-m recent --name KUBE-SEP-X` (pkg/proxy/iptables/proxier.go)
+              affinity_chains="KUBE-SEP-", negated_ctstate=localnet_firewall)
+
+
+HOOKED = "svctrace: assumed kube-proxy jump"  # comment of the jumps _complete_kube_hooks adds to a partial dump
+# kube-proxy's IPVS mode where a dump is silent. Since 1.26 (versions "ipvs-filter-chain") KUBE-IPVS-FILTER (filter
+# INPUT) rejects new connections to a kube-ipvs0 address that match no virtual server (pkg/proxy/ipvs/proxier.go,
+# writeIptablesRules: RETURN for KUBE-CLUSTER-IP, KUBE-LOAD-BALANCER, KUBE-EXTERNAL-IP(-LOCAL) dst,dst and
+# KUBE-HEALTH-CHECK-NODE-PORT dst, then `-m conntrack --ctstate NEW -m set --match-set KUBE-IPVS-IPS dst -j REJECT`).
+IPVS_SILENT = Silent(
+    device="kube-ipvs0", hooked=HOOKED, jump_says="kube-proxy's",
+    inferred="kube-proxy's ipsets hold what the IPVS table implies (no `ipset save` given): virtual servers on "
+             "non-node addresses taken as ClusterIPs, NodePorts recognised by port range",
+    no_iptables="no iptables rules were given: kube-proxy's KUBE-SERVICES marks, KUBE-POSTROUTING masquerade "
+                "and filter rules were not walked (source NAT and filtering unknown)",
+    no_nat="the iptables dump has no nat table: kube-proxy's masquerade rules were not walked",
+    filter=FilterRule(
+        "KUBE-IPVS-FILTER",
+        "-A KUBE-IPVS-FILTER -m conntrack --ctstate NEW -m set --match-set KUBE-IPVS-IPS dst -j REJECT",
+        note="not in the dump: kube-proxy 1.26+ writes this rule",
+        reason="KUBE-IPVS-FILTER rejects it: {dst} is a Service address on {device} and no virtual server serves "
+               "this protocol/port",
+        unknown="kube-proxy is 1.26 or later, so KUBE-IPVS-FILTER rejects traffic to a Service address on a port "
+                "it does not serve",
+        warning="the kube-proxy version is not known and the filter table is not in the dump: shown with and "
+                "without KUBE-IPVS-FILTER (1.26+)"))
 
 
 def trace_iptables(rs: Ruleset, pkt: Packet, node: NodeFacts | None = None, *,
@@ -132,7 +165,7 @@ def trace_ipvs(ipvs_table: IPVSTable, iptables_ruleset: Ruleset | None, packet: 
     filters = None if version is None else has(version, "ipvs-filter-chain")
     ctx = IPVSContext(ipvs_table, lay.vips, filters, "" if version is None else
                       f"kube-proxy {version[0]}.{version[1]} writes KUBE-IPVS-FILTER (the filter table is not in the "
-                      "dump)")
+                      "dump)", says=IPVS_SILENT)
     ipsets = dict(node.ipsets)
     if given:
         names = once(ipvs_table, "ipset-names", (rs,),

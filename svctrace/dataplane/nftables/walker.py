@@ -448,7 +448,7 @@ class NftWalker(KernelWalker):
             branch = (branch or 1.0) * s.branch
             s.branch = None
         if rule.assumed and (acts or res is not None):
-            s.assume_one(f"{rule.table} {rule.chain} is not in the dump; assumed kube-proxy's usual rule "
+            s.assume_one(f"{rule.table} {rule.chain} is not in the dump; assumed {self.hints.writer}'s usual rule "
                          f"`{rule.text}`")
         if not acts and res is None:
             if not matched or not any(isinstance(x, Passive) for x in rule.stmts):
@@ -535,16 +535,17 @@ class NftWalker(KernelWalker):
         where = self._where(rule)
         if kind == "match" and name == "comment":
             return [(st, "cont", None, None)]
-        if kind == "match" and name == "recent":
-            # kube-proxy's session affinity: `-m recent --rcheck --name KUBE-SEP-X -j KUBE-SEP-X` in the service
-            # chain, `-m recent --set --name KUBE-SEP-X ... -j DNAT` in the endpoint chain.
+        prefix = self.hints.affinity_chains
+        if kind == "match" and name == "recent" and prefix:
+            # The writer's session affinity (Hints.affinity_chains): `-m recent --rcheck --name SEP -j SEP` in the
+            # service chain, `-m recent --set --name SEP ... -j DNAT` in the endpoint chain SEP.
             jump = next((x.verdict.target for x in rule.stmts if isinstance(x, VerdictStmt) and x.verdict.target),
                         None)
-            if jump is not None and jump.startswith("KUBE-SEP-"):
-                self.warn("xt:recent", "iptables-nft `xt match recent` read as kube-proxy's affinity check "
+            if jump is not None and jump.startswith(prefix):
+                self.warn("xt:recent", f"iptables-nft `xt match recent` read as {self.hints.writer}'s affinity check "
                                        "(--rcheck of the endpoint the rule jumps to)", rule.line, "xt")
                 return [(st, "cont" if st.remembered == jump else "stop", None, None)]
-            if rule.chain.startswith("KUBE-SEP-") and any(isinstance(x, Nat) for x in rule.stmts):
+            if rule.chain.startswith(prefix) and any(isinstance(x, Nat) for x in rule.stmts):
                 st.recent_set.append(rule.chain)
                 return [(st, "cont", "recent --set (remembers the client for session affinity)", None)]
             return None
@@ -571,12 +572,14 @@ class NftWalker(KernelWalker):
     def _ipt_ct_status(self, st: State, s: Match,
                        rule: Rule) -> list[tuple[State, Res, str | None, str | None]] | None:
         """nft prints iptables-nft's `-m conntrack [!] --ctstate ...,DNAT` as `ct status dnat`, negation and other
-        states dropped; the kernel runs the xtables match. kube-proxy's localnet rule in KUBE-FIREWALL is
-        `! --ctstate RELATED,ESTABLISHED,DNAT`; elsewhere both readings are walked."""
+        states dropped; the kernel runs the xtables match. A rule the hints know as the writer's
+        `! --ctstate RELATED,ESTABLISHED,DNAT` is read so; elsewhere both readings are walked."""
         text = fmt_stmt(s)
-        if rule.chain == "KUBE-FIREWALL" and "127.0.0.0/8" in rule.text:
-            self.warn("ipt:ctstatus:fw", f"{self._where(rule)}: nft shows kube-proxy's `-m conntrack ! --ctstate "
-                                         f"RELATED,ESTABLISHED,DNAT` as `{text}`; read as the former", rule.line, "xt")
+        known = self.hints.negated_ctstate
+        if known is not None and known(rule.chain, rule.text):
+            self.warn("ipt:ctstatus:fw", f"{self._where(rule)}: nft shows {self.hints.writer}'s `-m conntrack ! "
+                                         f"--ctstate RELATED,ESTABLISHED,DNAT` as `{text}`; read as the former",
+                      rule.line, "xt")
             return [(st, "cont" if not st.dnat_changed else "stop", None, None)]
         self.warn(f"ipt:ctstatus:{rule.line}", f"{self._where(rule)}: in an iptables-nft table `{text}` may be nft's "
                                                "rendering of `-m conntrack [!] --ctstate ...DNAT` (nft drops the "
