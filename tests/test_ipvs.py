@@ -663,7 +663,7 @@ def test_ipvs_indexes_answer_as_the_walk_of_every_entry() -> None:
     assert any("listed twice" in w.message for w in dup.warnings)
     sets, _ = parse_ipset(files["ipset"] + "\nadd KUBE-CLUSTER-IP 10.96.9.0/24,tcp:1-100\n"
                           "add KUBE-NODE-PORT-TCP 31000-31010\n")
-    addrs = sorted({s.ip for s in t.services if s.ip is not None}) + [ipaddress.ip_address("10.96.9.7")]
+    addrs = [*sorted({s.ip for s in t.services if s.ip is not None}), ipaddress.ip_address("10.96.9.7")]
     for table in (t, dup):
         for ip in addrs:
             for proto in ("tcp", "udp", "sctp"):

@@ -30,6 +30,7 @@ from svctrace.dataplane.nftables import NftRuleset, load_nft
 from svctrace.dataplane.nftables.ir import Dynset, Match, Nat, Unknown, Vmap
 from svctrace.dataplane.nftables.values import priority_value
 from svctrace.errors import InputError
+from svctrace.kubeproxy.walk import complete_nft
 from svctrace.kubeproxy.walk import trace_iptables as iptables_trace
 from svctrace.kubeproxy.walk import trace_nft as trace
 from svctrace.model.packet import NodeFacts, Packet
@@ -47,7 +48,7 @@ _RS_CACHE: dict[str, NftRuleset] = {}
 def _load(path: Path) -> NftRuleset:
     key = str(path)
     if key not in _RS_CACHE:
-        _RS_CACHE[key] = load_nft(path.read_text(), path.name)
+        _RS_CACHE[key] = complete_nft(load_nft(path.read_text(), path.name))
     return _RS_CACHE[key]
 
 

@@ -36,6 +36,7 @@ from svctrace.dataplane.nftables.printer import fmt_element, fmt_expr, fmt_stmt
 from svctrace.errors import InputError, SvctraceError
 from svctrace.kubeproxy.catalog import chain_meaning
 from svctrace.kubeproxy.recover import nft_chain_label, parse_nft_chain
+from svctrace.kubeproxy.walk import complete_nft
 from svctrace.model.snapshot import NodeFiles
 
 # -- nftables ----------------------------------------------------------------------------------------
@@ -616,7 +617,7 @@ def _nft_factory(nf: NodeFiles, family: int) -> NftAdapter | None:
         if not said and has_iptables and not has_kube_proxy_table(text):
             return None  # an iptables-nft backend's view of iptables rules: the iptables dump says it better
         try:
-            return NftAdapter(nf.parsed(fname, load_nft), nf.name, fname)
+            return NftAdapter(complete_nft(nf.parsed(fname, load_nft)), nf.name, fname)
         except SvctraceError:
             if said == "nftables" or not has_iptables:
                 raise  # the node's own rules cannot be read: say why

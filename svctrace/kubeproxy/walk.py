@@ -17,7 +17,9 @@ from svctrace.dataplane.iptables.rules import Chain, RawRule, Rule, Ruleset, Tab
 from svctrace.dataplane.ipvs.model import IPVSTable
 from svctrace.dataplane.ipvs.walker import FilterRule, IPVSContext, Silent, walk
 from svctrace.dataplane.nftables import NftRuleset
+from svctrace.dataplane.nftables import Table as NftTable
 from svctrace.dataplane.nftables import trace as nft_trace
+from svctrace.dataplane.nftables.complete import add_chain, add_rule, jump_targets
 from svctrace.dataplane.node import Dataplane
 from svctrace.errors import InputError, Warn
 from svctrace.kubeproxy.ipvs_sets import INFERRED_SETS, infer_kube_ipsets, ipset_names_in_rules, layout, once
@@ -114,6 +116,106 @@ IPVS_SILENT = Silent(
                 "without KUBE-IPVS-FILTER (1.26+)"))
 
 
+# (chain, type, hook, priority, [(rule, chain it needs)])
+_KUBE_PROXY_BASE: list[tuple[str, str, str, str, list[tuple[str, str]]]] = [
+    ("nat-prerouting", "nat", "prerouting", "dstnat", [("jump services", "services")]),
+    ("nat-output", "nat", "output", "dstnat", [("jump services", "services")]),
+    ("nat-postrouting", "nat", "postrouting", "srcnat", [("jump masquerading", "masquerading")]),
+    ("filter-prerouting", "filter", "prerouting", "dstnat - 10", [("ct state new jump firewall-check",
+                                                                   "firewall-check")]),
+    ("filter-input", "filter", "input", "dstnat - 10", [
+        ("ct state new jump nodeport-endpoints-check", "nodeport-endpoints-check"),
+        ("ct state new jump service-endpoints-check", "service-endpoints-check")]),
+    ("filter-forward", "filter", "forward", "dstnat - 10", [
+        ("ct state new jump service-endpoints-check", "service-endpoints-check"),
+        ("ct state new jump cluster-ips-check", "cluster-ips-check")]),
+    ("filter-output", "filter", "output", "dstnat - 10", [
+        ("ct state new jump service-endpoints-check", "service-endpoints-check"),
+        ("ct state new jump firewall-check", "firewall-check")]),
+    ("filter-output-post-dnat", "filter", "output", "dstnat + 10", [("ct state new jump cluster-ips-check",
+                                                                      "cluster-ips-check")]),
+]
+_MASQUERADING = ["meta mark & 0x00004000 == 0x00000000 return", "meta mark set meta mark ^ 0x00004000",
+                 "masquerade fully-random"]
+_IPTABLES_NAT = [("PREROUTING", "prerouting", "dstnat", "KUBE-SERVICES"),
+                 ("OUTPUT", "output", "dstnat", "KUBE-SERVICES"),
+                 ("POSTROUTING", "postrouting", "srcnat", "KUBE-POSTROUTING")]
+
+
+
+
+def complete_nft(rs: NftRuleset) -> NftRuleset:
+    """Fill in what a trimmed paste left out, where what is left says whose it is (once per ruleset; returns it).
+
+    A `nft list table ip kube-proxy` always has base chains; a paste without any was trimmed. kube-proxy writes the
+    same skeleton on every node (pkg/proxy/nftables/proxier.go): nat-prerouting and nat-output jump to `services`,
+    nat-postrouting to `masquerading`, filter chains jump to the *-check chains. An iptables-nft `table ip nat`
+    pasted chain by chain (`nft list chain nat KUBE-SERVICES`) lacks PREROUTING/OUTPUT/POSTROUTING, which jump to
+    KUBE-SERVICES and KUBE-POSTROUTING (pkg/proxy/iptables/proxier.go, iptablesJumpChains)."""
+    if rs.cache.get("kube-proxy-completed"):
+        return rs
+    rs.cache["kube-proxy-completed"] = True
+    for t in list(rs.tables.values()):
+        if t.name == "kube-proxy" and t.family in ("ip", "ip6") and t.chains and \
+                not any(c.is_base for c in t.chains.values()):
+            _kube_proxy(rs, t)
+        elif t.name == "nat" and t.family in ("ip", "ip6"):
+            _iptables_nat(rs, t)
+    return rs
+
+
+def _kube_proxy(rs: NftRuleset, t: NftTable) -> None:
+    added: list[str] = []
+    if "services" not in t.chains and "service-ips" in t.sets:
+        c = add_chain(t, "services")
+        add_rule(t, c, ("ip6" if t.family == "ip6" else "ip") + " daddr . meta l4proto . th dport vmap @service-ips")
+        ipx = "ip6" if t.family == "ip6" else "ip"
+        if "service-nodeports" in t.sets and "nodeport-ips" in t.sets:
+            add_rule(t, c, f"{ipx} daddr @nodeport-ips meta l4proto . th dport vmap @service-nodeports")
+        elif "service-nodeports" in t.sets:  # --nodeport-addresses matches all: no nodeport-ips set
+            local = "ip6 daddr != ::1" if ipx == "ip6" else "ip daddr != 127.0.0.0/8"
+            add_rule(t, c, f"fib daddr type local {local} meta l4proto . th dport vmap @service-nodeports")
+        added.append("services")
+    if "masquerading" not in t.chains:
+        c = add_chain(t, "masquerading")
+        for text in _MASQUERADING:
+            add_rule(t, c, text)
+        added.append("masquerading")
+    if "mark-for-masquerade" not in t.chains and "mark-for-masquerade" in jump_targets(t):
+        c = add_chain(t, "mark-for-masquerade")
+        add_rule(t, c, "meta mark set meta mark | 0x00004000")
+        added.append("mark-for-masquerade")
+    for name, typ, hook, prio, rules in _KUBE_PROXY_BASE:
+        present = [(text, need) for text, need in rules if need in t.chains]
+        if not present or name in t.chains:
+            continue
+        c = add_chain(t, name, typ, hook, prio)
+        for text, _ in present:
+            add_rule(t, c, text)
+        added.append(name)
+    if added:
+        rs.warnings.append(Warn(
+            f"table {t.key} has no base chains in this dump (trimmed?): assumed kube-proxy's usual "
+            f"{', '.join(added)}; outcomes that go through them are marked uncertain", rs.source, t.line,
+            "assumed-chains"))
+
+
+def _iptables_nat(rs: NftRuleset, t: NftTable) -> None:
+    hooks = {c.hook for c in t.chains.values() if c.is_base}
+    added: list[str] = []
+    for name, hook, prio, target in _IPTABLES_NAT:
+        if hook in hooks or target not in t.chains or name in t.chains:
+            continue
+        c = add_chain(t, name, "nat", hook, prio)
+        add_rule(t, c, f"counter jump {target}")
+        added.append(f"{name} -> {target}")
+    if added:
+        rs.warnings.append(Warn(
+            f"table {t.key} (iptables-nft) is pasted without its base chains: assumed kube-proxy's "
+            f"{'; '.join(added)}; outcomes that go through them are marked uncertain", rs.source, t.line,
+            "assumed-chains"))
+
+
 def trace_iptables(rs: Ruleset, pkt: Packet, node: NodeFacts | None = None, *,
                    kube_version: object = None) -> TraceResult:
     """kube-proxy's iptables mode (or any iptables rules): every fate of `pkt`, with kube-proxy's notes.
@@ -129,7 +231,7 @@ def trace_nft(rs: NftRuleset, pkt: Packet, node: NodeFacts | None = None, *,
               kube_version: object = None) -> TraceResult:
     """kube-proxy's nftables mode (or any nftables ruleset): every fate of `pkt`, with kube-proxy's notes.
     `kube_version` is recorded: kube-proxy's nftables rules show all that depends on it."""
-    result = nft_trace(rs, pkt, node, HINTS)
+    result = nft_trace(complete_nft(rs), pkt, node, HINTS)
     result.notes, result.nowhere = nft_notes(rs, pkt, result.outcomes)
     result.kube_version = kube_version
     return result
