@@ -185,5 +185,9 @@ def cached_index(s: IPSetDef, what: str, build: Callable[[], T]) -> T:
     if hit is not None and hit[0]() is s and hit[1] == len(s.members):
         return cast(T, hit[2])
     index = build()
-    _INDEXES[key] = (weakref.ref(s, lambda _, k=key: _INDEXES.pop(k, None)), len(s.members), index)
+
+    def forget(_: object) -> None:
+        _INDEXES.pop(key, None)
+
+    _INDEXES[key] = (weakref.ref(s, forget), len(s.members), index)
     return index

@@ -73,12 +73,12 @@ class SetIndex:
     def _all_plain(self) -> bool:
         """The common case, kube-proxy's maps: every element a concatenation of the same number of plain literals.
         Then one regular expression over all their texts says so, and none is parsed."""
-        keys = [el.key.items if type(el.key) is Concat else (el.key,) for el in self._elements]
+        keys: list[tuple[Any, ...]] = [el.key.items if type(el.key) is Concat else (el.key,) for el in self._elements]
         n = len(keys[0]) if keys else 0
         if not n or (len(self.types) == 1 and n > 1) or {len(k) for k in keys} != {n} or \
                 {type(c) for k in keys for c in k} != {Const}:
             return False
-        texts = [tuple([c.value for c in k]) for k in keys]  # type: ignore[attr-defined]
+        texts: list[tuple[str, ...]] = [tuple([c.value for c in k]) for k in keys]  # str checked by join below
         try:
             joined = "\n".join(["\0".join(t) for t in texts])
         except TypeError:  # a number from JSON
@@ -91,10 +91,10 @@ class SetIndex:
         return True
 
     def _add_plain(self, pos: int) -> bool:
-        comps = self.components(self._elements[pos])
+        comps: tuple[Any, ...] = self.components(self._elements[pos])
         if (len(self.types) == 1 and len(comps) > 1) or any(type(c) is not Const for c in comps):
             return False
-        texts = tuple([c.value for c in comps])  # type: ignore[attr-defined]
+        texts: tuple[str, ...] = tuple([c.value for c in comps])  # str checked below
         one = "\0".join(_plain(self.type(k)) for k in range(len(texts)))
         if not all(type(t) is str for t in texts) or re.fullmatch(one, "\0".join(texts)) is None:
             return False
