@@ -3,6 +3,7 @@ wild dumps in tests/corpus/wild (ipvsadm/ and the IPVS-mode iptables dumps)."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import subprocess
@@ -586,3 +587,111 @@ def test_every_virtual_service_answers(path: Path) -> None:
                         assert o.dnat is not None and o.dnat.split(" ")[0] in reals
     # 003 names its virtual services by host name (ipvsadm without -n): no address to send to
     assert checked or path.name.startswith("003-"), "no virtual service was checked"
+
+
+# -- indexes: the indexed answer equals the walk of every entry (generated nodes) ------------------------------------
+
+def _cluster(n: int, seed: int = 3) -> list[dict[str, object]]:
+    """n Services (some NodePort, some with two ports, some UDP, some without endpoints) and their slices."""
+    import random
+
+    rng = random.Random(seed)
+    objs: list[dict[str, object]] = [{"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-1"},
+                                      "spec": {"podCIDR": "10.244.0.0/24"},
+                                      "status": {"addresses": [{"type": "InternalIP", "address": "192.168.0.10"}]}}]
+    for i in range(n):
+        proto = "UDP" if i % 7 == 3 else "TCP"
+        ports: list[dict[str, object]] = [{"name": "a", "port": 80, "targetPort": 8080, "protocol": proto}]
+        if i % 5 == 1:
+            ports.append({"name": "b", "port": 443, "targetPort": 8443, "protocol": proto})
+        spec: dict[str, object] = {"clusterIP": f"10.96.{i // 250}.{i % 250 + 2}", "ports": ports, "type": "ClusterIP"}
+        if i % 4 == 0:
+            spec["type"] = "NodePort"
+            for k, p in enumerate(ports):
+                p["nodePort"] = 30000 + 2 * i + k
+        if i % 9 == 2:
+            spec["sessionAffinity"] = "ClientIP"
+        objs.append({"apiVersion": "v1", "kind": "Service", "metadata": {"name": f"s{i}", "namespace": "ns"},
+                     "spec": spec})
+        eps = [] if i % 11 == 5 else [{"addresses": [f"10.244.{(i + k) % 3}.{(i * 3 + k) % 250 + 2}"],
+                                       "conditions": {"ready": True}, "nodeName": "node-1"}
+                                      for k in range(rng.randint(1, 3))]
+        objs.append({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
+                     "metadata": {"name": f"s{i}-x", "namespace": "ns", "labels": {"kubernetes.io/service-name": f"s{i}"}},
+                     "endpoints": eps,
+                     "ports": [{"name": p["name"], "port": p["targetPort"], "protocol": proto} for p in ports]})
+    return objs
+
+
+def _naive_find(t: IPVSTable, proto: str, ip: ipaddress.IPv4Address, port: int | None, mark: int = 0) -> object:
+    """IPVSTable.find as a walk over every service (what the index must answer)."""
+    if mark:
+        for s in t.services:
+            if s.fwmark == mark and s.family == ip.version:
+                return s
+    for s in t.services:
+        if s.fwmark is None and s.protocol == proto and s.ip == ip and s.port == port:
+            return s
+    for s in t.services:
+        if s.fwmark is None and s.protocol == proto and s.ip == ip and s.port == 0:
+            return s
+    return None
+
+
+def _naive_member(s: IPSetDef, pkt: Packet, flags: list[str]) -> bool | None:
+    """ipset.member_of as a walk over every member."""
+    from svctrace.dataplane.ipset import _dim_value, _member_dim_ok
+
+    kinds = (s.type.split(":", 1)[1] if ":" in s.type else s.type).split(",")
+    flags = flags + [flags[-1]] * (len(kinds) - len(flags))
+    values = [_dim_value(pkt, f, k) for f, k in zip(flags, kinds, strict=False)]
+    if any(v is None for v in values):
+        return None
+    return any(len(m) >= len(kinds) and all(_member_dim_ok(m[i], str(values[i]), kinds[i], s.type.startswith("bitmap:"))
+                                            for i in range(len(kinds))) for m in s.members)
+
+
+@pytest.mark.slow
+def test_ipvs_indexes_answer_as_the_walk_of_every_entry() -> None:
+    from svctrace.dataplane.ipset import member_of, parse_ipset
+    from svctrace.kubeproxy.simulate import simulate
+
+    files = simulate(_cluster(60), nodes=["node-1"], mode="ipvs").files["node-1"]
+    t = load_ipvs(files["ipvsadm"], "ipvsadm")
+    # a duplicate listing and a fwmark service: the first listed is the one found
+    dup = load_ipvs(files["ipvsadm"] + "\n" + files["ipvsadm"].split("\n", 3)[-1], "dup")
+    assert any("listed twice" in w.message for w in dup.warnings)
+    sets, _ = parse_ipset(files["ipset"] + "\nadd KUBE-CLUSTER-IP 10.96.9.0/24,tcp:1-100\n"
+                          "add KUBE-NODE-PORT-TCP 31000-31010\n")
+    addrs = [*sorted({s.ip for s in t.services if s.ip is not None}), ipaddress.ip_address("10.96.9.7")]
+    for table in (t, dup):
+        for ip in addrs:
+            for proto in ("tcp", "udp", "sctp"):
+                for port in (80, 443, 81, 0, None, 30000, 30001):
+                    assert table.find(proto, ip, port).service is _naive_find(table, proto, ip, port)
+    for ip in addrs[::3]:
+        for port in (80, 443, 30000, 31005):
+            for src in ("10.244.0.2", ip):
+                pkt = Packet(4, "tcp", ipaddress.ip_address(src), ip, 40000, port)
+                for s in sets.values():
+                    for flags in (["dst"], ["dst", "dst"], ["dst", "dst", "src"], ["src"]):
+                        assert member_of(s, pkt, flags) == _naive_member(s, pkt, flags), (s.name, pkt, flags)
+    # whole walks: the same answers with every lookup walking every entry
+    import svctrace.dataplane.ipset as ipset_module
+    import svctrace.dataplane.ipvs.walker as ipvs_walker
+    from svctrace.dataplane.ipvs.model import Lookup
+
+    def walks(table: IPVSTable) -> list[object]:
+        facts = NodeFacts(local_ips=frozenset({ipaddress.ip_address("192.168.0.10")}), ipsets=dict(sets))
+        rs = load_ruleset(files["iptables-save"], "iptables-save")
+        return [trace(table, rs, Packet(4, proto, ipaddress.ip_address(src), ip, 40000, port), facts).to_json()
+                for ip in [*addrs[:14], ipaddress.ip_address("192.168.0.10")] for port in (80, 30000)
+                for proto in ("tcp", "udp") for src in ("10.244.0.2", "192.168.0.10")]
+
+    indexed = walks(load_ipvs(files["ipvsadm"], "ipvsadm"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(IPVSTable, "find", lambda self, proto, ip, port, mark=0: Lookup(
+            _naive_find(self, proto, ip, port, mark), []))  # type: ignore[arg-type]
+        mp.setattr(ipset_module, "member_of", _naive_member)
+        mp.setattr(ipvs_walker, "member_of", _naive_member)
+        assert walks(load_ipvs(files["ipvsadm"], "ipvsadm")) == indexed

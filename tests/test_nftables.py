@@ -30,6 +30,7 @@ from svctrace.dataplane.nftables import NftRuleset, load_nft
 from svctrace.dataplane.nftables.ir import Dynset, Match, Nat, Unknown, Vmap
 from svctrace.dataplane.nftables.values import priority_value
 from svctrace.errors import InputError
+from svctrace.kubeproxy.walk import complete_nft
 from svctrace.kubeproxy.walk import trace_iptables as iptables_trace
 from svctrace.kubeproxy.walk import trace_nft as trace
 from svctrace.model.packet import NodeFacts, Packet
@@ -47,7 +48,7 @@ _RS_CACHE: dict[str, NftRuleset] = {}
 def _load(path: Path) -> NftRuleset:
     key = str(path)
     if key not in _RS_CACHE:
-        _RS_CACHE[key] = load_nft(path.read_text(), path.name)
+        _RS_CACHE[key] = complete_nft(load_nft(path.read_text(), path.name))
     return _RS_CACHE[key]
 
 
@@ -1018,3 +1019,106 @@ def test_iptables_nft_renderings_walk_like_iptables_save(iptables_nft_renderings
                 assert got == _summary(iptables_trace(irs, pkt, node)), (case.name, flow["name"], returning)
                 walks += 1
     assert walks == 124
+
+
+# -- set and map index: the indexed answer equals the walk of every element -------------------------------------------
+
+def _naive_get(idx: Any, vals: tuple[Any, ...]) -> Any:
+    """SetIndex.get as the walk of every element: the first exact one equal to the key, else the first that holds it."""
+    from svctrace.dataplane.nftables.values import BadValue, matcher
+
+    parsed = []
+    for el in idx._elements:
+        comps = idx.components(el)
+        try:
+            if len(idx.types) == 1 and len(comps) > 1:
+                continue
+            parsed.append((tuple(matcher(idx.type(k), c) for k, c in enumerate(comps)), el))
+        except BadValue:
+            continue
+    for ms, el in parsed:
+        if all(m.exact for m in ms) and tuple(m.lo for m in ms) == vals:
+            return el
+    for ms, el in parsed:
+        if not all(m.exact for m in ms) and all(m.hit(v) for m, v in zip(ms, vals, strict=False)):
+            return el
+    return None
+
+
+def test_set_index_answers_as_the_walk_of_every_element() -> None:
+    from svctrace.dataplane.nftables.setindex import SetIndex
+
+    rs = _text("""table ip t {
+        set mixed {
+            type ipv4_addr . inet_proto . inet_service
+            flags interval
+            elements = { 10.0.0.1 . tcp . 80, 10.0.0.1 . 6 . 0x50, 010.0.0.2 . udp . 53, 10.0.0.3 . tcp . http,
+                         10.0.0.0/24 . tcp . 8000-8100, 10.0.0.4-10.0.0.9 . udp . 53, 10.0.0.3 . tcp . 443,
+                         10.0.0.5 . 17 . domain, 10.0.1.1 . sctp . 0 }
+        }
+        map m {
+            type inet_proto . inet_service : verdict
+            elements = { tcp . 80 : accept, 6 . 81 : drop, udp . 1-1024 : accept, icmp . 0 : drop }
+        }
+        chain c { ip daddr . meta l4proto . th dport @mixed accept }
+    }""")
+    t = rs.tables["ip t"]
+    addrs = [ipaddress.ip_address(f"10.0.{a}.{b}") for a in (0, 1) for b in range(0, 11)]
+    for name in ("mixed", "m"):
+        s = t.sets[name]
+        idx = SetIndex(s.elements, s.key_types, lambda el, ex: None)
+        keys: list[tuple[Any, ...]] = (
+            [(a, p, port) for a in addrs for p in (6, 17, 132) for port in (0, 53, 80, 81, 443, 8050, 9000)]
+            if name == "mixed" else [(p, port) for p in (1, 6, 17) for port in (0, 53, 80, 81, 2000)])
+        found = set()
+        for key in keys:
+            el = idx.get(key)
+            assert el is _naive_get(idx, key), (name, key)
+            found.add(None if el is None else id(el))
+        assert len(found) >= (7 if name == "mixed" else 4)  # plain, hex, named, prefix and range elements are hit
+
+
+@pytest.mark.slow
+def test_generated_maps_indexed_answer_as_the_walk_of_every_element() -> None:
+    import random
+
+    from svctrace.dataplane.nftables.setindex import SetIndex
+    from svctrace.kubeproxy.simulate import simulate
+
+    objs: list[dict[str, Any]] = [{"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"},
+                                   "status": {"addresses": [{"type": "InternalIP", "address": "192.168.0.10"}]}}]
+    for i in range(80):
+        ports: list[dict[str, Any]] = [{"name": "a", "port": 80 + i % 3, "targetPort": 8080,
+                                        "protocol": "UDP" if i % 6 == 1 else "TCP"}]
+        spec: dict[str, Any] = {"clusterIP": f"10.96.0.{i + 10}", "ports": ports,
+                                "type": "NodePort" if i % 3 == 0 else "ClusterIP"}
+        if i % 3 == 0:
+            ports[0]["nodePort"] = 30000 + i
+        objs.append({"apiVersion": "v1", "kind": "Service", "metadata": {"name": f"s{i}", "namespace": "ns"},
+                     "spec": spec})
+        objs.append({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
+                     "metadata": {"name": f"s{i}-x", "namespace": "ns",
+                                  "labels": {"kubernetes.io/service-name": f"s{i}"}},
+                     "endpoints": [] if i % 10 == 7 else [{"addresses": [f"10.244.0.{i + 2}"],
+                                                           "conditions": {"ready": True}}],
+                     "ports": [{"name": "a", "port": 8080, "protocol": ports[0]["protocol"]}]})
+    sim = simulate(objs, nodes=["n1"], mode="nftables", kube_version="1.31")
+    for fname in ("nft", "nft.json"):
+        rs = load_nft(sim.files["n1"][fname], fname)
+        t = rs.tables["ip kube-proxy"]
+        rng = random.Random(1)
+        for s in t.sets.values():
+            idx = SetIndex(s.elements, s.key_types, lambda el, ex: None)
+            for _ in range(300):
+                key = tuple(ipaddress.ip_address(f"10.96.0.{rng.randrange(100)}") if typ == "ipv4_addr"
+                            else rng.choice([6, 17, 132]) if typ == "inet_proto"
+                            else rng.choice([80, 81, 82, 83, *range(30000, 30080, 3)]) for typ in idx.types)
+                assert idx.get(key) is _naive_get(idx, key), (s.name, key)
+        # whole walks: every Service's first question answers as with every lookup walking every element
+        answers = [trace(rs, _pkt(NODE, "10.244.0.99", f"10.96.0.{i + 10}", "udp" if i % 6 == 1 else "tcp",
+                                  80 + i % 3), NODE).to_json() for i in range(0, 80, 3)]
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(SetIndex, "get", _naive_get)
+            fresh = load_nft(sim.files["n1"][fname], fname)
+            assert [trace(fresh, _pkt(NODE, "10.244.0.99", f"10.96.0.{i + 10}", "udp" if i % 6 == 1 else "tcp",
+                                      80 + i % 3), NODE).to_json() for i in range(0, 80, 3)] == answers

@@ -39,6 +39,7 @@ from svctrace.errors import InputError, SvctraceError
 from svctrace.kubeproxy.catalog import ipset_meaning, nft_chain_meaning, nft_filter_hook_meaning
 from svctrace.kubeproxy.names import nft_chain_owner
 from svctrace.kubeproxy.recover import nft_chain_label
+from svctrace.kubeproxy.walk import complete_nft
 from svctrace.model.snapshot import NodeFiles
 
 # -- nftables ----------------------------------------------------------------------------------------
@@ -529,7 +530,7 @@ def _nft_factory(nf: NodeFiles, family: int) -> NftAdapter | None:
         if not said and has_iptables and not has_kube_proxy_table(text):
             return None  # an iptables-nft backend's view of iptables rules: the iptables dump says it better
         try:
-            return NftAdapter(nf.parsed(fname, load_nft), nf.name, fname)
+            return NftAdapter(complete_nft(nf.parsed(fname, load_nft)), nf.name, fname)
         except SvctraceError:
             if said == "nftables" or not has_iptables:
                 raise  # the node's own rules cannot be read: say why

@@ -70,6 +70,12 @@ class Hints:
     # Whether the writer turned net.ipv4.conf.*.route_localnet on, read from its rules (an iptables Ruleset or an
     # NftRuleset), and the reason shown when it is off. Without it, the kernel's default: off.
     route_localnet: Callable[[Any], tuple[bool, str]] | None = None
+    # iptables-nft rules as nft prints them, where the xtables match is not shown: the prefix of the writer's
+    # endpoint chains whose `xt match recent` is its session-affinity check (--rcheck of the endpoint jumped to,
+    # --set beside the DNAT), and whether a rule (chain, text) is its `-m conntrack ! --ctstate
+    # RELATED,ESTABLISHED,DNAT`, which nft prints as `ct status dnat`. Without them both are walked as unknown.
+    affinity_chains: str | None = None
+    negated_ctstate: Callable[[str, str], bool] | None = None
 
 
 class Dnat(str):

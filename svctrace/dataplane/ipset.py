@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, TypeVar, cast
 
+from svctrace.dataplane.addr import ip_of
 from svctrace.errors import InputError, Warn
 from svctrace.model.packet import IPSetDef, Packet
 
@@ -121,10 +125,69 @@ def member_of(s: IPSetDef, pkt: Packet, flags: list[str]) -> bool | None:
         if v is None:
             return None
         values.append(v)
-    for member in s.members:
-        if len(member) < len(kinds):
-            continue
-        bitmap = s.type.startswith("bitmap:")
-        if all(_member_dim_ok(member[i], values[i], kinds[i], bitmap) for i in range(len(kinds))):
-            return True
-    return False
+    bitmap = s.type.startswith("bitmap:")
+    index = cached_index(s, "members", lambda: _MemberIndex(s.members, kinds, bitmap))
+    key = _exact_key(values, kinds, bitmap, member=False)
+    if key is not None and key in index.exact:
+        return True
+    return any(all(_member_dim_ok(member[i], values[i], kinds[i], bitmap) for i in range(len(kinds)))
+               for member in index.rest)
+
+
+class _MemberIndex:
+    """A set's members split once: those every dimension of which is one value (an address, a port), as keys
+    to look up, and the rest (networks, port ranges, what does not parse), tested one by one."""
+
+    def __init__(self, members: list[tuple[str, ...]], kinds: list[str], bitmap: bool) -> None:
+        self.exact: set[tuple[object, ...]] = set()
+        self.rest: list[tuple[str, ...]] = []
+        for member in members:
+            if len(member) < len(kinds):
+                continue
+            key = _exact_key(list(member[:len(kinds)]), kinds, bitmap, member=True)
+            if key is None:
+                self.rest.append(member)
+            else:
+                self.exact.add(key)
+
+
+def _exact_key(values: list[str], kinds: list[str], bitmap: bool, *, member: bool) -> tuple[object, ...] | None:
+    """The one value each dimension holds, in a form equal for equal values (`_member_dim_ok` compares these);
+    None when a member's dimension is a network, a range, or does not parse."""
+    key: list[object] = []
+    for v, kind in zip(values, kinds, strict=True):
+        try:
+            if kind in ("ip", "net"):
+                text = v.split(" ")[0] if member else v
+                if "/" in text:
+                    return None
+                key.append(ip_of(text))
+            elif kind == "port":
+                proto, port = v.split(":", 1) if ":" in v else ("tcp", v)
+                if "-" in port:
+                    return None
+                key.append(int(port) if bitmap else (proto, int(port)))
+            else:
+                key.append(v)
+        except ValueError:
+            return None
+    return tuple(key)
+
+
+_INDEXES: dict[tuple[int, str], tuple[weakref.ref[IPSetDef], int, Any]] = {}
+T = TypeVar("T")
+
+
+def cached_index(s: IPSetDef, what: str, build: Callable[[], T]) -> T:
+    """An index of `s`'s members built once per set (and again when members were added), kept while `s` lives."""
+    key = (id(s), what)
+    hit = _INDEXES.get(key)
+    if hit is not None and hit[0]() is s and hit[1] == len(s.members):
+        return cast(T, hit[2])
+    index = build()
+
+    def forget(_: object) -> None:
+        _INDEXES.pop(key, None)
+
+    _INDEXES[key] = (weakref.ref(s, forget), len(s.members), index)
+    return index

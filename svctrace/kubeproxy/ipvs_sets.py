@@ -23,13 +23,15 @@ inferred set as an assumption.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, TypeVar, cast
 
 from svctrace.dataplane.ipvs.model import IPVSTable
 from svctrace.kubeproxy.versions import FEATURES
 from svctrace.model.packet import IPAddress, IPSetDef
 
+T = TypeVar("T")
 NODEPORT_RANGE = (30000, 32767)  # kube-apiserver --service-node-port-range default
 # pkg/proxy/ipvs/ipset.go: the set names.
 KUBE_LOOP_BACK: Final = "KUBE-LOOP-BACK"
@@ -126,7 +128,25 @@ class Layout:
     vips: set[IPAddress] = field(default_factory=set)  # addresses kube-proxy binds to kube-ipvs0
 
 
+def once(table: IPVSTable, what: str, inputs: tuple[object, ...], build: Callable[[], T]) -> T:
+    """What `build` makes of `table` and `inputs` (the same objects, or equal sets), made again only when they
+    changed. Every question on a node asks for the same layout, sets and addresses, and each is linear in the table
+    or the rules."""
+    hit = cast("tuple[int, tuple[object, ...], T] | None", table.cache.get(what))
+    if hit is not None and hit[0] == len(table.services) and len(hit[1]) == len(inputs) and all(
+            a is b or (isinstance(a, set | frozenset) and a == b) for a, b in zip(hit[1], inputs, strict=True)):
+        return hit[2]
+    value = build()
+    table.cache[what] = (len(table.services), inputs, value)
+    return value
+
+
 def layout(table: IPVSTable, local_ips: frozenset[IPAddress] | set[IPAddress] = frozenset()) -> Layout:
+    """The layout of `table` on a node with `local_ips` (once per table and addresses: see `once`)."""
+    return once(table, "layout", (local_ips,), lambda: _layout(table, local_ips))
+
+
+def _layout(table: IPVSTable, local_ips: frozenset[IPAddress] | set[IPAddress]) -> Layout:
     lo, hi = NODEPORT_RANGE
     by_addr: dict[IPAddress, set[tuple[str, int]]] = {}
     for s in table.services:
@@ -161,14 +181,23 @@ def layout(table: IPVSTable, local_ips: frozenset[IPAddress] | set[IPAddress] = 
 
 def infer_kube_ipsets(table: IPVSTable, local_ips: frozenset[IPAddress] | set[IPAddress] = frozenset(),
                       names: set[str] | None = None) -> dict[str, IPSetDef]:
-    """kube-proxy's ipsets as the IPVS table implies them (see the module docstring for the limits)."""
+    """kube-proxy's ipsets as the IPVS table implies them (see the module docstring for the limits); once per
+    table, addresses and names (see `once`): the sets are shared, read-only."""
+    return once(table, "ipsets", (local_ips, names), lambda: _infer_kube_ipsets(table, local_ips, names))
+
+
+def _infer_kube_ipsets(table: IPVSTable, local_ips: frozenset[IPAddress] | set[IPAddress],
+                       names: set[str] | None) -> dict[str, IPSetDef]:
     lay = layout(table, local_ips)
     fam = "inet6" if any(a.version == 6 for a in table.addresses()) and not any(
         a.version == 4 for a in table.addresses()) else "inet"
     sets = {n: IPSetDef(n, t, fam) for n, t in INFERRED_SETS.items() if names is None or n in names}
 
+    seen: set[tuple[str, tuple[str, ...]]] = set()
+
     def add(name: str, member: tuple[str, ...]) -> None:
-        if name in sets and member not in sets[name].members:
+        if name in sets and (name, member) not in seen:
+            seen.add((name, member))
             sets[name].members.append(member)
 
     for s in table.services:

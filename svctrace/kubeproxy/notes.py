@@ -165,7 +165,7 @@ def ipvs_notes(ctx: IPVSContext, lay: Layout, version: Version | None, given: bo
     dst = pkt.dst
     table = ctx.table
     on_ipvs0 = dst in lay.vips
-    served = sorted({f"{s.protocol}/{s.port}" for s in table.services if s.ip == dst and s.port is not None})
+    served = sorted({f"{s.protocol}/{s.port}" for s in table.services_on(dst) if s.port is not None})
     ports = f" (it serves {', '.join(served[:6])})" if served else ""
     v = version
     if on_ipvs0 and pkt.proto in ("icmp", "icmpv6"):

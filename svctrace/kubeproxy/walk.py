@@ -15,12 +15,14 @@ from svctrace.dataplane.iptables import trace as iptables_trace
 from svctrace.dataplane.iptables.parser import parse_rule
 from svctrace.dataplane.iptables.rules import Chain, RawRule, Rule, Ruleset, Table
 from svctrace.dataplane.ipvs.model import IPVSTable
-from svctrace.dataplane.ipvs.walker import HOOKED, IPVSContext, walk
+from svctrace.dataplane.ipvs.walker import FilterRule, IPVSContext, Silent, walk
 from svctrace.dataplane.nftables import NftRuleset
+from svctrace.dataplane.nftables import Table as NftTable
 from svctrace.dataplane.nftables import trace as nft_trace
+from svctrace.dataplane.nftables.complete import add_chain, add_rule, jump_targets
 from svctrace.dataplane.node import Dataplane
 from svctrace.errors import InputError, Warn
-from svctrace.kubeproxy.ipvs_sets import INFERRED_SETS, infer_kube_ipsets, ipset_names_in_rules, layout
+from svctrace.kubeproxy.ipvs_sets import INFERRED_SETS, infer_kube_ipsets, ipset_names_in_rules, layout, once
 from svctrace.kubeproxy.notes import iptables_notes, ipvs_notes, nft_notes
 from svctrace.kubeproxy.versions import has
 from svctrace.model.packet import IPAddress, NodeFacts, Packet
@@ -67,7 +69,7 @@ def route_localnet(rules: Ruleset | NftRuleset) -> tuple[bool, str]:
     rule without its comment; kube-proxy's nftables mode never turns it on."""
     if isinstance(rules, NftRuleset):
         return (any(("localnet" in (r.comment or "")) or "ip daddr 127.0.0.0/8" in r.text
-                    for t in rules.tables.values() for c in t.chains.values() if c.name == "KUBE-FIREWALL"
+                    for t in rules.tables.values() for c in [t.chains.get("KUBE-FIREWALL")] if c is not None
                     for r in c.rules),
                 "kube-proxy's nftables mode does not turn it on")
     c = rules.chain("filter", "KUBE-FIREWALL")
@@ -75,10 +77,143 @@ def route_localnet(rules: Ruleset | NftRuleset) -> tuple[bool, str]:
     return on, "inferred: no kube-proxy 'block incoming localnet connections' rule"
 
 
+def localnet_firewall(chain: str, text: str) -> bool:
+    """kube-proxy's (iptables mode) localnet rule in KUBE-FIREWALL: `-d 127.0.0.0/8 ... -m conntrack ! --ctstate
+    RELATED,ESTABLISHED,DNAT -j DROP` (pkg/proxy/iptables/proxier.go, "block incoming localnet connections"),
+    which nft prints as `ct status dnat`."""
+    return chain == "KUBE-FIREWALL" and "127.0.0.0/8" in text
+
+
 HINTS = Hints(writer="kube-proxy", route_localnet=route_localnet,
               mark_chains={"KUBE-MARK-MASQ": MASQUERADE_MARK, "mark-for-masquerade": MASQUERADE_MARK,
                            "KUBE-MARK-DROP": DROP_MARK},
-              hairpin_mark=MASQUERADE_MARK, endpoint=missing_endpoint)
+              hairpin_mark=MASQUERADE_MARK, endpoint=missing_endpoint,
+              # ClientIP affinity in iptables mode: `-m recent --name KUBE-SEP-X` (pkg/proxy/iptables/proxier.go)
+              affinity_chains="KUBE-SEP-", negated_ctstate=localnet_firewall)
+
+
+HOOKED = "svctrace: assumed kube-proxy jump"  # comment of the jumps _complete_kube_hooks adds to a partial dump
+# kube-proxy's IPVS mode where a dump is silent. Since 1.26 (versions "ipvs-filter-chain") KUBE-IPVS-FILTER (filter
+# INPUT) rejects new connections to a kube-ipvs0 address that match no virtual server (pkg/proxy/ipvs/proxier.go,
+# writeIptablesRules: RETURN for KUBE-CLUSTER-IP, KUBE-LOAD-BALANCER, KUBE-EXTERNAL-IP(-LOCAL) dst,dst and
+# KUBE-HEALTH-CHECK-NODE-PORT dst, then `-m conntrack --ctstate NEW -m set --match-set KUBE-IPVS-IPS dst -j REJECT`).
+IPVS_SILENT = Silent(
+    device="kube-ipvs0", hooked=HOOKED, jump_says="kube-proxy's",
+    inferred="kube-proxy's ipsets hold what the IPVS table implies (no `ipset save` given): virtual servers on "
+             "non-node addresses taken as ClusterIPs, NodePorts recognised by port range",
+    no_iptables="no iptables rules were given: kube-proxy's KUBE-SERVICES marks, KUBE-POSTROUTING masquerade "
+                "and filter rules were not walked (source NAT and filtering unknown)",
+    no_nat="the iptables dump has no nat table: kube-proxy's masquerade rules were not walked",
+    filter=FilterRule(
+        "KUBE-IPVS-FILTER",
+        "-A KUBE-IPVS-FILTER -m conntrack --ctstate NEW -m set --match-set KUBE-IPVS-IPS dst -j REJECT",
+        note="not in the dump: kube-proxy 1.26+ writes this rule",
+        reason="KUBE-IPVS-FILTER rejects it: {dst} is a Service address on {device} and no virtual server serves "
+               "this protocol/port",
+        unknown="kube-proxy is 1.26 or later, so KUBE-IPVS-FILTER rejects traffic to a Service address on a port "
+                "it does not serve",
+        warning="the kube-proxy version is not known and the filter table is not in the dump: shown with and "
+                "without KUBE-IPVS-FILTER (1.26+)"))
+
+
+# (chain, type, hook, priority, [(rule, chain it needs)])
+_KUBE_PROXY_BASE: list[tuple[str, str, str, str, list[tuple[str, str]]]] = [
+    ("nat-prerouting", "nat", "prerouting", "dstnat", [("jump services", "services")]),
+    ("nat-output", "nat", "output", "dstnat", [("jump services", "services")]),
+    ("nat-postrouting", "nat", "postrouting", "srcnat", [("jump masquerading", "masquerading")]),
+    ("filter-prerouting", "filter", "prerouting", "dstnat - 10", [("ct state new jump firewall-check",
+                                                                   "firewall-check")]),
+    ("filter-input", "filter", "input", "dstnat - 10", [
+        ("ct state new jump nodeport-endpoints-check", "nodeport-endpoints-check"),
+        ("ct state new jump service-endpoints-check", "service-endpoints-check")]),
+    ("filter-forward", "filter", "forward", "dstnat - 10", [
+        ("ct state new jump service-endpoints-check", "service-endpoints-check"),
+        ("ct state new jump cluster-ips-check", "cluster-ips-check")]),
+    ("filter-output", "filter", "output", "dstnat - 10", [
+        ("ct state new jump service-endpoints-check", "service-endpoints-check"),
+        ("ct state new jump firewall-check", "firewall-check")]),
+    ("filter-output-post-dnat", "filter", "output", "dstnat + 10", [("ct state new jump cluster-ips-check",
+                                                                      "cluster-ips-check")]),
+]
+_MASQUERADING = ["meta mark & 0x00004000 == 0x00000000 return", "meta mark set meta mark ^ 0x00004000",
+                 "masquerade fully-random"]
+_IPTABLES_NAT = [("PREROUTING", "prerouting", "dstnat", "KUBE-SERVICES"),
+                 ("OUTPUT", "output", "dstnat", "KUBE-SERVICES"),
+                 ("POSTROUTING", "postrouting", "srcnat", "KUBE-POSTROUTING")]
+
+
+
+
+def complete_nft(rs: NftRuleset) -> NftRuleset:
+    """Fill in what a trimmed paste left out, where what is left says whose it is (once per ruleset; returns it).
+
+    A `nft list table ip kube-proxy` always has base chains; a paste without any was trimmed. kube-proxy writes the
+    same skeleton on every node (pkg/proxy/nftables/proxier.go): nat-prerouting and nat-output jump to `services`,
+    nat-postrouting to `masquerading`, filter chains jump to the *-check chains. An iptables-nft `table ip nat`
+    pasted chain by chain (`nft list chain nat KUBE-SERVICES`) lacks PREROUTING/OUTPUT/POSTROUTING, which jump to
+    KUBE-SERVICES and KUBE-POSTROUTING (pkg/proxy/iptables/proxier.go, iptablesJumpChains)."""
+    if rs.cache.get("kube-proxy-completed"):
+        return rs
+    rs.cache["kube-proxy-completed"] = True
+    for t in list(rs.tables.values()):
+        if t.name == "kube-proxy" and t.family in ("ip", "ip6") and t.chains and \
+                not any(c.is_base for c in t.chains.values()):
+            _kube_proxy(rs, t)
+        elif t.name == "nat" and t.family in ("ip", "ip6"):
+            _iptables_nat(rs, t)
+    return rs
+
+
+def _kube_proxy(rs: NftRuleset, t: NftTable) -> None:
+    added: list[str] = []
+    if "services" not in t.chains and "service-ips" in t.sets:
+        c = add_chain(t, "services")
+        add_rule(t, c, ("ip6" if t.family == "ip6" else "ip") + " daddr . meta l4proto . th dport vmap @service-ips")
+        ipx = "ip6" if t.family == "ip6" else "ip"
+        if "service-nodeports" in t.sets and "nodeport-ips" in t.sets:
+            add_rule(t, c, f"{ipx} daddr @nodeport-ips meta l4proto . th dport vmap @service-nodeports")
+        elif "service-nodeports" in t.sets:  # --nodeport-addresses matches all: no nodeport-ips set
+            local = "ip6 daddr != ::1" if ipx == "ip6" else "ip daddr != 127.0.0.0/8"
+            add_rule(t, c, f"fib daddr type local {local} meta l4proto . th dport vmap @service-nodeports")
+        added.append("services")
+    if "masquerading" not in t.chains:
+        c = add_chain(t, "masquerading")
+        for text in _MASQUERADING:
+            add_rule(t, c, text)
+        added.append("masquerading")
+    if "mark-for-masquerade" not in t.chains and "mark-for-masquerade" in jump_targets(t):
+        c = add_chain(t, "mark-for-masquerade")
+        add_rule(t, c, "meta mark set meta mark | 0x00004000")
+        added.append("mark-for-masquerade")
+    for name, typ, hook, prio, rules in _KUBE_PROXY_BASE:
+        present = [(text, need) for text, need in rules if need in t.chains]
+        if not present or name in t.chains:
+            continue
+        c = add_chain(t, name, typ, hook, prio)
+        for text, _ in present:
+            add_rule(t, c, text)
+        added.append(name)
+    if added:
+        rs.warnings.append(Warn(
+            f"table {t.key} has no base chains in this dump (trimmed?): assumed kube-proxy's usual "
+            f"{', '.join(added)}; outcomes that go through them are marked uncertain", rs.source, t.line,
+            "assumed-chains"))
+
+
+def _iptables_nat(rs: NftRuleset, t: NftTable) -> None:
+    hooks = {c.hook for c in t.chains.values() if c.is_base}
+    added: list[str] = []
+    for name, hook, prio, target in _IPTABLES_NAT:
+        if hook in hooks or target not in t.chains or name in t.chains:
+            continue
+        c = add_chain(t, name, "nat", hook, prio)
+        add_rule(t, c, f"counter jump {target}")
+        added.append(f"{name} -> {target}")
+    if added:
+        rs.warnings.append(Warn(
+            f"table {t.key} (iptables-nft) is pasted without its base chains: assumed kube-proxy's "
+            f"{'; '.join(added)}; outcomes that go through them are marked uncertain", rs.source, t.line,
+            "assumed-chains"))
 
 
 def trace_iptables(rs: Ruleset, pkt: Packet, node: NodeFacts | None = None, *,
@@ -96,7 +231,7 @@ def trace_nft(rs: NftRuleset, pkt: Packet, node: NodeFacts | None = None, *,
               kube_version: object = None) -> TraceResult:
     """kube-proxy's nftables mode (or any nftables ruleset): every fate of `pkt`, with kube-proxy's notes.
     `kube_version` is recorded: kube-proxy's nftables rules show all that depends on it."""
-    result = nft_trace(rs, pkt, node, HINTS)
+    result = nft_trace(complete_nft(rs), pkt, node, HINTS)
     result.notes, result.nowhere = nft_notes(rs, pkt, result.outcomes)
     result.kube_version = kube_version
     return result
@@ -125,17 +260,18 @@ def trace_ipvs(ipvs_table: IPVSTable, iptables_ruleset: Ruleset | None, packet: 
     lay = layout(ipvs_table, node.local_ips)
     warnings: list[Warn] = list(ipvs_table.warnings) + (list(rs.warnings) if given else [])
     if given:
-        rs, added = _complete_kube_hooks(rs)
+        rs, added = once(ipvs_table, "hooks", (rs,), lambda: _complete_kube_hooks(rs))
         if added:
             warnings.append(Warn(f"nothing in the dump jumps to {', '.join(added)} (a partial paste): walked as if "
                                  "kube-proxy's jumps were there (certain: false)", rs.source, None, "missing-chain"))
     filters = None if version is None else has(version, "ipvs-filter-chain")
     ctx = IPVSContext(ipvs_table, lay.vips, filters, "" if version is None else
                       f"kube-proxy {version[0]}.{version[1]} writes KUBE-IPVS-FILTER (the filter table is not in the "
-                      "dump)")
+                      "dump)", says=IPVS_SILENT)
     ipsets = dict(node.ipsets)
     if given:
-        names = ipset_names_in_rules([raw.text for c in rs.iter_chains() for raw in c.raw])
+        names = once(ipvs_table, "ipset-names", (rs,),
+                     lambda: ipset_names_in_rules([raw.text for c in rs.iter_chains() for raw in c.raw]))
         missing = {n for n in names if n not in ipsets and n in INFERRED_SETS}
         if missing:
             ipsets.update(infer_kube_ipsets(ipvs_table, node.local_ips, missing))
@@ -159,8 +295,8 @@ def trace_ipvs(ipvs_table: IPVSTable, iptables_ruleset: Ruleset | None, packet: 
                                  f"the version given is {version[0]}.{version[1]}", rs.source, None, "version"))
     else:
         ctx.synthetic_filter = True
-    eff = dataclasses.replace(node, local_ips=frozenset(set(node.local_ips) | ipvs_table.addresses()),
-                              ipsets=ipsets)
+    local = once(ipvs_table, "local-ips", (node.local_ips,), lambda: frozenset(node.local_ips | ipvs_table.addresses()))
+    eff = dataclasses.replace(node, local_ips=local, ipsets=ipsets)
     outcomes, walk_warnings = walk(ctx, rs, packet, eff, HINTS)
     notes = ipvs_notes(ctx, lay, version, given, packet, outcomes)
     return TraceResult(packet, outcomes, warnings + walk_warnings, rs, notes, nowhere=ctx.node_stack,

@@ -18,6 +18,16 @@ PROTOCOLS = ("tcp", "udp", "sctp")
 FORWARD_METHODS = ("Masq", "Route", "Tunnel", "Local")
 
 
+def _printed(host: str, ip: IPAddress | None, port: int | None) -> str:
+    """`10.0.0.1:6443`, `[fd00::1]:443`, or the printed host with `?` for a port the listing lost."""
+    if ip is not None and port is not None:
+        return format_endpoint(ip, port)
+    text = str(ip) if ip is not None else host
+    if ":" in text and not text.startswith("["):
+        text = f"[{text}]"
+    return f"{text}:{port if port is not None else '?'}"
+
+
 @dataclass
 class RealServer:
     """One `-> RIP:port` line (or `-a ... -r RIP:port`)."""
@@ -39,12 +49,7 @@ class RealServer:
     @property
     def endpoint(self) -> str:
         """`10.0.0.1:6443`, `[fd00::1]:443`, or the printed text with `?` for what is unknown."""
-        if self.ip is not None and self.port is not None:
-            return format_endpoint(self.ip, self.port)
-        host = str(self.ip) if self.ip is not None else self.host
-        if ":" in host and not host.startswith("["):
-            host = f"[{host}]"
-        return f"{host}:{self.port if self.port is not None else '?'}"
+        return _printed(self.host, self.ip, self.port)
 
     def to_json(self) -> dict[str, object]:
         return {"address": str(self.ip) if self.ip is not None else None, "host": self.host,
@@ -78,12 +83,7 @@ class VirtualService:
         """`10.96.0.1:443`, `[fd20::1]:443`, `fwmark 1`, or the printed text when not an address."""
         if self.fwmark is not None:
             return f"fwmark {self.fwmark}"
-        if self.ip is not None and self.port is not None:
-            return format_endpoint(self.ip, self.port)
-        host = str(self.ip) if self.ip is not None else self.host
-        if ":" in host and not host.startswith("["):
-            host = f"[{host}]"
-        return f"{host}:{self.port if self.port is not None else '?'}"
+        return _printed(self.host, self.ip, self.port)
 
     @property
     def label(self) -> str:
@@ -116,6 +116,8 @@ class IPVSTable:
     numeric: bool | None = True  # False: -L without -n (names resolved, columns truncated)
     version: str | None = None  # the kernel's IPVS version from the header
     partial: bool = False  # the author elided part of the listing (`...`), or a caller knows it is cut
+    _index: _Index | None = field(default=None, init=False, repr=False, compare=False)
+    cache: dict[object, object] = field(default_factory=dict, repr=False, compare=False)  # the walkers' memos
 
     def __iter__(self) -> Iterator[VirtualService]:
         return iter(self.services)
@@ -129,34 +131,69 @@ class IPVSTable:
 
     def addresses(self) -> set[IPAddress]:
         """Every virtual address the table names (kube-proxy binds the non-node ones to kube-ipvs0)."""
-        return {s.ip for s in self.services if s.ip is not None}
+        return set(self._indexed().addresses)
 
     def find(self, proto: str, ip: IPAddress, port: int | None, mark: int = 0) -> Lookup:
         """The virtual service the kernel would pick for a new connection, as ip_vs_service_find does:
         a firewall-mark service for the packet's mark first, then protocol+address+port, then a
         port-0 ("all ports", persistent) service on the address. `maybe` lists services whose
         address or port the listing lost and which could be the one."""
+        index = self._indexed()
         if mark:
-            for s in self.services:
-                if s.fwmark is not None and s.fwmark == mark and (s.family == ip.version):
-                    return Lookup(s, [])
+            s = index.marks.get((mark, ip.version))
+            if s is not None:
+                return Lookup(s, [])
         if proto not in PROTOCOLS:
             return Lookup(None, [])
-        for s in self.services:
-            if s.fwmark is None and s.protocol == proto and s.ip == ip and s.port == port:
-                return Lookup(s, [])
-        for s in self.services:
-            if s.fwmark is None and s.protocol == proto and s.ip == ip and s.port == 0:
-                return Lookup(s, [])
-        maybe = [s for s in self.services if s.fwmark is None and s.protocol == proto and not s.exact
-                 and (s.ip is None or s.ip == ip) and (s.port is None or s.port == port)
-                 and s.family == ip.version]
+        s = index.by_address.get((proto, ip, port)) or index.by_address.get((proto, ip, 0))
+        if s is not None:
+            return Lookup(s, [])
+        maybe = [s for s in index.inexact if s.protocol == proto and (s.ip is None or s.ip == ip)
+                 and (s.port is None or s.port == port) and s.family == ip.version]
         return Lookup(None, maybe)
+
+    def position(self, vs: VirtualService) -> int:
+        """Where `vs` is in `services` (0-based)."""
+        pos = self._indexed().positions.get(id(vs))
+        return pos if pos is not None and self.services[pos] is vs else self.services.index(vs)
+
+    def services_on(self, ip: IPAddress) -> list[VirtualService]:
+        """The services on an address, in listed order (not firewall-mark ones)."""
+        return self._indexed().on_address.get(ip, [])
+
+    def _indexed(self) -> _Index:
+        """The services by what `find` looks up, first listed first; rebuilt when services were added."""
+        if self._index is None or self._index.count != len(self.services):
+            index = _Index(len(self.services))
+            for pos, s in enumerate(self.services):
+                index.positions.setdefault(id(s), pos)
+                if s.fwmark is not None:
+                    index.marks.setdefault((s.fwmark, s.family), s)
+                    continue
+                if s.ip is not None:
+                    index.by_address.setdefault((s.protocol, s.ip, s.port), s)
+                    index.addresses.add(s.ip)
+                    index.on_address.setdefault(s.ip, []).append(s)
+                if not s.exact:
+                    index.inexact.append(s)
+            self._index = index
+        return self._index
 
     def to_json(self) -> dict[str, object]:
         return {"source": self.source, "format": self.format, "numeric": self.numeric, "partial": self.partial,
                 "services": [s.to_json() for s in self.services],
                 "warnings": [w.to_json() for w in self.warnings]}
+
+
+@dataclass
+class _Index:
+    count: int  # len(services) when built
+    marks: dict[tuple[int, int], VirtualService] = field(default_factory=dict)  # (fwmark, family)
+    by_address: dict[tuple[str, IPAddress, int | None], VirtualService] = field(default_factory=dict)
+    inexact: list[VirtualService] = field(default_factory=list)  # address or port lost by the listing
+    addresses: set[IPAddress] = field(default_factory=set)
+    on_address: dict[IPAddress, list[VirtualService]] = field(default_factory=dict)
+    positions: dict[int, int] = field(default_factory=dict)  # id(service) -> its position
 
 
 @dataclass

@@ -23,6 +23,7 @@ from __future__ import annotations
 import ipaddress
 import re
 
+from svctrace.dataplane.addr import ip_of
 from svctrace.dataplane.ipvs.model import FORWARD_METHODS, IPVSTable, RealServer, VirtualService
 from svctrace.errors import InputError, Warn
 from svctrace.model.packet import IPAddress
@@ -78,6 +79,13 @@ def looks_like_ipvsadm(text: str) -> bool:
     return ipvs > other
 
 
+# ipvsadm options that take a value (the others are flags)
+_TAKES_VALUE = frozenset({"-t", "-u", "-f", "-s", "-r", "-w", "-x", "-y", "-M", "-b", "--tcp-service", "--udp-service",
+                          "--sctp-service", "--fwmark-service", "--scheduler", "--real-server", "--weight",
+                          "--netmask", "--sched-flags", "--pe", "pe", "--u-threshold", "--l-threshold", "--tun-type",
+                          "--tun-port", "--tun-nocsum", "--tun-csum", "--tun-remcsum"})
+
+
 class _Loader:
     def __init__(self, text: str, source: str) -> None:
         self.text = text
@@ -90,6 +98,8 @@ class _Loader:
         self.saw_listing = False
         self.current: VirtualService | None = None
         self.by_key: dict[str, VirtualService] = {}
+        self.exact: set[tuple[object, ...]] = set()
+        self.ips: dict[str, IPAddress] = {}  # addresses read so far, by their text  # (protocol, ip, port, fwmark) of the exact services listed
         self.numeric: bool | None = None  # from the command line, when pasted
         self.orphans = 0
         self.connections = 0
@@ -421,10 +431,6 @@ class _Loader:
 
     def _options(self, words: list[str], no: int) -> dict[str, str]:
         """`-t 10.0.0.1:80 -s rr -p 300 -m -w 1` -> {"-t": "10.0.0.1:80", "-s": "rr", ...}."""
-        takes = {"-t", "-u", "-f", "-s", "-r", "-w", "-x", "-y", "-M", "-b", "--tcp-service", "--udp-service",
-                 "--sctp-service", "--fwmark-service", "--scheduler", "--real-server", "--weight",
-                 "--netmask", "--sched-flags", "--pe", "pe", "--u-threshold", "--l-threshold", "--tun-type",
-                 "--tun-port", "--tun-nocsum", "--tun-csum", "--tun-remcsum"}
         opts: dict[str, str] = {}
         i = 0
         while i < len(words):
@@ -438,7 +444,7 @@ class _Loader:
                     i += 1
                 else:
                     opts[w] = ""
-            elif w in takes:
+            elif w in _TAKES_VALUE:
                 if i + 1 >= len(words):
                     raise self.error(f"option {w} without a value", no)
                 opts[w] = words[i + 1]
@@ -453,9 +459,11 @@ class _Loader:
     # -- shared -----------------------------------------------------------------------------
     def _add_service(self, vs: VirtualService, no: int, key: str | None = None) -> None:
         k = key or f"{vs.protocol}:{vs.fwmark if vs.fwmark is not None else vs.address}:{vs.family}"
-        if vs.exact and any(s is not vs and s.exact and s.protocol == vs.protocol and s.ip == vs.ip
-                            and s.port == vs.port and s.fwmark == vs.fwmark for s in self.table.services):
-            self.warn(f"virtual service {vs.label} listed twice (two pastes?); the first one is used", no)
+        if vs.exact:
+            exact = (vs.protocol, vs.ip, vs.port, vs.fwmark)
+            if exact in self.exact:
+                self.warn(f"virtual service {vs.label} listed twice (two pastes?); the first one is used", no)
+            self.exact.add(exact)
         self.by_key.setdefault(k, vs)
         self.table.services.append(vs)
         self.current = vs
@@ -507,8 +515,12 @@ class _Loader:
         return host, ip, port, port_text
 
     def _host_ip(self, host: str, no: int, what: str) -> IPAddress | None:
+        ip = self.ips.get(host)  # a virtual address is printed again on each of its real servers' lines
+        if ip is not None:
+            return ip
         try:
-            return ipaddress.ip_address(host.split("%", 1)[0])
+            ip = self.ips[host] = ip_of(host.split("%", 1)[0])
+            return ip
         except ValueError:
             pass
         if host in self.hosts:  # said once per name, at its first line

@@ -21,17 +21,14 @@ service), lets the scheduler pick a real server and rewrites the destination (ip
     it is dropped, which is why `curl 127.0.0.1:<nodePort>` hangs in IPVS mode (kubernetes#96879).
 With no usable real server, ip_vs_leave() drops the packet and sends ICMP port unreachable (TCP
 clients see "connection refused"). A packet IPVS has no virtual server for (ping, another port)
-goes on to nat INPUT and the node's own stack: before kube-proxy 1.26 the node answers ping to
-any ClusterIP and serves its own listening sockets on it (kubernetes#72236); since 1.26
-KUBE-IPVS-FILTER (filter INPUT) rejects new connections to a kube-ipvs0 address that match no
-virtual server (pkg/proxy/ipvs/proxier.go, writeIptablesRules: RETURN for KUBE-CLUSTER-IP,
-KUBE-LOAD-BALANCER, KUBE-EXTERNAL-IP(-LOCAL) dst,dst and KUBE-HEALTH-CHECK-NODE-PORT dst, then
-`-m conntrack --ctstate NEW -m set --match-set KUBE-IPVS-IPS dst -j REJECT`).
+goes on to nat INPUT and the node's own stack, unless a filter rule the writer adds rejects it (kube-proxy's
+KUBE-IPVS-FILTER since 1.26, `svctrace.kubeproxy.walk.IPVS_SILENT`).
 
 The iptables rules are walked with the netfilter walker (`svctrace.dataplane.iptables.walker.Walker`); this
 module adds the IPVS steps between its hooks and decides `-m set` matches from the ipsets it is given (an `ipset
 save`, or the sets `svctrace.kubeproxy.ipvs_sets` infers from the IPVS table). What kube-proxy does where the dump
-is silent (its version, its jumps, its notes) comes from `svctrace.kubeproxy.walk` as an `IPVSContext`.
+is silent (its version, its jumps, its filter rule, its words: `Silent`) comes from `svctrace.kubeproxy.walk` as an
+`IPVSContext`.
 """
 
 from __future__ import annotations
@@ -41,7 +38,7 @@ import ipaddress
 from dataclasses import dataclass, field
 
 from svctrace.dataplane.contract import Dnat, Hints, Outcome, PathStep
-from svctrace.dataplane.ipset import member_of
+from svctrace.dataplane.ipset import cached_index, member_of
 from svctrace.dataplane.iptables.rules import Match, Rule, Ruleset
 from svctrace.dataplane.iptables.walker import Walker
 from svctrace.dataplane.ipvs.model import IPVSTable, RealServer, VirtualService
@@ -51,12 +48,32 @@ from svctrace.errors import Warn
 from svctrace.model.packet import IPAddress, IPSetDef, NodeFacts, Packet
 
 _TAKEN = "\x00ipvs"  # key in State.assume: IPVS handled this packet (the kernel's skb->ipvs_property)
-_INFERRED = ("kube-proxy's ipsets hold what the IPVS table implies (no `ipset save` given): virtual servers on "
-             "non-node addresses taken as ClusterIPs, NodePorts recognised by port range")
-_NO_IPTABLES = ("no iptables rules were given: kube-proxy's KUBE-SERVICES marks, KUBE-POSTROUTING masquerade "
-                "and filter rules were not walked (source NAT and filtering unknown)")
-HOOKED = "svctrace: assumed kube-proxy jump"  # comment of the jumps added to a partial dump
-_FILTER_RULE = "-A KUBE-IPVS-FILTER -m conntrack --ctstate NEW -m set --match-set KUBE-IPVS-IPS dst -j REJECT"
+
+
+@dataclass(frozen=True)
+class Silent:
+    """What the program that wrote the IPVS table and the rules beside it does where a dump is silent, in its
+    words. These defaults name no program; `svctrace.kubeproxy.walk` gives kube-proxy's."""
+
+    device: str = "the node's virtual-address interface"  # where the non-node virtual addresses are bound
+    hooked: str = "svctrace: assumed jump"  # the comment of jumps added to a partial dump
+    jump_says: str = "the writer's"  # "assumed {jump_says} `-A CHAIN -j TARGET`"
+    inferred: str = "the ipsets hold what the IPVS table implies (no `ipset save` given)"
+    no_iptables: str = "no iptables rules were given: marks, masquerade and filter rules were not walked"
+    no_nat: str = "the iptables dump has no nat table: masquerade rules were not walked"
+    # The filter rule written for new connections to a bound address no virtual server serves, walked when the
+    # filter table is not in the dump (IPVSContext.filter says whether it is written): None when there is none.
+    filter: FilterRule | None = None
+
+
+@dataclass(frozen=True)
+class FilterRule:
+    chain: str
+    text: str  # the rule as iptables-save prints it
+    note: str  # the path step's note
+    reason: str  # the outcome's reason; {dst} and {device} are filled in
+    unknown: str  # the assumption when it is not known whether the rule is written
+    warning: str  # the warning then
 
 
 @dataclass
@@ -64,7 +81,7 @@ class IPVSContext:
     """What the walk needs beside the iptables rules: the IPVS table, and what kube-proxy's layer knows of the node."""
 
     table: IPVSTable
-    vips: set[IPAddress]  # the addresses bound to kube-ipvs0 (local, so IPVS sees them at LOCAL_IN)
+    vips: set[IPAddress]  # the addresses bound to the virtual-address device (local: IPVS sees them at LOCAL_IN)
     # KUBE-IPVS-FILTER when the filter table is not in the dump: written (True), not (False), unknown (None)
     filter: bool | None = None
     filter_says: str = ""  # the assumption a known KUBE-IPVS-FILTER adds
@@ -73,7 +90,8 @@ class IPVSContext:
     no_nat: bool = False
     schedules: dict[int, Schedule] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
-    node_stack: bool = False  # a TCP/UDP/SCTP packet to a kube-ipvs0 address reached the node's own stack
+    node_stack: bool = False  # a TCP/UDP/SCTP packet to a bound virtual address reached the node's own stack
+    says: Silent = field(default_factory=Silent)
 
     def note(self, text: str) -> None:
         if text not in self.notes:
@@ -91,9 +109,9 @@ class IPVSWalker(Walker):
     # -- the kernel path with IPVS at LOCAL_IN and LOCAL_OUT -----------------------------------
     def start(self, st: State) -> None:
         if not self.rs.tables:
-            st.assume_one(_NO_IPTABLES)
+            st.assume_one(self.ctx.says.no_iptables)
         elif self.ctx.no_nat:
-            st.assume_one("the iptables dump has no nat table: kube-proxy's masquerade rules were not walked")
+            st.assume_one(self.ctx.says.no_nat)
 
     def local_out(self, st: State) -> None:
         states = self.hook([st], "OUTPUT", ("raw", "mangle", "nat"))
@@ -154,14 +172,15 @@ class IPVSWalker(Walker):
             if pkt.has_ports:
                 self.ctx.node_stack = True
             what = f"{pkt.proto}/{pkt.dport}" if pkt.has_ports else pkt.proto
-            self.finish(s, "accept", "local", f"delivered to the node itself: {pkt.dst} is on kube-ipvs0 and IPVS "
-                                              f"has no virtual server for {what} on it")
+            self.finish(s, "accept", "local", f"delivered to the node itself: {pkt.dst} is on {self.ctx.says.device} "
+                                              f"and IPVS has no virtual server for {what} on it")
             return
         super().deliver(s)
 
-    # -- KUBE-IPVS-FILTER when the filter table was not collected ---------------------------
+    # -- the writer's filter rule (kube-proxy's KUBE-IPVS-FILTER) when the filter table was not collected -----------
     def _synthetic_filter(self, states: list[State]) -> list[State]:
-        if not self.ctx.synthetic_filter:
+        rule = self.ctx.says.filter
+        if not self.ctx.synthetic_filter or rule is None:
             return states
         out: list[State] = []
         for s in states:
@@ -172,25 +191,21 @@ class IPVSWalker(Walker):
             if self.ctx.filter is not None:
                 if self.ctx.filter:
                     s.assume_one(self.ctx.filter_says)
-                    self._filter_reject(s)
+                    self._filter_reject(s, rule)
                 else:
                     out.append(s)
                 continue
-            u = Unknown("kube-proxy:ipvs-filter", "kube-proxy is 1.26 or later, so KUBE-IPVS-FILTER rejects "
-                                                 "traffic to a Service address on a port it does not serve")
-            other = s.split(u, True)
-            self._filter_reject(s)
+            other = s.split(Unknown(f"filter:{rule.chain}", rule.unknown), True)
+            self._filter_reject(s, rule)
             out.append(other)
-            self.warn("ipvs-filter", "the kube-proxy version is not known and the filter table is not in the dump: "
-                                     "shown with and without KUBE-IPVS-FILTER (1.26+)", None, "unknown-match")
+            self.warn("ipvs-filter", rule.warning, None, "unknown-match")
         return out
 
-    def _filter_reject(self, s: State) -> None:
+    def _filter_reject(self, s: State, rule: FilterRule) -> None:
         s.reject_with = s.reject_default()
-        s.add(PathStep("INPUT", "filter", "KUBE-IPVS-FILTER", None, None, _FILTER_RULE,
-                       f"REJECT with {s.reject_with}", note="not in the dump: kube-proxy 1.26+ writes this rule"))
-        self.finish(s, "reject", None, f"KUBE-IPVS-FILTER rejects it: {s.pkt.dst} is a Service address on "
-                                       "kube-ipvs0 and no virtual server serves this protocol/port")
+        s.add(PathStep("INPUT", "filter", rule.chain, None, None, rule.text, f"REJECT with {s.reject_with}",
+                       note=rule.note))
+        self.finish(s, "reject", None, rule.reason.format(dst=s.pkt.dst, device=self.ctx.says.device))
 
     def _has_service(self, s: State) -> bool:
         look = self.table.find(s.pkt.proto, s.pkt.dst, s.pkt.dport, s.mark)
@@ -282,7 +297,7 @@ class IPVSWalker(Walker):
     def _dnat_to(self, s: State, vs: VirtualService, r: RealServer, hook: str) -> str | None:
         pkt = s.pkt
         s.assume[_TAKEN] = True
-        s.assume[f"{_TAKEN}:{self.table.services.index(vs)}"] = True
+        s.assume[f"{_TAKEN}:{self.table.position(vs)}"] = True
         if r.ip is None:
             s.dnat = Dnat(r.endpoint)
             s.assume_one(f"the real server {r.host!r} (not an address in the listing) is not on this node")
@@ -326,8 +341,8 @@ class IPVSWalker(Walker):
 
     # -- matches IPVS mode decides itself ---------------------------------------------------
     def match(self, st: State, rule: Rule) -> list[tuple[State, bool]]:
-        if not rule.line and HOOKED in rule.text and rule.target is not None:
-            st.assume_one(f"the dump does not show what jumps to {rule.target.name}; assumed kube-proxy's "
+        if not rule.line and self.ctx.says.hooked in rule.text and rule.target is not None:
+            st.assume_one(f"the dump does not show what jumps to {rule.target.name}; assumed {self.ctx.says.jump_says} "
                           f"`-A {rule.chain} -j {rule.target.name}`")
         if not any(m.module in ("set", "ipvs") for m in rule.matches):
             return super().match(st, rule)
@@ -356,7 +371,7 @@ class IPVSWalker(Walker):
         out: list[tuple[State, bool]] = []
         for s, matched in alts:
             if matched and inferred:
-                s.assume_one(_INFERRED)
+                s.assume_one(self.ctx.says.inferred)
             out.append((s, matched and all(verdicts)))
         return out
 
@@ -415,15 +430,37 @@ def _bitmap_port(s: IPSetDef, pkt: Packet, flags: list[str]) -> bool | None:
     port = pkt.sport if flags and flags[0] == "src" else pkt.dport
     if port is None:
         return None
+    return cached_index(s, "bitmap:port", lambda: _port_ranges(s)).get(port, False)
+
+
+class _PortRanges:
+    """A bitmap:port set's members, read once: the ports each holds, in listed order; at a member that does not
+    parse the answer is unknown for every port no earlier member holds."""
+
+    def __init__(self, ports: set[int], ranges: list[tuple[int, int]], unknown: bool) -> None:
+        self.ports, self.ranges, self.unknown = ports, ranges, unknown
+
+    def get(self, port: int, default: bool) -> bool | None:
+        if port in self.ports or any(lo <= port <= hi for lo, hi in self.ranges):
+            return True
+        return None if self.unknown else default
+
+
+def _port_ranges(s: IPSetDef) -> _PortRanges:
+    ports: set[int] = set()
+    ranges: list[tuple[int, int]] = []
     for member in s.members:
         text = member[0].split(":", 1)[-1]
         lo, _, hi = text.partition("-")
         try:
-            if int(lo) <= port <= int(hi or lo):
-                return True
+            a, b = int(lo), int(hi or lo)
         except ValueError:
-            return None
-    return False
+            return _PortRanges(ports, ranges, True)
+        if a == b:
+            ports.add(a)
+        else:
+            ranges.append((a, b))
+    return _PortRanges(ports, ranges, False)
 
 
 def _portless_miss(s: IPSetDef, flags: list[str]) -> bool | None:

@@ -6,7 +6,6 @@ dataplanes share outcomes, paths and renderers.
 
 from __future__ import annotations
 
-from svctrace.dataplane.nftables.complete import complete_partial
 from svctrace.dataplane.nftables.ir import Chain, NftRuleset, NSet, Rule, Table
 from svctrace.dataplane.nftables.jsonfmt import load_json
 from svctrace.dataplane.nftables.text import load_text
@@ -16,9 +15,9 @@ from svctrace.errors import InputError
 __all__ = ["Chain", "NSet", "NftRuleset", "Rule", "Table", "load_nft", "trace"]
 
 
-def load_nft(text: str, source: str = "<nft>", *, complete: bool = True) -> NftRuleset:
-    """Parse nft text or JSON (auto-detected). `complete`: fill in the base chains a trimmed kube-proxy or
-    iptables-nft paste left out (flagged `assumed`, walks through them are uncertain)."""
+def load_nft(text: str, source: str = "<nft>") -> NftRuleset:
+    """Parse nft text or JSON (auto-detected). What a trimmed paste left out is filled in by its writer's layer
+    (`svctrace.kubeproxy.walk.complete_nft`, which the kube-proxy walk runs)."""
     if "\x00" in text[:100000]:
         raise InputError("this is binary data, not an nftables ruleset", source=source)
     if text.lstrip().startswith(("{", "[")):
@@ -30,6 +29,4 @@ def load_nft(text: str, source: str = "<nft>", *, complete: bool = True) -> NftR
     if not rs.tables and all(r.problems for r in rs.orphans):
         raise InputError("nothing here reads as nftables rules", source=source,
                          line=rs.orphans[0].line if rs.orphans else None)
-    if complete:
-        complete_partial(rs)
     return rs

@@ -201,7 +201,14 @@ def jstmt(d: Any) -> Stmt | None:
 
 
 def _lines(text: str, word: str) -> list[int]:
-    return [text.count("\n", 0, m.start()) + 1 for m in re.finditer(r'\{\s*"' + word + r'"\s*:', text)]
+    """The line of each `{"word":` in the text (counting newlines from the previous one: linear)."""
+    out: list[int] = []
+    line, pos = 1, 0
+    for m in re.finditer(r'\{\s*"' + word + r'"\s*:', text):
+        line += text.count("\n", pos, m.start())
+        pos = m.start()
+        out.append(line)
+    return out
 
 
 def load_json(text: str, source: str = "<nft-json>") -> NftRuleset:

@@ -141,6 +141,21 @@ class ParseFail(Exception):
     pass
 
 
+def skip_group(toks: list[Tok], i: int) -> int:
+    """The position after the `{ ... }` group (nested groups included) that starts at or after `i`."""
+    depth = 0
+    while i < len(toks):
+        k = toks[i].kind
+        i += 1
+        if k == "{":
+            depth += 1
+        elif k == "}":
+            depth -= 1
+            if depth <= 0:
+                return i
+    return i
+
+
 class StmtParser:
     """Statements of one rule from its tokens (no newlines, braces balanced)."""
 
@@ -199,7 +214,7 @@ class StmtParser:
                     if t.kind == "w" and t.text in STMT_HEADS and t.text not in ("set", "add", "delete"):
                         break
                     if t.kind == "{":  # skip a brace group whole
-                        self._skip_group()
+                        self.i = skip_group(self.t, self.i)
                         continue
                     self.i += 1
                 text = tokens_text(self.t[start:self.i])
@@ -210,18 +225,6 @@ class StmtParser:
             if s is not None:
                 out.append(s)
         return out
-
-    def _skip_group(self) -> None:
-        depth = 0
-        while self.i < len(self.t):
-            k = self.t[self.i].kind
-            self.i += 1
-            if k == "{":
-                depth += 1
-            elif k == "}":
-                depth -= 1
-                if depth <= 0:
-                    return
 
     def stmt(self) -> Stmt | None:
         w = self.pw()

@@ -19,6 +19,7 @@ from svctrace.dataplane.nftables.syntax import (
     Tok,
     parse_elements,
     parse_rule_tokens,
+    skip_group,
     tokenize_line,
     tokens_text,
 )
@@ -132,21 +133,9 @@ class _Loader:
         return t.text
 
     def skip_line(self) -> None:
-        depth = 0
-        while self.i < len(self.toks):
-            t = self.toks[self.i]
-            if t.kind == "{":
-                depth += 1
-            elif t.kind == "}":
-                if depth == 0:
-                    return
-                depth -= 1
-            elif t.kind in ("nl", ";") and depth == 0:
-                self.i += 1
-                return
-            self.i += 1
+        self.item_tokens(warn=False)
 
-    def item_tokens(self) -> list[Tok]:
+    def item_tokens(self, warn: bool = True) -> list[Tok]:
         """Tokens up to the end of the item (newline or `;` outside braces, or a closing brace)."""
         out: list[Tok] = []
         depth = 0
@@ -169,7 +158,7 @@ class _Loader:
                 break
             out.append(t)
             self.i += 1
-        if depth > 0 and self.i >= len(self.toks):
+        if warn and depth > 0 and self.i >= len(self.toks):
             self.warn("the dump ends inside braces (cut short?)", out[0].line if out else None, "truncated")
         return out
 
@@ -247,17 +236,7 @@ class _Loader:
             self.table_body(t)
 
     def table_body(self, t: Table) -> None:
-        while True:
-            tok = self.peek()
-            if tok is None:
-                self.warn(f"the dump ends inside table {t.key} (cut short?)", t.line, "truncated")
-                return
-            if tok.kind in ("nl", ";"):
-                self.i += 1
-                continue
-            if tok.kind == "}":
-                self.i += 1
-                return
+        while (tok := self.block_item(f"table {t.key}", t.line)) is not None:
             w = tok.text
             if w in ("chain", "set", "map") and self.kind(2) == "{":
                 self.i += 1
@@ -284,29 +263,26 @@ class _Loader:
                           tok.line)
 
     def skip_block(self) -> None:
-        depth = 0
-        while self.i < len(self.toks):
-            k = self.toks[self.i].kind
-            self.i += 1
-            if k == "{":
-                depth += 1
-            elif k == "}":
-                depth -= 1
-                if depth <= 0:
-                    return
+        self.i = skip_group(self.toks, self.i)
 
-    def chain_body(self, t: Table, c: Chain) -> None:
+    def block_item(self, inside: str, line: int | None, separators: tuple[str, ...] = ("nl", ";")) -> Tok | None:
+        """The next item of a `{ }` block, separators skipped; None after its `}`, or (with a warning) at the end of
+        the dump."""
         while True:
             tok = self.peek()
             if tok is None:
-                self.warn(f"the dump ends inside chain {c.name} of table {t.key} (cut short?)", c.line, "truncated")
-                return
-            if tok.kind in ("nl", ";"):
+                self.warn(f"the dump ends inside {inside} (cut short?)", line, "truncated")
+                return None
+            if tok.kind in separators:
                 self.i += 1
                 continue
             if tok.kind == "}":
                 self.i += 1
-                return
+                return None
+            return tok
+
+    def chain_body(self, t: Table, c: Chain) -> None:
+        while (tok := self.block_item(f"chain {c.name} of table {t.key}", c.line)) is not None:
             w = tok.text if tok.kind == "w" else None
             if w == "type" and self.pw(2) == "hook":
                 self.base_decl(t, c, self.item_tokens())
@@ -348,17 +324,7 @@ class _Loader:
         if s is None:
             s = NSet(t.key, name, is_map=is_map, line=line)
             t.sets[name] = s
-        while True:
-            tok = self.peek()
-            if tok is None:
-                self.warn(f"the dump ends inside set {name} of table {t.key} (cut short?)", line, "truncated")
-                return
-            if tok.kind in ("nl", ";", ","):
-                self.i += 1
-                continue
-            if tok.kind == "}":
-                self.i += 1
-                return
+        while (tok := self.block_item(f"set {name} of table {t.key}", line, ("nl", ";", ","))) is not None:
             w = tok.text
             if w == "elements" and self.kind(1) == "w" and self.pw(1) == "=":
                 self.i += 2

@@ -79,12 +79,12 @@ from svctrace.dataplane.nftables.ir import (
 )
 from svctrace.dataplane.nftables.ir import Unknown as UnknownStmt
 from svctrace.dataplane.nftables.printer import fmt_element, fmt_expr, fmt_stmt
+from svctrace.dataplane.nftables.setindex import SetIndex
 from svctrace.dataplane.nftables.values import (
     ANY,
     FLAG_TYPES,
     INT,
     BadValue,
-    Matcher,
     declared_types,
     expr_type,
     flags_value,
@@ -132,14 +132,6 @@ class _Maybe:
 
     candidates: tuple[Element, ...]
     says: str
-
-
-@dataclass
-class _Index:
-    types: tuple[str, ...]
-    exact: dict[tuple[Any, ...], Element]
-    scan: list[tuple[tuple[Matcher, ...], Element]]
-    all: list[tuple[tuple[Matcher, ...], Element]]
 
 
 Act = tuple[str, str | None, str]  # (accept|drop|reject|jump|goto|return, target, reason)
@@ -209,41 +201,53 @@ class NftWalker(KernelWalker):
         self.source = rs.source
         self.family = family
         self.hook_name = ""
-        self._anon: dict[tuple[int, tuple[str, ...]], _Index] = {}
+        self._anon: dict[tuple[int, tuple[str, ...]], SetIndex] = {}
         fams = ("ip", "inet") if family == 4 else ("ip6", "inet")
         self.tables = [t for t in rs.tables.values() if t.family in fams]
         key = ("plans", family)
-        plans = rs.cache.get(key)
-        if not isinstance(plans, dict):
-            plans = {h: self._plan(h) for h in HOOKS}
-            rs.cache[key] = plans
-        self.plans: dict[str, list[tuple[str, list[Chain]]]] = plans
-        for t in rs.tables.values():
-            if t.family in ("netdev", "bridge", "arp") and any(c.is_base for c in t.chains.values()):
-                self.warn(f"family:{t.key}", f"table {t.key}: base chains of the {t.family} family are not walked "
-                                             "(only ip, ip6 and inet)", t.line, "not-modelled")
-            for c in t.chains.values():
-                if c.is_base and c.device is not None and t.family in fams:
-                    self.warn(f"device:{t.key}:{c.name}", f"{t.key} {c.name}: a per-device ({c.hook}) chain is not "
-                                                          "walked", c.line, "not-modelled")
+        cached = rs.cache.get(key)
+        if not isinstance(cached, tuple):
+            cached = rs.cache[key] = self._plans(fams)
+        self.plans: dict[str, list[tuple[str, list[Chain]]]] = cached[0]
+        for args in cached[1]:
+            self.warn(*args)
+
+    def _plans(self, fams: tuple[str, ...]) -> tuple[dict[str, list[tuple[str, list[Chain]]]],
+                                                     list[tuple[str, str, int | None, str]]]:
+        """Once per ruleset (one pass over its chains): each hook's plan, and the warnings for base chains no walk
+        enters (every question gives the same)."""
+        walked: list[tuple[int, Chain]] = []  # base chains of the walked families, with their position
+        unwalked: list[tuple[str, str, int | None, str]] = []
+        order = 0
+        for t in self.rs.tables.values():
+            bases = [(order + i, c) for i, c in enumerate(t.chains.values(), 1) if c.hook is not None]
+            order += len(t.chains)
+            if t.family in ("netdev", "bridge", "arp") and bases:
+                unwalked.append((f"family:{t.key}", f"table {t.key}: base chains of the {t.family} family are not "
+                                                     "walked (only ip, ip6 and inet)", t.line, "not-modelled"))
+            if t.family not in fams:
+                continue
+            walked += bases
+            unwalked += [(f"device:{t.key}:{c.name}", f"{t.key} {c.name}: a per-device ({c.hook}) chain is not walked",
+                          c.line, "not-modelled") for _, c in bases if c.device is not None]
+        return {h: self._plan(h, walked) for h in HOOKS}, unwalked
 
     # -- hooks ------------------------------------------------------------------------------------
-    def _plan(self, hook: str) -> list[tuple[str, list[Chain]]]:
-        """The base chains at a hook, in kernel order: ("chain", [c]) or ("nat", [c1, c2 ...])."""
+    @staticmethod
+    def _plan(hook: str, bases: list[tuple[int, Chain]]) -> list[tuple[str, list[Chain]]]:
+        """The base chains at a hook, in kernel order: ("chain", [c]) or ("nat", [c1, c2 ...]). `bases`: every
+        base chain with its position among the tables' chains (ties in priority go by it)."""
         h = hook.lower()
         entries: list[tuple[int, int, str, list[Chain]]] = []
         nat: list[tuple[int, int, Chain]] = []
-        order = 0
-        for t in self.tables:
-            for c in t.chains.values():
-                order += 1
-                if c.hook != h or c.device is not None:
-                    continue
-                prio = c.priority if c.priority is not None else 0
-                if c.type == "nat":
-                    nat.append((prio, order, c))
-                else:
-                    entries.append((prio, order, "chain", [c]))
+        for order, c in bases:
+            if c.hook != h or c.device is not None:
+                continue
+            prio = c.priority if c.priority is not None else 0
+            if c.type == "nat":
+                nat.append((prio, order, c))
+            else:
+                entries.append((prio, order, "chain", [c]))
         if nat:
             nat.sort(key=lambda x: (x[0], x[1]))
             entries.append((NAT_PRIORITY.get(hook, 0), nat[0][1], "nat", [c for _, _, c in nat]))
@@ -444,7 +448,7 @@ class NftWalker(KernelWalker):
             branch = (branch or 1.0) * s.branch
             s.branch = None
         if rule.assumed and (acts or res is not None):
-            s.assume_one(f"{rule.table} {rule.chain} is not in the dump; assumed kube-proxy's usual rule "
+            s.assume_one(f"{rule.table} {rule.chain} is not in the dump; assumed {self.hints.writer}'s usual rule "
                          f"`{rule.text}`")
         if not acts and res is None:
             if not matched or not any(isinstance(x, Passive) for x in rule.stmts):
@@ -531,16 +535,17 @@ class NftWalker(KernelWalker):
         where = self._where(rule)
         if kind == "match" and name == "comment":
             return [(st, "cont", None, None)]
-        if kind == "match" and name == "recent":
-            # kube-proxy's session affinity: `-m recent --rcheck --name KUBE-SEP-X -j KUBE-SEP-X` in the service
-            # chain, `-m recent --set --name KUBE-SEP-X ... -j DNAT` in the endpoint chain.
+        prefix = self.hints.affinity_chains
+        if kind == "match" and name == "recent" and prefix:
+            # The writer's session affinity (Hints.affinity_chains): `-m recent --rcheck --name SEP -j SEP` in the
+            # service chain, `-m recent --set --name SEP ... -j DNAT` in the endpoint chain SEP.
             jump = next((x.verdict.target for x in rule.stmts if isinstance(x, VerdictStmt) and x.verdict.target),
                         None)
-            if jump is not None and jump.startswith("KUBE-SEP-"):
-                self.warn("xt:recent", "iptables-nft `xt match recent` read as kube-proxy's affinity check "
+            if jump is not None and jump.startswith(prefix):
+                self.warn("xt:recent", f"iptables-nft `xt match recent` read as {self.hints.writer}'s affinity check "
                                        "(--rcheck of the endpoint the rule jumps to)", rule.line, "xt")
                 return [(st, "cont" if st.remembered == jump else "stop", None, None)]
-            if rule.chain.startswith("KUBE-SEP-") and any(isinstance(x, Nat) for x in rule.stmts):
+            if rule.chain.startswith(prefix) and any(isinstance(x, Nat) for x in rule.stmts):
                 st.recent_set.append(rule.chain)
                 return [(st, "cont", "recent --set (remembers the client for session affinity)", None)]
             return None
@@ -567,12 +572,14 @@ class NftWalker(KernelWalker):
     def _ipt_ct_status(self, st: State, s: Match,
                        rule: Rule) -> list[tuple[State, Res, str | None, str | None]] | None:
         """nft prints iptables-nft's `-m conntrack [!] --ctstate ...,DNAT` as `ct status dnat`, negation and other
-        states dropped; the kernel runs the xtables match. kube-proxy's localnet rule in KUBE-FIREWALL is
-        `! --ctstate RELATED,ESTABLISHED,DNAT`; elsewhere both readings are walked."""
+        states dropped; the kernel runs the xtables match. A rule the hints know as the writer's
+        `! --ctstate RELATED,ESTABLISHED,DNAT` is read so; elsewhere both readings are walked."""
         text = fmt_stmt(s)
-        if rule.chain == "KUBE-FIREWALL" and "127.0.0.0/8" in rule.text:
-            self.warn("ipt:ctstatus:fw", f"{self._where(rule)}: nft shows kube-proxy's `-m conntrack ! --ctstate "
-                                         f"RELATED,ESTABLISHED,DNAT` as `{text}`; read as the former", rule.line, "xt")
+        known = self.hints.negated_ctstate
+        if known is not None and known(rule.chain, rule.text):
+            self.warn("ipt:ctstatus:fw", f"{self._where(rule)}: nft shows {self.hints.writer}'s `-m conntrack ! "
+                                         f"--ctstate RELATED,ESTABLISHED,DNAT` as `{text}`; read as the former",
+                      rule.line, "xt")
             return [(st, "cont" if not st.dnat_changed else "stop", None, None)]
         self.warn(f"ipt:ctstatus:{rule.line}", f"{self._where(rule)}: in an iptables-nft table `{text}` may be nft's "
                                                "rendering of `-m conntrack [!] --ctstate ...DNAT` (nft drops the "
@@ -863,9 +870,9 @@ class NftWalker(KernelWalker):
         t = self.rs.tables.get(rule.table)
         return t.sets.get(name) if t is not None else None
 
-    def _index(self, src: NSet | AnonSet, types: tuple[str, ...], rule: Rule) -> _Index:
+    def _index(self, src: NSet | AnonSet, types: tuple[str, ...], rule: Rule) -> SetIndex:
         if isinstance(src, NSet):
-            if isinstance(src.index, _Index):
+            if isinstance(src.index, SetIndex):
                 return src.index
             if src.key_types:
                 types = src.key_types
@@ -875,22 +882,12 @@ class NftWalker(KernelWalker):
             if cached is not None:
                 return cached
             elements = list(src.elements)
-        idx = _Index(types, {}, [], [])
-        for el in elements:
-            comps: tuple[Expr, ...] = el.key.items if isinstance(el.key, Concat) else (el.key,)
-            try:
-                if len(types) == 1 and len(comps) > 1:
-                    raise BadValue(f"{fmt_expr(el.key)} does not fit the key")
-                ms = tuple(matcher(types[k] if k < len(types) else ANY, c) for k, c in enumerate(comps))
-            except BadValue as ex:
-                self.warn(f"element:{id(src)}:{fmt_element(el)}", f"{rule.table}: element {fmt_element(el)!r} not "
-                                                                  f"understood ({ex}); ignored", rule.line)
-                continue
-            idx.all.append((ms, el))
-            if all(mm.exact for mm in ms):
-                idx.exact.setdefault(tuple(mm.lo for mm in ms), el)
-            else:
-                idx.scan.append((ms, el))
+
+        def bad(el: Element, ex: BadValue) -> None:
+            self.warn(f"element:{id(src)}:{fmt_element(el)}", f"{rule.table}: element {fmt_element(el)!r} not "
+                                                              f"understood ({ex}); ignored", rule.line)
+
+        idx = SetIndex(elements, types, bad)
         if isinstance(src, NSet):
             src.index = idx
         else:
@@ -917,16 +914,7 @@ class NftWalker(KernelWalker):
                 return None
             says = "; ".join(v.says or "the interface name" for v in vals if isinstance(v, _Unk))
             return _Maybe(cands, says)
-        try:
-            el = idx.exact.get(tuple(vals))
-        except TypeError:
-            el = None
-        if el is not None:
-            return el
-        for ms, el2 in idx.scan:
-            if all(mm.hit(v) for mm, v in zip(ms, vals, strict=False)):
-                return el2
-        return None
+        return idx.get(tuple(vals))
 
     def member(self, st: State, src: SetRef | AnonSet, lt: str | tuple[str, ...], lv: Any,
                rule: Rule) -> bool | _Maybe:
