@@ -52,8 +52,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+from svctrace.dataplane.iptables.rules import BUILTIN_CHAINS
+
 __all__ = [
-    "BUILTIN_CHAINS",
     "ListingBlock",
     "ListingConversion",
     "listing_to_save",
@@ -61,13 +62,6 @@ __all__ = [
     "save_string",
 ]
 
-BUILTIN_CHAINS: dict[str, tuple[str, ...]] = {
-    "raw": ("PREROUTING", "OUTPUT"),
-    "mangle": ("PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"),
-    "nat": ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"),
-    "filter": ("INPUT", "FORWARD", "OUTPUT"),
-    "security": ("INPUT", "FORWARD", "OUTPUT"),
-}
 
 
 @dataclass
