@@ -14,6 +14,7 @@ from svctrace.dataplane.ipvs.walker import IPVSContext
 from svctrace.dataplane.nftables.ir import AnonSet, Concat, Const, Match, NftRuleset, Prefix, Table, Verdict
 from svctrace.dataplane.nftables.printer import fmt_expr
 from svctrace.kubeproxy.ipvs_sets import NODEPORT_RANGE, Layout
+from svctrace.kubeproxy.names import nft_chain_owner
 from svctrace.kubeproxy.versions import has
 from svctrace.model.packet import Packet
 from svctrace.model.version import Version
@@ -103,10 +104,10 @@ def _service_ip(rs: NftRuleset, pkt: Packet) -> list[str]:
 
 def _svc_of_chain(name: str) -> str:
     """`service-ULMVA6XW-ns1/svc1/tcp/p80` -> `ns1/svc1:p80`."""
-    m = re.match(r"^(?:service|external)-[A-Z0-9]{8}-([^/]+)/([^/]+)/([^/]+)/(.*)$", name)
-    if not m:
+    o = nft_chain_owner(name)
+    if o is None or o.kind not in ("service", "external"):
         return ""
-    return f"{m.group(1)}/{m.group(2)}" + (f":{m.group(4)}" if m.group(4) else "")
+    return f"{o.namespace}/{o.name}" + (f":{o.port_name}" if o.port_name else "")
 
 
 def nft_notes(rs: NftRuleset, pkt: Packet, outcomes: list[Outcome]) -> tuple[list[str], bool]:

@@ -23,6 +23,7 @@ from svctrace.dataplane.nftables.complete import add_chain, add_rule, jump_targe
 from svctrace.dataplane.node import Dataplane
 from svctrace.errors import InputError, Warn
 from svctrace.kubeproxy.ipvs_sets import INFERRED_SETS, infer_kube_ipsets, ipset_names_in_rules, layout, once
+from svctrace.kubeproxy.names import nft_chain_owner
 from svctrace.kubeproxy.notes import iptables_notes, ipvs_notes, nft_notes
 from svctrace.kubeproxy.versions import has
 from svctrace.model.packet import IPAddress, NodeFacts, Packet
@@ -35,9 +36,6 @@ DROP_MARK = 1 << 15
 
 # `-A KUBE-SVC-X -m comment --comment "ns/svc:port -> 10.0.0.1:80" ... -j KUBE-SEP-Y` (pkg/proxy/iptables/proxier.go)
 _SEP_COMMENT = re.compile(r"->\s*(\[?[0-9a-fA-F.:]+\]?:\d+)")
-# nftables mode's endpoint chains: endpoint-<hash>-<ns>/<svc>/<proto>/<port>__<ip>/<port>
-# (pkg/proxy/nftables/proxier.go, servicePortEndpointChainNameBase); IPv6 colons written as dots.
-_NFT_ENDPOINT_CHAIN = re.compile(r"^endpoint-[A-Z0-9]{8}-.*__(.+)/(\d+)$")
 
 
 def missing_endpoint(chain: str, comment: str | None) -> tuple[IPAddress, int] | None:
@@ -52,12 +50,17 @@ def missing_endpoint(chain: str, comment: str | None) -> tuple[IPAddress, int] |
             return ipaddress.ip_address(host.strip("[]")), int(port)
         except ValueError:
             return None
-    n = _NFT_ENDPOINT_CHAIN.match(chain)
-    if n is None:
+    # nftables mode's endpoint chains: endpoint-<hash>-<ns>/<svc>/<proto>/<port>__<ip>/<port>
+    # (pkg/proxy/nftables/proxier.go, servicePortEndpointChainNameBase); IPv6 colons written as dots.
+    owner = nft_chain_owner(chain)
+    if owner is None or owner.kind != "endpoint" or not owner.endpoint:
         return None
-    for cand in (n.group(1), n.group(1).replace(".", ":")):
+    ip, _, port = owner.endpoint.rpartition("/")
+    if not port.isdigit():
+        return None
+    for cand in (ip, ip.replace(".", ":")):
         try:
-            return ipaddress.ip_address(cand), int(n.group(2))
+            return ipaddress.ip_address(cand), int(port)
         except ValueError:
             continue
     return None
