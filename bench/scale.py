@@ -191,7 +191,7 @@ from svctrace.tui.app import SvctraceApp
 async def main():
     app = SvctraceApp(sys.argv[1])
     async with app.run_test(size=(160, 50)) as pilot:
-        while app.state != "ready" or not app.services_screen.query("DataTable").first().row_count:
+        while app.state != "ready" or not app.services_screen.query("#table").first().rows:
             if app.state == "failed":
                 raise SystemExit(app.error)
             await pilot.pause(0.01)
