@@ -8,7 +8,6 @@ from the feature table (kubeproxy/versions.py), never written here.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from svctrace.kubeproxy.ipvs_sets import KUBE_IPSET
@@ -176,14 +175,3 @@ def nft_chain_meaning(name: str) -> str | None:
 def nft_filter_hook_meaning(hook: str | None) -> str | None:
     """What a filter base chain on `hook` sees, for a base chain with no meaning of its own."""
     return _NFT_FILTER_HOOKS.get(hook or "")
-
-
-_SVC_COMMENT = re.compile(r"^(?P<svc>[\w.-]+/[\w.-]+(?::[\w.-]*)?)(?:\s+(?P<rest>.*))?$")
-
-
-def service_of_comment(comment: str | None) -> str | None:
-    """`ns/name:port` from a kube-proxy rule comment, if it has one."""
-    if not comment:
-        return None
-    m = _SVC_COMMENT.match(comment.strip())
-    return m.group("svc") if m else None

@@ -123,10 +123,6 @@ def _read_tar_members(path: Path, out: dict[str, bytes]) -> dict[str, bytes]:
     return out
 
 
-def demo_path() -> str:
-    return "demo"
-
-
 def load_snapshot(path: str) -> Snapshot:
     """Read a bundle: a directory, a .tar.gz/.tgz, or `demo` for the bundled demo cluster."""
     if path in ("demo", "demo:"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.text import Text
 
-from svctrace.browse.data import ChainInfo, RuleView
+from svctrace.browse.data import RuleView
 from svctrace.browse.session import OutcomeView
 from svctrace.explain import Diagnostic
 
@@ -119,26 +119,10 @@ def rule_comment(r: RuleView) -> Text:
     return Text(f"“{r.comment}”", style="italic #87af87") if r.comment else Text("")
 
 
-def rule_line(r: RuleView) -> Text:
-    """One rule, whole: matches, target, comment."""
-    t = rule_matches(r)
-    t.append("  ")
-    t.append_text(rule_target(r))
-    if r.comment:
-        t.append("  ")
-        t.append_text(rule_comment(r))
-    return t
-
-
 def counters(r: RuleView) -> tuple[str, str]:
     if r.counters is None:
         return ("", "")
     return (human(r.counters[0]), human(r.counters[1]))
-
-
-def chain_label(c: ChainInfo) -> Text:
-    t = Text(c.name, style="bold" if c.builtin else "")
-    return t
 
 
 def rule_detail(r: RuleView, meaning: str | None, jump_meaning: str | None) -> Text:

@@ -321,10 +321,6 @@ def _recent(st: State, m: Match, node: NodeFacts) -> Result:
     return result != neg
 
 
-ADDR_TYPES = ("UNSPEC", "UNICAST", "LOCAL", "BROADCAST", "ANYCAST", "MULTICAST", "BLACKHOLE", "UNREACHABLE",
-              "PROHIBIT", "THROW", "NAT", "XRESOLVE")
-
-
 def _addr_type(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, node: NodeFacts) -> str:
     if node.is_local(ip):
         return "LOCAL"

@@ -165,4 +165,3 @@ GENERIC_LONG = {
     "--match": "-m", "--append": "-A", "--insert": "-I", "--new-chain": "-N", "--policy": "-P",
     "--delete-chain": "-X", "--flush": "-F", "--set-counters": "-c", "--table": "-t",
 }
-GENERIC_ORDER = ("-s", "-d", "-i", "-o", "-p", "-f")

@@ -302,7 +302,3 @@ def flags_value(typ: str, raw: object) -> int:
             out |= v
         return out
     raise BadValue(f"{raw!r} is not a {typ}")
-
-
-def format_value(v: Value) -> str:
-    return str(v)
