@@ -79,3 +79,14 @@ def test_rows_are_well_formed() -> None:
         assert set(f.modes) <= set(MODES), f.name
         assert f.since is None or parse_version(f.since_text) == f.since
     assert version_text(parse_version("v1.31.2")) == "1.31"
+
+
+def test_modes_name_the_range_they_model() -> None:
+    # nftables: 1.31 split the endpoints-check chain, 1.36 dropped the endpoint chains; IPVS: KUBE-IPVS-FILTER (1.26)
+    assert MODES["nftables"].range_text == "1.31 to 1.35"
+    assert MODES["ipvs"].range_text == "1.26+"
+    assert MODES["iptables"].range_text == "every version"
+    from svctrace.kubeproxy.config import ProxyConfig
+
+    with pytest.raises(ValueError, match=r"not modelled in nftables mode \(svctrace models 1\.31 to 1\.35\)"):
+        ProxyConfig("n", kube_version="1.30").for_mode("nftables")

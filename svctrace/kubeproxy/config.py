@@ -111,8 +111,8 @@ class ProxyConfig:
         version = cfg.kube_version or MODES[mode].default
         missing = MODES[mode].unmodelled(version)
         if missing is not None:
-            raise ValueError(f"kube-proxy {version} is not modelled in {mode} mode: the modelled layout needs "
-                             f"{missing.says} ({missing.span_text})")
+            raise ValueError(f"kube-proxy {version} is not modelled in {mode} mode (svctrace models "
+                             f"{MODES[mode].range_text}): it lacks {missing.says}")
         return cfg
 
     @property

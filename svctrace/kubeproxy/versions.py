@@ -133,6 +133,14 @@ class ModeModel:
         v = parse_version(version)
         return next((FEATURES[f] for f in self.requires if not FEATURES[f].in_version(v)), None)
 
+    @property
+    def range_text(self) -> str:
+        """The versions modelled: "1.31 to 1.35", "1.26+", or "every version"."""
+        rows = [FEATURES[f] for f in self.requires]
+        since = max((r.since for r in rows if r.since), default=None)
+        until = min((r.until for r in rows if r.until), default=None)
+        return Feature("range", since, until, (self.mode,), "").span_text
+
 
 MODES: dict[str, ModeModel] = {m.mode: m for m in (
     ModeModel("iptables", REFERENCE_VERSION),
