@@ -5,10 +5,10 @@ what kube-proxy's chains, sets and addresses mean is said here.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 
 from svctrace.dataplane.contract import Outcome
+from svctrace.dataplane.iptables.parser import parse_rule
 from svctrace.dataplane.iptables.rules import Ruleset
 from svctrace.dataplane.ipvs.walker import IPVSContext
 from svctrace.dataplane.nftables.ir import AnonSet, Concat, Const, Match, NftRuleset, Prefix, Table, Verdict
@@ -44,11 +44,10 @@ def iptables_notes(rs: Ruleset, pkt: Packet, outcomes: list[Outcome]) -> list[st
     for raw in chain.raw:
         if f"-d {dst}/" not in raw.text and f"-d {dst} " not in raw.text:
             continue
-        m = re.search(r'--comment "?([^"]+?)"?\s+-', raw.text)
-        proto = re.search(r"-p (\w+)", raw.text)
-        port = re.search(r"--dport (\d+)", raw.text)
-        what = (m.group(1) if m else "a Service") + (f" ({proto.group(1) if proto else '?'}/{port.group(1)})"
-                                                     if port else "")
+        rule = parse_rule(chain.table, chain.name, raw, rs.family)[0]  # only the few rules naming this address
+        proto = next((m.opts[0].arg for m in rule.matches if m.module == "-p" and m.opts), None)
+        port = next((o.arg for m in rule.matches for o in m.opts if o.name == "--dport"), None)
+        what = (rule.comment or "a Service") + (f" ({proto or '?'}/{port})" if port else "")
         if what not in served:
             served.append(what)
     if not served or any(o.delivery == "local" for o in outcomes):
