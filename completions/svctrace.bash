@@ -42,8 +42,10 @@ _svctrace() {
         ;;
     learn)
         case "$prev" in
+            --answer) COMPREPLY=($(compgen -f -- "$cur")); return;;
+            --output|-o) COMPREPLY=($(compgen -f -- "$cur")); return;;
         esac
-        COMPREPLY=($(compgen -W "--list --reset --help -h" -- "$cur"))
+        COMPREPLY=($(compgen -W "--list --reset --answer --output -o --help -h" -- "$cur"))
         [[ "$cur" != -* ]] && COMPREPLY+=($(compgen -f -- "$cur"))
         ;;
     simulate)

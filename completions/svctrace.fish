@@ -32,9 +32,12 @@ complete -c svctrace -n '__fish_seen_subcommand_from explain' -l refresh -d 'Liv
 complete -c svctrace -n '__fish_seen_subcommand_from explain' -l output -s o -r -a 'text json' -d 'Output format'
 complete -c svctrace -n '__fish_seen_subcommand_from explain' -l help -s h -d 'Show help'
 complete -c svctrace -n '__fish_seen_subcommand_from explain' -F
-complete -c svctrace -n '__fish_use_subcommand' -a learn -d 'Short lessons on Services and kube-proxy, each ending with questions the engine checks'
+complete -c svctrace -n '__fish_use_subcommand' -a learn -d 'Short lessons on Services and kube-proxy, each ending with questions the engine checks; troubleshooting
+drills (`svctrace learn drill`) graded by simulating your fix'
 complete -c svctrace -n '__fish_seen_subcommand_from learn' -l list -d 'List the lessons and what is done'
 complete -c svctrace -n '__fish_seen_subcommand_from learn' -l reset -d 'Forget the progress'
+complete -c svctrace -n '__fish_seen_subcommand_from learn' -l answer -r -F -d 'Answer a lessons questions without a prompt: one letter per question, comma-separated (b,a,c); exit 0 all right, 1 not'
+complete -c svctrace -n '__fish_seen_subcommand_from learn' -l output -s o -r -F -d 'json: a lessons questions (or, with --answer, the verdicts) as JSON'
 complete -c svctrace -n '__fish_seen_subcommand_from learn' -l help -s h -d 'Show help'
 complete -c svctrace -n '__fish_seen_subcommand_from learn' -F
 complete -c svctrace -n '__fish_use_subcommand' -a simulate -d 'Generate the rules kube-proxy would program for these objects, as iptables-save or as a snapshot'

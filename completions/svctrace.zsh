@@ -5,7 +5,8 @@ _svctrace() {
   commands=(
     'collect:Collect Services, EndpointSlices, Pods, Nodes, kube-proxys config and each nodes dataplane into a bundle'
     'explain:Explain where traffic to a Service goes'
-    'learn:Short lessons on Services and kube-proxy, each ending with questions the engine checks'
+    'learn:Short lessons on Services and kube-proxy, each ending with questions the engine checks; troubleshooting
+drills (`svctrace learn drill`) graded by simulating your fix'
     'simulate:Generate the rules kube-proxy would program for these objects, as iptables-save or as a snapshot'
     'trace:Walk one packet through one nodes dataplane (iptables, nftables or IPVS)'
     'tui:Browse Services, chains and rules; trace a packet and watch its paths light up'
@@ -55,6 +56,8 @@ _svctrace() {
       _arguments \
         '--list[List the lessons and what is done]' \
         '--reset[Forget the progress]' \
+        '--answer[Answer a lessons questions without a prompt: one letter per question, comma-separated (b,a,c); exit 0 all right, 1 not]:value:_files' \
+        {--output,-o}'[json: a lessons questions (or, with --answer, the verdicts) as JSON]:value:_files' \
         {--help,-h}'[Show help]' \
         '*:file:_files'
       ;;

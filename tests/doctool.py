@@ -25,11 +25,19 @@ def run_command(cmd: str) -> str:
         import shutil
 
         shutil.rmtree(argv[argv.index("-o") + 1], ignore_errors=True)  # the page writes a fresh bundle
+    if argv[:3] == ["svctrace", "learn", "drill"] and "--dir" in argv and "--answer" not in argv:
+        import shutil
+
+        shutil.rmtree(argv[argv.index("--dir") + 1], ignore_errors=True)  # the drill writes a fresh snapshot
     exe = Path(sys.executable).parent / argv[0]
     if exe.exists():
         argv[0] = str(exe)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FORCE_COLOR", "CLICOLOR"))}
     env.update({"COLUMNS": WIDTH, "NO_COLOR": "1", "TERM": "dumb"})
+    if argv[1:2] == ["learn"]:  # the learner's progress: a scratch directory, never the user's own
+        import tempfile
+
+        env["XDG_STATE_HOME"] = os.path.join(tempfile.gettempdir(), "svctrace-doctool-state")
     p = subprocess.run(argv, capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
     out = p.stdout + p.stderr
     if p.returncode:

@@ -211,6 +211,28 @@ def test_named_port_unresolved(tmp_path: Path) -> None:
     assert "named-port-unresolved" in codes(ask("svc/web", str(root)))
 
 
+def test_target_port_not_declared(tmp_path: Path) -> None:
+    """`targetPort: 80` while the pods declare only 8080: a warning naming both; a declared targetPort, a pod that
+    declares nothing, or a named targetPort gives none."""
+    objs = _objs()
+    web = next(o for o in objs if o["kind"] == "Service" and o["metadata"]["name"] == "web")
+    web["spec"]["ports"][0]["targetPort"] = 80
+    declared = {p["containerPort"] for o in objs if o["kind"] == "Pod" and o["metadata"]["name"].startswith("web-")
+                for p in o["spec"]["containers"][0].get("ports", [])}
+    assert declared and 80 not in declared
+    root = write_snapshot(tmp_path / "s", objs)
+    exp = ask("svc/web", str(root))
+    d = next(x for x in exp.diagnostics if x.code == "target-port-not-declared")
+    assert d.severity == "warning" and "targetPort 80" in d.message and f"{min(declared)}/TCP" in d.message
+    # The healthy demo (named targetPort) and a pod that declares no ports: no warning.
+    assert "target-port-not-declared" not in codes(ask("svc/web", "demo"))
+    for o in objs:
+        if o["kind"] == "Pod" and o["metadata"]["name"].startswith("web-"):
+            o["spec"]["containers"][0].pop("ports", None)
+    root2 = write_snapshot(tmp_path / "s2", objs)
+    assert "target-port-not-declared" not in codes(ask("svc/web", str(root2)))
+
+
 def test_mixed_backends_and_proxy_mode_mismatch(tmp_path: Path) -> None:
     objs = _objs()
     legacy = build_demo.node_dump(objs, "node01")

@@ -104,15 +104,7 @@ def simulate_cmd(
 def write_bundle(out: Path, sim: Any) -> None:
     if out.exists() and any(out.iterdir()):
         raise InputError("exists and is not empty: choose a new directory", source=str(out))
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "cluster.json").write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": sim.objects},
-                                                 indent=2) + "\n")
-    meta = {"format": "svctrace-snapshot/1", "svctrace": __version__, "simulated": True, "proxy_mode": sim.mode,
-            "server_version": f"v{sim.kube_version}", "cluster_cidr": sim.cluster_cidr,
-            "nodes": {n: {"transport": "simulate", "backend": "nft", "ok": True} for n in sim.files}}
-    (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-    for name, node_files in sim.files.items():
-        d = out / "nodes" / name
-        d.mkdir(parents=True, exist_ok=True)
-        for fname, text in node_files.items():
-            (d / fname).write_text(text)
+    for rel, text in sim.bundle_files(__version__).items():
+        f = out / rel
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text(text)

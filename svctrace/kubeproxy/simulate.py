@@ -36,6 +36,21 @@ class Simulation:
     files: dict[str, dict[str, str]] = field(default_factory=dict)  # node -> snapshot file name -> text
     mode: str = "iptables"
 
+    def bundle_files(self, svctrace_version: str) -> dict[str, str]:
+        """The snapshot this simulation makes (docs/snapshots.md), as relative path -> text: cluster.json,
+        meta.json and each node's files. `svctrace simulate -o DIR` and the learn drills write it."""
+        import json
+
+        meta = {"format": "svctrace-snapshot/1", "svctrace": svctrace_version, "simulated": True,
+                "proxy_mode": self.mode, "server_version": f"v{self.kube_version}", "cluster_cidr": self.cluster_cidr,
+                "nodes": {n: {"transport": "simulate", "backend": "nft", "ok": True} for n in self.files}}
+        out = {"cluster.json": json.dumps({"apiVersion": "v1", "kind": "List", "items": self.objects}, indent=2) + "\n",
+               "meta.json": json.dumps(meta, indent=2) + "\n"}
+        for name, node_files in self.files.items():
+            for fname, text in node_files.items():
+                out[f"nodes/{name}/{fname}"] = text
+        return out
+
 
 def objects_of(doc: Any) -> list[Obj]:
     """Flatten Lists (and lists of them) into objects with a kind."""

@@ -43,4 +43,69 @@ def run_learn(lesson: str | None, *, list_only: bool = False, reset: bool = Fals
     return run(lesson, list_only=list_only, reset=reset, session=session)
 
 
-__all__ = ["run_learn"]
+def run_answer(lesson: str, answers: str | None, *, as_json: bool, stdout: TextIO,
+               state_dir: Path | None = None) -> int:
+    """`svctrace learn LESSON --answer b,a,c` (grade, exit 0 right / 1 wrong) and `svctrace learn LESSON -o json`
+    (the questions, no answers): a lesson taken by a script."""
+    import json
+
+    from svctrace.errors import InputError
+    from svctrace.learn.lessons import LESSONS, find_lesson
+    from svctrace.learn.progress import Progress
+    from svctrace.learn.runner import answer_lesson, lesson_json
+
+    chosen = find_lesson(lesson)
+    if chosen is None:
+        raise InputError(f"no lesson {lesson!r}; lessons: {', '.join(le.id for le in LESSONS)}")
+    if answers is None:
+        stdout.write(json.dumps(lesson_json(chosen), indent=2) + "\n")
+        return 0
+    progress = Progress.load(state_dir)
+    code, verdicts = answer_lesson(chosen, answers, progress)
+    progress.save()
+    if as_json:
+        stdout.write(json.dumps({"lesson": chosen.id, "passed": code == 0, "questions": verdicts}, indent=2) + "\n")
+    else:
+        for v in verdicts:
+            stdout.write(f"{v['id']}: {v['answer']} — {'right' if v['right'] else 'wrong, the answer is ' + str(v['correct'])}\n")
+        right = sum(1 for v in verdicts if v["right"])
+        stdout.write(f"{right}/{len(verdicts)} right.\n")
+    return code
+
+
+def run_drill(*, seed: int | None, cls: str | None, directory: str | None, timed: bool, answer: str | None,
+              fix: str | None, list_only: bool, as_json: bool, stdin: TextIO, stdout: TextIO,
+              state_dir: Path | None = None) -> int:
+    """`svctrace learn drill`: start a drill (no --answer/--fix), or grade one. Exit 0 right, 1 wrong."""
+    from svctrace.learn import drill_run
+    from svctrace.learn.progress import Progress
+
+    progress = Progress.load(state_dir)
+    if list_only:
+        drill_run.list_classes(progress, stdout)
+        return 0
+    if answer is None and fix is None:
+        d = drill_run.start(seed, cls, directory, timed, progress, stdout, as_json)
+        progress.save()
+        if as_json or not (_isatty(stdin) and _isatty(stdout)):
+            return 0
+        cause, fix = drill_run.ask_interactively(d, stdin, stdout)
+        if cause is None:
+            return 0
+        code = drill_run.answer(None, None, cause, fix, progress, stdout, stdin, False)
+        progress.save()
+        return code
+    code = drill_run.answer(seed, cls, answer, fix, progress, stdout, stdin, as_json)
+    progress.save()
+    return code
+
+
+def run_show(what: str, namespace: str | None, all_namespaces: bool, snapshot: str, output: str,
+             stdout: TextIO) -> int:
+    """`svctrace learn show KIND[/NAME] [-n NS | -A] --snapshot DIR [-o yaml|json]`: kubectl get on a snapshot."""
+    from svctrace.learn import drill_run
+
+    return drill_run.show(what, None if all_namespaces else (namespace or "default"), snapshot, output, stdout)
+
+
+__all__ = ["run_answer", "run_drill", "run_learn", "run_show"]

@@ -279,11 +279,15 @@ def loadbalancer() -> LessonContent:
     target = _port_of(ok.outcomes[0].endpoint)
     q3 = make_question(
         "loadbalancer.node-port",
-        "The YAML asks for no nodePort. Which node port does the Service have once it is created (simulated)?",
-        node_port, [str(port.port), target, "None: a LoadBalancer Service needs no node port"],
+        "The YAML asks for no nodePort. What does the Service get on its port once it is created?",
+        f"A node port the API server picks at random among the free ones of 30000-32767 (the simulation "
+        f"picked {node_port})",
+        [f"Port {port.port} opened on every node", f"The targetPort {target} opened on every node",
+         "None: a LoadBalancer Service needs no node port"],
         [*[line for line in E.chain_lines(rs, "nat", "KUBE-NODEPORTS") if svc.key in line],
-         "A LoadBalancer Service is also a NodePort Service (unless allocateLoadBalancerNodePorts: false): the "
-         "API server picked the first free port of the range."])
+         "A LoadBalancer Service is also a NodePort Service (unless allocateLoadBalancerNodePorts: false). The API "
+         "server allocates a random free port of the service-node-port-range (30000-32767 by default); "
+         f"{node_port} is the simulator's pick, an example: a real cluster picks another."])
     return LessonContent(tuple(blocks), (q1, q2, q3))
 
 

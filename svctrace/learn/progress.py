@@ -49,9 +49,36 @@ class LessonRecord:
 
 
 @dataclass
+class DrillRecord:
+    """One failure class's drills: how many were tried, solved (right cause and a working fix), and the best
+    time of a solved timed drill (seconds; 0: none)."""
+
+    tried: int = 0
+    solved: int = 0
+    best_seconds: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"tried": self.tried, "solved": self.solved, "best_seconds": self.best_seconds}
+
+    @staticmethod
+    def from_json(d: Any) -> DrillRecord:
+        if not isinstance(d, dict):
+            return DrillRecord()
+
+        def num(k: str) -> int:
+            v = d.get(k)
+            return v if isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 10_000_000 else 0
+
+        return DrillRecord(num("tried"), num("solved"), num("best_seconds"))
+
+
+@dataclass
 class Progress:
     path: Path
     lessons: dict[str, LessonRecord] = field(default_factory=dict)
+    drills: dict[str, DrillRecord] = field(default_factory=dict)
+    # The drill in progress: {"seed": int, "class": str, "dir": str, "started": float, "limit": int (0: untimed)}
+    current: dict[str, Any] | None = None
     problem: str | None = None  # why the file could not be read or written, once
 
     @staticmethod
@@ -68,6 +95,14 @@ class Progress:
         lessons = doc.get("lessons") if isinstance(doc, dict) else None
         if isinstance(lessons, dict):
             p.lessons = {str(k): LessonRecord.from_json(v) for k, v in lessons.items()}
+        drills = doc.get("drills") if isinstance(doc, dict) else None
+        if isinstance(drills, dict):
+            p.drills = {str(k): DrillRecord.from_json(v) for k, v in drills.items()}
+        cur = doc.get("current_drill") if isinstance(doc, dict) else None
+        if (isinstance(cur, dict) and isinstance(cur.get("seed"), int) and isinstance(cur.get("class"), str)
+                and isinstance(cur.get("started"), (int, float)) and isinstance(cur.get("limit", 0), int)):
+            p.current = {"seed": cur["seed"], "class": cur["class"], "dir": str(cur.get("dir") or ""),
+                         "started": float(cur["started"]), "limit": int(cur.get("limit", 0))}
         return p
 
     def record(self, lesson: str) -> LessonRecord:
@@ -84,7 +119,13 @@ class Progress:
         r.total, r.last_score, r.last_answered = total, score, total
 
     def to_json(self) -> dict[str, Any]:
-        return {"version": VERSION, "lessons": {k: v.to_json() for k, v in sorted(self.lessons.items())}}
+        doc: dict[str, Any] = {"version": VERSION,
+                               "lessons": {k: v.to_json() for k, v in sorted(self.lessons.items())}}
+        if self.drills:
+            doc["drills"] = {k: v.to_json() for k, v in sorted(self.drills.items())}
+        if self.current is not None:
+            doc["current_drill"] = self.current
+        return doc
 
     def save(self) -> bool:
         """Write atomically; False (and `problem` set) when the file cannot be written."""
@@ -106,6 +147,8 @@ class Progress:
 
     def reset(self) -> bool:
         self.lessons.clear()
+        self.drills.clear()
+        self.current = None
         try:
             self.path.unlink(missing_ok=True)
         except OSError as e:

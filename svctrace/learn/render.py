@@ -12,6 +12,7 @@ from rich.text import Text
 
 from svctrace.learn.model import Lesson, Question
 from svctrace.learn.progress import LessonRecord
+from svctrace.learn.runner import sentence
 
 _CODE = re.compile(r"`([^`]+)`")
 
@@ -79,9 +80,9 @@ class RichView:
     def verdict(self, right: bool, q: Question, chosen: int | None) -> None:
         answer = f"{q.letters[q.answer]}) {q.correct}"
         if right:
-            self._print(Text(f"✓ Right: {answer}.", style="bold green"))
+            self._print(Text(sentence(f"✓ Right: {answer}"), style="bold green"))
         else:
-            self._print(Text(f"✗ Not quite. The answer is {answer}.", style="bold red"))
+            self._print(Text(sentence(f"✗ Not quite. The answer is {answer}"), style="bold red"))
         self._print(Text("  Why (from the engine):", style="dim"))
         for line in q.explanation:
             if line.startswith("-A "):

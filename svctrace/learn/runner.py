@@ -36,6 +36,21 @@ class View(Protocol):
     def lesson_list(self, rows: Sequence[tuple[int, Lesson, LessonRecord | None]]) -> None: ...
 
 
+def pass_mark(total: int) -> int:
+    """Right answers a lesson needs to be done: two thirds of its questions, rounded up."""
+    return -(-2 * total // 3)
+
+
+def passes(score: int, total: int) -> bool:
+    return score >= pass_mark(total)
+
+
+def sentence(text: str) -> str:
+    """`text` ending in one full stop: an answer that ends with a dot (a DNS name such as `web.default.svc.cluster.local.`)
+    gets no second one."""
+    return text if text.endswith((".", "!", "?")) else text + "."
+
+
 def printable(text: str, limit: int = 60) -> str:
     """A line the learner typed, safe to print back (no control characters, not too long)."""
     out = "".join(c if c.isprintable() else "?" for c in text)
@@ -91,9 +106,9 @@ class PlainView:
     def verdict(self, right: bool, q: Question, chosen: int | None) -> None:
         answer = f"{q.letters[q.answer]}) {q.correct}"
         if right:
-            self._wrap(f"Right: {answer}.")
+            self._wrap(sentence(f"Right: {answer}"))
         else:
-            self._wrap(f"Not quite. The answer is {answer}.")
+            self._wrap(sentence(f"Not quite. The answer is {answer}"))
         self._w("  Why (from the engine):")
         for line in q.explanation:
             if line.startswith("-A "):
@@ -187,6 +202,7 @@ def run_lesson(session: Session, lesson: Lesson) -> str:
             v.command(b.command, b.says)
     total = len(content.questions)
     score = 0
+    skipped = 0
     for i, q in enumerate(content.questions):
         v.question(i + 1, total, q)
         choice = ask(session, q)
@@ -197,9 +213,19 @@ def run_lesson(session: Session, lesson: Lesson) -> str:
             return "quit" if choice == QUIT else "eof"
         right = choice == q.answer
         score += right
+        skipped += choice == SKIPPED
         v.verdict(right, q, None if choice == SKIPPED else choice)
         session.progress.answered(lesson.id, score, i + 1, total)
         session.save()
+    if skipped or not passes(score, total):
+        # Not done: a question without an answer (two answers that were no option) is not answered, and a lesson
+        # is done once its answers pass (two thirds right), not merely once its last question was seen.
+        session.progress.answered(lesson.id, score, total - skipped, total)
+        session.save()
+        why = (f"{skipped} question(s) not answered" if skipped
+               else f"{pass_mark(total)} of {total} right answers complete it")
+        v.note(f"Lesson {lesson.id}: {score}/{total} — not done yet ({why}). Again: svctrace learn {lesson.id}")
+        return "tried"
     session.progress.finished(lesson.id, score, total)
     session.save()
     nxt = LESSONS[number] if number < len(LESSONS) else None
@@ -252,3 +278,39 @@ def run(lesson: str | None, *, list_only: bool, reset: bool, session: Session) -
         if run_lesson(session, le) != "done":
             break
     return 0
+
+
+def lesson_json(lesson: Lesson) -> dict[str, object]:
+    """A lesson's questions as a script sees them (no answers): id, prompt, options with their letters."""
+    content = lesson.build()
+    return {"lesson": lesson.id, "title": lesson.title, "questions": [
+        {"id": q.id, "prompt": q.prompt, "options": [{"letter": q.letters[i], "text": o}
+                                                     for i, o in enumerate(q.options)]}
+        for q in content.questions]}
+
+
+def answer_lesson(lesson: Lesson, answers: str, progress: Progress) -> tuple[int, list[dict[str, object]]]:
+    """Grade `answers` (letters or numbers, one per question, separated by commas: `b,a,c`) for a lesson, record the
+    result like a run in the terminal, and return (exit code 0 all right / 1 not, one verdict per question)."""
+    from svctrace.errors import InputError
+
+    content = lesson.build()
+    given = [a.strip() for a in answers.split(",")]
+    if len(given) != len(content.questions):
+        raise InputError(f"--answer: lesson {lesson.id} has {len(content.questions)} questions; give one answer "
+                         f"each, separated by commas (got {len(given)})")
+    verdicts: list[dict[str, object]] = []
+    score = 0
+    for q, a in zip(content.questions, given, strict=True):
+        choice = parse_answer(a, q)
+        if choice is None or choice < 0:
+            raise InputError(f"--answer: {printable(a, 20)!r} is not one of {', '.join(q.letters)} (question {q.id})")
+        right = choice == q.answer
+        score += right
+        verdicts.append({"id": q.id, "answer": q.letters[choice], "right": right,
+                         "correct": q.letters[q.answer], "explanation": list(q.explanation)})
+    if passes(score, len(content.questions)):
+        progress.finished(lesson.id, score, len(content.questions))
+    else:
+        progress.answered(lesson.id, score, len(content.questions), len(content.questions))
+    return (0 if score == len(content.questions) else 1), verdicts

@@ -143,6 +143,7 @@ class Cluster:
     nodes: dict[str, Node] = field(default_factory=dict)
     proxy: ProxySettings = field(default_factory=ProxySettings)
     warnings: list[Warn] = field(default_factory=list)
+    objects: list[dict[str, Any]] = field(default_factory=list, repr=False)  # every item, as cluster.json has it
 
     def service(self, namespace: str, name: str) -> Service | None:
         return self.services.get(f"{namespace}/{name}")
@@ -347,12 +348,50 @@ def _proxy_from_config(text: str, where: str, proxy: ProxySettings) -> None:
         proxy.sources["masquerade_bit"] = where
 
 
+# kubectl's names for the kinds a snapshot holds (`kubectl get svc`, `deploy/web`, ...): name -> kind.
+KIND_NAMES = {
+    **dict.fromkeys(("svc", "service", "services"), "Service"),
+    **dict.fromkeys(("deploy", "deployment", "deployments"), "Deployment"),
+    **dict.fromkeys(("po", "pod", "pods"), "Pod"),
+    **dict.fromkeys(("no", "node", "nodes"), "Node"),
+    **dict.fromkeys(("endpointslice", "endpointslices"), "EndpointSlice"),
+    **dict.fromkeys(("ep", "endpoints"), "Endpoints"),
+    **dict.fromkeys(("netpol", "networkpolicy", "networkpolicies"), "NetworkPolicy"),
+    **dict.fromkeys(("ns", "namespace", "namespaces"), "Namespace"),
+    **dict.fromkeys(("ds", "daemonset", "daemonsets"), "DaemonSet"),
+    **dict.fromkeys(("cm", "configmap", "configmaps"), "ConfigMap"),
+}
+CLUSTER_SCOPED = frozenset({"Node", "Namespace"})
+
+
+def find_objects(cluster: Cluster, what: str, namespace: str | None) -> list[dict[str, Any]]:
+    """The objects `kubectl get WHAT -n NAMESPACE` would show: WHAT is `KIND`, `KIND/NAME` or `KIND NAME` in
+    kubectl's spelling (svc, deploy, po, ...); `namespace` None means every namespace (-A)."""
+    kind_name, _, name = what.replace(" ", "/", 1).partition("/")
+    kind = KIND_NAMES.get(kind_name.lower())
+    if kind is None:
+        raise InputError(f"unknown kind {kind_name!r}; known: {', '.join(sorted(set(KIND_NAMES.values())))}")
+    out = []
+    for o in cluster.objects:
+        if not isinstance(o, dict) or o.get("kind") != kind:
+            continue
+        raw = o.get("metadata")
+        meta: dict[str, Any] = raw if isinstance(raw, dict) else {}
+        if name and meta.get("name") != name:
+            continue
+        if kind not in CLUSTER_SCOPED and namespace is not None and (meta.get("namespace") or "default") != namespace:
+            continue
+        out.append(o)
+    return out
+
+
 def parse_cluster(doc: Any, source: str = "cluster.json") -> Cluster:
     c = Cluster()
     kinds_seen: set[str] = set()
     for o in _items(doc):
         kind = o.get("kind")
         kinds_seen.add(str(kind))
+        c.objects.append(o)
         try:
             if kind == "Service":
                 s = parse_service(o)

@@ -65,7 +65,7 @@ class Check:
 # The output order: the order explain has always printed its diagnostics in.
 ORDER = (
     "external-name", "port-not-in-service", "headless-service", "ping-virtual-ip",
-    "no-selector", "selector-matches-no-pods", "named-port-unresolved",
+    "no-selector", "selector-matches-no-pods", "named-port-unresolved", "target-port-not-declared",
     "no-endpoints", "no-ready-endpoints", "no-local-endpoints", "source-range-blocked", "session-affinity",
     "hairpin-masquerade", "rules-missing", "rules-stale", "nodes-disagree", "mixed-iptables-backends",
     "proxy-mode-mismatch", "unknown-match",

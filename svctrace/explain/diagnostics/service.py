@@ -113,6 +113,31 @@ def named_port_unresolved(ctx: Context) -> Diagnostic | None:
         "as targetPort.")
 
 
+@check("target-port-not-declared", ["dns", "path"],
+       "a numeric targetPort that no selected pod declares, while they declare other ports", "test_target_port_not_declared")
+def target_port_not_declared(ctx: Context) -> Diagnostic | None:
+    """The classic port-vs-targetPort mistake: `targetPort: 80` while the container says `containerPort: 8080`.
+    Declaring container ports is optional (the kubelet does not enforce them), so this is a warning, given only
+    when every selected pod declares ports of this protocol and none of them is the targetPort."""
+    svc, port = ctx.svc, ctx.port
+    if not svc.selector or port is None or not isinstance(port.target_port, int):
+        return None
+    proto = port.protocol.upper()
+    pods = [p for p in ctx.snap.cluster.selected_pods(svc) if not p.host_network]
+    declared = [[num for _, num, pr in p.container_ports if pr.upper() == proto] for p in pods]
+    if not pods or any(not d for d in declared) or any(port.target_port in d for d in declared):
+        return None
+    ports = sorted({n for d in declared for n in d})
+    shown = ", ".join(f"{n}/{proto}" for n in ports[:4])
+    return Diagnostic(
+        "target-port-not-declared", "warning",
+        f"targetPort {port.target_port} is not a containerPort of the selected pods (they declare {shown}); "
+        f"connections reach the pods on {port.target_port}, where the application most likely does not listen "
+        "(connection refused).",
+        f"Set the Service port's targetPort to the port the container listens on (e.g. {ports[0]}), or to the "
+        "containerPort's name.")
+
+
 def _near_miss(pods: list[Pod], selector: dict[str, str]) -> tuple[Pod, list[str]] | None:
     """The pod whose labels come closest to the selector: fewest differing keys, then the most similar values."""
     from difflib import SequenceMatcher
