@@ -197,3 +197,46 @@ def test_lessons_non_interactively(tmp_path: Path) -> None:
     assert json.loads((state / "svctrace" / "learn.json").read_text())["lessons"]["ping"]["done"]
     p = cli(["learn", "ping", "--answer", "a"], state, tmp_path)
     assert p.returncode == 2 and "give one answer each" in p.stderr
+
+
+def test_interactive_on_a_terminal(tmp_path: Path) -> None:
+    """On a terminal the drill asks for the cause and the fix after the ticket, and grades at once."""
+    import pty
+    import select
+
+    d = D.make(9, "no-endpoints")
+    fix = tmp_path / "fix.yaml"
+    fix.write_text(yaml.safe_dump_all(d.cls.patch(d.world)))
+    master, slave = pty.openpty()
+    env = {**os.environ, "XDG_STATE_HOME": str(tmp_path / "state"), "PYTHONPATH": str(ROOT), "COLUMNS": "100"}
+    p = subprocess.Popen([sys.executable, "-c", "from svctrace.cli import main; main()", "learn", "drill", "--seed",
+                          "9", "--class", "no-endpoints", "--dir", "snap"], cwd=tmp_path, env=env, stdin=slave,
+                         stdout=slave, stderr=slave, close_fds=True)
+    os.close(slave)
+    out = b""
+    sent: set[str] = set()
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        r, _, _ = select.select([master], [], [], 1)
+        if r:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+        text = out.decode(errors="replace")
+        if "Your root cause" in text and "cause" not in sent:
+            os.write(master, f"{'abcd'[d.answer]}\n".encode())
+            sent.add("cause")
+        if "Your fix" in text and "fix" not in sent:
+            os.write(master, f"{fix}\n".encode())
+            sent.add("fix")
+        if p.poll() is not None and not r:
+            break
+    p.wait(timeout=30)
+    os.close(master)
+    text = out.decode(errors="replace")
+    assert p.returncode == 0, text
+    assert "Ticket:" in text and "Root cause: right" in text and "Passed." in text
