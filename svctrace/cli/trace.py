@@ -180,9 +180,11 @@ def trace_cmd(
     except ValueError as e:
         raise InputError(f"--local-ip: {e}") from None
     extra = [read_input(str(ipset))] if ipset is not None else []
+    ipset_inputs: list[tuple[str, str]] = []
     for itext, iname in [*extra, *[(t, n) for t, n in inputs if looks_like_ipset(t)]]:
         sets, _ = parse_ipset(itext, iname)
         facts.ipsets.update(sets)
+        ipset_inputs.append((iname, f"ipset, {len(sets)} set{'s' * (len(sets) != 1)}"))
     inputs = [(t, n) for t, n in inputs if not looks_like_ipset(t)]
     if not inputs:
         raise InputError("only ipset dumps given: add the node's iptables-save or ipvsadm dump")
@@ -201,6 +203,7 @@ def trace_cmd(
     assert dst is not None
     pkt = make_packet(src, dst, proto.value, dport, sport, from_node, iif, oif, facts, kube_version)
     result = trace_inputs(inputs, pkt, facts, table=table, kube_version=kube_version)
+    result.inputs += ipset_inputs
     if output is Output.json:
         emit_json(result.to_json(), result.warnings)
     else:

@@ -139,6 +139,9 @@ class TraceResult:
     notes: list[str] = field(default_factory=list)  # plain-language explanations of the answer
     nowhere: bool = False  # accepted, but sent on untranslated to a Service's virtual IP: no host owns it
     kube_version: object = None  # the kube-proxy version the walk was given (every mode records it)
+    # Every file the walk read beyond `ruleset`, as (name, what it is): IPVS mode reads ipvsadm beside iptables;
+    # a caller adds the ipset dumps it gave in NodeFacts.
+    inputs: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def all_reach(self) -> bool:

@@ -122,6 +122,14 @@ def chain_legend(result: TraceResult) -> Table | None:
 
 
 def _decided_by(o: Outcome) -> str:
+    ipvs = [s for s in o.path if s.table == "ipvs"]
+    if ipvs and (o.verdict == "accept" or ipvs[-1].action.startswith("IPVS")):
+        # IPVS picked (or refused) the destination; the iptables rules beside it only let the packet pass
+        # (kube-proxy's nat KUBE-SERVICES ACCEPTs Service traffic so that IPVS, on LOCAL_IN, sees it).
+        s = ipvs[-1]
+        if s.action.startswith("IPVS ") and "→" in s.action:
+            return f"IPVS scheduler ({s.chain})"
+        return f"IPVS ({s.chain}){s.action.removeprefix('IPVS')}"
     for s in reversed(o.path):
         if s.rule is None and s.action == "policy ACCEPT":
             continue
@@ -202,6 +210,8 @@ def render_trace(result: TraceResult, console: Console, *, show_warnings: bool =
     if rs.backend:
         meta += f", {rs.backend}"
     meta += f", {rs.rule_count} rules)"
+    if result.inputs:  # IPVS: the ipvsadm table decides; iptables and ipset beside it
+        meta = "rules: " + " + ".join([f"{name} ({what})" for name, what in result.inputs] + [meta[7:]])
     console.print(Text(meta, style="dim"))
     console.print(path_tree(result))
     legend = chain_legend(result)
