@@ -12,6 +12,7 @@ from typing import Any
 import typer
 
 from svctrace.cli import app, emit_json
+from svctrace.cli.graphout import GRAPH_OUTPUTS, emit_graph
 from svctrace.dataplane.contract import TraceResult
 from svctrace.dataplane.detect import is_address_file, looks_like_ipset, sniff_input
 from svctrace.dataplane.ipset import parse_ipset
@@ -31,6 +32,9 @@ DEMO_LOCAL_IPS = ["192.168.0.2"]
 class Output(StrEnum):
     text = "text"
     json = "json"
+    dot = "dot"  # the path as a graph (svctrace.cli.graphout)
+    svg = "svg"
+    mermaid = "mermaid"
 
 
 class Proto(StrEnum):
@@ -162,7 +166,8 @@ def trace_cmd(
     batch: str | None = typer.Option(None, "--batch", help="Many packets, one load: a file (or - for stdin) with "
                                      "one JSON object per line, fields named like the flags (src, dst, proto, "
                                      "dport, ...; the flags give defaults); one JSON answer per line."),
-    output: Output = typer.Option(Output.text, "--output", "-o", help="Output format."),
+    output: Output = typer.Option(Output.text, "--output", "-o", help="Output format (dot, svg, mermaid: the path "
+                                  "as a graph, see docs/graphs.md)."),
 ) -> None:
     """Walk one packet through one node's dataplane (iptables, nftables or IPVS): every outcome, its probability and
     the rules that decided it."""
@@ -206,6 +211,10 @@ def trace_cmd(
     result.inputs += ipset_inputs
     if output is Output.json:
         emit_json(result.to_json(), result.warnings)
+    elif output.value in GRAPH_OUTPUTS:
+        from svctrace.browse.graph import trace_graph
+
+        emit_graph(trace_graph(result), output.value, result.warnings)
     else:
         from rich.console import Console
 
