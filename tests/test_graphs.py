@@ -211,3 +211,21 @@ def test_every_picture_is_shown_in_the_docs() -> None:
     for name in PICTURES:
         assert f"img/{name}.svg" in pages, f"docs/img/{name}.svg is shown on no page"
         assert PICTURES[name] in pages, f"the command that makes {name} is not on any page"
+
+
+def test_headless_service_has_no_path_to_draw() -> None:
+    exp = explain(load_snapshot("demo"), Request("svc/db"))
+    assert exp.trace is None
+    g = explain_graph(exp)
+    assert [n.kind for n in g.nodes] == ["packet"] and not g.edges and "DNS" in g.nodes[0].label
+    assert to_dot(g).startswith("digraph svctrace {")
+    check_mermaid_structure_only(to_mermaid(g))
+
+
+def check_mermaid_structure_only(text: str) -> None:
+    assert text.startswith("flowchart TB\n") and all(MERMAID_LINE.match(line) for line in text.splitlines())
+
+
+def test_batch_refuses_a_graph_output() -> None:
+    p = run_cli("trace", "--demo", "--batch", str(REPO / "docs" / "examples" / "batch.jsonl"), "-o", "dot")
+    assert p.returncode == 2 and p.stdout == "" and "--batch" in p.stderr and len(p.stderr.splitlines()) == 1

@@ -233,7 +233,7 @@ def explain_graph(exp: Explanation) -> Graph:
     via = exp.destination.get("via")
     b = _Builder(f"{what} via {via}" + (f" on node {exp.rules_node or exp.node}" if exp.node else ""))
     if exp.trace is None:
-        b.node(("packet",), f"{what}\nno packet walked ({via})", "packet")
+        b.node(("packet",), f"{what}\nno rules to walk: DNS answers for it\n(the pods' addresses, or a CNAME)", "packet")
         return b.finish()
     start = b.node(("packet",), _packet_label(exp.trace.packet, f"from {exp.source.describe()}"), "packet")
     for i, o in enumerate(exp.outcomes):
