@@ -1188,3 +1188,18 @@ async def test_x_exports_the_path_on_screen(tmp_path: Path) -> None:
             ET.fromstring(svg.read_bytes())
         else:
             assert "install Graphviz" in text
+
+
+@pytest.mark.slow
+@run_async
+async def test_ping_to_a_cluster_ip_is_no_answer_in_the_tui() -> None:
+    app = SvctraceApp("demo")
+    async with app.run_test(size=SIZES["160x48"]) as pilot:
+        scr = await open_web_trace(pilot)
+        scr.query_one("#proto", Select).value = "icmp"
+        await pilot.pause(0.2)
+        await settle(pilot)
+        exp = explain(SNAP, Request("svc/web", namespace="default", proto="icmp"))
+        assert [o.nowhere for o in exp.outcomes] == [True]
+        prompts = outcome_prompts(scr)
+        assert len(prompts) == 1 and "NO ANSWER" in prompts[0] and "ACCEPT" not in prompts[0]

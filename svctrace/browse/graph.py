@@ -217,7 +217,7 @@ def trace_graph(result: TraceResult) -> Graph:
     b = _Builder(_packet_label(result.packet).split("\n")[0])
     start = b.node(("packet",), _packet_label(result.packet), "packet")
     for i, o in enumerate(result.outcomes):
-        nowhere = result.nowhere and o.verdict == "accept" and o.dnat is None
+        nowhere = result.unanswered(o)
         lines = _outcome_lines(o, o.dnat or (o.final_dst if o.verdict == "accept" else None), nowhere)
         if o.verdict == "accept" and not nowhere:
             lines.append("delivered on the node" if o.delivery == "local" else "routed on")

@@ -151,6 +151,10 @@ class TraceResult:
     def exit_code(self) -> int:
         return 0 if self.all_reach and not self.nowhere else 1
 
+    def unanswered(self, o: Outcome) -> bool:
+        """An outcome the kernel accepts but no host answers: sent on untranslated to an address no host owns."""
+        return self.nowhere and o.verdict == "accept" and o.dnat is None and o.delivery != "local"
+
     def to_json(self) -> dict[str, object]:
         return {
             "packet": self.packet.to_json(),

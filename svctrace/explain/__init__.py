@@ -259,8 +259,8 @@ def explain(snap: Snapshot, req: Request) -> Explanation:
     for eo, o in zip(outcomes, result.outcomes, strict=True):
         # Routed on untranslated towards a virtual address: a cluster IP, or what the walk found no host owns
         # (a packet the node delivers to itself, as IPVS's kube-ipvs0 address answers ping, is answered).
-        eo.nowhere = (o.verdict == "accept" and o.dnat is None and o.delivery != "local"
-                      and (result.nowhere or via == "cluster-ip"))
+        eo.nowhere = result.unanswered(o) or (via == "cluster-ip" and o.verdict == "accept" and o.dnat is None
+                                              and o.delivery != "local")
     mode = dp.mode
     if not (snap.nodes.get(dp.node) and snap.nodes[dp.node].get("proxy-mode")) and not cluster.proxy.mode:
         inferred.append(f"proxy mode: {mode} (from {dp.mode_source or 'the dumps'}; no /proxyMode or config)")
