@@ -124,3 +124,19 @@ def test_ipvs_trace_cli_header_names_ipset_file(tmp_path: Path) -> None:
     header = p.stdout.splitlines()[0]
     for f in ("ipvsadm", "ipset", "iptables-save"):
         assert f"node03/{f} (" in header, header
+
+
+def test_trace_of_ping_to_a_cluster_ip_says_no_answer_in_the_tree_and_the_table() -> None:
+    from svctrace.cli.trace import demo_dump, trace_inputs
+    from svctrace.model.packet import NodeFacts, Packet
+
+    facts = NodeFacts.make(local_ips=["192.168.0.2"])
+    pkt = Packet.make(src="10.0.0.2", dst="172.30.0.41", proto="icmp", local_ips=facts.local_ips)
+    result = trace_inputs([demo_dump()], pkt, facts)
+    assert result.nowhere and [o.verdict for o in result.outcomes] == ["accept"]
+    assert result.unanswered(result.outcomes[0])
+    out = text_of(render_trace, result, 120)
+    assert "Verdict: goes nowhere" in out
+    assert "⇒ 100% NO ANSWER" in out and "⇒ 100% ACCEPT" not in out
+    row = next(line for line in out.splitlines() if line.lstrip().startswith("100%"))
+    assert "NO ANSWER" in row and "ACCEPT" not in row

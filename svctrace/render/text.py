@@ -57,10 +57,14 @@ def _step_label(s: PathStep, share: float | None = None) -> Text:
     return t
 
 
-def _outcome_label(o: Outcome) -> Text:
+def _outcome_label(o: Outcome, unanswered: bool = False) -> Text:
     t = Text("⇒ ")
     t.append(_pct(o.probability), style="bold magenta")
     t.append(" ")
+    if unanswered:  # accepted, but routed on untranslated towards an address no host owns
+        t.append("NO ANSWER", style="bold red")
+        t.append(" (accepted, routed on untranslated: no host owns the address)", style="dim")
+        return t
     t.append(o.verdict.upper(), style=VERDICT_STYLE.get(o.verdict, "bold"))
     if o.dnat:
         t.append(f" to {o.dnat}", style="bold cyan")
@@ -93,7 +97,7 @@ def path_tree(result: TraceResult) -> Tree:
         for key, node in level.items():
             if key is None:
                 for o in node["outcomes"]:
-                    parent.add(_outcome_label(o))
+                    parent.add(_outcome_label(o, result.unanswered(o)))
                 continue
             split = siblings > 1 or node["step"].branch is not None
             child = parent.add(_step_label(node["step"], node["share"] if split else None))
@@ -155,8 +159,10 @@ def outcomes_table(result: TraceResult) -> Table:
         dest = o.dnat or (o.final_dst if o.verdict == "accept" else "-")
         masq = ("yes" + (f" ({o.snat})" if o.snat else "")) if o.masquerade else "no"
         why = _decided_by(o)
-        t.add_row(_pct(o.probability), Text(bar, style="magenta"),
-                  Text(o.verdict.upper() + ("" if o.certain else " ?"), style=VERDICT_STYLE.get(o.verdict, "")),
+        verdict = Text(o.verdict.upper() + ("" if o.certain else " ?"), style=VERDICT_STYLE.get(o.verdict, ""))
+        if result.unanswered(o):
+            verdict, masq = Text("NO ANSWER" + ("" if o.certain else " ?"), style="bold red"), "-"
+        t.add_row(_pct(o.probability), Text(bar, style="red" if result.unanswered(o) else "magenta"), verdict,
                   dest or "-", masq if o.verdict == "accept" else "-", why)
     return t
 
