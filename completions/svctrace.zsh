@@ -48,7 +48,7 @@ drills (`svctrace learn drill`) graded by simulating your fix'
         '--context[kubeconfig context (live cluster)]:value:_files' \
         '--kubeconfig[kubeconfig file (live cluster)]:value:_files' \
         '--refresh[Live cluster: collect again instead of using the snapshot cached for a minute]' \
-        {--output,-o}'[Output format]:value:(text json)' \
+        {--output,-o}'[Output format (dot, svg, mermaid: the path as a graph, see docs/graphs]:value:(text json dot svg mermaid)' \
         {--help,-h}'[Show help]' \
         '*:file:_files'
       ;;
@@ -91,7 +91,7 @@ drills (`svctrace learn drill`) graded by simulating your fix'
         '--kube-version[kube-proxy version, where behaviour differs and the dump does not say (IPVS ping before/after 1]:value:_files' \
         '--demo[Use the bundled example dump (node IP 192]' \
         '--batch[Many packets, one load: a file (or - for stdin) with one JSON object per line, fields named like the flags (src, dst, proto, dport, ]:value:_files' \
-        {--output,-o}'[Output format]:value:(text json)' \
+        {--output,-o}'[Output format (dot, svg, mermaid: the path as a graph, see docs/graphs]:value:(text json dot svg mermaid)' \
         {--help,-h}'[Show help]' \
         '*:file:_files'
       ;;

@@ -58,8 +58,45 @@ def rewrite(page: Path) -> bool:
     return False
 
 
+# The pictures in the docs (docs/img/NAME.dot and NAME.svg): each made by the command beside it with `-o dot`;
+# the SVG is Graphviz's drawing of that DOT (what `-o svg` prints). tests/test_graphs.py regenerates them.
+PICTURES = {
+    "web-nodeport-iptables": "svctrace explain svc/web-nodeport --demo --to node-port --node node01",
+    "web-nodeport-ipvs": "svctrace explain svc/web-nodeport --demo --to node-port --node node03",
+    "web-nodeport-nftables": "svctrace explain svc/web-nodeport --demo --to node-port --node node04",
+    "trace-nodeport": "svctrace trace --demo --src 192.168.0.100 --dst 192.168.0.2 --dport 30080",
+    "payment-reject": "svctrace explain svc/payment --demo",
+}
+IMG = DOCS / "img"
+
+
+def picture_dot(name: str) -> str:
+    argv = [*shlex.split(PICTURES[name]), "-o", "dot"]
+    exe = Path(sys.executable).parent / argv[0]
+    if exe.exists():
+        argv[0] = str(exe)
+    p = subprocess.run(argv, capture_output=True, text=True, cwd=REPO, timeout=120)
+    if p.returncode not in (0, 1) or not p.stdout.startswith("digraph"):
+        raise RuntimeError(f"{PICTURES[name]} -o dot failed: {p.stderr}")
+    return p.stdout
+
+
+def write_pictures() -> None:
+    from svctrace.render.graph import dot_to_svg
+
+    IMG.mkdir(exist_ok=True)
+    for name in PICTURES:
+        dot = picture_dot(name)
+        for ext, text in (("dot", dot), ("svg", dot_to_svg(dot))):
+            f = IMG / f"{name}.{ext}"
+            if not f.exists() or f.read_text() != text:
+                f.write_text(text)
+                print(f"updated {f.relative_to(REPO)}")
+
+
 if __name__ == "__main__":
     if "--write" in sys.argv:
         for page in sorted(DOCS.glob("*.md")):
             if rewrite(page):
                 print(f"updated {page.relative_to(REPO)}")
+        write_pictures()

@@ -115,6 +115,14 @@ def severity_of(key: str) -> str:
     return "error" if "error" in sevs else "warning" if "warning" in sevs else "ok"
 
 
+async def to_outcomes(pilot: Pilot[Any], scr: TraceScreen) -> None:
+    """`o` switches between the outcomes and the rules: press it when the outcomes do not have the focus."""
+    if not scr.query_one("#outcomes", OptionList).has_focus:
+        await pilot.press("o")
+        await pilot.pause()
+    assert scr.query_one("#outcomes", OptionList).has_focus
+
+
 def outcome_prompts(scr: TraceScreen) -> list[str]:
     ol = scr.query_one("#outcomes", OptionList)
     return [str(ol.get_option_at_index(i).prompt) for i in range(ol.option_count)]
@@ -322,8 +330,9 @@ async def test_trace_outcomes_match_explain_and_light_the_path() -> None:
         before = path[path.index(dnat) - 1]
         assert b.view.ref == ChainRef(before.table, before.chain) and rules.row.index == before.rule
 
-        # another outcome lights its own path
-        await pilot.press("o", "down")
+        # another outcome lights its own path (the outcomes have the focus: `o` would switch to the rules)
+        assert scr.query_one("#outcomes", OptionList).has_focus
+        await pilot.press("down")
         await settle(pilot)
         path2 = [s for s in visible_steps(exp.outcomes[1].path) if s.rule is not None]
         assert {(s.table, s.chain, s.rule) for s in path2} == set(b.lit)
@@ -683,7 +692,8 @@ async def test_trace_node_port_on_ipvs_and_nftables_nodes_lights_the_explained_p
             assert b.adapter is not None and b.adapter.node == node and b.adapter.kind == kind
             for n, o in enumerate(exp.outcomes[:2]):
                 if n:
-                    await pilot.press("o", "down")
+                    await to_outcomes(pilot, scr)
+                    await pilot.press("down")
                     await settle(pilot)
                 path = [s for s in visible_steps(o.path) if s.rule is not None]
                 assert {(s.table, s.chain, s.rule) for s in path} == set(b.lit)
@@ -701,7 +711,8 @@ async def test_trace_node_port_on_ipvs_and_nftables_nodes_lights_the_explained_p
                     await pilot.press("right_square_bracket")  # small chains open at once, no worker
                 assert b.view.ref == ChainRef(s.table, s.chain), (node, s)
                 assert isinstance(rules.row, RuleView) and (rules.row.index, rules.row.text) == (s.rule, s.text)
-            await pilot.press("o", "up")
+            await to_outcomes(pilot, scr)
+            await pilot.press("up")
 
 
 @pytest.mark.slow
@@ -763,7 +774,8 @@ async def test_help_lists_the_keys_of_the_screen() -> None:
         assert isinstance(app.screen, HelpScreen)
         text = plain(app.screen.query_one(Static))
         for b in [*SvctraceApp.BINDINGS, *ServicesScreen.BINDINGS]:
-            assert isinstance(b, Binding) and b.description in text and (b.id or "") in text
+            # What the key does, in words; not the binding's id (app.help, trace.run: for keymaps, not people).
+            assert isinstance(b, Binding) and b.description in text and b.id and b.id not in text
         await pilot.press("escape")
         assert isinstance(app.screen, ServicesScreen)
         await command(pilot, "chain KUBE-SERVICES")
@@ -989,3 +1001,205 @@ def test_snapshot_help(snap_compare) -> None:  # type: ignore[no-untyped-def]
         await pilot.pause()
 
     assert snap_compare(snap_app(), terminal_size=SIZE, run_before=before)
+
+
+# -- issue 19: the TUI as a person meets it at 80x24 and 160x48 ------------------------------------------------
+
+SIZES = {"80x24": (80, 24), "160x48": (160, 48)}
+
+
+async def open_web_trace(pilot: Pilot[Any]) -> TraceScreen:
+    await settle(pilot)
+    app = pilot.app
+    assert isinstance(app, SvctraceApp)
+    app.services_screen.select("default/web")
+    await pilot.press("enter")
+    await settle(pilot)
+    assert isinstance(app.screen, TraceScreen)
+    return app.screen
+
+
+@pytest.mark.slow
+@snapshot_test
+@pytest.mark.parametrize("size", list(SIZES))
+def test_snapshot_trace_sizes(snap_compare, size: str) -> None:  # type: ignore[no-untyped-def]
+    async def before(pilot: Pilot[Any]) -> None:
+        await open_web_trace(pilot)
+
+    assert snap_compare(snap_app(), terminal_size=SIZES[size], run_before=before)
+
+
+@pytest.mark.slow
+@snapshot_test
+def test_snapshot_trace_rules_80x24(snap_compare) -> None:  # type: ignore[no-untyped-def]
+    """At 80 columns `o` shows the selected outcome's rules at the full width."""
+    async def before(pilot: Pilot[Any]) -> None:
+        await open_web_trace(pilot)
+        await pilot.press("o")
+        await settle(pilot)
+
+    assert snap_compare(snap_app(), terminal_size=SIZES["80x24"], run_before=before)
+
+
+@pytest.mark.slow
+@snapshot_test
+@pytest.mark.parametrize("size", list(SIZES))
+def test_snapshot_help_sizes(snap_compare, size: str) -> None:  # type: ignore[no-untyped-def]
+    async def before(pilot: Pilot[Any]) -> None:
+        await open_web_trace(pilot)
+        await pilot.press("question_mark")
+        await pilot.pause()
+
+    assert snap_compare(snap_app(), terminal_size=SIZES[size], run_before=before)
+
+
+@pytest.mark.slow
+@snapshot_test
+@pytest.mark.parametrize("size", list(SIZES))
+def test_snapshot_mode_sizes(snap_compare, size: str) -> None:  # type: ignore[no-untyped-def]
+    async def before(pilot: Pilot[Any]) -> None:
+        await settle(pilot)
+        await command(pilot, "mode")
+        await pilot.press("n")  # a letter moves to a node, and reaches nothing underneath
+        await pilot.pause()
+
+    assert snap_compare(snap_app(), terminal_size=SIZES[size], run_before=before)
+
+
+@pytest.mark.slow
+@run_async
+async def test_narrow_trace_gives_the_rules_the_full_width_and_o_switches() -> None:
+    app = SvctraceApp("demo")
+    async with app.run_test(size=SIZES["80x24"]) as pilot:
+        scr = await open_web_trace(pilot)
+        b = scr.query_one(ChainBrowser)
+        outcomes = scr.query_one("#outcomes", OptionList)
+        assert scr.has_class("narrow") and outcomes.has_focus and outcomes.size.width >= 70
+        assert not b.display  # the outcomes first, at the full width
+        await pilot.press("o")
+        await settle(pilot)
+        rules = b.query_one("#rules", VirtualTable)
+        assert rules.has_focus and not scr.query_one("#side").display and b.display
+        assert rules.size.width >= 76, rules.size.width  # not squeezed beside the outcomes (was 34)
+        await pilot.press("o")
+        await pilot.pause()
+        assert outcomes.has_focus and outcomes.size.width >= 70
+    wide = SvctraceApp("demo")
+    async with wide.run_test(size=SIZES["160x48"]) as pilot:
+        scr = await open_web_trace(pilot)
+        b = scr.query_one(ChainBrowser)
+        assert not scr.has_class("narrow") and b.query_one("#rules", VirtualTable).size.width >= 100
+        outcomes = scr.query_one("#outcomes", OptionList)
+        assert outcomes.has_focus
+        await pilot.press("o")  # wide: both panes stay; the focus moves to the rules, visibly
+        await pilot.pause()
+        assert b.query_one("#rules", VirtualTable).has_focus and outcomes.display
+
+
+@pytest.mark.slow
+@run_async
+async def test_ctrl_c_says_how_to_quit_in_plain_words() -> None:
+    app = SvctraceApp("demo")
+    async with app.run_test(size=SIZES["80x24"]) as pilot:
+        await settle(pilot)
+        await pilot.press("ctrl+c")
+        await pilot.pause()
+        _, text = app.messages[-1]
+        assert "quit" in text and "[b]" not in text and "[/b]" not in text and " q " in f" {text} "
+        assert app.is_running
+
+
+@pytest.mark.slow
+@run_async
+async def test_mode_dialog_closes_on_q_and_keeps_typed_letters() -> None:
+    app = SvctraceApp("demo")
+    async with app.run_test(size=SIZES["80x24"]) as pilot:
+        await settle(pilot)
+        await command(pilot, "mode")
+        assert isinstance(app.screen, ModeScreen)
+        table = app.screen.query_one("#modes", VirtualTable)
+        # Letters that are keys of the Service list underneath (s: side by side, b: chains, /: filter) do nothing
+        # there; a letter moves to the next node whose name starts with it.
+        await pilot.press("s", "b", "slash", "n")
+        await settle(pilot)
+        assert isinstance(app.screen, ModeScreen) and len(app.screen_stack) == 2
+        assert not app.services_screen.query_one("#filter", Input).has_class("visible")
+        names = [m.node for m in app.screen.modes]
+        assert names.index(table.row.node) == names.index("node01") + 1  # from the current node to the next n…
+        await pilot.press("n")
+        await pilot.pause()
+        assert names.index(table.row.node) == names.index("node01") + 2
+        await pilot.press("q")
+        await pilot.pause()
+        assert isinstance(app.screen, ServicesScreen) and app.is_running
+        await command(pilot, "mode")
+        await pilot.press("escape")
+        await pilot.pause()
+        assert isinstance(app.screen, ServicesScreen)
+
+
+@pytest.mark.slow
+@run_async
+async def test_submitting_the_ip_leaves_the_field_and_node_auto_matches_the_top_bar() -> None:
+    app = SvctraceApp("demo")
+    async with app.run_test(size=SIZES["80x24"]) as pilot:
+        scr = await open_web_trace(pilot)
+        assert app.node == "node01"  # a pod client on a worker, as explain picks it
+        ip = scr.query_one("#ip", Input)
+        ip.focus()
+        await pilot.press(*"192.168.56.99", "enter")
+        await settle(pilot)
+        assert not ip.has_focus and ip.value == "192.168.56.99"
+        # an outside client: "node auto" lets explain pick the receiving node; the top bar names that node
+        exp = explain(SNAP, Request("svc/web", namespace="default", source="192.168.56.99"))
+        assert scr.view is not None and scr.view.node == exp.node == app.node
+        assert f"node {exp.node} " in plain(scr.query_one("#topbar", Static))
+        assert scr.query_one("#node", Select).value in ("", Select.BLANK)  # still "auto"
+        await pilot.press("q")  # a key again, not a letter typed into the field
+        await pilot.pause()
+        assert ip.value == "192.168.56.99"
+    assert app.return_code == 0
+
+
+@pytest.mark.slow
+@run_async
+async def test_x_exports_the_path_on_screen(tmp_path: Path) -> None:
+    import xml.etree.ElementTree as ET
+
+    from svctrace.browse.graph import explain_graph
+    from svctrace.render.graph import to_dot
+
+    app = SvctraceApp("demo")
+    async with app.run_test(size=SIZES["160x48"]) as pilot:
+        scr = await open_web_trace(pilot)
+        scr.export_dir = str(tmp_path)
+        await pilot.press("x")
+        await pilot.pause()
+        dot = tmp_path / "svctrace-default-web-cluster-ip-node01.dot"
+        assert dot.is_file() and dot.read_text().startswith("digraph svctrace {")
+        # the same picture `explain -o dot` draws for the question on screen
+        exp = explain(SNAP, Request("svc/web", namespace="default", port="http", to="cluster-ip"))
+        assert dot.read_text() == to_dot(explain_graph(exp))
+        sev, text = app.messages[-1]
+        assert str(dot) in text and sev == "information"
+        if shutil.which("dot"):
+            svg = tmp_path / "svctrace-default-web-cluster-ip-node01.svg"
+            assert str(svg) in text
+            ET.fromstring(svg.read_bytes())
+        else:
+            assert "install Graphviz" in text
+
+
+@pytest.mark.slow
+@run_async
+async def test_ping_to_a_cluster_ip_is_no_answer_in_the_tui() -> None:
+    app = SvctraceApp("demo")
+    async with app.run_test(size=SIZES["160x48"]) as pilot:
+        scr = await open_web_trace(pilot)
+        scr.query_one("#proto", Select).value = "icmp"
+        await pilot.pause(0.2)
+        await settle(pilot)
+        exp = explain(SNAP, Request("svc/web", namespace="default", proto="icmp"))
+        assert [o.nowhere for o in exp.outcomes] == [True]
+        prompts = outcome_prompts(scr)
+        assert len(prompts) == 1 and "NO ANSWER" in prompts[0] and "ACCEPT" not in prompts[0]

@@ -97,6 +97,7 @@ class OutcomeView:
     reason: str
     path: list[StepRef]
     assumptions: list[str] = field(default_factory=list)
+    nowhere: bool = False  # explain's ExplainedOutcome.nowhere: accepted, yet no answer comes
 
 
 @dataclass
@@ -608,7 +609,7 @@ def view_of_explanation(req: TraceRequest, exp: Explanation) -> TraceView:
     if exp.node:
         head.append(("Rules of", f"node {node} (kube-proxy mode {exp.proxy_mode or 'unknown'})"))
     outcomes = [OutcomeView(o.probability, o.verdict, o.certain, o.endpoint, o.pod, o.endpoint_node, o.masquerade,
-                            o.masquerade_reason, o.reason, path_steps(o.path), list(o.assumptions))
+                            o.masquerade_reason, o.reason, path_steps(o.path), list(o.assumptions), o.nowhere)
                 for o in exp.outcomes]
     return TraceView(req, node if exp.node else None, head, outcomes, list(exp.diagnostics), list(exp.hops), list(exp.inferred),
                      [str(w) for w in exp.warnings], exp.exit_code, exp)
@@ -766,7 +767,8 @@ class DumpSession(Session):
                 ("From", f"{p.src}" + ("" if req.source else " (default)")),
                 ("To", f"{p.endpoint()} {p.proto} (via {via})"), ("Rules of", f"{self.node} ({self.source})")]
         outcomes = [OutcomeView(o.probability, o.verdict, o.certain, o.dnat, None, None, o.masquerade, None, o.reason,
-                                path_steps(o.path), list(o.assumptions)) for o in result.outcomes]
+                                path_steps(o.path), list(o.assumptions), result.unanswered(o))
+                    for o in result.outcomes]
         diags = [Diagnostic("note", "warning", n) for n in result.notes]
         return TraceView(req, self.node, head, outcomes, diags, [], [], [str(w) for w in result.warnings],
                          result.exit_code)

@@ -8,6 +8,7 @@ import typer
 from rich.console import Console
 
 from svctrace.cli import app, emit_json
+from svctrace.cli.graphout import GRAPH_OUTPUTS, emit_graph
 from svctrace.cli.trace import Output, Proto
 from svctrace.errors import InputError
 from svctrace.explain import VIA, Request, explain, question
@@ -46,7 +47,8 @@ def explain_cmd(
     kubeconfig: str | None = typer.Option(None, "--kubeconfig", help="kubeconfig file (live cluster)."),
     refresh: bool = typer.Option(False, "--refresh", help="Live cluster: collect again instead of using the "
                                  "snapshot cached for a minute."),
-    output: Output = typer.Option(Output.text, "--output", "-o", help="Output format."),
+    output: Output = typer.Option(Output.text, "--output", "-o", help="Output format (dot, svg, mermaid: the path "
+                                  "as a graph, see docs/graphs.md)."),
 ) -> None:
     """Explain where traffic to a Service goes: hop by hop, to which pods, and what is wrong."""
     if demo:
@@ -72,6 +74,10 @@ def explain_cmd(
     exp = explain(snap, req)
     if output is Output.json:
         emit_json(exp.to_json(), exp.warnings)
+    elif output.value in GRAPH_OUTPUTS:
+        from svctrace.browse.graph import explain_graph
+
+        emit_graph(explain_graph(exp), output.value, exp.warnings)
     else:
         from svctrace.render.explain import render_explanation
 

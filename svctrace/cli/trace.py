@@ -12,6 +12,7 @@ from typing import Any
 import typer
 
 from svctrace.cli import app, emit_json
+from svctrace.cli.graphout import GRAPH_OUTPUTS, emit_graph
 from svctrace.dataplane.contract import TraceResult
 from svctrace.dataplane.detect import is_address_file, looks_like_ipset, sniff_input
 from svctrace.dataplane.ipset import parse_ipset
@@ -31,6 +32,9 @@ DEMO_LOCAL_IPS = ["192.168.0.2"]
 class Output(StrEnum):
     text = "text"
     json = "json"
+    dot = "dot"  # the path as a graph (svctrace.cli.graphout)
+    svg = "svg"
+    mermaid = "mermaid"
 
 
 class Proto(StrEnum):
@@ -162,7 +166,8 @@ def trace_cmd(
     batch: str | None = typer.Option(None, "--batch", help="Many packets, one load: a file (or - for stdin) with "
                                      "one JSON object per line, fields named like the flags (src, dst, proto, "
                                      "dport, ...; the flags give defaults); one JSON answer per line."),
-    output: Output = typer.Option(Output.text, "--output", "-o", help="Output format."),
+    output: Output = typer.Option(Output.text, "--output", "-o", help="Output format (dot, svg, mermaid: the path "
+                                  "as a graph, see docs/graphs.md)."),
 ) -> None:
     """Walk one packet through one node's dataplane (iptables, nftables or IPVS): every outcome, its probability and
     the rules that decided it."""
@@ -180,9 +185,11 @@ def trace_cmd(
     except ValueError as e:
         raise InputError(f"--local-ip: {e}") from None
     extra = [read_input(str(ipset))] if ipset is not None else []
+    ipset_inputs: list[tuple[str, str]] = []
     for itext, iname in [*extra, *[(t, n) for t, n in inputs if looks_like_ipset(t)]]:
         sets, _ = parse_ipset(itext, iname)
         facts.ipsets.update(sets)
+        ipset_inputs.append((iname, f"ipset, {len(sets)} set{'s' * (len(sets) != 1)}"))
     inputs = [(t, n) for t, n in inputs if not looks_like_ipset(t)]
     if not inputs:
         raise InputError("only ipset dumps given: add the node's iptables-save or ipvsadm dump")
@@ -192,6 +199,8 @@ def trace_cmd(
                                returning_client=returning_client, ipsets=facts.ipsets)
     inputs = [(t, n) for t, n in inputs if not is_address_file(n)]
     if batch is not None:
+        if output.value in GRAPH_OUTPUTS:
+            raise InputError(f"--batch answers in JSON lines; -o {output.value} draws one packet (drop --batch)")
         if batch == "-" and "-" in (dump or []):
             raise InputError("--batch - and DUMP - both read stdin: give one of them as a file")
         flags = {"src": src, "dst": dst, "proto": proto.value, "dport": dport, "sport": sport, "from_node": from_node,
@@ -201,8 +210,13 @@ def trace_cmd(
     assert dst is not None
     pkt = make_packet(src, dst, proto.value, dport, sport, from_node, iif, oif, facts, kube_version)
     result = trace_inputs(inputs, pkt, facts, table=table, kube_version=kube_version)
+    result.inputs += ipset_inputs
     if output is Output.json:
         emit_json(result.to_json(), result.warnings)
+    elif output.value in GRAPH_OUTPUTS:
+        from svctrace.browse.graph import trace_graph
+
+        emit_graph(trace_graph(result), output.value, result.warnings)
     else:
         from rich.console import Console
 

@@ -139,6 +139,9 @@ class TraceResult:
     notes: list[str] = field(default_factory=list)  # plain-language explanations of the answer
     nowhere: bool = False  # accepted, but sent on untranslated to a Service's virtual IP: no host owns it
     kube_version: object = None  # the kube-proxy version the walk was given (every mode records it)
+    # Every file the walk read beyond `ruleset`, as (name, what it is): IPVS mode reads ipvsadm beside iptables;
+    # a caller adds the ipset dumps it gave in NodeFacts.
+    inputs: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def all_reach(self) -> bool:
@@ -147,6 +150,10 @@ class TraceResult:
     @property
     def exit_code(self) -> int:
         return 0 if self.all_reach and not self.nowhere else 1
+
+    def unanswered(self, o: Outcome) -> bool:
+        """An outcome the kernel accepts but no host answers: sent on untranslated to an address no host owns."""
+        return self.nowhere and o.verdict == "accept" and o.dnat is None and o.delivery != "local"
 
     def to_json(self) -> dict[str, object]:
         return {

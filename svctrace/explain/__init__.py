@@ -18,6 +18,7 @@ from svctrace.explain.question import (
     deciding_node,
     parse_source,
     parse_target,
+    resolve_port,
     resolve_source,
 )
 from svctrace.model.cluster import Cluster, Service, ServicePort
@@ -40,6 +41,10 @@ class ExplainedOutcome:
     reason: str
     masquerade_reason: str | None = None
     assumptions: list[str] = field(default_factory=list)
+    # Accepted but sent on untranslated towards a Service's virtual address that no host owns: no answer comes
+    # (ping to a cluster IP in iptables mode, a port the Service does not serve). The kernel accepts it; the
+    # client still waits in vain, so the faces must not show it as a backend reached.
+    nowhere: bool = False
 
     def to_json(self) -> dict[str, object]:
         d: dict[str, object] = {
@@ -47,6 +52,8 @@ class ExplainedOutcome:
             "pod": self.pod, "endpoint_node": self.endpoint_node, "masquerade": self.masquerade,
             "certain": self.certain, "path": [s.to_json() for s in self.path], "reason": self.reason,
         }
+        if self.nowhere:
+            d["nowhere"] = True
         if self.masquerade_reason:
             d["masquerade_reason"] = self.masquerade_reason
         if self.assumptions:
@@ -77,7 +84,7 @@ class Explanation:
         (sent on untranslated to a virtual IP that no host owns)."""
         if not all(o.verdict == "accept" for o in self.outcomes):
             return 1
-        if self.trace is not None and self.trace.nowhere:
+        if any(o.nowhere for o in self.outcomes):
             return 1
         virtual = self.destination.get("via") == "cluster-ip"
         return 1 if virtual and any(o.endpoint is None for o in self.outcomes) else 0
@@ -183,9 +190,15 @@ def explain(snap: Snapshot, req: Request) -> Explanation:
 
     if req.node is not None and req.node not in cluster.nodes and req.node not in snap.nodes:
         raise InputError(f"no node {req.node} in the snapshot (nodes: {', '.join(sorted(cluster.nodes)) or 'none'})")
-    port = _choose_port(snap, svc, req.port or port_spec, diags, warns)
+    port_arg = req.port or port_spec
+    port, by_node_port = resolve_port(svc, port_arg, req.to or via_from_target)
+    if port is None:
+        port = _choose_port(snap, svc, port_arg, diags, warns)
     proto = (req.proto or (port.protocol if port else "TCP")).lower()
-    via = req.to or via_from_target or "cluster-ip"
+    via = req.to or via_from_target or ("node-port" if by_node_port else "cluster-ip")
+    if by_node_port and port is not None:
+        inferred.append(f"port: {port_arg} is the nodePort of {port.name or port.port}/{port.protocol}"
+                        + ("" if req.to else "; sent to a node's address (--to node-port)"))
     if via not in VIA:
         raise InputError(f"--to takes one of {', '.join(VIA)}, not {via!r}")
 
@@ -243,6 +256,11 @@ def explain(snap: Snapshot, req: Request) -> Explanation:
     warns.extend(w for w in result.warnings if w not in warns)
 
     outcomes = [_map_outcome(cluster, o, node) for o in result.outcomes]
+    for eo, o in zip(outcomes, result.outcomes, strict=True):
+        # Routed on untranslated towards a virtual address: a cluster IP, or what the walk found no host owns
+        # (a packet the node delivers to itself, as IPVS's kube-ipvs0 address answers ping, is answered).
+        eo.nowhere = result.unanswered(o) or (via == "cluster-ip" and o.verdict == "accept" and o.dnat is None
+                                              and o.delivery != "local")
     mode = dp.mode
     if not (snap.nodes.get(dp.node) and snap.nodes[dp.node].get("proxy-mode")) and not cluster.proxy.mode:
         inferred.append(f"proxy mode: {mode} (from {dp.mode_source or 'the dumps'}; no /proxyMode or config)")

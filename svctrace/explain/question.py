@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from svctrace.errors import InputError
-from svctrace.model.cluster import Cluster
+from svctrace.model.cluster import Cluster, Service, ServicePort
 
 OUTSIDE_CLIENT = "203.0.113.50"  # TEST-NET-3: an address outside any cluster
 SERVICE_KINDS = ("svc", "service", "services")
@@ -109,6 +109,22 @@ def parse_target(text: str, namespace: str | None = None) -> Target:
             raise InputError(f"{t} names namespace {ns} but -n says {namespace}")
         return Target(ns, fm.group("name"))
     return Target(namespace, t)
+
+
+def resolve_port(svc: Service, spec: str | None, via: str | None) -> tuple[ServicePort | None, bool]:
+    """The Service port `--port` names: a port's name or number, else (sent to a node port, or with no --to) a
+    number that is a port's nodePort. Returns (the port, whether it was named by its nodePort); (None, False) when
+    nothing matches (the caller diagnoses an unknown number)."""
+    if spec is None:
+        return None, False
+    p = svc.port_by(spec)
+    if p is not None:
+        return p, False
+    if spec.isdigit() and via in (None, "node-port"):
+        for p in svc.ports:
+            if p.node_port == int(spec):
+                return p, True
+    return None, False
 
 
 def parse_source(spec: str, namespace: str | None) -> SourceSpec:

@@ -302,8 +302,10 @@ def trace_ipvs(ipvs_table: IPVSTable, iptables_ruleset: Ruleset | None, packet: 
     eff = dataclasses.replace(node, local_ips=local, ipsets=ipsets)
     outcomes, walk_warnings = walk(ctx, rs, packet, eff, HINTS)
     notes = ipvs_notes(ctx, lay, version, given, packet, outcomes)
+    n = len(ipvs_table.services)
     return TraceResult(packet, outcomes, warnings + walk_warnings, rs, notes, nowhere=ctx.node_stack,
-                       kube_version=kube_version)
+                       kube_version=kube_version,
+                       inputs=[(ipvs_table.source, f"{ipvs_table.format}, {n} virtual service{'s' * (n != 1)}")])
 
 
 def trace_dataplane(dp: Dataplane, pkt: Packet, facts: NodeFacts, kube_version: str | None = None) -> TraceResult:

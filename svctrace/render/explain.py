@@ -6,7 +6,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from svctrace.explain import Explanation
+from svctrace.explain import ExplainedOutcome, Explanation
 
 SEVERITY = {"error": ("✗", "bold red"), "warning": ("!", "bold yellow"), "info": ("i", "bold cyan")}
 
@@ -38,19 +38,52 @@ def header(exp: Explanation) -> Table:
     return t
 
 
-def backends(exp: Explanation) -> Table:
-    t = Table(show_edge=False, box=None, pad_edge=False, header_style="bold")
-    for col, kw in (("prob.", {"justify": "right", "no_wrap": True}), ("", {"no_wrap": True}), ("verdict", {}),
-                    ("endpoint", {"no_wrap": True}), ("pod", {"overflow": "fold"}), ("node", {}), ("masquerade", {})):
-        t.add_column(col, **kw)
-    for o in exp.outcomes:
-        bar = "█" * max(1, round(o.probability * 10))
-        style = "green" if o.verdict == "accept" else "red"
-        t.add_row(_pct(o.probability), Text(bar, style="magenta"),
-                  Text(o.verdict.upper() + ("" if o.certain else " ?"), style=f"bold {style}"),
-                  o.endpoint or "-", o.pod or "-", o.endpoint_node or "-",
-                  ("yes" if o.masquerade else "no") if o.verdict == "accept" else "-")
-    return t
+def _verdict(o: ExplainedOutcome) -> Text:
+    """The verdict as the client sees it: an accepted packet routed on untranslated towards a virtual address
+    gets no answer, whatever the kernel's verdict (the diagnosis says why)."""
+    if o.nowhere:
+        return Text("NO ANSWER" + ("" if o.certain else " ?"), style="bold red")
+    style = "green" if o.verdict == "accept" else "red"
+    return Text(o.verdict.upper() + ("" if o.certain else " ?"), style=f"bold {style}")
+
+
+def backends(exp: Explanation, width: int | None = None) -> Table:
+    """The outcomes, one row each. To fit `width` columns, pods are named without the Service's namespace (their
+    own: EndpointSlices live beside their Service), then the probability bar goes; no cell wraps mid-word."""
+
+    def table(bar: bool, short: bool) -> Table:
+        ns = exp.service.namespace + "/" if short else "\0"
+        t = Table(show_edge=False, box=None, pad_edge=False, header_style="bold")
+        t.add_column("prob.", justify="right", no_wrap=True)
+        if bar:
+            t.add_column("", no_wrap=True)
+        t.add_column("verdict", no_wrap=True)
+        t.add_column("endpoint", no_wrap=True)
+        t.add_column("pod", no_wrap=True, overflow="ellipsis")
+        t.add_column("node", no_wrap=True, overflow="ellipsis")
+        t.add_column("masquerade", no_wrap=True)
+        for o in exp.outcomes:
+            cells: list[Text | str] = [_pct(o.probability)]
+            if bar:
+                color = "red" if o.nowhere or o.verdict != "accept" else "magenta"
+                cells.append(Text("█" * max(1, round(o.probability * 10)), style=color))
+            pod = o.pod[len(ns):] if o.pod and o.pod.startswith(ns) else o.pod
+            endpoint = o.endpoint or ("(not translated)" if o.nowhere else "-")
+            cells += [_verdict(o), endpoint, pod or "-", o.endpoint_node or "-",
+                      ("yes" if o.masquerade else "no") if o.verdict == "accept" and not o.nowhere else "-"]
+            t.add_row(*cells)
+        return t
+
+    if width is None:
+        return table(bar=True, short=False)
+    from rich.console import Console
+
+    wide = Console(width=10_000)
+    for bar, short in ((True, False), (True, True)):
+        t = table(bar, short)
+        if wide.measure(t).maximum <= width:
+            return t
+    return table(bar=False, short=True)
 
 
 def render_explanation(exp: Explanation, console: Console) -> None:
@@ -72,7 +105,7 @@ def render_explanation(exp: Explanation, console: Console) -> None:
     if exp.outcomes:
         console.print()
         console.print(Text("Backends", style="bold underline"))
-        console.print(backends(exp))
+        console.print(backends(exp, console.width))
         reasons = sorted({o.masquerade_reason for o in exp.outcomes if o.masquerade and o.masquerade_reason})
         for r in reasons:
             console.print(Text(f"  masquerade: {r}", style="yellow"))

@@ -57,10 +57,14 @@ def _step_label(s: PathStep, share: float | None = None) -> Text:
     return t
 
 
-def _outcome_label(o: Outcome) -> Text:
+def _outcome_label(o: Outcome, unanswered: bool = False) -> Text:
     t = Text("⇒ ")
     t.append(_pct(o.probability), style="bold magenta")
     t.append(" ")
+    if unanswered:  # accepted, but routed on untranslated towards an address no host owns
+        t.append("NO ANSWER", style="bold red")
+        t.append(" (accepted, routed on untranslated: no host owns the address)", style="dim")
+        return t
     t.append(o.verdict.upper(), style=VERDICT_STYLE.get(o.verdict, "bold"))
     if o.dnat:
         t.append(f" to {o.dnat}", style="bold cyan")
@@ -93,7 +97,7 @@ def path_tree(result: TraceResult) -> Tree:
         for key, node in level.items():
             if key is None:
                 for o in node["outcomes"]:
-                    parent.add(_outcome_label(o))
+                    parent.add(_outcome_label(o, result.unanswered(o)))
                 continue
             split = siblings > 1 or node["step"].branch is not None
             child = parent.add(_step_label(node["step"], node["share"] if split else None))
@@ -122,6 +126,14 @@ def chain_legend(result: TraceResult) -> Table | None:
 
 
 def _decided_by(o: Outcome) -> str:
+    ipvs = [s for s in o.path if s.table == "ipvs"]
+    if ipvs and (o.verdict == "accept" or ipvs[-1].action.startswith("IPVS")):
+        # IPVS picked (or refused) the destination; the iptables rules beside it only let the packet pass
+        # (kube-proxy's nat KUBE-SERVICES ACCEPTs Service traffic so that IPVS, on LOCAL_IN, sees it).
+        s = ipvs[-1]
+        if s.action.startswith("IPVS ") and "→" in s.action:
+            return f"IPVS scheduler ({s.chain})"
+        return f"IPVS ({s.chain}){s.action.removeprefix('IPVS')}"
     for s in reversed(o.path):
         if s.rule is None and s.action == "policy ACCEPT":
             continue
@@ -147,8 +159,10 @@ def outcomes_table(result: TraceResult) -> Table:
         dest = o.dnat or (o.final_dst if o.verdict == "accept" else "-")
         masq = ("yes" + (f" ({o.snat})" if o.snat else "")) if o.masquerade else "no"
         why = _decided_by(o)
-        t.add_row(_pct(o.probability), Text(bar, style="magenta"),
-                  Text(o.verdict.upper() + ("" if o.certain else " ?"), style=VERDICT_STYLE.get(o.verdict, "")),
+        verdict = Text(o.verdict.upper() + ("" if o.certain else " ?"), style=VERDICT_STYLE.get(o.verdict, ""))
+        if result.unanswered(o):
+            verdict, masq = Text("NO ANSWER" + ("" if o.certain else " ?"), style="bold red"), "-"
+        t.add_row(_pct(o.probability), Text(bar, style="red" if result.unanswered(o) else "magenta"), verdict,
                   dest or "-", masq if o.verdict == "accept" else "-", why)
     return t
 
@@ -202,6 +216,8 @@ def render_trace(result: TraceResult, console: Console, *, show_warnings: bool =
     if rs.backend:
         meta += f", {rs.backend}"
     meta += f", {rs.rule_count} rules)"
+    if result.inputs:  # IPVS: the ipvsadm table decides; iptables and ipset beside it
+        meta = "rules: " + " + ".join([f"{name} ({what})" for name, what in result.inputs] + [meta[7:]])
     console.print(Text(meta, style="dim"))
     console.print(path_tree(result))
     legend = chain_legend(result)

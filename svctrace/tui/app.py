@@ -55,6 +55,15 @@ Screen { background: $background; }
 #path { height: auto; max-height: 2; padding: 0 1; }
 #body { height: 1fr; }
 #side { width: 46; border-left: vkey $primary 50%; padding: 0 0 0 1; }
+/* Narrow terminals (TraceScreen.narrow): one pane at full width, the outcomes or the rules; `o` switches. */
+TraceScreen.narrow #side { width: 1fr; border-left: none; padding: 0 1; }
+TraceScreen.narrow #form #source { width: 30; }
+TraceScreen.narrow #form #ip { width: 16; }
+TraceScreen.narrow #form Select { width: 19; }
+TraceScreen.narrow #browser { display: none; }
+TraceScreen.narrow.show-rules #browser { display: block; }
+TraceScreen.narrow.show-rules #side { display: none; }
+#outcomes:focus { background: $boost; }
 #summary { height: auto; max-height: 7; }
 .section { height: 1; margin-top: 1; }
 #outcomes { height: auto; max-height: 14; border: none; padding: 0; background: $surface; }
@@ -67,9 +76,9 @@ Screen { background: $background; }
 #diff-detail { height: 5; padding: 0 1; border-top: hkey $primary 50%; }
 
 HelpScreen, CommandScreen, ModeScreen, ChoiceScreen { align: center middle; background: $background 60%; }
-#help-box { width: 96; height: 90%; border: round $primary; padding: 0 1; background: $surface; }
+#help-box { width: 96; max-width: 100%; height: 90%; border: round $primary; padding: 0 1; background: $surface; }
 #command-box { dock: bottom; height: 3; width: 100%; }
-#mode-box { width: 100; height: auto; max-height: 90%; border: round $primary; padding: 0 1; background: $surface; }
+#mode-box { width: 100; max-width: 100%; height: auto; max-height: 90%; border: round $primary; padding: 0 1; background: $surface; }
 """
 
 
@@ -80,10 +89,11 @@ class SvctraceApp(App[int]):
     CSS = CSS
     ENABLE_COMMAND_PALETTE = False
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("question_mark", "help", "Help", id="app.help", key_display="?"),
-        Binding("colon", "command", "Command", id="app.command", key_display=":"),
-        Binding("escape", "go_back", "Back", id="app.back", show=False),
-        Binding("q", "quit", "Quit", id="app.quit"),
+        Binding("question_mark", "help", "Help", id="app.help", key_display="?", tooltip="this screen"),
+        Binding("colon", "command", "Command", id="app.command", key_display=":",
+                tooltip="type a command: svc, node, chain, trace, compare, mode (below)"),
+        Binding("escape", "go_back", "Back", id="app.back", show=False, tooltip="the screen before"),
+        Binding("q", "quit", "Quit", id="app.quit", tooltip="leave svctrace (ctrl+q too)"),
     ]
 
     def __init__(self, path: str | None = None, target: str | None = None, namespace: str | None = None, *,
@@ -106,6 +116,12 @@ class SvctraceApp(App[int]):
         """A toast, kept in `messages` too (a test or a bug report can read what the user was told)."""
         self.messages.append((str(severity), message))
         super().notify(message, title=title, severity=severity, timeout=timeout, markup=markup)
+
+    def action_help_quit(self) -> None:
+        """ctrl+c (Textual's reminder that it does not quit), in plain words: Textual's own text is markup, and
+        `notify` here shows text as it is."""
+        keys = sorted(k for k, ab in self.active_bindings.items() if ab.binding.action in ("quit", "app.quit"))
+        self.notify(f"press {' or '.join(keys or ['ctrl+q'])} to quit svctrace", title="Do you want to quit?")
 
     def get_default_screen(self) -> Screen[Any]:
         return self.services_screen

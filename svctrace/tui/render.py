@@ -160,6 +160,10 @@ def outcome_text(i: int, o: OutcomeView, selected: bool = False) -> Text:
     t.append(f"{pct(o.probability):>6} ", style="bold magenta")
     t.append_text(bar(o.probability))
     t.append(" ")
+    if o.nowhere:  # accepted, but routed on untranslated to an address no host owns: the client gets no answer
+        t.append("NO ANSWER" + ("" if o.certain else " ?"), style="bold red")
+        t.append("\n   not translated: routed on towards an address no host owns", style="dim")
+        return t
     t.append(o.verdict.upper() + ("" if o.certain else " ?"), style=VERDICT.get(o.verdict, "bold"))
     if o.endpoint:
         t.append(f" {o.endpoint}", style="bold cyan")

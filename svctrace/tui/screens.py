@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, cast
 
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
-from textual import on
+from textual import events, on
 from textual.actions import SkipAction
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -58,10 +59,11 @@ class ServicesScreen(Base):
     """Every Service of the snapshot (or of the dump's comments), with a health mark."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("enter", "drill", "Trace", id="services.trace"),
-        Binding("b", "browse", "Chains", id="services.browse"),
-        Binding("s", "compare", "Side by side", id="services.compare"),
-        Binding("slash", "filter", "Filter", id="services.filter", key_display="/"),
+        Binding("enter", "drill", "Trace", id="services.trace", tooltip="trace a packet to the selected Service"),
+        Binding("b", "browse", "Chains", id="services.browse", tooltip="the node's chains, at the Service's own chain"),
+        Binding("s", "compare", "Side by side", id="services.compare", tooltip="the Service on two nodes, their answers and rules"),
+        Binding("slash", "filter", "Filter", id="services.filter", key_display="/",
+                tooltip="show the Services whose name, namespace, type, IP or port contain the words"),
         Binding("escape", "clear_filter", "Clear filter", id="services.clear", show=False),
     ]
 
@@ -302,18 +304,25 @@ class TraceScreen(Base):
     """A packet to a Service: pick port and source, see the outcomes and their paths in the rules."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("r", "run", "Trace again", id="trace.run"),
-        Binding("s", "compare", "Side by side", id="trace.compare"),
-        Binding("o", "focus_outcomes", "Outcomes", id="trace.outcomes"),
-        Binding("f", "focus_form", "Form", id="trace.form"),
-        Binding("right_square_bracket", "hop(1)", "Next hop", id="trace.next-hop", key_display="]"),
-        Binding("left_square_bracket", "hop(-1)", "Prev hop", id="trace.prev-hop", key_display="["),
+        Binding("r", "run", "Trace again", id="trace.run", tooltip="walk the packet again with the form's values"),
+        Binding("s", "compare", "Side by side", id="trace.compare", tooltip="this question on two nodes"),
+        Binding("o", "toggle_outcomes", "Outcomes/rules", id="trace.outcomes",
+                tooltip="switch between the outcomes and the rules of the selected outcome's path"),
+        Binding("x", "export", "Export picture", id="trace.export",
+                tooltip="write the path on screen as a picture (.dot, and .svg with Graphviz) in the current directory"),
+        Binding("f", "focus_form", "Form", id="trace.form", tooltip="go to the form: port, address, protocol, source, node"),
+        Binding("right_square_bracket", "hop(1)", "Next hop", id="trace.next-hop", key_display="]",
+                tooltip="the next rule on the selected outcome's path"),
+        Binding("left_square_bracket", "hop(-1)", "Prev hop", id="trace.prev-hop", key_display="[",
+                tooltip="the rule before"),
     ]
 
     def __init__(self, key: str, request: TraceRequest | None = None) -> None:
         super().__init__()
         self.key = key
         self.initial = request
+        self.export_dir = "."  # where `x` writes the picture
+        self.exported: list[Path] = []  # the files `x` wrote last
         self.options: TraceOptions | None = None
         self.view: TraceView | None = None
         self.selected = 0
@@ -411,6 +420,7 @@ class TraceScreen(Base):
     @on(Input.Submitted, "#ip")
     def _ip(self, event: Input.Submitted) -> None:
         self.action_run()
+        self.show_rules(False)  # out of the field: the keys are keys again (q quits, o switches)
 
     def action_run(self) -> None:
         session = self.sapp.session
@@ -444,6 +454,12 @@ class TraceScreen(Base):
         if view.request != self._last:
             return  # an older request finished after a newer one was asked
         self.view = view
+        if view.node is not None and view.node != self.sapp.node:
+            # "node auto" picked this node's rules (an outside client arrives at the first node that can decide):
+            # the top bar names the node whose rules are on screen.
+            self.sapp.node = view.node
+            self.sapp.services_screen.refresh_topbar()
+            self.refresh_topbar()
         head = Table.grid(padding=(0, 1))
         head.add_column(style="bold", no_wrap=True)
         head.add_column()
@@ -539,7 +555,7 @@ class TraceScreen(Base):
     def _outcome_selected(self, event: OptionList.OptionSelected) -> None:
         self.selected = event.option_index
         self._light()
-        self.query_one(ChainBrowser).query_one("#rules", VirtualTable).focus()
+        self.show_rules(True)
 
     def action_hop(self, step: int) -> None:
         b = self.query_one(ChainBrowser)
@@ -552,8 +568,52 @@ class TraceScreen(Base):
     def action_compare(self) -> None:
         self.sapp.open_compare(self.key, self.request())
 
+    NARROW = 110  # below this width the rules and the outcomes share the screen in turn
+
+    def on_resize(self, event: events.Resize) -> None:
+        self.set_class(event.size.width < self.NARROW, "narrow")
+
+    def show_rules(self, rules: bool) -> None:
+        """Focus the rules (and, on a narrow screen, show them in place of the outcomes) or the outcomes."""
+        self.set_class(rules, "show-rules")
+        if rules:
+            self.query_one(ChainBrowser).query_one("#rules", VirtualTable).focus()
+        else:
+            self.query_one("#outcomes", OptionList).focus()
+
+    def action_toggle_outcomes(self) -> None:
+        self.show_rules(self.query_one("#outcomes", OptionList).has_focus)
+
     def action_focus_outcomes(self) -> None:
-        self.query_one("#outcomes", OptionList).focus()
+        self.show_rules(False)
+
+    def action_export(self) -> None:
+        """The path on screen as the picture `-o dot` / `-o svg` draw, written beside where svctrace runs."""
+        exp = self.view.explanation if self.view is not None else None
+        if exp is None:
+            self.app.notify("nothing to export: no trace on screen", severity="warning")
+            return
+        from svctrace.browse.graph import explain_graph
+        from svctrace.render.graph import GraphvizMissing, to_dot, to_svg
+
+        graph = explain_graph(exp)
+        parts = [self.key.replace("/", "-"), str(exp.destination.get("via") or ""), exp.rules_node or exp.node or ""]
+        base = str(Path(self.export_dir) / ("svctrace-" + "-".join(p for p in parts if p)))
+        dot, svg = Path(base + ".dot"), Path(base + ".svg")  # not with_suffix: a node name may hold dots
+        try:
+            dot.write_text(to_dot(graph))
+            written = [dot]
+            try:
+                svg.write_text(to_svg(graph))
+                written.append(svg)
+                missing = ""
+            except GraphvizMissing:
+                missing = " (no .svg: install Graphviz for it)"
+        except OSError as e:
+            self.app.notify(f"cannot write {dot}: {e.strerror}", severity="error", title="export")
+            return
+        self.exported = written
+        self.app.notify(f"wrote {' and '.join(str(p) for p in written)}{missing}", title="export")
 
     def action_focus_form(self) -> None:
         self.query_one("#port", Select).focus()
@@ -566,9 +626,9 @@ class CompareScreen(Base):
     rules below, aligned line by line (− only on the left node, + only on the right)."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("1", "cycle(0)", "Left node", id="compare.left"),
-        Binding("2", "cycle(1)", "Right node", id="compare.right"),
-        Binding("d", "only_diff", "Only differences", id="compare.diff"),
+        Binding("1", "cycle(0)", "Left node", id="compare.left", tooltip="another node on the left"),
+        Binding("2", "cycle(1)", "Right node", id="compare.right", tooltip="another node on the right"),
+        Binding("d", "only_diff", "Only differences", id="compare.diff", tooltip="hide the rule lines both nodes share"),
     ]
 
     def __init__(self, key: str, request: TraceRequest | None = None, left: str | None = None,
@@ -758,7 +818,7 @@ def binding_rows(sections: list[tuple[str, list[BindingType]]]) -> Table:
             if not isinstance(b, Binding):
                 continue
             keys = b.key_display or ", ".join(_pretty_key(k) for k in b.key.split(","))
-            t.add_row(keys, b.description, b.id or "")
+            t.add_row(keys, b.description, b.tooltip)  # what the key does; the id is for keymaps, not people
     return t
 
 
@@ -818,7 +878,7 @@ class ModeScreen(ModalScreen[str | None]):
     """Each node's kube-proxy mode and which adapter reads its rules; enter opens its chains."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "cancel", "Close", id="mode.close"),
+        Binding("escape,q", "cancel", "Close", id="mode.close"),
         Binding("enter", "pick", "Browse node", id="mode.pick"),
     ]
 
@@ -831,7 +891,8 @@ class ModeScreen(ModalScreen[str | None]):
         with Vertical(id="mode-box"):
             yield Static(Text("Nodes and proxy modes", style="bold"))
             yield VirtualTable(id="modes")
-            yield Static(Text("enter: browse the node's rules   esc: close", style="dim"))
+            yield Static(Text("enter: browse the node's rules   a letter: the next node it starts   q, esc: close",
+                              style="dim"))
 
     def on_mount(self) -> None:
         t = self.query_one("#modes", VirtualTable)
@@ -847,6 +908,24 @@ class ModeScreen(ModalScreen[str | None]):
         t.styles.height = min(len(self.modes) + 1, 30)
         t.set_rows(cols, self.modes, cell, cursor=names.index(self.current) if self.current in names else 0)
         t.focus()
+
+    def on_key(self, event: events.Key) -> None:
+        """q closes; another letter jumps to the next node whose name starts with it; no typed key reaches
+        anything else while the dialog is open."""
+        if event.character is None or not event.is_printable:
+            return
+        event.stop()
+        event.prevent_default()
+        if event.character == "q":
+            self.action_cancel()
+            return
+        table = self.query_one("#modes", VirtualTable)
+        names = [m.node for m in self.modes]
+        start = table.cursor if isinstance(table.cursor, int) else 0
+        for i in list(range(start + 1, len(names))) + list(range(0, start + 1)):
+            if names[i].lower().startswith(event.character.lower()):
+                table.move_to(i)
+                return
 
     def action_pick(self) -> None:
         row = self.query_one("#modes", VirtualTable).row

@@ -340,13 +340,14 @@ class ChainBrowser(Vertical):
     ChainBrowser #search.visible { display: block; }
     """
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("enter", "follow", "Follow jump", id="browser.follow"),
-        Binding("escape,backspace", "back", "Back", id="browser.back"),
-        Binding("slash", "search", "Search rules", id="browser.search", key_display="/"),
+        Binding("enter", "follow", "Follow jump", id="browser.follow", tooltip="into the chain the selected rule jumps to"),
+        Binding("escape,backspace", "back", "Back", id="browser.back", tooltip="the chain before"),
+        Binding("slash", "search", "Search rules", id="browser.search", key_display="/",
+                tooltip="find text in every rule of the node"),
         Binding("n", "next_hit(1)", "Next hit", id="browser.next-hit", show=False),
         Binding("N", "next_hit(-1)", "Previous hit", id="browser.prev-hit", show=False),
-        Binding("t", "next_table", "Next table", id="browser.table"),
-        Binding("c", "toggle_chains", "Chains pane", id="browser.chains-pane"),
+        Binding("t", "next_table", "Next table", id="browser.table", tooltip="nat, filter, mangle, raw… in turn"),
+        Binding("c", "toggle_chains", "Chains pane", id="browser.chains-pane", tooltip="show or hide the list of chains"),
         Binding("left", "focus_chains", "Chains", id="browser.chains", show=False),
         Binding("right", "focus_rules", "Rules", id="browser.rules", show=False),
     ]
