@@ -206,6 +206,8 @@ def test_netpol_egress_denied_and_not_enforced(snap: Any, tmp_path: Path) -> Non
     o = [x for x in objs() if x["kind"] != "DaemonSet" or x["metadata"]["name"] != "calico-node"]
     unknown = ask(snap_of(tmp_path, o, name="nocni"), "svc/shop/web", source="pod/other/client")
     assert "no CNI recognised" in diag(unknown, "netpol-egress-denied").message
+    # a known enforcer is named too
+    assert "(Calico (DaemonSet kube-system/calico-node) enforces them)" in diag(exp, "netpol-egress-denied").message
 
 
 def test_netpol_uncertain_and_namespace_selector(snap: Any, tmp_path: Path) -> None:
@@ -228,6 +230,8 @@ def test_lb_without_ingress_names_the_missing_controller(snap: Any, tmp_path: Pa
     e = ask(snap, "svc/default/store", to="load-balancer")
     d = diag(e, "lb-no-ingress")
     assert "no cloud provider" in d.message and "(30300)" in d.message and "MetalLB" in d.hint
+    assert d.severity == "error" and e.exit_code == 1  # asked for the load balancer's path: there is none
+    assert diag(ask(snap, "svc/default/store"), "lb-no-ingress").severity == "warning"  # its cluster IP works
     assert (
         e.destination["via"] == "node-port" and e.destination["port"] == 30300
     )  # the NodePort path still shown
@@ -314,7 +318,7 @@ def test_session_affinity_read_from_the_walked_rules(snap: Any, tmp_path: Path) 
     assert "nft set affinity-" in nft and "timeout 10800 s" in nft and "for 10800 s" in nft
 
 
-def test_service_env_missing_and_dns_from_another_namespace(snap: Any) -> None:
+def test_service_env_missing_and_dns_from_another_namespace(snap: Any, tmp_path: Path) -> None:
     e = ask(snap, "svc/shop/cache", source="pod/shop/frontend")
     d = diag(e, "service-env-missing")
     assert "before shop/cache (2026-11-20T10:00:00Z)" in d.message and "CACHE_SERVICE_HOST" in d.message
@@ -326,6 +330,12 @@ def test_service_env_missing_and_dns_from_another_namespace(snap: Any) -> None:
     assert "web.other.svc.cluster.local), which does not exist" in d.message
     assert "web.shop (or web.shop.svc, web.shop.svc.cluster.local)" in d.hint
     assert "dns-other-namespace" not in codes(ask(snap, "web.shop", source="pod/other/debug"))
+    o = objs()
+    o.append(trouble.service("web", "other", [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 80}],
+                             None, "10.96.100.99"))
+    e = ask(snap_of(tmp_path, o, name="namesake"), "web", namespace="shop", source="pod/other/debug")
+    assert "(web.other.svc.cluster.local), which is other/web, a different Service" in diag(
+        e, "dns-other-namespace").message
     assert "dns-other-namespace" not in codes(ask(snap, "svc/shop/web", source="pod/shop/frontend"))
 
 

@@ -72,6 +72,7 @@ class Explanation:
     rules_node: str | None = None  # the node whose dump decided (another's may stand in for `node`'s)
     asked_name: str | None = None  # the Service's name as the question wrote it (`web`, `web.shop`), if a name
     client_pod: str | None = None  # `ns/name` of the --from pod (a host-network pod's source is its node)
+    requested_via: str | None = None  # what --to (or the target's address) asked for, before any fallback
 
     @property
     def exit_code(self) -> int:
@@ -190,6 +191,7 @@ def explain(snap: Snapshot, req: Request) -> Explanation:
     port = _choose_port(snap, svc, req.port or port_spec, diags, warns)
     proto = (req.proto or (port.protocol if port else "TCP")).lower()
     via = req.to or via_from_target or "cluster-ip"
+    requested_via = via
     if via not in VIA:
         raise InputError(f"--to takes one of {', '.join(VIA)}, not {via!r}")
     if via == "load-balancer" and not svc.lb_ips and dst_ip is None and port is not None and port.node_port:
@@ -265,7 +267,8 @@ def explain(snap: Snapshot, req: Request) -> Explanation:
     exp = Explanation(svc, port, source, dest, node, mode, outcomes, diags, warns, inferred,
                       hop_sentences(result, cluster, svc, port), result, dp.main_file, dp.node,
                       _asked_name(req.target),
-                      f"{spec.namespace or 'default'}/{spec.name}" if spec is not None and spec.kind == "pod" else None)
+                      f"{spec.namespace or 'default'}/{spec.name}" if spec is not None and spec.kind == "pod" else None,
+                      requested_via)
     diags.extend(run("path", Context(snap, svc, port, exp=exp, dp=dp)))
     return exp
 

@@ -76,9 +76,22 @@ def selecting(cluster: Cluster, pod: Pod, direction: str) -> list[NetworkPolicy]
     kind = "Ingress" if direction == "ingress" else "Egress"
     return [
         p
-        for p in cluster.policies
-        if p.namespace == pod.namespace and kind in p.types and p.pod_selector.matches(pod.labels)
+        for p in by_namespace(cluster).get(pod.namespace, [])
+        if kind in p.types and p.pod_selector.matches(pod.labels)
     ]
+
+
+def by_namespace(cluster: Cluster) -> dict[str, list[NetworkPolicy]]:
+    """The policies of each namespace, indexed once per Cluster (rebuilt when policies were added)."""
+    index = cluster.__dict__.get("_policy_index")
+    if index is None or index[0] != len(cluster.policies):
+        out: dict[str, list[NetworkPolicy]] = {}
+        for p in cluster.policies:
+            out.setdefault(p.namespace, []).append(p)
+        index = (len(cluster.policies), out)
+        cluster.__dict__["_policy_index"] = index
+    got: dict[str, list[NetworkPolicy]] = index[1]
+    return got
 
 
 def _namespace_match(cluster: Cluster, sel: LabelSelector, ns: str) -> bool | None:

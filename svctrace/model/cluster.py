@@ -282,13 +282,18 @@ class Cluster:
         return None
 
     def pod_by_ip(self, ip: str) -> Pod | None:
-        for p in self.pods:
-            if ip in p.ips and not p.host_network:
-                return p
-        for p in self.pods:
-            if ip in p.ips:
-                return p
-        return None
+        """The pod with this address (a pod network pod before a host-network one), through an index built once
+        (rebuilt when pods were added): explain asks once per endpoint."""
+        index = self.__dict__.get("_pod_ip_index")
+        if index is None or index[0] != len(self.pods):
+            by_ip: dict[str, Pod] = {}
+            for p in self.pods:
+                for a in p.ips:
+                    if a not in by_ip or (by_ip[a].host_network and not p.host_network):
+                        by_ip[a] = p
+            index = (len(self.pods), by_ip)
+            self.__dict__["_pod_ip_index"] = index
+        return index[1].get(ip)
 
     def node_by_ip(self, ip: str) -> Node | None:
         for n in self.nodes.values():

@@ -67,13 +67,15 @@ def lb_no_ingress(ctx: Context) -> Diagnostic | None:
             "Install a load-balancer controller such as MetalLB with an address pool, or use the NodePort "
             f"({node_ports}) on a node's address."
         )
+    asked = ctx.exp.requested_via if ctx.exp is not None else None
     return Diagnostic(
         "lb-no-ingress",
-        "error" if _via(ctx) == "load-balancer" else "warning",
+        "error" if asked == "load-balancer" else "warning",
         f"{svc.key} is a LoadBalancer with no address in status.loadBalancer.ingress (EXTERNAL-IP <pending>): "
         f"{why}. Its node ports ({node_ports}) work meanwhile; the path shown is "
         f"{'the NodePort path' if _via(ctx) == 'node-port' else 'via ' + _via(ctx)}.",
         hint,
+        blocks=asked == "load-balancer",
     )
 
 

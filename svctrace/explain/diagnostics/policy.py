@@ -129,8 +129,8 @@ def _seen(pp: PathPolicy) -> str:
 
 
 def _assumed(ctx: Context) -> str:
-    e = enforcement(ctx)
-    return "" if e.enforced else f" ({e.text})"
+    """Who enforces the policies, as one clause: the CNI found, or the assumption made."""
+    return f" ({enforcement(ctx).text})"
 
 
 @check(
