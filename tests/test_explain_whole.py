@@ -84,6 +84,13 @@ def test_netpol_service_port_instead_of_target_port(snap: Any, tmp_path: Path) -
         assert not codes(fixed) & {"netpol-service-port", "netpol-ingress-denied"}, port
         assert "shop/web-from-frontend ingress rule 1" in diag(fixed, "netpol-allowed").message
         assert fixed.exit_code == 0
+    # the same mistake in an egress policy
+    o = objs()
+    find(o, "NetworkPolicy", "other", "egress-dns-only")["spec"]["egress"].append(
+        {"to": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"app": "web"}}}], "ports": [{"port": 80}]})
+    eg = ask(snap_of(tmp_path, o, name="egress"), "svc/shop/web", source="pod/other/client")
+    d = diag(eg, "netpol-service-port")
+    assert "other/egress-dns-only egress rule 2 (80/TCP)" in d.message and "egress is denied" in d.message
 
 
 def test_netpol_ingress_default_deny_and_allow(snap: Any, tmp_path: Path) -> None:
@@ -406,3 +413,29 @@ def test_trouble_json_carries_every_code(snap: Any) -> None:
     """The JSON form carries the codes (docs/cli.md's contract)."""
     got = json.loads(json.dumps(ask(snap, "svc/shop/web", source="pod/shop/frontend").to_json()))
     assert "netpol-service-port" in [d["code"] for d in got["diagnostics"]]
+
+
+def test_netpol_cost_is_per_pod_shape_not_per_endpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Deployment's replicas share labels and ports: the policies are evaluated once for them all, and every
+    replica still gets its own verdict (named in the message)."""
+    from svctrace.explain import netpol
+
+    o = objs()
+    pods = [trouble.pod(f"web-r{i}", "shop", {"app": "web"}, "node02", f"10.244.2.{100 + i}", [("http", 8080, "TCP")])
+            for i in range(40)]
+    o = [x for x in o if not (x["kind"] == "EndpointSlice" and x["metadata"]["name"].startswith("web-"))] + pods
+    svc = find(o, "Service", "shop", "web")
+    o += trouble.endpoint_slices_for(svc, [x for x in o if x["kind"] == "Pod"])
+    s = snap_of(tmp_path, o)
+    calls: list[str] = []
+    real = netpol.evaluate
+
+    def counting(*a: Any, **kw: Any) -> Any:
+        calls.append(a[2].name)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(netpol, "evaluate", counting)
+    e = ask(s, "svc/shop/web", source="pod/other/debug")
+    assert len(e.outcomes) == 42 and "and 38 more" in diag(e, "netpol-ingress-denied").message
+    # ingress: one call per shape (web-1 on node01; web-2 and the 40 replicas on node02), and egress alike
+    assert len(calls) == 4 and calls.count("debug") == 2 and "web-1" in calls

@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from svctrace.data import build_demo as d  # noqa: E402
-from svctrace.kubeproxy.simulate import endpoint_slices_for  # noqa: E402
+from svctrace.kubeproxy.simulate import endpoint_slices_for  # noqa: E402  (also for tests)
 
 Obj = dict[str, Any]
 OUT = REPO / "docs" / "examples" / "trouble"

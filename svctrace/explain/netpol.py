@@ -16,7 +16,7 @@ Cost: per question, the policies of the two pods' namespaces times their rules (
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from svctrace.model.cluster import (
     Cluster,
@@ -236,3 +236,68 @@ def _unknown_why(cluster: Cluster, other: Peer) -> str:
             "a namespaceSelector on other labels cannot be decided"
         )
     return "a named port could not be resolved on the destination pod"
+
+
+def _shape(p: Pod | None) -> object:
+    """What evaluate() reads of a pod: pods of the same shape (a Deployment's replicas) get the same answer."""
+    if p is None:
+        return None
+    return (p.namespace, frozenset(p.labels.items()), tuple(p.container_ports), p.node_name, p.host_network)
+
+
+class Evaluator:
+    """evaluate(), remembering its answers for pods of the same shape: a Service's replicas share their labels and
+    ports, so a question costs (distinct pod shapes) x (policies), not endpoints x policies. The peer's address is
+    part of the key only when some policy has an ipBlock."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+        self.ip_blocks = any(
+            peer.cidr is not None
+            for pol in cluster.policies
+            for rule in pol.ingress + pol.egress
+            for peer in rule.peers or ()
+        )
+        self.cache: dict[object, Verdict] = {}
+
+    def __call__(
+        self,
+        direction: str,
+        pod: Pod,
+        other: Peer,
+        number: int,
+        protocol: str,
+        target: Pod | None,
+        *,
+        service_port: tuple[int, str] | None = None,
+        pod_node_ips: list[str] | None = None,
+    ) -> Verdict:
+        itself = other.pod is not None and other.pod.key == pod.key
+        key = (
+            direction,
+            _shape(pod),
+            other.ip if self.ip_blocks else None,
+            _shape(other.pod),
+            other.known,
+            itself,
+            other.ip in (pod_node_ips or []),
+            number,
+            protocol,
+            _shape(target),
+            service_port,
+        )
+        got = self.cache.get(key)
+        if got is None:
+            got = evaluate(
+                self.cluster,
+                direction,
+                pod,
+                other,
+                number,
+                protocol,
+                target,
+                service_port=service_port,
+                pod_node_ips=pod_node_ips,
+            )
+            self.cache[key] = got
+        return got if got.pod is pod else replace(got, pod=pod)

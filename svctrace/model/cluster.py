@@ -254,7 +254,6 @@ class Cluster:
     policies: list[NetworkPolicy] = field(default_factory=list)
     namespaces: dict[str, dict[str, str]] = field(default_factory=dict)  # Namespace objects: name -> labels
     workloads: list[Workload] = field(default_factory=list)
-    kinds: set[str] = field(default_factory=set)  # the kinds the snapshot holds (NetworkPolicy absent vs none)
 
     def namespace_labels(self, name: str) -> dict[str, str] | None:
         """A namespace's labels; without its Namespace object only the label the API server always sets
@@ -565,7 +564,6 @@ def parse_cluster(doc: Any, source: str = "cluster.json") -> Cluster:
             ns, name = _meta(o)
             c.warnings.append(Warn(f"{kind} {ns}/{name} could not be read ({type(e).__name__}: {e}); skipped",
                                    source, None, "cluster"))
-    c.kinds = kinds_seen
     if not kinds_seen & {"Service"}:
         raise InputError("no Service objects in it (expected the output of "
                          "`kubectl get services,endpointslices,pods,nodes -A -o json`)", source=source)

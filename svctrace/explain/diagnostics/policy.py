@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from svctrace.explain.addons import Enforcement, policy_enforcement
-from svctrace.explain.netpol import Peer, Verdict, evaluate
+from svctrace.explain.netpol import Evaluator, Peer, Verdict
 from svctrace.model.cluster import Pod
 
 from .registry import Context, Diagnostic, check
@@ -41,6 +41,7 @@ def path_policies(ctx: Context) -> list[PathPolicy]:
         src_pod = cluster.pod_by_ip(src.ip) if src.kind == "pod" and not src.synthetic else None
         out: list[PathPolicy] = []
         seen: set[tuple[str, bool]] = set()
+        evaluate = Evaluator(cluster)
         for o in exp.outcomes:
             if (
                 o.verdict != "accept"
@@ -65,7 +66,6 @@ def path_policies(ctx: Context) -> list[PathPolicy]:
             sp = (ctx.port.port, ctx.port.name) if ctx.port is not None else None
             ingress = (
                 evaluate(
-                    cluster,
                     "ingress",
                     target,
                     peer,
@@ -80,7 +80,6 @@ def path_policies(ctx: Context) -> list[PathPolicy]:
             )
             egress = (
                 evaluate(
-                    cluster,
                     "egress",
                     src_pod,
                     Peer(ip, target),
