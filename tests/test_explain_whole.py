@@ -288,6 +288,9 @@ def test_headless_not_ready_and_external_name_headers(snap: Any, tmp_path: Path)
         "Host header and TLS's SNI say payments.default.svc" in x.message
         and "api.payments.example.com" in x.hint
     )
+    find(o, "Service", "default", "payments")["spec"]["externalName"] = "192.0.2.10"
+    x = diag(ask(snap_of(tmp_path, o, name="ip"), "svc/default/payments"), "external-name")
+    assert x.severity == "error" and "is an IP address (192.0.2.10)" in x.message and "EndpointSlice" in x.hint
 
 
 def test_session_affinity_read_from_the_walked_rules(snap: Any, tmp_path: Path) -> None:
@@ -360,6 +363,12 @@ def test_dns_resolver_of_a_host_network_pod(snap: Any, tmp_path: Path) -> None:
     assert "search default.svc.cluster.local svc.cluster.local cluster.local, ndots:5" in d.message
     d = diag(ask(s, "svc/default/cart", source="pod/other/debug"), "dns-resolver")
     assert "cluster.local corp.example, ndots:2" in d.message and "cart.default, " in d.message
+    # dnsPolicy None: the cluster's DNS only when a nameserver is a DNS Service's cluster IP
+    for servers, cluster in ((["10.96.0.10"], True), (["8.8.8.8"], False)):
+        find(o, "Pod", "other", "debug")["spec"].update(dnsPolicy="None", dnsConfig={"nameservers": servers})
+        d = diag(ask(snap_of(tmp_path, o, name=servers[0]), "svc/default/cart", source="pod/other/debug"),
+                 "dns-resolver")
+        assert (d.severity == "info") is cluster and ("does not ask the cluster's DNS" in d.message) is not cluster
 
 
 # -- conntrack -----------------------------------------------------------------------------------------------

@@ -194,10 +194,11 @@ class Resolver:
     why: str  # how the pod's resolv.conf comes about
 
 
-def resolver_of(pod: Pod, domain: str = CLUSTER_DOMAIN) -> Resolver:
+def resolver_of(pod: Pod, domain: str = CLUSTER_DOMAIN, dns_ips: frozenset[str] = frozenset()) -> Resolver:
     """The pod's resolv.conf as the kubelet writes it (pkg/kubelet/network/dns/dns.go): ClusterFirst gives the
     namespace's search path and ndots:5; Default and a host-network ClusterFirst pod use the node's resolver;
-    None uses dnsConfig alone; dnsConfig's searches and options are appended/override."""
+    None uses dnsConfig alone (the cluster's DNS only when one of its nameservers is a DNS Service's cluster IP,
+    `dns_ips`); dnsConfig's searches and options are appended/override."""
     cfg = pod.dns_config or {}
     policy = pod.dns_policy
     if policy == "ClusterFirst" and pod.host_network:
@@ -221,7 +222,15 @@ def resolver_of(pod: Pod, domain: str = CLUSTER_DOMAIN) -> Resolver:
             ndots = int(o["value"])
     if cfg.get("searches") or cfg.get("options") or cfg.get("nameservers"):
         why += " with dnsConfig"
+    if policy == "None" and dns_ips & {str(n) for n in cfg.get("nameservers") or []}:
+        cluster = True
     return Resolver(search, ndots, cluster, why)
+
+
+def cluster_dns_ips(ctx: Context) -> frozenset[str]:
+    """The cluster IPs of the Services that serve DNS (port 53): kube-dns and the like."""
+    return frozenset(ip for s in ctx.snap.cluster.services.values() if any(p.port == 53 for p in s.ports)
+                     for ip in s.cluster_ips if ip != "None")
 
 
 @check(
@@ -261,7 +270,7 @@ def dns_resolver(ctx: Context) -> Diagnostic | None:
     pod = _client_pod(ctx)
     if pod is None:
         return None
-    r = resolver_of(pod)
+    r = resolver_of(pod, dns_ips=cluster_dns_ips(ctx))
     default = pod.dns_policy == "ClusterFirst" and not pod.host_network and not pod.dns_config
     if default:
         return None
@@ -278,7 +287,7 @@ def dns_resolver(ctx: Context) -> Diagnostic | None:
     return Diagnostic(
         "dns-resolver",
         "info",
-        f"pod {pod.key} resolves through the cluster's DNS ({r.why}): search {' '.join(r.search)}, ndots:{r.ndots}; "
+        f"pod {pod.key} resolves through the cluster's DNS ({r.why}): search {' '.join(r.search) or '(none)'}, ndots:{r.ndots}; "
         f"it can use {', '.join(names)}.",
         f"A name with fewer than {r.ndots} dots goes through the search path first; a trailing dot "
         f"({names[-1]}.) asks for the name as given.",

@@ -7,6 +7,16 @@ from svctrace.model.cluster import Cluster, Pod, Service
 from .registry import Context, Diagnostic, check
 
 
+def _is_ip(text: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def endpoint_ips(cluster: Cluster, svc: Service) -> list[str]:
     """The ready endpoint addresses of the Service (what DNS returns for a headless one)."""
     out = []
@@ -23,6 +33,14 @@ def external_name(ctx: Context) -> Diagnostic | None:
     svc = ctx.svc
     if svc.type != "ExternalName":
         return None
+    if _is_ip(svc.external_name or ""):
+        return Diagnostic(
+            "external-name", "error",
+            f"{svc.key} is an ExternalName Service whose externalName is an IP address ({svc.external_name}): "
+            f"cluster DNS answers {svc.name}.{svc.namespace}.svc with a CNAME to the name \"{svc.external_name}\", "
+            "which resolves to nothing, and nothing is proxied.",
+            f"For an address, use a Service without selector and an EndpointSlice holding {svc.external_name} "
+            "(or externalIPs); ExternalName takes a DNS name.")
     return Diagnostic(
         "external-name", "info",
         f"{svc.key} is an ExternalName Service: cluster DNS answers {svc.name}.{svc.namespace}.svc with a CNAME to "
