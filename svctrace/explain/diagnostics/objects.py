@@ -165,7 +165,8 @@ def service_env_missing(ctx: Context) -> Diagnostic | None:
         "service-env-missing",
         "warning",
         f"pod {pod.name} was created at {pod.created}, before {svc.key} ({svc.created}): the kubelet sets Service "
-        f"environment variables only when a container starts, so it has no {var}_SERVICE_HOST / {var}_SERVICE_PORT.",
+        f"environment variables only when a container starts, so unless its containers restarted since, it has no "
+        f"{var}_SERVICE_HOST / {var}_SERVICE_PORT.",
         f"Use the DNS name {svc.name}.{svc.namespace} instead of the environment variables, or restart the pod "
         f"(`kubectl rollout restart`) to get them.",
     )
@@ -252,7 +253,7 @@ def dns_other_namespace(ctx: Context) -> Diagnostic | None:
     return Diagnostic(
         "dns-other-namespace",
         "error",
-        f"from pod {pod.key} the short name {svc.name} is looked up in the pod's namespace first "
+        f"from pod {pod.key} the short name {svc.name}, as written, is looked up in the pod's namespace first "
         f"({svc.name}.{r.search[0] if r.search else pod.namespace + '.svc.' + CLUSTER_DOMAIN}), which {lands}; "
         f"{svc.key} lives in namespace {svc.namespace}.",
         f"Use {svc.name}.{svc.namespace} (or {', '.join(dns_names(svc, pod.namespace)[1:])}) from namespace "
