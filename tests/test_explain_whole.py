@@ -214,7 +214,7 @@ def test_netpol_egress_denied_and_not_enforced(snap: Any, tmp_path: Path) -> Non
     unknown = ask(snap_of(tmp_path, o, name="nocni"), "svc/shop/web", source="pod/other/client")
     assert "no CNI recognised" in diag(unknown, "netpol-egress-denied").message
     # a known enforcer is named too
-    assert "(Calico (DaemonSet kube-system/calico-node) enforces them)" in diag(exp, "netpol-egress-denied").message
+    assert "; Calico enforces NetworkPolicy here (DaemonSet kube-system/calico-node)" in diag(exp, "netpol-egress-denied").message
 
 
 def test_netpol_uncertain_and_namespace_selector(snap: Any, tmp_path: Path) -> None:

@@ -109,24 +109,24 @@ def cnis(cluster: Cluster) -> list[Addon]:
 @dataclass(frozen=True)
 class Enforcement:
     enforced: bool | None  # None: unknown (assumed enforced)
-    text: str  # one clause: "Calico (DaemonSet kube-system/calico-node) enforces them"
+    text: str  # one clause: "Calico enforces NetworkPolicy here (DaemonSet kube-system/calico-node)"
 
 
 def policy_enforcement(cluster: Cluster) -> Enforcement:
     found = cnis(cluster)
     yes = [a for a in found if a.enforces]
     if yes:
-        return Enforcement(True, f"{yes[0].name} ({yes[0].evidence}) enforces them")
+        return Enforcement(True, f"{yes[0].name} enforces NetworkPolicy here ({yes[0].evidence})")
     if found and all(a.enforces is False for a in found):
         names = ", ".join(f"{a.name} ({a.evidence})" for a in found)
         return Enforcement(False, f"the cluster's CNI, {names}, does not enforce NetworkPolicy")
     if found:
         a = found[0]
         return Enforcement(
-            None, f"{a.name} ({a.evidence}) enforces them only when configured to; assumed enforced"
+            None, f"{a.name} ({a.evidence}) enforces NetworkPolicy only when configured to: assumed enforced"
         )
     return Enforcement(
-        None, "no CNI recognised among the cluster's DaemonSets and pods; assumed to enforce them"
+        None, "no CNI recognised among the cluster's DaemonSets and pods: assumed to enforce NetworkPolicy"
     )
 
 

@@ -230,8 +230,13 @@ def resolver_of(pod: Pod, domain: str = CLUSTER_DOMAIN, dns_ips: frozenset[str] 
 
 def cluster_dns_ips(ctx: Context) -> frozenset[str]:
     """The cluster IPs of the Services that serve DNS (port 53): kube-dns and the like."""
-    return frozenset(ip for s in ctx.snap.cluster.services.values() if any(p.port == 53 for p in s.ports)
-                     for ip in s.cluster_ips if ip != "None")
+    return frozenset(
+        ip
+        for s in ctx.snap.cluster.services.values()
+        if any(p.port == 53 for p in s.ports)
+        for ip in s.cluster_ips
+        if ip != "None"
+    )
 
 
 @check(
@@ -340,14 +345,14 @@ def conntrack_stale(ctx: Context) -> Diagnostic | None:
         "error",
         f"node {ctx.exp.node}'s conntrack table holds {len(flows)} {f.proto.upper()} flow{'s' if len(flows) > 1 else ''} "
         f"to {f.orig.dst}:{f.orig.dport} pinned to {', '.join(gone)}, no longer an endpoint of {ctx.svc.key}: "
-        "packets of these flows skip kube-proxy's rules and keep going to the old address (a new flow, the one "
-        "traced, is not affected)"
+        "packets of these flows skip kube-proxy's rules and keep going to the old address"
         + (
-            " (a UDP client reusing its source port, like a resolver, never recovers; kube-proxy deletes such entries "
-            "when an endpoint leaves, and these were left behind)."
+            "; a UDP client that reuses its source port (a resolver, a syslog or statsd client) never recovers "
+            "(kube-proxy deletes such entries when an endpoint leaves: these were left behind)"
             if udp
-            else "."
-        ),
+            else ""
+        )
+        + ". A new flow, like the one traced, is not affected.",
         f"Delete them on {ctx.exp.node}: `"
         + "`; `".join(cmds[:3])
         + "`"

@@ -129,7 +129,7 @@ def _seen(pp: PathPolicy) -> str:
 
 def _assumed(ctx: Context) -> str:
     """Who enforces the policies, as one clause: the CNI found, or the assumption made."""
-    return f" ({enforcement(ctx).text})"
+    return f"; {enforcement(ctx).text}"
 
 
 @check(
