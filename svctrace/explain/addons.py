@@ -4,9 +4,13 @@ object it rests on; with nothing recognised, the answer says it is an assumption
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from svctrace.model.cluster import Cluster
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -112,7 +116,20 @@ class Enforcement:
     text: str  # one clause: "Calico enforces NetworkPolicy here (DaemonSet kube-system/calico-node)"
 
 
+def _once(cluster: Cluster, key: str, make: Callable[[], T]) -> T:
+    """A cluster-wide answer computed once per Cluster (the TUI asks one question per Service)."""
+    memo = cluster.__dict__.setdefault("_addons", {})
+    if key not in memo:
+        memo[key] = make()
+    got: T = memo[key]
+    return got
+
+
 def policy_enforcement(cluster: Cluster) -> Enforcement:
+    return _once(cluster, "enforcement", lambda: _policy_enforcement(cluster))
+
+
+def _policy_enforcement(cluster: Cluster) -> Enforcement:
     found = cnis(cluster)
     yes = [a for a in found if a.enforces]
     if yes:
@@ -131,6 +148,10 @@ def policy_enforcement(cluster: Cluster) -> Enforcement:
 
 
 def lb_provisioners(cluster: Cluster) -> list[Addon]:
+    return _once(cluster, "lb", lambda: _lb_provisioners(cluster))
+
+
+def _lb_provisioners(cluster: Cluster) -> list[Addon]:
     out = []
     for name, prefixes, images in LB_CONTROLLERS:
         ev = _found(cluster, prefixes, images)

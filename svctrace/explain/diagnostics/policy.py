@@ -139,7 +139,7 @@ def _assumed(ctx: Context) -> str:
     "test_netpol_service_port_instead_of_target_port",
 )
 def netpol_service_port(ctx: Context) -> Diagnostic | None:
-    if enforcement(ctx).enforced is False:
+    if not path_policies(ctx) or enforcement(ctx).enforced is False:
         return None
     hits = _denied(ctx, "ingress", service_port=True) + _denied(ctx, "egress", service_port=True)
     if not hits or ctx.port is None:
@@ -186,7 +186,7 @@ def _with_rules(v: Verdict, direction: str) -> str:
     "test_netpol_ingress_default_deny_and_allow",
 )
 def netpol_ingress_denied(ctx: Context) -> Diagnostic | None:
-    if enforcement(ctx).enforced is False:
+    if not path_policies(ctx) or enforcement(ctx).enforced is False:
         return None
     hits = _denied(ctx, "ingress", service_port=False)
     if not hits:
@@ -212,7 +212,7 @@ def netpol_ingress_denied(ctx: Context) -> Diagnostic | None:
     "test_netpol_egress_denied_and_not_enforced",
 )
 def netpol_egress_denied(ctx: Context) -> Diagnostic | None:
-    if enforcement(ctx).enforced is False:
+    if not path_policies(ctx) or enforcement(ctx).enforced is False:
         return None
     hits = _denied(ctx, "egress", service_port=False)
     if not hits:
@@ -256,6 +256,8 @@ def netpol_uncertain(ctx: Context) -> Diagnostic | None:
     "test_netpol_egress_denied_and_not_enforced",
 )
 def netpol_not_enforced(ctx: Context) -> Diagnostic | None:
+    if not path_policies(ctx):
+        return None
     e = enforcement(ctx)
     if e.enforced is not False:
         return None
