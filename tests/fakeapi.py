@@ -69,6 +69,8 @@ RESOURCES: dict[str, tuple[str, str, bool]] = {
     "namespaces": ("v1", "Namespace", False),
     "endpointslices": ("discovery.k8s.io/v1", "EndpointSlice", True),
     "daemonsets": ("apps/v1", "DaemonSet", True),
+    "deployments": ("apps/v1", "Deployment", True),
+    "networkpolicies": ("networking.k8s.io/v1", "NetworkPolicy", True),
 }
 KIND_TO_RESOURCE = {v[1]: k for k, v in RESOURCES.items()}
 

@@ -23,6 +23,7 @@ from svctrace.collect import debugpod, kube, live
 from svctrace.collect.debugpod import DebugPodOptions, pod_manifest
 from svctrace.errors import CollectError
 from svctrace.explain import Request, explain
+from svctrace.model.cluster import parse_cluster
 from svctrace.model.snapshot import load_snapshot
 
 FAST = DebugPodOptions(poll_interval=0.05, start_timeout=10, exec_timeout=60, command_timeout=20)
@@ -414,6 +415,12 @@ def test_question_reads_only_what_it_needs_and_caches(fake: FakeAPIServer, kc: s
         ("GET", "/api/v1/namespaces/kube-system/configmaps/kube-proxy", None, None),
         ("GET", "/api/v1/namespaces/kube-system/configmaps/kube-proxy-config", None, None),
         ("GET", "/apis/apps/v1/namespaces/kube-system/daemonsets/kube-proxy", None, None),
+        # around the rules: the namespace's NetworkPolicies, Namespaces' labels, add-ons (names and images)
+        ("GET", "/apis/networking.k8s.io/v1/namespaces/default/networkpolicies", None, None),
+        ("GET", "/api/v1/namespaces", None, None),
+        ("GET", "/apis/apps/v1/daemonsets", None, None),
+        ("GET", "/apis/apps/v1/deployments", None, None),
+        ("GET", "/api/v1/namespaces/kube-system/pods", None, None),
     ])
     # one debug pod, on the sender's node
     assert [b["spec"]["nodeName"] for b in fake.state.created_bodies] == ["node01"] and fake.live_pods() == []
@@ -446,7 +453,8 @@ def test_question_by_address_and_default_node(fake: FakeAPIServer, kc: str, tmp_
     assert Path(path).parent == tmp_path / "c"
     # IP:PORT needs every Service to find the owner; the rest is its namespace only
     assert fake.seen("GET", "services")[0].path == "/api/v1/services"
-    assert [r.path for r in fake.seen("GET", "pods", verb="list")] == ["/api/v1/namespaces/default/pods"]
+    assert [r.path for r in fake.seen("GET", "pods", verb="list")] == [
+        "/api/v1/namespaces/default/pods", "/api/v1/namespaces/kube-system/pods"]  # kube-system: static add-on pods
     # no --from/--node: the first Ready worker, as explain picks its neutral client
     assert [b["spec"]["nodeName"] for b in fake.state.created_bodies] == ["node01"]
     snap = load_snapshot(path)
@@ -596,3 +604,63 @@ def test_pod_manifest_privileged_only_when_asked() -> None:
     assert ctr["volumeMounts"][0]["readOnly"] is True
     assert m["spec"]["tolerations"] == [{"operator": "Exists"}] and m["spec"]["activeDeadlineSeconds"] > 0
     assert debugpod.pod_name("Node_01.example.com").startswith("svctrace-node-01-example-com-")
+
+
+def test_slim_keeps_policies_namespaces_and_add_ons_names_only() -> None:
+    """Around the rules (docs/whole-path.md): a NetworkPolicy's spec, a Namespace's labels, an add-on's name and
+    images — no commands, env or annotations of other workloads; pods keep their DNS settings."""
+    pol = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+           "metadata": {"name": "p", "namespace": "n", "annotations": {"kubectl.kubernetes.io/last-applied-configuration": CANARY}},
+           "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}}
+    assert kube.slim(pol) == {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                              "metadata": {"name": "p", "namespace": "n"},
+                              "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}}
+    ns = kube.slim({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop", "labels": {"team": "a"}},
+                    "spec": {"finalizers": ["kubernetes"]}})
+    assert ns == {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop", "labels": {"team": "a"}}}
+    dep = kube.slim({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "controller",
+                                                                                 "namespace": "metallb-system"},
+                     "spec": {"template": {"spec": {"containers": [{
+                         "name": "c", "image": "quay.io/metallb/controller:v0.14.5", "args": ["--token=" + CANARY],
+                         "env": [{"name": "X", "value": CANARY}]}]}}}})
+    assert dep is not None and CANARY not in json.dumps(dep)
+    assert dep["spec"]["template"]["spec"]["containers"] == [{"name": "c", "image": "quay.io/metallb/controller:v0.14.5"}]
+    pod = kube.slim({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "a", "creationTimestamp": "2026-01-01T00:00:00Z"},
+                     "spec": {"dnsPolicy": "None", "dnsConfig": {"nameservers": ["1.1.1.1"]}, "enableServiceLinks": False,
+                              "containers": [{"name": "c", "image": "i", "env": [{"name": "X", "value": CANARY}]}]}})
+    assert pod is not None and CANARY not in json.dumps(pod)
+    assert pod["spec"]["dnsPolicy"] == "None" and pod["spec"]["dnsConfig"] == {"nameservers": ["1.1.1.1"]}
+    assert pod["spec"]["enableServiceLinks"] is False and pod["metadata"]["creationTimestamp"] == "2026-01-01T00:00:00Z"
+
+
+@pytest.mark.slow
+def test_policies_namespaces_and_add_ons_are_collected_and_optional(tmp_path: Path) -> None:
+    from fakeapi import realistic_objects
+
+    objs = [
+        *realistic_objects(),
+        {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "deny", "namespace": "default"},
+         "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}},
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default", "labels": {"team": "web"}}},
+        {"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "calico-node", "namespace": "kube-system"},
+         "spec": {"template": {"spec": {"containers": [{"name": "calico-node", "image": "docker.io/calico/node:v3.28.0",
+                                                        "env": [{"name": "X", "value": CANARY}]}]}}}}]
+    with FakeAPIServer(objs) as f:
+        kc = str(f.write_kubeconfig(tmp_path / "kc"))
+        with kube.Kube(kube.connect(kc)) as k:
+            got = kube.fetch_objects(k, namespace="default", service="web")
+        assert [o["metadata"]["name"] for o in got.of("NetworkPolicy")] == ["deny"]
+        assert got.of("Namespace")[0]["metadata"] == {"name": "default", "labels": {"team": "web"}}
+        assert CANARY not in json.dumps(got.items) and not got.warnings
+        snap_cluster = parse_cluster(kube.as_list(got.items))
+        assert [p.key for p in snap_cluster.policies] == ["default/deny"]
+        assert any(w.name == "calico-node" for w in snap_cluster.workloads)
+        f.forbid.update({("list", "networkpolicies", "default"), ("list", "namespaces", None),
+                         ("list", "deployments", None)})
+        with kube.Kube(kube.connect(kc)) as k:
+            got = kube.fetch_objects(k, namespace="default", service="web")
+        assert not got.of("NetworkPolicy") and not got.of("Namespace")
+        warned = "\n".join(got.warnings)
+        assert "kubectl auth can-i list networkpolicies -n default" in warned
+        assert "(optional: NetworkPolicies are not evaluated)" in warned
+        assert "kubectl auth can-i list namespaces -A" in warned and "deployments" in warned

@@ -37,6 +37,9 @@ proxy-mode                             ``curl http://127.0.0.1:10249/proxyMode``
 configz.json                           the same for ``/configz``, when ``/proxyMode`` answered
 sysctl                                 ``sysctl -e`` of ``SYSCTL_KEYS`` (``net.ipv4.vs.*`` when present);
                                        reading ``/proc/sys`` when there is no sysctl
+conntrack                              ``conntrack -L -o extended`` (the flows; the first
+                                       ``CONNTRACK_MAX_LINES`` kept, errors.json says when more were cut);
+                                       only when the nf_conntrack module is loaded
 (node name, user)                      the hostname (/proc/sys/kernel/hostname) and uid, read by the shell
 =====================================  ====================================================================
 
@@ -209,6 +212,16 @@ COMMANDS: tuple[NodeCommand, ...] = (
                 hint=f"kube-proxy serves it on its metrics address ({PROXY_METRICS} by default)"),
     NodeCommand("sysctl", "sysctl", (_v("sysctl", "-e", *SYSCTL_KEYS), _v("sh", "-c", _SYSCTL_LOOP))),
 )
+
+# conntrack's flows (docs/snapshots.md: nodes/NAME/conntrack), a block of its own. A busy node tracks
+# hundreds of thousands of flows: interpret() keeps the first CONNTRACK_MAX_LINES lines.
+CONNTRACK_MAX_LINES = 20000
+CONNTRACK = NodeCommand(
+    "conntrack", "conntrack", (_v("conntrack", "-L", "-o", "extended"),), root=True,
+    when="[ -e /proc/net/nf_conntrack ] || [ -d /sys/module/nf_conntrack ]",
+    skipped="connection tracking is not loaded (no nf_conntrack module)",
+    hint="install conntrack (conntrack-tools); svctrace reads flows pinned to endpoints that have left")
+COMMANDS = (*COMMANDS, CONNTRACK)
 
 _IPTABLES_KEYS = ("iptables-nft-save", "ip6tables-nft-save", "iptables-legacy-save", "ip6tables-legacy-save",
                   "iptables-save", "ip6tables-save")
@@ -530,6 +543,7 @@ def interpret(parsed: Parsed, result: RunResult, *, host: str = "", transport: s
                 assert extra is not None
                 dump.files[f"{fam}-{other}-save"] = extra
 
+    _cap_conntrack(dump)
     dump.ok = "iptables-save" in dump.files or "nft.json" in dump.files or "nft" in dump.files
     if not dump.ok:
         dump.errors.insert(0, NodeError("node", "no dataplane dump (iptables or nftables) could be read"))
@@ -541,10 +555,23 @@ def interpret(parsed: Parsed, result: RunResult, *, host: str = "", transport: s
     return dump
 
 
+def _cap_conntrack(dump: NodeDump) -> None:
+    data = dump.files.get(CONNTRACK.file or "")
+    if data is None or data.count(b"\n") <= CONNTRACK_MAX_LINES:
+        return
+    total = data.count(b"\n")
+    cut = 0
+    for _ in range(CONNTRACK_MAX_LINES):
+        cut = data.index(b"\n", cut) + 1
+    dump.files[CONNTRACK.file or ""] = data[:cut]
+    dump.errors.append(NodeError(CONNTRACK.file or "", f"truncated: the first {CONNTRACK_MAX_LINES} of {total} flows "
+                                 "kept (CONNTRACK_MAX_LINES)", command=CONNTRACK.variants[0].display()))
+
+
 _SUDO_HINT = ("connect as root, or let the user run the dump tools without a password, e.g. in sudoers: "
               "`USER ALL=(root) NOPASSWD: /usr/sbin/iptables-save, /usr/sbin/iptables-nft-save, "
               "/usr/sbin/iptables-legacy-save, /usr/sbin/ip6tables-save, /usr/sbin/ip6tables-nft-save, "
-              "/usr/sbin/ip6tables-legacy-save, /usr/sbin/nft, /usr/sbin/ipset, /usr/sbin/ipvsadm`")
+              "/usr/sbin/ip6tables-legacy-save, /usr/sbin/nft, /usr/sbin/ipset, /usr/sbin/ipvsadm, /usr/sbin/conntrack`")
 
 
 def collect_node(run: Runner, *, host: str = "", transport: str = "ssh", use_sudo: bool = True,

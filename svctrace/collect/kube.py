@@ -267,6 +267,9 @@ KINDS = {
     "nodes": Kind("nodes", "Node", "v1", namespaced=False),
     "configmaps": Kind("configmaps", "ConfigMap", "v1"),
     "daemonsets": Kind("daemonsets", "DaemonSet", "apps/v1"),
+    "deployments": Kind("deployments", "Deployment", "apps/v1"),
+    "networkpolicies": Kind("networkpolicies", "NetworkPolicy", "networking.k8s.io/v1"),
+    "namespaces": Kind("namespaces", "Namespace", "v1", namespaced=False),
 }
 
 
@@ -283,6 +286,7 @@ class Kube:
         self.core = client.CoreV1Api(self.api_client)
         self.discovery = client.DiscoveryV1Api(self.api_client)
         self.apps = client.AppsV1Api(self.api_client)
+        self.networking = client.NetworkingV1Api(self.api_client)
         self.version_api = client.VersionApi(self.api_client)
 
     def close(self) -> None:
@@ -368,6 +372,10 @@ class Kube:
             "nodes": (c.list_node, None),
             "configmaps": (c.list_config_map_for_all_namespaces, c.list_namespaced_config_map),
             "daemonsets": (a.list_daemon_set_for_all_namespaces, a.list_namespaced_daemon_set),
+            "deployments": (a.list_deployment_for_all_namespaces, a.list_namespaced_deployment),
+            "networkpolicies": (self.networking.list_network_policy_for_all_namespaces,
+                                self.networking.list_namespaced_network_policy),
+            "namespaces": (c.list_namespace, None),
         }
         all_ns, in_ns = table[resource]
         if namespace is None or in_ns is None:
@@ -384,6 +392,9 @@ class Kube:
             "nodes": c.read_node,
             "configmaps": c.read_namespaced_config_map,
             "daemonsets": a.read_namespaced_daemon_set,
+            "deployments": a.read_namespaced_deployment,
+            "networkpolicies": self.networking.read_namespaced_network_policy,
+            "namespaces": c.read_namespace,
         }
         return table[resource]
 
@@ -452,7 +463,7 @@ def slim(o: Obj) -> Obj | None:
         return {**base, **_pick(o, ("subsets",))}
     if kind == "Pod":
         spec = o.get("spec") or {}
-        s: Obj = _pick(spec, ("nodeName", "hostNetwork"))
+        s: Obj = _pick(spec, ("nodeName", "hostNetwork", "dnsPolicy", "dnsConfig", "enableServiceLinks"))
         s["containers"] = [_slim_container(c) for c in spec.get("containers") or []]
         if spec.get("initContainers"):
             s["initContainers"] = [_slim_container(c) for c in spec["initContainers"]]
@@ -477,14 +488,21 @@ def slim(o: Obj) -> Obj | None:
         keep = {k: str(v) for k, v in data.items() if "kubeconfig" not in k.lower()
                 and (k == "config.conf" or k == "config" or k.endswith((".conf", ".yaml", ".yml", ".json")))}
         return {**base, "data": keep}
-    if kind == "DaemonSet":
+    if kind in ("DaemonSet", "Deployment"):
+        # kube-proxy's flags are read; of every other workload only its name and images (which add-ons run)
+        proxy = kind == "DaemonSet" and (o.get("metadata") or {}).get("name") == "kube-proxy"
         tmpl = ((o.get("spec") or {}).get("template") or {})
         tspec = tmpl.get("spec") or {}
         ts: Obj = _pick(tspec, ("hostNetwork",))
-        ts["containers"] = [_slim_container(c, with_command=True) for c in tspec.get("containers") or []]
+        ts["containers"] = [_slim_container(c, with_command=proxy) if proxy else _pick(c, ("name", "image"))
+                            for c in tspec.get("containers") or []]
         spec = {"template": {"metadata": {"labels": dict((tmpl.get("metadata") or {}).get("labels") or {})},
                              "spec": ts}}
         return {**base, "spec": spec}
+    if kind == "NetworkPolicy":
+        return {**base, "spec": copy.deepcopy(o.get("spec") or {})}
+    if kind == "Namespace":
+        return base  # its labels (namespaceSelector)
     return None
 
 
@@ -595,4 +613,28 @@ def fetch_objects(kube: Kube, *, namespace: str | None = None, service: str | No
             continue
         if o is not None:
             out.add([o])
+    _around_the_rules(kube, out, namespace, progress)
     return out
+
+
+def _around_the_rules(kube: Kube, out: Objects, namespace: str | None, progress: Progress | None) -> None:
+    """What explain reads around kube-proxy's rules, each optional (a refusal is a warning): NetworkPolicies (of
+    the namespace and of the collected pods' namespaces, or all), Namespaces' labels, and the DaemonSets and
+    Deployments (names and images: the CNI, load-balancer controllers), plus kube-system's pods (static pods)."""
+    scopes: list[str | None] = [None]
+    if namespace:
+        scopes = [*sorted({namespace} | {str((p.get("metadata") or {}).get("namespace") or "default")
+                                         for p in out.of("Pod")})]
+    reads: list[tuple[str, str | None, str]] = [
+        ("networkpolicies", ns, "NetworkPolicies are not evaluated") for ns in scopes]
+    reads += [("namespaces", None, "namespaceSelectors are decided only on the kubernetes.io/metadata.name label"),
+              ("daemonsets", None, "the CNI and load-balancer controllers are not identified"),
+              ("deployments", None, "load-balancer controllers are not identified")]
+    if namespace and namespace != "kube-system":
+        reads.append(("pods", "kube-system", "static add-on pods (kube-vip, cloud-controller-manager) are not seen"))
+    _note(progress, "reading NetworkPolicies, Namespaces and add-ons (DaemonSets, Deployments)")
+    for resource, ns, lost in reads:
+        try:
+            out.add(kube.list(resource, ns))
+        except (PermissionDenied, NotFound) as e:
+            out.warnings.append(f"{e} (optional: {lost})")

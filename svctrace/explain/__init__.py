@@ -77,6 +77,9 @@ class Explanation:
     trace: TraceResult | None = None
     rules_from: str | None = None  # the dump that decided
     rules_node: str | None = None  # the node whose dump decided (another's may stand in for `node`'s)
+    asked_name: str | None = None  # the Service's name as the question wrote it (`web`, `web.shop`), if a name
+    client_pod: str | None = None  # `ns/name` of the --from pod (a host-network pod's source is its node)
+    requested_via: str | None = None  # what --to (or the target's address) asked for, before any fallback
 
     @property
     def exit_code(self) -> int:
@@ -84,7 +87,9 @@ class Explanation:
         (sent on untranslated to a virtual IP that no host owns)."""
         if not all(o.verdict == "accept" for o in self.outcomes):
             return 1
-        if any(o.nowhere for o in self.outcomes):
+        if any(d.blocks for d in self.diagnostics):
+            return 1
+        if any(o.nowhere for o in self.outcomes) or (self.trace is not None and self.trace.nowhere):
             return 1
         virtual = self.destination.get("via") == "cluster-ip"
         return 1 if virtual and any(o.endpoint is None for o in self.outcomes) else 0
@@ -199,8 +204,15 @@ def explain(snap: Snapshot, req: Request) -> Explanation:
     if by_node_port and port is not None:
         inferred.append(f"port: {port_arg} is the nodePort of {port.name or port.port}/{port.protocol}"
                         + ("" if req.to else "; sent to a node's address (--to node-port)"))
+    requested_via = via
     if via not in VIA:
         raise InputError(f"--to takes one of {', '.join(VIA)}, not {via!r}")
+    if via == "load-balancer" and not svc.lb_ips and dst_ip is None and port is not None and port.node_port:
+        # No address to send to (EXTERNAL-IP <pending>): the load balancer would forward to a node port, so
+        # that is the path to explain (lb-no-ingress says why there is no address).
+        via = "node-port"
+        inferred.append(f"destination: {svc.key} has no load-balancer address, so its NodePort {port.node_port} "
+                        "(where a load balancer would send the traffic)")
 
     if svc.headless and via == "cluster-ip":
         diags.extend(run("dns", Context(snap, svc, port)))
@@ -271,9 +283,24 @@ def explain(snap: Snapshot, req: Request) -> Explanation:
         inferred.append(f"cluster CIDR: {cidr} ({cidr_from})")
     dest: dict[str, object] = {"ip": dst, "port": dport, "protocol": proto.upper(), "via": via}
     exp = Explanation(svc, port, source, dest, node, mode, outcomes, diags, warns, inferred,
-                      hop_sentences(result, cluster, svc, port), result, dp.main_file, dp.node)
+                      hop_sentences(result, cluster, svc, port), result, dp.main_file, dp.node,
+                      _asked_name(req.target),
+                      f"{spec.namespace or 'default'}/{spec.name}" if spec is not None and spec.kind == "pod" else None,
+                      requested_via)
     diags.extend(run("path", Context(snap, svc, port, exp=exp, dp=dp)))
     return exp
+
+
+def _asked_name(target: str) -> str | None:
+    """The Service name as written: `web` for `web` and `svc/web`, `web.shop` for `svc/shop/web`; None for an
+    address."""
+    t = parse_target(target)
+    if t.name is None:
+        return None
+    t_text = target.strip()
+    if "/" in t_text:
+        return t.name if t.namespace is None else f"{t.name}.{t.namespace}"
+    return t_text.rstrip(".")
 
 
 def _choose_port(snap: Snapshot, svc: Service, spec: str | None, diags: list[Diagnostic],

@@ -44,6 +44,10 @@ class Service:
     external_ips: list[str] = field(default_factory=list)
     lb_ips: list[str] = field(default_factory=list)
     lb_source_ranges: list[str] = field(default_factory=list)
+    lb_hostnames: list[str] = field(default_factory=list)  # status.loadBalancer.ingress[].hostname
+    lb_class: str | None = None  # spec.loadBalancerClass
+    publish_not_ready: bool = False
+    created: str | None = None  # metadata.creationTimestamp (RFC 3339, compares as text)
     external_name: str | None = None
     health_check_node_port: int | None = None
     raw: Obj = field(default_factory=dict, repr=False)
@@ -104,10 +108,22 @@ class Pod:
     phase: str | None = None
     ready: bool | None = None
     deleting: bool = False
+    created: str | None = None  # metadata.creationTimestamp (RFC 3339, compares as text)
+    dns_policy: str = "ClusterFirst"
+    dns_config: Obj = field(default_factory=dict)  # spec.dnsConfig (nameservers, searches, options)
+    enable_service_links: bool = True
+    images: list[str] = field(default_factory=list)
 
     @property
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
+
+    def port_named(self, name: str, protocol: str | None = None) -> tuple[str, int, str] | None:
+        """The containerPort with this name (and protocol, when given): (name, number, protocol)."""
+        for p in self.container_ports:
+            if p[0] == name and (protocol is None or p[2].upper() == protocol.upper()):
+                return p
+        return None
 
 
 @dataclass
@@ -117,10 +133,102 @@ class Node:
     external_ips: list[str]
     pod_cidrs: list[str]
     labels: dict[str, str] = field(default_factory=dict)
+    provider_id: str | None = None  # spec.providerID: set by a cloud provider (aws://, gce://, azure://)
 
     @property
     def zone(self) -> str | None:
         return self.labels.get("topology.kubernetes.io/zone")
+
+
+@dataclass(frozen=True)
+class LabelSelector:
+    """A metav1.LabelSelector: matchLabels and matchExpressions (In, NotIn, Exists, DoesNotExist), ANDed;
+    the empty selector selects everything."""
+
+    match_labels: tuple[tuple[str, str], ...] = ()
+    match_expressions: tuple[tuple[str, str, tuple[str, ...]], ...] = ()
+
+    def matches(self, labels: dict[str, str]) -> bool:
+        if any(labels.get(k) != v for k, v in self.match_labels):
+            return False
+        for key, op, values in self.match_expressions:
+            have = key in labels
+            if op == "In" and not (have and labels[key] in values):
+                return False
+            if op == "NotIn" and have and labels[key] in values:
+                return False
+            if op == "Exists" and not have:
+                return False
+            if op == "DoesNotExist" and have:
+                return False
+            if op not in ("In", "NotIn", "Exists", "DoesNotExist"):
+                return False  # the API server rejects other operators; match nothing rather than guess
+        return True
+
+    @property
+    def empty(self) -> bool:
+        return not self.match_labels and not self.match_expressions
+
+    def text(self) -> str:
+        parts = [f"{k}={v}" for k, v in self.match_labels]
+        for key, op, values in self.match_expressions:
+            if op in ("In", "NotIn"):
+                parts.append(f"{key} {'in' if op == 'In' else 'notin'} ({','.join(values)})")
+            else:
+                parts.append(key if op == "Exists" else f"!{key}")
+        return ",".join(parts) or "{} (everything)"
+
+
+@dataclass(frozen=True)
+class PolicyPeer:
+    """One `from`/`to` entry: an ipBlock, or a podSelector and/or namespaceSelector."""
+
+    pod_selector: LabelSelector | None = None
+    namespace_selector: LabelSelector | None = None
+    cidr: str | None = None
+    except_: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PolicyPort:
+    protocol: str = "TCP"
+    port: int | str | None = None  # None: every port of the protocol; a str is a named containerPort
+    end_port: int | None = None
+
+
+@dataclass(frozen=True)
+class PolicyRule:
+    peers: tuple[PolicyPeer, ...] | None  # None: `from`/`to` absent or empty, every peer
+    ports: tuple[PolicyPort, ...] | None  # None: `ports` absent or empty, every port
+
+
+@dataclass
+class NetworkPolicy:
+    namespace: str
+    name: str
+    pod_selector: LabelSelector
+    types: tuple[str, ...]  # Ingress and/or Egress (the API's defaulting applied)
+    ingress: list[PolicyRule]
+    egress: list[PolicyRule]
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass
+class Workload:
+    """A DaemonSet or Deployment (any namespace), as far as telling which add-ons run: its images."""
+
+    kind: str
+    namespace: str
+    name: str
+    images: list[str]
+    labels: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind} {self.namespace}/{self.name}"
 
 
 @dataclass
@@ -144,6 +252,16 @@ class Cluster:
     proxy: ProxySettings = field(default_factory=ProxySettings)
     warnings: list[Warn] = field(default_factory=list)
     objects: list[dict[str, Any]] = field(default_factory=list, repr=False)  # every item, as cluster.json has it
+    policies: list[NetworkPolicy] = field(default_factory=list)
+    namespaces: dict[str, dict[str, str]] = field(default_factory=dict)  # Namespace objects: name -> labels
+    workloads: list[Workload] = field(default_factory=list)
+
+    def namespace_labels(self, name: str) -> dict[str, str] | None:
+        """A namespace's labels; without its Namespace object only the label the API server always sets
+        (kubernetes.io/metadata.name, since 1.21) is known, and None says the rest is unknown."""
+        if name in self.namespaces:
+            return {"kubernetes.io/metadata.name": name, **self.namespaces[name]}
+        return None
 
     def service(self, namespace: str, name: str) -> Service | None:
         return self.services.get(f"{namespace}/{name}")
@@ -164,13 +282,18 @@ class Cluster:
         return None
 
     def pod_by_ip(self, ip: str) -> Pod | None:
-        for p in self.pods:
-            if ip in p.ips and not p.host_network:
-                return p
-        for p in self.pods:
-            if ip in p.ips:
-                return p
-        return None
+        """The pod with this address (a pod network pod before a host-network one), through an index built once
+        (rebuilt when pods were added): explain asks once per endpoint."""
+        index = self.__dict__.get("_pod_ip_index")
+        if index is None or index[0] != len(self.pods):
+            by_ip: dict[str, Pod] = {}
+            for p in self.pods:
+                for a in p.ips:
+                    if a not in by_ip or (by_ip[a].host_network and not p.host_network):
+                        by_ip[a] = p
+            index = (len(self.pods), by_ip)
+            self.__dict__["_pod_ip_index"] = index
+        return index[1].get(ip)
 
     def node_by_ip(self, ip: str) -> Node | None:
         for n in self.nodes.values():
@@ -250,6 +373,9 @@ def parse_service(o: Obj) -> Service:
         internal_traffic_policy=str(spec.get("internalTrafficPolicy") or "Cluster"),
         external_ips=list(spec.get("externalIPs") or []), lb_ips=lb_ips,
         lb_source_ranges=[r.strip() for r in spec.get("loadBalancerSourceRanges") or []],
+        lb_hostnames=[i["hostname"] for i in status.get("ingress") or [] if i.get("hostname")],
+        lb_class=spec.get("loadBalancerClass"), publish_not_ready=bool(spec.get("publishNotReadyAddresses")),
+        created=(o.get("metadata") or {}).get("creationTimestamp"),
         external_name=spec.get("externalName"), health_check_node_port=_int(spec.get("healthCheckNodePort")),
         raw=o,
     )
@@ -313,7 +439,10 @@ def parse_pod(o: Obj) -> Pod:
             ready = c.get("status") == "True"
     meta = o.get("metadata") or {}
     return Pod(ns, name, ips, dict(meta.get("labels") or {}), spec.get("nodeName"), ports,
-               bool(spec.get("hostNetwork")), status.get("phase"), ready, bool(meta.get("deletionTimestamp")))
+               bool(spec.get("hostNetwork")), status.get("phase"), ready, bool(meta.get("deletionTimestamp")),
+               meta.get("creationTimestamp"), str(spec.get("dnsPolicy") or "ClusterFirst"),
+               dict(spec.get("dnsConfig") or {}), spec.get("enableServiceLinks") is not False,
+               [str(c.get("image") or "") for c in spec.get("containers") or []])
 
 
 def parse_node(o: Obj) -> Node:
@@ -323,7 +452,54 @@ def parse_node(o: Obj) -> Node:
     return Node(name, [a["address"] for a in addrs if a.get("type") == "InternalIP"],
                 [a["address"] for a in addrs if a.get("type") == "ExternalIP"],
                 list(spec.get("podCIDRs") or ([spec["podCIDR"]] if spec.get("podCIDR") else [])),
-                dict((o.get("metadata") or {}).get("labels") or {}))
+                dict((o.get("metadata") or {}).get("labels") or {}), spec.get("providerID") or None)
+
+
+def parse_selector(d: Any) -> LabelSelector:
+    d = d or {}
+    labels = tuple(sorted((str(k), str(v)) for k, v in (d.get("matchLabels") or {}).items()))
+    exprs = tuple((str(e["key"]), str(e["operator"]), tuple(str(v) for v in e.get("values") or []))
+                  for e in d.get("matchExpressions") or [])
+    return LabelSelector(labels, exprs)
+
+
+def _policy_rule(r: Obj, peers_key: str) -> PolicyRule:
+    peers: list[PolicyPeer] = []
+    for p in r.get(peers_key) or []:
+        block = p.get("ipBlock")
+        if block:
+            ipaddress.ip_network(str(block["cidr"]), strict=False)  # a bad CIDR: the object is skipped, warned
+            peers.append(PolicyPeer(cidr=str(block["cidr"]), except_=tuple(str(x) for x in block.get("except") or [])))
+        else:
+            peers.append(PolicyPeer(
+                parse_selector(p["podSelector"]) if p.get("podSelector") is not None else None,
+                parse_selector(p["namespaceSelector"]) if p.get("namespaceSelector") is not None else None))
+    ports = []
+    for q in r.get("ports") or []:
+        port = q.get("port")
+        if port is not None and (isinstance(port, int) or str(port).isdigit()):
+            port = int(port)
+        ports.append(PolicyPort(str(q.get("protocol") or "TCP").upper(), port, _int(q.get("endPort"))))
+    return PolicyRule(tuple(peers) or None, tuple(ports) or None)
+
+
+def parse_network_policy(o: Obj) -> NetworkPolicy:
+    ns, name = _meta(o)
+    spec = o.get("spec") or {}
+    ingress = [_policy_rule(r or {}, "from") for r in spec.get("ingress") or []]
+    egress = [_policy_rule(r or {}, "to") for r in spec.get("egress") or []]
+    types = spec.get("policyTypes")
+    if not types:  # the API's defaulting: Ingress always, Egress when egress rules are given
+        types = ["Ingress"] + (["Egress"] if spec.get("egress") else [])
+    return NetworkPolicy(ns, name, parse_selector(spec.get("podSelector")), tuple(str(t) for t in types),
+                         ingress, egress)
+
+
+def parse_workload(o: Obj) -> Workload:
+    ns, name = _meta(o)
+    tspec = (((o.get("spec") or {}).get("template") or {}).get("spec") or {})
+    images = [str(c.get("image") or "") for c in (tspec.get("containers") or []) + (tspec.get("initContainers") or [])]
+    return Workload(str(o.get("kind")), ns, name, images, dict((o.get("metadata") or {}).get("labels") or {}))
 
 
 def _proxy_from_config(text: str, where: str, proxy: ProxySettings) -> None:
@@ -413,10 +589,16 @@ def parse_cluster(doc: Any, source: str = "cluster.json") -> Cluster:
                 elif ns == "kube-system" and name == "kube-proxy-config":
                     for v in data.values():
                         _proxy_from_config(str(v), "ConfigMap kube-system/kube-proxy-config", c.proxy)
-            elif kind == "DaemonSet":
+            elif kind in ("DaemonSet", "Deployment"):
                 ns, name = _meta(o)
-                if ns == "kube-system" and name == "kube-proxy":
+                if kind == "DaemonSet" and ns == "kube-system" and name == "kube-proxy":
                     _proxy_from_daemonset(o, c.proxy)
+                c.workloads.append(parse_workload(o))
+            elif kind == "NetworkPolicy":
+                c.policies.append(parse_network_policy(o))
+            elif kind == "Namespace":
+                _, name = _meta(o)
+                c.namespaces[name] = dict((o.get("metadata") or {}).get("labels") or {})
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             ns, name = _meta(o)
             c.warnings.append(Warn(f"{kind} {ns}/{name} could not be read ({type(e).__name__}: {e}); skipped",

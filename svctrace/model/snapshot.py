@@ -22,7 +22,8 @@ T = TypeVar("T")
 
 DUMP_FILES = ("iptables-save", "ip6tables-save", "iptables-legacy-save", "ip6tables-legacy-save", "nft.json", "nft",
               "ipvsadm", "ipset", "ip-addr.json", "ip-addr", "ip-route.json", "ip-route", "proxy-mode",
-              "configz.json", "sysctl", "errors.json")
+              "configz.json", "sysctl", "errors.json",
+              "conntrack")
 MAX_MEMBER = 256 * 1024 * 1024
 
 

@@ -4,7 +4,7 @@ registry.py holds the order and the runner; the checks live by what they read: s
 object), endpoints.py (its endpoints on this path), rules.py (the node's dataplane).
 """
 
-from svctrace.explain.diagnostics import endpoints, rules, service  # noqa: F401  (register the checks)
+from svctrace.explain.diagnostics import endpoints, objects, policy, rules, service  # noqa: F401  (register the checks)
 from svctrace.explain.diagnostics.registry import Check, Context, Diagnostic, checks, run
 
 __all__ = ["Check", "Context", "Diagnostic", "checks", "run"]

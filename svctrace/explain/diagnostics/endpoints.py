@@ -4,6 +4,7 @@ session affinity, a pod that talks to itself."""
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -175,17 +176,86 @@ def source_range_blocked(ctx: Context) -> Diagnostic | None:
         "Add the client's range to spec.loadBalancerSourceRanges, or send from an allowed address.")
 
 
-@check("session-affinity", ["path"], "ClientIP affinity: a client keeps its first backend for N seconds",
-       "test_session_affinity_and_returning_client")
+def affinity_on_path(ctx: Context) -> tuple[int | None, str] | None:
+    """The session-affinity check on the path the packet walked, read from the rules: (timeout in seconds, where
+    it is). iptables: an `-m recent --rcheck --seconds N` rule in a chain the path entered (the KUBE-SVC chain);
+    nftables: the affinity set a path rule updates (`update @affinity-... { ip saddr }`) and its timeout; IPVS:
+    the virtual service's persistence (`-p N`). None when the path has none."""
+    exp, dp = ctx.exp, ctx.dp
+    if exp is None or dp is None:
+        return None
+    steps = [st for o in exp.outcomes for st in o.path]
+    if dp.mode == "ipvs" and dp.ipvs is not None and exp.trace is not None:
+        pkt = exp.trace.packet
+        found = dp.ipvs.find(str(pkt.proto), pkt.dst, pkt.dport).service
+        if found is not None and found.persistent is not None:
+            return found.persistent, f"IPVS virtual service line {found.line}: `{found.text.strip()}`"
+        return None
+    if dp.mode == "nftables" and dp.nft is not None:
+        for st in steps:
+            upd = re.search(r"update @(\S+) \{", st.text)
+            if upd is None:
+                continue
+            for t in dp.nft.tables.values():
+                nset = t.sets.get(upd.group(1))
+                if nset is not None:
+                    secs = _nft_seconds(nset.timeout)
+                    return secs, f"nft set {nset.name}, timeout {secs if secs is not None else 'none'} s"
+        return None
+    if dp.iptables is None:
+        return None
+    chains = list(dict.fromkeys([st.chain for st in steps if st.table == "nat"] +
+                                [st.target for st in steps if st.table == "nat" and st.target]))
+    for name in chains:
+        chain = dp.iptables.chain("nat", name)
+        if chain is None:
+            continue
+        for r in chain.rules:
+            for m in r.matches:
+                if m.module == "recent" and m.opt("--rcheck") is not None:
+                    sec = m.opt("--seconds")
+                    secs = int(sec.arg) if sec is not None and str(sec.arg).isdigit() else None
+                    return secs, f"{name} rule {r.index}: `-m recent --rcheck --seconds {secs}`"
+    return None
+
+
+def _nft_seconds(text: str | None) -> int | None:
+    """nft's duration (`3h`, `10800s`, `1d2h3m4s`) in seconds."""
+    if not text:
+        return None
+    if text.strip().isdigit():  # nft -j writes seconds
+        return int(text)
+    total, unit = 0, {"d": 86400, "h": 3600, "m": 60, "s": 1}
+    for num, u in re.findall(r"(\d+)(ms|d|h|m|s)", text):
+        total += 0 if u == "ms" else int(num) * unit[u]
+    return total or None
+
+
+@check("session-affinity", ["path"],
+       "the path has a session-affinity check (read from the rules: its timeout), or the Service asks for one the "
+       "rules lack", "test_session_affinity_read_from_the_walked_rules")
 def session_affinity(ctx: Context) -> Diagnostic | None:
     svc = ctx.svc
-    if svc.session_affinity != "ClientIP":
+    found = affinity_on_path(ctx)
+    asked = svc.session_affinity == "ClientIP"
+    if found is None and not asked:
         return None
+    if found is None:
+        return Diagnostic(
+            "session-affinity", "warning",
+            f"{svc.key} has sessionAffinity: ClientIP ({svc.affinity_timeout} s), but the path the packet walked has "
+            "no affinity check: every connection picks a backend anew.",
+            "Compare the node's rules with the Service (rules-stale, proxy-mode-mismatch), or restart kube-proxy on "
+            "this node.")
+    secs, where = found
+    differs = asked and secs is not None and svc.affinity_timeout is not None and secs != svc.affinity_timeout
     return Diagnostic(
-        "session-affinity", "info",
-        f"{svc.key} has sessionAffinity: ClientIP: a client keeps the backend of its first connection for "
-        f"{svc.affinity_timeout or 10800} s (iptables `-m recent` lists per endpoint). The probabilities shown are "
-        "for a new client.",
+        "session-affinity", "warning" if differs or not asked else "info",
+        f"the path checks client affinity ({where}): a client keeps the backend of its first connection for "
+        f"{secs if secs is not None else '?'} s"
+        + (f", while {svc.key} asks for {svc.affinity_timeout} s" if differs else "")
+        + ("" if asked else f", though {svc.key} does not ask for sessionAffinity")
+        + ". The probabilities shown are for a new client.",
         "Use --returning-client to see the path of a client that connected before.")
 
 

@@ -25,6 +25,7 @@ class Diagnostic:
     severity: str  # error / warning / info
     message: str
     hint: str = ""
+    blocks: bool = False  # the packet does not get through for this reason (explain exits 1)
 
     def to_json(self) -> dict[str, object]:
         return {"code": self.code, "severity": self.severity, "message": self.message, "hint": self.hint}
@@ -65,8 +66,12 @@ class Check:
 # The output order: the order explain has always printed its diagnostics in.
 ORDER = (
     "external-name", "port-not-in-service", "headless-service", "ping-virtual-ip",
-    "no-selector", "selector-matches-no-pods", "named-port-unresolved", "target-port-not-declared",
-    "no-endpoints", "no-ready-endpoints", "no-local-endpoints", "source-range-blocked", "session-affinity",
+    "headless-not-ready", "no-selector", "selector-matches-no-pods", "named-port-unresolved", "named-port-protocol", "target-port-not-declared",
+    "lb-no-ingress",
+    "no-endpoints", "no-ready-endpoints", "no-local-endpoints", "source-range-blocked",
+    "netpol-service-port", "netpol-ingress-denied", "netpol-egress-denied", "netpol-uncertain", "netpol-not-enforced",
+    "netpol-allowed", "conntrack-stale", "session-affinity", "service-env-missing", "dns-other-namespace",
+    "dns-resolver",
     "hairpin-masquerade", "rules-missing", "rules-stale", "nodes-disagree", "mixed-iptables-backends",
     "proxy-mode-mismatch", "unknown-match",
 )

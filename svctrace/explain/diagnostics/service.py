@@ -7,6 +7,16 @@ from svctrace.model.cluster import Cluster, Pod, Service
 from .registry import Context, Diagnostic, check
 
 
+def _is_ip(text: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def endpoint_ips(cluster: Cluster, svc: Service) -> list[str]:
     """The ready endpoint addresses of the Service (what DNS returns for a headless one)."""
     out = []
@@ -23,12 +33,23 @@ def external_name(ctx: Context) -> Diagnostic | None:
     svc = ctx.svc
     if svc.type != "ExternalName":
         return None
+    if _is_ip(svc.external_name or ""):
+        return Diagnostic(
+            "external-name", "error",
+            f"{svc.key} is an ExternalName Service whose externalName is an IP address ({svc.external_name}): "
+            f"cluster DNS answers {svc.name}.{svc.namespace}.svc with a CNAME to the name \"{svc.external_name}\", "
+            "which resolves to nothing, and nothing is proxied.",
+            f"For an address, use a Service without selector and an EndpointSlice holding {svc.external_name} "
+            "(or externalIPs); ExternalName takes a DNS name.")
     return Diagnostic(
         "external-name", "info",
         f"{svc.key} is an ExternalName Service: cluster DNS answers {svc.name}.{svc.namespace}.svc with a CNAME to "
-        f"{svc.external_name}; nothing is proxied and no node has rules for it.",
-        f"Check that {svc.external_name} resolves and answers from the pods (`nslookup {svc.external_name}`); "
-        "ports in the Service spec are not used.")
+        f"{svc.external_name}; nothing is proxied and no node has rules for it. The client still sends the name it "
+        f"used: HTTP's Host header and TLS's SNI say {svc.name}.{svc.namespace}.svc (or the short name), which "
+        f"{svc.external_name} may not serve (404, or a certificate for another name).",
+        f"Check that {svc.external_name} resolves and answers from the pods (`nslookup {svc.external_name}`); for "
+        f"HTTP(S) set the Host header / SNI to {svc.external_name} in the client, or call {svc.external_name} "
+        "directly; ports in the Service spec are not used.")
 
 
 @check("port-not-in-service", ["port"], "the destination port is not one of the Service's ports",
@@ -99,8 +120,8 @@ def named_port_unresolved(ctx: Context) -> Diagnostic | None:
     if not svc.selector or port is None or not isinstance(port.target_port, str):
         return None
     pods = ctx.snap.cluster.selected_pods(svc)
-    missing = [p for p in pods if not any(n == port.target_port and proto.upper() == port.protocol.upper()
-                                          for n, _, proto in p.container_ports)]
+    # pods that declare the name with another protocol: named-port-protocol says so
+    missing = [p for p in pods if p.port_named(port.target_port) is None]
     if not pods or not missing:
         return None
     names = ", ".join(p.name for p in missing[:5])
