@@ -17,7 +17,7 @@ import copy
 import hashlib
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from svctrace.errors import InputError
@@ -228,6 +228,34 @@ def _break_source_range(w: World, rng: random.Random) -> Question:
                     "it so that the partner gets in.")
 
 
+def _calico() -> Obj:
+    """The CNI of the drills' clusters: Calico, which enforces NetworkPolicy."""
+    return {"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "calico-node", "namespace": "kube-system"},
+            "spec": {"selector": {"matchLabels": {"k8s-app": "calico-node"}},
+                     "template": {"metadata": {"labels": {"k8s-app": "calico-node"}},
+                                  "spec": {"containers": [{"name": "calico-node",
+                                                           "image": "docker.io/calico/node:v3.28.0"}]}}}}
+
+
+def _break_netpol_port(w: World, rng: random.Random) -> Question:
+    w.objects.append(_calico())
+    w.objects.append({
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": f"{w.app}-allow-clients", "namespace": w.ns},
+        "spec": {"podSelector": {"matchLabels": {"app": w.app}}, "policyTypes": ["Ingress"],
+                 "ingress": [{"from": [{"podSelector": {"matchLabels": {"run": "client"}}}],
+                              "ports": [{"protocol": "TCP", "port": w.port}]}]}})
+    return _from_pod(w, _ticket_pod(w, "times out since a NetworkPolicy that should allow it was applied"))
+
+
+def _break_named_port_protocol(w: World, rng: random.Random) -> Question:
+    w.service["spec"]["ports"][0]["protocol"] = "UDP"
+    q = _from_pod(w, f"The pod {w.ns}/client cannot use the Service {w.ns}/{w.app} over UDP (`nc -u {w.app} "
+                     f"{w.port}` gets no answer), although the application serves UDP and TCP on {w.listen}. Find "
+                     "the root cause and fix it.")
+    return Question(replace(q.request, proto="udp"), q.ticket)
+
+
 CLASSES: dict[str, DrillClass] = {c.id: c for c in (
     DrillClass("selector", "Selector typo",
                "The Service's selector matches no pod (a typo in a label)",
@@ -265,6 +293,24 @@ CLASSES: dict[str, DrillClass] = {c.id: c for c in (
                ("source-range-blocked",), "add the client's range to loadBalancerSourceRanges",
                _break_source_range,
                lambda w: _svc_patch(w, {"loadBalancerSourceRanges": [ALLOWED, "198.51.100.0/24"]})),
+    DrillClass("netpol-port", "NetworkPolicy port",
+               "A NetworkPolicy allows the Service's port, but the pods are reached on the targetPort",
+               ("netpol-service-port",), "allow the targetPort (the container's port) in the NetworkPolicy",
+               _break_netpol_port,
+               lambda w: [{"kind": "NetworkPolicy", "metadata": {"name": f"{w.app}-allow-clients", "namespace": w.ns},
+                           "spec": {"ingress": [{"from": [{"podSelector": {"matchLabels": {"run": "client"}}}],
+                                                 "ports": [{"protocol": "TCP", "port": w.listen}]}]}}]),
+    DrillClass("port-protocol", "Named port and protocol",
+               "The named targetPort exists on the pods only for another protocol (TCP, not UDP)",
+               ("named-port-protocol",), "declare the container port for UDP too (a port per protocol)",
+               _break_named_port_protocol,
+               lambda w: [{"kind": "Deployment", "metadata": {"name": w.app, "namespace": w.ns},
+                           "spec": {"template": {"spec": {"containers": [
+                               {"name": w.app, "ports": [{"name": "http", "containerPort": w.listen, "protocol": "TCP"},
+                                                         {"name": "http-udp", "containerPort": w.listen,
+                                                          "protocol": "UDP"}]}]}}}},
+                          {"kind": "Service", "metadata": {"name": w.app, "namespace": w.ns},
+                           "spec": {"ports": [{"port": w.port, "targetPort": "http-udp"}]}}]),
 )}
 
 
