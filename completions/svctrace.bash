@@ -80,8 +80,12 @@ _svctrace() {
     tui)
         case "$prev" in
             --namespace|-n) COMPREPLY=($(compgen -f -- "$cur")); return;;
+            --snapshot) COMPREPLY=($(compgen -f -- "$cur")); return;;
+            --context) COMPREPLY=($(compgen -f -- "$cur")); return;;
+            --kubeconfig) COMPREPLY=($(compgen -f -- "$cur")); return;;
+            --node) COMPREPLY=($(compgen -f -- "$cur")); return;;
         esac
-        COMPREPLY=($(compgen -W "--namespace -n --demo --help -h" -- "$cur"))
+        COMPREPLY=($(compgen -W "--namespace -n --snapshot --demo --context --kubeconfig --refresh --node --help -h" -- "$cur"))
         [[ "$cur" != -* ]] && COMPREPLY+=($(compgen -f -- "$cur"))
         ;;
     esac

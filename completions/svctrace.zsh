@@ -44,8 +44,8 @@ _svctrace() {
         '--snapshot[A snapshot bundle (directory or ]:value:_files' \
         '--demo[Short for --snapshot demo]' \
         '--returning-client[The client connected before (session affinity)]' \
-        '--context[kubeconfig context (live cluster)]:value:_files' \
-        '--kubeconfig[kubeconfig file (live cluster)]:value:_files' \
+        '--context[kubeconfig context (live cluster; default: the current context)]:value:_files' \
+        '--kubeconfig[kubeconfig file (live cluster; default: $KUBECONFIG, ~/]:value:_files' \
         '--refresh[Live cluster: collect again instead of using the snapshot cached for a minute]' \
         {--output,-o}'[Output format]:value:(text json)' \
         {--help,-h}'[Show help]' \
@@ -94,8 +94,13 @@ _svctrace() {
       ;;
     tui)
       _arguments \
-        {--namespace,-n}'[Only this namespaces Services]:value:_files' \
-        '--demo[Open the bundled demo cluster]' \
+        {--namespace,-n}'[Only this namespaces Services (live: only this namespace is read)]:value:_files' \
+        '--snapshot[A snapshot bundle (directory or ]:value:_files' \
+        '--demo[Short for --snapshot demo]' \
+        '--context[kubeconfig context (live cluster; default: the current context)]:value:_files' \
+        '--kubeconfig[kubeconfig file (live cluster; default: $KUBECONFIG, ~/]:value:_files' \
+        '--refresh[Live cluster: collect again instead of using the snapshot cached for a minute]' \
+        '--node[The node whose rules decide (default: the one explain picks)]:value:_files' \
         {--help,-h}'[Show help]' \
         '*:file:_files'
       ;;
