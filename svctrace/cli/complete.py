@@ -134,7 +134,15 @@ class _Live(_Cluster):
         return [str((o.get("metadata") or {}).get("name") or "") for o in self.kube.list(resource, ns)]
 
     def namespaces(self) -> list[str]:
-        return self._names("namespaces")
+        try:
+            names = self._names("namespaces")
+        except Exception:  # not allowed to list namespaces (namespace-scoped RBAC): those with Services
+            names = []
+        if names:
+            return names
+        return sorted(
+            {str((o.get("metadata") or {}).get("namespace") or "") for o in self.kube.list("services")}
+        )
 
     def services(self, ns: str | None) -> list[str]:
         return self._names("services", ns)
@@ -227,3 +235,12 @@ def contexts(ctx: Any, incomplete: str) -> list[str]:
     except Exception:  # an unreadable kubeconfig offers nothing
         return []
     return [n for n in names if n.startswith(incomplete)]
+
+
+def path_or_service(ctx: Any, incomplete: str) -> list[str]:
+    """`tui`'s first argument: a Service once --snapshot or --demo names the snapshot (`tui --demo svc/web`),
+    else nothing, so that the shell offers file names."""
+    w = where(ctx)
+    if w.snapshot is None or not (incomplete.startswith(SERVICE_PREFIXES) or not incomplete):
+        return []
+    return services(ctx, incomplete)

@@ -12,7 +12,8 @@ from svctrace.cli.source import ContextOpt, DemoOpt, KubeconfigOpt, NodeOpt, Ref
 @app.command("tui")
 def tui_cmd(
     path: str | None = typer.Argument(None, help="A snapshot (directory, .tar.gz, or `demo`) or one node's dump "
-                                      "(the same as --snapshot).", show_default=False),
+                                      "(the same as --snapshot).", show_default=False,
+                                      autocompletion=complete.path_or_service),
     target: str | None = typer.Argument(None, help="svc/NAME to open its trace at once.", show_default=False,
                                         autocompletion=complete.services),
     namespace: str | None = typer.Option(None, "--namespace", "-n", help="Only this namespace's Services (live: "
