@@ -94,11 +94,32 @@ def complete_var(name: str) -> str:
     return "_" + name.replace("-", "_").replace(" ", "_").upper() + "_COMPLETE"
 
 
+def _completing(name: str) -> list[str] | None:
+    """While the shell completes (typer's protocol): the words of the line after the program's name."""
+    if not os.environ.get(complete_var(name)):
+        return None
+    import shlex
+
+    line = os.environ.get("COMP_WORDS") or os.environ.get("_TYPER_COMPLETE_ARGS") or ""
+    try:
+        words = shlex.split(line)
+    except ValueError:
+        words = line.split()
+    cword = os.environ.get("COMP_CWORD")
+    if cword is not None and cword.isdigit():
+        words = words[: int(cword)]  # the word being completed may be a half-typed command name
+    elif words and not line.endswith(" "):
+        words = words[:-1]
+    return words[1:]
+
+
 def main() -> None:
     try:
-        command = _command_of(sys.argv[1:])
-        load_commands(*([command] if command else []))
         name = prog_name()
+        completing = _completing(name)
+        # A TAB pays for the command it completes only (as a run does).
+        command = _command_of(sys.argv[1:] if completing is None else completing)
+        load_commands(*([command] if command else []))
         app(prog_name=name, complete_var=complete_var(name), standalone_mode=True)
     except SvctraceError as e:
         error(str(e), e.exit_code)
