@@ -209,3 +209,22 @@ def test_live_tui_says_why_it_cannot_open(tmp_path: Path, monkeypatch: pytest.Mo
             assert app.state == "failed" and app.error is not None and "no cluster configured" in app.error
 
     asyncio.run(run())
+
+
+@pytest.mark.slow
+def test_node_option_chooses_the_node_the_screens_show() -> None:
+    """--node (shared with explain): the node whose rules the TUI shows; an unknown one is said, not fatal."""
+
+    async def run(node: str) -> SvctraceApp:
+        app = SvctraceApp("demo", node=node)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await loaded(pilot)
+            assert app.state == "ready"
+            await pilot.press("q")
+        return app
+
+    app = asyncio.run(run("node04"))
+    assert app.node == "node04" and "nftables" in str(app.topbar_text())
+    app = asyncio.run(run("nope"))
+    assert app.node == "node01"  # the first worker with rules, as without --node
+    assert any("no node nope with rules" in m for _, m in app.messages)

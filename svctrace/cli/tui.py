@@ -49,5 +49,5 @@ def tui_cmd(
         from svctrace.cli.source import screen_opener
 
         raise typer.Exit(run_tui(None, target, namespace, opener=screen_opener(src, namespace, node),
-                                 source_title=src.describe()))
-    raise typer.Exit(run_tui(src.snapshot, target, namespace))
+                                 source_title=src.describe(), node=node))
+    raise typer.Exit(run_tui(src.snapshot, target, namespace, node=node))

@@ -96,7 +96,8 @@ class SvctraceApp(App[int]):
     ]
 
     def __init__(self, path: str | None = None, target: str | None = None, namespace: str | None = None, *,
-                 session: Session | None = None, opener: Opener | None = None, source_title: str | None = None) -> None:
+                 session: Session | None = None, opener: Opener | None = None, source_title: str | None = None,
+                 node: str | None = None) -> None:
         """`path`: a snapshot, `demo` or one node's dump; or `opener`, which gives the snapshot's path (a live
         cluster, read through the CLI's collector); `source_title` names it while it loads."""
         super().__init__()
@@ -107,6 +108,7 @@ class SvctraceApp(App[int]):
         self.target = target
         self.namespace = namespace
         self.session: Session | None = session
+        self.wanted_node = node  # --node: the node whose rules the screens show, once loaded
         self.node: str | None = None
         self.state = "loading"  # loading / ready / failed
         self.error: str | None = None
@@ -192,6 +194,12 @@ class SvctraceApp(App[int]):
             session.title = self.source_title  # not the cache directory's path
         self.session = session
         self.node = session.default_node()
+        if self.wanted_node is not None:
+            if self.wanted_node in session.node_names():
+                self.node = self.wanted_node
+            else:
+                self.notify(f"no node {self.wanted_node} with rules (nodes: {', '.join(session.node_names())})",
+                            severity="warning")
         self.state = "ready"
         self.loaded_at = time.monotonic()
         scr = self.services_screen
