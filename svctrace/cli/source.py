@@ -50,16 +50,6 @@ RefreshOpt = Annotated[
         "--refresh", help="Live cluster: collect again instead of using the snapshot cached for a minute."
     ),
 ]
-NamespaceOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--namespace",
-        "-n",
-        help="Namespace (default: the context's namespace, else default).",
-        autocompletion=complete.namespaces,
-        show_default=False,
-    ),
-]
 NodeOpt = Annotated[
     str | None,
     typer.Option(
