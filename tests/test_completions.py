@@ -8,6 +8,7 @@ from the completion code. A plain `pip install` gets the same completion: tests/
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -140,3 +141,38 @@ def test_bash_completes_from_the_current_context_and_lists_contexts(
     assert bash_complete(f"svctrace tui --kubeconfig {kc} --context f", env={"HOME": str(tmp_path)}) == [
         "fake"
     ]
+
+
+@pytest.mark.slow
+def test_zsh_and_fish_get_the_same_names_through_typers_protocol() -> None:
+    """What the zsh and fish scripts run at a TAB (their words up to the cursor in _TYPER_COMPLETE_ARGS)."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("_SVCTRACE") and k != "COMP_WORDS"}
+    zsh = subprocess.run(
+        [str(BIN / "svctrace")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={
+            **base,
+            "_SVCTRACE_COMPLETE": "complete_zsh",
+            "_TYPER_COMPLETE_ARGS": "svctrace explain --demo svc/w",
+        },
+    )
+    assert zsh.stdout.startswith("_arguments") and re.findall(r'"([^"]+)"', zsh.stdout) == [
+        f"svc/{s.name}"
+        for s in sorted(DEMO.services.values(), key=lambda s: s.name)
+        if s.namespace == "default" and s.name.startswith("w")
+    ]
+    fish = subprocess.run(
+        [str(BIN / "svctrace")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={
+            **base,
+            "_SVCTRACE_COMPLETE": "complete_fish",
+            "_TYPER_COMPLETE_FISH_ACTION": "get-args",
+            "_TYPER_COMPLETE_ARGS": "svctrace explain --demo --node ",
+        },
+    )
+    assert fish.stdout.split() == list(DEMO.nodes)
