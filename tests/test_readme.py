@@ -126,3 +126,16 @@ def test_readme_tui_example_opens_the_demo() -> None:
     [cmd] = [c for c in RUNNABLE if c.startswith("svctrace tui")]
     code, screen = run_in_terminal(shlex.split(cmd)[1:], b"slow-start")
     assert code == 0 and b"payment" in screen and b"kube-dns" in screen
+
+
+def test_readme_links_stay_inside_the_repository() -> None:
+    """Every relative link names a file of the repository (in every clone and in the sdist), none leaves it,
+    and no link or example names a path of the machine it was written on."""
+    links = re.findall(r"\]\(([^)]+)\)", README)
+    assert links
+    for link in links:
+        if link.startswith(("https://", "http://", "#")):
+            continue
+        target = (REPO / link.split("#")[0]).resolve()
+        assert target.is_relative_to(REPO) and target.exists(), link
+    assert not re.search(r"(?<![\w.])/(work|tmp|root|home)/", README)
