@@ -133,6 +133,7 @@ def test_bash_completes_from_the_current_context_and_lists_contexts(
     namespaces = sorted({o["metadata"]["namespace"] for o in objs})
     assert bash_complete("svctrace explain svc/ -n ", env=env) == namespaces
     assert bash_complete("svctrace explain svc/| -n kube-system", env=env) == ["svc/kube-dns"]
+    assert bash_complete("svctrace tui svc/web", env=env) == [f"svc/{n}" for n in in_default if n.startswith("web")]
     nodes = [o["metadata"]["name"] for o in fake.objects("nodes")]
     assert bash_complete("svctrace explain svc/web --node ", env=env) == nodes
     # contexts from the kubeconfig (no API call), for explain, tui and collect alike

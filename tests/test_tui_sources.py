@@ -228,3 +228,22 @@ def test_node_option_chooses_the_node_the_screens_show() -> None:
     app = asyncio.run(run("nope"))
     assert app.node == "node01"  # the first worker with rules, as without --node
     assert any("no node nope with rules" in m for _, m in app.messages)
+
+
+@pytest.mark.slow
+def test_a_service_as_the_first_argument_is_the_target_live_too() -> None:
+    """`svctrace tui svc/web` (live, no snapshot) opens that Service: it is not taken for a missing file."""
+    p = subprocess.run(
+        [str(SVCTRACE), "tui", "svc/web"],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=60,
+    )
+    assert p.returncode == 2 and "the TUI needs a terminal" in p.stderr and "no such snapshot" not in p.stderr
+    p = subprocess.run(
+        [str(SVCTRACE), "tui", "web"], capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60
+    )
+    assert (
+        p.returncode == 2 and "web: no such snapshot or dump" in p.stderr
+    )  # a bare word: a file that is not there

@@ -238,9 +238,9 @@ def contexts(ctx: Any, incomplete: str) -> list[str]:
 
 
 def path_or_service(ctx: Any, incomplete: str) -> list[str]:
-    """`tui`'s first argument: a Service once --snapshot or --demo names the snapshot (`tui --demo svc/web`),
-    else nothing, so that the shell offers file names."""
-    w = where(ctx)
-    if w.snapshot is None or not (incomplete.startswith(SERVICE_PREFIXES) or not incomplete):
-        return []
-    return services(ctx, incomplete)
+    """`tui`'s first argument: a Service when it is being typed as one (`svc/...`), or when --snapshot or
+    --demo already names the snapshot (`tui --demo svc/web`); else nothing, so that the shell offers file
+    names (a snapshot or a dump)."""
+    if incomplete.startswith(SERVICE_PREFIXES) or (where(ctx).snapshot is not None and not incomplete):
+        return services(ctx, incomplete)
+    return []

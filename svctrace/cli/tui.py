@@ -8,6 +8,8 @@ import typer
 from svctrace.cli import app, complete
 from svctrace.cli.source import ContextOpt, DemoOpt, KubeconfigOpt, NodeOpt, RefreshOpt, SnapshotOpt, source
 
+SERVICE = complete.SERVICE_PREFIXES  # a first argument that is a Service, not a file
+
 
 @app.command("tui")
 def tui_cmd(
@@ -33,8 +35,8 @@ def tui_cmd(
     from svctrace.errors import InputError
     from svctrace.tui import run_tui
 
-    if (demo or snapshot) and path and target is None and not Path(path).exists():
-        path, target = None, path  # `svctrace tui --demo svc/web`
+    if path and target is None and not Path(path).exists() and (demo or snapshot or path.startswith(SERVICE)):
+        path, target = None, path  # `svctrace tui --demo svc/web`, `svctrace tui svc/web` (live)
     if path is not None:
         if snapshot not in (None, path):
             raise InputError(f"give the snapshot once: {path} or --snapshot {snapshot}")
