@@ -636,9 +636,10 @@ def test_port_plan_lets_the_node_through_its_source_ranges() -> None:
 
 def test_one_config_fills_each_modes_defaults_and_refuses_unmodelled_versions() -> None:
     cfg = ProxyConfig(NODE)
-    assert (cfg.for_mode("iptables").kube_version, cfg.for_mode("iptables").random_fully) == ("1.28", False)
-    assert (cfg.for_mode("ipvs").kube_version, cfg.for_mode("ipvs").random_fully) == ("1.30", True)
-    assert cfg.for_mode("nftables").kube_version == "1.31"
+    # one default in every mode: the newest release svctrace models (nftables' model ends at 1.35)
+    assert (cfg.for_mode("iptables").kube_version, cfg.for_mode("iptables").random_fully) == ("1.35", False)
+    assert (cfg.for_mode("ipvs").kube_version, cfg.for_mode("ipvs").random_fully) == ("1.35", True)
+    assert cfg.for_mode("nftables").kube_version == "1.35"
     assert ProxyConfig(NODE, random_fully=True, kube_version="1.29").for_mode("iptables").random_fully is True
     for mode, version in (("ipvs", "1.25"), ("nftables", "1.30"), ("nftables", "1.36")):
         with pytest.raises(ValueError, match="not modelled"):

@@ -238,8 +238,9 @@ def test_versions_and_inputs() -> None:
         generate_nft([], None, ProxyConfig("n", kube_version="1.30"))
     with pytest.raises(ValueError, match=r"1\.36"):
         generate_nft([], None, ProxyConfig("n", kube_version="1.36"))
-    assert generate_nft([], None, ProxyConfig("n")).layout == "pre-dnat-filter" and generate_nft(
-        [], None, ProxyConfig("n", kube_version="v1.34.1")).layout == "post-dnat-filter"
+    # no version: the default, the newest modelled (1.35), which filters after DNAT; 1.33 before it
+    assert generate_nft([], None, ProxyConfig("n")).layout == "post-dnat-filter" and generate_nft(
+        [], None, ProxyConfig("n", kube_version="v1.33.1")).layout == "pre-dnat-filter"
     # kube-proxy's own mark: fmt.Sprintf("%#08x", 1<<14)
     assert "mark set mark or 0x00004000" in rich().nft_input()
     old = rich("1.31").nft_input()

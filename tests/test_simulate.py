@@ -201,6 +201,34 @@ def test_ipvs_mode_snapshot_explains_through_ipvs(tmp_path: Path) -> None:
     assert any(s.table == "ipvs" for o in exp.outcomes for s in o.path)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize(("mode", "version", "range_"), [("nftables", "1.30", "1.31 to 1.35"),
+                                                       ("nftables", "1.36", "1.31 to 1.35"),
+                                                       ("ipvs", "1.25", "1.26+")])
+def test_a_version_outside_the_modes_range_is_one_line_naming_it(mode: str, version: str, range_: str) -> None:
+    p = run("simulate", "-f", "-", "--mode", mode, "--kube-version", version, stdin=APP)
+    assert p.returncode == 2 and p.stdout == "", p.stderr
+    errors = [line for line in p.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1 and f"svctrace models {range_})" in errors[0] and version in errors[0], p.stderr
+
+
+@pytest.mark.parametrize("mode", ["iptables", "ipvs", "nftables"])
+def test_every_mode_works_with_the_default_version_the_newest_modelled(mode: str, tmp_path: Path) -> None:
+    """No --kube-version: today's kube-proxy (the newest release svctrace models), in every mode."""
+    from svctrace.kubeproxy.versions import DEFAULT_VERSION, MODES
+
+    assert all(m.default == DEFAULT_VERSION for m in MODES.values())
+    y = tmp_path / "app.yaml"
+    y.write_text(APP)
+    out = tmp_path / "snap"
+    p = run("simulate", "-f", str(y), "--mode", mode, "-o", str(out))
+    assert p.returncode == 0, p.stderr
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["server_version"] == f"v{DEFAULT_VERSION}" and meta["proxy_mode"] == mode
+    exp = explain(load_snapshot(str(out)), Request(target="svc/shop", namespace="demo"))
+    assert exp.proxy_mode == mode and len(exp.outcomes) == 3
+
+
 def test_nftables_mode_snapshot_explains_through_nft(tmp_path: Path) -> None:
     y = tmp_path / "app.yaml"
     y.write_text(APP)

@@ -20,7 +20,7 @@ app = typer.Typer(
     help="Where does a packet sent to a Kubernetes Service really go? svctrace rebuilds a node's "
     "netfilter rules and walks them like the kernel, over every branch at once.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # typer's --install-completion / --show-completion; `svctrace completion SHELL` too
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -58,7 +58,7 @@ def error(message: str, code: int = 2) -> None:
 # Each command lives in the module of its name and registers itself on `app` when imported; in this order
 # (the order of `svctrace --help`).  A run imports only its command's module, so `svctrace trace` never loads
 # the kubernetes client, paramiko or Textual (issue 13: start-up is part of what a user pays).
-COMMANDS = ("collect", "explain", "learn", "simulate", "trace", "tui")
+COMMANDS = ("collect", "explain", "learn", "simulate", "trace", "tui", "completion")
 
 
 def load_commands(*names: str) -> typer.Typer:
@@ -79,11 +79,48 @@ def _command_of(argv: list[str]) -> str | None:
     return first
 
 
+PLUGIN = "kubectl-svctrace"  # the binary kubectl runs for `kubectl svctrace` (a console script)
+
+
+def prog_name(argv0: str | None = None) -> str:
+    """How the user typed the command: `kubectl svctrace` when kubectl ran the plugin binary (kubectl execs
+    it as kubectl-svctrace), for usage lines and help; else `svctrace`."""
+    name = os.path.basename(argv0 if argv0 is not None else (sys.argv[0] if sys.argv else ""))
+    return "kubectl svctrace" if name.startswith(PLUGIN) else "svctrace"
+
+
+def complete_var(name: str) -> str:
+    """The environment variable typer's completion scripts set: _SVCTRACE_COMPLETE, _KUBECTL_SVCTRACE_COMPLETE."""
+    return "_" + name.replace("-", "_").replace(" ", "_").upper() + "_COMPLETE"
+
+
+def _completing(name: str) -> list[str] | None:
+    """While the shell completes (typer's protocol): the words of the line after the program's name."""
+    if not os.environ.get(complete_var(name)):
+        return None
+    import shlex
+
+    line = os.environ.get("COMP_WORDS") or os.environ.get("_TYPER_COMPLETE_ARGS") or ""
+    try:
+        words = shlex.split(line)
+    except ValueError:
+        words = line.split()
+    cword = os.environ.get("COMP_CWORD")
+    if cword is not None and cword.isdigit():
+        words = words[: int(cword)]  # the word being completed may be a half-typed command name
+    elif words and not line.endswith(" "):
+        words = words[:-1]
+    return words[1:]
+
+
 def main() -> None:
     try:
-        command = _command_of(sys.argv[1:])
+        name = prog_name()
+        completing = _completing(name)
+        # A TAB pays for the command it completes only (as a run does).
+        command = _command_of(sys.argv[1:] if completing is None else completing)
         load_commands(*([command] if command else []))
-        app(standalone_mode=True)
+        app(prog_name=name, complete_var=complete_var(name), standalone_mode=True)
     except SvctraceError as e:
         error(str(e), e.exit_code)
     except KeyboardInterrupt:

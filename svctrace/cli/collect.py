@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from svctrace.cli import app
+from svctrace.cli import app, complete
 from svctrace.errors import CollectError, InputError
 
 VIA = ("auto", "ssh", "debug-pod")
@@ -39,7 +39,8 @@ def collect_cmd(
     all_nodes: bool = typer.Option(False, "--all-nodes", help="Dump every node."),
     via: str = typer.Option("auto", "--via", help="How to read the nodes' rules: debug-pod, ssh, or auto (a debug "
                             "pod, SSH when that fails)."),
-    context: str | None = typer.Option(None, "--context", help="kubeconfig context (as kubectl)."),
+    context: str | None = typer.Option(None, "--context", help="kubeconfig context (as kubectl).",
+                                          autocompletion=complete.contexts),
     kubeconfig: str | None = typer.Option(None, "--kubeconfig", help="kubeconfig file (as kubectl; default: "
                                           "KUBECONFIG, ~/.kube/config, in-cluster)."),
     ssh: list[str] = typer.Option([], "--ssh", help="[USER@]HOST[:PORT] to collect over SSH with no cluster API "

@@ -1,4 +1,4 @@
-"""Collectors: they read a live cluster and write snapshot bundles (shared/spec/snapshot-format.md).
+"""Collectors: they read a live cluster and write snapshot bundles (docs/snapshots.md).
 
 * ``svctrace.collect.bundle``: bundle writing (directory or ``.tar.gz``, atomic, owner-only) and the secret
   scrubber (``scrub_text``, ``scrub_json``, ``scrub_file``); ``NodeDump``/``NodeError``. Standard library.

@@ -1,4 +1,4 @@
-"""Writing snapshot bundles (shared/spec/snapshot-format.md), and the scrubber that keeps secrets out.
+"""Writing snapshot bundles (docs/snapshots.md), and the scrubber that keeps secrets out.
 
 The pieces, smallest first:
 

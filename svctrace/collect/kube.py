@@ -265,6 +265,7 @@ KINDS = {
     "endpoints": Kind("endpoints", "Endpoints", "v1"),
     "pods": Kind("pods", "Pod", "v1"),
     "nodes": Kind("nodes", "Node", "v1", namespaced=False),
+    "namespaces": Kind("namespaces", "Namespace", "v1", namespaced=False),
     "configmaps": Kind("configmaps", "ConfigMap", "v1"),
     "daemonsets": Kind("daemonsets", "DaemonSet", "apps/v1"),
     "deployments": Kind("deployments", "Deployment", "apps/v1"),
@@ -277,10 +278,11 @@ class Kube:
     """Raw JSON reads through the official client (typed calls, `_preload_content=False`), errors mapped to
     CollectError. Secrets are never asked for: there is no method for them."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, timeout: tuple[float, float] = REQUEST_TIMEOUT) -> None:
         from kubernetes import client
 
         self.conn = conn
+        self.timeout = timeout  # (connect, read) seconds per request
         self.api_client = client.ApiClient(configuration=conn.configuration)
         self.api_client.user_agent = "svctrace"
         self.core = client.CoreV1Api(self.api_client)
@@ -305,7 +307,7 @@ class Kube:
         import urllib3
         from kubernetes.client.rest import ApiException
 
-        kwargs.setdefault("_request_timeout", REQUEST_TIMEOUT)
+        kwargs.setdefault("_request_timeout", self.timeout)
         try:
             resp = fn(*args, _preload_content=False, **kwargs)
             data = resp.data
@@ -370,6 +372,7 @@ class Kube:
             "endpoints": (c.list_endpoints_for_all_namespaces, c.list_namespaced_endpoints),
             "pods": (c.list_pod_for_all_namespaces, c.list_namespaced_pod),
             "nodes": (c.list_node, None),
+            "namespaces": (c.list_namespace, None),
             "configmaps": (c.list_config_map_for_all_namespaces, c.list_namespaced_config_map),
             "daemonsets": (a.list_daemon_set_for_all_namespaces, a.list_namespaced_daemon_set),
             "deployments": (a.list_deployment_for_all_namespaces, a.list_namespaced_deployment),
@@ -390,6 +393,7 @@ class Kube:
             "endpoints": c.read_namespaced_endpoints,
             "pods": c.read_namespaced_pod,
             "nodes": c.read_node,
+            "namespaces": c.read_namespace,
             "configmaps": c.read_namespaced_config_map,
             "daemonsets": a.read_namespaced_daemon_set,
             "deployments": a.read_namespaced_deployment,

@@ -335,6 +335,39 @@ def question_key(conn: Connection, *parts: object) -> str:
     return h[:20]
 
 
+def _cached(path: Path, ttl: float, refresh: bool, progress: Progress | None) -> bool:
+    """Whether the cache entry `path` answers (fresh, and no --refresh); says so through `progress`."""
+    if refresh or not _fresh(path, ttl):
+        return False
+    if progress is not None:
+        progress(f"using the snapshot collected {time.time() - (path / 'meta.json').stat().st_mtime:.0f} s ago "
+                 f"({path})")
+    return True
+
+
+def _collect_and_store(conn: Connection, kube: Kube, objs: Objects, target_node: str | None, *, root: Path,
+                       path: Path, scope: dict[str, Any], via: str, opts: DebugPodOptions,
+                       ssh_options: dict[str, Any] | None, progress: _Progress) -> str:
+    """The one node's dump beside the objects, written as a snapshot directory at `path` in the cache."""
+    warns = list(objs.warnings)
+    dumps: list[bundle.NodeDump] = []
+    if target_node is not None:
+        dumps = collect_nodes(kube, objs, [target_node], via=via, opts=opts, ssh_options=ssh_options,
+                              progress=progress, parallel=1, notes=warns)
+        if not dumps[0].ok:  # explain cannot answer without it: say why, and cache nothing
+            why = "; ".join(e.error for e in dumps[0].errors if e.what not in _OPTIONAL_FILES) or \
+                "; ".join(e.error for e in dumps[0].errors) or "no dump"
+            raise CollectError(f"could not read the rules of node {target_node}: {why}")
+    meta = _bundle_meta(conn, objs, dumps, scope, warns)
+    files = bundle.assemble(dumps, cluster=dump_list(objs.items).encode(), meta=meta)
+    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with contextlib.suppress(OSError):
+        os.chmod(root, 0o700)
+    bundle.write_bundle(path, files, overwrite=True)
+    _prune(root, path)
+    return str(path)
+
+
 def snapshot_for_question(service: str, namespace: str | None = None, node: str | None = None, *,
                           source: str | None = None, context: str | None = None, kubeconfig: str | None = None,
                           via: str = "auto", refresh: bool = False, ttl: float = DEFAULT_TTL,
@@ -356,10 +389,7 @@ def snapshot_for_question(service: str, namespace: str | None = None, node: str 
     ns_arg = namespace
     root = Path(cache_dir) if cache_dir is not None else cache_root()
     path = root / question_key(conn, service, ns_arg or conn.namespace, node or "", source or "", via)
-    if not refresh and _fresh(path, ttl):
-        if progress is not None:
-            progress(f"using the snapshot collected {time.time() - (path / 'meta.json').stat().st_mtime:.0f} s ago "
-                     f"({path})")
+    if _cached(path, ttl, refresh, progress):
         return str(path)
 
     cancel = threading.Event()
@@ -381,24 +411,37 @@ def snapshot_for_question(service: str, namespace: str | None = None, node: str 
             # not in this namespace: the Services of that name elsewhere, for explain's "did you mean -n"
             objs.add(kube.list("services", None, field_selector=f"metadata.name={name}"))
         target_node = _decisive_node(objs, node, spec)
-        warns = list(objs.warnings)
-        dumps: list[bundle.NodeDump] = []
-        if target_node is not None:
-            dumps = collect_nodes(kube, objs, [target_node], via=via, opts=opts, ssh_options=ssh_options,
-                                  progress=prog, parallel=1, notes=warns)
-            if not dumps[0].ok:  # explain cannot answer without it: say why, and cache nothing
-                why = "; ".join(e.error for e in dumps[0].errors if e.what not in _OPTIONAL_FILES) or \
-                    "; ".join(e.error for e in dumps[0].errors) or "no dump"
-                raise CollectError(f"could not read the rules of node {target_node}: {why}")
-    scope = {"kind": "question", "namespace": ns, "service": name, "node": target_node, "source": source}
-    meta = _bundle_meta(conn, objs, dumps, scope, warns)
-    files = bundle.assemble(dumps, cluster=dump_list(objs.items).encode(), meta=meta)
-    root.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with contextlib.suppress(OSError):
-        os.chmod(root, 0o700)
-    bundle.write_bundle(path, files, overwrite=True)
-    _prune(root, path)
-    return str(path)
+        scope = {"kind": "question", "namespace": ns, "service": name, "node": target_node, "source": source}
+        return _collect_and_store(conn, kube, objs, target_node, root=root, path=path, scope=scope, via=via,
+                                  opts=opts, ssh_options=ssh_options, progress=prog)
+
+
+def snapshot_for_screen(namespace: str | None = None, node: str | None = None, *, context: str | None = None,
+                        kubeconfig: str | None = None, via: str = "auto", refresh: bool = False,
+                        ttl: float = DEFAULT_TTL, cache_dir: str | os.PathLike[str] | None = None,
+                        progress: Progress | None = None, debug: DebugPodOptions | None = None,
+                        ssh_options: dict[str, Any] | None = None) -> str:
+    """Collect what the TUI's screens need of a live cluster — every Service of `namespace` (all namespaces
+    when None) with its EndpointSlices and Pods, the Nodes, kube-proxy's configuration, /version, and the
+    rules of the one node whose answers the screens show (`node`, else the node explain picks with no
+    --from, as for a question) — through the same collection and the same cache as `snapshot_for_question`
+    (fresh for `ttl` seconds unless `refresh`). Returns the snapshot directory's path."""
+    if via not in VIA:
+        raise InputError(f"--via takes one of {', '.join(VIA)}, not {via!r}")
+    conn = connect(kubeconfig, context)
+    root = Path(cache_dir) if cache_dir is not None else cache_root()
+    path = root / question_key(conn, "screen", namespace or "*", node or "", via)
+    if _cached(path, ttl, refresh, progress):
+        return str(path)
+    cancel = threading.Event()
+    prog = _Progress(progress, cancel)
+    with signals_interrupt(), Kube(conn) as kube:
+        prog(f"reading the cluster ({conn.describe()})")
+        objs = fetch_objects(kube, namespace=namespace, progress=prog)
+        target_node = _decisive_node(objs, node, None)
+        scope = {"kind": "screen", "namespace": namespace, "node": target_node}
+        return _collect_and_store(conn, kube, objs, target_node, root=root, path=path, scope=scope, via=via,
+                                  opts=debug or DebugPodOptions(), ssh_options=ssh_options, progress=prog)
 
 
 def _decisive_node(objs: Objects, node: str | None, source: question.SourceSpec | None) -> str | None:

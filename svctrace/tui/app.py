@@ -32,6 +32,14 @@ from svctrace.tui.screens import (
 from svctrace.tui.widgets import ChainBrowser, VirtualTable
 
 AdapterDone = Callable[[RulesAdapter | None, ChainRef | None, str | None], None]
+# Where a live TUI's snapshot comes from: (progress, refresh) -> a snapshot path. The CLI passes the live
+# collector (svctrace.collect.live.snapshot_for_screen, with its cache); `refresh` forces a new collection.
+Opener = Callable[[Callable[[str], None], bool], str]
+
+
+class Closed(KeyboardInterrupt):
+    """Raised through a collection's progress when the TUI is closed or the load cancelled: the collector
+    stops and deletes its debug pod on the way out."""
 
 CSS = """
 Screen { background: $background; }
@@ -92,17 +100,26 @@ class SvctraceApp(App[int]):
         Binding("question_mark", "help", "Help", id="app.help", key_display="?", tooltip="this screen"),
         Binding("colon", "command", "Command", id="app.command", key_display=":",
                 tooltip="type a command: svc, node, chain, trace, compare, mode (below)"),
+        Binding("ctrl+r", "reload", "Refresh", id="app.refresh", key_display="^r",
+                tooltip="collect the live cluster again (live mode)"),
         Binding("escape", "go_back", "Back", id="app.back", show=False, tooltip="the screen before"),
         Binding("q", "quit", "Quit", id="app.quit", tooltip="leave svctrace (ctrl+q too)"),
     ]
 
     def __init__(self, path: str | None = None, target: str | None = None, namespace: str | None = None, *,
-                 session: Session | None = None) -> None:
+                 session: Session | None = None, opener: Opener | None = None, source_title: str | None = None,
+                 node: str | None = None) -> None:
+        """`path`: a snapshot, `demo` or one node's dump; or `opener`, which gives the snapshot's path (a live
+        cluster, read through the CLI's collector); `source_title` names it while it loads."""
         super().__init__()
         self.path = path
+        self.opener = opener
+        self.source_title = source_title
+        self.refreshing = False
         self.target = target
         self.namespace = namespace
         self.session: Session | None = session
+        self.wanted_node = node  # --node: the node whose rules the screens show, once loaded
         self.node: str | None = None
         self.state = "loading"  # loading / ready / failed
         self.error: str | None = None
@@ -154,10 +171,22 @@ class SvctraceApp(App[int]):
     # -- loading --
     def _load(self) -> None:
         started = time.monotonic()
+        worker = get_current_worker()
+
+        def progress(msg: str) -> None:
+            if worker.is_cancelled:
+                raise Closed("the TUI was closed")
+            self.from_thread(self.services_screen.set_status, msg + "…")
+
         try:
-            session = self.session or open_session(
-                self.path, progress=lambda msg: self.from_thread(self.services_screen.set_status, msg + "…"))
+            if self.session is not None:
+                session = self.session
+            else:
+                path = self.opener(progress, self.refreshing) if self.opener is not None else self.path
+                session = open_session(path, progress=progress)
             rows = session.services()
+        except Closed:
+            return
         except SvctraceError as e:
             self.from_thread(self._load_failed, str(e))
             return
@@ -175,8 +204,19 @@ class SvctraceApp(App[int]):
         self.notify(msg, severity="error", title="cannot open", timeout=10)
 
     def _loaded(self, session: Session, rows: list[ServiceRow], took: float) -> None:
+        if self.refreshing:
+            self.notify(f"refreshed: {len(rows)} Services", timeout=4)
+        self.refreshing = False
+        if self.opener is not None and self.source_title:
+            session.title = self.source_title  # not the cache directory's path
         self.session = session
         self.node = session.default_node()
+        if self.wanted_node is not None:
+            if self.wanted_node in session.node_names():
+                self.node = self.wanted_node
+            else:
+                self.notify(f"no node {self.wanted_node} with rules (nodes: {', '.join(session.node_names())})",
+                            severity="warning")
         self.state = "ready"
         self.loaded_at = time.monotonic()
         scr = self.services_screen
@@ -246,7 +286,7 @@ class SvctraceApp(App[int]):
         t.append("  ")
         s = self.session
         if self.state == "loading":
-            t.append(f"opening {self.path or 'demo'}…", style="italic")
+            t.append(f"opening {self.source_title or self.path or 'demo'}…", style="italic")
             return t
         if self.state == "failed" or s is None:
             t.append("nothing open", style="bold red")
@@ -334,11 +374,28 @@ class SvctraceApp(App[int]):
         sections.append(("Lists", list(VirtualTable.BINDINGS)))
         self.push_screen(HelpScreen(sections))
 
+    def action_reload(self) -> None:
+        """Read the input again: a live cluster is collected anew (past the cache), a snapshot or a dump is
+        read from disk again. Back to the Service list, which shows the progress."""
+        if self.state == "loading":
+            self.notify("still loading…", severity="warning")
+            return
+        if self.opener is None and self.path is None:
+            self.notify("nothing to refresh: this session was given, not read", severity="warning")
+            return
+        self.workers.cancel_group(self, "health")
+        self.show_services()
+        self.session = None
+        self.state = "loading"
+        self.refreshing = True
+        self.services_screen.refresh_topbar()
+        self.start_loading()
+
     def action_command(self) -> None:
         if isinstance(self.screen, CommandScreen):
             return
         nodes = self.session.node_names() if self.session else []
-        sugg = ["svc", "mode", "help", "quit", "chain KUBE-SERVICES", "chain KUBE-NODEPORTS"]
+        sugg = ["svc", "mode", "refresh", "help", "quit", "chain KUBE-SERVICES", "chain KUBE-NODEPORTS"]
         sugg += [f"node {n}" for n in nodes]
         sugg += [f"trace {r.key}" for r in self.services_screen.all_rows[:500]]
         sugg += [f"compare {r.key}" for r in self.services_screen.all_rows[:500]]
@@ -381,6 +438,8 @@ class SvctraceApp(App[int]):
                 self.open_compare(key, None, args[1] if len(args) > 1 else None, args[2] if len(args) > 2 else None)
         elif cmd in ("mode", "modes"):
             self.action_mode()
+        elif cmd in ("refresh", "reload", "r"):
+            self.action_reload()
         elif cmd in ("help", "h", "?"):
             self.action_help()
         elif cmd in ("q", "q!", "quit", "exit"):

@@ -802,6 +802,7 @@ COMMANDS: list[tuple[str, str]] = [
     (":trace NAME", "trace a Service (ns/name or name)"),
     (":compare NAME [N1 N2]", "the Service on two nodes, side by side"),
     (":mode", "each node's kube-proxy mode and dumps"),
+    (":refresh", "read the input again (live: collect anew)"),
     (":help", "this screen"),
     (":q", "quit"),
 ]
