@@ -270,7 +270,6 @@ KINDS = {
     "daemonsets": Kind("daemonsets", "DaemonSet", "apps/v1"),
     "deployments": Kind("deployments", "Deployment", "apps/v1"),
     "networkpolicies": Kind("networkpolicies", "NetworkPolicy", "networking.k8s.io/v1"),
-    "namespaces": Kind("namespaces", "Namespace", "v1", namespaced=False),
 }
 
 
@@ -378,7 +377,6 @@ class Kube:
             "deployments": (a.list_deployment_for_all_namespaces, a.list_namespaced_deployment),
             "networkpolicies": (self.networking.list_network_policy_for_all_namespaces,
                                 self.networking.list_namespaced_network_policy),
-            "namespaces": (c.list_namespace, None),
         }
         all_ns, in_ns = table[resource]
         if namespace is None or in_ns is None:
@@ -398,7 +396,6 @@ class Kube:
             "daemonsets": a.read_namespaced_daemon_set,
             "deployments": a.read_namespaced_deployment,
             "networkpolicies": self.networking.read_namespaced_network_policy,
-            "namespaces": c.read_namespace,
         }
         return table[resource]
 
