@@ -5,10 +5,21 @@ _svctrace() {
     prev="${COMP_WORDS[COMP_CWORD-1]}"
     cmd="${COMP_WORDS[1]}"
     if [[ $COMP_CWORD -eq 1 ]]; then
-        COMPREPLY=($(compgen -W "collect explain learn simulate trace tui --version --help" -- "$cur"))
+        COMPREPLY=($(compgen -W "check collect explain learn simulate trace tui --version --help" -- "$cur"))
         return
     fi
     case "$cmd" in
+    check)
+        case "$prev" in
+            --namespace|-n) COMPREPLY=($(compgen -f -- "$cur")); return;;
+            --snapshot) COMPREPLY=($(compgen -f -- "$cur")); return;;
+            --node) COMPREPLY=($(compgen -f -- "$cur")); return;;
+            --context) COMPREPLY=($(compgen -f -- "$cur")); return;;
+            --kubeconfig) COMPREPLY=($(compgen -f -- "$cur")); return;;
+            --output|-o) COMPREPLY=($(compgen -f -- "$cur")); return;;
+        esac
+        COMPREPLY=($(compgen -W "--all-namespaces -A --namespace -n --snapshot --demo --node --context --kubeconfig --refresh --output -o --help -h" -- "$cur"))
+        ;;
     collect)
         case "$prev" in
             --output|-o) COMPREPLY=($(compgen -f -- "$cur")); return;;

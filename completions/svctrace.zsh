@@ -3,6 +3,7 @@
 _svctrace() {
   local -a commands
   commands=(
+    'check:Check every Service'
     'collect:Collect Services, EndpointSlices, Pods, Nodes, kube-proxys config and each nodes dataplane into a bundle'
     'explain:Explain where traffic to a Service goes'
     'learn:Short lessons on Services and kube-proxy, each ending with questions the engine checks'
@@ -15,6 +16,20 @@ _svctrace() {
     return
   fi
   case $words[2] in
+    check)
+      _arguments \
+        {--all-namespaces,-A}'[Every namespaces Services]' \
+        {--namespace,-n}'[This namespaces Services (default: default; live: the contexts namespace)]:value:_files' \
+        '--snapshot[A snapshot bundle (directory or ]:value:_files' \
+        '--demo[Short for --snapshot demo]' \
+        '--node[Only this nodes rules decide (default: the node explain picks, and every node when the answer may differ by node)]:value:_files' \
+        '--context[kubeconfig context (live cluster)]:value:_files' \
+        '--kubeconfig[kubeconfig file (live cluster)]:value:_files' \
+        '--refresh[Live cluster: collect again instead of using the snapshot cached for a minute]' \
+        {--output,-o}'[Output format: text|wide|json|yaml|jsonpath=TEMPLATE (jsonpath as kubectl writes it: -o jsonpath={]:value:_files' \
+        {--help,-h}'[Show help]' \
+        ''
+      ;;
     collect)
       _arguments \
         {--output,-o}'[Where the bundle goes: a directory, or a ]:value:_files' \

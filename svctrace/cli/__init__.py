@@ -58,7 +58,7 @@ def error(message: str, code: int = 2) -> None:
 # Each command lives in the module of its name and registers itself on `app` when imported; in this order
 # (the order of `svctrace --help`).  A run imports only its command's module, so `svctrace trace` never loads
 # the kubernetes client, paramiko or Textual (issue 13: start-up is part of what a user pays).
-COMMANDS = ("collect", "explain", "learn", "simulate", "trace", "tui")
+COMMANDS = ("check", "collect", "explain", "learn", "simulate", "trace", "tui")
 
 
 def load_commands(*names: str) -> typer.Typer:

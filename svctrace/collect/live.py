@@ -409,3 +409,49 @@ def _decisive_node(objs: Objects, node: str | None, source: question.SourceSpec 
     cluster = parse_cluster(as_list(objs.items))
     ready = [_node_name(o) for o in objs.nodes() if _ready(o)]
     return question.node_to_collect(cluster, source, node, ready)
+
+
+# -- a check ----------------------------------------------------------------------------------------------
+
+
+def snapshot_for_check(namespace: str | None = None, node: str | None = None, *, context: str | None = None,
+                       kubeconfig: str | None = None, via: str = "auto", refresh: bool = False,
+                       ttl: float = DEFAULT_TTL, cache_dir: str | os.PathLike[str] | None = None,
+                       progress: Progress | None = None, debug: DebugPodOptions | None = None,
+                       ssh_options: dict[str, Any] | None = None) -> str:
+    """Collect what `check [-n NS | -A] [--node NODE]` needs and return the path of a snapshot directory holding
+    it, cached like a question's (`snapshot_for_question`): the namespace's objects (every namespace's when None),
+    the nodes, kube-proxy's configuration, and the dumps of `node` (else the nodes `collect` picks by default:
+    every node of a small cluster, a few Ready workers of a big one, said so in the warnings)."""
+    if via not in VIA:
+        raise InputError(f"--via takes one of {', '.join(VIA)}, not {via!r}")
+    conn = connect(kubeconfig, context)
+    root = Path(cache_dir) if cache_dir is not None else cache_root()
+    path = root / question_key(conn, "check", namespace or "", node or "", via)
+    if not refresh and _fresh(path, ttl):
+        if progress is not None:
+            progress(f"using the snapshot collected {time.time() - (path / 'meta.json').stat().st_mtime:.0f} s ago "
+                     f"({path})")
+        return str(path)
+    cancel = threading.Event()
+    prog = _Progress(progress, cancel)
+    opts = debug or DebugPodOptions()
+    with signals_interrupt(), Kube(conn) as kube:
+        objs = fetch_objects(kube, namespace=namespace, progress=prog)
+        names, notes = choose_nodes(objs, [node] if node else None, False)
+        warns = list(objs.warnings) + notes
+        dumps = collect_nodes(kube, objs, names, via=via, opts=opts, ssh_options=ssh_options, progress=prog,
+                              parallel=4, notes=warns)
+        if not any(d.ok for d in dumps):
+            why = "; ".join(e.error for d in dumps for e in d.errors if e.what not in _OPTIONAL_FILES) or "no dump"
+            raise CollectError(f"could not read the rules of any node ({', '.join(names) or 'none'}): {why}")
+    bundle.unique_names(dumps)
+    scope = {"kind": "check", "namespace": namespace, "nodes": names}
+    meta = _bundle_meta(conn, objs, dumps, scope, warns)
+    files = bundle.assemble(dumps, cluster=dump_list(objs.items).encode(), meta=meta)
+    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with contextlib.suppress(OSError):
+        os.chmod(root, 0o700)
+    bundle.write_bundle(path, files, overwrite=True)
+    _prune(root, path)
+    return str(path)

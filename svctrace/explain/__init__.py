@@ -138,7 +138,7 @@ def _family(ip: str) -> int:
     return ipaddress.ip_address(ip).version
 
 
-def _nodes_with_dumps(snap: Snapshot, family: int) -> list[str]:
+def nodes_with_dumps(snap: Snapshot, family: int) -> list[str]:
     """The nodes whose dumps can answer, in the cluster's order: those that can decide."""
     from svctrace.dataplane.detect import usable
 
@@ -199,7 +199,7 @@ def explain(snap: Snapshot, req: Request) -> Explanation:
         _family(svc.cluster_ips[0]) if svc.cluster_ips and svc.cluster_ips[0] != "None" else 4)
 
     def candidates() -> list[str]:
-        return _nodes_with_dumps(snap, family)
+        return nodes_with_dumps(snap, family)
 
     spec = parse_source(req.source, req.namespace or svc.namespace) if req.source is not None else None
     source = resolve_source(cluster, spec, via, req.node, candidates)
@@ -319,11 +319,9 @@ def _map_outcome(cluster: Cluster, o: object, node: str | None) -> ExplainedOutc
         if p is not None:
             pod, ep_node = p.key, p.node_name
         else:
-            for s in cluster.slices:
-                for e in s.endpoints:
-                    if host in e.addresses:
-                        ep_node = e.node_name
-                        pod = e.target
+            got = cluster.endpoint_of_ip(host)
+            if got is not None:
+                ep_node, pod = got
             if ep_node is None:
                 n = cluster.node_of_ip(host) or cluster.node_by_ip(host)
                 ep_node = n.name if n else None
@@ -331,5 +329,14 @@ def _map_outcome(cluster: Cluster, o: object, node: str | None) -> ExplainedOutc
                             o.reason, masquerade_reason(o) if o.masquerade else None, list(o.assumptions))
 
 
-__all__ = ["OUTSIDE_CLIENT", "Diagnostic", "ExplainedOutcome", "Explanation", "Request", "Source", "explain",
-           "format_endpoint"]
+__all__ = [
+    "OUTSIDE_CLIENT",
+    "Diagnostic",
+    "ExplainedOutcome",
+    "Explanation",
+    "Request",
+    "Source",
+    "explain",
+    "format_endpoint",
+    "nodes_with_dumps",
+]

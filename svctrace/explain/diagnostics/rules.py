@@ -12,6 +12,7 @@ from svctrace.dataplane.iptables.parser import parse_rule
 from svctrace.dataplane.iptables.rules import TABLES, RawRule, Ruleset
 from svctrace.kubeproxy.names import svc_chain
 from svctrace.kubeproxy.versions import FEATURES
+from svctrace.model.cluster import Service
 
 from .endpoints import selection
 from .registry import Context, Diagnostic, check
@@ -115,6 +116,14 @@ def _programmed_endpoints(rs: Ruleset, chain: str) -> set[str] | None:
     return out
 
 
+def _vip_rule(rs: Ruleset, svc: Service) -> bool:
+    """Whether nat KUBE-SERVICES names one of the Service's cluster IPs (read only when its chain is missing:
+    it reads every rule of the chain)."""
+    services = rs.chain("nat", "KUBE-SERVICES")
+    return services is not None and any(f"-d {ip}/" in r.text or f"-d {ip} " in r.text
+                                        for ip in svc.cluster_ips if ip != "None" for r in services.raw)
+
+
 def _iptables_programming(ctx: Context, rs: Ruleset) -> Programming:
     svc, port, node = ctx.svc, ctx.port, ctx.exp.node if ctx.exp is not None else None
     sel = selection(ctx)
@@ -126,10 +135,7 @@ def _iptables_programming(ctx: Context, rs: Ruleset) -> Programming:
     chain = cluster_chain if rs.chain("nat", cluster_chain) else (
         legacy_chain if rs.chain("nat", legacy_chain) else None)
     expected = list(sel.cluster_endpoints or ())
-    services = rs.chain("nat", "KUBE-SERVICES")
-    vip_rule = services is not None and any(f"-d {ip}/" in r.text or f"-d {ip} " in r.text
-                                            for ip in svc.cluster_ips if ip != "None" for r in services.raw)
-    if expected and chain is None and not vip_rule:
+    if expected and chain is None and not _vip_rule(rs, svc):
         return Programming(missing=Diagnostic(
             "rules-missing", "error",
             f"the API has {svc.key}:{port.name or port.port} with {len(expected)} usable endpoint(s), but node "
@@ -206,6 +212,9 @@ def rules_stale(ctx: Context) -> Diagnostic | None:
     return _programming(ctx).stale
 
 
+MAX_CUTS = 4  # chains cut out of another node's dump before it is parsed whole (nodes_disagree)
+
+
 @check("nodes-disagree", ["path"], "nodes' dataplanes program the same Service differently",
        "test_rules_stale_and_nodes_disagree")
 def nodes_disagree(ctx: Context) -> Diagnostic | None:
@@ -219,7 +228,12 @@ def nodes_disagree(ctx: Context) -> Diagnostic | None:
         text = nf.get("iptables-save")
         if name == node or not text:
             continue
-        mini = None if nf.is_parsed("iptables-save") else nf.parsed(
+        # One question (explain) cuts the chain out of the other node's dump, which is quicker than parsing it
+        # whole; but each cut reads the whole text, so a run that asks about many Services (the TUI's health
+        # marks, `check`) parses the dump once after a few cuts and looks the chains up in it.
+        cuts: list[int] = nf.parsed("iptables-save cuts", lambda _t, _p: [0], text="")
+        cuts[0] += 1
+        mini = None if nf.is_parsed("iptables-save") or cuts[0] > MAX_CUTS else nf.parsed(
             f"iptables-save {chain}", lambda t, source: _chains_alone(t, chain, source), text=text)
         if mini is not None:
             rs = mini
@@ -344,7 +358,10 @@ def proxy_mode_mismatch(ctx: Context) -> Diagnostic | None:
         return None
     configured = (nf.get("proxy-mode") or "").strip() or ctx.snap.cluster.proxy.mode
     rs = dp.iptables
-    modes = modes_present(nf, (c.name for c in rs.iter_chains()) if rs is not None else ())
+    # once per node and dump (it reads every chain's name): the same for every Service asked of this node
+    modes: set[str] = nf.parsed(f"modes-present {rs.source if rs is not None else ''}",
+                                lambda _t, _p: modes_present(nf, (c.name for c in rs.iter_chains())
+                                                             if rs is not None else ()), text="")
     problems = []
     if configured and configured in ("iptables", "ipvs", "nftables") and modes and configured not in modes:
         problems.append(f"kube-proxy is configured for {configured} but the node holds {', '.join(sorted(modes))}-mode "

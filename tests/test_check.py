@@ -1,0 +1,150 @@
+"""`svctrace check`: every Service's health, the worst first, and its exit code; the same rows as the TUI's marks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from test_cli import run
+
+from svctrace.browse.check import summarize
+from svctrace.browse.session import open_session
+
+DEMO_CLUSTER = Path(__file__).resolve().parents[1] / "svctrace" / "data" / "demo" / "cluster.json"
+
+
+def rows_of(stdout: str) -> list[list[str]]:
+    """The table's rows (without the header and the summary), split on the three-space column gap."""
+    lines = stdout.splitlines()
+    body = lines[1 : lines.index("")]
+    return [[c.strip() for c in line.split("   ") if c.strip()] for line in body]
+
+
+def test_check_all_namespaces_on_the_demo_exits_1_with_the_broken_services_first() -> None:
+    p = run("check", "-A", "--demo")
+    assert p.returncode == 1, p.stderr
+    assert p.stdout.splitlines()[0].split() == ["HEALTH", "NAMESPACE", "NAME", "PORT", "NODE", "CODES"]
+    rows = rows_of(p.stdout)
+    # the demo's two broken Services on purpose, worst first, with explain's codes
+    assert rows[0][:4] == ["error", "default", "payment", "https:443/TCP"]
+    assert "selector-matches-no-pods" in rows[0][-1] and "no-endpoints" in rows[0][-1]
+    assert rows[1][:3] == ["error", "default", "slow-start"] and rows[1][-1] == "no-ready-endpoints"
+    assert all(r[0] == "ok" for r in rows[2:])
+    # every port of every Service: kube-dns's three ports are three rows (53/UDP and 53/TCP told apart)
+    assert [r[3] for r in rows if r[2] == "kube-dns"] == ["dns:53/UDP", "dns-tcp:53/TCP", "metrics:9153/TCP"]
+    assert p.stdout.rstrip().endswith("11 Services, 13 rows: 2 error, 11 ok.")
+    assert p.stderr == ""
+
+
+def test_a_healthy_namespace_exits_0_and_the_default_namespace_is_default() -> None:
+    p = run("check", "-n", "kube-system", "--demo")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert {r[1] for r in rows_of(p.stdout)} == {"kube-system"}
+    d = run("check", "--demo")
+    assert d.returncode == 1 and {r[1] for r in rows_of(d.stdout)} == {"default"}
+    empty = run("check", "-n", "nothing-here", "--demo")
+    assert empty.returncode == 0 and empty.stdout == "No Services in namespace nothing-here.\n"
+
+
+def test_every_format_parses_and_says_the_same() -> None:
+    j = run("check", "-A", "--demo", "-o", "json")
+    assert j.returncode == 1 and j.stderr == ""
+    doc = json.loads(j.stdout)
+    assert doc["kind"] == "Check" and doc["healthy"] is False
+    assert doc["summary"] == {"services": 11, "rows": 13, "error": 2, "warning": 0, "unknown": 0, "ok": 11}
+    first = doc["items"][0]
+    assert (first["namespace"], first["name"], first["health"]) == ("default", "payment", "error")
+    assert first["port"] == {"name": "https", "port": 443, "protocol": "TCP", "target_port": 8443, "node_port": None}
+    assert {d["code"] for d in first["diagnostics"]} >= {"no-endpoints", "selector-matches-no-pods"}
+    y = run("check", "-A", "--demo", "-o", "yaml")
+    assert y.returncode == 1 and yaml.safe_load(y.stdout) == doc
+    jp = run("check", "-A", "--demo", "-o", 'jsonpath={.items[?(@.health=="error")].name}')
+    assert jp.returncode == 1 and jp.stdout == "payment slow-start\n"
+    tpl = run("check", "-n", "kube-system", "--demo", "-o", 'jsonpath={.summary.rows}{"\\n"}{.healthy}')
+    assert tpl.returncode == 0 and tpl.stdout == "3\ntrue\n"
+    wide = run("check", "-A", "--demo", "-o", "wide")
+    head = wide.stdout.splitlines()[0].split()
+    assert head == ["HEALTH", "NAMESPACE", "NAME", "TYPE", "CLUSTER-IP", "PORT", "ENDPOINTS", "NODE", "OUTCOME",
+                    "CODES"]
+    payment = next(r for r in rows_of(wide.stdout) if r[2] == "payment")
+    assert payment[3:7] == ["ClusterIP", "10.96.50.50", "https:443/TCP", "0/0"] and payment[8] == "reject"
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (("-o", "table"), "-o table: not a format this command prints (formats: text|wide|json|yaml|jsonpath=TEMPLATE)"),
+    (("-o", "jsonpath="), "-o jsonpath needs a template"),
+    (("-o", "jsonpath={.items[}"), "-o jsonpath: cannot read {.items[}"),
+    (("-o", "json=x"), "only jsonpath takes `=`"),
+    (("-A", "-n", "default"), "give -A or -n NAMESPACE, not both"),
+    (("--node", "nope"), "no node nope in the snapshot"),
+])
+def test_bad_check_flags_are_one_line_exit_2(args: tuple[str, ...], needle: str) -> None:
+    p = run("check", "--demo", *args)
+    assert p.returncode == 2 and p.stdout == ""
+    assert p.stderr.startswith("svctrace: error: ") and needle in p.stderr and p.stderr.count("\n") == 1, p.stderr
+
+
+def test_node_flag_asks_that_nodes_rules() -> None:
+    p = run("check", "-A", "--demo", "--node", "node02", "-o", "json")
+    doc = json.loads(p.stdout)
+    assert {tuple(i["nodes"]) for i in doc["items"] if i["type"] not in ("ExternalName",) and i["outcome"] != "DNS only"} \
+        == {("node02",)}
+    assert doc["node"] == "node02"
+
+
+def test_the_tui_marks_are_the_check_rows() -> None:
+    """The Service list's marks and `check` are one computation: each mark is the worst of the Service's rows."""
+    session = open_session("demo")
+    report = session.check()
+    by_key: dict[str, list] = {}
+    for r in report.rows:
+        by_key.setdefault(r.key, []).append(r)
+    assert set(by_key) == {r.key for r in session.services()}
+    for key, rows in by_key.items():
+        assert session.health(key) == summarize(rows)
+    assert session.health("default/payment") == ("error", "selector-matches-no-pods, no-endpoints")
+    assert session.health("default/slow-start") == ("error", "no-ready-endpoints")
+    assert session.health("default/web") == ("ok", "")
+
+
+def test_a_local_policy_is_checked_on_every_node(tmp_path: Path) -> None:
+    """internalTrafficPolicy: Local: each node's pods reach only that node's endpoints, so every node with rules
+    is asked; the nodes without a web pod drop (no-local-endpoints), the others reach their own pods."""
+    objs = json.loads(DEMO_CLUSTER.read_text())
+    for o in objs["items"]:
+        if o["kind"] == "Service" and o["metadata"]["name"] == "web":
+            o["spec"]["internalTrafficPolicy"] = "Local"
+    (tmp_path / "objs.json").write_text(json.dumps(objs))
+    snap = tmp_path / "snap"
+    sim = run("simulate", "-f", str(tmp_path / "objs.json"), "-o", str(snap))
+    assert sim.returncode == 0, sim.stderr
+    p = run("check", "--snapshot", str(snap), "-o", "json")
+    web = [i for i in json.loads(p.stdout)["items"] if i["name"] == "web"]
+    by_nodes = {tuple(i["nodes"]): (i["health"], i["codes"], i["outcome"]) for i in web}
+    # web's pods: one on node01, two on node02 (the demo's objects)
+    assert by_nodes[("node01",)] == ("ok", [], "1 endpoint")
+    assert by_nodes[("node02",)] == ("ok", [], "2 endpoints")
+    broken = [n for nodes, (h, codes, out) in by_nodes.items() if h == "error" for n in nodes]
+    assert sorted(broken) == ["controlplane", "node03", "node04"]
+    assert all(codes == ["no-local-endpoints"] and out == "drop"
+               for (h, codes, out) in by_nodes.values() if h == "error")
+    p2 = run("check", "--snapshot", str(snap), "--node", "node02", "-o", "jsonpath={.items[?(@.name==\"web\")].nodes}")
+    assert p2.stdout == '["node02"]\n'
+
+
+def test_check_reads_one_nodes_dump_too() -> None:
+    dump = Path(__file__).resolve().parents[1] / "svctrace" / "data" / "examples" / "kube-proxy-basic.iptables-save"
+    p = run("check", "-A", "--snapshot", str(dump), "-o", "json")
+    assert p.returncode == 1, p.stderr
+    doc = json.loads(p.stdout)
+    assert doc["items"][0]["health"] == "error" and doc["items"][0]["codes"] == ["no-endpoints"]
+    assert {i["health"] for i in doc["items"][1:]} <= {"ok", "error", "warning"}
+
+
+def test_check_is_registered_lazily() -> None:
+    code = ("import sys; from svctrace.cli import _command_of, COMMANDS; "
+            "assert 'check' in COMMANDS and _command_of(['check', '-A']) == 'check'")
+    subprocess.run([__import__("sys").executable, "-c", code], check=True)
