@@ -46,7 +46,7 @@ _svctrace() {
             --snapshot) COMPREPLY=($(compgen -f -- "$cur")); return;;
             --context) COMPREPLY=($(compgen -f -- "$cur")); return;;
             --kubeconfig) COMPREPLY=($(compgen -f -- "$cur")); return;;
-            --output|-o) COMPREPLY=($(compgen -W "text json" -- "$cur")); return;;
+            --output|-o) COMPREPLY=($(compgen -f -- "$cur")); return;;
         esac
         COMPREPLY=($(compgen -W "--namespace -n --port --proto -p --from --to --node --snapshot --demo --returning-client --context --kubeconfig --refresh --output -o --help -h" -- "$cur"))
         [[ "$cur" != -* ]] && COMPREPLY+=($(compgen -f -- "$cur"))
@@ -83,7 +83,7 @@ _svctrace() {
             --table|-t) COMPREPLY=($(compgen -f -- "$cur")); return;;
             --kube-version) COMPREPLY=($(compgen -f -- "$cur")); return;;
             --batch) COMPREPLY=($(compgen -f -- "$cur")); return;;
-            --output|-o) COMPREPLY=($(compgen -W "text json" -- "$cur")); return;;
+            --output|-o) COMPREPLY=($(compgen -f -- "$cur")); return;;
         esac
         COMPREPLY=($(compgen -W "--src -s --dst -d --proto -p --dport --sport --local-ip --from-node --in-iface --out-iface --returning-client --ipset --table -t --no-route-localnet --route-localnet --kube-version --demo --batch --output -o --help -h" -- "$cur"))
         [[ "$cur" != -* ]] && COMPREPLY+=($(compgen -f -- "$cur"))

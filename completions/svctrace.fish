@@ -40,7 +40,7 @@ complete -c svctrace -n '__fish_seen_subcommand_from explain' -l returning-clien
 complete -c svctrace -n '__fish_seen_subcommand_from explain' -l context -r -F -d 'kubeconfig context (live cluster)'
 complete -c svctrace -n '__fish_seen_subcommand_from explain' -l kubeconfig -r -F -d 'kubeconfig file (live cluster)'
 complete -c svctrace -n '__fish_seen_subcommand_from explain' -l refresh -d 'Live cluster: collect again instead of using the snapshot cached for a minute'
-complete -c svctrace -n '__fish_seen_subcommand_from explain' -l output -s o -r -a 'text json' -d 'Output format'
+complete -c svctrace -n '__fish_seen_subcommand_from explain' -l output -s o -r -F -d 'Output format: text|wide|json|yaml|jsonpath=TEMPLATE (jsonpath as kubectl writes it: -o jsonpath={'
 complete -c svctrace -n '__fish_seen_subcommand_from explain' -l help -s h -d 'Show help'
 complete -c svctrace -n '__fish_seen_subcommand_from explain' -F
 complete -c svctrace -n '__fish_use_subcommand' -a learn -d 'Short lessons on Services and kube-proxy, each ending with questions the engine checks'
@@ -74,7 +74,7 @@ complete -c svctrace -n '__fish_seen_subcommand_from trace' -l no-route-localnet
 complete -c svctrace -n '__fish_seen_subcommand_from trace' -l kube-version -r -F -d 'kube-proxy version, where behaviour differs and the dump does not say (IPVS ping before/after 1'
 complete -c svctrace -n '__fish_seen_subcommand_from trace' -l demo -d 'Use the bundled example dump (node IP 192'
 complete -c svctrace -n '__fish_seen_subcommand_from trace' -l batch -r -F -d 'Many packets, one load: a file (or - for stdin) with one JSON object per line, fields named like the flags (src, dst, proto, dport, '
-complete -c svctrace -n '__fish_seen_subcommand_from trace' -l output -s o -r -a 'text json' -d 'Output format'
+complete -c svctrace -n '__fish_seen_subcommand_from trace' -l output -s o -r -F -d 'Output format: text|wide|json|yaml|jsonpath=TEMPLATE (jsonpath as kubectl writes it: -o jsonpath={'
 complete -c svctrace -n '__fish_seen_subcommand_from trace' -l help -s h -d 'Show help'
 complete -c svctrace -n '__fish_seen_subcommand_from trace' -F
 complete -c svctrace -n '__fish_use_subcommand' -a tui -d 'Browse Services, chains and rules; trace a packet and watch its paths light up'

@@ -62,7 +62,7 @@ _svctrace() {
         '--context[kubeconfig context (live cluster)]:value:_files' \
         '--kubeconfig[kubeconfig file (live cluster)]:value:_files' \
         '--refresh[Live cluster: collect again instead of using the snapshot cached for a minute]' \
-        {--output,-o}'[Output format]:value:(text json)' \
+        {--output,-o}'[Output format: text|wide|json|yaml|jsonpath=TEMPLATE (jsonpath as kubectl writes it: -o jsonpath={]:value:_files' \
         {--help,-h}'[Show help]' \
         '*:file:_files'
       ;;
@@ -103,7 +103,7 @@ _svctrace() {
         '--kube-version[kube-proxy version, where behaviour differs and the dump does not say (IPVS ping before/after 1]:value:_files' \
         '--demo[Use the bundled example dump (node IP 192]' \
         '--batch[Many packets, one load: a file (or - for stdin) with one JSON object per line, fields named like the flags (src, dst, proto, dport, ]:value:_files' \
-        {--output,-o}'[Output format]:value:(text json)' \
+        {--output,-o}'[Output format: text|wide|json|yaml|jsonpath=TEMPLATE (jsonpath as kubectl writes it: -o jsonpath={]:value:_files' \
         {--help,-h}'[Show help]' \
         '*:file:_files'
       ;;

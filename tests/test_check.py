@@ -57,7 +57,13 @@ def test_every_format_parses_and_says_the_same() -> None:
     assert doc["summary"] == {"services": 11, "rows": 13, "error": 2, "warning": 0, "unknown": 0, "ok": 11}
     first = doc["items"][0]
     assert (first["namespace"], first["name"], first["health"]) == ("default", "payment", "error")
-    assert first["port"] == {"name": "https", "port": 443, "protocol": "TCP", "target_port": 8443, "node_port": None}
+    assert first["port"] == {
+        "name": "https",
+        "port": 443,
+        "protocol": "TCP",
+        "target_port": 8443,
+        "node_port": None,
+    }
     assert {d["code"] for d in first["diagnostics"]} >= {"no-endpoints", "selector-matches-no-pods"}
     y = run("check", "-A", "--demo", "-o", "yaml")
     assert y.returncode == 1 and yaml.safe_load(y.stdout) == doc
@@ -67,31 +73,52 @@ def test_every_format_parses_and_says_the_same() -> None:
     assert tpl.returncode == 0 and tpl.stdout == "3\ntrue\n"
     wide = run("check", "-A", "--demo", "-o", "wide")
     head = wide.stdout.splitlines()[0].split()
-    assert head == ["HEALTH", "NAMESPACE", "NAME", "TYPE", "CLUSTER-IP", "PORT", "ENDPOINTS", "NODE", "OUTCOME",
-                    "CODES"]
+    assert head == [
+        "HEALTH",
+        "NAMESPACE",
+        "NAME",
+        "TYPE",
+        "CLUSTER-IP",
+        "PORT",
+        "ENDPOINTS",
+        "NODE",
+        "OUTCOME",
+        "CODES",
+    ]
     payment = next(r for r in rows_of(wide.stdout) if r[2] == "payment")
     assert payment[3:7] == ["ClusterIP", "10.96.50.50", "https:443/TCP", "0/0"] and payment[8] == "reject"
 
 
-@pytest.mark.parametrize(("args", "needle"), [
-    (("-o", "table"), "-o table: not a format this command prints (formats: text|wide|json|yaml|jsonpath=TEMPLATE)"),
-    (("-o", "jsonpath="), "-o jsonpath needs a template"),
-    (("-o", "jsonpath={.items[}"), "-o jsonpath: cannot read {.items[}"),
-    (("-o", "json=x"), "only jsonpath takes `=`"),
-    (("-A", "-n", "default"), "give -A or -n NAMESPACE, not both"),
-    (("--node", "nope"), "no node nope in the snapshot"),
-])
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (
+            ("-o", "table"),
+            "-o table: not a format this command prints (formats: text|wide|json|yaml|jsonpath=TEMPLATE)",
+        ),
+        (("-o", "jsonpath="), "-o jsonpath needs a template"),
+        (("-o", "jsonpath={.items[}"), "-o jsonpath: cannot read {.items[}"),
+        (("-o", "json=x"), "only jsonpath takes `=`"),
+        (("-A", "-n", "default"), "give -A or -n NAMESPACE, not both"),
+        (("--node", "nope"), "no node nope in the snapshot"),
+    ],
+)
 def test_bad_check_flags_are_one_line_exit_2(args: tuple[str, ...], needle: str) -> None:
     p = run("check", "--demo", *args)
     assert p.returncode == 2 and p.stdout == ""
-    assert p.stderr.startswith("svctrace: error: ") and needle in p.stderr and p.stderr.count("\n") == 1, p.stderr
+    assert p.stderr.startswith("svctrace: error: ") and needle in p.stderr and p.stderr.count("\n") == 1, (
+        p.stderr
+    )
 
 
 def test_node_flag_asks_that_nodes_rules() -> None:
     p = run("check", "-A", "--demo", "--node", "node02", "-o", "json")
     doc = json.loads(p.stdout)
-    assert {tuple(i["nodes"]) for i in doc["items"] if i["type"] not in ("ExternalName",) and i["outcome"] != "DNS only"} \
-        == {("node02",)}
+    assert {
+        tuple(i["nodes"])
+        for i in doc["items"]
+        if i["type"] not in ("ExternalName",) and i["outcome"] != "DNS only"
+    } == {("node02",)}
     assert doc["node"] == "node02"
 
 
@@ -129,14 +156,31 @@ def test_a_local_policy_is_checked_on_every_node(tmp_path: Path) -> None:
     assert by_nodes[("node02",)] == ("ok", [], "2 endpoints")
     broken = [n for nodes, (h, codes, out) in by_nodes.items() if h == "error" for n in nodes]
     assert sorted(broken) == ["controlplane", "node03", "node04"]
-    assert all(codes == ["no-local-endpoints"] and out == "drop"
-               for (h, codes, out) in by_nodes.values() if h == "error")
-    p2 = run("check", "--snapshot", str(snap), "--node", "node02", "-o", "jsonpath={.items[?(@.name==\"web\")].nodes}")
+    assert all(
+        codes == ["no-local-endpoints"] and out == "drop"
+        for (h, codes, out) in by_nodes.values()
+        if h == "error"
+    )
+    p2 = run(
+        "check",
+        "--snapshot",
+        str(snap),
+        "--node",
+        "node02",
+        "-o",
+        'jsonpath={.items[?(@.name=="web")].nodes}',
+    )
     assert p2.stdout == '["node02"]\n'
 
 
 def test_check_reads_one_nodes_dump_too() -> None:
-    dump = Path(__file__).resolve().parents[1] / "svctrace" / "data" / "examples" / "kube-proxy-basic.iptables-save"
+    dump = (
+        Path(__file__).resolve().parents[1]
+        / "svctrace"
+        / "data"
+        / "examples"
+        / "kube-proxy-basic.iptables-save"
+    )
     p = run("check", "-A", "--snapshot", str(dump), "-o", "json")
     assert p.returncode == 1, p.stderr
     doc = json.loads(p.stdout)
@@ -145,6 +189,8 @@ def test_check_reads_one_nodes_dump_too() -> None:
 
 
 def test_check_is_registered_lazily() -> None:
-    code = ("import sys; from svctrace.cli import _command_of, COMMANDS; "
-            "assert 'check' in COMMANDS and _command_of(['check', '-A']) == 'check'")
+    code = (
+        "import sys; from svctrace.cli import _command_of, COMMANDS; "
+        "assert 'check' in COMMANDS and _command_of(['check', '-A']) == 'check'"
+    )
     subprocess.run([__import__("sys").executable, "-c", code], check=True)

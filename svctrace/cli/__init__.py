@@ -41,15 +41,6 @@ def _root(
 
 
 
-def emit_json(doc: object, warnings: list) -> None:
-    """-o json: the document on stdout and nothing else; warnings on stderr."""
-    import json
-
-    sys.stdout.write(json.dumps(doc, indent=2) + "\n")
-    for w in warnings:
-        sys.stderr.write(f"svctrace: warning: {w}\n")
-
-
 def error(message: str, code: int = 2) -> None:
     sys.stderr.write(f"svctrace: error: {message}\n")
     sys.exit(code)

@@ -124,6 +124,7 @@ def check_cmd(
     session = open_session(snapshot)
     ns = None if all_namespaces else (namespace or "default")
     report = session.check(ns, node, progress=_progress() if sys.stderr.isatty() else None)
+
     def text(o: Output) -> None:
         sys.stdout.write(table_text(report, o.wide))
 

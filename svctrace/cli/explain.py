@@ -7,8 +7,9 @@ from enum import StrEnum
 import typer
 from rich.console import Console
 
-from svctrace.cli import app, emit_json
-from svctrace.cli.trace import Output, Proto
+from svctrace.cli import app
+from svctrace.cli.output import Output, emit, option, parse_output
+from svctrace.cli.trace import Proto
 from svctrace.errors import InputError
 from svctrace.explain import VIA, Request, explain, question
 from svctrace.model.snapshot import load_snapshot
@@ -22,6 +23,9 @@ class Via(StrEnum):
 
 
 assert tuple(v.value for v in Via) == VIA
+
+# The formats `explain` prints (cli/output.py); `wide` adds the rule that decided each backend's fate.
+FORMATS = ("text", "wide", "json", "yaml", "jsonpath")
 
 
 @app.command("explain")
@@ -46,9 +50,10 @@ def explain_cmd(
     kubeconfig: str | None = typer.Option(None, "--kubeconfig", help="kubeconfig file (live cluster)."),
     refresh: bool = typer.Option(False, "--refresh", help="Live cluster: collect again instead of using the "
                                  "snapshot cached for a minute."),
-    output: Output = typer.Option(Output.text, "--output", "-o", help="Output format."),
+    output: str = option(FORMATS),
 ) -> None:
     """Explain where traffic to a Service goes: hop by hop, to which pods, and what is wrong."""
+    out = parse_output(output, FORMATS)
     if demo:
         if snapshot not in (None, "demo"):
             raise InputError("give --snapshot or --demo, not both")
@@ -70,10 +75,10 @@ def explain_cmd(
     req = Request(target=target, namespace=namespace, port=port, proto=proto.value if proto else None,
                   source=source, to=to.value if to else None, node=node, returning_client=returning_client)
     exp = explain(snap, req)
-    if output is Output.json:
-        emit_json(exp.to_json(), exp.warnings)
-    else:
+    def text(o: Output) -> None:
         from svctrace.render.explain import render_explanation
 
-        render_explanation(exp, Console(highlight=False))
+        render_explanation(exp, Console(highlight=False), wide=o.wide)
+
+    emit(out, exp.to_json, exp.warnings, text=text)
     raise typer.Exit(exp.exit_code)

@@ -11,7 +11,8 @@ from typing import Any
 
 import typer
 
-from svctrace.cli import app, emit_json
+from svctrace.cli import app
+from svctrace.cli.output import Output, emit, option, parse_output
 from svctrace.dataplane.contract import TraceResult
 from svctrace.dataplane.detect import is_address_file, looks_like_ipset, sniff_input
 from svctrace.dataplane.ipset import parse_ipset
@@ -28,9 +29,8 @@ DEMO_DUMP = "kube-proxy-basic.iptables-save"
 DEMO_LOCAL_IPS = ["192.168.0.2"]
 
 
-class Output(StrEnum):
-    text = "text"
-    json = "json"
+# The formats `trace` prints (cli/output.py); `wide` adds the delivery column to the outcomes.
+FORMATS = ("text", "wide", "json", "yaml", "jsonpath")
 
 
 class Proto(StrEnum):
@@ -162,10 +162,11 @@ def trace_cmd(
     batch: str | None = typer.Option(None, "--batch", help="Many packets, one load: a file (or - for stdin) with "
                                      "one JSON object per line, fields named like the flags (src, dst, proto, "
                                      "dport, ...; the flags give defaults); one JSON answer per line."),
-    output: Output = typer.Option(Output.text, "--output", "-o", help="Output format."),
+    output: str = option(FORMATS),
 ) -> None:
     """Walk one packet through one node's dataplane (iptables, nftables or IPVS): every outcome, its probability and
     the rules that decided it."""
+    out = parse_output(output, FORMATS)
     if dst is None and batch is None:
         raise _missing_option(ctx, "--dst")
     if demo and dump:
@@ -201,14 +202,14 @@ def trace_cmd(
     assert dst is not None
     pkt = make_packet(src, dst, proto.value, dport, sport, from_node, iif, oif, facts, kube_version)
     result = trace_inputs(inputs, pkt, facts, table=table, kube_version=kube_version)
-    if output is Output.json:
-        emit_json(result.to_json(), result.warnings)
-    else:
+    def text(o: Output) -> None:
         from rich.console import Console
 
         from svctrace.render.text import render_trace
 
-        render_trace(result, Console(highlight=False))
+        render_trace(result, Console(highlight=False), wide=o.wide)
+
+    emit(out, result.to_json, result.warnings, text=text)
     raise typer.Exit(result.exit_code)
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from svctrace.explain import Explanation
+from svctrace.render.text import decided_by
 
 SEVERITY = {"error": ("✗", "bold red"), "warning": ("!", "bold yellow"), "info": ("i", "bold cyan")}
 
@@ -38,10 +41,15 @@ def header(exp: Explanation) -> Table:
     return t
 
 
-def backends(exp: Explanation) -> Table:
+def backends(exp: Explanation, wide: bool = False) -> Table:
+    """The outcomes, one row each; `wide` adds the rule that decided each (as `trace` names it)."""
     t = Table(show_edge=False, box=None, pad_edge=False, header_style="bold")
-    for col, kw in (("prob.", {"justify": "right", "no_wrap": True}), ("", {"no_wrap": True}), ("verdict", {}),
-                    ("endpoint", {"no_wrap": True}), ("pod", {"overflow": "fold"}), ("node", {}), ("masquerade", {})):
+    cols: list[tuple[str, dict[str, Any]]] = [
+        ("prob.", {"justify": "right", "no_wrap": True}), ("", {"no_wrap": True}), ("verdict", {}),
+        ("endpoint", {"no_wrap": True}), ("pod", {"overflow": "fold"}), ("node", {}), ("masquerade", {})]
+    if wide:
+        cols.append(("decided by", {"overflow": "fold"}))
+    for col, kw in cols:
         t.add_column(col, **kw)
     for o in exp.outcomes:
         bar = "█" * max(1, round(o.probability * 10))
@@ -49,11 +57,12 @@ def backends(exp: Explanation) -> Table:
         t.add_row(_pct(o.probability), Text(bar, style="magenta"),
                   Text(o.verdict.upper() + ("" if o.certain else " ?"), style=f"bold {style}"),
                   o.endpoint or "-", o.pod or "-", o.endpoint_node or "-",
-                  ("yes" if o.masquerade else "no") if o.verdict == "accept" else "-")
+                  ("yes" if o.masquerade else "no") if o.verdict == "accept" else "-",
+                  *([decided_by(o.path, o.verdict, o.reason)] if wide else []))
     return t
 
 
-def render_explanation(exp: Explanation, console: Console) -> None:
+def render_explanation(exp: Explanation, console: Console, *, wide: bool = False) -> None:
     console.print(header(exp))
     if exp.hops:
         console.print()
@@ -72,7 +81,7 @@ def render_explanation(exp: Explanation, console: Console) -> None:
     if exp.outcomes:
         console.print()
         console.print(Text("Backends", style="bold underline"))
-        console.print(backends(exp))
+        console.print(backends(exp, wide))
         reasons = sorted({o.masquerade_reason for o in exp.outcomes if o.masquerade and o.masquerade_reason})
         for r in reasons:
             console.print(Text(f"  masquerade: {r}", style="yellow"))

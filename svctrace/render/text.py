@@ -122,7 +122,12 @@ def chain_legend(result: TraceResult) -> Table | None:
 
 
 def _decided_by(o: Outcome) -> str:
-    for s in reversed(o.path):
+    return decided_by(o.path, o.verdict, o.reason)
+
+
+def decided_by(path: list[PathStep], verdict: str, reason: str) -> str:
+    """The rule that decided an outcome (its table, chain, number and comment), or why none did."""
+    for s in reversed(path):
         if s.rule is None and s.action == "policy ACCEPT":
             continue
         if s.rule is None and s.action.startswith("policy"):
@@ -131,25 +136,28 @@ def _decided_by(o: Outcome) -> str:
                                    or "assumed DNAT" in s.action):
             c = s.comment
             return f"{s.table} {s.chain} #{s.rule}" + (f" “{c}”" if c else "")
-    return "no rule (not translated)" if o.verdict == "accept" else o.reason
+    return "no rule (not translated)" if verdict == "accept" else reason
 
 
-def outcomes_table(result: TraceResult) -> Table:
+def outcomes_table(result: TraceResult, wide: bool = False) -> Table:
     t = Table(show_edge=False, box=None, pad_edge=False, header_style="bold")
     t.add_column("prob.", justify="right")
     t.add_column("")
     t.add_column("verdict")
     t.add_column("destination")
     t.add_column("masquerade")
+    if wide:
+        t.add_column("delivery")
     t.add_column("decided by", overflow="fold")
     for o in result.outcomes:
         bar = "█" * max(1, round(o.probability * 10)) if o.probability > 0 else ""
         dest = o.dnat or (o.final_dst if o.verdict == "accept" else "-")
         masq = ("yes" + (f" ({o.snat})" if o.snat else "")) if o.masquerade else "no"
         why = _decided_by(o)
+        cells = [dest or "-", masq if o.verdict == "accept" else "-"] + ([o.delivery or "-"] if wide else []) + [why]
         t.add_row(_pct(o.probability), Text(bar, style="magenta"),
                   Text(o.verdict.upper() + ("" if o.certain else " ?"), style=VERDICT_STYLE.get(o.verdict, "")),
-                  dest or "-", masq if o.verdict == "accept" else "-", why)
+                  *cells)
     return t
 
 
@@ -196,7 +204,7 @@ def verdict_line(result: TraceResult) -> Text:
     return t
 
 
-def render_trace(result: TraceResult, console: Console, *, show_warnings: bool = True) -> None:
+def render_trace(result: TraceResult, console: Console, *, show_warnings: bool = True, wide: bool = False) -> None:
     rs = result.ruleset
     meta = f"rules: {rs.source} ({rs.format}"
     if rs.backend:
@@ -208,7 +216,7 @@ def render_trace(result: TraceResult, console: Console, *, show_warnings: bool =
     if legend is not None:
         console.print(legend)
     console.print()
-    console.print(outcomes_table(result))
+    console.print(outcomes_table(result, wide))
     console.print()
     console.print(verdict_line(result))
     for note in result.notes:
