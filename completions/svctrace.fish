@@ -31,7 +31,7 @@ complete -c svctrace -n '__fish_use_subcommand' -a explain -d 'Explain where tra
 complete -c svctrace -n '__fish_seen_subcommand_from explain' -l namespace -s n -r -F -d 'Namespace of the Service (default: default)'
 complete -c svctrace -n '__fish_seen_subcommand_from explain' -l port -r -F -d 'Service port, by name or number (default: the first)'
 complete -c svctrace -n '__fish_seen_subcommand_from explain' -l proto -s p -r -a 'tcp udp sctp icmp' -d 'Protocol (default: the ports; icmp = ping)'
-complete -c svctrace -n '__fish_seen_subcommand_from explain' -l from -r -F -d 'pod/NAME, node/NAME or an IP (default: a pod for cluster-ip, an outside client otherwise)'
+complete -c svctrace -n '__fish_seen_subcommand_from explain' -l from -r -F -d 'pod/NAME (in the Services namespace, else the one pod of that name elsewhere), pod/NAMESPACE/NAME, node/NAME or an IP (default: a pod for cluster-ip, an outside client otherwise)'
 complete -c svctrace -n '__fish_seen_subcommand_from explain' -l to -r -a 'cluster-ip node-port external-ip load-balancer' -d 'Which address of the Service the packet is sent to'
 complete -c svctrace -n '__fish_seen_subcommand_from explain' -l node -r -F -d 'The node that receives the packet (for node-port, external-ip, load-balancer and outside sources)'
 complete -c svctrace -n '__fish_seen_subcommand_from explain' -l snapshot -r -F -d 'A snapshot bundle (directory or '

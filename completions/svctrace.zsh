@@ -53,7 +53,7 @@ _svctrace() {
         {--namespace,-n}'[Namespace of the Service (default: default)]:value:_files' \
         '--port[Service port, by name or number (default: the first)]:value:_files' \
         {--proto,-p}'[Protocol (default: the ports; icmp = ping)]:value:(tcp udp sctp icmp)' \
-        '--from[pod/NAME, node/NAME or an IP (default: a pod for cluster-ip, an outside client otherwise)]:value:_files' \
+        '--from[pod/NAME (in the Services namespace, else the one pod of that name elsewhere), pod/NAMESPACE/NAME, node/NAME or an IP (default: a pod for cluster-ip, an outside client otherwise)]:value:_files' \
         '--to[Which address of the Service the packet is sent to]:value:(cluster-ip node-port external-ip load-balancer)' \
         '--node[The node that receives the packet (for node-port, external-ip, load-balancer and outside sources)]:value:_files' \
         '--snapshot[A snapshot bundle (directory or ]:value:_files' \

@@ -46,6 +46,16 @@ def error(message: str, code: int = 2) -> None:
     sys.exit(code)
 
 
+def usage_error(e: Exception, command: str | None = None) -> None:
+    """A usage error (a missing argument, an unknown option or command, a bad value) as one line, exit 2:
+    `svctrace: error: svctrace explain: No such option: --bogus (see svctrace explain -h)`."""
+    ctx = getattr(e, "ctx", None)
+    path = ctx.command_path if ctx is not None else " ".join(["svctrace", *([command] if command else [])])
+    fmt = getattr(e, "format_message", None)
+    message = " ".join((fmt() if callable(fmt) else str(e)).split())
+    error(f"{path}: {message} (see {path} -h)", 2)
+
+
 # Each command lives in the module of its name and registers itself on `app` when imported; in this order
 # (the order of `svctrace --help`).  A run imports only its command's module, so `svctrace trace` never loads
 # the kubernetes client, paramiko or Textual (issue 13: start-up is part of what a user pays).
@@ -74,7 +84,20 @@ def main() -> None:
     try:
         command = _command_of(sys.argv[1:])
         load_commands(*([command] if command else []))
-        app(standalone_mode=True)
+        # Not standalone: typer would draw usage errors in a box; they are one line here, like svctrace's own.
+        exceptions = sys.modules[typer.BadParameter.__module__]  # click's (typer may vendor it)
+        try:
+            rc = app(standalone_mode=False)
+        except exceptions.UsageError as e:
+            if not " ".join(e.format_message().split()):  # no arguments at all: the help was printed
+                sys.exit(e.exit_code)
+            usage_error(e, command)
+        except typer.Abort:
+            sys.stderr.write("svctrace: aborted\n")
+            sys.exit(1)
+        except exceptions.ClickException as e:
+            error(" ".join(e.format_message().split()), e.exit_code or 2)
+        sys.exit(rc if isinstance(rc, int) else 0)
     except SvctraceError as e:
         error(str(e), e.exit_code)
     except KeyboardInterrupt:

@@ -30,14 +30,17 @@ FORMATS = ("text", "wide", "json", "yaml", "jsonpath")
 
 @app.command("explain")
 def explain_cmd(
-    target: str = typer.Argument(..., help="svc/NAME, NAME.NAMESPACE[.svc[.cluster.local]], or IP:PORT.",
-                                 show_default=False),
+    target: str = typer.Argument(..., help="svc/NAME (or `svc NAME`, as kubectl), svc/NAMESPACE/NAME, "
+                                 "NAME.NAMESPACE[.svc[.cluster.local]], or the Service's IP[:PORT] (cluster, "
+                                 "external or load-balancer IP; a node IP with a node port).", show_default=False),
+    name: str | None = typer.Argument(None, help="NAME, after `svc`: `explain svc web`.", show_default=False),
     namespace: str | None = typer.Option(None, "--namespace", "-n", help="Namespace of the Service (default: "
                                          "default)."),
     port: str | None = typer.Option(None, "--port", help="Service port, by name or number (default: the first)."),
     proto: Proto | None = typer.Option(None, "--proto", "-p", help="Protocol (default: the port's; icmp = ping)."),
-    source: str | None = typer.Option(None, "--from", help="pod/NAME, node/NAME or an IP (default: a pod for "
-                                      "cluster-ip, an outside client otherwise)."),
+    source: str | None = typer.Option(None, "--from", help="pod/NAME (in the Service's namespace, else the one "
+                                      "pod of that name elsewhere), pod/NAMESPACE/NAME, node/NAME or an IP "
+                                      "(default: a pod for cluster-ip, an outside client otherwise)."),
     to: Via | None = typer.Option(None, "--to", help="Which address of the Service the packet is sent to."),
     node: str | None = typer.Option(None, "--node", help="The node that receives the packet (for node-port, "
                                     "external-ip, load-balancer and outside sources)."),
@@ -54,6 +57,7 @@ def explain_cmd(
 ) -> None:
     """Explain where traffic to a Service goes: hop by hop, to which pods, and what is wrong."""
     out = parse_output(output, FORMATS)
+    target = question.join_target([target, name] if name is not None else [target])
     if demo:
         if snapshot not in (None, "demo"):
             raise InputError("give --snapshot or --demo, not both")

@@ -292,12 +292,15 @@ def collect_cluster(out: str | os.PathLike[str], nodes: Sequence[str] | None = N
 # -- one question ---------------------------------------------------------------------------------------
 
 def _owner(services: Sequence[dict[str, Any]], nodes: Sequence[dict[str, Any]], ip: str,
-           port: int) -> tuple[str, str] | None:
+           port: int | None) -> tuple[str, str] | None:
+    """The Service (namespace, name) at ip:port; with no port, the Service whose own address ip is."""
     node_ips = {a.get("address") for n in nodes for a in (n.get("status") or {}).get("addresses") or []}
     for s in services:
         spec, m = s.get("spec") or {}, s.get("metadata") or {}
         ips = set(spec.get("clusterIPs") or [spec.get("clusterIP")]) | set(spec.get("externalIPs") or []) | {
             i.get("ip") for i in ((s.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []}
+        if port is None and ip in ips:
+            return str(m.get("namespace") or "default"), str(m.get("name") or "")
         for p in spec.get("ports") or []:
             if (ip in ips and p.get("port") == port) or (ip in node_ips and p.get("nodePort") == port):
                 return str(m.get("namespace") or "default"), str(m.get("name") or "")
@@ -368,7 +371,7 @@ def snapshot_for_question(service: str, namespace: str | None = None, node: str 
     with signals_interrupt(), Kube(conn) as kube:
         target = question.parse_target(service, ns_arg)
         ns, name = target.namespace or ns_arg or conn.namespace, target.name
-        if target.ip is not None and target.port is not None:
+        if target.ip is not None:
             prog(f"finding the Service of {service}")
             owner = _owner(kube.list("services"), kube.list("nodes"), target.ip, target.port)
             if owner is not None:
@@ -377,6 +380,11 @@ def snapshot_for_question(service: str, namespace: str | None = None, node: str 
         pods = [(spec.namespace or ns, spec.name or "")] if spec is not None and spec.kind == "pod" else []
         pod_ips = [spec.ip] if spec is not None and spec.ip else []
         objs = fetch_objects(kube, namespace=ns, service=name, pods=pods, pod_ips=pod_ips, progress=prog)
+        if spec is not None and spec.kind == "pod" and not spec.explicit and spec.name and not any(
+                _node_name(p) == spec.name and (p.get("metadata") or {}).get("namespace") == (spec.namespace or ns)
+                for p in objs.of("Pod")):
+            # not in the namespace asked: the pods of that name elsewhere (explain takes the one, or names them)
+            objs.add(kube.list("pods", None, field_selector=f"metadata.name={spec.name}"))
         if name and not any(_node_name(s) == name for s in objs.of("Service")):
             # not in this namespace: the Services of that name elsewhere, for explain's "did you mean -n"
             objs.add(kube.list("services", None, field_selector=f"metadata.name={name}"))

@@ -105,6 +105,8 @@ def resolve_target(cluster: Cluster, req: Request) -> tuple[Service, str | None,
     """(service, port spec, via, destination ip) from `svc/NAME`, `NAME.NS.svc.cluster.local` or `IP:PORT`."""
     t = req.target.strip()
     target = parse_target(t, req.namespace)
+    if target.ip is not None and target.port is None:
+        return _service_at(cluster, target.ip, t)
     if target.ip is not None and target.port is not None:
         ip, port = target.ip, target.port
         for svc in cluster.services.values():
@@ -132,6 +134,22 @@ def resolve_target(cluster: Cluster, req: Request) -> tuple[Service, str | None,
             hint += f"; did you mean {' or '.join(elsewhere[:3])} (-n)?"
         raise InputError(f"no Service {ns}/{name} in the snapshot{hint}")
     return found, None, None, None
+
+
+def _service_at(cluster: Cluster, ip: str, t: str) -> tuple[Service, str | None, str | None, str | None]:
+    """`explain IP`: the Service whose cluster IP, external IP or load-balancer IP it is (its first port)."""
+    for via, ips in (("cluster-ip", lambda s: s.cluster_ips), ("external-ip", lambda s: s.external_ips),
+                     ("load-balancer", lambda s: s.lb_ips)):
+        owners = [s for s in cluster.services.values() if ip in ips(s)]
+        if len(owners) > 1:
+            raise InputError(f"{t} is an address of {', '.join(s.key for s in owners[:4])}: give the port "
+                             "(IP:PORT) or the name")
+        if owners:
+            return owners[0], None, via, ip
+    node = cluster.node_by_ip(ip)
+    if node is not None:
+        raise InputError(f"{t} is node {node.name}'s address: give the node port (IP:PORT)")
+    raise InputError(f"no Service has the address {t} (cluster IP, external IP or load-balancer IP)")
 
 
 def _family(ip: str) -> int:
@@ -203,6 +221,8 @@ def explain(snap: Snapshot, req: Request) -> Explanation:
 
     spec = parse_source(req.source, req.namespace or svc.namespace) if req.source is not None else None
     source = resolve_source(cluster, spec, via, req.node, candidates)
+    if source.note:
+        inferred.append(f"source: {source.note}")
     if source.synthetic and source.kind == "pod":
         inferred.append(f"source: no --from, so a pod on {source.node} ({source.ip}, from the node's podCIDR)")
     elif source.synthetic:
