@@ -194,3 +194,63 @@ def test_check_is_registered_lazily() -> None:
         "assert 'check' in COMMANDS and _command_of(['check', '-A']) == 'check'"
     )
     subprocess.run([__import__("sys").executable, "-c", code], check=True)
+
+
+def test_cluster_lookups_are_indexed_and_follow_objects_added_later() -> None:
+    """check asks one question per Service port; the Cluster's lookups are tables built once (not a scan per
+    question), built again when an object list grows."""
+    from svctrace.model.cluster import Pod, parse_cluster
+
+    c = parse_cluster(
+        {
+            "items": [
+                {
+                    "kind": "Service",
+                    "metadata": {"namespace": "a", "name": "s"},
+                    "spec": {"clusterIP": "10.96.0.1"},
+                },
+                {
+                    "kind": "Pod",
+                    "metadata": {"namespace": "a", "name": "p"},
+                    "status": {"podIP": "10.244.0.2"},
+                },
+                {
+                    "kind": "Pod",
+                    "metadata": {"namespace": "b", "name": "h"},
+                    "spec": {"hostNetwork": True},
+                    "status": {"podIP": "10.244.0.3"},
+                },
+            ]
+        }
+    )
+    assert c.pod("a", "p") is not None and c.pod("a", "q") is None
+    assert c.pod_by_ip("10.244.0.3") is not None and c.pod_by_ip("10.244.0.3").name == "h"  # type: ignore[union-attr]
+    c.pods.append(Pod("b", "p", ["10.244.0.3"], {}, None, []))
+    assert [p.key for p in c.pods_named("p")] == ["a/p", "b/p"]
+    # a pod's own address before a hostNetwork pod's (the node's)
+    assert c.pod_by_ip("10.244.0.3").key == "b/p"  # type: ignore[union-attr]
+    assert c.slices_for(c.services["a/s"]) == []
+
+
+def test_warnings_are_said_once_on_stderr(tmp_path: Path) -> None:
+    import shutil
+
+    snap = tmp_path / "snap"
+    shutil.copytree(DEMO_CLUSTER.parent, snap)
+    doc = json.loads((snap / "cluster.json").read_text())
+    doc["items"].append(
+        {
+            "kind": "Service",
+            "metadata": {"namespace": "default", "name": "broken"},
+            "spec": {"ports": [{"port": "eighty"}]},
+        }
+    )
+    (snap / "cluster.json").write_text(json.dumps(doc))
+    p = run("check", "-A", "--snapshot", str(snap))
+    assert p.returncode == 1
+    warned = [line for line in p.stderr.splitlines() if "Service default/broken could not be read" in line]
+    assert len(warned) == 1 and warned[0].startswith("svctrace: warning: "), p.stderr
+    j = run("check", "-A", "--snapshot", str(snap), "-o", "json")
+    assert [
+        w for w in json.loads(j.stdout)["warnings"] if "default/broken" in w
+    ] and "default/broken" in j.stderr

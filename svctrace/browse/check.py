@@ -58,6 +58,7 @@ class HealthRow:
     endpoints: str = "-"  # ready/total addresses
     error: str | None = None  # why explain could not answer (health `unknown`)
     order: int = 0  # the port's position in the Service
+    warnings: list[str] = field(default_factory=list)  # explain's warnings (a damaged file, a guess it made)
 
     @property
     def key(self) -> str:
@@ -120,6 +121,11 @@ class CheckReport:
     services: int
     rows: list[HealthRow]
 
+    @property
+    def warnings(self) -> list[str]:
+        """Every row's warnings, each once, in order."""
+        return list(dict.fromkeys(w for r in self.rows for w in r.warnings))
+
     def count(self, health: str) -> int:
         return sum(1 for r in self.rows if r.health == health)
 
@@ -145,6 +151,7 @@ class CheckReport:
                 **{h: self.count(h) for h in HEALTHS},
             },
             "items": [r.to_json() for r in self.rows],
+            "warnings": self.warnings,
         }
 
 
@@ -252,6 +259,7 @@ def snapshot_rows(snap: Snapshot, svc: Service, node: str | None = None) -> list
                     eps,
                     error,
                     i,
+                    [str(w) for w in exp.warnings] if exp is not None else [],
                 )
             if on and on not in row.nodes:
                 row.nodes.append(on)

@@ -127,8 +127,14 @@ def check_cmd(
 
     def text(o: Output) -> None:
         sys.stdout.write(table_text(report, o.wide))
+        for w in report.warnings[:20]:
+            sys.stderr.write(f"svctrace: warning: {w}\n")
+        if len(report.warnings) > 20:
+            sys.stderr.write(
+                f"svctrace: warning: ... and {len(report.warnings) - 20} more (-o json lists all)\n"
+            )
 
-    emit(out, report.to_json, text=text)
+    emit(out, report.to_json, report.warnings, text=text)
     raise typer.Exit(report.exit_code)
 
 
