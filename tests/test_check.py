@@ -114,12 +114,16 @@ def test_bad_check_flags_are_one_line_exit_2(args: tuple[str, ...], needle: str)
 def test_node_flag_asks_that_nodes_rules() -> None:
     p = run("check", "-A", "--demo", "--node", "node02", "-o", "json")
     doc = json.loads(p.stdout)
-    assert {
-        tuple(i["nodes"])
-        for i in doc["items"]
-        if i["type"] not in ("ExternalName",) and i["outcome"] != "DNS only"
-    } == {("node02",)}
+    dns_only = {"default/db", "default/weather-api"}  # headless and ExternalName: no node's rules decide
+    assert {tuple(i["nodes"]) for i in doc["items"] if f"{i['namespace']}/{i['name']}" not in dns_only} == {
+        ("node02",)
+    }
+    assert [i["nodes"] for i in doc["items"] if f"{i['namespace']}/{i['name']}" in dns_only] == [[], []]
     assert doc["node"] == "node02"
+    # every node answers, whatever its mode (node03 IPVS, node04 nftables): the same two Services are broken
+    for node in ("controlplane", "node01", "node03", "node04"):
+        r = run("check", "-A", "--demo", "--node", node, "-o", 'jsonpath={.items[?(@.health!="ok")].name}')
+        assert r.returncode == 1 and r.stdout == "payment slow-start\n", (node, r.stdout, r.stderr)
 
 
 def test_the_tui_marks_are_the_check_rows() -> None:

@@ -234,7 +234,8 @@ def snapshot_rows(snap: Snapshot, svc: Service, node: str | None = None) -> list
             return worsen("ok", codes, exp.diagnostics), codes, exp, None
 
         first = ask(node)
-        answers = [(first[2].node if first[2] is not None and first[2].node else node, first)]
+        # the node whose rules answered (none for a DNS-only Service; the one asked when there is no answer)
+        answers = [(first[2].node if first[2] is not None else node, first)]
         exp0 = first[2]
         if node is None and exp0 is not None and _node_matters(svc, snap, exp0, first[1]):
             for other in nodes_with_dumps(snap, _family(svc)):
