@@ -92,7 +92,7 @@ def check_cmd(
         "--refresh",
         help="Live cluster: collect again instead of using the snapshot cached for a minute.",
     ),
-    output: str = option(TABLE),
+    output: str = option(TABLE, example="{.items[*].name}"),
 ) -> None:
     """Check every Service: each port's health on the nodes that decide, with explain's diagnostic codes, the
     worst first. Exit 0 when all are healthy, 1 otherwise."""

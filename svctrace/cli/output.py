@@ -45,15 +45,15 @@ def spelled(formats: Sequence[str]) -> str:
     return "|".join(_SPELLING.get(f, f) for f in formats)
 
 
-def option(formats: Sequence[str] = STANDARD) -> Any:
-    """The `-o/--output` option of a command that prints these formats."""
+def option(formats: Sequence[str] = STANDARD, example: str = "{.outcomes[*].verdict}") -> Any:
+    """The `-o/--output` option of a command that prints these formats (`example`: a jsonpath template for
+    its help)."""
     return typer.Option(
         "text",
         "--output",
         "-o",
         metavar="FORMAT",
-        help=f"Output format: {spelled(formats)} (jsonpath as kubectl writes it: "
-        "-o jsonpath='{.items[*].name}').",
+        help=f"Output format: {spelled(formats)} (jsonpath as kubectl writes it: -o jsonpath='{example}').",
     )
 
 
