@@ -78,3 +78,18 @@ def test_jsonpath_templates_as_kubectl_writes_them() -> None:
             InputError, match=needle.replace("{", r"\{").replace("[", r"\[").replace(".", r"\.")
         ):
             parse_output(f"jsonpath={bad}", ("jsonpath",))
+
+
+def test_batch_answers_are_json_lines_whatever_else_is_asked() -> None:
+    p = run(
+        "trace",
+        "--demo",
+        "--batch",
+        "-",
+        "-o",
+        "yaml",
+        stdin='{"dst": "172.30.0.41", "dport": 80, "src": "10.0.0.2"}\n',
+    )
+    assert p.returncode == 2 and p.stderr == (
+        "svctrace: error: --batch prints one JSON object per line; -o yaml does not apply to it\n"
+    )

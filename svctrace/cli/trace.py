@@ -193,6 +193,8 @@ def trace_cmd(
                                returning_client=returning_client, ipsets=facts.ipsets)
     inputs = [(t, n) for t, n in inputs if not is_address_file(n)]
     if batch is not None:
+        if out.kind not in ("text", "json"):
+            raise InputError(f"--batch prints one JSON object per line; -o {out.kind} does not apply to it")
         if batch == "-" and "-" in (dump or []):
             raise InputError("--batch - and DUMP - both read stdin: give one of them as a file")
         flags = {"src": src, "dst": dst, "proto": proto.value, "dport": dport, "sport": sport, "from_node": from_node,
