@@ -258,3 +258,28 @@ def test_warnings_are_said_once_on_stderr(tmp_path: Path) -> None:
     assert [
         w for w in json.loads(j.stdout)["warnings"] if "default/broken" in w
     ] and "default/broken" in j.stderr
+
+
+def test_another_nodes_identical_rules_are_not_parsed_but_a_changed_endpoint_is_seen() -> None:
+    """nodes-disagree compares another node's service chain and its KUBE-SEP chains as text first: equal lines
+    program equal endpoints; a KUBE-SEP chain whose DNAT differs (same name) is not equal."""
+    from svctrace.dataplane.iptables import load_ruleset
+    from svctrace.explain.diagnostics.rules import _programmed_endpoints, _same_lines
+
+    def dump(ep: str) -> str:
+        return (
+            "*nat\n:KUBE-SVC-X - [0:0]\n:KUBE-SEP-A - [0:0]\n"
+            '-A KUBE-SVC-X -m comment --comment "d/s:p" -j KUBE-SEP-A\n'
+            f"-A KUBE-SEP-A -p tcp -m tcp -j DNAT --to-destination {ep}\nCOMMIT\n"
+        )
+
+    own = load_ruleset(dump("10.244.1.5:80"), "own")
+    assert _same_lines(own, load_ruleset(dump("10.244.1.5:80"), "same"), "KUBE-SVC-X")
+    other = load_ruleset(dump("10.244.9.9:80"), "other")
+    assert not _same_lines(own, other, "KUBE-SVC-X")
+    assert (
+        _programmed_endpoints(other, "KUBE-SVC-X")
+        == {"10.244.9.9:80"}
+        != _programmed_endpoints(own, "KUBE-SVC-X")
+    )
+    assert not _same_lines(own, load_ruleset("*nat\n:KUBE-SVC-Y - [0:0]\nCOMMIT\n", "none"), "KUBE-SVC-X")
