@@ -283,3 +283,36 @@ def test_another_nodes_identical_rules_are_not_parsed_but_a_changed_endpoint_is_
         != _programmed_endpoints(own, "KUBE-SVC-X")
     )
     assert not _same_lines(own, load_ruleset("*nat\n:KUBE-SVC-Y - [0:0]\nCOMMIT\n", "none"), "KUBE-SVC-X")
+
+
+def test_nodes_that_program_a_service_differently_are_each_checked(tmp_path: Path) -> None:
+    """The API moved on (web lost a pod and gained one); node02's kube-proxy caught up (and node03's and node04's,
+    written from the new objects), node01's and the control plane's did not. nodes-disagree on the first node
+    makes every node be asked: the stale ones are errors, the fresh ones only warn that others differ."""
+    from test_explain import _objs, _slice, write_snapshot
+
+    from svctrace.data import build_demo
+
+    objs = _objs()
+    old = {n: build_demo.node_dump(objs, n) for n in build_demo.NODES}
+    _slice(objs, "web")["endpoints"][2]["addresses"] = ["10.244.2.12"]
+    root = write_snapshot(
+        tmp_path / "s",
+        objs,
+        {
+            "node01": old["node01"],
+            "node02": build_demo.node_dump(objs, "node02"),
+            "controlplane": old["controlplane"],
+        },
+    )
+    p = run("check", "--snapshot", str(root), "-o", "json")
+    web = {
+        tuple(sorted(i["nodes"])): (i["health"], i["codes"])
+        for i in json.loads(p.stdout)["items"]
+        if i["name"] == "web"
+    }
+    assert web == {
+        ("controlplane", "node01"): ("error", ["rules-stale", "nodes-disagree"]),
+        ("node02", "node03", "node04"): ("warning", ["nodes-disagree"]),
+    }
+    assert p.returncode == 1
