@@ -130,7 +130,9 @@ def objects(cluster: gen.Cluster) -> list[dict[str, Any]]:
         objs.append({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
                      "metadata": {"name": f"{s.name}-abcde", "namespace": s.namespace,
                                   "labels": {"kubernetes.io/service-name": s.name}},
-                     "ports": [{**({"name": p.name} if p.name else {}), "port": p.target_port,
+                     # an unnamed Service port's slice port is named "" (kube-proxy ignores a port whose
+                     # name is nil: pkg/proxy/endpointslicecache.go)
+                     "ports": [{"name": p.name or "", "port": p.target_port,
                                 "protocol": p.protocol.upper()} for p in s.ports],
                      "endpoints": [{"addresses": [ip], "conditions": {"ready": True, "serving": True,
                                                                        "terminating": False},

@@ -71,6 +71,22 @@ def test_live_explain_collects_only_what_it_needs_and_caches(cluster: tuple[Fake
 
 
 @pytest.mark.slow
+def test_live_check_reads_the_cluster_once_and_says_what_the_demo_says(
+        cluster: tuple[FakeAPIServer, str, dict[str, str]]) -> None:
+    fake, kc, env = cluster
+    p = run(env, "check", "-A", "--kubeconfig", kc, "-o", "json")
+    assert p.returncode == 1, p.stderr
+    doc = json.loads(p.stdout)
+    assert doc["namespace"] is None and [(i["name"], i["codes"]) for i in doc["items"] if i["health"] != "ok"] == [
+        ("payment", ["selector-matches-no-pods", "no-endpoints"]), ("slow-start", ["no-ready-endpoints"])]
+    seen = len(fake.requests)
+    again = run(env, "check", "-A", "--kubeconfig", kc, "-o", "jsonpath={.summary.error}")
+    assert again.returncode == 1 and again.stdout == "2\n" and len(fake.requests) == seen  # the cached snapshot
+    ns = run(env, "check", "-n", "kube-system", "--kubeconfig", kc)
+    assert ns.returncode == 0 and "kube-dns" in ns.stdout and "payment" not in ns.stdout
+
+
+@pytest.mark.slow
 def test_unreachable_cluster_is_exit_3(tmp_path: Path) -> None:
     kc = tmp_path / "kc"
     kc.write_text("apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: 'https://127.0.0.1:1'}}]\n"
@@ -82,4 +98,6 @@ def test_unreachable_cluster_is_exit_3(tmp_path: Path) -> None:
     assert p.returncode == 3, p.stderr
     assert "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) <= 3
     p = run(env, "explain", "svc/web", "--kubeconfig", str(kc))
+    assert p.returncode == 3 and "Traceback" not in p.stderr
+    p = run(env, "check", "-A", "--kubeconfig", str(kc))
     assert p.returncode == 3 and "Traceback" not in p.stderr

@@ -664,3 +664,35 @@ def test_policies_namespaces_and_add_ons_are_collected_and_optional(tmp_path: Pa
         assert "kubectl auth can-i list networkpolicies -n default" in warned
         assert "(optional: NetworkPolicies are not evaluated)" in warned
         assert "kubectl auth can-i list namespaces -A" in warned and "deployments" in warned
+
+
+@pytest.mark.slow
+def test_question_from_a_pod_of_another_namespace(fake: FakeAPIServer, kc: str) -> None:
+    """`--from pod/client -n kube-system`: no client in kube-system, so its namesakes elsewhere are read; the one
+    there is (default/client) sends, from its node, and explain says where it was found."""
+    path = live.snapshot_for_question("svc/kube-dns", "kube-system", source="pod/client", kubeconfig=kc, debug=FAST,
+                                      via="debug-pod")
+    assert [r.q("fieldSelector") for r in fake.seen("GET", "pods", verb="list")][-1] == "metadata.name=client"
+    assert [b["spec"]["nodeName"] for b in fake.state.created_bodies] == ["node01"]
+    exp = explain(load_snapshot(path), Request(target="svc/kube-dns", namespace="kube-system", source="pod/client"))
+    assert exp.source.name == "default/client" and exp.node == "node01"
+    assert ("source: --from pod/client: no pod client in namespace kube-system; the only pod of that name in the "
+            "snapshot is default/client") in exp.inferred
+
+
+@pytest.mark.slow
+def test_check_collects_the_nodes_and_answers_as_the_saved_demo(fake: FakeAPIServer, kc: str) -> None:
+    from svctrace.browse.session import SnapshotSession
+
+    path = live.snapshot_for_check(None, kubeconfig=kc, debug=FAST, via="debug-pod")
+    snap = load_snapshot(path)
+    demo = load_snapshot("demo")
+    assert sorted(snap.nodes) == sorted(snap.cluster.nodes) == ["controlplane", "node01", "node02"]  # all: few
+
+    def rows(s: Any) -> list[tuple[str, str, str, list[str], str]]:
+        return [(r.key, r.port_text, r.health, r.codes, r.outcome) for r in SnapshotSession(s).check().rows]
+
+    assert rows(snap) == rows(demo)
+    n = len(fake.requests)  # cached for a minute, like a question
+    assert live.snapshot_for_check(None, kubeconfig=kc, debug=FAST, via="debug-pod") == path
+    assert len(fake.requests) == n

@@ -13,11 +13,21 @@ import ipaddress
 import re
 import tarfile
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from svctrace.browse.adapters import IPVS_TABLE, IPVSAdapter, NftAdapter
+from svctrace.browse.check import (
+    CheckReport,
+    HealthRow,
+    cluster_ip_text,
+    endpoint_counts,
+    snapshot_rows,
+    sort_rows,
+    summarize,
+    worsen,
+)
 from svctrace.browse.data import TABLE_ORDER, ChainRef, IptablesAdapter, RulesAdapter, adapter_for, dataplanes
 from svctrace.dataplane.contract import PathStep, TraceResult, visible_steps
 from svctrace.dataplane.detect import detect_mode
@@ -36,11 +46,10 @@ from svctrace.kubeproxy.recover import (
     service_keys,
 )
 from svctrace.kubeproxy.walk import trace_iptables
-from svctrace.model.cluster import Service, ServicePort
+from svctrace.model.cluster import Service
 from svctrace.model.packet import NodeFacts, Packet
 from svctrace.model.snapshot import NodeFiles, Snapshot, decode_text, load_snapshot
 
-SEVERITY_RANK = {"error": 3, "warning": 2, "unknown": 1, "ok": 0}
 VIA_LABELS = {"cluster-ip": "cluster IP", "node-port": "node port", "external-ip": "external IP",
               "load-balancer": "load balancer"}
 
@@ -166,21 +175,6 @@ class Comparison:
 def path_steps(path: list[PathStep]) -> list[StepRef]:
     """The hops that did something (as `svctrace trace` shows them), for the browser to light up."""
     return [StepRef(s.hook, s.table, s.chain, s.rule, s.line, s.action, s.branch) for s in visible_steps(path)]
-
-
-def worst(a: str, b: str) -> str:
-    return a if SEVERITY_RANK.get(a, 0) >= SEVERITY_RANK.get(b, 0) else b
-
-
-def worsen(level: str, codes: list[str], diags: Iterable[Diagnostic]) -> str:
-    """A Service's health mark `level` made worse by the errors and warnings among `diags`, whose codes are
-    added to `codes` (once each)."""
-    for d in diags:
-        if d.severity in ("error", "warning"):
-            level = worst(level, d.severity)
-            if d.code not in codes:
-                codes.append(d.code)
-    return level
 
 
 def service_rules(adapter: RulesAdapter, key: str, svc: Service | None = None) -> list[str]:
@@ -309,8 +303,32 @@ class Session:
     def services(self) -> list[ServiceRow]:
         raise NotImplementedError
 
-    def health(self, key: str) -> tuple[str, str]:
+    def health_rows(self, key: str, node: str | None = None) -> list[HealthRow]:
+        """The Service's health: a row per port and per group of nodes that answer alike (browse.check)."""
         raise NotImplementedError
+
+    def health(self, key: str) -> tuple[str, str]:
+        """The Service list's mark and note: the worst of its health rows, and their codes."""
+        return summarize(self.health_rows(key))
+
+    def check_node(self, node: str) -> None:
+        """An InputError unless `node` is a node of this session."""
+        if node not in self.node_names():
+            raise InputError(f"no node {node} here (nodes: {', '.join(self.node_names()) or 'none'})")
+
+    def check(self, namespace: str | None = None, node: str | None = None,
+              progress: Callable[[int, int], None] | None = None) -> CheckReport:
+        """`svctrace check`: every Service of `namespace` (all when None), the health rows of each, worst
+        first. The same rows the Service list's marks are made of."""
+        if node is not None:
+            self.check_node(node)
+        keys = [r.key for r in self.services() if namespace is None or r.namespace == namespace]
+        rows: list[HealthRow] = []
+        for i, key in enumerate(keys, 1):
+            rows.extend(self.health_rows(key, node))
+            if progress is not None:
+                progress(i, len(keys))
+        return CheckReport(self.source, namespace, node, len(keys), sort_rows(rows))
 
     def options(self, key: str) -> TraceOptions:
         raise NotImplementedError
@@ -473,44 +491,21 @@ class SnapshotSession(Session):
 
     def services(self) -> list[ServiceRow]:
         rows = []
-        cluster = self.snap.cluster
-        for svc in cluster.services.values():
-            ips = [ip for ip in svc.cluster_ips if ip != "None"]
-            cip = ", ".join(ips) if ips else ("None" if svc.type != "ExternalName" else "-")
+        for svc in self.snap.cluster.services.values():
             ports = ",".join(f"{p.name + ':' if p.name else ''}{p.port}"
                              + (f"►{p.node_port}" if p.node_port else "") + f"/{p.protocol}" for p in svc.ports)
-            if svc.type == "ExternalName":
-                eps = "-"
-            else:
-                ready = total = 0
-                seen: set[str] = set()
-                for s in cluster.slices_for(svc):
-                    for e in s.endpoints:
-                        for a in e.addresses:
-                            if a in seen:
-                                continue
-                            seen.add(a)
-                            total += 1
-                            ready += 1 if e.ready else 0
-                eps = f"{ready}/{total}"
-            rows.append(ServiceRow(svc.key, svc.namespace, svc.name, svc.type, cip, ports or "-", eps))
+            rows.append(ServiceRow(svc.key, svc.namespace, svc.name, svc.type, cluster_ip_text(svc), ports or "-",
+                                   endpoint_counts(self.snap, svc)))
         return rows
 
-    def health(self, key: str) -> tuple[str, str]:
-        """The worst severity of explain's diagnostics over the Service's ports (default request each)."""
-        svc = self._svc(key)
-        level, codes = "ok", []
-        ports: list[ServicePort | None] = list(svc.ports) or [None]
-        for p in ports:
-            req = Request(target=f"svc/{key}", port=str(p.port) if p is not None and len(svc.ports) > 1 else None)
-            try:
-                exp = explain(self.snap, req)
-            except SvctraceError as e:
-                level = worst(level, "unknown")
-                codes.append(str(e))
-                continue
-            level = worsen(level, codes, exp.diagnostics)
-        return level, ", ".join(codes)
+    def check_node(self, node: str) -> None:
+        if node not in self.snap.cluster.nodes and node not in self.snap.nodes:
+            raise InputError(f"no node {node} in the snapshot (nodes: "
+                             f"{', '.join(sorted(self.snap.cluster.nodes)) or 'none'})")
+
+    def health_rows(self, key: str, node: str | None = None) -> list[HealthRow]:
+        """explain's diagnostics for each of the Service's ports, on each node that matters (browse.check)."""
+        return snapshot_rows(self.snap, self._svc(key), node)
 
     def options(self, key: str) -> TraceOptions:
         svc = self._svc(key)
@@ -650,6 +645,15 @@ def _port_names(ports: list[RecoveredPort]) -> str:
     return ",".join(p.name or str(p.port) for p in ports)
 
 
+def _dump_type(svc: RecoveredService) -> str:
+    return "LoadBalancer" if any(p.lb_ips for p in svc.ports) else "NodePort" if any(
+        p.node_port for p in svc.ports) else "ClusterIP"
+
+
+def _dump_cluster_ip(svc: RecoveredService) -> str:
+    return next((p.cluster_ip for p in svc.ports if p.cluster_ip), None) or "-"
+
+
 class DumpSession(Session):
     """One node's iptables dump without a cluster: Services come from kube-proxy's comments."""
 
@@ -690,22 +694,22 @@ class DumpSession(Session):
         rows = []
         for svc in self._svcs.values():
             ports = svc.ports
-            typ = "LoadBalancer" if any(p.lb_ips for p in ports) else "NodePort" if any(
-                p.node_port for p in ports) else "ClusterIP"
-            cip = next((p.cluster_ip for p in ports if p.cluster_ip), None) or "-"
+            typ, cip = _dump_type(svc), _dump_cluster_ip(svc)
             text = ",".join(f"{p.name + ':' if p.name else ''}{p.port}" + (f"►{p.node_port}" if p.node_port else "")
                             + f"/{p.proto.upper()}" for p in ports)
             eps = str(max((p.endpoints for p in ports), default=0))
-            level, note = self._health(svc)
+            level, note = summarize(self.health_rows(svc.key))
             rows.append(ServiceRow(svc.key, svc.namespace, svc.name, typ, cip, text, eps, level, note))
         return sorted(rows, key=lambda r: (r.namespace, r.name))
 
-    def _health(self, svc: RecoveredService) -> tuple[str, str]:
+    def health_rows(self, key: str, node: str | None = None) -> list[HealthRow]:
+        """One row for the whole Service: the dump's rules speak of it as a whole (dump_diagnostics)."""
+        svc = self._dsvc(key)
         codes: list[str] = []
-        return worsen("ok", codes, dump_diagnostics(svc)), ", ".join(codes)
-
-    def health(self, key: str) -> tuple[str, str]:
-        return self._health(self._dsvc(key))
+        diags = dump_diagnostics(svc)
+        level = worsen("ok", codes, diags)
+        return [HealthRow(svc.namespace, svc.name, _dump_type(svc), None, [self.node], level, codes, diags, "-",
+                          _dump_cluster_ip(svc), str(max((p.endpoints for p in svc.ports), default=0)))]
 
     def _dsvc(self, key: str) -> RecoveredService:
         svc = self._svcs.get(key)

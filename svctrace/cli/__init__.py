@@ -41,24 +41,25 @@ def _root(
 
 
 
-def emit_json(doc: object, warnings: list) -> None:
-    """-o json: the document on stdout and nothing else; warnings on stderr."""
-    import json
-
-    sys.stdout.write(json.dumps(doc, indent=2) + "\n")
-    for w in warnings:
-        sys.stderr.write(f"svctrace: warning: {w}\n")
-
-
 def error(message: str, code: int = 2) -> None:
     sys.stderr.write(f"svctrace: error: {message}\n")
     sys.exit(code)
 
 
+def usage_error(e: Exception, command: str | None = None) -> None:
+    """A usage error (a missing argument, an unknown option or command, a bad value) as one line, exit 2:
+    `svctrace: error: svctrace explain: No such option: --bogus (see svctrace explain -h)`."""
+    ctx = getattr(e, "ctx", None)
+    path = ctx.command_path if ctx is not None else " ".join([prog_name(), *([command] if command else [])])
+    fmt = getattr(e, "format_message", None)
+    message = " ".join((fmt() if callable(fmt) else str(e)).split())
+    error(f"{path}: {message} (see {path} -h)", 2)
+
+
 # Each command lives in the module of its name and registers itself on `app` when imported; in this order
 # (the order of `svctrace --help`).  A run imports only its command's module, so `svctrace trace` never loads
 # the kubernetes client, paramiko or Textual (issue 13: start-up is part of what a user pays).
-COMMANDS = ("collect", "explain", "learn", "simulate", "trace", "tui", "completion")
+COMMANDS = ("check", "collect", "explain", "learn", "simulate", "trace", "tui", "completion")
 
 
 def load_commands(*names: str) -> typer.Typer:
@@ -120,7 +121,20 @@ def main() -> None:
         # A TAB pays for the command it completes only (as a run does).
         command = _command_of(sys.argv[1:] if completing is None else completing)
         load_commands(*([command] if command else []))
-        app(prog_name=name, complete_var=complete_var(name), standalone_mode=True)
+        # Not standalone: typer would draw usage errors in a box; they are one line here, like svctrace's own.
+        exceptions = sys.modules[typer.BadParameter.__module__]  # click's (typer may vendor it)
+        try:
+            rc = app(prog_name=name, complete_var=complete_var(name), standalone_mode=False)
+        except exceptions.UsageError as e:
+            if not " ".join(e.format_message().split()):  # no arguments at all: the help was printed
+                sys.exit(e.exit_code)
+            usage_error(e, command)
+        except typer.Abort:
+            sys.stderr.write("svctrace: aborted\n")
+            sys.exit(1)
+        except exceptions.ClickException as e:
+            error(" ".join(e.format_message().split()), e.exit_code or 2)
+        sys.exit(rc if isinstance(rc, int) else 0)
     except SvctraceError as e:
         error(str(e), e.exit_code)
     except KeyboardInterrupt:

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 from enum import StrEnum
 
 import typer
 from rich.console import Console
 
-from svctrace.cli import app, complete, emit_json
+from svctrace.cli import app, complete
 from svctrace.cli.graphout import GRAPH_OUTPUTS, emit_graph
+from svctrace.cli.output import Output, emit, option, parse_output
 from svctrace.cli.source import ContextOpt, DemoOpt, KubeconfigOpt, RefreshOpt, SnapshotOpt, question_snapshot
 from svctrace.cli.source import source as source_of
-from svctrace.cli.trace import Output, Proto
-from svctrace.explain import VIA, Request, explain
+from svctrace.cli.trace import Proto
+from svctrace.explain import VIA, Request, explain, question
 from svctrace.model.snapshot import load_snapshot
 
 
@@ -25,17 +27,25 @@ class Via(StrEnum):
 
 assert tuple(v.value for v in Via) == VIA
 
+# The formats `explain` prints (cli/output.py); `wide` adds the rule that decided each backend's fate.
+FORMATS = ("text", "wide", "json", "yaml", "jsonpath", *GRAPH_OUTPUTS)  # dot|svg|mermaid: docs/graphs.md
+
 
 @app.command("explain")
 def explain_cmd(
-    target: str = typer.Argument(..., help="svc/NAME, NAME.NAMESPACE[.svc[.cluster.local]], or IP:PORT.",
-                                 show_default=False, autocompletion=complete.services),
+    target: str = typer.Argument(..., help="svc/NAME (or `svc NAME`, as kubectl), svc/NAMESPACE/NAME, "
+                                 "NAME.NAMESPACE[.svc[.cluster.local]], or the Service's IP[:PORT] (cluster, "
+                                 "external or load-balancer IP; a node IP with a node port).", show_default=False,
+                                 autocompletion=complete.services),
+    name: str | None = typer.Argument(None, help="NAME, after `svc`: `explain svc web`.", show_default=False),
     namespace: str | None = typer.Option(None, "--namespace", "-n", help="Namespace of the Service (default: "
                                          "default).", autocompletion=complete.namespaces),
     port: str | None = typer.Option(None, "--port", help="Service port, by name or number (default: the first)."),
     proto: Proto | None = typer.Option(None, "--proto", "-p", help="Protocol (default: the port's; icmp = ping)."),
-    source: str | None = typer.Option(None, "--from", help="pod/NAME, node/NAME or an IP (default: a pod for "
-                                      "cluster-ip, an outside client otherwise).", autocompletion=complete.sources),
+    source: str | None = typer.Option(None, "--from", help="pod/NAME (in the Service's namespace, else the one "
+                                      "pod of that name elsewhere), pod/NAMESPACE/NAME, node/NAME or an IP "
+                                      "(default: a pod for cluster-ip, an outside client otherwise).",
+                                      autocompletion=complete.sources),
     to: Via | None = typer.Option(None, "--to", help="Which address of the Service the packet is sent to."),
     node: str | None = typer.Option(None, "--node", help="The node that receives the packet (for node-port, "
                                     "external-ip, load-balancer and outside sources).",
@@ -47,10 +57,11 @@ def explain_cmd(
     context: ContextOpt = None,
     kubeconfig: KubeconfigOpt = None,
     refresh: RefreshOpt = False,
-    output: Output = typer.Option(Output.text, "--output", "-o", help="Output format (dot, svg, mermaid: the path "
-                                  "as a graph, see docs/graphs.md)."),
+    output: str = option(FORMATS),
 ) -> None:
     """Explain where traffic to a Service goes: hop by hop, to which pods, and what is wrong."""
+    out = parse_output(output, FORMATS)
+    target = question.join_target([target, name] if name is not None else [target])
     # A snapshot, or the live cluster: only what this question needs (cached for a minute; --refresh forces).
     src = source_of(snapshot, demo, context, kubeconfig, refresh)
     path, namespace = question_snapshot(src, target, namespace, node, source)
@@ -58,14 +69,17 @@ def explain_cmd(
     req = Request(target=target, namespace=namespace, port=port, proto=proto.value if proto else None,
                   source=source, to=to.value if to else None, node=node, returning_client=returning_client)
     exp = explain(snap, req)
-    if output is Output.json:
-        emit_json(exp.to_json(), exp.warnings)
-    elif output.value in GRAPH_OUTPUTS:
-        from svctrace.browse.graph import explain_graph
 
-        emit_graph(explain_graph(exp), output.value, exp.warnings)
-    else:
+    def text(o: Output) -> None:
         from svctrace.render.explain import render_explanation
 
-        render_explanation(exp, Console(highlight=False))
+        render_explanation(exp, Console(highlight=False), wide=o.wide)
+
+    def graph(fmt: str) -> None:
+        from svctrace.browse.graph import explain_graph
+
+        emit_graph(explain_graph(exp), fmt, exp.warnings)
+
+    emit(out, exp.to_json, exp.warnings, text=text,
+         renderers={fmt: functools.partial(graph, fmt) for fmt in GRAPH_OUTPUTS})
     raise typer.Exit(exp.exit_code)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from enum import StrEnum
@@ -11,8 +12,9 @@ from typing import Any
 
 import typer
 
-from svctrace.cli import app, emit_json
+from svctrace.cli import app
 from svctrace.cli.graphout import GRAPH_OUTPUTS, emit_graph
+from svctrace.cli.output import Output, emit, option, parse_output
 from svctrace.dataplane.contract import TraceResult
 from svctrace.dataplane.detect import is_address_file, looks_like_ipset, sniff_input
 from svctrace.dataplane.ipset import parse_ipset
@@ -29,12 +31,9 @@ DEMO_DUMP = "kube-proxy-basic.iptables-save"
 DEMO_LOCAL_IPS = ["192.168.0.2"]
 
 
-class Output(StrEnum):
-    text = "text"
-    json = "json"
-    dot = "dot"  # the path as a graph (svctrace.cli.graphout)
-    svg = "svg"
-    mermaid = "mermaid"
+# The formats `trace` prints (cli/output.py); `wide` adds the delivery column to the outcomes; dot, svg and
+# mermaid draw the path as a graph (cli/graphout.py, docs/graphs.md).
+FORMATS = ("text", "wide", "json", "yaml", "jsonpath", *GRAPH_OUTPUTS)
 
 
 class Proto(StrEnum):
@@ -166,11 +165,11 @@ def trace_cmd(
     batch: str | None = typer.Option(None, "--batch", help="Many packets, one load: a file (or - for stdin) with "
                                      "one JSON object per line, fields named like the flags (src, dst, proto, "
                                      "dport, ...; the flags give defaults); one JSON answer per line."),
-    output: Output = typer.Option(Output.text, "--output", "-o", help="Output format (dot, svg, mermaid: the path "
-                                  "as a graph, see docs/graphs.md)."),
+    output: str = option(FORMATS),
 ) -> None:
     """Walk one packet through one node's dataplane (iptables, nftables or IPVS): every outcome, its probability and
     the rules that decided it."""
+    out = parse_output(output, FORMATS)
     if dst is None and batch is None:
         raise _missing_option(ctx, "--dst")
     if demo and dump:
@@ -199,8 +198,8 @@ def trace_cmd(
                                returning_client=returning_client, ipsets=facts.ipsets)
     inputs = [(t, n) for t, n in inputs if not is_address_file(n)]
     if batch is not None:
-        if output.value in GRAPH_OUTPUTS:
-            raise InputError(f"--batch answers in JSON lines; -o {output.value} draws one packet (drop --batch)")
+        if out.kind not in ("text", "json"):
+            raise InputError(f"--batch prints one JSON object per line; -o {out.kind} does not apply to it")
         if batch == "-" and "-" in (dump or []):
             raise InputError("--batch - and DUMP - both read stdin: give one of them as a file")
         flags = {"src": src, "dst": dst, "proto": proto.value, "dport": dport, "sport": sport, "from_node": from_node,
@@ -211,18 +210,21 @@ def trace_cmd(
     pkt = make_packet(src, dst, proto.value, dport, sport, from_node, iif, oif, facts, kube_version)
     result = trace_inputs(inputs, pkt, facts, table=table, kube_version=kube_version)
     result.inputs += ipset_inputs
-    if output is Output.json:
-        emit_json(result.to_json(), result.warnings)
-    elif output.value in GRAPH_OUTPUTS:
-        from svctrace.browse.graph import trace_graph
 
-        emit_graph(trace_graph(result), output.value, result.warnings)
-    else:
+    def text(o: Output) -> None:
         from rich.console import Console
 
         from svctrace.render.text import render_trace
 
-        render_trace(result, Console(highlight=False))
+        render_trace(result, Console(highlight=False), wide=o.wide)
+
+    def graph(fmt: str) -> None:
+        from svctrace.browse.graph import trace_graph
+
+        emit_graph(trace_graph(result), fmt, result.warnings)
+
+    emit(out, result.to_json, result.warnings, text=text,
+         renderers={fmt: functools.partial(graph, fmt) for fmt in GRAPH_OUTPUTS})
     raise typer.Exit(result.exit_code)
 
 

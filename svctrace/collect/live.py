@@ -292,12 +292,15 @@ def collect_cluster(out: str | os.PathLike[str], nodes: Sequence[str] | None = N
 # -- one question ---------------------------------------------------------------------------------------
 
 def _owner(services: Sequence[dict[str, Any]], nodes: Sequence[dict[str, Any]], ip: str,
-           port: int) -> tuple[str, str] | None:
+           port: int | None) -> tuple[str, str] | None:
+    """The Service (namespace, name) at ip:port; with no port, the Service whose own address ip is."""
     node_ips = {a.get("address") for n in nodes for a in (n.get("status") or {}).get("addresses") or []}
     for s in services:
         spec, m = s.get("spec") or {}, s.get("metadata") or {}
         ips = set(spec.get("clusterIPs") or [spec.get("clusterIP")]) | set(spec.get("externalIPs") or []) | {
             i.get("ip") for i in ((s.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []}
+        if port is None and ip in ips:
+            return str(m.get("namespace") or "default"), str(m.get("name") or "")
         for p in spec.get("ports") or []:
             if (ip in ips and p.get("port") == port) or (ip in node_ips and p.get("nodePort") == port):
                 return str(m.get("namespace") or "default"), str(m.get("name") or "")
@@ -398,7 +401,7 @@ def snapshot_for_question(service: str, namespace: str | None = None, node: str 
     with signals_interrupt(), Kube(conn) as kube:
         target = question.parse_target(service, ns_arg)
         ns, name = target.namespace or ns_arg or conn.namespace, target.name
-        if target.ip is not None and target.port is not None:
+        if target.ip is not None:
             prog(f"finding the Service of {service}")
             owner = _owner(kube.list("services"), kube.list("nodes"), target.ip, target.port)
             if owner is not None:
@@ -407,6 +410,11 @@ def snapshot_for_question(service: str, namespace: str | None = None, node: str 
         pods = [(spec.namespace or ns, spec.name or "")] if spec is not None and spec.kind == "pod" else []
         pod_ips = [spec.ip] if spec is not None and spec.ip else []
         objs = fetch_objects(kube, namespace=ns, service=name, pods=pods, pod_ips=pod_ips, progress=prog)
+        if spec is not None and spec.kind == "pod" and not spec.explicit and spec.name and not any(
+                _node_name(p) == spec.name and (p.get("metadata") or {}).get("namespace") == (spec.namespace or ns)
+                for p in objs.of("Pod")):
+            # not in the namespace asked: the pods of that name elsewhere (explain takes the one, or names them)
+            objs.add(kube.list("pods", None, field_selector=f"metadata.name={spec.name}"))
         if name and not any(_node_name(s) == name for s in objs.of("Service")):
             # not in this namespace: the Services of that name elsewhere, for explain's "did you mean -n"
             objs.add(kube.list("services", None, field_selector=f"metadata.name={name}"))
@@ -452,3 +460,49 @@ def _decisive_node(objs: Objects, node: str | None, source: question.SourceSpec 
     cluster = parse_cluster(as_list(objs.items))
     ready = [_node_name(o) for o in objs.nodes() if _ready(o)]
     return question.node_to_collect(cluster, source, node, ready)
+
+
+# -- a check ----------------------------------------------------------------------------------------------
+
+
+def snapshot_for_check(namespace: str | None = None, node: str | None = None, *, context: str | None = None,
+                       kubeconfig: str | None = None, via: str = "auto", refresh: bool = False,
+                       ttl: float = DEFAULT_TTL, cache_dir: str | os.PathLike[str] | None = None,
+                       progress: Progress | None = None, debug: DebugPodOptions | None = None,
+                       ssh_options: dict[str, Any] | None = None) -> str:
+    """Collect what `check [-n NS | -A] [--node NODE]` needs and return the path of a snapshot directory holding
+    it, cached like a question's (`snapshot_for_question`): the namespace's objects (every namespace's when None),
+    the nodes, kube-proxy's configuration, and the dumps of `node` (else the nodes `collect` picks by default:
+    every node of a small cluster, a few Ready workers of a big one, said so in the warnings)."""
+    if via not in VIA:
+        raise InputError(f"--via takes one of {', '.join(VIA)}, not {via!r}")
+    conn = connect(kubeconfig, context)
+    root = Path(cache_dir) if cache_dir is not None else cache_root()
+    path = root / question_key(conn, "check", namespace or "", node or "", via)
+    if not refresh and _fresh(path, ttl):
+        if progress is not None:
+            progress(f"using the snapshot collected {time.time() - (path / 'meta.json').stat().st_mtime:.0f} s ago "
+                     f"({path})")
+        return str(path)
+    cancel = threading.Event()
+    prog = _Progress(progress, cancel)
+    opts = debug or DebugPodOptions()
+    with signals_interrupt(), Kube(conn) as kube:
+        objs = fetch_objects(kube, namespace=namespace, progress=prog)
+        names, notes = choose_nodes(objs, [node] if node else None, False)
+        warns = list(objs.warnings) + notes
+        dumps = collect_nodes(kube, objs, names, via=via, opts=opts, ssh_options=ssh_options, progress=prog,
+                              parallel=4, notes=warns)
+        if not any(d.ok for d in dumps):
+            why = "; ".join(e.error for d in dumps for e in d.errors if e.what not in _OPTIONAL_FILES) or "no dump"
+            raise CollectError(f"could not read the rules of any node ({', '.join(names) or 'none'}): {why}")
+    bundle.unique_names(dumps)
+    scope = {"kind": "check", "namespace": namespace, "nodes": names}
+    meta = _bundle_meta(conn, objs, dumps, scope, warns)
+    files = bundle.assemble(dumps, cluster=dump_list(objs.items).encode(), meta=meta)
+    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with contextlib.suppress(OSError):
+        os.chmod(root, 0o700)
+    bundle.write_bundle(path, files, overwrite=True)
+    _prune(root, path)
+    return str(path)

@@ -117,6 +117,8 @@ def resolve_target(cluster: Cluster, req: Request) -> tuple[Service, str | None,
     """(service, port spec, via, destination ip) from `svc/NAME`, `NAME.NS.svc.cluster.local` or `IP:PORT`."""
     t = req.target.strip()
     target = parse_target(t, req.namespace)
+    if target.ip is not None and target.port is None:
+        return _service_at(cluster, target.ip, t)
     if target.ip is not None and target.port is not None:
         ip, port = target.ip, target.port
         for svc in cluster.services.values():
@@ -146,11 +148,27 @@ def resolve_target(cluster: Cluster, req: Request) -> tuple[Service, str | None,
     return found, None, None, None
 
 
+def _service_at(cluster: Cluster, ip: str, t: str) -> tuple[Service, str | None, str | None, str | None]:
+    """`explain IP`: the Service whose cluster IP, external IP or load-balancer IP it is (its first port)."""
+    for via, ips in (("cluster-ip", lambda s: s.cluster_ips), ("external-ip", lambda s: s.external_ips),
+                     ("load-balancer", lambda s: s.lb_ips)):
+        owners = [s for s in cluster.services.values() if ip in ips(s)]
+        if len(owners) > 1:
+            raise InputError(f"{t} is an address of {', '.join(s.key for s in owners[:4])}: give the port "
+                             "(IP:PORT) or the name")
+        if owners:
+            return owners[0], None, via, ip
+    node = cluster.node_by_ip(ip)
+    if node is not None:
+        raise InputError(f"{t} is node {node.name}'s address: give the node port (IP:PORT)")
+    raise InputError(f"no Service has the address {t} (cluster IP, external IP or load-balancer IP)")
+
+
 def _family(ip: str) -> int:
     return ipaddress.ip_address(ip).version
 
 
-def _nodes_with_dumps(snap: Snapshot, family: int) -> list[str]:
+def nodes_with_dumps(snap: Snapshot, family: int) -> list[str]:
     """The nodes whose dumps can answer, in the cluster's order: those that can decide."""
     from svctrace.dataplane.detect import usable
 
@@ -224,10 +242,12 @@ def explain(snap: Snapshot, req: Request) -> Explanation:
         _family(svc.cluster_ips[0]) if svc.cluster_ips and svc.cluster_ips[0] != "None" else 4)
 
     def candidates() -> list[str]:
-        return _nodes_with_dumps(snap, family)
+        return nodes_with_dumps(snap, family)
 
     spec = parse_source(req.source, req.namespace or svc.namespace) if req.source is not None else None
     source = resolve_source(cluster, spec, via, req.node, candidates)
+    if source.note:
+        inferred.append(f"source: {source.note}")
     if source.synthetic and source.kind == "pod":
         inferred.append(f"source: no --from, so a pod on {source.node} ({source.ip}, from the node's podCIDR)")
     elif source.synthetic:
@@ -364,11 +384,9 @@ def _map_outcome(cluster: Cluster, o: object, node: str | None) -> ExplainedOutc
         if p is not None:
             pod, ep_node = p.key, p.node_name
         else:
-            for s in cluster.slices:
-                for e in s.endpoints:
-                    if host in e.addresses:
-                        ep_node = e.node_name
-                        pod = e.target
+            got = cluster.endpoint_of_ip(host)
+            if got is not None:
+                ep_node, pod = got
             if ep_node is None:
                 n = cluster.node_of_ip(host) or cluster.node_by_ip(host)
                 ep_node = n.name if n else None
@@ -376,5 +394,14 @@ def _map_outcome(cluster: Cluster, o: object, node: str | None) -> ExplainedOutc
                             o.reason, masquerade_reason(o) if o.masquerade else None, list(o.assumptions))
 
 
-__all__ = ["OUTSIDE_CLIENT", "Diagnostic", "ExplainedOutcome", "Explanation", "Request", "Source", "explain",
-           "format_endpoint"]
+__all__ = [
+    "OUTSIDE_CLIENT",
+    "Diagnostic",
+    "ExplainedOutcome",
+    "Explanation",
+    "Request",
+    "Source",
+    "explain",
+    "format_endpoint",
+    "nodes_with_dumps",
+]

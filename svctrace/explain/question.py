@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from svctrace.errors import InputError
-from svctrace.model.cluster import Cluster, Service, ServicePort
+from svctrace.model.cluster import Cluster, Pod, Service, ServicePort
 
 OUTSIDE_CLIENT = "203.0.113.50"  # TEST-NET-3: an address outside any cluster
 SERVICE_KINDS = ("svc", "service", "services")
@@ -51,12 +51,14 @@ class Target:
 
 @dataclass(frozen=True)
 class SourceSpec:
-    """What `--from` names: a pod (namespace/name), a node (name) or an address (ip)."""
+    """What `--from` names: a pod (namespace/name), a node (name) or an address (ip). `explicit`: the pod's
+    namespace was written (`pod/NS/NAME`), so it is not looked for elsewhere."""
 
     kind: str  # pod / node / ip
     name: str | None = None
     namespace: str | None = None
     ip: str | None = None
+    explicit: bool = False
 
 
 @dataclass
@@ -66,6 +68,7 @@ class Source:
     ip: str
     node: str | None
     synthetic: bool = False
+    note: str | None = None  # how it was found, when not where it was asked for (kubectl-like name lookup)
 
     def to_json(self) -> dict[str, object]:
         return {"kind": self.kind, "name": self.name, "ip": self.ip, "node": self.node}
@@ -87,13 +90,29 @@ def is_ip(s: str) -> bool:
         return False
 
 
+def join_target(words: Sequence[str]) -> str:
+    """The target of `explain svc NAME` (kubectl's `TYPE NAME`, with a space) as `svc/NAME`; one word as is."""
+    if len(words) == 1:
+        return words[0]
+    if len(words) == 2 and words[0].lower() in SERVICE_KINDS and "/" not in words[1]:
+        return f"svc/{words[1]}"
+    if len(words) == 2 and words[0].lower() in SERVICE_KINDS:
+        raise InputError(f"explain {words[0]} {words[1]}: give the name alone after {words[0]} (or svc/NAME)")
+    raise InputError(f"explain takes one Service (svc/NAME, svc NAME, NAME.NAMESPACE, IP or IP:PORT), not "
+                     f"{' '.join(words)!r}")
+
+
 def parse_target(text: str, namespace: str | None = None) -> Target:
-    """The forms explain takes: svc/NAME, svc/NS/NAME, NAME.NS[.svc[.cluster.local]], NAME, IP:PORT.
-    `namespace` is -n; a name that says its namespace must agree with it."""
+    """The forms explain takes: svc/NAME, svc/NS/NAME, NAME.NS[.svc[.cluster.local]], NAME, IP:PORT, IP (a
+    Service's address; the port then is the Service's first). `namespace` is -n; a name that says its
+    namespace must agree with it."""
     t = text.strip()
     m = _IPPORT.match(t)
     if m and is_ip(m.group(1)):
         return Target(namespace, None, m.group(1), int(m.group(2)))
+    bare = t[1:-1] if t.startswith("[") and t.endswith("]") else t
+    if is_ip(bare):
+        return Target(namespace, None, bare, None)
     if "/" in t:
         kind, _, name = t.partition("/")
         if kind.lower() not in SERVICE_KINDS:
@@ -132,9 +151,12 @@ def parse_source(spec: str, namespace: str | None) -> SourceSpec:
     if spec.startswith(POD_PREFIXES):
         name = spec.split("/", 1)[1]
         ns = namespace
-        if "/" in name:
+        explicit = "/" in name
+        if explicit:
             ns, name = name.split("/", 1)
-        return SourceSpec("pod", name, ns)
+        if not name:
+            raise InputError(f"--from {spec}: name the pod (pod/NAME or pod/NAMESPACE/NAME)")
+        return SourceSpec("pod", name, ns, explicit=explicit)
     if spec.startswith(NODE_PREFIXES):
         return SourceSpec("node", spec.split("/", 1)[1])
     if is_ip(spec):
@@ -184,15 +206,12 @@ def resolve_source(cluster: Cluster, spec: SourceSpec | None, via: str, node: st
             return Source("external", None, "10.0.0.250", on, synthetic=True)
         return Source("external", None, OUTSIDE_CLIENT, None, synthetic=True)
     if spec.kind == "pod":
-        ns, name = spec.namespace or "default", spec.name or ""
-        pod = cluster.pod(ns, name)
-        if pod is None:
-            raise InputError(f"no pod {ns}/{name} {where}")
+        pod, note = find_pod(cluster, spec, where)
         if not pod.ips:
-            raise InputError(f"pod {ns}/{name} has no IP (phase {pod.phase or 'unknown'}): it sends nothing")
+            raise InputError(f"pod {pod.key} has no IP (phase {pod.phase or 'unknown'}): it sends nothing")
         if pod.host_network:
-            return Source("node", pod.node_name, pod.ips[0], pod.node_name)
-        return Source("pod", pod.key, pod.ips[0], pod.node_name)
+            return Source("node", pod.node_name, pod.ips[0], pod.node_name, note=note)
+        return Source("pod", pod.key, pod.ips[0], pod.node_name, note=note)
     if spec.kind == "node":
         name = spec.name or ""
         n = cluster.nodes.get(name)
@@ -203,9 +222,9 @@ def resolve_source(cluster: Cluster, spec: SourceSpec | None, via: str, node: st
             raise InputError(f"node {name} has no InternalIP {where}")
         return Source("node", name, ips[0], name)
     ip = spec.ip or ""
-    pod = cluster.pod_by_ip(ip)
-    if pod is not None and not pod.host_network:
-        return Source("pod", pod.key, ip, pod.node_name)
+    by_ip = cluster.pod_by_ip(ip)
+    if by_ip is not None and not by_ip.host_network:
+        return Source("pod", by_ip.key, ip, by_ip.node_name)
     found = cluster.node_by_ip(ip)
     if found is not None:
         return Source("node", found.name, ip, found.name)
@@ -213,6 +232,26 @@ def resolve_source(cluster: Cluster, spec: SourceSpec | None, via: str, node: st
     if owner is not None:
         return Source("pod", None, ip, owner.name, synthetic=True)
     return Source("external", None, ip, None)
+
+
+def find_pod(cluster: Cluster, spec: SourceSpec, where: str = "in the snapshot") -> tuple[Pod, str | None]:
+    """The pod `--from pod/NAME` means, as kubectl would look: in the namespace asked (the Service's, or -n);
+    when it has none of that name and the namespace was not written (`pod/NS/NAME`), the one pod of that name in
+    another namespace, with a note saying so; else a one-line error naming the candidates."""
+    ns, name = spec.namespace or "default", spec.name or ""
+    pod = cluster.pod(ns, name)
+    if pod is not None:
+        return pod, None
+    others = [] if spec.explicit else sorted(p.key for p in cluster.pods_named(name))
+    if len(others) == 1:
+        found = cluster.pod(*others[0].split("/", 1))
+        assert found is not None
+        return found, (f"--from pod/{name}: no pod {name} in namespace {ns}; the only pod of that name "
+                       f"{where} is {found.key}")
+    if others:
+        raise InputError(f"no pod {ns}/{name} {where}; pods named {name}: {', '.join(others[:8])}"
+                         f"{', ...' if len(others) > 8 else ''} (say which: --from pod/NAMESPACE/{name})")
+    raise InputError(f"no pod {ns}/{name} {where}")
 
 
 def deciding_node(cluster: Cluster, source: Source, node: str | None,

@@ -263,23 +263,78 @@ class Cluster:
             return {"kubernetes.io/metadata.name": name, **self.namespaces[name]}
         return None
 
+    _index: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def _indexed(self, what: str) -> Any:
+        """The lookup tables, built once and built again when an object list changed length (objects are
+        read once, by parse_cluster; nothing edits them in place): every lookup below costs the same for
+        10 Services as for 20,000 (issue 16: `check` asks one question per Service port)."""
+        sizes = (len(self.slices), len(self.pods), len(self.nodes))
+        if self._index.get("sizes") != sizes:
+            self._index.clear()
+            self._index["sizes"] = sizes
+        if what not in self._index:
+            self._index[what] = self._build(what)
+        return self._index[what]
+
+    def _build(self, what: str) -> Any:
+        if what == "slices":
+            slices: dict[tuple[str, str, bool], list[EndpointSlice]] = {}
+            for x in self.slices:
+                slices.setdefault((x.namespace, x.service or "", x.legacy), []).append(x)
+            return slices
+        if what == "pods":
+            by_key: dict[tuple[str, str], Pod] = {}
+            by_ns: dict[str, list[Pod]] = {}
+            by_name: dict[str, list[Pod]] = {}
+            for p in self.pods:
+                by_key.setdefault((p.namespace, p.name), p)
+                by_ns.setdefault(p.namespace, []).append(p)
+                by_name.setdefault(p.name, []).append(p)
+            return by_key, by_ns, by_name
+        if what == "pod_ips":
+            ips: dict[str, Pod] = {}
+            for p in self.pods:  # a pod's own address first, then hostNetwork pods (the node's address)
+                if not p.host_network:
+                    for ip in p.ips:
+                        ips.setdefault(ip, p)
+            for p in self.pods:
+                for ip in p.ips:
+                    ips.setdefault(ip, p)
+            return ips
+        if what == "node_ips":
+            nodes: dict[str, Node] = {}
+            for n in self.nodes.values():
+                for ip in [*n.internal_ips, *n.external_ips]:
+                    nodes.setdefault(ip, n)
+            return nodes
+        if what == "endpoint_ips":  # an endpoint address -> (its node, its target), the last slice's word
+            eps: dict[str, tuple[str | None, str | None]] = {}
+            for s in self.slices:
+                for e in s.endpoints:
+                    for a in e.addresses:
+                        eps[a] = (e.node_name, e.target)
+            return eps
+        raise KeyError(what)
+
     def service(self, namespace: str, name: str) -> Service | None:
         return self.services.get(f"{namespace}/{name}")
 
     def slices_for(self, svc: Service) -> list[EndpointSlice]:
-        s = [x for x in self.slices if x.namespace == svc.namespace and x.service == svc.name and not x.legacy]
-        if s:
-            return s
-        return [x for x in self.slices if x.namespace == svc.namespace and x.service == svc.name and x.legacy]
+        """The Service's EndpointSlices, else (an old cluster) the slices made from its v1 Endpoints."""
+        index = self._indexed("slices")
+        return list(index.get((svc.namespace, svc.name, False)) or index.get((svc.namespace, svc.name, True)) or [])
 
     def pods_in(self, namespace: str) -> list[Pod]:
-        return [p for p in self.pods if p.namespace == namespace]
+        return list(self._indexed("pods")[1].get(namespace, []))
 
     def pod(self, namespace: str, name: str) -> Pod | None:
-        for p in self.pods:
-            if p.namespace == namespace and p.name == name:
-                return p
-        return None
+        got: Pod | None = self._indexed("pods")[0].get((namespace, name))
+        return got
+
+    def pods_named(self, name: str) -> list[Pod]:
+        """Every pod of this name, in any namespace (kubectl-like name lookup across namespaces)."""
+        return list(self._indexed("pods")[2].get(name, []))
 
     def pod_by_ip(self, ip: str) -> Pod | None:
         """The pod with this address (a pod network pod before a host-network one), through an index built once
@@ -296,10 +351,13 @@ class Cluster:
         return index[1].get(ip)
 
     def node_by_ip(self, ip: str) -> Node | None:
-        for n in self.nodes.values():
-            if ip in n.internal_ips or ip in n.external_ips:
-                return n
-        return None
+        got: Node | None = self._indexed("node_ips").get(ip)
+        return got
+
+    def endpoint_of_ip(self, ip: str) -> tuple[str | None, str | None] | None:
+        """(node, target pod) of an endpoint address as the EndpointSlices name them, or None."""
+        got: tuple[str | None, str | None] | None = self._indexed("endpoint_ips").get(ip)
+        return got
 
     def node_of_ip(self, ip: str) -> Node | None:
         """The node whose podCIDR holds ip (for pod IPs without a Pod object)."""
@@ -315,6 +373,11 @@ class Cluster:
                 except ValueError:
                     continue
         return None
+
+    def slices_in(self, namespace: str, service: str) -> tuple[list[EndpointSlice], list[EndpointSlice]]:
+        """(EndpointSlices, slices made from v1 Endpoints) that name this Service."""
+        index = self._indexed("slices")
+        return list(index.get((namespace, service, False), [])), list(index.get((namespace, service, True), []))
 
     def selected_pods(self, svc: Service) -> list[Pod]:
         if not svc.selector:

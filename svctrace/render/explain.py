@@ -7,6 +7,7 @@ from rich.table import Table
 from rich.text import Text
 
 from svctrace.explain import ExplainedOutcome, Explanation
+from svctrace.render.text import decided_by
 
 SEVERITY = {"error": ("✗", "bold red"), "warning": ("!", "bold yellow"), "info": ("i", "bold cyan")}
 
@@ -47,9 +48,10 @@ def _verdict(o: ExplainedOutcome) -> Text:
     return Text(o.verdict.upper() + ("" if o.certain else " ?"), style=f"bold {style}")
 
 
-def backends(exp: Explanation, width: int | None = None) -> Table:
-    """The outcomes, one row each. To fit `width` columns, pods are named without the Service's namespace (their
-    own: EndpointSlices live beside their Service), then the probability bar goes; no cell wraps mid-word."""
+def backends(exp: Explanation, width: int | None = None, wide: bool = False) -> Table:
+    """The outcomes, one row each; `wide` adds the rule that decided each (as `trace` names it). To fit `width`
+    columns, pods are named without the Service's namespace (their own: EndpointSlices live beside their
+    Service), then the probability bar goes; no cell wraps mid-word."""
 
     def table(bar: bool, short: bool) -> Table:
         ns = exp.service.namespace + "/" if short else "\0"
@@ -62,6 +64,8 @@ def backends(exp: Explanation, width: int | None = None) -> Table:
         t.add_column("pod", no_wrap=True, overflow="ellipsis")
         t.add_column("node", no_wrap=True, overflow="ellipsis")
         t.add_column("masquerade", no_wrap=True)
+        if wide:
+            t.add_column("decided by", overflow="fold")
         for o in exp.outcomes:
             cells: list[Text | str] = [_pct(o.probability)]
             if bar:
@@ -71,22 +75,24 @@ def backends(exp: Explanation, width: int | None = None) -> Table:
             endpoint = o.endpoint or ("(not translated)" if o.nowhere else "-")
             cells += [_verdict(o), endpoint, pod or "-", o.endpoint_node or "-",
                       ("yes" if o.masquerade else "no") if o.verdict == "accept" and not o.nowhere else "-"]
+            if wide:
+                cells.append(decided_by(o.path, o.verdict, o.reason))
             t.add_row(*cells)
         return t
 
-    if width is None:
+    if width is None or wide:
         return table(bar=True, short=False)
     from rich.console import Console
 
-    wide = Console(width=10_000)
+    measurer = Console(width=10_000)
     for bar, short in ((True, False), (True, True)):
         t = table(bar, short)
-        if wide.measure(t).maximum <= width:
+        if measurer.measure(t).maximum <= width:
             return t
     return table(bar=False, short=True)
 
 
-def render_explanation(exp: Explanation, console: Console) -> None:
+def render_explanation(exp: Explanation, console: Console, *, wide: bool = False) -> None:
     console.print(header(exp))
     if exp.hops:
         console.print()
@@ -105,7 +111,7 @@ def render_explanation(exp: Explanation, console: Console) -> None:
     if exp.outcomes:
         console.print()
         console.print(Text("Backends", style="bold underline"))
-        console.print(backends(exp, console.width))
+        console.print(backends(exp, console.width, wide))
         reasons = sorted({o.masquerade_reason for o in exp.outcomes if o.masquerade and o.masquerade_reason})
         for r in reasons:
             console.print(Text(f"  masquerade: {r}", style="yellow"))

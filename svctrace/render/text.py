@@ -126,15 +126,20 @@ def chain_legend(result: TraceResult) -> Table | None:
 
 
 def _decided_by(o: Outcome) -> str:
-    ipvs = [s for s in o.path if s.table == "ipvs"]
-    if ipvs and (o.verdict == "accept" or ipvs[-1].action.startswith("IPVS")):
+    return decided_by(o.path, o.verdict, o.reason)
+
+
+def decided_by(path: list[PathStep], verdict: str, reason: str) -> str:
+    """The rule that decided an outcome (its table, chain, number and comment), or why none did."""
+    ipvs = [s for s in path if s.table == "ipvs"]
+    if ipvs and (verdict == "accept" or ipvs[-1].action.startswith("IPVS")):
         # IPVS picked (or refused) the destination; the iptables rules beside it only let the packet pass
         # (kube-proxy's nat KUBE-SERVICES ACCEPTs Service traffic so that IPVS, on LOCAL_IN, sees it).
         s = ipvs[-1]
         if s.action.startswith("IPVS ") and "→" in s.action:
             return f"IPVS scheduler ({s.chain})"
         return f"IPVS ({s.chain}){s.action.removeprefix('IPVS')}"
-    for s in reversed(o.path):
+    for s in reversed(path):
         if s.rule is None and s.action == "policy ACCEPT":
             continue
         if s.rule is None and s.action.startswith("policy"):
@@ -143,16 +148,18 @@ def _decided_by(o: Outcome) -> str:
                                    or "assumed DNAT" in s.action):
             c = s.comment
             return f"{s.table} {s.chain} #{s.rule}" + (f" “{c}”" if c else "")
-    return "no rule (not translated)" if o.verdict == "accept" else o.reason
+    return "no rule (not translated)" if verdict == "accept" else reason
 
 
-def outcomes_table(result: TraceResult) -> Table:
+def outcomes_table(result: TraceResult, wide: bool = False) -> Table:
     t = Table(show_edge=False, box=None, pad_edge=False, header_style="bold")
     t.add_column("prob.", justify="right")
     t.add_column("")
     t.add_column("verdict")
     t.add_column("destination")
     t.add_column("masquerade")
+    if wide:
+        t.add_column("delivery")
     t.add_column("decided by", overflow="fold")
     for o in result.outcomes:
         bar = "█" * max(1, round(o.probability * 10)) if o.probability > 0 else ""
@@ -162,8 +169,8 @@ def outcomes_table(result: TraceResult) -> Table:
         verdict = Text(o.verdict.upper() + ("" if o.certain else " ?"), style=VERDICT_STYLE.get(o.verdict, ""))
         if result.unanswered(o):
             verdict, masq = Text("NO ANSWER" + ("" if o.certain else " ?"), style="bold red"), "-"
-        t.add_row(_pct(o.probability), Text(bar, style="red" if result.unanswered(o) else "magenta"), verdict,
-                  dest or "-", masq if o.verdict == "accept" else "-", why)
+        cells = [dest or "-", masq if o.verdict == "accept" else "-"] + ([o.delivery or "-"] if wide else []) + [why]
+        t.add_row(_pct(o.probability), Text(bar, style="red" if result.unanswered(o) else "magenta"), verdict, *cells)
     return t
 
 
@@ -210,7 +217,7 @@ def verdict_line(result: TraceResult) -> Text:
     return t
 
 
-def render_trace(result: TraceResult, console: Console, *, show_warnings: bool = True) -> None:
+def render_trace(result: TraceResult, console: Console, *, show_warnings: bool = True, wide: bool = False) -> None:
     rs = result.ruleset
     meta = f"rules: {rs.source} ({rs.format}"
     if rs.backend:
@@ -224,7 +231,7 @@ def render_trace(result: TraceResult, console: Console, *, show_warnings: bool =
     if legend is not None:
         console.print(legend)
     console.print()
-    console.print(outcomes_table(result))
+    console.print(outcomes_table(result, wide))
     console.print()
     console.print(verdict_line(result))
     for note in result.notes:

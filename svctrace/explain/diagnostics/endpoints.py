@@ -57,10 +57,13 @@ def selection_for(cluster: Cluster, svc: Service, port: ServicePort | None, node
     CategorizeEndpoints with the terminating fallback, Local policies and topology hints)."""
     if port is None or not svc.raw:
         return None
-    slices = [s.raw for s in cluster.slices if not s.legacy and s.namespace == svc.namespace]
+    # Only this Service's objects: select_endpoints reads no other's, and indexing the whole namespace on every
+    # question would make a question per Service quadratic.
+    mine, old = cluster.slices_in(svc.namespace, svc.name)
+    slices = [s.raw for s in mine]
     legacy: list[dict[str, Any]] = []
-    for s in cluster.slices:
-        if s.legacy and s.namespace == svc.namespace and s.raw not in legacy:
+    for s in old:
+        if s.raw not in legacy:
             legacy.append(s.raw)
     n = cluster.nodes.get(node or "")
     try:

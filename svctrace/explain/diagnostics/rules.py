@@ -12,6 +12,7 @@ from svctrace.dataplane.iptables.parser import parse_rule
 from svctrace.dataplane.iptables.rules import TABLES, RawRule, Ruleset
 from svctrace.kubeproxy.names import svc_chain
 from svctrace.kubeproxy.versions import FEATURES
+from svctrace.model.cluster import Service
 
 from .endpoints import selection
 from .registry import Context, Diagnostic, check
@@ -115,6 +116,14 @@ def _programmed_endpoints(rs: Ruleset, chain: str) -> set[str] | None:
     return out
 
 
+def _vip_rule(rs: Ruleset, svc: Service) -> bool:
+    """Whether nat KUBE-SERVICES names one of the Service's cluster IPs (read only when its chain is missing:
+    it reads every rule of the chain)."""
+    services = rs.chain("nat", "KUBE-SERVICES")
+    return services is not None and any(f"-d {ip}/" in r.text or f"-d {ip} " in r.text
+                                        for ip in svc.cluster_ips if ip != "None" for r in services.raw)
+
+
 def _iptables_programming(ctx: Context, rs: Ruleset) -> Programming:
     svc, port, node = ctx.svc, ctx.port, ctx.exp.node if ctx.exp is not None else None
     sel = selection(ctx)
@@ -126,10 +135,7 @@ def _iptables_programming(ctx: Context, rs: Ruleset) -> Programming:
     chain = cluster_chain if rs.chain("nat", cluster_chain) else (
         legacy_chain if rs.chain("nat", legacy_chain) else None)
     expected = list(sel.cluster_endpoints or ())
-    services = rs.chain("nat", "KUBE-SERVICES")
-    vip_rule = services is not None and any(f"-d {ip}/" in r.text or f"-d {ip} " in r.text
-                                            for ip in svc.cluster_ips if ip != "None" for r in services.raw)
-    if expected and chain is None and not vip_rule:
+    if expected and chain is None and not _vip_rule(rs, svc):
         return Programming(missing=Diagnostic(
             "rules-missing", "error",
             f"the API has {svc.key}:{port.name or port.port} with {len(expected)} usable endpoint(s), but node "
@@ -206,6 +212,9 @@ def rules_stale(ctx: Context) -> Diagnostic | None:
     return _programming(ctx).stale
 
 
+MAX_CUTS = 4  # chains cut out of another node's dump before it is parsed whole (nodes_disagree)
+
+
 @check("nodes-disagree", ["path"], "nodes' dataplanes program the same Service differently",
        "test_rules_stale_and_nodes_disagree")
 def nodes_disagree(ctx: Context) -> Diagnostic | None:
@@ -219,7 +228,12 @@ def nodes_disagree(ctx: Context) -> Diagnostic | None:
         text = nf.get("iptables-save")
         if name == node or not text:
             continue
-        mini = None if nf.is_parsed("iptables-save") else nf.parsed(
+        # One question (explain) cuts the chain out of the other node's dump, which is quicker than parsing it
+        # whole; but each cut reads the whole text, so a run that asks about many Services (the TUI's health
+        # marks, `check`) parses the dump once after a few cuts and looks the chains up in it.
+        cuts: list[int] = nf.parsed("iptables-save cuts", lambda _t, _p: [0], text="")
+        cuts[0] += 1
+        mini = None if nf.is_parsed("iptables-save") or cuts[0] > MAX_CUTS else nf.parsed(
             f"iptables-save {chain}", lambda t, source: _chains_alone(t, chain, source), text=text)
         if mini is not None:
             rs = mini
@@ -228,6 +242,9 @@ def nodes_disagree(ctx: Context) -> Diagnostic | None:
                 rs = nf.parsed("iptables-save", load_ruleset)
             except Exception:  # a damaged other dump must not spoil this answer
                 continue
+        own = ctx.dp.iptables if ctx.dp is not None else None
+        if own is not None and _same_lines(own, rs, chain):
+            continue  # the same rules program the same endpoints (and need not be parsed to say so)
         got = _programmed_endpoints(rs, chain)
         if got is not None and got != mine:
             others[name] = got
@@ -239,6 +256,28 @@ def nodes_disagree(ctx: Context) -> Diagnostic | None:
         f"nodes program {chain} differently: {node}: {', '.join(sorted(mine)) or 'none'}; {detail}.",
         "The same Service port should have the same endpoints on every node (Local policies aside): a node "
         "whose kube-proxy is stuck answers differently.")
+
+
+def _lines(rs: Ruleset, chain: str) -> list[str] | None:
+    c = rs.chain("nat", chain)
+    return None if c is None else [r.text for r in c.raw]
+
+
+def _same_lines(own: Ruleset, other: Ruleset, chain: str) -> bool:
+    """Whether another node's service chain and the KUBE-SEP chains it jumps to are, line for line, this node's
+    (all _programmed_endpoints reads): then both program the same endpoints. Compares text, parses nothing of the
+    other node's."""
+    mine = _lines(own, chain)
+    if mine is None or _lines(other, chain) != mine:
+        return False
+    own_chain = own.chain("nat", chain)
+    assert own_chain is not None
+    seps = {r.target.name for r in own_chain.rules if r.target is not None and r.target.name.startswith("KUBE-SEP-")}
+    for sep in seps:
+        lines = _lines(own, sep)
+        if lines is None or _lines(other, sep) != lines:
+            return False
+    return True
 
 
 # Another node's service chain without parsing its whole dump: the chain's lines and those of the KUBE-SEP
@@ -344,7 +383,10 @@ def proxy_mode_mismatch(ctx: Context) -> Diagnostic | None:
         return None
     configured = (nf.get("proxy-mode") or "").strip() or ctx.snap.cluster.proxy.mode
     rs = dp.iptables
-    modes = modes_present(nf, (c.name for c in rs.iter_chains()) if rs is not None else ())
+    # once per node and dump (it reads every chain's name): the same for every Service asked of this node
+    modes: set[str] = nf.parsed(f"modes-present {rs.source if rs is not None else ''}",
+                                lambda _t, _p: modes_present(nf, (c.name for c in rs.iter_chains())
+                                                             if rs is not None else ()), text="")
     problems = []
     if configured and configured in ("iptables", "ipvs", "nftables") and modes and configured not in modes:
         problems.append(f"kube-proxy is configured for {configured} but the node holds {', '.join(sorted(modes))}-mode "
