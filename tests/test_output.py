@@ -48,9 +48,10 @@ def test_wide_adds_columns_to_explain_and_trace() -> None:
 def test_an_unknown_format_is_one_line_naming_the_formats(cmd: tuple[str, ...]) -> None:
     p = run(*cmd, "-o", "xml")
     assert p.returncode == 2 and p.stdout == ""
+    graphs = "" if cmd[0] == "check" else "|dot|svg|mermaid"  # trace and explain also draw the path
     assert p.stderr == (
         "svctrace: error: -o xml: not a format this command prints "
-        "(formats: text|wide|json|yaml|jsonpath=TEMPLATE)\n"
+        f"(formats: text|wide|json|yaml|jsonpath=TEMPLATE{graphs})\n"
     )
 
 
