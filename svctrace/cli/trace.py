@@ -13,7 +13,13 @@ import typer
 
 from svctrace.cli import app, emit_json
 from svctrace.dataplane.contract import TraceResult
-from svctrace.dataplane.detect import is_address_file, looks_like_ipset, sniff_input
+from svctrace.dataplane.detect import (
+    HOST_FILE_NAMES,
+    is_address_file,
+    is_host_file,
+    looks_like_ipset,
+    sniff_input,
+)
 from svctrace.dataplane.ipset import parse_ipset
 from svctrace.dataplane.iptables import load_ruleset
 from svctrace.dataplane.node import Dataplane, node_addresses
@@ -66,7 +72,7 @@ def read_input(path: str) -> tuple[str, str]:
 
 
 NODE_DIR_FILES = ("iptables-save", "ip6tables-save", "iptables-legacy-save", "ip6tables-legacy-save", "nft.json", "nft",
-                  "ipvsadm", "ipset", "ip-addr.json", "ip-addr")
+                  "ipvsadm", "ipset", "ip-addr.json", "ip-addr", *HOST_FILE_NAMES)
 
 
 def read_inputs(path: str) -> list[tuple[str, str]]:
@@ -190,7 +196,8 @@ def trace_cmd(
     if not local_ip and addr.files:  # a snapshot node directory's ip-addr says what the node owns
         facts = NodeFacts.make(local_ips=node_addresses(addr), route_localnet=route_localnet,
                                returning_client=returning_client, ipsets=facts.ipsets)
-    inputs = [(t, n) for t, n in inputs if not is_address_file(n)]
+    facts = _with_host(facts, [(t, n) for t, n in inputs if is_address_file(n) or is_host_file(n)])
+    inputs = [(t, n) for t, n in inputs if not is_address_file(n) and not is_host_file(n)]
     if batch is not None:
         if batch == "-" and "-" in (dump or []):
             raise InputError("--batch - and DUMP - both read stdin: give one of them as a file")
@@ -210,6 +217,24 @@ def trace_cmd(
 
         render_trace(result, Console(highlight=False))
     raise typer.Exit(result.exit_code)
+
+
+def _with_host(facts: NodeFacts, files: list[tuple[str, str]]) -> NodeFacts:
+    """A node directory's network facts (sysctl, routes, ...): the walk decides interfaces, forwarding and
+    rp_filter with them; a damaged file is a warning and its fact assumed."""
+    if not any(is_host_file(n) for _, n in files):
+        return facts
+    import dataclasses
+
+    from svctrace.dataplane.host import load_host
+    from svctrace.errors import Warn
+
+    nf = NodeFiles(Path(files[0][1]).parent.name, {Path(n).name: t for t, n in files})
+    warns: list[Warn] = []
+    host = load_host(nf, warns, where=str(Path(files[0][1]).parent))
+    for w in warns:
+        sys.stderr.write(f"svctrace: warning: {w}\n")
+    return dataclasses.replace(facts, host=host)
 
 
 def _missing_option(ctx: typer.Context, name: str) -> Exception:

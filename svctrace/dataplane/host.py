@@ -426,25 +426,29 @@ def parse_modules(text: str, where: str = "modules") -> frozenset[str]:
 # -- the node's HostNet ------------------------------------------------------------------------------------
 
 
-def load_host(nf: NodeFiles | None, warnings: list[Warn] | None = None) -> HostNet:
+def load_host(nf: NodeFiles | None, warnings: list[Warn] | None = None, *, where: str | None = None) -> HostNet:
     """The node's network facts from its files (each part parsed once and cached on `nf`); a damaged file is a
-    warning in `warnings` and leaves its part unknown."""
+    warning in `warnings` and leaves its part unknown. `where`: the directory the files were read from, when
+    they are not a snapshot's (`trace DIR`)."""
     host = HostNet(node=nf.name if nf is not None else "")
     if nf is None:
         return host
+
+    def path(fname: str) -> str:
+        return f"{where}/{fname}" if where is not None else nf.path(fname)
 
     def part(fname: str, parser: Any) -> Any:
         if nf.get(fname) is None:
             return None
         try:
-            got = nf.parsed("host:" + fname, lambda text, _p: parser(text, nf.path(fname)), nf.files[fname])
+            got = nf.parsed("host:" + fname, lambda text, _p: parser(text, path(fname)), nf.files[fname])
         except InputError as e:
             if warnings is not None:
                 w = Warn(f"{e.message}; this fact is assumed instead", e.source, e.line, "snapshot")
                 if w not in warnings:
                     warnings.append(w)
             return None
-        host.sources[fname] = nf.path(fname)
+        host.sources[fname] = path(fname)
         return got
 
     host.sysctls = part("sysctl", parse_sysctl)

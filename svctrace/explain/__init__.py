@@ -40,6 +40,14 @@ class ExplainedOutcome:
     reason: str
     masquerade_reason: str | None = None
     assumptions: list[str] = field(default_factory=list)
+    snat: str | None = None  # the masquerade address, when known
+    snat_from: str | None = None  # where it came from, or the assumption made
+    cause: str | None = None  # what outside the rules decided (Outcome.cause)
+    reply: dict[str, object] | None = None  # the reply's way back (`reply_of`)
+
+    @property
+    def reply_lost(self) -> bool:
+        return self.reply is not None and self.reply.get("through_conntrack") is False
 
     def to_json(self) -> dict[str, object]:
         d: dict[str, object] = {
@@ -49,6 +57,14 @@ class ExplainedOutcome:
         }
         if self.masquerade_reason:
             d["masquerade_reason"] = self.masquerade_reason
+        if self.snat:
+            d["snat"] = self.snat
+            if self.snat_from:
+                d["snat_from"] = self.snat_from
+        if self.cause:
+            d["cause"] = self.cause
+        if self.reply is not None:
+            d["reply"] = self.reply
         if self.assumptions:
             d["assumptions"] = self.assumptions
         return d
@@ -75,7 +91,7 @@ class Explanation:
     def exit_code(self) -> int:
         """0 when every outcome reaches a destination; 1 when one is dropped, rejected or goes nowhere
         (sent on untranslated to a virtual IP that no host owns)."""
-        if not all(o.verdict == "accept" for o in self.outcomes):
+        if not all(o.verdict == "accept" for o in self.outcomes) or any(o.reply_lost for o in self.outcomes):
             return 1
         if self.trace is not None and self.trace.nowhere:
             return 1
@@ -115,7 +131,7 @@ def resolve_target(cluster: Cluster, req: Request) -> tuple[Service, str | None,
                     return svc, str(port), "external-ip", ip
                 if ip in svc.lb_ips and p.port == port:
                     return svc, str(port), "load-balancer", ip
-                if p.node_port == port and (cluster.node_by_ip(ip) is not None):
+                if p.node_port == port and (cluster.node_by_ip(ip) is not None or _loopback(ip)):
                     return svc, p.name or str(p.port), "node-port", ip
         owners = [s for s in cluster.services.values() if ip in s.cluster_ips + s.external_ips + s.lb_ips]
         if owners:
@@ -132,6 +148,14 @@ def resolve_target(cluster: Cluster, req: Request) -> tuple[Service, str | None,
             hint += f"; did you mean {' or '.join(elsewhere[:3])} (-n)?"
         raise InputError(f"no Service {ns}/{name} in the snapshot{hint}")
     return found, None, None, None
+
+
+def _loopback(ip: str) -> bool:
+    """127.0.0.0/8 or ::1: a NodePort the node itself can reach on localhost (kube-proxy's localhost NodePorts)."""
+    try:
+        return ipaddress.ip_address(ip).is_loopback
+    except ValueError:
+        return False
 
 
 def _family(ip: str) -> int:
@@ -233,16 +257,25 @@ def explain(snap: Snapshot, req: Request) -> Explanation:
         if more:
             text += f" and {len(more)} more on its interfaces (ip-addr: {', '.join(more[:4])}{', ...' if len(more) > 4 else ''})"
         inferred.append(text)
-    facts = NodeFacts.make(local_ips=local_ips, returning_client=req.returning_client)
+    from svctrace.dataplane.host import load_host
+
+    host = load_host(snap.nodes.get(node) if node else None, warns)
+    host.node = node or ""
+    facts = NodeFacts.make(local_ips=local_ips, returning_client=req.returning_client, host=host)
     origin = "local" if source.kind == "node" else "forwarded"
-    pkt = Packet.make(src=source.ip, dst=dst, proto=proto, dport=dport, origin=origin,  # type: ignore[arg-type]
+    src_ip = dst if origin == "local" and _loopback(dst) else source.ip  # a socket to 127.0.0.1 binds 127.0.0.1
+    pkt = Packet.make(src=src_ip, dst=dst, proto=proto, dport=dport, origin=origin,  # type: ignore[arg-type]
                       local_ips=facts.local_ips)
     from svctrace.kubeproxy.walk import trace_dataplane
 
     result = trace_dataplane(dp, pkt, facts, kube_version=cluster.proxy.version)
     warns.extend(w for w in result.warnings if w not in warns)
+    inferred.extend(f"node {node}: {f}" for f in result.facts)
+    inferred.extend(f"assumed {a}" for a in result.assumed)
 
     outcomes = [_map_outcome(cluster, o, node) for o in result.outcomes]
+    for eo, raw in zip(outcomes, result.outcomes, strict=True):
+        eo.reply = reply_of(eo, raw, source, node, host, family)
     mode = dp.mode
     if not (snap.nodes.get(dp.node) and snap.nodes[dp.node].get("proxy-mode")) and not cluster.proxy.mode:
         inferred.append(f"proxy mode: {mode} (from {dp.mode_source or 'the dumps'}; no /proxyMode or config)")
@@ -328,7 +361,36 @@ def _map_outcome(cluster: Cluster, o: object, node: str | None) -> ExplainedOutc
                 n = cluster.node_of_ip(host) or cluster.node_by_ip(host)
                 ep_node = n.name if n else None
     return ExplainedOutcome(o.probability, o.verdict, o.dnat, pod, ep_node, o.masquerade, o.certain, o.path,
-                            o.reason, masquerade_reason(o) if o.masquerade else None, list(o.assumptions))
+                            o.reason, masquerade_reason(o) if o.masquerade else None, list(o.assumptions),
+                            o.snat if o.masquerade else None, o.snat_how if o.masquerade else None, o.cause)
+
+
+def reply_of(o: ExplainedOutcome, raw: object, source: Source, node: str | None, host: object,
+             family: int) -> dict[str, object] | None:
+    """The reply of an accepted, DNATed connection: who answers whom, and whether the node's conntrack turns it
+    back into the Service's address (svctrace.dataplane.kernel.reply_path decides)."""
+    from svctrace.dataplane.contract import Outcome
+    from svctrace.dataplane.kernel import reply_path
+
+    assert isinstance(raw, Outcome)
+    if o.verdict != "accept" or o.endpoint is None or o.endpoint.addr is None or source.kind == "node":
+        return None
+    try:
+        client = ipaddress.ip_address(source.ip)
+    except ValueError:
+        return None
+    ep = o.endpoint.addr
+    remote = o.endpoint_node is not None and node is not None and o.endpoint_node != node
+    behind = source.kind == "pod" and source.node == node
+    rp = reply_path(host, client=client, client_iif=raw.iif, endpoint=ep, endpoint_oif=raw.oif,
+                    masquerade=o.masquerade, endpoint_remote=remote, client_behind_node=behind, family=family)
+    to = o.snat if o.masquerade and o.snat else ("the node's masquerade address" if o.masquerade else str(client))
+    d: dict[str, object] = {"from": str(o.endpoint), "to": to, "through_conntrack": rp.through, "why": rp.why}
+    if rp.code:
+        d["code"] = rp.code
+    if rp.request_dropped:
+        d["request_dropped"] = True
+    return d
 
 
 __all__ = ["OUTSIDE_CLIENT", "Diagnostic", "ExplainedOutcome", "Explanation", "Request", "Source", "explain",

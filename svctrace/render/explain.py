@@ -76,6 +76,12 @@ def render_explanation(exp: Explanation, console: Console) -> None:
         reasons = sorted({o.masquerade_reason for o in exp.outcomes if o.masquerade and o.masquerade_reason})
         for r in reasons:
             console.print(Text(f"  masquerade: {r}", style="yellow"))
+        for o in exp.outcomes:
+            if o.reply_lost and o.reply is not None:
+                what = "the request never arrives" if o.reply.get("request_dropped") else \
+                    "its reply misses the node's conntrack"
+                console.print(Text(f"  {o.endpoint}: accepted by the rules, but {what} ({o.reply.get('code')})",
+                                   style="bold red"))
     if exp.diagnostics:
         console.print()
         console.print(Text("Diagnostics", style="bold underline"))

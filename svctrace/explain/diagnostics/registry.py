@@ -67,7 +67,9 @@ ORDER = (
     "external-name", "port-not-in-service", "headless-service", "ping-virtual-ip",
     "no-selector", "selector-matches-no-pods", "named-port-unresolved",
     "no-endpoints", "no-ready-endpoints", "no-local-endpoints", "source-range-blocked", "session-affinity",
-    "hairpin-masquerade", "rules-missing", "rules-stale", "nodes-disagree", "mixed-iptables-backends",
+    "hairpin-masquerade", "ip-forward-off", "forward-policy-drop", "rp-filter-drop", "no-route",
+    "localhost-nodeport-martian", "reply-bypasses-conntrack", "hairpin-mode-off", "reply-asymmetric",
+    "rules-missing", "rules-stale", "nodes-disagree", "mixed-iptables-backends",
     "proxy-mode-mismatch", "unknown-match",
 )
 
