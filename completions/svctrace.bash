@@ -55,8 +55,9 @@ _svctrace() {
             --cluster-cidr) COMPREPLY=($(compgen -f -- "$cur")); return;;
             --service-cidr) COMPREPLY=($(compgen -f -- "$cur")); return;;
             --output-dir|-o) COMPREPLY=($(compgen -f -- "$cur")); return;;
+            --node-facts) COMPREPLY=($(compgen -f -- "$cur")); return;;
         esac
-        COMPREPLY=($(compgen -W "--filename -f --node --mode --kube-version --cluster-cidr --service-cidr --output-dir -o --help -h" -- "$cur"))
+        COMPREPLY=($(compgen -W "--filename -f --node --mode --kube-version --cluster-cidr --service-cidr --output-dir -o --node-facts --help -h" -- "$cur"))
         ;;
     trace)
         case "$prev" in

@@ -45,6 +45,7 @@ complete -c svctrace -n '__fish_seen_subcommand_from simulate' -l kube-version -
 complete -c svctrace -n '__fish_seen_subcommand_from simulate' -l cluster-cidr -r -F -d 'Pod CIDR (default: the kube-proxy ConfigMap among the inputs, else the nodes podCIDRs)'
 complete -c svctrace -n '__fish_seen_subcommand_from simulate' -l service-cidr -r -F -d 'Where missing cluster IPs are allocated from'
 complete -c svctrace -n '__fish_seen_subcommand_from simulate' -l output-dir -s o -r -F -d 'Write a snapshot bundle here (explain and tui can open it) instead of printing iptables-save'
+complete -c svctrace -n '__fish_seen_subcommand_from simulate' -l node-facts -r -F -d 'NODE=DIR: copy that nodes network facts (sysctl, ip-addr'
 complete -c svctrace -n '__fish_seen_subcommand_from simulate' -l help -s h -d 'Show help'
 complete -c svctrace -n '__fish_use_subcommand' -a trace -d 'Walk one packet through one nodes dataplane (iptables, nftables or IPVS)'
 complete -c svctrace -n '__fish_seen_subcommand_from trace' -l src -s s -r -F -d 'Source IP of the packet (default with --from-node: the first --local-ip)'

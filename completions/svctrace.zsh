@@ -67,6 +67,7 @@ _svctrace() {
         '--cluster-cidr[Pod CIDR (default: the kube-proxy ConfigMap among the inputs, else the nodes podCIDRs)]:value:_files' \
         '--service-cidr[Where missing cluster IPs are allocated from]:value:_files' \
         {--output-dir,-o}'[Write a snapshot bundle here (explain and tui can open it) instead of printing iptables-save]:value:_files' \
+        '--node-facts[NODE=DIR: copy that nodes network facts (sysctl, ip-addr]:value:_files' \
         {--help,-h}'[Show help]' \
         ''
       ;;

@@ -170,7 +170,10 @@ def parse_ip_route_json(text: str, where: str = "ip-route.json") -> list[Route]:
     for i, r in enumerate(_json(text, where, "`ip -j route`"), 1):
         if not isinstance(r, dict) or "dst" not in r:
             raise InputError(f"route {i} has no dst", source=where, line=1)
-        dst = _net(str(r["dst"]), where, 1, 6 if ":" in str(r["dst"]) else 4)
+        try:
+            dst = _net(str(r["dst"]), where, 1, 6 if ":" in str(r["dst"]) else 4)
+        except InputError as e:
+            raise InputError(f"route {i}: {e.message}", source=where, line=1) from None
         gw = r.get("gateway")
         if gw is None and isinstance(r.get("via"), dict):
             gw = r["via"].get("host")
@@ -423,6 +426,22 @@ def parse_modules(text: str, where: str = "modules") -> frozenset[str]:
     return frozenset(out)
 
 
+PARSERS: dict[str, Any] = {}  # file name -> parser (filled below)
+
+
+def check_host_files(files: dict[str, str], where: str) -> dict[str, str]:
+    """Node fact files given by hand (`simulate --node-facts`): each known file parsed (InputError naming
+    `where/FILE` and the line when damaged); unknown names are refused."""
+    out: dict[str, str] = {}
+    for fname, text in sorted(files.items()):
+        parser = PARSERS.get(fname)
+        if parser is None:
+            raise InputError(f"not a node fact file (expected {', '.join(HOST_FILES)})", source=f"{where}/{fname}")
+        parser(text, f"{where}/{fname}")
+        out[fname] = text
+    return out
+
+
 # -- the node's HostNet ------------------------------------------------------------------------------------
 
 
@@ -576,3 +595,9 @@ def select_source(host: HostNet, dev: str | None, near: IPAddress | None) -> IPA
         return mine[0].ip
     others = [a for a in cands if not a.secondary and not a.ip.is_loopback]
     return others[0].ip if others else None
+
+
+PARSERS.update({"sysctl": parse_sysctl, "ip-addr.json": parse_ip_addr_json, "ip-addr": parse_ip_addr_text,
+                "ip-route.json": parse_ip_route_json, "ip-route": parse_ip_route_text,
+                "ip-rule.json": parse_ip_rule_json, "ip-rule": parse_ip_rule_text, "hairpin-mode": parse_hairpin,
+                "modules": parse_modules})
