@@ -486,8 +486,8 @@ class KernelWalker:
             return
         if ip is not None:
             s.snat, s.snat_how = str(ip), "assumed: no route to the destination in the snapshot"
-            self.assume_fact(f"masquerade address {ip}: the node's first address (no route to {s.pkt.dst} in "
-                             "the snapshot to pick the outgoing interface)")
+            self.assume_fact(f"masquerade address {ip}: the node's first address (no route in the snapshot "
+                             "picks the outgoing interface)")
             return
         node_ips = sorted((x for x in self.node.local_ips if x.version == s.pkt.family and not x.is_loopback), key=str)
         if node_ips:
@@ -506,7 +506,11 @@ class KernelWalker:
     def martian(self, st: State, ip: IPAddress, what: str) -> bool:
         # ip_route_input_slow(): a loopback address arriving from outside is a martian unless
         # net.ipv4.conf.<dev>.route_localnet=1 (kube-proxy sets it for localhost NodePorts).
-        if ip.version == 4 and ip.is_loopback and not self.route_localnet:
+        on = self.route_localnet
+        if self.host is not None and st.iif is not None:
+            dev_on = self.host.route_localnet(st.iif)  # the input device's (or all's) setting decides
+            on = dev_on if dev_on is not None else on
+        if ip.version == 4 and ip.is_loopback and not on:
             why = "route_localnet is off" + (f" ({self.localnet_why})" if self.route_localnet_inferred
                                              and self.localnet_why else "")
             self.finish(st, "drop", None, f"routing drops it: {what} {ip} is a loopback address arriving "
@@ -561,7 +565,10 @@ class KernelWalker:
         host = self.host
         if host is None:
             return True
-        keys = ([f"net.ipv4.conf.{s.iif}.forwarding"] if s.iif else []) + ["net.ipv4.ip_forward"]
+        if s.pkt.family == 6:  # ip6_forward(): the all-interfaces switch decides
+            keys = ["net.ipv6.conf.all.forwarding"]
+        else:
+            keys = ([f"net.ipv4.conf.{s.iif}.forwarding"] if s.iif else []) + ["net.ipv4.ip_forward"]
         for k in keys:
             v = host.sysctl_int(k)
             if v is not None:
@@ -571,8 +578,8 @@ class KernelWalker:
                                 "ip-forward-off")
                     return False
                 return True
-        self.assume_fact(f"ip_forward=1 (the node forwards): no sysctl file for node {host.node or '?'} "
-                         "in the snapshot")
+        what = "net.ipv6.conf.all.forwarding=1" if s.pkt.family == 6 else "ip_forward=1"
+        self.assume_fact(f"{what} (the node forwards): no sysctl file for node {host.node or '?'} in the snapshot")
         return True
 
     def reverse_path(self, s: State) -> bool:
