@@ -130,6 +130,7 @@ def sysctl(
     route_localnet: int = 1,
     br_netfilter: bool = True,
     eth1: bool = False,
+    conntrack_count: int = 212,
 ) -> str:
     devs = ["all", "default", "lo", "eth0", *(["eth1"] if eth1 else []), "cni0", *PORTS]
     lines = [f"net.ipv4.ip_forward = {ip_forward}", "net.ipv6.conf.all.forwarding = 0"]
@@ -140,7 +141,7 @@ def sysctl(
         lines += ["net.bridge.bridge-nf-call-iptables = 1", "net.bridge.bridge-nf-call-ip6tables = 1"]
     lines += [
         "net.netfilter.nf_conntrack_max = 131072",
-        "net.netfilter.nf_conntrack_count = 212",
+        f"net.netfilter.nf_conntrack_count = {conntrack_count}",
         "net.netfilter.nf_conntrack_tcp_be_liberal = 0",
     ]
     return "\n".join(lines) + "\n"
@@ -232,6 +233,7 @@ SCENARIOS: dict[str, Callable[[], dict[str, str]]] = {
     "reply-bypasses-conntrack": lambda: _files(_objs(), br_netfilter=False),
     "hairpin-mode-off": lambda: _files(_objs(), hairpin=0),
     "reply-asymmetric": lambda: _files(_objs(), dump=_no_cluster_cidr(_objs())),
+    "conntrack-table-full": lambda: _files(_objs(), conntrack_count=131072),
 }
 
 

@@ -688,3 +688,17 @@ def test_reply_asymmetric() -> None:
     assert "reply-asymmetric" in codes(exp)
     exp = nodefacts("healthy", source="203.0.113.7", node="node01")  # clusterCIDR set: masqueraded
     assert "reply-asymmetric" not in codes(exp)
+
+
+def test_conntrack_table_full() -> None:
+    assert "conntrack-table-full" in codes(nodefacts("conntrack-table-full", source="pod/client"))
+    snap = load_snapshot(str(NODEFACTS / "healthy.tar.gz"))
+    nf = snap.nodes["node01"]
+    assert "conntrack-table-full" not in codes(explain(snap, Request(target="svc/web", source="pod/client")))
+    for count, severity in (("131072", "error"), ("120000", "warning")):
+        snap = load_snapshot(str(NODEFACTS / "healthy.tar.gz"))
+        nf = snap.nodes["node01"]
+        nf.files["sysctl"] = nf.files["sysctl"].replace("nf_conntrack_count = 212", f"nf_conntrack_count = {count}")
+        exp = explain(snap, Request(target="svc/web", source="pod/client"))
+        d = next(d for d in exp.diagnostics if d.code == "conntrack-table-full")
+        assert d.severity == severity and f"holds {count} of at most 131072" in d.message

@@ -223,3 +223,24 @@ def test_collect_commands_output_parses_on_this_machine() -> None:
     with open("/proc/sys/net/ipv4/ip_forward") as f:
         assert sysctls["net.ipv4.ip_forward"] == f.read().strip()
     assert "net.ipv4.conf.lo.rp_filter" in sysctls
+
+
+def test_every_dataplane_shares_the_kernel_path() -> None:
+    """ip_forward=0 ends a forwarded packet after PREROUTING whichever program wrote the rules (the kernel path is
+    written once): iptables and nftables modes of the demo, with node facts saying the node does not forward."""
+    from svctrace.dataplane.node import load_dataplane
+    from svctrace.kubeproxy.walk import trace_dataplane
+    from svctrace.model.packet import NodeFacts, Packet
+    from svctrace.model.snapshot import load_snapshot
+
+    snap = load_snapshot("demo")
+    for node, mode in (("node01", "iptables"), ("node04", "nftables")):
+        dp = load_dataplane(snap, node, 4)
+        assert dp.mode == mode
+        pkt = Packet.make(src="10.244.1.50", dst="10.96.10.10", dport=80)
+        for fwd, verdicts in ((0, {("drop", "ip-forward-off")}), (1, {("accept", None)})):
+            h = HostNet(sysctls=parse_sysctl(f"net.ipv4.ip_forward = {fwd}\n"), node=node)
+            res = trace_dataplane(dp, pkt, NodeFacts.make(host=h))
+            assert {(o.verdict, o.cause) for o in res.outcomes} == verdicts, (mode, fwd)
+        res = trace_dataplane(dp, pkt, NodeFacts.make(host=HostNet(node=node)))
+        assert f"ip_forward=1 (the node forwards): no sysctl file for node {node} in the snapshot" in res.assumed

@@ -230,3 +230,29 @@ def reply_asymmetric(ctx: Context) -> Diagnostic | None:
         "send the client to a node that has an endpoint with externalTrafficPolicy: Local.",
         "`svctrace explain` with --from set to the client shows whether the path masquerades",
     )
+
+
+@check("conntrack-table-full", ["path"],
+       "the node's conntrack table is (nearly) full: new connections are dropped when it is",
+       "test_conntrack_table_full")
+def conntrack_full(ctx: Context) -> Diagnostic | None:
+    exp = ctx.exp
+    if exp is None or exp.node is None or exp.node not in ctx.snap.nodes:
+        return None
+    from svctrace.dataplane.host import load_host
+
+    host = load_host(ctx.snap.nodes[exp.node])
+    count = host.sysctl_int("net.netfilter.nf_conntrack_count")
+    limit = host.sysctl_int("net.netfilter.nf_conntrack_max")
+    if count is None or not limit or count < 0.9 * limit:
+        return None
+    node = exp.node
+    # nf_conntrack_core.c __nf_conntrack_alloc: at nf_conntrack_max (after early_drop finds nothing to evict)
+    # the new entry is refused, the packet dropped, and "nf_conntrack: table full, dropping packet" logged.
+    return Diagnostic(
+        "conntrack-table-full", "error" if count >= limit else "warning",
+        f"On {node}, the conntrack table holds {count} of at most {limit} entries (net.netfilter.nf_conntrack_max): "
+        "when it is full the kernel drops the first packet of every new connection, Service traffic included. "
+        f"Raise the limit on {node} (`sysctl -w net.netfilter.nf_conntrack_max=...`, or kube-proxy's "
+        "conntrack.maxPerCore) or find what fills the table.",
+        f"`ssh {node} dmesg | grep 'table full'`; `conntrack -S` counts drops")

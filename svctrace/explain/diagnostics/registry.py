@@ -68,7 +68,7 @@ ORDER = (
     "no-selector", "selector-matches-no-pods", "named-port-unresolved",
     "no-endpoints", "no-ready-endpoints", "no-local-endpoints", "source-range-blocked", "session-affinity",
     "hairpin-masquerade", "ip-forward-off", "forward-policy-drop", "rp-filter-drop", "no-route",
-    "localhost-nodeport-martian", "reply-bypasses-conntrack", "hairpin-mode-off", "reply-asymmetric",
+    "localhost-nodeport-martian", "reply-bypasses-conntrack", "hairpin-mode-off", "reply-asymmetric", "conntrack-table-full",
     "rules-missing", "rules-stale", "nodes-disagree", "mixed-iptables-backends",
     "proxy-mode-mismatch", "unknown-match",
 )
