@@ -234,6 +234,7 @@ SCENARIOS: dict[str, Callable[[], dict[str, str]]] = {
     "hairpin-mode-off": lambda: _files(_objs(), hairpin=0),
     "reply-asymmetric": lambda: _files(_objs(), dump=_no_cluster_cidr(_objs())),
     "conntrack-table-full": lambda: _files(_objs(), conntrack_count=131072),
+    "reply-other-interface": lambda: _files(_objs(eth1=True), rp_filter=2, eth1=True),
 }
 
 

@@ -702,3 +702,14 @@ def test_conntrack_table_full() -> None:
         exp = explain(snap, Request(target="svc/web", source="pod/client"))
         d = next(d for d in exp.diagnostics if d.code == "conntrack-table-full")
         assert d.severity == severity and f"holds {count} of at most 131072" in d.message
+
+
+def test_reply_asymmetric_by_interface() -> None:
+    """A second network: the request for 172.16.0.11 comes in on eth1, loose rp_filter lets it through, but the
+    node answers by its default route on eth0 (masqueraded or not): a warning, the translation itself is undone."""
+    exp = nodefacts("reply-other-interface", "172.16.0.11:30080", source="203.0.113.7")
+    assert {o.verdict for o in exp.outcomes} == {"accept"} and exp.exit_code == 0
+    d = next(d for d in exp.diagnostics if d.code == "reply-asymmetric")
+    assert d.severity == "warning" and "comes in on eth1 but the node's route back to 203.0.113.7 leaves by eth0" \
+        in d.message
+    assert {o.reply["through_conntrack"] for o in exp.outcomes if o.reply} == {None}

@@ -737,7 +737,11 @@ def reply_path(host: Any, *, client: IPAddress, client_iif: str | None, endpoint
       answers the client directly over the bridge, the reply never meets the node's conntrack entry, and the
       client sees the pod's address instead of the Service's and drops (resets) it;
     - the endpoint on another node, not masqueraded, and the client not behind this node: the endpoint's node
-      answers the client by its own route, not through this node, with the same result."""
+      answers the client by its own route, not through this node, with the same result;
+    - the node's route back to the client leaves by another interface than the request came in on (a second
+      network, a load balancer on one side): conntrack undoes the translation, but a stateful firewall or load
+      balancer on the request's side never sees the reply (not measured: the lab has no such device)."""
+    other = _other_way_back(host, client, client_iif)
     if host is not None and client == endpoint and client_iif is not None:
         ports = bridge_ports(host, client_iif)
         if ports:
@@ -760,6 +764,8 @@ def reply_path(host: Any, *, client: IPAddress, client_iif: str | None, endpoint
                                  f"the pod calls itself through bridge {client_iif}; it gets the frame back only if "
                                  f"its port has hairpin_mode on, and {what}")
     if masquerade:
+        if other:
+            return ReplyPath(None, "reply-asymmetric", other)
         return ReplyPath(True, why="masqueraded: the endpoint answers the node, whose conntrack undoes both "
                                    "translations")
     if endpoint_remote:
@@ -785,4 +791,18 @@ def reply_path(host: Any, *, client: IPAddress, client_iif: str | None, endpoint
                              "frames to iptables (no sysctl file says)")
         return ReplyPath(True, why=f"the reply crosses bridge {client_iif}, whose frames pass iptables "
                                    "(br_netfilter), so conntrack undoes the DNAT")
+    if other:
+        return ReplyPath(None, "reply-asymmetric", other)
     return ReplyPath(True, why="the reply comes back through the node, whose conntrack undoes the DNAT")
+
+
+def _other_way_back(host: Any, client: IPAddress, client_iif: str | None) -> str:
+    """Why the node's answer to `client` leaves by another interface than `client_iif` ("" when it does not)."""
+    if host is None or client_iif is None:
+        return ""
+    hit = lookup(host, client)
+    if hit is None or hit.route is None or hit.local or not hit.route.dev or hit.route.dev == client_iif:
+        return ""
+    return (f"the request comes in on {client_iif} but the node's route back to {client} leaves by "
+            f"{hit.route.dev} (`{hit.route.text()}`): conntrack undoes the translation, but a stateful firewall "
+            f"or load balancer on {client_iif}'s side never sees the reply")

@@ -148,13 +148,10 @@ def _reply(ctx: Context, code: str) -> tuple[ExplainedOutcome, dict[str, object]
     exp = ctx.exp
     if exp is None:
         return None
-    for o in exp.outcomes:
-        if (
-            o.reply is not None
-            and o.reply.get("code") == code
-            and o.reply.get("through_conntrack") is not True
-        ):
-            return o, o.reply
+    for want in (False, None):  # a certain loss first
+        for o in exp.outcomes:
+            if o.reply is not None and o.reply.get("code") == code and o.reply.get("through_conntrack") is want:
+                return o, o.reply
     return None
 
 
@@ -214,7 +211,8 @@ def hairpin_off(ctx: Context) -> Diagnostic | None:
 @check(
     "reply-asymmetric",
     ["path"],
-    "not masqueraded to a pod on another node, client not behind this node: the reply takes another path",
+    "the reply takes another path: not masqueraded to a pod on another node (client not behind "
+    "this node), or the node's route back to the client leaves by another interface",
     "test_reply_asymmetric",
 )
 def reply_asymmetric(ctx: Context) -> Diagnostic | None:
@@ -222,14 +220,21 @@ def reply_asymmetric(ctx: Context) -> Diagnostic | None:
     if got is None:
         return None
     o, r = got
+    why = str(r["why"])
+    if r.get("through_conntrack") is None:  # the node answers, by another interface
+        node = _node(ctx)
+        return Diagnostic(
+            "reply-asymmetric", "warning",
+            f"On {node}, {why}. Route the replies back the way the requests come (a policy rule: `ip rule add "
+            f"from <that interface's address> lookup <a table whose default route leaves by it>`), or send the "
+            "clients to the address of the interface their route leaves by.",
+            f"`ssh {node} ip route get <client address>` names the interface replies leave by")
     return Diagnostic(
-        "reply-asymmetric",
-        "error",
-        f"{str(r['why'])[0].upper()}{str(r['why'])[1:]}; the client sees an answer from {o.endpoint} and drops "
+        "reply-asymmetric", "error",
+        f"{why[0].upper()}{why[1:]}; the client sees an answer from {o.endpoint} and drops "
         "it. Have kube-proxy masquerade this traffic (set clusterCIDR in its configuration, or masqueradeAll), or "
         "send the client to a node that has an endpoint with externalTrafficPolicy: Local.",
-        "`svctrace explain` with --from set to the client shows whether the path masquerades",
-    )
+        "`svctrace explain` with --from set to the client shows whether the path masquerades")
 
 
 @check("conntrack-table-full", ["path"],
