@@ -244,3 +244,21 @@ def test_every_dataplane_shares_the_kernel_path() -> None:
             assert {(o.verdict, o.cause) for o in res.outcomes} == verdicts, (mode, fwd)
         res = trace_dataplane(dp, pkt, NodeFacts.make(host=HostNet(node=node)))
         assert f"ip_forward=1 (the node forwards): no sysctl file for node {node} in the snapshot" in res.assumed
+
+
+def test_physdev_is_decided_by_the_nodes_interfaces() -> None:
+    """A routed packet that came in on an interface that is no bridge crosses no bridge port: physdev matches are
+    decided (certain); from a bridge, which port is unknown, so both cases are walked."""
+    from svctrace.dataplane.iptables import load_ruleset
+    from svctrace.kubeproxy.walk import trace_iptables
+    from svctrace.model.packet import NodeFacts, Packet
+
+    rs = load_ruleset("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n"
+                      "-A FORWARD -m physdev --physdev-is-in -j DROP\n"
+                      "-A FORWARD -m physdev ! --physdev-is-bridged -j ACCEPT\nCOMMIT\n", "rules")
+    h = host()
+    for src, want in (("192.168.56.50", {("accept", True)}), ("10.244.1.7", {("accept", False), ("drop", False)})):
+        res = trace_iptables(rs, Packet.make(src=src, dst="10.244.2.7", dport=80), NodeFacts.make(host=h))
+        assert {(o.verdict, o.certain) for o in res.outcomes} == want, src
+    res = trace_iptables(rs, Packet.make(src="192.168.56.50", dst="10.244.2.7", dport=80))  # no node facts
+    assert not all(o.certain for o in res.outcomes)

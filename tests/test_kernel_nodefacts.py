@@ -281,3 +281,33 @@ def test_hairpin_through_a_bridge(brnf: int, hairpin: int, ok: bool) -> None:
         through, code = svctrace_reply(ns, POD_B)
         assert through is ok
         assert code == (None if ok else "hairpin-mode-off")
+
+
+@needs_kernel
+def test_localhost_dnat_off_the_node_fails_the_send_with_einval() -> None:
+    """What the sender sees of the OUTPUT-path martian (svctrace's reason says it): with route_localnet 0 a UDP
+    sendto to 127.0.0.1 that OUTPUT's DNAT sends off the node fails at once with EINVAL; with 1 it is sent."""
+    ns = f"i14e{os.getpid()}"
+    code = ("import errno, socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+            "try:\n    s.sendto(b'x', ('127.0.0.1', 9999)); print('sent')\n"
+            "except OSError as e:\n    print(errno.errorcode[e.errno])\n")
+    try:
+        for cmd in (["ip", "netns", "add", ns], ["ip", "-n", ns, "link", "set", "lo", "up"],
+                    ["ip", "-n", ns, "link", "add", "d0", "type", "veth", "peer", "name", "d1"],
+                    ["ip", "-n", ns, "link", "set", "d0", "up"], ["ip", "-n", ns, "link", "set", "d1", "up"],
+                    ["ip", "-n", ns, "addr", "add", "10.1.0.2/24", "dev", "d0"],
+                    ["ip", "-n", ns, "route", "add", "default", "via", "10.1.0.1", "dev", "d0", "onlink"],
+                    ["ip", "-n", ns, "neigh", "replace", "10.1.0.1", "lladdr", "02:00:00:00:00:01", "dev", "d0",
+                     "nud", "permanent"]):
+            subprocess.run(cmd, check=True, capture_output=True)
+        subprocess.run(["ip", "netns", "exec", ns, "iptables-restore"], check=True, capture_output=True, text=True,
+                       input="*nat\n:OUTPUT ACCEPT [0:0]\n-A OUTPUT -d 127.0.0.1/32 -p udp --dport 9999 "
+                             "-j DNAT --to-destination 10.9.9.9:53\nCOMMIT\n")
+        for rl, want in (("0", "EINVAL"), ("1", "sent")):
+            subprocess.run(["ip", "netns", "exec", ns, "sh", "-c",
+                            f"echo {rl} > /proc/sys/net/ipv4/conf/all/route_localnet"], check=True)
+            out = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", code], capture_output=True,
+                                 text=True, check=True).stdout.strip()
+            assert out == want, (rl, out)
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)

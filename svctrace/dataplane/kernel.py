@@ -447,7 +447,7 @@ class KernelWalker:
         """The node's own packet from a loopback source that OUTPUT's DNAT sent elsewhere: the re-route after nat
         (ip_route_me_harder, in nf_nat_ipv4_local_fn) fails in __mkroute_output (net/ipv4/route.c) when the
         source is 127/8, the new output device is not loopback and route_localnet is off on it, and the packet is
-        dropped (the sender gets EINVAL). Filter OUTPUT never sees it; the walk shows its rules before the drop."""
+        dropped (measured: a UDP sendto fails with EINVAL, a TCP connect times out). Filter OUTPUT never sees it; the walk shows its rules before the drop."""
         src = s.pkt.src
         if not (src.version == 4 and src.is_loopback and s.dnat_changed) or self.node.is_local(s.pkt.dst):
             return False
@@ -463,7 +463,8 @@ class KernelWalker:
             why = f" ({self.localnet_why})" if self.route_localnet_inferred and self.localnet_why else ""
         self.finish(s, "drop", None, f"routing drops it: DNAT in OUTPUT sent a packet from {src} to "
                                      f"{dst_text(s)}, off the node, and route_localnet is off{why}: a loopback "
-                                     "source may not leave the node (the sender gets EINVAL)", "output-martian")
+                                     "source may not leave the node (a UDP send fails with EINVAL, a TCP connect "
+                                     "times out)", "output-martian")
         return True
 
     def leave(self, s: State, reason: str) -> None:
