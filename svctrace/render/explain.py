@@ -49,7 +49,8 @@ def backends(exp: Explanation) -> Table:
         t.add_row(_pct(o.probability), Text(bar, style="magenta"),
                   Text(o.verdict.upper() + ("" if o.certain else " ?"), style=f"bold {style}"),
                   o.endpoint or "-", o.pod or "-", o.endpoint_node or "-",
-                  ("yes" if o.masquerade else "no") if o.verdict == "accept" else "-")
+                  (f"yes ({o.snat})" if o.masquerade and o.snat else "yes" if o.masquerade else "no")
+                  if o.verdict == "accept" else "-")
     return t
 
 
