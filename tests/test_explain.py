@@ -713,3 +713,26 @@ def test_reply_asymmetric_by_interface() -> None:
     assert d.severity == "warning" and "comes in on eth1 but the node's route back to 203.0.113.7 leaves by eth0" \
         in d.message
     assert {o.reply["through_conntrack"] for o in exp.outcomes if o.reply} == {None}
+
+
+def test_ip_forward_off_loses_ipvs_replies() -> None:
+    """IPVS mode sends the request itself (LOCAL_OUT), so ip_forward=0 does not stop it; the endpoint's reply to
+    the pod, which the node must forward, is lost (kernel semantics; this machine's kernel has no ip_vs to
+    measure it)."""
+    snap = load_snapshot("demo")
+    snap.nodes["node03"].files["sysctl"] = "net.ipv4.ip_forward = 0\n"
+    exp = explain(snap, Request(target="svc/web", node="node03"))
+    assert exp.proxy_mode == "ipvs" and {o.verdict for o in exp.outcomes} == {"accept"}
+    assert all(o.reply_lost and o.reply["code"] == "ip-forward-off" for o in exp.outcomes if o.endpoint)
+    assert "ip-forward-off" in codes(exp) and exp.exit_code == 1
+
+
+def test_a_reply_from_the_node_itself_needs_no_forwarding() -> None:
+    """kubernetes' endpoint is the control plane's own address: delivered locally, its reply leaves through OUTPUT,
+    so ip_forward=0 loses nothing."""
+    snap = load_snapshot("demo")
+    snap.nodes["controlplane"].files["sysctl"] = "net.ipv4.ip_forward = 0\n"
+    exp = explain(snap, Request(target="svc/kubernetes", source="203.0.113.7", node="controlplane"))
+    assert [(o.verdict, str(o.endpoint)) for o in exp.outcomes] == [("accept", "192.168.56.10:6443")]
+    assert exp.outcomes[0].reply["through_conntrack"] is True and "the node itself" in exp.outcomes[0].reply["why"]
+    assert exp.exit_code == 0 and "ip-forward-off" not in codes(exp)

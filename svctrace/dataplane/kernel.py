@@ -743,6 +743,14 @@ def reply_path(host: Any, *, client: IPAddress, client_iif: str | None, endpoint
       network, a load balancer on one side): conntrack undoes the translation, but a stateful firewall or load
       balancer on the request's side never sees the reply (not measured: the lab has no such device)."""
     other = _other_way_back(host, client, client_iif)
+    if host is not None:
+        # The reply is for the client, not the node: the node forwards it (after conntrack's reverse translation
+        # in PREROUTING), which ip_forward=0 forbids (ip_route_input_slow). Matters where the request itself
+        # left through LOCAL_OUT, i.e. IPVS (ip_vs_nat_xmit), not measured here (no ip_vs in this kernel).
+        key = "net.ipv6.conf.all.forwarding" if family == 6 else "net.ipv4.ip_forward"
+        if host.sysctl_int(key) == 0:
+            return ReplyPath(False, "ip-forward-off", f"the reply to {client} has to be forwarded by this node "
+                                                      f"and {key} = 0")
     if host is not None and client == endpoint and client_iif is not None:
         ports = bridge_ports(host, client_iif)
         if ports:

@@ -380,11 +380,15 @@ def reply_of(o: ExplainedOutcome, raw: object, source: Source, node: str | None,
     except ValueError:
         return None
     ep = o.endpoint.addr
+    to = o.snat if o.masquerade and o.snat else ("the node's masquerade address" if o.masquerade else str(client))
+    if raw.delivery == "local":  # the node itself answers: its reply leaves through OUTPUT, nothing to forward
+        return {"from": str(o.endpoint), "to": to, "through_conntrack": True,
+                "why": "the endpoint is the node itself: its reply leaves through OUTPUT, where conntrack undoes "
+                       "the DNAT"}
     remote = o.endpoint_node is not None and node is not None and o.endpoint_node != node
     behind = source.kind == "pod" and source.node == node
     rp = reply_path(host, client=client, client_iif=raw.iif, endpoint=ep, endpoint_oif=raw.oif,
                     masquerade=o.masquerade, endpoint_remote=remote, client_behind_node=behind, family=family)
-    to = o.snat if o.masquerade and o.snat else ("the node's masquerade address" if o.masquerade else str(client))
     d: dict[str, object] = {"from": str(o.endpoint), "to": to, "through_conntrack": rp.through, "why": rp.why}
     if rp.code:
         d["code"] = rp.code

@@ -33,13 +33,17 @@ def _node(ctx: Context) -> str:
 )
 def ip_forward_off(ctx: Context) -> Diagnostic | None:
     o = _first(ctx, "ip-forward-off")
-    if o is None:
-        return None
+    reason = o.reason if o is not None else None
+    if reason is None:
+        got = _reply(ctx, "ip-forward-off")  # IPVS sent the request itself; the reply needs forwarding
+        if got is None:
+            return None
+        reason = f"{got[1]['why']}, so it is dropped"
     node = _node(ctx)
     return Diagnostic(
         "ip-forward-off",
         "error",
-        f"On {node}, {o.reason}. Turn forwarding on: `sysctl -w net.ipv4.ip_forward=1` on {node} "
+        f"On {node}, {reason}. Turn forwarding on: `sysctl -w net.ipv4.ip_forward=1` on {node} "
         "(and in /etc/sysctl.d/ so it survives a reboot).",
         f"`ssh {node} sysctl net.ipv4.ip_forward net.ipv4.conf.all.forwarding` should say 1",
     )
