@@ -262,3 +262,27 @@ def test_physdev_is_decided_by_the_nodes_interfaces() -> None:
         assert {(o.verdict, o.certain) for o in res.outcomes} == want, src
     res = trace_iptables(rs, Packet.make(src="192.168.56.50", dst="10.244.2.7", dport=80))  # no node facts
     assert not all(o.certain for o in res.outcomes)
+
+
+def test_route_lookup_is_indexed_and_agrees_with_a_scan() -> None:
+    """A node with a route per node (5000, host-gw style) and per local pod: each lookup costs a dict probe per
+    prefix length, and gives what a scan of every route for the longest prefix (lowest metric) gives."""
+    import random
+    import time
+
+    routes = [{"dst": "default", "gateway": "192.168.0.1", "dev": "eth0"}]
+    routes += [{"dst": f"10.{i // 256}.{i % 256}.0/24", "gateway": "192.168.0.2", "dev": "eth0"} for i in range(5000)]
+    routes += [{"dst": f"10.1.1.{i}", "dev": f"cali{i}", "scope": "link"} for i in range(1, 200)]
+    routes += [{"dst": "10.200.1.0/24", "dev": "eth1", "metric": 5}, {"dst": "10.200.1.0/24", "dev": "eth2", "metric": 1}]
+    h = HostNet(routes=parse_ip_route_json(json.dumps(routes)))
+    rnd = random.Random(7)
+    probes = [ip(f"10.{rnd.randrange(30)}.{rnd.randrange(256)}.{rnd.randrange(256)}") for _ in range(2000)]
+    t0 = time.perf_counter()
+    got = [lookup(h, d).route for d in probes]
+    assert time.perf_counter() - t0 < 1.0
+    for d, rt in zip(probes[:300], got[:300], strict=True):
+        cands = [r for r in h.routes if d in r.dst]
+        best = max(cands, key=lambda r: (r.dst.prefixlen, -r.metric))
+        assert rt == best, d
+    assert lookup(h, ip("10.200.1.250")).route.dev == "eth2"  # the lower metric
+    assert lookup(h, ip("10.1.1.7")).route.dev == "cali7"

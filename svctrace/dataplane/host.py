@@ -531,20 +531,44 @@ def _rule_matches(
     return ok != r.invert
 
 
-def _table_lookup(routes: list[Route], table: str, dst: IPAddress) -> Route | None:
-    best: Route | None = None
-    for rt in routes:
-        if rt.table != table or rt.dst.version != dst.version or dst not in rt.dst:
-            continue
-        if rt.type == "broadcast" and rt.dst.prefixlen != rt.dst.max_prefixlen:
-            continue
-        if (
-            best is None
-            or rt.dst.prefixlen > best.dst.prefixlen
-            or (rt.dst.prefixlen == best.dst.prefixlen and rt.metric < best.metric)
-        ):
-            best = rt
-    return best
+_Index = dict[str, tuple[list[int], dict[tuple[int, int], Route]]]
+
+
+def _index(host: HostNet) -> _Index:
+    """Per table: the prefix lengths present (longest first) and (prefix length, network) -> the best route (lowest
+    metric), so that a lookup costs one dict probe per prefix length whatever the number of routes (a node
+    with a route per pod or per node has thousands)."""
+    idx: _Index | None = host.cache.get("routes")
+    if idx is None:
+        idx = {}
+        for rt in host.routes or ():
+            if rt.dst.version != 4 or (rt.type == "broadcast" and rt.dst.prefixlen != 32):
+                continue
+            lens, by = idx.setdefault(rt.table, ([], {}))
+            key = (rt.dst.prefixlen, int(rt.dst.network_address))
+            old = by.get(key)
+            if old is None or rt.metric < old.metric:
+                by[key] = rt
+            if rt.dst.prefixlen not in lens:
+                lens.append(rt.dst.prefixlen)
+        for lens, _ in idx.values():
+            lens.sort(reverse=True)
+        host.cache["routes"] = idx
+    return idx
+
+
+def _table_lookup(host: HostNet, table: str, dst: IPAddress) -> Route | None:
+    """The longest prefix in `table` holding `dst`, the lowest metric among equals."""
+    got = _index(host).get(table)
+    if got is None:
+        return None
+    lens, by = got
+    d = int(dst)
+    for plen in lens:
+        rt = by.get((plen, d & (((1 << plen) - 1) << (32 - plen)) if plen else 0))
+        if rt is not None:
+            return rt
+    return None
 
 
 def lookup(
@@ -572,7 +596,7 @@ def lookup(
             return RouteHit(None, r, tuple(notes))
         if r.action != "lookup" or r.table is None:
             continue
-        rt = _table_lookup(host.routes, r.table, dst)
+        rt = _table_lookup(host, r.table, dst)
         if rt is None or rt.type == "throw":
             continue
         return RouteHit(rt, r, tuple(notes))

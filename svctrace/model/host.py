@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
+from typing import Any
 
 from svctrace.model.packet import IPAddress
 
@@ -111,6 +112,7 @@ class HostNet:
     modules: frozenset[str] | None = None  # loaded modules (/proc/modules), None when not collected
     sources: dict[str, str] = field(default_factory=dict)  # part -> the file it came from
     node: str = ""
+    cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)  # the route lookup's index
 
     # -- sysctls ---------------------------------------------------------------------------------------
     def sysctl(self, key: str) -> str | None:
