@@ -592,7 +592,7 @@ def test_healthy_node_facts_decide_interfaces_and_the_reply() -> None:
     assert outs["10.244.1.10:8080"].reply == {
         "from": "10.244.1.10:8080", "to": "10.244.1.50", "through_conntrack": True,
         "why": "the reply crosses bridge cni0, whose frames pass iptables (br_netfilter), so conntrack undoes the "
-               "DNAT"}
+               "DNAT", "client_sees": "10.96.10.10:80"}
     raw = {str(o.dnat): o for o in exp.trace.outcomes}
     assert (raw["10.244.1.10:8080"].iif, raw["10.244.1.10:8080"].oif) == ("cni0", "cni0")
     assert raw["10.244.2.10:8080"].oif == "eth0"
@@ -668,6 +668,7 @@ def test_reply_bypasses_conntrack() -> None:
     exp = nodefacts("reply-bypasses-conntrack", source="pod/client")
     lost = [o for o in exp.outcomes if o.reply_lost]
     assert [str(o.endpoint) for o in lost] == ["10.244.1.10:8080"]  # the pod on the client's bridge only
+    assert lost[0].reply["client_sees"] == "10.244.1.10:8080"
     assert "reply-bypasses-conntrack" in codes(exp) and exp.exit_code == 1
     assert exp.to_json()["outcomes"][0]["reply"]["through_conntrack"] in (True, False)
 

@@ -276,6 +276,12 @@ def explain(snap: Snapshot, req: Request) -> Explanation:
     outcomes = [_map_outcome(cluster, o, node) for o in result.outcomes]
     for eo, raw in zip(outcomes, result.outcomes, strict=True):
         eo.reply = reply_of(eo, raw, source, node, host, family)
+        if eo.reply is not None:
+            # what conntrack's reverse translation gives the client: the address it asked (DNAT and masquerade
+            # undone), or, when the reply misses the entry, the pod's own address
+            through = eo.reply["through_conntrack"]
+            eo.reply["client_sees"] = (format_endpoint(dst, dport) if through is True else
+                                       str(eo.endpoint) if through is False else None)
     mode = dp.mode
     if not (snap.nodes.get(dp.node) and snap.nodes[dp.node].get("proxy-mode")) and not cluster.proxy.mode:
         inferred.append(f"proxy mode: {mode} (from {dp.mode_source or 'the dumps'}; no /proxyMode or config)")
