@@ -243,7 +243,9 @@ def test_every_dataplane_shares_the_kernel_path() -> None:
             res = trace_dataplane(dp, pkt, NodeFacts.make(host=h))
             assert {(o.verdict, o.cause) for o in res.outcomes} == verdicts, (mode, fwd)
         res = trace_dataplane(dp, pkt, NodeFacts.make(host=HostNet(node=node)))
-        assert f"ip_forward=1 (the node forwards): no sysctl file for node {node} in the snapshot" in res.assumed
+        assert (
+            f"ip_forward=1 (the node forwards): no sysctl file for node {node} in the snapshot" in res.assumed
+        )
 
 
 def test_physdev_is_decided_by_the_nodes_interfaces() -> None:
@@ -253,11 +255,17 @@ def test_physdev_is_decided_by_the_nodes_interfaces() -> None:
     from svctrace.kubeproxy.walk import trace_iptables
     from svctrace.model.packet import NodeFacts, Packet
 
-    rs = load_ruleset("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n"
-                      "-A FORWARD -m physdev --physdev-is-in -j DROP\n"
-                      "-A FORWARD -m physdev ! --physdev-is-bridged -j ACCEPT\nCOMMIT\n", "rules")
+    rs = load_ruleset(
+        "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n"
+        "-A FORWARD -m physdev --physdev-is-in -j DROP\n"
+        "-A FORWARD -m physdev ! --physdev-is-bridged -j ACCEPT\nCOMMIT\n",
+        "rules",
+    )
     h = host()
-    for src, want in (("192.168.56.50", {("accept", True)}), ("10.244.1.7", {("accept", False), ("drop", False)})):
+    for src, want in (
+        ("192.168.56.50", {("accept", True)}),
+        ("10.244.1.7", {("accept", False), ("drop", False)}),
+    ):
         res = trace_iptables(rs, Packet.make(src=src, dst="10.244.2.7", dport=80), NodeFacts.make(host=h))
         assert {(o.verdict, o.certain) for o in res.outcomes} == want, src
     res = trace_iptables(rs, Packet.make(src="192.168.56.50", dst="10.244.2.7", dport=80))  # no node facts
@@ -271,9 +279,14 @@ def test_route_lookup_is_indexed_and_agrees_with_a_scan() -> None:
     import time
 
     routes = [{"dst": "default", "gateway": "192.168.0.1", "dev": "eth0"}]
-    routes += [{"dst": f"10.{i // 256}.{i % 256}.0/24", "gateway": "192.168.0.2", "dev": "eth0"} for i in range(5000)]
+    routes += [
+        {"dst": f"10.{i // 256}.{i % 256}.0/24", "gateway": "192.168.0.2", "dev": "eth0"} for i in range(5000)
+    ]
     routes += [{"dst": f"10.1.1.{i}", "dev": f"cali{i}", "scope": "link"} for i in range(1, 200)]
-    routes += [{"dst": "10.200.1.0/24", "dev": "eth1", "metric": 5}, {"dst": "10.200.1.0/24", "dev": "eth2", "metric": 1}]
+    routes += [
+        {"dst": "10.200.1.0/24", "dev": "eth1", "metric": 5},
+        {"dst": "10.200.1.0/24", "dev": "eth2", "metric": 1},
+    ]
     h = HostNet(routes=parse_ip_route_json(json.dumps(routes)))
     rnd = random.Random(7)
     probes = [ip(f"10.{rnd.randrange(30)}.{rnd.randrange(256)}.{rnd.randrange(256)}") for _ in range(2000)]
@@ -286,3 +299,53 @@ def test_route_lookup_is_indexed_and_agrees_with_a_scan() -> None:
         assert rt == best, d
     assert lookup(h, ip("10.200.1.250")).route.dev == "eth2"  # the lower metric
     assert lookup(h, ip("10.1.1.7")).route.dev == "cali7"
+
+
+def test_trace_reads_a_node_directorys_facts(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`svctrace trace snap/nodes/NAME` walks with the directory's node facts: interfaces in the JSON, the FORWARD
+    policy DROP certain, and the same facts for every --batch line (also one with its own local_ip)."""
+    import io
+    import os
+    import sys
+    import tarfile
+    from pathlib import Path
+
+    src = Path(__file__).parent / "fixtures" / "nodefacts" / "forward-policy-drop.tar.gz"
+    with tarfile.open(fileobj=io.BytesIO(src.read_bytes())) as tf:
+        tf.extractall(tmp_path, filter="data")
+    node = tmp_path / "nodes" / "node01"
+    exe = str(Path(sys.executable).parent / "svctrace")
+    env = {k: v for k, v in os.environ.items() if k != "SVCTRACE_DEBUG"}
+    r = subprocess.run(
+        [
+            exe,
+            "trace",
+            str(node),
+            "--src",
+            "10.244.1.50",
+            "--dst",
+            "10.96.10.10",
+            "--dport",
+            "80",
+            "-o",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert r.returncode == 1, r.stderr
+    doc = json.loads(r.stdout)
+    assert [(o["verdict"], o["certain"]) for o in doc["outcomes"]] == [("drop", True)]
+    assert any(f.startswith("in on cni0") for f in doc["node_facts"]) and "assumed" not in doc
+    batch = tmp_path / "q.jsonl"
+    batch.write_text(
+        '{"src": "10.244.1.50", "dst": "10.96.10.10", "dport": 80}\n'
+        '{"src": "10.244.1.50", "dst": "10.96.10.10", "dport": 80, "local_ip": "192.168.56.11"}\n'
+    )
+    r = subprocess.run(
+        [exe, "trace", str(node), "--batch", str(batch)], capture_output=True, text=True, env=env, timeout=60
+    )
+    lines = [json.loads(x) for x in r.stdout.splitlines()]
+    assert [[(o["verdict"], o["certain"]) for o in d["outcomes"]] for d in lines] == [[("drop", True)]] * 2

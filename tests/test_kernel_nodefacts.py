@@ -40,8 +40,13 @@ RULES = ORACLE / "kube-proxy-basic.iptables-save"
 WEB = ("172.30.0.41", 80)  # default/web ClusterIP, 3 endpoints 10.180.x, cluster CIDR 10.0.0.0/8
 NODE_IP = "192.168.0.2"
 
-_HOST_KEYS = {"sysctl": "sysctl", "hairpin-mode": "hairpin-mode", "ip-addr": "ip-addr.json",
-              "ip-route": "ip-route.json", "ip-rule": "ip-rule.json"}
+_HOST_KEYS = {
+    "sysctl": "sysctl",
+    "hairpin-mode": "hairpin-mode",
+    "ip-addr": "ip-addr.json",
+    "ip-route": "ip-route.json",
+    "ip-rule": "ip-rule.json",
+}
 
 
 def collect_host(ns: str) -> HostNet:
@@ -59,8 +64,16 @@ def collect_host(ns: str) -> HostNet:
     return host
 
 
-def predict(rules: str, host: HostNet, *, src: str, dst: str, dport: int, origin: str = "forwarded",
-            iif: str | None = None) -> Counter[str]:
+def predict(
+    rules: str,
+    host: HostNet,
+    *,
+    src: str,
+    dst: str,
+    dport: int,
+    origin: str = "forwarded",
+    iif: str | None = None,
+) -> Counter[str]:
     """svctrace's verdicts (accept/drop/reject, weighted by probability, in percent) for one packet."""
     rs = load_ruleset(rules, "lab")
     pkt = Packet.make(src=src, dst=dst, proto="tcp", dport=dport, origin=origin, iif=iif)  # type: ignore[arg-type]
@@ -106,15 +119,27 @@ def test_forward_policy_drop_with_and_without_kube_forward() -> None:
     need_corpus()
     base = RULES.read_text()
     filt = base.index("*filter")
-    docker = (base[:filt] + base[filt:].replace(":FORWARD ACCEPT [0:0]", ":FORWARD DROP [0:0]", 1)
-              .replace("-A FORWARD -m conntrack --ctstate NEW -m comment --comment \"kubernetes load balancer",
-                       "-A FORWARD -i docker0 ! -o docker0 -j ACCEPT\n-A FORWARD -m conntrack --ctstate NEW -m "
-                       "comment --comment \"kubernetes load balancer", 1))
+    docker = base[:filt] + base[filt:].replace(":FORWARD ACCEPT [0:0]", ":FORWARD DROP [0:0]", 1).replace(
+        '-A FORWARD -m conntrack --ctstate NEW -m comment --comment "kubernetes load balancer',
+        "-A FORWARD -i docker0 ! -o docker0 -j ACCEPT\n-A FORWARD -m conntrack --ctstate NEW -m "
+        'comment --comment "kubernetes load balancer',
+        1,
+    )
     assert docker.count(":FORWARD DROP") == 1 and "-i docker0" in docker
-    bare = "\n".join(line for line in docker.splitlines()
-                     if not (line.startswith("-A KUBE-FORWARD") and line.endswith("-j ACCEPT"))) + "\n"
-    cases = [(docker, "10.0.0.2", "drop"), (docker, "198.18.0.2", "accept"),
-             (bare, "10.0.0.2", "drop"), (bare, "198.18.0.2", "drop")]
+    bare = (
+        "\n".join(
+            line
+            for line in docker.splitlines()
+            if not (line.startswith("-A KUBE-FORWARD") and line.endswith("-j ACCEPT"))
+        )
+        + "\n"
+    )
+    cases = [
+        (docker, "10.0.0.2", "drop"),
+        (docker, "198.18.0.2", "accept"),
+        (bare, "10.0.0.2", "drop"),
+        (bare, "198.18.0.2", "drop"),
+    ]
     with KernelLab([NODE_IP]) as lab:
         host = collect_host(lab.node_ns)
         for rules, src, verdict in cases:
@@ -131,15 +156,18 @@ def test_rp_filter_strict_drops_an_asymmetric_source() -> None:
     src = "198.18.0.9"
     with KernelLab([NODE_IP]) as lab:
         lab.load(rules)
-        lab.exec_node("ip", "route", "add", f"{src}/32", "via", "169.254.77.3", "dev", "out", "onlink",
-                      "table", "100")
+        lab.exec_node(
+            "ip", "route", "add", f"{src}/32", "via", "169.254.77.3", "dev", "out", "onlink", "table", "100"
+        )
         lab.exec_node("ip", "rule", "add", "to", src, "lookup", "100", "priority", "100")
         for mode, verdict in ((1, "drop"), (2, "accept"), (0, "accept")):
             sysctl(lab, **{"net.ipv4.conf.all.rp_filter": str(mode), "net.ipv4.conf.in.rp_filter": str(mode)})
             host = collect_host(lab.node_ns)
             assert host.rp_filter("in") == mode
             assert measured(lab, src=src, dst=WEB[0], dport=WEB[1]) == verdict, mode
-            assert predict(rules, host, src=src, dst=WEB[0], dport=WEB[1], iif="in") == Counter({verdict: 100})
+            assert predict(rules, host, src=src, dst=WEB[0], dport=WEB[1], iif="in") == Counter(
+                {verdict: 100}
+            )
 
 
 @needs_kernel
@@ -186,23 +214,57 @@ def bridge_lab(brnf: int, hairpin: int, masquerade: str) -> Iterator[dict[str, s
         sh("ip", "-n", node, "link", "set", "lo", "up")
         sh("ip", "-n", node, "addr", "add", f"{GW}/24", "dev", "br0")
         for x, ip in (("a", POD_A), ("b", POD_B)):
-            sh("ip", "-n", node, "link", "add", f"veth{x}", "type", "veth", "peer", "name", "eth0", "netns", ns[x])
+            sh(
+                "ip",
+                "-n",
+                node,
+                "link",
+                "add",
+                f"veth{x}",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                ns[x],
+            )
             sh("ip", "-n", node, "link", "set", f"veth{x}", "master", "br0", "up")
             sh("ip", "-n", ns[x], "link", "set", "eth0", "up")
             sh("ip", "-n", ns[x], "link", "set", "lo", "up")
             sh("ip", "-n", ns[x], "addr", "add", f"{ip}/24", "dev", "eth0")
             sh("ip", "-n", ns[x], "route", "add", "default", "via", GW)
-        settings = {"net/ipv4/ip_forward": 1, "net/bridge/bridge-nf-call-iptables": brnf,
-                    "net/ipv4/conf/all/rp_filter": 0, "net/ipv4/conf/br0/rp_filter": 0}
+        settings = {
+            "net/ipv4/ip_forward": 1,
+            "net/bridge/bridge-nf-call-iptables": brnf,
+            "net/ipv4/conf/all/rp_filter": 0,
+            "net/ipv4/conf/br0/rp_filter": 0,
+        }
         for k, v in settings.items():
             sh("ip", "netns", "exec", node, "sh", "-c", f"echo {v} > /proc/sys/{k}")
-        sh("ip", "netns", "exec", node, "sh", "-c", f"echo {hairpin} > /sys/class/net/vethb/brport/hairpin_mode")
-        rules = ("*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n"
-                 ":POSTROUTING ACCEPT [0:0]\n"
-                 f"-A PREROUTING -d {SVC}/32 -p tcp -m tcp --dport 80 -j DNAT --to-destination {POD_B}:8080\n"
-                 + (masquerade + "\n" if masquerade else "") + "COMMIT\n")
-        subprocess.run(["ip", "netns", "exec", node, "iptables-restore"], input=rules, text=True, check=True,
-                       capture_output=True)
+        sh(
+            "ip",
+            "netns",
+            "exec",
+            node,
+            "sh",
+            "-c",
+            f"echo {hairpin} > /sys/class/net/vethb/brport/hairpin_mode",
+        )
+        rules = (
+            "*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n"
+            ":POSTROUTING ACCEPT [0:0]\n"
+            f"-A PREROUTING -d {SVC}/32 -p tcp -m tcp --dport 80 -j DNAT --to-destination {POD_B}:8080\n"
+            + (masquerade + "\n" if masquerade else "")
+            + "COMMIT\n"
+        )
+        subprocess.run(
+            ["ip", "netns", "exec", node, "iptables-restore"],
+            input=rules,
+            text=True,
+            check=True,
+            capture_output=True,
+        )
         ns["rules"] = rules
         yield ns
     finally:
@@ -210,20 +272,31 @@ def bridge_lab(brnf: int, hairpin: int, masquerade: str) -> Iterator[dict[str, s
             subprocess.run(["ip", "netns", "del", n], capture_output=True, check=False)
 
 
-_SERVER = ("import socket\ns=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
-           "s.bind(('0.0.0.0', 8080)); s.listen(8); s.settimeout(6)\n"
-           "try:\n  c, a = s.accept(); c.sendall(b'hi'); c.close()\nexcept OSError: pass\n")
-_CLIENT = ("import socket, sys\ns=socket.socket(); s.settimeout(2)\n"
-           f"try:\n  s.connect(('{SVC}', 80)); print(s.recv(2).decode())\nexcept OSError as e: print('failed', e)\n")
+_SERVER = (
+    "import socket\ns=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+    "s.bind(('0.0.0.0', 8080)); s.listen(8); s.settimeout(6)\n"
+    "try:\n  c, a = s.accept(); c.sendall(b'hi'); c.close()\nexcept OSError: pass\n"
+)
+_CLIENT = (
+    "import socket, sys\ns=socket.socket(); s.settimeout(2)\n"
+    f"try:\n  s.connect(('{SVC}', 80)); print(s.recv(2).decode())\nexcept OSError as e: print('failed', e)\n"
+)
 
 
 def connects(ns: dict[str, str], client: str) -> bool:
-    server = subprocess.Popen(["ip", "netns", "exec", ns["b"], sys.executable, "-c", _SERVER],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        ["ip", "netns", "exec", ns["b"], sys.executable, "-c", _SERVER],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         time.sleep(0.3)
-        out = subprocess.run(["ip", "netns", "exec", ns[client], sys.executable, "-c", _CLIENT],
-                             capture_output=True, text=True, timeout=20).stdout.strip()
+        out = subprocess.run(
+            ["ip", "netns", "exec", ns[client], sys.executable, "-c", _CLIENT],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        ).stdout.strip()
     finally:
         server.kill()
         server.wait()
@@ -238,14 +311,23 @@ def svctrace_reply(ns: dict[str, str], client_ip: str) -> tuple[bool | None, str
     (o,) = res.outcomes
     assert o.verdict == "accept" and o.dnat is not None and o.dnat.addr == parse_ip(POD_B), o
     assert (o.iif, o.oif) == ("br0", "br0")
-    rp = reply_path(host, client=parse_ip(client_ip), client_iif=o.iif, endpoint=o.dnat.addr, endpoint_oif=o.oif,
-                    masquerade=o.masquerade, endpoint_remote=False, client_behind_node=True)
+    rp = reply_path(
+        host,
+        client=parse_ip(client_ip),
+        client_iif=o.iif,
+        endpoint=o.dnat.addr,
+        endpoint_oif=o.oif,
+        masquerade=o.masquerade,
+        endpoint_remote=False,
+        client_behind_node=True,
+    )
     return rp.through, rp.code
 
 
-needs_bridge = pytest.mark.skipif(not os.path.exists("/proc/sys/net/bridge/bridge-nf-call-iptables")
-                                  or shutil.which("ip") is None,
-                                  reason="br_netfilter is not available in this kernel (no net.bridge sysctls)")
+needs_bridge = pytest.mark.skipif(
+    not os.path.exists("/proc/sys/net/bridge/bridge-nf-call-iptables") or shutil.which("ip") is None,
+    reason="br_netfilter is not available in this kernel (no net.bridge sysctls)",
+)
 
 MASQ_SUBNET = f"-A POSTROUTING -s 10.244.1.0/24 -d {POD_B}/32 -j MASQUERADE"
 MASQ_HAIRPIN = f"-A POSTROUTING -s {POD_B}/32 -d {POD_B}/32 -j MASQUERADE"  # kube-proxy's hairpin masquerade
@@ -253,8 +335,11 @@ MASQ_HAIRPIN = f"-A POSTROUTING -s {POD_B}/32 -d {POD_B}/32 -j MASQUERADE"  # ku
 
 @needs_kernel
 @needs_bridge
-@pytest.mark.parametrize(("brnf", "masq", "ok"), [(1, "", True), (0, "", False), (0, MASQ_SUBNET, True)],
-                         ids=["br_netfilter", "no-br_netfilter", "no-br_netfilter+masquerade"])
+@pytest.mark.parametrize(
+    ("brnf", "masq", "ok"),
+    [(1, "", True), (0, "", False), (0, MASQ_SUBNET, True)],
+    ids=["br_netfilter", "no-br_netfilter", "no-br_netfilter+masquerade"],
+)
 def test_reply_on_the_same_bridge(brnf: int, masq: str, ok: bool) -> None:
     """Pod A calls the Service, whose endpoint B is on A's bridge: without bridge-nf-call-iptables and
     without masquerade B's reply goes to A over the bridge, untranslated, and the connection fails."""
@@ -267,16 +352,28 @@ def test_reply_on_the_same_bridge(brnf: int, masq: str, ok: bool) -> None:
 
 @needs_kernel
 @needs_bridge
-@pytest.mark.parametrize(("brnf", "hairpin", "ok"), [(1, 0, False), (1, 1, True), (0, 0, True), (0, 1, True)],
-                         ids=["br_netfilter-hairpin-off", "br_netfilter-hairpin-on", "plain-bridge-off",
-                              "plain-bridge-on"])
+@pytest.mark.parametrize(
+    ("brnf", "hairpin", "ok"),
+    [(1, 0, False), (1, 1, True), (0, 0, True), (0, 1, True)],
+    ids=["br_netfilter-hairpin-off", "br_netfilter-hairpin-on", "plain-bridge-off", "plain-bridge-on"],
+)
 def test_hairpin_through_a_bridge(brnf: int, hairpin: int, ok: bool) -> None:
     """Pod B calls the Service that picks B itself (kube-proxy masquerades it): with br_netfilter the DNATed frame
     is bridged back out B's own port, which needs hairpin_mode; without it the node routes it and it works."""
     with bridge_lab(brnf, hairpin, MASQ_HAIRPIN) as ns:
         # only vethb's hairpin_mode is set: make veth a's the same, as a bridge CNI sets every port alike
-        subprocess.run(["ip", "netns", "exec", ns["node"], "sh", "-c",
-                        f"echo {hairpin} > /sys/class/net/vetha/brport/hairpin_mode"], check=True)
+        subprocess.run(
+            [
+                "ip",
+                "netns",
+                "exec",
+                ns["node"],
+                "sh",
+                "-c",
+                f"echo {hairpin} > /sys/class/net/vetha/brport/hairpin_mode",
+            ],
+            check=True,
+        )
         assert connects(ns, "b") is ok
         through, code = svctrace_reply(ns, POD_B)
         assert through is ok
@@ -288,26 +385,63 @@ def test_localhost_dnat_off_the_node_fails_the_send_with_einval() -> None:
     """What the sender sees of the OUTPUT-path martian (svctrace's reason says it): with route_localnet 0 a UDP
     sendto to 127.0.0.1 that OUTPUT's DNAT sends off the node fails at once with EINVAL; with 1 it is sent."""
     ns = f"i14e{os.getpid()}"
-    code = ("import errno, socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
-            "try:\n    s.sendto(b'x', ('127.0.0.1', 9999)); print('sent')\n"
-            "except OSError as e:\n    print(errno.errorcode[e.errno])\n")
+    code = (
+        "import errno, socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+        "try:\n    s.sendto(b'x', ('127.0.0.1', 9999)); print('sent')\n"
+        "except OSError as e:\n    print(errno.errorcode[e.errno])\n"
+    )
     try:
-        for cmd in (["ip", "netns", "add", ns], ["ip", "-n", ns, "link", "set", "lo", "up"],
-                    ["ip", "-n", ns, "link", "add", "d0", "type", "veth", "peer", "name", "d1"],
-                    ["ip", "-n", ns, "link", "set", "d0", "up"], ["ip", "-n", ns, "link", "set", "d1", "up"],
-                    ["ip", "-n", ns, "addr", "add", "10.1.0.2/24", "dev", "d0"],
-                    ["ip", "-n", ns, "route", "add", "default", "via", "10.1.0.1", "dev", "d0", "onlink"],
-                    ["ip", "-n", ns, "neigh", "replace", "10.1.0.1", "lladdr", "02:00:00:00:00:01", "dev", "d0",
-                     "nud", "permanent"]):
+        for cmd in (
+            ["ip", "netns", "add", ns],
+            ["ip", "-n", ns, "link", "set", "lo", "up"],
+            ["ip", "-n", ns, "link", "add", "d0", "type", "veth", "peer", "name", "d1"],
+            ["ip", "-n", ns, "link", "set", "d0", "up"],
+            ["ip", "-n", ns, "link", "set", "d1", "up"],
+            ["ip", "-n", ns, "addr", "add", "10.1.0.2/24", "dev", "d0"],
+            ["ip", "-n", ns, "route", "add", "default", "via", "10.1.0.1", "dev", "d0", "onlink"],
+            [
+                "ip",
+                "-n",
+                ns,
+                "neigh",
+                "replace",
+                "10.1.0.1",
+                "lladdr",
+                "02:00:00:00:00:01",
+                "dev",
+                "d0",
+                "nud",
+                "permanent",
+            ],
+        ):
             subprocess.run(cmd, check=True, capture_output=True)
-        subprocess.run(["ip", "netns", "exec", ns, "iptables-restore"], check=True, capture_output=True, text=True,
-                       input="*nat\n:OUTPUT ACCEPT [0:0]\n-A OUTPUT -d 127.0.0.1/32 -p udp --dport 9999 "
-                             "-j DNAT --to-destination 10.9.9.9:53\nCOMMIT\n")
+        subprocess.run(
+            ["ip", "netns", "exec", ns, "iptables-restore"],
+            check=True,
+            capture_output=True,
+            text=True,
+            input="*nat\n:OUTPUT ACCEPT [0:0]\n-A OUTPUT -d 127.0.0.1/32 -p udp --dport 9999 "
+            "-j DNAT --to-destination 10.9.9.9:53\nCOMMIT\n",
+        )
         for rl, want in (("0", "EINVAL"), ("1", "sent")):
-            subprocess.run(["ip", "netns", "exec", ns, "sh", "-c",
-                            f"echo {rl} > /proc/sys/net/ipv4/conf/all/route_localnet"], check=True)
-            out = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", code], capture_output=True,
-                                 text=True, check=True).stdout.strip()
+            subprocess.run(
+                [
+                    "ip",
+                    "netns",
+                    "exec",
+                    ns,
+                    "sh",
+                    "-c",
+                    f"echo {rl} > /proc/sys/net/ipv4/conf/all/route_localnet",
+                ],
+                check=True,
+            )
+            out = subprocess.run(
+                ["ip", "netns", "exec", ns, sys.executable, "-c", code],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.strip()
             assert out == want, (rl, out)
     finally:
         subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)

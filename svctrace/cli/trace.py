@@ -307,7 +307,8 @@ def batch_question(line: str, flags: dict[str, Any], base: NodeFacts) -> tuple[P
         if local is not None:
             facts = NodeFacts.make(local_ips=[local] if isinstance(local, str) else [str(x) for x in local],
                                    route_localnet=q["route_localnet"],
-                                   returning_client=bool(q["returning_client"]), ipsets=base.ipsets)
+                                   returning_client=bool(q["returning_client"]), ipsets=base.ipsets,
+                                   host=base.host)
         else:
             facts = dataclasses.replace(base, route_localnet=q["route_localnet"],
                                         returning_client=bool(q["returning_client"]), ipsets=dict(base.ipsets))

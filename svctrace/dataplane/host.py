@@ -436,7 +436,9 @@ def check_host_files(files: dict[str, str], where: str) -> dict[str, str]:
     for fname, text in sorted(files.items()):
         parser = PARSERS.get(fname)
         if parser is None:
-            raise InputError(f"not a node fact file (expected {', '.join(HOST_FILES)})", source=f"{where}/{fname}")
+            raise InputError(
+                f"not a node fact file (expected {', '.join(HOST_FILES)})", source=f"{where}/{fname}"
+            )
         parser(text, f"{where}/{fname}")
         out[fname] = text
     return out
@@ -445,7 +447,9 @@ def check_host_files(files: dict[str, str], where: str) -> dict[str, str]:
 # -- the node's HostNet ------------------------------------------------------------------------------------
 
 
-def load_host(nf: NodeFiles | None, warnings: list[Warn] | None = None, *, where: str | None = None) -> HostNet:
+def load_host(
+    nf: NodeFiles | None, warnings: list[Warn] | None = None, *, where: str | None = None
+) -> HostNet:
     """The node's network facts from its files (each part parsed once and cached on `nf`); a damaged file is a
     warning in `warnings` and leaves its part unknown. `where`: the directory the files were read from, when
     they are not a snapshot's (`trace DIR`)."""
@@ -621,7 +625,16 @@ def select_source(host: HostNet, dev: str | None, near: IPAddress | None) -> IPA
     return others[0].ip if others else None
 
 
-PARSERS.update({"sysctl": parse_sysctl, "ip-addr.json": parse_ip_addr_json, "ip-addr": parse_ip_addr_text,
-                "ip-route.json": parse_ip_route_json, "ip-route": parse_ip_route_text,
-                "ip-rule.json": parse_ip_rule_json, "ip-rule": parse_ip_rule_text, "hairpin-mode": parse_hairpin,
-                "modules": parse_modules})
+PARSERS.update(
+    {
+        "sysctl": parse_sysctl,
+        "ip-addr.json": parse_ip_addr_json,
+        "ip-addr": parse_ip_addr_text,
+        "ip-route.json": parse_ip_route_json,
+        "ip-route": parse_ip_route_text,
+        "ip-rule.json": parse_ip_rule_json,
+        "ip-rule": parse_ip_rule_text,
+        "hairpin-mode": parse_hairpin,
+        "modules": parse_modules,
+    }
+)

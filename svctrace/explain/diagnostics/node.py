@@ -154,7 +154,11 @@ def _reply(ctx: Context, code: str) -> tuple[ExplainedOutcome, dict[str, object]
         return None
     for want in (False, None):  # a certain loss first
         for o in exp.outcomes:
-            if o.reply is not None and o.reply.get("code") == code and o.reply.get("through_conntrack") is want:
+            if (
+                o.reply is not None
+                and o.reply.get("code") == code
+                and o.reply.get("through_conntrack") is want
+            ):
                 return o, o.reply
     return None
 
@@ -228,22 +232,29 @@ def reply_asymmetric(ctx: Context) -> Diagnostic | None:
     if r.get("through_conntrack") is None:  # the node answers, by another interface
         node = _node(ctx)
         return Diagnostic(
-            "reply-asymmetric", "warning",
+            "reply-asymmetric",
+            "warning",
             f"On {node}, {why}. Route the replies back the way the requests come (a policy rule: `ip rule add "
             f"from <that interface's address> lookup <a table whose default route leaves by it>`), or send the "
             "clients to the address of the interface their route leaves by.",
-            f"`ssh {node} ip route get <client address>` names the interface replies leave by")
+            f"`ssh {node} ip route get <client address>` names the interface replies leave by",
+        )
     return Diagnostic(
-        "reply-asymmetric", "error",
+        "reply-asymmetric",
+        "error",
         f"{why[0].upper()}{why[1:]}; the client sees an answer from {o.endpoint} and drops "
         "it. Have kube-proxy masquerade this traffic (set clusterCIDR in its configuration, or masqueradeAll), or "
         "send the client to a node that has an endpoint with externalTrafficPolicy: Local.",
-        "`svctrace explain` with --from set to the client shows whether the path masquerades")
+        "`svctrace explain` with --from set to the client shows whether the path masquerades",
+    )
 
 
-@check("conntrack-table-full", ["path"],
-       "the node's conntrack table is (nearly) full: new connections are dropped when it is",
-       "test_conntrack_table_full")
+@check(
+    "conntrack-table-full",
+    ["path"],
+    "the node's conntrack table is (nearly) full: new connections are dropped when it is",
+    "test_conntrack_table_full",
+)
 def conntrack_full(ctx: Context) -> Diagnostic | None:
     exp = ctx.exp
     if exp is None or exp.node is None or exp.node not in ctx.snap.nodes:
@@ -259,9 +270,11 @@ def conntrack_full(ctx: Context) -> Diagnostic | None:
     # nf_conntrack_core.c __nf_conntrack_alloc: at nf_conntrack_max (after early_drop finds nothing to evict)
     # the new entry is refused, the packet dropped, and "nf_conntrack: table full, dropping packet" logged.
     return Diagnostic(
-        "conntrack-table-full", "error" if count >= limit else "warning",
+        "conntrack-table-full",
+        "error" if count >= limit else "warning",
         f"On {node}, the conntrack table holds {count} of at most {limit} entries (net.netfilter.nf_conntrack_max): "
         "when it is full the kernel drops the first packet of every new connection, Service traffic included. "
         f"Raise the limit on {node} (`sysctl -w net.netfilter.nf_conntrack_max=...`, or kube-proxy's "
         "conntrack.maxPerCore) or find what fills the table.",
-        f"`ssh {node} dmesg | grep 'table full'`; `conntrack -S` counts drops")
+        f"`ssh {node} dmesg | grep 'table full'`; `conntrack -S` counts drops",
+    )
