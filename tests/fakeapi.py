@@ -924,6 +924,12 @@ class NodeNamespaces:
                 self._sh("ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", "eth0")
                 self._sh("ip", "-n", ns, "link", "set", "eth0", "up")
                 self._sh("ip", "-n", ns, "link", "set", "lo", "up")
+                # what a node has besides kube-proxy's rules: forwarding on, a default route, route_localnet
+                # (kube-proxy sets it for localhost NodePorts)
+                gw = ip.rsplit(".", 1)[0] + ".1"
+                self._sh("ip", "-n", ns, "route", "add", "default", "via", gw, "dev", "eth0", "onlink")
+                for key in ("net/ipv4/ip_forward", "net/ipv4/conf/all/route_localnet"):
+                    self._sh("ip", "netns", "exec", ns, "sh", "-c", f"echo 1 > /proc/sys/{key}")
                 if self.kube_proxy:
                     self._start_kube_proxy(ns)
         except BaseException:

@@ -52,6 +52,9 @@ def answer(snap: Any, target: str, **kw: Any) -> dict[str, Any]:
     for o in j["outcomes"]:
         for s in o["path"]:
             s.pop("line", None)
+        o.pop("snat_from", None)  # collected: the outgoing interface's address; the demo: assumed
+        if o.get("reply"):
+            o["reply"].pop("why")
     j.pop("inferred")
     j.pop("rules")
     j["exit_code"] = exp.exit_code

@@ -584,3 +584,180 @@ def test_other_nodes_chains_cut_out_cheaply_read_like_the_full_parse() -> None:
             assert odd != text
             assert _chains_alone(odd, svc, "cut") is None
     assert seen > 10
+
+
+# -- the node around the rules: purpose-built snapshots (tests/nodefacts.py, docs/node-path.md) --------------
+
+NODEFACTS = Path(__file__).resolve().parent / "fixtures" / "nodefacts"
+
+
+def nodefacts(name: str, target: str = "svc/web", **kw: Any) -> Any:
+    return ask(target, str(NODEFACTS / f"{name}.tar.gz"), **kw)
+
+
+def test_nodefacts_snapshots_are_what_the_builder_makes() -> None:
+    import io
+    import tarfile
+
+    import nodefacts as nf
+
+    for name, make in nf.SCENARIOS.items():
+        with tarfile.open(fileobj=io.BytesIO((NODEFACTS / f"{name}.tar.gz").read_bytes())) as tf:
+            got = {m.name: tf.extractfile(m).read().decode() for m in tf.getmembers()}  # type: ignore[union-attr]
+        assert got == make(), f"{name}: run python tests/nodefacts.py"
+
+
+def test_healthy_node_facts_decide_interfaces_and_the_reply() -> None:
+    exp = nodefacts("healthy", source="pod/client")
+    assert exp.exit_code == 0 and not {"ip-forward-off", "reply-bypasses-conntrack"} & codes(exp)
+    assert not any(i.startswith("assumed") for i in exp.inferred)  # every fact was collected
+    outs = {str(o.endpoint): o for o in exp.outcomes}
+    assert {o.certain for o in exp.outcomes} == {True}
+    assert outs["10.244.1.10:8080"].reply == {
+        "from": "10.244.1.10:8080", "to": "10.244.1.50", "through_conntrack": True,
+        "why": "the reply crosses bridge cni0, whose frames pass iptables (br_netfilter), so conntrack undoes the "
+               "DNAT", "client_sees": "10.96.10.10:80"}
+    raw = {str(o.dnat): o for o in exp.trace.outcomes}
+    assert (raw["10.244.1.10:8080"].iif, raw["10.244.1.10:8080"].oif) == ("cni0", "cni0")
+    assert raw["10.244.2.10:8080"].oif == "eth0"
+
+
+def test_missing_node_facts_are_stated_assumptions() -> None:
+    exp = ask("svc/web", source="pod/client")  # the demo has no sysctl for node01
+    assert "assumed ip_forward=1 (the node forwards): no sysctl file for node node01 in the snapshot" in exp.inferred
+    exp = ask("svc/web-nodeport", to="node-port")  # an outside client: masqueraded
+    assert any(i.startswith("assumed masquerade address 192.168.56.10: the node's address from the Node object")
+               for i in exp.inferred), exp.inferred
+
+
+def test_masquerade_address_is_the_outgoing_interfaces(tmp_path: Path) -> None:
+    exp = nodefacts("healthy", "svc/web-nodeport", to="node-port", source="203.0.113.7", node="node01")
+    masq = [o for o in exp.outcomes if o.masquerade]
+    assert masq and {(o.snat, o.snat_from) for o in masq if o.endpoint_node == "node02"} == {
+        ("192.168.56.11", "the primary address of eth0, the outgoing interface")}
+    assert {o.snat for o in masq if o.endpoint_node == "node01"} == {"10.244.1.1"}  # out on cni0: its address
+    d = exp.to_json()["outcomes"]
+    assert {x["snat"] for x in d if x["masquerade"]} == {"192.168.56.11", "10.244.1.1"}
+
+
+def test_ip_forward_off() -> None:
+    exp = nodefacts("ip-forward-off", source="pod/client")
+    assert [(o.verdict, o.cause) for o in exp.outcomes] == [("drop", "ip-forward-off")]
+    assert "ip-forward-off" in codes(exp) and exp.exit_code == 1
+    d = next(d for d in exp.diagnostics if d.code == "ip-forward-off")
+    assert "sysctl -w net.ipv4.ip_forward=1" in d.message
+
+
+def test_forward_policy_drop() -> None:
+    exp = nodefacts("forward-policy-drop", source="pod/client")
+    assert [(o.verdict, o.certain) for o in exp.outcomes] == [("drop", True)]  # Docker's -i/-o docker0 rules decided
+    assert exp.outcomes[0].path[-1].action == "policy DROP" and "forward-policy-drop" in codes(exp)
+    # An outside client is masqueraded (mark 0x4000): kube-proxy's KUBE-FORWARD accepts it despite the policy.
+    exp = nodefacts("forward-policy-drop", "svc/web-nodeport", to="node-port", source="203.0.113.7", node="node01")
+    assert {o.verdict for o in exp.outcomes} == {"accept"} and "forward-policy-drop" not in codes(exp)
+    # Without node facts the docker0 rules' interfaces are unknown: both ways are walked, uncertain.
+    snap = load_snapshot(str(NODEFACTS / "forward-policy-drop.tar.gz"))
+    for f in ("ip-addr.json", "ip-route.json", "sysctl"):
+        snap.nodes["node01"].files.pop(f)
+    exp = explain(snap, Request(target="svc/web", source="pod/client"))
+    assert not all(o.certain for o in exp.outcomes)
+
+
+def test_rp_filter_drop() -> None:
+    exp = nodefacts("rp-filter-drop", "172.16.0.11:30080", source="203.0.113.7")
+    assert [(o.verdict, o.cause) for o in exp.outcomes] == [("drop", "rp-filter")]
+    assert "rp-filter-drop" in codes(exp)
+    assert any("in on eth1: it holds 172.16.0.11" in i for i in exp.inferred)
+    # The same client on the address of eth0 comes in where its route back leaves: no drop.
+    exp = nodefacts("rp-filter-drop", "192.168.56.11:30080", source="203.0.113.7")
+    assert {o.verdict for o in exp.outcomes} == {"accept"} and "rp-filter-drop" not in codes(exp)
+
+
+def test_no_route() -> None:
+    exp = nodefacts("no-route", source="pod/client")
+    got = {(o.verdict, o.cause, str(o.endpoint) if o.endpoint else None) for o in exp.outcomes}
+    assert got == {("reject", "no-route", None), ("accept", None, "10.244.1.10:8080")}
+    assert "no-route" in codes(exp)
+
+
+def test_localhost_nodeport_martian() -> None:
+    exp = nodefacts("localhost-nodeport-martian", "127.0.0.1:30080", source="node/node01")
+    assert [(o.verdict, o.cause) for o in exp.outcomes] == [("drop", "output-martian")]
+    assert "localhost-nodeport-martian" in codes(exp)
+    exp = nodefacts("healthy", "127.0.0.1:30080", source="node/node01")  # route_localnet = 1: masqueraded out
+    assert {o.verdict for o in exp.outcomes} == {"accept"} and all(o.masquerade for o in exp.outcomes)
+
+
+def test_reply_bypasses_conntrack() -> None:
+    exp = nodefacts("reply-bypasses-conntrack", source="pod/client")
+    lost = [o for o in exp.outcomes if o.reply_lost]
+    assert [str(o.endpoint) for o in lost] == ["10.244.1.10:8080"]  # the pod on the client's bridge only
+    assert lost[0].reply["client_sees"] == "10.244.1.10:8080"
+    assert "reply-bypasses-conntrack" in codes(exp) and exp.exit_code == 1
+    assert exp.to_json()["outcomes"][0]["reply"]["through_conntrack"] in (True, False)
+
+
+def test_hairpin_mode_off() -> None:
+    exp = nodefacts("hairpin-mode-off", source="pod/web-6d4f9c7b8-2lqzx")
+    lost = [o for o in exp.outcomes if o.reply_lost]
+    assert [str(o.endpoint) for o in lost] == ["10.244.1.10:8080"] and lost[0].reply["request_dropped"]
+    assert "hairpin-mode-off" in codes(exp)
+    exp = nodefacts("healthy", source="pod/web-6d4f9c7b8-2lqzx")  # hairpin_mode 1 on every port
+    assert "hairpin-mode-off" not in codes(exp) and exp.exit_code == 0
+
+
+def test_reply_asymmetric() -> None:
+    exp = nodefacts("reply-asymmetric", source="203.0.113.7", node="node01")
+    lost = sorted(str(o.endpoint) for o in exp.outcomes if o.reply_lost)
+    assert lost == ["10.244.2.10:8080", "10.244.2.11:8080"]  # on node02; node01's own pod answers through it
+    assert "reply-asymmetric" in codes(exp)
+    exp = nodefacts("healthy", source="203.0.113.7", node="node01")  # clusterCIDR set: masqueraded
+    assert "reply-asymmetric" not in codes(exp)
+
+
+def test_conntrack_table_full() -> None:
+    assert "conntrack-table-full" in codes(nodefacts("conntrack-table-full", source="pod/client"))
+    snap = load_snapshot(str(NODEFACTS / "healthy.tar.gz"))
+    nf = snap.nodes["node01"]
+    assert "conntrack-table-full" not in codes(explain(snap, Request(target="svc/web", source="pod/client")))
+    for count, severity in (("131072", "error"), ("120000", "warning")):
+        snap = load_snapshot(str(NODEFACTS / "healthy.tar.gz"))
+        nf = snap.nodes["node01"]
+        nf.files["sysctl"] = nf.files["sysctl"].replace("nf_conntrack_count = 212", f"nf_conntrack_count = {count}")
+        exp = explain(snap, Request(target="svc/web", source="pod/client"))
+        d = next(d for d in exp.diagnostics if d.code == "conntrack-table-full")
+        assert d.severity == severity and f"holds {count} of at most 131072" in d.message
+
+
+def test_reply_asymmetric_by_interface() -> None:
+    """A second network: the request for 172.16.0.11 comes in on eth1, loose rp_filter lets it through, but the
+    node answers by its default route on eth0 (masqueraded or not): a warning, the translation itself is undone."""
+    exp = nodefacts("reply-other-interface", "172.16.0.11:30080", source="203.0.113.7")
+    assert {o.verdict for o in exp.outcomes} == {"accept"} and exp.exit_code == 0
+    d = next(d for d in exp.diagnostics if d.code == "reply-asymmetric")
+    assert d.severity == "warning" and "comes in on eth1 but the node's route back to 203.0.113.7 leaves by eth0" \
+        in d.message
+    assert {o.reply["through_conntrack"] for o in exp.outcomes if o.reply} == {None}
+
+
+def test_ip_forward_off_loses_ipvs_replies() -> None:
+    """IPVS mode sends the request itself (LOCAL_OUT), so ip_forward=0 does not stop it; the endpoint's reply to
+    the pod, which the node must forward, is lost (kernel semantics; this machine's kernel has no ip_vs to
+    measure it)."""
+    snap = load_snapshot("demo")
+    snap.nodes["node03"].files["sysctl"] = "net.ipv4.ip_forward = 0\n"
+    exp = explain(snap, Request(target="svc/web", node="node03"))
+    assert exp.proxy_mode == "ipvs" and {o.verdict for o in exp.outcomes} == {"accept"}
+    assert all(o.reply_lost and o.reply["code"] == "ip-forward-off" for o in exp.outcomes if o.endpoint)
+    assert "ip-forward-off" in codes(exp) and exp.exit_code == 1
+
+
+def test_a_reply_from_the_node_itself_needs_no_forwarding() -> None:
+    """kubernetes' endpoint is the control plane's own address: delivered locally, its reply leaves through OUTPUT,
+    so ip_forward=0 loses nothing."""
+    snap = load_snapshot("demo")
+    snap.nodes["controlplane"].files["sysctl"] = "net.ipv4.ip_forward = 0\n"
+    exp = explain(snap, Request(target="svc/kubernetes", source="203.0.113.7", node="controlplane"))
+    assert [(o.verdict, str(o.endpoint)) for o in exp.outcomes] == [("accept", "192.168.56.10:6443")]
+    assert exp.outcomes[0].reply["through_conntrack"] is True and "the node itself" in exp.outcomes[0].reply["why"]
+    assert exp.exit_code == 0 and "ip-forward-off" not in codes(exp)

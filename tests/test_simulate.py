@@ -239,3 +239,30 @@ def test_nftables_mode_snapshot_explains_through_nft(tmp_path: Path) -> None:
     exp = explain(load_snapshot(str(out)), Request(target="svc/shop", namespace="demo"))
     assert exp.proxy_mode == "nftables" and len(exp.outcomes) == 3
     assert any(s.table == "ip kube-proxy" for o in exp.outcomes for s in o.path)
+
+
+def test_node_facts_go_into_the_bundle_checked(tmp_path: Path) -> None:
+    """`--node-facts NODE=DIR` copies a node's network facts into the bundle, so explain decides with them; a
+    damaged file stops it with the file and line (exit 2)."""
+    import io
+    import tarfile
+
+    src = Path(__file__).parent / "fixtures" / "nodefacts" / "ip-forward-off.tar.gz"
+    with tarfile.open(fileobj=io.BytesIO(src.read_bytes())) as tf:
+        tf.extractall(tmp_path / "snap", filter="data")
+    facts = tmp_path / "snap" / "nodes" / "node01"
+    (facts / "iptables-save").unlink()  # not a fact file: ignored
+    out = tmp_path / "sim"
+    r = run("simulate", "-f", str(tmp_path / "snap" / "cluster.json"), "-o", str(out),
+            "--node-facts", f"node01={facts}")
+    assert r.returncode == 0, r.stderr
+    assert (out / "nodes" / "node01" / "sysctl").read_text() == (facts / "sysctl").read_text()
+    assert not (out / "nodes" / "node02" / "sysctl").exists()
+    r = run("explain", "svc/web", "--snapshot", str(out), "--from", "pod/client", "-o", "json")
+    assert r.returncode == 1 and "ip-forward-off" in {d["code"] for d in json.loads(r.stdout)["diagnostics"]}
+    (facts / "ip-route.json").write_text('[{"dst": "default"},\n {"dst": "10.0.0.300/24"}]')
+    r = run("simulate", "-f", str(tmp_path / "snap" / "cluster.json"), "-o", str(tmp_path / "sim2"),
+            "--node-facts", f"node01={facts}")
+    assert r.returncode == 2 and f"{facts}/ip-route.json:1: " in r.stderr, r.stderr
+    r = run("simulate", "-f", str(tmp_path / "snap" / "cluster.json"), "--node-facts", f"node01={facts}")
+    assert r.returncode == 2 and "--node-facts needs --output-dir" in r.stderr

@@ -66,6 +66,10 @@ def simulate_cmd(
                                      "allocated from."),
     out: Path | None = typer.Option(None, "--output-dir", "-o", help="Write a snapshot bundle here (explain and "
                                     "tui can open it) instead of printing iptables-save."),
+    node_facts: list[str] = typer.Option([], "--node-facts", help="NODE=DIR: copy that node's network facts "
+                                         "(sysctl, ip-addr.json, ip-route.json, ip-rule.json, hairpin-mode, "
+                                         "modules: a snapshot's nodes/NODE, or files collected by hand) into the "
+                                         "bundle, checked first (repeatable; needs -o)."),
 ) -> None:
     """Generate the rules kube-proxy would program for these objects, as iptables-save or as a snapshot."""
     from svctrace.kubeproxy.simulate import simulate
@@ -80,6 +84,9 @@ def simulate_cmd(
         parse_version(kube_version)
     except ValueError as e:
         raise InputError(f"--kube-version: {e}") from None
+    if node_facts and out is None:
+        raise InputError("--node-facts needs --output-dir: node facts go into a snapshot bundle")
+    facts = _node_facts(node_facts)
     objs: list[dict[str, Any]] = []
     for f in files:
         objs += read_objects(f)
@@ -96,9 +103,33 @@ def simulate_cmd(
                 sys.stdout.write(("\n" if i else "") + f"# node {name}\n")
             sys.stdout.write(dump)
         return
+    for n in facts:
+        if n not in sim.files:
+            raise InputError(f"--node-facts {n}=...: no node {n} among the simulated nodes "
+                             f"({', '.join(sim.files) or 'none'})")
+        sim.files[n].update(facts[n])
     write_bundle(out, sim)
     sys.stderr.write(f"svctrace: wrote {out} ({len(sim.dumps)} node(s)); try: svctrace explain svc/NAME "
                      f"--snapshot {out}\n")
+
+
+def _node_facts(specs: list[str]) -> dict[str, dict[str, str]]:
+    """`NODE=DIR` -> that node's fact files (every known file in DIR; parsed, so damage stops here)."""
+    from svctrace.dataplane.host import HOST_FILES, check_host_files
+
+    out: dict[str, dict[str, str]] = {}
+    for spec in specs:
+        node, sep, d = spec.partition("=")
+        if not sep or not node or not d:
+            raise InputError(f"--node-facts takes NODE=DIR, not {spec!r}")
+        p = Path(d)
+        if not p.is_dir():
+            raise InputError("not a directory (--node-facts NODE=DIR)", source=d)
+        got = {f: read_input(str(p / f))[0] for f in HOST_FILES if (p / f).is_file()}
+        if not got:
+            raise InputError(f"no node fact file here (expected one of {', '.join(HOST_FILES)})", source=d)
+        out[node] = check_host_files(got, d.rstrip("/"))
+    return out
 
 
 def write_bundle(out: Path, sim: Any) -> None:

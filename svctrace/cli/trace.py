@@ -16,7 +16,13 @@ from svctrace.cli import app
 from svctrace.cli.graphout import GRAPH_OUTPUTS, emit_graph
 from svctrace.cli.output import Output, emit, option, parse_output
 from svctrace.dataplane.contract import TraceResult
-from svctrace.dataplane.detect import is_address_file, looks_like_ipset, sniff_input
+from svctrace.dataplane.detect import (
+    HOST_FILE_NAMES,
+    is_address_file,
+    is_host_file,
+    looks_like_ipset,
+    sniff_input,
+)
 from svctrace.dataplane.ipset import parse_ipset
 from svctrace.dataplane.iptables import load_ruleset
 from svctrace.dataplane.node import Dataplane, node_addresses
@@ -69,7 +75,7 @@ def read_input(path: str) -> tuple[str, str]:
 
 
 NODE_DIR_FILES = ("iptables-save", "ip6tables-save", "iptables-legacy-save", "ip6tables-legacy-save", "nft.json", "nft",
-                  "ipvsadm", "ipset", "ip-addr.json", "ip-addr")
+                  "ipvsadm", "ipset", "ip-addr.json", "ip-addr", *HOST_FILE_NAMES)
 
 
 def read_inputs(path: str) -> list[tuple[str, str]]:
@@ -196,7 +202,8 @@ def trace_cmd(
     if not local_ip and addr.files:  # a snapshot node directory's ip-addr says what the node owns
         facts = NodeFacts.make(local_ips=node_addresses(addr), route_localnet=route_localnet,
                                returning_client=returning_client, ipsets=facts.ipsets)
-    inputs = [(t, n) for t, n in inputs if not is_address_file(n)]
+    facts = _with_host(facts, [(t, n) for t, n in inputs if is_address_file(n) or is_host_file(n)])
+    inputs = [(t, n) for t, n in inputs if not is_address_file(n) and not is_host_file(n)]
     if batch is not None:
         if out.kind not in ("text", "json"):
             raise InputError(f"--batch prints one JSON object per line; -o {out.kind} does not apply to it")
@@ -226,6 +233,24 @@ def trace_cmd(
     emit(out, result.to_json, result.warnings, text=text,
          renderers={fmt: functools.partial(graph, fmt) for fmt in GRAPH_OUTPUTS})
     raise typer.Exit(result.exit_code)
+
+
+def _with_host(facts: NodeFacts, files: list[tuple[str, str]]) -> NodeFacts:
+    """A node directory's network facts (sysctl, routes, ...): the walk decides interfaces, forwarding and
+    rp_filter with them; a damaged file is a warning and its fact assumed."""
+    if not any(is_host_file(n) for _, n in files):
+        return facts
+    import dataclasses
+
+    from svctrace.dataplane.host import load_host
+    from svctrace.errors import Warn
+
+    nf = NodeFiles(Path(files[0][1]).parent.name, {Path(n).name: t for t, n in files})
+    warns: list[Warn] = []
+    host = load_host(nf, warns, where=str(Path(files[0][1]).parent))
+    for w in warns:
+        sys.stderr.write(f"svctrace: warning: {w}\n")
+    return dataclasses.replace(facts, host=host)
 
 
 def _missing_option(ctx: typer.Context, name: str) -> Exception:
@@ -298,7 +323,8 @@ def batch_question(line: str, flags: dict[str, Any], base: NodeFacts) -> tuple[P
         if local is not None:
             facts = NodeFacts.make(local_ips=[local] if isinstance(local, str) else [str(x) for x in local],
                                    route_localnet=q["route_localnet"],
-                                   returning_client=bool(q["returning_client"]), ipsets=base.ipsets)
+                                   returning_client=bool(q["returning_client"]), ipsets=base.ipsets,
+                                   host=base.host)
         else:
             facts = dataclasses.replace(base, route_localnet=q["route_localnet"],
                                         returning_client=bool(q["returning_client"]), ipsets=dict(base.ipsets))

@@ -35,8 +35,11 @@ ip-route.json (or ip-route)            ``ip -j route show table all`` (``ip rout
 proxy-mode                             ``curl http://127.0.0.1:10249/proxyMode`` (wget, python3 when there is
                                        no curl); only when /proc/net/tcp shows a listener on port 10249
 configz.json                           the same for ``/configz``, when ``/proxyMode`` answered
-sysctl                                 ``sysctl -e`` of ``SYSCTL_KEYS`` (``net.ipv4.vs.*`` when present);
-                                       reading ``/proc/sys`` when there is no sysctl
+ip-rule.json (or ip-rule)              ``ip -j rule`` (``ip rule``)
+sysctl                                 ``SYSCTL_KEYS`` read from ``/proc/sys`` (``*``: every interface;
+                                       ``net.bridge.*`` exist only with br_netfilter) as ``key = value``
+hairpin-mode                           ``IFACE 0|1``: each bridge port's ``brport/hairpin_mode``
+modules                                the ``MODULES`` lines of ``/proc/modules`` (skipped without it)
 conntrack                              ``conntrack -L -o extended`` (the flows; the first
                                        ``CONNTRACK_MAX_LINES`` kept, errors.json says when more were cut);
                                        only when the nf_conntrack module is loaded
@@ -88,16 +91,27 @@ __all__ = [
 ]
 
 PROXY_METRICS = "127.0.0.1:10249"  # kube-proxy's default metricsBindAddress
-SYSCTL_KEYS = (
+SYSCTL_KEYS = (  # what decides Service traffic on a node (docs/snapshots.md); `*` is every interface
     "net.ipv4.ip_forward",
-    "net.ipv4.conf.all.route_localnet",
-    "net.ipv4.conf.all.rp_filter",
-    "net.bridge.bridge-nf-call-iptables",
-    "net.bridge.bridge-nf-call-ip6tables",
     "net.ipv6.conf.all.forwarding",
+    "net.ipv4.conf.*.forwarding",
+    "net.ipv4.conf.*.route_localnet",
+    "net.ipv4.conf.*.rp_filter",
+    "net.bridge.bridge-nf-call-iptables",  # present only when br_netfilter is loaded (or built in)
+    "net.bridge.bridge-nf-call-ip6tables",
     "net.netfilter.nf_conntrack_max",
-    "net.ipv4.vs",  # a subtree: conntrack, expire_nodest_conn, … (only when ip_vs is loaded)
+    "net.netfilter.nf_conntrack_count",
+    "net.netfilter.nf_conntrack_buckets",
+    "net.netfilter.nf_conntrack_tcp_be_liberal",
+    "net.netfilter.nf_conntrack_tcp_loose",
+    "net.netfilter.nf_conntrack_udp_timeout",
+    "net.netfilter.nf_conntrack_udp_timeout_stream",
+    "net.netfilter.nf_conntrack_tcp_timeout_established",
+    "net.ipv4.vs.*",  # a subtree: conntrack, expire_nodest_conn, … (only when ip_vs is loaded)
 )
+# Modules whose presence changes the path (br_netfilter: bridged frames through iptables; ip_vs: IPVS mode).
+MODULES = ("br_netfilter", "bridge", "ip_vs", "ip_vs_rr", "ip_vs_wrr", "ip_vs_sh", "nf_conntrack", "nf_nat",
+           "nf_tables", "ip_tables", "iptable_nat", "iptable_filter", "xt_physdev", "veth", "vxlan")
 MAX_STDERR = 600  # characters of a failing command's stderr kept in errors.json
 
 
@@ -158,13 +172,23 @@ def _http(path: str) -> tuple[Variant, ...]:
             _v("python3", "-c", py))
 
 
-# fallback for nodes without sysctl: one `cat` per key (the shell's `read` cannot read sysctl files: it
-# reads byte by byte, and integer sysctls answer only the first byte)
+# The sysctls read from /proc/sys (the `sysctl` tool cannot expand a key per interface): one `grep -H` over the
+# files that exist, turned into `key = value` by sed (an interface's dots become slashes, as sysctl writes them);
+# one `cat` a file where there is no grep (the shell's `read` cannot read sysctl files: it reads byte by byte,
+# and integer sysctls answer only the first byte).
+_SYSCTL_PATHS = " ".join("/proc/sys/" + k.replace(".", "/") for k in SYSCTL_KEYS)
 _SYSCTL_LOOP = (
-    "for f in " + " ".join("/proc/sys/" + k.replace(".", "/") for k in SYSCTL_KEYS if k != "net.ipv4.vs")
-    + " /proc/sys/net/ipv4/vs/*; "
-    'do [ -f "$f" ] || continue; k=${f#/proc/sys/}; '
-    'printf \'%s = %s\\n\' "$(printf %s "$k" | tr / .)" "$(cat "$f")"; done')
+    "set --; for f in " + _SYSCTL_PATHS + "; do [ -f \"$f\" ] && set -- \"$@\" \"$f\"; done; "
+    "[ $# -gt 0 ] || exit 0; "
+    "if command -v grep >/dev/null 2>&1 && command -v sed >/dev/null 2>&1; then "
+    "grep -H '' \"$@\" | sed -e 's|^/proc/sys/||' -e 'h;s|:.*||;y|./|/.|;G;s|\\n[^:]*:| = |'; "
+    "else for f in \"$@\"; do k=${f#/proc/sys/}; "
+    "printf '%s = %s\\n' \"$(printf %s \"$k\" | tr './' '/.')\" \"$(cat \"$f\")\"; done; fi")
+# Each bridge port's hairpin_mode as `IFACE 0|1`.
+_HAIRPIN = (
+    "for f in /sys/class/net/*/brport/hairpin_mode; do [ -f \"$f\" ] || continue; "
+    "d=${f%/brport/hairpin_mode}; printf '%s %s\\n' \"${d##*/}\" \"$(cat \"$f\")\"; done")
+_MODULES = "grep -E '^(" + "|".join(MODULES) + ") ' /proc/modules; exit 0"
 
 # A listener on 127.0.0.1 or 0.0.0.0 (::1 or :: in tcp6) at the metrics port, state 0A (LISTEN): spares
 # starting curl when there is no kube-proxy to ask. Without grep or /proc, curl is tried anyway.
@@ -210,7 +234,11 @@ COMMANDS: tuple[NodeCommand, ...] = (
     NodeCommand("configz", "configz.json", _http("/configz"), fallback_on_failure=False, requires="proxy-mode",
                 skipped="kube-proxy's metrics endpoint did not answer (see proxy-mode)",
                 hint=f"kube-proxy serves it on its metrics address ({PROXY_METRICS} by default)"),
-    NodeCommand("sysctl", "sysctl", (_v("sysctl", "-e", *SYSCTL_KEYS), _v("sh", "-c", _SYSCTL_LOOP))),
+    NodeCommand("ip-rule", "ip-rule.json", (_v("ip", "-j", "rule"), _v("ip", "rule", file="ip-rule"))),
+    NodeCommand("sysctl", "sysctl", (_v("sh", "-c", _SYSCTL_LOOP),)),
+    NodeCommand("hairpin-mode", "hairpin-mode", (_v("sh", "-c", _HAIRPIN),)),
+    NodeCommand("modules", "modules", (_v("sh", "-c", _MODULES),), when="[ -r /proc/modules ]",
+                skipped="no /proc/modules: the kernel loads no modules (what it has is built in)"),
 )
 
 # conntrack's flows (docs/snapshots.md: nodes/NAME/conntrack), a block of its own. A busy node tracks

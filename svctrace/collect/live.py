@@ -49,7 +49,7 @@ DEFAULT_MAX_NODES = 10  # without --node/--all-nodes, every node of a cluster th
 DEFAULT_FEW_NODES = 3  # ... and of a bigger one, this many Ready nodes
 CACHE_KEEP = 24 * 3600.0
 _OPTIONAL_FILES = ("ipvsadm", "ipset", "proxy-mode", "configz.json", "sysctl", "nft.json", "ip-addr.json",
-                   "ip-route.json", "ip6tables-save")  # cache entries older than this are removed when a new one is written
+                   "ip-route.json", "ip-rule.json", "hairpin-mode", "modules", "ip6tables-save")  # cache entries older than this are removed when a new one is written
 
 
 @dataclass

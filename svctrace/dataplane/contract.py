@@ -109,6 +109,10 @@ class Outcome:
     final_dst: str | None = None
     mark: int = 0
     merged: int = 1
+    iif: str | None = None  # the interface it came in on (forwarded packets), when the node's routes say
+    oif: str | None = None  # the interface it leaves by (accepted, routed on), when the node's routes say
+    snat_how: str | None = None  # where the masquerade address `snat` came from, or the assumption made
+    cause: str | None = None  # what outside the rules decided (ip-forward-off, rp-filter, output-martian, no-route)
 
     def to_json(self) -> dict[str, object]:
         d: dict[str, object] = {
@@ -123,6 +127,14 @@ class Outcome:
         }
         if self.masquerade or self.snat:
             d["snat"] = self.snat
+            if self.snat_how:
+                d["snat_from"] = self.snat_how
+        if self.cause:
+            d["cause"] = self.cause
+        if self.iif:
+            d["in_interface"] = self.iif
+        if self.oif:
+            d["out_interface"] = self.oif
         if self.reject_with:
             d["reject_with"] = self.reject_with
         if self.assumptions:
@@ -142,6 +154,8 @@ class TraceResult:
     # Every file the walk read beyond `ruleset`, as (name, what it is): IPVS mode reads ipvsadm beside iptables;
     # a caller adds the ipset dumps it gave in NodeFacts.
     inputs: list[tuple[str, str]] = field(default_factory=list)
+    facts: list[str] = field(default_factory=list)  # the node's facts that decided (interfaces, routes)
+    assumed: list[str] = field(default_factory=list)  # node facts the walk needed and was not given
 
     @property
     def all_reach(self) -> bool:
@@ -161,4 +175,6 @@ class TraceResult:
             "outcomes": [o.to_json() for o in self.outcomes],
             "warnings": [w.to_json() for w in self.warnings],
             "notes": self.notes,
+            **({"node_facts": self.facts} if self.facts else {}),
+            **({"assumed": self.assumed} if self.assumed else {}),
         }

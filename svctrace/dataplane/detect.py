@@ -83,6 +83,14 @@ def is_address_file(name: str) -> bool:
     return name.endswith(tuple(f"/{f}" for f in ADDRESS_FILES))
 
 
+HOST_FILE_NAMES = ("sysctl", "ip-route.json", "ip-route", "ip-rule.json", "ip-rule", "hairpin-mode", "modules")
+
+
+def is_host_file(name: str) -> bool:
+    """A snapshot node's network facts other than its addresses (svctrace.dataplane.host), known by file name."""
+    return name.endswith(tuple(f"/{f}" for f in HOST_FILE_NAMES))
+
+
 def sniff_input(text: str, name: str) -> str:
     """What one of `trace`'s inputs is: ipset | ip-addr | nft | ipvsadm | iptables (the rest, any iptables
     format). `name` is where it came from (a snapshot's node files are known by name)."""

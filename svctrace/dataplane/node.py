@@ -4,8 +4,6 @@ walks it."""
 
 from __future__ import annotations
 
-import json
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,21 +29,10 @@ class Dataplane:
 
 
 def node_addresses(nf: NodeFiles) -> list[str]:
-    """Addresses from `ip -j addr` (or `ip -o addr` text)."""
-    out: list[str] = []
-    text = nf.get("ip-addr.json")
-    if text:
-        try:
-            for link in json.loads(text):
-                for a in link.get("addr_info") or []:
-                    if a.get("local"):
-                        out.append(str(a["local"]))
-        except (ValueError, AttributeError, TypeError):
-            pass
-    text = nf.get("ip-addr")
-    if text:
-        out += re.findall(r"\binet6?\s+([0-9a-fA-F.:]+)/", text)
-    return out
+    """Addresses from `ip -j addr` (or `ip -o addr` text); a damaged file gives none (load_host warns)."""
+    from svctrace.dataplane.host import load_host
+
+    return [str(ip) for ip in load_host(nf).local_addresses()]
 
 
 def load_dataplane(snap: Snapshot, node: str, family: int) -> Dataplane:

@@ -45,6 +45,14 @@ class ExplainedOutcome:
     # (ping to a cluster IP in iptables mode, a port the Service does not serve). The kernel accepts it; the
     # client still waits in vain, so the faces must not show it as a backend reached.
     nowhere: bool = False
+    snat: str | None = None  # the masquerade address, when known
+    snat_from: str | None = None  # where it came from, or the assumption made
+    cause: str | None = None  # what outside the rules decided (Outcome.cause)
+    reply: dict[str, object] | None = None  # the reply's way back (`reply_of`)
+
+    @property
+    def reply_lost(self) -> bool:
+        return self.reply is not None and self.reply.get("through_conntrack") is False
 
     def to_json(self) -> dict[str, object]:
         d: dict[str, object] = {
@@ -56,6 +64,14 @@ class ExplainedOutcome:
             d["nowhere"] = True
         if self.masquerade_reason:
             d["masquerade_reason"] = self.masquerade_reason
+        if self.snat:
+            d["snat"] = self.snat
+            if self.snat_from:
+                d["snat_from"] = self.snat_from
+        if self.cause:
+            d["cause"] = self.cause
+        if self.reply is not None:
+            d["reply"] = self.reply
         if self.assumptions:
             d["assumptions"] = self.assumptions
         return d
@@ -85,7 +101,7 @@ class Explanation:
     def exit_code(self) -> int:
         """0 when every outcome reaches a destination; 1 when one is dropped, rejected or goes nowhere
         (sent on untranslated to a virtual IP that no host owns)."""
-        if not all(o.verdict == "accept" for o in self.outcomes):
+        if not all(o.verdict == "accept" for o in self.outcomes) or any(o.reply_lost for o in self.outcomes):
             return 1
         if any(d.blocks for d in self.diagnostics):
             return 1
@@ -129,7 +145,7 @@ def resolve_target(cluster: Cluster, req: Request) -> tuple[Service, str | None,
                     return svc, str(port), "external-ip", ip
                 if ip in svc.lb_ips and p.port == port:
                     return svc, str(port), "load-balancer", ip
-                if p.node_port == port and (cluster.node_by_ip(ip) is not None):
+                if p.node_port == port and (cluster.node_by_ip(ip) is not None or _loopback(ip)):
                     return svc, p.name or str(p.port), "node-port", ip
         owners = [s for s in cluster.services.values() if ip in s.cluster_ips + s.external_ips + s.lb_ips]
         if owners:
@@ -162,6 +178,14 @@ def _service_at(cluster: Cluster, ip: str, t: str) -> tuple[Service, str | None,
     if node is not None:
         raise InputError(f"{t} is node {node.name}'s address: give the node port (IP:PORT)")
     raise InputError(f"no Service has the address {t} (cluster IP, external IP or load-balancer IP)")
+
+
+def _loopback(ip: str) -> bool:
+    """127.0.0.0/8 or ::1: a NodePort the node itself can reach on localhost (kube-proxy's localhost NodePorts)."""
+    try:
+        return ipaddress.ip_address(ip).is_loopback
+    except ValueError:
+        return False
 
 
 def _family(ip: str) -> int:
@@ -278,21 +302,35 @@ def explain(snap: Snapshot, req: Request) -> Explanation:
         if more:
             text += f" and {len(more)} more on its interfaces (ip-addr: {', '.join(more[:4])}{', ...' if len(more) > 4 else ''})"
         inferred.append(text)
-    facts = NodeFacts.make(local_ips=local_ips, returning_client=req.returning_client)
+    from svctrace.dataplane.host import load_host
+
+    host = load_host(snap.nodes.get(node) if node else None, warns)
+    host.node = node or ""
+    facts = NodeFacts.make(local_ips=local_ips, returning_client=req.returning_client, host=host)
     origin = "local" if source.kind == "node" else "forwarded"
-    pkt = Packet.make(src=source.ip, dst=dst, proto=proto, dport=dport, origin=origin,  # type: ignore[arg-type]
+    src_ip = dst if origin == "local" and _loopback(dst) else source.ip  # a socket to 127.0.0.1 binds 127.0.0.1
+    pkt = Packet.make(src=src_ip, dst=dst, proto=proto, dport=dport, origin=origin,  # type: ignore[arg-type]
                       local_ips=facts.local_ips)
     from svctrace.kubeproxy.walk import trace_dataplane
 
     result = trace_dataplane(dp, pkt, facts, kube_version=cluster.proxy.version)
     warns.extend(w for w in result.warnings if w not in warns)
+    inferred.extend(f"node {node}: {f}" for f in result.facts)
+    inferred.extend(f"assumed {a}" for a in result.assumed)
 
     outcomes = [_map_outcome(cluster, o, node) for o in result.outcomes]
-    for eo, o in zip(outcomes, result.outcomes, strict=True):
+    for eo, raw in zip(outcomes, result.outcomes, strict=True):
         # Routed on untranslated towards a virtual address: a cluster IP, or what the walk found no host owns
         # (a packet the node delivers to itself, as IPVS's kube-ipvs0 address answers ping, is answered).
-        eo.nowhere = result.unanswered(o) or (via == "cluster-ip" and o.verdict == "accept" and o.dnat is None
-                                              and o.delivery != "local")
+        eo.nowhere = result.unanswered(raw) or (via == "cluster-ip" and raw.verdict == "accept" and raw.dnat is None
+                                                and raw.delivery != "local")
+        eo.reply = reply_of(eo, raw, source, node, host, family)
+        if eo.reply is not None:
+            # what conntrack's reverse translation gives the client: the address it asked (DNAT and masquerade
+            # undone), or, when the reply misses the entry, the pod's own address
+            through = eo.reply["through_conntrack"]
+            eo.reply["client_sees"] = (format_endpoint(dst, dport) if through is True else
+                                       str(eo.endpoint) if through is False else None)
     mode = dp.mode
     if not (snap.nodes.get(dp.node) and snap.nodes[dp.node].get("proxy-mode")) and not cluster.proxy.mode:
         inferred.append(f"proxy mode: {mode} (from {dp.mode_source or 'the dumps'}; no /proxyMode or config)")
@@ -391,7 +429,41 @@ def _map_outcome(cluster: Cluster, o: object, node: str | None) -> ExplainedOutc
                 n = cluster.node_of_ip(host) or cluster.node_by_ip(host)
                 ep_node = n.name if n else None
     return ExplainedOutcome(o.probability, o.verdict, o.dnat, pod, ep_node, o.masquerade, o.certain, o.path,
-                            o.reason, masquerade_reason(o) if o.masquerade else None, list(o.assumptions))
+                            o.reason, masquerade_reason(o) if o.masquerade else None, list(o.assumptions),
+                            snat=o.snat if o.masquerade else None, snat_from=o.snat_how if o.masquerade else None,
+                            cause=o.cause)
+
+
+def reply_of(o: ExplainedOutcome, raw: object, source: Source, node: str | None, host: object,
+             family: int) -> dict[str, object] | None:
+    """The reply of an accepted, DNATed connection: who answers whom, and whether the node's conntrack turns it
+    back into the Service's address (svctrace.dataplane.kernel.reply_path decides)."""
+    from svctrace.dataplane.contract import Outcome
+    from svctrace.dataplane.kernel import reply_path
+
+    assert isinstance(raw, Outcome)
+    if o.verdict != "accept" or o.endpoint is None or o.endpoint.addr is None or source.kind == "node":
+        return None
+    try:
+        client = ipaddress.ip_address(source.ip)
+    except ValueError:
+        return None
+    ep = o.endpoint.addr
+    to = o.snat if o.masquerade and o.snat else ("the node's masquerade address" if o.masquerade else str(client))
+    if raw.delivery == "local":  # the node itself answers: its reply leaves through OUTPUT, nothing to forward
+        return {"from": str(o.endpoint), "to": to, "through_conntrack": True,
+                "why": "the endpoint is the node itself: its reply leaves through OUTPUT, where conntrack undoes "
+                       "the DNAT"}
+    remote = o.endpoint_node is not None and node is not None and o.endpoint_node != node
+    behind = source.kind == "pod" and source.node == node
+    rp = reply_path(host, client=client, client_iif=raw.iif, endpoint=ep, endpoint_oif=raw.oif,
+                    masquerade=o.masquerade, endpoint_remote=remote, client_behind_node=behind, family=family)
+    d: dict[str, object] = {"from": str(o.endpoint), "to": to, "through_conntrack": rp.through, "why": rp.why}
+    if rp.code:
+        d["code"] = rp.code
+    if rp.request_dropped:
+        d["request_dropped"] = True
+    return d
 
 
 __all__ = [

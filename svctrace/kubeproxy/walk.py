@@ -300,11 +300,11 @@ def trace_ipvs(ipvs_table: IPVSTable, iptables_ruleset: Ruleset | None, packet: 
         ctx.synthetic_filter = True
     local = once(ipvs_table, "local-ips", (node.local_ips,), lambda: frozenset(node.local_ips | ipvs_table.addresses()))
     eff = dataclasses.replace(node, local_ips=local, ipsets=ipsets)
-    outcomes, walk_warnings = walk(ctx, rs, packet, eff, HINTS)
+    outcomes, walk_warnings, (facts, assumed) = walk(ctx, rs, packet, eff, HINTS)
     notes = ipvs_notes(ctx, lay, version, given, packet, outcomes)
     n = len(ipvs_table.services)
     return TraceResult(packet, outcomes, warnings + walk_warnings, rs, notes, nowhere=ctx.node_stack,
-                       kube_version=kube_version,
+                       kube_version=kube_version, facts=facts, assumed=assumed,
                        inputs=[(ipvs_table.source, f"{ipvs_table.format}, {n} virtual service{'s' * (n != 1)}")])
 
 

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from svctrace.model.host import HostNet
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Origin = Literal["forwarded", "local"]
@@ -142,6 +145,9 @@ class NodeFacts:
     route_localnet: bool | None = None
     ipsets: dict[str, IPSetDef] = field(default_factory=dict)
     returning_client: bool = False
+    # The node's sysctls, addresses, routes, bridge ports and modules (svctrace.dataplane.host.load_host); None:
+    # nothing known (a bare dump): the walk uses its old defaults and states no node-fact assumptions.
+    host: HostNet | None = None
 
     @staticmethod
     def make(
@@ -150,12 +156,14 @@ class NodeFacts:
         route_localnet: bool | None = None,
         returning_client: bool = False,
         ipsets: dict[str, IPSetDef] | None = None,
+        host: HostNet | None = None,
     ) -> NodeFacts:
         return NodeFacts(
             local_ips=frozenset(parse_ip(x) for x in local_ips),
             route_localnet=route_localnet,
             returning_client=returning_client,
             ipsets=dict(ipsets or {}),
+            host=host,
         )
 
     def is_local(self, ip: IPAddress) -> bool:

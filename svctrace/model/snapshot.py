@@ -21,8 +21,8 @@ from svctrace.model.cluster import Cluster, parse_cluster, pod_cidr_supernet
 T = TypeVar("T")
 
 DUMP_FILES = ("iptables-save", "ip6tables-save", "iptables-legacy-save", "ip6tables-legacy-save", "nft.json", "nft",
-              "ipvsadm", "ipset", "ip-addr.json", "ip-addr", "ip-route.json", "ip-route", "proxy-mode",
-              "configz.json", "sysctl", "errors.json",
+              "ipvsadm", "ipset", "ip-addr.json", "ip-addr", "ip-route.json", "ip-route", "ip-rule.json",
+              "ip-rule", "hairpin-mode", "modules", "proxy-mode", "configz.json", "sysctl", "errors.json",
               "conntrack")
 MAX_MEMBER = 256 * 1024 * 1024
 

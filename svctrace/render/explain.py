@@ -74,7 +74,8 @@ def backends(exp: Explanation, width: int | None = None, wide: bool = False) -> 
             pod = o.pod[len(ns):] if o.pod and o.pod.startswith(ns) else o.pod
             endpoint = o.endpoint or ("(not translated)" if o.nowhere else "-")
             cells += [_verdict(o), endpoint, pod or "-", o.endpoint_node or "-",
-                      ("yes" if o.masquerade else "no") if o.verdict == "accept" and not o.nowhere else "-"]
+                      (f"yes ({o.snat})" if o.masquerade and o.snat else "yes" if o.masquerade else "no")
+                      if o.verdict == "accept" and not o.nowhere else "-"]
             if wide:
                 cells.append(decided_by(o.path, o.verdict, o.reason))
             t.add_row(*cells)
@@ -115,6 +116,12 @@ def render_explanation(exp: Explanation, console: Console, *, wide: bool = False
         reasons = sorted({o.masquerade_reason for o in exp.outcomes if o.masquerade and o.masquerade_reason})
         for r in reasons:
             console.print(Text(f"  masquerade: {r}", style="yellow"))
+        for o in exp.outcomes:
+            if o.reply_lost and o.reply is not None:
+                what = "the request never arrives" if o.reply.get("request_dropped") else \
+                    "its reply misses the node's conntrack"
+                console.print(Text(f"  {o.endpoint}: accepted by the rules, but {what} ({o.reply.get('code')})",
+                                   style="bold red"))
     if exp.diagnostics:
         console.print()
         console.print(Text("Diagnostics", style="bold underline"))

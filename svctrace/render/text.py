@@ -236,6 +236,10 @@ def render_trace(result: TraceResult, console: Console, *, show_warnings: bool =
     console.print(verdict_line(result))
     for note in result.notes:
         console.print(Text(f"Note: {note}", style="cyan"))
+    for fact in result.facts:
+        console.print(Text(f"Node: {fact}", style="dim"))
+    for a in result.assumed:
+        console.print(Text(f"Assumed: {a}", style="dim"))
     uncertain = [o for o in result.outcomes if not o.certain]
     for o in uncertain[:5]:
         console.print(Text(f"  {_pct(o.probability)} {o.verdict.upper()} assumes: " + "; ".join(o.assumptions[:4]),

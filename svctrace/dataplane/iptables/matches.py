@@ -519,6 +519,31 @@ def _dscp(st: State, m: Match, node: NodeFacts) -> Result:
     return True
 
 
+def _physdev(st: State, m: Match, node: NodeFacts) -> Result:
+    """xt_physdev on a routed packet. With the node's interfaces known: a packet that came in on a device that is
+    no bridge has no bridge input port, and a routed packet has no bridge output port yet at FORWARD (the
+    bridge picks it later), and none of the walk's packets is bridged (svctrace walks the IP layer). Else, or
+    when it came in on a bridge (which port is unknown), both cases are walked."""
+    host = node.host
+    if host is None or host.links is None:
+        return Unknown(f"physdev:{_opts_text(m.opts)}", f"the packet crosses a bridge port (physdev {_opts_text(m.opts)})")
+    iif_bridge = st.iif is not None and any(master == st.iif for master in host.links.values())
+    for o in m.opts:
+        if o.name in ("--physdev-in", "--physdev-is-in"):
+            if st.iif is None or iif_bridge:
+                return Unknown(f"physdev:{_opts_text(m.opts)}", f"the packet came in through a port of bridge "
+                                                                f"{st.iif or '?'} ({_opts_text(m.opts)})")
+            val = False
+        elif o.name in ("--physdev-out", "--physdev-is-out", "--physdev-is-bridged"):
+            val = False
+        else:
+            return Unknown(f"physdev:{_opts_text(m.opts)}", "the packet crosses a bridge port")
+        if val != o.neg:
+            continue
+        return False
+    return True
+
+
 def _helper(st: State, m: Match, node: NodeFacts) -> Result:
     return Unknown(f"helper:{_opts_text(m.opts)}", "a conntrack helper is attached")
 
@@ -539,7 +564,7 @@ EVALUATORS: dict[str, Evaluator] = {
     "connlimit": _assumed_true("the connection limit is not reached"),
     "quota": _assumed_true("the quota is not used up"),
     "time": _assumed_true("the time window matches"),
-    "physdev": _split_unknown("the packet crosses a bridge port"),
+    "physdev": _physdev,
     "devgroup": _split_unknown("the device group matches"),
     "rpfilter": _split_unknown("the reverse-path check passes"),
     "mac": _split_unknown("the source MAC matches"),

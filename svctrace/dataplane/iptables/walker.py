@@ -481,5 +481,6 @@ def trace(rs: Ruleset, pkt: Packet, node: NodeFacts | None = None, hints: Hints 
 
         raise InputError(f"the packet is IPv{pkt.family} but the dump holds IPv{rs.family} rules "
                          f"({'ip6tables' if rs.family == 6 else 'iptables'}-save)", source=rs.source)
-    finals, walk_warnings = walk(lambda: Walker(rs, node, hints), pkt, node)
-    return TraceResult(pkt, merge_outcomes(finals), list(rs.warnings) + walk_warnings, rs)
+    finals, walk_warnings, (facts, assumed) = walk(lambda: Walker(rs, node, hints), pkt, node)
+    return TraceResult(pkt, merge_outcomes(finals), list(rs.warnings) + walk_warnings, rs, facts=facts,
+                       assumed=assumed)

@@ -151,14 +151,14 @@ class IPVSWalker(Walker):
         s.ifaces.pop("o", None)
         states = self.hook([s], "OUTPUT", OUTPUT)
         for x in self.hook(states, "POSTROUTING", POSTROUTING):
-            self.finish(x, "accept", "forward", f"IPVS sends it to {x.dnat or dst_text(x)}")
+            self.leave(x, f"IPVS sends it to {x.dnat or dst_text(x)}")
 
     def _out_rest(self, states: list[State]) -> None:
         """The node's own packet after IPVS let it pass (or sent it to a real server on this node)."""
         states = self.hook(states, "OUTPUT", ("filter", "security"))
         for s in self.hook(states, "POSTROUTING", POSTROUTING):
             if not self.node.is_local(s.pkt.dst):
-                self.finish(s, "accept", "forward", f"leaves the node for {dst_text(s)}")
+                self.leave(s, f"leaves the node for {dst_text(s)}")
                 continue
             for b in self._synthetic_filter(self.loop_back(s)):
                 self.deliver(b)
@@ -481,7 +481,7 @@ def _portless_miss(s: IPSetDef, flags: list[str]) -> bool | None:
 
 
 def walk(ctx: IPVSContext, rs: Ruleset, packet: Packet, node: NodeFacts,
-         hints: Hints | None = None) -> tuple[list[Outcome], list[Warn]]:
+         hints: Hints | None = None) -> tuple[list[Outcome], list[Warn], tuple[list[str], list[str]]]:
     """Every fate of `packet` through netfilter and IPVS; `node.local_ips` include the IPVS addresses."""
     w = IPVSWalker(rs, node, ctx, hints)
-    return merge_outcomes(w.run(packet)), w.warnings
+    return merge_outcomes(w.run(packet)), w.warnings, (w.facts, w.assumed)

@@ -1180,7 +1180,8 @@ def trace(rs: NftRuleset, pkt: Packet, node: NodeFacts | None = None, hints: Hin
     if fams and not fams & mine and fams & {"ip", "ip6"}:
         raise InputError(f"the packet is IPv{pkt.family} but the ruleset holds only "
                          f"{'IPv6 (ip6)' if pkt.family == 4 else 'IPv4 (ip)'} tables", source=rs.source)
-    finals, walk_warnings = walk(lambda: NftWalker(rs, node, pkt.family, hints), pkt, node)
+    finals, walk_warnings, (facts, assumed) = walk(lambda: NftWalker(rs, node, pkt.family, hints), pkt, node)
     # TraceResult.ruleset is typed for iptables rulesets; an NftRuleset offers the same fields the
     # renderers read (source, format, backend, rule_count, warnings, chain()).
-    return TraceResult(pkt, merge_outcomes(finals), list(rs.warnings) + walk_warnings, cast(Any, rs))
+    return TraceResult(pkt, merge_outcomes(finals), list(rs.warnings) + walk_warnings, cast(Any, rs), facts=facts,
+                       assumed=assumed)

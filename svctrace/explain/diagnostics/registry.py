@@ -72,7 +72,9 @@ ORDER = (
     "netpol-service-port", "netpol-ingress-denied", "netpol-egress-denied", "netpol-uncertain", "netpol-not-enforced",
     "netpol-allowed", "conntrack-stale", "session-affinity", "service-env-missing", "dns-other-namespace",
     "dns-resolver",
-    "hairpin-masquerade", "rules-missing", "rules-stale", "nodes-disagree", "mixed-iptables-backends",
+    "hairpin-masquerade", "ip-forward-off", "forward-policy-drop", "rp-filter-drop", "no-route",
+    "localhost-nodeport-martian", "reply-bypasses-conntrack", "hairpin-mode-off", "reply-asymmetric", "conntrack-table-full",
+    "rules-missing", "rules-stale", "nodes-disagree", "mixed-iptables-backends",
     "proxy-mode-mismatch", "unknown-match",
 )
 
