@@ -71,10 +71,11 @@ _svctrace() {
             --ipset) COMPREPLY=($(compgen -f -- "$cur")); return;;
             --table|-t) COMPREPLY=($(compgen -f -- "$cur")); return;;
             --kube-version) COMPREPLY=($(compgen -f -- "$cur")); return;;
+            --chain) COMPREPLY=($(compgen -f -- "$cur")); return;;
             --batch) COMPREPLY=($(compgen -f -- "$cur")); return;;
             --output|-o) COMPREPLY=($(compgen -W "text json" -- "$cur")); return;;
         esac
-        COMPREPLY=($(compgen -W "--src -s --dst -d --proto -p --dport --sport --local-ip --from-node --in-iface --out-iface --returning-client --ipset --table -t --no-route-localnet --route-localnet --kube-version --demo --batch --output -o --help -h" -- "$cur"))
+        COMPREPLY=($(compgen -W "--src -s --dst -d --proto -p --dport --sport --local-ip --from-node --in-iface --out-iface --returning-client --ipset --table -t --no-route-localnet --route-localnet --kube-version --chain --demo --batch --output -o --help -h" -- "$cur"))
         [[ "$cur" != -* ]] && COMPREPLY+=($(compgen -f -- "$cur"))
         ;;
     tui)

@@ -61,6 +61,7 @@ complete -c svctrace -n '__fish_seen_subcommand_from trace' -l ipset -r -F -d 'A
 complete -c svctrace -n '__fish_seen_subcommand_from trace' -l table -s t -r -F -d 'Table of a dump with no *table header (iptables -t nat -S)'
 complete -c svctrace -n '__fish_seen_subcommand_from trace' -l no-route-localnet -l route-localnet -d 'net'
 complete -c svctrace -n '__fish_seen_subcommand_from trace' -l kube-version -r -F -d 'kube-proxy version, where behaviour differs and the dump does not say (IPVS ping before/after 1'
+complete -c svctrace -n '__fish_seen_subcommand_from trace' -l chain -r -F -d 'Answer for a packet that reaches this chain (a pasted KUBE-SVC-'
 complete -c svctrace -n '__fish_seen_subcommand_from trace' -l demo -d 'Use the bundled example dump (node IP 192'
 complete -c svctrace -n '__fish_seen_subcommand_from trace' -l batch -r -F -d 'Many packets, one load: a file (or - for stdin) with one JSON object per line, fields named like the flags (src, dst, proto, dport, '
 complete -c svctrace -n '__fish_seen_subcommand_from trace' -l output -s o -r -a 'text json' -d 'Output format'

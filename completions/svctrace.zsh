@@ -86,6 +86,7 @@ _svctrace() {
         {--table,-t}'[Table of a dump with no *table header (iptables -t nat -S)]:value:_files' \
         {--no-route-localnet,--route-localnet}'[net]' \
         '--kube-version[kube-proxy version, where behaviour differs and the dump does not say (IPVS ping before/after 1]:value:_files' \
+        '--chain[Answer for a packet that reaches this chain (a pasted KUBE-SVC-]:value:_files' \
         '--demo[Use the bundled example dump (node IP 192]' \
         '--batch[Many packets, one load: a file (or - for stdin) with one JSON object per line, fields named like the flags (src, dst, proto, dport, ]:value:_files' \
         {--output,-o}'[Output format]:value:(text json)' \

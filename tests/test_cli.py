@@ -67,9 +67,11 @@ def test_ping_to_a_cluster_ip_is_explained() -> None:
     assert [o["dnat"] for o in doc["outcomes"]] == [None]
     assert len(doc["notes"]) == 1 and "ping (ICMP) to it never gets a reply" in doc["notes"][0]
     assert "default/web:http cluster IP (tcp/80)" in doc["notes"][0]
-    # a packet to an address that is no Service gets no such note
+    # a packet to an address that is no Service gets no such note, but the hint with the Services the dump knows
     p = run("trace", "--demo", "--src", "10.0.0.2", "--dst", "172.30.0.99", "--proto", "icmp", "-o", "json")
-    assert json.loads(p.stdout)["notes"] == []
+    notes = json.loads(p.stdout)["notes"]
+    assert len(notes) == 1 and "ping (ICMP)" not in notes[0] and p.returncode == 0
+    assert "No kube-proxy rule of this dump mentions 172.30.0.99" in notes[0] and "172.30.0.41" in notes[0]
 
 
 @pytest.mark.slow

@@ -116,9 +116,10 @@ def dataplane_of(inputs: list[tuple[str, str]], family: int, *, table: str | Non
 
 
 def trace_inputs(inputs: list[tuple[str, str]], pkt: Packet, facts: NodeFacts, *, table: str | None = None,
-                 kube_version: str | None = None) -> TraceResult:
+                 kube_version: str | None = None, chain: str | None = None) -> TraceResult:
     """Sniff each dump and walk the dataplane they describe (iptables, or IPVS with its iptables rules)."""
-    return trace_dataplane(dataplane_of(inputs, pkt.family, table=table), pkt, facts, kube_version=kube_version)
+    return trace_dataplane(dataplane_of(inputs, pkt.family, table=table), pkt, facts, kube_version=kube_version,
+                           chain=chain)
 
 
 def demo_dump() -> tuple[str, str]:
@@ -158,6 +159,8 @@ def trace_cmd(
                                             "differs and the dump does not say (IPVS ping before/after "
                                             f"{FEATURES['ipvs-filter-chain'].since_text}); every mode's walk is given "
                                             "it."),
+    chain: str | None = typer.Option(None, "--chain", help="Answer for a packet that reaches this chain (a pasted "
+                                     "KUBE-SVC-... chain); iptables dumps."),
     demo: bool = typer.Option(False, "--demo", help="Use the bundled example dump (node IP 192.168.0.2)."),
     batch: str | None = typer.Option(None, "--batch", help="Many packets, one load: a file (or - for stdin) with "
                                      "one JSON object per line, fields named like the flags (src, dst, proto, "
@@ -200,7 +203,7 @@ def trace_cmd(
         raise typer.Exit(run_batch(inputs, batch, flags, facts, table=table))
     assert dst is not None
     pkt = make_packet(src, dst, proto.value, dport, sport, from_node, iif, oif, facts, kube_version)
-    result = trace_inputs(inputs, pkt, facts, table=table, kube_version=kube_version)
+    result = trace_inputs(inputs, pkt, facts, table=table, kube_version=kube_version, chain=chain)
     if output is Output.json:
         emit_json(result.to_json(), result.warnings)
     else:

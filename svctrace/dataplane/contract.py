@@ -76,6 +76,9 @@ class Hints:
     # RELATED,ESTABLISHED,DNAT`, which nft prints as `ct status dnat`. Without them both are walked as unknown.
     affinity_chains: str | None = None
     negated_ctstate: Callable[[str, str], bool] | None = None
+    # The comment prefix of rules the writer's hints added to a partial dump (its usual wiring): a packet that
+    # takes such a rule has an outcome that rests on it (the rest of the comment names the assumption).
+    assumed: str | None = None
 
 
 class Dnat(str):
@@ -139,6 +142,7 @@ class TraceResult:
     notes: list[str] = field(default_factory=list)  # plain-language explanations of the answer
     nowhere: bool = False  # accepted, but sent on untranslated to a Service's virtual IP: no host owns it
     kube_version: object = None  # the kube-proxy version the walk was given (every mode records it)
+    cut: str | None = None  # the dump ends before its end (where and why): no outcome is certain
 
     @property
     def all_reach(self) -> bool:
@@ -146,7 +150,9 @@ class TraceResult:
 
     @property
     def exit_code(self) -> int:
-        return 0 if self.all_reach and not self.nowhere else 1
+        """0 when every outcome reaches a destination; 1 when some outcome is dropped or rejected, when the
+        packet goes nowhere, or when the dump is cut short (then no outcome is known)."""
+        return 0 if self.all_reach and not self.nowhere and self.cut is None else 1
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -154,4 +160,5 @@ class TraceResult:
             "outcomes": [o.to_json() for o in self.outcomes],
             "warnings": [w.to_json() for w in self.warnings],
             "notes": self.notes,
+            **({"cut": self.cut} if self.cut else {}),
         }

@@ -5,6 +5,7 @@ what kube-proxy's chains, sets and addresses mean is said here.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 from svctrace.dataplane.contract import Outcome
@@ -32,17 +33,28 @@ def _untranslated(pkt: Packet, served: str, what: str) -> str:
 
 # -- iptables mode ---------------------------------------------------------------------------------------
 
-def iptables_notes(rs: Ruleset, pkt: Packet, outcomes: list[Outcome]) -> list[str]:
-    """Explain an untranslated packet to a Service IP: the rules know the address, not this packet."""
+# A KUBE-SERVICES rule's Service address and the Service port its comment names (pkg/proxy/iptables/proxier.go:
+# `-d <clusterIP>/32 ... -m comment --comment "ns/svc:port cluster IP"`).
+_SERVICE_DST = re.compile(r'-d ([0-9a-fA-F.:]+)(?:/(?:32|128))?\s(?:.*?--comment "?([^"]*?)(?: cluster IP| loadbalancer IP'
+                          r'| external IP)?"?(?:\s|$))?')
+
+def iptables_notes(rs: Ruleset, pkt: Packet, outcomes: list[Outcome]) -> tuple[list[str], bool]:
+    """Explain an untranslated packet to a Service IP (the rules know the address, not this packet: it goes
+    nowhere, the second value), or to an address no Service of the dump has (a hint with some that it has)."""
     if not outcomes or any(o.dnat for o in outcomes) or not all(o.verdict == "accept" for o in outcomes):
-        return []
+        return [], False
     chain = rs.chain("nat", "KUBE-SERVICES")
     if chain is None:
-        return []
+        return [], False
     dst = str(pkt.dst)
     served: list[str] = []
+    known: dict[str, str] = {}  # the Service addresses KUBE-SERVICES names -> a comment naming one of them
     for raw in chain.raw:
         if f"-d {dst}/" not in raw.text and f"-d {dst} " not in raw.text:
+            if len(known) < 6:
+                m = _SERVICE_DST.search(raw.text)
+                if m is not None and m.group(1) not in known:
+                    known[m.group(1)] = m.group(2) or ""
             continue
         rule = parse_rule(chain.table, chain.name, raw, rs.family)[0]  # only the few rules naming this address
         proto = next((m.opts[0].arg for m in rule.matches if m.module == "-p" and m.opts), None)
@@ -50,12 +62,19 @@ def iptables_notes(rs: Ruleset, pkt: Packet, outcomes: list[Outcome]) -> list[st
         what = (rule.comment or "a Service") + (f" ({proto or '?'}/{port})" if port else "")
         if what not in served:
             served.append(what)
-    if not served or any(o.delivery == "local" for o in outcomes):
-        return []
+    if any(o.delivery == "local" for o in outcomes):
+        return [], False
+    if not served:
+        if not known:
+            return [], False
+        some = ", ".join(f"{ip} ({what})" if what else ip for ip, what in list(known.items())[:4])
+        return [f"No kube-proxy rule of this dump mentions {dst}: it is not a Service address here (the dump knows "
+                f"{some}{', ...' if len(known) > 4 else ''}). The packet is routed on untranslated; check the "
+                "address (kubectl get svc -A -o wide), or that this dump is from the cluster you mean."], False
     return [_untranslated(pkt, f": {'; '.join(served[:4])}", "rules")
             + " In iptables mode a Service IP exists only as DNAT rules for its ports; "
             + ("ping (ICMP) to it never gets a reply." if pkt.proto in ("icmp", "icmpv6")
-               else "use one of the Service's ports.")]
+               else "use one of the Service's ports.")], True
 
 
 # -- nftables mode ---------------------------------------------------------------------------------------
