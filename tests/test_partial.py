@@ -188,10 +188,10 @@ def test_cli_cut_dump_verdict_is_uncertain_and_exit_1(tmp_path: Path) -> None:
 
 
 def test_an_address_no_rule_mentions_gets_the_known_service_addresses() -> None:
-    r = _walk(EXAMPLE.read_text(), "10.1.2.3", 80, table=None)
+    r = _walk(EXAMPLE.read_text(), "172.30.0.99", 80, table=None)
     assert r.exit_code == 0 and not r.nowhere
     note = " ".join(r.notes)
-    assert "No kube-proxy rule of this dump mentions 10.1.2.3" in note
+    assert "No kube-proxy rule of this dump mentions 172.30.0.99" in note
     assert "172.30.0.41 (default/web:http)" in note and "172.30.0.10 (kube-system/dns:dns)" in note
     # a Service address on a port it does not serve keeps its own note (goes nowhere)
     r2 = _walk(EXAMPLE.read_text(), "172.30.0.41", 81, table=None)
@@ -214,3 +214,9 @@ def test_explain_does_not_diagnose_rules_missing_or_stale_from_a_cut_dump(tmp_pa
     root2 = write_snapshot(tmp_path / "w", objs, {"node01": whole})
     exp2 = explain(load_snapshot(str(root2)), Request(target="svc/web", node="node01", source="pod/client"))
     assert all(o.certain for o in exp2.outcomes)
+
+
+def test_a_pod_address_gets_no_service_hint() -> None:
+    # 10.180.0.1 is in the cluster CIDR the masquerade rules name (! -s 10.0.0.0/8): a pod, not a mistaken Service
+    r = _walk(EXAMPLE.read_text(), "10.180.0.1", 80, table=None)
+    assert r.notes == [] and r.exit_code == 0

@@ -5,12 +5,13 @@ what kube-proxy's chains, sets and addresses mean is said here.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Iterator
 
 from svctrace.dataplane.contract import Outcome
 from svctrace.dataplane.iptables.parser import parse_rule
-from svctrace.dataplane.iptables.rules import Ruleset
+from svctrace.dataplane.iptables.rules import Chain, Ruleset
 from svctrace.dataplane.ipvs.walker import IPVSContext
 from svctrace.dataplane.nftables.ir import AnonSet, Concat, Const, Match, NftRuleset, Prefix, Table, Verdict
 from svctrace.dataplane.nftables.printer import fmt_expr
@@ -65,7 +66,7 @@ def iptables_notes(rs: Ruleset, pkt: Packet, outcomes: list[Outcome]) -> tuple[l
     if any(o.delivery == "local" for o in outcomes):
         return [], False
     if not served:
-        if not known:
+        if not known or _in_pod_range(rs, chain, pkt):
             return [], False
         some = ", ".join(f"{ip} ({what})" if what else ip for ip, what in list(known.items())[:4])
         return [f"No kube-proxy rule of this dump mentions {dst}: it is not a Service address here (the dump knows "
@@ -75,6 +76,27 @@ def iptables_notes(rs: Ruleset, pkt: Packet, outcomes: list[Outcome]) -> tuple[l
             + " In iptables mode a Service IP exists only as DNAT rules for its ports; "
             + ("ping (ICMP) to it never gets a reply." if pkt.proto in ("icmp", "icmpv6")
                else "use one of the Service's ports.")], True
+
+
+def _in_pod_range(rs: Ruleset, services: Chain, pkt: Packet) -> bool:
+    """The destination is in the cluster CIDR kube-proxy's masquerade rules name (`! -s <clusterCIDR> ...
+    -j KUBE-MARK-MASQ`, in KUBE-SERVICES before 1.24 and in each KUBE-SVC chain since): a pod, not a Service."""
+    texts = [raw.text for raw in services.raw[:4]]
+    first = next((m.group(1) for t in texts if (m := _SVC_JUMP.search(t))), None)
+    c = rs.chain("nat", first) if first else None
+    texts += [raw.text for raw in (c.raw[:2] if c is not None else [])]
+    for t in texts:
+        m = _NOT_SRC.search(t)
+        if m is not None:
+            try:
+                return pkt.dst in ipaddress.ip_network(m.group(1), strict=False)
+            except (ValueError, TypeError):
+                return False
+    return False
+
+
+_SVC_JUMP = re.compile(r"-j (KUBE-SVC-\S+)")
+_NOT_SRC = re.compile(r"! -s ([0-9a-fA-F.:]+/\d+)")
 
 
 # -- nftables mode ---------------------------------------------------------------------------------------
