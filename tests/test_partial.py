@@ -220,3 +220,42 @@ def test_a_pod_address_gets_no_service_hint() -> None:
     # 10.180.0.1 is in the cluster CIDR the masquerade rules name (! -s 10.0.0.0/8): a pod, not a mistaken Service
     r = _walk(EXAMPLE.read_text(), "10.180.0.1", 80, table=None)
     assert r.notes == [] and r.exit_code == 0
+
+
+# -- nftables ---------------------------------------------------------------------------------------------
+
+NFT = Path(__file__).parent / "corpus" / "kube-proxy" / "nftables" / "overall" / "ruleset.nft"
+
+
+def _nft(text: str, dst: str, dport: int, src: str = "10.0.0.2") -> Any:
+    from svctrace.dataplane.nftables import load_nft
+    from svctrace.kubeproxy.walk import trace_nft
+
+    node = NodeFacts.make(local_ips=["192.168.0.2"])
+    pkt = Packet.make(src=src, dst=dst, proto="tcp", dport=dport, local_ips=node.local_ips)
+    return trace_nft(load_nft(text, "paste.nft"), pkt, node)
+
+
+def test_nft_service_chain_alone_answers_if_a_packet_reaches_it() -> None:
+    whole = _nft(NFT.read_text(), "172.30.0.41", 80)
+    assert all(o.certain for o in whole.outcomes)
+    lines = NFT.read_text().splitlines()
+    start = next(i for i, x in enumerate(lines) if x.strip().startswith("chain service-ULMVA6XW"))
+    end = next(i for i in range(start, len(lines)) if lines[i].strip() == "}")
+    paste = "table ip kube-proxy {\n" + "\n".join(lines[start : end + 1]) + "\n}\n"
+    r = _nft(paste, "172.30.0.41", 80)
+    assert _dests(r) == _dests(whole)
+    assert all(
+        not o.certain and any("if a packet reaches service-ULMVA6XW" in a for a in o.assumptions)
+        for o in r.outcomes
+    )
+
+
+def test_nft_text_with_a_brace_left_open_is_cut_and_uncertain() -> None:
+    lines = NFT.read_text().splitlines()
+    svc = next(i for i, x in enumerate(lines) if x.strip().startswith("chain service-ULMVA6XW"))
+    text = "\n".join(lines[: svc + 3]) + "\n"  # ends inside the service chain: braces unbalanced
+    r = _nft(text, "172.30.0.41", 80)
+    assert r.cut is not None and f"line {svc + 3}" in r.cut
+    assert r.outcomes and all(not o.certain and o.assumptions[0] == r.cut for o in r.outcomes)
+    assert r.exit_code == 1

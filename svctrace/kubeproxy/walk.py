@@ -87,12 +87,13 @@ def localnet_firewall(chain: str, text: str) -> bool:
     return chain == "KUBE-FIREWALL" and "127.0.0.0/8" in text
 
 
+ASSUMED = "svctrace: assumed"  # the comment prefix of the rules the completions add to a paste (HINTS.assumed)
 HINTS = Hints(writer="kube-proxy", route_localnet=route_localnet,
               mark_chains={"KUBE-MARK-MASQ": MASQUERADE_MARK, "mark-for-masquerade": MASQUERADE_MARK,
                            "KUBE-MARK-DROP": DROP_MARK},
               hairpin_mark=MASQUERADE_MARK, endpoint=missing_endpoint,
               # ClientIP affinity in iptables mode: `-m recent --name KUBE-SEP-X` (pkg/proxy/iptables/proxier.go)
-              affinity_chains="KUBE-SEP-", negated_ctstate=localnet_firewall, assumed="svctrace: assumed")
+              affinity_chains="KUBE-SEP-", negated_ctstate=localnet_firewall, assumed=ASSUMED)
 
 
 HOOKED = "svctrace: assumed kube-proxy jump"  # comment of the jumps _complete_kube_hooks adds to a partial dump
@@ -169,6 +170,17 @@ def complete_nft(rs: NftRuleset) -> NftRuleset:
 
 def _kube_proxy(rs: NftRuleset, t: NftTable) -> None:
     added: list[str] = []
+    if "services" not in t.chains and "service-ips" not in t.sets:
+        # A service chain pasted alone (`nft list chain ip kube-proxy service-...`, with or without its endpoint
+        # chains): answer for a packet that reaches it.
+        targets = jump_targets(t)
+        roots = [n for n, c in t.chains.items() if n not in targets and c.rules
+                 and (o := nft_chain_owner(n)) is not None and o.kind in ("service", "external")]
+        if len(roots) == 1:
+            c = add_chain(t, "services")
+            add_rule(t, c, f'jump {roots[0]} comment "{ASSUMED}: if a packet reaches {roots[0]} (the paste has '
+                           'no services chain)"')
+            added.append("services")
     if "services" not in t.chains and "service-ips" in t.sets:
         c = add_chain(t, "services")
         add_rule(t, c, ("ip6" if t.family == "ip6" else "ip") + " daddr . meta l4proto . th dport vmap @service-ips")
@@ -219,7 +231,6 @@ def _iptables_nat(rs: NftRuleset, t: NftTable) -> None:
             "assumed-chains"))
 
 
-ASSUMED = "svctrace: assumed"  # the comment prefix of the rules complete_iptables adds (HINTS.assumed)
 # Chains kube-proxy's wiring reaches (never a root of a paste): pkg/proxy/iptables/proxier.go
 _WIRED = frozenset({"KUBE-SERVICES", "KUBE-NODEPORTS", "KUBE-POSTROUTING", "KUBE-MARK-MASQ", "KUBE-MARK-DROP",
                     "KUBE-FORWARD", "KUBE-FIREWALL", "KUBE-PROXY-FIREWALL", "KUBE-EXTERNAL-SERVICES",
@@ -381,12 +392,7 @@ def trace_iptables(rs: Ruleset, pkt: Packet, node: NodeFacts | None = None, *,
             "the dump does not show kube-proxy's wiring into these chains (a paste?): walked as if "
             f"{'the packet reached ' + chain if chain else 'kube-proxy ' + (version or REFERENCE_VERSION) + chr(39) + 's jumps were there'}; "
             "every outcome through them is uncertain", rs.source, None, "assumed-chains"))
-    if rs.cut is not None:
-        result.cut = f"{rs.cut[1]}; the rules after it are not known"
-        for o in result.outcomes:
-            o.certain = False
-            if result.cut not in o.assumptions:
-                o.assumptions.insert(0, result.cut)
+    _mark_cut(result, rs.cut)
     result.ruleset = rs
     result.notes, result.nowhere = iptables_notes(walked, pkt, result.outcomes)
     result.kube_version = kube_version
@@ -400,7 +406,19 @@ def trace_nft(rs: NftRuleset, pkt: Packet, node: NodeFacts | None = None, *,
     result = nft_trace(complete_nft(rs), pkt, node, HINTS)
     result.notes, result.nowhere = nft_notes(rs, pkt, result.outcomes)
     result.kube_version = kube_version
+    _mark_cut(result, rs.cut)
     return result
+
+
+def _mark_cut(result: TraceResult, cut: tuple[int, str] | None) -> None:
+    """A dump cut short: every outcome is uncertain, the first assumption says where the dump ends."""
+    if cut is None:
+        return
+    result.cut = f"{cut[1]}; the rules after it are not known"
+    for o in result.outcomes:
+        o.certain = False
+        if result.cut not in o.assumptions:
+            o.assumptions.insert(0, result.cut)
 
 
 def trace_ipvs(ipvs_table: IPVSTable, iptables_ruleset: Ruleset | None, packet: Packet, node: NodeFacts | None = None,

@@ -448,8 +448,12 @@ class NftWalker(KernelWalker):
             branch = (branch or 1.0) * s.branch
             s.branch = None
         if rule.assumed and (acts or res is not None):
-            s.assume_one(f"{rule.table} {rule.chain} is not in the dump; assumed {self.hints.writer}'s usual rule "
-                         f"`{rule.text}`")
+            prefix = self.hints.assumed
+            if prefix and rule.comment and rule.comment.startswith(prefix):
+                s.assume_one(rule.comment[len(prefix):].strip(" :"))
+            else:
+                s.assume_one(f"{rule.table} {rule.chain} is not in the dump; assumed {self.hints.writer}'s usual "
+                             f"rule `{rule.text}`")
         if not acts and res is None:
             if not matched or not any(isinstance(x, Passive) for x in rule.stmts):
                 s.branch = None
