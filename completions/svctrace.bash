@@ -33,11 +33,13 @@ _svctrace() {
             --to) COMPREPLY=($(compgen -W "cluster-ip node-port external-ip load-balancer" -- "$cur")); return;;
             --node) COMPREPLY=($(compgen -f -- "$cur")); return;;
             --snapshot) COMPREPLY=($(compgen -f -- "$cur")); return;;
+            --previous-endpoint) COMPREPLY=($(compgen -f -- "$cur")); return;;
+            --affinity-age) COMPREPLY=($(compgen -f -- "$cur")); return;;
             --context) COMPREPLY=($(compgen -f -- "$cur")); return;;
             --kubeconfig) COMPREPLY=($(compgen -f -- "$cur")); return;;
             --output|-o) COMPREPLY=($(compgen -W "text json" -- "$cur")); return;;
         esac
-        COMPREPLY=($(compgen -W "--namespace -n --port --proto -p --from --to --node --snapshot --demo --returning-client --context --kubeconfig --refresh --output -o --help -h" -- "$cur"))
+        COMPREPLY=($(compgen -W "--namespace -n --port --proto -p --from --to --node --snapshot --demo --returning-client --previous-endpoint --affinity-age --context --kubeconfig --refresh --output -o --help -h" -- "$cur"))
         [[ "$cur" != -* ]] && COMPREPLY+=($(compgen -f -- "$cur"))
         ;;
     learn)
@@ -68,6 +70,8 @@ _svctrace() {
             --local-ip) COMPREPLY=($(compgen -f -- "$cur")); return;;
             --in-iface) COMPREPLY=($(compgen -f -- "$cur")); return;;
             --out-iface) COMPREPLY=($(compgen -f -- "$cur")); return;;
+            --previous-endpoint) COMPREPLY=($(compgen -f -- "$cur")); return;;
+            --affinity-age) COMPREPLY=($(compgen -f -- "$cur")); return;;
             --ipset) COMPREPLY=($(compgen -f -- "$cur")); return;;
             --table|-t) COMPREPLY=($(compgen -f -- "$cur")); return;;
             --kube-version) COMPREPLY=($(compgen -f -- "$cur")); return;;
@@ -75,7 +79,7 @@ _svctrace() {
             --batch) COMPREPLY=($(compgen -f -- "$cur")); return;;
             --output|-o) COMPREPLY=($(compgen -W "text json" -- "$cur")); return;;
         esac
-        COMPREPLY=($(compgen -W "--src -s --dst -d --proto -p --dport --sport --local-ip --from-node --in-iface --out-iface --returning-client --ipset --table -t --no-route-localnet --route-localnet --kube-version --chain --demo --batch --output -o --help -h" -- "$cur"))
+        COMPREPLY=($(compgen -W "--src -s --dst -d --proto -p --dport --sport --local-ip --from-node --in-iface --out-iface --returning-client --previous-endpoint --affinity-age --ipset --table -t --no-route-localnet --route-localnet --kube-version --chain --demo --batch --output -o --help -h" -- "$cur"))
         [[ "$cur" != -* ]] && COMPREPLY+=($(compgen -f -- "$cur"))
         ;;
     tui)

@@ -44,6 +44,8 @@ _svctrace() {
         '--snapshot[A snapshot bundle (directory or ]:value:_files' \
         '--demo[Short for --snapshot demo]' \
         '--returning-client[The client connected before (session affinity)]' \
+        '--previous-endpoint[IP:PORT the returning clients previous connection went to: the sticky answer (implies --returning-client)]:value:_files' \
+        '--affinity-age[Seconds since the returning clients last new connection (default: fresh)]:value:_files' \
         '--context[kubeconfig context (live cluster)]:value:_files' \
         '--kubeconfig[kubeconfig file (live cluster)]:value:_files' \
         '--refresh[Live cluster: collect again instead of using the snapshot cached for a minute]' \
@@ -82,6 +84,8 @@ _svctrace() {
         '--in-iface[Interface the packet arrives on, when rules match interfaces (else both cases are shown)]:value:_files' \
         '--out-iface[Interface the packet leaves by, when rules match it]:value:_files' \
         '--returning-client[The client connected before: show the session-affinity path (-m recent --rcheck hits)]' \
+        '--previous-endpoint[The endpoint (IP:PORT) the returning clients previous connection went to: the sticky answer (implies --returning-client)]:value:_files' \
+        '--affinity-age[Seconds since the returning clients last new connection (default: fresh); past the affinity timeout it gets the normal split]:value:_files' \
         '--ipset[An `ipset save` dump, to decide -m set matches]:value:_files' \
         {--table,-t}'[Table of a dump with no *table header (iptables -t nat -S)]:value:_files' \
         {--no-route-localnet,--route-localnet}'[net]' \

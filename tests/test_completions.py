@@ -30,7 +30,7 @@ def test_bash_script_is_valid_and_completes() -> None:
     if not shutil.which("bash"):
         pytest.skip("no bash")
     script = COMPLETIONS / "svctrace.bash"
-    probe = (f"source {script}; COMP_WORDS=(svctrace trace --pr); COMP_CWORD=2; _svctrace; "
+    probe = (f"source {script}; COMP_WORDS=(svctrace trace --pro); COMP_CWORD=2; _svctrace; "
              'echo "${COMPREPLY[@]}"; COMP_WORDS=(svctrace trace --proto ""); COMP_CWORD=3; _svctrace; '
              'echo "${COMPREPLY[@]}"')
     out = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, check=True).stdout.splitlines()

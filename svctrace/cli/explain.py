@@ -42,6 +42,11 @@ def explain_cmd(
     demo: bool = typer.Option(False, "--demo", help="Short for --snapshot demo."),
     returning_client: bool = typer.Option(False, "--returning-client", help="The client connected before "
                                           "(session affinity)."),
+    previous_endpoint: str | None = typer.Option(None, "--previous-endpoint", help="IP:PORT the returning "
+                                                 "client's previous connection went to: the sticky answer "
+                                                 "(implies --returning-client)."),
+    affinity_age: float | None = typer.Option(None, "--affinity-age", help="Seconds since the returning client's "
+                                              "last new connection (default: fresh)."),
     context: str | None = typer.Option(None, "--context", help="kubeconfig context (live cluster)."),
     kubeconfig: str | None = typer.Option(None, "--kubeconfig", help="kubeconfig file (live cluster)."),
     refresh: bool = typer.Option(False, "--refresh", help="Live cluster: collect again instead of using the "
@@ -68,7 +73,8 @@ def explain_cmd(
                                               progress=lambda m: err.print(f"[dim]{m}[/dim]", highlight=False))
     snap = load_snapshot(snapshot)
     req = Request(target=target, namespace=namespace, port=port, proto=proto.value if proto else None,
-                  source=source, to=to.value if to else None, node=node, returning_client=returning_client)
+                  source=source, to=to.value if to else None, node=node, returning_client=returning_client,
+                  previous_endpoint=previous_endpoint, affinity_age=affinity_age)
     exp = explain(snap, req)
     if output is Output.json:
         emit_json(exp.to_json(), exp.warnings)

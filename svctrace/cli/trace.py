@@ -149,6 +149,12 @@ def trace_cmd(
     oif: str | None = typer.Option(None, "--out-iface", help="Interface the packet leaves by, when rules match it."),
     returning_client: bool = typer.Option(False, "--returning-client", help="The client connected before: show "
                                           "the session-affinity path (-m recent --rcheck hits)."),
+    previous_endpoint: str | None = typer.Option(None, "--previous-endpoint", help="The endpoint (IP:PORT) the "
+                                                 "returning client's previous connection went to: the sticky "
+                                                 "answer (implies --returning-client)."),
+    affinity_age: float | None = typer.Option(None, "--affinity-age", help="Seconds since the returning client's "
+                                              "last new connection (default: fresh); past the affinity timeout "
+                                              "it gets the normal split."),
     ipset: Path | None = typer.Option(None, "--ipset", help="An `ipset save` dump, to decide -m set matches."),
     table: str | None = typer.Option(None, "--table", "-t", help="Table of a dump with no *table header "
                                      "(iptables -t nat -S)."),
@@ -179,9 +185,12 @@ def trace_cmd(
     if demo and not local_ip:
         local_ip = list(DEMO_LOCAL_IPS)
     try:
-        facts = NodeFacts.make(local_ips=local_ip, route_localnet=route_localnet, returning_client=returning_client)
+        facts = NodeFacts.make(local_ips=local_ip, route_localnet=route_localnet, returning_client=returning_client,
+                               previous_endpoint=previous_endpoint, affinity_age=affinity_age)
     except ValueError as e:
-        raise InputError(f"--local-ip: {e}") from None
+        which = "--local-ip" if previous_endpoint is None or "IP:PORT" not in str(e) else "--previous-endpoint"
+        which = "--affinity-age" if "affinity age" in str(e) else which
+        raise InputError(f"{which}: {e}") from None
     extra = [read_input(str(ipset))] if ipset is not None else []
     for itext, iname in [*extra, *[(t, n) for t, n in inputs if looks_like_ipset(t)]]:
         sets, _ = parse_ipset(itext, iname)
@@ -192,7 +201,8 @@ def trace_cmd(
     addr = NodeFiles("", {Path(n).name: t for t, n in inputs if is_address_file(n)})
     if not local_ip and addr.files:  # a snapshot node directory's ip-addr says what the node owns
         facts = NodeFacts.make(local_ips=node_addresses(addr), route_localnet=route_localnet,
-                               returning_client=returning_client, ipsets=facts.ipsets)
+                               returning_client=returning_client, ipsets=facts.ipsets,
+                               previous_endpoint=facts.previous_endpoint, affinity_age=affinity_age)
     inputs = [(t, n) for t, n in inputs if not is_address_file(n)]
     if batch is not None:
         if batch == "-" and "-" in (dump or []):

@@ -233,7 +233,11 @@ def explain(snap: Snapshot, req: Request) -> Explanation:
         if more:
             text += f" and {len(more)} more on its interfaces (ip-addr: {', '.join(more[:4])}{', ...' if len(more) > 4 else ''})"
         inferred.append(text)
-    facts = NodeFacts.make(local_ips=local_ips, returning_client=req.returning_client)
+    try:
+        facts = NodeFacts.make(local_ips=local_ips, returning_client=req.returning_client,
+                               previous_endpoint=req.previous_endpoint, affinity_age=req.affinity_age)
+    except ValueError as e:
+        raise InputError(f"--previous-endpoint/--affinity-age: {e}") from None
     origin = "local" if source.kind == "node" else "forwarded"
     pkt = Packet.make(src=source.ip, dst=dst, proto=proto, dport=dport, origin=origin,  # type: ignore[arg-type]
                       local_ips=facts.local_ips)

@@ -18,7 +18,7 @@ from svctrace.dataplane.nftables.printer import fmt_expr
 from svctrace.kubeproxy.ipvs_sets import NODEPORT_RANGE, Layout
 from svctrace.kubeproxy.names import nft_chain_owner
 from svctrace.kubeproxy.versions import has
-from svctrace.model.packet import Packet
+from svctrace.model.packet import NodeFacts, Packet
 from svctrace.model.version import Version
 
 
@@ -97,6 +97,76 @@ def _in_pod_range(rs: Ruleset, services: Chain, pkt: Packet) -> bool:
 
 _SVC_JUMP = re.compile(r"-j (KUBE-SVC-\S+)")
 _NOT_SRC = re.compile(r"! -s ([0-9a-fA-F.:]+/\d+)")
+
+
+# -- session affinity (every mode with xt_recent or nft affinity sets) --------------------------------------
+
+_RCHECK_SECONDS = re.compile(r"--rcheck\b.*?--seconds\s+(\d+)|--seconds\s+(\d+).*?--rcheck\b")
+_AFFINITY_SET = re.compile(r"@(affinity-\S+)")
+
+
+def _timeout_of(outcomes: list[Outcome], rs: object) -> tuple[float, str] | None:
+    """The affinity timeout the rules on the outcomes' paths set, and how the rules say it: kube-proxy writes
+    sessionAffinityConfig.clientIP.timeoutSeconds as `-m recent --rcheck --seconds N --reap` (iptables,
+    pkg/proxy/iptables/proxier.go) or as the affinity set's `timeout Ns` (nftables, pkg/proxy/nftables/proxier.go)."""
+    seen: set[tuple[str, str]] = set()
+    texts: list[str] = []
+    for o in outcomes:  # the rules of every chain the walk went through (an --rcheck that did not match too)
+        for step in o.path:
+            if (step.table, step.chain) in seen:
+                continue
+            seen.add((step.table, step.chain))
+            if isinstance(rs, Ruleset):
+                c = rs.chain(step.table, step.chain)
+                texts += [raw.text for raw in c.raw] if c is not None else []
+            elif isinstance(rs, NftRuleset):
+                nc = rs.chain(step.table, step.chain)
+                texts += [r.text for r in nc.rules] if nc is not None else []
+    for text in texts:
+        for step in [text]:
+            m = _RCHECK_SECONDS.search(step)
+            if m is not None:
+                n = float(m.group(1) or m.group(2))
+                reap = " --reap" if "--reap" in step else ""
+                return n, f"`-m recent --rcheck --seconds {int(n)}{reap}`"
+            m2 = _AFFINITY_SET.search(step)
+            if m2 is not None and isinstance(rs, NftRuleset):
+                for t in rs.tables.values():
+                    ns = t.sets.get(m2.group(1))
+                    if ns is not None and ns.timeout:
+                        from svctrace.dataplane.nftables.walker import _seconds
+
+                        secs = _seconds(ns.timeout)
+                        if secs is not None:
+                            return secs, f"the set @{ns.name}'s `timeout {ns.timeout}`"
+    return None
+
+
+def affinity_notes(outcomes: list[Outcome], rs: object, node: NodeFacts, first: list[Outcome] | None) -> list[str]:
+    """What session affinity did for a returning client, and for how long (the timeout, from the rules)."""
+    if not node.returning_client:
+        return []
+    found = _timeout_of(outcomes, rs) or (_timeout_of(first, rs) if first else None)
+    if found is None:
+        return []
+    secs, said = found
+    life = f"{int(secs)} s" + (f" ({secs / 3600:g} h)" if secs >= 3600 else "")
+    how = (f"Session affinity (ClientIP): the client's address was remembered with the endpoint of its last new "
+           f"connection, and {said} keeps it for {life} (sessionAffinityConfig.clientIP.timeoutSeconds): every new "
+           f"connection in that time goes to the same endpoint, and the timer restarts with each one.")
+    prev = node.previous_endpoint
+    age = node.affinity_age
+    if age is not None and age >= secs:
+        return [f"{how} This client's entry is {age:g} s old, past the timeout: it is no longer matched (and is "
+                "reaped), so the connection gets the normal split and a new entry."]
+    sticky = [o for o in outcomes if o.dnat is not None and str(o.dnat) == prev]
+    if prev is not None and sticky and abs(sum(o.probability for o in sticky) - 1.0) < 1e-9:
+        return [f"{how} Its previous connection went to {prev}, so this one does too (100%)."]
+    if prev is not None:
+        return [f"{how} Its previous endpoint {prev} is not one these rules send this packet to any more (scaled "
+                "down, replaced or not ready): no rule checks its list, so it gets the normal split."]
+    return [f"{how} Which endpoint it has depends on where its first connection went: shown with that first "
+            "split; --previous-endpoint IP:PORT gives the sticky answer."]
 
 
 # -- nftables mode ---------------------------------------------------------------------------------------

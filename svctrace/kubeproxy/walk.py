@@ -24,7 +24,7 @@ from svctrace.dataplane.node import Dataplane
 from svctrace.errors import InputError, Warn
 from svctrace.kubeproxy.ipvs_sets import INFERRED_SETS, infer_kube_ipsets, ipset_names_in_rules, layout, once
 from svctrace.kubeproxy.names import nft_chain_owner
-from svctrace.kubeproxy.notes import iptables_notes, ipvs_notes, nft_notes
+from svctrace.kubeproxy.notes import affinity_notes, iptables_notes, ipvs_notes, nft_notes
 from svctrace.kubeproxy.versions import REFERENCE_VERSION, has
 from svctrace.model.packet import IPAddress, NodeFacts, Packet
 from svctrace.model.version import parse_version, version_text
@@ -395,6 +395,7 @@ def trace_iptables(rs: Ruleset, pkt: Packet, node: NodeFacts | None = None, *,
     _mark_cut(result, rs.cut)
     result.ruleset = rs
     result.notes, result.nowhere = iptables_notes(walked, pkt, result.outcomes)
+    result.notes += affinity_notes(result.outcomes, walked, node or NodeFacts(), None)
     result.kube_version = kube_version
     return result
 
@@ -405,6 +406,7 @@ def trace_nft(rs: NftRuleset, pkt: Packet, node: NodeFacts | None = None, *,
     `kube_version` is recorded: kube-proxy's nftables rules show all that depends on it."""
     result = nft_trace(complete_nft(rs), pkt, node, HINTS)
     result.notes, result.nowhere = nft_notes(rs, pkt, result.outcomes)
+    result.notes += affinity_notes(result.outcomes, rs, node or NodeFacts(), None)
     result.kube_version = kube_version
     _mark_cut(result, rs.cut)
     return result

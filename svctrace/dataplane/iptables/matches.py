@@ -316,8 +316,12 @@ def _recent(st: State, m: Match, node: NodeFacts) -> Result:
             st.remembered = None
     else:
         # A new client (no entry in any list) never matches --rcheck/--update; a returning
-        # client matches the list of the endpoint it was sent to the first time.
+        # client matches the list of the endpoint it was sent to the first time, while its entry is younger than
+        # --seconds (xt_recent.c recent_mt: a stamp after `jiffies - seconds * HZ`; --reap drops older ones).
         result = st.remembered == name
+        secs = m.opt("--seconds")
+        if result and secs is not None and node.affinity_age is not None and secs.arg.isdigit():
+            result = node.affinity_age < float(secs.arg)
     return result != neg
 
 

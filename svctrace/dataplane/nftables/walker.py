@@ -927,7 +927,9 @@ class NftWalker(KernelWalker):
             if ns is None:
                 return _Maybe((), f"the packet is in @{src.name}, a set this dump does not define")
             if ns.dynamic:
-                return st.remembered == src.name
+                # A dynamic set's element expires `timeout` after its last update (nft_set_elem_expired).
+                age, life = self.node.affinity_age, _seconds(ns.timeout)
+                return st.remembered == src.name and (age is None or life is None or age < life)
         if isinstance(lv, _Unk):
             return _Maybe((), lv.says or "the interface name is in the set")
         r = self.lookup(st, src, lt, lv, rule)
@@ -1188,3 +1190,17 @@ def trace(rs: NftRuleset, pkt: Packet, node: NodeFacts | None = None, hints: Hin
     # TraceResult.ruleset is typed for iptables rulesets; an NftRuleset offers the same fields the
     # renderers read (source, format, backend, rule_count, warnings, chain()).
     return TraceResult(pkt, merge_outcomes(finals), list(rs.warnings) + walk_warnings, cast(Any, rs))
+
+
+_DURATION = re.compile(r"(\d+)(d|h|m|s|ms)")
+
+
+def _seconds(text: str | None) -> float | None:
+    """nft's duration (`10800s`, `3h`, `1d2h3m4s`) in seconds; None when absent or not a duration."""
+    if not text:
+        return None
+    parts = _DURATION.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text.replace(" ", ""):
+        return None
+    unit = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+    return sum(int(n) * unit[u] for n, u in parts)
