@@ -58,7 +58,7 @@ _svctrace() {
             --service-cidr) COMPREPLY=($(compgen -f -- "$cur")); return;;
             --output-dir|-o) COMPREPLY=($(compgen -f -- "$cur")); return;;
         esac
-        COMPREPLY=($(compgen -W "--filename -f --node --mode --kube-version --cluster-cidr --service-cidr --output-dir -o --help -h" -- "$cur"))
+        COMPREPLY=($(compgen -W "--filename -f --node --mode --kube-version --cluster-cidr --service-cidr --no-random-fully --random-fully --nfacct --no-nfacct --output-dir -o --help -h" -- "$cur"))
         ;;
     trace)
         case "$prev" in

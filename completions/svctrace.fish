@@ -46,6 +46,8 @@ complete -c svctrace -n '__fish_seen_subcommand_from simulate' -l mode -r -a 'ip
 complete -c svctrace -n '__fish_seen_subcommand_from simulate' -l kube-version -r -F -d 'kube-proxy version: spellings and chains differ (KUBE-XLB before 1'
 complete -c svctrace -n '__fish_seen_subcommand_from simulate' -l cluster-cidr -r -F -d 'Pod CIDR (default: the kube-proxy ConfigMap among the inputs, else the nodes podCIDRs)'
 complete -c svctrace -n '__fish_seen_subcommand_from simulate' -l service-cidr -r -F -d 'Where missing cluster IPs are allocated from'
+complete -c svctrace -n '__fish_seen_subcommand_from simulate' -l no-random-fully -l random-fully -d 'The nodes iptables has MASQUERADE --random-fully (1'
+complete -c svctrace -n '__fish_seen_subcommand_from simulate' -l nfacct -l no-nfacct -d 'The nodes kernel has nfnetlink_acct: kube-proxy 1'
 complete -c svctrace -n '__fish_seen_subcommand_from simulate' -l output-dir -s o -r -F -d 'Write a snapshot bundle here (explain and tui can open it) instead of printing iptables-save'
 complete -c svctrace -n '__fish_seen_subcommand_from simulate' -l help -s h -d 'Show help'
 complete -c svctrace -n '__fish_use_subcommand' -a trace -d 'Walk one packet through one nodes dataplane (iptables, nftables or IPVS)'

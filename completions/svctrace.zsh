@@ -68,6 +68,8 @@ _svctrace() {
         '--kube-version[kube-proxy version: spellings and chains differ (KUBE-XLB before 1]:value:_files' \
         '--cluster-cidr[Pod CIDR (default: the kube-proxy ConfigMap among the inputs, else the nodes podCIDRs)]:value:_files' \
         '--service-cidr[Where missing cluster IPs are allocated from]:value:_files' \
+        {--no-random-fully,--random-fully}'[The nodes iptables has MASQUERADE --random-fully (1]' \
+        {--nfacct,--no-nfacct}'[The nodes kernel has nfnetlink_acct: kube-proxy 1]' \
         {--output-dir,-o}'[Write a snapshot bundle here (explain and tui can open it) instead of printing iptables-save]:value:_files' \
         {--help,-h}'[Show help]' \
         ''

@@ -15,6 +15,7 @@ from svctrace.dataplane.iptables.rules import Chain, Ruleset
 from svctrace.dataplane.ipvs.walker import IPVSContext
 from svctrace.dataplane.nftables.ir import AnonSet, Concat, Const, Match, NftRuleset, Prefix, Table, Verdict
 from svctrace.dataplane.nftables.printer import fmt_expr
+from svctrace.dataplane.nftables.walker import duration_seconds
 from svctrace.kubeproxy.ipvs_sets import NODEPORT_RANGE, Layout
 from svctrace.kubeproxy.names import nft_chain_owner
 from svctrace.kubeproxy.versions import has
@@ -123,22 +124,18 @@ def _timeout_of(outcomes: list[Outcome], rs: object) -> tuple[float, str] | None
                 nc = rs.chain(step.table, step.chain)
                 texts += [r.text for r in nc.rules] if nc is not None else []
     for text in texts:
-        for step in [text]:
-            m = _RCHECK_SECONDS.search(step)
-            if m is not None:
-                n = float(m.group(1) or m.group(2))
-                reap = " --reap" if "--reap" in step else ""
-                return n, f"`-m recent --rcheck --seconds {int(n)}{reap}`"
-            m2 = _AFFINITY_SET.search(step)
-            if m2 is not None and isinstance(rs, NftRuleset):
-                for t in rs.tables.values():
-                    ns = t.sets.get(m2.group(1))
-                    if ns is not None and ns.timeout:
-                        from svctrace.dataplane.nftables.walker import _seconds
-
-                        secs = _seconds(ns.timeout)
-                        if secs is not None:
-                            return secs, f"the set @{ns.name}'s `timeout {ns.timeout}`"
+        m = _RCHECK_SECONDS.search(text)
+        if m is not None:
+            n = float(m.group(1) or m.group(2))
+            reap = " --reap" if "--reap" in text else ""
+            return n, f"`-m recent --rcheck --seconds {int(n)}{reap}`"
+        m2 = _AFFINITY_SET.search(text)
+        if m2 is not None and isinstance(rs, NftRuleset):
+            for t in rs.tables.values():
+                ns = t.sets.get(m2.group(1))
+                secs = duration_seconds(ns.timeout) if ns is not None else None
+                if ns is not None and secs is not None:
+                    return secs, f"the set @{ns.name}'s `timeout {ns.timeout}`"
     return None
 
 

@@ -559,7 +559,9 @@ EVALUATORS: dict[str, Evaluator] = {
     "cluster": _split_unknown("the cluster hash matches"),
     "ecn": _split_unknown("the ECN bits match"),
     "ipv6header": _split_unknown("the IPv6 extension headers match"),
-    "nfacct": _assumed_true("nfacct counts the packet"),
+    # xt_nfacct.c nfacct_mt: counts the packet and matches unless its accounting object is under a quota
+    # (nfnl_acct_overquota: NFACCT_NO_QUOTA for an object made without one, as kube-proxy's counters are).
+    "nfacct": lambda st, m, node: True,
     "cpu": _split_unknown("the packet is handled on that CPU"),
 }
 

@@ -928,7 +928,7 @@ class NftWalker(KernelWalker):
                 return _Maybe((), f"the packet is in @{src.name}, a set this dump does not define")
             if ns.dynamic:
                 # A dynamic set's element expires `timeout` after its last update (nft_set_elem_expired).
-                age, life = self.node.affinity_age, _seconds(ns.timeout)
+                age, life = self.node.affinity_age, duration_seconds(ns.timeout)
                 return st.remembered == src.name and (age is None or life is None or age < life)
         if isinstance(lv, _Unk):
             return _Maybe((), lv.says or "the interface name is in the set")
@@ -1195,7 +1195,7 @@ def trace(rs: NftRuleset, pkt: Packet, node: NodeFacts | None = None, hints: Hin
 _DURATION = re.compile(r"(\d+)(d|h|m|s|ms)")
 
 
-def _seconds(text: str | None) -> float | None:
+def duration_seconds(text: str | None) -> float | None:
     """nft's duration (`10800s`, `3h`, `1d2h3m4s`) in seconds; None when absent or not a duration."""
     if not text:
         return None
