@@ -102,6 +102,7 @@ _NOT_SRC = re.compile(r"! -s ([0-9a-fA-F.:]+/\d+)")
 
 # -- session affinity (every mode with xt_recent or nft affinity sets) --------------------------------------
 
+AFFINITY_NOTE = "Session affinity (ClientIP): "  # how affinity_notes' note begins (explain's diagnostic reads it)
 _RCHECK_SECONDS = re.compile(r"--rcheck\b.*?--seconds\s+(\d+)|--seconds\s+(\d+).*?--rcheck\b")
 _AFFINITY_SET = re.compile(r"@(affinity-\S+)")
 
@@ -148,7 +149,7 @@ def affinity_notes(outcomes: list[Outcome], rs: object, node: NodeFacts, first: 
         return []
     secs, said = found
     life = f"{int(secs)} s" + (f" ({secs / 3600:g} h)" if secs >= 3600 else "")
-    how = (f"Session affinity (ClientIP): the client's address was remembered with the endpoint of its last new "
+    how = (f"{AFFINITY_NOTE}the client's address was remembered with the endpoint of its last new "
            f"connection, and {said} keeps it for {life} (sessionAffinityConfig.clientIP.timeoutSeconds): every new "
            f"connection in that time goes to the same endpoint, and the timer restarts with each one.")
     prev = node.previous_endpoint

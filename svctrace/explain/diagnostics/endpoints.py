@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from svctrace.kubeproxy.endpoints import EndpointSelection, select_endpoints
+from svctrace.kubeproxy.notes import AFFINITY_NOTE
 from svctrace.kubeproxy.versions import REFERENCE_VERSION
 from svctrace.model.cluster import Cluster, EndpointSlice, Service, ServicePort
 
@@ -181,12 +182,20 @@ def session_affinity(ctx: Context) -> Diagnostic | None:
     svc = ctx.svc
     if svc.session_affinity != "ClientIP":
         return None
+    trace = ctx.exp.trace if ctx.exp is not None else None
+    returning = next((n for n in (trace.notes if trace is not None else []) if n.startswith(AFFINITY_NOTE)), None)
+    if returning is not None:  # --returning-client / --previous-endpoint: what the rules did for this client
+        return Diagnostic(
+            "session-affinity", "info",
+            f"{svc.key} has sessionAffinity: ClientIP. {returning[len(AFFINITY_NOTE):][:1].upper()}"
+            f"{returning[len(AFFINITY_NOTE) + 1:]}",
+            "--previous-endpoint IP:PORT gives the sticky answer; --affinity-age SECONDS how long ago it was.")
     return Diagnostic(
         "session-affinity", "info",
         f"{svc.key} has sessionAffinity: ClientIP: a client keeps the backend of its first connection for "
         f"{svc.affinity_timeout or 10800} s (iptables `-m recent` lists per endpoint). The probabilities shown are "
         "for a new client.",
-        "Use --returning-client to see the path of a client that connected before.")
+        "Use --returning-client (or --previous-endpoint IP:PORT) to see the path of a client that connected before.")
 
 
 @check("hairpin-masquerade", ["path"], "the source is one of the endpoints, so the packet is masqueraded",
