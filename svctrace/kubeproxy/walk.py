@@ -485,8 +485,10 @@ def trace_ipvs(ipvs_table: IPVSTable, iptables_ruleset: Ruleset | None, packet: 
     eff = dataclasses.replace(node, local_ips=local, ipsets=ipsets)
     outcomes, walk_warnings = walk(ctx, rs, packet, eff, HINTS)
     notes = ipvs_notes(ctx, lay, version, given, packet, outcomes)
-    return TraceResult(packet, outcomes, warnings + walk_warnings, rs, notes, nowhere=ctx.node_stack,
-                       kube_version=kube_version)
+    result = TraceResult(packet, outcomes, warnings + walk_warnings, rs, notes, nowhere=ctx.node_stack,
+                         kube_version=kube_version)
+    _mark_cut(result, rs.cut if given else None)
+    return result
 
 
 def trace_dataplane(dp: Dataplane, pkt: Packet, facts: NodeFacts, kube_version: str | None = None, *,

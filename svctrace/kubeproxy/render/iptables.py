@@ -30,7 +30,15 @@ Layout by ``ProxyConfig.kube_version``:
   node's endpoints for *all* traffic to the port, NodePorts included; no terminating endpoints; topology
   hints not modelled).
   Before 1.19 the port name of an unnamed port keeps its colon (``ns/name:``); before 1.17
-  probabilities have 5 decimals instead of 10.  Older structural differences are not modelled.
+  probabilities have 5 decimals instead of 10.
+
+Rows of ``svctrace.kubeproxy.versions`` across layouts: KUBE-FORWARD's INVALID drop (1.14, the oldest version
+modelled: older ones are refused), ``--random-fully`` when the node's iptables has it (1.16), KUBE-POSTROUTING
+clearing the mark (1.19; one ``-m mark --mark ... -j MASQUERADE`` rule before), one KUBE-FORWARD conntrack rule
+(1.23; two before), nfacct counters when the kernel has nfnetlink_acct (1.30 INVALID drops, 1.31 localhost
+NodePorts). The local-traffic detector is ``--detect-local-mode``'s (ClusterCIDR, NodeCIDR, BridgeInterface,
+InterfaceNamePrefix: ``ProxyConfig.local_detector``). The filter table's built-in jumps are 1.22's for every
+version before 1.25 (not checked against 1.14-1.21 sources).
 
 Normalisations (kube-proxy itself is not deterministic here): Services are processed sorted by
 service port name (kube-proxy iterates a Go map, so the order of rules of *different* Services in
