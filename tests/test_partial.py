@@ -259,3 +259,27 @@ def test_nft_text_with_a_brace_left_open_is_cut_and_uncertain() -> None:
     assert r.cut is not None and f"line {svc + 3}" in r.cut
     assert r.outcomes and all(not o.certain and o.assumptions[0] == r.cut for o in r.outcomes)
     assert r.exit_code == 1
+
+
+def test_a_paste_with_prompt_lines_and_no_kube_services() -> None:
+    # Two commands pasted with their prompts (`$ ...`, `root@node:~# ...`, a bare `$ `), no -t nat given: the
+    # chains are placed by name, KUBE-SVC is the one root, and a packet that reaches it is answered.
+    text = "\n".join(
+        [
+            "$ sudo iptables -t nat -S | grep KUBE-SVC-QKFP",
+            *_lines(r"^-A KUBE-SVC-QKFP"),
+            "$ ",
+            "root@node:~# iptables -t nat -S KUBE-SEP-2XGSBOOHVUAVTSZF",
+            *_lines(r"^-A KUBE-SEP-2XG"),
+            "root@node:~# ",
+        ]
+    )
+    r = _walk(text, "172.30.0.41", 80, table=None)
+    assert r.cut is None
+    assert _dests(r) == {
+        "10.180.0.1:80": 0.333333333,
+        "10.180.1.2:80": 0.333333333,
+        "10.180.2.3:80": 0.333333333,
+    }
+    assert all(not o.certain for o in r.outcomes)
+    assert any("skipped a shell command line" in w.message for w in r.warnings)
