@@ -250,6 +250,17 @@ def test_batch_bad_lines_answer_with_their_number_and_the_run_goes_on() -> None:
     assert docs[0] == docs[5] and docs[0]["outcomes"]
 
 
+@pytest.mark.slow
+def test_batch_previous_endpoint_and_affinity_age() -> None:
+    q = {"src": "10.0.0.2", "dst": "172.30.0.60", "dport": 80, "previous_endpoint": "10.180.1.21:8080"}
+    lines = [q, {**q, "affinity_age": 20000}, {**q, "previous_endpoint": "10.180.1.21"}]
+    p = run("trace", "--demo", "--batch", "-", stdin="".join(json.dumps(x) + "\n" for x in lines))
+    docs = [json.loads(x) for x in p.stdout.splitlines()]
+    assert [(o["dnat"], o["probability"]) for o in docs[0]["outcomes"]] == [("10.180.1.21:8080", 1.0)]
+    assert sorted(o["probability"] for o in docs[1]["outcomes"]) == [0.5, 0.5]
+    assert docs[2]["line"] == 3 and docs[2]["error"].startswith("previous_endpoint:") and p.returncode == 2
+
+
 def test_dst_is_still_required_without_batch() -> None:
     p = run("trace", "--demo", "--src", "10.0.0.2")
     assert p.returncode == 2 and "Missing option '--dst'" in p.stderr

@@ -209,7 +209,8 @@ def trace_cmd(
             raise InputError("--batch - and DUMP - both read stdin: give one of them as a file")
         flags = {"src": src, "dst": dst, "proto": proto.value, "dport": dport, "sport": sport, "from_node": from_node,
                  "in_iface": iif, "out_iface": oif, "returning_client": returning_client,
-                 "route_localnet": route_localnet, "kube_version": kube_version}
+                 "route_localnet": route_localnet, "kube_version": kube_version,
+                 "previous_endpoint": facts.previous_endpoint, "affinity_age": affinity_age}
         raise typer.Exit(run_batch(inputs, batch, flags, facts, table=table))
     assert dst is not None
     pkt = make_packet(src, dst, proto.value, dport, sport, from_node, iif, oif, facts, kube_version)
@@ -263,13 +264,12 @@ def make_packet(src: str | None, dst: str, proto: str, dport: int | None, sport:
 BATCH_FIELDS: dict[str, tuple[type, ...]] = {
     "src": (str,), "dst": (str,), "proto": (str,), "dport": (int,), "sport": (int,), "from_node": (bool,),
     "local_ip": (list, str), "in_iface": (str,), "out_iface": (str,), "returning_client": (bool,),
-    "route_localnet": (bool,), "kube_version": (str,),
+    "route_localnet": (bool,), "kube_version": (str,), "previous_endpoint": (str,), "affinity_age": (int, float),
 }
 
 
 def batch_question(line: str, flags: dict[str, Any], base: NodeFacts) -> tuple[Packet, NodeFacts, str | None]:
     """A --batch line (a JSON object) as a packet and the node facts it is asked under; the flags give defaults."""
-    import dataclasses
 
     try:
         doc = json.loads(line)
@@ -292,15 +292,16 @@ def batch_question(line: str, flags: dict[str, Any], base: NodeFacts) -> tuple[P
         raise InputError(f"proto: {proto!r} is not one of {', '.join(Proto.__members__)}")
     local = doc.get("local_ip")
     try:
-        if local is not None:
-            facts = NodeFacts.make(local_ips=[local] if isinstance(local, str) else [str(x) for x in local],
-                                   route_localnet=q["route_localnet"],
-                                   returning_client=bool(q["returning_client"]), ipsets=base.ipsets)
-        else:
-            facts = dataclasses.replace(base, route_localnet=q["route_localnet"],
-                                        returning_client=bool(q["returning_client"]), ipsets=dict(base.ipsets))
+        prev, age = q.get("previous_endpoint", base.previous_endpoint), q.get("affinity_age", base.affinity_age)
+        locals_ = ([local] if isinstance(local, str) else [str(x) for x in local]) if local is not None else [
+            str(ip) for ip in base.local_ips]
+        facts = NodeFacts.make(local_ips=locals_, route_localnet=q["route_localnet"],
+                               returning_client=bool(q["returning_client"]), ipsets=dict(base.ipsets),
+                               previous_endpoint=prev, affinity_age=age)
     except ValueError as e:
-        raise InputError(f"local_ip: {e}") from None
+        which = "previous_endpoint" if "IP:PORT" in str(e) else "affinity_age" if "affinity age" in str(e) else (
+            "local_ip")
+        raise InputError(f"{which}: {e}") from None
     kube_version = q.get("kube_version")
     pkt = make_packet(q.get("src"), str(q["dst"]), proto, q.get("dport"), q.get("sport"),
                       bool(q.get("from_node")), q.get("in_iface"), q.get("out_iface"),
