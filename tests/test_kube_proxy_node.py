@@ -250,3 +250,13 @@ def test_simulate_is_linear_in_the_config_reading() -> None:
     sim = simulate(objs, kube_version="1.31")
     assert objs == before
     assert sum("kube-proxy configuration:" in n for n in sim.notes) == 6
+
+
+def test_nftables_mode_honours_the_configuration_too() -> None:
+    base = _dump({}, mode="nftables", kube_version="1.31")
+    every = _dump({"iptables": {"masqueradeAll": True}, "nftables": {"masqueradeBit": 13}}, mode="nftables",
+                  kube_version="1.31")
+    svc = lambda text: [x.strip() for x in text.split("chain service-SUSTUHLJ")[1].splitlines()[1:3]]  # noqa: E731
+    assert "ip saddr != 10.244.0.0/16" in svc(base)[0]
+    assert "ip saddr" not in svc(every)[0] and "jump mark-for-masquerade" in svc(every)[0]
+    assert "0x00002000" in every and "0x00004000" not in every
