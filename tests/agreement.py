@@ -45,7 +45,15 @@ def compare(result: TraceResult, k: KernelResult, label: str) -> None:
     for d, masq in p["masq"].items():
         got = k.masquerade_destinations.get(d, 0)
         assert (got == k.destinations[d]) if masq else (got == 0), (label, d, masq, got, k.destinations[d])
-    if len(p["dests"]) > 1 or len(p["verdicts"]) > 1:
+    if len(p["verdicts"]) > 1:  # a mixture of verdicts: their shares
+        names = sorted(v for v, pr in p["verdicts"].items() if pr > 0)
+        observed = [k.verdicts[v] for v in names]
+        n = sum(observed)
+        chi2 = sum((obs - n * p["verdicts"][v]) ** 2 / (n * p["verdicts"][v]) for obs, v in zip(observed, names,
+                                                                                             strict=True))
+        pval = chi2_sf(chi2, len(observed) - 1)
+        assert pval > ALPHA, (label, dict(zip(names, observed, strict=True)), p["verdicts"], pval)
+    if len(p["dests"]) > 1:
         total = p["verdicts"]["accept"]
         names = sorted(p["dests"])
         observed = [k.destinations[d] for d in names]

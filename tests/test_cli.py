@@ -67,9 +67,11 @@ def test_ping_to_a_cluster_ip_is_explained() -> None:
     assert [o["dnat"] for o in doc["outcomes"]] == [None]
     assert len(doc["notes"]) == 1 and "ping (ICMP) to it never gets a reply" in doc["notes"][0]
     assert "default/web:http cluster IP (tcp/80)" in doc["notes"][0]
-    # a packet to an address that is no Service gets no such note
+    # a packet to an address that is no Service gets no such note, but the hint with the Services the dump knows
     p = run("trace", "--demo", "--src", "10.0.0.2", "--dst", "172.30.0.99", "--proto", "icmp", "-o", "json")
-    assert json.loads(p.stdout)["notes"] == []
+    notes = json.loads(p.stdout)["notes"]
+    assert len(notes) == 1 and "ping (ICMP)" not in notes[0] and p.returncode == 0
+    assert "No kube-proxy rule of this dump mentions 172.30.0.99" in notes[0] and "172.30.0.41" in notes[0]
 
 
 @pytest.mark.slow
@@ -246,6 +248,17 @@ def test_batch_bad_lines_answer_with_their_number_and_the_run_goes_on() -> None:
     assert "not JSON" in docs[1]["error"] and "dport: expected int" in docs[2]["error"]
     assert "unknown field 'port'" in docs[3]["error"] and "missing --dport" in docs[4]["error"]
     assert docs[0] == docs[5] and docs[0]["outcomes"]
+
+
+@pytest.mark.slow
+def test_batch_previous_endpoint_and_affinity_age() -> None:
+    q = {"src": "10.0.0.2", "dst": "172.30.0.60", "dport": 80, "previous_endpoint": "10.180.1.21:8080"}
+    lines = [q, {**q, "affinity_age": 20000}, {**q, "previous_endpoint": "10.180.1.21"}]
+    p = run("trace", "--demo", "--batch", "-", stdin="".join(json.dumps(x) + "\n" for x in lines))
+    docs = [json.loads(x) for x in p.stdout.splitlines()]
+    assert [(o["dnat"], o["probability"]) for o in docs[0]["outcomes"]] == [("10.180.1.21:8080", 1.0)]
+    assert sorted(o["probability"] for o in docs[1]["outcomes"]) == [0.5, 0.5]
+    assert docs[2]["line"] == 3 and docs[2]["error"].startswith("previous_endpoint:") and p.returncode == 2
 
 
 def test_dst_is_still_required_without_batch() -> None:

@@ -150,6 +150,15 @@ def test_session_affinity_and_returning_client() -> None:
     assert sorted(round(o.probability, 6) for o in back.outcomes) == [0.5, 0.5]
     for o in back.outcomes:
         assert any("--rcheck" in s.text for s in o.path)
+    # told its previous endpoint, the sticky answer, and the diagnostic says so (not "for a new client")
+    sticky = ask("svc/session", source="pod/client", previous_endpoint="10.244.2.20:5000")
+    assert [(o.endpoint, o.probability) for o in sticky.outcomes] == [("10.244.2.20:5000", 1.0)]
+    d = next(d for d in sticky.diagnostics if d.code == "session-affinity")
+    assert "went to 10.244.2.20:5000" in d.message and "new client" not in d.message
+    stale = ask("svc/session", source="pod/client", previous_endpoint="10.244.2.20:5000", affinity_age=10800)
+    assert sorted(round(o.probability, 6) for o in stale.outcomes) == [0.5, 0.5]
+    with pytest.raises(InputError, match="IP:PORT"):
+        ask("svc/session", source="pod/client", previous_endpoint="10.244.2.20")
 
 
 def test_hairpin_masquerade() -> None:

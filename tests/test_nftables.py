@@ -1122,3 +1122,17 @@ def test_generated_maps_indexed_answer_as_the_walk_of_every_element() -> None:
             fresh = load_nft(sim.files["n1"][fname], fname)
             assert [trace(fresh, _pkt(NODE, "10.244.0.99", f"10.96.0.{i + 10}", "udp" if i % 6 == 1 else "tcp",
                                       80 + i % 3), NODE).to_json() for i in range(0, 80, 3)] == answers
+
+
+def test_equal_priority_base_chains_run_the_one_listed_last_first() -> None:
+    # nf_hook_entries_grow puts a new hook before existing ones of the same priority: the chain created (listed)
+    # last runs first. The kernel lab agrees (tests/test_conformance.py, FORWARD policy drop beside kube-proxy).
+    first = "table ip a {\n chain f {\n  type filter hook forward priority 0; policy accept;\n  reject\n }\n}\n"
+    last = "table ip b {\n chain f {\n  type filter hook forward priority 0; policy drop;\n }\n}\n"
+    node = NodeFacts.make(local_ips=["192.168.0.2"])
+    pkt = Packet.make(src="10.0.0.9", dst="10.0.0.10", proto="tcp", dport=80, local_ips=node.local_ips)
+    r = trace(load_nft(first + last, "t"), pkt, node)
+    assert [o.verdict for o in r.outcomes] == ["drop"]
+    assert any(w.code == "priority-tie" and "ip b f before ip a f" in w.message for w in r.warnings)
+    r2 = trace(load_nft(last + first, "t"), pkt, node)
+    assert [o.verdict for o in r2.outcomes] == ["reject"]

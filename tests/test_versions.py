@@ -66,7 +66,9 @@ def test_modes_say_what_they_model() -> None:
     assert nft.unmodelled("1.36") is FEATURES["nft-endpoint-chains"]
     assert nft.unmodelled("1.31") is None and nft.unmodelled("1.35") is None
     assert MODES["ipvs"].unmodelled("1.25") is FEATURES["ipvs-filter-chain"]
-    assert MODES["iptables"].unmodelled("1.10") is None
+    assert MODES["iptables"].unmodelled("1.10") is FEATURES["forward-invalid-drop"]
+    assert MODES["iptables"].unmodelled("1.7") is FEATURES["forward-invalid-drop"]
+    assert MODES["iptables"].unmodelled("1.14") is None and MODES["iptables"].unmodelled("1.35") is None
     for mode in MODES.values():
         assert mode.unmodelled(mode.default) is None, mode
         assert all(mode.mode in FEATURES[f].modes for f in mode.requires)
@@ -85,7 +87,7 @@ def test_modes_name_the_range_they_model() -> None:
     # nftables: 1.31 split the endpoints-check chain, 1.36 dropped the endpoint chains; IPVS: KUBE-IPVS-FILTER (1.26)
     assert MODES["nftables"].range_text == "1.31 to 1.35"
     assert MODES["ipvs"].range_text == "1.26+"
-    assert MODES["iptables"].range_text == "every version"
+    assert MODES["iptables"].range_text == "1.14+"
     from svctrace.kubeproxy.config import ProxyConfig
 
     with pytest.raises(ValueError, match=r"not modelled in nftables mode \(svctrace models 1\.31 to 1\.35\)"):

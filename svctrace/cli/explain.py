@@ -54,6 +54,11 @@ def explain_cmd(
     demo: DemoOpt = False,
     returning_client: bool = typer.Option(False, "--returning-client", help="The client connected before "
                                           "(session affinity)."),
+    previous_endpoint: str | None = typer.Option(None, "--previous-endpoint", help="IP:PORT the returning "
+                                                 "client's previous connection went to: the sticky answer "
+                                                 "(implies --returning-client)."),
+    affinity_age: float | None = typer.Option(None, "--affinity-age", help="Seconds since the returning client's "
+                                              "last new connection (default: fresh)."),
     context: ContextOpt = None,
     kubeconfig: KubeconfigOpt = None,
     refresh: RefreshOpt = False,
@@ -67,7 +72,8 @@ def explain_cmd(
     path, namespace = question_snapshot(src, target, namespace, node, source)
     snap = load_snapshot(path)
     req = Request(target=target, namespace=namespace, port=port, proto=proto.value if proto else None,
-                  source=source, to=to.value if to else None, node=node, returning_client=returning_client)
+                  source=source, to=to.value if to else None, node=node, returning_client=returning_client,
+                  previous_endpoint=previous_endpoint, affinity_age=affinity_age)
     exp = explain(snap, req)
 
     def text(o: Output) -> None:

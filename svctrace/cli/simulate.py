@@ -64,6 +64,11 @@ def simulate_cmd(
                                             "ConfigMap among the inputs, else the nodes' podCIDRs)."),
     service_cidr: str = typer.Option("10.96.0.0/12", "--service-cidr", help="Where missing cluster IPs are "
                                      "allocated from."),
+    random_fully: bool = typer.Option(True, "--random-fully/--no-random-fully", help="The node's iptables has "
+                                      "MASQUERADE --random-fully (1.6.2+, every current distribution): kube-proxy "
+                                      "1.16+ then writes it."),
+    nfacct: bool = typer.Option(True, "--nfacct/--no-nfacct", help="The node's kernel has nfnetlink_acct: "
+                                "kube-proxy 1.30+ then counts INVALID drops and (1.31+) localhost NodePorts."),
     out: Path | None = typer.Option(None, "--output-dir", "-o", help="Write a snapshot bundle here (explain and "
                                     "tui can open it) instead of printing iptables-save."),
     node_facts: list[str] = typer.Option([], "--node-facts", help="NODE=DIR: copy that node's network facts "
@@ -92,7 +97,7 @@ def simulate_cmd(
         objs += read_objects(f)
     try:
         sim = simulate(objs, nodes=node or None, kube_version=kube_version.lstrip("v"), cluster_cidr=cluster_cidr,
-                       service_cidr=service_cidr, mode=mode.value)
+                       service_cidr=service_cidr, mode=mode.value, random_fully=random_fully, nfacct=nfacct)
     except ValueError as e:
         raise InputError(str(e)) from None
     for n in sim.notes:

@@ -125,9 +125,10 @@ def dataplane_of(inputs: list[tuple[str, str]], family: int, *, table: str | Non
 
 
 def trace_inputs(inputs: list[tuple[str, str]], pkt: Packet, facts: NodeFacts, *, table: str | None = None,
-                 kube_version: str | None = None) -> TraceResult:
+                 kube_version: str | None = None, chain: str | None = None) -> TraceResult:
     """Sniff each dump and walk the dataplane they describe (iptables, or IPVS with its iptables rules)."""
-    return trace_dataplane(dataplane_of(inputs, pkt.family, table=table), pkt, facts, kube_version=kube_version)
+    return trace_dataplane(dataplane_of(inputs, pkt.family, table=table), pkt, facts, kube_version=kube_version,
+                           chain=chain)
 
 
 def demo_dump() -> tuple[str, str]:
@@ -157,6 +158,12 @@ def trace_cmd(
     oif: str | None = typer.Option(None, "--out-iface", help="Interface the packet leaves by, when rules match it."),
     returning_client: bool = typer.Option(False, "--returning-client", help="The client connected before: show "
                                           "the session-affinity path (-m recent --rcheck hits)."),
+    previous_endpoint: str | None = typer.Option(None, "--previous-endpoint", help="The endpoint (IP:PORT) the "
+                                                 "returning client's previous connection went to: the sticky "
+                                                 "answer (implies --returning-client)."),
+    affinity_age: float | None = typer.Option(None, "--affinity-age", help="Seconds since the returning client's "
+                                              "last new connection (default: fresh); past the affinity timeout "
+                                              "it gets the normal split."),
     ipset: Path | None = typer.Option(None, "--ipset", help="An `ipset save` dump, to decide -m set matches."),
     table: str | None = typer.Option(None, "--table", "-t", help="Table of a dump with no *table header "
                                      "(iptables -t nat -S)."),
@@ -167,6 +174,8 @@ def trace_cmd(
                                             "differs and the dump does not say (IPVS ping before/after "
                                             f"{FEATURES['ipvs-filter-chain'].since_text}); every mode's walk is given "
                                             "it."),
+    chain: str | None = typer.Option(None, "--chain", help="Answer for a packet that reaches this chain (a pasted "
+                                     "KUBE-SVC-... chain); iptables dumps."),
     demo: bool = typer.Option(False, "--demo", help="Use the bundled example dump (node IP 192.168.0.2)."),
     batch: str | None = typer.Option(None, "--batch", help="Many packets, one load: a file (or - for stdin) with "
                                      "one JSON object per line, fields named like the flags (src, dst, proto, "
@@ -186,9 +195,12 @@ def trace_cmd(
     if demo and not local_ip:
         local_ip = list(DEMO_LOCAL_IPS)
     try:
-        facts = NodeFacts.make(local_ips=local_ip, route_localnet=route_localnet, returning_client=returning_client)
+        facts = NodeFacts.make(local_ips=local_ip, route_localnet=route_localnet, returning_client=returning_client,
+                               previous_endpoint=previous_endpoint, affinity_age=affinity_age)
     except ValueError as e:
-        raise InputError(f"--local-ip: {e}") from None
+        which = "--local-ip" if previous_endpoint is None or "IP:PORT" not in str(e) else "--previous-endpoint"
+        which = "--affinity-age" if "affinity age" in str(e) else which
+        raise InputError(f"{which}: {e}") from None
     extra = [read_input(str(ipset))] if ipset is not None else []
     ipset_inputs: list[tuple[str, str]] = []
     for itext, iname in [*extra, *[(t, n) for t, n in inputs if looks_like_ipset(t)]]:
@@ -201,7 +213,8 @@ def trace_cmd(
     addr = NodeFiles("", {Path(n).name: t for t, n in inputs if is_address_file(n)})
     if not local_ip and addr.files:  # a snapshot node directory's ip-addr says what the node owns
         facts = NodeFacts.make(local_ips=node_addresses(addr), route_localnet=route_localnet,
-                               returning_client=returning_client, ipsets=facts.ipsets)
+                               returning_client=returning_client, ipsets=facts.ipsets,
+                               previous_endpoint=facts.previous_endpoint, affinity_age=affinity_age)
     facts = _with_host(facts, [(t, n) for t, n in inputs if is_address_file(n) or is_host_file(n)])
     inputs = [(t, n) for t, n in inputs if not is_address_file(n) and not is_host_file(n)]
     if batch is not None:
@@ -211,11 +224,12 @@ def trace_cmd(
             raise InputError("--batch - and DUMP - both read stdin: give one of them as a file")
         flags = {"src": src, "dst": dst, "proto": proto.value, "dport": dport, "sport": sport, "from_node": from_node,
                  "in_iface": iif, "out_iface": oif, "returning_client": returning_client,
-                 "route_localnet": route_localnet, "kube_version": kube_version}
+                 "route_localnet": route_localnet, "kube_version": kube_version,
+                 "previous_endpoint": facts.previous_endpoint, "affinity_age": affinity_age}
         raise typer.Exit(run_batch(inputs, batch, flags, facts, table=table))
     assert dst is not None
     pkt = make_packet(src, dst, proto.value, dport, sport, from_node, iif, oif, facts, kube_version)
-    result = trace_inputs(inputs, pkt, facts, table=table, kube_version=kube_version)
+    result = trace_inputs(inputs, pkt, facts, table=table, kube_version=kube_version, chain=chain)
     result.inputs += ipset_inputs
 
     def text(o: Output) -> None:
@@ -291,13 +305,12 @@ def make_packet(src: str | None, dst: str, proto: str, dport: int | None, sport:
 BATCH_FIELDS: dict[str, tuple[type, ...]] = {
     "src": (str,), "dst": (str,), "proto": (str,), "dport": (int,), "sport": (int,), "from_node": (bool,),
     "local_ip": (list, str), "in_iface": (str,), "out_iface": (str,), "returning_client": (bool,),
-    "route_localnet": (bool,), "kube_version": (str,),
+    "route_localnet": (bool,), "kube_version": (str,), "previous_endpoint": (str,), "affinity_age": (int, float),
 }
 
 
 def batch_question(line: str, flags: dict[str, Any], base: NodeFacts) -> tuple[Packet, NodeFacts, str | None]:
     """A --batch line (a JSON object) as a packet and the node facts it is asked under; the flags give defaults."""
-    import dataclasses
 
     try:
         doc = json.loads(line)
@@ -320,16 +333,16 @@ def batch_question(line: str, flags: dict[str, Any], base: NodeFacts) -> tuple[P
         raise InputError(f"proto: {proto!r} is not one of {', '.join(Proto.__members__)}")
     local = doc.get("local_ip")
     try:
-        if local is not None:
-            facts = NodeFacts.make(local_ips=[local] if isinstance(local, str) else [str(x) for x in local],
-                                   route_localnet=q["route_localnet"],
-                                   returning_client=bool(q["returning_client"]), ipsets=base.ipsets,
-                                   host=base.host)
-        else:
-            facts = dataclasses.replace(base, route_localnet=q["route_localnet"],
-                                        returning_client=bool(q["returning_client"]), ipsets=dict(base.ipsets))
+        prev, age = q.get("previous_endpoint", base.previous_endpoint), q.get("affinity_age", base.affinity_age)
+        locals_ = ([local] if isinstance(local, str) else [str(x) for x in local]) if local is not None else [
+            str(ip) for ip in base.local_ips]
+        facts = NodeFacts.make(local_ips=locals_, route_localnet=q["route_localnet"],
+                               returning_client=bool(q["returning_client"]), ipsets=dict(base.ipsets),
+                               previous_endpoint=prev, affinity_age=age, host=base.host)
     except ValueError as e:
-        raise InputError(f"local_ip: {e}") from None
+        which = "previous_endpoint" if "IP:PORT" in str(e) else "affinity_age" if "affinity age" in str(e) else (
+            "local_ip")
+        raise InputError(f"{which}: {e}") from None
     kube_version = q.get("kube_version")
     pkt = make_packet(q.get("src"), str(q["dst"]), proto, q.get("dport"), q.get("sport"),
                       bool(q.get("from_node")), q.get("in_iface"), q.get("out_iface"),

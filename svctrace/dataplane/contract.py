@@ -76,6 +76,9 @@ class Hints:
     # RELATED,ESTABLISHED,DNAT`, which nft prints as `ct status dnat`. Without them both are walked as unknown.
     affinity_chains: str | None = None
     negated_ctstate: Callable[[str, str], bool] | None = None
+    # The comment prefix of rules the writer's hints added to a partial dump (its usual wiring): a packet that
+    # takes such a rule has an outcome that rests on it (the rest of the comment names the assumption).
+    assumed: str | None = None
 
 
 class Dnat(str):
@@ -156,6 +159,7 @@ class TraceResult:
     inputs: list[tuple[str, str]] = field(default_factory=list)
     facts: list[str] = field(default_factory=list)  # the node's facts that decided (interfaces, routes)
     assumed: list[str] = field(default_factory=list)  # node facts the walk needed and was not given
+    cut: str | None = None  # the dump ends before its end (where and why): no outcome is certain
 
     @property
     def all_reach(self) -> bool:
@@ -163,7 +167,9 @@ class TraceResult:
 
     @property
     def exit_code(self) -> int:
-        return 0 if self.all_reach and not self.nowhere else 1
+        """0 when every outcome reaches a destination; 1 when some outcome is dropped or rejected, when the
+        packet goes nowhere, or when the dump is cut short (then no outcome is known)."""
+        return 0 if self.all_reach and not self.nowhere and self.cut is None else 1
 
     def unanswered(self, o: Outcome) -> bool:
         """An outcome the kernel accepts but no host answers: sent on untranslated to an address no host owns."""
@@ -177,4 +183,5 @@ class TraceResult:
             "notes": self.notes,
             **({"node_facts": self.facts} if self.facts else {}),
             **({"assumed": self.assumed} if self.assumed else {}),
+            **({"cut": self.cut} if self.cut else {}),
         }

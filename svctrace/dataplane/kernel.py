@@ -653,6 +653,22 @@ def walk(make: Callable[[], KernelWalker], pkt: Packet,
         for f in finals:
             if f.st.recent_set:
                 firsts[f.st.recent_set[0]] = firsts.get(f.st.recent_set[0], 0.0) + f.st.prob
+        prev = node.previous_endpoint
+        if firsts and prev is not None:
+            # The client's entry is in the list of the endpoint its previous connection went to: the list the
+            # first connection writes (`-m recent --set`, nft `update @affinity-...`) where it DNATs to `prev`.
+            mine = {name: p for name, p in firsts.items()
+                    if any(f.st.recent_set and f.st.recent_set[0] == name and f.st.dnat == prev for f in finals)}
+            if mine:
+                total = sum(mine.values())
+                firsts = {name: p / total for name, p in mine.items()}
+            else:
+                sent = sorted({str(f.st.dnat) for f in finals if f.st.recent_set and f.st.dnat})
+                w.warnings.append(Warn(
+                    f"the previous endpoint {prev} is not one these rules send this packet to (now: "
+                    f"{', '.join(sent[:6])}): the client's affinity entry names a list no rule checks, so it gets "
+                    "the normal split", None, None, "affinity"))
+                firsts = {}
         if firsts:
             w2 = make()
             for name, p in firsts.items():

@@ -306,7 +306,11 @@ def explain(snap: Snapshot, req: Request) -> Explanation:
 
     host = load_host(snap.nodes.get(node) if node else None, warns)
     host.node = node or ""
-    facts = NodeFacts.make(local_ips=local_ips, returning_client=req.returning_client, host=host)
+    try:
+        facts = NodeFacts.make(local_ips=local_ips, returning_client=req.returning_client, host=host,
+                               previous_endpoint=req.previous_endpoint, affinity_age=req.affinity_age)
+    except ValueError as e:
+        raise InputError(f"--previous-endpoint/--affinity-age: {e}") from None
     origin = "local" if source.kind == "node" else "forwarded"
     src_ip = dst if origin == "local" and _loopback(dst) else source.ip  # a socket to 127.0.0.1 binds 127.0.0.1
     pkt = Packet.make(src=src_ip, dst=dst, proto=proto, dport=dport, origin=origin,  # type: ignore[arg-type]

@@ -36,6 +36,8 @@ class Request:
     to: str | None = None
     node: str | None = None
     returning_client: bool = False
+    previous_endpoint: str | None = None  # IP:PORT of the returning client's previous endpoint (sticky answer)
+    affinity_age: float | None = None  # seconds since the client's last new connection (None: fresh)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from dataclasses import KW_ONLY, dataclass, replace
 from typing import Final, Literal
 
 from svctrace.kubeproxy.endpoints import IPFamily
-from svctrace.kubeproxy.versions import MODES
+from svctrace.kubeproxy.versions import FEATURES, MODES
 from svctrace.model.version import Version, parse_version
 
 __all__ = ["IPAddr", "IPNet", "Mode", "NodePortAddresses", "ProxyConfig", "go_hex08", "nodeport_addresses",
@@ -68,6 +68,19 @@ class ProxyConfig:
     node_labels: Mapping[str, str] | None = None
     #: The node's iptables supports ``--random-fully`` (on the MASQUERADE rule). None: the mode's default.
     random_fully: bool | None = None
+    #: ``--detect-local-mode``: how kube-proxy tells traffic from local pods (pkg/proxy/util/localdetector.go):
+    #: ClusterCIDR (``-s clusterCIDR``), NodeCIDR (``-s`` the node's podCIDR), BridgeInterface (``-i bridge``),
+    #: InterfaceNamePrefix (``-i prefix+``).
+    detect_local_mode: str = "ClusterCIDR"
+    #: The node's ``spec.podCIDR`` (NodeCIDR mode); None: taken from the Node object when there is one.
+    node_pod_cidr: str | None = None
+    #: ``detectLocal.bridgeInterface`` / ``--pod-bridge-interface`` (BridgeInterface mode).
+    bridge_interface: str | None = None
+    #: ``detectLocal.interfaceNamePrefix`` / ``--pod-interface-name-prefix`` (InterfaceNamePrefix mode).
+    interface_name_prefix: str | None = None
+    #: The kernel has nfnetlink_acct, so kube-proxy (1.30+) writes its nfacct counting rules. None: the mode's
+    #: default (off: kube-proxy's unit tests run without it).
+    nfacct: bool | None = None
 
     # -- iptables mode ----------------------------------------------------------------------------------
     #: ``--iptables-localhost-nodeports`` (forced off unless nodePortAddresses covers 127.0.0.1).
@@ -102,18 +115,45 @@ class ProxyConfig:
             raise ValueError(f"ip_family must be IPv4 or IPv6, not {self.ip_family!r}")
         if self.kube_version is not None:
             parse_version(self.kube_version)
+        if self.detect_local_mode not in DETECT_LOCAL_MODES:
+            raise ValueError(f"detectLocalMode must be one of {', '.join(DETECT_LOCAL_MODES)}, not "
+                             f"{self.detect_local_mode!r}")
 
     def for_mode(self, mode: Mode) -> ProxyConfig:
         """This configuration with the mode's defaults filled in; ValueError for a version the mode's renderer
         does not model."""
         cfg = replace(self, kube_version=self.kube_version or MODES[mode].default,
-                      random_fully=_DEFAULT_RANDOM_FULLY[mode] if self.random_fully is None else self.random_fully)
+                      random_fully=_DEFAULT_RANDOM_FULLY[mode] if self.random_fully is None else self.random_fully,
+                      nfacct=bool(self.nfacct))
         version = cfg.kube_version or MODES[mode].default
         missing = MODES[mode].unmodelled(version)
         if missing is not None:
             raise ValueError(f"kube-proxy {version} is not modelled in {mode} mode (svctrace models "
                              f"{MODES[mode].range_text}): it lacks {missing.says}")
+        if mode != "iptables" and cfg.detect_local_mode != "ClusterCIDR":
+            raise ValueError(f"--detect-local-mode {cfg.detect_local_mode} is modelled in iptables mode only "
+                             f"(svctrace's {mode} renderer knows the ClusterCIDR detector)")
+        need = {"NodeCIDR": "detect-local-node-cidr", "BridgeInterface": "detect-local-interface",
+                "InterfaceNamePrefix": "detect-local-interface"}.get(cfg.detect_local_mode)
+        if need is not None and not FEATURES[need].in_version(parse_version(version)):
+            raise ValueError(f"--detect-local-mode {cfg.detect_local_mode} needs kube-proxy "
+                             f"{FEATURES[need].since_text}+ (kube-proxy {version} has no such mode)")
         return cfg
+
+    def local_detector(self) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+        """kube-proxy's LocalTrafficDetector as iptables arguments (IfLocal, IfNotLocal), None when it has none
+        (the no-op detector: the mode's CIDR or interface is not known). pkg/proxy/util/localdetector.go."""
+        mode = self.detect_local_mode
+        if mode == "ClusterCIDR":
+            return (("-s", self.cluster_cidr), ("!", "-s", self.cluster_cidr)) if self.cluster_cidr else None
+        if mode == "NodeCIDR":
+            cidr = self.node_pod_cidr
+            return (("-s", cidr), ("!", "-s", cidr)) if cidr else None
+        if mode == "BridgeInterface":
+            i = self.bridge_interface
+            return (("-i", i), ("!", "-i", i)) if i else None
+        prefix = self.interface_name_prefix
+        return (("-i", f"{prefix}+"), ("!", "-i", f"{prefix}+")) if prefix else None
 
     @property
     def version(self) -> Version:
@@ -139,6 +179,9 @@ class ProxyConfig:
     def node_ip(self) -> IPAddr | None:
         """kube-proxy's ``nodeIP``: the first of ``node_ips`` of the proxier's family."""
         return next((ip for ip in parse_ips(self.node_ips) if self.family_ok(ip)), None)
+
+
+DETECT_LOCAL_MODES: Final = ("ClusterCIDR", "NodeCIDR", "BridgeInterface", "InterfaceNamePrefix")
 
 
 def go_hex08(value: int) -> str:

@@ -5,18 +5,21 @@ what kube-proxy's chains, sets and addresses mean is said here.
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from collections.abc import Iterator
 
 from svctrace.dataplane.contract import Outcome
 from svctrace.dataplane.iptables.parser import parse_rule
-from svctrace.dataplane.iptables.rules import Ruleset
+from svctrace.dataplane.iptables.rules import Chain, Ruleset
 from svctrace.dataplane.ipvs.walker import IPVSContext
 from svctrace.dataplane.nftables.ir import AnonSet, Concat, Const, Match, NftRuleset, Prefix, Table, Verdict
 from svctrace.dataplane.nftables.printer import fmt_expr
+from svctrace.dataplane.nftables.walker import duration_seconds
 from svctrace.kubeproxy.ipvs_sets import NODEPORT_RANGE, Layout
 from svctrace.kubeproxy.names import nft_chain_owner
 from svctrace.kubeproxy.versions import has
-from svctrace.model.packet import Packet
+from svctrace.model.packet import NodeFacts, Packet
 from svctrace.model.version import Version
 
 
@@ -32,17 +35,28 @@ def _untranslated(pkt: Packet, served: str, what: str) -> str:
 
 # -- iptables mode ---------------------------------------------------------------------------------------
 
-def iptables_notes(rs: Ruleset, pkt: Packet, outcomes: list[Outcome]) -> list[str]:
-    """Explain an untranslated packet to a Service IP: the rules know the address, not this packet."""
+# A KUBE-SERVICES rule's Service address and the Service port its comment names (pkg/proxy/iptables/proxier.go:
+# `-d <clusterIP>/32 ... -m comment --comment "ns/svc:port cluster IP"`).
+_SERVICE_DST = re.compile(r'-d ([0-9a-fA-F.:]+)(?:/(?:32|128))?\s(?:.*?--comment "?([^"]*?)(?: cluster IP| loadbalancer IP'
+                          r'| external IP)?"?(?:\s|$))?')
+
+def iptables_notes(rs: Ruleset, pkt: Packet, outcomes: list[Outcome]) -> tuple[list[str], bool]:
+    """Explain an untranslated packet to a Service IP (the rules know the address, not this packet: it goes
+    nowhere, the second value), or to an address no Service of the dump has (a hint with some that it has)."""
     if not outcomes or any(o.dnat for o in outcomes) or not all(o.verdict == "accept" for o in outcomes):
-        return []
+        return [], False
     chain = rs.chain("nat", "KUBE-SERVICES")
     if chain is None:
-        return []
+        return [], False
     dst = str(pkt.dst)
     served: list[str] = []
+    known: dict[str, str] = {}  # the Service addresses KUBE-SERVICES names -> a comment naming one of them
     for raw in chain.raw:
         if f"-d {dst}/" not in raw.text and f"-d {dst} " not in raw.text:
+            if len(known) < 6:
+                m = _SERVICE_DST.search(raw.text)
+                if m is not None and m.group(1) not in known:
+                    known[m.group(1)] = m.group(2) or ""
             continue
         rule = parse_rule(chain.table, chain.name, raw, rs.family)[0]  # only the few rules naming this address
         proto = next((m.opts[0].arg for m in rule.matches if m.module == "-p" and m.opts), None)
@@ -50,12 +64,107 @@ def iptables_notes(rs: Ruleset, pkt: Packet, outcomes: list[Outcome]) -> list[st
         what = (rule.comment or "a Service") + (f" ({proto or '?'}/{port})" if port else "")
         if what not in served:
             served.append(what)
-    if not served or any(o.delivery == "local" for o in outcomes):
-        return []
+    if any(o.delivery == "local" for o in outcomes):
+        return [], False
+    if not served:
+        if not known or _in_pod_range(rs, chain, pkt):
+            return [], False
+        some = ", ".join(f"{ip} ({what})" if what else ip for ip, what in list(known.items())[:4])
+        return [f"No kube-proxy rule of this dump mentions {dst}: it is not a Service address here (the dump knows "
+                f"{some}{', ...' if len(known) > 4 else ''}). The packet is routed on untranslated; check the "
+                "address (kubectl get svc -A -o wide), or that this dump is from the cluster you mean."], False
     return [_untranslated(pkt, f": {'; '.join(served[:4])}", "rules")
             + " In iptables mode a Service IP exists only as DNAT rules for its ports; "
             + ("ping (ICMP) to it never gets a reply." if pkt.proto in ("icmp", "icmpv6")
-               else "use one of the Service's ports.")]
+               else "use one of the Service's ports.")], True
+
+
+def _in_pod_range(rs: Ruleset, services: Chain, pkt: Packet) -> bool:
+    """The destination is in the cluster CIDR kube-proxy's masquerade rules name (`! -s <clusterCIDR> ...
+    -j KUBE-MARK-MASQ`, in KUBE-SERVICES before 1.24 and in each KUBE-SVC chain since): a pod, not a Service."""
+    texts = [raw.text for raw in services.raw[:4]]
+    first = next((m.group(1) for t in texts if (m := _SVC_JUMP.search(t))), None)
+    c = rs.chain("nat", first) if first else None
+    texts += [raw.text for raw in (c.raw[:2] if c is not None else [])]
+    for t in texts:
+        m = _NOT_SRC.search(t)
+        if m is not None:
+            try:
+                return pkt.dst in ipaddress.ip_network(m.group(1), strict=False)
+            except (ValueError, TypeError):
+                return False
+    return False
+
+
+_SVC_JUMP = re.compile(r"-j (KUBE-SVC-\S+)")
+_NOT_SRC = re.compile(r"! -s ([0-9a-fA-F.:]+/\d+)")
+
+
+# -- session affinity (every mode with xt_recent or nft affinity sets) --------------------------------------
+
+AFFINITY_NOTE = "Session affinity (ClientIP): "  # how affinity_notes' note begins (explain's diagnostic reads it)
+_RCHECK_SECONDS = re.compile(r"--rcheck\b.*?--seconds\s+(\d+)|--seconds\s+(\d+).*?--rcheck\b")
+_AFFINITY_SET = re.compile(r"@(affinity-\S+)")
+
+
+def _timeout_of(outcomes: list[Outcome], rs: object) -> tuple[float, str] | None:
+    """The affinity timeout the rules on the outcomes' paths set, and how the rules say it: kube-proxy writes
+    sessionAffinityConfig.clientIP.timeoutSeconds as `-m recent --rcheck --seconds N --reap` (iptables,
+    pkg/proxy/iptables/proxier.go) or as the affinity set's `timeout Ns` (nftables, pkg/proxy/nftables/proxier.go)."""
+    seen: set[tuple[str, str]] = set()
+    texts: list[str] = []
+    for o in outcomes:  # the rules of every chain the walk went through (an --rcheck that did not match too)
+        for step in o.path:
+            if (step.table, step.chain) in seen:
+                continue
+            seen.add((step.table, step.chain))
+            if isinstance(rs, Ruleset):
+                c = rs.chain(step.table, step.chain)
+                texts += [raw.text for raw in c.raw] if c is not None else []
+            elif isinstance(rs, NftRuleset):
+                nc = rs.chain(step.table, step.chain)
+                texts += [r.text for r in nc.rules] if nc is not None else []
+    for text in texts:
+        m = _RCHECK_SECONDS.search(text)
+        if m is not None:
+            n = float(m.group(1) or m.group(2))
+            reap = " --reap" if "--reap" in text else ""
+            return n, f"`-m recent --rcheck --seconds {int(n)}{reap}`"
+        m2 = _AFFINITY_SET.search(text)
+        if m2 is not None and isinstance(rs, NftRuleset):
+            for t in rs.tables.values():
+                ns = t.sets.get(m2.group(1))
+                secs = duration_seconds(ns.timeout) if ns is not None else None
+                if ns is not None and secs is not None:
+                    return secs, f"the set @{ns.name}'s `timeout {ns.timeout}`"
+    return None
+
+
+def affinity_notes(outcomes: list[Outcome], rs: object, node: NodeFacts, first: list[Outcome] | None) -> list[str]:
+    """What session affinity did for a returning client, and for how long (the timeout, from the rules)."""
+    if not node.returning_client:
+        return []
+    found = _timeout_of(outcomes, rs) or (_timeout_of(first, rs) if first else None)
+    if found is None:
+        return []
+    secs, said = found
+    life = f"{int(secs)} s" + (f" ({secs / 3600:g} h)" if secs >= 3600 else "")
+    how = (f"{AFFINITY_NOTE}the client's address was remembered with the endpoint of its last new "
+           f"connection, and {said} keeps it for {life} (sessionAffinityConfig.clientIP.timeoutSeconds): every new "
+           f"connection in that time goes to the same endpoint, and the timer restarts with each one.")
+    prev = node.previous_endpoint
+    age = node.affinity_age
+    if age is not None and age >= secs:
+        return [f"{how} This client's entry is {age:g} s old, past the timeout: it is no longer matched (and is "
+                "reaped), so the connection gets the normal split and a new entry."]
+    sticky = [o for o in outcomes if o.dnat is not None and str(o.dnat) == prev]
+    if prev is not None and sticky and abs(sum(o.probability for o in sticky) - 1.0) < 1e-9:
+        return [f"{how} Its previous connection went to {prev}, so this one does too (100%)."]
+    if prev is not None:
+        return [f"{how} Its previous endpoint {prev} is not one these rules send this packet to any more (scaled "
+                "down, replaced or not ready): no rule checks its list, so it gets the normal split."]
+    return [f"{how} Which endpoint it has depends on where its first connection went: shown with that first "
+            "split; --previous-endpoint IP:PORT gives the sticky answer."]
 
 
 # -- nftables mode ---------------------------------------------------------------------------------------

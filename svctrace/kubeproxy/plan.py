@@ -62,6 +62,13 @@ def node_context(cfg: ProxyConfig, nodes: Iterable[KubeObject]) -> tuple[ProxyCo
             addrs = [str(a.get("address")) for a in (node.get("status") or {}).get("addresses") or []
                      if a.get("type") in ("InternalIP", "ExternalIP")]
             cfg = replace(cfg, node_ips=tuple(addrs))
+        if cfg.node_pod_cidr is None and cfg.detect_local_mode == "NodeCIDR":
+            # --detect-local-mode NodeCIDR: the Node's spec.podCIDRs of the proxier's family (cmd/kube-proxy).
+            spec = node.get("spec") or {}
+            cidrs = [str(c) for c in (spec.get("podCIDRs") or [spec.get("podCIDR")]) if c]
+            mine = [c for c in cidrs if (":" in c) == cfg.is_ipv6]
+            if mine:
+                cfg = replace(cfg, node_pod_cidr=mine[0])
     return cfg, labels
 
 

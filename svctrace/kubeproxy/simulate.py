@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import ipaddress
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -79,19 +78,85 @@ def _name(o: Obj) -> str:
     return str(_meta(o).get("name") or "")
 
 
-def _cidr_from_config(objs: list[Obj]) -> str | None:
+# KubeProxyConfiguration (v1alpha1; its `iptables`, `nftables`, `detectLocal`, `conntrack` sections) and
+# kube-proxy's flags, as ProxyConfig fields: (config path, flag, field, kind). cmd/kube-proxy/app/options.go and
+# pkg/proxy/apis/config/types.go name them.
+_SETTINGS: tuple[tuple[str, str, str, str], ...] = (
+    ("clusterCIDR", "--cluster-cidr", "cluster_cidr", "str"),
+    ("iptables.masqueradeAll", "--masquerade-all", "masquerade_all", "bool"),
+    ("nftables.masqueradeAll", "", "masquerade_all", "bool"),
+    ("linux.masqueradeAll", "", "masquerade_all", "bool"),
+    ("masqueradeAll", "", "masquerade_all", "bool"),
+    ("iptables.masqueradeBit", "--iptables-masquerade-bit", "masquerade_bit", "int"),
+    ("nftables.masqueradeBit", "", "masquerade_bit", "int"),
+    ("iptables.localhostNodePorts", "--iptables-localhost-nodeports", "localhost_nodeports", "bool"),
+    ("nodePortAddresses", "--nodeport-addresses", "nodeport_addresses", "list"),
+    ("detectLocalMode", "--detect-local-mode", "detect_local_mode", "str"),
+    ("detectLocal.bridgeInterface", "--pod-bridge-interface", "bridge_interface", "str"),
+    ("detectLocal.interfaceNamePrefix", "--pod-interface-name-prefix", "interface_name_prefix", "str"),
+    ("conntrack.tcpBeLiberal", "--conntrack-tcp-be-liberal", "conntrack_tcp_be_liberal", "bool"),
+    ("ipvs.scheduler", "--ipvs-scheduler", "scheduler", "str"),
+    ("ipvs.strictARP", "--ipvs-strict-arp", "strict_arp", "bool"),
+)
+
+
+def _value(raw: Any, kind: str) -> Any:
+    if kind == "bool":
+        return raw if isinstance(raw, bool) else str(raw).strip().lower() in ("true", "1", "yes")
+    if kind == "int":
+        return int(raw)
+    if kind == "list":
+        items = raw if isinstance(raw, list) else str(raw).split(",")
+        return tuple(str(x).strip() for x in items if str(x).strip())
+    return str(raw)
+
+
+def proxy_settings(objs: list[Obj]) -> tuple[dict[str, Any], list[str]]:
+    """kube-proxy's configuration among the objects (the kube-system kube-proxy ConfigMap's KubeProxyConfiguration,
+    the kube-proxy DaemonSet's flags, which win as they do in kube-proxy) as ProxyConfig keyword arguments, and
+    a note naming where each came from."""
+    import yaml  # PyYAML: a dependency of svctrace
+
+    found: dict[str, Any] = {}
+    where: dict[str, str] = {}
     for o in objs:
         if o.get("kind") == "ConfigMap" and _ns(o) == "kube-system" and _name(o) in ("kube-proxy", "kube-proxy-config"):
-            for v in (o.get("data") or {}).values():
-                m = re.search(r"(?m)^\s*\"?clusterCIDR\"?\s*:\s*\"?([0-9a-fA-F.:/]+)", str(v))
-                if m:
-                    return m.group(1)
+            for key, v in (o.get("data") or {}).items():
+                try:
+                    doc = yaml.safe_load(str(v))
+                except yaml.YAMLError:
+                    continue
+                if not isinstance(doc, dict) or doc.get("kind", "KubeProxyConfiguration") != "KubeProxyConfiguration":
+                    continue
+                for path, _flag, fld, kind in _SETTINGS:
+                    cur: Any = doc
+                    for part in path.split("."):
+                        cur = cur.get(part) if isinstance(cur, dict) else None
+                    if cur is None or cur == "" or cur == []:
+                        continue
+                    try:
+                        found[fld] = _value(cur, kind)
+                    except ValueError:
+                        continue
+                    where[fld] = f"ConfigMap kube-system/{_name(o)} {key}: {path}"
         if o.get("kind") == "DaemonSet" and _ns(o) == "kube-system" and _name(o) == "kube-proxy":
             for c in ((o.get("spec") or {}).get("template") or {}).get("spec", {}).get("containers") or []:
                 for a in (c.get("command") or []) + (c.get("args") or []):
-                    if str(a).startswith("--cluster-cidr="):
-                        return str(a).split("=", 1)[1]
-    return None
+                    flag, eq, val = str(a).partition("=")
+                    for _path, f, fld, kind in _SETTINGS:
+                        if f and flag == f:
+                            try:
+                                found[fld] = _value(val if eq else "true", kind)
+                            except ValueError:
+                                continue
+                            where[fld] = f"DaemonSet kube-system/kube-proxy {flag}"
+    notes = [f"kube-proxy configuration: {fld} = {found[fld]!r} ({where[fld]})" for fld in found]
+    return found, notes
+
+
+def _cidr_from_config(objs: list[Obj]) -> str | None:
+    value = proxy_settings(objs)[0].get("cluster_cidr")
+    return str(value) if value else None
 
 
 def _ready(pod: Obj) -> bool:
@@ -316,11 +381,18 @@ def endpoint_slices_for(svc: Obj, pods: list[Obj]) -> list[Obj]:
 
 def simulate(objects: list[Obj], *, nodes: list[str] | None = None, kube_version: str = DEFAULT_VERSION,
              cluster_cidr: str | None = None, service_cidr: str = DEFAULT_SERVICE_CIDR,
-             mode: str = "iptables") -> Simulation:
+             mode: str = "iptables", random_fully: bool = True, nfacct: bool = True) -> Simulation:
     """kube-proxy's rules on each node (or the named ones) for these objects, in `mode`
-    (iptables, ipvs, nftables). `dumps` holds the main dump per node; `files` every snapshot file."""
+    (iptables, ipvs, nftables), as a real node gets them: kube-proxy's configuration among the objects (ConfigMap,
+    DaemonSet flags) honoured; `random_fully`: the node's iptables has --random-fully (1.6.2+, every current
+    distribution); `nfacct`: its kernel has nfnetlink_acct (kube-proxy 1.30+ then counts in nfacct).
+    `dumps` holds the main dump per node; `files` every snapshot file."""
     notes: list[str] = []
     objs = complete(objects, service_cidr=service_cidr, notes=notes)
+    settings, said = proxy_settings(objs)
+    notes += said
+    settings.pop("cluster_cidr", None)
+    settings.update(random_fully=random_fully, nfacct=nfacct)
     cidr = _cidr_from_config(objs)
     if cidr is not None and cluster_cidr is not None and cidr != cluster_cidr:
         notes.append(f"--cluster-cidr {cluster_cidr} overrides the kube-proxy configuration's {cidr}")
@@ -352,7 +424,7 @@ def simulate(objects: list[Obj], *, nodes: list[str] | None = None, kube_version
 
             ipvs = generate_ipvs(kinds.get("Service", []), kinds.get("EndpointSlice", []),
                                  ProxyConfig(node_name=n, node_ips=tuple(addrs), cluster_cidr=cidr,
-                                             kube_version=kube_version),
+                                             kube_version=kube_version, **settings),
                                  nodes=kinds.get("Node", []), endpoints=kinds.get("Endpoints"))
             files[n] = ipvs.snapshot_files()
             dumps[n] = files[n]["ipvsadm"]
@@ -363,13 +435,13 @@ def simulate(objects: list[Obj], *, nodes: list[str] | None = None, kube_version
             gen = importlib.import_module("svctrace.kubeproxy.render.nft")
             nft = gen.generate_nft(kinds.get("Service", []), kinds.get("EndpointSlice", []),
                                    ProxyConfig(node_name=n, node_ips=tuple(addrs), cluster_cidr=cidr,
-                                               kube_version=kube_version),
+                                               kube_version=kube_version, **settings),
                                    nodes=kinds.get("Node", []), endpoints=kinds.get("Endpoints"))
             files[n] = nft.snapshot_files()
             dumps[n] = files[n]["nft"]
             continue
         cfg = ProxyConfig(node_name=n, node_ips=tuple(addrs), cluster_cidr=cidr, kube_version=kube_version,
-                          kubelet_rules=True)
+                          kubelet_rules=True, **settings)
         rules = generate(kinds.get("Service", []), kinds.get("EndpointSlice", []), cfg, nodes=kinds.get("Node", []),
                          endpoints=kinds.get("Endpoints"))
         dumps[n] = to_save(rules, memo)

@@ -57,6 +57,32 @@ def _f(name: str, since: str | None, until: str | None, modes: str, says: str) -
 
 
 FEATURES: dict[str, Feature] = {f.name: f for f in (
+    # pkg/proxy/iptables/proxier.go: KUBE-FORWARD `-m conntrack --ctstate INVALID -j DROP` (PR #74840, v1.14).
+    # The oldest iptables layout svctrace writes (MODES below); wild dumps of 1.11 (tests/corpus/wild
+    # iptables-save/005) have no such rule, a single-rule KUBE-POSTROUTING and no filter FORWARD jumps.
+    _f("forward-invalid-drop", "1.14", None, "iptables",
+       "KUBE-FORWARD drops packets conntrack marks INVALID"),
+    # pkg/proxy/iptables/proxier.go: MASQUERADE --random-fully when the node's iptables has it (1.6.2+,
+    # utiliptables HasRandomFully; PR #78547, v1.16). Whether a node's iptables has it is ProxyConfig.random_fully.
+    _f("masquerade-random-fully", "1.16", None, "iptables,ipvs",
+       "KUBE-POSTROUTING's MASQUERADE has --random-fully (when the node's iptables supports it)"),
+    # pkg/proxy/iptables/proxier.go: `--detect-local-mode` (ClusterCIDR, NodeCIDR) beside --cluster-cidr (v1.18).
+    _f("detect-local-node-cidr", "1.18", None, "iptables,ipvs,nftables",
+       "--detect-local-mode NodeCIDR: local traffic is the node's podCIDR"),
+    # pkg/proxy/iptables/proxier.go: KUBE-POSTROUTING returns unmarked packets and clears the mark before it
+    # masquerades (`-m mark ! --mark M/M -j RETURN`, `-j MARK --xor-mark M`; PR #92035, v1.19); one rule
+    # `-m mark --mark M/M -j MASQUERADE` before (wild dumps of 1.10/1.11 show it).
+    _f("postrouting-clear-mark", "1.19", None, "iptables,ipvs",
+       "KUBE-POSTROUTING clears the masquerade mark (RETURN if unmarked, --xor-mark) before MASQUERADE"),
+    # pkg/proxy/util/localdetector.go NewDetectLocalByBridgeInterface / ByInterfaceNamePrefix
+    # (KEP-2450; --detect-local-mode BridgeInterface and InterfaceNamePrefix, v1.23).
+    _f("detect-local-interface", "1.23", None, "iptables,ipvs,nftables",
+       "--detect-local-mode BridgeInterface / InterfaceNamePrefix: local traffic by incoming interface"),
+    # pkg/proxy/iptables/proxier.go: one "kubernetes forwarding conntrack rule" in KUBE-FORWARD; two before
+    # ("... pod source rule", "... pod destination rule"). Not checked against 1.23's source: the wild dumps show
+    # two at v1.22.8 (iptables-save/001) and one from ~1.25 on (iptables-save/026).
+    _f("forward-conntrack-one-rule", "1.23", None, "iptables",
+       "KUBE-FORWARD has one conntrack RELATED,ESTABLISHED rule (pod source and destination rules before)"),
     # pkg/proxy/iptables/proxier.go computeProbability: "%0.10f", "%0.5f" before.
     _f("probability-10-decimals", "1.17", None, "iptables",
        "statistic probabilities printed with 10 decimals (5 before)"),
@@ -82,6 +108,16 @@ FEATURES: dict[str, Feature] = {f.name: f for f in (
     # pkg/proxy/iptables/proxier.go: no "ctstate INVALID -j DROP" when nf_conntrack_tcp_be_liberal is set.
     _f("conntrack-liberal-no-invalid-drop", "1.29", None, "iptables",
        "with conntrack tcp_be_liberal set, no INVALID drop rule in KUBE-FORWARD"),
+    # pkg/proxy/iptables/proxier.go: the INVALID drop counts in nfacct `ct_state_invalid_dropped_pkts`
+    # (metric kubeproxy_iptables_ct_state_invalid_dropped_packets_total; PR #122812, v1.30) when the kernel has
+    # nfnetlink_acct (ProxyConfig.nfacct).
+    _f("nfacct-ct-invalid", "1.30", None, "iptables",
+       "the KUBE-FORWARD INVALID drop counts in nfacct ct_state_invalid_dropped_pkts"),
+    # pkg/proxy/iptables/proxier.go: a KUBE-NODEPORTS rule per NodePort for `-d 127.0.0.0/8` counting in nfacct
+    # `localhost_nps_accepted_pkts` before the NodePort's own rule (PR #125015, v1.31), IPv4 with localhost
+    # NodePorts on, when the kernel has nfnetlink_acct.
+    _f("nfacct-localhost-nodeports", "1.31", None, "iptables",
+       "localhost NodePorts count in nfacct localhost_nps_accepted_pkts (a KUBE-NODEPORTS -d 127.0.0.0/8 rule)"),
     # pkg/proxy/ipvs/proxier.go kubeIPVSOutFilterChain (PR #119791).
     _f("ipvs-out-filter-chain", "1.29", None, "ipvs",
        "KUBE-IPVS-OUT-FILTER: no access from the node to a LoadBalancer IP through IPVS"),
@@ -145,7 +181,7 @@ class ModeModel:
 
 
 MODES: dict[str, ModeModel] = {m.mode: m for m in (
-    ModeModel("iptables", DEFAULT_VERSION),
+    ModeModel("iptables", DEFAULT_VERSION, ("forward-invalid-drop",)),
     ModeModel("ipvs", DEFAULT_VERSION, ("ipvs-filter-chain",)),
     ModeModel("nftables", DEFAULT_VERSION, ("nft-split-endpoints-check", "nft-endpoint-chains")),
 )}

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from svctrace.dataplane.contract import Hints, TraceResult
 from svctrace.dataplane.iptables import trace as iptables_trace
 from svctrace.dataplane.iptables.parser import parse_rule
-from svctrace.dataplane.iptables.rules import Chain, RawRule, Rule, Ruleset, Table
+from svctrace.dataplane.iptables.rules import BUILTIN_CHAINS, Chain, RawRule, Rule, Ruleset, Table
 from svctrace.dataplane.ipvs.model import IPVSTable
 from svctrace.dataplane.ipvs.walker import FilterRule, IPVSContext, Silent, walk
 from svctrace.dataplane.nftables import NftRuleset
@@ -24,10 +24,10 @@ from svctrace.dataplane.node import Dataplane
 from svctrace.errors import InputError, Warn
 from svctrace.kubeproxy.ipvs_sets import INFERRED_SETS, infer_kube_ipsets, ipset_names_in_rules, layout, once
 from svctrace.kubeproxy.names import nft_chain_owner
-from svctrace.kubeproxy.notes import iptables_notes, ipvs_notes, nft_notes
-from svctrace.kubeproxy.versions import has
+from svctrace.kubeproxy.notes import affinity_notes, iptables_notes, ipvs_notes, nft_notes
+from svctrace.kubeproxy.versions import REFERENCE_VERSION, has
 from svctrace.model.packet import IPAddress, NodeFacts, Packet
-from svctrace.model.version import parse_version
+from svctrace.model.version import parse_version, version_text
 
 # --iptables-masquerade-bit (default 14): KUBE-MARK-MASQ ORs in 1<<14 (pkg/proxy/iptables/proxier.go,
 # masqueradeMark); KUBE-MARK-DROP ORs in 1<<15 (kubelet's --iptables-drop-bit, pkg/kubelet/kubelet_network_linux.go).
@@ -87,12 +87,13 @@ def localnet_firewall(chain: str, text: str) -> bool:
     return chain == "KUBE-FIREWALL" and "127.0.0.0/8" in text
 
 
+ASSUMED = "svctrace: assumed"  # the comment prefix of the rules the completions add to a paste (HINTS.assumed)
 HINTS = Hints(writer="kube-proxy", route_localnet=route_localnet,
               mark_chains={"KUBE-MARK-MASQ": MASQUERADE_MARK, "mark-for-masquerade": MASQUERADE_MARK,
                            "KUBE-MARK-DROP": DROP_MARK},
               hairpin_mark=MASQUERADE_MARK, endpoint=missing_endpoint,
               # ClientIP affinity in iptables mode: `-m recent --name KUBE-SEP-X` (pkg/proxy/iptables/proxier.go)
-              affinity_chains="KUBE-SEP-", negated_ctstate=localnet_firewall)
+              affinity_chains="KUBE-SEP-", negated_ctstate=localnet_firewall, assumed=ASSUMED)
 
 
 HOOKED = "svctrace: assumed kube-proxy jump"  # comment of the jumps _complete_kube_hooks adds to a partial dump
@@ -169,6 +170,17 @@ def complete_nft(rs: NftRuleset) -> NftRuleset:
 
 def _kube_proxy(rs: NftRuleset, t: NftTable) -> None:
     added: list[str] = []
+    if "services" not in t.chains and "service-ips" not in t.sets:
+        # A service chain pasted alone (`nft list chain ip kube-proxy service-...`, with or without its endpoint
+        # chains): answer for a packet that reaches it.
+        targets = jump_targets(t)
+        roots = [n for n, c in t.chains.items() if n not in targets and c.rules
+                 and (o := nft_chain_owner(n)) is not None and o.kind in ("service", "external")]
+        if len(roots) == 1:
+            c = add_chain(t, "services")
+            add_rule(t, c, f'jump {roots[0]} comment "{ASSUMED}: if a packet reaches {roots[0]} (the paste has '
+                           'no services chain)"')
+            added.append("services")
     if "services" not in t.chains and "service-ips" in t.sets:
         c = add_chain(t, "services")
         add_rule(t, c, ("ip6" if t.family == "ip6" else "ip") + " daddr . meta l4proto . th dport vmap @service-ips")
@@ -219,13 +231,171 @@ def _iptables_nat(rs: NftRuleset, t: NftTable) -> None:
             "assumed-chains"))
 
 
+# Chains kube-proxy's wiring reaches (never a root of a paste): pkg/proxy/iptables/proxier.go
+_WIRED = frozenset({"KUBE-SERVICES", "KUBE-NODEPORTS", "KUBE-POSTROUTING", "KUBE-MARK-MASQ", "KUBE-MARK-DROP",
+                    "KUBE-FORWARD", "KUBE-FIREWALL", "KUBE-PROXY-FIREWALL", "KUBE-EXTERNAL-SERVICES",
+                    "KUBE-KUBELET-CANARY", "KUBE-PROXY-CANARY"})
+_JUMP = re.compile(r"\s-[jg]\s+(\S+)")
+_SERVED = re.compile(r"\s-d\s+([0-9a-fA-F.:]+)(?:/(?:32|128))?\s+-p\s+(tcp|udp|sctp)\b.*?\s--dport\s+(\d+)\b")
+
+
+def _skeleton(version: str) -> Ruleset:
+    """What kube-proxy `version` writes on a node with no Services: its built-in jumps, KUBE-SERVICES' last rule
+    (KUBE-NODEPORTS), KUBE-POSTROUTING, KUBE-MARK-MASQ (kubeproxy.render.iptables, the one home of them)."""
+    from svctrace.dataplane.iptables import load_ruleset
+    from svctrace.kubeproxy.config import ProxyConfig
+    from svctrace.kubeproxy.render.iptables import generate, to_save
+
+    return load_ruleset(to_save(generate([], [], ProxyConfig(node_name="node", kube_version=version))),
+                        f"kube-proxy {version}")
+
+
+def _is_paste(t: Table) -> bool:
+    """A table pasted chain by chain (`iptables -t nat -S | grep KUBE`): no built-in chain declared or filled."""
+    return all(c.decl_line is None and not c.raw for c in t.chains.values() if c.builtin)
+
+
+def complete_iptables(rs: Ruleset, version: str | None = None, chain: str | None = None) -> Ruleset:
+    """A paste of kube-proxy's chains without their wiring, completed with the wiring of kube-proxy `version`
+    (None: the iptables model's default): nat PREROUTING/OUTPUT -> KUBE-SERVICES, KUBE-NODEPORTS last in
+    KUBE-SERVICES, POSTROUTING -> KUBE-POSTROUTING and its masquerade, the filter jumps to the chains pasted. A
+    paste without KUBE-SERVICES answers for a packet that reaches its one root chain (a KUBE-SVC- chain and its
+    KUBE-SEP- chains); `chain` names the chain the packet is assumed to reach, in any dump. Every added rule says
+    what it assumes (HINTS.assumed), so every outcome through it is uncertain. Once per ruleset (cached)."""
+    from svctrace.kubeproxy.versions import MODES
+
+    v = version or MODES["iptables"].default
+    key = ("kube-proxy-wiring", v, chain)
+    done = rs.cache.get(key)
+    if isinstance(done, Ruleset):
+        return done
+    if MODES["iptables"].unmodelled(v) is not None:
+        v = MODES["iptables"].default
+    if chain is not None and not any(chain in t.chains for t in rs.tables.values()):
+        raise InputError(f"--chain {chain}: no such chain in the dump", source=rs.source)
+    tables = dict(rs.tables)
+    said = f"kube-proxy {v}'s wiring" + ("" if version else " (no --kube-version given)")
+    for tname in ("nat", "filter"):
+        t = rs.tables.get(tname)
+        if t is None or not any(c.name.startswith("KUBE-") and c.raw for c in t.chains.values()):
+            continue
+        entry = chain if chain is not None and chain in t.chains else None
+        if not _is_paste(t) and entry is None:
+            continue
+        new = _wire(rs, t, _skeleton_for(v).tables.get(tname), said, entry)
+        if new is not None:
+            tables[tname] = new
+    out = rs if tables == rs.tables else dataclasses.replace(rs, tables=tables, cache={})
+    rs.cache[key] = out
+    return out
+
+
+def _skeleton_for(version: str) -> Ruleset:
+    rs = _SKELETONS.get(version)
+    if rs is None:
+        rs = _SKELETONS[version] = _skeleton(version)
+    return rs
+
+
+_SKELETONS: dict[str, Ruleset] = {}
+
+
+def _wire(rs: Ruleset, t: Table, skel: Table | None, said: str, entry: str | None) -> Table | None:
+    """The pasted table `t` with kube-proxy's wiring from `skel` added where the paste lacks it (None: nothing)."""
+    chains = dict(t.chains)
+    jumped = {m.group(1) for c in t.chains.values() for raw in c.raw for m in _JUMP.finditer(raw.text)}
+    adds: list[tuple[str, str, bool, str]] = []  # (chain, rule text, first, what it wires)
+
+    def put(name: str, texts: list[str], *, first: bool = False) -> None:
+        old = chains.get(name)
+        c = Chain(t.name, name, policy=old.policy if old else ("ACCEPT" if name in BUILTIN_CHAINS[t.name] else None),
+                  decl_line=old.decl_line if old else None)
+        added = [RawRule(0, x) for x in texts]
+        c.raw = [*added, *(old.raw if old else [])] if first else [*(old.raw if old else []), *added]
+        c._parse = _parser(rs.family)
+        chains[name] = c
+
+    def assumed(text: str, why: str) -> str:
+        """A skeleton rule with the assumption as its comment (any comment of its own replaced)."""
+        body = re.sub(r'\s*-m comment --comment "[^"]*"', "", text)
+        head, _, rest = body.partition(" -j ")
+        return f'{head} -m comment --comment "{ASSUMED}: {why}"' + (f" -j {rest}" if rest else "")
+
+    if entry is not None:  # --chain: the packet is assumed to reach it, from where the table's packets start
+        for hook in [h for h in BUILTIN_CHAINS[t.name] if h in ("PREROUTING", "OUTPUT", "INPUT", "FORWARD")]:
+            put(hook, [assumed(f"-A {hook} -j {entry}", f"the packet reaches {entry} (--chain)")], first=True)
+        return Table(t.name, chains, t.line)
+    if skel is None:
+        return None
+    roots = [c.name for c in t.chains.values() if c.raw and not c.builtin and c.name not in _WIRED
+             and c.name not in jumped]
+    kube = [r for r in roots if r.startswith("KUBE-")]
+    if t.name == "nat" and "KUBE-SERVICES" not in t.chains and len(kube) == 1:
+        put("KUBE-SERVICES", [assumed(f"-A KUBE-SERVICES -j {kube[0]}",
+                                      f"if a packet reaches {kube[0]} (the paste has no KUBE-SERVICES)")])
+    elif t.name == "nat" and "KUBE-SERVICES" not in t.chains and kube:
+        # Several chains nothing jumps to: each is reached by the address and port its own rules name (a KUBE-SVC
+        # chain's masquerade rule: `! -s CIDR -d <clusterIP>/32 -p tcp --dport 80 -j KUBE-MARK-MASQ`); the rest
+        # by no packet svctrace can name (--chain names one).
+        texts, blind = [], []
+        for r in kube:
+            m = next((m for raw in t.chains[r].raw if (m := _SERVED.search(raw.text))), None)
+            if m is None:
+                blind.append(r)
+                continue
+            ip, proto, port = m.group(1), m.group(2), m.group(3)
+            texts.append(assumed(f"-A KUBE-SERVICES -d {ip} -p {proto} -m {proto} --dport {port} -j {r}",
+                                 f"the paste has no KUBE-SERVICES: {r} serves {ip} {proto}/{port}, as its own "
+                                 "rules say"))
+        if blind:
+            texts.append(assumed("-A KUBE-SERVICES", "the paste has no KUBE-SERVICES: the packet reaches none of "
+                                 f"{', '.join(blind[:4])}{', ...' if len(blind) > 4 else ''} (--chain names one)"))
+        put("KUBE-SERVICES", texts)
+    for c in skel.chains.values():
+        for raw in c.raw:
+            m = _JUMP.search(raw.text)
+            target = m.group(1) if m else ""
+            if c.builtin and target in chains and chains[target].raw and target not in jumped:
+                adds.append((c.name, raw.text, False, f"{c.name} -> {target}"))
+            elif (c.name == "KUBE-SERVICES" and target == "KUBE-NODEPORTS" and "KUBE-NODEPORTS" in chains
+                  and "KUBE-NODEPORTS" not in jumped and "KUBE-SERVICES" in chains):
+                adds.append((c.name, raw.text, False, "KUBE-NODEPORTS last in KUBE-SERVICES"))
+    post = skel.chains.get("KUBE-POSTROUTING")
+    if t.name == "nat" and "KUBE-POSTROUTING" not in chains and "KUBE-SERVICES" in chains and post is not None:
+        adds += [("KUBE-POSTROUTING", raw.text, False, "") for raw in post.raw]
+        adds.append(("POSTROUTING", "-A POSTROUTING -j KUBE-POSTROUTING", False,
+                     "POSTROUTING -> KUBE-POSTROUTING masquerade"))
+    if adds:
+        why = f"{said}, not in the paste: " + ", ".join(dict.fromkeys(w for *_, w in adds if w))
+        for name in dict.fromkeys(a[0] for a in adds):
+            put(name, [assumed(text, why) for n, text, _, _ in adds if n == name])
+    if chains == t.chains:
+        return None
+    return Table(t.name, chains, t.line)
+
+
 def trace_iptables(rs: Ruleset, pkt: Packet, node: NodeFacts | None = None, *,
-                   kube_version: object = None) -> TraceResult:
+                   kube_version: object = None, chain: str | None = None) -> TraceResult:
     """kube-proxy's iptables mode (or any iptables rules): every fate of `pkt`, with kube-proxy's notes.
-    `kube_version` is recorded: iptables-mode rules show all that depends on it."""
-    result = iptables_trace(rs, pkt, node, HINTS)
-    result.notes = iptables_notes(rs, pkt, result.outcomes)
-    result.nowhere = bool(result.notes)
+    `kube_version` is recorded, and a paste without kube-proxy's wiring gets that version's (complete_iptables;
+    `chain`: the chain the packet is assumed to reach). A dump cut short makes every outcome uncertain."""
+    version = None
+    if kube_version is not None:
+        try:
+            version = version_text(parse_version(kube_version))  # type: ignore[arg-type]
+        except ValueError as e:
+            raise InputError(str(e)) from None
+    walked = complete_iptables(rs, version, chain)
+    result = iptables_trace(walked, pkt, node, HINTS)
+    if walked is not rs:
+        result.warnings.append(Warn(
+            "the dump does not show kube-proxy's wiring into these chains (a paste?): walked as if "
+            f"{'the packet reached ' + chain if chain else 'kube-proxy ' + (version or REFERENCE_VERSION) + chr(39) + 's jumps were there'}; "
+            "every outcome through them is uncertain", rs.source, None, "assumed-chains"))
+    _mark_cut(result, rs.cut)
+    result.ruleset = rs
+    result.notes, result.nowhere = iptables_notes(walked, pkt, result.outcomes)
+    result.notes += affinity_notes(result.outcomes, walked, node or NodeFacts(), None)
     result.kube_version = kube_version
     return result
 
@@ -236,8 +406,21 @@ def trace_nft(rs: NftRuleset, pkt: Packet, node: NodeFacts | None = None, *,
     `kube_version` is recorded: kube-proxy's nftables rules show all that depends on it."""
     result = nft_trace(complete_nft(rs), pkt, node, HINTS)
     result.notes, result.nowhere = nft_notes(rs, pkt, result.outcomes)
+    result.notes += affinity_notes(result.outcomes, rs, node or NodeFacts(), None)
     result.kube_version = kube_version
+    _mark_cut(result, rs.cut)
     return result
+
+
+def _mark_cut(result: TraceResult, cut: tuple[int, str] | None) -> None:
+    """A dump cut short: every outcome is uncertain, the first assumption says where the dump ends."""
+    if cut is None:
+        return
+    result.cut = f"{cut[1]}; the rules after it are not known"
+    for o in result.outcomes:
+        o.certain = False
+        if result.cut not in o.assumptions:
+            o.assumptions.insert(0, result.cut)
 
 
 def trace_ipvs(ipvs_table: IPVSTable, iptables_ruleset: Ruleset | None, packet: Packet, node: NodeFacts | None = None,
@@ -303,21 +486,27 @@ def trace_ipvs(ipvs_table: IPVSTable, iptables_ruleset: Ruleset | None, packet: 
     outcomes, walk_warnings, (facts, assumed) = walk(ctx, rs, packet, eff, HINTS)
     notes = ipvs_notes(ctx, lay, version, given, packet, outcomes)
     n = len(ipvs_table.services)
-    return TraceResult(packet, outcomes, warnings + walk_warnings, rs, notes, nowhere=ctx.node_stack,
-                       kube_version=kube_version, facts=facts, assumed=assumed,
-                       inputs=[(ipvs_table.source, f"{ipvs_table.format}, {n} virtual service{'s' * (n != 1)}")])
+    result = TraceResult(packet, outcomes, warnings + walk_warnings, rs, notes, nowhere=ctx.node_stack,
+                         kube_version=kube_version, facts=facts, assumed=assumed,
+                         inputs=[(ipvs_table.source, f"{ipvs_table.format}, {n} virtual service{'s' * (n != 1)}")])
+    _mark_cut(result, rs.cut if given else None)
+    return result
 
 
-def trace_dataplane(dp: Dataplane, pkt: Packet, facts: NodeFacts, kube_version: str | None = None) -> TraceResult:
+def trace_dataplane(dp: Dataplane, pkt: Packet, facts: NodeFacts, kube_version: str | None = None, *,
+                    chain: str | None = None) -> TraceResult:
     """Walk a node's dataplane (as `load_dataplane` read it) the way its kube-proxy mode decides; every mode is
-    given `kube_version` and records it on the result."""
+    given `kube_version` and records it on the result. `chain` (iptables mode): the chain the packet is assumed
+    to reach ("if a packet reaches this chain")."""
     facts.ipsets.update(dp.ipsets)
+    if chain is not None and dp.mode != "iptables":
+        raise InputError(f"--chain is for iptables dumps; this node runs {dp.mode} mode")
     if dp.mode == "ipvs":
         return trace_ipvs(dp.ipvs, dp.iptables, pkt, facts, kube_version=kube_version)
     if dp.mode == "nftables":
         return trace_nft(dp.nft, pkt, facts, kube_version=kube_version)
     assert dp.iptables is not None
-    return trace_iptables(dp.iptables, pkt, facts, kube_version=kube_version)
+    return trace_iptables(dp.iptables, pkt, facts, kube_version=kube_version, chain=chain)
 
 
 def _complete_kube_hooks(rs: Ruleset) -> tuple[Ruleset, list[str]]:

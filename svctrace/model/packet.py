@@ -148,6 +148,11 @@ class NodeFacts:
     # The node's sysctls, addresses, routes, bridge ports and modules (svctrace.dataplane.host.load_host); None:
     # nothing known (a bare dump): the walk uses its old defaults and states no node-fact assumptions.
     host: HostNet | None = None
+    # A returning client's previous endpoint (`ip:port`, as format_endpoint writes it): the one whose session-
+    # affinity list holds the client. None: not known (the first connection's split decides).
+    previous_endpoint: str | None = None
+    # Seconds since the client's last new connection (when its affinity entry was last set). None: fresh.
+    affinity_age: float | None = None
 
     @staticmethod
     def make(
@@ -157,13 +162,22 @@ class NodeFacts:
         returning_client: bool = False,
         ipsets: dict[str, IPSetDef] | None = None,
         host: HostNet | None = None,
+        previous_endpoint: str | None = None,
+        affinity_age: float | None = None,
     ) -> NodeFacts:
+        prev = None
+        if previous_endpoint is not None:
+            prev = _endpoint_text(previous_endpoint)
+        if affinity_age is not None and affinity_age < 0:
+            raise ValueError(f"the affinity age must be 0 or more seconds, not {affinity_age}")
         return NodeFacts(
             local_ips=frozenset(parse_ip(x) for x in local_ips),
             route_localnet=route_localnet,
-            returning_client=returning_client,
+            returning_client=returning_client or prev is not None,
             ipsets=dict(ipsets or {}),
             host=host,
+            previous_endpoint=prev,
+            affinity_age=affinity_age,
         )
 
     def is_local(self, ip: IPAddress) -> bool:
@@ -182,3 +196,16 @@ class IPSetDef:
     type: str
     family: str = "inet"
     members: list[tuple[str, ...]] = field(default_factory=list)
+
+
+def _endpoint_text(text: str) -> str:
+    """`10.0.0.1:80` or `[fd00::1]:80` checked and written as format_endpoint writes it."""
+    t = text.strip()
+    host, sep, port = t.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{text!r} is not IP:PORT (an endpoint like 10.244.1.5:8080 or [fd00::5]:8080)")
+    try:
+        ip = parse_ip(host.strip("[]"))
+    except ValueError:
+        raise ValueError(f"{text!r} is not IP:PORT (an endpoint like 10.244.1.5:8080 or [fd00::5]:8080)") from None
+    return format_endpoint(ip, int(port))

@@ -182,6 +182,9 @@ def verdict_line(result: TraceResult) -> Text:
         t.append("no outcome (empty walk)")
         return t
     uncertain = any(not o.certain for o in outs)
+    if result.cut:
+        t.append("UNCERTAIN: ", style="bold red")
+        t.append(f"{result.cut}. If the rules stopped there: ", style="red")
     if result.nowhere:
         t.append("goes nowhere: ", style="bold red")
         t.append("not translated, routed on towards a Service address that no host owns (see the note)")

@@ -316,8 +316,12 @@ def _recent(st: State, m: Match, node: NodeFacts) -> Result:
             st.remembered = None
     else:
         # A new client (no entry in any list) never matches --rcheck/--update; a returning
-        # client matches the list of the endpoint it was sent to the first time.
+        # client matches the list of the endpoint it was sent to the first time, while its entry is younger than
+        # --seconds (xt_recent.c recent_mt: a stamp after `jiffies - seconds * HZ`; --reap drops older ones).
         result = st.remembered == name
+        secs = m.opt("--seconds")
+        if result and secs is not None and node.affinity_age is not None and secs.arg.isdigit():
+            result = node.affinity_age < float(secs.arg)
     return result != neg
 
 
@@ -580,7 +584,9 @@ EVALUATORS: dict[str, Evaluator] = {
     "cluster": _split_unknown("the cluster hash matches"),
     "ecn": _split_unknown("the ECN bits match"),
     "ipv6header": _split_unknown("the IPv6 extension headers match"),
-    "nfacct": _assumed_true("nfacct counts the packet"),
+    # xt_nfacct.c nfacct_mt: counts the packet and matches unless its accounting object is under a quota
+    # (nfnl_acct_overquota: NFACCT_NO_QUOTA for an object made without one, as kube-proxy's counters are).
+    "nfacct": lambda st, m, node: True,
     "cpu": _split_unknown("the packet is handled on that CPU"),
 }
 

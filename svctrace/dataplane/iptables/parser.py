@@ -261,8 +261,12 @@ class _Loader:
             tname = t.name if t is not None else ""
             chains = t.chains if t is not None else None
         self.recognized += n_fast
-        if self.current is not None and self.current.chains:
+        if self.current is not None and self.current.chains and self.current.line is not None:
+            # A `*table` header without its COMMIT: iptables-save always ends a table with one.
             self.warn(f"table {self.current.name} has no COMMIT line (the dump may be cut short)", None, "structure")
+            last = _last_line(lines)
+            self.rs.cut = (self.rs.source_line(last), f"table {self.current.name} has no COMMIT line: the dump "
+                                                      f"ends at line {self.rs.source_line(last)}")
         if self.pending:
             self._place_pending()
         if self.recognized == 0:
@@ -272,8 +276,32 @@ class _Loader:
         for table in self.rs.tables.values():
             for chain in table.chains.values():
                 chain._parse = self._parse_chain
+        self._cut_last_rule(lines)
         self.rs.family = 6 if 6 in self.seen_family and 4 not in self.seen_family else 4
         return self.rs
+
+    def _cut_last_rule(self, lines: list[str]) -> None:
+        """A last rule cut in the middle (an unterminated quote, an unknown match, an option without its
+        value): the paste ends there, and more rules may have followed."""
+        last = _last_line(lines)
+        if not last or self.rs.cut is not None:
+            return
+        text = lines[last - 1]
+        for table in self.rs.tables.values():
+            for chain in table.chains.values():
+                if not chain.raw or chain.raw[-1].line != last:
+                    continue
+                raw = chain.raw[-1]
+                rule = parse_rule(table.name, chain.name, raw, self.rs.family)
+                ok = tokenize(raw.text)[1]
+                bad = not ok or any(r.problems for r in rule)
+                if bad:
+                    where = self.rs.source_line(last)
+                    self.rs.cut = (where, f"the last rule (line {where}) is cut in the middle: "
+                                          f"{text.strip()[-40:]!r}")
+                    self.warn(f"the last rule is cut in the middle (the dump may be cut short): {text.strip()[:80]}",
+                              last, "structure")
+                return
 
     def _clean(self, raw: str, no: int) -> _Stmt | None:
         if raw.startswith("-A ") and " -A " not in raw:  # the common case, as iptables-save prints it
@@ -790,3 +818,12 @@ def _check_values(r: Rule, family: int) -> None:
                 if _masked(v) is None:
                     m.known = False
                     r.problems.append(f"address {v!r} is not an address (redacted or a host name)")
+
+
+def _last_line(lines: list[str]) -> int:
+    """The number of the last line with something on it (not a comment), 0 when none."""
+    for no in range(len(lines), 0, -1):
+        s = lines[no - 1].strip()
+        if s and not s.startswith("#"):
+            return no
+    return 0

@@ -153,6 +153,10 @@ def _saved_match(m: Match, family: int) -> list[str]:
         return out
     if m.module == "addrtype":
         return [f"{_bang(by[k])}{k} {by[k].arg}" for k in ("--src-type", "--dst-type") if k in by]
+    if m.module == "nfacct" and "--nfacct-name" in by:
+        # libxt_nfacct.c nfacct_print_name: printf(" %snfacct-name ", ...) then xtables_save_string's " %s":
+        # two spaces before the name, as real dumps show (`--nfacct-name  localhost_nps_accepted_pkts`).
+        return [f"--nfacct-name  {by['--nfacct-name'].arg}"]
     if m.module == "ipvs":  # ipvs_mt_dump: proto (as a number), vaddr/mask, vport
         out = []
         if "--vproto" in by:

@@ -169,6 +169,10 @@ class Ruleset:
     version: str | None = None  # iptables version from the header
     has_counters: bool = False
     line_map: list[int] | None = None  # converted input (iptables -L): our line -> the input's line
+    # The dump ends before its end: (the line it ends at, why), e.g. a table without COMMIT or a last rule cut in
+    # the middle. Rules after that line are not known, so no walk of it is certain.
+    cut: tuple[int, str] | None = None
+    cache: dict[object, object] = field(default_factory=dict, compare=False, repr=False)  # derived views, once
 
     def chain(self, table: str, name: str) -> Chain | None:
         t = self.tables.get(table)

@@ -182,6 +182,9 @@ class Walker(KernelWalker):
                     printed = o.arg if o else None
         tgt = rule.target
         table = rule.table
+        prefix = self.hints.assumed
+        if prefix and not rule.line and (c := rule.comment) and c.startswith(prefix):
+            st.assume_one(c[len(prefix):].strip(" :"))
 
         def step(action: str, note: str | None = None, target: str | None = None) -> None:
             st.add(PathStep(hook, table, rule.chain, rule.index, rule.line, rule.text, action, printed, branch, note,

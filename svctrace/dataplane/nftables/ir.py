@@ -364,6 +364,8 @@ class NftRuleset:
     version: str | None = None
     lazy: bool = False  # rules parsed as the walk reaches them (big dumps): problems reported on the path
     cache: dict[object, object] = field(default_factory=dict, repr=False, compare=False)  # the walker's
+    # The dump ends before its end (braces left open): (the line it ends at, why). No walk of it is certain.
+    cut: tuple[int, str] | None = None
 
     def table(self, key: str) -> Table | None:
         return self.tables.get(key)

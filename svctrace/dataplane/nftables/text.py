@@ -160,6 +160,7 @@ class _Loader:
             self.i += 1
         if warn and depth > 0 and self.i >= len(self.toks):
             self.warn("the dump ends inside braces (cut short?)", out[0].line if out else None, "truncated")
+            self.ends_open("braces")
         return out
 
     # -- objects
@@ -262,6 +263,12 @@ class _Loader:
                 self.warn(f"table {t.key}: a line outside any chain was ignored: {tokens_text(toks)[:100]}",
                           tok.line)
 
+    def ends_open(self, inside: str) -> None:
+        """The text ends with a brace open (the innermost block is said first): the dump is cut short."""
+        if self.rs.cut is None:
+            last = next((t.line for t in reversed(self.toks) if t.line), None) or 1
+            self.rs.cut = (last, f"the nft text ends inside {inside} at line {last} (a brace left open: cut short)")
+
     def skip_block(self) -> None:
         self.i = skip_group(self.toks, self.i)
 
@@ -272,6 +279,7 @@ class _Loader:
             tok = self.peek()
             if tok is None:
                 self.warn(f"the dump ends inside {inside} (cut short?)", line, "truncated")
+                self.ends_open(inside)
                 return None
             if tok.kind in separators:
                 self.i += 1

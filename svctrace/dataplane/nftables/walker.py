@@ -6,7 +6,8 @@ whose outcomes (verdict, DNAT destination, masquerade, probability, path) sum to
 Kernel model (net/netfilter/nf_tables_core.c, nf_nat_core.c):
 
 - Every base chain of every table of the packet's family (`ip`/`inet` for IPv4, `ip6`/`inet` for
-  IPv6) runs at its hook, in priority order (ties: dump order). An accept ends only that base chain;
+  IPv6) runs at its hook, in priority order (ties: the one listed last first, as the kernel runs the
+  one registered last first). An accept ends only that base chain;
   the next one at the hook still sees the packet. A drop or reject ends the packet.
 - `type nat` chains do not run at their own priority: the NAT core runs them all, in their priority
   order, from its own hook (dstnat -100 at prerouting/output, srcnat 100 at postrouting/input), and
@@ -230,7 +231,20 @@ class NftWalker(KernelWalker):
             walked += bases
             unwalked += [(f"device:{t.key}:{c.name}", f"{t.key} {c.name}: a per-device ({c.hook}) chain is not walked",
                           c.line, "not-modelled") for _, c in bases if c.device is not None]
-        return {h: self._plan(h, walked) for h in HOOKS}, unwalked
+        plans = {h: self._plan(h, walked) for h in HOOKS}
+        for h, plan in plans.items():
+            prios: dict[int, list[Chain]] = {}
+            for kind, cs in plan:
+                if kind == "chain":
+                    prios.setdefault(cs[0].priority or 0, []).append(cs[0])
+            for prio, cs in prios.items():
+                if len({c.table for c in cs}) > 1:
+                    names = " before ".join(f"{c.table} {c.name}" for c in cs)
+                    unwalked.append((f"tie:{h}:{prio}", f"base chains of several tables share priority {prio} at "
+                                                        f"{h.lower()}: walked {names} (the kernel runs the one "
+                                                        "registered last first; assumed the listing is creation "
+                                                        "order)", cs[0].line, "priority-tie"))
+        return plans, unwalked
 
     # -- hooks ------------------------------------------------------------------------------------
     @staticmethod
@@ -248,10 +262,15 @@ class NftWalker(KernelWalker):
                 nat.append((prio, order, c))
             else:
                 entries.append((prio, order, "chain", [c]))
+        # Equal priorities: nf_hook_entries_grow (net/netfilter/core.c) puts a new hook before the existing ones of
+        # the same priority, so the base chain registered last runs first; `nft list ruleset` lists tables and
+        # their chains in creation order, so a later one in the dump runs first (checked in the kernel lab:
+        # tests/test_conformance.py, an iptables-nft FORWARD chain beside kube-proxy's filter-forward). The NAT
+        # core keeps its chains the same way (nf_nat_register_fn -> nf_hook_entries_insert_raw).
         if nat:
-            nat.sort(key=lambda x: (x[0], x[1]))
+            nat.sort(key=lambda x: (x[0], -x[1]))
             entries.append((NAT_PRIORITY.get(hook, 0), nat[0][1], "nat", [c for _, _, c in nat]))
-        entries.sort(key=lambda x: (x[0], x[1]))
+        entries.sort(key=lambda x: (x[0], -x[1]))
         return [(kind, cs) for _, _, kind, cs in entries]
 
     def hook(self, states: list[State], hook: str, tables: object = ()) -> list[State]:
@@ -448,8 +467,12 @@ class NftWalker(KernelWalker):
             branch = (branch or 1.0) * s.branch
             s.branch = None
         if rule.assumed and (acts or res is not None):
-            s.assume_one(f"{rule.table} {rule.chain} is not in the dump; assumed {self.hints.writer}'s usual rule "
-                         f"`{rule.text}`")
+            prefix = self.hints.assumed
+            if prefix and rule.comment and rule.comment.startswith(prefix):
+                s.assume_one(rule.comment[len(prefix):].strip(" :"))
+            else:
+                s.assume_one(f"{rule.table} {rule.chain} is not in the dump; assumed {self.hints.writer}'s usual "
+                             f"rule `{rule.text}`")
         if not acts and res is None:
             if not matched or not any(isinstance(x, Passive) for x in rule.stmts):
                 s.branch = None
@@ -923,7 +946,9 @@ class NftWalker(KernelWalker):
             if ns is None:
                 return _Maybe((), f"the packet is in @{src.name}, a set this dump does not define")
             if ns.dynamic:
-                return st.remembered == src.name
+                # A dynamic set's element expires `timeout` after its last update (nft_set_elem_expired).
+                age, life = self.node.affinity_age, duration_seconds(ns.timeout)
+                return st.remembered == src.name and (age is None or life is None or age < life)
         if isinstance(lv, _Unk):
             return _Maybe((), lv.says or "the interface name is in the set")
         r = self.lookup(st, src, lt, lv, rule)
@@ -1185,3 +1210,17 @@ def trace(rs: NftRuleset, pkt: Packet, node: NodeFacts | None = None, hints: Hin
     # renderers read (source, format, backend, rule_count, warnings, chain()).
     return TraceResult(pkt, merge_outcomes(finals), list(rs.warnings) + walk_warnings, cast(Any, rs), facts=facts,
                        assumed=assumed)
+
+
+_DURATION = re.compile(r"(\d+)(d|h|m|s|ms)")
+
+
+def duration_seconds(text: str | None) -> float | None:
+    """nft's duration (`10800s`, `3h`, `1d2h3m4s`) in seconds; None when absent or not a duration."""
+    if not text:
+        return None
+    parts = _DURATION.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text.replace(" ", ""):
+        return None
+    unit = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+    return sum(int(n) * unit[u] for n, u in parts)

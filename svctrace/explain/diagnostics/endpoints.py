@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from svctrace.kubeproxy.endpoints import EndpointSelection, select_endpoints
+from svctrace.kubeproxy.notes import AFFINITY_NOTE
 from svctrace.kubeproxy.versions import REFERENCE_VERSION
 from svctrace.model.cluster import Cluster, EndpointSlice, Service, ServicePort
 
@@ -243,6 +244,14 @@ def session_affinity(ctx: Context) -> Diagnostic | None:
     asked = svc.session_affinity == "ClientIP"
     if found is None and not asked:
         return None
+    trace = ctx.exp.trace if ctx.exp is not None else None
+    returning = next((n for n in (trace.notes if trace is not None else []) if n.startswith(AFFINITY_NOTE)), None)
+    if returning is not None:  # --returning-client / --previous-endpoint: what the rules did for this client
+        return Diagnostic(
+            "session-affinity", "info",
+            f"{svc.key} has sessionAffinity: ClientIP. {returning[len(AFFINITY_NOTE):][:1].upper()}"
+            f"{returning[len(AFFINITY_NOTE) + 1:]}",
+            "--previous-endpoint IP:PORT gives the sticky answer; --affinity-age SECONDS how long ago it was.")
     if found is None:
         return Diagnostic(
             "session-affinity", "warning",
@@ -259,7 +268,7 @@ def session_affinity(ctx: Context) -> Diagnostic | None:
         + (f", while {svc.key} asks for {svc.affinity_timeout} s" if differs else "")
         + ("" if asked else f", though {svc.key} does not ask for sessionAffinity")
         + ". The probabilities shown are for a new client.",
-        "Use --returning-client to see the path of a client that connected before.")
+        "Use --returning-client (or --previous-endpoint IP:PORT) to see the path of a client that connected before.")
 
 
 @check("hairpin-masquerade", ["path"], "the source is one of the endpoints, so the packet is masqueraded",

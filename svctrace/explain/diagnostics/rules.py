@@ -129,6 +129,8 @@ def _iptables_programming(ctx: Context, rs: Ruleset) -> Programming:
     sel = selection(ctx)
     if port is None or svc.port_by(port.port) is None or svc.headless or sel is None:
         return Programming()
+    if rs.cut is not None:  # a dump cut short: what is not in it may be after the cut (the walk says uncertain)
+        return Programming()
     proto = port.protocol.lower()
     cluster_chain = svc_chain(svc.namespace, svc.name, port.name, proto)
     legacy_chain = svc_chain(svc.namespace, svc.name, port.name, proto, legacy_port_format=True)

@@ -43,25 +43,34 @@ class IptRule:
         return rule_as_loaded(rule, family)
 
 
-def masquerade_rules(mark: str, random_fully: bool) -> list[IptRule]:
+def masquerade_rules(mark: str, random_fully: bool, *, clear_mark: bool = True) -> list[IptRule]:
     """KUBE-POSTROUTING (masquerade what KUBE-MARK-MASQ marked, clearing the mark) and KUBE-MARK-MASQ, as the
     iptables and IPVS proxiers both write them (``syncProxyRules`` / ``writeIptablesRules``: "Install the
-    kubernetes-specific postrouting rules")."""
+    kubernetes-specific postrouting rules"). Before 1.19 (versions "postrouting-clear-mark") one rule matched
+    the mark and masqueraded, leaving the mark set."""
     masq = ("-m", "comment", "--comment", quoted("kubernetes service traffic requiring SNAT"), "-j", "MASQUERADE",
             *(("--random-fully",) if random_fully else ()))
+    if not clear_mark:
+        old = (*masq[:4], "-m", "mark", "--mark", f"{mark}/{mark}", *masq[4:])
+        return [IptRule("nat", "KUBE-POSTROUTING", old), IptRule("nat", "KUBE-MARK-MASQ", ("-j", "MARK", "--or-mark",
+                                                                                            mark))]
     return [IptRule("nat", "KUBE-POSTROUTING", ("-m", "mark", "!", "--mark", f"{mark}/{mark}", "-j", "RETURN")),
             IptRule("nat", "KUBE-POSTROUTING", ("-j", "MARK", "--xor-mark", mark)),
             IptRule("nat", "KUBE-POSTROUTING", masq),
             IptRule("nat", "KUBE-MARK-MASQ", ("-j", "MARK", "--or-mark", mark))]
 
 
-def forward_accept_rules(mark: str) -> list[IptRule]:
-    """KUBE-FORWARD's accepts of marked and of established traffic (a FORWARD policy of DROP aside)."""
-    return [IptRule("filter", "KUBE-FORWARD", ("-m", "comment", "--comment", quoted("kubernetes forwarding rules"),
-                                               "-m", "mark", "--mark", f"{mark}/{mark}", "-j", "ACCEPT")),
-            IptRule("filter", "KUBE-FORWARD", ("-m", "comment", "--comment",
-                                               quoted("kubernetes forwarding conntrack rule"),
-                                               "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"))]
+def forward_accept_rules(mark: str, *, one_conntrack_rule: bool = True) -> list[IptRule]:
+    """KUBE-FORWARD's accepts of marked and of established traffic (a FORWARD policy of DROP aside); before 1.23
+    (versions "forward-conntrack-one-rule") the established traffic had two rules, "pod source" and "pod
+    destination", matching the same."""
+    marked = IptRule("filter", "KUBE-FORWARD", ("-m", "comment", "--comment", quoted("kubernetes forwarding rules"),
+                                                "-m", "mark", "--mark", f"{mark}/{mark}", "-j", "ACCEPT"))
+    names = (["kubernetes forwarding conntrack rule"] if one_conntrack_rule else
+             ["kubernetes forwarding conntrack pod source rule", "kubernetes forwarding conntrack pod destination rule"])
+    return [marked, *(IptRule("filter", "KUBE-FORWARD", ("-m", "comment", "--comment", quoted(n), "-m", "conntrack",
+                                                         "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"))
+                      for n in names)]
 
 
 def user_and_builtin_chains(table: str, chains: Iterable[str]) -> list[str]:

@@ -30,7 +30,15 @@ Layout by ``ProxyConfig.kube_version``:
   node's endpoints for *all* traffic to the port, NodePorts included; no terminating endpoints; topology
   hints not modelled).
   Before 1.19 the port name of an unnamed port keeps its colon (``ns/name:``); before 1.17
-  probabilities have 5 decimals instead of 10.  Older structural differences are not modelled.
+  probabilities have 5 decimals instead of 10.
+
+Rows of ``svctrace.kubeproxy.versions`` across layouts: KUBE-FORWARD's INVALID drop (1.14, the oldest version
+modelled: older ones are refused), ``--random-fully`` when the node's iptables has it (1.16), KUBE-POSTROUTING
+clearing the mark (1.19; one ``-m mark --mark ... -j MASQUERADE`` rule before), one KUBE-FORWARD conntrack rule
+(1.23; two before), nfacct counters when the kernel has nfnetlink_acct (1.30 INVALID drops, 1.31 localhost
+NodePorts). The local-traffic detector is ``--detect-local-mode``'s (ClusterCIDR, NodeCIDR, BridgeInterface,
+InterfaceNamePrefix: ``ProxyConfig.local_detector``). The filter table's built-in jumps are 1.22's for every
+version before 1.25 (not checked against 1.14-1.21 sources).
 
 Normalisations (kube-proxy itself is not deterministic here): Services are processed sorted by
 service port name (kube-proxy iterates a Go map, so the order of rules of *different* Services in
@@ -196,12 +204,15 @@ class _Ctx:
         return () if self.large else ("-m", "comment", "--comment", text)
 
     def if_local(self) -> tuple[str, ...]:
-        assert self.cfg.cluster_cidr is not None
-        return ("-s", self.cfg.cluster_cidr)
+        """The local-traffic detector's IfLocal (``-s CIDR``, ``-i bridge``, ``-i prefix+``)."""
+        d = self.cfg.local_detector()
+        assert d is not None
+        return d[0]
 
     def if_not_local(self) -> tuple[str, ...]:
-        assert self.cfg.cluster_cidr is not None
-        return ("!", "-s", self.cfg.cluster_cidr)
+        d = self.cfg.local_detector()
+        assert d is not None
+        return d[1]
 
     def probability(self, n: int) -> str:
         return _probability(n, self.version)
@@ -319,17 +330,23 @@ def _no_endpoints(verdict: NoEndpoints | None, spn: str) -> tuple[str, str]:
 
 def _write_masquerade_chains(ctx: _Ctx, b: _Builder) -> None:
     """The nat chains every layout declares, KUBE-POSTROUTING's masquerade of marked packets and
-    KUBE-MARK-MASQ (``syncProxyRules``: "Install the kubernetes-specific postrouting rules")."""
+    KUBE-MARK-MASQ (``syncProxyRules``: "Install the kubernetes-specific postrouting rules"); --random-fully
+    when the node's iptables has it (1.16+), the mark cleared first (1.19+)."""
     for chain in (KUBE_SERVICES, KUBE_NODEPORTS, KUBE_POSTROUTING, KUBE_MARK_MASQ):
         b.chain("nat", chain)
-    b.add(masquerade_rules(ctx.mark, bool(ctx.cfg.random_fully)))
+    v = ctx.version
+    b.add(masquerade_rules(ctx.mark, bool(ctx.cfg.random_fully) and has(v, "masquerade-random-fully"),
+                           clear_mark=has(v, "postrouting-clear-mark")))
 
 
 def _write_forward_chain(ctx: _Ctx, b: _Builder, *, invalid_drop: bool) -> None:
-    """KUBE-FORWARD: drop INVALID (unless conntrack is liberal, 1.29+), accept marked and established traffic."""
-    if invalid_drop:
-        b.rule("filter", KUBE_FORWARD, "-m", "conntrack", "--ctstate", "INVALID", "-j", "DROP")
-    b.add(forward_accept_rules(ctx.mark))
+    """KUBE-FORWARD: drop INVALID (1.14+; not when conntrack is liberal, 1.29+; counted in nfacct, 1.30+),
+    accept marked and established traffic."""
+    if invalid_drop and has(ctx.version, "forward-invalid-drop"):
+        count = (("-m", "nfacct", "--nfacct-name", "ct_state_invalid_dropped_pkts")
+                 if ctx.cfg.nfacct and has(ctx.version, "nfacct-ct-invalid") else ())
+        b.rule("filter", KUBE_FORWARD, "-m", "conntrack", "--ctstate", "INVALID", *count, "-j", "DROP")
+    b.add(forward_accept_rules(ctx.mark, one_conntrack_rule=has(ctx.version, "forward-conntrack-one-rule")))
 
 
 def _write_health_check_rule(b: _Builder, spn: str, sp: ServicePortInfo) -> None:
@@ -347,7 +364,7 @@ def _generate_modern(ctx: _Ctx, plans: Sequence[PortPlan]) -> ProxyRules:
     np_addresses = nodeport_addresses(cfg, "iptables")
     localhost_nodeports = cfg.localhost_nodeports and np_addresses.contains_ipv4_loopback
     isv6 = cfg.is_ipv6
-    detector = cfg.cluster_cidr is not None
+    detector = cfg.local_detector() is not None
 
     for chain in (KUBE_SERVICES, KUBE_EXTERNAL_SERVICES, KUBE_FORWARD, KUBE_NODEPORTS):
         b.chain("filter", chain)
@@ -411,6 +428,11 @@ def _generate_modern(ctx: _Ctx, plans: Sequence[PortPlan]) -> ProxyRules:
         # Capture nodeports.
         if sp.node_port:
             if plan.has_endpoints:
+                if localhost_nodeports and not isv6 and cfg.nfacct and has(version, "nfacct-localhost-nodeports"):
+                    # Count localhost NodePort traffic (PR #125015): the same jump, for 127.0.0.0/8 first.
+                    b.rule("nat", KUBE_NODEPORTS, "-m", "comment", "--comment", spn,
+                           "-m", proto, "-p", proto, "-d", "127.0.0.0/8", "--dport", str(sp.node_port),
+                           "-m", "nfacct", "--nfacct-name", "localhost_nps_accepted_pkts", "-j", external_chain)
                 b.rule("nat", KUBE_NODEPORTS, "-m", "comment", "--comment", spn,
                        "-m", proto, "-p", proto, "--dport", str(sp.node_port), "-j", external_chain)
             if not plan.has_external:
@@ -520,7 +542,7 @@ def _generate_legacy(ctx: _Ctx, plans: Sequence[PortPlan]) -> ProxyRules:
     b = _Builder()
     extra: dict[str, list[str]] = {t: [] for t in SAVE_TABLES}
     isv6 = cfg.is_ipv6
-    detector = cfg.cluster_cidr is not None
+    detector = cfg.local_detector() is not None
     for chain in (KUBE_SERVICES, KUBE_EXTERNAL_SERVICES, KUBE_FORWARD, KUBE_NODEPORTS):
         b.chain("filter", chain)
     _write_masquerade_chains(ctx, b)
