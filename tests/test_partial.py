@@ -21,6 +21,7 @@ from svctrace.data import build_demo
 from svctrace.dataplane.iptables import load_ruleset
 from svctrace.errors import InputError
 from svctrace.explain import Request, explain
+from svctrace.kubeproxy.versions import MODES
 from svctrace.kubeproxy.walk import trace_iptables
 from svctrace.model.packet import NodeFacts, Packet
 from svctrace.model.snapshot import load_snapshot
@@ -82,7 +83,8 @@ def test_grep_paste_with_a_shell_prompt_gets_the_wiring_of_the_version_and_says_
     assert all(not o.certain for o in before.outcomes)
     for o in before.outcomes:
         assert any(
-            "kube-proxy 1.28's wiring" in a and "PREROUTING -> KUBE-SERVICES" in a for a in o.assumptions
+            f"kube-proxy {MODES['iptables'].default}'s wiring" in a and "PREROUTING -> KUBE-SERVICES" in a
+            for a in o.assumptions
         )
     # the version at hand names the wiring
     v = _walk(paste, "172.30.0.41", 80, version="1.30")

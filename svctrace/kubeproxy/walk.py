@@ -25,7 +25,7 @@ from svctrace.errors import InputError, Warn
 from svctrace.kubeproxy.ipvs_sets import INFERRED_SETS, infer_kube_ipsets, ipset_names_in_rules, layout, once
 from svctrace.kubeproxy.names import nft_chain_owner
 from svctrace.kubeproxy.notes import affinity_notes, iptables_notes, ipvs_notes, nft_notes
-from svctrace.kubeproxy.versions import REFERENCE_VERSION, has
+from svctrace.kubeproxy.versions import has
 from svctrace.model.packet import IPAddress, NodeFacts, Packet
 from svctrace.model.version import parse_version, version_text
 
@@ -388,9 +388,12 @@ def trace_iptables(rs: Ruleset, pkt: Packet, node: NodeFacts | None = None, *,
     walked = complete_iptables(rs, version, chain)
     result = iptables_trace(walked, pkt, node, HINTS)
     if walked is not rs:
+        from svctrace.kubeproxy.versions import MODES
+
+        as_if = (f"the packet reached {chain}" if chain else
+                 f"kube-proxy {version or MODES['iptables'].default}'s jumps were there")
         result.warnings.append(Warn(
-            "the dump does not show kube-proxy's wiring into these chains (a paste?): walked as if "
-            f"{'the packet reached ' + chain if chain else 'kube-proxy ' + (version or REFERENCE_VERSION) + chr(39) + 's jumps were there'}; "
+            f"the dump does not show kube-proxy's wiring into these chains (a paste?): walked as if {as_if}; "
             "every outcome through them is uncertain", rs.source, None, "assumed-chains"))
     _mark_cut(result, rs.cut)
     result.ruleset = rs
