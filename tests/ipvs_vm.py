@@ -45,9 +45,15 @@ STRANGER = "192.0.2.9"  # an off-cluster client outside the LB source range
 N = 24  # connections per source: a multiple of every cycle length used (1, 2, 3, 4, 6, 8, 12, 24)
 
 
-def svc(name: str, spec: dict[str, Any], status: dict[str, Any] | None = None, ns: str = "web") -> dict[str, Any]:
-    obj: dict[str, Any] = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": ns},
-                           "spec": spec}
+def svc(
+    name: str, spec: dict[str, Any], status: dict[str, Any] | None = None, ns: str = "web"
+) -> dict[str, Any]:
+    obj: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": spec,
+    }
     if status:
         obj["status"] = status
     return obj
@@ -57,13 +63,27 @@ def ep(ip: str, node: str, **cond: bool) -> dict[str, Any]:
     return {"addresses": [ip], "nodeName": node, "conditions": cond}
 
 
-def eps(name: str, endpoints: list[dict[str, Any]], port: int, proto: str = "TCP", port_name: str = "",
-        ns: str = "web", slice_name: str | None = None) -> dict[str, Any]:
-    return {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-            "metadata": {"name": slice_name or f"{name}-abcde", "namespace": ns,
-                         "labels": {"kubernetes.io/service-name": name}},
-            "addressType": "IPv4", "endpoints": endpoints,
-            "ports": [{"name": port_name, "port": port, "protocol": proto}]}
+def eps(
+    name: str,
+    endpoints: list[dict[str, Any]],
+    port: int,
+    proto: str = "TCP",
+    port_name: str = "",
+    ns: str = "web",
+    slice_name: str | None = None,
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": slice_name or f"{name}-abcde",
+            "namespace": ns,
+            "labels": {"kubernetes.io/service-name": name},
+        },
+        "addressType": "IPv4",
+        "endpoints": endpoints,
+        "ports": [{"name": port_name, "port": port, "protocol": proto}],
+    }
 
 
 @dataclass
@@ -119,7 +139,15 @@ def script(cases: list[NodeCase]) -> tuple[str, dict[str, str]]:
     files: dict[str, str] = {}
     root: list[str] = []  # ip -batch in the VM's own namespace: namespaces and veth pairs
     per_ns: dict[str, list[str]] = {}  # ip -n NS -batch
-    sh: list[str] = [_PRELUDE, "t start", "/sbin/ip -batch root.ip || echo 'ERROR ip -batch root.ip'"]
+    # ICMP errors are limited per destination (icmp_ratelimit, per namespace) and globally (icmp_msgs_per_sec and
+    # _burst, one budget for the VM): every REJECT and every "no destination" must answer.
+    sh: list[str] = [
+        _PRELUDE,
+        "t start",
+        "echo 1000000 > /proc/sys/net/ipv4/icmp_msgs_per_sec",
+        "echo 1000000 > /proc/sys/net/ipv4/icmp_msgs_burst",
+        "/sbin/ip -batch root.ip || echo 'ERROR ip -batch root.ip'",
+    ]
     probes: list[str] = []
     for i, case in enumerate(cases):
         node, cli, shared = f"c{i}n", f"c{i}cli", f"c{i}b"
@@ -129,13 +157,23 @@ def script(cases: list[NodeCase]) -> tuple[str, dict[str, str]]:
         sources = sorted({s for p in case.probes if p.where == "cli" for s in p.srcs})
         eps = case.endpoints()
         hairpin = sorted({p.where for p in case.probes if p.where in eps})
-        spaces = {shared: sorted(a for a in eps if a not in hairpin)} | {f"c{i}h{k}": [a] for k, a in
-                                                                           enumerate(hairpin)}
+        spaces = {shared: sorted(a for a in eps if a not in hairpin)} | {
+            f"c{i}h{k}": [a] for k, a in enumerate(hairpin)
+        }
         root += [f"netns add {n}" for n in (node, cli, *spaces)]
         root.append(f"link add eth0 netns {node} type veth peer name c0 netns {cli}")
-        nb = per_ns.setdefault(node, ["link set lo up", f"addr add {NODE_IP}/24 dev eth0", "link set eth0 up"])
-        cb = per_ns.setdefault(cli, ["link set lo up", "link set c0 up", f"route add {NODE_IP}/32 dev c0",
-                                     f"route add default via {NODE_IP} dev c0"])
+        nb = per_ns.setdefault(
+            node, ["link set lo up", f"addr add {NODE_IP}/24 dev eth0", "link set eth0 up"]
+        )
+        cb = per_ns.setdefault(
+            cli,
+            [
+                "link set lo up",
+                "link set c0 up",
+                f"route add {NODE_IP}/32 dev c0",
+                f"route add default via {NODE_IP} dev c0",
+            ],
+        )
         for s in sources:
             cb.append(f"addr add {s}/32 dev c0")
             nb.append(f"route add {s}/32 dev eth0")
@@ -148,8 +186,13 @@ def script(cases: list[NodeCase]) -> tuple[str, dict[str, str]]:
             root.append(f"link add b{j} netns {node} type veth peer name eth0 netns {ns}")
             nb += [f"addr add 169.254.0.1/32 dev b{j} scope link", f"link set b{j} up"]
             nb += [f"route add {a}/32 dev b{j}" for a in addrs]
-            per_ns[ns] = ["link set lo up", *(f"addr add {a}/32 dev eth0" for a in addrs), "link set eth0 up",
-                          "route add 169.254.0.1/32 dev eth0", "route add default via 169.254.0.1"]
+            per_ns[ns] = [
+                "link set lo up",
+                *(f"addr add {a}/32 dev eth0" for a in addrs),
+                "link set eth0 up",
+                "route add 169.254.0.1/32 dev eth0",
+                "route add default via 169.254.0.1",
+            ]
             ports = sorted({p for a in addrs for p in eps[a]})
             sh.append(f"vmprobe -n {ns} serve {' '.join(map(str, ports))} >/dev/null 2>&1 &")
         sh.append(f"vmprobe -n {node} serve 22 >/dev/null 2>&1 &")
@@ -167,15 +210,19 @@ def script(cases: list[NodeCase]) -> tuple[str, dict[str, str]]:
     for ns in per_ns:
         sh.append(f"/sbin/ip -n {ns} -batch {ns}.ip || echo 'ERROR ip -batch {ns}.ip'")
     sh.append("t addresses")
-    sysctls = ("echo 1 > /proc/sys/net/ipv4/ip_forward; echo 1 > /proc/sys/net/ipv4/vs/conntrack; "
-               "echo 0 > /proc/sys/net/ipv4/icmp_ratelimit; echo 0 > /proc/sys/net/ipv4/conf/all/rp_filter; "
-               "echo 0 > /proc/sys/net/ipv4/conf/default/rp_filter")
+    sysctls = (
+        "echo 1 > /proc/sys/net/ipv4/ip_forward; echo 1 > /proc/sys/net/ipv4/vs/conntrack; "
+        "echo 0 > /proc/sys/net/ipv4/icmp_ratelimit; echo 0 > /proc/sys/net/ipv4/icmp_ratemask; echo 0 > /proc/sys/net/ipv4/conf/all/rp_filter; "
+        "echo 0 > /proc/sys/net/ipv4/conf/default/rp_filter"
+    )
     for i in range(len(cases)):
         node = f"c{i}n"
-        sh += [f"/sbin/ip netns exec {node} sh -c '{sysctls}; "
-               f"ipset restore < case{i}.ipset || echo ERROR ipset restore {i}; "
-               f"iptables-restore < case{i}.iptables || echo ERROR iptables-restore {i}; "
-               f"ipvsadm -R < case{i}.ipvsadm || echo ERROR ipvsadm -R {i}'"]
+        sh += [
+            f"/sbin/ip netns exec {node} sh -c '{sysctls}; "
+            f"ipset restore < case{i}.ipset || echo ERROR ipset restore {i}; "
+            f"iptables-restore < case{i}.iptables || echo ERROR iptables-restore {i}; "
+            f"ipvsadm -R < case{i}.ipvsadm || echo ERROR ipvsadm -R {i}'"
+        ]
     sh += ["t rules", "sleep 0.3", "vmprobe batch probes.txt", "t probes", "echo END"]
     files["probes.txt"] = "\n".join(probes) + "\n"
     return "\n".join(sh) + "\n", files
@@ -219,7 +266,9 @@ class Fate:
 
     def text(self) -> str:
         if self.kind == "backend":
-            return f"{self.backend}{' masq' if self.masquerade else ' masq?' if self.masquerade is None else ''}"
+            return (
+                f"{self.backend}{' masq' if self.masquerade else ' masq?' if self.masquerade is None else ''}"
+            )
         return self.kind
 
 
@@ -252,8 +301,9 @@ def predict(case: NodeCase, p: Probe, src: str) -> Prediction:
     sets, _ = parse_ipset(case.ipset)
     node = NodeFacts.make(local_ips=[NODE_IP, *case.vips()], ipsets=sets)
     origin = {"origin": "local"} if p.where == "node" else {}
-    pkt = Packet.make(src=src, dst=p.dst, dport=p.port, proto=p.proto, sport=40000 if p.port else None,
-                      **origin)
+    pkt = Packet.make(
+        src=src, dst=p.dst, dport=p.port, proto=p.proto, sport=40000 if p.port else None, **origin
+    )
     r = trace_ipvs(table, rs, pkt, node, kube_version=case.kube_version)
     fates: dict[Fate, float] = {}
     certain = True
@@ -302,8 +352,14 @@ def compare(case: NodeCase, p: Probe, tallies: dict[str, Counter[str]]) -> Row:
     eps = case.endpoints()
     pred: dict[Fate, float] = {}
     certain = True
-    head = next((line for line in case.ipvsadm.splitlines()
-                 if line.startswith("-A") and f" {p.dst}:{p.port} " in f"{line} "), "")
+    head = next(
+        (
+            line
+            for line in case.ipvsadm.splitlines()
+            if line.startswith("-A") and f" {p.dst}:{p.port} " in f"{line} "
+        ),
+        "",
+    )
     # Persistence, and sh/mh without the -port flag (kube-proxy writes `-b mh-port` for mh): one real server per
     # client address.
     sticky_claim = " -p " in head or (case.scheduler in ("sh", "mh") and "-port" not in head)
@@ -325,8 +381,14 @@ def compare(case: NodeCase, p: Probe, tallies: dict[str, Counter[str]]) -> Row:
     total: Counter[Fate] = sum(per_src.values(), Counter())
     n = sum(total.values())
     kernel_text = ", ".join(f"{f.text()} {k}" for f, k in sorted(total.items(), key=lambda kv: kv[0].text()))
-    row = Row(case.name, case.scheduler, p, _share_text(pred) + ("" if certain else " (uncertain)"),
-              kernel_text or "nothing", True)
+    row = Row(
+        case.name,
+        case.scheduler,
+        p,
+        _share_text(pred) + ("" if certain else " (uncertain)"),
+        kernel_text or "nothing",
+        True,
+    )
     want_n = p.n * len(p.srcs) if p.proto != "icmp" else len(p.srcs)
     if n != want_n:
         row.agree, row.why = False, f"{n} answers of {want_n}"
@@ -365,22 +427,63 @@ def compare(case: NodeCase, p: Probe, tallies: dict[str, Counter[str]]) -> Row:
 def _fixed_cluster() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     services = [
         svc("web", {"clusterIP": "10.96.0.20", "ports": [{"port": 80, "targetPort": 8080}]}),
-        svc("shop", {"type": "NodePort", "clusterIP": "10.96.0.21", "ports": [{"port": 80, "nodePort": 30080}]}),
-        svc("lb", {"type": "LoadBalancer", "clusterIP": "10.96.0.22", "loadBalancerSourceRanges": ["203.0.113.0/24"],
-                   "ports": [{"port": 443, "nodePort": 30443}]},
-            {"loadBalancer": {"ingress": [{"ip": "198.51.100.22"}]}}),
-        svc("local", {"type": "LoadBalancer", "clusterIP": "10.96.0.23", "externalTrafficPolicy": "Local",
-                      "healthCheckNodePort": 32000, "ports": [{"port": 80, "nodePort": 30081}]},
-            {"loadBalancer": {"ingress": [{"ip": "198.51.100.23"}]}}),
-        svc("sticky", {"clusterIP": "10.96.0.24", "sessionAffinity": "ClientIP",
-                       "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 600}}, "ports": [{"port": 80}]}),
+        svc(
+            "shop",
+            {"type": "NodePort", "clusterIP": "10.96.0.21", "ports": [{"port": 80, "nodePort": 30080}]},
+        ),
+        svc(
+            "lb",
+            {
+                "type": "LoadBalancer",
+                "clusterIP": "10.96.0.22",
+                "loadBalancerSourceRanges": ["203.0.113.0/24"],
+                "ports": [{"port": 443, "nodePort": 30443}],
+            },
+            {"loadBalancer": {"ingress": [{"ip": "198.51.100.22"}]}},
+        ),
+        svc(
+            "local",
+            {
+                "type": "LoadBalancer",
+                "clusterIP": "10.96.0.23",
+                "externalTrafficPolicy": "Local",
+                "healthCheckNodePort": 32000,
+                "ports": [{"port": 80, "nodePort": 30081}],
+            },
+            {"loadBalancer": {"ingress": [{"ip": "198.51.100.23"}]}},
+        ),
+        svc(
+            "sticky",
+            {
+                "clusterIP": "10.96.0.24",
+                "sessionAffinity": "ClientIP",
+                "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 600}},
+                "ports": [{"port": 80}],
+            },
+        ),
         svc("empty", {"clusterIP": "10.96.0.25", "ports": [{"port": 80}]}),
         svc("rolling", {"clusterIP": "10.96.0.26", "ports": [{"port": 80}]}),
-        svc("dns", {"clusterIP": "10.96.0.10", "ports": [{"name": "dns", "port": 53, "protocol": "UDP"},
-                                                        {"name": "dns-tcp", "port": 53, "protocol": "TCP"}]},
-            ns="kube-system"),
-        svc("ext", {"type": "NodePort", "clusterIP": "10.96.0.27", "externalTrafficPolicy": "Local",
-                    "externalIPs": ["203.0.113.50"], "ports": [{"port": 8443, "nodePort": 30843}]}),
+        svc(
+            "dns",
+            {
+                "clusterIP": "10.96.0.10",
+                "ports": [
+                    {"name": "dns", "port": 53, "protocol": "UDP"},
+                    {"name": "dns-tcp", "port": 53, "protocol": "TCP"},
+                ],
+            },
+            ns="kube-system",
+        ),
+        svc(
+            "ext",
+            {
+                "type": "NodePort",
+                "clusterIP": "10.96.0.27",
+                "externalTrafficPolicy": "Local",
+                "externalIPs": ["203.0.113.50"],
+                "ports": [{"port": 8443, "nodePort": 30843}],
+            },
+        ),
         svc("four", {"clusterIP": "10.96.0.29", "ports": [{"port": 80, "targetPort": 9000}]}),
     ]
     slices = [
@@ -390,11 +493,27 @@ def _fixed_cluster() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         eps("local", [ep("10.244.1.21", NODE_A), ep("10.244.2.22", NODE_B)], 8080),
         eps("sticky", [ep("10.244.2.51", NODE_B), ep("10.244.3.52", NODE_C)], 80),
         eps("empty", [], 80),
-        eps("rolling", [ep("10.244.2.61", NODE_B), ep("10.244.3.62", NODE_C),
-                        ep("10.244.1.63", NODE_A, ready=False, serving=False, terminating=True)], 80),
-        eps("dns", [ep("10.244.1.53", NODE_A), ep("10.244.2.53", NODE_B)], 53, "UDP", "dns", ns="kube-system"),
-        eps("dns", [ep("10.244.1.53", NODE_A), ep("10.244.2.53", NODE_B)], 53, "TCP", "dns-tcp", ns="kube-system",
-            slice_name="dns-tcp-xyz"),
+        eps(
+            "rolling",
+            [
+                ep("10.244.2.61", NODE_B),
+                ep("10.244.3.62", NODE_C),
+                ep("10.244.1.63", NODE_A, ready=False, serving=False, terminating=True),
+            ],
+            80,
+        ),
+        eps(
+            "dns", [ep("10.244.1.53", NODE_A), ep("10.244.2.53", NODE_B)], 53, "UDP", "dns", ns="kube-system"
+        ),
+        eps(
+            "dns",
+            [ep("10.244.1.53", NODE_A), ep("10.244.2.53", NODE_B)],
+            53,
+            "TCP",
+            "dns-tcp",
+            ns="kube-system",
+            slice_name="dns-tcp-xyz",
+        ),
         eps("ext", [ep("10.244.2.71", NODE_B)], 8443),
         eps("four", [ep(f"10.244.{k}.9{k}", NODE_B) for k in range(1, 5)], 9000),
     ]
@@ -410,28 +529,75 @@ def fixed_cases() -> list[NodeCase]:
     rr = generate_ipvs(services, slices, cfg)
     base = [
         Probe("cip-pod", "ClusterIP from a pod (rr, 3 endpoints)", "tcp", "10.96.0.20", 80, [POD]),
-        Probe("cip-node", "ClusterIP from the node (source: the node IP)", "tcp", "10.96.0.20", 80, [NODE_IP],
-              where="node"),
-        Probe("cip-node-vip", "ClusterIP from the node (source: the ClusterIP, as the kernel picks)", "tcp",
-              "10.96.0.20", 80, ["10.96.0.20"], where="node"),
-        Probe("cip-hairpin", "ClusterIP from its own endpoint (hairpin)", "tcp", "10.96.0.20", 80, ["10.244.1.11"],
-              where="10.244.1.11"),
+        Probe(
+            "cip-node",
+            "ClusterIP from the node (source: the node IP)",
+            "tcp",
+            "10.96.0.20",
+            80,
+            [NODE_IP],
+            where="node",
+        ),
+        Probe(
+            "cip-node-vip",
+            "ClusterIP from the node (source: the ClusterIP, as the kernel picks)",
+            "tcp",
+            "10.96.0.20",
+            80,
+            ["10.96.0.20"],
+            where="node",
+        ),
+        Probe(
+            "cip-hairpin",
+            "ClusterIP from its own endpoint (hairpin)",
+            "tcp",
+            "10.96.0.20",
+            80,
+            ["10.244.1.11"],
+            where="10.244.1.11",
+        ),
         Probe("cip-outside", "ClusterIP from off the cluster", "tcp", "10.96.0.20", 80, [OUTSIDE]),
         Probe("np-outside", "NodePort from outside", "tcp", NODE_IP, 30080, [OUTSIDE]),
         Probe("np-local", "NodePort, externalTrafficPolicy Local", "tcp", NODE_IP, 30081, [OUTSIDE]),
-        Probe("lb-in-range", "LoadBalancer IP from inside its source ranges", "tcp", "198.51.100.22", 443,
-              [OUTSIDE]),
-        Probe("lb-out-of-range", "LoadBalancer IP from outside its source ranges", "tcp", "198.51.100.22", 443,
-              [STRANGER], n=2),
-        Probe("lb-local", "LoadBalancer IP, externalTrafficPolicy Local", "tcp", "198.51.100.23", 80, [OUTSIDE]),
-        Probe("extip-local", "externalIP, externalTrafficPolicy Local", "tcp", "203.0.113.50", 8443, [OUTSIDE]),
-        Probe("affinity", "sessionAffinity ClientIP (-p 600), 12 clients", "tcp", "10.96.0.24", 80, CLIENTS, n=4),
+        Probe(
+            "lb-in-range",
+            "LoadBalancer IP from inside its source ranges",
+            "tcp",
+            "198.51.100.22",
+            443,
+            [OUTSIDE],
+        ),
+        Probe(
+            "lb-out-of-range",
+            "LoadBalancer IP from outside its source ranges",
+            "tcp",
+            "198.51.100.22",
+            443,
+            [STRANGER],
+            n=2,
+        ),
+        Probe(
+            "lb-local", "LoadBalancer IP, externalTrafficPolicy Local", "tcp", "198.51.100.23", 80, [OUTSIDE]
+        ),
+        Probe(
+            "extip-local", "externalIP, externalTrafficPolicy Local", "tcp", "203.0.113.50", 8443, [OUTSIDE]
+        ),
+        Probe(
+            "affinity", "sessionAffinity ClientIP (-p 600), 12 clients", "tcp", "10.96.0.24", 80, CLIENTS, n=4
+        ),
         Probe("no-endpoints", "a Service without endpoints", "tcp", "10.96.0.25", 80, [POD], n=2),
         Probe("terminating", "a terminating endpoint (weight 0)", "tcp", "10.96.0.26", 80, [POD]),
         Probe("dns-udp", "UDP ClusterIP (rr per datagram)", "udp", "10.96.0.10", 53, [POD]),
         Probe("dns-tcp", "TCP on the same ClusterIP", "tcp", "10.96.0.10", 53, [POD]),
-        Probe("unserved", "a port the ClusterIP does not serve (host listens on :22)", "tcp", "10.96.0.20", 22,
-              [POD], n=2),
+        Probe(
+            "unserved",
+            "a port the ClusterIP does not serve (host listens on :22)",
+            "tcp",
+            "10.96.0.20",
+            22,
+            [POD],
+            n=2,
+        ),
         Probe("ping-cip", "ping a ClusterIP", "icmp", "10.96.0.20", None, [POD]),
         Probe("ping-node", "ping the node IP", "icmp", NODE_IP, None, [OUTSIDE]),
     ]
@@ -439,32 +605,86 @@ def fixed_cases() -> list[NodeCase]:
     # Before 1.26 there is no KUBE-IPVS-FILTER: the node itself answers a ping to a ClusterIP and a host
     # process is reachable on it (kubernetes#72236). Same rules without that chain; svctrace reads the dump only.
     old = "\n".join(line for line in rr.iptables_save().splitlines() if "KUBE-IPVS-FILTER" not in line) + "\n"
-    cases.append(NodeCase("rr, no KUBE-IPVS-FILTER (before 1.26)", rr, [
-        Probe("ping-cip", "ping a ClusterIP", "icmp", "10.96.0.20", None, [POD]),
-        Probe("unserved", "a port the ClusterIP does not serve (host listens on :22)", "tcp", "10.96.0.20", 22,
-              [POD], n=2),
-        Probe("cip-pod", "ClusterIP from a pod", "tcp", "10.96.0.20", 80, [POD]),
-    ], iptables=old))
+    cases.append(
+        NodeCase(
+            "rr, no KUBE-IPVS-FILTER (before 1.26)",
+            rr,
+            [
+                Probe("ping-cip", "ping a ClusterIP", "icmp", "10.96.0.20", None, [POD]),
+                Probe(
+                    "unserved",
+                    "a port the ClusterIP does not serve (host listens on :22)",
+                    "tcp",
+                    "10.96.0.20",
+                    22,
+                    [POD],
+                    n=2,
+                ),
+                Probe("cip-pod", "ClusterIP from a pod", "tcp", "10.96.0.20", 80, [POD]),
+            ],
+            iptables=old,
+        )
+    )
     # wrr with the weights an operator set by hand (kube-proxy writes 1): shares follow the weights.
     wrr = generate_ipvs(services, slices, ProxyConfig(NODE_A, (NODE_IP,), CLUSTER_CIDR, scheduler="wrr"))
     weights = {"10.244.1.91:9000": 1, "10.244.2.92:9000": 2, "10.244.3.93:9000": 3, "10.244.4.94:9000": 6}
     text = wrr.ipvsadm_save()
     for real, w in weights.items():
         text = re.sub(rf"(-r {re.escape(real)} -m) -w 1", rf"\1 -w {w}", text)
-    cases.append(NodeCase("wrr, weights 1/2/3/6", wrr, [
-        Probe("wrr-weights", "wrr, 4 endpoints weighted 1:2:3:6", "tcp", "10.96.0.29", 80, [POD]),
-        Probe("wrr-equal", "wrr, 3 endpoints of weight 1", "tcp", "10.96.0.20", 80, [POD]),
-        Probe("wrr-np", "wrr NodePort from outside", "tcp", NODE_IP, 30080, [OUTSIDE]),
-    ], scheduler="wrr", ipvsadm=text))
+    cases.append(
+        NodeCase(
+            "wrr, weights 1/2/3/6",
+            wrr,
+            [
+                Probe("wrr-weights", "wrr, 4 endpoints weighted 1:2:3:6", "tcp", "10.96.0.29", 80, [POD]),
+                Probe("wrr-equal", "wrr, 3 endpoints of weight 1", "tcp", "10.96.0.20", 80, [POD]),
+                Probe("wrr-np", "wrr NodePort from outside", "tcp", NODE_IP, 30080, [OUTSIDE]),
+            ],
+            scheduler="wrr",
+            ipvsadm=text,
+        )
+    )
     for sched in ("sh", "lc", "mh"):
         r = generate_ipvs(services, slices, ProxyConfig(NODE_A, (NODE_IP,), CLUSTER_CIDR, scheduler=sched))
-        cases.append(NodeCase(f"{sched}", r, [
-            Probe(f"{sched}-clients", f"{sched}, 4 endpoints, 12 pod clients", "tcp", "10.96.0.29", 80, CLIENTS,
-                  n=4),
-            Probe(f"{sched}-one", f"{sched}, 3 endpoints, one client", "tcp", "10.96.0.20", 80, [POD]),
-            Probe(f"{sched}-affinity", f"{sched} + sessionAffinity, 12 clients", "tcp", "10.96.0.24", 80, CLIENTS,
-                  n=4),
-        ], scheduler=sched))
+        cases.append(
+            NodeCase(
+                f"{sched}",
+                r,
+                [
+                    Probe(
+                        f"{sched}-clients",
+                        f"{sched}, 4 endpoints, 12 pod clients",
+                        "tcp",
+                        "10.96.0.29",
+                        80,
+                        CLIENTS,
+                        n=4,
+                    ),
+                    Probe(
+                        f"{sched}-one", f"{sched}, 3 endpoints, one client", "tcp", "10.96.0.20", 80, [POD]
+                    ),
+                    Probe(
+                        f"{sched}-affinity",
+                        f"{sched} + sessionAffinity, 12 clients",
+                        "tcp",
+                        "10.96.0.24",
+                        80,
+                        CLIENTS,
+                        n=4,
+                    ),
+                    Probe(
+                        f"{sched}-terminating",
+                        f"{sched}, 2 endpoints + 1 terminating (weight 0), 12 clients",
+                        "tcp",
+                        "10.96.0.26",
+                        80,
+                        CLIENTS,
+                        n=4,
+                    ),
+                ],
+                scheduler=sched,
+            )
+        )
     return cases
 
 
@@ -486,7 +706,11 @@ def random_case(seed: int, idx: int = 0) -> NodeCase:
         port = rnd.choice([80, 443, 8080, 5000 + k])
         target = rnd.choice([port, 8080, 9000 + k])
         typ = rnd.choice(["ClusterIP", "ClusterIP", "NodePort", "LoadBalancer"])
-        spec: dict[str, Any] = {"clusterIP": cip, "type": typ, "ports": [{"port": port, "targetPort": target}]}
+        spec: dict[str, Any] = {
+            "clusterIP": cip,
+            "type": typ,
+            "ports": [{"port": port, "targetPort": target}],
+        }
         status = None
         local = typ != "ClusterIP" and rnd.random() < 0.3
         if local:
@@ -518,24 +742,51 @@ def random_case(seed: int, idx: int = 0) -> NodeCase:
         srcs, n = (CLIENTS[:8], 3) if aff or sched == "sh" else ([POD], N)
         probes.append(Probe(f"{name}-cip", f"{typ} ClusterIP", "tcp", cip, port, srcs, n=n))
         if typ != "ClusterIP":
-            probes.append(Probe(f"{name}-np", f"{typ} NodePort{' Local' if local else ''}", "tcp", NODE_IP,
-                                spec["ports"][0]["nodePort"], [OUTSIDE], n=n if not aff else 3))
+            probes.append(
+                Probe(
+                    f"{name}-np",
+                    f"{typ} NodePort{' Local' if local else ''}",
+                    "tcp",
+                    NODE_IP,
+                    spec["ports"][0]["nodePort"],
+                    [OUTSIDE],
+                    n=n if not aff else 3,
+                )
+            )
         if lb:
-            probes.append(Probe(f"{name}-lb", "LoadBalancer IP", "tcp", lb, port, [OUTSIDE], n=n if not aff else 3))
+            probes.append(
+                Probe(f"{name}-lb", "LoadBalancer IP", "tcp", lb, port, [OUTSIDE], n=n if not aff else 3)
+            )
             if "loadBalancerSourceRanges" in spec:
-                probes.append(Probe(f"{name}-lb-deny", "LoadBalancer IP, source outside its ranges", "tcp", lb,
-                                    port, [STRANGER], n=1))
+                probes.append(
+                    Probe(
+                        f"{name}-lb-deny",
+                        "LoadBalancer IP, source outside its ranges",
+                        "tcp",
+                        lb,
+                        port,
+                        [STRANGER],
+                        n=1,
+                    )
+                )
         if rnd.random() < 0.3:
             probes.append(Probe(f"{name}-ping", "ping the ClusterIP", "icmp", cip, None, [POD]))
-    cfg = ProxyConfig(NODE_A, (NODE_IP,), CLUSTER_CIDR, scheduler=sched,
-                      kube_version=rnd.choice(["1.26", "1.28", "1.30"]))
+    cfg = ProxyConfig(
+        NODE_A, (NODE_IP,), CLUSTER_CIDR, scheduler=sched, kube_version=rnd.choice(["1.26", "1.28", "1.30"])
+    )
     rules = generate_ipvs(services, slices, cfg)
     text = rules.ipvsadm_save()
     if sched == "wrr":
         text = re.sub(r"-m -w 1\b", lambda _m: f"-m -w {rnd.choice([1, 2, 3])}", text)
     # Probe counts must be multiples of the cycle: wrr's cycle is the sum of the weights.
-    case = NodeCase(f"random {seed}/{idx} ({sched}, {cfg.kube_version})", rules, probes, scheduler=sched,
-                    ipvsadm=text, kube_version=cfg.kube_version)
+    case = NodeCase(
+        f"random {seed}/{idx} ({sched}, {cfg.kube_version})",
+        rules,
+        probes,
+        scheduler=sched,
+        ipvsadm=text,
+        kube_version=cfg.kube_version,
+    )
     if sched == "wrr":
         for p in case.probes:
             if p.n == N:

@@ -57,19 +57,87 @@ BINARIES = {
 XTABLES_DIR = "/usr/lib/x86_64-linux-gnu/xtables"
 NFT = ("iptables", "iptables-save", "iptables-restore", "ip6tables", "ip6tables-save", "ip6tables-restore")
 # The module trees copied; the modules loaded at boot (modprobe, with their dependencies).
-MODULE_DIRS = ("net/netfilter", "net/ipv4/netfilter", "net/ipv6/netfilter", "net/bridge", "net/802", "net/llc",
-               "drivers/net/veth.ko", "drivers/net/dummy.ko", "lib")
-PRELOAD = (
-    "veth dummy bridge br_netfilter nf_conntrack nf_nat nf_tables nft_compat nft_chain_nat nft_ct nft_masq "
-    "nft_reject_ipv4 nft_fib_ipv4 nft_nat nft_redir nfnetlink_queue nf_conntrack_netlink ip_tables ip6_tables "
-    "iptable_filter iptable_nat iptable_mangle iptable_raw ip6table_filter ip6table_nat ip6table_mangle "
-    "ipt_REJECT ip6t_REJECT x_tables xt_comment xt_mark xt_MASQUERADE xt_conntrack xt_addrtype xt_physdev "
-    "xt_ipvs xt_set xt_nat xt_multiport xt_statistic xt_recent xt_tcpudp xt_NFLOG xt_nfacct xt_state "
-    "ip_set ip_set_hash_ip ip_set_hash_ipport ip_set_hash_ipportip ip_set_hash_ipportnet ip_set_hash_net "
-    "ip_set_hash_netport ip_set_bitmap_port ip_set_list_set "
-    "ip_vs ip_vs_rr ip_vs_wrr ip_vs_lc ip_vs_wlc ip_vs_sh ip_vs_mh ip_vs_sed ip_vs_nq ip_vs_dh ip_vs_fo ip_vs_ovf "
-    "ip_vs_lblc ip_vs_lblcr"
-).split()
+MODULE_DIRS = (
+    "net/netfilter",
+    "net/ipv4/netfilter",
+    "net/ipv6/netfilter",
+    "net/bridge",
+    "net/802",
+    "net/llc",
+    "drivers/net/veth.ko",
+    "drivers/net/dummy.ko",
+    "lib",
+)
+PRELOAD = [
+    "veth",
+    "dummy",
+    "bridge",
+    "br_netfilter",
+    "nf_conntrack",
+    "nf_nat",
+    "nf_tables",
+    "nft_compat",
+    "nft_chain_nat",
+    "nft_ct",
+    "nft_masq",
+    "nft_reject_ipv4",
+    "nft_fib_ipv4",
+    "nft_nat",
+    "nft_redir",
+    "nfnetlink_queue",
+    "nf_conntrack_netlink",
+    "ip_tables",
+    "ip6_tables",
+    "iptable_filter",
+    "iptable_nat",
+    "iptable_mangle",
+    "iptable_raw",
+    "ip6table_filter",
+    "ip6table_nat",
+    "ip6table_mangle",
+    "ipt_REJECT",
+    "ip6t_REJECT",
+    "x_tables",
+    "xt_comment",
+    "xt_mark",
+    "xt_MASQUERADE",
+    "xt_conntrack",
+    "xt_addrtype",
+    "xt_physdev",
+    "xt_ipvs",
+    "xt_set",
+    "xt_nat",
+    "xt_multiport",
+    "xt_statistic",
+    "xt_recent",
+    "xt_tcpudp",
+    "xt_NFLOG",
+    "xt_nfacct",
+    "xt_state",
+    "ip_set",
+    "ip_set_hash_ip",
+    "ip_set_hash_ipport",
+    "ip_set_hash_ipportip",
+    "ip_set_hash_ipportnet",
+    "ip_set_hash_net",
+    "ip_set_hash_netport",
+    "ip_set_bitmap_port",
+    "ip_set_list_set",
+    "ip_vs",
+    "ip_vs_rr",
+    "ip_vs_wrr",
+    "ip_vs_lc",
+    "ip_vs_wlc",
+    "ip_vs_sh",
+    "ip_vs_mh",
+    "ip_vs_sed",
+    "ip_vs_nq",
+    "ip_vs_dh",
+    "ip_vs_fo",
+    "ip_vs_ovf",
+    "ip_vs_lblc",
+    "ip_vs_lblcr",
+]
 
 _INIT = r"""#!/bin/busybox sh
 /bin/busybox mount -t proc proc /proc
@@ -119,8 +187,10 @@ def _prerequisites() -> str | None:
             return f"{tool} not found to build the VM image ({pkg})"
     for src in [*BINARIES, XTABLES_DIR]:
         if not Path(src).exists():
-            return f"{src} not found to build the VM image (apt-get install busybox-static ipvsadm ipset conntrack " \
-                   "iptables iproute2)"
+            return (
+                f"{src} not found to build the VM image (apt-get install busybox-static ipvsadm ipset conntrack "
+                "iptables iproute2)"
+            )
     if not Path("/usr/lib/x86_64-linux-gnu/libc.a").exists():
         return "libc.a not found to link vmprobe statically (libc6-dev)"
     return None
@@ -173,7 +243,9 @@ def _download_kernel(work: Path) -> tuple[Path, str]:
     _run(["apt-get", "download", KERNEL_META], cwd=work)
     meta = next(work.glob(f"{KERNEL_META}_*.deb"))
     depends = _run(["dpkg-deb", "-f", str(meta), "Depends"])
-    pkg = next((d.strip().split()[0] for d in depends.split(",") if d.strip().startswith("linux-image-")), None)
+    pkg = next(
+        (d.strip().split()[0] for d in depends.split(",") if d.strip().startswith("linux-image-")), None
+    )
     if pkg is None:
         raise VMLabUnavailable(f"{meta.name} depends on no linux-image package: {depends.strip()}")
     _run(["apt-get", "download", pkg], cwd=work)
@@ -194,8 +266,9 @@ class _Cpio:
 
     def _entry(self, name: str, mode: int, data: bytes = b"") -> None:
         name = name.strip("/")
-        hdr = "070701" + "".join(f"{v:08x}" for v in (
-            self.ino, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(name) + 1, 0))
+        hdr = "070701" + "".join(
+            f"{v:08x}" for v in (self.ino, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(name) + 1, 0)
+        )
         self.ino += 1
         self.buf.write(hdr.encode() + name.encode() + b"\x00")
         self.buf.write(b"\x00" * (-self.buf.tell() % 4))
@@ -258,8 +331,10 @@ def _build(dest: Path) -> None:
                     closure(d, order)
             return order
 
-        dep_lines = [f"{ko.relative_to(mroot)}: " + " ".join(str(kos[d].relative_to(mroot)) for d in closure(n, []))
-                     for n, ko in sorted(kos.items())]
+        dep_lines = [
+            f"{ko.relative_to(mroot)}: " + " ".join(str(kos[d].relative_to(mroot)) for d in closure(n, []))
+            for n, ko in sorted(kos.items())
+        ]
         cp.file(f"lib/modules/{kver}/modules.dep", ("\n".join(dep_lines) + "\n").encode())
         cp.file(f"lib/modules/{kver}/modules.alias", ("\n".join(alias_lines) + "\n").encode())
         missing = [m for m in PRELOAD if m not in kos]
@@ -328,8 +403,12 @@ def image() -> Image:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if not (dest / "ready").exists():
                 _build(dest)
-    return Image(dest / "vmlinuz", dest / "initrd.gz", (dest / "kernel-version").read_text().strip(),
-                 frozenset((dest / "modules").read_text().split()))
+    return Image(
+        dest / "vmlinuz",
+        dest / "initrd.gz",
+        (dest / "kernel-version").read_text().strip(),
+        frozenset((dest / "modules").read_text().split()),
+    )
 
 
 # --------------------------------------------------------------------------- a run
@@ -365,21 +444,40 @@ class VMLab:
             initrd = t / "initrd.gz"
             initrd.write_bytes(self.image.initrd.read_bytes() + cp.gz())
             out, con = t / "out", t / "console"
-            cmd = ["qemu-system-x86_64", "-accel", "tcg", "-m", str(self.memory_mb), "-smp", str(self.cpus),
-                   "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
-                   "-kernel", str(self.image.kernel), "-initrd", str(initrd),
-                   "-append", "console=ttyS0 quiet loglevel=3 panic=-1 rdinit=/init",
-                   "-serial", f"file:{con}", "-serial", f"file:{out}", "-net", "none"]
+            cmd = [
+                "qemu-system-x86_64",
+                "-accel",
+                "tcg",
+                "-m",
+                str(self.memory_mb),
+                "-smp",
+                str(self.cpus),
+                "-nodefaults",
+                "-no-user-config",
+                "-display",
+                "none",
+                "-no-reboot",
+                "-kernel",
+                str(self.image.kernel),
+                "-initrd",
+                str(initrd),
+                "-append",
+                "console=ttyS0 quiet loglevel=3 panic=-1 rdinit=/init",
+                "-serial",
+                f"file:{con}",
+                "-serial",
+                f"file:{out}",
+                "-net",
+                "none",
+            ]
             t0 = time.monotonic()
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):  # a hung VM: its output so far tells why
                 subprocess.run(cmd, capture_output=True, timeout=timeout, check=False)
-            except subprocess.TimeoutExpired:
-                pass
             seconds = time.monotonic() - t0
             text = out.read_text(errors="replace") if out.exists() else ""
             console = con.read_text(errors="replace") if con.exists() else ""
         failed: tuple[str, ...] = ()
-        head, sep, body = text.partition("VMLAB-BEGIN")
+        head, _, body = text.partition("VMLAB-BEGIN")
         body = body.partition("\n")[2]
         m = re.search(r"vmlab: modules not loaded:(.*)", head)
         if m:
@@ -394,21 +492,23 @@ class VMLab:
 
 def main(argv: list[str]) -> int:
     if argv[:1] == ["build"]:
-        with contextlib.suppress(Exception):
-            pass
         why = _prerequisites()
         if why:
             print(f"vmlab: cannot build: {why}", file=sys.stderr)
             return 1
         img = image()
-        print(f"vmlab: image ready: kernel {img.kernel_version}, {len(img.modules)} modules, in {img.kernel.parent}")
+        print(
+            f"vmlab: image ready: kernel {img.kernel_version}, {len(img.modules)} modules, in {img.kernel.parent}"
+        )
         return 0
     if argv[:1] == ["run"] and len(argv) >= 2:
         files = {Path(f).name: Path(f).read_bytes() for f in argv[2:]}
         r = VMLab().run(Path(argv[1]).read_text(), files)
         sys.stdout.write(r.output)
-        print(f"vmlab: rc {r.rc}, {r.seconds:.1f} s, modules not loaded: {' '.join(r.modules_failed) or 'none'}",
-              file=sys.stderr)
+        print(
+            f"vmlab: rc {r.rc}, {r.seconds:.1f} s, modules not loaded: {' '.join(r.modules_failed) or 'none'}",
+            file=sys.stderr,
+        )
         return 0 if r.rc == 0 else 1
     print("usage: python tests/vmlab build | run SCRIPT [FILE...]", file=sys.stderr)
     return 2

@@ -5,6 +5,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vmlab import main  # noqa: E402
+from vmlab import main
 
 sys.exit(main(sys.argv[1:]))

@@ -260,22 +260,23 @@ class IPVSWalker(Walker):
                           "the ones shown")
         if not sch.picks:
             why = "it has no real server" if not vs.reals else "all its real servers have weight 0"
-            st.add(PathStep(hook, "ipvs", vs.label, None, vs.line, vs.text,
-                            "IPVS: no destination available → ICMP port unreachable",
-                            note=f"{why}; kube-proxy keeps the virtual server of a Service without ready endpoints"))
-            if st.pkt.proto in ("icmp", "icmpv6"):
-                self.finish(st, "drop", None, f"IPVS drops it: {vs.label} has no usable real server")
-            else:
-                st.reject_with = st.reject_default()
-                self.finish(st, "reject", None, f"IPVS answers ICMP port unreachable (connection refused): "
-                                                f"{vs.label}: {why}")
+            self._no_destination(st, vs, hook, why, "kube-proxy keeps the virtual server of a Service without "
+                                                    "ready endpoints")
             self.ctx.note(f"{vs.label} has no usable real server: IPVS answers a new connection with ICMP port "
                           "unreachable, so TCP clients see \"connection refused\" (ip_vs_leave, "
                           "net/netfilter/ipvs/ip_vs_core.c); kube-proxy keeps the virtual server while the Service "
                           "has no ready endpoints")
             return []
         out: list[tuple[State, str]] = []
-        many = len(sch.picks) > 1
+        many = len(sch.picks) > 1 or sch.refused > 0
+        if sch.refused > 0:
+            s = st.fork()
+            s.prob *= sch.refused
+            if sch.assumption:
+                s.assume_one(sch.assumption)
+            self._no_destination(s, vs, hook, "the client's hash bucket holds a real server of weight 0",
+                                 f"{vs.scheduler} keeps the buckets of a weight-0 (terminating) server; "
+                                 f"{sch.refused:.0%} of them", sch.refused)
         for pick in sch.picks:
             s = st.fork() if many else st
             s.prob *= pick.share
@@ -293,6 +294,19 @@ class IPVSWalker(Walker):
             if kind is not None:
                 out.append((s, kind))
         return out
+
+    def _no_destination(self, st: State, vs: VirtualService, hook: str, why: str, note: str,
+                        share: float | None = None) -> None:
+        """The scheduler found no destination: ip_vs_leave answers ICMP port unreachable."""
+        st.add(PathStep(hook, "ipvs", vs.label, None, vs.line, vs.text,
+                        "IPVS: no destination available → ICMP port unreachable", None, share,
+                        note=f"{why}; {note}"))
+        if st.pkt.proto in ("icmp", "icmpv6"):
+            self.finish(st, "drop", None, f"IPVS drops it: {vs.label}: {why}")
+        else:
+            st.reject_with = st.reject_default()
+            self.finish(st, "reject", None, f"IPVS answers ICMP port unreachable (connection refused): "
+                                            f"{vs.label}: {why}")
 
     def _dnat_to(self, s: State, vs: VirtualService, r: RealServer, hook: str) -> str | None:
         pkt = s.pkt

@@ -1,0 +1,161 @@
+"""IPVS against a real kernel, in a throwaway VM (tests/vmlab, tests/ipvs_vm.py).
+
+This machine's kernel may have no ip_vs module; the VM boots Debian's cloud kernel, which has it. Every node case
+(kube-proxy's IPVS rules as svctrace's `generate_ipvs` writes them, some edited as an operator would) is restored
+with the real `ipset restore`, `iptables-restore` and `ipvsadm -R` in its own network namespace, real TCP/UDP
+connections and pings are sent from client, node and endpoint namespaces, and each endpoint answers with the
+address it was reached on and the source it saw. svctrace walks the same packets through the same files; the
+kernel must do what svctrace predicts (tests/ipvs_vm.py `compare`: the fates it showed were predicted, exact
+counts for rr and wrr, one server per client where sh or persistence promise it).
+
+All cases run in one VM boot: the fixed cases, random clusters of a fixed seed, and random clusters of a fresh
+seed (printed; `SVCTRACE_VM_SEED=<n>` repeats it). `SVCTRACE_VM_TABLE=<file>` writes the agreement table as
+Markdown. Without qemu or the kernel package the tests skip with the reason, unless `SVCTRACE_VMLAB_REQUIRED=1`
+(CI sets it), where they fail.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections import Counter
+from typing import Any
+
+import ipvs_vm as iv
+import pytest
+import vmlab
+
+FIXED_SEED = 1
+RANDOM_CASES = 5
+FRESH_CASES = 3
+FRESH_SEED = int(os.environ.get("SVCTRACE_VM_SEED") or random.SystemRandom().randrange(2, 10**6))
+
+
+def vm(f: Any) -> Any:
+    """A test that boots the VM (marker `vm`; slow)."""
+    return pytest.mark.vm(pytest.mark.slow(f))
+
+
+def _lab() -> vmlab.VMLab:
+    ok, why = vmlab.available()
+    if not ok:
+        if os.environ.get("SVCTRACE_VMLAB_REQUIRED") == "1":
+            pytest.fail(f"the VM lab is required here but cannot run: {why}")
+        pytest.skip(f"VM lab unavailable: {why}")
+    return vmlab.VMLab()
+
+
+FIXED = iv.fixed_cases()
+
+
+@pytest.fixture(scope="module")
+def run() -> dict[str, Any]:
+    lab = _lab()
+    cases = [
+        *FIXED,
+        *(iv.random_case(FIXED_SEED, i) for i in range(RANDOM_CASES)),
+        *(iv.random_case(FRESH_SEED, i) for i in range(FRESH_CASES)),
+    ]
+    script, files = iv.script(cases)
+    t0 = time.monotonic()
+    res = lab.run(script, files)
+    assert res.rc == 0 and "END" in res.output, (res.rc, res.output[-2000:], res.console[-2000:])
+    assert res.modules_failed == (), res.modules_failed
+    tallies, errors = iv.parse_output(res.output)
+    assert errors == [], errors
+    rows = [iv.compare(c, p, tallies.get((i, p.id), {})) for i, c in enumerate(cases) for p in c.probes]
+    if os.environ.get("SVCTRACE_VM_TABLE"):
+        with open(os.environ["SVCTRACE_VM_TABLE"], "w") as f:
+            f.write(
+                f"<!-- one VM boot, {res.seconds:.1f} s, kernel {lab.image.kernel_version}, "
+                f"seeds {FIXED_SEED} and {FRESH_SEED} -->\n"
+            )
+            f.write(iv.markdown(rows))
+    return {"rows": rows, "cases": cases, "seconds": time.monotonic() - t0}
+
+
+@vm
+@pytest.mark.parametrize(
+    ("ci", "probe"),
+    [pytest.param(ci, p.id, id=f"{c.name}:{p.id}") for ci, c in enumerate(FIXED) for p in c.probes],
+)
+def test_fixed_case_agrees_with_the_kernel(run: dict[str, Any], ci: int, probe: str) -> None:
+    (row,) = [r for r in run["rows"] if r.case == FIXED[ci].name and r.probe.id == probe]
+    assert row.agree, f"{row.probe.what}: svctrace {row.predicted}; kernel {row.kernel}: {row.why}"
+
+
+@vm
+@pytest.mark.parametrize("seed", [FIXED_SEED, FRESH_SEED])
+def test_random_ipvs_clusters_agree_with_the_kernel(run: dict[str, Any], seed: int) -> None:
+    rows = [r for r in run["rows"] if r.case.startswith(f"random {seed}/")]
+    assert len(rows) >= 5, [r.case for r in run["rows"]][-5:]
+    bad = [
+        f"{r.case} {r.probe.id}: svctrace {r.predicted}; kernel {r.kernel}: {r.why}"
+        for r in rows
+        if not r.agree
+    ]
+    assert not bad, f"seed {seed} (SVCTRACE_VM_SEED={seed} repeats it): " + "\n".join(bad)
+
+
+@vm
+def test_one_vm_boot_is_quick(run: dict[str, Any]) -> None:
+    # Budget from the issue: the whole IPVS run in one boot, well under a minute on a shared 2-core machine under
+    # TCG (about 35 s measured); 150 s leaves room for a loaded CI host.
+    assert run["seconds"] < 150, run["seconds"]
+
+
+@vm
+def test_the_lab_has_br_netfilter_and_the_tools() -> None:
+    lab = _lab()
+    res = lab.run(
+        "cat /proc/sys/net/bridge/bridge-nf-call-iptables; ls /proc/sys/net/ipv4/vs/conntrack; "
+        "ipvsadm -v; ipset -v | head -1; iptables -V; conntrack -V; /sbin/ip -V; cat in.txt\n",
+        {"in.txt": "files arrive\n"},
+    )
+    assert res.rc == 0, res.output
+    assert lab.br_netfilter and res.output.startswith("1\n"), res.output
+    for word in (
+        "/proc/sys/net/ipv4/vs/conntrack",
+        "ipvsadm v1.",
+        "ipset v",
+        "(nf_tables)",
+        "conntrack v",
+        "iproute2",
+        "files arrive",
+    ):
+        assert word in res.output, (word, res.output)
+
+
+# --------------------------------------------------------------------------- the judge can say no
+
+
+@pytest.mark.parametrize("kernel", ["one backend", "masquerade", "a refusal", "too few"])
+def test_compare_fails_when_the_kernel_disagrees(kernel: str) -> None:
+    """Controls (no VM): the comparison rejects a tally that contradicts the prediction."""
+    case = FIXED[0]
+    probe = next(p for p in case.probes if p.id == "cip-pod")  # rr over three, from a pod: no masquerade
+    src = probe.srcs[0]
+    good = Counter(
+        {
+            f"ok 10.244.1.11:8080 {src}:40000": 8,
+            f"ok 10.244.2.12:8080 {src}:40001": 8,
+            f"ok 10.244.3.13:8080 {src}:40002": 8,
+        }
+    )
+    assert iv.compare(case, probe, {src: good}).agree
+    bad = {
+        "one backend": Counter({f"ok 10.244.1.11:8080 {src}:40000": 16, f"ok 10.244.2.12:8080 {src}:1": 8}),
+        "masquerade": Counter(
+            {
+                f"ok 10.244.1.11:8080 {iv.NODE_IP}:40000": 8,
+                f"ok 10.244.2.12:8080 {src}:1": 8,
+                f"ok 10.244.3.13:8080 {src}:2": 8,
+            }
+        ),
+        "a refusal": Counter(
+            {"refused": 1, f"ok 10.244.2.12:8080 {src}:1": 8, f"ok 10.244.3.13:8080 {src}:2": 15}
+        ),
+        "too few": Counter({f"ok 10.244.2.12:8080 {src}:1": 8}),
+    }[kernel]
+    assert not iv.compare(case, probe, {src: bad}).agree
