@@ -446,7 +446,10 @@ def test_scheduler_shares_are_a_distribution(sched: str, weights: list[int]) -> 
     if not any(weights):
         assert sch.picks == []
         return
-    assert sum(p.share for p in sch.picks) == pytest.approx(1)
+    # sh alone refuses the clients whose hash bucket a weight-0 server holds (one bucket per round of the deal).
+    assert sum(p.share for p in sch.picks) + sch.refused == pytest.approx(1)
+    want_refused = weights.count(0) / sum(max(w, 1) for w in weights) if sched == "sh" else 0
+    assert sch.refused == pytest.approx(want_refused)
     assert all(p.real.weight for p in sch.picks)  # weight 0 is never picked
     assert len(sch.excluded) == weights.count(0)
     usable = [w for w in weights if w]

@@ -105,15 +105,30 @@ def test_one_vm_boot_is_quick(run: dict[str, Any]) -> None:
     assert run["seconds"] < 150, run["seconds"]
 
 
+_FACTS = r"""cat /proc/sys/net/bridge/bridge-nf-call-iptables; ls /proc/sys/net/ipv4/vs/conntrack
+ipvsadm -v; ipset -v | head -1; iptables -V; conntrack -V; /sbin/ip -V; cat in.txt
+ip() { /sbin/ip "$@"; }
+ip netns add n; ip netns add b
+ip link add v netns n type veth peer name e netns b
+ip -n n link set v up; ip -n n link set lo up; ip -n n addr add 10.0.0.1/24 dev v
+ip -n b link set e up; ip -n b link set lo up; ip -n b route add 10.0.0.0/24 dev e
+for k in 1 2 3; do ip -n b addr add 10.0.0.1$k/32 dev e; done
+ip -n n link add dum type dummy; ip -n n addr add 10.96.0.1/32 dev dum
+vmprobe -n b serve 80 >/dev/null &
+ip netns exec n ipvsadm -A -t 10.96.0.1:80 -s rr
+for k in 2 3 1; do ip netns exec n ipvsadm -a -t 10.96.0.1:80 -r 10.0.0.1$k:80 -m; done
+echo SAVE; ip netns exec n ipvsadm -Sn; echo ORDER
+sleep 0.3
+for i in 1 2 3 4; do vmprobe -n n tcp 10.0.0.1 10.96.0.1 80 1; done
+"""
+
+
 @vm
-def test_the_lab_has_br_netfilter_and_the_tools() -> None:
+def test_the_lab_its_tools_br_netfilter_and_the_rr_order() -> None:
     lab = _lab()
-    res = lab.run(
-        "cat /proc/sys/net/bridge/bridge-nf-call-iptables; ls /proc/sys/net/ipv4/vs/conntrack; "
-        "ipvsadm -v; ipset -v | head -1; iptables -V; conntrack -V; /sbin/ip -V; cat in.txt\n",
-        {"in.txt": "files arrive\n"},
-    )
+    res = lab.run(_FACTS, {"in.txt": "files arrive\n"})
     assert res.rc == 0, res.output
+    # br_netfilter is there for bridge cases (bridged IPv4 goes through iptables).
     assert lab.br_netfilter and res.output.startswith("1\n"), res.output
     for word in (
         "/proc/sys/net/ipv4/vs/conntrack",
@@ -125,6 +140,18 @@ def test_the_lab_has_br_netfilter_and_the_tools() -> None:
         "files arrive",
     ):
         assert word in res.output, (word, res.output)
+    # Real servers added in the order .12, .13, .11: `ipvsadm -Sn` prints them sorted, and rr walks the kernel's
+    # list, where each new server goes to the front (list_add_rcu in ip_vs_ctl.c): the last added first, then
+    # backwards through the insertion order. So no dump tells which server gets the next connection; svctrace
+    # gives rr's shares only.
+    save = res.output.split("SAVE\n")[1].split("ORDER\n")[0].split()
+    assert [w for w in save if w.startswith("10.0.0.1")] == [
+        "10.0.0.11:80",
+        "10.0.0.12:80",
+        "10.0.0.13:80",
+    ]
+    order = [line.split()[2] for line in res.output.split("ORDER\n")[1].splitlines() if " ok " in f" {line}"]
+    assert order == ["10.0.0.11:80", "10.0.0.13:80", "10.0.0.12:80", "10.0.0.11:80"], res.output
 
 
 # --------------------------------------------------------------------------- the judge can say no

@@ -47,6 +47,9 @@ from svctrace.dataplane.kernel import OUTPUT, POSTROUTING, State, Unknown, dst_t
 from svctrace.errors import Warn
 from svctrace.model.packet import IPAddress, IPSetDef, NodeFacts, Packet
 
+# Matches that change state when the kernel evaluates them (xt_statistic's nth counter, xt_recent's lists,
+# token buckets, quotas): a rule with one of them is evaluated in full even when a set match already failed.
+_SIDE_EFFECTS = frozenset({"statistic", "recent", "limit", "hashlimit", "quota", "quota2", "connlimit"})
 _TAKEN = "\x00ipvs"  # key in State.assume: IPVS handled this packet (the kernel's skb->ipvs_property)
 
 
@@ -381,6 +384,12 @@ class IPVSWalker(Walker):
                 rest.append(m)
         if len(rest) == len(rule.matches):
             return super().match(st, rule)
+        if not all(verdicts) and not any(m.module in _SIDE_EFFECTS for m in rest):
+            # Every match must hold and the others only look (no counter or list they would change): a set the
+            # packet is not in decides it, however an undecidable match beside it (physdev, on a node whose
+            # bridges the dump does not show) would go. Without this, kube-proxy's KUBE-EXTERNAL-IP-LOCAL rule
+            # made every Service packet "uncertain: crosses a bridge port / not" (seen in the VM lab).
+            return [(st, False)]
         alts = super().match(st, dataclasses.replace(rule, matches=rest))
         out: list[tuple[State, bool]] = []
         for s, matched in alts:
