@@ -281,9 +281,9 @@ def kernel_fate(answer: str, src: str, endpoints: dict[str, set[int]]) -> Fate:
         return Fate("node")
     if answer == "reply":
         return Fate("node")
-    if answer in ("refused", "unreach") or answer.startswith("unreach "):
+    if answer in ("refused", "unreach", "eperm refused") or answer.startswith("unreach "):
         return Fate("reject")
-    if answer == "timeout":
+    if answer in ("timeout", "eperm"):  # eperm: a netfilter drop on the sender's own output path
         return Fate("drop")
     return Fate(f"?{answer}")
 
@@ -461,7 +461,13 @@ def _fixed_cluster() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
                 "ports": [{"port": 80}],
             },
         ),
-        svc("empty", {"clusterIP": "10.96.0.25", "ports": [{"port": 80}]}),
+        svc(
+            "empty",
+            {
+                "clusterIP": "10.96.0.25",
+                "ports": [{"name": "t", "port": 80}, {"name": "u", "port": 53, "protocol": "UDP"}],
+            },
+        ),
         svc("rolling", {"clusterIP": "10.96.0.26", "ports": [{"port": 80}]}),
         svc(
             "dns",
@@ -586,6 +592,27 @@ def fixed_cases() -> list[NodeCase]:
             "affinity", "sessionAffinity ClientIP (-p 600), 12 clients", "tcp", "10.96.0.24", 80, CLIENTS, n=4
         ),
         Probe("no-endpoints", "a Service without endpoints", "tcp", "10.96.0.25", 80, [POD], n=2),
+        Probe("no-endpoints-udp", "a Service without endpoints (UDP)", "udp", "10.96.0.25", 53, [POD], n=2),
+        Probe(
+            "no-endpoints-node",
+            "a Service without endpoints, from the node",
+            "tcp",
+            "10.96.0.25",
+            80,
+            ["10.96.0.25"],
+            where="node",
+            n=2,
+        ),
+        Probe(
+            "no-endpoints-node-udp",
+            "a Service without endpoints, from the node (UDP)",
+            "udp",
+            "10.96.0.25",
+            53,
+            ["10.96.0.25"],
+            where="node",
+            n=2,
+        ),
         Probe("terminating", "a terminating endpoint (weight 0)", "tcp", "10.96.0.26", 80, [POD]),
         Probe("dns-udp", "UDP ClusterIP (rr per datagram)", "udp", "10.96.0.10", 53, [POD]),
         Probe("dns-tcp", "TCP on the same ClusterIP", "tcp", "10.96.0.10", 53, [POD]),
@@ -692,7 +719,10 @@ def fixed_cases() -> list[NodeCase]:
 
 
 def random_case(seed: int, idx: int = 0) -> NodeCase:
-    """A random cluster in kube-proxy's IPVS mode, with probes for every Service address it has."""
+    """A random cluster in kube-proxy's IPVS mode (random kinds, policies, affinity, endpoints, scheduler, version,
+    masqueradeAll and cluster CIDR), with probes to every Service address from random places: a pod, off the
+    cluster, outside a source range, the node itself, the Service's own endpoint (hairpin); pings and a port
+    the Service does not serve."""
     rnd = random.Random(seed * 1000 + idx)
     sched = rnd.choice(["rr", "rr", "wrr", "lc", "sh"])
     services: list[dict[str, Any]] = []
@@ -705,19 +735,24 @@ def random_case(seed: int, idx: int = 0) -> NodeCase:
         cip = f"10.96.{idx}.{10 + k}"
         port = rnd.choice([80, 443, 8080, 5000 + k])
         target = rnd.choice([port, 8080, 9000 + k])
+        proto = "UDP" if rnd.random() < 0.2 else "TCP"
         typ = rnd.choice(["ClusterIP", "ClusterIP", "NodePort", "LoadBalancer"])
         spec: dict[str, Any] = {
             "clusterIP": cip,
             "type": typ,
-            "ports": [{"port": port, "targetPort": target}],
+            "ports": [{"port": port, "targetPort": target, "protocol": proto}],
         }
         status = None
-        local = typ != "ClusterIP" and rnd.random() < 0.3
+        ext_ip = f"203.0.113.{50 + k}" if rnd.random() < 0.2 else None
+        if ext_ip:
+            spec["externalIPs"] = [ext_ip]
+        local = (typ != "ClusterIP" or ext_ip) and rnd.random() < 0.35
         if local:
             spec["externalTrafficPolicy"] = "Local"
         if rnd.random() < 0.2:
             spec["sessionAffinity"] = "ClientIP"
             spec["sessionAffinityConfig"] = {"clientIP": {"timeoutSeconds": rnd.choice([60, 10800])}}
+        np = None
         if typ != "ClusterIP":
             np = 30000 + rnd.randrange(0, 2767)
             while np in used_np:
@@ -737,42 +772,67 @@ def random_case(seed: int, idx: int = 0) -> NodeCase:
             cond = {} if rnd.random() < 0.85 else {"ready": False, "serving": False, "terminating": True}
             endpoints.append(ep(f"10.244.{10 + idx % 200}.{host}", node, **cond))
             host += 1
-        slices.append(eps(name, endpoints, target))
+        slices.append(eps(name, endpoints, target, proto))
         aff = "sessionAffinity" in spec
-        srcs, n = (CLIENTS[:8], 3) if aff or sched == "sh" else ([POD], N)
-        probes.append(Probe(f"{name}-cip", f"{typ} ClusterIP", "tcp", cip, port, srcs, n=n))
-        if typ != "ClusterIP":
+        many = aff or sched == "sh"
+        l4 = proto.lower()
+        addrs = [("cip", cip, port), ("np", NODE_IP, np), ("lb", lb, port), ("ext", ext_ip, port)]
+        for kind, dst, dport in addrs:
+            if dst is None or dport is None:
+                continue
+            froms = ["pod", "outside"] + (
+                ["stranger"] if kind == "lb" and "loadBalancerSourceRanges" in spec else []
+            )
+            froms += [f for f in ("node", "hairpin") if rnd.random() < 0.3]
+            for frm in froms:
+                pid = f"{name}-{kind}-{frm}"
+                what = (
+                    f"{typ}{' Local' if local else ''}{' affinity' if aff else ''} {kind} from {frm} ({l4})"
+                )
+                if frm == "hairpin":
+                    # Only a pod on this node sends through this node; one elsewhere that this node sent back to
+                    # itself unmasqueraded would answer itself and never reach its peer (the kernel lab saw it).
+                    mine = [e["addresses"][0] for e in endpoints if e["nodeName"] == NODE_A]
+                    if not mine:
+                        continue
+                    me = mine[0]
+                    probes.append(Probe(pid, what, l4, dst, dport, [me], where=me, n=6 if many else N))
+                elif frm == "node":
+                    src = NODE_IP if kind == "np" else dst  # the kernel's choice: the local address itself
+                    probes.append(Probe(pid, what, l4, dst, dport, [src], where="node", n=6 if many else N))
+                elif frm == "stranger":
+                    probes.append(Probe(pid, what, l4, dst, dport, [STRANGER], n=1))
+                elif many and frm == "pod":
+                    probes.append(Probe(pid, what, l4, dst, dport, CLIENTS[:8], n=3))
+                else:
+                    probes.append(
+                        Probe(
+                            pid, what, l4, dst, dport, [POD if frm == "pod" else OUTSIDE], n=6 if many else N
+                        )
+                    )
+            if kind != "np" and rnd.random() < 0.25:
+                probes.append(
+                    Probe(f"{name}-{kind}-ping", f"ping the {kind} address", "icmp", dst, None, [POD])
+                )
+        if rnd.random() < 0.2:
             probes.append(
                 Probe(
-                    f"{name}-np",
-                    f"{typ} NodePort{' Local' if local else ''}",
+                    f"{name}-unserved",
+                    "a port the ClusterIP does not serve (host listens on :22)",
                     "tcp",
-                    NODE_IP,
-                    spec["ports"][0]["nodePort"],
-                    [OUTSIDE],
-                    n=n if not aff else 3,
+                    cip,
+                    22,
+                    [POD],
+                    n=2,
                 )
             )
-        if lb:
-            probes.append(
-                Probe(f"{name}-lb", "LoadBalancer IP", "tcp", lb, port, [OUTSIDE], n=n if not aff else 3)
-            )
-            if "loadBalancerSourceRanges" in spec:
-                probes.append(
-                    Probe(
-                        f"{name}-lb-deny",
-                        "LoadBalancer IP, source outside its ranges",
-                        "tcp",
-                        lb,
-                        port,
-                        [STRANGER],
-                        n=1,
-                    )
-                )
-        if rnd.random() < 0.3:
-            probes.append(Probe(f"{name}-ping", "ping the ClusterIP", "icmp", cip, None, [POD]))
     cfg = ProxyConfig(
-        NODE_A, (NODE_IP,), CLUSTER_CIDR, scheduler=sched, kube_version=rnd.choice(["1.26", "1.28", "1.30"])
+        NODE_A,
+        (NODE_IP,),
+        CLUSTER_CIDR if rnd.random() < 0.85 else None,
+        scheduler=sched,
+        kube_version=rnd.choice(["1.26", "1.28", "1.30"]),
+        masquerade_all=rnd.random() < 0.2,
     )
     rules = generate_ipvs(services, slices, cfg)
     text = rules.ipvsadm_save()
@@ -780,7 +840,8 @@ def random_case(seed: int, idx: int = 0) -> NodeCase:
         text = re.sub(r"-m -w 1\b", lambda _m: f"-m -w {rnd.choice([1, 2, 3])}", text)
     # Probe counts must be multiples of the cycle: wrr's cycle is the sum of the weights.
     case = NodeCase(
-        f"random {seed}/{idx} ({sched}, {cfg.kube_version})",
+        f"random {seed}/{idx} ({sched}, {cfg.kube_version}"
+        f"{', masqueradeAll' if cfg.masquerade_all else ''}{', no cluster CIDR' if cfg.cluster_cidr is None else ''})",
         rules,
         probes,
         scheduler=sched,
@@ -789,7 +850,7 @@ def random_case(seed: int, idx: int = 0) -> NodeCase:
     )
     if sched == "wrr":
         for p in case.probes:
-            if p.n == N:
+            if p.n == N and p.proto != "icmp":
                 p.n = _wrr_cycle(text, p) or N
     return case
 
@@ -797,7 +858,7 @@ def random_case(seed: int, idx: int = 0) -> NodeCase:
 def _wrr_cycle(text: str, p: Probe) -> int | None:
     """The sum of the weights of the virtual server a probe reaches (wrr's cycle, times 2)."""
     target = f"{p.dst}:{p.port}"
-    ws = [int(m.group(1)) for m in re.finditer(rf"-a -t {re.escape(target)} -r \S+ -m -w (\d+)", text)]
+    ws = [int(m.group(1)) for m in re.finditer(rf"-a -[tu] {re.escape(target)} -r \S+ -m -w (\d+)", text)]
     return 2 * sum(ws) if sum(ws) else None
 
 

@@ -27,8 +27,8 @@ import pytest
 import vmlab
 
 FIXED_SEED = 1
-RANDOM_CASES = 5
-FRESH_CASES = 3
+RANDOM_CASES = 3
+FRESH_CASES = 2
 FRESH_SEED = int(os.environ.get("SVCTRACE_VM_SEED") or random.SystemRandom().randrange(2, 10**6))
 
 

@@ -41,7 +41,7 @@ from pathlib import Path
 __all__ = ["VMLab", "VMRun", "available", "cache_dir"]
 
 HERE = Path(__file__).resolve().parent
-IMAGE_VERSION = "6"  # bump when what goes into the image changes
+IMAGE_VERSION = "7"  # bump when what goes into the image changes
 KERNEL_META = "linux-image-cloud-amd64"
 
 # Host binaries copied into the image (with every library ldd names).

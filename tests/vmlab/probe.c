@@ -7,6 +7,8 @@
  *                                    kernel) to DST:PORT; prints one line per distinct outcome:
  *                                    "<count> ok <reply>" | "<count> refused" | "<count> unreach" |
  *                                    "<count> timeout" | "<count> error <errno text>".
+ *                                    UDP also "eperm" (dropped on this host's output path) or "eperm refused"
+ *                                    (and an ICMP error came back).
  *   vmprobe udp SRC DST PORT N       the same with one UDP datagram per socket (answer or ICMP error).
  *   vmprobe ping SRC DST             one ICMP echo: "reply" | "unreach <code>" | "timeout".
  *   vmprobe batch FILE               runs the probes of FILE, one a line: "ID NETNS tcp|udp SRC DST PORT N" or
@@ -154,6 +156,16 @@ static void one_conn(int type, const char *src, const char *dst, int port) {
         if (err == EHOSTUNREACH || err == ENETUNREACH) { tally("unreach"); close(fd); return; }
         if (err) { snprintf(buf, sizeof buf, "error %s", strerror(err)); tally(buf); close(fd); return; }
     } else if (send(fd, "?", 1, 0) < 0) {
+        /* EPERM: a netfilter hook dropped it on this host's output path (IPVS's ip_vs_leave at LOCAL_OUT, a DROP
+         * in OUTPUT); an ICMP error it also sent comes back to the socket ("eperm refused"). */
+        if (errno == EPERM) {
+            if (wait_fd(fd, POLLIN) > 0 && recv(fd, buf, sizeof buf, 0) < 0 && errno == ECONNREFUSED)
+                tally("eperm refused");
+            else
+                tally("eperm");
+            close(fd);
+            return;
+        }
         snprintf(buf, sizeof buf, "error send %s", strerror(errno)); tally(buf); close(fd); return;
     }
     char line[200]; int got = 0;
