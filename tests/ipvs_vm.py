@@ -223,9 +223,38 @@ def script(cases: list[NodeCase]) -> tuple[str, dict[str, str]]:
             f"iptables-restore < case{i}.iptables || echo ERROR iptables-restore {i}; "
             f"ipvsadm -R < case{i}.ipvsadm || echo ERROR ipvsadm -R {i}'"
         ]
-    sh += ["t rules", "sleep 0.3", "vmprobe batch probes.txt", "t probes", "echo END"]
+    sh += ["t rules", "sleep 0.3", "vmprobe batch probes.txt", "t probes"]
+    # The kernel's own listing of every case, for svctrace's `ipvsadm -Ln` reader (listings(), same_table()).
+    for i in range(len(cases)):
+        sh += [f"echo 'LN {i}'", f"/sbin/ip netns exec c{i}n ipvsadm -Ln", "echo 'LN END'"]
+    sh.append("echo END")
     files["probes.txt"] = "\n".join(probes) + "\n"
     return "\n".join(sh) + "\n", files
+
+
+def listings(text: str) -> dict[int, str]:
+    """The `ipvsadm -Ln` the kernel printed for each case after the probes."""
+    return {int(m.group(1)): m.group(2) for m in re.finditer(r"^LN (\d+)\n(.*?)^LN END$", text, re.M | re.S)}
+
+
+def table_facts(text: str) -> list[tuple[Any, ...]]:
+    """What svctrace reads from a listing that decides a walk: each virtual service and its real servers."""
+    table = load_ipvs(text, "ipvsadm")
+    # A listing whose last virtual service has no real server reads like one cut there: svctrace says so.
+    honest = table.services and not table.services[-1].reals
+    assert [w for w in table.warnings if not (honest and w.code == "truncated")] == [], table.warnings
+    return sorted(
+        (
+            v.protocol,
+            str(v.ip),
+            v.port,
+            v.scheduler,
+            v.persistent,
+            tuple(sorted(v.flags)),
+            tuple(sorted((str(r.ip), r.port, r.weight, r.forward) for r in v.reals)),
+        )
+        for v in table.services
+    )
 
 
 def parse_output(text: str) -> tuple[dict[tuple[int, str], dict[str, Counter[str]]], list[str]]:

@@ -77,7 +77,12 @@ def run() -> dict[str, Any]:
                 + " ".join(line for line in res.output.splitlines() if line.startswith("T "))
                 + " -->\n"
             )
-    return {"rows": rows, "cases": cases, "seconds": time.monotonic() - t0}
+    return {
+        "rows": rows,
+        "cases": cases,
+        "seconds": time.monotonic() - t0,
+        "listings": iv.listings(res.output),
+    }
 
 
 @vm
@@ -88,6 +93,17 @@ def run() -> dict[str, Any]:
 def test_fixed_case_agrees_with_the_kernel(run: dict[str, Any], ci: int, probe: str) -> None:
     (row,) = [r for r in run["rows"] if r.case == FIXED[ci].name and r.probe.id == probe]
     assert row.agree, f"{row.probe.what}: svctrace {row.predicted}; kernel {row.kernel}: {row.why}"
+
+
+@vm
+def test_the_kernels_own_listing_reads_as_the_restored_table(run: dict[str, Any]) -> None:
+    """`ipvsadm -Ln` as the kernel prints it (sorted, `Masq`, `persistent 600`, `mh-port`) reads back, through
+    svctrace's listing reader, as the same services, schedulers, persistence, flags and real servers as the
+    `ipvsadm -Sn` that was restored (which svctrace's other reader parsed)."""
+    cases, listings = run["cases"], run["listings"]
+    assert sorted(listings) == list(range(len(cases)))
+    for i, case in enumerate(cases):
+        assert iv.table_facts(listings[i]) == iv.table_facts(case.ipvsadm), case.name
 
 
 @vm
