@@ -101,27 +101,45 @@ class Probe:
 @dataclass
 class NodeCase:
     name: str
-    rules: IPVSRules
+    rules: IPVSRules | None  # None: an IPVS table alone (a wild listing), with no iptables rules or ipsets
     probes: list[Probe]
     scheduler: str = "rr"
     ipvsadm: str = ""  # the ipvsadm -Sn restored and traced (rules.ipvsadm_save() unless edited)
     iptables: str = ""
     ipset: str = ""
     kube_version: str | None = None  # what svctrace is told (None: read from the dump alone)
+    node_ip: str = NODE_IP  # on eth0, towards the clients
+    node_extra: tuple[str, ...] = ()  # more node addresses (a docker0, a tunnel), on a dummy `host0`
+    vip_list: tuple[str, ...] = ()  # the kube-ipvs0 addresses when there are no rules to take them from
 
     def __post_init__(self) -> None:
-        self.ipvsadm = self.ipvsadm or self.rules.ipvsadm_save()
-        self.iptables = self.iptables or self.rules.iptables_save()
-        self.ipset = self.ipset or self.rules.ipset_save()
+        if self.rules is not None:
+            self.ipvsadm = self.ipvsadm or self.rules.ipvsadm_save()
+            self.iptables = self.iptables or self.rules.iptables_save()
+            self.ipset = self.ipset or self.rules.ipset_save()
+
+    def node_addresses(self) -> set[str]:
+        return {self.node_ip, *self.node_extra}
 
     def endpoints(self) -> dict[str, set[int]]:
-        """Every real server address and the ports it serves."""
+        """Every real server address that is not the node's (each gets a namespace) and the ports it serves."""
         out: dict[str, set[int]] = {}
         for m in re.finditer(r"-r (\d+\.\d+\.\d+\.\d+):(\d+)", self.ipvsadm):
-            out.setdefault(m.group(1), set()).add(int(m.group(2)))
+            if m.group(1) not in self.node_addresses():
+                out.setdefault(m.group(1), set()).add(int(m.group(2)))
         return out
 
+    def node_ports(self) -> set[int]:
+        """The ports of real servers on the node itself (a host process listens there)."""
+        return {
+            int(m.group(2))
+            for m in re.finditer(r"-r (\d+\.\d+\.\d+\.\d+):(\d+)", self.ipvsadm)
+            if m.group(1) in self.node_addresses()
+        }
+
     def vips(self) -> list[str]:
+        if self.rules is None:
+            return list(self.vip_list)
         return [a.split("/")[0] for a in self.rules.kube_ipvs0_addresses()]
 
 
@@ -163,21 +181,24 @@ def script(cases: list[NodeCase]) -> tuple[str, dict[str, str]]:
         root += [f"netns add {n}" for n in (node, cli, *spaces)]
         root.append(f"link add eth0 netns {node} type veth peer name c0 netns {cli}")
         nb = per_ns.setdefault(
-            node, ["link set lo up", f"addr add {NODE_IP}/24 dev eth0", "link set eth0 up"]
+            node, ["link set lo up", f"addr add {case.node_ip}/24 dev eth0", "link set eth0 up"]
         )
         cb = per_ns.setdefault(
             cli,
             [
                 "link set lo up",
                 "link set c0 up",
-                f"route add {NODE_IP}/32 dev c0",
-                f"route add default via {NODE_IP} dev c0",
+                f"route add {case.node_ip}/32 dev c0",
+                f"route add default via {case.node_ip} dev c0",
             ],
         )
         for s in sources:
             cb.append(f"addr add {s}/32 dev c0")
             nb.append(f"route add {s}/32 dev eth0")
         # kube-ipvs0 after eth0, as on a node (MASQUERADE picks the first universe address of the first device).
+        if case.node_extra:
+            nb += ["link add host0 type dummy", "link set host0 up"]
+            nb += [f"addr add {a}/32 dev host0" for a in case.node_extra if not a.startswith("127.")]
         nb.append("link add kube-ipvs0 type dummy")
         nb += [f"addr add {v}/32 dev kube-ipvs0" for v in case.vips()]
         for j, (ns, addrs) in enumerate(spaces.items()):
@@ -195,7 +216,9 @@ def script(cases: list[NodeCase]) -> tuple[str, dict[str, str]]:
             ]
             ports = sorted({p for a in addrs for p in eps[a]})
             sh.append(f"vmprobe -n {ns} serve {' '.join(map(str, ports))} >/dev/null 2>&1 &")
-        sh.append(f"vmprobe -n {node} serve 22 >/dev/null 2>&1 &")
+        sh.append(
+            f"vmprobe -n {node} serve {' '.join(map(str, sorted({22} | case.node_ports())))} >/dev/null 2>&1 &"
+        )
         for p in case.probes:
             ns = {"cli": cli, "node": node}.get(p.where) or f"c{i}h{hairpin.index(p.where)}"
             for s in p.srcs:
@@ -217,11 +240,14 @@ def script(cases: list[NodeCase]) -> tuple[str, dict[str, str]]:
     )
     for i in range(len(cases)):
         node = f"c{i}n"
-        sh += [
-            f"/sbin/ip netns exec {node} sh -c '{sysctls}; "
+        rules = (
             f"ipset restore < case{i}.ipset || echo ERROR ipset restore {i}; "
             f"iptables-restore < case{i}.iptables || echo ERROR iptables-restore {i}; "
-            f"ipvsadm -R < case{i}.ipvsadm || echo ERROR ipvsadm -R {i}'"
+            if cases[i].rules is not None
+            else ""
+        )
+        sh += [
+            f"/sbin/ip netns exec {node} sh -c '{sysctls}; {rules}ipvsadm -R < case{i}.ipvsadm || echo ERROR ipvsadm -R {i}'"
         ]
     sh += ["t rules", "sleep 0.3", "vmprobe batch probes.txt", "t probes"]
     # The kernel's own listing of every case, for svctrace's `ipvsadm -Ln` reader (listings(), same_table()).
@@ -301,7 +327,8 @@ class Fate:
         return self.kind
 
 
-def kernel_fate(answer: str, src: str, endpoints: dict[str, set[int]]) -> Fate:
+def kernel_fate(answer: str, src: str, endpoints: Any) -> Fate:
+    """`endpoints`: every real server address (a local one too: the node's own socket answered for it)."""
     if answer.startswith("ok "):
         local, peer = answer[3:].split()
         lip = local.rsplit(":", 1)[0]
@@ -326,9 +353,9 @@ class Prediction:
 
 def predict(case: NodeCase, p: Probe, src: str) -> Prediction:
     table = load_ipvs(case.ipvsadm, "ipvsadm")
-    rs = load_ruleset(case.iptables, "iptables-save")
+    rs = load_ruleset(case.iptables, "iptables-save") if case.rules is not None else None
     sets, _ = parse_ipset(case.ipset)
-    node = NodeFacts.make(local_ips=[NODE_IP, *case.vips()], ipsets=sets)
+    node = NodeFacts.make(local_ips=[*sorted(case.node_addresses()), *case.vips()], ipsets=sets)
     origin = {"origin": "local"} if p.where == "node" else {}
     pkt = Packet.make(
         src=src, dst=p.dst, dport=p.port, proto=p.proto, sport=40000 if p.port else None, **origin
@@ -378,7 +405,7 @@ def compare(case: NodeCase, p: Probe, tallies: dict[str, Counter[str]]) -> Row:
     * an uncertain one (sh, lc, ...: "which one depends on the hash / the counts") must hold its stated claim:
       shares within the predicted set, and for sh and persistent services one real server per client.
     """
-    eps = case.endpoints()
+    eps = set(case.endpoints()) | {r for r in case.node_addresses() if f"-r {r}:" in case.ipvsadm}
     pred: dict[Fate, float] = {}
     certain = True
     head = next(
@@ -393,7 +420,7 @@ def compare(case: NodeCase, p: Probe, tallies: dict[str, Counter[str]]) -> Row:
     # client address.
     sticky_claim = " -p " in head or (case.scheduler in ("sh", "mh") and "-port" not in head)
     # From the node's own address, a masquerade to that address changes nothing the backend can see.
-    blind = p.where == "node" and all(s == NODE_IP for s in p.srcs)
+    blind = p.where == "node" and all(s in case.node_addresses() for s in p.srcs)
     per_src: dict[str, Counter[Fate]] = {}
     snat_pred: set[str] = set()  # the masquerade addresses svctrace names (when it names them)
     snat_seen: set[str] = set()  # the sources the backends saw for masqueraded connections
@@ -933,3 +960,86 @@ def markdown(rows: list[Row]) -> str:
 
 def addresses_valid(case: NodeCase) -> bool:
     return all(ipaddress.ip_address(a).version == 4 for a in case.endpoints())
+
+
+# --------------------------------------------------------------------------- a wild listing
+
+WILD_001 = "ipvsadm/001-ipvs-v1.20-calico-nodeports.txt"
+
+
+def save_form(listing: str) -> str:
+    """An `ipvsadm -Ln` listing as the `ipvsadm -R` input that rebuilds it (read with svctrace's reader; the
+    kernel's own listing of the result is compared back in test_vm_ipvs)."""
+    flag = {"tcp": "-t", "udp": "-u", "sctp": "--sctp-service"}
+    method = {"Masq": "-m", "Route": "-g", "Tunnel": "-i", "Local": "-m"}
+    out: list[str] = []
+    for v in load_ipvs(listing, "ipvsadm").services:
+        head = f"-A {flag[v.protocol]} {v.address} -s {v.scheduler or 'rr'}"
+        out.append(head + (f" -p {v.persistent}" if v.persistent is not None else ""))
+        out += [
+            f"-a {flag[v.protocol]} {v.address} -r {r.endpoint} {method[r.forward or 'Masq']} -w {r.weight}"
+            for r in v.reals
+        ]
+    return "\n".join(out) + "\n"
+
+
+def wild_case(corpus: Any) -> NodeCase:
+    """A listing from the wild (kube-proxy 1.20 with Calico): its NodePorts on 127.0.0.1, docker0 and Calico's
+    tunnel address, the apiserver as a real server on the node itself; no iptables rules or ipsets with it."""
+    text = save_form((corpus / WILD_001).read_text())
+    node_ip, extra = "192.168.188.61", ("172.17.0.1", "10.244.235.192", "127.0.0.1")
+    vips = sorted(
+        {m.group(1) for m in re.finditer(r"-A -[tu] (\d+\.\d+\.\d+\.\d+):", text)} - {node_ip, *extra}
+    )
+    pod = "10.244.235.200"  # a pod on this node
+    probes = [
+        Probe(
+            "w-apiserver",
+            "kubernetes ClusterIP -> the apiserver on the node itself",
+            "tcp",
+            "10.96.0.1",
+            443,
+            [pod],
+        ),
+        Probe("w-dns", "DNS ClusterIP, 2 endpoints", "udp", "10.96.0.10", 53, [pod]),
+        Probe("w-np-node-ip", "NodePort on the node IP, from outside", "tcp", node_ip, 30355, [OUTSIDE]),
+        Probe(
+            "w-np-docker0",
+            "NodePort on docker0's address, from the node",
+            "tcp",
+            "172.17.0.1",
+            30355,
+            ["172.17.0.1"],
+            where="node",
+        ),
+        Probe(
+            "w-np-tunl0",
+            "NodePort on Calico's tunnel address, from a pod",
+            "tcp",
+            "10.244.235.192",
+            31356,
+            [pod],
+        ),
+        Probe(
+            "w-np-loopback",
+            "NodePort on 127.0.0.1, from the node (kubernetes#96879)",
+            "tcp",
+            "127.0.0.1",
+            30355,
+            ["127.0.0.1"],
+            where="node",
+            n=2,
+        ),
+        Probe(
+            "w-ping", "ping a ClusterIP (no KUBE-IPVS-FILTER in 1.20)", "icmp", "10.104.67.53", None, [pod]
+        ),
+    ]
+    return NodeCase(
+        f"wild {WILD_001.split('/')[1][:3]} (1.20, ipvsadm only)",
+        None,
+        probes,
+        ipvsadm=text,
+        node_ip=node_ip,
+        node_extra=extra,
+        vip_list=tuple(vips),
+    )

@@ -25,6 +25,7 @@ from typing import Any
 import ipvs_vm as iv
 import pytest
 import vmlab
+from conftest import WILD
 
 FIXED_SEED = 1
 RANDOM_CASES = 3
@@ -46,7 +47,8 @@ def _lab() -> vmlab.VMLab:
     return vmlab.VMLab()
 
 
-FIXED = iv.fixed_cases()
+# The fixed cases, and a listing from the wild restored as it stands (tests/corpus/wild, ipvsadm/001).
+FIXED = [*iv.fixed_cases(), iv.wild_case(WILD)]
 
 
 @pytest.fixture(scope="module")
