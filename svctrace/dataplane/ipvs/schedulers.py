@@ -51,6 +51,9 @@ class Schedule:
     assumption: str | None = None  # what the shares assume when they are not certain
     notes: list[str] = field(default_factory=list)
     excluded: list[RealServer] = field(default_factory=list)  # weight 0: never picked for new connections
+    # The share of new connections that find no destination although usable servers exist: sh gives the buckets
+    # of a weight-0 server to no one else (IPVS then answers ICMP port unreachable).
+    refused: float = 0.0
 
 
 def schedule(vs: VirtualService) -> Schedule:
@@ -99,9 +102,27 @@ def schedule(vs: VirtualService) -> Schedule:
         sch.picks = by_weight()
         uncertain(f"{sched} ({KNOWN[sched]}) picks by live connection counts; shown as shares by weight")
         _next_by_counts(vs, usable, sch)
+    elif sched == "sh" and sch.excluded and "sh-fallback" not in vs.flags:
+        # ip_vs_sh.c, ip_vs_sh_reassign: the 256 buckets are dealt to every real server in turn, `weight` buckets
+        # each and one to a server of weight 0 (`if (++d_count >= weight)` moves on at once); ip_vs_sh_get returns
+        # NULL for a bucket whose server has weight <= 0, and without sh-fallback nothing else is tried: a client
+        # that hashes there gets "no destination available" (ICMP port unreachable), for as long as the weight-0
+        # server stays. Shares over many clients, up to the last partial round of the deal.
+        slots = [max(r.weight if r.weight is not None else 1, 1) for r in reals]
+        total = sum(slots)
+        sch.picks = [Pick(r, w / total) for r, w in zip(usable, weights, strict=True)]
+        sch.refused = len(sch.excluded) / total
+        sch.notes[-1] = (f"{len(sch.excluded)} real server(s) of {vs.label} have weight 0 "
+                         f"({', '.join(r.endpoint for r in sch.excluded[:4])}): sh keeps their hash buckets, so "
+                         f"the clients that hash there ({sch.refused:.0%} of the buckets) get \"connection refused\" "
+                         "(ICMP port unreachable) until kube-proxy removes the server (ip_vs_sh_get, "
+                         "net/netfilter/ipvs/ip_vs_sh.c; the sh-fallback flag would send them elsewhere)")
+        uncertain("sh (source hashing): one real server per client address; which one, or none when the client's "
+                  "bucket holds a weight-0 server, depends on the hash, so the shares are over many clients")
     elif sched in ("sh", "mh"):
         # ip_vs_sh.c / ip_vs_mh.c: a hash of the client address (and port with the sh-port/mh-port flag)
-        # into a table filled by weight: one client always lands on the same server.
+        # into a table filled by weight: one client always lands on the same server. mh leaves weight-0
+        # servers out of its table (ip_vs_mh_populate); sh with sh-fallback looks past them.
         sch.picks = by_weight()
         per = "client address and port" if any(f.endswith("-port") for f in vs.flags) else "client address"
         uncertain(f"{sched} ({KNOWN[sched]}): one real server per {per}; which one depends on the hash, "

@@ -47,6 +47,9 @@ from svctrace.dataplane.kernel import OUTPUT, POSTROUTING, State, Unknown, dst_t
 from svctrace.errors import Warn
 from svctrace.model.packet import IPAddress, IPSetDef, NodeFacts, Packet
 
+# Matches that change state when the kernel evaluates them (xt_statistic's nth counter, xt_recent's lists,
+# token buckets, quotas): a rule with one of them is evaluated in full even when a set match already failed.
+_SIDE_EFFECTS = frozenset({"statistic", "recent", "limit", "hashlimit", "quota", "quota2", "connlimit"})
 _TAKEN = "\x00ipvs"  # key in State.assume: IPVS handled this packet (the kernel's skb->ipvs_property)
 
 
@@ -260,22 +263,23 @@ class IPVSWalker(Walker):
                           "the ones shown")
         if not sch.picks:
             why = "it has no real server" if not vs.reals else "all its real servers have weight 0"
-            st.add(PathStep(hook, "ipvs", vs.label, None, vs.line, vs.text,
-                            "IPVS: no destination available → ICMP port unreachable",
-                            note=f"{why}; kube-proxy keeps the virtual server of a Service without ready endpoints"))
-            if st.pkt.proto in ("icmp", "icmpv6"):
-                self.finish(st, "drop", None, f"IPVS drops it: {vs.label} has no usable real server")
-            else:
-                st.reject_with = st.reject_default()
-                self.finish(st, "reject", None, f"IPVS answers ICMP port unreachable (connection refused): "
-                                                f"{vs.label}: {why}")
+            self._no_destination(st, vs, hook, why, "kube-proxy keeps the virtual server of a Service without "
+                                                    "ready endpoints")
             self.ctx.note(f"{vs.label} has no usable real server: IPVS answers a new connection with ICMP port "
                           "unreachable, so TCP clients see \"connection refused\" (ip_vs_leave, "
                           "net/netfilter/ipvs/ip_vs_core.c); kube-proxy keeps the virtual server while the Service "
                           "has no ready endpoints")
             return []
         out: list[tuple[State, str]] = []
-        many = len(sch.picks) > 1
+        many = len(sch.picks) > 1 or sch.refused > 0
+        if sch.refused > 0:
+            s = st.fork()
+            s.prob *= sch.refused
+            if sch.assumption:
+                s.assume_one(sch.assumption)
+            self._no_destination(s, vs, hook, "the client's hash bucket holds a real server of weight 0",
+                                 f"{vs.scheduler} keeps the buckets of a weight-0 (terminating) server; "
+                                 f"{sch.refused:.0%} of them", sch.refused)
         for pick in sch.picks:
             s = st.fork() if many else st
             s.prob *= pick.share
@@ -293,6 +297,19 @@ class IPVSWalker(Walker):
             if kind is not None:
                 out.append((s, kind))
         return out
+
+    def _no_destination(self, st: State, vs: VirtualService, hook: str, why: str, note: str,
+                        share: float | None = None) -> None:
+        """The scheduler found no destination: ip_vs_leave answers ICMP port unreachable."""
+        st.add(PathStep(hook, "ipvs", vs.label, None, vs.line, vs.text,
+                        "IPVS: no destination available → ICMP port unreachable", None, share,
+                        note=f"{why}; {note}"))
+        if st.pkt.proto in ("icmp", "icmpv6"):
+            self.finish(st, "drop", None, f"IPVS drops it: {vs.label}: {why}")
+        else:
+            st.reject_with = st.reject_default()
+            self.finish(st, "reject", None, f"IPVS answers ICMP port unreachable (connection refused): "
+                                            f"{vs.label}: {why}")
 
     def _dnat_to(self, s: State, vs: VirtualService, r: RealServer, hook: str) -> str | None:
         pkt = s.pkt
@@ -367,6 +384,12 @@ class IPVSWalker(Walker):
                 rest.append(m)
         if len(rest) == len(rule.matches):
             return super().match(st, rule)
+        if not all(verdicts) and not any(m.module in _SIDE_EFFECTS for m in rest):
+            # Every match must hold and the others only look (no counter or list they would change): a set the
+            # packet is not in decides it, however an undecidable match beside it (physdev, on a node whose
+            # bridges the dump does not show) would go. Without this, kube-proxy's KUBE-EXTERNAL-IP-LOCAL rule
+            # made every Service packet "uncertain: crosses a bridge port / not" (seen in the VM lab).
+            return [(st, False)]
         alts = super().match(st, dataclasses.replace(rule, matches=rest))
         out: list[tuple[State, bool]] = []
         for s, matched in alts:
