@@ -80,7 +80,8 @@ def test_bash_completes_commands_options_and_choices() -> None:
     assert {"explain", "trace", "tui", "collect", "simulate", "learn", "completion"} <= set(
         bash_complete("svctrace ")
     )
-    assert bash_complete("svctrace trace dump --pr") == ["--proto"]
+    assert bash_complete("svctrace trace dump --pro") == ["--proto"]
+    assert sorted(bash_complete("svctrace trace dump --pr")) == ["--previous-endpoint", "--proto"]
     assert bash_complete("svctrace trace dump --proto ") == ["tcp", "udp", "sctp", "icmp"]
     assert bash_complete("svctrace completion ") == ["bash", "zsh", "fish"]
 
