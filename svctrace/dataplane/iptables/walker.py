@@ -32,7 +32,7 @@ from svctrace.dataplane.kernel import (
 from svctrace.errors import WalkError
 from svctrace.model.packet import NodeFacts, Packet, format_endpoint
 
-INDEX_MIN_RULES = 48
+INDEX_MIN_RULES = 8
 
 
 
