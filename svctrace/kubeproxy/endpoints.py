@@ -44,6 +44,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property, lru_cache
 from typing import Any, Final, Literal
 
 from svctrace.kubeproxy.names import join_host_port, service_port_name
@@ -77,6 +78,7 @@ TOPOLOGY_MODE_ANNOTATION: Final = "service.kubernetes.io/topology-mode"
 DEFAULT_AFFINITY_SECONDS: Final = 10800
 
 
+@lru_cache(maxsize=1 << 16)
 def _family_of(ip: str) -> IPFamily | None:
     try:
         addr = ipaddress.ip_address(ip.strip())
@@ -85,6 +87,9 @@ def _family_of(ip: str) -> IPFamily | None:
     return "IPv6" if addr.version == 6 else "IPv4"
 
 
+# Each address is parsed once, not once per node and Service port that names it (a simulation of 5k
+# Services on 3 nodes normalised 60k addresses).
+@lru_cache(maxsize=1 << 16)
 def _norm_ip(ip: str) -> str:
     return str(ipaddress.ip_address(ip.strip()))
 
@@ -264,7 +269,7 @@ class EndpointInfo:
     zone_hints: frozenset[str] = frozenset()
     source: str = ""  # "EndpointSlice ns/name" or "Endpoints ns/name"
 
-    @property
+    @cached_property
     def endpoint(self) -> str:
         """``ip:port`` (``[ip6]:port``), kube-proxy's ``Endpoint.String()``."""
         return join_host_port(self.ip, self.port)
