@@ -6,18 +6,21 @@ what kube-proxy's chains, sets and addresses mean is said here.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from svctrace.dataplane.contract import Outcome
 from svctrace.dataplane.iptables.parser import parse_rule
 from svctrace.dataplane.iptables.rules import Ruleset
-from svctrace.dataplane.ipvs.walker import IPVSContext
-from svctrace.dataplane.nftables.ir import AnonSet, Concat, Const, Match, NftRuleset, Prefix, Table, Verdict
-from svctrace.dataplane.nftables.printer import fmt_expr
-from svctrace.kubeproxy.ipvs_sets import NODEPORT_RANGE, Layout
+from svctrace.kubeproxy.ipvs_sets import NODEPORT_RANGE
 from svctrace.kubeproxy.names import nft_chain_owner
 from svctrace.kubeproxy.versions import has
 from svctrace.model.packet import Packet
 from svctrace.model.version import Version
+
+if TYPE_CHECKING:  # the IPVS and nftables modules load when a note of that mode is asked for
+    from svctrace.dataplane.ipvs.walker import IPVSContext
+    from svctrace.dataplane.nftables.ir import NftRuleset, Table
+    from svctrace.kubeproxy.ipvs_sets import Layout
 
 
 def _this(pkt: Packet) -> str:
@@ -61,6 +64,9 @@ def iptables_notes(rs: Ruleset, pkt: Packet, outcomes: list[Outcome]) -> list[st
 # -- nftables mode ---------------------------------------------------------------------------------------
 
 def _service_cidr(rs: NftRuleset, family: int) -> str | None:
+    from svctrace.dataplane.nftables.ir import AnonSet, Const, Match, Prefix
+    from svctrace.dataplane.nftables.printer import fmt_expr
+
     for t in rs.tables.values():
         c = t.chains.get("cluster-ips-check")
         if c is None:
@@ -83,6 +89,9 @@ def _kube_tables(rs: NftRuleset, family: int) -> Iterator[Table]:
 
 def _service_ip(rs: NftRuleset, pkt: Packet) -> list[str]:
     """What kube-proxy's maps say about the destination address: `172.30.0.41 tcp/80`, ..."""
+    from svctrace.dataplane.nftables.ir import Concat, Const, Verdict
+    from svctrace.dataplane.nftables.printer import fmt_expr
+
     out: list[str] = []
     for t in _kube_tables(rs, pkt.family):
         sips = t.sets.get("service-ips")
