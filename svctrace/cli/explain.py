@@ -5,7 +5,6 @@ from __future__ import annotations
 from enum import StrEnum
 
 import typer
-from rich.console import Console
 
 from svctrace.cli import app, emit_json
 from svctrace.cli.trace import Output, Proto
@@ -73,6 +72,8 @@ def explain_cmd(
     if output is Output.json:
         emit_json(exp.to_json(), exp.warnings)
     else:
+        from rich.console import Console
+
         from svctrace.render.explain import render_explanation
 
         render_explanation(exp, Console(highlight=False))

@@ -215,10 +215,12 @@ def nodes_disagree(ctx: Context) -> Diagnostic | None:
     chain, mine = prog.chain, prog.programmed
     node = ctx.exp.node if ctx.exp is not None else None
     others: dict[str, set[str]] = {}
+    mine_nf = ctx.snap.nodes.get(node or "")
+    mine_text = mine_nf.get("iptables-save") if mine_nf is not None else None
     for name, nf in ctx.snap.nodes.items():
         text = nf.get("iptables-save")
-        if name == node or not text:
-            continue
+        if name == node or not text or text == mine_text:
+            continue  # (the deciding node's very dump programs the chain as it does: nothing to parse)
         mini = None if nf.is_parsed("iptables-save") else nf.parsed(
             f"iptables-save {chain}", lambda t, source: _chains_alone(t, chain, source), text=text)
         if mini is not None:
