@@ -15,6 +15,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from svctrace.dataplane.addr import ip_of
 from svctrace.dataplane.contract import Hints, PathStep, TraceResult
 from svctrace.dataplane.iptables.matches import _opts_text, evaluate
 from svctrace.dataplane.iptables.parser import parse_rule
@@ -372,7 +373,7 @@ def _build_index(chain: Chain) -> _DstIndex | bool:
                     generic.append(pos)
                     continue
             try:
-                ip = ipaddress.ip_address(host)
+                ip = ip_of(host)
             except ValueError:
                 generic.append(pos)
                 continue
