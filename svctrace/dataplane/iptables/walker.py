@@ -183,17 +183,17 @@ class Walker(KernelWalker):
                     printed = o.arg if o else None
         tgt = rule.target
         table = rule.table
+        comment = rule.comment
 
         def step(action: str, note: str | None = None, target: str | None = None) -> None:
             st.add(PathStep(hook, table, rule.chain, rule.index, rule.line, rule.text, action, printed, branch, note,
-                            rule.comment, target))
+                            comment, target))
 
         if tgt is None:
             step("no target (counts only)")
             return None
         name = tgt.name
         where = f"{table} {rule.chain} rule {rule.index}"
-        comment = rule.comment
         why = f" ({comment})" if comment else ""
         if name == "ACCEPT":
             step("ACCEPT")
@@ -401,7 +401,7 @@ def _nat_spec(spec: str, pkt: Packet) -> tuple[ipaddress.IPv4Address | ipaddress
         host, port_s = s.split(":")
     first = host.split("-")[0]
     try:
-        ip = ipaddress.ip_address(first) if first else None
+        ip = ip_of(first) if first else None
     except ValueError:
         return None, None, None
     if ip is None or ip.is_unspecified:

@@ -72,6 +72,7 @@ import ipaddress
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from typing import Any, Final, Literal
 
 from svctrace.dataplane.nftables.ir import (
@@ -220,7 +221,7 @@ class _Val:
     def raw(self) -> bytes:
         """The bytes nft exports for the sort (``concat_expr_msort_value``)."""
         if self.type in ("ipv4_addr", "ipv6_addr"):
-            return ipaddress.ip_address(str(self.value)).packed
+            return _ip(str(self.value)).packed
         if self.type == "inet_proto":
             return bytes([_PROTO_NUMBERS[str(self.value)]])
         if self.type == "inet_service":
@@ -229,7 +230,7 @@ class _Val:
 
     def number(self) -> int:
         if self.type in ("ipv4_addr", "ipv6_addr"):
-            return int(ipaddress.ip_address(str(self.value)))
+            return int(_ip(str(self.value)))
         if self.type == "inet_proto":
             return _PROTO_NUMBERS[str(self.value)]
         return int(self.value)
@@ -308,6 +309,12 @@ class _Part:
         return stmt_json(self.stmt, fam)
 
 
+# A node's rules name each address several times (its map elements, sorted; its rules), and every node names
+# them again: each is parsed once.
+_ip = lru_cache(maxsize=1 << 17)(ipaddress.ip_address)
+
+
+@lru_cache(maxsize=1 << 17)
 def _addr_expr(text: str) -> Expr:
     """An address or CIDR as nft holds it (a full-length prefix is an address)."""
     if "/" not in text:
