@@ -683,9 +683,9 @@ class NftRules:
                 st.sets[c.name].elements.append(c.element)
         return st
 
-    def ruleset_text(self, *, full: bool = False) -> str:
+    def ruleset_text(self, *, full: bool = False, state: _State | None = None) -> str:
         """What ``nft list ruleset`` (nft 1.0.6) prints once :meth:`nft_input` is loaded into an empty netns."""
-        st = self._state(full)
+        st = state if state is not None else self._state(full)
         out = [f"table {self.family} {TABLE} {{"]
         if st.table_comment:
             out.append(f"\tcomment {json.dumps(st.table_comment)}")
@@ -722,9 +722,10 @@ class NftRules:
         out.append("}")
         return "\n".join(out) + "\n"
 
-    def ruleset_data(self, *, full: bool = False, table_handle: int = 1) -> dict[str, Any]:
+    def ruleset_data(self, *, full: bool = False, table_handle: int = 1,
+                     state: _State | None = None) -> dict[str, Any]:
         """:meth:`ruleset_json` as Python data."""
-        st = self._state(full)
+        st = state if state is not None else self._state(full)
         fam = self.family
         items: list[dict[str, Any]] = [
             {"metainfo": {"version": NFT_VERSION[0], "release_name": NFT_VERSION[1], "json_schema_version": 1}},
@@ -762,10 +763,10 @@ class NftRules:
                 items.append({"rule": robj})
         return {"nftables": items}
 
-    def ruleset_json(self, *, full: bool = False, table_handle: int = 1) -> str:
+    def ruleset_json(self, *, full: bool = False, table_handle: int = 1, state: _State | None = None) -> str:
         """What ``nft -j list ruleset`` (nft 1.0.6) prints once :meth:`nft_input` is loaded into an empty netns
         (the table handle is the netns' count of tables created, 1 in a fresh one)."""
-        return json.dumps(self.ruleset_data(full=full, table_handle=table_handle)) + "\n"
+        return json.dumps(self.ruleset_data(full=full, table_handle=table_handle, state=state)) + "\n"
 
     # -- the node --------------------------------------------------------------------------
     def ip_addr_json(self, node_ips: Iterable[str] | None = None) -> str:
@@ -775,7 +776,8 @@ class NftRules:
 
     def snapshot_files(self) -> dict[str, str]:
         """The node's files of a svctrace snapshot (``nodes/<name>/``) in nftables mode."""
-        return {"proxy-mode": "nftables\n", "nft": self.ruleset_text(), "nft.json": self.ruleset_json(),
+        st = self._state(False)  # the loaded state once, for both listings (it does not change between them)
+        return {"proxy-mode": "nftables\n", "nft": self.ruleset_text(state=st), "nft.json": self.ruleset_json(state=st),
                 "ip-addr.json": self.ip_addr_json()}
 
 
