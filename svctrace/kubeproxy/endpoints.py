@@ -43,8 +43,8 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from functools import cached_property, lru_cache
+from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Final, Literal
 
 from svctrace.kubeproxy.names import join_host_port, service_port_name
@@ -268,11 +268,11 @@ class EndpointInfo:
     zone: str | None = None
     zone_hints: frozenset[str] = frozenset()
     source: str = ""  # "EndpointSlice ns/name" or "Endpoints ns/name"
+    #: ``ip:port`` (``[ip6]:port``), kube-proxy's ``Endpoint.String()`` (computed once: the renderers ask often).
+    endpoint: str = field(init=False, repr=False, compare=False)
 
-    @cached_property
-    def endpoint(self) -> str:
-        """``ip:port`` (``[ip6]:port``), kube-proxy's ``Endpoint.String()``."""
-        return join_host_port(self.ip, self.port)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "endpoint", join_host_port(self.ip, self.port))
 
     @property
     def serving_terminating(self) -> bool:
