@@ -80,36 +80,10 @@ def objects(n: int, seed: int = 1) -> list[dict[str, Any]]:
     return out
 
 
-def _linear_endpoints() -> None:
-    """kubeproxy.endpoints.endpoints_for_port scans every EndpointSlice for each Service port (issue 13's
-    `simulate` item); hand it only the Service's own slices so generating 20k Services takes seconds. Same
-    output: it filters to these slices itself."""
-    from svctrace.kubeproxy import endpoints, plan
-
-    original = endpoints.endpoints_for_port
-    cache: dict[int, dict[tuple[str, str], list[Any]]] = {}
-
-    def by_service(sp: Any, *, node_name: str, endpoint_slices: Any = None, endpoints: Any = None) -> Any:
-        slices = list(endpoint_slices or ())
-        index = cache.get(id(endpoint_slices))
-        if index is None:
-            index = cache[id(endpoint_slices)] = {}
-            for sl in slices:
-                meta = sl.get("metadata") or {}
-                key = (meta.get("namespace") or "default", (meta.get("labels") or {}).get(
-                    "kubernetes.io/service-name"))
-                index.setdefault(key, []).append(sl)
-        return original(sp, node_name=node_name, endpoint_slices=index.get((sp.namespace, sp.name), []),
-                        endpoints=endpoints)
-
-    plan.endpoints_for_port = by_service  # type: ignore[attr-defined]
-
-
 def node_dir(mode: str, n: int, regenerate: bool) -> Path:
     d = HERE / "out" / f"{mode}-{n}" / "nodes" / NODE
     if d.is_dir() and not regenerate:
         return d
-    _linear_endpoints()
     from svctrace.kubeproxy.simulate import simulate
 
     t0 = time.perf_counter()

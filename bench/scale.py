@@ -47,7 +47,8 @@ import gen_kube_proxy_dump as gen  # noqa: E402
 
 DOC = REPO / "docs" / "performance.md"
 BEGIN, END = "<!-- scale:begin (written by bench/scale.py) -->", "<!-- scale:end -->"
-OTHER_SCRIPTS = ("simulate_scale.py", "ipvs_scale.py", "nft_scale.py")
+OTHER_SCRIPTS = ("simulate_scale.py", "bench_ipvs_nft.py")
+CHART = REPO / "docs" / "img" / "scale.svg"
 NODES = ("node-a", "node-b", "node-c")
 
 
@@ -55,17 +56,28 @@ def label(n: int) -> str:
     return f"{n // 1000}k" if n % 1000 == 0 else str(n)
 
 
-def best(argv: list[str], repeat: int, *, stdin: Path | None = None, ok: tuple[int, ...] = (0, 1)) -> float:
-    """Best wall time of `repeat` runs of a command (stdout discarded); a failing run stops the bench."""
-    times = []
+def measure(argv: list[str], repeat: int, *, stdin: Path | None = None,
+            ok: tuple[int, ...] = (0, 1)) -> tuple[float, int]:
+    """Best wall time of `repeat` runs of a command (stdout discarded), and the largest peak RSS (bytes) of
+    those runs (os.wait4: this child's own figure, not the bench's); a failing run stops the bench."""
+    times, rss = [], 0
     for _ in range(repeat):
         with open(stdin, "rb") if stdin else open(os.devnull, "rb") as inp:
             t0 = time.perf_counter()
-            p = subprocess.run(argv, stdin=inp, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
+            p = subprocess.Popen(argv, stdin=inp, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            assert p.stderr is not None
+            err = p.stderr.read()
+            _, status, usage = os.wait4(p.pid, 0)
             times.append(time.perf_counter() - t0)
+            p.returncode = os.waitstatus_to_exitcode(status)
+            rss = max(rss, usage.ru_maxrss * 1024)  # Linux: kilobytes
         if p.returncode not in ok:
-            raise SystemExit(f"{' '.join(argv[:4])}...: exit {p.returncode}: {p.stderr.decode()[-400:]}")
-    return min(times)
+            raise SystemExit(f"{' '.join(argv[:4])}...: exit {p.returncode}: {err.decode()[-400:]}")
+    return min(times), rss
+
+
+def best(argv: list[str], repeat: int, *, stdin: Path | None = None, ok: tuple[int, ...] = (0, 1)) -> float:
+    return measure(argv, repeat, stdin=stdin, ok=ok)[0]
 
 
 def svctrace() -> list[str]:
@@ -179,9 +191,9 @@ def batch(dump: Path, cluster: gen.Cluster, count: int, repeat: int, tmp: Path) 
     return best([*svctrace(), "trace", str(dump), "--batch", str(qfile)], repeat)
 
 
-def explain(snap: Path, cluster: gen.Cluster, repeat: int) -> float:
+def explain(snap: Path, cluster: gen.Cluster, repeat: int) -> tuple[float, int]:
     s = next(s for s in cluster.services if s.namespace != "default" and s.ports[0].endpoints)
-    return best([*svctrace(), "explain", f"svc/{s.name}", "-n", s.namespace, "--snapshot", str(snap),
+    return measure([*svctrace(), "explain", f"svc/{s.name}", "-n", s.namespace, "--snapshot", str(snap),
                  "--from", "10.244.0.5", "-o", "json"], repeat)
 
 
@@ -228,17 +240,68 @@ def cell(s: float | None, floor: float) -> str:
     return "–" if s is None else f"{fmt(s)} ({s / floor:.2f}×)"
 
 
+def mem(rss: int | None, dump_bytes: int) -> str:
+    return "–" if not rss else f"{rss / 1e6:.0f} MB ({rss / dump_bytes:.1f}×)"
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     head = ["Services", "rules", "dump", "`iptables-restore --test`", "`trace` (1 question)",
-            "`trace --batch` (N questions)", "N questions add", "`explain` (3 nodes, cold)", "TUI first screen"]
+            "`trace --batch` (N questions)", "N questions add", "`explain` (3 nodes, cold)", "TUI first screen",
+            "`trace` peak RSS (× dump)", "`explain` peak RSS (× dump)"]
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         k = r["kernel"]
         out.append("| " + " | ".join([
             f"{r['services']:,}", f"{r['rules']:,}", f"{r['bytes'] / 1e6:.1f} MB", fmt(k), cell(r.get("trace"), k),
             cell(r.get("batch"), k), "–" if r.get("batch") is None else fmt(max(0.0, r["batch"] - r["trace"])),
-            cell(r.get("explain"), k), cell(r.get("tui"), k)]) + " |")
+            cell(r.get("explain"), k), cell(r.get("tui"), k), mem(r.get("trace_rss"), r["bytes"]),
+            mem(r.get("explain_rss"), r["bytes"])]) + " |")
     return "\n".join(out)
+
+
+def chart(rows: list[dict[str, Any]], path: Path) -> bool:
+    """The curves as an SVG (matplotlib, the dev extra): seconds against Services, and the ratio to the kernel's
+    tool. False when matplotlib is missing (the table is still written)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    matplotlib.rcParams["svg.hashsalt"] = "svctrace"  # the same figures give the same file
+    matplotlib.rcParams["svg.fonttype"] = "none"
+    xs = [r["services"] for r in rows]
+    series = [("kernel", "iptables-restore --test", "k--"), ("trace", "svctrace trace (1 question)", "o-"),
+              ("batch", "trace --batch (N questions)", "s-"), ("explain", "explain (3 nodes, cold)", "^-"),
+              ("tui", "TUI first screen", "d-")]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for key, label_, style in series:
+        pts = [(r["services"], r[key]) for r in rows if r.get(key) is not None]
+        if not pts:
+            continue
+        ax1.plot([p[0] for p in pts], [p[1] for p in pts], style, label=label_)
+        if key != "kernel":
+            ax2.plot([p[0] for p in pts], [p[1] / r["kernel"] for p, r in zip(pts, [r for r in rows
+                                                                                      if r.get(key) is not None],
+                                                                            strict=True)], style, label=label_)
+    for ax in (ax1, ax2):
+        ax.set_xscale("log")
+        ax.set_xticks(xs, [label(x) for x in xs])
+        ax.set_xlabel("Services")
+        ax.grid(True, which="both", alpha=0.3)
+    ax1.set_yscale("log")
+    ax1.set_ylabel("seconds (best of runs)")
+    ax1.set_title("Time")
+    ax2.axhline(1.0, color="grey", lw=0.8)
+    ax2.set_ylabel("× iptables-restore --test")
+    ax2.set_title("Ratio to the kernel's tool")
+    ax1.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="svg", metadata={"Date": None})
+    plt.close(fig)
+    return True
 
 
 def write_doc(text: str) -> None:
@@ -271,31 +334,40 @@ def main(argv: list[str] | None = None) -> int:
             r: dict[str, Any] = {"services": n, "rules": rules, "bytes": dump.stat().st_size,
                                  "kernel": kernel(dump, args.repeat)}
             if "trace" not in skip:
-                r["trace"] = best(trace_argv(dump, cluster), args.repeat)
+                r["trace"], r["trace_rss"] = measure(trace_argv(dump, cluster), args.repeat)
             if "batch" not in skip and "trace" not in skip:
                 r["batch"] = batch(dump, cluster, n, args.repeat, tmp)
             if "explain" not in skip:
-                r["explain"] = explain(snapshot_for(n, args.seed, dump, cluster), cluster, args.repeat)
-            if "tui" not in skip and n <= 10000:
+                r["explain"], r["explain_rss"] = explain(snapshot_for(n, args.seed, dump, cluster), cluster,
+                                                         args.repeat)
+            if "tui" not in skip:
                 r["tui"] = tui_first_screen(dump, args.repeat)
             print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()}),
                   file=sys.stderr, flush=True)
             rows.append(r)
     machine = (f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
                + subprocess.run(["iptables-restore", "--version"], capture_output=True, text=True).stdout.strip())
-    text = "\n".join([
-        BEGIN, "",
-        f"Best of {args.repeat}, one run of `python bench/scale.py` ({machine}). In brackets: the ratio to "
-        "`iptables-restore --test` of the same dump in a fresh network namespace. \"N questions\": as many "
-        "`--batch` lines as the dump has Services; \"add\" is the batch run minus the one-question run.",
-        "", table(rows), "", END])
-    print(text)
+    others: list[str] = []
     if "others" not in skip:
         for name in OTHER_SCRIPTS:
             script = HERE / name
             if script.exists():
-                print(f"\n## {name}\n", flush=True)
-                subprocess.run([sys.executable, str(script)], check=False)
+                print(f"running {name} ...", file=sys.stderr, flush=True)
+                p = subprocess.run([sys.executable, str(script), "--sizes", args.sizes, "--repeat", str(args.repeat)],
+                                   capture_output=True, text=True, check=False)
+                sys.stderr.write(p.stderr)
+                others += [f"### `python bench/{name}`", "", p.stdout.strip() or f"(exit {p.returncode})", ""]
+    text = "\n".join([
+        BEGIN, "",
+        f"Best of {args.repeat}, one run of `python bench/scale.py` ({machine}). In brackets: the ratio to "
+        "`iptables-restore --test` of the same dump in a fresh network namespace. \"N questions\": as many "
+        "`--batch` lines as the dump has Services; \"add\" is the batch run minus the one-question run. Peak RSS "
+        "is the process's own maximum resident set, against the dump's size.",
+        "", table(rows), ""]
+        + ([f"![The scale curve: seconds and ratio to iptables-restore --test]({CHART.relative_to(DOC.parent)})", ""]
+           if not args.no_write and chart(rows, CHART) else [])
+        + others + [END])
+    print(text)
     if not args.no_write:
         write_doc(text)
     return 0

@@ -770,3 +770,21 @@ def test_a_reply_from_the_node_itself_needs_no_forwarding() -> None:
     assert [(o.verdict, str(o.endpoint)) for o in exp.outcomes] == [("accept", "192.168.56.10:6443")]
     assert exp.outcomes[0].reply["through_conntrack"] is True and "the node itself" in exp.outcomes[0].reply["why"]
     assert exp.exit_code == 0 and "ip-forward-off" not in codes(exp)
+
+
+def test_nodes_with_the_deciding_nodes_very_dump_are_not_parsed(tmp_path: Path) -> None:
+    """nodes-disagree compares other nodes' programming; a node whose dump is the deciding node's, byte for byte,
+    programs it the same, so its dump is not parsed at all (explain stays one parse on a cluster of equal nodes),
+    while a node with a different dump still is."""
+    objs = _objs()
+    dumps = {n: build_demo.node_dump(objs, "node01") for n in build_demo.NODES}
+    sl = _slice(objs, "web")
+    sl["endpoints"][2]["addresses"] = ["10.244.2.12"]
+    dumps["controlplane"] = build_demo.node_dump(objs, "node02")
+    snap = load_snapshot(str(write_snapshot(tmp_path / "s", objs, dumps)))
+    exp = ask("svc/web", snap, source="pod/client")
+    assert exp.node == "node01"
+    assert "nodes-disagree" in codes(exp)  # controlplane's dump differs
+    parsed = {n: sorted(nf._parsed) for n, nf in snap.nodes.items()}
+    assert parsed["node02"] == []  # node01's dump exactly: nothing read
+    assert parsed["controlplane"] != []

@@ -720,3 +720,38 @@ def test_sh_keeps_the_buckets_of_a_weight_0_server() -> None:
                                                              proto="tcp"))
     verdicts = sorted((o.verdict, round(o.probability, 9)) for o in r.outcomes)
     assert verdicts == [("accept", 0.25), ("accept", 0.5), ("reject", 0.25)], verdicts
+
+
+def test_kube_proxy_save_lines_read_fast_as_the_general_path_reads_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`-A -t VIP -s S [-p N]` and `-a -t VIP -r RIP:PORT -m -w N` skip the option scanner: the same table and
+    warnings as the general path, odd values included (they fall back to it)."""
+    import re as _re
+
+    from svctrace.dataplane.ipvs import parser as p
+
+    text = "\n".join([
+        "-A -t 10.96.0.10:80 -s rr", "-a -t 10.96.0.10:80 -r 10.244.1.5:8080 -m -w 1",
+        "-a -t 10.96.0.10:80 -r 10.244.1.6:8080 -g -w 0", "-A -u 10.96.0.11:53 -s wrr -p 10800",
+        "-a -u 10.96.0.11:53 -r 10.244.1.7:53 -i -w 65535", "-A -t 10.96.0.12:443 -s bogus",
+        "-a -t 10.96.0.12:443 -r 010.244.1.8:443 -m -w 1", "-a -t 10.96.0.12:443 -r 10.244.1.9:443 -m -w 1",
+        "-a -t 10.96.0.99:80 -r 10.244.1.10:80 -m -w 1",
+        "-A -t 10.96.0.10:80 -s rr", "-A -t 010.96.0.13:80 -s rr",
+    ]) + "\n"
+    refused = ["-A -t 10.96.0.14:80 -s rr -p 99999999999\n", "-A -t 10.96.0.12:443 -s rr\n"
+               "-a -t 10.96.0.12:443 -r 10.244.1.9:99999 -m -w 1\n", "-A -t 10.96.0.12:443 -s rr\n"
+               "-a -t 10.96.0.12:443 -r 10.244.1.9:443 -m -w 70000\n"]
+
+    def read(t: str) -> tuple[str, list[str]]:
+        try:
+            table = load_ipvs(t, "x")
+        except Exception as e:  # the general path refuses this: so must the fast one
+            return f"error {e}", []
+        return repr(table.services), [str(w) for w in table.warnings]
+
+    fast, fast_refused = read(text), [read(r) for r in refused]
+    assert len(fast[1]) >= 4 and "10.244.1.9" in fast[0]  # the odd lines were read (with warnings), not refused
+    monkeypatch.setattr(p, "_SAVE_REAL", _re.compile(r"(?!)"))
+    monkeypatch.setattr(p, "_SAVE_SERVICE", _re.compile(r"(?!)"))
+    assert read(text) == fast
+    assert [read(r) for r in refused] == fast_refused
+    assert all(r[0].startswith("error") for r in fast_refused)

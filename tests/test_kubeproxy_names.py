@@ -246,7 +246,7 @@ def test_inverse_index() -> None:
 def test_module_is_stdlib_only() -> None:
     src = Path(names.__file__).read_text()
     imported = set(re.findall(r"^(?:from|import) ([a-z0-9_.]+)", src, re.M))
-    assert imported <= {"__future__", "base64", "hashlib", "re", "collections.abc", "typing"}
+    assert imported <= {"__future__", "base64", "functools", "hashlib", "re", "collections.abc", "typing"}
 
 
 def test_nft_chain_pattern_reads_the_names_the_nft_generator_writes() -> None:

@@ -272,3 +272,46 @@ def test_node_facts_go_into_the_bundle_checked(tmp_path: Path) -> None:
     assert r.returncode == 2 and f"{facts}/ip-route.json:1: " in r.stderr, r.stderr
     r = run("simulate", "-f", str(tmp_path / "snap" / "cluster.json"), "--node-facts", f"node01={facts}")
     assert r.returncode == 2 and "--node-facts needs --output-dir" in r.stderr
+
+
+def _many(n: int) -> list[dict[str, Any]]:
+    objs: list[dict[str, Any]] = []
+    for i in range(n):
+        labels = {"app": f"a{i}"}
+        objs.append({"apiVersion": "v1", "kind": "Service", "metadata": {"name": f"s{i}", "namespace": f"ns{i % 3}"},
+                     "spec": {"type": ["ClusterIP", "NodePort", "LoadBalancer"][i % 3], "selector": labels,
+                              "externalTrafficPolicy": "Local" if i % 4 == 0 and i % 3 else None,
+                              "sessionAffinity": "ClientIP" if i % 5 == 0 else None,
+                              "loadBalancerSourceRanges": ["203.0.113.0/24"] if i % 3 == 2 else None,
+                              "ports": [{"name": "http", "port": 80, "targetPort": 8080 + i % 3}]},
+                     "status": {"loadBalancer": {"ingress": [{"ip": f"198.51.100.{i % 250 + 1}"}]}}
+                     if i % 3 == 2 else {}})
+        objs.append({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": f"s{i}",
+                                                                               "namespace": f"ns{i % 3}"},
+                     "spec": {"replicas": i % 4, "selector": {"matchLabels": labels},
+                              "template": {"metadata": {"labels": labels}, "spec": {"containers": [{"name": "c"}]}}}})
+    return objs
+
+
+@pytest.mark.parametrize("mode", ["iptables", "ipvs"])
+def test_printing_by_shape_equals_parsing_every_rule(mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """render.common prints each rule shape once and puts the values back: the dumps equal those made by parsing
+    and printing every rule (the demo's objects and 60 varied Services, two modes that print iptables-save)."""
+    from svctrace.data import build_demo
+    from svctrace.kubeproxy.render import common
+
+    for objs in (build_demo.objects(), _many(60)):
+        fast = simulate(objs, mode=mode, kube_version="1.31")
+        monkeypatch.setattr(common, "_CHECKS", 10**9)  # every rule printed both ways (and compared)
+        slow = simulate(objs, mode=mode, kube_version="1.31")
+        monkeypatch.undo()
+        assert fast.files == slow.files and fast.files
+
+
+def test_many_notes_are_counted_not_listed(tmp_path: Path) -> None:
+    f = tmp_path / "many.yaml"
+    f.write_text(yaml.safe_dump_all(_many(30)))
+    p = run("simulate", "-f", str(f), "-o", str(tmp_path / "out"))
+    assert p.returncode == 0, p.stderr
+    notes = [line for line in p.stderr.splitlines() if line.startswith("svctrace: note:")]
+    assert len(notes) == 11 and "more notes of the same kinds" in notes[-1]

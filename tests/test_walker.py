@@ -322,3 +322,49 @@ def test_kube_proxy_knowledge_comes_from_the_hints() -> None:
     assert missing_endpoint("endpoint-5OJB2KTY-ns1/svc1/tcp/p80__fd00.1..2/80", None) == (
         ipaddress.ip_address("fd00:1::2"), 80)
     assert missing_endpoint("KUBE-SVC-ABC", "x -> 10.0.0.1:80") is None
+
+
+def test_index_everywhere_equals_scanning_everywhere_on_every_corpus_dump(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The destination index is exact: with every chain indexed (threshold 1) and with none (a full scan),
+    every corpus and demo dump answers every probe the same — for each address and port its rules name, from a
+    pod and from outside, and for the node's own address."""
+    import json
+    import re
+    from pathlib import Path
+
+    from svctrace.dataplane.iptables import walker as W
+    from svctrace.errors import InputError
+    from svctrace.kubeproxy.walk import trace_iptables
+
+    root = Path(__file__).resolve().parent
+    dumps = sorted(p for p in root.glob("corpus/**/*iptables-save*") if p.is_file()) + sorted(
+        root.glob("corpus/wild/iptables-save/*.txt")) + sorted(
+        (root.parent / "svctrace" / "data" / "demo" / "nodes").glob("*/iptables-save"))
+    assert len(dumps) >= 20
+    probes = 0
+    for path in dumps:
+        text = path.read_text()
+        addrs = [*sorted(set(re.findall(r"-d (\d+\.\d+\.\d+\.\d+)/32", text)))[:12], "192.168.0.2"]
+        ports = sorted({int(p) for p in re.findall(r"--dport (\d+)\b", text)})[:6] or [80]
+        answers = {}
+        for threshold in (1, 10**9):
+            monkeypatch.setattr(W, "INDEX_MIN_RULES", threshold)
+            try:
+                rs = load_ruleset(text, str(path))  # a fresh ruleset: no index left from the other threshold
+            except InputError:
+                break  # a wild excerpt that is no dump (its own tests say how it is read)
+            if rs.family != 4:
+                break
+            got = []
+            for dst in addrs:
+                for dport in ports:
+                    for src in ("10.244.0.5", "203.0.113.9"):
+                        pkt = Packet.make(src=src, dst=dst, proto="tcp", dport=dport, local_ips=NODE.local_ips)
+                        r = trace_iptables(rs, pkt, NODE)
+                        got.append(json.dumps([o.to_json() for o in r.outcomes], sort_keys=True, default=str))
+            answers[threshold] = got
+        if not answers.get(1):
+            continue
+        assert answers[1] == answers[10**9], path
+        probes += len(answers[1])
+    assert probes > 1000

@@ -6,7 +6,6 @@ import functools
 from enum import StrEnum
 
 import typer
-from rich.console import Console
 
 from svctrace.cli import app, complete
 from svctrace.cli.graphout import GRAPH_OUTPUTS, emit_graph
@@ -77,6 +76,8 @@ def explain_cmd(
     exp = explain(snap, req)
 
     def text(o: Output) -> None:
+        from rich.console import Console
+
         from svctrace.render.explain import render_explanation
 
         render_explanation(exp, Console(highlight=False), wide=o.wide)

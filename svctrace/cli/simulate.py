@@ -100,8 +100,13 @@ def simulate_cmd(
                        service_cidr=service_cidr, mode=mode.value, random_fully=random_fully, nfacct=nfacct)
     except ValueError as e:
         raise InputError(str(e)) from None
-    for n in sim.notes:
+    shown = sim.notes if len(sim.notes) <= NOTES_SHOWN + 2 else sim.notes[:NOTES_SHOWN]
+    for n in shown:
         sys.stderr.write(f"svctrace: note: {n}\n")
+    if len(shown) < len(sim.notes):
+        # A big input fills in the same things for every object: a few examples say what, the count how often.
+        sys.stderr.write(f"svctrace: note: ... and {len(sim.notes) - len(shown):,} more notes of the same kinds "
+                         "(cluster IPs, node ports, pods and EndpointSlices filled in)\n")
     if out is None:
         for i, (name, dump) in enumerate(sim.dumps.items()):
             if len(sim.dumps) > 1:
@@ -116,6 +121,9 @@ def simulate_cmd(
     write_bundle(out, sim)
     sys.stderr.write(f"svctrace: wrote {out} ({len(sim.dumps)} node(s)); try: svctrace explain svc/NAME "
                      f"--snapshot {out}\n")
+
+
+NOTES_SHOWN = 10  # simulate's notes printed one by one; the rest are counted
 
 
 def _node_facts(specs: list[str]) -> dict[str, dict[str, str]]:

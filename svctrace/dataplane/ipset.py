@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
-from svctrace.dataplane.addr import ip_of
+from svctrace.dataplane.addr import addr_key
 from svctrace.errors import InputError, Warn
 from svctrace.model.packet import IPSetDef, Packet
 
@@ -161,7 +161,7 @@ def _exact_key(values: list[str], kinds: list[str], bitmap: bool, *, member: boo
                 text = v.split(" ")[0] if member else v
                 if "/" in text:
                     return None
-                key.append(ip_of(text))
+                key.append(addr_key(text))
             elif kind == "port":
                 proto, port = v.split(":", 1) if ":" in v else ("tcp", v)
                 if "-" in port:

@@ -25,11 +25,13 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Final, TypeVar, cast
+from typing import TYPE_CHECKING, Final, TypeVar, cast
 
-from svctrace.dataplane.ipvs.model import IPVSTable
 from svctrace.kubeproxy.versions import FEATURES
 from svctrace.model.packet import IPAddress, IPSetDef
+
+if TYPE_CHECKING:
+    from svctrace.dataplane.ipvs.model import IPVSTable
 
 T = TypeVar("T")
 NODEPORT_RANGE = (30000, 32767)  # kube-apiserver --service-node-port-range default

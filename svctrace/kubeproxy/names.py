@@ -28,6 +28,7 @@ Pure standard library; nothing here touches the network or the kernel.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import re
 from collections.abc import Iterable
@@ -134,6 +135,7 @@ def nft_chain_owner(chain: str) -> NftChainOwner | None:
     return NftChainOwner(m.group(1), m["ns"], m["name"], m["proto"], m["port"], m["ep"])
 
 
+@functools.lru_cache(maxsize=1 << 18)
 def _sha256_b32(data: str, length: int) -> str:
     """The first ``length`` characters of base32(sha256(data)), kube-proxy's chain-name hash (iptables mode keeps
     16, nftables mode's ``hashAndTruncate`` 8)."""

@@ -8,19 +8,21 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from svctrace.dataplane.contract import Outcome
 from svctrace.dataplane.iptables.parser import parse_rule
 from svctrace.dataplane.iptables.rules import Chain, Ruleset
-from svctrace.dataplane.ipvs.walker import IPVSContext
-from svctrace.dataplane.nftables.ir import AnonSet, Concat, Const, Match, NftRuleset, Prefix, Table, Verdict
-from svctrace.dataplane.nftables.printer import fmt_expr
-from svctrace.dataplane.nftables.walker import duration_seconds
-from svctrace.kubeproxy.ipvs_sets import NODEPORT_RANGE, Layout
+from svctrace.kubeproxy.ipvs_sets import NODEPORT_RANGE
 from svctrace.kubeproxy.names import nft_chain_owner
 from svctrace.kubeproxy.versions import has
 from svctrace.model.packet import NodeFacts, Packet
 from svctrace.model.version import Version
+
+if TYPE_CHECKING:  # the IPVS and nftables modules load when a note of that mode is asked for
+    from svctrace.dataplane.ipvs.walker import IPVSContext
+    from svctrace.dataplane.nftables.ir import NftRuleset, Table
+    from svctrace.kubeproxy.ipvs_sets import Layout
 
 
 def _this(pkt: Packet) -> str:
@@ -111,6 +113,10 @@ def _timeout_of(outcomes: list[Outcome], rs: object) -> tuple[float, str] | None
     """The affinity timeout the rules on the outcomes' paths set, and how the rules say it: kube-proxy writes
     sessionAffinityConfig.clientIP.timeoutSeconds as `-m recent --rcheck --seconds N --reap` (iptables,
     pkg/proxy/iptables/proxier.go) or as the affinity set's `timeout Ns` (nftables, pkg/proxy/nftables/proxier.go)."""
+    nft = not isinstance(rs, Ruleset)
+    if nft:  # the nftables modules load only for an nftables question
+        from svctrace.dataplane.nftables.ir import NftRuleset
+        from svctrace.dataplane.nftables.walker import duration_seconds
     seen: set[tuple[str, str]] = set()
     texts: list[str] = []
     for o in outcomes:  # the rules of every chain the walk went through (an --rcheck that did not match too)
@@ -121,7 +127,7 @@ def _timeout_of(outcomes: list[Outcome], rs: object) -> tuple[float, str] | None
             if isinstance(rs, Ruleset):
                 c = rs.chain(step.table, step.chain)
                 texts += [raw.text for raw in c.raw] if c is not None else []
-            elif isinstance(rs, NftRuleset):
+            elif nft and isinstance(rs, NftRuleset):
                 nc = rs.chain(step.table, step.chain)
                 texts += [r.text for r in nc.rules] if nc is not None else []
     for text in texts:
@@ -131,7 +137,7 @@ def _timeout_of(outcomes: list[Outcome], rs: object) -> tuple[float, str] | None
             reap = " --reap" if "--reap" in text else ""
             return n, f"`-m recent --rcheck --seconds {int(n)}{reap}`"
         m2 = _AFFINITY_SET.search(text)
-        if m2 is not None and isinstance(rs, NftRuleset):
+        if m2 is not None and nft and isinstance(rs, NftRuleset):
             for t in rs.tables.values():
                 ns = t.sets.get(m2.group(1))
                 secs = duration_seconds(ns.timeout) if ns is not None else None
@@ -170,6 +176,9 @@ def affinity_notes(outcomes: list[Outcome], rs: object, node: NodeFacts, first: 
 # -- nftables mode ---------------------------------------------------------------------------------------
 
 def _service_cidr(rs: NftRuleset, family: int) -> str | None:
+    from svctrace.dataplane.nftables.ir import AnonSet, Const, Match, Prefix
+    from svctrace.dataplane.nftables.printer import fmt_expr
+
     for t in rs.tables.values():
         c = t.chains.get("cluster-ips-check")
         if c is None:
@@ -192,6 +201,9 @@ def _kube_tables(rs: NftRuleset, family: int) -> Iterator[Table]:
 
 def _service_ip(rs: NftRuleset, pkt: Packet) -> list[str]:
     """What kube-proxy's maps say about the destination address: `172.30.0.41 tcp/80`, ..."""
+    from svctrace.dataplane.nftables.ir import Concat, Const, Verdict
+    from svctrace.dataplane.nftables.printer import fmt_expr
+
     out: list[str] = []
     for t in _kube_tables(rs, pkt.family):
         sips = t.sets.get("service-ips")

@@ -6,7 +6,6 @@ Pure: takes Kubernetes objects as plain dicts, returns texts. Used by `svctrace 
 
 from __future__ import annotations
 
-import copy
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from svctrace.kubeproxy.render.common import SaveMemo
 from svctrace.kubeproxy.render.iptables import generate, to_save
 from svctrace.kubeproxy.versions import DEFAULT_VERSION
 from svctrace.model.cluster import pod_cidr_supernet
+from svctrace.model.jsontext import copy_plain
 
 Obj = dict[str, Any]
 WORKLOADS = ("Deployment", "StatefulSet", "ReplicaSet", "DaemonSet", "ReplicationController")
@@ -38,13 +38,13 @@ class Simulation:
     def bundle_files(self, svctrace_version: str) -> dict[str, str]:
         """The snapshot this simulation makes (docs/snapshots.md), as relative path -> text: cluster.json,
         meta.json and each node's files. `svctrace simulate -o DIR` and the learn drills write it."""
-        import json
+        from svctrace.model.jsontext import dumps_indent2
 
         meta = {"format": "svctrace-snapshot/1", "svctrace": svctrace_version, "simulated": True,
                 "proxy_mode": self.mode, "server_version": f"v{self.kube_version}", "cluster_cidr": self.cluster_cidr,
                 "nodes": {n: {"transport": "simulate", "backend": "nft", "ok": True} for n in self.files}}
-        out = {"cluster.json": json.dumps({"apiVersion": "v1", "kind": "List", "items": self.objects}, indent=2) + "\n",
-               "meta.json": json.dumps(meta, indent=2) + "\n"}
+        out = {"cluster.json": dumps_indent2({"apiVersion": "v1", "kind": "List", "items": self.objects}) + "\n",
+               "meta.json": dumps_indent2(meta) + "\n"}
         for name, node_files in self.files.items():
             for fname, text in node_files.items():
                 out[f"nodes/{name}/{fname}"] = text
@@ -174,26 +174,28 @@ def _matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
 class _Allocator:
     def __init__(self, cidr: str, taken: Iterable[str], skip_first: int = 1) -> None:
         self.net = ipaddress.ip_network(cidr, strict=False)
-        self.taken = {ipaddress.ip_address(t) for t in taken if _is_ip(t)}
+        # Addresses as integers of the network's family (an address of the other family is never taken).
+        self._addr = type(self.net.network_address)
+        self._last = int(self.net.broadcast_address)
+        self.taken = {int(a) for a in (_ip(t) for t in taken) if a is not None and a.version == self.net.version}
         self.next = int(self.net.network_address) + skip_first
 
     def take(self) -> str:
         while True:
-            ip = ipaddress.ip_address(self.next)
+            n = self.next
             self.next += 1
-            if ip not in self.net:
+            if n > self._last:
                 raise ValueError(f"{self.net} is full")
-            if ip not in self.taken and ip != self.net.broadcast_address:
-                self.taken.add(ip)
-                return str(ip)
+            if n not in self.taken and n != self._last:
+                self.taken.add(n)
+                return str(self._addr(n))
 
 
-def _is_ip(s: Any) -> bool:
+def _ip(s: Any) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
-        ipaddress.ip_address(str(s))
-        return True
+        return ipaddress.ip_address(str(s))
     except ValueError:
-        return False
+        return None
 
 
 def complete(objects: list[Obj], *, service_cidr: str = DEFAULT_SERVICE_CIDR,
@@ -201,7 +203,7 @@ def complete(objects: list[Obj], *, service_cidr: str = DEFAULT_SERVICE_CIDR,
     """Fill in what the API server and the controllers would: nodes, cluster IPs, node ports, pods of
     workloads, pod IPs, EndpointSlices for selector Services. The input is not modified."""
     notes = notes if notes is not None else []
-    objs = [copy.deepcopy(o) for o in objects]
+    objs = [copy_plain(o) for o in objects]
     nodes = [o for o in objs if o.get("kind") == "Node"]
     if not nodes:
         name, ip, cidr = DEFAULT_NODE

@@ -10,6 +10,7 @@ Which versions each mode's model covers, and what each assumes when given none, 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from svctrace.model.version import Version, parse_version, version_text
 
@@ -153,6 +154,14 @@ FEATURES: dict[str, Feature] = {f.name: f for f in (
 
 def has(version: str | Version | None, feature: str) -> bool:
     """Whether kube-proxy `version` (None: DEFAULT_VERSION) has `feature` (a key of FEATURES)."""
+    try:
+        return _has(version, feature)  # a renderer asks per Service port: the answer is remembered
+    except TypeError:  # an unhashable version (a list): asked directly
+        return _has.__wrapped__(version, feature)
+
+
+@lru_cache(maxsize=4096)
+def _has(version: str | Version | None, feature: str) -> bool:
     v = parse_version(version if version is not None else DEFAULT_VERSION)
     return FEATURES[feature].in_version(v)
 

@@ -9,25 +9,27 @@ import dataclasses
 import ipaddress
 import re
 from collections.abc import Callable
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
 from svctrace.dataplane.contract import Hints, TraceResult
 from svctrace.dataplane.iptables import trace as iptables_trace
 from svctrace.dataplane.iptables.parser import parse_rule
 from svctrace.dataplane.iptables.rules import BUILTIN_CHAINS, Chain, RawRule, Rule, Ruleset, Table
-from svctrace.dataplane.ipvs.model import IPVSTable
-from svctrace.dataplane.ipvs.walker import FilterRule, IPVSContext, Silent, walk
-from svctrace.dataplane.nftables import NftRuleset
-from svctrace.dataplane.nftables import Table as NftTable
-from svctrace.dataplane.nftables import trace as nft_trace
-from svctrace.dataplane.nftables.complete import add_chain, add_rule, jump_targets
-from svctrace.dataplane.node import Dataplane
 from svctrace.errors import InputError, Warn
 from svctrace.kubeproxy.ipvs_sets import INFERRED_SETS, infer_kube_ipsets, ipset_names_in_rules, layout, once
 from svctrace.kubeproxy.names import nft_chain_owner
-from svctrace.kubeproxy.notes import affinity_notes, iptables_notes, ipvs_notes, nft_notes
+from svctrace.kubeproxy.notes import affinity_notes, iptables_notes
 from svctrace.kubeproxy.versions import has
 from svctrace.model.packet import IPAddress, NodeFacts, Packet
 from svctrace.model.version import parse_version, version_text
+
+if TYPE_CHECKING:  # the IPVS and nftables modules load when a trace of that mode runs (start-up of iptables traces)
+    from svctrace.dataplane.ipvs.model import IPVSTable
+    from svctrace.dataplane.ipvs.walker import Silent
+    from svctrace.dataplane.nftables import NftRuleset
+    from svctrace.dataplane.nftables import Table as NftTable
+    from svctrace.dataplane.node import Dataplane
 
 # --iptables-masquerade-bit (default 14): KUBE-MARK-MASQ ORs in 1<<14 (pkg/proxy/iptables/proxier.go,
 # masqueradeMark); KUBE-MARK-DROP ORs in 1<<15 (kubelet's --iptables-drop-bit, pkg/kubelet/kubelet_network_linux.go).
@@ -70,7 +72,7 @@ def route_localnet(rules: Ruleset | NftRuleset) -> tuple[bool, str]:
     """kube-proxy (iptables mode) turns route_localnet on for localhost NodePorts and then blocks incoming localnet
     connections in KUBE-FIREWALL (pkg/proxy/iptables/proxier.go); that rule says it is on. nft shows the
     rule without its comment; kube-proxy's nftables mode never turns it on."""
-    if isinstance(rules, NftRuleset):
+    if not isinstance(rules, Ruleset):  # an nftables ruleset
         return (any(("localnet" in (r.comment or "")) or "ip daddr 127.0.0.0/8" in r.text
                     for t in rules.tables.values() for c in [t.chains.get("KUBE-FIREWALL")] if c is not None
                     for r in c.rules),
@@ -101,7 +103,12 @@ HOOKED = "svctrace: assumed kube-proxy jump"  # comment of the jumps _complete_k
 # INPUT) rejects new connections to a kube-ipvs0 address that match no virtual server (pkg/proxy/ipvs/proxier.go,
 # writeIptablesRules: RETURN for KUBE-CLUSTER-IP, KUBE-LOAD-BALANCER, KUBE-EXTERNAL-IP(-LOCAL) dst,dst and
 # KUBE-HEALTH-CHECK-NODE-PORT dst, then `-m conntrack --ctstate NEW -m set --match-set KUBE-IPVS-IPS dst -j REJECT`).
-IPVS_SILENT = Silent(
+@cache
+def ipvs_silent() -> Silent:
+    """What kube-proxy's IPVS mode does where a dump is silent (built on the first IPVS trace)."""
+    from svctrace.dataplane.ipvs.walker import FilterRule, Silent
+
+    return Silent(
     device="kube-ipvs0", hooked=HOOKED, jump_says="kube-proxy's",
     inferred="kube-proxy's ipsets hold what the IPVS table implies (no `ipset save` given): virtual servers on "
              "non-node addresses taken as ClusterIPs, NodePorts recognised by port range",
@@ -118,6 +125,12 @@ IPVS_SILENT = Silent(
                 "it does not serve",
         warning="the kube-proxy version is not known and the filter table is not in the dump: shown with and "
                 "without KUBE-IPVS-FILTER (1.26+)"))
+
+
+def __getattr__(name: str) -> Any:
+    if name == "IPVS_SILENT":
+        return ipvs_silent()
+    raise AttributeError(name)
 
 
 # (chain, type, hook, priority, [(rule, chain it needs)])
@@ -169,6 +182,8 @@ def complete_nft(rs: NftRuleset) -> NftRuleset:
 
 
 def _kube_proxy(rs: NftRuleset, t: NftTable) -> None:
+    from svctrace.dataplane.nftables.complete import add_chain, add_rule, jump_targets
+
     added: list[str] = []
     if "services" not in t.chains and "service-ips" not in t.sets:
         # A service chain pasted alone (`nft list chain ip kube-proxy service-...`, with or without its endpoint
@@ -216,6 +231,8 @@ def _kube_proxy(rs: NftRuleset, t: NftTable) -> None:
 
 
 def _iptables_nat(rs: NftRuleset, t: NftTable) -> None:
+    from svctrace.dataplane.nftables.complete import add_chain, add_rule
+
     hooks = {c.hook for c in t.chains.values() if c.is_base}
     added: list[str] = []
     for name, hook, prio, target in _IPTABLES_NAT:
@@ -407,6 +424,9 @@ def trace_nft(rs: NftRuleset, pkt: Packet, node: NodeFacts | None = None, *,
               kube_version: object = None) -> TraceResult:
     """kube-proxy's nftables mode (or any nftables ruleset): every fate of `pkt`, with kube-proxy's notes.
     `kube_version` is recorded: kube-proxy's nftables rules show all that depends on it."""
+    from svctrace.dataplane.nftables import trace as nft_trace
+    from svctrace.kubeproxy.notes import nft_notes
+
     result = nft_trace(complete_nft(rs), pkt, node, HINTS)
     result.notes, result.nowhere = nft_notes(rs, pkt, result.outcomes)
     result.notes += affinity_notes(result.outcomes, rs, node or NodeFacts(), None)
@@ -435,6 +455,9 @@ def trace_ipvs(ipvs_table: IPVSTable, iptables_ruleset: Ruleset | None, packet: 
     are inferred from the IPVS table. `kube_version` ("1.26", "v1.29.2", (1, 26)) decides what
     kube-proxy does where the dump is silent (KUBE-IPVS-FILTER when the filter table is missing).
     """
+    from svctrace.dataplane.ipvs.walker import IPVSContext, walk
+    from svctrace.kubeproxy.notes import ipvs_notes
+
     node = node or NodeFacts()
     try:
         version = None if kube_version is None else parse_version(kube_version)  # type: ignore[arg-type]
@@ -456,7 +479,7 @@ def trace_ipvs(ipvs_table: IPVSTable, iptables_ruleset: Ruleset | None, packet: 
     filters = None if version is None else has(version, "ipvs-filter-chain")
     ctx = IPVSContext(ipvs_table, lay.vips, filters, "" if version is None else
                       f"kube-proxy {version[0]}.{version[1]} writes KUBE-IPVS-FILTER (the filter table is not in the "
-                      "dump)", says=IPVS_SILENT)
+                      "dump)", says=ipvs_silent())
     ipsets = dict(node.ipsets)
     if given:
         names = once(ipvs_table, "ipset-names", (rs,),

@@ -15,6 +15,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from svctrace.dataplane.addr import ip_of
 from svctrace.dataplane.contract import Hints, PathStep, TraceResult
 from svctrace.dataplane.iptables.matches import _opts_text, evaluate
 from svctrace.dataplane.iptables.parser import parse_rule
@@ -32,7 +33,7 @@ from svctrace.dataplane.kernel import (
 from svctrace.errors import WalkError
 from svctrace.model.packet import NodeFacts, Packet, format_endpoint
 
-INDEX_MIN_RULES = 48
+INDEX_MIN_RULES = 8
 
 
 
@@ -185,17 +186,17 @@ class Walker(KernelWalker):
         prefix = self.hints.assumed
         if prefix and not rule.line and (c := rule.comment) and c.startswith(prefix):
             st.assume_one(c[len(prefix):].strip(" :"))
+        comment = rule.comment
 
         def step(action: str, note: str | None = None, target: str | None = None) -> None:
             st.add(PathStep(hook, table, rule.chain, rule.index, rule.line, rule.text, action, printed, branch, note,
-                            rule.comment, target))
+                            comment, target))
 
         if tgt is None:
             step("no target (counts only)")
             return None
         name = tgt.name
         where = f"{table} {rule.chain} rule {rule.index}"
-        comment = rule.comment
         why = f" ({comment})" if comment else ""
         if name == "ACCEPT":
             step("ACCEPT")
@@ -375,7 +376,7 @@ def _build_index(chain: Chain) -> _DstIndex | bool:
                     generic.append(pos)
                     continue
             try:
-                ip = ipaddress.ip_address(host)
+                ip = ip_of(host)
             except ValueError:
                 generic.append(pos)
                 continue
@@ -403,7 +404,7 @@ def _nat_spec(spec: str, pkt: Packet) -> tuple[ipaddress.IPv4Address | ipaddress
         host, port_s = s.split(":")
     first = host.split("-")[0]
     try:
-        ip = ipaddress.ip_address(first) if first else None
+        ip = ip_of(first) if first else None
     except ValueError:
         return None, None, None
     if ip is None or ip.is_unspecified:

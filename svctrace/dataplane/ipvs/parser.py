@@ -59,6 +59,12 @@ _CONNS = re.compile(r"^(?:IPVS connection entries|pro\s+expire\s+state\s+source)
 _EC2 = re.compile(r"^ip-(\d{1,3})-(\d{1,3})-(\d{1,3})-(\d{1,3})(?:\.|$)")
 _NUMBER = re.compile(r"^(\d+)([KMGT]?)$")
 _SAVE = re.compile(r"^-[Aa]\s+-")
+# kube-proxy's real-server line as `ipvsadm -Sn` prints it (most lines of a big table): read without the general
+# option scanner below, to the same RealServer (what does not fit this exact shape takes the general path).
+_SAVE_REAL = re.compile(r"-a -([tu]) (\S+) -r (\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}):(\d{1,5}) -([mgi]) -w (\d{1,5})")
+_FORWARD = {"m": "Masq", "i": "Tunnel", "g": "Route"}
+# and its virtual service line: `-A -t VIP:PORT -s SCHED [-p TIMEOUT]`.
+_SAVE_SERVICE = re.compile(r"-A -([tu]) ((\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}):(\d{1,5})) -s (\S+)(?: -p (\d{1,10}))?")
 
 
 def looks_like_ipvsadm(text: str) -> bool:
@@ -168,6 +174,10 @@ class _Loader:
 
     # -- one line ---------------------------------------------------------------------------
     def line(self, no: int, raw: str, line: str) -> None:
+        if line.startswith("-a -") and self._save_real(no, raw, line):
+            return
+        if line.startswith("-A -") and self._save_service(no, raw, line):
+            return
         if _ELISION.match(line):
             self.table.partial = True
             if self.current is not None:
@@ -428,6 +438,58 @@ class _Loader:
                         "lthreshold": self._int(opts.get("-y", "0"), no, "threshold", 0, None)}
         vs2.reals.append(rs)
         self.current = None
+
+    def _save_real(self, no: int, raw: str, line: str) -> bool:
+        """`-a -t VIP:PORT -r RIP:PORT -m -w N` of a virtual service declared above, as `_save` reads it; False
+        (nothing done) for any other line."""
+        m = _SAVE_REAL.fullmatch(line)
+        if m is None:
+            return False
+        proto, vaddr, host, port_text, fwd, weight = m.groups()
+        vs = self.by_key.get(f"{'tcp' if proto == 't' else 'udp'}:{vaddr}")
+        port, w = int(port_text), int(weight)
+        if vs is None or port > 65535 or w > 65535:
+            return False
+        ip = self.ips.get(host)
+        if ip is None:
+            try:
+                ip = self.ips[host] = ip_of(host)
+            except ValueError:
+                return False
+        self.saw_save = True
+        vs.reals.append(RealServer(host, ip, port, port_text, no, raw.strip(), forward=_FORWARD[fwd], weight=w))
+        self.current = None
+        return True
+
+    def _save_service(self, no: int, raw: str, line: str) -> bool:
+        """`-A -t VIP:PORT -s SCHED [-p N]`, as `_save` reads it; False (nothing done) for any other line."""
+        m = _SAVE_SERVICE.fullmatch(line)
+        if m is None:
+            return False
+        proto_flag, addr, host, port_text, scheduler, pers = m.groups()
+        port = int(port_text)
+        if port > 65535 or (pers is not None and int(pers) > 2**32 - 1):
+            return False
+        ip = self.ips.get(host)
+        if ip is None:
+            try:
+                ip = self.ips[host] = ip_of(host)
+            except ValueError:
+                return False
+        self.saw_save = True
+        proto = "tcp" if proto_flag == "t" else "udp"
+        vs = VirtualService(proto, host, ip, port, port_text, no, raw.strip(), family=ip.version)
+        vs.scheduler = scheduler
+        if scheduler not in SCHEDULERS:
+            self.warn(f"unknown IPVS scheduler {scheduler!r}", no)
+        if pers is not None:
+            vs.persistent = int(pers)
+        vs.netmask = None
+        vs.flags = ()
+        key = f"{proto}:{addr}"
+        self.by_key[key] = vs
+        self._add_service(vs, no, key)
+        return True
 
     def _options(self, words: list[str], no: int) -> dict[str, str]:
         """`-t 10.0.0.1:80 -s rr -p 300 -m -w 1` -> {"-t": "10.0.0.1:80", "-s": "rr", ...}."""

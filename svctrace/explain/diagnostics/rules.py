@@ -226,10 +226,12 @@ def nodes_disagree(ctx: Context) -> Diagnostic | None:
     chain, mine = prog.chain, prog.programmed
     node = ctx.exp.node if ctx.exp is not None else None
     others: dict[str, set[str]] = {}
+    mine_nf = ctx.snap.nodes.get(node or "")
+    mine_text = mine_nf.get("iptables-save") if mine_nf is not None else None
     for name, nf in ctx.snap.nodes.items():
         text = nf.get("iptables-save")
-        if name == node or not text:
-            continue
+        if name == node or not text or text == mine_text:
+            continue  # (the deciding node's very dump programs the chain as it does: nothing to parse)
         # One question (explain) cuts the chain out of the other node's dump, which is quicker than parsing it
         # whole; but each cut reads the whole text, so a run that asks about many Services (the TUI's health
         # marks, `check`) parses the dump once after a few cuts and looks the chains up in it.

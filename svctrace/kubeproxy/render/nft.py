@@ -72,6 +72,7 @@ import ipaddress
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from typing import Any, Final, Literal
 
 from svctrace.dataplane.nftables.ir import (
@@ -220,7 +221,7 @@ class _Val:
     def raw(self) -> bytes:
         """The bytes nft exports for the sort (``concat_expr_msort_value``)."""
         if self.type in ("ipv4_addr", "ipv6_addr"):
-            return ipaddress.ip_address(str(self.value)).packed
+            return _ip(str(self.value)).packed
         if self.type == "inet_proto":
             return bytes([_PROTO_NUMBERS[str(self.value)]])
         if self.type == "inet_service":
@@ -229,7 +230,7 @@ class _Val:
 
     def number(self) -> int:
         if self.type in ("ipv4_addr", "ipv6_addr"):
-            return int(ipaddress.ip_address(str(self.value)))
+            return int(_ip(str(self.value)))
         if self.type == "inet_proto":
             return _PROTO_NUMBERS[str(self.value)]
         return int(self.value)
@@ -308,6 +309,12 @@ class _Part:
         return stmt_json(self.stmt, fam)
 
 
+# A node's rules name each address several times (its map elements, sorted; its rules), and every node names
+# them again: each is parsed once.
+_ip = lru_cache(maxsize=1 << 17)(ipaddress.ip_address)
+
+
+@lru_cache(maxsize=1 << 17)
 def _addr_expr(text: str) -> Expr:
     """An address or CIDR as nft holds it (a full-length prefix is an address)."""
     if "/" not in text:
@@ -676,9 +683,9 @@ class NftRules:
                 st.sets[c.name].elements.append(c.element)
         return st
 
-    def ruleset_text(self, *, full: bool = False) -> str:
+    def ruleset_text(self, *, full: bool = False, state: _State | None = None) -> str:
         """What ``nft list ruleset`` (nft 1.0.6) prints once :meth:`nft_input` is loaded into an empty netns."""
-        st = self._state(full)
+        st = state if state is not None else self._state(full)
         out = [f"table {self.family} {TABLE} {{"]
         if st.table_comment:
             out.append(f"\tcomment {json.dumps(st.table_comment)}")
@@ -715,9 +722,10 @@ class NftRules:
         out.append("}")
         return "\n".join(out) + "\n"
 
-    def ruleset_data(self, *, full: bool = False, table_handle: int = 1) -> dict[str, Any]:
+    def ruleset_data(self, *, full: bool = False, table_handle: int = 1,
+                     state: _State | None = None) -> dict[str, Any]:
         """:meth:`ruleset_json` as Python data."""
-        st = self._state(full)
+        st = state if state is not None else self._state(full)
         fam = self.family
         items: list[dict[str, Any]] = [
             {"metainfo": {"version": NFT_VERSION[0], "release_name": NFT_VERSION[1], "json_schema_version": 1}},
@@ -755,10 +763,10 @@ class NftRules:
                 items.append({"rule": robj})
         return {"nftables": items}
 
-    def ruleset_json(self, *, full: bool = False, table_handle: int = 1) -> str:
+    def ruleset_json(self, *, full: bool = False, table_handle: int = 1, state: _State | None = None) -> str:
         """What ``nft -j list ruleset`` (nft 1.0.6) prints once :meth:`nft_input` is loaded into an empty netns
         (the table handle is the netns' count of tables created, 1 in a fresh one)."""
-        return json.dumps(self.ruleset_data(full=full, table_handle=table_handle)) + "\n"
+        return json.dumps(self.ruleset_data(full=full, table_handle=table_handle, state=state)) + "\n"
 
     # -- the node --------------------------------------------------------------------------
     def ip_addr_json(self, node_ips: Iterable[str] | None = None) -> str:
@@ -768,7 +776,8 @@ class NftRules:
 
     def snapshot_files(self) -> dict[str, str]:
         """The node's files of a svctrace snapshot (``nodes/<name>/``) in nftables mode."""
-        return {"proxy-mode": "nftables\n", "nft": self.ruleset_text(), "nft.json": self.ruleset_json(),
+        st = self._state(False)  # the loaded state once, for both listings (it does not change between them)
+        return {"proxy-mode": "nftables\n", "nft": self.ruleset_text(state=st), "nft.json": self.ruleset_json(state=st),
                 "ip-addr.json": self.ip_addr_json()}
 
 
