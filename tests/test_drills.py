@@ -105,6 +105,14 @@ def test_played_end_to_end_on_the_command_line(cls: str, tmp_path: Path) -> None
     assert p.returncode in (0, 1), p.stderr
     codes = {x["code"] for x in json.loads(p.stdout)["diagnostics"]}
     assert set(d.cls.codes) <= codes
+    # `svctrace check` on the drill's namespace: not healthy (exit 1) for a cluster-IP ticket, naming the class's code
+    # (its default question is the cluster IP one: a NodePort or load-balancer ticket may look ok there).
+    p = cli([*doc["commands"][1].split()[1:], "-o", "json"], state, tmp_path)
+    assert doc["commands"][1].startswith("svctrace check") and p.returncode in (0, 1), p.stderr
+    if d.question.request.to is None and d.question.request.proto is None:
+        report = json.loads(p.stdout)
+        assert p.returncode == 1 and not report["healthy"]
+        assert set(d.cls.codes) <= {c for item in report["items"] for c in item["codes"]}
     # The snapshot on disk is what the engine grades: explain() on it agrees with the in-memory world.
     exp = explain(load_snapshot(str(tmp_path / doc["snapshot"])), d.question.request)
     assert {x.code for x in exp.diagnostics} == {x.code for x in D.works(d.world, d.question).exp.diagnostics}

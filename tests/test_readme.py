@@ -58,13 +58,17 @@ SHOWS: list[tuple[str, str]] = [
     ("explain svc/payment", r"no endpoints|selector-matches-no-pods|no pod"),
     ("--proto udp --dport 53", r"DNAT to 10\.244\.0\.[23]:53|ACCEPT\s+to 10\.244\.0\.2:53"),
     ("--dst 10.96.50.50", r"REJECT"),
-    ("-o json", r'"dnat": "10\.244\.'),
+    ("--local-ip 192.168.56.12 -o json", r'"dnat": "10\.244\.'),
     ("--from-node", r"DNAT to 192\.168\.56\.10:6443"),
     ("nodes/node03", r"ACCEPT\s+10\.244\.\d+\.\d+:8080"),
     ("nodes/node04", r"ACCEPT\s+10\.244\.\d+\.\d+:8080"),
     ("learn --list", r"clusterip"),
     ("simulate", r"dnat to 10\.244\."),
     ("kubectl svctrace explain", r"web-6d4f9c7b8-\w+"),
+    ("check -A --demo", r"payment"),  # the worst first: the Service without endpoints
+    ("jsonpath=", r"^payment slow-start$"),
+    ("-o mermaid", r"flowchart TB[\s\S]*web-6d4f9c7b8"),
+    ("learn drill --list", r"netpol-port"),
 ]
 
 
@@ -113,8 +117,8 @@ def test_readme_example_runs_on_bundled_files_and_shows_something(cmd: str) -> N
     assert "not translated" not in out, f"{cmd}: a packet no rule knows\n{out}"
     for key, pattern in SHOWS:
         if key in cmd:
-            assert re.search(pattern, out), f"{cmd}: expected /{pattern}/ in\n{out}"
-    if "-o json" in cmd:
+            assert re.search(pattern, out, re.M), f"{cmd}: expected /{pattern}/ in\n{out}"
+    if cmd.endswith("-o json"):
         doc = json.loads(p.stdout)
         assert doc["outcomes"] and all(o["dnat"] for o in doc["outcomes"])
 

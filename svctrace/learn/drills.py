@@ -405,7 +405,8 @@ def commands(d: Drill, where: str) -> list[str]:
     ask += f" --from {r.source}" if r.source else ""
     ask += f" --to {r.to}" if r.to else ""
     ask += f" --node {r.node}" if r.node else ""
-    return [ask, f"svctrace learn show svc/{d.world.app} -n {d.world.ns} --snapshot {where} -o yaml",
+    return [ask, f"svctrace check -n {d.world.ns} --snapshot {where}",
+            f"svctrace learn show svc/{d.world.app} -n {d.world.ns} --snapshot {where} -o yaml",
             f"svctrace learn show deploy/{d.world.app} -n {d.world.ns} --snapshot {where} -o yaml",
             f"svctrace learn show pods -n {d.world.ns} --snapshot {where}"]
 
