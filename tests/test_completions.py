@@ -178,3 +178,11 @@ def test_zsh_and_fish_get_the_same_names_through_typers_protocol() -> None:
         },
     )
     assert fish.stdout.split() == list(DEMO.nodes)
+
+
+@pytest.mark.slow
+def test_bash_completes_each_commands_output_formats() -> None:
+    assert bash_complete("svctrace check -A -o ") == ["text", "wide", "json", "yaml", "jsonpath="]
+    assert bash_complete("svctrace explain svc/web --demo -o ") == [
+        "text", "wide", "json", "yaml", "jsonpath=", "dot", "svg", "mermaid"]
+    assert bash_complete("svctrace trace dump -o j") == ["json", "jsonpath="]

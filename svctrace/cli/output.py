@@ -48,11 +48,17 @@ def spelled(formats: Sequence[str]) -> str:
 def option(formats: Sequence[str] = STANDARD, example: str = "{.outcomes[*].verdict}") -> Any:
     """The `-o/--output` option of a command that prints these formats (`example`: a jsonpath template for
     its help)."""
+    names = [f"{f}=" if f == "jsonpath" else f for f in formats]
+
+    def complete(incomplete: str) -> list[str]:  # shell completion offers the command's own formats
+        return [n for n in names if n.startswith(incomplete)]
+
     return typer.Option(
         "text",
         "--output",
         "-o",
         metavar="FORMAT",
+        autocompletion=complete,
         help=f"Output format: {spelled(formats)} (jsonpath as kubectl writes it: -o jsonpath='{example}').",
     )
 
