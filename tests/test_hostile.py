@@ -1,0 +1,215 @@
+"""Hostile and broken inputs (issue 17): archives that would exhaust memory or climb out, rule sets whose
+gotos loop or chain a thousand deep, cluster.json of the wrong types, huge lines. Each ends in a result or
+in svctrace's own one-line error naming the file and the limit, never a traceback or exit 70."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import tarfile
+import time
+import zlib
+from pathlib import Path
+
+import pytest
+
+from svctrace import limits
+from svctrace.errors import InputError
+from svctrace.model import snapshot
+from svctrace.model.snapshot import load_snapshot
+
+CLUSTER = json.dumps({"apiVersion": "v1", "kind": "List", "items": [
+    {"kind": "Service", "metadata": {"name": "web", "namespace": "default"},
+     "spec": {"clusterIP": "10.96.0.10", "ports": [{"port": 80, "targetPort": 8080}], "selector": {"app": "web"}}},
+]})
+DUMP = """*nat
+:PREROUTING ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:KUBE-SERVICES - [0:0]
+-A PREROUTING -j KUBE-SERVICES
+-A OUTPUT -j KUBE-SERVICES
+COMMIT
+"""
+
+
+def _gz(data: bytes) -> bytes:
+    c = zlib.compressobj(9, zlib.DEFLATED, 31)
+    return c.compress(data) + c.flush()
+
+
+def _member(name: str, data: bytes) -> bytes:
+    ti = tarfile.TarInfo(name)
+    ti.size = len(data)
+    return ti.tobuf(format=tarfile.GNU_FORMAT) + data + b"\0" * ((-len(data)) % 512)
+
+
+def zero_bomb(path: Path, n: int, size: int, name: str) -> None:
+    """A .tgz of `n` members of `size` zero bytes each, written as concatenated gzip members (gzip allows
+    it): the zeros are compressed once, so a 3 MB file holds gigabytes."""
+    zeros = _gz(b"\0" * size)
+    with open(path, "wb") as out:
+        out.write(_gz(_member("cluster.json", CLUSTER.encode())))
+        for i in range(n):
+            ti = tarfile.TarInfo(name.format(i=i))
+            ti.size = size
+            out.write(_gz(ti.tobuf(format=tarfile.GNU_FORMAT)))
+            out.write(zeros)
+            if size % 512:
+                out.write(_gz(b"\0" * ((-size) % 512)))
+        out.write(_gz(b"\0" * 1024))
+
+
+def tgz(path: Path, members: list[tarfile.TarInfo | tuple[str, bytes]]) -> Path:
+    with tarfile.open(path, "w:gz") as tf:
+        for m in members:
+            if isinstance(m, tarfile.TarInfo):
+                tf.addfile(m)
+            else:
+                ti = tarfile.TarInfo(m[0])
+                ti.size = len(m[1])
+                tf.addfile(ti, io.BytesIO(m[1]))
+    return path
+
+
+# -- 1. archives: only used paths are read, per-member and total caps ---------------------------------------
+
+@pytest.mark.slow
+def test_zero_filled_bomb_stops_at_the_total_cap(tmp_path: Path) -> None:
+    """Issue 17 #1: before, every member up to 256 MiB was read (12 x 250 MiB: 2.3 GB resident, then a
+    MemoryError, exit 70); now the unused members are skipped and the total cap ends the read."""
+    bomb = tmp_path / "bomb.tgz"
+    zero_bomb(bomb, 12, 250 * limits.MiB, "nodes/n{i}/junk{i}")
+    assert bomb.stat().st_size < 10 * limits.MiB
+    script = ("import resource, sys; from svctrace.model.snapshot import load_snapshot\n"
+              "from svctrace.errors import InputError\n"
+              f"try:\n    load_snapshot({str(bomb)!r})\nexcept InputError as e:\n    print(e)\n"
+              "print(next(ln.split()[1] for ln in open('/proc/self/status') if ln.startswith('VmHWM')))")
+    t0 = time.monotonic()
+    p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    took = time.monotonic() - t0
+    assert p.returncode == 0, p.stderr
+    msg, rss = p.stdout.splitlines()
+    assert "more than 1024 MiB once decompressed" in msg and "MAX_TOTAL" in msg, msg
+    assert int(rss) < 200 * 1024, f"{rss} KB resident"  # VmHWM: the peak resident set, in kB
+    assert took < 30
+
+
+def test_unused_members_are_never_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A member svctrace does not use is skipped, whatever its size (it only counts towards the total)."""
+    monkeypatch.setattr(snapshot, "MAX_MEMBER", 1000)
+    a = tgz(tmp_path / "a.tgz", [("cluster.json", CLUSTER.encode()), ("nodes/n1/iptables-save", DUMP.encode()),
+                                 ("nodes/n1/pcap", b"x" * 5000), ("README", b"y" * 5000)])
+    snap = load_snapshot(str(a))
+    assert snap.nodes["n1"].files["iptables-save"] == DUMP
+
+
+def test_used_member_over_the_cap_is_refused_by_its_header(tmp_path: Path) -> None:
+    """The header's size is checked before a byte of the member is read (the data need not even be there)."""
+    ti = tarfile.TarInfo("nodes/n1/iptables-save")
+    ti.size = limits.MAX_MEMBER + 1
+    raw = _member("cluster.json", CLUSTER.encode()) + ti.tobuf(format=tarfile.GNU_FORMAT)
+    (tmp_path / "big.tgz").write_bytes(_gz(raw))
+    with pytest.raises(InputError) as e:
+        load_snapshot(str(tmp_path / "big.tgz"))
+    assert "nodes/n1/iptables-save is larger than 256 MiB" in str(e.value) and "MAX_MEMBER" in str(e.value)
+
+
+def test_total_of_used_members_is_capped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(snapshot, "MAX_TOTAL", 3000)
+    a = tgz(tmp_path / "a.tgz", [("cluster.json", CLUSTER.encode())] +
+            [(f"nodes/n{i}/iptables-save", DUMP.encode() + b"#" * 1000) for i in range(5)])
+    with pytest.raises(InputError, match="MAX_TOTAL"):
+        load_snapshot(str(a))
+
+
+def test_member_count_is_capped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(snapshot, "MAX_MEMBERS", 10)
+    a = tgz(tmp_path / "a.tgz", [("cluster.json", CLUSTER.encode())] + [(f"x{i}", b"") for i in range(20)])
+    with pytest.raises(InputError, match="more than 10 members"):
+        load_snapshot(str(a))
+
+
+def test_binary_member_stops_at_its_first_chunk(tmp_path: Path) -> None:
+    bomb = tmp_path / "b.tgz"
+    zero_bomb(bomb, 1, 200 * limits.MiB, "nodes/n{i}/iptables-save")
+    t0 = time.monotonic()
+    with pytest.raises(InputError) as e:
+        load_snapshot(str(bomb))
+    assert str(e.value).endswith("b.tgz/nodes/n0/iptables-save: binary data where text was expected")
+    assert time.monotonic() - t0 < 5
+
+
+# -- 11. archive names: normalized, `..` refused, skipped members said --------------------------------------
+
+@pytest.mark.parametrize("name", ["../../nodes/x/iptables-save", "snap/../../nodes/x/iptables-save",
+                                  "nodes/x/../../../etc/iptables-save", "/nodes/x/iptables-save", ".."])
+def test_climbing_member_names_are_refused(tmp_path: Path, name: str) -> None:
+    """Issue 17 #11: before, `lstrip("./")` read `../../nodes/x/iptables-save` as `nodes/x/iptables-save`."""
+    a = tgz(tmp_path / "a.tgz", [("cluster.json", CLUSTER.encode()), (name, DUMP.encode())])
+    with pytest.raises(InputError) as e:
+        load_snapshot(str(a))
+    msg = str(e.value)
+    assert "climbs out of the archive" in msg and repr(name) in msg and "\n" not in msg
+
+
+def test_member_names_are_normalized(tmp_path: Path) -> None:
+    a = tgz(tmp_path / "a.tgz", [("./cluster.json", CLUSTER.encode()),
+                                 ("./nodes//n1/./iptables-save", DUMP.encode()),
+                                 (".hidden/nodes/n2/iptables-save", DUMP.encode())])
+    snap = load_snapshot(str(a))
+    assert sorted(snap.nodes) == ["n1"]  # `.hidden/...` is under another folder, not `nodes/` stripped of dots
+
+
+def test_one_top_folder_is_stripped(tmp_path: Path) -> None:
+    a = tgz(tmp_path / "a.tgz", [("snap/cluster.json", CLUSTER.encode()), ("snap/nodes/n1/iptables-save",
+                                                                            DUMP.encode())])
+    assert sorted(load_snapshot(str(a)).nodes) == ["n1"]
+
+
+def test_links_and_devices_are_skipped_with_a_warning(tmp_path: Path) -> None:
+    link = tarfile.TarInfo("nodes/n1/iptables-save")
+    link.type, link.linkname = tarfile.SYMTYPE, "/etc/shadow"
+    hard = tarfile.TarInfo("nodes/n2/iptables-save")
+    hard.type, hard.linkname = tarfile.LNKTYPE, "cluster.json"
+    dev = tarfile.TarInfo("nodes/n3/nft")
+    dev.type = tarfile.CHRTYPE
+    a = tgz(tmp_path / "a.tgz", [("cluster.json", CLUSTER.encode()), link, hard, dev])
+    snap = load_snapshot(str(a))
+    assert snap.nodes == {}
+    (w,) = [w for w in snap.warnings if "not regular files" in w.message]
+    assert "skipped 3 archive member(s)" in w.message
+    assert "nodes/n1/iptables-save (symlink to /etc/shadow)" in w.message and "(device)" in w.message
+
+
+def test_directory_bundle_does_not_follow_symlinks_out(tmp_path: Path) -> None:
+    """Issue 17 #11: before, a directory bundle read `nodes/n1/iptables-save -> /outside/file` and walked a
+    `nodes/n2 -> /outside` folder (and rglob went through every file under the bundle, used or not)."""
+    outside = tmp_path / "outside"
+    (outside / "n9").mkdir(parents=True)
+    (outside / "secret").write_text("*nat\n-A SECRET\nCOMMIT\n")
+    (outside / "n9" / "iptables-save").write_text(DUMP)
+    b = tmp_path / "snap"
+    (b / "nodes" / "n1").mkdir(parents=True)
+    (b / "nodes" / "n0").mkdir(parents=True)
+    (b / "cluster.json").write_text(CLUSTER)
+    (b / "nodes" / "n0" / "iptables-save").write_text(DUMP)
+    (b / "nodes" / "n1" / "iptables-save").symlink_to(outside / "secret")
+    (b / "nodes" / "n2").symlink_to(outside / "n9")
+    (b / "nodes" / "n3").mkdir()
+    (b / "nodes" / "n3" / "iptables-save").symlink_to(b / "nodes" / "n0" / "iptables-save")  # inside: fine
+    snap = load_snapshot(str(b))
+    assert sorted(snap.nodes) == ["n0", "n3"]
+    (w,) = [w for w in snap.warnings if "not followed" in w.message]
+    assert "nodes/n1/iptables-save" in w.message and "nodes/n2" in w.message
+
+
+def test_directory_bundle_member_cap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(snapshot, "MAX_MEMBER", 100)
+    b = tmp_path / "snap"
+    (b / "nodes" / "n0").mkdir(parents=True)
+    (b / "cluster.json").write_text(CLUSTER[:90])
+    (b / "nodes" / "n0" / "iptables-save").write_text(DUMP)
+    with pytest.raises(InputError, match=r"iptables-save: larger than 0 MiB .*MAX_MEMBER"):
+        load_snapshot(str(b))
