@@ -27,6 +27,7 @@ MAX_STEPS = 2_000_000  # rules looked at in one walk
 # -- messages --------------------------------------------------------------------------------------------
 MAX_QUOTE = 120  # characters of input quoted in a message or warning; longer text ends in "…"
 MAX_MESSAGE = 1000  # characters of one error or warning line
+MAX_TREE_DEPTH = 48  # levels a printed path nests; deeper hops go on at the same level
 
 # -- collecting ------------------------------------------------------------------------------------------
 SSH_CONNECT_TIMEOUT = 30.0  # seconds to connect to a node (TCP, handshake, authentication, jumps)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from svctrace import limits
-from svctrace.errors import InputError
+from svctrace.errors import InputError, WalkError
 from svctrace.model import snapshot
 from svctrace.model.snapshot import load_snapshot
 
@@ -213,3 +213,108 @@ def test_directory_bundle_member_cap(tmp_path: Path, monkeypatch: pytest.MonkeyP
     (b / "nodes" / "n0" / "iptables-save").write_text(DUMP)
     with pytest.raises(InputError, match=r"iptables-save: larger than 0 MiB .*MAX_MEMBER"):
         load_snapshot(str(b))
+
+
+# -- 3. goto loops, 4. long chains of gotos and jumps, long paths ---------------------------------------------
+
+def _ipt(*rules: str, chains: list[str]) -> str:
+    decl = "".join(f":{c} - [0:0]\n" for c in chains)
+    return "*nat\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n" + decl + "\n".join(rules) + "\nCOMMIT\n"
+
+
+def _trace_ipt(text: str):
+    from svctrace.dataplane.iptables import load_ruleset
+    from svctrace.kubeproxy.walk import trace_iptables
+    from svctrace.model.packet import NodeFacts, Packet
+
+    pkt = Packet.make(src="10.0.0.2", dst="172.30.0.1", proto="tcp", dport=80, local_ips=["192.168.0.2"])
+    return trace_iptables(load_ruleset(text, "t.dump"), pkt, NodeFacts.make(local_ips=["192.168.0.2"]))
+
+
+def _trace_nft(text: str):
+    from svctrace.dataplane.nftables import load_nft
+    from svctrace.kubeproxy.walk import trace_nft
+    from svctrace.model.packet import NodeFacts, Packet
+
+    pkt = Packet.make(src="10.0.0.2", dst="172.30.0.1", proto="tcp", dport=80, local_ips=["192.168.0.2"])
+    return trace_nft(load_nft(text, "t.nft"), pkt, NodeFacts.make(local_ips=["192.168.0.2"]))
+
+
+def _nft(body: str) -> str:
+    return ("table ip t {\n  chain pre { type nat hook prerouting priority -100; policy accept; jump a }\n"
+            + body + "\n}\n")
+
+
+GOTO_LOOPS = [
+    ("iptables -g", lambda: _trace_ipt(_ipt("-A PREROUTING -j A", "-A A -g B", "-A B -g C", "-A C -g A",
+                                            chains=["A", "B", "C"])), "PREROUTING -> A -> B -> C -> A"),
+    ("iptables -j then -g", lambda: _trace_ipt(_ipt("-A PREROUTING -j A", "-A A -j B", "-A B -g C", "-A C -g A",
+                                                    chains=["A", "B", "C"])), "PREROUTING -> A -> B -> C -> A"),
+    ("iptables -g to itself", lambda: _trace_ipt(_ipt("-A PREROUTING -j A", "-A A -p tcp -g A", chains=["A"])),
+     "PREROUTING -> A -> A"),
+    ("nft goto", lambda: _trace_nft(_nft("  chain a { goto b }\n  chain b { goto c }\n  chain c { goto a }")),
+     "pre -> a -> b -> c -> a"),
+    ("nft jump then goto", lambda: _trace_nft(_nft("  chain a { jump b }\n  chain b { goto c }\n"
+                                                   "  chain c { goto a }")), "pre -> a -> b -> c -> a"),
+]
+
+
+@pytest.mark.parametrize(("case", "walk", "names"), GOTO_LOOPS, ids=[c[0] for c in GOTO_LOOPS])
+def test_goto_loops_are_reported_at_once(case: str, walk, names: str) -> None:
+    """Issue 17 #3: before, a three-rule goto loop ran the walk to MAX_STEPS (32-41 s, 540 MB) before "the
+    walk did not end"; now gotos get the loop check jumps get, and it is immediate."""
+    t0 = time.monotonic()
+    with pytest.raises(WalkError) as e:
+        walk()
+    assert time.monotonic() - t0 < 1.0
+    assert f"loop in the rules: {names}" in str(e.value) and "the kernel refuses such a ruleset" in str(e.value)
+
+
+def test_goto_back_after_return_is_no_loop() -> None:
+    """A chain reached again after the frame that went there returned is no loop."""
+    r = _trace_ipt(_ipt("-A PREROUTING -j A", "-A PREROUTING -j A", "-A A -g B",
+                        "-A B -j MARK --set-xmark 0x1/0x1", chains=["A", "B"]))
+    assert [o.verdict for o in r.outcomes] == ["accept"]
+
+
+def _chain_of(n: int, goto: bool) -> str:
+    names = [f"G{i}" for i in range(n + 1)]
+    op = "-g" if goto else "-j"
+    rules = ["-A PREROUTING -j G0"] + [f"-A G{i} {op} G{i + 1}" for i in range(n)]
+    return _ipt(*rules, f"-A G{n} -p tcp -j DNAT --to-destination 10.0.0.9:80", chains=names)
+
+
+@pytest.mark.parametrize("goto", [True, False], ids=["gotos", "jumps"])
+def test_a_thousand_chained_gotos_or_jumps_hit_the_depth_limit(goto: bool) -> None:
+    """Issue 17 #4: before, 1000 chained gotos crashed the text renderer (RecursionError, exit 70); the depth
+    limit now counts gotos as nf_tables does, so the walk stops with svctrace's own error."""
+    with pytest.raises(WalkError) as e:
+        _trace_ipt(_chain_of(1000, goto))
+    assert f"nest deeper than {limits.MAX_DEPTH} chains" in str(e.value) and "MAX_DEPTH" in str(e.value)
+    # at the limit, the walk goes through
+    r = _trace_ipt(_chain_of(limits.MAX_DEPTH - 2, goto))
+    assert r.outcomes[0].dnat is not None
+
+
+def test_nft_thousand_chained_gotos_hit_the_depth_limit() -> None:
+    body = "\n".join(f"  chain {'a' if i == 0 else f'g{i}'} {{ goto g{i + 1} }}" for i in range(1000))
+    with pytest.raises(WalkError, match="nest deeper than"):
+        _trace_nft(_nft(body + "\n  chain g1000 { dnat to 10.0.0.1:80 }"))
+
+
+def test_text_renderer_draws_a_path_of_thousands_of_steps() -> None:
+    """Issue 17 #4, the renderer's own half: 1,500 MARK rules make a 1,500-step path, which the recursive
+    tree builder could not draw (RecursionError, exit 70, with or without gotos). Now it is drawn in bounded
+    depth and width."""
+    from rich.console import Console
+
+    from svctrace.render.text import render_trace
+
+    text = "*mangle\n:PREROUTING ACCEPT [0:0]\n" + "".join(
+        f"-A PREROUTING -j MARK --set-xmark {i:#x}/0xffffffff\n" for i in range(1500)) + "COMMIT\n"
+    r = _trace_ipt(text)
+    buf = io.StringIO()
+    render_trace(r, Console(file=buf, width=100, highlight=False))
+    out = buf.getvalue()
+    assert "mangle PREROUTING #1500 MARK" in out and "Verdict: accepted" in out
+    assert max(len(line) for line in out.splitlines()) <= 100

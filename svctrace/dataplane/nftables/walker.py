@@ -33,7 +33,6 @@ from typing import Any, cast
 
 from svctrace.dataplane.contract import Dnat, Hints, PathStep, TraceResult
 from svctrace.dataplane.kernel import (
-    MAX_DEPTH,
     Frame,
     KernelWalker,
     State,
@@ -91,7 +90,7 @@ from svctrace.dataplane.nftables.values import (
     matcher,
     scalar,
 )
-from svctrace.errors import InputError, WalkError
+from svctrace.errors import InputError
 from svctrace.model.packet import NodeFacts, Packet, format_endpoint
 
 HOOKS = ("PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING")
@@ -322,18 +321,7 @@ class NftWalker(KernelWalker):
         chain = table.chains.get(target)
         if chain is None:
             return self._missing_chain(st, target, act, stack, base, hook)
-        if kind == "jump":
-            if any(f[0] is chain for f in stack):
-                names = " -> ".join([f[0].name for f in stack] + [target])
-                raise WalkError(f"loop in the rules: {names}; the kernel refuses such a ruleset")
-            if len(stack) >= MAX_DEPTH:
-                raise WalkError(f"jumps nest deeper than {MAX_DEPTH} chains at {target}")
-            stack.append((chain, chain.rules, 0))
-        else:
-            if stack:
-                stack[-1] = (chain, chain.rules, 0)
-            else:
-                stack.append((chain, chain.rules, 0))
+        self.enter(stack, chain, chain.rules, kind == "goto", f"{base.table} {target}")
         return None
 
     def _missing_chain(self, st: State, name: str, act: Act, stack: list[Frame], base: Chain,
