@@ -318,3 +318,74 @@ def test_text_renderer_draws_a_path_of_thousands_of_steps() -> None:
     out = buf.getvalue()
     assert "mangle PREROUTING #1500 MARK" in out and "Verdict: accepted" in out
     assert max(len(line) for line in out.splitlines()) <= 100
+
+
+# -- 7. cluster.json of the wrong types: one line naming the file and the JSON path ---------------------------
+
+SVC = {"kind": "Service", "metadata": {"name": "web", "namespace": "default"},
+       "spec": {"clusterIP": "10.96.0.10", "ports": [{"port": 80}]}}
+
+
+def _with(**spec: object) -> str:
+    return json.dumps({"kind": "List", "items": [dict(SVC, spec={**SVC["spec"], **spec})]})
+
+
+WRONG_TYPES = [
+    ("ports as a string", _with(ports="80"), "items[0].spec.ports: expected a list, not a string ('80')"),
+    ("metadata as a list", json.dumps({"items": [dict(SVC, metadata=["web"])]}),
+     "items[0].metadata: expected an object, not a list"),
+    ("port 10**400", _with(ports=[{"port": 10**400}]),
+     "items[0].spec.ports[0].port: expected a port number (0-65535), not an integer of 401 digits"),
+    ("port 70000", _with(ports=[{"port": 70000}]), "items[0].spec.ports[0].port: expected a port number"),
+    ("port as a float", _with(ports=[{"port": 80.5}]), "items[0].spec.ports[0].port: expected a port number (0-65535), "
+     "not a number"),
+    ("clusterIP not an address", _with(clusterIP="banana"),
+     "items[0].spec.clusterIP: expected an IP address, not a string ('banana')"),
+    ("clusterIPs a list of objects", _with(clusterIPs=[{}]), "items[0].spec.clusterIPs[0]: expected an IP address, "
+     "not an object"),
+    ("selector as a list", _with(selector=["app"]), "items[0].spec.selector: expected an object, not a list"),
+    ("kind as a list", json.dumps([{"kind": ["Service"]}]), "[0].kind: expected a string, not a list"),
+    ("100k-deep nesting", "[" * 100_000 + "]" * 100_000, "nested deeper than svctrace reads (limit MAX_JSON_DEPTH"),
+    ("201-deep lists", "[" * 201 + json.dumps(SVC) + "]" * 201, "nested deeper than svctrace reads"),
+    ("a 5000-digit number", '{"items": [], "x": 1' + "0" * 5000 + "}", "unreadable JSON: Exceeds the limit"),
+    ("endpoint conditions as strings", json.dumps([SVC, {"kind": "EndpointSlice", "metadata": {"name": "w"},
+                                                         "endpoints": [{"conditions": {"ready": "yes"}}]}]),
+     "[1].endpoints[0].conditions.ready: expected true or false, not a string ('yes')"),
+    ("pod IPs as a string", json.dumps([SVC, {"kind": "Pod", "metadata": {"name": "p"}, "status": {"podIPs": "x"}}]),
+     "[1].status.podIPs: expected a list, not a string ('x')"),
+]
+
+
+@pytest.mark.parametrize(("case", "text", "says"), WRONG_TYPES, ids=[c[0] for c in WRONG_TYPES])
+def test_wrong_types_in_cluster_json_name_the_json_path(tmp_path: Path, case: str, text: str, says: str) -> None:
+    """Issue 17 #7: before, these ended in exit 70 (AttributeError, RecursionError, ValueError from
+    ipaddress) or were silently skipped or misread; now each is one line naming the file and the path."""
+    (tmp_path / "cluster.json").write_text(text)
+    with pytest.raises(InputError) as e:
+        load_snapshot(str(tmp_path))
+    msg = str(e.value)
+    assert msg.startswith(f"{tmp_path}/cluster.json: ") and says in msg, msg
+    assert "\n" not in msg and len(msg) < 400
+
+
+def test_cluster_yaml_aliases_and_depth_are_refused(tmp_path: Path) -> None:
+    laughs = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{c}: &{c} [{', '.join(['*' + p] * 9)}]\n" for p, c in zip("abcdefgh", "bcdefghi", strict=True))
+    (tmp_path / "cluster.yaml").write_text("kind: List\nitems: []\n" + laughs)
+    with pytest.raises(InputError, match=r"cluster.yaml:4: YAML aliases"):
+        load_snapshot(str(tmp_path))
+    (tmp_path / "cluster.yaml").write_text("[" * 300 + "]" * 300)
+    with pytest.raises(InputError, match=r"cluster\.yaml: nested deeper"):
+        load_snapshot(str(tmp_path))
+
+
+@pytest.mark.slow
+def test_wrong_types_exit_2_from_the_command_line(tmp_path: Path) -> None:
+    for case, text, says in WRONG_TYPES[:3] + WRONG_TYPES[9:10]:
+        d = tmp_path / case.replace(" ", "-")
+        d.mkdir()
+        (d / "cluster.json").write_text(text)
+        p = subprocess.run([sys.executable, "-m", "svctrace", "explain", "svc/web", "--snapshot", str(d)],
+                           capture_output=True, text=True, timeout=60)
+        assert p.returncode == 2, (case, p.stderr)
+        assert p.stderr.count("\n") == 1 and says in p.stderr and "Traceback" not in p.stderr

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from svctrace.errors import InputError, Warn, shorten
-from svctrace.limits import MAX_ARCHIVE, MAX_MEMBER, MAX_MEMBERS, MAX_TOTAL, READ_CHUNK, MiB
+from svctrace.limits import MAX_ARCHIVE, MAX_JSON_DEPTH, MAX_MEMBER, MAX_MEMBERS, MAX_TOTAL, READ_CHUNK, MiB
 from svctrace.model.cluster import Cluster, parse_cluster, pod_cidr_supernet
 
 T = TypeVar("T")
@@ -281,19 +281,19 @@ def _build(files: dict[str, bytes], source: str, warnings: list[Warn] | None = N
     if "cluster.json" in files:
         where = f"{source}/cluster.json"
         text = decode_text(files["cluster.json"], where)
-        try:
-            doc = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise InputError(f"broken JSON: {e.msg}", source=where, line=e.lineno) from None
+        doc = _json(text, where)
     elif "cluster.yaml" in files:
         where = f"{source}/cluster.yaml"
         text = decode_text(files["cluster.yaml"], where)
         try:
             import yaml  # the kubernetes client depends on PyYAML; only YAML bundles need it
 
-            doc = list(yaml.safe_load_all(text))
+            doc = _yaml_documents(yaml, text, where)
         except ImportError:
             raise InputError("reading cluster.yaml needs PyYAML (pip install pyyaml)", source=where) from None
+        except RecursionError:
+            raise InputError(f"nested deeper than svctrace reads (limit MAX_JSON_DEPTH, {MAX_JSON_DEPTH} levels; "
+                             "see docs/limits.md)", source=where) from None
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             raise InputError(f"broken YAML: {getattr(e, 'problem', e)}", source=where,
@@ -305,10 +305,15 @@ def _build(files: dict[str, bytes], source: str, warnings: list[Warn] | None = N
     meta: dict[str, Any] = {}
     if "meta.json" in files:
         try:
-            meta = json.loads(decode_text(files["meta.json"], f"{source}/meta.json"))
-        except json.JSONDecodeError as e:
-            warnings.append(Warn(f"meta.json is broken JSON ({e.msg}); ignored", f"{source}/meta.json", e.lineno,
+            meta = _json(decode_text(files["meta.json"], f"{source}/meta.json"), f"{source}/meta.json")
+        except InputError as e:
+            warnings.append(Warn(f"meta.json is not usable ({e.message}); ignored", f"{source}/meta.json", e.line,
                                  "snapshot"))
+            meta = {}
+        if not isinstance(meta, dict):
+            warnings.append(Warn(f"meta.json is {type(meta).__name__}, not an object; ignored", f"{source}/meta.json",
+                                 None, "snapshot"))
+            meta = {}
     nodes: dict[str, NodeFiles] = {}
     for rel, data in sorted(files.items()):
         parts = rel.split("/")
@@ -328,6 +333,57 @@ def _build(files: dict[str, bytes], source: str, warnings: list[Warn] | None = N
     return snap
 
 
+def _json(text: str, where: str) -> Any:
+    """JSON text, or InputError naming the file: broken, nested deeper than MAX_JSON_DEPTH, or a number of
+    more digits than Python converts (ValueError from int())."""
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InputError(f"broken JSON: {e.msg}", source=where, line=e.lineno) from None
+    except RecursionError:
+        raise InputError(f"nested deeper than svctrace reads (limit MAX_JSON_DEPTH, {MAX_JSON_DEPTH} levels; see "
+                         "docs/limits.md)", source=where) from None
+    except ValueError as e:  # "Exceeds the limit (4300 digits) for integer string conversion"
+        raise InputError(f"unreadable JSON: {shorten(e)}", source=where) from None
+    if _depth_over(doc, MAX_JSON_DEPTH):
+        raise InputError(f"nested deeper than svctrace reads (limit MAX_JSON_DEPTH, {MAX_JSON_DEPTH} levels; see "
+                         "docs/limits.md)", source=where)
+    return doc
+
+
+def _yaml_documents(yaml: Any, text: str, where: str) -> list[Any]:
+    """Every document of a YAML text, read safely and without aliases: `kubectl -o yaml` writes none, and
+    a few nested aliases stand for billions of nodes to whoever walks the result."""
+
+    class Loader(yaml.SafeLoader):
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.AliasEvent):
+                mark = self.peek_event().start_mark
+                raise InputError("YAML aliases (*name) are not read in cluster.yaml (kubectl writes none)",
+                                 source=where, line=mark.line + 1)
+            return super().compose_node(parent, index)
+
+    docs = list(yaml.load_all(text, Loader=Loader))  # a SafeLoader
+    if _depth_over(docs, MAX_JSON_DEPTH + 1):
+        raise InputError(f"nested deeper than svctrace reads (limit MAX_JSON_DEPTH, {MAX_JSON_DEPTH} levels; see "
+                         "docs/limits.md)", source=where)
+    return docs
+
+
+def _depth_over(doc: Any, limit: int) -> bool:
+    """Does `doc` nest more than `limit` lists/objects deep? (iteratively, linear in its size)"""
+    work = [(doc, 1)]
+    while work:
+        v, d = work.pop()
+        if isinstance(v, dict):
+            v = list(v.values())
+        if isinstance(v, list):
+            if d > limit:
+                return True
+            work.extend((x, d + 1) for x in v if isinstance(x, dict | list))
+    return False
+
+
 def _apply_configz(snap: Snapshot) -> None:
     """kube-proxy's /configz (`{"kubeproxy.config": {...}}`) from any node, for what the objects did not say."""
     proxy = snap.cluster.proxy
@@ -336,8 +392,10 @@ def _apply_configz(snap: Snapshot) -> None:
         if not text:
             continue
         try:
-            cfg = (json.loads(text) or {}).get("kubeproxy.config") or {}
-        except (json.JSONDecodeError, AttributeError):
+            cfg = (_json(text, nf.path("configz.json")) or {}).get("kubeproxy.config") or {}
+            if not isinstance(cfg, dict):
+                raise AttributeError
+        except (InputError, AttributeError):
             snap.warnings.append(Warn("configz.json is not kube-proxy's /configz JSON; ignored",
                                       nf.path("configz.json"), None, "snapshot"))
             continue
