@@ -21,8 +21,9 @@ _svctrace() {
             --debug-namespace) COMPREPLY=($(compgen -f -- "$cur")); return;;
             --parallel) COMPREPLY=($(compgen -f -- "$cur")); return;;
             --timeout) COMPREPLY=($(compgen -f -- "$cur")); return;;
+            --command-timeout) COMPREPLY=($(compgen -f -- "$cur")); return;;
         esac
-        COMPREPLY=($(compgen -W "--output -o --nodes --all-nodes --via --context --kubeconfig --ssh --trust-new-host-keys --image --privileged --debug-namespace --parallel --timeout --help -h" -- "$cur"))
+        COMPREPLY=($(compgen -W "--output -o --nodes --all-nodes --via --context --kubeconfig --ssh --trust-new-host-keys --image --privileged --debug-namespace --parallel --timeout --command-timeout --overwrite --help -h" -- "$cur"))
         ;;
     explain)
         case "$prev" in

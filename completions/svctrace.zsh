@@ -30,6 +30,8 @@ _svctrace() {
         '--debug-namespace[Namespace for debug pods]:value:_files' \
         '--parallel[Nodes collected at once]:value:_files' \
         '--timeout[Per-node connection timeout, seconds]:value:_files' \
+        '--command-timeout[Per-node time for the nodes commands once connected, seconds (over SSH; a debug pods commands get the same); a node that takes longer is reported and the others are still collected]:value:_files' \
+        '--overwrite[Replace the bundle at --output if it exists]' \
         {--help,-h}'[Show help]' \
         ''
       ;;

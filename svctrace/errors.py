@@ -53,6 +53,11 @@ class WalkError(SvctraceError):
     """The rules cannot be walked (a loop, absurd depth, too many branches). Exit code 2."""
 
 
+class Interrupted(KeyboardInterrupt):
+    """An interruption (Ctrl-C, SIGTERM) with what was done about it, in one line: "2 debug pods deleted;
+    nothing written". The CLI prints it and exits 130."""
+
+
 class CollectError(SvctraceError):
     """Collection failed. Exit code 3."""
 

@@ -2,7 +2,7 @@
 they feed, and the one property: a reader returns a result or raises svctrace's own error (SvctraceError),
 never anything else.
 
-tests/test_fuzz.py runs each target for a bounded number of examples (SVCTRACE_FUZZ_EXAMPLES, default 25:
+tests/test_fuzz.py runs each target for a bounded number of examples (SVCTRACE_FUZZ_EXAMPLES, default 50:
 the whole file costs well under 30 s) and replays tests/data/fuzz-regressions/. A longer session:
 
     SVCTRACE_FUZZ_EXAMPLES=5000 SVCTRACE_FUZZ_SAVE=tests/data/fuzz-regressions nice python -m pytest -q \\

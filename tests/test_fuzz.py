@@ -1,6 +1,6 @@
 """Fuzzing every reader (issue 17): a result or svctrace's own one-line error, never another exception.
 
-The generated runs are bounded (SVCTRACE_FUZZ_EXAMPLES examples per target, 25 by default: the file costs
+The generated runs are bounded (SVCTRACE_FUZZ_EXAMPLES examples per target, 50 by default: the file costs
 well under 30 s) and marked `fuzz` and `slow`; the regression inputs in tests/data/fuzz-regressions (the
 inputs a fuzz run ever broke svctrace with) are replayed in the fast tier. tests/fuzzing.py says how to run
 a long session."""
@@ -14,7 +14,7 @@ from fuzzing import REGRESSIONS, TARGETS, check, mutated
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-EXAMPLES = int(os.environ.get("SVCTRACE_FUZZ_EXAMPLES", "25"))
+EXAMPLES = int(os.environ.get("SVCTRACE_FUZZ_EXAMPLES", "50"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much])
 

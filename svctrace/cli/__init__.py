@@ -13,7 +13,8 @@ import sys
 import typer
 
 from svctrace import __version__
-from svctrace.errors import SvctraceError
+from svctrace.errors import Interrupted, SvctraceError, shorten
+from svctrace.limits import MAX_MESSAGE
 
 app = typer.Typer(
     name="svctrace",
@@ -51,7 +52,7 @@ def emit_json(doc: object, warnings: list) -> None:
 
 
 def error(message: str, code: int = 2) -> None:
-    sys.stderr.write(f"svctrace: error: {message}\n")
+    sys.stderr.write(f"svctrace: error: {shorten(message, MAX_MESSAGE, one_line=False)}\n")
     sys.exit(code)
 
 
@@ -79,15 +80,24 @@ def _command_of(argv: list[str]) -> str | None:
     return first
 
 
-def main() -> None:
+def prepare(argv: list[str]) -> str | None:
+    """Load what a command line needs (its command, or every command) and return the command's name."""
+    command = _command_of(argv)
+    load_commands(*([command] if command else []))
+    return command
+
+
+def main(command: str | None = None, *, prepared: bool = False) -> None:
+    """Run the command line: svctrace's errors as one line and their exit code, an interruption as 130."""
     try:
-        command = _command_of(sys.argv[1:])
-        load_commands(*([command] if command else []))
+        if not prepared and command is None:
+            prepare(sys.argv[1:])
         app(standalone_mode=True)
     except SvctraceError as e:
         error(str(e), e.exit_code)
-    except KeyboardInterrupt:
-        sys.stderr.write("svctrace: interrupted\n")
+    except KeyboardInterrupt as e:
+        said = str(e) if isinstance(e, Interrupted) and str(e) else ""
+        sys.stderr.write("svctrace: interrupted" + (f"; {said}" if said else "") + "\n")
         sys.exit(130)
     except BrokenPipeError:
         # `svctrace ... | head`: the reader went away; that is not an error of ours.
@@ -95,8 +105,13 @@ def main() -> None:
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115
         finally:
             sys.exit(0)
+    except RecursionError:  # a structure nested deeper than a reader bounds: still the input's fault
+        if os.environ.get("SVCTRACE_DEBUG"):
+            raise
+        error("the input nests deeper than svctrace can follow (RecursionError; please report it with the input, "
+              "see docs/limits.md)", 2)
     except Exception as e:  # never a traceback for a user; SVCTRACE_DEBUG=1 shows it
         if os.environ.get("SVCTRACE_DEBUG"):
             raise
-        error(f"internal error: {type(e).__name__}: {e} (run with SVCTRACE_DEBUG=1 for details, and please "
-              "report it with the input that caused it)", 70)
+        error(f"internal error: {type(e).__name__}: {shorten(e, 300)} (run with SVCTRACE_DEBUG=1 for details, and "
+              "please report it with the input that caused it)", 70)

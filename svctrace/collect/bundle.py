@@ -506,7 +506,7 @@ def write_bundle(out: str | os.PathLike[str], files: Mapping[str, bytes], *, ove
     unless ``overwrite``. Returns the path written."""
     dest = Path(out)
     if dest.exists() and not overwrite:
-        raise FileExistsError(f"{dest} already exists (choose another path, or overwrite it)")
+        raise FileExistsError(f"{dest} already exists (choose another path, or overwrite it: --overwrite)")
     parent = dest.parent
     parent.mkdir(parents=True, exist_ok=True)
     clean = {_check_rel(rel): scrub_file(rel, data, dropped) for rel, data in sorted(files.items())}

@@ -269,7 +269,7 @@ def collect_cluster(out: str | os.PathLike[str], nodes: Sequence[str] | None = N
     if via not in VIA:
         raise InputError(f"--via takes one of {', '.join(VIA)}, not {via!r}")
     if Path(out).exists() and not overwrite:  # before any work, not after
-        raise InputError(f"{out} already exists (choose another path, or overwrite it)")
+        raise InputError(f"{out} already exists (choose another path, or overwrite it: --overwrite)")
     cancel = threading.Event()
     prog = _Progress(progress, cancel)
     conn = connect(kubeconfig, context)

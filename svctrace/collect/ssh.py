@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import logging
 import os
 import select
 import socket
@@ -65,6 +66,14 @@ MAX_STDERR_BYTES = 4 * 1024 * 1024  # stderr kept (the rest is read and dropped)
 MAX_HOPS = 8
 
 Progress = Callable[[str, str], None]
+
+# paramiko logs its transport threads' failures at ERROR, tracebacks included ("Exception (client): Error
+# reading SSH protocol banner" and the stack); with no handler configured, Python's last-resort handler
+# prints them on stderr. svctrace reports every node's failure itself (one line, and errors.json), so
+# paramiko's log goes nowhere, whatever the root logger does.
+_PARAMIKO_LOG = logging.getLogger("paramiko")
+_PARAMIKO_LOG.addHandler(logging.NullHandler())
+_PARAMIKO_LOG.propagate = False
 
 
 # --------------------------------------------------------------------------------------------------
@@ -110,7 +119,7 @@ def parse_host(text: str) -> HostSpec:
 
 def _port(p: str, text: str) -> int:
     if not p.isdigit() or not 0 < int(p) < 65536:
-        raise ValueError(f"bad port in {text!r}")
+        raise ValueError(f"bad port {p!r} in {text!r} (a port is 1-65535)")
     return int(p)
 
 
@@ -678,7 +687,7 @@ def collect_ssh(hosts: list[str], *, out: str, parallel: int = 8, timeout: float
     t0 = time.monotonic()
     dest = Path(out)
     if dest.exists() and not overwrite:
-        raise FileExistsError(f"{dest} already exists (choose another path, or overwrite it)")
+        raise FileExistsError(f"{dest} already exists (choose another path, or overwrite it: --overwrite)")
     if not hosts:
         raise ValueError("no hosts to collect from")
     for h in hosts:
