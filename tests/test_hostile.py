@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 import tarfile
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from svctrace import limits
-from svctrace.errors import InputError, WalkError
+from svctrace.errors import InputError, WalkError, shorten
 from svctrace.model import snapshot
 from svctrace.model.snapshot import load_snapshot
 
@@ -389,3 +390,137 @@ def test_wrong_types_exit_2_from_the_command_line(tmp_path: Path) -> None:
                            capture_output=True, text=True, timeout=60)
         assert p.returncode == 2, (case, p.stderr)
         assert p.stderr.count("\n") == 1 and says in p.stderr and "Traceback" not in p.stderr
+
+
+# -- 8, 9, 12: the command line under bad arguments, silent hosts, early interrupts, huge lines ---------------
+
+def _svctrace(*args: str, home: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("SVCTRACE_DEBUG", "SSH_AUTH_SOCK", "KUBECONFIG")}
+    env |= {"HOME": str(home), "COLUMNS": "120"}
+    return subprocess.run([sys.executable, "-m", "svctrace", *args], capture_output=True, text=True, env=env,
+                          timeout=timeout)
+
+
+@pytest.mark.slow
+def test_collect_usage_errors_are_one_line_exit_2(tmp_path: Path) -> None:
+    """Issue 17 #8: before, each of these was an internal error (ValueError/FileExistsError, exit 70), and the
+    message suggested overwriting with no option for it."""
+    (tmp_path / "exists.tgz").write_bytes(b"x")
+    cases = [
+        (["--ssh", "root@h:99999", "-o", str(tmp_path / "a")], "--ssh: bad port '99999' in 'root@h:99999' (a port "
+                                                                "is 1-65535)"),
+        (["--ssh", "", "-o", str(tmp_path / "b")], "--ssh: not a host: ''"),
+        (["--ssh", "root@h", "-o", str(tmp_path / "exists.tgz")], "exists.tgz already exists: choose another "
+                                                                  "--output, or add --overwrite to replace it"),
+        (["--ssh", "root@h", "--command-timeout", "0", "-o", str(tmp_path / "c")], "--command-timeout takes "
+                                                                                   "seconds"),
+    ]
+    for args, says in cases:
+        p = _svctrace("collect", *args, home=tmp_path)
+        assert p.returncode == 2, (args, p.stderr)
+        assert p.stderr.count("\n") == 1 and says in p.stderr and "internal error" not in p.stderr, p.stderr
+    # --overwrite takes the existing path: the run goes on to the (unresolvable) host and fails there (exit 3)
+    p = _svctrace("collect", "--ssh", "root@svctrace-no-such-host.invalid", "--timeout", "2", "--overwrite",
+                  "-o", str(tmp_path / "exists.tgz"), home=tmp_path)
+    assert p.returncode == 3, p.stderr
+    assert "svctrace-no-such-host.invalid" in p.stderr and "Traceback" not in p.stderr
+
+
+@pytest.mark.slow
+def test_a_host_that_never_speaks_ssh_prints_no_paramiko_traceback(tmp_path: Path) -> None:
+    """Issue 17 #9: before, paramiko's transport thread logged "Exception (client): Error reading SSH protocol
+    banner" and two tracebacks on stderr (Python's last-resort log handler)."""
+    import socket
+    import threading
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    conns: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        srv.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conns.append(srv.accept()[0])  # accepted, and never a word said
+            except OSError:
+                continue
+
+    t = threading.Thread(target=accept, daemon=True)
+    t.start()
+    try:
+        t0 = time.monotonic()
+        p = _svctrace("collect", "--ssh", f"root@127.0.0.1:{srv.getsockname()[1]}", "--timeout", "1",
+                      "-o", str(tmp_path / "s"), home=tmp_path)
+        took = time.monotonic() - t0
+    finally:
+        stop.set()
+        t.join()
+        for c in [*conns, srv]:
+            c.close()
+    assert p.returncode == 3, p.stderr
+    assert "Traceback" not in p.stderr and "Exception (client)" not in p.stderr and "paramiko" not in p.stderr
+    assert "timed out after 1 s while connecting" in p.stderr
+    assert took < 15
+
+
+def _interpreter_start() -> float:
+    """How long this machine's Python takes to start and reach `python -m`'s module (runpy), right now:
+    an interrupt before that is Python's own, before any svctrace code can run."""
+    t0 = time.monotonic()
+    subprocess.run([sys.executable, "-c", "import runpy"], check=True)
+    return (time.monotonic() - t0) * 1.5
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("after", [0.0, 0.03, 0.06, 0.1, 0.15, 0.25, 0.4])
+def test_an_early_interrupt_prints_no_traceback(tmp_path: Path, after: float) -> None:
+    """Issue 17 #12: before, a Ctrl-C while typer/rich/the command were being imported (the first 150-200 ms
+    after Python started, here) printed a KeyboardInterrupt traceback and the process died of SIGINT."""
+    import signal
+
+    delay = _interpreter_start() + after
+    env = {k: v for k, v in os.environ.items() if k != "SVCTRACE_DEBUG"} | {"HOME": str(tmp_path)}
+    p = subprocess.Popen([sys.executable, "-m", "svctrace", "explain", "svc/web", "--demo", "--from", "pod/client"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    time.sleep(delay)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=60)
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    assert p.returncode in (130, 0), (p.returncode, err)  # 0: it had already answered
+    if p.returncode == 130:
+        assert err.strip().splitlines()[-1].startswith("svctrace: interrupted")
+
+
+def test_huge_lines_are_shortened_in_messages(tmp_path: Path) -> None:
+    """Issue 17 #12: before, a 1 MB line of garbage was echoed whole in the warning about it."""
+    from svctrace.dataplane.iptables import load_ruleset
+    from svctrace.dataplane.ipvs import load_ipvs
+
+    junk = "x" * 1_000_000
+    rs = load_ruleset(f"*nat\n:PREROUTING ACCEPT [0:0]\n{junk}\n-A PREROUTING -j ACCEPT {junk}\nCOMMIT\n", "big")
+    ipvs = load_ipvs(f"-A -t 10.0.0.1:80 -s rr\n{junk}\n", "big.ipvs")
+    warns = [str(w) for w in rs.warnings + ipvs.warnings]
+    assert warns and all(len(w) <= limits.MAX_MESSAGE for w in warns), [len(w) for w in warns]
+    assert any("…" in w for w in warns)
+    with pytest.raises(InputError) as e:
+        load_snapshot(str(tmp_path / ("y" * 5000)))
+    assert len(str(e.value)) <= limits.MAX_MESSAGE
+
+
+def test_shorten() -> None:
+    assert shorten("abc") == "abc"
+    assert shorten("a\nb") == "a⏎b"
+    assert shorten("x" * 500, 10) == "x" * 9 + "…"
+    assert shorten("x" * 10**7, 50) == "x" * 49 + "…"
+    assert shorten("a\nb" * 400, 2000, one_line=False).count("\n") == 400
+
+
+def test_dump_over_the_size_limit_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from svctrace.cli import trace as trace_cli
+
+    monkeypatch.setattr(trace_cli, "MAX_DUMP", 100)
+    (tmp_path / "d").write_text(DUMP * 10)
+    with pytest.raises(InputError, match=r"larger than 0 MiB \(svctrace's limit MAX_DUMP"):
+        trace_cli.read_input(str(tmp_path / "d"))

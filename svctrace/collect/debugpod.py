@@ -30,7 +30,7 @@ from typing import Any
 
 from svctrace.collect.bundle import NodeDump, NodeError
 from svctrace.collect.kube import Kube, NotFound, PermissionDenied, status_error, status_message
-from svctrace.errors import CollectError
+from svctrace.errors import CollectError, shorten
 
 # A Kubernetes build image with both iptables backends (iptables-nft-save and iptables-legacy-save), ipset,
 # conntrack and a shell. Any image with those tools works (--image).
@@ -79,7 +79,7 @@ class ExecResult:
         if self.error:
             return self.error
         err = self.stderr.strip().splitlines()
-        return f"exit code {self.rc}" + (f": {err[-1][:300]}" if err else "")
+        return f"exit code {self.rc}" + (f": {shorten(err[-1], 300)}" if err else "")
 
 
 class DebugPodError(CollectError):
@@ -387,7 +387,7 @@ def _exit_status(raw: bytes) -> tuple[int | None, str | None]:
     try:
         st = json.loads(raw)
     except ValueError:
-        return None, f"unreadable exec status: {raw[:200]!r}"
+        return None, f"unreadable exec status: {shorten(repr(raw), 200)}"
     if st.get("status") == "Success":
         return 0, None
     if st.get("reason") == "NonZeroExitCode":

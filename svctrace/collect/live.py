@@ -38,7 +38,7 @@ from svctrace.collect.kube import (
     dump_list,
     fetch_objects,
 )
-from svctrace.errors import CollectError, InputError
+from svctrace.errors import CollectError, InputError, shorten
 from svctrace.explain import question
 from svctrace.model.cluster import parse_cluster
 
@@ -209,7 +209,7 @@ def collect_one(kube: Kube, node_obj: dict[str, Any], via: str, opts: DebugPodOp
 
 
 def _first_line(e: BaseException) -> str:
-    return str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+    return shorten(str(e).splitlines()[0], 200) if str(e) else type(e).__name__
 
 
 def collect_nodes(kube: Kube, objs: Objects, names: Sequence[str], *, via: str, opts: DebugPodOptions,

@@ -269,10 +269,14 @@ def load_snapshot(path: str) -> Snapshot:
         walk(root, "")
         return _build(files, "demo")
     p = Path(path)
-    if not p.exists():
-        raise InputError("no such snapshot (a directory, a .tar.gz, or `demo`)", source=path)
+    try:
+        exists, is_dir = p.exists(), p.is_dir()
+    except OSError as e:  # a name too long, a loop of symlinks
+        raise InputError(f"cannot open it: {e.strerror}", source=shorten(path)) from None
+    if not exists:
+        raise InputError("no such snapshot (a directory, a .tar.gz, or `demo`)", source=shorten(path))
     warnings: list[Warn] = []
-    files = _read_tree(p, warnings) if p.is_dir() else _read_tar(p, warnings)
+    files = _read_tree(p, warnings) if is_dir else _read_tar(p, warnings)
     return _build(files, path, warnings)
 
 

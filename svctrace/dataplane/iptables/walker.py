@@ -28,6 +28,7 @@ from svctrace.dataplane.kernel import (
     primary_local,
     walk,
 )
+from svctrace.errors import shorten
 from svctrace.model.packet import NodeFacts, Packet, format_endpoint
 
 INDEX_MIN_RULES = 48
@@ -144,7 +145,7 @@ class Walker(KernelWalker):
             unknowns.append(r)
         if rule.problems and not unknowns:
             self.warn(f"rule:{rule.line}", f"rule on the path not fully understood ({'; '.join(rule.problems)}): "
-                                          f"{rule.text[:120]}", rule.line, "unknown-match")
+                                          f"{shorten(rule.text, 120)}", rule.line, "unknown-match")
         alts: list[tuple[State, bool]] = []
         cur = st
         for u in unknowns:

@@ -25,7 +25,7 @@ import re
 
 from svctrace.dataplane.addr import ip_of
 from svctrace.dataplane.ipvs.model import FORWARD_METHODS, IPVSTable, RealServer, VirtualService
-from svctrace.errors import InputError, Warn
+from svctrace.errors import InputError, Warn, shorten
 from svctrace.model.packet import IPAddress
 
 SCHEDULERS = ("rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "mh", "fo", "ovf", "twos")
@@ -226,7 +226,7 @@ class _Loader:
             return
         if re.match(r"^\S+@\S+[:~][^\s]*[#$]\s*$", line) or re.match(r"^\$\s*$", line):
             return  # a bare shell prompt
-        self.warn(f"not ipvsadm output, skipped: {line[:80]}", no, "unknown-line")
+        self.warn(f"not ipvsadm output, skipped: {shorten(line, 80)}", no, "unknown-line")
 
     def _command(self, no: int, line: str) -> None:
         """A pasted command line: note what it asked ipvsadm for."""
@@ -239,7 +239,7 @@ class _Loader:
             self.numeric = True
         elif ("L" in short or "l" in short or "S" in short or "--list" in words or "--save" in words):
             self.numeric = False
-        self.warn(f"command line skipped: {line[:80]}", no, "pasted-text")
+        self.warn(f"command line skipped: {shorten(line, 80)}", no, "pasted-text")
 
     # -- listing lines ----------------------------------------------------------------------
     def _service(self, no: int, raw: str, proto: str, addr: str, rest: str) -> None:
@@ -309,7 +309,7 @@ class _Loader:
             cols = "stats"
         if cols == "plain":
             if len(words) < 2:
-                self.warn(f"real server line without Forward/Weight columns: {raw.strip()[:80]}", no)
+                self.warn(f"real server line without Forward/Weight columns: {shorten(raw.strip(), 80)}", no)
                 rs.forward, rs.weight = None, None
             else:
                 if words[0] not in FORWARD_METHODS:
@@ -321,7 +321,7 @@ class _Loader:
                 if len(words) > 3:
                     rs.inactive = self._int(words[3], no, "InActConn", 0, None)
                 if len(words) > 4:
-                    self.warn(f"extra columns after InActConn ignored: {' '.join(words[4:])[:60]}", no)
+                    self.warn(f"extra columns after InActConn ignored: {shorten(' '.join(words[4:]), 60)}", no)
         elif cols in ("stats", "rate"):
             rs.forward, rs.weight = None, None
             rs.stats = self._numbers(words, ("conns", "inpkts", "outpkts", "inbytes", "outbytes") if cols == "stats"
