@@ -654,9 +654,10 @@ def parse_rule(table: str, chain: str, raw: RawRule, family: int = 4) -> list[Ru
             i += 1
             continue
         if tok == "-m":
-            if i + 1 >= n:
+            if i + 1 >= n or toks[i + 1].startswith("-"):  # `-m -d 1.2.3.4`: an option, not a module (fuzzing)
                 problems.append("-m without a module name")
-                break
+                i += 1
+                continue
             name = MODULE_ALIASES.get(toks[i + 1], toks[i + 1])
             m = Match(name, known=name in MATCH_OPTIONS)
             if not m.known:
