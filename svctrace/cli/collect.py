@@ -47,7 +47,8 @@ def collect_cmd(
                                   "(repeatable; node names from the hosts' hostnames)."),
     trust_new_host_keys: bool = typer.Option(False, "--trust-new-host-keys", help="Accept and remember SSH host "
                                              "keys seen for the first time (a changed key is always refused)."),
-    image: str | None = typer.Option(None, "--image", help="Debug pod image (needs iptables, nft, ipvsadm, ip)."),
+    image: str | None = typer.Option(None, "--image", help="Debug pod image (needs iptables, nft, ipvsadm, ip); "
+                                        "repo@sha256:DIGEST pins it."),
     privileged: bool = typer.Option(False, "--privileged", help="Run the debug pod privileged with the host "
                                     "filesystem (only when NET_ADMIN/NET_RAW are not enough)."),
     debug_namespace: str | None = typer.Option(None, "--debug-namespace", help="Namespace for debug pods."),
@@ -90,10 +91,10 @@ def collect_cmd(
                                f"{', '.join(str(getattr(n, 'name', n)) for n in res_ssh.failed)} (see their "
                                f"errors.json in {output})")
         return
-    from svctrace.collect.debugpod import DEFAULT_IMAGE, DebugPodOptions
+    from svctrace.collect.debugpod import DEFAULT_IMAGE, DebugPodOptions, check_image
     from svctrace.collect.live import collect_cluster
 
-    debug = DebugPodOptions(image=image or DEFAULT_IMAGE, namespace=debug_namespace, privileged=privileged,
+    debug = DebugPodOptions(image=check_image(image) if image else DEFAULT_IMAGE, namespace=debug_namespace, privileged=privileged,
                             command_timeout=min(command_timeout, DebugPodOptions.command_timeout),
                             exec_timeout=command_timeout)
     res = collect_cluster(output, nodes=[n.strip() for n in nodes.split(",") if n.strip()] if nodes else None,
