@@ -10,7 +10,7 @@ complete -c svctrace -n '__fish_seen_subcommand_from collect' -l context -r -F -
 complete -c svctrace -n '__fish_seen_subcommand_from collect' -l kubeconfig -r -F -d 'kubeconfig file (as kubectl; default: KUBECONFIG, ~/'
 complete -c svctrace -n '__fish_seen_subcommand_from collect' -l ssh -r -F -d '[USER@]HOST[:PORT] to collect over SSH with no cluster API (repeatable; node names from the hosts hostnames)'
 complete -c svctrace -n '__fish_seen_subcommand_from collect' -l trust-new-host-keys -d 'Accept and remember SSH host keys seen for the first time (a changed key is always refused)'
-complete -c svctrace -n '__fish_seen_subcommand_from collect' -l image -r -F -d 'Debug pod image (needs iptables, nft, ipvsadm, ip)'
+complete -c svctrace -n '__fish_seen_subcommand_from collect' -l image -r -F -d 'Debug pod image (needs iptables, nft, ipvsadm, ip); repo@sha256:DIGEST pins it'
 complete -c svctrace -n '__fish_seen_subcommand_from collect' -l privileged -d 'Run the debug pod privileged with the host filesystem (only when NET_ADMIN/NET_RAW are not enough)'
 complete -c svctrace -n '__fish_seen_subcommand_from collect' -l debug-namespace -r -F -d 'Namespace for debug pods'
 complete -c svctrace -n '__fish_seen_subcommand_from collect' -l parallel -r -F -d 'Nodes collected at once'

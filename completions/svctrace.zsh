@@ -25,7 +25,7 @@ _svctrace() {
         '--kubeconfig[kubeconfig file (as kubectl; default: KUBECONFIG, ~/]:value:_files' \
         '--ssh[[USER@]HOST[:PORT] to collect over SSH with no cluster API (repeatable; node names from the hosts hostnames)]:value:_files' \
         '--trust-new-host-keys[Accept and remember SSH host keys seen for the first time (a changed key is always refused)]' \
-        '--image[Debug pod image (needs iptables, nft, ipvsadm, ip)]:value:_files' \
+        '--image[Debug pod image (needs iptables, nft, ipvsadm, ip); repo@sha256:DIGEST pins it]:value:_files' \
         '--privileged[Run the debug pod privileged with the host filesystem (only when NET_ADMIN/NET_RAW are not enough)]' \
         '--debug-namespace[Namespace for debug pods]:value:_files' \
         '--parallel[Nodes collected at once]:value:_files' \

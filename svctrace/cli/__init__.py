@@ -80,6 +80,23 @@ def _command_of(argv: list[str]) -> str | None:
     return first
 
 
+def _interruption_of(e: BaseException) -> KeyboardInterrupt | None:
+    seen: BaseException | None = e
+    for _ in range(4):
+        seen = seen.__cause__ or seen.__context__ if seen is not None else None
+        if isinstance(seen, KeyboardInterrupt):
+            return seen
+    return None
+
+
+def _interrupted(e: KeyboardInterrupt) -> None:
+    """One line, exit 130: `svctrace: interrupted`, and what was done about it when a command says (collect:
+    the debug pods deleted, nothing written)."""
+    said = str(e) if isinstance(e, Interrupted) and str(e) else ""
+    sys.stderr.write("svctrace: interrupted" + (f"; {said}" if said else "") + "\n")
+    sys.exit(130)
+
+
 def prepare(argv: list[str]) -> str | None:
     """Load what a command line needs (its command, or every command) and return the command's name."""
     command = _command_of(argv)
@@ -96,9 +113,13 @@ def main(command: str | None = None, *, prepared: bool = False) -> None:
     except SvctraceError as e:
         error(str(e), e.exit_code)
     except KeyboardInterrupt as e:
-        said = str(e) if isinstance(e, Interrupted) and str(e) else ""
-        sys.stderr.write("svctrace: interrupted" + (f"; {said}" if said else "") + "\n")
-        sys.exit(130)
+        _interrupted(e)
+    except SystemExit as e:
+        # typer turns a command's KeyboardInterrupt into a silent exit 130 (Exit(130) from the interrupt)
+        cause = _interruption_of(e)
+        if cause is None:
+            raise
+        _interrupted(cause)
     except BrokenPipeError:
         # `svctrace ... | head`: the reader went away; that is not an error of ours.
         try:

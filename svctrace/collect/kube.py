@@ -22,6 +22,7 @@ import json
 import os
 import re
 import shlex
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -286,6 +287,40 @@ class Kube:
         self.discovery = client.DiscoveryV1Api(self.api_client)
         self.apps = client.AppsV1Api(self.api_client)
         self.version_api = client.VersionApi(self.api_client)
+        # debug pods created through this client and not known to be deleted (any thread), for the final sweep
+        self._pods_lock = threading.Lock()
+        self.pods_live: set[tuple[str, str]] = set()
+        self.pods_created = 0
+        self.pods_deleted = 0
+
+    def pod_created(self, namespace: str, name: str) -> None:
+        with self._pods_lock:
+            self.pods_live.add((namespace, name))
+            self.pods_created += 1
+
+    def pod_deleted(self, namespace: str, name: str, *, existed: bool = True) -> None:
+        with self._pods_lock:
+            if (namespace, name) in self.pods_live:
+                self.pods_live.discard((namespace, name))
+                if existed:
+                    self.pods_deleted += 1
+                else:
+                    self.pods_created -= 1
+
+    def sweep_pods(self) -> list[tuple[str, str]]:
+        """Delete every debug pod still known to exist; the ones that could not be deleted."""
+        with self._pods_lock:
+            live = sorted(self.pods_live)
+        left = []
+        for ns, name in live:
+            try:
+                with contextlib.suppress(NotFound):
+                    self.call("delete", "pods", ns, self.core.delete_namespaced_pod, name, ns, grace_period_seconds=0,
+                              name=name)
+                self.pod_deleted(ns, name)
+            except CollectError:
+                left.append((ns, name))
+        return left
 
     def close(self) -> None:
         with contextlib.suppress(Exception):  # closing is best effort
