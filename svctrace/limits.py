@@ -15,7 +15,6 @@ MAX_ARCHIVE = 1024 * MiB  # a snapshot .tar.gz on disk (compressed)
 MAX_MEMBER = 256 * MiB  # one file of a snapshot (an archive member once decompressed, or a file)
 MAX_TOTAL = 1024 * MiB  # all the files svctrace reads from one snapshot together, decompressed
 MAX_MEMBERS = 100_000  # archive entries looked at (used or not)
-MAX_CLUSTER = 256 * MiB  # cluster.json / cluster.yaml (a member like any other, named here for the docs)
 MAX_JSON_DEPTH = 200  # nesting of cluster.json / meta.json / nft.json; Kubernetes objects nest about 12 deep
 READ_CHUNK = MiB  # archives are read in chunks of this size, so a cap holds before memory is spent
 

@@ -57,11 +57,12 @@ from svctrace.collect.bundle import (
     write_bundle,
 )
 from svctrace.collect.commands import RunResult
+from svctrace.limits import MAX_NODE_OUTPUT, SSH_COMMAND_TIMEOUT, SSH_CONNECT_TIMEOUT
 
 __all__ = ["TRUST_FLAG", "CollectResult", "HostSpec", "collect_nodes_ssh", "collect_ssh", "parse_host"]
 
 TRUST_FLAG = "--trust-new-host-keys"  # the CLI option named in the unknown-key message
-MAX_OUTPUT = 1024 * 1024 * 1024  # bytes of script output accepted from one node
+MAX_OUTPUT = MAX_NODE_OUTPUT  # bytes of script output accepted from one node (svctrace.limits)
 MAX_STDERR_BYTES = 4 * 1024 * 1024  # stderr kept (the rest is read and dropped)
 MAX_HOPS = 8
 
@@ -638,8 +639,8 @@ def _collect_one(spec_text: str, session: _Session) -> NodeDump:
 # --------------------------------------------------------------------------------------------------
 # public API
 
-def collect_nodes_ssh(hosts: Sequence[str], *, parallel: int = 8, timeout: float = 30,
-                      command_timeout: float = 300, trust_new_host_keys: bool = False,
+def collect_nodes_ssh(hosts: Sequence[str], *, parallel: int = 8, timeout: float = SSH_CONNECT_TIMEOUT,
+                      command_timeout: float = SSH_COMMAND_TIMEOUT, trust_new_host_keys: bool = False,
                       known_hosts: str | None = None, ssh_config: str | None = None, use_sudo: bool = True,
                       progress: Progress | None = None) -> list[NodeDump]:
     """Collect every host's dumps over SSH, ``parallel`` at a time; one NodeDump per host, in order, failed
@@ -663,9 +664,9 @@ def collect_nodes_ssh(hosts: Sequence[str], *, parallel: int = 8, timeout: float
     return nodes
 
 
-def collect_ssh(hosts: list[str], *, out: str, parallel: int = 8, timeout: float = 30,
+def collect_ssh(hosts: list[str], *, out: str, parallel: int = 8, timeout: float = SSH_CONNECT_TIMEOUT,
                 trust_new_host_keys: bool = False, known_hosts: str | None = None, ssh_config: str | None = None,
-                progress: Callable[[str, str], None] | None = None, command_timeout: float = 300,
+                progress: Callable[[str, str], None] | None = None, command_timeout: float = SSH_COMMAND_TIMEOUT,
                 use_sudo: bool = True, cluster: bytes | None = None, context: str | None = None,
                 server_version: str | None = None, meta_extra: Mapping[str, Any] | None = None,
                 overwrite: bool = False) -> CollectResult:
