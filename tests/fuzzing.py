@@ -405,7 +405,25 @@ def target_cluster(data: bytes) -> None:
     _explain_all(_build({"cluster.yaml": as_yaml}, "fuzz"))
 
 
+CORPUS = Path(__file__).parent / "corpus"
+
+
+def _corpus_dumps() -> list[Path]:
+    """Real dumps (tests/corpus/wild: iptables save/-S/-L, nft, ipvsadm; kube-proxy's own nft ruleset), the
+    seeds the `corpus` target mutates."""
+    wild = CORPUS / "wild"
+    found = sorted(p for d in ("iptables-save", "iptables-S", "iptables-L", "nft", "ipvsadm")
+                   for p in (wild / d).glob("*") if p.is_file() and not p.name.endswith(".k8s.txt"))
+    return found + sorted((CORPUS / "kube-proxy" / "nftables" / "overall").glob("*.nft"))
+
+
+def corpus_seed() -> st.SearchStrategy[bytes]:
+    files = _corpus_dumps()
+    return st.sampled_from(files).map(lambda p: p.read_bytes()) if files else st.just(b"")
+
+
 TARGETS: dict[str, tuple[Callable[[bytes], None], st.SearchStrategy[bytes]]] = {
+    "corpus": (target_dump, corpus_seed()),
     "iptables-save": (target_dump, iptables_save().map(str.encode)),
     "iptables-S": (target_dump, iptables_s().map(str.encode)),
     "iptables-L": (target_dump, iptables_l().map(str.encode)),
