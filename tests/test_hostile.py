@@ -524,3 +524,32 @@ def test_dump_over_the_size_limit_is_refused(tmp_path: Path, monkeypatch: pytest
     (tmp_path / "d").write_text(DUMP * 10)
     with pytest.raises(InputError, match=r"larger than 0 MiB \(svctrace's limit MAX_DUMP"):
         trace_cli.read_input(str(tmp_path / "d"))
+
+
+@pytest.mark.kernel
+def test_the_kernel_refuses_the_goto_loops_svctrace_refuses() -> None:
+    """What svctrace's loop error says ("the kernel refuses such a ruleset") is checked against the kernel: each
+    goto loop of GOTO_LOOPS' first and fourth case, loaded into a fresh network namespace, is refused by
+    iptables-legacy-restore, iptables-nft-restore and nft (ELOOP/EMLINK: "Too many links")."""
+    import shutil
+
+    from kernellab import kernel_available
+
+    ok, why = kernel_available()
+    if not ok:
+        pytest.skip(why)
+    ipt = _ipt("-A PREROUTING -j A", "-A A -g B", "-A B -g C", "-A C -g A", chains=["A", "B", "C"])
+    nft = ("table ip t {\n  chain pre {\n    type nat hook prerouting priority -100; policy accept;\n    jump a\n  }\n"
+           "  chain a {\n    goto b\n  }\n  chain b {\n    goto c\n  }\n  chain c {\n    goto a\n  }\n}\n")
+    for argv, text in ((["iptables-legacy-restore"], ipt), (["iptables-nft-restore"], ipt), (["nft", "-f", "-"], nft)):
+        if shutil.which(argv[0]) is None:
+            pytest.fail(f"{argv[0]} is missing (CI installs it: .ci/run)")
+        p = subprocess.run(["unshare", "-n", *argv], input=text, capture_output=True, text=True, timeout=30)
+        assert p.returncode != 0, (argv, p.stdout, p.stderr)
+        # and the same rules without the loop load: the refusal is the loop's
+        fixed = text.replace("-A C -g A", "-A C -j ACCEPT").replace("    goto a\n", "    accept\n")
+        q = subprocess.run(["unshare", "-n", *argv], input=fixed, capture_output=True, text=True, timeout=30)
+        assert q.returncode == 0, (argv, q.stderr)
+    for walk in (lambda: _trace_ipt(ipt), lambda: _trace_nft(nft)):
+        with pytest.raises(WalkError, match="loop in the rules"):
+            walk()
