@@ -367,6 +367,9 @@ class _Loader:
     # -- statements -----------------------------------------------------------------------
     def _statement(self, st: _Stmt) -> None:
         s = st.text
+        if not s:  # `[3:29]` alone: counters with no rule after them (found by fuzzing)
+            self.warn("packet counters with nothing after them, skipped", st.line, "unrecognized")
+            return
         if s[0] == "*":
             name = s[1:].split()[0] if len(s) > 1 and s[1:].split() else ""
             if name not in TABLES:
