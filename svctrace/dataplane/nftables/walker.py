@@ -90,7 +90,7 @@ from svctrace.dataplane.nftables.values import (
     matcher,
     scalar,
 )
-from svctrace.errors import InputError
+from svctrace.errors import InputError, shorten
 from svctrace.model.packet import NodeFacts, Packet, format_endpoint
 
 HOOKS = ("PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING")
@@ -1071,7 +1071,11 @@ class NftWalker(KernelWalker):
             pv = s.port.value if isinstance(s.port, Const) else None
             if pv is not None:
                 ptxt = str(pv)
-                port = int(ptxt.split("-")[0])
+                try:
+                    port = int(ptxt.split("-")[0])
+                except ValueError:  # `redirect to :wt0_redirect`: no port nft would accept (found by fuzzing)
+                    port = None
+                    st.assume_one(f"{where}: {s.kind} to port {shorten(repr(ptxt), 40)}, which is not a port")
                 if "-" in ptxt:
                     text = (text or format_endpoint(addr or pkt.dst, None)) + f":{ptxt}"
         if addr is not None and not isinstance(addr, ipaddress.IPv4Address | ipaddress.IPv6Address):
