@@ -532,7 +532,7 @@ class _Loader:
     def _resolve(self, host: str, no: int, what: str) -> IPAddress | None:
         m = _EC2.match(host)
         if m and all(int(g) < 256 for g in m.groups()):
-            ip = ipaddress.ip_address(".".join(m.groups()))
+            ip = ipaddress.ip_address(".".join(str(int(g)) for g in m.groups()))  # ip-00-0-… (fuzzing)
             self.warn(f"host name {host!r}: address {ip} read from the EC2 name", no, "resolved")
             return ip
         if host == "localhost":
