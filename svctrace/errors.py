@@ -4,6 +4,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from svctrace.limits import MAX_MESSAGE, MAX_QUOTE
+
+
+def shorten(text: object, limit: int = MAX_QUOTE, *, one_line: bool = True) -> str:
+    """`text` as it may appear in a message: one line (newlines shown as ⏎; kept with one_line=False), at
+    most `limit` characters, the rest replaced by "…". Every message that quotes input goes through here, so
+    a 10 MB line is never echoed."""
+    s = str(text)
+    if len(s) <= limit and (not one_line or ("\n" not in s and "\r" not in s)):
+        return s
+    if len(s) > 4 * limit:  # do not scan a huge string for newlines
+        s = s[: 4 * limit]
+        cut = True
+    else:
+        cut = False
+    if one_line:
+        s = s.replace("\r\n", "⏎").replace("\n", "⏎").replace("\r", "⏎")
+    if len(s) > limit or cut:
+        return s[: max(1, limit - 1)] + "…"
+    return s
+
 
 class SvctraceError(Exception):
     """Base class: every error the CLI turns into a one-line message and an exit code."""
@@ -25,11 +46,16 @@ class InputError(SvctraceError):
         if self.source is not None:
             where = self.source if self.line is None else f"{self.source}:{self.line}"
             where += ": "
-        return where + self.message
+        return shorten(where + self.message, MAX_MESSAGE, one_line=False)
 
 
 class WalkError(SvctraceError):
     """The rules cannot be walked (a loop, absurd depth, too many branches). Exit code 2."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """An interruption (Ctrl-C, SIGTERM) with what was done about it, in one line: "2 debug pods deleted;
+    nothing written". The CLI prints it and exits 130."""
 
 
 class CollectError(SvctraceError):
@@ -49,9 +75,9 @@ class Warn:
 
     def __str__(self) -> str:
         if self.source is None:
-            return self.message
+            return shorten(self.message, MAX_MESSAGE, one_line=False)
         where = self.source if self.line is None else f"{self.source}:{self.line}"
-        return f"{where}: {self.message}"
+        return shorten(f"{where}: {self.message}", MAX_MESSAGE, one_line=False)
 
     def to_json(self) -> dict[str, object]:
         return {"code": self.code, "message": self.message, "source": self.source, "line": self.line}

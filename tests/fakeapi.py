@@ -17,6 +17,7 @@ No API server can run here, so ``FakeAPIServer`` plays one (stdlib ``http.server
   byte (1 stdout, 2 stderr), then the status on channel 3 and a close frame. The command runs on this
   machine inside the network namespace of the pod's node (``node_netns``), so it reads real netfilter
   state loaded with ``iptables-restore`` (``NodeNamespaces``);
+* slowness on demand: ``create_delay`` (the pod exists, its answer comes late), ``delete_delay``;
 * failures on demand: ``forbid`` (403 with the API server's RBAC wording), ``pod_security`` (Pod Security
   admission refusing hostNetwork pods, also a 403), ``exec_override`` (canned result, or a delay),
   ``no_endpointslices`` (an old cluster: 404 on discovery.k8s.io/v1);
@@ -336,6 +337,8 @@ class FakeAPIServer:
         self.forbid: set[tuple[str, str, str | None]] = set()  # (verb, resource, namespace|None|"*")
         self.pod_mode = "run"  # run / image-pull / pending / failed / unschedulable
         self.start_delay = 0.2
+        self.create_delay = 0.0  # seconds a pod create takes after the pod exists (its answer comes late)
+        self.delete_delay = 0.0  # seconds a pod delete takes before the pod is gone
         self.node_netns: dict[str, str] = {}  # node -> network namespace to run exec commands in
         self.exec_override: ExecOverride | None = None
         self.no_endpointslices = False
@@ -708,10 +711,12 @@ class _Handler(BaseHTTPRequestHandler):
             fake.state.created[f"{namespace}/{m['name']}"] = time.monotonic()
             fake.add(body)
             out = self._with_status("pods", body)
+        time.sleep(fake.create_delay)
         self._send(201, out)
 
     def _delete_pod(self, namespace: str, name: str) -> None:
         fake = self.fake
+        time.sleep(fake.delete_delay)
         with fake.lock:
             pods = fake.state.objects.get("pods", [])
             for i, p in enumerate(pods):

@@ -101,3 +101,73 @@ def test_unreachable_cluster_is_exit_3(tmp_path: Path) -> None:
     assert p.returncode == 3 and "Traceback" not in p.stderr
     p = run(env, "check", "-A", "--kubeconfig", str(kc))
     assert p.returncode == 3 and "Traceback" not in p.stderr
+
+
+
+
+# -- repeated interrupts (issue 17 #2) -----------------------------------------------------------------------
+
+def _until(cond, timeout: float = 20.0) -> bool:
+    import time
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def _since(f: FakeAPIServer, n0: int, method: str, what: str) -> int:
+    with f.lock:
+        return sum(1 for r in f.requests[n0:] if r.method == method
+                   and r.resource == ("pods/exec" if what == "exec" else "pods"))
+
+
+MOMENTS = {
+    # the moment the first SIGINT is sent, as what the fake API server has seen since the run began
+    "first-create": lambda f, n0: _since(f, n0, "POST", "pods") >= 1,
+    "all-created": lambda f, n0: _since(f, n0, "POST", "pods") >= 3,
+    "exec": lambda f, n0: _since(f, n0, "GET", "exec") >= 1,
+    "first-delete": lambda f, n0: _since(f, n0, "DELETE", "pods") >= 1,
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signals", [2, 3])
+@pytest.mark.parametrize("moment", sorted(MOMENTS))
+@pytest.mark.parametrize("parallel", [3, 1])
+def test_repeated_ctrl_c_leaves_no_debug_pod(cluster: tuple[FakeAPIServer, str, dict[str, str]], tmp_path: Path,
+                                             moment: str, signals: int, parallel: int) -> None:
+    """Issue 17 #2: before, two or three quick Ctrl-C during `collect` left debug pods behind about half the
+    time (the second broke the pool's shutdown, the third the thread join; a worker died mid-create or
+    mid-delete). Now the first interrupt cancels, the later ones wait for the cleanup, every pod created is
+    deleted, and the run exits 130 with one line saying so."""
+    import signal
+    import time
+
+    fake, kc, env = cluster
+    fake.create_delay, fake.delete_delay = 0.3, 0.3  # wide windows: signals land mid-create, mid-delete
+    fake.exec_override = lambda node, argv: 1.0  # the node commands take a second
+    before = {f"{p['metadata'].get('namespace')}/{p['metadata']['name']}" for p in fake.live_pods()}
+    n0 = len(fake.requests)
+    try:
+        p = subprocess.Popen([sys.executable, "-m", "svctrace", "collect", "--kubeconfig", kc, "--via", "debug-pod",
+                              "--all-nodes", "--parallel", str(parallel), "-o", str(tmp_path / "snap")],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        assert _until(lambda: MOMENTS[moment](fake, n0) or p.poll() is not None), moment
+        for _ in range(signals):
+            p.send_signal(signal.SIGINT)
+            time.sleep(0.05)
+        _, err = p.communicate(timeout=120)
+        left = [x for x in fake.live_pods()
+                if f"{x['metadata'].get('namespace')}/{x['metadata']['name']}" not in before]
+    finally:
+        fake.create_delay = fake.delete_delay = 0.0
+        fake.exec_override = None
+    assert left == [], (left, err)
+    assert "Traceback" not in err, err
+    assert p.returncode == 130, (p.returncode, err)
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("svctrace: interrupted; ") and "debug pod" in last and "nothing written" in last, err
+    assert not (tmp_path / "snap").exists()

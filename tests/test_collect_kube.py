@@ -21,7 +21,7 @@ from fakeapi import CANARY, FakeAPIServer, NodeNamespaces, demo_node_ips, netns_
 
 from svctrace.collect import debugpod, kube, live
 from svctrace.collect.debugpod import DebugPodOptions, pod_manifest
-from svctrace.errors import CollectError
+from svctrace.errors import CollectError, InputError
 from svctrace.explain import Request, explain
 from svctrace.model.cluster import parse_cluster
 from svctrace.model.snapshot import load_snapshot
@@ -141,7 +141,7 @@ def test_full_bundle_answers_like_the_demo(fake: FakeAPIServer, kc: str, tmp_pat
         ctr = spec["containers"][0]
         assert spec["hostNetwork"] is True and spec["automountServiceAccountToken"] is False
         assert ctr["securityContext"]["capabilities"]["add"] == ["NET_ADMIN", "NET_RAW"]
-        assert ctr["securityContext"]["privileged"] is False and "volumes" not in spec
+        assert ctr["securityContext"]["privileged"] is False and all("hostPath" not in v for v in spec["volumes"])
         assert ctr["image"] == debugpod.DEFAULT_IMAGE
     assert any("deleting pod" in n for n in notes)
 
@@ -699,3 +699,30 @@ def test_check_collects_the_nodes_and_answers_as_the_saved_demo(fake: FakeAPISer
     n = len(fake.requests)  # cached for a minute, like a question
     assert live.snapshot_for_check(None, kubeconfig=kc, debug=FAST, via="debug-pod") == path
     assert len(fake.requests) == n
+
+
+def test_pod_manifest_least_privilege() -> None:
+    """Issue 17 #10: before, the pod added NET_ADMIN and NET_RAW to the runtime's default capabilities, with
+    no seccomp profile and a writable root filesystem. Now: everything dropped but the two the dump tools
+    need (measured: iptables-legacy-save fails without either, nft/ipset without NET_ADMIN, ipvsadm without
+    NET_RAW), RuntimeDefault seccomp, a read-only root filesystem with an in-memory /tmp."""
+    digest = "example.org/tools@sha256:" + "ab" * 32
+    m = pod_manifest("p", "node01", DebugPodOptions(image=debugpod.check_image(digest)))
+    ctr = m["spec"]["containers"][0]
+    assert ctr["image"] == digest
+    assert ctr["securityContext"] == {
+        "privileged": False, "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"], "add": ["NET_ADMIN", "NET_RAW"]},
+        "seccompProfile": {"type": "RuntimeDefault"}}
+    assert m["spec"]["securityContext"] == {"seccompProfile": {"type": "RuntimeDefault"}}
+    assert ctr["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}]
+    assert m["spec"]["volumes"] == [{"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}}]
+    assert m["spec"]["automountServiceAccountToken"] is False and m["spec"]["hostNetwork"] is True
+    assert "hostPID" not in m["spec"] and "hostPath" not in json.dumps(m)
+
+
+@pytest.mark.parametrize("image", ["repo@sha256:abc", "repo@sha256:" + "AB" * 32, "repo@md5:" + "a" * 32, "",
+                                   "two words"])
+def test_malformed_image_is_a_usage_error(image: str) -> None:
+    with pytest.raises(InputError):
+        debugpod.check_image(image)

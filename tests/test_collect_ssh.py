@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import subprocess
+import sys
 import tarfile
 import time
 from collections.abc import Iterator
@@ -171,6 +173,24 @@ def test_node_script_missing_tools_and_failures_are_recorded_per_file() -> None:
     assert set(errs) == {"ipvsadm", "ipset", "sysctl", "ip6tables-save"}
 
 
+def test_a_missing_sudo_is_said_so() -> None:
+    """Issue 17 #12: before, a node without sudo read "sudo refused". The real script runs, as a non-root
+    login whose shell finds no sudo (dash's own words for it)."""
+    def no_sudo(script: str) -> RunResult:
+        script = script.replace('if [ 1 = 1 ] && [ "$U" != 0 ]; then SUDO="sudo -n"; fi',
+                                'SUDO="sudo -n"; U=1000; sudo() { echo "sh: 1: sudo: not found" >&2; return 127; }')
+        script = re.sub(r'(?m)^if command -v timeout .*$', "TMO=", script)  # `timeout sudo` would exec the real one
+        assert "sudo() {" in script and "\nTMO=\n" in script
+        return _local_run(script)
+
+    cmds = tuple(c for c in COMMANDS if c.key in ("hostname", "uid", "iptables-nft-save", "iptables-save", "nft"))
+    d = collect_node(no_sudo, host="h", transport="test", use_sudo=True, commands=cmds)
+    assert not d.ok
+    (err,) = [e for e in d.errors if e.what == "sudo"]
+    assert err.error.startswith("not root, and sudo is not installed on the node: "), err.error
+    assert "install sudo" in (err.hint or "") and "refused" not in err.error
+
+
 def test_node_script_real_commands_parse(tmp_path: Path) -> None:
     """The real COMMANDS script is valid POSIX sh (dash) and frames every command."""
     script = commands.build_script("ab" * 16, COMMANDS, command_timeout=30)
@@ -258,6 +278,8 @@ def lab() -> Iterator[SSHLab]:
         lab.add_node("blackhole", kind="blackhole")
         lab.add_node("node-leaky", rules=LEAKY_RULES, kube_proxy=("iptables", configz),
                      sshd_extra="SetEnv SVCTRACE_LAB_SECRET=lab-env-secret-41\n")
+        # a node whose command hangs: it accepts the session, never reads the script and never ends
+        lab.add_node("node-hang", rules=_rules("node01"), sshd_extra="ForceCommand sleep 600\n")
         yield lab
 
 
@@ -422,6 +444,45 @@ class TestLab:
             assert err["what"] == "timeout", err
         assert 1.4 < res.nodes[0].elapsed < 4 and 1.4 < res.nodes[1].elapsed < 4
         assert load_snapshot(str(res.out)).nodes["node-3"].get("iptables-save")
+
+    def test_a_hung_node_is_reported_and_the_others_collected(self, lab: SSHLab, tmp_path: Path) -> None:
+        """Issue 17 #6: before, one node whose command hung held `collect --ssh` for 300 s (only connecting
+        had an option); --command-timeout bounds each node's commands once connected."""
+        n = lab.nodes
+        t0 = time.monotonic()
+        with lab.client():
+            res = collect_ssh([n["node-hang"].addr, n["node-3"].addr], out=str(tmp_path / "h"), command_timeout=3,
+                              **_setup(lab, tmp_path))
+        elapsed = time.monotonic() - t0
+        assert elapsed < 8, elapsed
+        hung, good = res.nodes
+        assert not hung.ok and good.ok and good.name == "node-3"
+        (err,) = _errors(res, n["node-hang"].addr)
+        assert err["what"] == "timeout" and "timed out after 3 s while collecting" in err["error"], err
+        assert 2.9 < hung.elapsed < 6
+
+    def test_command_timeout_from_the_command_line(self, lab: SSHLab, tmp_path: Path) -> None:
+        """The same through `svctrace collect --ssh ... --command-timeout 3` (documented in docs/collect.md)."""
+        n = lab.nodes
+        home = tmp_path / "home"
+        (home / ".ssh").mkdir(parents=True, exist_ok=True)
+        opts = _setup(lab, tmp_path)
+        Path(home / ".ssh" / "config").write_text(Path(opts["ssh_config"]).read_text())
+        Path(home / ".ssh" / "known_hosts").write_text(Path(opts["known_hosts"]).read_text())
+        env = {k: v for k, v in os.environ.items() if k not in ("SVCTRACE_DEBUG", "SSH_AUTH_SOCK")} | {
+            "HOME": str(home)}
+        t0 = time.monotonic()
+        with lab.client():
+            p = subprocess.run([sys.executable, "-m", "svctrace", "collect", "--ssh", n["node-hang"].addr, "--ssh",
+                                n["node-3"].addr, "--command-timeout", "3", "-o", str(tmp_path / "c.tgz")],
+                               capture_output=True, text=True, env=env, timeout=60)
+        assert time.monotonic() - t0 < 12
+        assert p.returncode == 3, p.stderr
+        assert f"{n['node-hang'].addr}: timed out after 3 s while collecting" in p.stderr, p.stderr
+        assert "1/2 nodes collected" in p.stderr and "Traceback" not in p.stderr
+        with tarfile.open(tmp_path / "c.tgz") as tf:
+            names = tf.getnames()
+        assert "nodes/node-3/iptables-save" in names and "nodes/node-hang/iptables-save" not in names, names
 
     @pytest.mark.skipif(not sudo_available(), reason="sudo is not installed (Debian: sudo)")
     def test_sudo_for_a_non_root_user(self, lab: SSHLab, tmp_path: Path) -> None:

@@ -13,7 +13,8 @@ import sys
 import typer
 
 from svctrace import __version__
-from svctrace.errors import SvctraceError
+from svctrace.errors import Interrupted, SvctraceError, shorten
+from svctrace.limits import MAX_MESSAGE
 
 app = typer.Typer(
     name="svctrace",
@@ -42,7 +43,7 @@ def _root(
 
 
 def error(message: str, code: int = 2) -> None:
-    sys.stderr.write(f"svctrace: error: {message}\n")
+    sys.stderr.write(f"svctrace: error: {shorten(message, MAX_MESSAGE, one_line=False)}\n")
     sys.exit(code)
 
 
@@ -114,13 +115,39 @@ def _completing(name: str) -> list[str] | None:
     return words[1:]
 
 
-def main() -> None:
+def _interruption_of(e: BaseException) -> KeyboardInterrupt | None:
+    seen: BaseException | None = e
+    for _ in range(4):
+        seen = seen.__cause__ or seen.__context__ if seen is not None else None
+        if isinstance(seen, KeyboardInterrupt):
+            return seen
+    return None
+
+
+def _interrupted(e: KeyboardInterrupt) -> None:
+    """One line, exit 130: `svctrace: interrupted`, and what was done about it when a command says (collect:
+    the debug pods deleted, nothing written)."""
+    said = str(e) if isinstance(e, Interrupted) and str(e) else ""
+    sys.stderr.write("svctrace: interrupted" + (f"; {said}" if said else "") + "\n")
+    sys.exit(130)
+
+
+def prepare(argv: list[str]) -> str | None:
+    """Load what a command line needs (its command, or every command) and return the command's name. While the
+    shell completes, the words being completed name the command (a TAB pays for that command only)."""
+    completing = _completing(prog_name())
+    command = _command_of(argv if completing is None else completing)
+    load_commands(*([command] if command else []))
+    return command
+
+
+def main(command: str | None = None, *, prepared: bool = False) -> None:
+    """Run the command line: svctrace's errors as one line and their exit code, usage errors as one line (exit 2),
+    an interruption as 130."""
     try:
+        if not prepared and command is None:
+            command = prepare(sys.argv[1:])
         name = prog_name()
-        completing = _completing(name)
-        # A TAB pays for the command it completes only (as a run does).
-        command = _command_of(sys.argv[1:] if completing is None else completing)
-        load_commands(*([command] if command else []))
         # Not standalone: typer would draw usage errors in a box; they are one line here, like svctrace's own.
         exceptions = sys.modules[typer.BadParameter.__module__]  # click's (typer may vendor it)
         try:
@@ -129,7 +156,10 @@ def main() -> None:
             if not " ".join(e.format_message().split()):  # no arguments at all: the help was printed
                 sys.exit(e.exit_code)
             usage_error(e, command)
-        except typer.Abort:
+        except typer.Abort as e:
+            cause = _interruption_of(e)  # click turns a Ctrl-C into Abort: an interruption, said as one
+            if cause is not None:
+                raise cause from None
             sys.stderr.write("svctrace: aborted\n")
             sys.exit(1)
         except exceptions.ClickException as e:
@@ -137,17 +167,27 @@ def main() -> None:
         sys.exit(rc if isinstance(rc, int) else 0)
     except SvctraceError as e:
         error(str(e), e.exit_code)
-    except KeyboardInterrupt:
-        sys.stderr.write("svctrace: interrupted\n")
-        sys.exit(130)
+    except KeyboardInterrupt as e:
+        _interrupted(e)
+    except SystemExit as e:
+        # typer turns a command's KeyboardInterrupt into a silent exit 130 (Exit(130) from the interrupt)
+        cause = _interruption_of(e)
+        if cause is None:
+            raise
+        _interrupted(cause)
     except BrokenPipeError:
         # `svctrace ... | head`: the reader went away; that is not an error of ours.
         try:
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115
         finally:
             sys.exit(0)
+    except RecursionError:  # a structure nested deeper than a reader bounds: still the input's fault
+        if os.environ.get("SVCTRACE_DEBUG"):
+            raise
+        error("the input nests deeper than svctrace can follow (RecursionError; please report it with the input, "
+              "see docs/limits.md)", 2)
     except Exception as e:  # never a traceback for a user; SVCTRACE_DEBUG=1 shows it
         if os.environ.get("SVCTRACE_DEBUG"):
             raise
-        error(f"internal error: {type(e).__name__}: {e} (run with SVCTRACE_DEBUG=1 for details, and please "
-              "report it with the input that caused it)", 70)
+        error(f"internal error: {type(e).__name__}: {shorten(e, 300)} (run with SVCTRACE_DEBUG=1 for details, and "
+              "please report it with the input that caused it)", 70)

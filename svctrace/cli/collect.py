@@ -10,7 +10,8 @@ import typer
 from rich.console import Console
 
 from svctrace.cli import app, complete
-from svctrace.errors import CollectError, InputError
+from svctrace.errors import CollectError, InputError, shorten
+from svctrace.limits import SSH_COMMAND_TIMEOUT, SSH_CONNECT_TIMEOUT
 
 VIA = ("auto", "ssh", "debug-pod")
 
@@ -47,26 +48,43 @@ def collect_cmd(
                                   "(repeatable; node names from the hosts' hostnames)."),
     trust_new_host_keys: bool = typer.Option(False, "--trust-new-host-keys", help="Accept and remember SSH host "
                                              "keys seen for the first time (a changed key is always refused)."),
-    image: str | None = typer.Option(None, "--image", help="Debug pod image (needs iptables, nft, ipvsadm, ip)."),
+    image: str | None = typer.Option(None, "--image", help="Debug pod image (needs iptables, nft, ipvsadm, ip); "
+                                        "repo@sha256:DIGEST pins it."),
     privileged: bool = typer.Option(False, "--privileged", help="Run the debug pod privileged with the host "
                                     "filesystem (only when NET_ADMIN/NET_RAW are not enough)."),
     debug_namespace: str | None = typer.Option(None, "--debug-namespace", help="Namespace for debug pods."),
     parallel: int = typer.Option(4, "--parallel", min=1, max=64, help="Nodes collected at once."),
-    timeout: float = typer.Option(30.0, "--timeout", help="Per-node connection timeout, seconds."),
+    timeout: float = typer.Option(SSH_CONNECT_TIMEOUT, "--timeout", help="Per-node connection timeout, seconds."),
+    command_timeout: float = typer.Option(SSH_COMMAND_TIMEOUT, "--command-timeout", help="Per-node time for the "
+                                          "node's commands once connected, seconds (over SSH; a debug pod's commands "
+                                          "get the same); a node that takes longer is reported and the others are "
+                                          "still collected."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the bundle at --output if it exists."),
 ) -> None:
     """Collect Services, EndpointSlices, Pods, Nodes, kube-proxy's config and each node's dataplane into a bundle."""
     console = Console(stderr=True)
     msg, node_msg = _progress(console)
     if via not in VIA:
         raise InputError(f"--via takes one of {', '.join(VIA)}, not {via!r}")
+    for name, value in (("--timeout", timeout), ("--command-timeout", command_timeout)):
+        if not 0 < value <= 86400:
+            raise InputError(f"{name} takes seconds between 0 and 86400, not {value:g}")
+    if output.exists() and not overwrite:  # before any connection is made
+        raise InputError(f"{shorten(output)} already exists: choose another --output, or add --overwrite to replace it")
     if ssh:
         if nodes or all_nodes or context or kubeconfig:
             raise InputError("--ssh collects the given hosts only, without the cluster API: drop --nodes/--all-nodes/"
                              "--context/--kubeconfig")
-        from svctrace.collect.ssh import collect_ssh
+        from svctrace.collect.ssh import collect_ssh, parse_host
 
+        for h in ssh:  # a typo is a usage error, before anything connects
+            try:
+                parse_host(h)
+            except ValueError as e:
+                raise InputError(f"--ssh: {shorten(e, 200)}") from None
         res_ssh = collect_ssh(list(ssh), out=str(output), parallel=parallel, timeout=timeout,
-                              trust_new_host_keys=trust_new_host_keys, progress=node_msg)  # type: ignore[arg-type]
+                              command_timeout=command_timeout, trust_new_host_keys=trust_new_host_keys,
+                              progress=node_msg, overwrite=overwrite)  # type: ignore[arg-type]
         for line in res_ssh.summary().splitlines():
             msg(line)  # type: ignore[operator]
         if not res_ssh.ok:
@@ -74,14 +92,17 @@ def collect_cmd(
                                f"{', '.join(str(getattr(n, 'name', n)) for n in res_ssh.failed)} (see their "
                                f"errors.json in {output})")
         return
-    from svctrace.collect.debugpod import DEFAULT_IMAGE, DebugPodOptions
+    from svctrace.collect.debugpod import DEFAULT_IMAGE, DebugPodOptions, check_image
     from svctrace.collect.live import collect_cluster
 
-    debug = DebugPodOptions(image=image or DEFAULT_IMAGE, namespace=debug_namespace, privileged=privileged)
+    debug = DebugPodOptions(image=check_image(image) if image else DEFAULT_IMAGE, namespace=debug_namespace, privileged=privileged,
+                            command_timeout=min(command_timeout, DebugPodOptions.command_timeout),
+                            exec_timeout=command_timeout)
     res = collect_cluster(output, nodes=[n.strip() for n in nodes.split(",") if n.strip()] if nodes else None,
                           all_nodes=all_nodes, via=via, context=context, kubeconfig=kubeconfig,
                           progress=msg, debug=debug, parallel=parallel,  # type: ignore[arg-type]
-                          ssh_options={"timeout": timeout, "trust_new_host_keys": trust_new_host_keys})
+                          ssh_options={"timeout": timeout, "command_timeout": command_timeout,
+                                       "trust_new_host_keys": trust_new_host_keys}, overwrite=overwrite)
     for w in res.warnings:
         sys.stderr.write(f"svctrace: warning: {w}\n")
     msg(f"wrote {res.path}: {len(res.nodes) - len(res.failed)} of {len(res.nodes)} node(s)")  # type: ignore[operator]

@@ -29,6 +29,7 @@ from svctrace.dataplane.node import Dataplane, node_addresses
 from svctrace.errors import InputError, SvctraceError
 from svctrace.kubeproxy.versions import FEATURES
 from svctrace.kubeproxy.walk import trace_dataplane
+from svctrace.limits import MAX_DUMP, MiB
 from svctrace.model.packet import NodeFacts, Packet
 from svctrace.model.snapshot import NodeFiles, decode_text
 from svctrace.model.version import parse_version
@@ -52,12 +53,13 @@ class Proto(StrEnum):
 def read_input(path: str) -> tuple[str, str]:
     """(text, display name) of a file or of stdin ("-")."""
     if path == "-":
-        data = sys.stdin.buffer.read()
+        data = sys.stdin.buffer.read(MAX_DUMP + 1)
         name = "<stdin>"
     else:
         p = Path(path)
         try:
-            data = p.read_bytes()
+            with p.open("rb") as fh:
+                data = fh.read(MAX_DUMP + 1)
         except FileNotFoundError:
             raise InputError("no such file", source=path) from None
         except IsADirectoryError:
@@ -67,6 +69,10 @@ def read_input(path: str) -> tuple[str, str]:
         except OSError as e:
             raise InputError(f"cannot read it: {e.strerror}", source=path) from None
         name = path
+
+    if len(data) > MAX_DUMP:
+        raise InputError(f"larger than {MAX_DUMP // MiB} MiB (svctrace's limit MAX_DUMP, see docs/limits.md)",
+                         source=name)
 
     def latin1(line: int) -> None:
         sys.stderr.write(f"svctrace: warning: {name}:{line}: not UTF-8; read as Latin-1\n")

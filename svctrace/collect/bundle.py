@@ -81,6 +81,12 @@ def _free_word(low: str, m: re.Match[str]) -> bool:
     return word not in ("nopasswd", "passwd")  # sudoers tags (`NOPASSWD: /usr/sbin/nft`)
 
 
+def _flag_word(low: str, m: re.Match[str]) -> bool:
+    """The match is inside a command-line flag (`--some-secret`, `-token`), not a plain word."""
+    ws = _word_start(low, m.start())
+    return low.startswith("-", ws) and (ws == 0 or low[ws - 1] in " \t\n\"'=")
+
+
 def _boundary_before(low: str, m: re.Match[str]) -> bool:
     return m.start() == 0 or not _W.match(low, m.start() - 1)
 
@@ -115,6 +121,9 @@ _LINE_PATTERNS: tuple[tuple[str, str, re.Pattern[str], _Check], ...] = (
     ("JSON web token", "eyj", re.compile(r"eyj[a-z0-9_-]{8,}\.eyj[a-z0-9_-]{8,}\."), _boundary_before),
     # `password=x`, `token: x`, `"client-key-data": "..."`, `AWS_SECRET_ACCESS_KEY=...`
     *(("credential assignment", w, re.compile(re.escape(w) + r"[\w-]*" + _ASSIGN), _free_word) for w in _CRED_WORDS),
+    # `--some-secret VALUE`, `-token VALUE`: a flag named for a credential, its value after a blank
+    *(("credential flag", w, re.compile(re.escape(w) + r"[\w-]*[ \t]+[\"']?[^\s\"'-]"), _flag_word)
+      for w in ("password", "passwd", "secret", "token", "api-key", "apikey", "credential", "private-key")),
     ("URL with a password", "://", re.compile(r"://[^/\s:@]+:[^/\s@]+@"), _always),
     *(("AWS access key", w, re.compile(w + r"[0-9a-z]{16}"),
        lambda low, m: _boundary_before(low, m) and _boundary_after(low, m)) for w in ("akia", "asia")),
@@ -175,6 +184,11 @@ def _scan(low: str, base: int, bad: dict[int, str]) -> None:
 
 def _line_reason(line: str) -> str | None:
     return next(iter(_secret_lines(line).values()), None)
+
+
+def looks_secret(text: str) -> str | None:
+    """Why `text` (one line, a command-line word) would be scrubbed as a secret, or None."""
+    return _line_reason(text)
 
 
 def scrub_text(text: str, dropped: list[str] | None = None, *, where: str = "") -> str:
@@ -506,7 +520,7 @@ def write_bundle(out: str | os.PathLike[str], files: Mapping[str, bytes], *, ove
     unless ``overwrite``. Returns the path written."""
     dest = Path(out)
     if dest.exists() and not overwrite:
-        raise FileExistsError(f"{dest} already exists (choose another path, or overwrite it)")
+        raise FileExistsError(f"{dest} already exists (choose another path, or overwrite it: --overwrite)")
     parent = dest.parent
     parent.mkdir(parents=True, exist_ok=True)
     clean = {_check_rel(rel): scrub_file(rel, data, dropped) for rel, data in sorted(files.items())}

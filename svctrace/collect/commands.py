@@ -467,7 +467,7 @@ def detect_backend(nft: Sequence[bytes | None], legacy: Sequence[bytes | None],
 
 _SUDO_FAIL = re.compile(r"(?i)sudo: (a password is required|a terminal is required|.*not in the sudoers|"
                         r".*not allowed to (execute|run)|.*may not run sudo|sorry, you must have a tty)|"
-                        r"sudo: not found|sudo: command not found|failed to run command .sudo.")
+                        r"sudo: not found|sudo: command not found|sudo: no such file|failed to run command .sudo.")
 
 
 def _first_lines(b: bytes, n: int = 3) -> str:
@@ -496,7 +496,7 @@ def _failure(cmd: NodeCommand, runs: list[Output], skipped: bool, file: str, tim
     elif last.exit_code == 124:
         msg = f"timed out after {int(timeout)} s"
     elif stderr and _SUDO_FAIL.search(stderr):
-        msg = "sudo refused: " + stderr
+        msg = f"{_sudo_says(stderr)}: {stderr}"
     elif cmd.key in ("proxy-mode", "configz") and last.exit_code == 7:
         msg = f"nothing answers on {PROXY_METRICS} (connection refused)"
     else:
@@ -512,7 +512,7 @@ def interpret(parsed: Parsed, result: RunResult, *, host: str = "", transport: s
     if not parsed.frames:
         err = _first_lines(result.stderr) or "no output"
         if _SUDO_FAIL.search(err):
-            return dump.fail("sudo", f"sudo refused: {err}", hint=_SUDO_HINT)
+            return dump.fail("sudo", f"{_sudo_says(err)}: {err}", hint=_sudo_hint(err))
         return dump.fail("node", f"the collection script did not run (exit code {result.exit_code}): {err}")
     outs = parsed.outputs
 
@@ -530,8 +530,8 @@ def interpret(parsed: Parsed, result: RunResult, *, host: str = "", transport: s
     root_runs = [o for c in commands if c.root for o in outs.get(c.key, [])]
     sudo_fail = [o for o in root_runs if not _ok(o) and _SUDO_FAIL.search(o.stderr.decode("utf-8", "replace"))]
     if root_runs and len(sudo_fail) == len(root_runs):
-        return dump.fail("sudo", f"not root, and sudo refused: {_first_lines(sudo_fail[0].stderr, 1)}",
-                         hint=_SUDO_HINT)
+        err = _first_lines(sudo_fail[0].stderr, 1)
+        return dump.fail("sudo", f"not root, and {_sudo_says(err)}: {err}", hint=_sudo_hint(err))
 
     for cmd in commands:
         if cmd.file is None:
@@ -594,6 +594,20 @@ def _cap_conntrack(dump: NodeDump) -> None:
     dump.files[CONNTRACK.file or ""] = data[:cut]
     dump.errors.append(NodeError(CONNTRACK.file or "", f"truncated: the first {CONNTRACK_MAX_LINES} of {total} flows "
                                  "kept (CONNTRACK_MAX_LINES)", command=CONNTRACK.variants[0].display()))
+
+
+_SUDO_MISSING = re.compile(r"(?i)sudo: (not found|command not found|no such file)|failed to run command .sudo.")
+
+
+def _sudo_says(stderr: str) -> str:
+    """What sudo's failure means: not installed at all, or installed and refusing."""
+    return "sudo is not installed on the node" if _SUDO_MISSING.search(stderr) else "sudo refused"
+
+
+def _sudo_hint(stderr: str) -> str:
+    if _SUDO_MISSING.search(stderr):
+        return "connect as root (e.g. root@HOST), or install sudo and let the user run the dump tools"
+    return _SUDO_HINT
 
 
 _SUDO_HINT = ("connect as root, or let the user run the dump tools without a password, e.g. in sudoers: "

@@ -1,8 +1,9 @@
 """Collect a node's dataplane through a short-lived pod pinned to that node.
 
 The pod (like ``kubectl debug node/NAME --profile=netadmin``): ``nodeName`` set (no scheduler), host
-network namespace, capabilities NET_ADMIN and NET_RAW only (what iptables-save, iptables-legacy-save and nft
-need to read the rules), no service account token, tolerates every taint, and dies on its own after
+network namespace, every capability dropped but NET_ADMIN and NET_RAW (what iptables-save,
+iptables-legacy-save, nft, ipset and ipvsadm need to read the rules), seccomp RuntimeDefault, a read-only root
+filesystem, the image pinned by digest when given one, no service account token, tolerates every taint, and dies on its own after
 ``active_deadline`` seconds even if svctrace is killed with SIGKILL. ``privileged=True`` adds the host's
 filesystem read-only at /host and a privileged container, for nodes where that is needed.
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import secrets
 import signal
@@ -30,7 +32,7 @@ from typing import Any
 
 from svctrace.collect.bundle import NodeDump, NodeError
 from svctrace.collect.kube import Kube, NotFound, PermissionDenied, status_error, status_message
-from svctrace.errors import CollectError
+from svctrace.errors import CollectError, InputError, shorten
 
 # A Kubernetes build image with both iptables backends (iptables-nft-save and iptables-legacy-save), ipset,
 # conntrack and a shell. Any image with those tools works (--image).
@@ -40,6 +42,19 @@ MANAGED_BY = ("app.kubernetes.io/managed-by", "svctrace")
 NODE_LABEL = "svctrace.io/node"
 
 Progress = Callable[[str], None]
+CAPABILITIES = ("NET_ADMIN", "NET_RAW")  # all the dump tools need (see pod_manifest)
+_DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
+
+
+def check_image(image: str) -> str:
+    """The --image as given: a tag, or pinned by digest (`repo@sha256:<64 hex>`, used as is, so the node runs
+    exactly that image). A malformed digest is a usage error rather than an ImagePullBackOff on every node."""
+    image = image.strip()
+    if not image or any(c.isspace() for c in image):
+        raise InputError(f"--image {image!r} is not an image reference")
+    if "@" in image and not _DIGEST.search(image):
+        raise InputError(f"--image {image!r}: a digest is written repo@sha256:<64 hex digits>")
+    return image
 
 
 @dataclass
@@ -79,7 +94,7 @@ class ExecResult:
         if self.error:
             return self.error
         err = self.stderr.strip().splitlines()
-        return f"exit code {self.rc}" + (f": {err[-1][:300]}" if err else "")
+        return f"exit code {self.rc}" + (f": {shorten(err[-1], 300)}" if err else "")
 
 
 class DebugPodError(CollectError):
@@ -88,27 +103,99 @@ class DebugPodError(CollectError):
 
 # -- signals ----------------------------------------------------------------------------------------
 
+class _Guard:
+    """What the signal handler knows (main thread only): how many signals came, the cancel events to set,
+    whether the main thread is in a critical section (a pod being created or deleted)."""
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.seen = 0
+        self.critical = 0
+        self.held: str | None = None  # a first signal that came during a critical section
+        self.first: str | None = None  # the first signal's name
+        self.cancels: list[threading.Event] = []
+        self.old: dict[signal.Signals, Any] = {}
+
+
+_GUARD = _Guard()
+_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+ESCAPE_AFTER = 5  # signals: the fifth leaves at once, naming how to delete what may be left
+
+
+def _on_signal(signum: int, frame: object) -> None:
+    g = _GUARD
+    g.seen += 1
+    name = signal.Signals(signum).name
+    for c in g.cancels:
+        c.set()
+    if g.seen == 1:
+        g.first = name
+        if g.critical:
+            g.held = name  # raised when the pod's create or delete has its answer
+            return
+        raise KeyboardInterrupt(f"signal {name}")
+    if g.seen == 2:
+        os.write(2, b"svctrace: interrupted again: deleting the debug pods first (they are counted when done; "
+                    b"interrupt 3 more times to leave at once)\n")
+    if g.seen >= ESCAPE_AFTER:
+        os.write(2, ("svctrace: interrupted: left at once; debug pods may remain: `kubectl delete pod -A -l "
+                     f"{MANAGED_BY[0]}={MANAGED_BY[1]}` (they stop by themselves)\n").encode())
+        os._exit(130)
+
+
 @contextlib.contextmanager
-def signals_interrupt() -> Iterator[None]:
-    """While inside: SIGTERM and SIGHUP raise KeyboardInterrupt (so `finally` blocks run and pods get
-    deleted), as Ctrl-C already does. Only in the main thread (signals cannot be handled elsewhere)."""
+def signals_interrupt(cancel: threading.Event | None = None) -> Iterator[None]:
+    """While inside: SIGINT, SIGTERM and SIGHUP interrupt once. The first sets `cancel` (worker threads stop
+    at their next step and delete their pods) and raises KeyboardInterrupt in the main thread, unless it is
+    inside `critical()` (then when that ends); the second and third only say that the cleanup goes on: a
+    pod's deletion is never broken by an impatient Ctrl-C. Nested uses share one handler. Only in the main
+    thread (signals cannot be handled elsewhere)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    old: dict[signal.Signals, Any] = {}
-
-    def handler(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
-
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        with contextlib.suppress(ValueError, OSError):
-            old[sig] = signal.signal(sig, handler)
+    g = _GUARD
+    if cancel is not None:
+        g.cancels.append(cancel)
+    g.depth += 1
+    if g.depth == 1:
+        g.seen, g.held, g.first = 0, None, None
+        for sig in _SIGNALS:
+            with contextlib.suppress(ValueError, OSError):
+                g.old[sig] = signal.signal(sig, _on_signal)
     try:
         yield
     finally:
-        for prev_sig, h in old.items():
-            with contextlib.suppress(ValueError, OSError):
-                signal.signal(prev_sig, h)
+        g.depth -= 1
+        if cancel is not None and cancel in g.cancels:
+            g.cancels.remove(cancel)
+        if g.depth == 0:
+            for sig, h in g.old.items():
+                with contextlib.suppress(ValueError, OSError):
+                    signal.signal(sig, h)
+            g.old.clear()
+
+
+def first_signal() -> str | None:
+    """The signal that interrupted the run inside signals_interrupt (SIGINT, SIGTERM, SIGHUP), if any."""
+    return _GUARD.first
+
+
+@contextlib.contextmanager
+def critical() -> Iterator[None]:
+    """A section no signal breaks (creating or deleting a pod, the final sweep): a first signal is held and
+    raised as KeyboardInterrupt when the section ends. A no-op outside the main thread or the guard."""
+    g = _GUARD
+    if g.depth == 0 or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    g.critical += 1
+    try:
+        yield
+    finally:
+        g.critical -= 1
+        if g.critical == 0 and g.held is not None:
+            held, g.held = g.held, None
+            raise KeyboardInterrupt(f"signal {held}")
 
 
 # -- the pod --------------------------------------------------------------------------------------
@@ -123,8 +210,15 @@ def pod_manifest(name: str, node: str, opts: DebugPodOptions) -> dict[str, Any]:
     if opts.privileged:
         sc = {"privileged": True}
     else:
-        sc = {"privileged": False, "allowPrivilegeEscalation": False,
-              "capabilities": {"add": ["NET_ADMIN", "NET_RAW"]}}  # kubectl debug --profile=netadmin
+        # Least privilege: every capability dropped but the two the dump tools need, measured with each
+        # tool under `setpriv --bounding-set` in a network namespace: iptables-legacy-save opens a raw socket
+        # (NET_RAW) to read the tables by getsockopt (NET_ADMIN); iptables-nft-save, nft and ipset ask
+        # nfnetlink, which wants NET_ADMIN; ipvsadm opens a raw socket and asks IP_VS_SO_GET_* (both).
+        # The runtime's default seccomp profile, and nothing written to the image's filesystem (the
+        # node script writes nothing; /tmp is an emptyDir for tools that want one).
+        sc = {"privileged": False, "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+              "capabilities": {"drop": ["ALL"], "add": list(CAPABILITIES)},
+              "seccompProfile": {"type": "RuntimeDefault"}}
     container: dict[str, Any] = {
         "name": CONTAINER, "image": opts.image, "imagePullPolicy": "IfNotPresent",
         # sleep for as long as the pod may live; every command arrives through exec
@@ -148,6 +242,10 @@ def pod_manifest(name: str, node: str, opts: DebugPodOptions) -> dict[str, Any]:
     if opts.privileged:
         container["volumeMounts"] = [{"name": "host-root", "mountPath": "/host", "readOnly": True}]
         spec["volumes"] = [{"name": "host-root", "hostPath": {"path": "/", "type": "Directory"}}]
+    else:
+        container["volumeMounts"] = [{"name": "tmp", "mountPath": "/tmp"}]
+        spec["volumes"] = [{"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}}]
+        spec["securityContext"] = {"seccompProfile": {"type": "RuntimeDefault"}}
     return {
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "labels": {MANAGED_BY[0]: MANAGED_BY[1], NODE_LABEL: node[:63].strip("-.")},
@@ -208,13 +306,16 @@ class DebugPod:
     def create(self) -> None:
         _note(self.progress, f"{self.node}: starting pod {self.namespace}/{self.name} ({self.opts.image})")
         body = pod_manifest(self.name, self.node, self.opts)
-        self.created = True  # from here on, delete it: the POST may succeed even if its answer is lost
         try:
-            self.kube.call("create", "pods", self.namespace, self.kube.core.create_namespaced_pod, self.namespace,
-                           body)
+            with critical():  # a Ctrl-C waits for the answer: then the pod is known, and deleted
+                self.created = True  # from here on, delete it: the POST may succeed even if its answer is lost
+                self.kube.pod_created(self.namespace, self.name)
+                self.kube.call("create", "pods", self.namespace, self.kube.core.create_namespaced_pod,
+                               self.namespace, body)
         except CollectError as e:
             if isinstance(e, PermissionDenied):
                 self.created = False  # refused: nothing to delete (else it may exist: deleting is harmless)
+                self.kube.pod_deleted(self.namespace, self.name, existed=False)
             detail = e.detail if isinstance(e, PermissionDenied) else str(e)
             if "PodSecurity" in detail:  # admission says no (also a 403), not RBAC
                 raise DebugPodError(
@@ -291,10 +392,12 @@ class DebugPod:
             pending = e
         for attempt in range(2):
             try:
-                with contextlib.suppress(NotFound):
-                    self.kube.call("delete", "pods", self.namespace, self.kube.core.delete_namespaced_pod,
-                                   self.name, self.namespace, grace_period_seconds=0, name=self.name)
-                self.deleted = True
+                with critical():  # a Ctrl-C never breaks a deletion (held until it has its answer)
+                    with contextlib.suppress(NotFound):
+                        self.kube.call("delete", "pods", self.namespace, self.kube.core.delete_namespaced_pod,
+                                       self.name, self.namespace, grace_period_seconds=0, name=self.name)
+                    self.deleted = True
+                    self.kube.pod_deleted(self.namespace, self.name)
                 break
             except KeyboardInterrupt:
                 if attempt == 1:
@@ -387,7 +490,7 @@ def _exit_status(raw: bytes) -> tuple[int | None, str | None]:
     try:
         st = json.loads(raw)
     except ValueError:
-        return None, f"unreadable exec status: {raw[:200]!r}"
+        return None, f"unreadable exec status: {shorten(repr(raw), 200)}"
     if st.get("status") == "Success":
         return 0, None
     if st.get("reason") == "NonZeroExitCode":

@@ -21,11 +21,14 @@ import copy
 import json
 import os
 import re
+import shlex
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from svctrace.collect.bundle import looks_secret
 from svctrace.errors import CollectError
 from svctrace.kubeproxy.endpoints import HINTS_ANNOTATION, SERVICE_NAME_LABEL, TOPOLOGY_MODE_ANNOTATION
 
@@ -289,6 +292,40 @@ class Kube:
         self.apps = client.AppsV1Api(self.api_client)
         self.networking = client.NetworkingV1Api(self.api_client)
         self.version_api = client.VersionApi(self.api_client)
+        # debug pods created through this client and not known to be deleted (any thread), for the final sweep
+        self._pods_lock = threading.Lock()
+        self.pods_live: set[tuple[str, str]] = set()
+        self.pods_created = 0
+        self.pods_deleted = 0
+
+    def pod_created(self, namespace: str, name: str) -> None:
+        with self._pods_lock:
+            self.pods_live.add((namespace, name))
+            self.pods_created += 1
+
+    def pod_deleted(self, namespace: str, name: str, *, existed: bool = True) -> None:
+        with self._pods_lock:
+            if (namespace, name) in self.pods_live:
+                self.pods_live.discard((namespace, name))
+                if existed:
+                    self.pods_deleted += 1
+                else:
+                    self.pods_created -= 1
+
+    def sweep_pods(self) -> list[tuple[str, str]]:
+        """Delete every debug pod still known to exist; the ones that could not be deleted."""
+        with self._pods_lock:
+            live = sorted(self.pods_live)
+        left = []
+        for ns, name in live:
+            try:
+                with contextlib.suppress(NotFound):
+                    self.call("delete", "pods", ns, self.core.delete_namespaced_pod, name, ns, grace_period_seconds=0,
+                              name=name)
+                self.pod_deleted(ns, name)
+            except CollectError:
+                left.append((ns, name))
+        return left
 
     def close(self) -> None:
         with contextlib.suppress(Exception):  # closing is best effort
@@ -425,8 +462,21 @@ def _slim_meta(m: Any) -> Obj:
     return out
 
 
-def _safe_args(args: Any) -> list[str]:
-    """Command-line words without flags that carry credentials (and without user:password@ in URLs)."""
+# `API_TOKEN=x`, `export KUBE_PASSWORD=x`: an environment assignment whose name says it holds a credential
+_SECRET_ENV = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(token|password|passwd|secret|credential|private_?key|api_?key|"
+                         r"auth)[A-Za-z0-9_]*=", re.I)
+_MAX_SHELL_DEPTH = 4  # `sh -c "sh -c '...'"`: shell strings inside shell strings, this deep
+
+
+def _secret_flag(word: str) -> bool:
+    return bool(_SECRET_FLAG.match(word))
+
+
+def _safe_args(args: Any, depth: int = 0) -> list[str]:
+    """Command-line words without the values of flags that carry credentials, without secret-named
+    environment assignments, and without user:password@ in URLs. A word with blanks in it is a shell string
+    (`sh -c "kube-proxy --proxy-mode=ipvs --some-secret VALUE"`): it is split as the shell would (shlex),
+    cleaned the same way, and joined back; a secret flag that ends one word takes the next word with it."""
     out: list[str] = []
     skip_next = False
     for a in args or []:
@@ -434,11 +484,34 @@ def _safe_args(args: Any) -> list[str]:
         if skip_next:
             skip_next = False
             continue
-        if _SECRET_FLAG.match(s):
+        if depth < _MAX_SHELL_DEPTH and any(c.isspace() for c in s):
+            cleaned, skip_next = _safe_shell(s, depth + 1)
+            if cleaned and not looks_secret(cleaned):  # what the bundle's scrubber would still drop goes whole
+                out.append(cleaned)
+            continue
+        if _secret_flag(s):
             skip_next = "=" not in s  # `--token VALUE`: drop the value too
             continue
-        out.append(_URL_USERINFO.sub(r"\1", s))
+        s = _URL_USERINFO.sub(r"\1", s)
+        if _SECRET_ENV.match(s) or looks_secret(s):  # `Authorization: Bearer ...`, a JWT, `password:x`
+            continue
+        out.append(s)
     return out
+
+
+def _safe_shell(s: str, depth: int) -> tuple[str, bool]:
+    """(the shell string without its secrets, whether it ends with a secret flag whose value follows)."""
+    try:
+        words = shlex.split(s)
+    except ValueError:  # unbalanced quotes: split on blanks, and rebuild from what is kept
+        words = s.split()
+    if not words:
+        return s, False
+    kept = _safe_args(words, depth)
+    trailing = _secret_flag(words[-1]) and "=" not in words[-1]
+    if kept == words:
+        return s, False  # nothing secret: the string as it was written
+    return shlex.join(kept), trailing
 
 
 def _slim_container(c: Any, *, with_command: bool = False) -> Obj:

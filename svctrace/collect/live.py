@@ -21,14 +21,14 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from svctrace.collect import bundle
-from svctrace.collect.debugpod import DebugPodOptions, signals_interrupt
+from svctrace.collect.debugpod import DebugPodOptions, critical, first_signal, signals_interrupt
 from svctrace.collect.kube import (
     Connection,
     Kube,
@@ -38,7 +38,7 @@ from svctrace.collect.kube import (
     dump_list,
     fetch_objects,
 )
-from svctrace.errors import CollectError, InputError
+from svctrace.errors import CollectError, InputError, Interrupted, shorten
 from svctrace.explain import question
 from svctrace.model.cluster import parse_cluster
 
@@ -209,7 +209,7 @@ def collect_one(kube: Kube, node_obj: dict[str, Any], via: str, opts: DebugPodOp
 
 
 def _first_line(e: BaseException) -> str:
-    return str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+    return shorten(str(e).splitlines()[0], 200) if str(e) else type(e).__name__
 
 
 def collect_nodes(kube: Kube, objs: Objects, names: Sequence[str], *, via: str, opts: DebugPodOptions,
@@ -236,12 +236,50 @@ def collect_nodes(kube: Kube, objs: Objects, names: Sequence[str], *, via: str, 
             done, pending = wait(pending, timeout=0.2, return_when=FIRST_EXCEPTION)
             for f in done:
                 results[futures[f]] = f.result()  # re-raises a worker's interruption here
+        pool.shutdown(wait=True)
     except BaseException:
         progress.cancel.set()  # the others stop at their next step and delete their pods
-        pool.shutdown(wait=True, cancel_futures=True)
+        with critical():  # and are waited for: no signal breaks this wait (debugpod.signals_interrupt)
+            pool.shutdown(wait=True, cancel_futures=True)
         raise
-    pool.shutdown(wait=True)
     return [results[n] for n in names]
+
+
+@contextlib.contextmanager
+def _pods_cleaned(kube: Kube, cancel: threading.Event, nothing: str) -> Iterator[None]:
+    """Every debug pod created inside is deleted on the way out, whatever happens: what the workers did not
+    delete is swept (in a critical section: no signal breaks it). An interruption leaves as Interrupted,
+    one line saying what was cleaned and what, if anything, is left."""
+    interrupted: BaseException | None = None
+    try:
+        yield
+    except KeyboardInterrupt as e:
+        interrupted = e
+        cancel.set()
+    finally:
+        left: list[tuple[str, str]] = []
+        try:
+            with critical():
+                left = kube.sweep_pods()
+        except KeyboardInterrupt as e:  # a first signal that came during the sweep
+            interrupted = interrupted or e
+            left = sorted(kube.pods_live)
+        if interrupted is not None:
+            sig = first_signal()
+            by = f"by {sig}; " if sig and sig != "SIGINT" else ""  # (Ctrl-C is what "interrupted" means)
+            raise Interrupted(by + _cleanup_summary(kube, left, nothing)) from None
+
+
+def _cleanup_summary(kube: Kube, left: Sequence[tuple[str, str]], nothing: str) -> str:
+    if not kube.pods_created:
+        return f"no debug pod was created; {nothing}"
+    done = f"{kube.pods_deleted} debug pod(s) deleted"
+    if not left:
+        return f"{done}; {nothing}"
+    names = ", ".join(f"{ns}/{n}" for ns, n in left[:5]) + (" …" if len(left) > 5 else "")
+    ns0, n0 = left[0]
+    return (f"{done}, {len(left)} could not be: {names} (`kubectl delete pod -n {ns0} {n0}`; they stop by "
+            f"themselves after {DebugPodOptions.active_deadline} s); {nothing}")
 
 
 # -- the whole cluster --------------------------------------------------------------------------------
@@ -269,12 +307,12 @@ def collect_cluster(out: str | os.PathLike[str], nodes: Sequence[str] | None = N
     if via not in VIA:
         raise InputError(f"--via takes one of {', '.join(VIA)}, not {via!r}")
     if Path(out).exists() and not overwrite:  # before any work, not after
-        raise InputError(f"{out} already exists (choose another path, or overwrite it)")
+        raise InputError(f"{out} already exists (choose another path, or overwrite it: --overwrite)")
     cancel = threading.Event()
     prog = _Progress(progress, cancel)
     conn = connect(kubeconfig, context)
     opts = debug or DebugPodOptions()
-    with signals_interrupt(), Kube(conn) as kube:
+    with signals_interrupt(cancel), Kube(conn) as kube, _pods_cleaned(kube, cancel, "nothing written"):
         prog(f"reading the cluster ({conn.describe()})")
         objs = fetch_objects(kube, progress=prog)
         names, warns = choose_nodes(objs, nodes, all_nodes)
@@ -398,7 +436,7 @@ def snapshot_for_question(service: str, namespace: str | None = None, node: str 
     cancel = threading.Event()
     prog = _Progress(progress, cancel)
     opts = debug or DebugPodOptions()
-    with signals_interrupt(), Kube(conn) as kube:
+    with signals_interrupt(cancel), Kube(conn) as kube, _pods_cleaned(kube, cancel, "nothing cached"):
         target = question.parse_target(service, ns_arg)
         ns, name = target.namespace or ns_arg or conn.namespace, target.name
         if target.ip is not None:

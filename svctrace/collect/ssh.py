@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import logging
 import os
 import select
 import socket
@@ -56,15 +57,24 @@ from svctrace.collect.bundle import (
     write_bundle,
 )
 from svctrace.collect.commands import RunResult
+from svctrace.limits import MAX_NODE_OUTPUT, SSH_COMMAND_TIMEOUT, SSH_CONNECT_TIMEOUT
 
 __all__ = ["TRUST_FLAG", "CollectResult", "HostSpec", "collect_nodes_ssh", "collect_ssh", "parse_host"]
 
 TRUST_FLAG = "--trust-new-host-keys"  # the CLI option named in the unknown-key message
-MAX_OUTPUT = 1024 * 1024 * 1024  # bytes of script output accepted from one node
+MAX_OUTPUT = MAX_NODE_OUTPUT  # bytes of script output accepted from one node (svctrace.limits)
 MAX_STDERR_BYTES = 4 * 1024 * 1024  # stderr kept (the rest is read and dropped)
 MAX_HOPS = 8
 
 Progress = Callable[[str, str], None]
+
+# paramiko logs its transport threads' failures at ERROR, tracebacks included ("Exception (client): Error
+# reading SSH protocol banner" and the stack); with no handler configured, Python's last-resort handler
+# prints them on stderr. svctrace reports every node's failure itself (one line, and errors.json), so
+# paramiko's log goes nowhere, whatever the root logger does.
+_PARAMIKO_LOG = logging.getLogger("paramiko")
+_PARAMIKO_LOG.addHandler(logging.NullHandler())
+_PARAMIKO_LOG.propagate = False
 
 
 # --------------------------------------------------------------------------------------------------
@@ -110,7 +120,7 @@ def parse_host(text: str) -> HostSpec:
 
 def _port(p: str, text: str) -> int:
     if not p.isdigit() or not 0 < int(p) < 65536:
-        raise ValueError(f"bad port in {text!r}")
+        raise ValueError(f"bad port {p!r} in {text!r} (a port is 1-65535)")
     return int(p)
 
 
@@ -629,8 +639,8 @@ def _collect_one(spec_text: str, session: _Session) -> NodeDump:
 # --------------------------------------------------------------------------------------------------
 # public API
 
-def collect_nodes_ssh(hosts: Sequence[str], *, parallel: int = 8, timeout: float = 30,
-                      command_timeout: float = 300, trust_new_host_keys: bool = False,
+def collect_nodes_ssh(hosts: Sequence[str], *, parallel: int = 8, timeout: float = SSH_CONNECT_TIMEOUT,
+                      command_timeout: float = SSH_COMMAND_TIMEOUT, trust_new_host_keys: bool = False,
                       known_hosts: str | None = None, ssh_config: str | None = None, use_sudo: bool = True,
                       progress: Progress | None = None) -> list[NodeDump]:
     """Collect every host's dumps over SSH, ``parallel`` at a time; one NodeDump per host, in order, failed
@@ -654,9 +664,9 @@ def collect_nodes_ssh(hosts: Sequence[str], *, parallel: int = 8, timeout: float
     return nodes
 
 
-def collect_ssh(hosts: list[str], *, out: str, parallel: int = 8, timeout: float = 30,
+def collect_ssh(hosts: list[str], *, out: str, parallel: int = 8, timeout: float = SSH_CONNECT_TIMEOUT,
                 trust_new_host_keys: bool = False, known_hosts: str | None = None, ssh_config: str | None = None,
-                progress: Callable[[str, str], None] | None = None, command_timeout: float = 300,
+                progress: Callable[[str, str], None] | None = None, command_timeout: float = SSH_COMMAND_TIMEOUT,
                 use_sudo: bool = True, cluster: bytes | None = None, context: str | None = None,
                 server_version: str | None = None, meta_extra: Mapping[str, Any] | None = None,
                 overwrite: bool = False) -> CollectResult:
@@ -678,7 +688,7 @@ def collect_ssh(hosts: list[str], *, out: str, parallel: int = 8, timeout: float
     t0 = time.monotonic()
     dest = Path(out)
     if dest.exists() and not overwrite:
-        raise FileExistsError(f"{dest} already exists (choose another path, or overwrite it)")
+        raise FileExistsError(f"{dest} already exists (choose another path, or overwrite it: --overwrite)")
     if not hosts:
         raise ValueError("no hosts to collect from")
     for h in hosts:

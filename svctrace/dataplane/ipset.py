@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
 from svctrace.dataplane.addr import addr_key
-from svctrace.errors import InputError, Warn
+from svctrace.errors import InputError, Warn, shorten
 from svctrace.model.packet import IPSetDef, Packet
 
 
@@ -69,7 +69,7 @@ def parse_ipset(text: str, source: str = "<ipset>") -> tuple[dict[str, IPSetList
                 continue
             current.add(parts[0], no, line)
         else:
-            warns.append(Warn(f"not ipset syntax, skipped: {line[:60]}", source, no, "ipset"))
+            warns.append(Warn(f"not ipset syntax, skipped: {shorten(line, 60)}", source, no, "ipset"))
     if not seen_any and text.strip():
         raise InputError("no ipset create/add lines found: expected `ipset save` output", source=source, line=1)
     return sets, warns

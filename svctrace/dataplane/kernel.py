@@ -36,14 +36,15 @@ from typing import Any
 
 from svctrace.dataplane.contract import Dnat, Hints, Outcome, PathStep
 from svctrace.dataplane.host import RouteHit, lookup, select_source
-from svctrace.errors import WalkError, Warn
+from svctrace.errors import WalkError, Warn, shorten
+from svctrace.limits import MAX_BRANCHES, MAX_DEPTH, MAX_STEPS
 from svctrace.model.packet import IPAddress, NodeFacts, Packet, format_endpoint
 
-MAX_DEPTH = 64  # nf_tables allows 16 nested jumps, legacy more; deeper than this is a broken dump
-MAX_BRANCHES = 20000
-MAX_STEPS = 2_000_000
+__all__ = ["MAX_BRANCHES", "MAX_DEPTH", "MAX_STEPS"]  # (svctrace.limits is their home)
 
-Frame = tuple[Any, Sequence[Any], int]  # a chain, its rules (or their positions), the next one to run
+# A chain, its rules (or their positions), the next one to run, and the chains this frame left by goto
+# (a goto replaces the frame's chain; the ones it replaced still count for loops and depth).
+Frame = tuple[Any, Sequence[Any], int, tuple[Any, ...]]
 
 # The iptables tables at each hook, in priority order.
 PREROUTING = ("raw", "mangle", "nat")
@@ -324,7 +325,7 @@ class KernelWalker:
     def run_chain(self, st: State, base: Any, items: Sequence[Any], hook: str) -> list[tuple[State, str, str]]:
         """A base chain: its rules in order, jumps and gotos on a stack, its policy at the end; every branch."""
         out: list[tuple[State, str, str]] = []
-        work: list[tuple[State, list[Frame], Any]] = [(st, [(base, items, 0)], None)]
+        work: list[tuple[State, list[Frame], Any]] = [(st, [(base, items, 0, ())], None)]
         while work:
             st, stack, pending = work.pop()
             if pending is not None:
@@ -339,11 +340,11 @@ class KernelWalker:
                 if not stack:
                     out.append((st, *self.policy(st, base, hook)))
                     break
-                chain, cands, pos = stack[-1]
+                chain, cands, pos, gone = stack[-1]
                 if pos >= len(cands):
                     stack.pop()
                     continue
-                stack[-1] = (chain, cands, pos + 1)
+                stack[-1] = (chain, cands, pos + 1, gone)
                 rule = self.rule_at(chain, cands[pos])
                 alts = self.run_rule(st, rule, hook, base)
                 if len(alts) == 1:
@@ -363,6 +364,27 @@ class KernelWalker:
                     work.append((s2, list(stack), then))
                 break
         return out
+
+    def enter(self, stack: list[Frame], chain: Any, items: Sequence[Any], goto: bool, where: str,
+              at: str = "") -> None:
+        """Jump to `chain` (a new frame) or go to it (the frame's chain replaced), after the checks the kernel
+        makes when it loads rules, for jumps and gotos alike: no loop, and no deeper than MAX_DEPTH chains.
+        x_tables' mark_source_chains (net/ipv4/netfilter/ip_tables.c) follows every standard verdict >= 0,
+        a -g as much as a -j, and refuses a loop ("iptables: loop hook"); nf_tables' nft_chain_validate
+        counts NFT_JUMP and NFT_GOTO alike towards NFT_JUMP_STACK_SIZE and refuses a loop (-ELOOP)."""
+        path = [c for f in stack for c in (*f[3], f[0])]
+        if any(c is chain for c in path):
+            names = " -> ".join([c.name for c in path] + [chain.name])
+            raise WalkError(f"loop in the rules: {shorten(names, 400)}{at}; the kernel refuses such a ruleset, so "
+                            "the dump was edited or mixed")
+        if len(path) >= MAX_DEPTH:
+            raise WalkError(f"jumps and gotos nest deeper than {MAX_DEPTH} chains at {where} (svctrace's limit "
+                            "MAX_DEPTH, see docs/limits.md)")
+        if goto and stack:
+            top = stack[-1]
+            stack[-1] = (chain, items, 0, (*top[3], top[0]))
+        else:
+            stack.append((chain, items, 0, ()))
 
     def source_line(self, line: int) -> int | None:
         return line

@@ -7,11 +7,12 @@ explanation uses.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from svctrace.errors import InputError, Warn
+from svctrace.errors import InputError, Warn, shorten
+from svctrace.limits import MAX_JSON_DEPTH
 
 Obj = dict[str, Any]
 
@@ -388,16 +389,141 @@ class Cluster:
 
 # -- reading ------------------------------------------------------------------------------------
 
-def _items(doc: Any) -> Iterable[Obj]:
-    if isinstance(doc, list):
-        for d in doc:
-            yield from _items(d)
-    elif isinstance(doc, dict):
-        if isinstance(doc.get("items"), list):
-            for d in doc["items"]:
-                yield from _items(d)
-        elif "kind" in doc:
-            yield doc
+# The shape of every field svctrace reads, by kind (docs/snapshots.md). `parse_cluster` checks an object
+# against it before reading it, so a string where a list belongs, metadata as a list or a port of 10**400 is
+# one line naming the file and the JSON path (exit 2), never a crash further on. Absent and null fields are
+# fine everywhere; fields svctrace does not read are not looked at.
+class _T:
+    """A leaf type: `name` for the message, `ok` the test."""
+
+    def __init__(self, name: str, ok: Any) -> None:
+        self.name, self.ok = name, ok
+
+
+def _is_ip(v: Any) -> bool:
+    if not isinstance(v, str):
+        return False
+    if v in ("", "None"):  # headless Services, unset fields
+        return True
+    try:
+        ipaddress.ip_address(v)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_port(v: Any) -> bool:
+    return type(v) is int and 0 <= v <= 65535
+
+
+STR = _T("a string", lambda v: isinstance(v, str))
+SCALAR = _T("a string or number", lambda v: isinstance(v, str | int | float) and not isinstance(v, bool))
+BOOL = _T("true or false", lambda v: isinstance(v, bool))
+INT = _T("an integer of at most 10 digits", lambda v: type(v) is int and abs(v) < 10**10)
+PORT = _T("a port number (0-65535)", _is_port)
+PORT_OR_NAME = _T("a port number (0-65535) or a port name", lambda v: _is_port(v) or (isinstance(v, str) and len(v) <= 253))
+IP = _T("an IP address", _is_ip)
+ANY = _T("anything", lambda v: True)
+
+
+class _Map:
+    """A JSON object of string keys to `value`s (labels, selector, data)."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+_META = {"name": SCALAR, "namespace": SCALAR, "labels": _Map(SCALAR), "deletionTimestamp": ANY}
+_REF = {"kind": STR, "name": SCALAR, "namespace": SCALAR}
+_PORTS = [{"name": SCALAR, "port": PORT, "protocol": STR}]
+_CONDITIONS = [{"type": STR, "status": STR}]
+SCHEMA: dict[str, dict[str, Any]] = {
+    "Service": {"metadata": _META, "spec": {
+        "clusterIP": IP, "clusterIPs": [IP], "type": STR, "selector": _Map(SCALAR), "sessionAffinity": STR,
+        "ports": [{"name": SCALAR, "port": PORT, "targetPort": PORT_OR_NAME, "nodePort": PORT, "protocol": STR}],
+        "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": INT}}, "externalTrafficPolicy": STR,
+        "internalTrafficPolicy": STR, "externalIPs": [IP], "loadBalancerSourceRanges": [STR], "externalName": STR,
+        "healthCheckNodePort": PORT},
+        "status": {"loadBalancer": {"ingress": [{"ip": IP, "hostname": STR}]}}},
+    "EndpointSlice": {"metadata": _META, "addressType": STR, "ports": [{"name": SCALAR, "port": PORT, "protocol": STR}],
+                      "endpoints": [{"addresses": [STR], "nodeName": STR, "zone": STR, "targetRef": _REF,
+                                     "conditions": {"ready": BOOL, "serving": BOOL, "terminating": BOOL},
+                                     "hints": {"forZones": [{"name": STR}]}}]},
+    "Endpoints": {"metadata": _META, "subsets": [{
+        "addresses": [{"ip": IP, "nodeName": STR, "targetRef": _REF}],
+        "notReadyAddresses": [{"ip": IP, "nodeName": STR, "targetRef": _REF}], "ports": _PORTS}]},
+    "Pod": {"metadata": _META,
+            "spec": {"nodeName": STR, "hostNetwork": BOOL,
+                     "containers": [{"ports": [{"containerPort": PORT, "name": SCALAR, "protocol": STR}]}],
+                     "initContainers": [{"ports": [{"containerPort": PORT, "name": SCALAR, "protocol": STR}]}]},
+            "status": {"podIP": IP, "podIPs": [{"ip": IP}], "phase": STR, "conditions": _CONDITIONS}},
+    "Node": {"metadata": _META, "spec": {"podCIDR": STR, "podCIDRs": [STR]},
+             "status": {"addresses": [{"type": STR, "address": STR}], "conditions": _CONDITIONS}},
+    "ConfigMap": {"metadata": _META, "data": _Map(SCALAR)},
+    "DaemonSet": {"metadata": _META, "spec": {"template": {"spec": {"containers": [
+        {"image": STR, "command": [SCALAR], "args": [SCALAR]}]}}}},
+}
+
+
+def _kind_name(v: Any) -> str:
+    if isinstance(v, bool):
+        return "a boolean"
+    if isinstance(v, int):
+        return "an integer of " + (f"{len(str(abs(v)))} digits" if abs(v) < 10**4000 else "thousands of digits")
+    return {str: "a string", float: "a number", list: "a list", dict: "an object"}.get(type(v), type(v).__name__)
+
+
+def check_shape(o: Any, schema: Any, path: str, source: str) -> None:
+    """Raise InputError (naming `source` and the JSON path) where `o` does not have the shape `schema`
+    says. Iterative, and linear in the fields looked at."""
+    work: list[tuple[Any, Any, str]] = [(o, schema, path)]
+    while work:
+        v, sch, at = work.pop()
+        if v is None:
+            continue
+        want: str | None = None
+        if isinstance(sch, _T):
+            if not sch.ok(v):
+                want = sch.name
+        elif isinstance(sch, list):
+            if not isinstance(v, list):
+                want = "a list"
+            else:
+                work.extend((x, sch[0], f"{at}[{i}]") for i, x in enumerate(v))
+        elif isinstance(sch, _Map):
+            if not isinstance(v, dict):
+                want = "an object"
+            else:
+                work.extend((x, sch.value, f"{at}.{k}") for k, x in v.items())
+        elif isinstance(sch, dict):
+            if not isinstance(v, dict):
+                want = "an object"
+            else:
+                work.extend((v[k], sub, f"{at}.{k}") for k, sub in sch.items() if k in v)
+        if want is not None:
+            got = _kind_name(v)
+            shown = f" ({shorten(v, 60)!r})" if isinstance(v, str) else ""
+            raise InputError(f"{at}: expected {want}, not {got}{shown}", source=source)
+
+
+
+def _items(doc: Any, source: str) -> Iterator[tuple[str, Obj]]:
+    """(JSON path, object) of every object with a `kind`, in document order, through Lists and lists of
+    lists; iteratively, at most MAX_JSON_DEPTH lists deep."""
+    work: list[tuple[Any, str, int]] = [(doc, "", 0)]
+    while work:
+        d, at, depth = work.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise InputError(f"{at or 'the document'}: lists nest deeper than {MAX_JSON_DEPTH} (svctrace's limit "
+                             "MAX_JSON_DEPTH, see docs/limits.md)", source=source)
+        if isinstance(d, list):
+            work.extend((x, f"{at}[{i}]", depth + 1) for i, x in reversed(list(enumerate(d))))
+        elif isinstance(d, dict):
+            if isinstance(d.get("items"), list):
+                work.extend((x, f"{at}.items[{i}]".lstrip("."), depth + 1)
+                            for i, x in reversed(list(enumerate(d["items"]))))
+            elif "kind" in d:
+                yield at or "$", d
 
 
 def _meta(o: Obj) -> tuple[str, str]:
@@ -627,9 +753,13 @@ def find_objects(cluster: Cluster, what: str, namespace: str | None) -> list[dic
 def parse_cluster(doc: Any, source: str = "cluster.json") -> Cluster:
     c = Cluster()
     kinds_seen: set[str] = set()
-    for o in _items(doc):
+    for at, o in _items(doc, source):
         kind = o.get("kind")
-        kinds_seen.add(str(kind))
+        if not isinstance(kind, str):
+            raise InputError(f"{at}.kind: expected a string, not {_kind_name(kind)}", source=source)
+        kinds_seen.add(kind)
+        if kind in SCHEMA:
+            check_shape(o, SCHEMA[kind], at, source)
         c.objects.append(o)
         try:
             if kind == "Service":
@@ -662,9 +792,8 @@ def parse_cluster(doc: Any, source: str = "cluster.json") -> Cluster:
             elif kind == "Namespace":
                 _, name = _meta(o)
                 c.namespaces[name] = dict((o.get("metadata") or {}).get("labels") or {})
-        except (KeyError, TypeError, ValueError, AttributeError) as e:
-            ns, name = _meta(o)
-            c.warnings.append(Warn(f"{kind} {ns}/{name} could not be read ({type(e).__name__}: {e}); skipped",
+        except (KeyError, TypeError, ValueError, AttributeError) as e:  # what the schema cannot say
+            c.warnings.append(Warn(f"{at} ({kind}) could not be read ({type(e).__name__}: {shorten(e)}); skipped",
                                    source, None, "cluster"))
     if not kinds_seen & {"Service"}:
         raise InputError("no Service objects in it (expected the output of "

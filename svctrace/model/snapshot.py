@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import io
 import json
+import lzma
+import os
+import posixpath
 import tarfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
-from svctrace.errors import InputError, Warn
+from svctrace.errors import InputError, Warn, shorten
+from svctrace.limits import MAX_ARCHIVE, MAX_JSON_DEPTH, MAX_MEMBER, MAX_MEMBERS, MAX_TOTAL, READ_CHUNK, MiB
 from svctrace.model.cluster import Cluster, parse_cluster, pod_cidr_supernet
 
 T = TypeVar("T")
@@ -24,7 +29,6 @@ DUMP_FILES = ("iptables-save", "ip6tables-save", "iptables-legacy-save", "ip6tab
               "ipvsadm", "ipset", "ip-addr.json", "ip-addr", "ip-route.json", "ip-route", "ip-rule.json",
               "ip-rule", "hairpin-mode", "modules", "proxy-mode", "configz.json", "sysctl", "errors.json",
               "conntrack")
-MAX_MEMBER = 256 * 1024 * 1024
 
 
 @dataclass
@@ -81,47 +85,172 @@ def decode_text(data: bytes, where: str, binary: str = "binary data where text w
         return data.decode("latin-1")
 
 
-def _read_tree(root: Path) -> dict[str, bytes]:
+TOP_FILES = ("cluster.json", "cluster.yaml", "meta.json")
+
+
+def _wanted(rel: str) -> bool:
+    """Is `rel` (a bundle-relative POSIX path) a file svctrace reads? Nothing else is ever read."""
+    if rel in TOP_FILES:
+        return True
+    parts = rel.split("/")
+    return len(parts) == 3 and parts[0] == "nodes" and bool(parts[1]) and parts[2] in DUMP_FILES
+
+
+def _member_name(raw: str, where: str) -> str | None:
+    """An archive member's name as a bundle-relative POSIX path (`./a//b` -> `a/b`); None for the archive's
+    root itself. A name that climbs out (`..` anywhere) or is absolute is refused: a snapshot never needs one,
+    and taking it (as `lstrip("./")` once did) would read `../../nodes/x` as `nodes/x`."""
+    name = raw
+    if name.startswith("/") or ".." in name.split("/"):
+        raise InputError(f"archive member {shorten(raw)!r} climbs out of the archive ({'an absolute path' if name.startswith('/') else '..'}); "
+                         "refusing the snapshot (repack it without such names)", source=where)
+    norm = posixpath.normpath(name)
+    return None if norm in (".", "") else norm
+
+
+def _read_tree(root: Path, warnings: list[Warn]) -> dict[str, bytes]:
+    """The files svctrace uses from a directory bundle: cluster.json/yaml, meta.json, nodes/*/<dump>; never
+    anything else (linear in the bundle's node count). A symlink is followed only when it stays inside the
+    bundle; the others are skipped with a warning."""
     out: dict[str, bytes] = {}
-    for p in root.rglob("*"):
-        if p.is_file():
-            rel = p.relative_to(root).as_posix()
-            if rel == "cluster.json" or rel == "cluster.yaml" or rel == "meta.json" or rel.startswith("nodes/"):
-                out[rel] = p.read_bytes()
+    real_root = root.resolve()
+    total = 0
+    skipped: list[str] = []
+
+    def inside(p: Path) -> bool:
+        try:
+            return p.resolve().is_relative_to(real_root)
+        except (OSError, RuntimeError):  # a symlink loop
+            return False
+
+    candidates = [root / f for f in TOP_FILES]
+    nodes = root / "nodes"
+    if nodes.is_dir():
+        if not inside(nodes):
+            skipped.append("nodes")
+        else:
+            try:
+                names = sorted(e.name for e in os.scandir(nodes))
+            except OSError as e:
+                raise InputError(f"cannot read it: {e.strerror}", source=str(nodes)) from None
+            if len(names) > MAX_MEMBERS:
+                raise InputError(f"more than {MAX_MEMBERS} node folders (svctrace's limit MAX_MEMBERS, see "
+                                 "docs/limits.md)", source=str(nodes))
+            for n in names:
+                d = nodes / n
+                if not d.is_dir():
+                    continue
+                if not inside(d):
+                    skipped.append(f"nodes/{n}")
+                    continue
+                candidates.extend(d / f for f in DUMP_FILES)
+    for p in candidates:
+        rel = p.relative_to(root).as_posix()
+        if not p.is_file():
+            if p.is_symlink():
+                skipped.append(rel)
+            continue
+        if not inside(p):
+            skipped.append(rel)
+            continue
+        try:
+            size = p.stat().st_size
+            if size > MAX_MEMBER:
+                raise InputError(f"larger than {MAX_MEMBER // MiB} MiB (svctrace's limit MAX_MEMBER, see "
+                                 "docs/limits.md)", source=str(p))
+            total += size
+            if total > MAX_TOTAL:
+                raise InputError(f"the files svctrace reads add up to more than {MAX_TOTAL // MiB} MiB (svctrace's "
+                                 "limit MAX_TOTAL, see docs/limits.md)", source=str(root))
+            with open(p, "rb") as fh:
+                out[rel] = fh.read(MAX_MEMBER + 1)
+        except OSError as e:
+            raise InputError(f"cannot read it: {e.strerror}", source=str(p)) from None
+    if skipped:
+        warnings.append(Warn(f"not followed (symlinks that lead out of the bundle, or broken): "
+                             f"{shorten(', '.join(skipped), 400)}", str(root), None, "snapshot"))
     return out
 
 
-def _read_tar(path: Path) -> dict[str, bytes]:
-    out: dict[str, bytes] = {}
+def _read_tar(path: Path, warnings: list[Warn]) -> dict[str, bytes]:
     try:
-        return _read_tar_members(path, out)
-    except (tarfile.TarError, OSError, EOFError) as e:
+        if path.stat().st_size > MAX_ARCHIVE:
+            raise InputError(f"larger than {MAX_ARCHIVE // MiB} MiB (svctrace's limit MAX_ARCHIVE, see "
+                             "docs/limits.md)", source=str(path))
+        return _read_tar_members(path, warnings)
+    except (tarfile.TarError, OSError, EOFError, zlib.error, lzma.LZMAError) as e:
         why = str(e).splitlines()[0].rstrip(":") if str(e) else type(e).__name__
-        raise InputError(f"not a readable .tar.gz snapshot ({why}; a snapshot is a directory or a .tar.gz/.tgz of one)",
-                         source=str(path)) from None
+        raise InputError(f"not a readable .tar.gz snapshot ({shorten(why)}; a snapshot is a directory or a "
+                         ".tar.gz/.tgz of one)", source=str(path)) from None
 
 
-def _read_tar_members(path: Path, out: dict[str, bytes]) -> dict[str, bytes]:
+def _read_tar_members(path: Path, warnings: list[Warn]) -> dict[str, bytes]:
+    """One pass over the archive, reading forward (nothing is kept but what is read). Only members at the
+    paths svctrace uses are read (at the root, or under one top-level folder), each at most MAX_MEMBER bytes
+    and all together at most MAX_TOTAL; every member's size, used or not, counts towards MAX_TOTAL too,
+    since skipping it still costs its decompression. Links, devices and other non-files are skipped with a
+    warning; a name with `..` refuses the archive."""
+    where = str(path)
+    kept: dict[str, bytes] = {}
+    special: list[str] = []
+    count = 0
+    scanned = 0
     with tarfile.open(path, "r:*") as tf:
-        members = [m for m in tf.getmembers() if m.isfile()]
-        names = [m.name.lstrip("./") for m in members]
-        prefix = ""
-        if names and "cluster.json" not in names and "cluster.yaml" not in names:
-            tops = {n.split("/", 1)[0] for n in names if "/" in n}
-            if len(tops) == 1:
-                prefix = tops.pop() + "/"
-        for m, n in zip(members, names, strict=True):
+        for m in tf:
+            count += 1
+            if count > MAX_MEMBERS:
+                raise InputError(f"more than {MAX_MEMBERS} members (svctrace's limit MAX_MEMBERS, see "
+                                 "docs/limits.md)", source=where)
+            name = _member_name(m.name, where)
+            if name is None or m.isdir():
+                continue
+            scanned += max(0, m.size)
+            if scanned > MAX_TOTAL:
+                raise InputError(f"the archive holds more than {MAX_TOTAL // MiB} MiB once decompressed "
+                                 "(svctrace's limit MAX_TOTAL, see docs/limits.md)", source=where)
+            used = _wanted(name) or ("/" in name and _wanted(name.split("/", 1)[1]))
+            if not m.isfile():
+                if used or m.issym() or m.islnk() or m.isdev():
+                    special.append(f"{name} ({_kind(m)})")
+                continue
+            if not used:
+                continue
             if m.size > MAX_MEMBER:
-                raise InputError(f"{n} is larger than {MAX_MEMBER // 2**20} MiB", source=str(path))
-            if prefix and not n.startswith(prefix):
-                continue
-            rel = n[len(prefix):]
-            if ".." in rel.split("/"):
-                continue
+                raise InputError(f"member {shorten(name)} is larger than {MAX_MEMBER // MiB} MiB once decompressed "
+                                 "(svctrace's limit MAX_MEMBER, see docs/limits.md)", source=where)
             f = tf.extractfile(m)
-            if f is not None:
-                out[rel] = f.read()
+            if f is None:
+                continue
+            buf = bytearray()
+            while chunk := f.read(READ_CHUNK):
+                if not buf and b"\x00" in chunk[:65536]:
+                    raise InputError("binary data where text was expected", source=f"{where}/{name}")
+                buf += chunk
+            kept[name] = bytes(buf)
+    if special:
+        warnings.append(Warn(f"skipped {len(special)} archive member(s) that are not regular files: "
+                             f"{shorten(', '.join(special), 400)}", where, None, "snapshot"))
+    prefix = ""
+    if not any(n in kept for n in ("cluster.json", "cluster.yaml")):
+        tops = {n.split("/", 1)[0] for n in kept if "/" in n}
+        if len(tops) == 1 and all("/" in n for n in kept):
+            prefix = tops.pop() + "/"
+    out = {}
+    for n, data in kept.items():
+        rel = n[len(prefix):] if prefix and n.startswith(prefix) else n
+        if _wanted(rel):
+            out[rel] = data
     return out
+
+
+def _kind(m: tarfile.TarInfo) -> str:
+    if m.issym():
+        return f"symlink to {shorten(m.linkname, 40)}"
+    if m.islnk():
+        return f"hard link to {shorten(m.linkname, 40)}"
+    if m.isdev():
+        return "device"
+    return "not a regular file"
 
 
 def load_snapshot(path: str) -> Snapshot:
@@ -141,30 +270,35 @@ def load_snapshot(path: str) -> Snapshot:
         walk(root, "")
         return _build(files, "demo")
     p = Path(path)
-    if not p.exists():
-        raise InputError("no such snapshot (a directory, a .tar.gz, or `demo`)", source=path)
-    files = _read_tree(p) if p.is_dir() else _read_tar(p)
-    return _build(files, path)
-
-
-def _build(files: dict[str, bytes], source: str) -> Snapshot:
+    try:
+        exists, is_dir = p.exists(), p.is_dir()
+    except OSError as e:  # a name too long, a loop of symlinks
+        raise InputError(f"cannot open it: {e.strerror}", source=shorten(path)) from None
+    if not exists:
+        raise InputError("no such snapshot (a directory, a .tar.gz, or `demo`)", source=shorten(path))
     warnings: list[Warn] = []
+    files = _read_tree(p, warnings) if is_dir else _read_tar(p, warnings)
+    return _build(files, path, warnings)
+
+
+def _build(files: dict[str, bytes], source: str, warnings: list[Warn] | None = None) -> Snapshot:
+    warnings = list(warnings or [])
     if "cluster.json" in files:
         where = f"{source}/cluster.json"
         text = decode_text(files["cluster.json"], where)
-        try:
-            doc = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise InputError(f"broken JSON: {e.msg}", source=where, line=e.lineno) from None
+        doc = _json(text, where)
     elif "cluster.yaml" in files:
         where = f"{source}/cluster.yaml"
         text = decode_text(files["cluster.yaml"], where)
         try:
             import yaml  # the kubernetes client depends on PyYAML; only YAML bundles need it
 
-            doc = list(yaml.safe_load_all(text))
+            doc = _yaml_documents(yaml, text, where)
         except ImportError:
             raise InputError("reading cluster.yaml needs PyYAML (pip install pyyaml)", source=where) from None
+        except RecursionError:
+            raise InputError(f"nested deeper than svctrace reads (limit MAX_JSON_DEPTH, {MAX_JSON_DEPTH} levels; "
+                             "see docs/limits.md)", source=where) from None
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             raise InputError(f"broken YAML: {getattr(e, 'problem', e)}", source=where,
@@ -176,10 +310,15 @@ def _build(files: dict[str, bytes], source: str) -> Snapshot:
     meta: dict[str, Any] = {}
     if "meta.json" in files:
         try:
-            meta = json.loads(decode_text(files["meta.json"], f"{source}/meta.json"))
-        except json.JSONDecodeError as e:
-            warnings.append(Warn(f"meta.json is broken JSON ({e.msg}); ignored", f"{source}/meta.json", e.lineno,
+            meta = _json(decode_text(files["meta.json"], f"{source}/meta.json"), f"{source}/meta.json")
+        except InputError as e:
+            warnings.append(Warn(f"meta.json is not usable ({e.message}); ignored", f"{source}/meta.json", e.line,
                                  "snapshot"))
+            meta = {}
+        if not isinstance(meta, dict):
+            warnings.append(Warn(f"meta.json is {type(meta).__name__}, not an object; ignored", f"{source}/meta.json",
+                                 None, "snapshot"))
+            meta = {}
     nodes: dict[str, NodeFiles] = {}
     for rel, data in sorted(files.items()):
         parts = rel.split("/")
@@ -199,6 +338,57 @@ def _build(files: dict[str, bytes], source: str) -> Snapshot:
     return snap
 
 
+def _json(text: str, where: str) -> Any:
+    """JSON text, or InputError naming the file: broken, nested deeper than MAX_JSON_DEPTH, or a number of
+    more digits than Python converts (ValueError from int())."""
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InputError(f"broken JSON: {e.msg}", source=where, line=e.lineno) from None
+    except RecursionError:
+        raise InputError(f"nested deeper than svctrace reads (limit MAX_JSON_DEPTH, {MAX_JSON_DEPTH} levels; see "
+                         "docs/limits.md)", source=where) from None
+    except ValueError as e:  # "Exceeds the limit (4300 digits) for integer string conversion"
+        raise InputError(f"unreadable JSON: {shorten(e)}", source=where) from None
+    if _depth_over(doc, MAX_JSON_DEPTH):
+        raise InputError(f"nested deeper than svctrace reads (limit MAX_JSON_DEPTH, {MAX_JSON_DEPTH} levels; see "
+                         "docs/limits.md)", source=where)
+    return doc
+
+
+def _yaml_documents(yaml: Any, text: str, where: str) -> list[Any]:
+    """Every document of a YAML text, read safely and without aliases: `kubectl -o yaml` writes none, and
+    a few nested aliases stand for billions of nodes to whoever walks the result."""
+
+    class Loader(yaml.SafeLoader):
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.AliasEvent):
+                mark = self.peek_event().start_mark
+                raise InputError("YAML aliases (*name) are not read in cluster.yaml (kubectl writes none)",
+                                 source=where, line=mark.line + 1)
+            return super().compose_node(parent, index)
+
+    docs = list(yaml.load_all(text, Loader=Loader))  # a SafeLoader
+    if _depth_over(docs, MAX_JSON_DEPTH + 1):
+        raise InputError(f"nested deeper than svctrace reads (limit MAX_JSON_DEPTH, {MAX_JSON_DEPTH} levels; see "
+                         "docs/limits.md)", source=where)
+    return docs
+
+
+def _depth_over(doc: Any, limit: int) -> bool:
+    """Does `doc` nest more than `limit` lists/objects deep? (iteratively, linear in its size)"""
+    work = [(doc, 1)]
+    while work:
+        v, d = work.pop()
+        if isinstance(v, dict):
+            v = list(v.values())
+        if isinstance(v, list):
+            if d > limit:
+                return True
+            work.extend((x, d + 1) for x in v if isinstance(x, dict | list))
+    return False
+
+
 def _apply_configz(snap: Snapshot) -> None:
     """kube-proxy's /configz (`{"kubeproxy.config": {...}}`) from any node, for what the objects did not say."""
     proxy = snap.cluster.proxy
@@ -207,8 +397,10 @@ def _apply_configz(snap: Snapshot) -> None:
         if not text:
             continue
         try:
-            cfg = (json.loads(text) or {}).get("kubeproxy.config") or {}
-        except (json.JSONDecodeError, AttributeError):
+            cfg = (_json(text, nf.path("configz.json")) or {}).get("kubeproxy.config") or {}
+            if not isinstance(cfg, dict):
+                raise AttributeError
+        except (InputError, AttributeError):
             snap.warnings.append(Warn("configz.json is not kube-proxy's /configz JSON; ignored",
                                       nf.path("configz.json"), None, "snapshot"))
             continue

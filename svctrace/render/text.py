@@ -9,6 +9,7 @@ from rich.tree import Tree
 
 from svctrace.dataplane.contract import Outcome, PathStep, TraceResult, visible_steps
 from svctrace.kubeproxy.catalog import chain_meaning
+from svctrace.limits import MAX_TREE_DEPTH
 from svctrace.model.packet import Packet, format_endpoint
 
 VERDICT_STYLE = {"accept": "bold green", "drop": "bold red", "reject": "bold red"}
@@ -77,8 +78,10 @@ def _outcome_label(o: Outcome, unanswered: bool = False) -> Text:
     return t
 
 
-def path_tree(result: TraceResult) -> Tree:
-    """The union of all outcome paths as a tree: shared hops once, branches where the walk split."""
+def path_tree(result: TraceResult, width: int = 120) -> Tree:
+    """The union of all outcome paths as a tree: shared hops once, branches where the walk split. Hops nest
+    at most MAX_TREE_DEPTH levels, and no deeper than leaves 40 of `width` columns for the labels."""
+    max_depth = min(MAX_TREE_DEPTH, max(8, (width - 40) // 4))
     # First the trie with the probability that flows through each hop, then the rich tree.
     trie: dict = {}
     for o in result.outcomes:
@@ -92,18 +95,27 @@ def path_tree(result: TraceResult) -> Tree:
 
     root = Tree(packet_line(result.packet), guide_style="dim")
 
-    def add(parent: Tree, level: dict) -> None:
+    # Iteratively (a path may hold thousands of steps): (tree node, trie level, depth). Below max_depth the
+    # hops nest as usual; deeper, a hop with no sibling goes on at its parent's level, so that neither
+    # the stack nor the width grows with the path.
+    work: list[tuple[Tree, dict, int]] = [(root, trie, 0)]
+    while work:
+        parent, level, depth = work.pop()
         siblings = sum(1 for k in level if k is not None)
+        later: list[tuple[Tree, dict, int]] = []
         for key, node in level.items():
             if key is None:
                 for o in node["outcomes"]:
                     parent.add(_outcome_label(o, result.unanswered(o)))
                 continue
             split = siblings > 1 or node["step"].branch is not None
-            child = parent.add(_step_label(node["step"], node["share"] if split else None))
-            add(child, node["children"])
-
-    add(root, trie)
+            label = _step_label(node["step"], node["share"] if split else None)
+            if depth >= max_depth and not split:
+                parent.add(label)  # the hops after it follow as its siblings
+                later.append((parent, node["children"], depth))
+            else:
+                later.append((parent.add(label), node["children"], depth + 1))
+        work.extend(reversed(later))
     return root
 
 
@@ -229,7 +241,7 @@ def render_trace(result: TraceResult, console: Console, *, show_warnings: bool =
     if result.inputs:  # IPVS: the ipvsadm table decides; iptables and ipset beside it
         meta = "rules: " + " + ".join([f"{name} ({what})" for name, what in result.inputs] + [meta[7:]])
     console.print(Text(meta, style="dim"))
-    console.print(path_tree(result))
+    console.print(path_tree(result, console.width))
     legend = chain_legend(result)
     if legend is not None:
         console.print(legend)

@@ -53,6 +53,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from svctrace.dataplane.iptables.rules import BUILTIN_CHAINS
+from svctrace.errors import shorten
 
 __all__ = [
     "ListingBlock",
@@ -1121,7 +1122,7 @@ class _Converter:
         if self.chain is None:
             if not self.skipping_chain:
                 self.warn(n, "skipped rule outside any chain (the excerpt starts in the middle of a chain): "
-                             f"{' '.join(line.split())[:80]!r}")
+                             f"{shorten(repr(' '.join(line.split())), 80)}")
             return True
         self.add_rule(n, *row)
         return True

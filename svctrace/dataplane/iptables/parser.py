@@ -39,7 +39,7 @@ from svctrace.dataplane.iptables.specs import (
     PROTO_MODULE,
     TARGET_OPTIONS,
 )
-from svctrace.errors import InputError, Warn
+from svctrace.errors import InputError, Warn, shorten
 
 _COUNTERS = re.compile(r"^\[(\d+):(\d+)\]\s*")
 _EDITOR_NUM = re.compile(r"^\d+\s+(?=-[AINPX] |:[^\s]|\*\w|COMMIT)")
@@ -357,11 +357,11 @@ class _Loader:
                 self.table_hint = tm.group(1)
                 if self.current is not None:
                     self.current = None
-            self.warn(f"skipped a shell command line: {s[:80]}", no, "prompt")
+            self.warn(f"skipped a shell command line: {shorten(s, 80)}", no, "prompt")
             return None
         m = _STMT_IN_LINE.search(s)
         if m:
-            self.warn(f"ignored text before the rule: {s[:m.start(1)].strip()[:60]!r}", no, "noise")
+            self.warn(f"ignored text before the rule: {shorten(repr(s[:m.start(1)].strip()), 60)}", no, "noise")
             return self._clean(s[m.start(1):], no)
         return self._unrecognized(s, no)
 
@@ -389,12 +389,15 @@ class _Loader:
         self.unrecognized += 1
         if self.first_unrecognized is None:
             self.first_unrecognized = no
-        self.warn(f"not iptables syntax, skipped: {s[:80]}", no, "unrecognized")
+        self.warn(f"not iptables syntax, skipped: {shorten(s, 80)}", no, "unrecognized")
         return None
 
     # -- statements -----------------------------------------------------------------------
     def _statement(self, st: _Stmt) -> None:
         s = st.text
+        if not s:  # `[3:29]` alone: counters with no rule after them (found by fuzzing)
+            self.warn("packet counters with nothing after them, skipped", st.line, "unrecognized")
+            return
         if s[0] == "*":
             name = s[1:].split()[0] if len(s) > 1 and s[1:].split() else ""
             if name not in TABLES:
@@ -555,7 +558,7 @@ class _Loader:
                 r.index = len(rules) + 1
                 rules.append(r)
                 if r.problems:
-                    self.warn(f"rule not fully understood ({'; '.join(r.problems)}): {r.text[:100]}",
+                    self.warn(f"rule not fully understood ({'; '.join(r.problems)}): {shorten(r.text, 100)}",
                               r.line, "rule")
         return rules
 
@@ -655,7 +658,7 @@ def parse_rule(table: str, chain: str, raw: RawRule, family: int = 4) -> list[Ru
         if tok.startswith("--") and tok in GENERIC_LONG:
             tok = GENERIC_LONG[tok]
         if tok == "//" or tok.startswith("//"):
-            problems.append(f"ignored trailing note {' '.join(toks[i:])[:40]!r}")
+            problems.append(f"ignored trailing note {shorten(repr(' '.join(toks[i:])), 40)}")
             break
         if tok in ("-s", "-d", "-i", "-o", "-p"):
             if i + 1 >= n:
@@ -682,9 +685,10 @@ def parse_rule(table: str, chain: str, raw: RawRule, family: int = 4) -> list[Ru
             i += 1
             continue
         if tok == "-m":
-            if i + 1 >= n:
+            if i + 1 >= n or toks[i + 1].startswith("-"):  # `-m -d 1.2.3.4`: an option, not a module (fuzzing)
                 problems.append("-m without a module name")
-                break
+                i += 1
+                continue
             name = MODULE_ALIASES.get(toks[i + 1], toks[i + 1])
             m = Match(name, known=name in MATCH_OPTIONS)
             if not m.known:
@@ -759,7 +763,7 @@ def parse_rule(table: str, chain: str, raw: RawRule, family: int = 4) -> list[Ru
         stray.append(tok)
         i += 1
     if stray:
-        problems.append(f"unexpected words {' '.join(stray)[:60]!r}")
+        problems.append(f"unexpected words {shorten(repr(' '.join(stray)), 60)}")
     if target is not None and target.name not in KNOWN_TARGETS and not _looks_like_chain(target.name):
         problems.append(f"odd target name {target.name!r}")
     if target is not None and target.name == "DNAT":

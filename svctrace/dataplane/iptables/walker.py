@@ -21,7 +21,6 @@ from svctrace.dataplane.iptables.matches import _opts_text, evaluate
 from svctrace.dataplane.iptables.parser import parse_rule
 from svctrace.dataplane.iptables.rules import NONTERMINAL_TARGETS, Chain, Rule, Ruleset
 from svctrace.dataplane.kernel import (
-    MAX_DEPTH,
     Frame,
     KernelWalker,
     State,
@@ -30,7 +29,7 @@ from svctrace.dataplane.kernel import (
     primary_local,
     walk,
 )
-from svctrace.errors import WalkError
+from svctrace.errors import shorten
 from svctrace.model.packet import NodeFacts, Packet, format_endpoint
 
 INDEX_MIN_RULES = 8
@@ -147,7 +146,7 @@ class Walker(KernelWalker):
             unknowns.append(r)
         if rule.problems and not unknowns:
             self.warn(f"rule:{rule.line}", f"rule on the path not fully understood ({'; '.join(rule.problems)}): "
-                                          f"{rule.text[:120]}", rule.line, "unknown-match")
+                                          f"{shorten(rule.text, 120)}", rule.line, "unknown-match")
         alts: list[tuple[State, bool]] = []
         cur = st
         for u in unknowns:
@@ -239,19 +238,9 @@ class Walker(KernelWalker):
             return None
         chain = self.rs.tables[table].chains.get(name)
         if chain is not None:
-            if any(f[0] is chain for f in stack):
-                names = " -> ".join([f[0].name for f in stack] + [name])
-                raise WalkError(f"loop in the rules: {names} (line {self.rs.source_line(rule.line)}); the kernel "
-                                "refuses such a ruleset, so the dump was edited or mixed")
-            if len(stack) >= MAX_DEPTH:
-                raise WalkError(f"jumps nest deeper than {MAX_DEPTH} chains at {where}")
-            frame = (chain, self.candidates(chain, st), 0)
-            if tgt.goto:
-                step(f"goto {name}", target=name)
-                stack[-1] = frame
-            else:
-                step(f"jump {name}", target=name)
-                stack.append(frame)
+            step(f"{'goto' if tgt.goto else 'jump'} {name}", target=name)
+            self.enter(stack, chain, self.candidates(chain, st), tgt.goto, where,
+                       f" (line {self.rs.source_line(rule.line)})")
             return None
         if name in NONTERMINAL_TARGETS:
             step(f"{name} {_opts_text(tgt.opts)}".strip())

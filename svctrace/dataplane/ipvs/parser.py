@@ -25,7 +25,7 @@ import re
 
 from svctrace.dataplane.addr import ip_of
 from svctrace.dataplane.ipvs.model import FORWARD_METHODS, IPVSTable, RealServer, VirtualService
-from svctrace.errors import InputError, Warn
+from svctrace.errors import InputError, Warn, shorten
 from svctrace.model.packet import IPAddress
 
 SCHEDULERS = ("rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "mh", "fo", "ovf", "twos")
@@ -236,7 +236,7 @@ class _Loader:
             return
         if re.match(r"^\S+@\S+[:~][^\s]*[#$]\s*$", line) or re.match(r"^\$\s*$", line):
             return  # a bare shell prompt
-        self.warn(f"not ipvsadm output, skipped: {line[:80]}", no, "unknown-line")
+        self.warn(f"not ipvsadm output, skipped: {shorten(line, 80)}", no, "unknown-line")
 
     def _command(self, no: int, line: str) -> None:
         """A pasted command line: note what it asked ipvsadm for."""
@@ -249,7 +249,7 @@ class _Loader:
             self.numeric = True
         elif ("L" in short or "l" in short or "S" in short or "--list" in words or "--save" in words):
             self.numeric = False
-        self.warn(f"command line skipped: {line[:80]}", no, "pasted-text")
+        self.warn(f"command line skipped: {shorten(line, 80)}", no, "pasted-text")
 
     # -- listing lines ----------------------------------------------------------------------
     def _service(self, no: int, raw: str, proto: str, addr: str, rest: str) -> None:
@@ -319,7 +319,7 @@ class _Loader:
             cols = "stats"
         if cols == "plain":
             if len(words) < 2:
-                self.warn(f"real server line without Forward/Weight columns: {raw.strip()[:80]}", no)
+                self.warn(f"real server line without Forward/Weight columns: {shorten(raw.strip(), 80)}", no)
                 rs.forward, rs.weight = None, None
             else:
                 if words[0] not in FORWARD_METHODS:
@@ -331,7 +331,7 @@ class _Loader:
                 if len(words) > 3:
                     rs.inactive = self._int(words[3], no, "InActConn", 0, None)
                 if len(words) > 4:
-                    self.warn(f"extra columns after InActConn ignored: {' '.join(words[4:])[:60]}", no)
+                    self.warn(f"extra columns after InActConn ignored: {shorten(' '.join(words[4:]), 60)}", no)
         elif cols in ("stats", "rate"):
             rs.forward, rs.weight = None, None
             rs.stats = self._numbers(words, ("conns", "inpkts", "outpkts", "inbytes", "outbytes") if cols == "stats"
@@ -594,7 +594,7 @@ class _Loader:
     def _resolve(self, host: str, no: int, what: str) -> IPAddress | None:
         m = _EC2.match(host)
         if m and all(int(g) < 256 for g in m.groups()):
-            ip = ipaddress.ip_address(".".join(m.groups()))
+            ip = ipaddress.ip_address(".".join(str(int(g)) for g in m.groups()))  # ip-00-0-… (fuzzing)
             self.warn(f"host name {host!r}: address {ip} read from the EC2 name", no, "resolved")
             return ip
         if host == "localhost":

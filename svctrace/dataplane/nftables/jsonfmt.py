@@ -47,7 +47,7 @@ from svctrace.dataplane.nftables.ir import (
 from svctrace.dataplane.nftables.printer import fmt_rule
 from svctrace.dataplane.nftables.text import finish_ruleset
 from svctrace.dataplane.nftables.values import TYPE_NAMES, expr_type
-from svctrace.errors import InputError
+from svctrace.errors import InputError, shorten
 
 _VERDICT_KEYS = ("accept", "drop", "continue", "return", "jump", "goto", "queue")
 _OPS = {"==": "==", "!=": "!=", "<": "<", ">": ">", "<=": "<=", ">=": ">=", "in": "implicit", "eq": "==",
@@ -81,7 +81,7 @@ def jexpr(x: Any) -> Expr:
     if isinstance(x, list):
         return ListLit(tuple(jexpr(i) for i in x))
     if not isinstance(x, dict) or len(x) != 1:
-        raise _Bad(f"not an expression: {json.dumps(x)[:80]}")
+        raise _Bad(f"not an expression: {shorten(json.dumps(x), 80)}")
     k, v = next(iter(x.items()))
     if k == "payload":
         if "protocol" in v:
@@ -146,7 +146,7 @@ def _nat_flags(v: dict[str, Any]) -> tuple[str, ...]:
 
 def jstmt(d: Any) -> Stmt | None:
     if not isinstance(d, dict) or len(d) != 1:
-        raise _Bad(f"not a statement: {json.dumps(d)[:80]}")
+        raise _Bad(f"not a statement: {shorten(json.dumps(d), 80)}")
     k, v = next(iter(d.items()))
     vd = _verdict(d)
     if vd is not None:
@@ -216,6 +216,8 @@ def load_json(text: str, source: str = "<nft-json>") -> NftRuleset:
         doc = json.loads(text)
     except json.JSONDecodeError as e:
         raise InputError(f"not valid JSON: {e.msg}", source=source, line=e.lineno) from None
+    except RecursionError:
+        raise InputError("JSON nested too deeply to read (not `nft -j list ruleset` output)", source=source) from None
     if not isinstance(doc, dict) or not isinstance(doc.get("nftables"), list):
         raise InputError('JSON without an "nftables" list: not `nft -j list ruleset` output', source=source)
     rs = NftRuleset(source=source, format="nft-json")
@@ -260,8 +262,8 @@ def load_json(text: str, source: str = "<nft-json>") -> NftRuleset:
                 line = rule_lines[n_rule] if n_rule < len(rule_lines) else None
                 n_rule += 1
                 _rule(rs, v, line)
-        except (KeyError, TypeError, ValueError) as e:
-            raise InputError(f"malformed {kind} object: {e}", source=source) from None
+        except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as e:
+            raise InputError(f"malformed {shorten(kind, 40)} object: {shorten(e)}", source=source) from None
     finish_ruleset(rs)
     return rs
 
@@ -320,9 +322,10 @@ def _rule(rs: NftRuleset, v: dict[str, Any], line: int | None) -> None:
     for e in v.get("expr", []):
         try:
             s = jstmt(e)
-        except (_Bad, KeyError, TypeError, ValueError) as ex:
-            stmts.append(Unknown(json.dumps(e)[:200], "match"))
-            problems.append(f"not understood: {json.dumps(e)[:120]} ({ex})")
+        except (_Bad, KeyError, TypeError, ValueError, AttributeError, RecursionError) as ex:
+            # a statement of another shape than nft writes: unknown, and the rule says so
+            stmts.append(Unknown(shorten(json.dumps(e), 200), "match"))
+            problems.append(f"not understood: {shorten(json.dumps(e))} ({shorten(ex, 80)})")
             continue
         if s is not None:
             stmts.append(s)

@@ -24,7 +24,7 @@ from svctrace.dataplane.nftables.syntax import (
     tokens_text,
 )
 from svctrace.dataplane.nftables.values import FAMILIES, declared_types, expr_type, priority_value
-from svctrace.errors import InputError, Warn
+from svctrace.errors import InputError, Warn, shorten
 
 _PROMPT = re.compile(r"^\s*(?:[\w.-]+@[\w.-]+(?::\S*)?\s*[$#%]|\[[^\]\n]+\][$#%]|[$%]|>>>)(?:\s|$)")
 _ELISION = re.compile(r"^\s*(?:\.{3,}|-{3,}|…+|\[\.\.\.\]|<snip>|\(snip\)|# \.\.\.)\s*$", re.I)
@@ -260,7 +260,7 @@ class _Loader:
                 self.skip_block()
             else:
                 toks = self.item_tokens()
-                self.warn(f"table {t.key}: a line outside any chain was ignored: {tokens_text(toks)[:100]}",
+                self.warn(f"table {t.key}: a line outside any chain was ignored: {shorten(tokens_text(toks), 100)}",
                           tok.line)
 
     def ends_open(self, inside: str) -> None:
@@ -354,7 +354,7 @@ class _Loader:
             elif w in ("size", "gc-interval", "policy", "auto-merge", "counter", "quota", "limit"):
                 pass
             else:
-                self.warn(f"set {name}: unknown attribute {' '.join(words)[:80]!r} ignored", tok.line)
+                self.warn(f"set {name}: unknown attribute {shorten(repr(' '.join(words)), 80)} ignored", tok.line)
 
     def typeof(self, s: NSet, toks: list[Tok]) -> None:
         colon = next((k for k, x in enumerate(toks) if x.kind == ":"), None)

@@ -34,7 +34,6 @@ from typing import Any, cast
 
 from svctrace.dataplane.contract import Dnat, Hints, PathStep, TraceResult
 from svctrace.dataplane.kernel import (
-    MAX_DEPTH,
     Frame,
     KernelWalker,
     State,
@@ -92,7 +91,7 @@ from svctrace.dataplane.nftables.values import (
     matcher,
     scalar,
 )
-from svctrace.errors import InputError, WalkError
+from svctrace.errors import InputError, shorten
 from svctrace.model.packet import NodeFacts, Packet, format_endpoint
 
 HOOKS = ("PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING")
@@ -341,18 +340,7 @@ class NftWalker(KernelWalker):
         chain = table.chains.get(target)
         if chain is None:
             return self._missing_chain(st, target, act, stack, base, hook)
-        if kind == "jump":
-            if any(f[0] is chain for f in stack):
-                names = " -> ".join([f[0].name for f in stack] + [target])
-                raise WalkError(f"loop in the rules: {names}; the kernel refuses such a ruleset")
-            if len(stack) >= MAX_DEPTH:
-                raise WalkError(f"jumps nest deeper than {MAX_DEPTH} chains at {target}")
-            stack.append((chain, chain.rules, 0))
-        else:
-            if stack:
-                stack[-1] = (chain, chain.rules, 0)
-            else:
-                stack.append((chain, chain.rules, 0))
+        self.enter(stack, chain, chain.rules, kind == "goto", f"{base.table} {target}")
         return None
 
     def _missing_chain(self, st: State, name: str, act: Act, stack: list[Frame], base: Chain,
@@ -1108,7 +1096,11 @@ class NftWalker(KernelWalker):
             pv = s.port.value if isinstance(s.port, Const) else None
             if pv is not None:
                 ptxt = str(pv)
-                port = int(ptxt.split("-")[0])
+                try:
+                    port = int(ptxt.split("-")[0])
+                except ValueError:  # `redirect to :wt0_redirect`: no port nft would accept (found by fuzzing)
+                    port = None
+                    st.assume_one(f"{where}: {s.kind} to port {shorten(repr(ptxt), 40)}, which is not a port")
                 if "-" in ptxt:
                     text = (text or format_endpoint(addr or pkt.dst, None)) + f":{ptxt}"
         if addr is not None and not isinstance(addr, ipaddress.IPv4Address | ipaddress.IPv6Address):
