@@ -237,27 +237,25 @@ def test_cluster_lookups_are_indexed_and_follow_objects_added_later() -> None:
 
 
 def test_warnings_are_said_once_on_stderr(tmp_path: Path) -> None:
+    """A snapshot's warning (here: rules of a node cluster.json does not know) is said once, not once per row; a
+    cluster.json object of the wrong shape is a one-line error naming its JSON path (docs/limits.md)."""
     import shutil
 
     snap = tmp_path / "snap"
     shutil.copytree(DEMO_CLUSTER.parent, snap)
-    doc = json.loads((snap / "cluster.json").read_text())
-    doc["items"].append(
-        {
-            "kind": "Service",
-            "metadata": {"namespace": "default", "name": "broken"},
-            "spec": {"ports": [{"port": "eighty"}]},
-        }
-    )
-    (snap / "cluster.json").write_text(json.dumps(doc))
+    shutil.copytree(snap / "nodes" / "node01", snap / "nodes" / "ghost")
     p = run("check", "-A", "--snapshot", str(snap))
     assert p.returncode == 1
-    warned = [line for line in p.stderr.splitlines() if "Service default/broken could not be read" in line]
+    warned = [line for line in p.stderr.splitlines() if "nodes/ghost/ holds dumps of a node" in line]
     assert len(warned) == 1 and warned[0].startswith("svctrace: warning: "), p.stderr
     j = run("check", "-A", "--snapshot", str(snap), "-o", "json")
-    assert [
-        w for w in json.loads(j.stdout)["warnings"] if "default/broken" in w
-    ] and "default/broken" in j.stderr
+    assert [w for w in json.loads(j.stdout)["warnings"] if "nodes/ghost/" in w] and "nodes/ghost/" in j.stderr
+    doc = json.loads((snap / "cluster.json").read_text())
+    doc["items"].append({"kind": "Service", "metadata": {"namespace": "default", "name": "broken"},
+                         "spec": {"ports": [{"port": "eighty"}]}})
+    (snap / "cluster.json").write_text(json.dumps(doc))
+    p = run("check", "-A", "--snapshot", str(snap))
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and ".spec.ports[0].port: expected a port number" in p.stderr
 
 
 def test_another_nodes_identical_rules_are_not_parsed_but_a_changed_endpoint_is_seen() -> None:
