@@ -57,6 +57,14 @@ class Interrupted(KeyboardInterrupt):
     """An interruption (Ctrl-C, SIGTERM) with what was done about it, in one line: "2 debug pods deleted;
     nothing written". The CLI prints it and exits 130."""
 
+    # The last one raised: typer turns a command's KeyboardInterrupt into a bare exit code 130 (typer.core._main:
+    # `raise Exit(130) from e`, then returned when not standalone), so the CLI reads what was said here.
+    last: Interrupted | None = None
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)
+        Interrupted.last = self
+
 
 class CollectError(SvctraceError):
     """Collection failed. Exit code 3."""

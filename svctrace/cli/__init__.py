@@ -164,6 +164,8 @@ def main(command: str | None = None, *, prepared: bool = False) -> None:
             sys.exit(1)
         except exceptions.ClickException as e:
             error(" ".join(e.format_message().split()), e.exit_code or 2)
+        if rc == 130:  # a command's KeyboardInterrupt, which typer returns as its exit code (errors.Interrupted)
+            _interrupted(Interrupted.last or KeyboardInterrupt())
         sys.exit(rc if isinstance(rc, int) else 0)
     except SvctraceError as e:
         error(str(e), e.exit_code)
