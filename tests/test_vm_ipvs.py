@@ -109,7 +109,7 @@ def test_the_kernels_own_listing_reads_as_the_restored_table(run: dict[str, Any]
 
 
 @vm
-@pytest.mark.parametrize("seed", [FIXED_SEED, FRESH_SEED])
+@pytest.mark.parametrize("seed", [pytest.param(FIXED_SEED, id="fixed-seed"), pytest.param(FRESH_SEED, id="fresh-seed")])
 def test_random_ipvs_clusters_agree_with_the_kernel(run: dict[str, Any], seed: int) -> None:
     rows = [r for r in run["rows"] if r.case.startswith(f"random {seed}/")]
     assert len(rows) >= 5, [r.case for r in run["rows"]][-5:]
