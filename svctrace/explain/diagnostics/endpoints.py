@@ -8,6 +8,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from svctrace.dataplane.iptables.parser import parse_rule
+from svctrace.dataplane.iptables.rules import Rule
 from svctrace.kubeproxy.endpoints import EndpointSelection, select_endpoints
 from svctrace.kubeproxy.notes import AFFINITY_NOTE
 from svctrace.kubeproxy.versions import REFERENCE_VERSION
@@ -214,13 +216,24 @@ def affinity_on_path(ctx: Context) -> tuple[int | None, str] | None:
         chain = dp.iptables.chain("nat", name)
         if chain is None:
             continue
-        for r in chain.rules:
+        # Only the lines that say --rcheck are parsed: the path runs through KUBE-SERVICES, one rule per Service
+        # port, and parsing it whole for this would cost more than the walk did.
+        rules = chain.rules if chain.parsed else [
+            r for pos, raw in enumerate(chain.raw) if "--rcheck" in raw.text
+            for r in _numbered(parse_rule("nat", name, raw, dp.iptables.family), pos + 1)]
+        for r in rules:
             for m in r.matches:
                 if m.module == "recent" and m.opt("--rcheck") is not None:
                     sec = m.opt("--seconds")
                     secs = int(sec.arg) if sec is not None and str(sec.arg).isdigit() else None
                     return secs, f"{name} rule {r.index}: `-m recent --rcheck --seconds {secs}`"
     return None
+
+
+def _numbered(rules: list[Rule], index: int) -> list[Rule]:
+    for r in rules:
+        r.index = index
+    return rules
 
 
 def _nft_seconds(text: str | None) -> int | None:
