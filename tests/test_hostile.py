@@ -488,8 +488,11 @@ def test_an_early_interrupt_prints_no_traceback(tmp_path: Path, after: float) ->
     p.send_signal(signal.SIGINT)
     _, err = p.communicate(timeout=60)
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
-    assert p.returncode in (130, 0), (p.returncode, err)  # 0: it had already answered
-    if p.returncode == 130:
+    # 0: it had already answered. -SIGINT: Python ended itself by SIGINT after the interrupt was reported (CPython
+    # does so when a KeyboardInterrupt ends the interpreter; seen once under heavy load) -- a shell shows it as 130
+    # too, and what the test is about holds: one line, no traceback.
+    assert p.returncode in (130, -signal.SIGINT, 0), (p.returncode, err)
+    if p.returncode != 0:
         assert err.strip().splitlines()[-1].startswith("svctrace: interrupted")
 
 
