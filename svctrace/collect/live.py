@@ -399,6 +399,12 @@ def _collect_and_store(conn: Connection, kube: Kube, objs: Objects, target_node:
             why = "; ".join(e.error for e in dumps[0].errors if e.what not in _OPTIONAL_FILES) or \
                 "; ".join(e.error for e in dumps[0].errors) or "no dump"
             raise CollectError(f"could not read the rules of node {target_node}: {why}")
+    return _cache_bundle(root, path, conn, objs, dumps, scope, warns)
+
+
+def _cache_bundle(root: Path, path: Path, conn: Connection, objs: Objects, dumps: Sequence[bundle.NodeDump],
+                  scope: dict[str, Any], warns: Sequence[str]) -> str:
+    """Write a live collection into the cache (0700, replacing the entry it refreshes) and prune old entries."""
     meta = _bundle_meta(conn, objs, dumps, scope, warns)
     files = bundle.assemble(dumps, cluster=dump_list(objs.items).encode(), meta=meta)
     root.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -536,11 +542,4 @@ def snapshot_for_check(namespace: str | None = None, node: str | None = None, *,
             raise CollectError(f"could not read the rules of any node ({', '.join(names) or 'none'}): {why}")
     bundle.unique_names(dumps)
     scope = {"kind": "check", "namespace": namespace, "nodes": names}
-    meta = _bundle_meta(conn, objs, dumps, scope, warns)
-    files = bundle.assemble(dumps, cluster=dump_list(objs.items).encode(), meta=meta)
-    root.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with contextlib.suppress(OSError):
-        os.chmod(root, 0o700)
-    bundle.write_bundle(path, files, overwrite=True)
-    _prune(root, path)
-    return str(path)
+    return _cache_bundle(root, path, conn, objs, dumps, scope, warns)

@@ -104,8 +104,8 @@ class _Loader:
         self.saw_listing = False
         self.current: VirtualService | None = None
         self.by_key: dict[str, VirtualService] = {}
-        self.exact: set[tuple[object, ...]] = set()
-        self.ips: dict[str, IPAddress] = {}  # addresses read so far, by their text  # (protocol, ip, port, fwmark) of the exact services listed
+        self.exact: set[tuple[object, ...]] = set()  # (protocol, ip, port, fwmark) of the exact services listed
+        self.ips: dict[str, IPAddress] = {}  # addresses read so far, by their text
         self.numeric: bool | None = None  # from the command line, when pasted
         self.orphans = 0
         self.connections = 0
@@ -450,16 +450,24 @@ class _Loader:
         port, w = int(port_text), int(weight)
         if vs is None or port > 65535 or w > 65535:
             return False
+        ip = self._ip(host)
+        if ip is None:
+            return False
+        self.saw_save = True
+        vs.reals.append(RealServer(host, ip, port, port_text, no, raw.strip(), forward=_FORWARD[fwd], weight=w))
+        self.current = None
+        return True
+
+    def _ip(self, host: str) -> IPAddress | None:
+        """A save line's address, parsed once per distinct text (kube-proxy repeats node and pod addresses);
+        None when it is no address."""
         ip = self.ips.get(host)
         if ip is None:
             try:
                 ip = self.ips[host] = ip_of(host)
             except ValueError:
-                return False
-        self.saw_save = True
-        vs.reals.append(RealServer(host, ip, port, port_text, no, raw.strip(), forward=_FORWARD[fwd], weight=w))
-        self.current = None
-        return True
+                return None
+        return ip
 
     def _save_service(self, no: int, raw: str, line: str) -> bool:
         """`-A -t VIP:PORT -s SCHED [-p N]`, as `_save` reads it; False (nothing done) for any other line."""
@@ -470,12 +478,9 @@ class _Loader:
         port = int(port_text)
         if port > 65535 or (pers is not None and int(pers) > 2**32 - 1):
             return False
-        ip = self.ips.get(host)
+        ip = self._ip(host)
         if ip is None:
-            try:
-                ip = self.ips[host] = ip_of(host)
-            except ValueError:
-                return False
+            return False
         self.saw_save = True
         proto = "tcp" if proto_flag == "t" else "udp"
         vs = VirtualService(proto, host, ip, port, port_text, no, raw.strip(), family=ip.version)
