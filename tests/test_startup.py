@@ -37,40 +37,17 @@ def _iptables_dump() -> Path:
     return REPO / "svctrace" / "data" / "examples" / "kube-proxy-basic.iptables-save"
 
 
+PACKET = ("--src", "10.244.0.5", "--dst", "10.96.0.1", "--proto", "tcp", "--dport", "443", "-o", "json")
+
+
 def test_an_iptables_trace_imports_no_other_mode() -> None:
     dump = _iptables_dump()
-    loaded = _loaded(
-        "trace",
-        str(dump),
-        "--src",
-        "10.244.0.5",
-        "--dst",
-        "10.96.0.1",
-        "--proto",
-        "tcp",
-        "--dport",
-        "443",
-        "-o",
-        "json",
-    )
+    loaded = _loaded("trace", str(dump), *PACKET)
     assert loaded == []
 
 
 def test_an_nftables_trace_loads_the_nftables_modules_it_needs() -> None:
     """The lazy imports are there when needed: the probe sees them (so the test above can fail)."""
-    loaded = _loaded(
-        "trace",
-        str(REPO / "svctrace" / "data" / "demo" / "nodes" / "node04" / "nft"),
-        "--src",
-        "10.244.0.5",
-        "--dst",
-        "10.96.0.1",
-        "--proto",
-        "tcp",
-        "--dport",
-        "443",
-        "-o",
-        "json",
-    )
+    loaded = _loaded("trace", str(REPO / "svctrace" / "data" / "demo" / "nodes" / "node04" / "nft"), *PACKET)
     assert "svctrace.dataplane.nftables.walker" in loaded
     assert not any(m.startswith("svctrace.dataplane.ipvs") for m in loaded)
