@@ -62,8 +62,10 @@ __all__ = [
     "IPFamily",
     "ServicePortInfo",
     "categorize_endpoints",
+    "choice_depends_on_node",
     "endpoints_for_port",
     "not_usable_reason",
+    "port_endpoints",
     "select_endpoints",
     "service_ports",
 ]
@@ -332,10 +334,18 @@ def endpoints_for_port(
     subset's) port whose name and protocol equal the Service port's.  For many Service ports, index
     the objects once as ``sources`` (:class:`EndpointSources`) instead.
     """
-    sp = service_port
     if sources is None:
         sources = EndpointSources(endpoint_slices, endpoints)
+    return port_endpoints(service_port, node_name=node_name, sources=sources)[0]
+
+
+def port_endpoints(service_port: ServicePortInfo, *, node_name: str,
+                   sources: EndpointSources) -> tuple[tuple[EndpointInfo, ...], bool]:
+    """:func:`endpoints_for_port`, and whether an endpoint was listed twice (then which copy is kept depends on
+    the node: a local duplicate wins)."""
+    sp = service_port
     found: dict[str, EndpointInfo] = {}
+    seen = 0
     mine = sources.slices(sp.namespace, sp.name)
     legacy = sources.legacy(sp.namespace, sp.name)
     if mine:
@@ -364,6 +374,7 @@ def endpoints_for_port(
                         ip = _norm_ip(ip)
                     except ValueError:
                         continue
+                    seen += 1
                     _add_endpoint(found, EndpointInfo(
                         ip=ip,
                         port=int(num),
@@ -391,12 +402,13 @@ def endpoints_for_port(
                             if _family_of(ip) != sp.ip_family:
                                 continue
                             node = addr.get("nodeName")
+                            seen += 1
                             _add_endpoint(found, EndpointInfo(
                                 ip=_norm_ip(ip), port=int(port["port"]), ready=ready, serving=ready,
                                 terminating=False, is_local=bool(node_name) and node == node_name,
                                 node_name=node, source=source,
                             ))
-    return tuple(sorted(found.values(), key=lambda e: e.endpoint))
+    return tuple(sorted(found.values(), key=lambda e: e.endpoint)), seen != len(found)
 
 
 # --------------------------------------------------------------------------- categorize
@@ -480,12 +492,23 @@ class EndpointSelection:
         return None
 
 
+_NO_TOPOLOGY = ("", "disabled", "Disabled")  # hints annotations that do not ask for topology-aware routing
+
+
+def choice_depends_on_node(sp: ServicePortInfo) -> bool:
+    """Whether which endpoints this port uses (:func:`categorize_endpoints`; before 1.24, plan.py's
+    ``filter_endpoints_legacy``) can differ from node to node: with a Local traffic policy (the node's own
+    endpoints) or topology hints asked for (the node's zone). Otherwise every node chooses the same endpoints
+    (an endpoint listed twice aside: see :func:`port_endpoints`)."""
+    return sp.internal_policy_local or sp.external_policy_local or sp.hints_annotation not in _NO_TOPOLOGY
+
+
 def _can_use_topology(
     sp: ServicePortInfo, endpoints: Sequence[EndpointInfo], zone: str | None,
 ) -> tuple[bool, str]:
     """``canUseTopology`` (1.28, TopologyAwareHints on), with the reason when it says no."""
     hint = sp.hints_annotation
-    if hint in ("", "disabled", "Disabled"):
+    if hint in _NO_TOPOLOGY:
         return False, "the Service does not ask for topology-aware routing"
     if not zone:
         return False, f"the node has no {ZONE_LABEL} label"

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
-from typing import Literal
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
 
 from svctrace.kubeproxy.config import IPAddr, ProxyConfig
 from svctrace.kubeproxy.endpoints import (
@@ -32,13 +32,15 @@ from svctrace.kubeproxy.endpoints import (
     KubeObject,
     ServicePortInfo,
     categorize_endpoints,
+    choice_depends_on_node,
     endpoints_for_port,
     not_usable_reason,
+    port_endpoints,
     service_ports,
 )
 from svctrace.kubeproxy.versions import has
 
-__all__ = ["NoEndpoints", "PortPlan", "allows_node", "collect_ports", "filter_endpoints_legacy", "node_context",
+__all__ = ["NoEndpoints", "PortPlan", "Shared", "allows_node", "collect_ports", "filter_endpoints_legacy", "node_context",
            "plan_port", "plan_ports"]
 
 #: What traffic meets when it has no endpoint to go to: REJECT (``reject-chain``) when the Service port has
@@ -72,19 +74,56 @@ def node_context(cfg: ProxyConfig, nodes: Iterable[KubeObject]) -> tuple[ProxyCo
     return cfg, labels
 
 
+@dataclass
+class Shared:
+    """What rendering several nodes of one cluster from the same objects computes once (``svctrace simulate``:
+    every node). Most of a node's rules are every node's: only a port whose endpoint choice depends on the node
+    (:func:`~svctrace.kubeproxy.endpoints.choice_depends_on_node`) or whose plan names the node's IP differs.
+    Pass one instance to each node's generator, always with the same Services, EndpointSlices and Endpoints.
+
+    A port whose choice does not depend on the node is collected and selected once, for the first node asked:
+    its :class:`EndpointSelection` (and its endpoints' ``is_local``) are that node's on every node."""
+
+    #: (family, version) -> the sorted ports with the first node's endpoints, and whether each is node-blind.
+    ports: dict[tuple[str, object], list[tuple[ServicePortInfo, tuple[EndpointInfo, ...], bool]]] = field(
+        default_factory=dict)
+    sources: EndpointSources | None = None
+    #: (family, version, port index) -> the node-blind port's selection (and the port as its kube-proxy read it).
+    selections: dict[tuple[str, object, int], tuple[ServicePortInfo, EndpointSelection]] = field(
+        default_factory=dict)
+    #: The renderers' own: a block of rules per (layout, PortPlan.key()).
+    blocks: dict[object, Any] = field(default_factory=dict)
+
+
 def collect_ports(services: Iterable[KubeObject], endpoint_slices: Iterable[KubeObject] | None,
-                  endpoints: Iterable[KubeObject] | None, cfg: ProxyConfig) -> Ports:
+                  endpoints: Iterable[KubeObject] | None, cfg: ProxyConfig, shared: Shared | None = None) -> Ports:
     """Every Service port of the proxier's family with its endpoints, sorted by service port name.
 
     A Service's endpoints come from its EndpointSlices; a Service without any slice falls back to its v1
     Endpoints object in ``endpoints`` (old clusters)."""
-    sources = EndpointSources(endpoint_slices, endpoints)
-    ports: Ports = []
-    for svc in services:
-        for sp in service_ports(svc, ip_family=cfg.ip_family, kube_version=cfg.version):
-            ports.append((sp, endpoints_for_port(sp, node_name=cfg.node_name, sources=sources)))
-    ports.sort(key=lambda item: (item[0].service_port_name(), item[0].protocol))
-    return ports
+    if shared is None:
+        sources = EndpointSources(endpoint_slices, endpoints)
+        ports: Ports = []
+        for svc in services:
+            for sp in service_ports(svc, ip_family=cfg.ip_family, kube_version=cfg.version):
+                ports.append((sp, endpoints_for_port(sp, node_name=cfg.node_name, sources=sources)))
+        ports.sort(key=lambda item: (item[0].service_port_name(), item[0].protocol))
+        return ports
+    base = shared.ports.get((cfg.ip_family, cfg.version))
+    if base is None:
+        shared.sources = shared.sources or EndpointSources(endpoint_slices, endpoints)
+        base = []
+        for svc in services:
+            for sp in service_ports(svc, ip_family=cfg.ip_family, kube_version=cfg.version):
+                eps, twice = port_endpoints(sp, node_name=cfg.node_name, sources=shared.sources)
+                base.append((sp, eps, not twice and not choice_depends_on_node(sp)))
+        base.sort(key=lambda item: (item[0].service_port_name(), item[0].protocol))
+        shared.ports[(cfg.ip_family, cfg.version)] = base
+        return [(sp, eps) for sp, eps, _ in base]
+    known = shared.sources
+    assert known is not None
+    return [(sp, eps if blind else endpoints_for_port(sp, node_name=cfg.node_name, sources=known))
+            for sp, eps, blind in base]
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +155,16 @@ class PortPlan:
     #: What cluster-IP traffic and external traffic meet when their chain has no endpoint (None: it has).
     internal_no_endpoints: NoEndpoints | None
     external_no_endpoints: NoEndpoints | None
+
+    def key(self) -> tuple[object, ...]:
+        """What a renderer's rules for this plan depend on: every decision and the endpoints (by address), not
+        which node made them (the selection's node name, an endpoint's ``is_local``). Equal keys, with the
+        renderer's own node-wide settings equal, give the same rules."""
+        return (self.service_port, *(tuple(e.endpoint for e in eps) for eps in (
+            self.cluster_endpoints, self.local_endpoints, self.selection.all_reachable_endpoints)),
+            self.has_endpoints, self.uses_cluster_chain, self.uses_local_chain, self.internal_local,
+            self.external_local, self.has_internal, self.has_external, self.uses_external_chain, self.filters_sources,
+            self.allow_from_node, self.internal_no_endpoints, self.external_no_endpoints)
 
     @property
     def allowed_sources(self) -> tuple[str, ...]:
@@ -158,16 +207,35 @@ def plan_port(sp: ServicePortInfo, sel: EndpointSelection, node_ip: IPAddr | Non
         internal_no_endpoints=internal_no, external_no_endpoints=external_no)
 
 
-def plan_ports(ports: Ports, cfg: ProxyConfig, labels: Mapping[str, str]) -> list[PortPlan]:
+def plan_ports(ports: Ports, cfg: ProxyConfig, labels: Mapping[str, str],
+               shared: Shared | None = None) -> list[PortPlan]:
     """:func:`plan_port` for every collected port, with ``CategorizeEndpoints`` on this node (before 1.24,
-    :func:`filter_endpoints_legacy`)."""
+    :func:`filter_endpoints_legacy`); with ``shared`` (and ``ports`` from :func:`collect_ports` with it), a
+    node-blind port's selection is made once."""
     node_ip = cfg.node_ip
     # 1.24 rewrote syncProxyRules around CategorizeEndpoints (terminating endpoints, topology, the
     # KUBE-EXT/KUBE-SVL chains); before, proxy.FilterEndpoints chose the endpoints.
-    if not has(cfg.version, "ext-svl-chains"):
-        return [plan_port(*filter_endpoints_legacy(sp, eps, cfg, labels), node_ip) for sp, eps in ports]
-    return [plan_port(sp, categorize_endpoints(sp, eps, node_name=cfg.node_name, node_labels=labels), node_ip)
-            for sp, eps in ports]
+    legacy = not has(cfg.version, "ext-svl-chains")
+
+    def select(sp: ServicePortInfo, eps: tuple[EndpointInfo, ...]) -> tuple[ServicePortInfo, EndpointSelection]:
+        if legacy:
+            return filter_endpoints_legacy(sp, eps, cfg, labels)
+        return sp, categorize_endpoints(sp, eps, node_name=cfg.node_name, node_labels=labels)
+
+    if shared is None:
+        return [plan_port(*select(sp, eps), node_ip) for sp, eps in ports]
+    blind = shared.ports[(cfg.ip_family, cfg.version)]
+    out = []
+    for i, (sp, eps) in enumerate(ports):
+        if blind[i][2]:
+            key = (cfg.ip_family, cfg.version, i)
+            chosen = shared.selections.get(key)
+            if chosen is None:
+                chosen = shared.selections[key] = select(sp, eps)
+            out.append(plan_port(*chosen, node_ip))
+        else:
+            out.append(plan_port(*select(sp, eps), node_ip))
+    return out
 
 
 def filter_endpoints_legacy(sp: ServicePortInfo, eps: tuple[EndpointInfo, ...], cfg: ProxyConfig,

@@ -6,12 +6,14 @@ Pure: takes Kubernetes objects as plain dicts, returns texts. Used by `svctrace 
 
 from __future__ import annotations
 
+import gc
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from svctrace.kubeproxy.config import ProxyConfig
+from svctrace.kubeproxy.plan import Shared
 from svctrace.kubeproxy.render.common import SaveMemo
 from svctrace.kubeproxy.render.iptables import generate, to_save
 from svctrace.kubeproxy.versions import DEFAULT_VERSION
@@ -389,6 +391,21 @@ def simulate(objects: list[Obj], *, nodes: list[str] | None = None, kube_version
     DaemonSet flags) honoured; `random_fully`: the node's iptables has --random-fully (1.6.2+, every current
     distribution); `nfacct`: its kernel has nfnetlink_acct (kube-proxy 1.30+ then counts in nfacct).
     `dumps` holds the main dump per node; `files` every snapshot file."""
+    # Simulating allocates a few objects per Service, endpoint and rule and frees almost none: the cyclic
+    # garbage collector would only rescan them again and again (a third of the time at 5k Services), so it
+    # waits, as it does while a dump loads (dataplane/iptables/parser.py).
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _simulate(objects, nodes=nodes, kube_version=kube_version, cluster_cidr=cluster_cidr,
+                         service_cidr=service_cidr, mode=mode, random_fully=random_fully, nfacct=nfacct)
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _simulate(objects: list[Obj], *, nodes: list[str] | None, kube_version: str, cluster_cidr: str | None,
+              service_cidr: str, mode: str, random_fully: bool, nfacct: bool) -> Simulation:
     notes: list[str] = []
     objs = complete(objects, service_cidr=service_cidr, notes=notes)
     settings, said = proxy_settings(objs)
@@ -418,6 +435,7 @@ def simulate(objects: list[Obj], *, nodes: list[str] | None = None, kube_version
     dumps: dict[str, str] = {}
     files: dict[str, dict[str, str]] = {}
     memo: SaveMemo = {}  # the nodes share most rules: each is printed once
+    shared = Shared()  # ... and most of their endpoint choices and rules: each is made once
     for n in names:
         addrs = [a["address"] for a in (node_objs[n].get("status") or {}).get("addresses") or []
                  if a.get("type") in ("InternalIP", "ExternalIP")]
@@ -445,7 +463,7 @@ def simulate(objects: list[Obj], *, nodes: list[str] | None = None, kube_version
         cfg = ProxyConfig(node_name=n, node_ips=tuple(addrs), cluster_cidr=cidr, kube_version=kube_version,
                           kubelet_rules=True, **settings)
         rules = generate(kinds.get("Service", []), kinds.get("EndpointSlice", []), cfg, nodes=kinds.get("Node", []),
-                         endpoints=kinds.get("Endpoints"))
+                         endpoints=kinds.get("Endpoints"), shared=shared)
         dumps[n] = to_save(rules, memo)
         files[n] = {"iptables-save": dumps[n], "proxy-mode": "iptables\n"}
     return Simulation(objs, dumps, cidr, kube_version, notes, files=files, mode=mode)

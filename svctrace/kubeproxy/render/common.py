@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from svctrace.dataplane.iptables.parser import parse_rule
-from svctrace.dataplane.iptables.printer import rule_as_loaded
+from svctrace.dataplane.iptables.printer import rule_as_loaded, xtables_save_string
 from svctrace.dataplane.iptables.rules import BUILTIN_CHAINS, RawRule
 
 __all__ = ["SAVE_TABLES", "IptRule", "SaveMemo", "ip_addr_json", "iptables_save", "quoted"]
@@ -92,9 +92,11 @@ SaveMemo = dict[object, str]
 # is checked against the full parse-and-print on its first instances, and a shape whose check fails (a value
 # iptables-save would rewrite) is never printed by shape again.
 
-_PLACEHOLDER = re.compile(r'KUBE-Q\d+Q|240\.77\.\d+\.\d+(?![\d])|"svctraceC\d+"')
+_PLACEHOLDER = re.compile(r'KUBE-Q\d+Q|240\.77\.\d+\.\d+(?![\d])|"svctrace C\d+"|(?<![\d.:/])650\d\d(?![\d.:/])')
+_PORT = re.compile(r"[1-9]\d{0,4}")
 _HOST = re.compile(r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}")
-_SAFE_COMMENT = re.compile(r'"[A-Za-z0-9 ./:_>-]*"')
+# A comment argument as kube-proxy writes it: hand-quoted ("ns/svc:port cluster IP") or bare (ns/svc:port).
+_SAFE_COMMENT = re.compile(r'"[A-Za-z0-9 ./:_>-]*"|[A-Za-z0-9./:_>-]+')
 _OPAQUE_CHAIN = ("KUBE-SVC-", "KUBE-SEP-", "KUBE-EXT-", "KUBE-FW-", "KUBE-SVL-")
 _CHECKS = 2  # instances of each shape printed both ways before the shape is trusted
 
@@ -105,8 +107,12 @@ def _shape(r: IptRule) -> tuple[tuple[str, str, tuple[str, ...]], dict[str, str]
 
     def hold(value: str, kind: str) -> str:
         n = len(values)
-        ph = {"chain": f"KUBE-Q{n}Q", "ip": f"240.77.{n // 250}.{n % 250 + 1}", "comment": f'"svctraceC{n}"'}[kind]
-        values[ph] = value
+        ph = {"chain": f"KUBE-Q{n}Q", "ip": f"240.77.{n // 250}.{n % 250 + 1}", "comment": f'"svctrace C{n}"',
+              "port": str(65000 + n)}[kind]
+        # A comment's placeholder has a space, so it is printed quoted; its value goes back as iptables-save
+        # prints it (bare when it can be: xtables_save_string).
+        values[ph] = xtables_save_string(value[1:-1] if value.startswith('"') else value) if kind == "comment" \
+            else value
         return ph
 
     chain = hold(r.chain, "chain") if r.chain.startswith(_OPAQUE_CHAIN) else r.chain
@@ -117,9 +123,12 @@ def _shape(r: IptRule) -> tuple[tuple[str, str, tuple[str, ...]], dict[str, str]
             a = hold(a, "chain")
         elif prev == "--comment" and _SAFE_COMMENT.fullmatch(a) and "  " not in a:
             a = hold(a, "comment")
+        elif prev == "--dport" and _PORT.fullmatch(a) and int(a) < 65536 and len(values) < 100:
+            a = hold(a, "port")  # a NodePort: printed as given
         elif prev in ("-s", "-d", "--to-destination"):
             m = _HOST.match(a)
-            if m is not None and a[m.end():m.end() + 1] in ("", "/", ":"):
+            # A host (bare, /32 or ip:port); a network stays in the shape (iptables-save prints its base).
+            if m is not None and (a[m.end():m.end() + 1] in ("", ":") or a[m.end():] == "/32"):
                 a = hold(m.group(), "ip") + a[m.end():]
         args.append(a)
         prev = a

@@ -51,7 +51,7 @@ Pure standard library.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -74,6 +74,7 @@ from svctrace.kubeproxy.names import (
 from svctrace.kubeproxy.plan import (
     NoEndpoints,
     PortPlan,
+    Shared,
     collect_ports,
     node_context,
     plan_ports,
@@ -217,6 +218,35 @@ class _Ctx:
     def probability(self, n: int) -> str:
         return _probability(n, self.version)
 
+    def key(self) -> tuple[object, ...]:
+        """What a Service port's rules read beside its plan (``_each_port``)."""
+        cfg = self.cfg
+        return (self.version, self.legacy_names, self.large, self.mark, cfg.masquerade_all, cfg.nfacct,
+                cfg.is_ipv6, cfg.local_detector())
+
+
+def _each_port(b: _Builder, plans: Sequence[PortPlan], write: Callable[[PortPlan], None], layout: tuple[object, ...],
+               shared: Shared | None) -> None:
+    """``write`` each plan's rules; with ``shared``, a plan whose rules an earlier node wrote (the same
+    :meth:`PortPlan.key` and ``layout``: what else ``write`` reads) gets the same rules without writing them."""
+    if shared is None:
+        for plan in plans:
+            write(plan)
+        return
+    blocks = shared.blocks
+    chains, rules = b.chains, b.rules
+    for plan in plans:
+        key = ("iptables", layout, plan.key())
+        block = blocks.get(key)
+        if block is not None:
+            for t, cs, rs in block:
+                chains[t].extend(cs)
+                rules[t].extend(rs)
+            continue
+        marks = [(t, len(chains[t]), len(rules[t])) for t in SAVE_TABLES]
+        write(plan)
+        blocks[key] = [(t, chains[t][c:], rules[t][r:]) for t, c, r in marks]
+
 
 def _node_ips_matching(cfg: ProxyConfig, addresses: NodePortAddresses) -> list[IPAddr]:
     """The node's addresses inside the ``--nodeport-addresses`` CIDRs; without ``interface_addresses``, the
@@ -234,27 +264,29 @@ def generate(
     *,
     nodes: Iterable[KubeObject] = (),
     endpoints: Iterable[KubeObject] | None = None,
+    shared: Shared | None = None,
 ) -> ProxyRules:
     """kube-proxy's rules on ``config.node_name`` for these objects.
 
     A Service's endpoints come from its EndpointSlices; a Service with no slice at all falls back to
     its v1 Endpoints object in ``endpoints`` (old clusters).  ``nodes`` may hold any Node objects;
     the one named ``config.node_name`` gives the node's labels (topology zone) unless
-    ``config.node_labels`` is set.
+    ``config.node_labels`` is set.  ``shared``: several nodes of one cluster rendered from the same objects
+    share what is the same on each (:class:`~svctrace.kubeproxy.plan.Shared`).
     """
     if config is None:
         raise TypeError("generate() needs a ProxyConfig")
     cfg, labels = node_context(config.for_mode("iptables"), nodes)
-    ports = collect_ports(services, endpoint_slices, endpoints, cfg)
+    ports = collect_ports(services, endpoint_slices, endpoints, cfg, shared)
     total = sum(len(eps) for _, eps in ports)
     version = cfg.kube_version
     assert version is not None
     ctx = _Ctx(cfg=cfg, version=version, legacy_names=not has(version, "port-name-colon-optional"),
                large=total > LARGE_CLUSTER_ENDPOINTS, mark=cfg.mark, node_ip=cfg.node_ip)
-    plans = plan_ports(ports, cfg, labels)
+    plans = plan_ports(ports, cfg, labels, shared)
     if not has(version, "ext-svl-chains"):
-        return _generate_legacy(ctx, plans)
-    return _generate_modern(ctx, plans)
+        return _generate_legacy(ctx, plans, shared)
+    return _generate_modern(ctx, plans, shared)
 
 
 def _base_rules(jumps: Iterable[tuple[str, str, str, str, tuple[str, ...]]],
@@ -356,7 +388,7 @@ def _write_health_check_rule(b: _Builder, spn: str, sp: ServicePortInfo) -> None
                "-m", "tcp", "-p", "tcp", "--dport", str(sp.health_check_node_port), "-j", "ACCEPT")
 
 
-def _generate_modern(ctx: _Ctx, plans: Sequence[PortPlan]) -> ProxyRules:
+def _generate_modern(ctx: _Ctx, plans: Sequence[PortPlan], shared: Shared | None) -> ProxyRules:
     cfg, version = ctx.cfg, ctx.version
     has_proxy_firewall = has(version, "proxy-firewall-chain")
     b = _Builder()
@@ -379,7 +411,7 @@ def _generate_modern(ctx: _Ctx, plans: Sequence[PortPlan]) -> ProxyRules:
                "-d", "127.0.0.0/8", "!", "-s", "127.0.0.0/8",
                "-m", "conntrack", "!", "--ctstate", "RELATED,ESTABLISHED,DNAT", "-j", "DROP")
 
-    for plan in plans:
+    def port(plan: PortPlan) -> None:
         sp = plan.service_port
         proto = sp.protocol.lower()
         spn = sp.service_port_name(legacy_port_format=ctx.legacy_names)
@@ -489,6 +521,8 @@ def _generate_modern(ctx: _Ctx, plans: Sequence[PortPlan]) -> ProxyRules:
             sep = sep_chain(*names, e.endpoint, legacy_port_format=ctx.legacy_names)
             _write_endpoint_chain(ctx, b, spn, sp, e, sep)
 
+    _each_port(b, plans, port, (ctx.key(), has_proxy_firewall, localhost_nodeports), shared)
+
     # Finally, tail-call to the nodePorts chain.
     if np_addresses.match_all:
         dest: list[str] = ["-m", "addrtype", "--dst-type", "LOCAL"]
@@ -536,7 +570,7 @@ def _finish(ctx: _Ctx, b: _Builder, kubelet: _Builder, extra: dict[str, list[str
 # --------------------------------------------------------------------------- before 1.24 (KUBE-XLB)
 
 
-def _generate_legacy(ctx: _Ctx, plans: Sequence[PortPlan]) -> ProxyRules:
+def _generate_legacy(ctx: _Ctx, plans: Sequence[PortPlan], shared: Shared | None) -> ProxyRules:
     """v1.22 ``syncProxyRules``: KUBE-SVC / KUBE-XLB / KUBE-FW / KUBE-SEP."""
     cfg = ctx.cfg
     b = _Builder()
@@ -552,7 +586,7 @@ def _generate_legacy(ctx: _Ctx, plans: Sequence[PortPlan]) -> ProxyRules:
     node_addresses: list[str] = ["zero"] if np_addresses.match_all else [
         str(ip) for ip in _node_ips_matching(cfg, np_addresses)]
 
-    for plan in plans:
+    def port(plan: PortPlan) -> None:
         # The decisions (plan.py, pre-1.24 endpoint filtering): the ready endpoints the port uses, and with
         # externalTrafficPolicy Local this node's ready ones.
         sp = plan.service_port
@@ -645,10 +679,10 @@ def _generate_legacy(ctx: _Ctx, plans: Sequence[PortPlan]) -> ProxyRules:
         _write_health_check_rule(b, spn, sp)
 
         if not has_endpoints:
-            continue
+            return
         _write_legacy_lb_rules(ctx, b, spn, sp, chain, ready)
         if not local_external:
-            continue
+            return
         if detector:
             b.rule("nat", xlb, "-m", "comment", "--comment",
                    quoted("Redirect pods trying to reach external loadbalancer VIP to clusterIP"),
@@ -662,6 +696,8 @@ def _generate_legacy(ctx: _Ctx, plans: Sequence[PortPlan]) -> ProxyRules:
                    "-j", KUBE_MARK_DROP)
         else:
             _write_legacy_lb_rules(ctx, b, spn, sp, xlb, plan.local_endpoints)
+
+    _each_port(b, plans, port, (ctx.key(), bool(node_addresses)), shared)
 
     for address in node_addresses:
         if address == "zero":
