@@ -308,6 +308,45 @@ def test_printing_by_shape_equals_parsing_every_rule(mode: str, monkeypatch: pyt
         assert fast.files == slow.files and fast.files
 
 
+def _nodes_of_zones(n: int) -> list[dict[str, Any]]:
+    return [{"apiVersion": "v1", "kind": "Node",
+             "metadata": {"name": f"n{i}", "labels": {"topology.kubernetes.io/zone": f"z{i % 2}"}},
+             "spec": {"podCIDR": f"10.{100 + i}.0.0/24", "podCIDRs": [f"10.{100 + i}.0.0/24"]},
+             "status": {"addresses": [{"type": "InternalIP", "address": f"192.0.2.{10 + i}"}]}} for i in range(n)]
+
+
+@pytest.mark.parametrize("mode", ["iptables", "ipvs", "nftables"])
+@pytest.mark.parametrize("version", ["1.31", "1.22"])
+def test_nodes_sharing_their_common_rules_equal_nodes_made_alone(mode: str, version: str,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """simulate makes what every node has in common once (plan.Shared): each node's files equal those made for
+    that node alone -- Local policies, topology hints, an endpoint listed twice (the local copy wins) and source
+    ranges that take in one node's IP included."""
+    from svctrace.kubeproxy import simulate as sim_mod
+
+    if mode != "iptables" and version == "1.22":
+        pytest.skip("IPVS and nftables modes are modelled from 1.26 and 1.31")
+    objs = _many(40) + _nodes_of_zones(3)
+    for o in objs:
+        if o["kind"] == "Service" and o["metadata"]["name"] in ("s1", "s7"):
+            o["metadata"]["annotations"] = {"service.kubernetes.io/topology-mode": "Auto"}
+            o["spec"]["internalTrafficPolicy"] = "Local" if o["metadata"]["name"] == "s7" else None
+        if o["kind"] == "Service" and o["metadata"]["name"] == "s5":
+            o["spec"]["loadBalancerSourceRanges"] = ["192.0.2.11/32"]
+    objs.append({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "twice", "namespace": "ns0"},
+                 "spec": {"clusterIP": "10.96.200.1", "ports": [{"name": "p", "port": 80}]}})
+    objs += [{"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
+              "metadata": {"name": f"twice-{i}", "namespace": "ns0",
+                           "labels": {"kubernetes.io/service-name": "twice"}},
+              "ports": [{"name": "p", "port": 8080, "protocol": "TCP"}],
+              "endpoints": [{"addresses": ["10.100.0.99"], "nodeName": f"n{i}",
+                             "conditions": {"ready": i == 1}}]} for i in range(3)]
+    shared = simulate(objs, mode=mode, kube_version=version)
+    monkeypatch.setattr(sim_mod, "Shared", lambda: None)
+    alone = simulate(objs, mode=mode, kube_version=version)
+    assert len(shared.files) == 3 and shared.files == alone.files
+
+
 def test_many_notes_are_counted_not_listed(tmp_path: Path) -> None:
     f = tmp_path / "many.yaml"
     f.write_text(yaml.safe_dump_all(_many(30)))

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any, Final, Literal
 
@@ -66,6 +66,7 @@ __all__ = [
     "endpoints_for_port",
     "not_usable_reason",
     "port_endpoints",
+    "seen_from",
     "select_endpoints",
     "service_ports",
 ]
@@ -339,6 +340,22 @@ def endpoints_for_port(
     return port_endpoints(service_port, node_name=node_name, sources=sources)[0]
 
 
+def _is_local(node: object, node_name: str) -> bool:
+    """An endpoint is local when its nodeName is this node's (kube-proxy's ``IsLocal``)."""
+    return bool(node_name) and node == node_name
+
+
+def seen_from(endpoints: tuple[EndpointInfo, ...], node_name: str) -> tuple[EndpointInfo, ...]:
+    """The endpoints :func:`port_endpoints` found for one node (none listed twice) as it finds them for
+    ``node_name``: only ``is_local`` differs."""
+    out = list(endpoints)
+    for i, e in enumerate(out):
+        local = _is_local(e.node_name, node_name)
+        if local != e.is_local:
+            out[i] = replace(e, is_local=local)
+    return tuple(out)
+
+
 def port_endpoints(service_port: ServicePortInfo, *, node_name: str,
                    sources: EndpointSources) -> tuple[tuple[EndpointInfo, ...], bool]:
     """:func:`endpoints_for_port`, and whether an endpoint was listed twice (then which copy is kept depends on
@@ -381,7 +398,7 @@ def port_endpoints(service_port: ServicePortInfo, *, node_name: str,
                         ready=cond.get("ready") is None or bool(cond.get("ready")),
                         serving=cond.get("serving") is None or bool(cond.get("serving")),
                         terminating=bool(cond.get("terminating")),
-                        is_local=bool(node_name) and node == node_name,
+                        is_local=_is_local(node, node_name),
                         node_name=node,
                         zone=ep.get("zone"),
                         zone_hints=frozenset(str(z.get("name", "")) for z in zones),
@@ -405,7 +422,7 @@ def port_endpoints(service_port: ServicePortInfo, *, node_name: str,
                             seen += 1
                             _add_endpoint(found, EndpointInfo(
                                 ip=_norm_ip(ip), port=int(port["port"]), ready=ready, serving=ready,
-                                terminating=False, is_local=bool(node_name) and node == node_name,
+                                terminating=False, is_local=_is_local(node, node_name),
                                 node_name=node, source=source,
                             ))
     return tuple(sorted(found.values(), key=lambda e: e.endpoint)), seen != len(found)

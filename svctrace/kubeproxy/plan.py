@@ -36,6 +36,7 @@ from svctrace.kubeproxy.endpoints import (
     endpoints_for_port,
     not_usable_reason,
     port_endpoints,
+    seen_from,
     service_ports,
 )
 from svctrace.kubeproxy.versions import has
@@ -81,8 +82,9 @@ class Shared:
     (:func:`~svctrace.kubeproxy.endpoints.choice_depends_on_node`) or whose plan names the node's IP differs.
     Pass one instance to each node's generator, always with the same Services, EndpointSlices and Endpoints.
 
-    A port whose choice does not depend on the node is collected and selected once, for the first node asked:
-    its :class:`EndpointSelection` (and its endpoints' ``is_local``) are that node's on every node."""
+    A port whose choice does not depend on the node is collected once (each node then sees its endpoints with
+    its own ``is_local``) and selected once, for the first node asked: its :class:`EndpointSelection` is that
+    node's on every node."""
 
     #: (family, version) -> the sorted ports with the first node's endpoints, and whether each is node-blind.
     ports: dict[tuple[str, object], list[tuple[ServicePortInfo, tuple[EndpointInfo, ...], bool]]] = field(
@@ -122,7 +124,8 @@ def collect_ports(services: Iterable[KubeObject], endpoint_slices: Iterable[Kube
         return [(sp, eps) for sp, eps, _ in base]
     known = shared.sources
     assert known is not None
-    return [(sp, eps if blind else endpoints_for_port(sp, node_name=cfg.node_name, sources=known))
+    return [(sp, seen_from(eps, cfg.node_name) if blind else endpoints_for_port(sp, node_name=cfg.node_name,
+                                                                                 sources=known))
             for sp, eps, blind in base]
 
 

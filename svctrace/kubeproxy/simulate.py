@@ -445,7 +445,7 @@ def _simulate(objects: list[Obj], *, nodes: list[str] | None, kube_version: str,
             ipvs = generate_ipvs(kinds.get("Service", []), kinds.get("EndpointSlice", []),
                                  ProxyConfig(node_name=n, node_ips=tuple(addrs), cluster_cidr=cidr,
                                              kube_version=kube_version, **settings),
-                                 nodes=kinds.get("Node", []), endpoints=kinds.get("Endpoints"))
+                                 nodes=kinds.get("Node", []), endpoints=kinds.get("Endpoints"), shared=shared)
             files[n] = ipvs.snapshot_files()
             dumps[n] = files[n]["ipvsadm"]
             continue
@@ -456,7 +456,7 @@ def _simulate(objects: list[Obj], *, nodes: list[str] | None, kube_version: str,
             nft = gen.generate_nft(kinds.get("Service", []), kinds.get("EndpointSlice", []),
                                    ProxyConfig(node_name=n, node_ips=tuple(addrs), cluster_cidr=cidr,
                                                kube_version=kube_version, **settings),
-                                   nodes=kinds.get("Node", []), endpoints=kinds.get("Endpoints"))
+                                   nodes=kinds.get("Node", []), endpoints=kinds.get("Endpoints"), shared=shared)
             files[n] = nft.snapshot_files()
             dumps[n] = files[n]["nft"]
             continue

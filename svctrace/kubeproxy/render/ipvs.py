@@ -68,11 +68,13 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from typing import Final
 
 from svctrace.dataplane.iptables.rules import BUILTIN_CHAINS
 from svctrace.kubeproxy.config import IPAddr, ProxyConfig, nodeport_addresses, parse_ips
 from svctrace.kubeproxy.endpoints import (
+    ZONE_LABEL,
     EndpointInfo,
     EndpointSelection,
     IPFamily,
@@ -102,7 +104,7 @@ from svctrace.kubeproxy.ipvs_sets import (
     KUBE_NODE_PORT_UDP,
 )
 from svctrace.kubeproxy.names import join_host_port
-from svctrace.kubeproxy.plan import collect_ports, node_context, plan_ports
+from svctrace.kubeproxy.plan import Shared, collect_ports, node_context, plan_ports
 from svctrace.kubeproxy.render.common import (
     SAVE_TABLES,
     IptRule,
@@ -246,19 +248,26 @@ class IPSet:
 
 
 def _entry_key(entry: str) -> tuple[object, ...]:
-    parts: list[object] = []
-    for p in entry.split(","):
-        proto, _, port = p.rpartition(":")
-        try:
-            parts.append((0, int(ipaddress.ip_network(p, strict=False).network_address), p))
-            continue
-        except ValueError:
-            pass
-        if port.isdigit():
-            parts.append((1, proto, int(port)))
-        else:
-            parts.append((2, p, 0))
-    return tuple(parts)
+    return tuple(_part_key(p) for p in entry.split(","))
+
+
+@lru_cache(maxsize=1 << 17)  # the nodes of a simulated cluster list the same members
+def _part_key(p: str) -> tuple[object, ...]:
+    proto, _, port = p.rpartition(":")
+    try:
+        return (0, int(ipaddress.ip_network(p, strict=False).network_address), p)
+    except ValueError:
+        pass
+    if port.isdigit():
+        return (1, proto, int(port))
+    return (2, p, 0)
+
+
+@lru_cache(maxsize=1 << 17)
+def _ip_order(ip: str) -> tuple[int, int]:
+    """Sorts as ``ipaddress.ip_address(ip)`` does within one family (the addresses of one node's table)."""
+    a = ipaddress.ip_address(ip)
+    return a.version, int(a)
 
 
 @dataclass(frozen=True)
@@ -436,7 +445,7 @@ def _real_servers(sp: ServicePortInfo, eps: tuple[EndpointInfo, ...], only_local
             again = _chosen(sp, (*eps[:i], as_ready, *eps[i + 1:]), only_local, cfg.node_name, labels)
             if any(x.endpoint == e.endpoint for x in again):
                 reals.append(RealServer(e.ip, e.port, 0, e))
-    return tuple(sorted(reals, key=lambda r: (ipaddress.ip_address(r.ip), r.port)))
+    return tuple(sorted(reals, key=lambda r: (_ip_order(r.ip), r.port)))
 
 
 def generate_ipvs(
@@ -446,20 +455,26 @@ def generate_ipvs(
     *,
     nodes: Iterable[KubeObject] = (),
     endpoints: Iterable[KubeObject] | None = None,
+    shared: Shared | None = None,
 ) -> IPVSRules:
     """kube-proxy's IPVS table, ipsets, iptables rules and kube-ipvs0 addresses on ``cfg.node_name``.
 
     A Service's endpoints come from its EndpointSlices. A Service without any slice falls back to its v1
     Endpoints in ``endpoints``. The Node named ``cfg.node_name`` in ``nodes`` gives the node's labels
     (unless ``cfg.node_labels`` is set). When ``cfg.node_ips`` is empty, its InternalIP/ExternalIP
-    addresses give the node IPs.
+    addresses give the node IPs. ``shared``: several nodes of one cluster rendered from the same objects share
+    what is the same on each (:class:`~svctrace.kubeproxy.plan.Shared`).
     """
     cfg, labels = node_context(cfg.for_mode("ipvs"), nodes)
     version = cfg.kube_version
     assert version is not None
     fam = cfg.ip_family
-    ports = collect_ports(services, endpoint_slices, endpoints, cfg)
-    plans = plan_ports(ports, cfg, labels)
+    ports = collect_ports(services, endpoint_slices, endpoints, cfg, shared)
+    plans = plan_ports(ports, cfg, labels, shared)
+    # A port's real servers are the same for every virtual server of it with the same policy, and on every node
+    # where its endpoints (with their is_local) and the node's zone are the same: made once.
+    reals_of: dict[object, tuple[RealServer, ...]] = shared.blocks if shared is not None else {}
+    zone = labels.get(ZONE_LABEL)
 
     sets = _Sets(fam)
     node_addresses = {str(ip) for ip in _node_address_set(cfg)}
@@ -472,9 +487,12 @@ def generate_ipvs(
 
     def virtual(sp: ServicePortInfo, eps: tuple[EndpointInfo, ...], ip: str, port: int, kind: str,
                 bind: bool, only_local: bool) -> None:
+        rkey = ("ipvs-reals", sp, eps, only_local, cfg.drain_terminating, zone)
+        reals = reals_of.get(rkey)
+        if reals is None:
+            reals = reals_of[rkey] = _real_servers(sp, eps, only_local, cfg, labels)
         vs = VirtualServer(sp.protocol, ip, port, cfg.scheduler, sp.session_affinity_seconds, flags,
-                           _real_servers(sp, eps, only_local, cfg, labels), kind, sp.service_port_name(),
-                           bind, only_local)
+                           reals, kind, sp.service_port_name(), bind, only_local)
         key = (sp.protocol, ip, port)
         if key in servers:
             notes.append(f"{vs.protocol} {vs.address} is both {servers[key].service_port} ({servers[key].kind}) "
@@ -539,7 +557,7 @@ def generate_ipvs(
         sets.add(KUBE_IPVS_IPS, ip)
     chains, rules = _write_iptables_rules(cfg, sets, no_node_access)
     order = {"ClusterIP": 0, "ExternalIP": 1, "LoadBalancer": 2, "NodePort": 3}
-    listed = sorted(servers.values(), key=lambda v: (order[v.kind], ipaddress.ip_address(v.ip), v.port, v.protocol))
+    listed = sorted(servers.values(), key=lambda v: (order[v.kind], _ip_order(v.ip), v.port, v.protocol))
     return IPVSRules(
         config=cfg,
         virtual_servers=tuple(listed),
@@ -547,7 +565,7 @@ def generate_ipvs(
         chains=chains,
         rules=rules,
         jumps=_jumps(version),
-        bound_addresses=tuple(str(ip) for ip in sorted(ipaddress.ip_address(b) for b in bound)),
+        bound_addresses=tuple(str(ipaddress.ip_address(b)) for b in sorted(bound, key=_ip_order)),
         node_port_ips=tuple(np_ips),
         selections=tuple(p.selection for p in plans),
         notes=tuple(notes),

@@ -109,7 +109,7 @@ from svctrace.kubeproxy.endpoints import (
     ServicePortInfo,
 )
 from svctrace.kubeproxy.names import endpoint_chain_name_base, join_host_port, service_chain_name_base
-from svctrace.kubeproxy.plan import PortPlan, collect_ports, node_context, plan_ports
+from svctrace.kubeproxy.plan import PortPlan, Shared, collect_ports, node_context, plan_ports
 from svctrace.kubeproxy.render.common import ip_addr_json
 from svctrace.kubeproxy.versions import has
 
@@ -1004,16 +1004,19 @@ def generate_nft(
     *,
     nodes: Iterable[KubeObject] = (),
     endpoints: Iterable[KubeObject] | None = None,
+    shared: Shared | None = None,
 ) -> NftRules:
     """kube-proxy's nftables table on ``cfg.node_name``.
 
     A Service's endpoints come from its EndpointSlices. A Service without any slice falls back to its v1
     Endpoints in ``endpoints``. The Node named ``cfg.node_name`` in ``nodes`` gives the node's labels (unless
     ``cfg.node_labels`` is set) and, when ``cfg.node_ips`` is empty, its InternalIP/ExternalIP addresses.
+    ``shared``: several nodes of one cluster rendered from the same objects share their endpoint choices
+    (:class:`~svctrace.kubeproxy.plan.Shared`).
     """
     cfg, labels = node_context(cfg.for_mode("nftables"), nodes)
     fam = "ip6" if cfg.is_ipv6 else "ip"
-    plans = plan_ports(collect_ports(services, endpoint_slices, endpoints, cfg), cfg, labels)
+    plans = plan_ports(collect_ports(services, endpoint_slices, endpoints, cfg, shared), cfg, labels, shared)
     match_all, np_ips = _node_port_ips(cfg)
     tx = _Tx(fam)
     _setup(tx, cfg, fam, match_all, np_ips)
