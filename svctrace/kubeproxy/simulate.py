@@ -434,7 +434,7 @@ def _simulate(objects: list[Obj], *, nodes: list[str] | None, kube_version: str,
         kinds.setdefault(str(o.get("kind")), []).append(o)
     dumps: dict[str, str] = {}
     files: dict[str, dict[str, str]] = {}
-    memo: SaveMemo = {}  # the nodes share most rules: each is printed once
+    memo = SaveMemo()  # the nodes share most rules: each is printed once
     shared = Shared()  # ... and most of their endpoint choices and rules: each is made once
     for n in names:
         addrs = [a["address"] for a in (node_objs[n].get("status") or {}).get("addresses") or []

@@ -9,7 +9,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from svctrace.dataplane.iptables.parser import parse_rule
 from svctrace.dataplane.iptables.printer import rule_as_loaded, xtables_save_string
@@ -80,17 +80,28 @@ def user_and_builtin_chains(table: str, chains: Iterable[str]) -> list[str]:
     return list(builtin) + sorted(set(chains) - set(builtin))
 
 
-#: Rules already printed by :func:`iptables_save`: nodes of one cluster share most of their rules, so a caller
-#: rendering many nodes passes one of these to all of them and prints each shared rule once.
-SaveMemo = dict[object, str]
+class SaveMemo:
+    """Rules already printed by :func:`iptables_save`: nodes of one cluster share most of their rules (the same
+    :class:`IptRule` objects when rendered with a shared :class:`~svctrace.kubeproxy.plan.Shared`), so a caller
+    rendering many nodes passes one of these to all of them and prints each shared rule once."""
+
+    __slots__ = ("rules", "shapes")
+
+    def __init__(self) -> None:
+        #: id(rule) -> (the rule, ipv6, its text); the rule is held, so its id is not reused meanwhile.
+        self.rules: dict[int, tuple[IptRule, bool, str]] = {}
+        #: (shape, ipv6) -> [the shape's text as a format string (None: print every instance in full),
+        #: instances checked].
+        self.shapes: dict[tuple[object, bool], list[Any]] = {}
+
 
 # -- printing by shape ------------------------------------------------------------------------------------------
 # Parsing a rule and printing it back as iptables-save does costs ~100 µs; a 20k-Service cluster has ~200k
 # distinct rules but only a few dozen shapes (the KUBE-SEP DNAT rule, the KUBE-SVC probability rule, ...). A rule's
 # shape is its text with the values that iptables-save prints unchanged -- chain names, host addresses, comments
-# of plain characters -- replaced by placeholders; the shape is printed once and the values put back. Each shape
-# is checked against the full parse-and-print on its first instances, and a shape whose check fails (a value
-# iptables-save would rewrite) is never printed by shape again.
+# of plain characters, NodePorts -- replaced by placeholders; the shape is printed once and the values put back.
+# Each shape is checked against the full parse-and-print on its first instances, and a shape whose check fails
+# (a value iptables-save would rewrite) is never printed by shape again.
 
 _PLACEHOLDER = re.compile(r'KUBE-Q\d+Q|240\.77\.\d+\.\d+(?![\d])|"svctrace C\d+"|(?<![\d.:/])650\d\d(?![\d.:/])')
 _PORT = re.compile(r"[1-9]\d{0,4}")
@@ -98,84 +109,110 @@ _HOST = re.compile(r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}")
 # A comment argument as kube-proxy writes it: hand-quoted ("ns/svc:port cluster IP") or bare (ns/svc:port).
 _SAFE_COMMENT = re.compile(r'"[A-Za-z0-9 ./:_>-]*"|[A-Za-z0-9./:_>-]+')
 _OPAQUE_CHAIN = ("KUBE-SVC-", "KUBE-SEP-", "KUBE-EXT-", "KUBE-FW-", "KUBE-SVL-")
+_HOLD_AFTER = frozenset(("-j", "-g", "--name", "--comment", "--dport", "-s", "-d", "--to-destination"))
 _CHECKS = 2  # instances of each shape printed both ways before the shape is trusted
 
 
-def _shape(r: IptRule) -> tuple[tuple[str, str, tuple[str, ...]], dict[str, str]]:
-    """(the rule's shape, placeholder -> value)."""
-    values: dict[str, str] = {}
-
-    def hold(value: str, kind: str) -> str:
-        n = len(values)
-        ph = {"chain": f"KUBE-Q{n}Q", "ip": f"240.77.{n // 250}.{n % 250 + 1}", "comment": f'"svctrace C{n}"',
-              "port": str(65000 + n)}[kind]
-        # A comment's placeholder has a space, so it is printed quoted; its value goes back as iptables-save
-        # prints it (bare when it can be: xtables_save_string).
-        values[ph] = xtables_save_string(value[1:-1] if value.startswith('"') else value) if kind == "comment" \
-            else value
-        return ph
-
-    chain = hold(r.chain, "chain") if r.chain.startswith(_OPAQUE_CHAIN) else r.chain
+def _shape(r: IptRule) -> tuple[tuple[str, str, tuple[str, ...]], list[str], list[str]]:
+    """(the rule's shape, the values held out as iptables-save prints them, their placeholders). A comment's
+    placeholder has a space, so it is printed quoted; its value goes back as iptables-save prints it (bare when
+    it can be: xtables_save_string)."""
+    values: list[str] = []
+    holders: list[str] = []
+    chain = r.chain
+    if chain.startswith(_OPAQUE_CHAIN):
+        values.append(chain)
+        holders.append("KUBE-Q0Q")
+        chain = "KUBE-Q0Q"
     args: list[str] = []
     prev = ""
     for a in r.args:
-        if prev in ("-j", "-g", "--name") and a.startswith(_OPAQUE_CHAIN):
-            a = hold(a, "chain")
-        elif prev == "--comment" and _SAFE_COMMENT.fullmatch(a) and "  " not in a:
-            a = hold(a, "comment")
-        elif prev == "--dport" and _PORT.fullmatch(a) and int(a) < 65536 and len(values) < 100:
-            a = hold(a, "port")  # a NodePort: printed as given
-        elif prev in ("-s", "-d", "--to-destination"):
-            m = _HOST.match(a)
-            # A host (bare, /32 or ip:port); a network stays in the shape (iptables-save prints its base).
-            if m is not None and (a[m.end():m.end() + 1] in ("", ":") or a[m.end():] == "/32"):
-                a = hold(m.group(), "ip") + a[m.end():]
+        if prev in _HOLD_AFTER:
+            n = len(values)
+            if prev == "--comment":
+                if _SAFE_COMMENT.fullmatch(a) and "  " not in a:
+                    values.append(xtables_save_string(a[1:-1] if a.startswith('"') else a))
+                    a = f'"svctrace C{n}"'
+                    holders.append(a)
+            elif prev == "--dport":
+                if _PORT.fullmatch(a) and int(a) < 65536 and n < 100:  # a NodePort: printed as given
+                    values.append(a)
+                    a = str(65000 + n)
+                    holders.append(a)
+            elif prev in ("-j", "-g", "--name"):
+                if a.startswith(_OPAQUE_CHAIN):
+                    values.append(a)
+                    a = f"KUBE-Q{n}Q"
+                    holders.append(a)
+            else:  # -s, -d, --to-destination
+                m = _HOST.match(a)
+                # A host (bare, /32 or ip:port); a network stays in the shape (iptables-save prints its base).
+                if m is not None and (a[m.end():m.end() + 1] in ("", ":") or a[m.end():] == "/32"):
+                    values.append(m.group())
+                    ph = f"240.77.{n // 250}.{n % 250 + 1}"
+                    holders.append(ph)
+                    a = ph + a[m.end():]
         args.append(a)
         prev = a
-    return (r.table, chain, tuple(args)), values
+    return (r.table, chain, tuple(args)), values, holders
+
+
+def _shape_format(shape: tuple[str, str, tuple[str, ...]], holders: list[str], ipv6: bool) -> str | None:
+    """The shape as iptables-save prints it, each placeholder made ``{i}`` (i: its value's position)."""
+    printed = IptRule(shape[0], shape[1], shape[2]).save_text(ipv6)
+    if not printed:
+        return None
+    index = {ph: i for i, ph in enumerate(holders)}
+    return _PLACEHOLDER.sub(lambda m: f"{{{index[m.group()]}}}" if m.group() in index else m.group(),
+                            printed.replace("{", "{{").replace("}", "}}"))
 
 
 def iptables_save(chains: Mapping[str, Iterable[str]], rules: Iterable[IptRule], ipv6: bool,
                   memo: SaveMemo | None = None) -> str:
     """What ``iptables-save`` (1.8.9) prints for the filter and nat tables holding ``chains`` and ``rules``
     (the rules of a chain in the order given)."""
-    memo = {} if memo is None else memo
+    memo = SaveMemo() if memo is None else memo
+    done = memo.rules
+    shapes = memo.shapes
 
     def text(r: IptRule) -> str:
-        key = (r, ipv6)
-        found = memo.get(key)
-        if found is not None:
-            return found
-        shape, values = _shape(r)
-        skey = ("shape", shape, ipv6)
-        printed = memo.get(skey)
-        if printed is None:
-            printed = memo[skey] = IptRule(shape[0], shape[1], shape[2]).save_text(ipv6)
-        fast = _PLACEHOLDER.sub(lambda m: values.get(m.group(), m.group()), printed) if printed else None
-        checked = memo.get(("checked", shape, ipv6), "0")
-        if fast is None or checked != "ok":
+        shape, values, holders = _shape(r)
+        entry = shapes.get((shape, ipv6))
+        if entry is None:
+            entry = shapes[(shape, ipv6)] = [_shape_format(shape, holders, ipv6), 0]
+        fmt, checked = entry
+        fast = fmt.format(*values) if fmt is not None else None
+        if fast is None or checked < _CHECKS:
             found = r.save_text(ipv6)
             if fast is not None and fast != found:
-                memo[skey] = ""  # this shape's values are rewritten when printed: always the full path
+                entry[0] = None  # this shape's values are rewritten when printed: always the full path
             elif fast is not None:
-                n = int(checked) + 1
-                memo[("checked", shape, ipv6)] = "ok" if n >= _CHECKS else str(n)
+                entry[1] = checked + 1
         else:
             found = fast
-        memo[key] = found
+        done[id(r)] = (r, ipv6, found)
         return found
 
     by_chain: dict[tuple[str, str], list[IptRule]] = {}
     for r in rules:
-        by_chain.setdefault((r.table, r.chain), []).append(r)
+        key = (r.table, r.chain)
+        got = by_chain.get(key)
+        if got is None:
+            by_chain[key] = [r]
+        else:
+            got.append(r)
     out: list[str] = []
+    get = done.get
     for table in SAVE_TABLES:
         out.append(f"*{table}")
         names = user_and_builtin_chains(table, chains.get(table, ()))
+        builtin = BUILTIN_CHAINS[table]
         for c in names:
-            out.append(f":{c} ACCEPT [0:0]" if c in BUILTIN_CHAINS[table] else f":{c} - [0:0]")
+            out.append(f":{c} ACCEPT [0:0]" if c in builtin else f":{c} - [0:0]")
         for c in names:
-            out.extend(text(r) for r in by_chain.get((table, c), ()))
+            for r in by_chain.get((table, c), ()):
+                hit = get(id(r))
+                out.append(hit[2] if hit is not None and hit[0] is r and hit[1] is ipv6 else text(r))
         out.append("COMMIT")
     return "\n".join(out) + "\n"
 
