@@ -42,6 +42,7 @@ Pure standard library.
 from __future__ import annotations
 
 import ipaddress
+import socket
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
@@ -81,10 +82,23 @@ TOPOLOGY_MODE_ANNOTATION: Final = "service.kubernetes.io/topology-mode"
 DEFAULT_AFFINITY_SECONDS: Final = 10800
 
 
+def _dotted(ip: str) -> bool:
+    """A dotted IPv4 address as ipaddress reads it: inet_pton accepts exactly those texts (dataplane/addr.py), and
+    ipaddress prints them back unchanged (no leading zeros to drop)."""
+    try:
+        socket.inet_pton(socket.AF_INET, ip)
+    except (OSError, TypeError, ValueError):
+        return False
+    return True
+
+
 @lru_cache(maxsize=1 << 16)
 def _family_of(ip: str) -> IPFamily | None:
+    ip = ip.strip()
+    if _dotted(ip):
+        return "IPv4"
     try:
-        addr = ipaddress.ip_address(ip.strip())
+        addr = ipaddress.ip_address(ip)
     except ValueError:
         return None
     return "IPv6" if addr.version == 6 else "IPv4"
@@ -94,7 +108,8 @@ def _family_of(ip: str) -> IPFamily | None:
 # Services on 3 nodes normalised 60k addresses).
 @lru_cache(maxsize=1 << 16)
 def _norm_ip(ip: str) -> str:
-    return str(ipaddress.ip_address(ip.strip()))
+    ip = ip.strip()
+    return ip if _dotted(ip) else str(ipaddress.ip_address(ip))
 
 
 def _get(obj: Mapping[str, Any] | None, *path: str) -> Any:

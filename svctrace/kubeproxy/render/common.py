@@ -85,9 +85,12 @@ class SaveMemo:
     :class:`IptRule` objects when rendered with a shared :class:`~svctrace.kubeproxy.plan.Shared`), so a caller
     rendering many nodes passes one of these to all of them and prints each shared rule once."""
 
-    __slots__ = ("rules", "shapes")
+    __slots__ = ("chains", "rules", "shapes")
 
     def __init__(self) -> None:
+        #: (table, chain, ipv6) -> (the chain's rules, its text) as last printed: a chain with the same rules
+        #: on the next node is the same text.
+        self.chains: dict[tuple[str, str, bool], tuple[list[IptRule], str]] = {}
         #: id(rule) -> (the rule, ipv6, its text); the rule is held, so its id is not reused meanwhile.
         self.rules: dict[int, tuple[IptRule, bool, str]] = {}
         #: (shape, ipv6) -> [the shape's text as a format string (None: print every instance in full),
@@ -203,6 +206,7 @@ def iptables_save(chains: Mapping[str, Iterable[str]], rules: Iterable[IptRule],
             got.append(r)
     out: list[str] = []
     get = done.get
+    last = memo.chains
     for table in SAVE_TABLES:
         out.append(f"*{table}")
         names = user_and_builtin_chains(table, chains.get(table, ()))
@@ -210,9 +214,20 @@ def iptables_save(chains: Mapping[str, Iterable[str]], rules: Iterable[IptRule],
         for c in names:
             out.append(f":{c} ACCEPT [0:0]" if c in builtin else f":{c} - [0:0]")
         for c in names:
-            for r in by_chain.get((table, c), ()):
+            rs = by_chain.get((table, c))
+            if not rs:
+                continue
+            before = last.get((table, c, ipv6))
+            if before is not None and before[0] == rs:  # the same rule objects, mostly: compared by identity
+                out.append(before[1])
+                continue
+            lines = []
+            for r in rs:
                 hit = get(id(r))
-                out.append(hit[2] if hit is not None and hit[0] is r and hit[1] is ipv6 else text(r))
+                lines.append(hit[2] if hit is not None and hit[0] is r and hit[1] is ipv6 else text(r))
+            joined = "\n".join(lines)
+            last[(table, c, ipv6)] = (rs, joined)
+            out.append(joined)
         out.append("COMMIT")
     return "\n".join(out) + "\n"
 
