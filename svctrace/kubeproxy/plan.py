@@ -83,8 +83,8 @@ class Shared:
     Pass one instance to each node's generator, always with the same Services, EndpointSlices and Endpoints.
 
     A port whose choice does not depend on the node is collected once (each node then sees its endpoints with
-    its own ``is_local``) and selected once, for the first node asked: its :class:`EndpointSelection` is that
-    node's on every node."""
+    its own ``is_local``) and selected once, for the first node asked: its :class:`EndpointSelection` (and the
+    endpoint behind an IPVS real server) is that node's on every node."""
 
     #: (family, version) -> the sorted ports with the first node's endpoints, and whether each is node-blind.
     ports: dict[tuple[str, object], list[tuple[ServicePortInfo, tuple[EndpointInfo, ...], bool]]] = field(

@@ -65,12 +65,17 @@ def _write(o: Any, out: list[str], nl: str, depth: int) -> None:
         sep = "{" + inner
         comma = "," + inner
         for k, v in o.items():
-            out.append(sep)
-            out.append(_key(k))
-            out.append(": ")
-            if type(v) is str:
-                out.append(_esc(v))
+            # One piece per member where the value is a string, a bool or an int: fewer appends, same text.
+            ks = _esc(k) if type(k) is str else _key(k)
+            tv = type(v)
+            if tv is str:
+                out.append(sep + ks + ": " + _esc(v))
+            elif tv is bool:
+                out.append(sep + ks + (": true" if v else ": false"))
+            elif tv is int:
+                out.append(sep + ks + ": " + int.__repr__(v))
             else:
+                out.append(sep + ks + ": ")
                 _write(v, out, inner, depth + 1)
             sep = comma
         out.append(nl + "}")
@@ -84,10 +89,10 @@ def _write(o: Any, out: list[str], nl: str, depth: int) -> None:
         sep = "[" + inner
         comma = "," + inner
         for v in o:
-            out.append(sep)
             if type(v) is str:
-                out.append(_esc(v))
+                out.append(sep + _esc(v))
             else:
+                out.append(sep)
                 _write(v, out, inner, depth + 1)
             sep = comma
         out.append(nl + "]")

@@ -81,6 +81,7 @@ from svctrace.kubeproxy.endpoints import (
     KubeObject,
     ServicePortInfo,
     categorize_endpoints,
+    choice_depends_on_node,
 )
 from svctrace.kubeproxy.ipvs_sets import (
     KUBE_CLUSTER_IP,
@@ -472,7 +473,7 @@ def generate_ipvs(
     ports = collect_ports(services, endpoint_slices, endpoints, cfg, shared)
     plans = plan_ports(ports, cfg, labels, shared)
     # A port's real servers are the same for every virtual server of it with the same policy, and on every node
-    # where its endpoints (with their is_local) and the node's zone are the same: made once.
+    # where what categorize_endpoints reads of them is the same: made once.
     reals_of: dict[object, tuple[RealServer, ...]] = shared.blocks if shared is not None else {}
     zone = labels.get(ZONE_LABEL)
 
@@ -487,7 +488,11 @@ def generate_ipvs(
 
     def virtual(sp: ServicePortInfo, eps: tuple[EndpointInfo, ...], ip: str, port: int, kind: str,
                 bind: bool, only_local: bool) -> None:
-        rkey = ("ipvs-reals", sp, eps, only_local, cfg.drain_terminating, zone)
+        # A port whose choice does not depend on the node: the same real servers whatever is_local says (their
+        # `endpoint` is then the first node's view of it).
+        rkey = ("ipvs-reals", sp, only_local, cfg.drain_terminating, *(
+            (zone, eps) if choice_depends_on_node(sp) else
+            [(e.endpoint, e.ready, e.serving, e.terminating, e.node_name) for e in eps]))
         reals = reals_of.get(rkey)
         if reals is None:
             reals = reals_of[rkey] = _real_servers(sp, eps, only_local, cfg, labels)
