@@ -72,7 +72,7 @@ import ipaddress
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Any, Final, Literal
 
 from svctrace.dataplane.nftables.ir import (
@@ -301,8 +301,8 @@ class _Part:
     stmt: Stmt
     anon: bool = False  # creates an anonymous set (takes a handle)
 
-    @property
-    def text(self) -> str:
+    @cached_property
+    def text(self) -> str:  # a part is printed once however many nodes list it (generate_nft's shared blocks)
         return fmt_stmt(self.stmt)
 
     def json(self, fam: str) -> dict[str, Any]:
@@ -500,6 +500,8 @@ class _Tx:
 
     def __init__(self, fam: str) -> None:
         self.fam = fam
+        #: When a list: each call of ensure_chain, rule, set and element is noted in it (a block to replay).
+        self.record: list[tuple[str, tuple[Any, ...], dict[str, Any]]] | None = None
         self.cmds: list[_Cmd] = []
         self.created: set[str] = set()
         self.elements: dict[tuple[str, str], int] = {}  # (set, key text) -> index in cmds
@@ -514,20 +516,28 @@ class _Tx:
 
     def ensure_chain(self, name: str) -> None:
         """``ensureChain``: add and flush a chain once per transaction."""
+        if self.record is not None:
+            self.record.append(("ensure_chain", (name,), {}))
         if name in self.created:
             return
         self.created.add(name)
         self.chain(name)
 
     def rule(self, chain: str, *parts: _Part, comment: str | None = None) -> None:
+        if self.record is not None:
+            self.record.append(("rule", (chain, *parts), {"comment": comment}))
         self.add(_Cmd("add", "rule", chain, parts=tuple(parts), comment=comment))
 
     def set(self, spec: _SetSpec) -> None:
+        if self.record is not None:
+            self.record.append(("set", (spec,), {}))
         self.add(_Cmd("add", "map" if spec.map_type else "set", spec.name, spec=spec))
 
     def element(self, el: _Element, service: str) -> None:
         """``nftElementStorage.ensureElem``: a key added again with another value is deleted and re-added (the
         later Service port wins); with the same value (comments are not compared) it is left alone."""
+        if self.record is not None:
+            self.record.append(("element", (el, service), {}))
         ident = (el.set, el.key_text())
         old = self.elements.get(ident)
         if old is not None:
@@ -1020,7 +1030,23 @@ def generate_nft(
     match_all, np_ips = _node_port_ips(cfg)
     tx = _Tx(fam)
     _setup(tx, cfg, fam, match_all, np_ips)
+    # A Service port's commands are the same on every node where its plan is (PortPlan.key) and what else
+    # _sync_service reads is: made once, then replayed into the node's transaction (which still decides what an
+    # element claimed twice does).
+    blocks = shared.blocks if shared is not None else None
+    layout = ("nft", fam, cfg.is_ipv6, cfg.masquerade_all, cfg.cluster_cidr)
     for plan in plans:
-        _sync_service(tx, cfg, fam, plan)
+        if blocks is None:
+            _sync_service(tx, cfg, fam, plan)
+            continue
+        key = (layout, plan.key())
+        calls = blocks.get(key)
+        if calls is None:
+            tx.record = []
+            _sync_service(tx, cfg, fam, plan)
+            blocks[key], tx.record = tx.record, None
+        else:
+            for method, args, kwargs in calls:
+                getattr(tx, method)(*args, **kwargs)
     return NftRules(config=cfg, tx=tx, node_port_ips=tuple(str(ip) for ip in np_ips), node_ports_match_all=match_all,
                     selections=tuple(p.selection for p in plans), notes=tuple(tx.notes))
