@@ -347,6 +347,24 @@ def test_nodes_sharing_their_common_rules_equal_nodes_made_alone(mode: str, vers
     assert len(shared.files) == 3 and shared.files == alone.files
 
 
+def test_most_rules_are_printed_by_shape(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rule is parsed and printed back in full only to print or check its shape: kube-proxy's commented rules,
+    NodePort rules and host addresses print by shape (a shape that failed its check would print every rule)."""
+    from svctrace.kubeproxy.render import common
+
+    printed: list[str] = []
+    full = common.IptRule.save_text
+
+    def counted(self: common.IptRule, ipv6: bool = False) -> str:
+        printed.append(self.chain)
+        return full(self, ipv6)
+
+    monkeypatch.setattr(common.IptRule, "save_text", counted)
+    sim = simulate(_many(200) + _nodes_of_zones(3), mode="iptables", kube_version="1.31")
+    rules = sum(dump.count("\n-A ") for dump in sim.dumps.values())
+    assert rules > 5000 and len(printed) * 20 < rules, (len(printed), rules)
+
+
 def test_many_notes_are_counted_not_listed(tmp_path: Path) -> None:
     f = tmp_path / "many.yaml"
     f.write_text(yaml.safe_dump_all(_many(30)))
