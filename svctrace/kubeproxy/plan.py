@@ -93,8 +93,21 @@ class Shared:
     #: (family, version, port index) -> the node-blind port's selection (and the port as its kube-proxy read it).
     selections: dict[tuple[str, object, int], tuple[ServicePortInfo, EndpointSelection]] = field(
         default_factory=dict)
+    #: (family, version, port index) -> a node-blind port's plan, when it does not read the node's IP either.
+    plans: dict[tuple[str, object, int], PortPlan] = field(default_factory=dict)
     #: The renderers' own: a block of rules per (layout, PortPlan.key()).
     blocks: dict[object, Any] = field(default_factory=dict)
+    #: id(plan) -> (the plan, its key): a plan shared by the nodes is keyed once (the plan is held: its id stays).
+    keys: dict[int, tuple[PortPlan, tuple[object, ...]]] = field(default_factory=dict)
+
+    def key_of(self, plan: PortPlan) -> tuple[object, ...]:
+        """``plan.key()``, made once per plan object."""
+        hit = self.keys.get(id(plan))
+        if hit is not None and hit[0] is plan:
+            return hit[1]
+        key = plan.key()
+        self.keys[id(plan)] = (plan, key)
+        return key
 
 
 def collect_ports(services: Iterable[KubeObject], endpoint_slices: Iterable[KubeObject] | None,
@@ -232,10 +245,15 @@ def plan_ports(ports: Ports, cfg: ProxyConfig, labels: Mapping[str, str],
     for i, (sp, eps) in enumerate(ports):
         if blind[i][2]:
             key = (cfg.ip_family, cfg.version, i)
-            chosen = shared.selections.get(key)
-            if chosen is None:
-                chosen = shared.selections[key] = select(sp, eps)
-            out.append(plan_port(*chosen, node_ip))
+            plan = shared.plans.get(key)
+            if plan is None:
+                chosen = shared.selections.get(key)
+                if chosen is None:
+                    chosen = shared.selections[key] = select(sp, eps)
+                plan = plan_port(*chosen, node_ip)
+                if not plan.filters_sources:  # then the node's IP is not read (allow_from_node)
+                    shared.plans[key] = plan
+            out.append(plan)
         else:
             out.append(plan_port(*select(sp, eps), node_ip))
     return out

@@ -236,7 +236,7 @@ def _each_port(b: _Builder, plans: Sequence[PortPlan], write: Callable[[PortPlan
     blocks = shared.blocks
     chains, rules = b.chains, b.rules
     for plan in plans:
-        key = ("iptables", layout, plan.key())
+        key = ("iptables", layout, shared.key_of(plan))
         block = blocks.get(key)
         if block is not None:
             for t, cs, rs in block:

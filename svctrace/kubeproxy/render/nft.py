@@ -1033,13 +1033,13 @@ def generate_nft(
     # A Service port's commands are the same on every node where its plan is (PortPlan.key) and what else
     # _sync_service reads is: made once, then replayed into the node's transaction (which still decides what an
     # element claimed twice does).
-    blocks = shared.blocks if shared is not None else None
     layout = ("nft", fam, cfg.is_ipv6, cfg.masquerade_all, cfg.cluster_cidr)
     for plan in plans:
-        if blocks is None:
+        if shared is None:
             _sync_service(tx, cfg, fam, plan)
             continue
-        key = (layout, plan.key())
+        blocks = shared.blocks
+        key = (layout, shared.key_of(plan))
         calls = blocks.get(key)
         if calls is None:
             tx.record = []
