@@ -116,30 +116,22 @@ def collect_ports(services: Iterable[KubeObject], endpoint_slices: Iterable[Kube
 
     A Service's endpoints come from its EndpointSlices; a Service without any slice falls back to its v1
     Endpoints object in ``endpoints`` (old clusters)."""
-    if shared is None:
-        sources = EndpointSources(endpoint_slices, endpoints)
-        ports: Ports = []
-        for svc in services:
-            for sp in service_ports(svc, ip_family=cfg.ip_family, kube_version=cfg.version):
-                ports.append((sp, endpoints_for_port(sp, node_name=cfg.node_name, sources=sources)))
-        ports.sort(key=lambda item: (item[0].service_port_name(), item[0].protocol))
-        return ports
-    base = shared.ports.get((cfg.ip_family, cfg.version))
-    if base is None:
-        shared.sources = shared.sources or EndpointSources(endpoint_slices, endpoints)
-        base = []
-        for svc in services:
-            for sp in service_ports(svc, ip_family=cfg.ip_family, kube_version=cfg.version):
-                eps, twice = port_endpoints(sp, node_name=cfg.node_name, sources=shared.sources)
-                base.append((sp, eps, not twice and not choice_depends_on_node(sp)))
-        base.sort(key=lambda item: (item[0].service_port_name(), item[0].protocol))
-        shared.ports[(cfg.ip_family, cfg.version)] = base
-        return [(sp, eps) for sp, eps, _ in base]
-    known = shared.sources
-    assert known is not None
-    return [(sp, seen_from(eps, cfg.node_name) if blind else endpoints_for_port(sp, node_name=cfg.node_name,
-                                                                                 sources=known))
-            for sp, eps, blind in base]
+    key = (cfg.ip_family, cfg.version)
+    if shared is not None and (known := shared.ports.get(key)) is not None:
+        # Another node collected them: a node-blind port's endpoints as this node sees them, the others anew.
+        assert shared.sources is not None
+        return [(sp, seen_from(eps, cfg.node_name) if blind else endpoints_for_port(
+            sp, node_name=cfg.node_name, sources=shared.sources)) for sp, eps, blind in known]
+    sources = EndpointSources(endpoint_slices, endpoints)
+    base = []
+    for svc in services:
+        for sp in service_ports(svc, ip_family=cfg.ip_family, kube_version=cfg.version):
+            eps, twice = port_endpoints(sp, node_name=cfg.node_name, sources=sources)
+            base.append((sp, eps, not twice and not choice_depends_on_node(sp)))
+    base.sort(key=lambda item: (item[0].service_port_name(), item[0].protocol))
+    if shared is not None:
+        shared.ports[key], shared.sources = base, sources
+    return [(sp, eps) for sp, eps, _ in base]
 
 
 @dataclass(frozen=True, slots=True)
