@@ -9,6 +9,7 @@ splits on floats and Unknowns.
 from __future__ import annotations
 
 import ipaddress
+import socket
 from collections.abc import Callable
 
 from svctrace.dataplane.iptables.rules import Match, Opt
@@ -39,19 +40,37 @@ def _net(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
     return ipaddress.ip_network(text, strict=False)
 
 
+def _plain_v4(text: str) -> tuple[int, int, int] | None:
+    """`a.b.c.d` or `a.b.c.d/N` as (4, network, mask) -- what `ip_network(text, strict=False)` means, read with
+    inet_pton instead of building a network object (a question's endpoint chains each hold a new address)."""
+    host, slash, plen = text.partition("/")
+    if slash:
+        if not (plen.isascii() and plen.isdigit()) or int(plen) > 32:  # ipaddress's prefix rule; masks: slow path
+            return None
+        bits = int(plen)
+    else:
+        bits = 32
+    try:
+        value = int.from_bytes(socket.inet_pton(socket.AF_INET, host), "big")
+    except (OSError, ValueError):
+        return None
+    mask = (0xFFFFFFFF << (32 - bits)) & 0xFFFFFFFF
+    return 4, value & mask, mask
+
+
 def _addr(st: State, m: Match, which: str) -> Result:
     o = m.opts[0]
     net = m.cache
     if net is None:
         try:
-            net = _net(o.arg)
+            net = _plain_v4(o.arg) or _net(o.arg)
         except ValueError:
             net = _masked(o.arg)
             if net is None:
                 return Unknown(f"addr:{which}:{o.arg}", f"the address {o.arg!r} matches")
         m.cache = net
     ip = st.pkt.src if which == "s" else st.pkt.dst
-    if isinstance(net, tuple):  # a non-contiguous mask: iptables compares (ip & mask) == (addr & mask)
+    if isinstance(net, tuple):  # (ip & mask) == (addr & mask): plain IPv4, or a non-contiguous mask as iptables takes
         version, value, mask = net
         return (ip.version == version and (int(ip) & mask) == value) != o.neg
     assert isinstance(net, ipaddress.IPv4Network | ipaddress.IPv6Network)

@@ -772,8 +772,8 @@ def parse_rule(table: str, chain: str, raw: RawRule, family: int = 4) -> list[Ru
             problems.append("DNAT without a usable --to-destination (printed by a mismatched iptables binary?)")
     text = raw.text
     rules = [Rule(table, chain, 0, raw.line, text, matches, target, raw.counters, problems)]
-    # An address list expands into one rule per address, as iptables does.
-    for opt_name in ("-s", "-d"):
+    # An address list expands into one rule per address, as iptables does (a list has a comma in the text).
+    for opt_name in ("-s", "-d") if "," in text else ():
         expanded: list[Rule] = []
         for r in rules:
             idx = next((k for k, m in enumerate(r.matches) if m.module == opt_name), None)
@@ -799,8 +799,11 @@ def _is_number(t: str) -> bool:
         return False
 
 
+_CHAIN_NAME = re.compile(r"[\w.@:+/-]{1,64}")
+
+
 def _looks_like_chain(name: str) -> bool:
-    return bool(re.fullmatch(r"[\w.@:+/-]{1,64}", name))
+    return _CHAIN_NAME.fullmatch(name) is not None
 
 
 _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
