@@ -357,9 +357,6 @@ def batch_question(line: str, flags: dict[str, Any], base: NodeFacts) -> tuple[P
     return pkt, facts, kube_version
 
 
-GC_EVERY = 1000  # --batch: questions between two young-generation collections (run_batch)
-
-
 def run_batch(inputs: list[tuple[str, str]], path: str, flags: dict[str, Any], base: NodeFacts, *,
               table: str | None = None) -> int:
     """`trace --batch`: the dump is loaded once (per address family); each line of `path` is one question, each
@@ -375,18 +372,15 @@ def run_batch(inputs: list[tuple[str, str]], path: str, flags: dict[str, Any], b
     seen: set[str] = set()
     worst = 0
     out = sys.stdout
-    # A question's objects die with it by reference counting (no cycles: checked with gc.DEBUG_SAVEALL over a
-    # thousand questions), but the cyclic collector's full passes would each walk the whole loaded ruleset: it
-    # is frozen after a load and the collector paused, a young-generation pass every GC_EVERY questions as a
-    # guard. A tenth to a quarter of a question's cost.
+    # A question's objects die with it by reference counting (it leaves no cycles: test_cli checks), but the
+    # cyclic collector would keep walking the loaded ruleset and every rule parsed since (a tenth to a quarter of
+    # a question's cost): the load is frozen and the collector paused until the batch ends.
     gc_was = gc.isenabled()
     gc.disable()
     try:
         for no, line in enumerate(stream, 1):
             if not line.strip() or line.lstrip().startswith("#"):
                 continue
-            if no % GC_EVERY == 0:
-                gc.collect(1)
             try:
                 pkt, facts, kube_version = batch_question(line, flags, base)
                 dp = loaded.get(pkt.family)
@@ -408,6 +402,7 @@ def run_batch(inputs: list[tuple[str, str]], path: str, flags: dict[str, Any], b
                 out.flush()  # an answer as soon as its question, for a program on the other end of a pipe
     finally:
         if gc_was:
+            gc.freeze()  # what the questions parsed stays (the process ends): not a young generation to walk
             gc.enable()
         if stream is not sys.stdin:
             stream.close()

@@ -17,8 +17,19 @@ MODES = ("iptables", "ipvs", "nftables")
 # -- a dump's format ---------------------------------------------------------------------------------
 
 
+_SNIFFED: list[tuple[str, str]] = []  # the last text sniffed and its format: `trace` asks twice of one dump
+
+
 def sniff_format(text: str) -> str:
     """iptables-save | iptables-S | iptables-L | nft | ipvsadm | unknown (then parsed as iptables)."""
+    if _SNIFFED and _SNIFFED[0][0] is text:  # the same object (held here, so its id is not reused)
+        return _SNIFFED[0][1]
+    fmt = _sniff_format(text)
+    _SNIFFED[:] = [(text, fmt)]
+    return fmt
+
+
+def _sniff_format(text: str) -> str:
     head = text[:200000]
     save = len(re.findall(r"(?m)^(?:[^\n]*?\]:\s*|\s*\d+\s+|\s*)(?:\[\d+:\d+\]\s*)?-A\s+[\w.@-]+\s", head)) + len(re.findall(r"(?m)^\s*\*(?:nat|filter|mangle|raw)\b", head))
     listing = len(re.findall(r"(?m)^\s*Chain \S+ \((?:policy \w+|\d+ references?)", head))

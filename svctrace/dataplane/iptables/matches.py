@@ -610,6 +610,12 @@ EVALUATORS: dict[str, Evaluator] = {
 }
 
 
+def evaluator_of(m: Match) -> Evaluator:
+    """The function that decides `m` (what `evaluate` would call), looked up once per match by the walker."""
+    ev = EVALUATORS.get(m.module)
+    return ev if ev is not None and m.known else evaluate
+
+
 def evaluate(st: State, m: Match, node: NodeFacts) -> Result:
     ev = EVALUATORS.get(m.module)
     if ev is None or not m.known:
