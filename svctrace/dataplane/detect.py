@@ -29,16 +29,27 @@ def sniff_format(text: str) -> str:
     return fmt
 
 
+_IPVS_WORD = re.compile(r"(?:TCP|UDP|SCTP|FWM)\s")
+
+
+def _count(pattern: str, head: str, needed: bool) -> int:
+    """re.findall's count of `pattern`; 0 without running it when `needed` (a text the pattern cannot match
+    without) is false: an iptables-save dump does not pay for the other formats' patterns (~5 ms at 1k)."""
+    return len(re.findall(pattern, head)) if needed else 0
+
+
 def _sniff_format(text: str) -> str:
     head = text[:200000]
-    save = len(re.findall(r"(?m)^(?:[^\n]*?\]:\s*|\s*\d+\s+|\s*)(?:\[\d+:\d+\]\s*)?-A\s+[\w.@-]+\s", head)) + len(re.findall(r"(?m)^\s*\*(?:nat|filter|mangle|raw)\b", head))
-    listing = len(re.findall(r"(?m)^\s*Chain \S+ \((?:policy \w+|\d+ references?)", head))
-    nft = len(re.findall(r"(?m)^\s*table (?:ip|ip6|inet|arp|bridge|netdev) \S+ \{", head))
-    nft += len(re.findall(r"(?m)^\s*chain \S+ \{\s*$|^\s*type (?:filter|nat|route) hook \w+", head))
-    ipvs = len(re.findall(r"(?m)^\s*(?:TCP|UDP|SCTP|FWM)\s+\S+\s+(?:rr|wrr|lc|wlc|lblc|lblcr|dh|sh|sed|nq|mh|fo|ovf)\b", head))
-    ipvs += len(re.findall(r"(?m)^\s*-A -[tuf] \S+", head)) * 2
-    ipvs += len(re.findall(r"(?m)^IP Virtual Server version", head)) * 3
-    ipvs += len(re.findall(r"(?m)^\s*(?:TCP|UDP|SCTP)\s+\[?[\w.:-]+\]?:\w+\s+\d+\s+\d+", head))
+    save = len(re.findall(r"(?m)^(?:[^\n]*?\]:\s*|\s*\d+\s+|\s*)(?:\[\d+:\d+\]\s*)?-A\s+[\w.@-]+\s", head)) + _count(r"(?m)^\s*\*(?:nat|filter|mangle|raw)\b", head, "*" in head)
+    listing = _count(r"(?m)^\s*Chain \S+ \((?:policy \w+|\d+ references?)", head, "Chain " in head)
+    nft = _count(r"(?m)^\s*table (?:ip|ip6|inet|arp|bridge|netdev) \S+ \{", head, "table " in head)
+    nft += _count(r"(?m)^\s*chain \S+ \{\s*$|^\s*type (?:filter|nat|route) hook \w+", head,
+                  "chain " in head or "type filter hook" in head or "type nat hook" in head or "type route hook" in head)
+    words = _IPVS_WORD.search(head) is not None
+    ipvs = _count(r"(?m)^\s*(?:TCP|UDP|SCTP|FWM)\s+\S+\s+(?:rr|wrr|lc|wlc|lblc|lblcr|dh|sh|sed|nq|mh|fo|ovf)\b", head, words)
+    ipvs += _count(r"(?m)^\s*-A -[tuf] \S+", head, "-A -" in head) * 2
+    ipvs += _count(r"(?m)^IP Virtual Server version", head, "IP Virtual Server version" in head) * 3
+    ipvs += _count(r"(?m)^\s*(?:TCP|UDP|SCTP)\s+\[?[\w.:-]+\]?:\w+\s+\d+\s+\d+", head, words)
     best = max(save, listing, nft, ipvs)
     if best == 0:
         return "unknown"
