@@ -266,12 +266,15 @@ def test_dst_is_still_required_without_batch() -> None:
     assert p.returncode == 2 and "Missing option '--dst'" in p.stderr
 
 
-def test_batch_questions_leave_no_garbage_cycles(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("node", [None, "node03", "node04"])  # the demo dump; the demo's IPVS and nftables nodes
+def test_batch_questions_leave_no_garbage_cycles(node: str | None, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
     """run_batch pauses the cyclic collector for the questions: that is only sound while a question, answered or
-    refused, leaves nothing that reference counting cannot free."""
+    refused, leaves nothing that reference counting cannot free, in every mode."""
     import gc
 
-    from svctrace.cli.trace import demo_dump, run_batch
+    from svctrace.cli.trace import demo_dump, read_inputs, run_batch
+    from svctrace.dataplane.detect import is_address_file, is_host_file, looks_like_ipset
     from svctrace.model.packet import NodeFacts
 
     qfile = tmp_path / "q.jsonl"
@@ -283,7 +286,9 @@ def test_batch_questions_leave_no_garbage_cycles(tmp_path: Path, capsys: pytest.
              "in_iface": None, "out_iface": None, "returning_client": False, "route_localnet": None,
              "kube_version": None, "previous_endpoint": None, "affinity_age": None}
     base = NodeFacts.make(local_ips=["192.168.0.2"])
-    inputs = [demo_dump()]
+    inputs = [demo_dump()] if node is None else [
+        (t, n) for t, n in read_inputs(str(Path(__file__).resolve().parents[1] / "svctrace" / "data" / "demo" / "nodes" / node))
+        if not (is_address_file(n) or is_host_file(n) or looks_like_ipset(t))]
     run_batch(inputs, str(qfile), flags, base)  # the first load's one-time objects
     gc.collect()
     was = gc.get_debug()
