@@ -6,11 +6,13 @@ file is reported with its path and line; unknown files are ignored.
 
 from __future__ import annotations
 
+import gc
 import io
 import json
 import lzma
 import os
 import posixpath
+import re
 import tarfile
 import zlib
 from collections.abc import Callable
@@ -282,11 +284,25 @@ def load_snapshot(path: str) -> Snapshot:
 
 
 def _build(files: dict[str, bytes], source: str, warnings: list[Warn] | None = None) -> Snapshot:
+    # cluster.json's objects are allocated by the hundred thousand and none is freed while they are read: the
+    # cyclic garbage collector would only walk them again and again, so it waits (as the iptables parser's does).
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        snap = _build_snapshot(files, source, warnings)
+    finally:
+        if was_enabled:
+            gc.enable()
+    return snap
+
+
+def _build_snapshot(files: dict[str, bytes], source: str, warnings: list[Warn] | None) -> Snapshot:
     warnings = list(warnings or [])
     if "cluster.json" in files:
         where = f"{source}/cluster.json"
         text = decode_text(files["cluster.json"], where)
-        doc = _json(text, where)
+        doc = _json(text, where, files["cluster.json"])
+        del text
     elif "cluster.yaml" in files:
         where = f"{source}/cluster.yaml"
         text = decode_text(files["cluster.yaml"], where)
@@ -338,9 +354,10 @@ def _build(files: dict[str, bytes], source: str, warnings: list[Warn] | None = N
     return snap
 
 
-def _json(text: str, where: str) -> Any:
+def _json(text: str, where: str, data: bytes | None = None) -> Any:
     """JSON text, or InputError naming the file: broken, nested deeper than MAX_JSON_DEPTH, or a number of
-    more digits than Python converts (ValueError from int())."""
+    more digits than Python converts (ValueError from int()). `data`: the bytes `text` was decoded from, when
+    at hand (the depth is read from them)."""
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as e:
@@ -350,7 +367,7 @@ def _json(text: str, where: str) -> Any:
                          "docs/limits.md)", source=where) from None
     except ValueError as e:  # "Exceeds the limit (4300 digits) for integer string conversion"
         raise InputError(f"unreadable JSON: {shorten(e)}", source=where) from None
-    if _depth_over(doc, MAX_JSON_DEPTH):
+    if _json_depth_over(text.encode("utf-8", "surrogatepass") if data is None else data, MAX_JSON_DEPTH):
         raise InputError(f"nested deeper than svctrace reads (limit MAX_JSON_DEPTH, {MAX_JSON_DEPTH} levels; see "
                          "docs/limits.md)", source=where)
     return doc
@@ -373,6 +390,33 @@ def _yaml_documents(yaml: Any, text: str, where: str) -> list[Any]:
         raise InputError(f"nested deeper than svctrace reads (limit MAX_JSON_DEPTH, {MAX_JSON_DEPTH} levels; see "
                          "docs/limits.md)", source=where)
     return docs
+
+
+_NOT_STRUCTURE = bytes(c for c in range(256) if c not in b'"[]{}')
+_OPEN_CLOSE = bytes.maketrans(b"[]{}", b"()()")
+_STRING = re.compile(rb'"[^"]*"')
+
+
+def _json_depth_over(data: bytes, limit: int) -> bool:
+    """Does the JSON text `data` (valid: json.loads read it) nest more than `limit` lists/objects deep? Read from
+    the text with bytes methods, which is ten times quicker than walking the decoded document: drop escaped
+    backslashes and quotes, keep only quotes and brackets, drop the strings (what is left between two quotes),
+    and peel the innermost pairs off one level at a time. UTF-8 never puts these ASCII bytes inside a
+    character, so Latin-1 text reads alike."""
+    s = data.replace(b"\\\\", b"").replace(b'\\"', b"").translate(None, _NOT_STRUCTURE)
+    # Two quotes side by side: an empty string, or one string's end and the next one's start; dropping them
+    # leaves every bracket inside or outside a string as it was, and leaves only the strings holding a bracket.
+    s = s.replace(b'""', b"")
+    if b'"' in s:
+        s = _STRING.sub(b"", s)
+    s = s.translate(_OPEN_CLOSE)
+    if s.count(b"(") <= limit:
+        return False
+    for _ in range(limit):
+        if not s:
+            return False
+        s = s.replace(b"()", b"")  # the innermost lists/objects: one level each time
+    return bool(s)
 
 
 def _depth_over(doc: Any, limit: int) -> bool:
