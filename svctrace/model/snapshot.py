@@ -15,7 +15,7 @@ import posixpath
 import re
 import tarfile
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -33,10 +33,106 @@ DUMP_FILES = ("iptables-save", "ip6tables-save", "iptables-legacy-save", "ip6tab
               "conntrack")
 
 
+@dataclass(frozen=True)
+class OnDisk:
+    """A snapshot file left on disk until it is used (a directory bundle's node dumps: every node's dump is
+    megabytes, and one question reads one node's)."""
+
+    path: Path
+    size: int
+
+
+class Texts(MutableMapping[str, str]):
+    """A node's files as file name -> text, each decoded when first used (`decode_text`): from its bytes, or
+    read from disk (OnDisk). Presence, size and byte-for-byte sameness are known without decoding."""
+
+    def __init__(self, where: Callable[[str], str], raw: dict[str, bytes | OnDisk] | None = None) -> None:
+        self._where = where  # file name -> the path said in messages
+        self._items: dict[str, str | bytes | OnDisk] = dict(raw or {})
+        self._disk: dict[str, OnDisk] = {}  # decoded files that came from disk: they can be compared there
+
+    def __getitem__(self, fname: str) -> str:
+        v = self._items[fname]
+        if isinstance(v, str):
+            return v
+        data = _read_on_disk(v, self._where(fname)) if isinstance(v, OnDisk) else v
+        text = decode_text(data, self._where(fname))
+        del data
+        if isinstance(v, OnDisk):
+            self._disk[fname] = v
+        self._items[fname] = text
+        return text
+
+    def add(self, fname: str, data: bytes | OnDisk) -> None:
+        """A file not decoded yet."""
+        self._items[fname] = data
+        self._disk.pop(fname, None)
+
+    def __setitem__(self, fname: str, text: str) -> None:
+        self._items[fname] = text
+        self._disk.pop(fname, None)
+
+    def __delitem__(self, fname: str) -> None:
+        del self._items[fname]
+        self._disk.pop(fname, None)
+
+    def __contains__(self, fname: object) -> bool:
+        return fname in self._items
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def size(self, fname: str) -> int | None:
+        """The file's length (bytes until decoded, then characters: zero alike), None when absent."""
+        v = self._items.get(fname)
+        if v is None:
+            return None
+        return v.size if isinstance(v, OnDisk) else len(v)
+
+    def is_read(self, fname: str) -> bool:
+        """Whether the file was decoded (or given as text)."""
+        return isinstance(self._items.get(fname), str)
+
+    def on_disk(self, fname: str) -> OnDisk | None:
+        v = self._items.get(fname)
+        return v if isinstance(v, OnDisk) else self._disk.get(fname)
+
+
+def _read_on_disk(f: OnDisk, where: str) -> bytes:
+    try:
+        with open(f.path, "rb") as fh:
+            data = fh.read(MAX_MEMBER + 1)
+    except OSError as e:
+        raise InputError(f"cannot read it: {e.strerror}", source=where) from None
+    if len(data) > MAX_MEMBER:
+        raise InputError(f"larger than {MAX_MEMBER // MiB} MiB (svctrace's limit MAX_MEMBER, see docs/limits.md)",
+                         source=where)
+    return data
+
+
+def _same_on_disk(a: OnDisk, b: OnDisk) -> bool:
+    """Two files byte for byte, a chunk at a time (neither is held whole)."""
+    if a.size != b.size:
+        return False
+    try:
+        with open(a.path, "rb") as fa, open(b.path, "rb") as fb:
+            while True:
+                chunk = fa.read(READ_CHUNK)
+                if chunk != fb.read(READ_CHUNK):
+                    return False
+                if not chunk:
+                    return True
+    except OSError:
+        return False
+
+
 @dataclass
 class NodeFiles:
     name: str
-    files: dict[str, str] = field(default_factory=dict)  # file name -> text
+    files: MutableMapping[str, str] = field(default_factory=dict)  # file name -> text (Texts: decoded when used)
     source: str = ""
     _parsed: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -45,6 +141,25 @@ class NodeFiles:
 
     def get(self, fname: str) -> str | None:
         return self.files.get(fname)
+
+    def has(self, fname: str, *, empty: bool = True) -> bool:
+        """Whether the node has the file (with `empty=False`: and it is not empty), without reading it."""
+        if isinstance(self.files, Texts):
+            size = self.files.size(fname)
+            return size is not None and (empty or size > 0)
+        text = self.files.get(fname)
+        return text is not None and (empty or text != "")
+
+    def same(self, fname: str, other: NodeFiles) -> bool:
+        """Whether `other`'s file `fname` is this node's, byte for byte; two files still on disk are compared
+        there, a chunk at a time, and neither is decoded."""
+        if fname not in self.files or fname not in other.files:
+            return False
+        a = self.files.on_disk(fname) if isinstance(self.files, Texts) else None
+        b = other.files.on_disk(fname) if isinstance(other.files, Texts) else None
+        if a is not None and b is not None:
+            return a.path == b.path or _same_on_disk(a, b)
+        return self.files[fname] == other.files[fname]
 
     def parsed(self, fname: str, loader: Callable[[str, str], T], text: str | None = None) -> T:
         """`loader(text, path)` of a file, once: every question asked of this snapshot reuses the parse (a
@@ -76,15 +191,21 @@ def decode_text(data: bytes, where: str, binary: str = "binary data where text w
     """A dump's bytes as text: UTF-8, else Latin-1 (every byte is a character); NUL bytes near the start mean
     binary data, reported as `binary` (with `line`: at the line of the first NUL). `latin1` hears the line of
     the first byte that is not UTF-8 when the text is read as Latin-1."""
-    if b"\x00" in data[:65536]:
-        at = data[: data.index(b"\x00")].count(b"\n") + 1 if line else None
-        raise InputError(binary, source=where, line=at)
+    refuse_binary(data, where, binary, line=line)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
         if latin1 is not None:
             latin1(data[: e.start].count(b"\n") + 1)
         return data.decode("latin-1")
+
+
+def refuse_binary(data: bytes, where: str, binary: str = "binary data where text was expected", *,
+                  line: bool = False) -> None:
+    """decode_text's refusal: NUL bytes in the first 64 KiB are binary data."""
+    if b"\x00" in data[:65536]:
+        at = data[: data.index(b"\x00")].count(b"\n") + 1 if line else None
+        raise InputError(binary, source=where, line=at)
 
 
 TOP_FILES = ("cluster.json", "cluster.yaml", "meta.json")
@@ -110,11 +231,15 @@ def _member_name(raw: str, where: str) -> str | None:
     return None if norm in (".", "") else norm
 
 
-def _read_tree(root: Path, warnings: list[Warn]) -> dict[str, bytes]:
+LAZY_SIZE = 65536  # a directory bundle's node file larger than this stays on disk until it is used (OnDisk)
+
+
+def _read_tree(root: Path, warnings: list[Warn]) -> dict[str, bytes | OnDisk]:
     """The files svctrace uses from a directory bundle: cluster.json/yaml, meta.json, nodes/*/<dump>; never
     anything else (linear in the bundle's node count). A symlink is followed only when it stays inside the
-    bundle; the others are skipped with a warning."""
-    out: dict[str, bytes] = {}
+    bundle; the others are skipped with a warning. A node's big files are only looked at (OnDisk): read when
+    used."""
+    out: dict[str, bytes | OnDisk] = {}
     real_root = root.resolve()
     total = 0
     skipped: list[str] = []
@@ -164,6 +289,9 @@ def _read_tree(root: Path, warnings: list[Warn]) -> dict[str, bytes]:
             if total > MAX_TOTAL:
                 raise InputError(f"the files svctrace reads add up to more than {MAX_TOTAL // MiB} MiB (svctrace's "
                                  "limit MAX_TOTAL, see docs/limits.md)", source=str(root))
+            if size > LAZY_SIZE and rel.startswith("nodes/"):
+                out[rel] = OnDisk(p, size)
+                continue
             with open(p, "rb") as fh:
                 out[rel] = fh.read(MAX_MEMBER + 1)
         except OSError as e:
@@ -279,11 +407,10 @@ def load_snapshot(path: str) -> Snapshot:
     if not exists:
         raise InputError("no such snapshot (a directory, a .tar.gz, or `demo`)", source=shorten(path))
     warnings: list[Warn] = []
-    files = _read_tree(p, warnings) if is_dir else _read_tar(p, warnings)
-    return _build(files, path, warnings)
+    return _build(_read_tree(p, warnings) if is_dir else _read_tar(p, warnings), path, warnings)
 
 
-def _build(files: dict[str, bytes], source: str, warnings: list[Warn] | None = None) -> Snapshot:
+def _build(files: Mapping[str, bytes | OnDisk], source: str, warnings: list[Warn] | None = None) -> Snapshot:
     # cluster.json's objects are allocated by the hundred thousand and none is freed while they are read: the
     # cyclic garbage collector would only walk them again and again, so it waits (as the iptables parser's does).
     was_enabled = gc.isenabled()
@@ -296,16 +423,21 @@ def _build(files: dict[str, bytes], source: str, warnings: list[Warn] | None = N
     return snap
 
 
-def _build_snapshot(files: dict[str, bytes], source: str, warnings: list[Warn] | None) -> Snapshot:
+def _build_snapshot(files: Mapping[str, bytes | OnDisk], source: str, warnings: list[Warn] | None) -> Snapshot:
     warnings = list(warnings or [])
+
+    def top(name: str) -> bytes:
+        data = files[name]
+        return _read_on_disk(data, f"{source}/{name}") if isinstance(data, OnDisk) else data
+
     if "cluster.json" in files:
         where = f"{source}/cluster.json"
-        text = decode_text(files["cluster.json"], where)
-        doc = _json(text, where, files["cluster.json"])
-        del text
+        raw = top("cluster.json")
+        doc = _json(decode_text(raw, where), where, raw)
+        del raw
     elif "cluster.yaml" in files:
         where = f"{source}/cluster.yaml"
-        text = decode_text(files["cluster.yaml"], where)
+        text = decode_text(top("cluster.yaml"), where)
         try:
             import yaml  # the kubernetes client depends on PyYAML; only YAML bundles need it
 
@@ -326,7 +458,7 @@ def _build_snapshot(files: dict[str, bytes], source: str, warnings: list[Warn] |
     meta: dict[str, Any] = {}
     if "meta.json" in files:
         try:
-            meta = _json(decode_text(files["meta.json"], f"{source}/meta.json"), f"{source}/meta.json")
+            meta = _json(decode_text(top("meta.json"), f"{source}/meta.json"), f"{source}/meta.json")
         except InputError as e:
             warnings.append(Warn(f"meta.json is not usable ({e.message}); ignored", f"{source}/meta.json", e.line,
                                  "snapshot"))
@@ -343,8 +475,14 @@ def _build_snapshot(files: dict[str, bytes], source: str, warnings: list[Warn] |
         name, fname = parts[1], parts[2]
         if fname not in DUMP_FILES:
             continue
-        nf = nodes.setdefault(name, NodeFiles(name, source=source))
-        nf.files[fname] = decode_text(data, f"{source}/{rel}")
+        nf = nodes.get(name)
+        if nf is None:
+            nf = nodes[name] = NodeFiles(name, source=source)
+            nf.files = Texts(nf.path)
+        assert isinstance(nf.files, Texts)
+        # decoded when used; what decode_text would refuse is refused now, as when every file was decoded here
+        refuse_binary(_head(data, f"{source}/{rel}") if isinstance(data, OnDisk) else data, f"{source}/{rel}")
+        nf.files.add(fname, data)
     for name in nodes:
         if cluster.nodes and name not in cluster.nodes:
             warnings.append(Warn(f"nodes/{name}/ holds dumps of a node that is not in cluster.json", source, None,
@@ -352,6 +490,14 @@ def _build_snapshot(files: dict[str, bytes], source: str, warnings: list[Warn] |
     snap = Snapshot(source, cluster, meta, nodes, warnings + cluster.warnings)
     _apply_meta(snap)
     return snap
+
+
+def _head(f: OnDisk, where: str) -> bytes:
+    try:
+        with open(f.path, "rb") as fh:
+            return fh.read(65536)
+    except OSError as e:
+        raise InputError(f"cannot read it: {e.strerror}", source=where) from None
 
 
 def _json(text: str, where: str, data: bytes | None = None) -> Any:
