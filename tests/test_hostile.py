@@ -449,6 +449,25 @@ def test_the_depth_read_from_the_text_agrees_with_the_walk(doc: object, limit: i
     assert snapshot._json_depth_over(data, limit) == snapshot._depth_over(doc, limit)
 
 
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                    HealthCheck.function_scoped_fixture])
+@given(st.lists(st.sampled_from(["-A X -j Y", "\n", "\r\n", "\r", "\x85", "\u2028", "\x0b", "é", "ü€", " ", ""]),
+                max_size=40), st.booleans(), st.integers(min_value=1, max_value=9), st.integers(min_value=0, max_value=30))
+def test_a_dump_read_line_by_line_is_its_text_split(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     parts: list[str], latin1: bool, chunk: int, head: int) -> None:
+    """Texts.lines reads a file on disk a chunk at a time: the same lines (and head) as decode_text's whole text,
+    whatever the chunks cut (line breaks of every kind, characters of several bytes, Latin-1 found late)."""
+    monkeypatch.setattr(snapshot, "READ_CHUNK", chunk)
+    monkeypatch.setattr(snapshot, "HEAD", head)
+    data = "".join(parts).encode("utf-8") + ("\nlast \xe9".encode("latin-1") if latin1 else b"")
+    f = tmp_path / "dump"
+    f.write_bytes(data)
+    texts = snapshot.Texts(lambda name: name, {"dump": snapshot.OnDisk(f, len(data))})
+    text = snapshot.decode_text(data, "dump")
+    assert texts.lines("dump") == (text[:head], text.splitlines())
+    assert not texts.is_read("dump") and texts["dump"] == text
+
+
 def test_cluster_yaml_aliases_and_depth_are_refused(tmp_path: Path) -> None:
     laughs = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
         f"{c}: &{c} [{', '.join(['*' + p] * 9)}]\n" for p, c in zip("abcdefgh", "bcdefghi", strict=True))

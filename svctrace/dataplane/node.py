@@ -46,7 +46,7 @@ def load_dataplane(snap: Snapshot, node: str, family: int) -> Dataplane:
     dp = Dataplane(mode=mode, node=node, main_file="", mode_source=where)
     has_ipt, ipt_name = iptables_name(nf, family)
     if has_ipt:
-        dp.iptables = nf.parsed(ipt_name, load_ruleset)
+        dp.iptables = nf.parsed(ipt_name, load_ruleset, by_lines=True)
     if nf.get("ipset"):
         dp.ipsets = nf.parsed("ipset", parse_ipset)[0]
     dp.extra_local_ips = node_addresses(nf)

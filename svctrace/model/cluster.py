@@ -581,7 +581,15 @@ def _compile(schema: Any, name: str) -> Any:
     return env[name]
 
 
-SHAPE_OK = {kind: _compile(sch, f"_shape_{kind}") for kind, sch in SCHEMA.items()}
+class _ShapeTests(dict[str, Any]):
+    """kind -> its compiled shape test, compiled when first asked for (a few milliseconds each)."""
+
+    def __missing__(self, kind: str) -> Any:
+        test = self[kind] = _compile(SCHEMA[kind], f"_shape_{kind}")
+        return test
+
+
+SHAPE_OK = _ShapeTests()
 
 
 def _items(doc: Any, source: str) -> Iterator[tuple[str, Obj]]:

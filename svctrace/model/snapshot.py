@@ -92,6 +92,48 @@ class Texts(MutableMapping[str, str]):
             return None
         return v.size if isinstance(v, OnDisk) else len(v)
 
+    def lines(self, fname: str) -> tuple[str, list[str]] | None:
+        """(the first HEAD characters, `text.splitlines()`) of a file still on disk and not decoded, read a chunk at
+        a time so that its text is never held whole (a dump of 10k Services is 25 MB, its lines as many again);
+        decoded as decode_text would (UTF-8, else Latin-1 throughout). None for any other file."""
+        v = self._items.get(fname)
+        if not isinstance(v, OnDisk):
+            return None
+        where = self._where(fname)
+        for encoding in ("utf-8", "latin-1"):
+            lines: list[str] = []
+            head: list[str] = []
+            have = 0
+            rest = b""
+            try:
+                with open(v.path, "rb") as fh:
+                    refuse_binary(fh.read(65536), where)
+                    fh.seek(0)
+                    read = 0
+                    while chunk := fh.read(READ_CHUNK):
+                        read += len(chunk)
+                        if read > MAX_MEMBER:
+                            raise InputError(f"larger than {MAX_MEMBER // MiB} MiB (svctrace's limit MAX_MEMBER, see "
+                                             "docs/limits.md)", source=where)
+                        chunk = rest + chunk
+                        cut = chunk.rfind(b"\n") + 1  # a line break no character spans, in UTF-8 and Latin-1
+                        rest = chunk[cut:]
+                        part = chunk[:cut].decode(encoding)
+                        if have < HEAD:
+                            head.append(part[: HEAD - have])
+                            have += len(head[-1])
+                        lines += part.splitlines()
+                    part = rest.decode(encoding)
+                    if have < HEAD:
+                        head.append(part[: HEAD - have])
+                    lines += part.splitlines()
+            except UnicodeDecodeError:
+                continue
+            except OSError as e:
+                raise InputError(f"cannot read it: {e.strerror}", source=where) from None
+            return "".join(head), lines
+        raise AssertionError("Latin-1 decodes every byte")
+
     def is_read(self, fname: str) -> bool:
         """Whether the file was decoded (or given as text)."""
         return isinstance(self._items.get(fname), str)
@@ -161,12 +203,18 @@ class NodeFiles:
             return a.path == b.path or _same_on_disk(a, b)
         return self.files[fname] == other.files[fname]
 
-    def parsed(self, fname: str, loader: Callable[[str, str], T], text: str | None = None) -> T:
+    def parsed(self, fname: str, loader: Callable[..., T], text: str | None = None, *, by_lines: bool = False) -> T:
         """`loader(text, path)` of a file, once: every question asked of this snapshot reuses the parse (a
         big dump costs a second to read; the TUI asks one question per Service). `text` stands in for the
-        file's text when the result is derived from several files (a key that is no file name)."""
+        file's text when the result is derived from several files (a key that is no file name). `by_lines`: a
+        file still on disk is read line by line, never held whole, and given as `loader(head, path, lines=...)`
+        (Texts.lines)."""
         if fname not in self._parsed:
-            self._parsed[fname] = loader(self.files[fname] if text is None else text, self.path(fname))
+            got = self.files.lines(fname) if by_lines and text is None and isinstance(self.files, Texts) else None
+            if got is not None:
+                self._parsed[fname] = loader(got[0], self.path(fname), lines=got[1])
+            else:
+                self._parsed[fname] = loader(self.files[fname] if text is None else text, self.path(fname))
         return self._parsed[fname]
 
     def is_parsed(self, fname: str) -> bool:
@@ -231,6 +279,7 @@ def _member_name(raw: str, where: str) -> str | None:
     return None if norm in (".", "") else norm
 
 
+HEAD = 200_000  # characters of a dump read line by line that are also given whole (its format is sniffed from them)
 LAZY_SIZE = 65536  # a directory bundle's node file larger than this stays on disk until it is used (OnDisk)
 
 

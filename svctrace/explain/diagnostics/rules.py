@@ -244,7 +244,7 @@ def nodes_disagree(ctx: Context) -> Diagnostic | None:
             rs = mini
         else:
             try:
-                rs = nf.parsed("iptables-save", load_ruleset)
+                rs = nf.parsed("iptables-save", load_ruleset, by_lines=True)
             except Exception:  # a damaged other dump must not spoil this answer
                 continue
         own = ctx.dp.iptables if ctx.dp is not None else None
