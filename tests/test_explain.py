@@ -226,6 +226,21 @@ def test_a_directory_bundles_big_dumps_are_read_when_used(tmp_path: Path) -> Non
         load_snapshot(str(root))
 
 
+@pytest.mark.parametrize("target", ["svc/web", "svc/web-nodeport", "svc/kube-dns"])
+def test_a_snapshot_read_for_one_service_answers_alike(target: str) -> None:
+    """Issue 13: explain's command line keeps the JSON of the Service asked about alone (load_snapshot's raw_for);
+    the answer is the one the whole snapshot gives."""
+    ns = "kube-system" if target == "svc/kube-dns" else None
+    name = target.split("/")[1]
+    light = load_snapshot("demo", raw_for=(ns or "default", name))
+    assert {(o["kind"], o["metadata"].get("name")) for o in light.cluster.objects} <= {
+        ("Service", name), *(("EndpointSlice", s.name) for s in light.cluster.slices if s.service == name)}
+    assert not any(s.raw for s in light.cluster.services.values() if s.name != name)
+    assert light.cluster.services[f"{ns or 'default'}/{name}"].raw
+    whole = ask(target, namespace=ns, source="pod/client")
+    assert ask(target, light, namespace=ns, source="pod/client").to_json() == whole.to_json()
+
+
 def test_rules_missing(tmp_path: Path) -> None:
     objs = _objs()
     without_web = [o for o in objs if not (o["kind"] == "Service" and o["metadata"]["name"] == "web")]

@@ -10,6 +10,7 @@ import ipaddress
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from sys import intern
 from typing import Any
 
 from svctrace.errors import InputError, Warn, shorten
@@ -18,7 +19,7 @@ from svctrace.limits import MAX_JSON_DEPTH
 Obj = dict[str, Any]
 
 
-@dataclass
+@dataclass(slots=True)
 class ServicePort:
     name: str
     port: int
@@ -31,7 +32,7 @@ class ServicePort:
                 "target_port": self.target_port, "node_port": self.node_port}
 
 
-@dataclass
+@dataclass(slots=True)
 class Service:
     namespace: str
     name: str
@@ -74,7 +75,7 @@ class Service:
                 "session_affinity": self.session_affinity}
 
 
-@dataclass
+@dataclass(slots=True)
 class Endpoint:
     addresses: list[str]
     ready: bool
@@ -86,7 +87,7 @@ class Endpoint:
     target: str | None = None  # "ns/pod" from targetRef
 
 
-@dataclass
+@dataclass(slots=True)
 class EndpointSlice:
     namespace: str
     name: str
@@ -253,7 +254,8 @@ class Cluster:
     nodes: dict[str, Node] = field(default_factory=dict)
     proxy: ProxySettings = field(default_factory=ProxySettings)
     warnings: list[Warn] = field(default_factory=list)
-    objects: list[dict[str, Any]] = field(default_factory=list, repr=False)  # every item, as cluster.json has it
+    # every item, as cluster.json has it (with parse_cluster's raw_for: that Service's own only)
+    objects: list[dict[str, Any]] = field(default_factory=list, repr=False)
     policies: list[NetworkPolicy] = field(default_factory=list)
     namespaces: dict[str, dict[str, str]] = field(default_factory=dict)  # Namespace objects: name -> labels
     workloads: list[Workload] = field(default_factory=list)
@@ -613,7 +615,13 @@ def _items(doc: Any, source: str) -> Iterator[tuple[str, Obj]]:
 
 def _meta(o: Obj) -> tuple[str, str]:
     m = o.get("metadata") or {}
-    return str(m.get("namespace") or "default"), str(m.get("name") or "")
+    return intern(str(m.get("namespace") or "default")), str(m.get("name") or "")
+
+
+def _same(v: Any) -> Any:
+    """One string object for a value that repeats across the objects (a node's name, a protocol, a port's name):
+    a 10k-Service cluster repeats such words some 200,000 times. Anything else as it is."""
+    return intern(v) if type(v) is str else v
 
 
 def _int(v: Any) -> int | None:
@@ -630,14 +638,14 @@ def parse_service(o: Obj) -> Service:
     ports = []
     for p in spec.get("ports") or []:
         tp = p.get("targetPort", p.get("port"))
-        ports.append(ServicePort(name=str(p.get("name") or ""), port=int(p.get("port", 0)),
-                                 protocol=str(p.get("protocol") or "TCP"),
+        ports.append(ServicePort(name=intern(str(p.get("name") or "")), port=int(p.get("port", 0)),
+                                 protocol=intern(str(p.get("protocol") or "TCP")),
                                  target_port=tp if isinstance(tp, int) or not str(tp).isdigit() else int(tp),
                                  node_port=_int(p.get("nodePort"))))
     status = (o.get("status") or {}).get("loadBalancer") or {}
     lb_ips = [i["ip"] for i in status.get("ingress") or [] if i.get("ip")]
     aff = ((spec.get("sessionAffinityConfig") or {}).get("clientIP") or {}).get("timeoutSeconds")
-    svc_type = str(spec.get("type") or "ClusterIP")
+    svc_type = intern(str(spec.get("type") or "ClusterIP"))
     return Service(
         namespace=ns, name=name, type=svc_type, cluster_ips=[str(i) for i in ips], ports=ports,
         selector=dict(spec["selector"]) if spec.get("selector") else None,
@@ -670,13 +678,13 @@ def parse_endpointslice(o: Obj) -> EndpointSlice:
         hints = [z.get("name") for z in ((e.get("hints") or {}).get("forZones") or []) if z.get("name")]
         eps.append(Endpoint(addresses=list(e.get("addresses") or []), ready=ready_b,
                             serving=ready_b if serving is None else bool(serving), terminating=terminating,
-                            node_name=e.get("nodeName"), zone=e.get("zone"), hints=hints or None,
+                            node_name=_same(e.get("nodeName")), zone=_same(e.get("zone")), hints=hints or None,
                             target=f"{ref.get('namespace') or ns}/{ref['name']}" if ref.get("kind") == "Pod" and
                             ref.get("name") else None))
-    ports = [(str(p.get("name") or ""), _int(p.get("port")), str(p.get("protocol") or "TCP"))
+    ports = [(intern(str(p.get("name") or "")), _int(p.get("port")), intern(str(p.get("protocol") or "TCP")))
              for p in o.get("ports") or []]
-    return EndpointSlice(ns, name, labels.get("kubernetes.io/service-name"), str(o.get("addressType") or "IPv4"),
-                         eps, ports, raw=o)
+    return EndpointSlice(ns, name, _same(labels.get("kubernetes.io/service-name")),
+                         intern(str(o.get("addressType") or "IPv4")), eps, ports, raw=o)
 
 
 def parse_endpoints(o: Obj) -> list[EndpointSlice]:
@@ -834,7 +842,23 @@ def find_objects(cluster: Cluster, what: str, namespace: str | None) -> list[dic
     return out
 
 
-def parse_cluster(doc: Any, source: str = "cluster.json") -> Cluster:
+def _related(kind: str, o: Obj, service: tuple[str, str]) -> bool:
+    """Is `o` the Service `service` (namespace, name), or one of its EndpointSlices or its v1 Endpoints?"""
+    if kind not in ("Service", "EndpointSlice", "Endpoints"):
+        return False
+    meta = o.get("metadata") or {}
+    if str(meta.get("namespace") or "default") != service[0]:
+        return False
+    if kind == "EndpointSlice":
+        return (meta.get("labels") or {}).get("kubernetes.io/service-name") == service[1]
+    return str(meta.get("name") or "") == service[1]
+
+
+def parse_cluster(doc: Any, source: str = "cluster.json", raw_for: tuple[str, str] | None = None) -> Cluster:
+    """The objects of a cluster.json document. `raw_for` (namespace, name): the one Service whose API objects are
+    kept as read (`raw`, `Cluster.objects`: that Service, its EndpointSlices or Endpoints), for a caller that asks
+    about it alone; every other object is read into its model and its JSON let go (a 10k-Service cluster.json is
+    50 MB of Python objects)."""
     c = Cluster()
     kinds_seen: set[str] = set()
     for at, o in _items(doc, source):
@@ -844,15 +868,26 @@ def parse_cluster(doc: Any, source: str = "cluster.json") -> Cluster:
         kinds_seen.add(kind)
         if kind in SCHEMA and not SHAPE_OK[kind](o):
             check_shape(o, SCHEMA[kind], at, source)
-        c.objects.append(o)
+        keep = raw_for is None or _related(kind, o, raw_for)
+        if keep:
+            c.objects.append(o)
         try:
             if kind == "Service":
                 s = parse_service(o)
                 c.services[s.key] = s
+                if not keep:
+                    s.raw = {}
             elif kind == "EndpointSlice":
-                c.slices.append(parse_endpointslice(o))
+                sl = parse_endpointslice(o)
+                c.slices.append(sl)
+                if not keep:
+                    sl.raw = {}
             elif kind == "Endpoints":
-                c.slices.extend(parse_endpoints(o))
+                got = parse_endpoints(o)
+                c.slices.extend(got)
+                if not keep:
+                    for sl in got:
+                        sl.raw = {}
             elif kind == "Pod":
                 c.pods.append(parse_pod(o))
             elif kind == "Node":

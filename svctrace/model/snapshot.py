@@ -432,8 +432,10 @@ def _kind(m: tarfile.TarInfo) -> str:
     return "not a regular file"
 
 
-def load_snapshot(path: str) -> Snapshot:
-    """Read a bundle: a directory, a .tar.gz/.tgz, or `demo` for the bundled demo cluster."""
+def load_snapshot(path: str, *, raw_for: tuple[str, str] | None = None) -> Snapshot:
+    """Read a bundle: a directory, a .tar.gz/.tgz, or `demo` for the bundled demo cluster. `raw_for`: the
+    (namespace, name) of the one Service the caller asks about, whose API objects alone are kept as read
+    (parse_cluster)."""
     if path in ("demo", "demo:"):
         root = resources.files("svctrace.data").joinpath("demo")
         files: dict[str, bytes] = {}
@@ -447,7 +449,7 @@ def load_snapshot(path: str) -> Snapshot:
                     files[rel] = child.read_bytes()
 
         walk(root, "")
-        return _build(files, "demo")
+        return _build(files, "demo", raw_for=raw_for)
     p = Path(path)
     try:
         exists, is_dir = p.exists(), p.is_dir()
@@ -456,23 +458,25 @@ def load_snapshot(path: str) -> Snapshot:
     if not exists:
         raise InputError("no such snapshot (a directory, a .tar.gz, or `demo`)", source=shorten(path))
     warnings: list[Warn] = []
-    return _build(_read_tree(p, warnings) if is_dir else _read_tar(p, warnings), path, warnings)
+    return _build(_read_tree(p, warnings) if is_dir else _read_tar(p, warnings), path, warnings, raw_for)
 
 
-def _build(files: Mapping[str, bytes | OnDisk], source: str, warnings: list[Warn] | None = None) -> Snapshot:
+def _build(files: Mapping[str, bytes | OnDisk], source: str, warnings: list[Warn] | None = None,
+           raw_for: tuple[str, str] | None = None) -> Snapshot:
     # cluster.json's objects are allocated by the hundred thousand and none is freed while they are read: the
     # cyclic garbage collector would only walk them again and again, so it waits (as the iptables parser's does).
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        snap = _build_snapshot(files, source, warnings)
+        snap = _build_snapshot(files, source, warnings, raw_for)
     finally:
         if was_enabled:
             gc.enable()
     return snap
 
 
-def _build_snapshot(files: Mapping[str, bytes | OnDisk], source: str, warnings: list[Warn] | None) -> Snapshot:
+def _build_snapshot(files: Mapping[str, bytes | OnDisk], source: str, warnings: list[Warn] | None,
+                    raw_for: tuple[str, str] | None) -> Snapshot:
     warnings = list(warnings or [])
 
     def top(name: str) -> bytes:
@@ -503,7 +507,8 @@ def _build_snapshot(files: Mapping[str, bytes | OnDisk], source: str, warnings: 
     else:
         raise InputError("the snapshot has no cluster.json (nor cluster.yaml): it is required; make it with "
                          "`kubectl get services,endpointslices,pods,nodes -A -o json > cluster.json`", source=source)
-    cluster = parse_cluster(doc, where)
+    cluster = parse_cluster(doc, where, raw_for)
+    del doc  # (what parse_cluster did not keep goes now)
     meta: dict[str, Any] = {}
     if "meta.json" in files:
         try:
