@@ -468,6 +468,61 @@ def test_a_dump_read_line_by_line_is_its_text_split(tmp_path: Path, monkeypatch:
     assert not texts.is_read("dump") and texts["dump"] == text
 
 
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_values | st.builds(lambda k, v: {"kind": k, "spec": v}, st.sampled_from(["Service", "Pod"]), _values)
+                | st.builds(lambda v: {"kind": "List", "items": [{"kind": "Pod", "x": v}, v]}, _values), max_size=4),
+       st.dictionaries(st.sampled_from(["kind", "apiVersion", "metadata", "x"]), _values,
+                                                      max_size=3),
+       st.sampled_from([None, 0, 2]), st.sampled_from([(", ", ": "), (",", ":"), (" ,\n", " :\t")]),
+       st.sampled_from(["", "cut", "junk", "twice", "bom", "top-list"]))
+def test_a_list_read_an_item_at_a_time_is_what_json_loads_reads(items: list, other: dict, indent: int | None,
+                                                                  seps: tuple[str, str], spoil: str) -> None:
+    """cluster.stream_items reads a List's items one at a time: the objects _items finds in json.loads' document,
+    or NotStreamed (then the whole text is decoded as before) -- never anything else, broken text included."""
+    doc: object = {**other, "items": items}
+    text = json.dumps(doc, indent=indent, separators=seps)
+    if spoil == "cut":
+        text = text[: len(text) * 2 // 3]
+    elif spoil == "junk":
+        text += " x"
+    elif spoil == "twice":
+        text = text[:-1] + ', "items": []}'
+    elif spoil == "bom":
+        text = "\ufeff" + text
+    elif spoil == "top-list":
+        text = json.dumps(items)
+    try:
+        want = list(cluster._items(json.loads(text), "x"))
+    except (ValueError, InputError):
+        want = None
+    try:
+        got = list(cluster.stream_items(text, "x"))
+    except cluster.NotStreamed:
+        assert spoil != "" or not isinstance(doc, dict)
+        return
+    except InputError:
+        assert want is None or spoil == ""
+        return
+    assert want is not None and got == want
+
+
+@pytest.mark.parametrize(("tail", "says"), [
+    ("[" * 300 + "]" * 300, "nested deeper than svctrace reads"),
+    ("[1,", "broken JSON"),
+])
+def test_the_document_is_judged_before_its_objects(tmp_path: Path, tail: str, says: str) -> None:
+    """An object of the wrong shape comes before a broken or too deep rest of the document: read an item at a time,
+    the document's own fault is still the one said (as when the whole text was decoded first)."""
+    bad = dict(SVC, spec={**SVC["spec"], "ports": "80"})
+    (tmp_path / "cluster.json").write_text(f'{{"kind": "List", "items": [{json.dumps(bad)}, {tail}]}}')
+    with pytest.raises(InputError) as e:
+        load_snapshot(str(tmp_path))
+    assert says in str(e.value)
+    (tmp_path / "cluster.json").write_text(f'{{"kind": "List", "items": [{json.dumps(bad)}]}}')
+    with pytest.raises(InputError, match=r"items\[0\]\.spec\.ports: expected a list"):
+        load_snapshot(str(tmp_path))
+
+
 def test_cluster_yaml_aliases_and_depth_are_refused(tmp_path: Path) -> None:
     laughs = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
         f"{c}: &{c} [{', '.join(['*' + p] * 9)}]\n" for p, c in zip("abcdefgh", "bcdefghi", strict=True))

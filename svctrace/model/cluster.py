@@ -7,6 +7,7 @@ explanation uses.
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -594,10 +595,10 @@ class _ShapeTests(dict[str, Any]):
 SHAPE_OK = _ShapeTests()
 
 
-def _items(doc: Any, source: str) -> Iterator[tuple[str, Obj]]:
+def _items(doc: Any, source: str, at: str = "", depth: int = 0) -> Iterator[tuple[str, Obj]]:
     """(JSON path, object) of every object with a `kind`, in document order, through Lists and lists of
-    lists; iteratively, at most MAX_JSON_DEPTH lists deep."""
-    work: list[tuple[Any, str, int]] = [(doc, "", 0)]
+    lists; iteratively, at most MAX_JSON_DEPTH lists deep. `at`, `depth`: where `doc` is in a bigger document."""
+    work: list[tuple[Any, str, int]] = [(doc, at, depth)]
     while work:
         d, at, depth = work.pop()
         if depth > MAX_JSON_DEPTH:
@@ -821,6 +822,75 @@ KIND_NAMES = {
 CLUSTER_SCOPED = frozenset({"Node", "Namespace"})
 
 
+def stream_items(text: str, source: str) -> Iterator[tuple[str, Obj]]:
+    """`_items` of a List document (`{"items": [...]}`, what kubectl prints) read from its JSON text one item at a
+    time with the json module's own scanner, so that an item's objects can be let go before the next is read.
+    NotStreamed when the text is anything else or not JSON (json.loads of the whole text then says what)."""
+    scan: Any = json.JSONDecoder().scan_once  # type: ignore[attr-defined]  # (the C scanner json.loads uses)
+    space = _JSON_SPACE.match
+    seen = False
+
+    def ws(i: int) -> int:
+        m = space(text, i)
+        return m.end() if m is not None else i
+
+    def value(i: int) -> tuple[Any, int]:
+        try:
+            got: tuple[Any, int] = scan(text, i)
+            return got
+        except (StopIteration, ValueError, RecursionError):
+            raise NotStreamed from None
+
+    i = ws(0)
+    if text[i:i + 1] != "{":
+        raise NotStreamed
+    i = ws(i + 1)
+    while True:
+        if text[i:i + 1] != '"':
+            raise NotStreamed
+        try:
+            key, i = json.decoder.scanstring(text, i + 1)  # type: ignore[attr-defined]
+        except ValueError:
+            raise NotStreamed from None
+        i = ws(i)
+        if text[i:i + 1] != ":":
+            raise NotStreamed
+        i = ws(i + 1)
+        if key != "items":
+            _, i = value(i)
+        elif seen or text[i:i + 1] != "[":
+            raise NotStreamed  # a second "items" (json keeps the last), or not a list
+        else:
+            seen = True
+            i = ws(i + 1)
+            n = 0
+            while text[i:i + 1] != "]":
+                if n:
+                    if text[i:i + 1] != ",":
+                        raise NotStreamed
+                    i = ws(i + 1)
+                o, i = value(i)
+                yield from _items(o, source, f"items[{n}]", 1)
+                del o
+                n += 1
+                i = ws(i)
+            i += 1
+        i = ws(i)
+        if text[i:i + 1] == ",":
+            i = ws(i + 1)
+            continue
+        if text[i:i + 1] != "}" or ws(i + 1) != len(text) or not seen:
+            raise NotStreamed
+        return
+
+
+class NotStreamed(Exception):
+    """cluster.json is not a List that stream_items reads (or not JSON at all)."""
+
+
+_JSON_SPACE = re.compile(r"[ \t\n\r]*")
+
+
 def find_objects(cluster: Cluster, what: str, namespace: str | None) -> list[dict[str, Any]]:
     """The objects `kubectl get WHAT -n NAMESPACE` would show: WHAT is `KIND`, `KIND/NAME` or `KIND NAME` in
     kubectl's spelling (svc, deploy, po, ...); `namespace` None means every namespace (-A)."""
@@ -859,9 +929,14 @@ def parse_cluster(doc: Any, source: str = "cluster.json", raw_for: tuple[str, st
     kept as read (`raw`, `Cluster.objects`: that Service, its EndpointSlices or Endpoints), for a caller that asks
     about it alone; every other object is read into its model and its JSON let go (a 10k-Service cluster.json is
     50 MB of Python objects)."""
+    return parse_items(_items(doc, source), source, raw_for)
+
+
+def parse_items(items: Iterable[tuple[str, Obj]], source: str, raw_for: tuple[str, str] | None = None) -> Cluster:
+    """parse_cluster of the (JSON path, object) pairs `_items` gives, as they come."""
     c = Cluster()
     kinds_seen: set[str] = set()
-    for at, o in _items(doc, source):
+    for at, o in items:
         kind = o.get("kind")
         if not isinstance(kind, str):
             raise InputError(f"{at}.kind: expected a string, not {_kind_name(kind)}", source=source)

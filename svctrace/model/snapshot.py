@@ -23,7 +23,14 @@ from typing import Any, TypeVar
 
 from svctrace.errors import InputError, Warn, shorten
 from svctrace.limits import MAX_ARCHIVE, MAX_JSON_DEPTH, MAX_MEMBER, MAX_MEMBERS, MAX_TOTAL, READ_CHUNK, MiB
-from svctrace.model.cluster import Cluster, parse_cluster, pod_cidr_supernet
+from svctrace.model.cluster import (
+    Cluster,
+    NotStreamed,
+    parse_cluster,
+    parse_items,
+    pod_cidr_supernet,
+    stream_items,
+)
 
 T = TypeVar("T")
 
@@ -486,7 +493,7 @@ def _build_snapshot(files: Mapping[str, bytes | OnDisk], source: str, warnings: 
     if "cluster.json" in files:
         where = f"{source}/cluster.json"
         raw = top("cluster.json")
-        doc = _json(decode_text(raw, where), where, raw)
+        cluster = _cluster_json(decode_text(raw, where), raw, where, raw_for)
         del raw
     elif "cluster.yaml" in files:
         where = f"{source}/cluster.yaml"
@@ -507,8 +514,9 @@ def _build_snapshot(files: Mapping[str, bytes | OnDisk], source: str, warnings: 
     else:
         raise InputError("the snapshot has no cluster.json (nor cluster.yaml): it is required; make it with "
                          "`kubectl get services,endpointslices,pods,nodes -A -o json > cluster.json`", source=source)
-    cluster = parse_cluster(doc, where, raw_for)
-    del doc  # (what parse_cluster did not keep goes now)
+    if "cluster.json" not in files:
+        cluster = parse_cluster(doc, where, raw_for)
+        del doc  # (what parse_cluster did not keep goes now)
     meta: dict[str, Any] = {}
     if "meta.json" in files:
         try:
@@ -544,6 +552,20 @@ def _build_snapshot(files: Mapping[str, bytes | OnDisk], source: str, warnings: 
     snap = Snapshot(source, cluster, meta, nodes, warnings + cluster.warnings)
     _apply_meta(snap)
     return snap
+
+
+def _cluster_json(text: str, data: bytes, where: str, raw_for: tuple[str, str] | None) -> Cluster:
+    """cluster.json's objects. A List (what kubectl prints) is read an item at a time (stream_items), so that the
+    JSON of what parse_cluster does not keep goes at once and the whole document is never in memory. Anything
+    else, and any error, takes json.loads of the whole text: its errors, and their order, are what they were."""
+    try:
+        cluster = parse_items(stream_items(text, where), where, raw_for)
+    except (InputError, NotStreamed):
+        return parse_cluster(_json(text, where, data), where, raw_for)
+    if _json_depth_over(data, MAX_JSON_DEPTH):
+        raise InputError(f"nested deeper than svctrace reads (limit MAX_JSON_DEPTH, {MAX_JSON_DEPTH} levels; see "
+                         "docs/limits.md)", source=where)
+    return cluster
 
 
 def _head(f: OnDisk, where: str) -> bytes:
