@@ -184,6 +184,7 @@ class NodeFiles:
     files: MutableMapping[str, str] = field(default_factory=dict)  # file name -> text (Texts: decoded when used)
     source: str = ""
     _parsed: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    _same: dict[tuple[str, str, str], bool] = field(default_factory=dict, repr=False, compare=False)
 
     def path(self, fname: str) -> str:
         return f"{self.source}/nodes/{self.name}/{fname}"
@@ -201,14 +202,18 @@ class NodeFiles:
 
     def same(self, fname: str, other: NodeFiles) -> bool:
         """Whether `other`'s file `fname` is this node's, byte for byte; two files still on disk are compared
-        there, a chunk at a time, and neither is decoded."""
+        there, a chunk at a time, and neither is decoded. Once per pair of files (`check` asks per Service)."""
         if fname not in self.files or fname not in other.files:
             return False
-        a = self.files.on_disk(fname) if isinstance(self.files, Texts) else None
-        b = other.files.on_disk(fname) if isinstance(other.files, Texts) else None
-        if a is not None and b is not None:
-            return a.path == b.path or _same_on_disk(a, b)
-        return self.files[fname] == other.files[fname]
+        key = (fname, other.name, other.source)
+        if key not in self._same:
+            a = self.files.on_disk(fname) if isinstance(self.files, Texts) else None
+            b = other.files.on_disk(fname) if isinstance(other.files, Texts) else None
+            if a is not None and b is not None:
+                self._same[key] = a.path == b.path or _same_on_disk(a, b)
+            else:
+                return self.files[fname] == other.files[fname]  # (text in memory: quick to compare again)
+        return self._same[key]
 
     def parsed(self, fname: str, loader: Callable[..., T], text: str | None = None, *, by_lines: bool = False) -> T:
         """`loader(text, path)` of a file, once: every question asked of this snapshot reuses the parse (a
