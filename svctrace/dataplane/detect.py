@@ -164,24 +164,30 @@ def said_mode(nf: NodeFiles) -> str:
     return said if said in MODES else ""
 
 
-def iptables_file(nf: NodeFiles, family: int) -> tuple[str | None, str]:
-    """(text, file name) of the node's iptables dump for the family: the default backend's, else legacy."""
+def iptables_name(nf: NodeFiles, family: int) -> tuple[bool, str]:
+    """(present, file name) of the node's iptables dump for the family: the default backend's, else legacy.
+    Nothing is read: a snapshot's dumps are read when used."""
     for fname in (("iptables-save", "iptables-legacy-save") if family == 4 else
                   ("ip6tables-save", "ip6tables-legacy-save")):
-        text = nf.get(fname)
-        if text is not None:
-            return text, fname
-    return None, "iptables-save" if family == 4 else "ip6tables-save"
+        if nf.has(fname):
+            return True, fname
+    return False, "iptables-save" if family == 4 else "ip6tables-save"
+
+
+def iptables_file(nf: NodeFiles, family: int) -> tuple[str | None, str]:
+    """(text, file name) of the node's iptables dump for the family: the default backend's, else legacy."""
+    present, fname = iptables_name(nf, family)
+    return (nf.get(fname) if present else None), fname
 
 
 def missing_file(nf: NodeFiles, mode: str | None, family: int) -> str | None:
-    """The file a node in `mode` needs and lacks (None when it has it)."""
+    """The file a node in `mode` needs and lacks (None when it has it); an empty nft or ipvsadm file is lacking."""
     if mode == "nftables":
-        return None if (nf.get("nft.json") or nf.get("nft")) else "nft.json"
+        return None if (nf.has("nft.json", empty=False) or nf.has("nft", empty=False)) else "nft.json"
     if mode == "ipvs":
-        return None if nf.get("ipvsadm") else "ipvsadm"
-    text, fname = iptables_file(nf, family)
-    return None if text is not None else fname
+        return None if nf.has("ipvsadm", empty=False) else "ipvsadm"
+    present, fname = iptables_name(nf, family)
+    return None if present else fname
 
 
 # -- a node's mode -----------------------------------------------------------------------------------
