@@ -29,8 +29,15 @@ class IPSetListing(IPSetDef):
         self.member_lines.append((no, line))
 
 
+# `ipset save` as the tool prints it: every line `create NAME TYPE ...` or `add NAME MEMBER`, single spaces.
+_SAVE_LINE = re.compile(r"^(?:(create) (\S+) (\S+)(.*)|add (\S+) (\S+))$", re.M)
+
+
 def parse_ipset(text: str, source: str = "<ipset>") -> tuple[dict[str, IPSetListing], list[Warn]]:
     """Read `ipset save` (create/add lines) or `ipset list` (Name:/Type:/Members:) output."""
+    fast = _parse_save(text, source)
+    if fast is not None:
+        return fast
     sets: dict[str, IPSetListing] = {}
     warns: list[Warn] = []
     current: IPSetListing | None = None
@@ -72,6 +79,33 @@ def parse_ipset(text: str, source: str = "<ipset>") -> tuple[dict[str, IPSetList
             warns.append(Warn(f"not ipset syntax, skipped: {shorten(line, 60)}", source, no, "ipset"))
     if not seen_any and text.strip():
         raise InputError("no ipset create/add lines found: expected `ipset save` output", source=source, line=1)
+    return sets, warns
+
+
+def _parse_save(text: str, source: str) -> tuple[dict[str, IPSetListing], list[Warn]] | None:
+    """`parse_ipset` of a text whose every line is a `_SAVE_LINE` (what `ipset save` prints), read by one regular
+    expression instead of line by line; None for any other text."""
+    if not text.startswith("create "):
+        return None
+    lines = _SAVE_LINE.findall(text)
+    if len(lines) != text.count("\n") + (not text.endswith("\n")):
+        return None  # a line of another shape (blank, a comment, an add with options, spaces around)
+    sets: dict[str, IPSetListing] = {}
+    warns: list[Warn] = []
+    current: IPSetListing | None = None
+    for no, (create, name, typ, rest, add_name, member) in enumerate(lines, 1):
+        if create:
+            line = f"create {name} {typ}{rest}"
+            fam = "inet6" if "inet6" in line.split() else "inet"
+            current = sets[name] = IPSetListing(name, typ, fam, line=no, text=line, typed=True)
+            continue
+        s = current if current is not None and current.name == add_name else sets.get(add_name)
+        if s is None:
+            s = sets[add_name] = IPSetListing(add_name, "hash:ip", line=no)
+            warns.append(Warn(f"ipset {add_name} has members but no create line", source, no, "ipset"))
+        current = s
+        s.members.append(tuple(member.split(",")))
+        s.member_lines.append((no, f"add {add_name} {member}"))
     return sets, warns
 
 
@@ -127,6 +161,8 @@ def member_of(s: IPSetDef, pkt: Packet, flags: list[str]) -> bool | None:
         values.append(v)
     bitmap = s.type.startswith("bitmap:")
     index = cached_index(s, "members", lambda: _MemberIndex(s.members, kinds, bitmap))
+    if index.texts and ",".join(values) in index.texts:
+        return True
     key = _exact_key(values, kinds, bitmap, member=False)
     if key is not None and key in index.exact:
         return True
@@ -134,13 +170,45 @@ def member_of(s: IPSetDef, pkt: Packet, flags: list[str]) -> bool | None:
                for member in index.rest)
 
 
+# A member's text when it is the one way of writing its value, as `_dim_value` writes a packet's: a dotted IPv4
+# address inet_pton reads (0-255, no leading zero) and `tcp:80`/`udp:80`/`sctp:80` (no leading zero). Equal such
+# texts are equal members and unequal ones unequal, so a set of them answers without parsing a member.
+_OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+_DIM_TEXT = {"ip": rf"{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}", "port": r"(?:tcp|udp|sctp):(?:[1-9]\d{0,4}|0)"}
+_DIM_TEXT["net"] = _DIM_TEXT["ip"]
+_CANONICAL: dict[tuple[str, ...], re.Pattern[str]] = {}
+
+
+def _canonical(kinds: list[str]) -> re.Pattern[str] | None:
+    """The lines (`,`-joined members, one a line) written only in `_DIM_TEXT`'s forms, for a set of these kinds."""
+    if not all(k in _DIM_TEXT for k in kinds):
+        return None
+    key = tuple(kinds)
+    pat = _CANONICAL.get(key)
+    if pat is None:
+        pat = _CANONICAL[key] = re.compile("^" + ",".join(_DIM_TEXT[k] for k in kinds) + "$", re.M)
+    return pat
+
+
 class _MemberIndex:
-    """A set's members split once: those every dimension of which is one value (an address, a port), as keys
-    to look up, and the rest (networks, port ranges, what does not parse), tested one by one."""
+    """A set's members split once: those written in the one way of writing their value (`_DIM_TEXT`), as their
+    texts; the others every dimension of which is one value (an address, a port), as keys to look up; and the rest
+    (networks, port ranges, what does not parse), tested one by one."""
 
     def __init__(self, members: list[tuple[str, ...]], kinds: list[str], bitmap: bool) -> None:
         self.exact: set[tuple[object, ...]] = set()
         self.rest: list[tuple[str, ...]] = []
+        self.texts: set[str] = set()
+        pat = None if bitmap else _canonical(kinds)
+        if pat is not None:
+            n = len(kinds)
+            joined = [",".join(m) if len(m) == n else "" for m in members]
+            lines = "\n".join(joined)
+            if lines.count("\n") == len(joined) - 1:  # no member's text holds a line break
+                self.texts = set(pat.findall(lines))
+            # the members whose text is not in the set of texts take the keys below (none when every text is)
+            members = [] if len(self.texts) == len(members) else [
+                m for m, text in zip(members, joined, strict=True) if text not in self.texts]
         for member in members:
             if len(member) < len(kinds):
                 continue

@@ -7,8 +7,8 @@ fixed-width column, the weights of a `--stats` listing.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, fields
 
 from svctrace.errors import Warn
 from svctrace.model.packet import IPAddress, format_endpoint
@@ -74,9 +74,43 @@ class VirtualService:
     flags: tuple[str, ...] = ()  # other flags as printed: ops, pe sip, scheduler flags (sh-port, ...)
     fwmark: int | None = None  # FWM services
     family: int = 4
-    reals: list[RealServer] = field(default_factory=list)
     stats: dict[str, int] = field(default_factory=dict)
     maybe_cut: bool = False  # an elision or the end of the paste follows it: real servers may be missing
+    _reals: list[RealServer] = field(default_factory=list, repr=False, compare=False)
+    # The real servers' lines not read yet (a reader that checked their shape at load parses them when first asked
+    # for): (parse, the lines, the first one's line number). A question reads a handful of a table's services.
+    _pending: tuple[Callable[[str, int], list[RealServer]], str, int] | None = field(default=None, repr=False,
+                                                                                  compare=False)
+
+    @property
+    def reals(self) -> list[RealServer]:
+        """The real servers, in listed order (their `position` counts from 1)."""
+        if self._pending is not None:
+            parse, text, first = self._pending
+            self._pending = None
+            self._reals.extend(parse(text, first))
+        return self._reals
+
+    def _shown(self) -> list[tuple[str, object]]:
+        """The fields with the real servers read, in the order they were declared in (`reals` before `stats`)."""
+        out: list[tuple[str, object]] = []
+        for f in fields(self):
+            if f.name == "stats":
+                out.append(("reals", self.reals))
+            if f.compare:
+                out.append((f.name, getattr(self, f.name)))
+        return out
+
+    def __repr__(self) -> str:
+        return f"VirtualService({', '.join(f'{k}={v!r}' for k, v in self._shown())})"
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, VirtualService)
+        return self._shown() == other._shown()
+
+    __hash__ = None  # type: ignore[assignment]  # as a dataclass's, which compares by value
 
     @property
     def address(self) -> str:
