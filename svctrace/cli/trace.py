@@ -25,7 +25,7 @@ from svctrace.dataplane.detect import (
 )
 from svctrace.dataplane.ipset import parse_ipset
 from svctrace.dataplane.iptables import load_ruleset
-from svctrace.dataplane.node import Dataplane, node_addresses
+from svctrace.dataplane.node import Dataplane, node_ips
 from svctrace.errors import InputError, SvctraceError
 from svctrace.kubeproxy.versions import FEATURES
 from svctrace.kubeproxy.walk import trace_dataplane
@@ -218,7 +218,7 @@ def trace_cmd(
         raise InputError("only ipset dumps given: add the node's iptables-save or ipvsadm dump")
     addr = NodeFiles("", {Path(n).name: t for t, n in inputs if is_address_file(n)})
     if not local_ip and addr.files:  # a snapshot node directory's ip-addr says what the node owns
-        facts = NodeFacts.make(local_ips=node_addresses(addr), route_localnet=route_localnet,
+        facts = NodeFacts.make(local_ips=node_ips(addr), route_localnet=route_localnet,
                                returning_client=returning_client, ipsets=facts.ipsets,
                                previous_endpoint=facts.previous_endpoint, affinity_age=affinity_age)
     facts = _with_host(facts, [(t, n) for t, n in inputs if is_address_file(n) or is_host_file(n)])

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
 from svctrace.dataplane.addr import addr_key
+from svctrace.dataplane.loading import keeps_objects
 from svctrace.errors import InputError, Warn, shorten
 from svctrace.model.packet import IPSetDef, Packet
 
@@ -23,16 +24,18 @@ class IPSetListing(IPSetDef):
     text: str = ""  # the create (or Name:) line
     typed: bool = False  # a create or Type: line gave its type (else `type` is the default hash:ip)
     member_lines: list[tuple[int, str]] = field(default_factory=list)  # (line, line text), one per member
+    texts: list[str] | None = field(default=None, repr=False, compare=False)  # each member as written, when read so
 
     def add(self, member: str, no: int, line: str) -> None:
         self.members.append(tuple(member.split(",")))
         self.member_lines.append((no, line))
 
 
-# `ipset save` as the tool prints it: every line `create NAME TYPE ...` or `add NAME MEMBER`, single spaces.
-_SAVE_LINE = re.compile(r"^(?:(create) (\S+) (\S+)(.*)|add (\S+) (\S+))$", re.M)
+# `ipset save` as the tool prints it: a `create NAME TYPE ...` line, then an `add NAME MEMBER` line per member.
+_CREATE = re.compile(r"^create (\S+) (\S+)((?: \S+)*)$", re.M)
 
 
+@keeps_objects
 def parse_ipset(text: str, source: str = "<ipset>") -> tuple[dict[str, IPSetListing], list[Warn]]:
     """Read `ipset save` (create/add lines) or `ipset list` (Name:/Type:/Members:) output."""
     fast = _parse_save(text, source)
@@ -83,30 +86,33 @@ def parse_ipset(text: str, source: str = "<ipset>") -> tuple[dict[str, IPSetList
 
 
 def _parse_save(text: str, source: str) -> tuple[dict[str, IPSetListing], list[Warn]] | None:
-    """`parse_ipset` of a text whose every line is a `_SAVE_LINE` (what `ipset save` prints), read by one regular
-    expression instead of line by line; None for any other text."""
+    """`parse_ipset` of what `ipset save` prints (`_CREATE`, single spaces, each set's members right after it), read
+    a set at a time by regular expressions instead of line by line; None for any other text."""
     if not text.startswith("create "):
         return None
-    lines = _SAVE_LINE.findall(text)
-    if len(lines) != text.count("\n") + (not text.endswith("\n")):
-        return None  # a line of another shape (blank, a comment, an add with options, spaces around)
+    if not text.endswith("\n"):
+        text += "\n"
+    creates = list(_CREATE.finditer(text))
+    if not creates or creates[0].start() != 0:
+        return None
     sets: dict[str, IPSetListing] = {}
-    warns: list[Warn] = []
-    current: IPSetListing | None = None
-    for no, (create, name, typ, rest, add_name, member) in enumerate(lines, 1):
-        if create:
-            line = f"create {name} {typ}{rest}"
-            fam = "inet6" if "inet6" in line.split() else "inet"
-            current = sets[name] = IPSetListing(name, typ, fam, line=no, text=line, typed=True)
-            continue
-        s = current if current is not None and current.name == add_name else sets.get(add_name)
-        if s is None:
-            s = sets[add_name] = IPSetListing(add_name, "hash:ip", line=no)
-            warns.append(Warn(f"ipset {add_name} has members but no create line", source, no, "ipset"))
-        current = s
-        s.members.append(tuple(member.split(",")))
-        s.member_lines.append((no, f"add {add_name} {member}"))
-    return sets, warns
+    no = 1
+    for i, m in enumerate(creates):
+        name, typ, _ = m.groups()
+        line = m.group(0)
+        s = sets[name] = IPSetListing(name, typ, "inet6" if "inet6" in line.split() else "inet", line=no, text=line,
+                                      typed=True)
+        block = text[m.end() + 1:creates[i + 1].start() if i + 1 < len(creates) else len(text)]
+        lines = block.splitlines()
+        if lines:
+            texts = re.findall(rf"^add {re.escape(name)} (\S+)$", block, re.M)
+            if len(texts) != len(lines) or block.count("\n") != len(lines):
+                return None  # a line of another shape (blank, a comment, another set's, options, spaces around)
+            s.members = [tuple(t.split(",")) for t in texts]
+            s.member_lines = list(zip(range(no + 1, no + 1 + len(lines)), lines, strict=True))
+            s.texts = texts
+        no += 1 + len(lines)
+    return sets, []
 
 
 def _dim_value(pkt: Packet, flag: str, kind: str) -> str | None:
@@ -160,7 +166,7 @@ def member_of(s: IPSetDef, pkt: Packet, flags: list[str]) -> bool | None:
             return None
         values.append(v)
     bitmap = s.type.startswith("bitmap:")
-    index = cached_index(s, "members", lambda: _MemberIndex(s.members, kinds, bitmap))
+    index = cached_index(s, "members", lambda: _MemberIndex(s.members, kinds, bitmap, getattr(s, "texts", None)))
     if index.texts and ",".join(values) in index.texts:
         return True
     key = _exact_key(values, kinds, bitmap, member=False)
@@ -195,14 +201,16 @@ class _MemberIndex:
     texts; the others every dimension of which is one value (an address, a port), as keys to look up; and the rest
     (networks, port ranges, what does not parse), tested one by one."""
 
-    def __init__(self, members: list[tuple[str, ...]], kinds: list[str], bitmap: bool) -> None:
+    def __init__(self, members: list[tuple[str, ...]], kinds: list[str], bitmap: bool,
+                 texts: list[str] | None = None) -> None:
         self.exact: set[tuple[object, ...]] = set()
         self.rest: list[tuple[str, ...]] = []
         self.texts: set[str] = set()
         pat = None if bitmap else _canonical(kinds)
         if pat is not None:
             n = len(kinds)
-            joined = [",".join(m) if len(m) == n else "" for m in members]
+            joined = texts if texts is not None and len(texts) == len(members) else [
+                ",".join(m) if len(m) == n else "" for m in members]  # a text of another length does not match
             lines = "\n".join(joined)
             if lines.count("\n") == len(joined) - 1:  # no member's text holds a line break
                 self.texts = set(pat.findall(lines))

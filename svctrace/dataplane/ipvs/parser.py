@@ -25,6 +25,7 @@ import re
 
 from svctrace.dataplane.addr import ip_of
 from svctrace.dataplane.ipvs.model import FORWARD_METHODS, IPVSTable, RealServer, VirtualService
+from svctrace.dataplane.loading import keeps_objects
 from svctrace.errors import InputError, Warn, shorten
 from svctrace.model.packet import IPAddress
 
@@ -688,6 +689,7 @@ def _kube_reals(text: str, first: int) -> list[RealServer]:
     return out
 
 
+@keeps_objects
 def load_ipvs(text: str, source: str = "<ipvsadm>") -> IPVSTable:
     """Parse `ipvsadm -Ln` / `-L` / `--stats` / `--rate` / `-Sn` output into an `IPVSTable`."""
     return _Loader(text, source).load()
