@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import sys
@@ -340,11 +341,12 @@ def batch_question(line: str, flags: dict[str, Any], base: NodeFacts) -> tuple[P
     local = doc.get("local_ip")
     try:
         prev, age = q.get("previous_endpoint", base.previous_endpoint), q.get("affinity_age", base.affinity_age)
-        locals_ = ([local] if isinstance(local, str) else [str(x) for x in local]) if local is not None else [
-            str(ip) for ip in base.local_ips]
+        locals_ = ([local] if isinstance(local, str) else [str(x) for x in local]) if local is not None else []
         facts = NodeFacts.make(local_ips=locals_, route_localnet=q["route_localnet"],
                                returning_client=bool(q["returning_client"]), ipsets=dict(base.ipsets),
                                previous_endpoint=prev, affinity_age=age, host=base.host)
+        if local is None:  # the flags' addresses, as they are (an IPVS node has one per Service: 10k+)
+            facts = dataclasses.replace(facts, local_ips=base.local_ips)
     except ValueError as e:
         which = "previous_endpoint" if "IP:PORT" in str(e) else "affinity_age" if "affinity age" in str(e) else (
             "local_ip")
