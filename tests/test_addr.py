@@ -37,3 +37,21 @@ def test_addr_key_is_an_address_and_equal_as_ipaddress_says(a: str, b: str) -> N
         assert (addr_key(a) == addr_key(b)) == (ra == rb)
         if ra == rb:
             assert hash(addr_key(a)) == hash(addr_key(b))
+
+
+_prefix = st.integers(0, 40).map(str) | st.sampled_from(["08", "032", "", "x", "255.255.0.0", " 8", "-1"])
+
+
+@settings(max_examples=500, deadline=None)
+@given(_texts, st.none() | _prefix)
+def test_the_walkers_plain_ipv4_reading_is_ip_network(addr: str, prefix: str | None) -> None:
+    """`-s/-d a.b.c.d[/N]` read without ipaddress (matches._plain_v4) means what ip_network(strict=False) does; what
+    it does not read (masks, IPv6, junk) is left to ipaddress."""
+    from svctrace.dataplane.iptables.matches import _plain_v4
+
+    text = addr if prefix is None else f"{addr}/{prefix}"
+    got = _plain_v4(text)
+    if got is None:
+        return
+    net = ipaddress.ip_network(text, strict=False)  # raises if _plain_v4 took what ipaddress refuses
+    assert got == (4, int(net.network_address), int(net.netmask))

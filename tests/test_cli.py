@@ -264,3 +264,42 @@ def test_batch_previous_endpoint_and_affinity_age() -> None:
 def test_dst_is_still_required_without_batch() -> None:
     p = run("trace", "--demo", "--src", "10.0.0.2")
     assert p.returncode == 2 and "Missing option '--dst'" in p.stderr
+
+
+@pytest.mark.parametrize("node", [None, "node03", "node04"])  # the demo dump; the demo's IPVS and nftables nodes
+def test_batch_questions_leave_no_garbage_cycles(node: str | None, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """run_batch pauses the cyclic collector for the questions: that is only sound while a question, answered or
+    refused, leaves nothing that reference counting cannot free, in every mode."""
+    import gc
+
+    from svctrace.cli.trace import demo_dump, read_inputs, run_batch
+    from svctrace.dataplane.detect import is_address_file, is_host_file, looks_like_ipset
+    from svctrace.model.packet import NodeFacts
+
+    qfile = tmp_path / "q.jsonl"
+    lines = [*(json.dumps(q) for q in BATCH), "not json", '{"dst": "172.30.0.41", "port": 80}',
+             '{"src": "10.0.0.2", "dst": "fd00::1", "dport": 80}',
+             json.dumps({"src": "10.0.0.2", "dst": "172.30.0.60", "dport": 80, "previous_endpoint": "10.180.1.21:8080"})]
+    qfile.write_text("\n".join(lines * 3) + "\n")
+    flags = {"src": None, "dst": None, "proto": "tcp", "dport": None, "sport": None, "from_node": False,
+             "in_iface": None, "out_iface": None, "returning_client": False, "route_localnet": None,
+             "kube_version": None, "previous_endpoint": None, "affinity_age": None}
+    base = NodeFacts.make(local_ips=["192.168.0.2"])
+    inputs = [demo_dump()] if node is None else [
+        (t, n) for t, n in read_inputs(str(Path(__file__).resolve().parents[1] / "svctrace" / "data" / "demo" / "nodes" / node))
+        if not (is_address_file(n) or is_host_file(n) or looks_like_ipset(t))]
+    run_batch(inputs, str(qfile), flags, base)  # the first load's one-time objects
+    gc.collect()
+    was = gc.get_debug()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        run_batch(inputs, str(qfile), flags, base)
+        assert gc.collect() == 0, [type(o).__name__ for o in gc.garbage[:20]]
+    finally:
+        gc.set_debug(was)
+        gc.garbage.clear()
+        gc.unfreeze()
+    assert gc.isenabled()
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 2 * 3 * len(lines) and sum('"error"' in x for x in out) >= 2 * 3 * 2

@@ -18,7 +18,7 @@ from svctrace.errors import InputError
 from svctrace.explain import Request, explain
 from svctrace.kubeproxy.walk import trace_iptables as trace
 from svctrace.model.packet import NodeFacts, Packet
-from svctrace.model.snapshot import bundle_bytes, load_snapshot
+from svctrace.model.snapshot import Texts, bundle_bytes, load_snapshot
 
 BIN = Path(sys.executable).parent
 
@@ -200,6 +200,45 @@ def test_rules_stale_and_nodes_disagree(tmp_path: Path) -> None:
     assert "10.244.2.11:8080" in stale.message and "10.244.2.12:8080" in stale.message
     fresh = ask("svc/web", str(root), source="10.244.2.99")
     assert "rules-stale" not in codes(fresh)
+
+
+def test_a_directory_bundles_big_dumps_are_read_when_used(tmp_path: Path) -> None:
+    """Issue 13: loading leaves a directory bundle's big node files on disk; explain reads the deciding node's dump,
+    compares another node's on disk (the same bytes: not read), and reads one that differs (nodes-disagree)."""
+    objs = _objs()
+    pad = "".join(f"# padding {i}\n" for i in range(8000))  # bigger than snapshot.LAZY_SIZE
+    old = build_demo.node_dump(objs, "node01") + pad
+    _slice(objs, "web")["endpoints"][2]["addresses"] = ["10.244.2.12"]
+    root = write_snapshot(tmp_path / "s", objs, {"node01": old, "node02": old,
+                                                 "controlplane": build_demo.node_dump(objs, "controlplane") + pad})
+    snap = load_snapshot(str(root))
+    texts = {n: snap.nodes[n].files for n in ("node01", "node02", "controlplane")}
+    assert all(isinstance(t, Texts) and t.on_disk("iptables-save") and not t.is_read("iptables-save")
+               for t in texts.values())
+    exp = explain(snap, Request(target="svc/web", source="pod/client"))
+    assert exp.node == "node01" and {"rules-stale", "nodes-disagree"} <= codes(exp)
+    disagree = next(d for d in exp.diagnostics if d.code == "nodes-disagree")
+    assert "controlplane:" in disagree.message and "node02:" not in disagree.message
+    assert {n for n, t in texts.items() if t.is_read("iptables-save")} == {"node01", "controlplane"}
+    assert snap.nodes["node01"].files["iptables-save"] == old  # decoded as before
+    (root / "nodes" / "node02" / "iptables-save").write_bytes(b"\x00" * 70000)
+    with pytest.raises(InputError, match="node02/iptables-save: binary data where text was expected"):
+        load_snapshot(str(root))
+
+
+@pytest.mark.parametrize("target", ["svc/web", "svc/web-nodeport", "svc/kube-dns"])
+def test_a_snapshot_read_for_one_service_answers_alike(target: str) -> None:
+    """Issue 13: explain's command line keeps the JSON of the Service asked about alone (load_snapshot's raw_for);
+    the answer is the one the whole snapshot gives."""
+    ns = "kube-system" if target == "svc/kube-dns" else None
+    name = target.split("/")[1]
+    light = load_snapshot("demo", raw_for=(ns or "default", name))
+    assert {(o["kind"], o["metadata"].get("name")) for o in light.cluster.objects} <= {
+        ("Service", name), *(("EndpointSlice", s.name) for s in light.cluster.slices if s.service == name)}
+    assert not any(s.raw for s in light.cluster.services.values() if s.name != name)
+    assert light.cluster.services[f"{ns or 'default'}/{name}"].raw
+    whole = ask(target, namespace=ns, source="pod/client")
+    assert ask(target, light, namespace=ns, source="pod/client").to_json() == whole.to_json()
 
 
 def test_rules_missing(tmp_path: Path) -> None:

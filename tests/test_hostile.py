@@ -15,10 +15,12 @@ import zlib
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from svctrace import limits
 from svctrace.errors import InputError, WalkError, shorten
-from svctrace.model import snapshot
+from svctrace.model import cluster, snapshot
 from svctrace.model.snapshot import load_snapshot
 
 CLUSTER = json.dumps({"apiVersion": "v1", "kind": "List", "items": [
@@ -367,6 +369,158 @@ def test_wrong_types_in_cluster_json_name_the_json_path(tmp_path: Path, case: st
     msg = str(e.value)
     assert msg.startswith(f"{tmp_path}/cluster.json: ") and says in msg, msg
     assert "\n" not in msg and len(msg) < 400
+
+
+# Loading checks shapes with a compiled test per kind (cluster.SHAPE_OK) and reads the nesting depth from the text
+# (snapshot._json_depth_over); the walks they stand in for (check_shape, _depth_over) say what is right.
+_EDGES = [None, True, False, 0, -1, 80, 65535, 65536, 10**10 - 1, 10**10, -(10**10) + 1, -(10**10), 10**400, 1.5,
+          float("inf"), "", "None", "10.0.0.1", "255.255.255.255", "10.0.0.256", "010.0.0.1", "fd00::1", "1.2.3.4 ",
+          "\u0661.1.1.1", "TCP", "x" * 253, "x" * 254, "a[", '"]}{', "\\", '\\"[']
+_values = st.recursive(
+    st.sampled_from(_EDGES) | st.integers() | st.text(max_size=6),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+        st.sampled_from(["name", "port", "ports", "spec", "metadata", "labels", "clusterIP", "clusterIPs", "ip",
+                         "endpoints", "conditions", "ready", "addresses", "targetRef", "selector", "podIPs",
+                         "status", "containers", "x[", '"{']), inner, max_size=4),
+    max_leaves=12)
+
+
+def _schema_paths(sch: object, at: tuple[object, ...] = ()) -> list[tuple[tuple[object, ...], object]]:
+    """(path, schema) of every place in a schema: dict keys, list items (as index 0), map values (as key "k")."""
+    out: list[tuple[tuple[object, ...], object]] = [(at, sch)]
+    if isinstance(sch, dict):
+        for k, sub in sch.items():
+            out += _schema_paths(sub, (*at, k))
+    elif isinstance(sch, list):
+        out += _schema_paths(sch[0], (*at, 0))
+    elif isinstance(sch, cluster._Map):
+        out += _schema_paths(sch.value, (*at, "k"))
+    return out
+
+
+def _put(o: object, path: tuple[object, ...], value: object) -> object:
+    """`o` with `value` at `path`, making the objects and lists on the way."""
+    if not path:
+        return value
+    key, rest = path[0], path[1:]
+    if isinstance(key, int):
+        items = list(o) if isinstance(o, list) else []
+        items = items or [{}]
+        items[-1] = _put(items[-1], rest, value)
+        return items
+    d = dict(o) if isinstance(o, dict) else {}
+    d[key] = _put(d.get(key), rest, value)
+    return d
+
+
+def _shape_fine(kind: str, o: object) -> bool:
+    try:
+        cluster.check_shape(o, cluster.SCHEMA[kind], "$", "x")
+    except InputError:
+        return False
+    return True
+
+
+def test_the_compiled_shape_test_agrees_with_check_shape_at_every_place() -> None:
+    for kind, sch in cluster.SCHEMA.items():
+        for path, _sch in _schema_paths(sch):
+            for value in [*_EDGES, [], {}, [None], ["10.0.0.1"], {"k": 1}]:
+                o = _put({"kind": kind}, path, value)
+                assert cluster.SHAPE_OK[kind](o) == _shape_fine(kind, o), (path, value)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_the_compiled_shape_test_agrees_with_check_shape(data: st.DataObject) -> None:
+    kind = data.draw(st.sampled_from(sorted(cluster.SCHEMA)))
+    o: object = {"kind": kind}
+    for _ in range(data.draw(st.integers(min_value=1, max_value=4))):
+        path, _sch = data.draw(st.sampled_from(_schema_paths(cluster.SCHEMA[kind])))
+        o = _put(o, path, data.draw(_values))
+    assert cluster.SHAPE_OK[kind](o) == _shape_fine(kind, o), o
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_values, st.integers(min_value=0, max_value=6), st.booleans(), st.booleans())
+def test_the_depth_read_from_the_text_agrees_with_the_walk(doc: object, limit: int, ascii_only: bool,
+                                                             indent: bool) -> None:
+    text = json.dumps(doc, ensure_ascii=ascii_only, indent=1 if indent else None)
+    data = text.encode("utf-8", "surrogatepass")
+    assert snapshot._json_depth_over(data, limit) == snapshot._depth_over(doc, limit)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                    HealthCheck.function_scoped_fixture])
+@given(st.lists(st.sampled_from(["-A X -j Y", "\n", "\r\n", "\r", "\x85", "\u2028", "\x0b", "é", "ü€", " ", ""]),
+                max_size=40), st.booleans(), st.integers(min_value=1, max_value=9), st.integers(min_value=0, max_value=30))
+def test_a_dump_read_line_by_line_is_its_text_split(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     parts: list[str], latin1: bool, chunk: int, head: int) -> None:
+    """Texts.lines reads a file on disk a chunk at a time: the same lines (and head) as decode_text's whole text,
+    whatever the chunks cut (line breaks of every kind, characters of several bytes, Latin-1 found late)."""
+    monkeypatch.setattr(snapshot, "READ_CHUNK", chunk)
+    monkeypatch.setattr(snapshot, "HEAD", head)
+    data = "".join(parts).encode("utf-8") + ("\nlast \xe9".encode("latin-1") if latin1 else b"")
+    f = tmp_path / "dump"
+    f.write_bytes(data)
+    texts = snapshot.Texts(lambda name: name, {"dump": snapshot.OnDisk(f, len(data))})
+    text = snapshot.decode_text(data, "dump")
+    assert texts.lines("dump") == (text[:head], text.splitlines())
+    assert not texts.is_read("dump") and texts["dump"] == text
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_values | st.builds(lambda k, v: {"kind": k, "spec": v}, st.sampled_from(["Service", "Pod"]), _values)
+                | st.builds(lambda v: {"kind": "List", "items": [{"kind": "Pod", "x": v}, v]}, _values), max_size=4),
+       st.dictionaries(st.sampled_from(["kind", "apiVersion", "metadata", "x"]), _values,
+                                                      max_size=3),
+       st.sampled_from([None, 0, 2]), st.sampled_from([(", ", ": "), (",", ":"), (" ,\n", " :\t")]),
+       st.sampled_from(["", "cut", "junk", "twice", "bom", "top-list"]))
+def test_a_list_read_an_item_at_a_time_is_what_json_loads_reads(items: list, other: dict, indent: int | None,
+                                                                  seps: tuple[str, str], spoil: str) -> None:
+    """cluster.stream_items reads a List's items one at a time: the objects _items finds in json.loads' document,
+    or NotStreamed (then the whole text is decoded as before) -- never anything else, broken text included."""
+    doc: object = {**other, "items": items}
+    text = json.dumps(doc, indent=indent, separators=seps)
+    if spoil == "cut":
+        text = text[: len(text) * 2 // 3]
+    elif spoil == "junk":
+        text += " x"
+    elif spoil == "twice":
+        text = text[:-1] + ', "items": []}'
+    elif spoil == "bom":
+        text = "\ufeff" + text
+    elif spoil == "top-list":
+        text = json.dumps(items)
+    try:
+        want = list(cluster._items(json.loads(text), "x"))
+    except (ValueError, InputError):
+        want = None
+    try:
+        got = list(cluster.stream_items(text, "x"))
+    except cluster.NotStreamed:
+        assert spoil != "" or not isinstance(doc, dict)
+        return
+    except InputError:
+        assert want is None or spoil == ""
+        return
+    assert want is not None and got == want
+
+
+@pytest.mark.parametrize(("tail", "says"), [
+    ("[" * 300 + "]" * 300, "nested deeper than svctrace reads"),
+    ("[1,", "broken JSON"),
+])
+def test_the_document_is_judged_before_its_objects(tmp_path: Path, tail: str, says: str) -> None:
+    """An object of the wrong shape comes before a broken or too deep rest of the document: read an item at a time,
+    the document's own fault is still the one said (as when the whole text was decoded first)."""
+    bad = dict(SVC, spec={**SVC["spec"], "ports": "80"})
+    (tmp_path / "cluster.json").write_text(f'{{"kind": "List", "items": [{json.dumps(bad)}, {tail}]}}')
+    with pytest.raises(InputError) as e:
+        load_snapshot(str(tmp_path))
+    assert says in str(e.value)
+    (tmp_path / "cluster.json").write_text(f'{{"kind": "List", "items": [{json.dumps(bad)}]}}')
+    with pytest.raises(InputError, match=r"items\[0\]\.spec\.ports: expected a list"):
+        load_snapshot(str(tmp_path))
 
 
 def test_cluster_yaml_aliases_and_depth_are_refused(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""What a command imports: an iptables trace loads neither the nftables nor the IPVS modules (nor rich, for JSON)."""
+"""What a command imports: an iptables trace loads neither the nftables nor the IPVS modules (nor rich, for JSON,
+nor explain and the graph model, which only -o dot|svg|mermaid draws)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ except SystemExit:
     pass
 loaded = sorted(m for m in sys.modules if m.startswith(("svctrace.dataplane.nftables", "svctrace.dataplane.ipvs",
                                                          "svctrace.kubeproxy.render", "rich", "textual",
-                                                         "kubernetes", "paramiko", "yaml")))
+                                                         "kubernetes", "paramiko", "yaml", "svctrace.explain",
+                                                         "svctrace.browse")))
 print(json.dumps(loaded), file=sys.stderr)
 """
 

@@ -415,3 +415,26 @@ def test_index_everywhere_equals_scanning_everywhere_on_every_corpus_dump(monkey
         assert answers[1] == answers[10**9], path
         probes += len(answers[1])
     assert probes > 1000
+
+
+def test_conntrack_states_of_a_first_packet() -> None:
+    """-m conntrack --ctstate / -m state: a first packet's connection is NEW (UNTRACKED after NOTRACK), and
+    conntrack also says DNAT / SNAT once NAT changed the destination / source; every combination."""
+    import itertools
+
+    from svctrace.dataplane.contract import Dnat
+    from svctrace.dataplane.iptables.matches import _ct_hit
+    from svctrace.dataplane.kernel import State
+
+    words = ("NEW", "DNAT", "SNAT", "UNTRACKED", "ESTABLISHED")
+    pkt = Packet.make(src="10.0.0.2", dst="10.96.0.1", proto="tcp", dport=80)
+    for untracked, dnat, dnat_changed, snat_changed, with_nat in itertools.product((False, True), repeat=5):
+        st = State(pkt)
+        st.untracked, st.dnat_changed, st.snat_changed = untracked, dnat_changed, snat_changed
+        st.dnat = Dnat("10.244.1.5:80") if dnat else None
+        states = {"UNTRACKED"} if untracked else {"NEW"} | (
+            ({"DNAT"} if with_nat and dnat and dnat_changed else set()) | ({"SNAT"} if with_nat and snat_changed
+                                                                            else set()))
+        for n in range(len(words) + 1):
+            for wanted in itertools.combinations(words, n):
+                assert _ct_hit(st, frozenset(wanted), with_nat) == bool(states & set(wanted))

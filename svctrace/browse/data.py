@@ -336,8 +336,8 @@ def iptables_adapter(nf: NodeFiles, family: int) -> IptablesAdapter | None:
     """The node's iptables (or ip6tables) dump, parsed once for the snapshot (explain reuses the parse)."""
     names = ("iptables-save", "iptables-legacy-save") if family == 4 else ("ip6tables-save", "ip6tables-legacy-save")
     for fname in names:
-        if nf.get(fname):
-            return IptablesAdapter(nf.parsed(fname, load_ruleset), nf.name)
+        if nf.has(fname, empty=False):
+            return IptablesAdapter(nf.parsed(fname, load_ruleset, by_lines=True), nf.name)
     return None
 
 
@@ -363,7 +363,7 @@ def dataplanes(nf: NodeFiles) -> list[str]:
     out = []
     for fname in ("iptables-save", "iptables-legacy-save", "ip6tables-save", "ip6tables-legacy-save", "nft.json",
                   "nft", "ipvsadm", "ipset"):
-        if nf.get(fname):
+        if nf.has(fname, empty=False):
             out.append(fname)
     return out
 

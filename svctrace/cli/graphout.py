@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
-from svctrace.browse.graph import Graph
+if TYPE_CHECKING:  # browse.graph imports explain: a trace that prints JSON or text does not pay for it
+    from svctrace.browse.graph import Graph
 
 GRAPH_OUTPUTS = ("dot", "svg", "mermaid")
 

@@ -17,17 +17,39 @@ MODES = ("iptables", "ipvs", "nftables")
 # -- a dump's format ---------------------------------------------------------------------------------
 
 
+_SNIFFED: list[tuple[str, str]] = []  # the last text sniffed and its format: `trace` asks twice of one dump
+
+
 def sniff_format(text: str) -> str:
     """iptables-save | iptables-S | iptables-L | nft | ipvsadm | unknown (then parsed as iptables)."""
+    if _SNIFFED and _SNIFFED[0][0] is text:  # the same object (held here, so its id is not reused)
+        return _SNIFFED[0][1]
+    fmt = _sniff_format(text)
+    _SNIFFED[:] = [(text, fmt)]
+    return fmt
+
+
+_IPVS_WORD = re.compile(r"(?:TCP|UDP|SCTP|FWM)\s")
+
+
+def _count(pattern: str, head: str, needed: bool) -> int:
+    """re.findall's count of `pattern`; 0 without running it when `needed` (a text the pattern cannot match
+    without) is false: an iptables-save dump does not pay for the other formats' patterns (~5 ms at 1k)."""
+    return len(re.findall(pattern, head)) if needed else 0
+
+
+def _sniff_format(text: str) -> str:
     head = text[:200000]
-    save = len(re.findall(r"(?m)^(?:[^\n]*?\]:\s*|\s*\d+\s+|\s*)(?:\[\d+:\d+\]\s*)?-A\s+[\w.@-]+\s", head)) + len(re.findall(r"(?m)^\s*\*(?:nat|filter|mangle|raw)\b", head))
-    listing = len(re.findall(r"(?m)^\s*Chain \S+ \((?:policy \w+|\d+ references?)", head))
-    nft = len(re.findall(r"(?m)^\s*table (?:ip|ip6|inet|arp|bridge|netdev) \S+ \{", head))
-    nft += len(re.findall(r"(?m)^\s*chain \S+ \{\s*$|^\s*type (?:filter|nat|route) hook \w+", head))
-    ipvs = len(re.findall(r"(?m)^\s*(?:TCP|UDP|SCTP|FWM)\s+\S+\s+(?:rr|wrr|lc|wlc|lblc|lblcr|dh|sh|sed|nq|mh|fo|ovf)\b", head))
-    ipvs += len(re.findall(r"(?m)^\s*-A -[tuf] \S+", head)) * 2
-    ipvs += len(re.findall(r"(?m)^IP Virtual Server version", head)) * 3
-    ipvs += len(re.findall(r"(?m)^\s*(?:TCP|UDP|SCTP)\s+\[?[\w.:-]+\]?:\w+\s+\d+\s+\d+", head))
+    save = len(re.findall(r"(?m)^(?:[^\n]*?\]:\s*|\s*\d+\s+|\s*)(?:\[\d+:\d+\]\s*)?-A\s+[\w.@-]+\s", head)) + _count(r"(?m)^\s*\*(?:nat|filter|mangle|raw)\b", head, "*" in head)
+    listing = _count(r"(?m)^\s*Chain \S+ \((?:policy \w+|\d+ references?)", head, "Chain " in head)
+    nft = _count(r"(?m)^\s*table (?:ip|ip6|inet|arp|bridge|netdev) \S+ \{", head, "table " in head)
+    nft += _count(r"(?m)^\s*chain \S+ \{\s*$|^\s*type (?:filter|nat|route) hook \w+", head,
+                  "chain " in head or "type filter hook" in head or "type nat hook" in head or "type route hook" in head)
+    words = _IPVS_WORD.search(head) is not None
+    ipvs = _count(r"(?m)^\s*(?:TCP|UDP|SCTP|FWM)\s+\S+\s+(?:rr|wrr|lc|wlc|lblc|lblcr|dh|sh|sed|nq|mh|fo|ovf)\b", head, words)
+    ipvs += _count(r"(?m)^\s*-A -[tuf] \S+", head, "-A -" in head) * 2
+    ipvs += _count(r"(?m)^IP Virtual Server version", head, "IP Virtual Server version" in head) * 3
+    ipvs += _count(r"(?m)^\s*(?:TCP|UDP|SCTP)\s+\[?[\w.:-]+\]?:\w+\s+\d+\s+\d+", head, words)
     best = max(save, listing, nft, ipvs)
     if best == 0:
         return "unknown"
@@ -142,24 +164,30 @@ def said_mode(nf: NodeFiles) -> str:
     return said if said in MODES else ""
 
 
-def iptables_file(nf: NodeFiles, family: int) -> tuple[str | None, str]:
-    """(text, file name) of the node's iptables dump for the family: the default backend's, else legacy."""
+def iptables_name(nf: NodeFiles, family: int) -> tuple[bool, str]:
+    """(present, file name) of the node's iptables dump for the family: the default backend's, else legacy.
+    Nothing is read: a snapshot's dumps are read when used."""
     for fname in (("iptables-save", "iptables-legacy-save") if family == 4 else
                   ("ip6tables-save", "ip6tables-legacy-save")):
-        text = nf.get(fname)
-        if text is not None:
-            return text, fname
-    return None, "iptables-save" if family == 4 else "ip6tables-save"
+        if nf.has(fname):
+            return True, fname
+    return False, "iptables-save" if family == 4 else "ip6tables-save"
+
+
+def iptables_file(nf: NodeFiles, family: int) -> tuple[str | None, str]:
+    """(text, file name) of the node's iptables dump for the family: the default backend's, else legacy."""
+    present, fname = iptables_name(nf, family)
+    return (nf.get(fname) if present else None), fname
 
 
 def missing_file(nf: NodeFiles, mode: str | None, family: int) -> str | None:
-    """The file a node in `mode` needs and lacks (None when it has it)."""
+    """The file a node in `mode` needs and lacks (None when it has it); an empty nft or ipvsadm file is lacking."""
     if mode == "nftables":
-        return None if (nf.get("nft.json") or nf.get("nft")) else "nft.json"
+        return None if (nf.has("nft.json", empty=False) or nf.has("nft", empty=False)) else "nft.json"
     if mode == "ipvs":
-        return None if nf.get("ipvsadm") else "ipvsadm"
-    text, fname = iptables_file(nf, family)
-    return None if text is not None else fname
+        return None if nf.has("ipvsadm", empty=False) else "ipvsadm"
+    present, fname = iptables_name(nf, family)
+    return None if present else fname
 
 
 # -- a node's mode -----------------------------------------------------------------------------------

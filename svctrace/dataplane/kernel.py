@@ -372,12 +372,17 @@ class KernelWalker:
         x_tables' mark_source_chains (net/ipv4/netfilter/ip_tables.c) follows every standard verdict >= 0,
         a -g as much as a -j, and refuses a loop ("iptables: loop hook"); nf_tables' nft_chain_validate
         counts NFT_JUMP and NFT_GOTO alike towards NFT_JUMP_STACK_SIZE and refuses a loop (-ELOOP)."""
-        path = [c for f in stack for c in (*f[3], f[0])]
-        if any(c is chain for c in path):
+        depth = 0
+        looped = False
+        for f in stack:  # the chains on the way here: each frame's own and those it went to with goto
+            depth += len(f[3]) + 1
+            looped = looped or f[0] is chain or (bool(f[3]) and any(c is chain for c in f[3]))
+        if looped:
+            path = [c for f in stack for c in (*f[3], f[0])]
             names = " -> ".join([c.name for c in path] + [chain.name])
             raise WalkError(f"loop in the rules: {shorten(names, 400)}{at}; the kernel refuses such a ruleset, so "
                             "the dump was edited or mixed")
-        if len(path) >= MAX_DEPTH:
+        if depth >= MAX_DEPTH:
             raise WalkError(f"jumps and gotos nest deeper than {MAX_DEPTH} chains at {where} (svctrace's limit "
                             "MAX_DEPTH, see docs/limits.md)")
         if goto and stack:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from svctrace.dataplane.detect import detect_mode, iptables_file, missing_file, usable
+from svctrace.dataplane.detect import detect_mode, iptables_name, missing_file, usable
 from svctrace.dataplane.ipset import parse_ipset
 from svctrace.dataplane.iptables import load_ruleset
 from svctrace.dataplane.iptables.rules import Ruleset
@@ -51,9 +51,9 @@ def load_dataplane(snap: Snapshot, node: str, family: int) -> Dataplane:
         raise InputError(f"node {node} runs kube-proxy in {mode} mode but its {missing} was not collected",
                          source=nf.path(missing))
     dp = Dataplane(mode=mode, node=node, main_file="", mode_source=where)
-    ipt_text, ipt_name = iptables_file(nf, family)
-    if ipt_text is not None:
-        dp.iptables = nf.parsed(ipt_name, load_ruleset)
+    has_ipt, ipt_name = iptables_name(nf, family)
+    if has_ipt:
+        dp.iptables = nf.parsed(ipt_name, load_ruleset, by_lines=True)
     if nf.get("ipset"):
         dp.ipsets = nf.parsed("ipset", parse_ipset)[0]
     dp.extra_local_ips = node_addresses(nf)

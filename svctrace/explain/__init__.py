@@ -129,6 +129,16 @@ class Explanation:
 
 # -- resolution -----------------------------------------------------------------------------------
 
+def service_named(target: str, namespace: str | None) -> tuple[str, str] | None:
+    """(namespace, name) of the Service a target names (`svc/NAME`, `NAME.NS`, ...); None for an address, or a
+    target explain refuses (it says why when asked)."""
+    try:
+        t = parse_target(target.strip(), namespace)
+    except InputError:
+        return None
+    return None if t.ip is not None else (t.namespace or "default", t.name or "")
+
+
 def resolve_target(cluster: Cluster, req: Request) -> tuple[Service, str | None, str | None, str | None]:
     """(service, port spec, via, destination ip) from `svc/NAME`, `NAME.NS.svc.cluster.local` or `IP:PORT`."""
     t = req.target.strip()
@@ -152,7 +162,7 @@ def resolve_target(cluster: Cluster, req: Request) -> tuple[Service, str | None,
             return owners[0], str(port), None, ip  # a port the Service does not serve: diagnosed later
         raise InputError(f"no Service has the address {t} (cluster IP, external IP, load-balancer IP or "
                          "node IP with a node port)")
-    ns, name = target.namespace or "default", target.name or ""
+    ns, name = service_named(t, req.namespace) or ("default", "")
     found = cluster.service(ns, name)
     if found is None:
         here = sorted(s.name for s in cluster.services.values() if s.namespace == ns)
@@ -480,4 +490,5 @@ __all__ = [
     "explain",
     "format_endpoint",
     "nodes_with_dumps",
+    "service_named",
 ]

@@ -7,8 +7,11 @@ explanation uses.
 from __future__ import annotations
 
 import ipaddress
+import json
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from sys import intern
 from typing import Any
 
 from svctrace.errors import InputError, Warn, shorten
@@ -17,7 +20,7 @@ from svctrace.limits import MAX_JSON_DEPTH
 Obj = dict[str, Any]
 
 
-@dataclass
+@dataclass(slots=True)
 class ServicePort:
     name: str
     port: int
@@ -30,7 +33,7 @@ class ServicePort:
                 "target_port": self.target_port, "node_port": self.node_port}
 
 
-@dataclass
+@dataclass(slots=True)
 class Service:
     namespace: str
     name: str
@@ -73,7 +76,7 @@ class Service:
                 "session_affinity": self.session_affinity}
 
 
-@dataclass
+@dataclass(slots=True)
 class Endpoint:
     addresses: list[str]
     ready: bool
@@ -85,7 +88,7 @@ class Endpoint:
     target: str | None = None  # "ns/pod" from targetRef
 
 
-@dataclass
+@dataclass(slots=True)
 class EndpointSlice:
     namespace: str
     name: str
@@ -252,7 +255,8 @@ class Cluster:
     nodes: dict[str, Node] = field(default_factory=dict)
     proxy: ProxySettings = field(default_factory=ProxySettings)
     warnings: list[Warn] = field(default_factory=list)
-    objects: list[dict[str, Any]] = field(default_factory=list, repr=False)  # every item, as cluster.json has it
+    # every item, as cluster.json has it (with parse_cluster's raw_for: that Service's own only)
+    objects: list[dict[str, Any]] = field(default_factory=list, repr=False)
     policies: list[NetworkPolicy] = field(default_factory=list)
     namespaces: dict[str, dict[str, str]] = field(default_factory=dict)  # Namespace objects: name -> labels
     workloads: list[Workload] = field(default_factory=list)
@@ -507,10 +511,94 @@ def check_shape(o: Any, schema: Any, path: str, source: str) -> None:
 
 
 
-def _items(doc: Any, source: str) -> Iterator[tuple[str, Obj]]:
+# check_shape walks the schema for every value, which costs a third of loading a 5k-Service snapshot. Each kind's
+# schema is also compiled once into a plain Python function (`_compile`) that only says whether the object has
+# the shape (straight-line code: no work list, no JSON paths, exact types); only an object it refuses is walked by
+# check_shape, which names the path. The compiled test may be stricter, never looser: a value it refuses that
+# check_shape accepts costs a walk and nothing else (tests/test_hostile.py checks the two agree).
+_IPV4 = re.compile(r"(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])")
+_FAST_LEAF = {  # a leaf type's test as an expression of {x}, exactly as strict as its `ok` or stricter
+    id(STR): "type({x}) is str",
+    id(SCALAR): "(type({x}) is str or type({x}) is int or type({x}) is float)",
+    id(BOOL): "({x} is True or {x} is False)",
+    id(INT): "(type({x}) is int and -10**10 < {x} < 10**10)",
+    id(PORT): "(type({x}) is int and 0 <= {x} <= 65535)",
+    id(PORT_OR_NAME): "((type({x}) is int and 0 <= {x} <= 65535) or (type({x}) is str and len({x}) <= 253))",
+    id(IP): "(type({x}) is str and (_v4({x}) is not None or _is_ip({x})))",  # dotted IPv4 without ipaddress
+    id(ANY): "",
+}
+
+
+def _compile(schema: Any, name: str) -> Any:
+    """A function `ok(o) -> bool`: does `o` have the shape `schema` says (None fine everywhere)?"""
+    lines = [f"def {name}(v0):"]
+    env: dict[str, Any] = {"_v4": _IPV4.fullmatch, "_is_ip": _is_ip}
+    count = [0]
+
+    def var() -> str:
+        count[0] += 1
+        return f"v{count[0]}"
+
+    def emit(sch: Any, x: str, ind: str) -> None:
+        if isinstance(sch, _T):
+            expr = _FAST_LEAF.get(id(sch))
+            if expr is None:
+                env[f"_ok{id(sch)}"] = sch.ok
+                expr = f"_ok{id(sch)}({{x}})"
+            if expr:
+                lines.append(f"{ind}if {x} is not None and not {expr.format(x=x)}: return False")
+            return
+        if isinstance(sch, list):
+            lines.append(f"{ind}if {x} is not None:")
+            lines.append(f"{ind}    if type({x}) is not list: return False")
+            item = var()
+            body = len(lines)
+            lines.append(f"{ind}    for {item} in {x}:")
+            emit(sch[0], item, ind + "        ")
+            if len(lines) == body + 1:  # nothing to test in the items
+                lines.pop()
+            return
+        if isinstance(sch, _Map):
+            lines.append(f"{ind}if {x} is not None:")
+            lines.append(f"{ind}    if type({x}) is not dict: return False")
+            item = var()
+            body = len(lines)
+            lines.append(f"{ind}    for {item} in {x}.values():")
+            emit(sch.value, item, ind + "        ")
+            if len(lines) == body + 1:
+                lines.pop()
+            return
+        assert isinstance(sch, dict), sch
+        lines.append(f"{ind}if {x} is not None:")
+        lines.append(f"{ind}    if type({x}) is not dict: return False")
+        for key, sub in sch.items():
+            if isinstance(sub, _T) and not _FAST_LEAF.get(id(sub), "x"):
+                continue  # ANY
+            field_var = var()
+            lines.append(f"{ind}    {field_var} = {x}.get({key!r})")
+            emit(sub, field_var, ind + "    ")
+
+    emit(schema, "v0", "    ")
+    lines.append("    return True")
+    exec("\n".join(lines), env)  # our own text, made from SCHEMA above
+    return env[name]
+
+
+class _ShapeTests(dict[str, Any]):
+    """kind -> its compiled shape test, compiled when first asked for (a few milliseconds each)."""
+
+    def __missing__(self, kind: str) -> Any:
+        test = self[kind] = _compile(SCHEMA[kind], f"_shape_{kind}")
+        return test
+
+
+SHAPE_OK = _ShapeTests()
+
+
+def _items(doc: Any, source: str, at: str = "", depth: int = 0) -> Iterator[tuple[str, Obj]]:
     """(JSON path, object) of every object with a `kind`, in document order, through Lists and lists of
-    lists; iteratively, at most MAX_JSON_DEPTH lists deep."""
-    work: list[tuple[Any, str, int]] = [(doc, "", 0)]
+    lists; iteratively, at most MAX_JSON_DEPTH lists deep. `at`, `depth`: where `doc` is in a bigger document."""
+    work: list[tuple[Any, str, int]] = [(doc, at, depth)]
     while work:
         d, at, depth = work.pop()
         if depth > MAX_JSON_DEPTH:
@@ -528,7 +616,13 @@ def _items(doc: Any, source: str) -> Iterator[tuple[str, Obj]]:
 
 def _meta(o: Obj) -> tuple[str, str]:
     m = o.get("metadata") or {}
-    return str(m.get("namespace") or "default"), str(m.get("name") or "")
+    return intern(str(m.get("namespace") or "default")), str(m.get("name") or "")
+
+
+def _same(v: Any) -> Any:
+    """One string object for a value that repeats across the objects (a node's name, a protocol, a port's name):
+    a 10k-Service cluster repeats such words some 200,000 times. Anything else as it is."""
+    return intern(v) if type(v) is str else v
 
 
 def _int(v: Any) -> int | None:
@@ -545,14 +639,14 @@ def parse_service(o: Obj) -> Service:
     ports = []
     for p in spec.get("ports") or []:
         tp = p.get("targetPort", p.get("port"))
-        ports.append(ServicePort(name=str(p.get("name") or ""), port=int(p.get("port", 0)),
-                                 protocol=str(p.get("protocol") or "TCP"),
+        ports.append(ServicePort(name=intern(str(p.get("name") or "")), port=int(p.get("port", 0)),
+                                 protocol=intern(str(p.get("protocol") or "TCP")),
                                  target_port=tp if isinstance(tp, int) or not str(tp).isdigit() else int(tp),
                                  node_port=_int(p.get("nodePort"))))
     status = (o.get("status") or {}).get("loadBalancer") or {}
     lb_ips = [i["ip"] for i in status.get("ingress") or [] if i.get("ip")]
     aff = ((spec.get("sessionAffinityConfig") or {}).get("clientIP") or {}).get("timeoutSeconds")
-    svc_type = str(spec.get("type") or "ClusterIP")
+    svc_type = intern(str(spec.get("type") or "ClusterIP"))
     return Service(
         namespace=ns, name=name, type=svc_type, cluster_ips=[str(i) for i in ips], ports=ports,
         selector=dict(spec["selector"]) if spec.get("selector") else None,
@@ -585,13 +679,13 @@ def parse_endpointslice(o: Obj) -> EndpointSlice:
         hints = [z.get("name") for z in ((e.get("hints") or {}).get("forZones") or []) if z.get("name")]
         eps.append(Endpoint(addresses=list(e.get("addresses") or []), ready=ready_b,
                             serving=ready_b if serving is None else bool(serving), terminating=terminating,
-                            node_name=e.get("nodeName"), zone=e.get("zone"), hints=hints or None,
+                            node_name=_same(e.get("nodeName")), zone=_same(e.get("zone")), hints=hints or None,
                             target=f"{ref.get('namespace') or ns}/{ref['name']}" if ref.get("kind") == "Pod" and
                             ref.get("name") else None))
-    ports = [(str(p.get("name") or ""), _int(p.get("port")), str(p.get("protocol") or "TCP"))
+    ports = [(intern(str(p.get("name") or "")), _int(p.get("port")), intern(str(p.get("protocol") or "TCP")))
              for p in o.get("ports") or []]
-    return EndpointSlice(ns, name, labels.get("kubernetes.io/service-name"), str(o.get("addressType") or "IPv4"),
-                         eps, ports, raw=o)
+    return EndpointSlice(ns, name, _same(labels.get("kubernetes.io/service-name")),
+                         intern(str(o.get("addressType") or "IPv4")), eps, ports, raw=o)
 
 
 def parse_endpoints(o: Obj) -> list[EndpointSlice]:
@@ -693,7 +787,6 @@ def parse_workload(o: Obj) -> Workload:
 
 def _proxy_from_config(text: str, where: str, proxy: ProxySettings) -> None:
     """KubeProxyConfiguration as YAML or JSON (the ConfigMap's config.conf)."""
-    import re
 
     def grab(key: str) -> str | None:
         m = re.search(rf"(?m)^\s*\"?{key}\"?\s*:\s*\"?([^\"\n#,]*)\"?", text)
@@ -729,6 +822,75 @@ KIND_NAMES = {
 CLUSTER_SCOPED = frozenset({"Node", "Namespace"})
 
 
+def stream_items(text: str, source: str) -> Iterator[tuple[str, Obj]]:
+    """`_items` of a List document (`{"items": [...]}`, what kubectl prints) read from its JSON text one item at a
+    time with the json module's own scanner, so that an item's objects can be let go before the next is read.
+    NotStreamed when the text is anything else or not JSON (json.loads of the whole text then says what)."""
+    scan: Any = json.JSONDecoder().scan_once  # type: ignore[attr-defined]  # (the C scanner json.loads uses)
+    space = _JSON_SPACE.match
+    seen = False
+
+    def ws(i: int) -> int:
+        m = space(text, i)
+        return m.end() if m is not None else i
+
+    def value(i: int) -> tuple[Any, int]:
+        try:
+            got: tuple[Any, int] = scan(text, i)
+            return got
+        except (StopIteration, ValueError, RecursionError):
+            raise NotStreamed from None
+
+    i = ws(0)
+    if text[i:i + 1] != "{":
+        raise NotStreamed
+    i = ws(i + 1)
+    while True:
+        if text[i:i + 1] != '"':
+            raise NotStreamed
+        try:
+            key, i = json.decoder.scanstring(text, i + 1)  # type: ignore[attr-defined]
+        except ValueError:
+            raise NotStreamed from None
+        i = ws(i)
+        if text[i:i + 1] != ":":
+            raise NotStreamed
+        i = ws(i + 1)
+        if key != "items":
+            _, i = value(i)
+        elif seen or text[i:i + 1] != "[":
+            raise NotStreamed  # a second "items" (json keeps the last), or not a list
+        else:
+            seen = True
+            i = ws(i + 1)
+            n = 0
+            while text[i:i + 1] != "]":
+                if n:
+                    if text[i:i + 1] != ",":
+                        raise NotStreamed
+                    i = ws(i + 1)
+                o, i = value(i)
+                yield from _items(o, source, f"items[{n}]", 1)
+                del o
+                n += 1
+                i = ws(i)
+            i += 1
+        i = ws(i)
+        if text[i:i + 1] == ",":
+            i = ws(i + 1)
+            continue
+        if text[i:i + 1] != "}" or ws(i + 1) != len(text) or not seen:
+            raise NotStreamed
+        return
+
+
+class NotStreamed(Exception):
+    """cluster.json is not a List that stream_items reads (or not JSON at all)."""
+
+
+_JSON_SPACE = re.compile(r"[ \t\n\r]*")
+
+
 def find_objects(cluster: Cluster, what: str, namespace: str | None) -> list[dict[str, Any]]:
     """The objects `kubectl get WHAT -n NAMESPACE` would show: WHAT is `KIND`, `KIND/NAME` or `KIND NAME` in
     kubectl's spelling (svc, deploy, po, ...); `namespace` None means every namespace (-A)."""
@@ -750,25 +912,57 @@ def find_objects(cluster: Cluster, what: str, namespace: str | None) -> list[dic
     return out
 
 
-def parse_cluster(doc: Any, source: str = "cluster.json") -> Cluster:
+def _related(kind: str, o: Obj, service: tuple[str, str]) -> bool:
+    """Is `o` the Service `service` (namespace, name), or one of its EndpointSlices or its v1 Endpoints?"""
+    if kind not in ("Service", "EndpointSlice", "Endpoints"):
+        return False
+    meta = o.get("metadata") or {}
+    if str(meta.get("namespace") or "default") != service[0]:
+        return False
+    if kind == "EndpointSlice":
+        return (meta.get("labels") or {}).get("kubernetes.io/service-name") == service[1]
+    return str(meta.get("name") or "") == service[1]
+
+
+def parse_cluster(doc: Any, source: str = "cluster.json", raw_for: tuple[str, str] | None = None) -> Cluster:
+    """The objects of a cluster.json document. `raw_for` (namespace, name): the one Service whose API objects are
+    kept as read (`raw`, `Cluster.objects`: that Service, its EndpointSlices or Endpoints), for a caller that asks
+    about it alone; every other object is read into its model and its JSON let go (a 10k-Service cluster.json is
+    50 MB of Python objects)."""
+    return parse_items(_items(doc, source), source, raw_for)
+
+
+def parse_items(items: Iterable[tuple[str, Obj]], source: str, raw_for: tuple[str, str] | None = None) -> Cluster:
+    """parse_cluster of the (JSON path, object) pairs `_items` gives, as they come."""
     c = Cluster()
     kinds_seen: set[str] = set()
-    for at, o in _items(doc, source):
+    for at, o in items:
         kind = o.get("kind")
         if not isinstance(kind, str):
             raise InputError(f"{at}.kind: expected a string, not {_kind_name(kind)}", source=source)
         kinds_seen.add(kind)
-        if kind in SCHEMA:
+        if kind in SCHEMA and not SHAPE_OK[kind](o):
             check_shape(o, SCHEMA[kind], at, source)
-        c.objects.append(o)
+        keep = raw_for is None or _related(kind, o, raw_for)
+        if keep:
+            c.objects.append(o)
         try:
             if kind == "Service":
                 s = parse_service(o)
                 c.services[s.key] = s
+                if not keep:
+                    s.raw = {}
             elif kind == "EndpointSlice":
-                c.slices.append(parse_endpointslice(o))
+                sl = parse_endpointslice(o)
+                c.slices.append(sl)
+                if not keep:
+                    sl.raw = {}
             elif kind == "Endpoints":
-                c.slices.extend(parse_endpoints(o))
+                got = parse_endpoints(o)
+                c.slices.extend(got)
+                if not keep:
+                    for sl in got:
+                        sl.raw = {}
             elif kind == "Pod":
                 c.pods.append(parse_pod(o))
             elif kind == "Node":

@@ -9,6 +9,7 @@ splits on floats and Unknowns.
 from __future__ import annotations
 
 import ipaddress
+import socket
 from collections.abc import Callable
 
 from svctrace.dataplane.iptables.rules import Match, Opt
@@ -39,19 +40,37 @@ def _net(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
     return ipaddress.ip_network(text, strict=False)
 
 
+def _plain_v4(text: str) -> tuple[int, int, int] | None:
+    """`a.b.c.d` or `a.b.c.d/N` as (4, network, mask) -- what `ip_network(text, strict=False)` means, read with
+    inet_pton instead of building a network object (a question's endpoint chains each hold a new address)."""
+    host, slash, plen = text.partition("/")
+    if slash:
+        if not (plen.isascii() and plen.isdigit()) or int(plen) > 32:  # ipaddress's prefix rule; masks: slow path
+            return None
+        bits = int(plen)
+    else:
+        bits = 32
+    try:
+        value = int.from_bytes(socket.inet_pton(socket.AF_INET, host), "big")
+    except (OSError, ValueError):
+        return None
+    mask = (0xFFFFFFFF << (32 - bits)) & 0xFFFFFFFF
+    return 4, value & mask, mask
+
+
 def _addr(st: State, m: Match, which: str) -> Result:
     o = m.opts[0]
     net = m.cache
     if net is None:
         try:
-            net = _net(o.arg)
+            net = _plain_v4(o.arg) or _net(o.arg)
         except ValueError:
             net = _masked(o.arg)
             if net is None:
                 return Unknown(f"addr:{which}:{o.arg}", f"the address {o.arg!r} matches")
         m.cache = net
     ip = st.pkt.src if which == "s" else st.pkt.dst
-    if isinstance(net, tuple):  # a non-contiguous mask: iptables compares (ip & mask) == (addr & mask)
+    if isinstance(net, tuple):  # (ip & mask) == (addr & mask): plain IPv4, or a non-contiguous mask as iptables takes
         version, value, mask = net
         return (ip.version == version and (int(ip) & mask) == value) != o.neg
     assert isinstance(net, ipaddress.IPv4Network | ipaddress.IPv6Network)
@@ -374,16 +393,26 @@ def _connmark(st: State, m: Match, node: NodeFacts) -> Result:
     return _marked(st.ctmark, m)
 
 
-def _ct_states(st: State, with_nat: bool) -> set[str]:
+_STATE_LISTS: dict[str, frozenset[str]] = {}  # `--ctstate NEW,ESTABLISHED` -> its words, read once per text
+
+
+def _state_list(text: str) -> frozenset[str]:
+    got = _STATE_LISTS.get(text)
+    if got is None:
+        got = _STATE_LISTS[text] = frozenset(x.strip().upper() for x in text.split(","))
+    return got
+
+
+def _ct_hit(st: State, wanted: frozenset[str], with_nat: bool) -> bool:
+    """Whether the walked packet's connection is in one of the `wanted` states. A first packet's connection is
+    NEW, or UNTRACKED after NOTRACK; `-m conntrack` (`with_nat`) also sees DNAT / SNAT once NAT changed its
+    destination / source (`-m state` does not). Tested against those sets in test_walker."""
     if st.untracked:
-        return {"UNTRACKED"}
-    s = {"NEW"}
-    if with_nat:
-        if st.dnat is not None and st.dnat_changed:
-            s.add("DNAT")
-        if st.snat_changed:
-            s.add("SNAT")
-    return s
+        return "UNTRACKED" in wanted
+    if "NEW" in wanted:
+        return True
+    return with_nat and (("DNAT" in wanted and st.dnat is not None and st.dnat_changed)
+                         or ("SNAT" in wanted and st.snat_changed))
 
 
 def _net_ok(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, text: str) -> bool:
@@ -397,7 +426,7 @@ def _conntrack(st: State, m: Match, node: NodeFacts) -> Result:
     for o in m.opts:
         n = o.name
         if n == "--ctstate":
-            ok = bool(_ct_states(st, True) & {x.strip().upper() for x in o.arg.split(",")})
+            ok = _ct_hit(st, _state_list(o.arg), True)
         elif n == "--ctstatus":
             bits = {"CONFIRMED"} if st.confirmed else set()
             ok = bool(bits & {x.strip().upper() for x in o.arg.split(",")})
@@ -432,7 +461,7 @@ def _proto_num(p: str) -> int:
 
 def _state(st: State, m: Match, node: NodeFacts) -> Result:
     for o in m.opts:
-        ok = bool(_ct_states(st, False) & {x.strip().upper() for x in o.arg.split(",")})
+        ok = _ct_hit(st, _state_list(o.arg), False)
         if ok == o.neg:
             return False
     return True
@@ -589,6 +618,12 @@ EVALUATORS: dict[str, Evaluator] = {
     "nfacct": lambda st, m, node: True,
     "cpu": _split_unknown("the packet is handled on that CPU"),
 }
+
+
+def evaluator_of(m: Match) -> Evaluator:
+    """The function that decides `m` (what `evaluate` would call), looked up once per match by the walker."""
+    ev = EVALUATORS.get(m.module)
+    return ev if ev is not None and m.known else evaluate
 
 
 def evaluate(st: State, m: Match, node: NodeFacts) -> Result:

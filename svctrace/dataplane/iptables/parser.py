@@ -69,8 +69,11 @@ def looks_binary(text: str) -> bool:
     return "\x00" in text[:65536]
 
 
-def load_ruleset(text: str, source: str = "<dump>", table: str | None = None) -> Ruleset:
-    """Parse a dump (any iptables format) into a lazily parsed `Ruleset`."""
+def load_ruleset(text: str, source: str = "<dump>", table: str | None = None, *,
+                 lines: list[str] | None = None) -> Ruleset:
+    """Parse a dump (any iptables format) into a lazily parsed `Ruleset`. `lines`: the dump's lines
+    (`splitlines()`), when the caller read them without holding the whole text; `text` is then the dump's first
+    200,000 characters (what the format is told from)."""
     if looks_binary(text):
         line = text[: text.index("\x00")].count("\n") + 1
         raise InputError("this is binary data, not an iptables dump", source=source, line=line)
@@ -80,6 +83,8 @@ def load_ruleset(text: str, source: str = "<dump>", table: str | None = None) ->
     if fmt == "iptables-L":
         from svctrace.dataplane.iptables.listing import listing_to_save
 
+        if lines is not None:
+            text = "\n".join(lines)  # a listing is converted from its whole text
         conv = listing_to_save(text, table)
         rs = _Loader(conv.text, source, table, line_map=conv.line_map).load()
         rs.format = "iptables-L"
@@ -95,7 +100,7 @@ def load_ruleset(text: str, source: str = "<dump>", table: str | None = None) ->
     if fmt in ("nft", "ipvsadm"):
         what = "an nftables ruleset (nft list ruleset)" if fmt == "nft" else "an IPVS table (ipvsadm)"
         raise InputError(f"this is {what}; `trace` reads iptables dumps in this version", source=source)
-    return _Loader(text, source, table).load()
+    return _Loader(text, source, table, lines=lines).load()
 
 
 _TOKEN = re.compile(r'"((?:[^"\\]|\\.)*)"(?=\s|$)|([^\s"]+)(?=\s|$)')
@@ -176,8 +181,10 @@ def _tokenize_slow(text: str) -> tuple[list[str], bool]:
 
 
 class _Loader:
-    def __init__(self, text: str, source: str, table: str | None, line_map: list[int] | None = None) -> None:
+    def __init__(self, text: str, source: str, table: str | None, line_map: list[int] | None = None,
+                 lines: list[str] | None = None) -> None:
         self.text = text
+        self.lines = lines  # text.splitlines(), when given
         self.fast = FAST_LOAD
         self.source = source
         self.table_hint = table
@@ -217,7 +224,8 @@ class _Loader:
                 gc.enable()
 
     def _load(self) -> Ruleset:
-        lines = self.text.splitlines()
+        lines = self.text.splitlines() if self.lines is None else self.lines
+        self.lines = None
         t = self.current
         tname = t.name if t is not None else ""
         chains = t.chains if t is not None else None
@@ -772,8 +780,8 @@ def parse_rule(table: str, chain: str, raw: RawRule, family: int = 4) -> list[Ru
             problems.append("DNAT without a usable --to-destination (printed by a mismatched iptables binary?)")
     text = raw.text
     rules = [Rule(table, chain, 0, raw.line, text, matches, target, raw.counters, problems)]
-    # An address list expands into one rule per address, as iptables does.
-    for opt_name in ("-s", "-d"):
+    # An address list expands into one rule per address, as iptables does (a list has a comma in the text).
+    for opt_name in ("-s", "-d") if "," in text else ():
         expanded: list[Rule] = []
         for r in rules:
             idx = next((k for k, m in enumerate(r.matches) if m.module == opt_name), None)
@@ -799,8 +807,11 @@ def _is_number(t: str) -> bool:
         return False
 
 
+_CHAIN_NAME = re.compile(r"[\w.@:+/-]{1,64}")
+
+
 def _looks_like_chain(name: str) -> bool:
-    return bool(re.fullmatch(r"[\w.@:+/-]{1,64}", name))
+    return _CHAIN_NAME.fullmatch(name) is not None
 
 
 _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 BUILTIN_CHAINS: dict[str, tuple[str, ...]] = {
     "raw": ("PREROUTING", "OUTPUT"),
@@ -67,6 +68,12 @@ class Match:
         return find_opt(self.opts, name)
 
 
+def comment_of(matches: list[Match]) -> str | None:
+    """The rule's `-m comment --comment` text (several joined by a blank), or None."""
+    parts = [o.arg for m in matches if m.module == "comment" for o in m.opts if o.name == "--comment"]
+    return " ".join(parts) if parts else None
+
+
 @dataclass(slots=True)
 class Target:
     name: str
@@ -88,11 +95,16 @@ class Rule:
     target: Target | None
     counters: tuple[int, int] | None = None
     problems: list[str] = field(default_factory=list)  # what the parser did not understand
+    # The walker's precompiled form, made on first use (matches do not change once parsed): (comment, each
+    # match with its evaluator): walker.compile_rule.
+    compiled: tuple[str | None, tuple[tuple[Callable[..., Any], Match], ...]] | None = field(
+        default=None, compare=False, repr=False)
 
     @property
     def comment(self) -> str | None:
-        parts = [o.arg for m in self.matches if m.module == "comment" for o in m.opts if o.name == "--comment"]
-        return " ".join(parts) if parts else None
+        if self.compiled is not None:
+            return self.compiled[0]
+        return comment_of(self.matches)
 
     @property
     def understood(self) -> bool:

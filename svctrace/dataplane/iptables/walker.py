@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 from svctrace.dataplane.addr import ip_of
 from svctrace.dataplane.contract import Hints, PathStep, TraceResult
-from svctrace.dataplane.iptables.matches import _opts_text, evaluate
+from svctrace.dataplane.iptables.matches import Evaluator, _opts_text, evaluator_of
 from svctrace.dataplane.iptables.parser import parse_rule
-from svctrace.dataplane.iptables.rules import NONTERMINAL_TARGETS, Chain, Rule, Ruleset
+from svctrace.dataplane.iptables.rules import NONTERMINAL_TARGETS, Chain, Match, Rule, Ruleset, comment_of
 from svctrace.dataplane.kernel import (
     Frame,
     KernelWalker,
@@ -76,7 +76,11 @@ class Walker(KernelWalker):
         return self.run_chain(st, base, self.candidates(base, st), hook)
 
     def run_rule(self, st: State, rule: Rule, hook: str, base: Chain) -> list[tuple[State, Rule | None]]:
-        return [(s, rule if matched else None) for s, matched in self.match(st, rule)]
+        alts = self.match(st, rule)
+        if len(alts) == 1:  # decided: matched or not (most rules)
+            s, matched = alts[0]
+            return [(s, rule if matched else None)]
+        return [(s, rule if matched else None) for s, matched in alts]
 
     def follow(self, st: State, then: Rule, stack: list[Frame], hook: str, base: Chain) -> tuple[str, str] | None:
         return self.apply(st, then, stack, hook, base)
@@ -125,8 +129,9 @@ class Walker(KernelWalker):
         factor = 1.0
         unknowns: list[Unknown] = []
         soft: list[Unknown] = []
-        for m in rule.matches:
-            r = evaluate(st, m, self.node)
+        node = self.node
+        for ev, m in (rule.compiled or compile_rule(rule))[1]:
+            r = ev(st, m, node)
             if r is True:
                 continue
             if r is False:
@@ -325,6 +330,14 @@ class Walker(KernelWalker):
 
 
 # -- helpers -------------------------------------------------------------------------------------
+
+def compile_rule(rule: Rule) -> tuple[str | None, tuple[tuple[Evaluator, Match], ...]]:
+    """A rule's comment and each match with its evaluator, once per rule (a batch of questions walks the shared
+    chains again and again)."""
+    c = (comment_of(rule.matches), tuple((evaluator_of(m), m) for m in rule.matches))
+    rule.compiled = c
+    return c
+
 
 @dataclass
 class _DstIndex:

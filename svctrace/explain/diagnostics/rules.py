@@ -227,11 +227,12 @@ def nodes_disagree(ctx: Context) -> Diagnostic | None:
     node = ctx.exp.node if ctx.exp is not None else None
     others: dict[str, set[str]] = {}
     mine_nf = ctx.snap.nodes.get(node or "")
-    mine_text = mine_nf.get("iptables-save") if mine_nf is not None else None
     for name, nf in ctx.snap.nodes.items():
-        text = nf.get("iptables-save")
-        if name == node or not text or text == mine_text:
-            continue  # (the deciding node's very dump programs the chain as it does: nothing to parse)
+        if name == node or not nf.has("iptables-save", empty=False):
+            continue
+        if mine_nf is not None and mine_nf.same("iptables-save", nf):
+            continue  # (the deciding node's very dump programs the chain as it does: nothing to read or parse)
+        text = nf.get("iptables-save") or ""
         # One question (explain) cuts the chain out of the other node's dump, which is quicker than parsing it
         # whole; but each cut reads the whole text, so a run that asks about many Services (the TUI's health
         # marks, `check`) parses the dump once after a few cuts and looks the chains up in it.
@@ -243,7 +244,7 @@ def nodes_disagree(ctx: Context) -> Diagnostic | None:
             rs = mini
         else:
             try:
-                rs = nf.parsed("iptables-save", load_ruleset)
+                rs = nf.parsed("iptables-save", load_ruleset, by_lines=True)
             except Exception:  # a damaged other dump must not spoil this answer
                 continue
         own = ctx.dp.iptables if ctx.dp is not None else None
@@ -366,8 +367,10 @@ def mixed_iptables_backends(ctx: Context) -> Diagnostic | None:
     if nf is None:
         return None
     legacy = nf.get("iptables-legacy-save")
+    if not legacy or "KUBE-" not in legacy:
+        return None  # (before the other dump is read)
     nft = nf.get("iptables-save")
-    if not (legacy and nft and "KUBE-" in legacy and "KUBE-" in nft):
+    if not (nft and "KUBE-" in nft):
         return None
     return Diagnostic(
         "mixed-iptables-backends", "error",
