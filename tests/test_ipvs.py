@@ -755,3 +755,40 @@ def test_kube_proxy_save_lines_read_fast_as_the_general_path_reads_them(monkeypa
     assert read(text) == fast
     assert [read(r) for r in refused] == fast_refused
     assert all(r[0].startswith("error") for r in fast_refused)
+
+
+def test_a_whole_kube_proxy_save_reads_as_the_line_reader_reads_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """kube-proxy's `ipvsadm -Sn` read in one pass (`_KUBE_SAVE`, real servers parsed when first asked for) gives the
+    table and warnings the line reader gives: persistence, UDP, a service without real servers, an unknown
+    scheduler, a service listed twice; any other line sends the whole text to the line reader."""
+    import re as _re
+
+    from svctrace.dataplane.ipvs import parser as p
+
+    text = "\n".join([
+        "-A -t 10.96.0.10:80 -s rr", "-a -t 10.96.0.10:80 -r 10.244.1.5:8080 -m -w 1",
+        "-a -t 10.96.0.10:80 -r 10.244.1.6:8080 -g -w 0", "-A -u 10.96.0.11:53 -s wrr -p 10800",
+        "-a -u 10.96.0.11:53 -r 10.244.1.7:53 -i -w 65535", "-A -t 10.96.0.12:443 -s bogus",
+        "-A -t 192.168.0.10:30080 -s rr", "-a -t 192.168.0.10:30080 -r 10.244.1.5:8080 -m -w 1",
+        "-A -t 10.96.0.10:80 -s rr", "-a -t 10.96.0.10:80 -r 10.244.1.9:8080 -m -w 1",
+    ])
+    odd = [text + "\n\n", text.replace("10.244.1.6", "010.244.1.6"), text.replace("-w 0", "-w 65536"),
+           text + "\n-a -t 10.96.0.11:80 -r 10.244.1.9:80 -m -w 1", "# a comment\n" + text]
+
+    def read(t: str) -> tuple[str, list[str], str, bool | None]:
+        try:
+            table = load_ipvs(t, "x")
+        except Exception as e:
+            return f"error {e}", [], "", None
+        return repr(table.services), [str(w) for w in table.warnings], table.format, table.numeric
+
+    fast = read(text)
+    assert p._KUBE_SAVE.match(text + "\n") is not None and "10.244.1.9" in fast[0] and len(fast[1]) == 2
+    table = load_ipvs(text, "x")
+    assert table.services[0]._pending is not None  # not read until asked for
+    assert [(r.position, r.line, r.weight, r.forward) for r in table.services[0].reals] == [
+        (1, 2, 1, "Masq"), (2, 3, 0, "Route")]
+    odd_read = [read(t) for t in odd]
+    monkeypatch.setattr(p, "_KUBE_SAVE", _re.compile(r"(?!)"))
+    assert read(text) == fast
+    assert [read(t) for t in odd] == odd_read

@@ -7,7 +7,7 @@ import pytest
 from svctrace.dataplane.ipset import parse_ipset
 from svctrace.dataplane.iptables import load_ruleset
 from svctrace.dataplane.iptables.matches import kernel_probability
-from svctrace.errors import WalkError
+from svctrace.errors import WalkError, Warn
 from svctrace.kubeproxy.walk import trace_iptables as trace
 from svctrace.model.packet import NodeFacts, Packet
 
@@ -233,6 +233,53 @@ def test_ipset_membership_decides_when_given() -> None:
     unknown = run(d)  # no ipset dump: both cases, uncertain
     assert {o.dnat for o in unknown.outcomes} == {"10.0.0.9:80", None}
     assert all(not o.certain for o in unknown.outcomes)
+
+
+def test_ipset_save_read_whole_and_members_by_text_answer_as_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`ipset save` read by one regular expression gives the sets the line reader gives; a set's members written in
+    the one way of writing their value are looked up by text, the others (leading zeros, no protocol, networks)
+    parsed: the same answers either way."""
+    import ipaddress
+    import re
+
+    from svctrace.dataplane import ipset as m
+
+    save = ("create C hash:ip,port family inet hashsize 1024\nadd C 10.0.0.1,tcp:80\nadd C 10.0.0.2,udp:53\n"
+            "add C 10.0.0.3,443\nadd C 10.0.0.4,tcp:080\nadd C 10.0.0.6,sctp:9\n"
+            "create L hash:ip,port,ip family inet\nadd L 10.0.0.5,tcp:80,10.0.0.5\n"
+            "create E hash:ip family inet6\ncreate N hash:ip,port,net family inet\n"
+            "add N 10.0.0.7,tcp:80,10.1.0.0/16")
+    fast = m.parse_ipset(save, "s")
+    odd = [save.replace("add C 10.0.0.2", "add  C 10.0.0.2"), save.replace("add L", "add C"), save + "\nadd X 1.2.3.4",
+           save.replace("\ncreate L", "\n\ncreate L"), save.replace("inet6", "inet6 ")]
+    assert m._parse_save(save, "s") is not None and not any(m._parse_save(t, "s") for t in odd)
+    odd_sets = [m.parse_ipset(t, "s") for t in odd]
+    asks = [("10.0.0.1", "tcp", 80, ["dst", "dst"]), ("10.0.0.1", "udp", 80, ["dst", "dst"]),
+            ("10.0.0.3", "tcp", 443, ["dst", "dst"]), ("10.0.0.4", "tcp", 80, ["dst", "dst"]),
+            ("10.0.0.6", "sctp", 9, ["dst", "dst"]), ("10.0.0.9", "tcp", 80, ["dst", "dst"])]
+
+    def answers(sets: dict[str, m.IPSetListing]) -> list[object]:
+        out: list[object] = []
+        for dst, proto, port, flags in asks:
+            pkt = Packet(4, proto, ipaddress.ip_address("10.0.0.5"), ipaddress.ip_address(dst), 4000, port)
+            out.append(m.member_of(sets["C"], pkt, flags))
+            out.append(m.member_of(sets["L"], pkt, ["dst", "dst", "src"]))
+            out.append(m.member_of(sets["N"], pkt.with_(src=ipaddress.ip_address("10.1.2.3")), ["dst", "dst", "src"]))
+        return out
+
+    got = answers(fast[0])
+    assert got[:3] == [True, False, False] and got[9] is True and got[12] is True and got[15] is False
+    monkeypatch.setattr(m, "_CREATE", re.compile(r"(?!)"))
+    monkeypatch.setattr(m, "_DIM_TEXT", {})
+
+    def shown(parsed: tuple[dict[str, m.IPSetListing], list[Warn]]) -> list[object]:
+        return [[(s.name, s.type, s.family, s.members, s.member_lines, s.line, s.text, s.typed)
+                 for s in parsed[0].values()], [str(w) for w in parsed[1]]]
+
+    slow = m.parse_ipset(save, "s")
+    assert shown(slow) == shown(fast)
+    assert [shown(m.parse_ipset(t, "s")) for t in odd] == [shown(p) for p in odd_sets]
+    assert answers(slow[0]) == got
 
 
 def test_long_chain_index_gives_the_same_answer_as_a_scan() -> None:

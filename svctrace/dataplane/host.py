@@ -20,6 +20,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from svctrace.dataplane.addr import ip_of
+from svctrace.dataplane.loading import keeps_objects
 from svctrace.errors import InputError, Warn
 from svctrace.model.host import DEFAULT_RULES, Address, HostNet, IPNetwork, PolicyRule, Route
 from svctrace.model.packet import IPAddress
@@ -72,11 +74,12 @@ def _json(text: str, where: str, what: str) -> list[Any]:
 
 def _ip(value: object, where: str, line: int | None, what: str) -> IPAddress:
     try:
-        return ipaddress.ip_address(str(value).split("%")[0])
+        return ip_of(str(value).split("%")[0])
     except ValueError:
         raise InputError(f"{what} {value!r} is not an IP address", source=where, line=line) from None
 
 
+@keeps_objects
 def parse_ip_addr_json(text: str, where: str = "ip-addr.json") -> tuple[list[Address], dict[str, str | None]]:
     """`ip -j addr`: (addresses in the kernel's order, every interface -> the bridge it is a port of)."""
     addrs: list[Address] = []

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, TypeVar, cast
 
+from svctrace.dataplane.loading import keeps_objects
 from svctrace.kubeproxy.versions import FEATURES
 from svctrace.model.packet import IPAddress, IPSetDef
 
@@ -148,34 +149,58 @@ def layout(table: IPVSTable, local_ips: frozenset[IPAddress] | set[IPAddress] = 
     return once(table, "layout", (local_ips,), lambda: _layout(table, local_ips))
 
 
+@keeps_objects
 def _layout(table: IPVSTable, local_ips: frozenset[IPAddress] | set[IPAddress]) -> Layout:
     lo, hi = NODEPORT_RANGE
-    by_addr: dict[IPAddress, set[tuple[str, int]]] = {}
-    for s in table.services:
-        if s.ip is not None and s.port is not None and s.fwmark is None:
-            by_addr.setdefault(s.ip, set()).add((s.protocol, s.port))
-    in_range = {k for keys in by_addr.values() for k in keys if lo <= k[1] <= hi}
-    seen_on: dict[tuple[str, int], set[IPAddress]] = {}
-    for a, keys in by_addr.items():
+    # The addresses by their position in `addrs`: `ipaddress` hashes in Python, so sets of addresses are made by set
+    # algebra on sets that hold their hashes, and an address is looked up at most once.
+    groups = table.by_address()
+    addrs: list[IPAddress] = []
+    keys_of: list[set[tuple[str, int]]] = []
+    bare: list[IPAddress] = []  # addresses whose services all lost their port
+    for a, services in groups.items():
+        keys = {(s.protocol, s.port) for s in services if s.port is not None}
+        if keys:
+            addrs.append(a)
+            keys_of.append(keys)
+        else:
+            bare.append(a)
+    in_range = {k for keys in keys_of for k in keys if lo <= k[1] <= hi}
+    seen_on: dict[tuple[str, int], set[int]] = {}
+    for i, keys in enumerate(keys_of):
         for k in keys:
-            seen_on.setdefault(k, set()).add(a)
-    node: set[IPAddress] = {a for a in by_addr if a in local_ips or a.is_loopback}
+            seen_on.setdefault(k, set()).add(i)
+    everything = set(groups)
+    mine = everything & local_ips
+    if bare:
+        mine.difference_update(bare)
+    if len(mine) == len(addrs):
+        node = set(range(len(addrs)))
+    else:
+        node = {i for i, a in enumerate(addrs) if (mine and a in mine) or a.is_loopback}
     np_keys = {k for k in in_range if len(seen_on[k]) >= 2 or seen_on[k] & node}
     changed = True
     while changed:
         changed = False
-        for a, keys in by_addr.items():
-            if a in node:
+        for i, keys in enumerate(keys_of):
+            if i in node:
                 continue
             only_np = all(lo <= p <= hi for _, p in keys)
             if only_np and (len(keys) >= 2 or keys & np_keys):
-                node.add(a)
+                node.add(i)
                 changed = True
         more = {k for k in in_range if seen_on[k] & node} - np_keys
         if more:
             np_keys |= more
             changed = True
-    out = Layout(node_addresses=node, vips={a for a in by_addr if a not in node})
+    everything.difference_update(bare)
+    if 2 * len(node) <= len(addrs):
+        node_addresses = {addrs[i] for i in node}
+        vips = everything - node_addresses
+    else:
+        vips = {a for i, a in enumerate(addrs) if i not in node}
+        node_addresses = everything - vips
+    out = Layout(node_addresses=node_addresses, vips=vips)
     for proto, port in np_keys:
         out.node_ports.setdefault(proto, set()).add(port)
     return out

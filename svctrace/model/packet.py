@@ -10,6 +10,8 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from svctrace.model.host import HostNet
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -157,7 +159,7 @@ class NodeFacts:
     @staticmethod
     def make(
         *,
-        local_ips: list[str] | tuple[str, ...] = (),
+        local_ips: Iterable[str | IPAddress] = (),
         route_localnet: bool | None = None,
         returning_client: bool = False,
         ipsets: dict[str, IPSetDef] | None = None,
@@ -171,7 +173,7 @@ class NodeFacts:
         if affinity_age is not None and affinity_age < 0:
             raise ValueError(f"the affinity age must be 0 or more seconds, not {affinity_age}")
         return NodeFacts(
-            local_ips=frozenset(parse_ip(x) for x in local_ips),
+            local_ips=frozenset(parse_ip(x) if isinstance(x, str) else x for x in local_ips),
             route_localnet=route_localnet,
             returning_client=returning_client or prev is not None,
             ipsets=dict(ipsets or {}),

@@ -7,9 +7,11 @@ fixed-width column, the weights of a `--stats` listing.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, fields
+from typing import cast
 
+from svctrace.dataplane.loading import keeps_objects
 from svctrace.errors import Warn
 from svctrace.model.packet import IPAddress, format_endpoint
 
@@ -74,9 +76,43 @@ class VirtualService:
     flags: tuple[str, ...] = ()  # other flags as printed: ops, pe sip, scheduler flags (sh-port, ...)
     fwmark: int | None = None  # FWM services
     family: int = 4
-    reals: list[RealServer] = field(default_factory=list)
     stats: dict[str, int] = field(default_factory=dict)
     maybe_cut: bool = False  # an elision or the end of the paste follows it: real servers may be missing
+    _reals: list[RealServer] = field(default_factory=list, repr=False, compare=False)
+    # The real servers' lines not read yet (a reader that checked their shape at load parses them when first asked
+    # for): (parse, the lines, the first one's line number). A question reads a handful of a table's services.
+    _pending: tuple[Callable[[str, int], list[RealServer]], str, int] | None = field(default=None, repr=False,
+                                                                                  compare=False)
+
+    @property
+    def reals(self) -> list[RealServer]:
+        """The real servers, in listed order (their `position` counts from 1)."""
+        if self._pending is not None:
+            parse, text, first = self._pending
+            self._pending = None
+            self._reals.extend(parse(text, first))
+        return self._reals
+
+    def _shown(self) -> list[tuple[str, object]]:
+        """The fields with the real servers read, in the order they were declared in (`reals` before `stats`)."""
+        out: list[tuple[str, object]] = []
+        for f in fields(self):
+            if f.name == "stats":
+                out.append(("reals", self.reals))
+            if f.compare:
+                out.append((f.name, getattr(self, f.name)))
+        return out
+
+    def __repr__(self) -> str:
+        return f"VirtualService({', '.join(f'{k}={v!r}' for k, v in self._shown())})"
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, VirtualService)
+        return self._shown() == other._shown()
+
+    __hash__ = None  # type: ignore[assignment]  # as a dataclass's, which compares by value
 
     @property
     def address(self) -> str:
@@ -131,7 +167,12 @@ class IPVSTable:
 
     def addresses(self) -> set[IPAddress]:
         """Every virtual address the table names (kube-proxy binds the non-node ones to kube-ipvs0)."""
-        return set(self._indexed().addresses)
+        return set(self._indexed().on_address)
+
+    def by_address(self) -> dict[IPAddress, list[VirtualService]]:
+        """The services on each virtual address, in listed order (not firewall-mark ones); read-only. Each address
+        is hashed once here: `ipaddress` hashes in Python, and a big table has tens of thousands."""
+        return cast("dict[IPAddress, list[VirtualService]]", self._indexed().on_address)
 
     def find(self, proto: str, ip: IPAddress, port: int | None, mark: int = 0) -> Lookup:
         """The virtual service the kernel would pick for a new connection, as ip_vs_service_find does:
@@ -145,7 +186,8 @@ class IPVSTable:
                 return Lookup(s, [])
         if proto not in PROTOCOLS:
             return Lookup(None, [])
-        s = index.by_address.get((proto, ip, port)) or index.by_address.get((proto, ip, 0))
+        at = index.on_address.get(ip)
+        s = (at.ports.get((proto, port)) or at.ports.get((proto, 0))) if at is not None else None
         if s is not None:
             return Lookup(s, [])
         maybe = [s for s in index.inexact if s.protocol == proto and (s.ip is None or s.ip == ip)
@@ -161,19 +203,24 @@ class IPVSTable:
         """The services on an address, in listed order (not firewall-mark ones)."""
         return self._indexed().on_address.get(ip, [])
 
+    @keeps_objects
     def _indexed(self) -> _Index:
         """The services by what `find` looks up, first listed first; rebuilt when services were added."""
         if self._index is None or self._index.count != len(self.services):
             index = _Index(len(self.services))
+            spare = _At()
             for pos, s in enumerate(self.services):
                 index.positions.setdefault(id(s), pos)
                 if s.fwmark is not None:
                     index.marks.setdefault((s.fwmark, s.family), s)
                     continue
                 if s.ip is not None:
-                    index.by_address.setdefault((s.protocol, s.ip, s.port), s)
-                    index.addresses.add(s.ip)
-                    index.on_address.setdefault(s.ip, []).append(s)
+                    at = index.on_address.setdefault(s.ip, spare)  # one hash: ipaddress hashes in Python
+                    if at is spare:
+                        at.ports = {}
+                        spare = _At()
+                    at.append(s)
+                    at.ports.setdefault((s.protocol, s.port), s)
                 if not s.exact:
                     index.inexact.append(s)
             self._index = index
@@ -189,11 +236,16 @@ class IPVSTable:
 class _Index:
     count: int  # len(services) when built
     marks: dict[tuple[int, int], VirtualService] = field(default_factory=dict)  # (fwmark, family)
-    by_address: dict[tuple[str, IPAddress, int | None], VirtualService] = field(default_factory=dict)
     inexact: list[VirtualService] = field(default_factory=list)  # address or port lost by the listing
-    addresses: set[IPAddress] = field(default_factory=set)
-    on_address: dict[IPAddress, list[VirtualService]] = field(default_factory=dict)
+    on_address: dict[IPAddress, _At] = field(default_factory=dict)  # every virtual address the table names
     positions: dict[int, int] = field(default_factory=dict)  # id(service) -> its position
+
+
+class _At(list["VirtualService"]):
+    """The services on one address, in listed order; `ports`: the first by (protocol, port)."""
+
+    __slots__ = ("ports",)
+    ports: dict[tuple[str, int | None], VirtualService]
 
 
 @dataclass

@@ -25,6 +25,7 @@ import re
 
 from svctrace.dataplane.addr import ip_of
 from svctrace.dataplane.ipvs.model import FORWARD_METHODS, IPVSTable, RealServer, VirtualService
+from svctrace.dataplane.loading import keeps_objects
 from svctrace.errors import InputError, Warn, shorten
 from svctrace.model.packet import IPAddress
 
@@ -65,6 +66,17 @@ _SAVE_REAL = re.compile(r"-a -([tu]) (\S+) -r (\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3
 _FORWARD = {"m": "Masq", "i": "Tunnel", "g": "Route"}
 # and its virtual service line: `-A -t VIP:PORT -s SCHED [-p TIMEOUT]`.
 _SAVE_SERVICE = re.compile(r"-A -([tu]) ((\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}):(\d{1,5})) -s (\S+)(?: -p (\d{1,10}))?")
+# A whole `ipvsadm -Sn` of kube-proxy's, one virtual service at a time: its line and the real-server lines under it,
+# every address a dotted IPv4 address inet_pton reads as written (0-255, no leading zero: the text is the address's
+# own, so equal texts are equal addresses) and every port and weight 0-65535 without a leading zero. Such a text
+# reads to what the line-by-line reader gives (`_save_service`, `_save_real`); the real servers are parsed when
+# first asked for (`VirtualService.reals`). Any other text (a listing, a paste, comments) takes the line reader.
+_OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+_IPV4 = rf"{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}"
+_U16 = r"(?:6553[0-5]|655[0-2]\d|65[0-4]\d\d|6[0-4]\d{3}|[1-5]\d{4}|[1-9]\d{0,3}|0)"
+_KUBE_SAVE = re.compile(rf"-A -([tu]) (({_IPV4}):({_U16})) -s (\S+)(?: -p (\d{{1,10}}))?\n"
+                        rf"((?:-a -\1 \2 -r {_IPV4}:{_U16} -[mgi] -w {_U16}\n)*)")
+_KUBE_REAL = re.compile(r"-a -[tu] \S+ -r ([^:]+):(\d+) -([mgi]) -w (\d+)")  # a line _KUBE_SAVE checked
 
 
 def looks_like_ipvsadm(text: str) -> bool:
@@ -122,6 +134,8 @@ class _Loader:
         if "\x00" in self.text[:65536]:
             at = self.text[: self.text.index("\x00")].count("\n") + 1
             raise self.error("this is binary data, not ipvsadm output", at)
+        if self.text.startswith("-A -") and self._kube_save():
+            return self.table
         for no, raw in enumerate(self.text.splitlines(), 1):
             line = raw.replace("\t", " ").strip()
             if not line:
@@ -160,6 +174,54 @@ class _Loader:
                 r.position = i
         t.warnings = self.warns
         return t
+
+    def _kube_save(self) -> bool:
+        """The whole text in kube-proxy's `ipvsadm -Sn` shape (`_KUBE_SAVE`), read to the table the line reader would
+        give; False (nothing kept) for any other text."""
+        text = self.text if self.text.endswith("\n") else self.text + "\n"
+        end = len(text)
+        services: list[VirtualService] = []
+        warns: list[Warn] = []
+        by_key: dict[str, VirtualService] = {}
+        ips = self.ips
+        match = _KUBE_SAVE.match
+        pos, no = 0, 1
+        while pos < end:
+            m = match(text, pos)
+            if m is None:
+                return False
+            proto_flag, addr, host, port_text, scheduler, pers, reals = m.groups()
+            if pers is not None and int(pers) > 2**32 - 1:
+                return False
+            ip = ips.get(host)
+            if ip is None:
+                ip = ips[host] = ip_of(host)
+            proto = "tcp" if proto_flag == "t" else "udp"
+            line = f"-A -{proto_flag} {addr} -s {scheduler}" + (f" -p {pers}" if pers is not None else "")
+            vs = VirtualService(proto, host, ip, int(port_text), port_text, no, line, scheduler, family=4)
+            if pers is not None:
+                vs.persistent = int(pers)
+            if scheduler not in SCHEDULERS:
+                warns.append(Warn(f"unknown IPVS scheduler {scheduler!r}", self.source, no, "ipvsadm"))
+            key = f"{proto}:{addr}"
+            if key in by_key:
+                warns.append(Warn(f"virtual service {vs.label} listed twice (two pastes?); the first one is used",
+                                  self.source, no, "ipvsadm"))
+            by_key[key] = vs
+            if reals:
+                vs._pending = (_kube_reals, reals, no + 1)
+                no += reals.count("\n")
+            services.append(vs)
+            no += 1
+            pos = m.end()
+        if not services:
+            return False
+        t = self.table
+        t.services = services
+        t.warnings = warns
+        t.numeric = True
+        t.format = "ipvsadm -Sn"
+        return True
 
     def _numeric_from_content(self) -> bool:
         for s in self.table.services:
@@ -611,6 +673,23 @@ class _Loader:
         return None
 
 
+def _kube_reals(text: str, first: int) -> list[RealServer]:
+    """The real-server lines `_KUBE_SAVE` checked, as `_Loader._save_real` reads them."""
+    out: list[RealServer] = []
+    ips: dict[str, IPAddress] = {}
+    for i, line in enumerate(text.splitlines()):
+        m = _KUBE_REAL.fullmatch(line)
+        assert m is not None
+        host, port_text, fwd, weight = m.groups()
+        ip = ips.get(host)
+        if ip is None:
+            ip = ips[host] = ip_of(host)
+        out.append(RealServer(host, ip, int(port_text), port_text, first + i, line, i + 1, _FORWARD[fwd],
+                              int(weight)))
+    return out
+
+
+@keeps_objects
 def load_ipvs(text: str, source: str = "<ipvsadm>") -> IPVSTable:
     """Parse `ipvsadm -Ln` / `-L` / `--stats` / `--rate` / `-Sn` output into an `IPVSTable`."""
     return _Loader(text, source).load()

@@ -13,6 +13,7 @@ Stdlib only.
 from __future__ import annotations
 
 import re
+from sys import intern
 from typing import NamedTuple
 
 from svctrace.dataplane.nftables.ir import (
@@ -78,7 +79,7 @@ def tokenize_line(text: str, line: int, out: list[Tok]) -> str | None:
                 out.append(Tok("w", w[:-1], line))
                 out.append(Tok(":", ":", line))
             else:
-                out.append(Tok("w", w, line))
+                out.append(Tok("w", intern(w), line))  # one copy of each word: a ruleset repeats its words
         return None
     comment = None
     for m in _TOKEN.finditer(text):
