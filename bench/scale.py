@@ -318,6 +318,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", default="1000,5000,10000,20000")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--repeat", type=int, default=3, help="runs per measurement (the best is kept)")
+    ap.add_argument("--others-repeat", type=int, default=None,
+                    help="runs per measurement of the other scripts (default: --repeat; the kernel's nft -c at 20k "
+                         "takes minutes a run)")
     ap.add_argument("--skip", default="", help="comma-separated: trace,batch,explain,tui,others")
     ap.add_argument("--no-write", action="store_true", help="print the table; leave docs/performance.md alone")
     args = ap.parse_args(argv)
@@ -348,18 +351,20 @@ def main(argv: list[str] | None = None) -> int:
     machine = (f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
                + subprocess.run(["iptables-restore", "--version"], capture_output=True, text=True).stdout.strip())
     others: list[str] = []
+    others_repeat = args.repeat if args.others_repeat is None else args.others_repeat
     if "others" not in skip:
         for name in OTHER_SCRIPTS:
             script = HERE / name
             if script.exists():
                 print(f"running {name} ...", file=sys.stderr, flush=True)
-                p = subprocess.run([sys.executable, str(script), "--sizes", args.sizes, "--repeat", str(args.repeat)],
+                p = subprocess.run([sys.executable, str(script), "--sizes", args.sizes, "--repeat", str(others_repeat)],
                                    capture_output=True, text=True, check=False)
                 sys.stderr.write(p.stderr)
                 others += [f"### `python bench/{name}`", "", p.stdout.strip() or f"(exit {p.returncode})", ""]
     text = "\n".join([
         BEGIN, "",
-        f"Best of {args.repeat}, one run of `python bench/scale.py` ({machine}). In brackets: the ratio to "
+        f"Best of {args.repeat}, one run of `python bench/scale.py` ({machine}; the other scripts' tables below: "
+        f"best of {others_repeat}). In brackets: the ratio to "
         "`iptables-restore --test` of the same dump in a fresh network namespace. \"N questions\": as many "
         "`--batch` lines as the dump has Services; \"add\" is the batch run minus the one-question run. Peak RSS "
         "is the process's own maximum resident set, against the dump's size.",

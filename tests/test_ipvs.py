@@ -792,3 +792,41 @@ def test_a_whole_kube_proxy_save_reads_as_the_line_reader_reads_it(monkeypatch: 
     monkeypatch.setattr(p, "_KUBE_SAVE", _re.compile(r"(?!)"))
     assert read(text) == fast
     assert [read(t) for t in odd] == odd_read
+
+
+def test_kube_ipvs0_addresses_are_not_the_node_s_own() -> None:
+    """An IPVS node's `ip addr` lists every Service address on kube-ipvs0. kube-proxy counts the node's own addresses
+    without that interface (GetAllLocalAddressesExcept(defaultDummyDevice)), and so must the layout: counted as the
+    node's, a cluster IP on a port IPVS does not serve looked like a node address, and the kube-ipvs0 note was lost."""
+    from svctrace.cli.trace import read_inputs
+    from svctrace.dataplane.host import parse_ip_addr_json
+    from svctrace.kubeproxy.ipvs_sets import node_layout
+
+    node_dir = Path(__file__).resolve().parents[1] / "svctrace" / "data" / "demo" / "nodes" / "node03"
+    addrs, _ = parse_ip_addr_json((node_dir / "ip-addr.json").read_text())
+    on_dummy = {str(a.ip) for a in addrs if a.ifname == "kube-ipvs0"}
+    assert len(on_dummy) >= 9  # the file as collected: every Service address bound to the dummy interface
+    table = load_ipvs((node_dir / "ipvsadm").read_text(), "ipvsadm")
+    facts = NodeFacts.make(local_ips=[a.ip for a in addrs], addresses=addrs)
+    lay = node_layout(table, facts)
+    assert {str(a) for a in lay.vips} == on_dummy & {str(a) for a in table.addresses()}
+    assert {str(a) for a in lay.node_addresses} <= {"192.168.56.13", "127.0.0.1"}
+    # An address on kube-ipvs0 and on another interface too stays the node's (kube-proxy excludes the interface,
+    # not the address).
+    from dataclasses import replace
+    twice = [*addrs, replace(next(a for a in addrs if a.ifname == "kube-ipvs0"), ifname="eth1")]
+    assert len(node_layout(table, NodeFacts.make(local_ips=[a.ip for a in twice], addresses=twice)).vips) == \
+        len(lay.vips) - 1
+
+    # The command, as a user runs it on the node's directory: a cluster IP on a port IPVS does not serve.
+    from svctrace.cli.trace import trace_inputs
+    from svctrace.dataplane.node import NodeFiles
+
+    inputs = read_inputs(str(node_dir))
+    files = NodeFiles("node03", {Path(n).name: t for t, n in inputs})
+    sets, _ = parse_ipset(files.get("ipset") or "", "ipset")
+    facts = NodeFacts.make(local_ips=[a.ip for a in addrs], addresses=addrs, ipsets=sets)
+    dumps = [(t, n) for t, n in inputs if not n.endswith(("ipset", "ip-addr.json"))]
+    r = trace_inputs(dumps, Packet.make(src="10.244.3.5", dst="10.96.10.10", dport=81), facts)
+    assert any("10.96.10.10 is a Service address on kube-ipvs0" in n and "no virtual server for tcp/81" in n
+               for n in r.notes), r.notes

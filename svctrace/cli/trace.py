@@ -27,7 +27,7 @@ from svctrace.dataplane.detect import (
 )
 from svctrace.dataplane.ipset import parse_ipset
 from svctrace.dataplane.iptables import load_ruleset
-from svctrace.dataplane.node import Dataplane, node_ips
+from svctrace.dataplane.node import Dataplane
 from svctrace.errors import InputError, SvctraceError
 from svctrace.kubeproxy.versions import FEATURES
 from svctrace.kubeproxy.walk import trace_dataplane
@@ -220,7 +220,10 @@ def trace_cmd(
         raise InputError("only ipset dumps given: add the node's iptables-save or ipvsadm dump")
     addr = NodeFiles("", {Path(n).name: t for t, n in inputs if is_address_file(n)})
     if not local_ip and addr.files:  # a snapshot node directory's ip-addr says what the node owns
-        facts = NodeFacts.make(local_ips=node_ips(addr), route_localnet=route_localnet,
+        from svctrace.dataplane.host import load_host
+
+        own = load_host(addr).addresses or []
+        facts = NodeFacts.make(local_ips=[a.ip for a in own], addresses=own, route_localnet=route_localnet,
                                returning_client=returning_client, ipsets=facts.ipsets,
                                previous_endpoint=facts.previous_endpoint, affinity_age=affinity_age)
     facts = _with_host(facts, [(t, n) for t, n in inputs if is_address_file(n) or is_host_file(n)])
@@ -347,7 +350,7 @@ def batch_question(line: str, flags: dict[str, Any], base: NodeFacts) -> tuple[P
                                returning_client=bool(q["returning_client"]), ipsets=dict(base.ipsets),
                                previous_endpoint=prev, affinity_age=age, host=base.host)
         if local is None:  # the flags' addresses, as they are (an IPVS node has one per Service: 10k+)
-            facts = dataclasses.replace(facts, local_ips=base.local_ips)
+            facts = dataclasses.replace(facts, local_ips=base.local_ips, addresses=base.addresses)
     except ValueError as e:
         which = "previous_endpoint" if "IP:PORT" in str(e) else "affinity_age" if "affinity age" in str(e) else (
             "local_ip")

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from svctrace.dataplane.addr import ip_of
-from svctrace.dataplane.loading import keeps_objects
 from svctrace.errors import InputError, Warn
 from svctrace.model.host import DEFAULT_RULES, Address, HostNet, IPNetwork, PolicyRule, Route
+from svctrace.model.loading import keeps_objects
 from svctrace.model.packet import IPAddress
 from svctrace.model.snapshot import NodeFiles
 

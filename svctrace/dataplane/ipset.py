@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
 from svctrace.dataplane.addr import addr_key
-from svctrace.dataplane.loading import keeps_objects
 from svctrace.errors import InputError, Warn, shorten
+from svctrace.model.loading import keeps_objects
 from svctrace.model.packet import IPSetDef, Packet
 
 

@@ -27,9 +27,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, TypeVar, cast
 
-from svctrace.dataplane.loading import keeps_objects
 from svctrace.kubeproxy.versions import FEATURES
-from svctrace.model.packet import IPAddress, IPSetDef
+from svctrace.model.loading import keeps_objects
+from svctrace.model.packet import IPAddress, IPSetDef, NodeFacts
 
 if TYPE_CHECKING:
     from svctrace.dataplane.ipvs.model import IPVSTable
@@ -117,6 +117,9 @@ KUBE_IPSETS: Final[tuple[KubeIPSet, ...]] = (
               f"every address bound to kube-ipvs0 (since {FEATURES['ipvs-filter-chain'].since_text}): "
               "KUBE-IPVS-FILTER rejects other ports"),
 )
+#: The dummy interface kube-proxy's IPVS mode binds every Service address to (pkg/proxy/ipvs/proxier.go,
+#: ``defaultDummyDevice``).
+DUMMY_DEVICE: Final = "kube-ipvs0"
 KUBE_IPSET: Final[dict[str, KubeIPSet]] = {s.name: s for s in KUBE_IPSETS}
 #: The sets :func:`infer_kube_ipsets` can fill (all of them), with their types.
 INFERRED_SETS: Final[dict[str, str]] = {s.name: s.type for s in KUBE_IPSETS}
@@ -147,6 +150,27 @@ def once(table: IPVSTable, what: str, inputs: tuple[object, ...], build: Callabl
 def layout(table: IPVSTable, local_ips: frozenset[IPAddress] | set[IPAddress] = frozenset()) -> Layout:
     """The layout of `table` on a node with `local_ips` (once per table and addresses: see `once`)."""
     return once(table, "layout", (local_ips,), lambda: _layout(table, local_ips))
+
+
+def node_layout(table: IPVSTable, node: NodeFacts) -> Layout:
+    """The layout of `table` on `node`, from the addresses kube-proxy counts as the node's own: every local address
+    but those on its dummy interface, where it binds each Service address (pkg/proxy/ipvs/proxier.go,
+    syncProxyRules: ``nodeAddressSet = GetAllLocalAddressesExcept(defaultDummyDevice)``). An ``ip -j addr`` of an
+    IPVS node lists every cluster IP on kube-ipvs0; counted as the node's, they would leave no Service address on
+    kube-ipvs0."""
+    return once(table, "node-layout", (node.local_ips, node.addresses, node.host),
+                lambda: _layout(table, own_addresses(node)))
+
+
+def own_addresses(node: NodeFacts) -> frozenset[IPAddress]:
+    """`node`'s local addresses without those only on kube-proxy's dummy interface (see `node_layout`)."""
+    addresses = node.addresses or (node.host.addresses if node.host is not None else None)
+    if not addresses:
+        return node.local_ips
+    dummy = {a.ip for a in addresses if a.ifname == DUMMY_DEVICE}
+    if dummy:
+        dummy.difference_update(a.ip for a in addresses if a.ifname != DUMMY_DEVICE)
+    return node.local_ips - dummy if dummy else node.local_ips
 
 
 @keeps_objects

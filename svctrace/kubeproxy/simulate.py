@@ -6,7 +6,6 @@ Pure: takes Kubernetes objects as plain dicts, returns texts. Used by `svctrace 
 
 from __future__ import annotations
 
-import gc
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from svctrace.kubeproxy.render.iptables import generate, to_save
 from svctrace.kubeproxy.versions import DEFAULT_VERSION
 from svctrace.model.cluster import pod_cidr_supernet
 from svctrace.model.jsontext import copy_plain
+from svctrace.model.loading import gc_paused
 
 Obj = dict[str, Any]
 WORKLOADS = ("Deployment", "StatefulSet", "ReplicaSet", "DaemonSet", "ReplicationController")
@@ -394,14 +394,9 @@ def simulate(objects: list[Obj], *, nodes: list[str] | None = None, kube_version
     # Simulating allocates a few objects per Service, endpoint and rule and frees almost none: the cyclic
     # garbage collector would only rescan them again and again (a third of the time at 5k Services), so it
     # waits, as it does while a dump loads (dataplane/iptables/parser.py).
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
+    with gc_paused(look_after=False):
         return _simulate(objects, nodes=nodes, kube_version=kube_version, cluster_cidr=cluster_cidr,
                          service_cidr=service_cidr, mode=mode, random_fully=random_fully, nfacct=nfacct)
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def _simulate(objects: list[Obj], *, nodes: list[str] | None, kube_version: str, cluster_cidr: str | None,

@@ -17,7 +17,14 @@ from svctrace.dataplane.iptables import trace as iptables_trace
 from svctrace.dataplane.iptables.parser import parse_rule
 from svctrace.dataplane.iptables.rules import BUILTIN_CHAINS, Chain, RawRule, Rule, Ruleset, Table
 from svctrace.errors import InputError, Warn
-from svctrace.kubeproxy.ipvs_sets import INFERRED_SETS, infer_kube_ipsets, ipset_names_in_rules, layout, once
+from svctrace.kubeproxy.ipvs_sets import (
+    INFERRED_SETS,
+    infer_kube_ipsets,
+    ipset_names_in_rules,
+    node_layout,
+    once,
+    own_addresses,
+)
 from svctrace.kubeproxy.names import nft_chain_owner
 from svctrace.kubeproxy.notes import affinity_notes, iptables_notes
 from svctrace.kubeproxy.versions import has
@@ -469,7 +476,7 @@ def trace_ipvs(ipvs_table: IPVSTable, iptables_ruleset: Ruleset | None, packet: 
     if given and rs.rule_count and rs.family != packet.family:
         raise InputError(f"the packet is IPv{packet.family} but the iptables dump holds IPv{rs.family} rules",
                          source=rs.source)
-    lay = layout(ipvs_table, node.local_ips)
+    lay = node_layout(ipvs_table, node)
     warnings: list[Warn] = list(ipvs_table.warnings) + (list(rs.warnings) if given else [])
     if given:
         rs, added = once(ipvs_table, "hooks", (rs,), lambda: _complete_kube_hooks(rs))
@@ -486,7 +493,7 @@ def trace_ipvs(ipvs_table: IPVSTable, iptables_ruleset: Ruleset | None, packet: 
                      lambda: ipset_names_in_rules([raw.text for c in rs.iter_chains() for raw in c.raw]))
         missing = {n for n in names if n not in ipsets and n in INFERRED_SETS}
         if missing:
-            ipsets.update(infer_kube_ipsets(ipvs_table, node.local_ips, missing))
+            ipsets.update(infer_kube_ipsets(ipvs_table, own_addresses(node), missing))
             ctx.inferred = missing
             warnings.append(Warn(f"no `ipset save` for {', '.join(sorted(missing))}: inferred from the IPVS table "
                                  "(ClusterIPs = virtual servers on non-node addresses; outcomes that depend on "

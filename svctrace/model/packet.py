@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Literal
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-    from svctrace.model.host import HostNet
+    from svctrace.model.host import Address, HostNet
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Origin = Literal["forwarded", "local"]
@@ -155,6 +155,9 @@ class NodeFacts:
     previous_endpoint: str | None = None
     # Seconds since the client's last new connection (when its affinity entry was last set). None: fresh.
     affinity_age: float | None = None
+    # `local_ips` with their interfaces (`ip addr`), when the node's addresses were read without its other facts
+    # (`host`, whose own `addresses` say the same). Empty: the interfaces are not known.
+    addresses: tuple[Address, ...] = ()
 
     @staticmethod
     def make(
@@ -166,6 +169,7 @@ class NodeFacts:
         host: HostNet | None = None,
         previous_endpoint: str | None = None,
         affinity_age: float | None = None,
+        addresses: Iterable[Address] = (),
     ) -> NodeFacts:
         prev = None
         if previous_endpoint is not None:
@@ -180,6 +184,7 @@ class NodeFacts:
             host=host,
             previous_endpoint=prev,
             affinity_age=affinity_age,
+            addresses=tuple(addresses),
         )
 
     def is_local(self, ip: IPAddress) -> bool:

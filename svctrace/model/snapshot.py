@@ -6,7 +6,6 @@ file is reported with its path and line; unknown files are ignored.
 
 from __future__ import annotations
 
-import gc
 import io
 import json
 import lzma
@@ -31,6 +30,7 @@ from svctrace.model.cluster import (
     pod_cidr_supernet,
     stream_items,
 )
+from svctrace.model.loading import gc_paused
 
 T = TypeVar("T")
 
@@ -477,14 +477,8 @@ def _build(files: Mapping[str, bytes | OnDisk], source: str, warnings: list[Warn
            raw_for: tuple[str, str] | None = None) -> Snapshot:
     # cluster.json's objects are allocated by the hundred thousand and none is freed while they are read: the
     # cyclic garbage collector would only walk them again and again, so it waits (as the iptables parser's does).
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        snap = _build_snapshot(files, source, warnings, raw_for)
-    finally:
-        if was_enabled:
-            gc.enable()
-    return snap
+    with gc_paused(look_after=False):
+        return _build_snapshot(files, source, warnings, raw_for)
 
 
 def _build_snapshot(files: Mapping[str, bytes | OnDisk], source: str, warnings: list[Warn] | None,

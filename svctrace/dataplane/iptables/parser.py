@@ -11,7 +11,6 @@ structure is broken (unknown table, malformed chain declaration) raises `InputEr
 
 from __future__ import annotations
 
-import gc
 import ipaddress
 import re
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ from svctrace.dataplane.iptables.specs import (
     TARGET_OPTIONS,
 )
 from svctrace.errors import InputError, Warn, shorten
+from svctrace.model.loading import gc_paused
 
 _COUNTERS = re.compile(r"^\[(\d+):(\d+)\]\s*")
 _EDITOR_NUM = re.compile(r"^\d+\s+(?=-[AINPX] |:[^\s]|\*\w|COMMIT)")
@@ -215,13 +215,8 @@ class _Loader:
     def load(self) -> Ruleset:
         # Loading allocates a few objects per line and frees none: the cyclic garbage collector would
         # only rescan them again and again (a third of the time at 10k Services), so it waits.
-        was_enabled = gc.isenabled()
-        gc.disable()
-        try:
+        with gc_paused(look_after=False):
             return self._load()
-        finally:
-            if was_enabled:
-                gc.enable()
 
     def _load(self) -> Ruleset:
         lines = self.text.splitlines() if self.lines is None else self.lines

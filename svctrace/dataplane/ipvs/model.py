@@ -11,8 +11,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields
 from typing import cast
 
-from svctrace.dataplane.loading import keeps_objects
 from svctrace.errors import Warn
+from svctrace.model.loading import keeps_objects
 from svctrace.model.packet import IPAddress, format_endpoint
 
 PROTOCOLS = ("tcp", "udp", "sctp")

@@ -25,8 +25,8 @@ import re
 
 from svctrace.dataplane.addr import ip_of
 from svctrace.dataplane.ipvs.model import FORWARD_METHODS, IPVSTable, RealServer, VirtualService
-from svctrace.dataplane.loading import keeps_objects
 from svctrace.errors import InputError, Warn, shorten
+from svctrace.model.loading import keeps_objects
 from svctrace.model.packet import IPAddress
 
 SCHEDULERS = ("rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "mh", "fo", "ovf", "twos")

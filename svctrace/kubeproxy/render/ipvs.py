@@ -84,6 +84,7 @@ from svctrace.kubeproxy.endpoints import (
     choice_depends_on_node,
 )
 from svctrace.kubeproxy.ipvs_sets import (
+    DUMMY_DEVICE,
     KUBE_CLUSTER_IP,
     KUBE_EXTERNAL_IP,
     KUBE_EXTERNAL_IP_LOCAL,
@@ -131,7 +132,6 @@ __all__ = [
     "ipset_name",
 ]
 
-DUMMY_DEVICE: Final = "kube-ipvs0"
 
 
 HASH_IP_PORT_NET: Final = "hash:ip,port,net"
