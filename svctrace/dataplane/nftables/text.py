@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterator
 from functools import partial
 
-from svctrace.dataplane.nftables.ir import Chain, Element, NftRuleset, NSet, Rule, Stmt, Table
+from svctrace.dataplane.nftables.ir import Chain, Element, NftRuleset, NSet, Parsed, Rule, Table
 from svctrace.dataplane.nftables.syntax import (
     LexError,
     ParseFail,
@@ -59,6 +59,7 @@ class _Loader:
         self.orphan_table: dict[int, str] = {}  # line -> "ip nat" from iptables-nft's warning lines
         self.ipt_tables: set[str] = set()
         self.dynsets: list[tuple[str, str]] = []
+        self.keys: dict[str, str] = {}
         # The lines in `toks` as written, with their token count: a rule that is one whole line keeps only its
         # line, and is tokenized again when the walk first reads it.
         self.line_text: dict[int, tuple[str, int]] = {}
@@ -225,10 +226,15 @@ class _Loader:
             self.rs.tables[key] = t
         return t
 
+    def tkey(self, t: Table) -> str:
+        """`t.key`, one string for all the table's chains and rules."""
+        k = t.key
+        return self.keys.setdefault(k, k)
+
     def chain(self, t: Table, name: str, line: int | None) -> Chain:
         c = t.chains.get(name)
         if c is None:
-            c = Chain(t.key, name, line=line)
+            c = Chain(self.tkey(t), name, line=line)
             t.chains[name] = c
         return c
 
@@ -239,10 +245,10 @@ class _Loader:
         whole = self.line_text.get(line)
         # partials, not closures: half the memory, for each of a big ruleset's rules
         if whole is not None and whole[1] == len(toks) and toks[-1].line == line:  # the rule is its whole line
-            r = Rule(t.key, c.name, 0, None, partial(_line_text, whole[0], line), line, None, self.handles.get(line),
-                     parse=partial(_line_parse, whole[0], line))
+            r = Rule(c.table, c.name, 0, None, None, line, None, self.handles.get(line), raw=whole[0],
+                     reader=_LINE_READER)
         else:
-            r = Rule(t.key, c.name, 0, None, partial(tokens_text, toks), line, None, self.handles.get(line),
+            r = Rule(c.table, c.name, 0, None, partial(tokens_text, toks), line, None, self.handles.get(line),
                      parse=partial(parse_rule_tokens, toks))
         if any(x.text[:1] == "@" for x in toks):  # `update @affinity-... { ip saddr }`: a set filled at run time
             for k in range(1, len(toks)):
@@ -620,18 +626,23 @@ def _split_lines(text: str, chunk: int = 1 << 20) -> Iterator[str]:
         start = end
 
 
-def _line_tokens(line: str, n: int) -> list[Tok]:
-    toks: list[Tok] = []
-    tokenize_line(line, n, toks)
-    return toks
+class _LineReader:
+    """A rule kept as its line: the line is tokenized again (as the loader did) when it is read."""
+
+    @staticmethod
+    def tokens(raw: str, line: int | None) -> list[Tok]:
+        toks: list[Tok] = []
+        tokenize_line(raw, line or 0, toks)
+        return toks
+
+    def text(self, raw: str, line: int | None) -> str:
+        return tokens_text(self.tokens(raw, line))
+
+    def parse(self, raw: str, line: int | None) -> Parsed:
+        return parse_rule_tokens(self.tokens(raw, line))
 
 
-def _line_text(line: str, n: int) -> str:
-    return tokens_text(_line_tokens(line, n))
-
-
-def _line_parse(line: str, n: int) -> tuple[list[Stmt], str | None, list[str]]:
-    return parse_rule_tokens(_line_tokens(line, n))
+_LINE_READER = _LineReader()
 
 
 def _elem_key(e: Element) -> str:
