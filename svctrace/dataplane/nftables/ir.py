@@ -317,7 +317,7 @@ class Rule:
         return f"Rule({self.table} {self.chain} #{self.index}: {self.text[:60]})"
 
 
-@dataclass
+@dataclass(slots=True)
 class Chain:
     table: str
     name: str
