@@ -746,6 +746,39 @@ def test_big_dumps_parse_rules_as_the_walk_reaches_them(monkeypatch: pytest.Monk
     assert sorted((o.verdict, o.probability) for o in r.outcomes) == [("accept", 0.5), ("drop", 0.5)]
 
 
+def test_a_big_text_reads_the_same_as_it_streams() -> None:
+    # the text reader tokenizes a line at a time and drops what it has read; a rule that is its whole line is
+    # kept as that line. Rules sharing a line, spanning lines or in command syntax read as before, far past the
+    # point where the reader first drops tokens; what the lexer warns comes first, and its errors win.
+    filler = "\n".join(f"    ip daddr 10.1.{k // 250}.{k % 250} tcp dport {{ 80, 443 }} accept" for k in range(3000))
+    body = f"""table ip t {{
+  chain fwd {{ type filter hook forward priority 0; policy accept;
+{filler}
+    ip saddr 10.0.0.9 drop; ip saddr 10.0.0.8 counter drop
+    ip saddr {{ 10.0.0.7,
+                10.0.0.6 }} drop
+    ip saddr 10.0.0.5 frobnicate drop  # handle 7
+  }}
+}}
+...
+add rule ip t fwd ip saddr 10.0.0.4 drop
+"""
+    rs = _text(body)
+    rules = rs.tables["ip t"].chains["fwd"].rules
+    assert len(rules) == 3005
+    assert [r.text for r in rules[3000:]] == [
+        "ip saddr 10.0.0.9 drop", "ip saddr 10.0.0.8 counter drop", "ip saddr { 10.0.0.7, 10.0.0.6 } drop",
+        "ip saddr 10.0.0.5 frobnicate drop", "ip saddr 10.0.0.4 drop"]
+    assert (rules[3003].handle, rules[3003].line) == (7, 3006)
+    assert rules[2999].text == "ip daddr 10.1.11.249 tcp dport { 80, 443 } accept" and rules[2999].line == 3002
+    assert [w.code for w in rs.warnings][:1] == ["elided"]
+    for src, dport, verdict in (("10.0.0.6", 22, "drop"), ("10.0.0.4", 22, "drop"), ("10.0.0.3", 443, "accept")):
+        r = trace(rs, Packet.make(src=src, dst="10.1.11.249", dport=dport), NODE)
+        assert {o.verdict for o in r.outcomes} == {verdict}
+    with pytest.raises(InputError, match="unterminated quoted string"):
+        _text(body.replace("table ip t {", "table ip t {\n  chain bad { type filter hook input; }", 1) + 'add rule ip t fwd comment "x\n')
+
+
 def test_endpoint_chains_missing_from_a_paste_are_named_after_their_endpoint() -> None:
     # kube-proxy names endpoint chains `endpoint-HASH-ns/svc/proto/port__IP/PORT`, IPv6 colons written as dots
     body = """table ip6 kube-proxy {

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from svctrace.errors import Warn
 
@@ -230,40 +231,67 @@ Stmt = Match | Vmap | VerdictStmt | Mangle | Nat | Reject | Dynset | Passive | L
 # -- objects ----------------------------------------------------------------------------------------
 
 
+Parsed = tuple[list[Stmt], str | None, list[str]]  # a rule's statements, comment and what was not understood
+
+
+class LineReader(Protocol):
+    """Reads a rule kept as its line of the dump (a big dump's rules are kept so: a line costs less than its
+    tokens or statements)."""
+
+    def text(self, raw: str, line: int | None) -> str: ...
+
+    def parse(self, raw: str, line: int | None) -> Parsed: ...
+
+
 class Rule:
     """One rule. Read from text, its statements are parsed the first time someone asks for them
     (`stmts`, `comment`, `problems`): a walk visits a handful of a big ruleset's chains."""
 
-    __slots__ = ("_comment", "_parse", "_problems", "_stmts", "_text", "assumed", "chain", "handle", "index",
-                 "line", "table")
+    __slots__ = ("_comment", "_parse", "_problems", "_raw", "_reader", "_stmts", "_text", "assumed", "chain",
+                 "handle", "index", "line", "table")
 
-    def __init__(self, table: str, chain: str, index: int, stmts: list[Stmt] | None, text: str | Callable[[], str],
-                 line: int | None = None, comment: str | None = None, handle: int | None = None,
-                 problems: list[str] | None = None, assumed: bool = False,
-                 parse: Callable[[], tuple[list[Stmt], str | None, list[str]]] | None = None) -> None:
+    def __init__(self, table: str, chain: str, index: int, stmts: list[Stmt] | None,
+                 text: str | Callable[[], str] | None, line: int | None = None, comment: str | None = None,
+                 handle: int | None = None, problems: list[str] | None = None, assumed: bool = False,
+                 parse: Callable[[], Parsed] | None = None, raw: str | None = None,
+                 reader: LineReader | None = None) -> None:
         self.table = table  # "ip kube-proxy"
         self.chain = chain
         self.index = index  # 1-based position in its chain
-        self._text = text  # the rule as nft prints it (made on first use when given as a function)
+        # the rule as nft prints it (made on first use when given as a function, or as None with `raw`)
+        self._text = text
         self.line = line
         self.handle = handle
         self.assumed = assumed  # not in the dump: svctrace filled in what kube-proxy always writes
         self._stmts = stmts
         self._comment = comment
-        self._problems = problems if problems is not None else []
+        self._problems = problems  # None: none
         self._parse = parse if stmts is None else None
+        self._raw = raw  # the rule's line as written, read by `reader` (text and statements) on first use
+        self._reader = reader
 
     def _load(self) -> None:
         if self._stmts is None:
+            if self._reader is not None:
+                assert self._raw is not None
+                self._stmts, self._comment, self._problems = self._reader.parse(self._raw, self.line)
+                return
             assert self._parse is not None, "rule without statements or parser"
             self._stmts, self._comment, self._problems = self._parse()
             self._parse = None
 
     @property
     def text(self) -> str:
-        if not isinstance(self._text, str):
-            self._text = self._text()
-        return self._text
+        t = self._text
+        if isinstance(t, str):
+            return t
+        if t is None:
+            assert self._reader is not None and self._raw is not None, "rule without text"
+            t = self._reader.text(self._raw, self.line)
+        else:
+            t = t()
+        self._text = t
+        return t
 
     @property
     def parsed(self) -> bool:
@@ -283,13 +311,13 @@ class Rule:
     @property
     def problems(self) -> list[str]:
         self._load()
-        return self._problems
+        return self._problems if self._problems is not None else []
 
     def __repr__(self) -> str:
         return f"Rule({self.table} {self.chain} #{self.index}: {self.text[:60]})"
 
 
-@dataclass
+@dataclass(slots=True)
 class Chain:
     table: str
     name: str

@@ -10,9 +10,10 @@ elisions, any indentation, chains pasted without their table, rule lines without
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from functools import partial
 
-from svctrace.dataplane.nftables.ir import Chain, Element, NftRuleset, NSet, Rule, Table
+from svctrace.dataplane.nftables.ir import Chain, Element, NftRuleset, NSet, Parsed, Rule, Table
 from svctrace.dataplane.nftables.syntax import (
     LexError,
     ParseFail,
@@ -50,13 +51,22 @@ class _Loader:
     def __init__(self, text: str, source: str) -> None:
         self.source = source
         self.rs = NftRuleset(source=source, format="nft")
+        # Tokens are made as the loader reads, a line at a time, and dropped once read (`_compact`): a big
+        # dump's words are never all alive at once.  `toks[i]` is the next token.
         self.toks: list[Tok] = []
         self.handles: dict[int, int] = {}
         self.i = 0
         self.orphan_table: dict[int, str] = {}  # line -> "ip nat" from iptables-nft's warning lines
         self.ipt_tables: set[str] = set()
         self.dynsets: list[tuple[str, str]] = []
-        self._lex(text)
+        self.keys: dict[str, str] = {}
+        # The lines in `toks` as written, with their token count: a rule that is one whole line keeps only its
+        # line, and is tokenized again when the walk first reads it.
+        self.line_text: dict[int, tuple[str, int]] = {}
+        self.last_line = 0  # the last line that gave tokens
+        self.lex_warnings: list[Warn] = []  # said before what the loader finds (as when the text was lexed first)
+        self._lines = self._lex(text)
+        self.eof = False
 
     # -- reporting
     def warn(self, msg: str, line: int | None = None, code: str = "nft") -> None:
@@ -66,11 +76,12 @@ class _Loader:
         return InputError(msg, source=self.source, line=line)
 
     # -- lexing: line by line, dropping what is not nft
-    def _lex(self, text: str) -> None:
+    def _lex(self, text: str) -> Iterator[None]:
+        """Tokenize the next line that holds nft into `toks` at each step."""
         ipt_table: str | None = None
         elided = 0
         prompts = 0
-        for n, raw in enumerate(text.splitlines(), 1):
+        for n, raw in enumerate(_split_lines(text), 1):
             line = raw.rstrip("\r")
             stripped = line.strip()
             if not stripped:
@@ -81,7 +92,8 @@ class _Loader:
             if _ELISION.match(line):
                 elided += 1
                 if elided == 1:
-                    self.warn("the paste elides part of the ruleset here; what is missing cannot be walked", n, "elided")
+                    self.lex_warnings.append(Warn("the paste elides part of the ruleset here; what is missing cannot be "
+                                              "walked", self.source, n, "elided"))
                 continue
             if stripped.startswith("#"):
                 m = _XT_HIDDEN.search(stripped)
@@ -104,18 +116,59 @@ class _Loader:
                 if hm:
                     self.handles[n] = int(hm.group(1))
             if len(self.toks) > before:
+                self.line_text[n] = (line, len(self.toks) - before)
                 self.toks.append(Tok("nl", "", n))
+                self.last_line = n
                 if ipt_table is not None:
                     self.orphan_table[n] = ipt_table
+                yield
         if self.rs.hidden:
-            self.warn(f"nft could not print {self.rs.hidden} rule(s) (`# Warning: XT target ... not found`): rules that "
-                      "iptables-nft wrote with xtables extensions are missing from this dump (iptables-save shows "
-                      "them)", None, "hidden-rules")
+            self.lex_warnings.append(Warn(
+                f"nft could not print {self.rs.hidden} rule(s) (`# Warning: XT target ... not found`): rules that "
+                "iptables-nft wrote with xtables extensions are missing from this dump (iptables-save shows them)",
+                self.source, None, "hidden-rules"))
+
+    def _has(self, j: int) -> bool:
+        """Whether there is a token at `j`, lexing further lines as needed."""
+        while j >= len(self.toks):
+            if self.eof:
+                return False
+            if next(self._lines, True):
+                self.eof = True
+        return True
+
+    def _fill_group(self, j: int) -> None:
+        """Lex until the `{ }` group that starts at or after `j` is closed (or the text ends)."""
+        depth = 0
+        while self._has(j):
+            k = self.toks[j].kind
+            j += 1
+            if k == "{":
+                depth += 1
+            elif k == "}":
+                depth -= 1
+                if depth <= 0:
+                    return
+
+    def _compact(self) -> None:
+        """Drop the tokens already read (called between items, where no position but `i` is held)."""
+        if self.i >= 4096:
+            del self.toks[:self.i]
+            self.i = 0
+            first = self.toks[0].line if self.toks else self.last_line + 1
+            self.line_text = {n: v for n, v in self.line_text.items() if n >= first}
+
+    def _drain(self) -> None:
+        """Lex the rest of the text (its lexing errors come before the loader's, as when the text was lexed
+        first)."""
+        while not self.eof:
+            del self.toks[:]
+            self._has(0)
 
     # -- token helpers
     def peek(self, k: int = 0) -> Tok | None:
         j = self.i + k
-        return self.toks[j] if j < len(self.toks) else None
+        return self.toks[j] if j < len(self.toks) or self._has(j) else None
 
     def kind(self, k: int = 0) -> str | None:
         t = self.peek(k)
@@ -140,7 +193,7 @@ class _Loader:
         """Tokens up to the end of the item (newline or `;` outside braces, or a closing brace)."""
         out: list[Tok] = []
         depth = 0
-        while self.i < len(self.toks):
+        while self.i < len(self.toks) or self._has(self.i):
             t = self.toks[self.i]
             if t.kind == "{":
                 depth += 1
@@ -159,7 +212,7 @@ class _Loader:
                 break
             out.append(t)
             self.i += 1
-        if warn and depth > 0 and self.i >= len(self.toks):
+        if warn and depth > 0 and not self._has(self.i):
             self.warn("the dump ends inside braces (cut short?)", out[0].line if out else None, "truncated")
             self.ends_open("braces")
         return out
@@ -173,10 +226,15 @@ class _Loader:
             self.rs.tables[key] = t
         return t
 
+    def tkey(self, t: Table) -> str:
+        """`t.key`, one string for all the table's chains and rules."""
+        k = t.key
+        return self.keys.setdefault(k, k)
+
     def chain(self, t: Table, name: str, line: int | None) -> Chain:
         c = t.chains.get(name)
         if c is None:
-            c = Chain(t.key, name, line=line)
+            c = Chain(self.tkey(t), name, line=line)
             t.chains[name] = c
         return c
 
@@ -184,9 +242,14 @@ class _Loader:
         if not toks:
             return
         line = toks[0].line
+        whole = self.line_text.get(line)
         # partials, not closures: half the memory, for each of a big ruleset's rules
-        r = Rule(t.key, c.name, 0, None, partial(tokens_text, toks), line, None, self.handles.get(line),
-                 parse=partial(parse_rule_tokens, toks))
+        if whole is not None and whole[1] == len(toks) and toks[-1].line == line:  # the rule is its whole line
+            r = Rule(c.table, c.name, 0, None, None, line, None, self.handles.get(line), raw=whole[0],
+                     reader=_LINE_READER)
+        else:
+            r = Rule(c.table, c.name, 0, None, partial(tokens_text, toks), line, None, self.handles.get(line),
+                     parse=partial(parse_rule_tokens, toks))
         if any(x.text[:1] == "@" for x in toks):  # `update @affinity-... { ip saddr }`: a set filled at run time
             for k in range(1, len(toks)):
                 if toks[k].text[:1] == "@" and toks[k - 1].text in ("update", "add", "delete"):
@@ -198,7 +261,18 @@ class _Loader:
 
     # -- top level
     def load(self) -> NftRuleset:
-        while self.i < len(self.toks):
+        try:
+            self._load()
+        except InputError:
+            self._drain()
+            raise
+        self.rs.warnings[:0] = self.lex_warnings
+        self.finish()
+        return self.rs
+
+    def _load(self) -> None:
+        while self._has(self.i):
+            self._compact()
             t = self.toks[self.i]
             if t.kind in ("nl", ";"):
                 self.i += 1
@@ -220,8 +294,6 @@ class _Loader:
                 self.skip_line()
             else:
                 self.orphan_rule()
-        self.finish()
-        return self.rs
 
     def family_and_name(self) -> tuple[str, str]:
         first = self.take_word("a table name")
@@ -268,10 +340,12 @@ class _Loader:
     def ends_open(self, inside: str) -> None:
         """The text ends with a brace open (the innermost block is said first): the dump is cut short."""
         if self.rs.cut is None:
-            last = next((t.line for t in reversed(self.toks) if t.line), None) or 1
+            self._drain()
+            last = self.last_line or 1
             self.rs.cut = (last, f"the nft text ends inside {inside} at line {last} (a brace left open: cut short)")
 
     def skip_block(self) -> None:
+        self._fill_group(self.i)
         self.i = skip_group(self.toks, self.i)
 
     def block_item(self, inside: str, line: int | None, separators: tuple[str, ...] = ("nl", ";")) -> Tok | None:
@@ -285,6 +359,7 @@ class _Loader:
                 return None
             if tok.kind in separators:
                 self.i += 1
+                self._compact()
                 continue
             if tok.kind == "}":
                 self.i += 1
@@ -378,6 +453,7 @@ class _Loader:
             self.warn(f"set {s.name}: typeof {tokens_text(toks)!r} not understood", toks[0].line if toks else None)
 
     def elements_into(self, s: NSet, line: int | None) -> None:
+        self._fill_group(self.i)
         p = StmtParser(self.toks)
         p.i = self.i
         if p.kind() != "{":
@@ -538,6 +614,35 @@ class _Loader:
             if s is not None:
                 s.dynamic = True
         finish_ruleset(self.rs)
+
+
+def _split_lines(text: str, chunk: int = 1 << 20) -> Iterator[str]:
+    """`text.splitlines()`, a chunk at a time (each chunk ends just after a newline, so no line break is cut)."""
+    start = 0
+    while start < len(text):
+        end = text.find("\n", start + chunk)
+        end = len(text) if end < 0 else end + 1
+        yield from text[start:end].splitlines()
+        start = end
+
+
+class _LineReader:
+    """A rule kept as its line: the line is tokenized again (as the loader did) when it is read."""
+
+    @staticmethod
+    def tokens(raw: str, line: int | None) -> list[Tok]:
+        toks: list[Tok] = []
+        tokenize_line(raw, line or 0, toks)
+        return toks
+
+    def text(self, raw: str, line: int | None) -> str:
+        return tokens_text(self.tokens(raw, line))
+
+    def parse(self, raw: str, line: int | None) -> Parsed:
+        return parse_rule_tokens(self.tokens(raw, line))
+
+
+_LINE_READER = _LineReader()
 
 
 def _elem_key(e: Element) -> str:
