@@ -222,8 +222,9 @@ def trace_cmd(
     if not local_ip and addr.files:  # a snapshot node directory's ip-addr says what the node owns
         from svctrace.dataplane.host import load_host
 
-        own = load_host(addr).addresses or []
-        facts = NodeFacts.make(local_ips=[a.ip for a in own], addresses=own, route_localnet=route_localnet,
+        host = load_host(addr)  # addresses as addresses: an IPVS node has one per Service (10k+)
+        facts = NodeFacts.make(local_ips=host.local_addresses(), addresses=host.addresses or (),
+                               route_localnet=route_localnet,
                                returning_client=returning_client, ipsets=facts.ipsets,
                                previous_endpoint=facts.previous_endpoint, affinity_age=affinity_age)
     facts = _with_host(facts, [(t, n) for t, n in inputs if is_address_file(n) or is_host_file(n)])

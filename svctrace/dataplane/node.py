@@ -12,7 +12,6 @@ from svctrace.dataplane.ipset import parse_ipset
 from svctrace.dataplane.iptables import load_ruleset
 from svctrace.dataplane.iptables.rules import Ruleset
 from svctrace.errors import InputError, Warn
-from svctrace.model.packet import IPAddress
 from svctrace.model.snapshot import NodeFiles, Snapshot
 
 
@@ -31,15 +30,9 @@ class Dataplane:
 
 def node_addresses(nf: NodeFiles) -> list[str]:
     """Addresses from `ip -j addr` (or `ip -o addr` text); a damaged file gives none (load_host warns)."""
-    return [str(ip) for ip in node_ips(nf)]
-
-
-def node_ips(nf: NodeFiles) -> list[IPAddress]:
-    """`node_addresses` as addresses (a node in IPVS mode has one per Service address on kube-ipvs0: writing each
-    out to read it back costs more than the rest of a question)."""
     from svctrace.dataplane.host import load_host
 
-    return load_host(nf).local_addresses()
+    return [str(ip) for ip in load_host(nf).local_addresses()]
 
 
 def load_dataplane(snap: Snapshot, node: str, family: int) -> Dataplane:

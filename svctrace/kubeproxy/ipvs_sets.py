@@ -158,12 +158,16 @@ def node_layout(table: IPVSTable, node: NodeFacts) -> Layout:
     syncProxyRules: ``nodeAddressSet = GetAllLocalAddressesExcept(defaultDummyDevice)``). An ``ip -j addr`` of an
     IPVS node lists every cluster IP on kube-ipvs0; counted as the node's, they would leave no Service address on
     kube-ipvs0."""
-    return once(table, "node-layout", (node.local_ips, node.addresses, node.host),
-                lambda: _layout(table, own_addresses(node)))
+    return layout(table, own_addresses(table, node))
 
 
-def own_addresses(node: NodeFacts) -> frozenset[IPAddress]:
-    """`node`'s local addresses without those only on kube-proxy's dummy interface (see `node_layout`)."""
+def own_addresses(table: IPVSTable, node: NodeFacts) -> frozenset[IPAddress]:
+    """`node`'s local addresses without those only on kube-proxy's dummy interface (see `node_layout`); the same set
+    for every question asked with the same facts (`once`), so what is cached on it is found by identity."""
+    return once(table, "own-addresses", (node.local_ips, node.addresses, node.host), lambda: _own_addresses(node))
+
+
+def _own_addresses(node: NodeFacts) -> frozenset[IPAddress]:
     addresses = node.addresses or (node.host.addresses if node.host is not None else None)
     if not addresses:
         return node.local_ips

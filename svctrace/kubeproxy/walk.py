@@ -493,7 +493,7 @@ def trace_ipvs(ipvs_table: IPVSTable, iptables_ruleset: Ruleset | None, packet: 
                      lambda: ipset_names_in_rules([raw.text for c in rs.iter_chains() for raw in c.raw]))
         missing = {n for n in names if n not in ipsets and n in INFERRED_SETS}
         if missing:
-            ipsets.update(infer_kube_ipsets(ipvs_table, own_addresses(node), missing))
+            ipsets.update(infer_kube_ipsets(ipvs_table, own_addresses(ipvs_table, node), missing))
             ctx.inferred = missing
             warnings.append(Warn(f"no `ipset save` for {', '.join(sorted(missing))}: inferred from the IPVS table "
                                  "(ClusterIPs = virtual servers on non-node addresses; outcomes that depend on "

@@ -548,24 +548,15 @@ def _compile(schema: Any, name: str) -> Any:
             if expr:
                 lines.append(f"{ind}if {x} is not None and not {expr.format(x=x)}: return False")
             return
-        if isinstance(sch, list):
+        if isinstance(sch, list | _Map):  # a list of items, or an object of string keys to values
+            kind, items, inner = ("list", "", sch[0]) if isinstance(sch, list) else ("dict", ".values()", sch.value)
             lines.append(f"{ind}if {x} is not None:")
-            lines.append(f"{ind}    if type({x}) is not list: return False")
+            lines.append(f"{ind}    if type({x}) is not {kind}: return False")
             item = var()
             body = len(lines)
-            lines.append(f"{ind}    for {item} in {x}:")
-            emit(sch[0], item, ind + "        ")
+            lines.append(f"{ind}    for {item} in {x}{items}:")
+            emit(inner, item, ind + "        ")
             if len(lines) == body + 1:  # nothing to test in the items
-                lines.pop()
-            return
-        if isinstance(sch, _Map):
-            lines.append(f"{ind}if {x} is not None:")
-            lines.append(f"{ind}    if type({x}) is not dict: return False")
-            item = var()
-            body = len(lines)
-            lines.append(f"{ind}    for {item} in {x}.values():")
-            emit(sch.value, item, ind + "        ")
-            if len(lines) == body + 1:
                 lines.pop()
             return
         assert isinstance(sch, dict), sch
